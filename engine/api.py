@@ -1,0 +1,305 @@
+"""The engine's public API: what the CLI, the listener and tests call.
+
+    engine = Engine(state=".flowrun/state.db")
+    flow = engine.load("flows/hello.yaml")
+    result = await engine.run(flow, input={"name": "Ada"})       # start + execute
+    result = await engine.resume(run_id)                          # after a crash
+    result = await engine.rerun(run_id, from_action="notify")     # new run, linked
+
+``run_file(path, ...)`` is the same for synchronous callers.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import anyio
+import networkx as nx
+
+from . import connections as _connections
+from .errors import FlowrunError, StoreError
+from .executor import Runtime
+from .expressions import Evaluator
+from .loader import load_file, load_text, tools
+from .model import Action, Flow
+from .registry import Registry, default_registry
+from .state import CANCELLED, QUEUED, RUNNING, is_terminal
+from .store import Store
+
+DEFAULT_STATE = ".flowrun/state.db"
+
+
+@dataclass
+class Step:
+    path: str
+    action: str
+    type: str
+    status: str
+    attempts: int
+    inputs: Any
+    outputs: Any
+    error: Any
+    started: float | None
+    ended: float | None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.started is None or self.ended is None else self.ended - self.started
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    flow: str
+    status: str
+    outputs: Any = None
+    error: Any = None
+    response: Any = None
+    steps: dict[str, Step] = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "Succeeded"
+
+
+class ParameterError(FlowrunError):
+    pass
+
+
+def coerce_params(flow: Flow, given: dict[str, Any]) -> dict[str, Any]:
+    """Declared parameters with defaults applied and ``--param k=v`` strings converted."""
+    out, problems = {}, []
+    for name in given:
+        if name not in flow.parameters:
+            problems.append(f"unknown parameter '{name}'" + (f"; declared: {', '.join(flow.parameters)}"
+                                                             if flow.parameters else ""))
+    for name, p in flow.parameters.items():
+        if name in given:
+            value = given[name]
+            try:
+                value = _convert(value, p.type)
+            except (ValueError, TypeError) as exc:
+                problems.append(f"parameter '{name}': {exc}")
+                continue
+            if p.allowed and value not in p.allowed:
+                problems.append(f"parameter '{name}': {value!r} is not one of {p.allowed}")
+            out[name] = value
+        elif p.has_default:
+            out[name] = p.default
+        else:
+            problems.append(f"parameter '{name}' is required (no defaultValue)")
+    if problems:
+        raise ParameterError("; ".join(problems))
+    return out
+
+
+def _convert(value: Any, type_: str) -> Any:
+    import json
+
+    t = type_.lower()
+    if not isinstance(value, str):
+        return value
+    if t in ("int", "integer"):
+        return int(value)
+    if t in ("float", "number"):
+        return float(value)
+    if t in ("bool", "boolean"):
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{value!r} is not a boolean")
+    if t in ("array", "object", "secureobject"):
+        parsed = json.loads(value)
+        if not isinstance(parsed, list if t == "array" else dict):
+            raise ValueError(f"expected a JSON {t}")
+        return parsed
+    return value
+
+
+_git_cache: dict[str, str | None] = {}
+
+
+def git_commit(file: str) -> str | None:
+    folder = str(Path(file).resolve().parent)
+    if folder not in _git_cache:
+        try:
+            out = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True,
+                                 text=True, timeout=5)
+            _git_cache[folder] = out.stdout.strip() if out.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            _git_cache[folder] = None
+    return _git_cache[folder]
+
+
+class Engine:
+    def __init__(self, state: str | Path = DEFAULT_STATE, *, connections: str | Path | None = None,
+                 registry: Registry | None = None, concurrency: int = 64,
+                 blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000):
+        self.registry = registry or default_registry()
+        self.evaluator: Evaluator = tools(self.registry)[1]
+        self.redactor = _connections.Redactor()
+        self.store = Store(state, redact=self.redactor, blob_threshold=blob_threshold, blob_cap=blob_cap)
+        self.connections_file = connections
+        self._connections: dict[str, _connections.Connections] = {}
+        self.limiter = anyio.CapacityLimiter(concurrency)
+        self._node_log = logging.getLogger("flowrun.node")
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- flows and connections --------------------------------------------------------------
+    def connections_for(self, flow_file: str) -> _connections.Connections:
+        path = self.connections_file or _connections.find_file(flow_file)
+        key = str(path)
+        if key not in self._connections:
+            self._connections[key] = (_connections.Connections.load(path, self.registry) if path
+                                      else _connections.Connections.empty(self.registry))
+        return self._connections[key]
+
+    def load(self, path: str | Path) -> Flow:
+        return load_file(path, registry=self.registry, connections=self.connections_for(str(path)))
+
+    def load_recorded(self, run: dict) -> Flow:
+        return load_text(run["definition"], run["file"] or "<recorded>", registry=self.registry,
+                         connections=self.connections_for(run["file"] or "."))
+
+    def node_logger(self, run_id: str, path: str) -> logging.LoggerAdapter:
+        return _RedactingAdapter(self._node_log, {"run_id": run_id, "action": path}, self.redactor)
+
+    # -- runs ---------------------------------------------------------------------------------
+    def start(self, flow: Flow, *, input: Any = None, params: dict | None = None,
+              trigger: str | None = None, trigger_outputs: dict | None = None, run_id: str | None = None,
+              parent_id: str | None = None, rerun_of: str | None = None, request: Any = None,
+              dedupe_key: str | None = None) -> str:
+        """Validate what the run needs (parameters, connections, secrets) and persist it as Queued."""
+        values = coerce_params(flow, params or {})
+        self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
+        run_id = run_id or uuid.uuid4().hex
+        outputs = trigger_outputs or {"body": input, "headers": {}, "queries": {}, "relativePathParameters": {}}
+        self.store.create_run({
+            "id": run_id, "flow": flow.name, "file": flow.file, "flow_hash": flow.hash,
+            "git_commit": git_commit(flow.file) if Path(flow.file).exists() else None,
+            "definition": flow.source, "trigger": trigger or next(iter(flow.triggers), "manual"),
+            "payload": outputs, "params": values, "status": QUEUED, "created": time.time(),
+            "parent_id": parent_id, "rerun_of": rerun_of, "request": request, "dedupe_key": dedupe_key,
+        })
+        return run_id
+
+    async def execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
+                      copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
+                      on_event: Callable[[str, str, str], None] | None = None) -> RunResult:
+        run = self.store.get_run(run_id)
+        flow = flow or self.load_recorded(run)
+        conns = self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
+        self.store.update_run(run_id, status=RUNNING, started=run["started"] or time.time(),
+                              attempts=(run["attempts"] or 0) + 1)
+        runtime = Runtime(engine=self, flow=flow, run_id=run_id, trigger={"name": run["trigger"],
+                          "outputs": run["payload"] or {}}, params=run["params"] or {}, connections=conns,
+                          reuse=reuse, copy_reused=copy_reused, on_response=on_response, on_event=on_event)
+        try:
+            status, outputs, error = await runtime.execute()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                self.store.flush()  # a stopped process keeps what finished; resume continues it
+            raise
+        self.store.update_run(run_id, status=status, outputs=outputs, error=error, ended=time.time())
+        return self.result(run_id)
+
+    async def run(self, flow: Flow | str | Path, **kw: Any) -> RunResult:
+        if not isinstance(flow, Flow):
+            flow = self.load(flow)
+        on_event = kw.pop("on_event", None)
+        on_response = kw.pop("on_response", None)
+        run_id = self.start(flow, **kw)
+        return await self.execute(run_id, flow, on_event=on_event, on_response=on_response)
+
+    async def resume(self, run_id: str, **kw: Any) -> RunResult:
+        """Continue a run whose process died: finished actions are reused, in-flight ones rerun."""
+        run = self.store.get_run(run_id)
+        if is_terminal(run["status"]):
+            raise StoreError(f"run {run['id']} already finished ({run['status']}); use rerun to run it again")
+        reuse = {s["path"]: s for s in self.store.steps(run["id"])}
+        return await self.execute(run["id"], reuse=reuse, **kw)
+
+    def rerun_plan(self, run_id: str, from_action: str, definition: str = "recorded") -> tuple[Flow, dict, dict, list[str]]:
+        """(flow, old run, steps to reuse by path, names of the actions that will run again)."""
+        run = self.store.get_run(run_id)
+        flow = self.load_recorded(run) if definition == "recorded" else self.load(run["file"])
+        target = flow.actions.get(from_action)
+        if target is None:
+            from .planner import suggest
+            raise StoreError(f"no action '{from_action}' in flow '{flow.name}'{suggest(from_action, flow.actions)}")
+        again = rerun_set(target)
+        reuse = {s["path"]: s for s in self.store.steps(run["id"])
+                 if s["action"] not in again and is_terminal(s["status"]) and s["status"] != CANCELLED}
+        return flow, run, reuse, sorted(again)
+
+    async def rerun(self, run_id: str, from_action: str, *, definition: str = "recorded", **kw: Any) -> RunResult:
+        flow, run, reuse, _ = self.rerun_plan(run_id, from_action, definition)
+        new_id = self.start(flow, params=run["params"], trigger=run["trigger"], trigger_outputs=run["payload"],
+                            rerun_of=run["id"], request=run["request"])
+        return await self.execute(new_id, flow, reuse=reuse, copy_reused=True, **kw)
+
+    def result(self, run_id: str) -> RunResult:
+        run = self.store.get_run(run_id)
+        steps = {s["path"]: Step(s["path"], s["action"], s["type"], s["status"], s["attempts"], s["inputs"],
+                                 s["outputs"], s["error"], s["started"], s["ended"])
+                 for s in self.store.steps(run["id"])}
+        return RunResult(run["id"], run["flow"], run["status"], run["outputs"], run["error"],
+                         run["response"], steps, run)
+
+
+def rerun_set(target: Action) -> set[str]:
+    """Names of the actions a rerun from ``target`` runs again.
+
+    The target, everything downstream of it in its block, everything nested in those, and
+    for every container around it, the container itself and what is downstream of it."""
+    again: set[str] = set()
+
+    def with_nested(action: Action) -> None:
+        again.add(action.name)
+        for block in action.blocks.values():
+            for inner in block.actions.values():
+                with_nested(inner)
+
+    def with_downstream(action: Action) -> None:
+        for name in nx.descendants(action.block.graph, action.name):
+            with_nested(action.block.actions[name])
+
+    with_nested(target)
+    with_downstream(target)
+    container = target.parent
+    while container is not None:
+        again.add(container.name)  # runs again, reusing what inside it is not downstream
+        with_downstream(container)
+        container = container.parent
+    return again
+
+
+class _RedactingAdapter(logging.LoggerAdapter):
+    def __init__(self, logger: logging.Logger, extra: dict, redactor: Any):
+        super().__init__(logger, extra)
+        self.redactor = redactor
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            text = str(msg) % args if args else str(msg)
+            super().log(level, self.redactor(text), **kwargs)
+
+
+def run_file(path: str | Path, *, input: Any = None, params: dict | None = None,
+             state: str | Path = DEFAULT_STATE, connections: str | Path | None = None,
+             **engine_kw: Any) -> RunResult:
+    """Load, run and return the result of a flow file (synchronous convenience)."""
+    engine = Engine(state, connections=connections, **engine_kw)
+    try:
+        return anyio.run(lambda: engine.run(path, input=input, params=params or {}))
+    finally:
+        engine.close()

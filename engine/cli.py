@@ -1,0 +1,379 @@
+"""The ``flowrun`` command: a thin layer over engine.api. Heavy imports happen inside commands."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+STATE_HELP = "state database (default .flowrun/state.db, or $FLOWRUN_STATE)"
+STATUS_STYLE = {"Succeeded": "green", "Failed": "red", "TimedOut": "red", "Cancelled": "yellow",
+                "Skipped": "dim", "Running": "cyan", "Queued": "cyan"}
+
+
+class Fail(click.ClickException):
+    exit_code = 2
+
+
+def _engine(ctx: click.Context) -> Any:
+    from .api import Engine
+
+    obj = ctx.find_root().obj
+    if obj.get("engine") is None:
+        obj["engine"] = Engine(obj["state"], connections=obj["connections"])
+    return obj["engine"]
+
+
+def _guard(fn: Any) -> Any:
+    """Turn flowrun's errors into one clear message and a non-zero exit (tracebacks with --debug)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .errors import FlowError, FlowrunError
+
+        try:
+            return fn(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except FlowError as exc:
+            if click.get_current_context().find_root().obj.get("debug"):
+                raise
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            sys.exit(1)
+        except (FlowrunError, OSError, ValueError) as exc:
+            if click.get_current_context().find_root().obj.get("debug"):
+                raise
+            raise Fail(str(exc)) from None
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--state", default=lambda: os.environ.get("FLOWRUN_STATE", ".flowrun/state.db"), help=STATE_HELP,
+              show_default=False)
+@click.option("--connections", type=click.Path(dir_okay=False), default=None,
+              help="connections file (default: connections.yaml beside the flow, or in a parent folder)")
+@click.option("--debug", is_flag=True, help="show Python tracebacks")
+@click.pass_context
+def main(ctx: click.Context, state: str, connections: str | None, debug: bool) -> None:
+    """flowrun: run Logic-Apps-style YAML flows, durably."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(state=state, connections=connections, debug=debug, engine=None)
+    if debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG)
+
+
+# -- validate / schema / nodes / graph ---------------------------------------------------------
+def _flow_files(paths: tuple[str, ...]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*.y*ml") if f.suffix in (".yaml", ".yml")
+                          and f.name not in ("connections.yaml", "connections.yml"))
+        else:
+            out.append(p)
+    return out
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.pass_context
+@_guard
+def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
+    """Check flow files (or folders of them); list every problem, one per line."""
+    from .errors import FlowError
+    from .loader import load_file
+    from .registry import default_registry
+    from . import connections as conns
+
+    registry = default_registry()
+    files = _flow_files(paths)
+    bad = 0
+    cache: dict[str, Any] = {}
+    for f in files:
+        try:
+            cfile = ctx.obj["connections"] or conns.find_file(f)
+            if str(cfile) not in cache:
+                cache[str(cfile)] = conns.Connections.load(cfile, registry) if cfile else None
+            load_file(f, registry=registry, connections=cache[str(cfile)])
+        except FlowError as exc:
+            bad += 1
+            for problem in exc.problems:
+                click.echo(str(problem))
+    if not files:
+        raise Fail("no flow files found")
+    click.echo(f"{len(files) - bad} of {len(files)} flow file(s) valid", err=True)
+    if bad:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="exit 1 if schemas/flow.schema.json is out of date")
+@_guard
+def schema(check: bool) -> None:
+    """Print the flow JSON Schema (generated from the registered nodes)."""
+    from .registry import default_registry
+    from .schema import COMMITTED, dumps, flow_schema
+
+    text = dumps(flow_schema(default_registry()))
+    if check:
+        if not COMMITTED.exists() or COMMITTED.read_text() != text:
+            raise Fail(f"{COMMITTED} is out of date: run `flowrun schema > {COMMITTED}`")
+        click.echo(f"{COMMITTED} is up to date")
+        return
+    click.echo(text, nl=False)
+
+
+@main.command()
+@click.argument("type_name", required=False)
+@_guard
+def nodes(type_name: str | None) -> None:
+    """List action types, or show one type's inputs, outputs and example."""
+    import yaml
+
+    from .registry import default_registry
+
+    reg = default_registry()
+    if not type_name:
+        for node in sorted(reg.nodes.values(), key=lambda n: n.type):
+            conn = f"  [connection: {node.connection}]" if node.connection else ""
+            click.echo(f"{node.type:<34} {node.title}{conn}")
+        for mod, why in reg.broken.items():
+            click.echo(f"(plugin module {mod} could not be loaded: {why})", err=True)
+        return
+    node = reg.node(type_name)
+    if node is None:
+        from .planner import suggest
+        raise Fail(f"unknown action type '{type_name}'{suggest(type_name, [n.type for n in reg.nodes.values()])}")
+    click.echo(f"{node.type}: {node.title}\n\n{node.description}\n")
+    if node.connection:
+        spec = reg.connections.get(node.connection)
+        click.echo(f"Connection kind: {node.connection}" + (f" ({spec.description})" if spec else ""))
+        if spec:
+            click.echo(yaml.safe_dump({"settings": spec.settings}, sort_keys=False))
+    if node.fields:
+        click.echo("Fields:\n" + yaml.safe_dump(node.fields, sort_keys=False))
+    click.echo("Inputs (JSON Schema):\n" + yaml.safe_dump(node.input_schema, sort_keys=False))
+    click.echo("Outputs:\n" + yaml.safe_dump(node.outputs, sort_keys=False))
+    click.echo("Example:\n" + yaml.safe_dump({"my_action": node.example}, sort_keys=False))
+
+
+@main.command()
+@click.argument("flow", type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True)
+@click.pass_context
+@_guard
+def graph(ctx: click.Context, flow: str, fmt: str) -> None:
+    """Draw a flow's actions and runAfter edges (Mermaid or Graphviz DOT)."""
+    from .graph import render
+
+    click.echo(render(_engine(ctx).load(flow), fmt))
+
+
+# -- runs ----------------------------------------------------------------------------------------
+def _parse_input(value: str | None) -> Any:
+    if value is None:
+        return None
+    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise Fail(f"--input is not valid JSON: {exc}") from None
+
+
+def _parse_params(items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise Fail(f"--param takes NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def _progress() -> Any:
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+
+    def on_event(path: str, status: str, message: str) -> None:
+        if status == "Running":
+            return
+        style = STATUS_STYLE.get(status, "")
+        console.print(f"  [{style}]{status:<9}[/] {path}" + (f"  [red]{message}[/]" if message else ""),
+                      highlight=False)
+    return on_event
+
+
+def _finish(ctx: click.Context, result: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(_result_json(result), indent=2, default=str))
+    else:
+        _print_tree(result)
+    if result.status != "Succeeded":
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("flow", type=click.Path(dir_okay=False))
+@click.option("--input", "input_", metavar="JSON|@FILE", help="the trigger body")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="set a flow parameter")
+@click.option("--json", "as_json", is_flag=True, help="print the run as JSON")
+@click.pass_context
+@_guard
+def run(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ...], as_json: bool) -> None:
+    """Run a flow now and wait for it (exit 1 if the run does not succeed)."""
+    import anyio
+
+    if not Path(flow).is_file():
+        raise Fail(f"no flow file {flow}")
+    engine = _engine(ctx)
+    loaded = engine.load(flow)
+    body, values = _parse_input(input_), _parse_params(params)
+    result = anyio.run(lambda: engine.run(loaded, input=body, params=values, on_event=_progress()))
+    _finish(ctx, result, as_json)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_guard
+def resume(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Continue a run whose process died; finished actions are not run again."""
+    import anyio
+
+    engine = _engine(ctx)
+    result = anyio.run(lambda: engine.resume(run_id, on_event=_progress()))
+    _finish(ctx, result, as_json)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--from", "from_action", required=True, help="the action to run again (and what is downstream)")
+@click.option("--definition", type=click.Choice(["recorded", "current"]), default="recorded", show_default=True,
+              help="the flow definition the old run used, or the file as it is now")
+@click.option("--plan", is_flag=True, help="print what would re-run and what is reused; run nothing")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_guard
+def rerun(ctx: click.Context, run_id: str, from_action: str, definition: str, plan: bool, as_json: bool) -> None:
+    """Re-run an action and everything downstream of it, as a new run linked to the old one."""
+    import anyio
+
+    engine = _engine(ctx)
+    if plan:
+        flow, old, reuse, again = engine.rerun_plan(run_id, from_action, definition)
+        reused = sorted({s["action"] for s in reuse.values()})
+        if as_json:
+            click.echo(json.dumps({"run": old["id"], "rerun": again, "reuse": reused}, indent=2))
+        else:
+            click.echo(f"rerun of {old['id']} ({flow.name}) from '{from_action}'")
+            click.echo("runs again: " + (", ".join(again) or "-"))
+            click.echo("reused:     " + (", ".join(reused) or "-"))
+        return
+    result = anyio.run(lambda: engine.rerun(run_id, from_action, definition=definition, on_event=_progress()))
+    _finish(ctx, result, as_json)
+
+
+@main.command()
+@click.option("--flow", help="only runs of this flow")
+@click.option("--status", help="only runs with this status")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_guard
+def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs."""
+    rows = _engine(ctx).store.list_runs(flow=flow, status=status, limit=limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("run", "flow", "status", "started", "duration", "from", box=None)
+    for r in rows:
+        dur = f"{(r['ended'] - r['started']) * 1000:.0f} ms" if r["ended"] and r["started"] else ""
+        link = f"rerun of {r['rerun_of'][:12]}" if r["rerun_of"] else (f"child of {r['parent_id'][:12]}" if r["parent_id"] else "")
+        table.add_row(r["id"][:12], r["flow"], f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]",
+                      _when(r["started"] or r["created"]), dur, link)
+    Console().print(table)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_guard
+def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Show a run as a tree of actions with status, duration and error."""
+    result = _engine(ctx).result(run_id)
+    if as_json:
+        click.echo(json.dumps(_result_json(result), indent=2, default=str))
+    else:
+        _print_tree(result)
+
+
+def _when(ts: float | None) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+def _result_json(result: Any) -> dict:
+    return {"run_id": result.run_id, "flow": result.flow, "status": result.status, "outputs": result.outputs,
+            "error": result.error, "response": result.response,
+            "steps": [{"path": s.path, "action": s.action, "type": s.type, "status": s.status, "attempts": s.attempts,
+                       "duration_ms": None if s.duration is None else round(s.duration * 1000, 3),
+                       "inputs": s.inputs, "outputs": s.outputs, "error": s.error} for s in result.steps.values()]}
+
+
+def _print_tree(result: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    style = STATUS_STYLE.get(result.status, "")
+    root = Tree(f"[bold]{escape(result.flow)}[/] run {result.run_id}  [{style}]{result.status}[/]")
+    nodes: dict[str, Any] = {"": root}
+    for path in sorted(result.steps, key=lambda p: (result.steps[p].started or result.steps[p].ended or 0)):
+        pass
+    ordered = sorted(result.steps.values(), key=lambda s: (s.path.count("/") + s.path.count("["), s.started or s.ended or 0))
+    for step in ordered:
+        parent = _parent_path(step.path)
+        holder = nodes.get(parent) or root
+        dur = f" {step.duration * 1000:.1f} ms" if step.duration is not None else ""
+        tries = f" ({step.attempts} attempts)" if step.attempts and step.attempts > 1 else ""
+        label = f"{escape(step.path.rsplit('/', 1)[-1])}  [{STATUS_STYLE.get(step.status, '')}]{step.status}[/]{dur}{tries}"
+        if step.error:
+            label += f"\n[red]{escape(str(step.error.get('message', step.error)))}[/]"
+        nodes[step.path] = holder.add(label)
+    if result.error:
+        root.add(f"[red]error: {escape(str(result.error.get('message', result.error)))}[/]")
+    if result.outputs:
+        root.add("outputs: " + escape(json.dumps(result.outputs, default=str)[:500]))
+    Console().print(root)
+
+
+def _parent_path(path: str) -> str:
+    """'loop[2]/each' -> 'loop[2]', 'loop[2]' -> 'loop', 'try/charge' -> 'try'."""
+    if path.endswith("]"):
+        return path[: path.rindex("[")]
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+from .listener.commands import serve  # noqa: E402  (kept light: imports happen inside)
+
+main.add_command(serve)
+
+if __name__ == "__main__":
+    main()

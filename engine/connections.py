@@ -1,0 +1,200 @@
+"""connections.yaml: named connections, their non-secret settings, and the environment
+variables their secrets come from. Secrets are never written in a file.
+
+    connections:
+      stripe:
+        kind: stripe
+        endpoint: http://127.0.0.1:12111     # optional override: sandboxes, proxies, tests
+        settings: {api_version: "2024-06-20"}
+        secrets: {api_key: STRIPE_API_KEY}    # setting -> environment variable
+
+The ``Redactor`` knows every secret value resolved in this process and removes them
+(plain, base64 and URL-encoded) from logs, errors and everything the store writes.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import quote
+
+from jsonschema import Draft202012Validator
+
+from . import yamlpos
+from .errors import ConnectionError_, FlowError, Problem
+from .planner import suggest
+from .plugin import Connection
+from .registry import Registry
+
+MASK = "***"
+
+
+class Redactor:
+    """Replaces known secret values in text. Callable: ``redactor(text) -> text``."""
+
+    def __init__(self) -> None:
+        self._values: list[str] = []
+
+    def add(self, value: str | None) -> None:
+        if not value or len(value) < 4:
+            return
+        forms = {value, base64.b64encode(value.encode()).decode(), quote(value, safe=""),
+                 base64.urlsafe_b64encode(value.encode()).decode()}
+        # base64 of the secret at any byte alignment inside a larger blob ("user:secret")
+        for pad, skip in ((0, 0), (1, 2), (2, 3)):
+            enc = base64.b64encode(b"\0" * pad + value.encode()).decode().rstrip("=")
+            core = enc[skip:len(enc) - 2]
+            if len(core) >= 8:
+                forms.add(core)
+        forms = {f for f in forms if len(f) >= 4}
+        self._values = sorted(set(self._values) | forms, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        if not self._values or not isinstance(text, str):
+            return text
+        for v in self._values:
+            if v in text:
+                text = text.replace(v, MASK)
+        return text
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts the final message of every record."""
+
+    def __init__(self, redactor: Redactor):
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.redactor:
+            record.msg = self.redactor(record.getMessage())
+            record.args = None
+        return True
+
+
+class Connections:
+    """The parsed, validated connections file (secrets not yet resolved)."""
+
+    def __init__(self, file: str, specs: dict[str, dict], registry: Registry):
+        self.file = file
+        self.specs = specs
+        self.registry = registry
+        self._resolved: dict[str, Connection] = {}
+
+    @classmethod
+    def empty(cls, registry: Registry) -> "Connections":
+        return cls("<no connections.yaml>", {}, registry)
+
+    @classmethod
+    def load(cls, path: str | Path, registry: Registry) -> "Connections":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise FlowError([Problem(str(path), 1, 1, "", f"cannot read connections file: {exc}")]) from None
+        data, positions, problems = yamlpos.load(text, str(path))
+
+        def problem(where: str, message: str) -> None:
+            line, col = yamlpos.position(positions, where)
+            problems.append(Problem(str(path), line, col, where, message))
+
+        entries = (data or {}).get("connections") if isinstance(data, dict) else None
+        if data is not None and not isinstance(entries, dict):
+            problem("connections", "expected a mapping 'connections: {name: {kind: ..., ...}}'")
+            entries = {}
+        specs: dict[str, dict] = {}
+        for name, entry in (entries or {}).items():
+            where = f"connections.{name}"
+            if not isinstance(entry, dict):
+                problem(where, "expected a mapping with 'kind'")
+                continue
+            for key in entry:
+                if key not in ("kind", "settings", "secrets", "endpoint", "description"):
+                    problem(f"{where}.{key}", f"unknown key '{key}'"
+                            f"{suggest(str(key), ['kind', 'settings', 'secrets', 'endpoint', 'description'])}")
+            kind = entry.get("kind")
+            spec = registry.connections.get(kind) if isinstance(kind, str) else None
+            if spec is None:
+                problem(f"{where}.kind", f"unknown connection kind {kind!r}{suggest(str(kind), registry.connections)}")
+                continue
+            settings = entry.get("settings") or {}
+            secrets = entry.get("secrets") or {}
+            if not isinstance(settings, dict) or not isinstance(secrets, dict):
+                problem(where, "'settings' and 'secrets' must be mappings")
+                continue
+            for key in settings:
+                if key in spec.secret_names:
+                    problem(f"{where}.settings.{key}", f"'{key}' is a secret: reference an environment "
+                                                       f"variable instead (secrets: {{{key}: ENV_VAR}})")
+            for key, env in secrets.items():
+                if key not in spec.secret_names:
+                    problem(f"{where}.secrets.{key}", f"'{key}' is not a secret of kind '{kind}'"
+                                                      f"{suggest(str(key), spec.secret_names)}")
+                elif not isinstance(env, str) or not env.replace("_", "").isalnum():
+                    problem(f"{where}.secrets.{key}", "expected the NAME of an environment variable")
+            schema = dict(spec.settings)
+            schema["properties"] = {k: v for k, v in schema.get("properties", {}).items()
+                                    if k not in spec.secret_names}
+            schema["required"] = [k for k in schema.get("required", []) if k not in spec.secret_names]
+            for err in Draft202012Validator(schema).iter_errors(settings):
+                sub = ".".join(str(p) for p in err.absolute_path)
+                problem(f"{where}.settings" + (f".{sub}" if sub else ""), err.message)
+            specs[name] = {"kind": kind, "settings": settings, "secrets": secrets,
+                           "endpoint": entry.get("endpoint")}
+        if problems:
+            raise FlowError(problems)
+        return cls(str(path), specs, registry)
+
+    def resolve(self, names: set[str], redactor: Redactor,
+                env: Mapping[str, str] | None = None) -> dict[str, Connection]:
+        """Build the named connections, reading secrets from the environment.
+
+        Every missing variable is reported at once, before anything runs."""
+        env = os.environ if env is None else env
+        missing, out = [], {}
+        for name in sorted(names):
+            if name in self._resolved:
+                out[name] = self._resolved[name]
+                continue
+            entry = self.specs.get(name)
+            if entry is None:
+                missing.append(f"unknown connection '{name}'{suggest(name, self.specs)} in {self.file}")
+                continue
+            spec = self.registry.connections[entry["kind"]]
+            values = {}
+            for key, var in entry["secrets"].items():
+                if env.get(var):
+                    values[key] = env[var]
+                else:
+                    missing.append(f"connection '{name}': environment variable {var} (for '{key}') is not set")
+            required = [k for k in spec.settings.get("required", []) if k in spec.secret_names]
+            for key in required:
+                if key not in entry["secrets"]:
+                    missing.append(f"connection '{name}': secret '{key}' is required "
+                                   f"(secrets: {{{key}: ENV_VAR}} in {self.file})")
+            if not missing:
+                conn = Connection(name, spec, dict(entry["settings"]), values, entry.get("endpoint"))
+                for v in conn.secret_values():
+                    redactor.add(v)
+                self._resolved[name] = out[name] = conn
+        if missing:
+            raise ConnectionError_("; ".join(missing))
+        return out
+
+
+def find_file(flow_file: str | Path) -> Path | None:
+    """connections.yaml beside the flow, or in a parent folder, or in the working directory."""
+    start = Path(flow_file).resolve().parent
+    for folder in [start, *start.parents]:
+        candidate = folder / "connections.yaml"
+        if candidate.is_file():
+            return candidate
+        if (folder / ".git").exists():
+            break
+    cwd = Path.cwd() / "connections.yaml"
+    return cwd if cwd.is_file() else None

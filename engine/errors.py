@@ -1,0 +1,96 @@
+"""Every error flowrun raises, in one place.
+
+    FlowrunError                     base of everything below
+    ├── FlowError                    a flow file is invalid (carries every Problem found)
+    ├── ConnectionError_             connections.yaml is invalid, or a secret is missing
+    ├── StoreError                   the state database cannot be used (or a run is unknown)
+    └── ActionError                  an action failed while running; becomes the step's error
+        ├── RetryableError           the same call may succeed later (timeouts, 429, 5xx)
+        ├── ExpressionError          a template failed to evaluate (undefined name, bad call)
+        └── InputError               resolved inputs do not match the node's input schema
+
+Nodes raise ActionError or RetryableError (usually through their vendor's
+``map_errors``); the executor turns them into a step's ``Failed`` status and
+retries only RetryableError.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a file: where it is and what is wrong."""
+
+    file: str
+    line: int
+    column: int
+    path: str  # dotted path in the flow, e.g. actions.notify.inputs.to
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where} {self.path}: {self.message}" if self.path else f"{where} {self.message}"
+
+
+class FlowrunError(Exception):
+    """Base class of flowrun's errors."""
+
+
+class FlowError(FlowrunError):
+    """A flow (or connections) file has problems; ``problems`` lists all of them."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class ConnectionError_(FlowrunError):
+    """A connection cannot be built: unknown, badly configured or missing a secret."""
+
+
+class StoreError(FlowrunError):
+    """The state database is unusable, or the run asked for does not exist."""
+
+
+class ActionError(FlowrunError):
+    """An action failed. ``code`` is a short machine-readable reason; ``details`` is JSON-able."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, code: str = "ActionFailed", details: Any = None,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.details = details
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict:
+        out = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            out["details"] = self.details
+        return out
+
+
+class RetryableError(ActionError):
+    """An action failed in a way that may pass on a later attempt."""
+
+    retryable = True
+
+
+class ExpressionError(ActionError):
+    """A template could not be evaluated."""
+
+    def __init__(self, message: str, **kw: Any):
+        kw.setdefault("code", "ExpressionError")
+        super().__init__(message, **kw)
+
+
+class InputError(ActionError):
+    """Resolved inputs do not match the node's input schema."""
+
+    def __init__(self, message: str, **kw: Any):
+        kw.setdefault("code", "InvalidInputs")
+        super().__init__(message, **kw)

@@ -1,0 +1,145 @@
+"""The evaluation scope of one block instance: what ``{{ }}`` templates can see.
+
+A Frame holds the results of the actions of one block run (the root, a Scope, an If
+branch, one Foreach iteration), a link to the enclosing frame and, for loop iterations,
+the current item. Its methods are the workflow functions templates call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ActionError
+from .state import SKIPPED
+
+
+@dataclass(slots=True)
+class ActionResult:
+    name: str
+    type: str
+    status: str
+    inputs: Any = None
+    outputs: Any = None
+    error: Any = None
+    start: float | None = None
+    end: float | None = None
+    attempts: int = 0
+    frames: list["Frame"] = field(default_factory=list)  # container: one per block run
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "type": self.type, "status": self.status, "inputs": self.inputs,
+                "outputs": self.outputs, "error": self.error, "startTime": _iso(self.start),
+                "endTime": _iso(self.end), "attempts": self.attempts}
+
+
+def _iso(ts: float | None) -> str | None:
+    import datetime as dt
+
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class Frame:
+    __slots__ = ("runtime", "parent", "prefix", "results", "loop", "item_value", "index")
+
+    def __init__(self, runtime: Any, parent: "Frame | None", prefix: str,
+                 loop: str | None = None, item: Any = None, index: int | None = None):
+        self.runtime = runtime
+        self.parent = parent
+        self.prefix = prefix  # path of actions in this frame: f"{prefix}/{name}" (or name at root)
+        self.results: dict[str, ActionResult] = {}
+        self.loop = loop
+        self.item_value = item
+        self.index = index
+
+    def path(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def lookup(self, name: str) -> ActionResult:
+        f: Frame | None = self
+        while f is not None:
+            r = f.results.get(name)
+            if r is not None:
+                return r
+            f = f.parent
+        r = self.runtime.latest.get(name)
+        if r is not None:
+            return r
+        if name in self.runtime.flow.actions:
+            raise ActionError(f"action '{name}' has not run", code="ActionNotRun")
+        raise ActionError(f"unknown action '{name}'", code="UnknownAction")
+
+    def _loop_frame(self, name: str | None) -> "Frame":
+        f: Frame | None = self
+        while f is not None:
+            if f.loop is not None and (name is None or f.loop == name):
+                return f
+            f = f.parent
+        raise ActionError("item() is only available inside a loop" if name is None
+                          else f"'{name}' is not a loop around this action", code="NotInLoop")
+
+    # -- workflow functions --------------------------------------------------------------
+    def trigger(self) -> dict:
+        return self.runtime.trigger
+
+    def triggerBody(self) -> Any:
+        return self.runtime.trigger.get("outputs", {}).get("body")
+
+    def triggerOutputs(self) -> dict:
+        return self.runtime.trigger.get("outputs", {})
+
+    def outputs(self, name: str) -> Any:
+        return self.lookup(name).outputs
+
+    def body(self, name: str) -> Any:
+        out = self.lookup(name).outputs
+        if isinstance(out, dict) and "body" in out:
+            return out["body"]
+        return out
+
+    def actions(self, name: str) -> dict:
+        return self.lookup(name).as_dict()
+
+    def result(self, name: str) -> list[dict]:
+        container = self.lookup(name)
+        owner = self.runtime.flow.actions[name]
+        if container.status == SKIPPED or not container.frames:
+            return []
+        if owner.type in ("Foreach", "Until"):
+            out = []
+            for inner in _inner_names(owner):
+                per = [f.results[inner].as_dict() for f in container.frames if inner in f.results]
+                out.append({"name": inner, "status": self.runtime.fold([p["status"] for p in per]),
+                            "outputs": per})
+            return out
+        return [f.results[n].as_dict() for f in container.frames for n in _inner_names(owner)
+                if n in f.results]
+
+    def variables(self, name: str) -> Any:
+        try:
+            return self.runtime.variables[name]
+        except KeyError:
+            raise ActionError(f"variable '{name}' is not initialized", code="UnknownVariable") from None
+
+    def parameters(self, name: str) -> Any:
+        try:
+            return self.runtime.params[name]
+        except KeyError:
+            raise ActionError(f"unknown parameter '{name}'", code="UnknownParameter") from None
+
+    def item(self) -> Any:
+        return self._loop_frame(None).item_value
+
+    def items(self, name: str) -> Any:
+        return self._loop_frame(name).item_value
+
+    def iterationIndexes(self, name: str) -> int | None:
+        return self._loop_frame(name).index
+
+    def workflow(self) -> dict:
+        rt = self.runtime
+        return {"name": rt.flow.name, "id": rt.flow.name, "type": "flowrun",
+                "run": {"name": rt.run_id, "id": rt.run_id}}
+
+
+def _inner_names(owner: Any) -> list[str]:
+    return [n for b in owner.blocks.values() for n in b.actions]

@@ -1,0 +1,10 @@
+"""`flowrun serve` and `flowrun replay` (heavy imports inside the commands)."""
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+def serve() -> None:
+    """Serve flows' HTTP triggers and schedules (not built yet)."""
+    raise click.ClickException("flowrun serve is not available yet")

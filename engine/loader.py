@@ -1,0 +1,285 @@
+"""File → validated Flow. Either every problem is reported at once, or a whole Flow is returned.
+
+Steps: parse YAML (positions kept, duplicate keys refused) → canonicalise type and status
+names (case-insensitive, as Logic Apps) → JSON Schema → build the model → semantic checks
+(runAfter, cycles, connections, expressions, node-specific checks).
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from . import yamlpos
+from .errors import FlowError, Problem
+from .expressions import ACTION_FUNCTIONS, LOOP_FUNCTIONS, Evaluator, templated_strings
+from .plugin import Node
+from .model import STATUSES, Action, Block, Flow, Parameter, RetryPolicy, Trigger, parse_duration
+from .planner import finished_before, plan_block, suggest
+from .registry import Registry, default_registry
+from .schema import flow_schema
+
+_validators: dict[int, tuple[Draft202012Validator, Evaluator]] = {}
+
+
+def tools(registry: Registry) -> tuple[Draft202012Validator, Evaluator]:
+    """The schema validator and expression evaluator for a registry (built once)."""
+    key = id(registry)
+    if key not in _validators:
+        _validators[key] = (Draft202012Validator(flow_schema(registry)), Evaluator(registry.filters))
+    return _validators[key]
+
+
+def load_file(path: str | Path, *, registry: Registry | None = None,
+              connections: Any = None) -> Flow:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FlowError([Problem(str(path), 1, 1, "", f"cannot read file: {exc}")]) from None
+    return load_text(text, str(path), registry=registry, connections=connections)
+
+
+def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = None,
+              connections: Any = None) -> Flow:
+    registry = registry or default_registry()
+    data, positions, problems = yamlpos.load(text, file)
+
+    def problem(path: str, message: str) -> None:
+        line, col = yamlpos.position(positions, path)
+        problems.append(Problem(file, line, col, path, message))
+
+    if data is None and not problems:
+        problem("", "the file is empty; a flow needs at least 'actions'")
+    elif data is not None and not isinstance(data, dict):
+        problem("", f"a flow must be a mapping with 'actions', not {type(data).__name__}")
+    if data is None or not isinstance(data, dict):
+        raise FlowError(problems)
+
+    _canonicalise(data.get("actions"), registry)
+    validator, evaluator = tools(registry)
+    for err in validator.iter_errors(data):
+        for path, message in _explain(err):
+            problem(path, message)
+    # the model is built even from a flow with schema problems (bad parts are left out),
+    # so the semantic problems are reported in the same pass
+    flow = _build(data, file, text, registry, problem)
+    _check(flow, registry, evaluator, connections, problem)
+    if problems:
+        raise FlowError(_sorted(problems))
+    return flow
+
+
+# -- canonical names -------------------------------------------------------------------------
+def _canonicalise(actions: Any, registry: Registry) -> None:
+    if not isinstance(actions, dict):
+        return
+    for action in actions.values():
+        if not isinstance(action, dict):
+            continue
+        node = registry.node(action.get("type", ""))
+        if node is not None:
+            action["type"] = node.type
+        run_after = action.get("runAfter")
+        if isinstance(run_after, dict):
+            for pred, statuses in run_after.items():
+                if isinstance(statuses, list):
+                    run_after[pred] = [next((s for s in STATUSES if isinstance(st, str) and s.lower() == st.lower()), st)
+                                       for st in statuses]
+        if node is not None:
+            for block in node.blocks(action).values():
+                _canonicalise(block, registry)
+
+
+# -- schema errors → one line each ----------------------------------------------------------
+def _explain(err: ValidationError) -> list[tuple[str, str]]:
+    path = ".".join(str(p) for p in err.absolute_path)
+    if err.validator == "anyOf" and err.context:
+        # a templatable value: explain the non-template branch
+        branch = [e for e in err.context if e.schema_path and e.schema_path[0] == 0]
+        if branch:
+            deepest = max(branch, key=lambda e: len(e.absolute_path))
+            return _explain(deepest)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = set(err.schema.get("properties", {}))
+        out = []
+        for key in err.instance:
+            if key not in allowed:
+                out.append((f"{path}.{key}" if path else str(key),
+                            f"unknown key '{key}'{suggest(str(key), allowed)}"))
+        return out
+    if err.validator == "enum" and path.endswith("type") and isinstance(err.instance, str) \
+            and err.absolute_path and len(err.absolute_path) >= 2:
+        return [(path, f"unknown action type '{err.instance}'{suggest(err.instance, err.validator_value)}")]
+    if err.validator == "propertyNames":
+        return [(path, f"invalid name {err.instance!r}: use letters, digits, '_' or '-' (at most 80)")]
+    if err.validator == "pattern" and err.schema.get("description", "").startswith("ISO-8601"):
+        return [(path, f"{err.instance!r} is not an ISO-8601 duration such as PT30S")]
+    if err.validator == "required":
+        return [(path, err.message.replace("is a required property", "is required"))]
+    return [(path, err.message)]
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in sorted(problems, key=lambda p: (p.line, p.column, p.path)):
+        if (p.path, p.message) not in seen:
+            seen.add((p.path, p.message))
+            out.append(p)
+    return out
+
+
+# -- model ------------------------------------------------------------------------------------
+def _build(data: dict, file: str, text: str, registry: Registry, problem: Any) -> Flow:
+    all_actions: dict[str, Action] = {}
+
+    def block(key: str, actions: dict, where: str, owner: Action | None) -> Block:
+        b = Block(key=key, actions={}, owner=owner)
+        for name, raw in (actions if isinstance(actions, dict) else {}).items():
+            a_where = f"{where}.{name}"
+            if not isinstance(raw, dict):
+                continue
+            node = registry.node(raw.get("type", "")) or Node  # unknown types: reported by the schema
+            limit = raw.get("limit") if isinstance(raw.get("limit"), dict) else {}
+            timeout_text = raw.get("timeout") or limit.get("timeout")
+            timeout, retry = None, RetryPolicy()
+            try:
+                if isinstance(timeout_text, str) and node.type != "Until":
+                    timeout = parse_duration(timeout_text)
+            except ValueError as exc:
+                problem(f"{a_where}.{'timeout' if raw.get('timeout') else 'limit.timeout'}", str(exc))
+            try:
+                retry = RetryPolicy.from_dict(raw.get("retryPolicy") if isinstance(raw.get("retryPolicy"), dict) else None)
+            except (ValueError, TypeError, KeyError) as exc:
+                problem(f"{a_where}.retryPolicy", str(exc))
+            run_after = raw.get("runAfter") if isinstance(raw.get("runAfter"), dict) else {}
+            action = Action(name=name, type=getattr(node, "type", "?"), node=node, raw=raw, inputs=raw.get("inputs"),
+                            run_after={k: tuple(v) if isinstance(v, list) else () for k, v in run_after.items()},
+                            retry=retry, timeout=timeout, connection=raw.get("connection"),
+                            where=a_where, parent=owner, block=b)
+            if name in all_actions:
+                problem(f"{a_where}", f"duplicate action name '{name}' (also at "
+                                      f"{all_actions[name].where}); names must be unique in a flow")
+            all_actions[name] = action
+            b.actions[name] = action
+            try:
+                nested = node.blocks(raw)
+            except (AttributeError, TypeError):
+                nested = {}
+            for sub_key, sub_actions in nested.items():
+                action.blocks[sub_key] = block(sub_key, sub_actions, f"{a_where}.{_block_where(sub_key)}", action)
+        for p in plan_block(b, all_actions):
+            problem(*p)
+        return b
+
+    root = block("", data.get("actions") or {}, "actions", None)
+    params = {}
+    declared = data.get("parameters") if isinstance(data.get("parameters"), dict) else {}
+    for name, p in declared.items():
+        if not isinstance(p, dict):
+            continue
+        has_default = "defaultValue" in p or "default" in p
+        params[name] = Parameter(name, str(p.get("type", "string")), p.get("defaultValue", p.get("default")), has_default,
+                                 p.get("allowedValues"), p.get("description", ""))
+    triggers_raw = data.get("triggers") if isinstance(data.get("triggers"), dict) else {}
+    triggers = {n: Trigger(n, str(t.get("type")), t) for n, t in triggers_raw.items() if isinstance(t, dict)}
+    name = data.get("name") if isinstance(data.get("name"), str) else Path(file).stem
+    outputs = data.get("outputs") if isinstance(data.get("outputs"), dict) else {}
+    return Flow(name=name, description=str(data.get("description", "")), parameters=params,
+                triggers=triggers, root=root, outputs=outputs, actions=all_actions,
+                file=file, source=text, hash=hashlib.sha256(text.encode()).hexdigest(), raw=data)
+
+
+def _block_where(key: str) -> str:
+    """Block key → its dotted place in the file ("case:gold" → cases.gold.actions)."""
+    if key.startswith("case:"):
+        return f"cases.{key[5:]}.actions"
+    if key in ("else", "default"):
+        return f"{key}.actions"
+    return key
+
+
+# -- semantic checks --------------------------------------------------------------------------
+def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: Any, problem: Any) -> None:
+    variables = {v.get("name") for a in flow.actions.values() if a.type == "InitializeVariable"
+                 and isinstance(a.inputs, dict) and isinstance(a.inputs.get("variables"), list)
+                 for v in a.inputs["variables"] if isinstance(v, dict)}
+    for action in flow.actions.values():
+        node = action.node
+        try:
+            node_problems = node.check(action.raw)
+        except (AttributeError, TypeError, KeyError):
+            node_problems = []  # malformed; the schema has said why
+        for sub, message in node_problems:
+            problem(f"{action.where}.{sub}" if sub else action.where, message)
+        if node.placement == "top-level" and action.parent is not None:
+            problem(action.where, f"{action.type} is only allowed at the top level of a flow")
+        elif node.placement == "outside-loops" and any(a.type in ("Foreach", "Until") for a in action.ancestors()):
+            problem(action.where, f"{action.type} is not allowed inside a Foreach or Until")
+        _check_connection(action, registry, connections, problem)
+        templated = {k: v for k, v in action.raw.items() if k not in ("actions", "else", "cases", "default")}
+        for sub, text in templated_strings(templated):
+            where = f"{action.where}.{sub}"
+            found = evaluator.analyze(text)
+            if found.error:
+                problem(where, found.error)
+                continue
+            for name in found.unknown:
+                problem(where, f"unknown name '{name}'{suggest(name, evaluator.known)}")
+            for fn, arg in found.calls:
+                _check_reference(flow, action, sub, fn, arg, variables, problem, where)
+    for name, out in flow.outputs.items():
+        if not isinstance(out, dict):
+            continue
+        for sub, text in templated_strings(out.get("value"), "value"):
+            found = evaluator.analyze(text)
+            if found.error:
+                problem(f"outputs.{name}.{sub}", found.error)
+            for fn, arg in found.calls:
+                if fn in ACTION_FUNCTIONS and arg not in flow.actions:
+                    problem(f"outputs.{name}.{sub}", f"unknown action '{arg}'{suggest(arg, flow.actions)}")
+
+
+def _check_connection(action: Action, registry: Registry, connections: Any, problem: Any) -> None:
+    kind = action.node.connection
+    if kind and not action.connection and not getattr(action.node, "connection_optional", False):
+        problem(action.where, f"'{action.type}' needs a connection of kind '{kind}' (add connection: NAME)")
+        return
+    if not action.connection or connections is None:
+        return
+    conn = connections.specs.get(action.connection)
+    if conn is None:
+        problem(f"{action.where}.connection",
+                f"unknown connection '{action.connection}'{suggest(action.connection, connections.specs)}"
+                f" in {connections.file}")
+    elif kind and conn["kind"] != kind:
+        problem(f"{action.where}.connection",
+                f"connection '{action.connection}' is of kind '{conn['kind']}', '{action.type}' needs '{kind}'")
+
+
+def _check_reference(flow: Flow, action: Action, sub: str, fn: str, arg: str, variables: set,
+                     problem: Any, where: str) -> None:
+    if fn in ACTION_FUNCTIONS:
+        target = flow.actions.get(arg)
+        if target is None:
+            problem(where, f"unknown action '{arg}'{suggest(arg, flow.actions)}")
+        elif target is action and not (action.node.container and sub.startswith("expression")):
+            problem(where, f"'{action.name}' cannot read its own result")
+        elif not finished_before(target, action, inside_ok=action.type == "Until" and sub.startswith("expression")):
+            problem(where, f"'{arg}' is not guaranteed to have finished before '{action.name}' runs; "
+                           f"add it (or an action after it) to runAfter")
+    elif fn in LOOP_FUNCTIONS:
+        loops = [a.name for a in action.ancestors() if a.type in ("Foreach", "Until")]
+        if action.type in ("Until",) and sub.startswith("expression"):
+            loops.append(action.name)
+        if arg not in loops:
+            problem(where, f"'{arg}' is not a loop around '{action.name}'"
+                           + (f"; enclosing loops: {', '.join(loops)}" if loops else ""))
+    elif fn == "variables" and arg not in variables:
+        problem(where, f"unknown variable '{arg}'{suggest(arg, variables)} (declare it with InitializeVariable)")
+    elif fn == "parameters" and arg not in flow.parameters:
+        problem(where, f"unknown parameter '{arg}'{suggest(arg, flow.parameters)}")

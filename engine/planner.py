@@ -1,0 +1,64 @@
+"""Plans a flow: one runAfter graph per block, checked for unknown names and cycles, and
+the "finished before" relation the validator uses for expression references.
+
+An action Y is *guaranteed finished* before X starts when some ancestor-or-self of Y and
+some ancestor-or-self of X are siblings in one block and the first is upstream (through
+runAfter) of the second, or when Y sits inside a container that X itself evaluates after
+running it (an Until's condition).
+"""
+from __future__ import annotations
+
+import difflib
+
+import networkx as nx
+
+from .model import Action, Block
+
+
+def suggest(name: str, candidates: list[str] | set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def plan_block(block: Block, all_actions: dict[str, Action]) -> list[tuple[str, str]]:
+    """Fill in the block's graph; return [(dotted path in file, message)] problems."""
+    problems: list[tuple[str, str]] = []
+    g = nx.DiGraph()
+    g.add_nodes_from(block.actions)
+    for name, action in block.actions.items():
+        for pred in action.run_after:
+            where = f"{action.where}.runAfter.{pred}"
+            if pred == name:
+                problems.append((where, f"'{name}' cannot run after itself"))
+            elif pred in block.actions:
+                g.add_edge(pred, name)
+            elif pred in all_actions:
+                problems.append((where, f"'{pred}' is not in the same scope as '{name}'; runAfter "
+                                        f"may only name siblings{suggest(pred, set(block.actions) - {name})}"))
+            else:
+                problems.append((where, f"unknown action '{pred}'{suggest(pred, set(block.actions) - {name})}"))
+    try:
+        cycle = nx.find_cycle(g)
+        names = [edge[0] for edge in cycle] + [cycle[0][0]]
+        first = block.actions[cycle[0][1]]
+        problems.append((f"{first.where}.runAfter", "cycle in runAfter: " + " -> ".join(names)))
+    except nx.NetworkXNoCycle:
+        pass
+    block.graph = g
+    block.starts = [n for n in block.actions if g.in_degree(n) == 0]
+    block.dependents = {n: list(g.successors(n)) for n in block.actions}
+    block.leaves = [n for n in block.actions if g.out_degree(n) == 0]
+    return problems
+
+
+def finished_before(target: Action, user: Action, *, inside_ok: bool = False) -> bool:
+    """Is ``target`` guaranteed to have finished when ``user`` evaluates its expressions?"""
+    user_chain = [user] + user.ancestors()
+    target_chain = [target] + target.ancestors()
+    if inside_ok and user in target_chain[1:]:
+        return True
+    for t in target_chain:
+        for u in user_chain:
+            if t.block is u.block and t is not u and nx.has_path(t.block.graph, t.name, u.name):
+                return True
+    return False

@@ -1,0 +1,162 @@
+"""The flow JSON Schema, generated from the registered nodes (never written by hand).
+
+Each node contributes an ``if type == X then <node's action schema>`` branch, so editors
+with yaml-language-server complete inputs per action type. Wherever a node's input schema
+wants a number, object, enum..., a templated string (``{{ ... }}``) is accepted too: it is
+checked against the node's real schema after it has been evaluated, just before the node runs.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from .model import STATUSES
+from .registry import Registry
+
+SCHEMA_ID = "https://flowrun.dev/schemas/flow.schema.json"
+TEMPLATE = {"type": "string", "pattern": r"[\s\S]*\{[{%][\s\S]*",
+            "description": "a {{ template }} evaluated when the action runs"}
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,79}$"
+COMMITTED = Path(__file__).resolve().parent.parent / "schemas" / "flow.schema.json"
+
+DURATION = {"type": "string", "pattern": r"^P(?!$)(\d+(\.\d+)?W)?(\d+(\.\d+)?D)?(T(?=\d)(\d+(\.\d+)?H)?(\d+(\.\d+)?M)?(\d+(\.\d+)?S)?)?$",
+            "description": "ISO-8601 duration, e.g. PT30S"}
+
+COMMON_ACTION_PROPERTIES: dict[str, Any] = {
+    "type": {"type": "string"},
+    "description": {"type": "string"},
+    "inputs": {},
+    "runAfter": {
+        "type": "object",
+        "description": "Actions (in the same scope) this one waits for, and the statuses that let it run.",
+        "additionalProperties": {"type": "array", "items": {"enum": list(STATUSES)}},
+    },
+    "retryPolicy": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "type": {"enum": ["none", "default", "fixed", "exponential"]},
+            "count": {"type": "integer", "minimum": 0, "maximum": 90},
+            "interval": DURATION, "minimumInterval": DURATION, "maximumInterval": DURATION,
+        },
+    },
+    "timeout": DURATION,
+    "limit": {"type": "object", "properties": {"timeout": DURATION, "count": {"type": "integer", "minimum": 1}},
+              "additionalProperties": False},
+    "connection": {"type": "string", "description": "name of a connection in connections.yaml"},
+    "runtimeConfiguration": {"type": "object"},
+    "operationOptions": {"type": "string"},
+    "trackedProperties": {"type": "object"},
+}
+
+PARAMETER = {
+    "type": "object", "additionalProperties": False, "required": ["type"],
+    "properties": {
+        "type": {"enum": ["string", "int", "integer", "float", "number", "bool", "boolean", "array",
+                          "object", "securestring", "secureobject"]},
+        "defaultValue": {}, "default": {},
+        "allowedValues": {"type": "array"},
+        "description": {"type": "string"},
+        "metadata": {"type": "object"},
+    },
+}
+
+TRIGGER = {
+    "type": "object", "required": ["type"], "additionalProperties": False,
+    "properties": {
+        "type": {"enum": ["Request", "Recurrence", "Manual"]},
+        "kind": {"type": "string"},
+        "description": {"type": "string"},
+        "inputs": {"type": "object"},
+        "recurrence": {"type": "object"},
+        "auth": {"type": "object"},
+        "dedupe": {"type": "string"},
+        "conditions": {"type": "array"},
+        "splitOn": {"type": "string"},
+        "runtimeConfiguration": {"type": "object"},
+        "operationOptions": {"type": "string"},
+        "correlation": {"type": "object"},
+    },
+}
+
+
+def templatable(schema: Any) -> Any:
+    """A copy of ``schema`` where every constrained value may also be a template string."""
+    if not isinstance(schema, dict):
+        return schema
+    s = copy.copy(schema)
+    for key in ("properties", "patternProperties", "$defs"):
+        if isinstance(s.get(key), dict):
+            s[key] = {k: templatable(v) for k, v in s[key].items()}
+    for key in ("items", "additionalProperties", "not", "if", "then", "else"):
+        if isinstance(s.get(key), dict):
+            s[key] = templatable(s[key])
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        if isinstance(s.get(key), list):
+            s[key] = [templatable(v) for v in s[key]]
+    constrained = any(k in s for k in ("type", "enum", "const", "pattern", "format", "minimum",
+                                       "maximum", "minLength", "maxLength", "anyOf", "oneOf"))
+    if not constrained:
+        return s
+    return {"anyOf": [s, TEMPLATE]}
+
+
+def action_schema(node: type) -> dict:
+    props = dict(COMMON_ACTION_PROPERTIES)
+    props["type"] = {"const": node.type, "description": node.title or node.description}
+    props["inputs"] = templatable(node.input_schema)
+    props.update({k: templatable(v) for k, v in node.fields.items()})
+    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    required = list(node.required_fields) + (["inputs"] if node.inputs_required else [])
+    if required:
+        out["required"] = required
+    if node.description:
+        out["description"] = node.description
+    return out
+
+
+def flow_schema(registry: Registry) -> dict:
+    nodes = sorted(registry.nodes.values(), key=lambda n: n.type)
+    defs: dict[str, Any] = {
+        "actions": {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
+                    "additionalProperties": {"$ref": "#/$defs/action"}},
+        "action": {
+            "type": "object", "required": ["type"],
+            "properties": {"type": {"enum": [n.type for n in nodes],
+                                    "description": "the action type (a node: `flowrun nodes`)"}},
+            "allOf": [{"if": {"properties": {"type": {"const": n.type}}, "required": ["type"]},
+                       "then": {"$ref": f"#/$defs/node:{n.type}"}} for n in nodes],
+        },
+        "parameter": PARAMETER,
+        "trigger": TRIGGER,
+    }
+    for n in nodes:
+        defs[f"node:{n.type}"] = action_schema(n)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "flowrun flow",
+        "description": "A flowrun flow file (Logic-Apps-style workflow definition in YAML).",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["actions"],
+        "properties": {
+            "$schema": {"type": "string"},
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "contentVersion": {"type": "string"},
+            "parameters": {"type": "object", "additionalProperties": {"$ref": "#/$defs/parameter"}},
+            "triggers": {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
+                         "additionalProperties": {"$ref": "#/$defs/trigger"}},
+            "actions": {"$ref": "#/$defs/actions"},
+            "outputs": {"type": "object", "additionalProperties": {
+                "type": "object", "required": ["value"], "additionalProperties": False,
+                "properties": {"type": {"type": "string"}, "value": {}, "description": {"type": "string"}}}},
+        },
+        "$defs": defs,
+    }
+
+
+def dumps(schema: dict) -> str:
+    return json.dumps(schema, indent=2, sort_keys=False) + "\n"

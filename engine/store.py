@@ -1,0 +1,224 @@
+"""Runs and steps in SQLite: the durable record every other part reads.
+
+One writer per process (the event loop thread), WAL so readers (``flowrun runs`` while a
+server writes) never block it, a busy timeout for a second process, and a schema version
+in ``PRAGMA user_version`` with forward-only migrations.
+
+Every text written passes through the redactor first, so a secret value never reaches the
+file. Values over ``blob_threshold`` bytes are stored once, content-addressed, in
+``<db>.blobs/`` and referenced as ``{"$blob": sha256, "size": n}``; over ``blob_cap`` the
+action fails (never silently truncated).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ActionError, StoreError
+
+MIGRATIONS = [
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY, flow TEXT NOT NULL, file TEXT, flow_hash TEXT, git_commit TEXT,
+        definition TEXT, trigger TEXT, payload TEXT, params TEXT, status TEXT NOT NULL,
+        created REAL NOT NULL, started REAL, ended REAL, outputs TEXT, error TEXT, response TEXT,
+        parent_id TEXT, rerun_of TEXT, request TEXT, dedupe_key TEXT, attempts INTEGER DEFAULT 0
+    );
+    CREATE INDEX runs_by_flow ON runs(flow, created);
+    CREATE INDEX runs_by_status ON runs(status, created);
+    CREATE UNIQUE INDEX runs_by_dedupe ON runs(flow, dedupe_key) WHERE dedupe_key IS NOT NULL;
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL, path TEXT NOT NULL, action TEXT NOT NULL, type TEXT,
+        status TEXT NOT NULL, attempts INTEGER DEFAULT 0, inputs TEXT, outputs TEXT, error TEXT,
+        started REAL, ended REAL, seq INTEGER,
+        PRIMARY KEY (run_id, path)
+    );
+    """,
+]
+RUN_JSON = ("payload", "params", "outputs", "error", "response", "request")
+STEP_JSON = ("inputs", "outputs", "error")
+
+
+class OutputTooLarge(ActionError):
+    def __init__(self, size: int, cap: int):
+        super().__init__(f"output of {size} bytes exceeds the hard cap of {cap} bytes",
+                         code="OutputTooLarge")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+class Store:
+    def __init__(self, path: str | Path, *, redact: Callable[[str], str] | None = None,
+                 blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000):
+        self.path = Path(path)
+        self.redact = redact or (lambda s: s)
+        self.blob_threshold = blob_threshold
+        self.blob_cap = blob_cap
+        self.blobs = self.path.parent / (self.path.name + ".blobs")
+        self._seq = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=10.0, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open state database: {exc}") from None
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path}: schema version {version} is newer than this flowrun "
+                             f"understands ({len(MIGRATIONS)})")
+        for i in range(version, len(MIGRATIONS)):
+            self.db.executescript("BEGIN;" + MIGRATIONS[i] + f"; PRAGMA user_version={i + 1}; COMMIT;")
+
+    def close(self) -> None:
+        self.flush()
+        self.db.close()
+
+    # -- encoding --------------------------------------------------------------------------
+    def encode(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
+        if len(text) > self.blob_threshold:
+            data = text.encode()
+            if len(data) > self.blob_cap:
+                raise OutputTooLarge(len(data), self.blob_cap)
+            digest = hashlib.sha256(data).hexdigest()
+            self.blobs.mkdir(exist_ok=True)
+            target = self.blobs / f"{digest}.json"
+            if not target.exists():
+                tmp = target.with_suffix(f".tmp{os.getpid()}")
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+            return json.dumps({"$blob": digest, "size": len(data)})
+        return text
+
+    def decode(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        value = json.loads(text)
+        if isinstance(value, dict) and "$blob" in value and len(value) == 2 and "size" in value:
+            return json.loads((self.blobs / f"{value['$blob']}.json").read_text(encoding="utf-8"))
+        return value
+
+    # -- writes ----------------------------------------------------------------------------
+    def flush(self) -> None:
+        if self.db.in_transaction:
+            self.db.commit()
+
+    def create_run(self, run: dict) -> None:
+        row = dict(run)
+        for key in RUN_JSON:
+            if key in row:
+                row[key] = self.encode(row[key])
+        row.setdefault("created", time.time())
+        cols = ", ".join(row)
+        self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        self.flush()
+
+    def update_run(self, run_id: str, *, commit: bool = True, **fields: Any) -> None:
+        for key in RUN_JSON:
+            if key in fields:
+                fields[key] = self.encode(fields[key])
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*fields.values(), run_id])
+        if commit:
+            self.flush()
+
+    def step_started(self, run_id: str, path: str, action: str, type_: str, started: float,
+                     attempts: int = 1) -> None:
+        """Record an action as Running; committed with the next commit (it carries no result)."""
+        self._seq += 1
+        self.db.execute(
+            "INSERT INTO steps (run_id, path, action, type, status, attempts, started, seq) "
+            "VALUES (?, ?, ?, ?, 'Running', ?, ?, ?) ON CONFLICT (run_id, path) DO UPDATE SET "
+            "status = 'Running', attempts = excluded.attempts, started = excluded.started, "
+            "ended = NULL, error = NULL, outputs = NULL",
+            (run_id, path, action, type_, attempts, started, self._seq))
+
+    def step_finished(self, run_id: str, path: str, action: str, type_: str, status: str, *,
+                      attempts: int, inputs: Any, outputs: Any, error: Any, started: float | None,
+                      ended: float, commit: bool = True) -> None:
+        """Record an action's result; committed before anything that depends on it starts."""
+        enc_outputs = self.encode(outputs)  # may raise OutputTooLarge before anything is written
+        self._seq += 1
+        self.db.execute(
+            "INSERT OR REPLACE INTO steps (run_id, path, action, type, status, attempts, inputs, "
+            "outputs, error, started, ended, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, path, action, type_, status, attempts, self.encode(inputs), enc_outputs,
+             self.encode(error), started, ended, self._seq))
+        if commit:
+            self.flush()
+
+    # -- reads -----------------------------------------------------------------------------
+    def get_run(self, run_id: str) -> dict:
+        self.db.row_factory = sqlite3.Row
+        try:
+            row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                row = self.db.execute("SELECT * FROM runs WHERE id LIKE ? ORDER BY created",
+                                      (run_id + "%",)).fetchall()
+                if len(row) != 1:
+                    raise StoreError(f"no run '{run_id}' in {self.path}" if not row else
+                                     f"'{run_id}' matches {len(row)} runs; give more of the id")
+                row = row[0]
+        finally:
+            self.db.row_factory = None
+        run = dict(row)
+        for key in RUN_JSON:
+            run[key] = self.decode(run[key])
+        return run
+
+    def find_run(self, flow: str, dedupe_key: str) -> dict | None:
+        row = self.db.execute("SELECT id FROM runs WHERE flow = ? AND dedupe_key = ?",
+                              (flow, dedupe_key)).fetchone()
+        return self.get_run(row[0]) if row else None
+
+    def list_runs(self, *, flow: str | None = None, status: str | None = None,
+                  limit: int = 50) -> list[dict]:
+        sql, args = "SELECT id, flow, status, trigger, created, started, ended, parent_id, rerun_of FROM runs", []
+        where = []
+        if flow:
+            where.append("flow = ?")
+            args.append(flow)
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created DESC LIMIT ?"
+        args.append(limit)
+        cols = ["id", "flow", "status", "trigger", "created", "started", "ended", "parent_id", "rerun_of"]
+        return [dict(zip(cols, r)) for r in self.db.execute(sql, args)]
+
+    def steps(self, run_id: str) -> list[dict]:
+        cols = ["path", "action", "type", "status", "attempts", "inputs", "outputs", "error",
+                "started", "ended", "seq"]
+        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM steps WHERE run_id = ? ORDER BY seq",
+                               (run_id,)).fetchall()
+        out = []
+        for r in rows:
+            step = dict(zip(cols, r))
+            for key in STEP_JSON:
+                step[key] = self.decode(step[key])
+            out.append(step)
+        return out
+
+    def unfinished_runs(self) -> list[str]:
+        return [r[0] for r in self.db.execute(
+            "SELECT id FROM runs WHERE status IN ('Queued', 'Running') ORDER BY created")]

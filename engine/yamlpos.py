@@ -1,0 +1,77 @@
+"""YAML → Python values, remembering where every value came from.
+
+PyYAML keeps the last of two duplicate keys silently; here a duplicate is a Problem.
+``load(text, file)`` returns ``(data, positions, problems)`` where ``positions`` maps a
+dotted path (``actions.notify.inputs.to``) to its 1-based (line, column).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .errors import Problem
+
+Positions = dict[str, tuple[int, int]]
+
+
+def dotted(parent: str, key: Any) -> str:
+    return f"{parent}.{key}" if parent else str(key)
+
+
+def load(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
+    loader = yaml.SafeLoader(text)
+    positions: Positions = {}
+    problems: list[Problem] = []
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        msg = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        return None, positions, [Problem(file, line, col, "", f"invalid YAML: {msg}")]
+    except yaml.YAMLError as exc:
+        return None, positions, [Problem(file, 1, 1, "", f"invalid YAML: {exc}")]
+    finally:
+        loader.dispose()
+    if node is None:
+        return None, positions, []
+
+    def walk(n: yaml.Node, path: str) -> Any:
+        positions.setdefault(path, (n.start_mark.line + 1, n.start_mark.column + 1))
+        if isinstance(n, yaml.MappingNode):
+            loader.flatten_mapping(n)
+            out: dict = {}
+            for key_node, value_node in n.value:
+                key = loader.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)) or isinstance(key, bool):
+                    key = str(key)
+                sub = dotted(path, key)
+                if key in out:
+                    problems.append(Problem(file, key_node.start_mark.line + 1,
+                                            key_node.start_mark.column + 1, sub,
+                                            f"duplicate key '{key}' (first at line {positions[sub][0]})"))
+                    continue
+                positions[sub] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                out[key] = walk(value_node, sub)
+            return out
+        if isinstance(n, yaml.SequenceNode):
+            return [walk(v, dotted(path, i)) for i, v in enumerate(n.value)]
+        try:
+            return loader.construct_object(n, deep=True)
+        except yaml.YAMLError as exc:
+            problems.append(Problem(file, n.start_mark.line + 1, n.start_mark.column + 1, path,
+                                    f"invalid value: {exc}"))
+            return None
+
+    data = walk(node, "")
+    return data, positions, problems
+
+
+def position(positions: Positions, path: str) -> tuple[int, int]:
+    """The position of ``path``, or of its nearest ancestor that has one."""
+    while path:
+        if path in positions:
+            return positions[path]
+        path = path.rpartition(".")[0]
+    return positions.get("", (1, 1))

@@ -1,0 +1,1 @@
+"""Node modules. Each sub-package declares NODES (and CONNECTIONS, FILTERS, AUTH): see engine.plugin."""

@@ -1,0 +1,99 @@
+"""Compose, Query (filter), Select (map), Join and ParseJson: shaping data between actions."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from engine.errors import ActionError
+from engine.expressions import to_text
+from engine.plugin import Context, Node
+
+from .conditions import truth
+
+
+class Compose(Node):
+    type = "Compose"
+    title = "Build a value"
+    description = "Evaluates `inputs` (any JSON; strings may hold templates) and outputs the result."
+    input_schema: dict = {}
+    example = {"type": "Compose", "inputs": {"greeting": "Hello {{ triggerBody().name }}"}}
+    outputs = {"description": "the evaluated inputs"}
+
+    async def run(self, inputs: Any, context: Context) -> Any:
+        return inputs
+
+
+class Query(Node):
+    type = "Query"
+    title = "Filter an array"
+    description = "Keeps the items of `from` for which `where` (evaluated with `item()` bound) is true."
+    input_schema = {"type": "object", "additionalProperties": False, "required": ["from", "where"],
+                    "properties": {"from": {"type": "array"},
+                                   "where": {"description": "condition evaluated per item"}}}
+    lazy = ("where",)
+    inputs_required = True
+    example = {"type": "Query", "inputs": {"from": "{{ triggerBody().orders }}", "where": "{{ item().total > 100 }}"}}
+    outputs = {"type": "array", "description": "the items kept"}
+
+    async def run(self, inputs: Any, context: Context) -> Any:
+        where = inputs["where"]
+        return [x for x in inputs["from"] if truth(context.evaluate(where, item=x))]
+
+
+class Select(Node):
+    type = "Select"
+    title = "Map an array"
+    description = "Evaluates `select` once per item of `from` (with `item()` bound); outputs the array of results."
+    input_schema = {"type": "object", "additionalProperties": False, "required": ["from", "select"],
+                    "properties": {"from": {"type": "array"}, "select": {"description": "value per item"}}}
+    lazy = ("select",)
+    inputs_required = True
+    example = {"type": "Select", "inputs": {"from": "{{ triggerBody().orders }}",
+                                            "select": {"id": "{{ item().id }}", "total": "{{ item().total }}"}}}
+    outputs = {"type": "array"}
+
+    async def run(self, inputs: Any, context: Context) -> Any:
+        return [context.evaluate(inputs["select"], item=x) for x in inputs["from"]]
+
+
+class Join(Node):
+    type = "Join"
+    title = "Join an array into a string"
+    description = "Joins the items of `from` with `joinWith`."
+    input_schema = {"type": "object", "additionalProperties": False, "required": ["from", "joinWith"],
+                    "properties": {"from": {"type": "array"}, "joinWith": {"type": "string"}}}
+    inputs_required = True
+    example = {"type": "Join", "inputs": {"from": [1, 2, 3], "joinWith": ","}}
+    outputs = {"type": "string"}
+
+    async def run(self, inputs: Any, context: Context) -> Any:
+        return inputs["joinWith"].join(to_text(x) for x in inputs["from"])
+
+
+class ParseJson(Node):
+    type = "ParseJson"
+    title = "Parse and validate JSON"
+    description = "Parses `content` (a JSON string or a value) and validates it against `schema`."
+    input_schema = {"type": "object", "additionalProperties": False, "required": ["content", "schema"],
+                    "properties": {"content": {"description": "JSON text or a value"},
+                                   "schema": {"type": "object", "description": "JSON Schema"}}}
+    inputs_required = True
+    example = {"type": "ParseJson", "inputs": {"content": "{{ triggerBody() }}",
+                                               "schema": {"type": "object", "required": ["id"]}}}
+    outputs = {"description": "the parsed content"}
+
+    async def run(self, inputs: Any, context: Context) -> Any:
+        content = inputs["content"]
+        if isinstance(content, (str, bytes)):
+            try:
+                content = json.loads(content)
+            except ValueError as exc:
+                raise ActionError(f"content is not valid JSON: {exc}", code="InvalidJSON") from None
+        errors = sorted(Draft202012Validator(inputs["schema"]).iter_errors(content), key=lambda e: list(e.path))
+        if errors:
+            msgs = [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors[:10]]
+            raise ActionError("content does not match the schema: " + "; ".join(msgs), code="SchemaMismatch",
+                              details={"errors": msgs})
+        return content

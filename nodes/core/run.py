@@ -1,0 +1,122 @@
+"""Run control: Terminate, Wait, Response (the reply to an HTTP trigger) and Workflow (a child run)."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import anyio
+
+from engine.errors import ActionError
+from engine.plugin import Context, Node
+
+UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000}
+
+
+class Terminate(Node):
+    type = "Terminate"
+    title = "End the run now"
+    description = ("Ends the run with `runStatus` (Succeeded, Failed or Cancelled); actions in flight are "
+                   "cancelled and the rest Skipped. `runError` (code, message) becomes the run's error.")
+    input_schema = {"type": "object", "additionalProperties": False, "required": ["runStatus"],
+                    "properties": {"runStatus": {"enum": ["Succeeded", "Failed", "Cancelled"]},
+                                   "runError": {"type": "object", "additionalProperties": False,
+                                                "properties": {"code": {"type": "string"},
+                                                               "message": {"type": "string"}}}}}
+    inputs_required = True
+    placement = "outside-loops"
+    example = {"type": "Terminate", "inputs": {"runStatus": "Failed",
+                                               "runError": {"code": "NoStock", "message": "out of stock"}}}
+    outputs = {"type": "null"}
+
+    async def run(self, inputs: Any, context: Context) -> Any:
+        error = None
+        if inputs["runStatus"] == "Failed":
+            error = {"code": "Terminated", "message": "terminated by the flow"} | (inputs.get("runError") or {})
+        context.run.request_terminate(inputs["runStatus"], error)
+        return None
+
+
+class Wait(Node):
+    type = "Wait"
+    title = "Wait for a while, or until a time"
+    description = "Waits `interval` ({count, unit}) or `until` ({timestamp}, ISO 8601 UTC)."
+    input_schema = {"type": "object", "additionalProperties": False, "properties": {
+        "interval": {"type": "object", "required": ["count", "unit"], "additionalProperties": False,
+                     "properties": {"count": {"type": "number", "minimum": 0},
+                                    "unit": {"enum": [u.capitalize() for u in UNITS] + list(UNITS)}}},
+        "until": {"type": "object", "required": ["timestamp"], "additionalProperties": False,
+                  "properties": {"timestamp": {"type": "string"}}}},
+        "oneOf": [{"required": ["interval"]}, {"required": ["until"]}]}
+    inputs_required = True
+    example = {"type": "Wait", "inputs": {"interval": {"count": 5, "unit": "Second"}}}
+    outputs = {"type": "null"}
+
+    async def run(self, inputs: Any, context: Context) -> Any:
+        if "interval" in inputs:
+            seconds = inputs["interval"]["count"] * UNITS[inputs["interval"]["unit"].lower()]
+        else:
+            try:
+                until = dt.datetime.fromisoformat(inputs["until"]["timestamp"].replace("Z", "+00:00"))
+            except ValueError:
+                raise ActionError(f"until.timestamp {inputs['until']['timestamp']!r} is not an ISO 8601 time",
+                                  code="InvalidTimestamp") from None
+            if until.tzinfo is None:
+                until = until.replace(tzinfo=dt.timezone.utc)
+            seconds = until.timestamp() - time.time()
+        await anyio.sleep(max(0.0, seconds))
+        return None
+
+
+class Response(Node):
+    type = "Response"
+    title = "Reply to the HTTP request that started the run"
+    description = ("Sets the run's reply: `statusCode` (default 200), `headers`, `body`. The HTTP listener "
+                   "returns it to the caller; a run can respond once. Not allowed inside loops.")
+    input_schema = {"type": "object", "additionalProperties": False, "properties": {
+        "statusCode": {"type": "integer", "minimum": 100, "maximum": 599, "default": 200},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "body": {"description": "JSON value or text"}}}
+    placement = "outside-loops"
+    example = {"type": "Response", "inputs": {"statusCode": 200, "body": {"ok": True}}}
+    outputs = {"type": "object", "properties": {"statusCode": {"type": "integer"}, "headers": {"type": "object"},
+                                                "body": {}}}
+
+    async def run(self, inputs: Any, context: Context) -> Any:
+        inputs = inputs or {}
+        reply = {"statusCode": inputs.get("statusCode", 200), "headers": inputs.get("headers") or {},
+                 "body": inputs.get("body")}
+        context.run.respond(reply)
+        return reply
+
+    def replay(self, outputs: Any, context: Context) -> None:
+        if outputs and context.run.response is None:
+            context.run.response = outputs
+
+
+class Workflow(Node):
+    type = "Workflow"
+    title = "Run another flow as a child run"
+    description = ("Runs the flow file `flow` (relative to this flow's file) as a child run linked to this "
+                   "one, with `body` as its trigger body and `parameters`, waits for it and outputs its "
+                   "outputs and reply. Fails when the child fails. A resumed parent does not run a "
+                   "finished child again.")
+    input_schema = {"type": "object", "additionalProperties": False, "required": ["flow"], "properties": {
+        "flow": {"type": "string", "description": "path of the child flow, relative to this flow file"},
+        "body": {"description": "the child's triggerBody()"},
+        "parameters": {"type": "object"}}}
+    inputs_required = True
+    example = {"type": "Workflow", "inputs": {"flow": "child.yaml", "body": {"orderId": "{{ triggerBody().id }}"}}}
+    outputs = {"type": "object", "properties": {
+        "runId": {"type": "string"}, "status": {"type": "string"}, "outputs": {"description": "child flow outputs"},
+        "body": {"description": "the child's Response body, or its outputs"}, "statusCode": {"type": "integer"}}}
+
+    async def run(self, inputs: Any, context: Context) -> Any:
+        child = await context.run.run_child(context, inputs["flow"], inputs.get("body"), inputs.get("parameters"))
+        reply = child.response or {}
+        out = {"runId": child.run_id, "status": child.status, "outputs": child.outputs,
+               "statusCode": reply.get("statusCode"), "body": reply.get("body", child.outputs)}
+        if child.status != "Succeeded":
+            raise ActionError(f"child run {child.run_id} ended {child.status}: "
+                              f"{(child.error or {}).get('message', '')}", code="ChildRunFailed", details=out)
+        return out

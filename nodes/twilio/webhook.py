@@ -1,0 +1,63 @@
+"""Inbound Twilio webhooks: X-Twilio-Signature verification.
+
+Twilio signs each webhook with HMAC-SHA1 (base64) of the full URL it requested, followed by
+every POST parameter name+value in sorted order, keyed by the account's Auth Token
+(``twilio.request_validator.RequestValidator``). JSON webhooks sign the URL only, which
+carries ``bodySHA256`` of the body. Requests carrying ``X-Twilio-Webhooks-Signature-Settings``
+name their algorithm (HMAC_SHA1 / HMAC_SHA256) and are keyed by a SharedKey secret
+(``webhook_key``, default ``auth_token``).
+
+The URL must be the public one Twilio called (scheme, host, path and query as configured
+in the Twilio Console), not the one the listener sees behind a proxy. Signatures carry no
+timestamp: de-duplicate on Twilio's ``I-Twilio-Idempotency-Token`` header, which stays the
+same when Twilio retries a webhook delivery.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from engine.plugin import AuthError, Connection, InboundRequest, WebhookAuth
+
+SIGNATURE = "x-twilio-signature"
+SETTINGS = "x-twilio-webhooks-signature-settings"
+IDEMPOTENCY = "i-twilio-idempotency-token"
+
+
+class _Params(dict):
+    """Form parameters in the shape RequestValidator reads repeated values from."""
+
+    def getlist(self, name: str) -> list[str]:
+        return self[name]
+
+
+class TwilioSignature(WebhookAuth):
+    kind = "twilio"
+    connection = "twilio"
+    options = {"type": "object", "additionalProperties": False, "properties": {}}
+
+    def verify(self, request: InboundRequest, connection: Connection | None,
+               options: dict) -> str | None:
+        from twilio.request_validator import RequestValidator, get_signature_algorithm
+
+        signature = request.headers.get(SIGNATURE)
+        if not signature:
+            raise AuthError(401, "missing X-Twilio-Signature header")
+        settings = request.headers.get(SETTINGS)
+        token = None
+        if connection is not None:
+            token = (settings and connection.get("webhook_key")) or connection.get("auth_token")
+        if not token:
+            raise AuthError(403, "cannot verify X-Twilio-Signature: the twilio connection "
+                                 "has no auth_token secret")
+        if request.form is not None:
+            params: Any = _Params(request.form)
+        elif "bodySHA256" in request.url:
+            params = request.body.decode("utf-8", errors="replace")
+        else:
+            params = {}
+        validator = RequestValidator(token)
+        if not validator.validate(request.url, params, signature,
+                                  get_signature_algorithm(settings)):
+            raise AuthError(403, f"X-Twilio-Signature does not match the request to "
+                                 f"{request.url} (forged, altered, or signed for another URL)")
+        return request.headers.get(IDEMPOTENCY) or None
