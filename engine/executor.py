@@ -65,7 +65,7 @@ class Runtime:
         self.variables: dict[str, Any] = {}
         self.variable_types: dict[str, str] = {}
         self.latest: dict[str, ActionResult] = {}
-        self.failures: list[tuple[str, dict]] = []
+        self.failures: list[tuple[str, dict, bool]] = []
         self.response: dict | None = None
         self.terminated: tuple[str, dict | None] | None = None
         self.cancelled = False
@@ -89,7 +89,8 @@ class Runtime:
         if isinstance(outputs, ActionError):
             status, error, outputs = FAILED, outputs.to_dict(), None
         elif status != SUCCEEDED and self.failures:
-            path, err = self.failures[-1]
+            # the root cause: the first failure of an action that is not a container
+            path, err = next(((p, e) for p, e, container in self.failures if not container), self.failures[0][:2])
             error = {"code": err.get("code", "ActionFailed"),
                      "message": f"action '{path}' failed: {err.get('message', '')}", "action": path}
         return status, outputs, error
@@ -218,6 +219,9 @@ class Runtime:
     # -- one action -------------------------------------------------------------------------
     async def _run_action(self, action: Action, frame: Frame) -> None:
         path = frame.path(action.name)
+        if self.terminated is not None:  # Terminate ran: nothing new starts
+            self._record_skip(action, frame, time.time())
+            return
         for pred, allowed in action.run_after.items():
             if frame.results[pred].status not in allowed:
                 self._record_skip(action, frame, time.time())
@@ -323,12 +327,12 @@ class Runtime:
                                      attempts=result.attempts, inputs=result.inputs, outputs=result.outputs,
                                      error=result.error, started=result.start, ended=result.end)
         except OutputTooLarge as exc:
-            result.status, result.outputs, result.error = FAILED, None, exc.to_dict()
+            result.status, result.inputs, result.outputs, result.error = FAILED, None, None, exc.to_dict()
             self.store.step_finished(self.run_id, path, action.name, action.type, FAILED,
-                                     attempts=result.attempts, inputs=result.inputs, outputs=None,
+                                     attempts=result.attempts, inputs=None, outputs=None,
                                      error=result.error, started=result.start, ended=result.end)
         if result.status in (FAILED, TIMEDOUT) and result.error:
-            self.failures.append((path, result.error))
+            self.failures.append((path, result.error, action.node.container))
         self._event(path, result.status, result.error)
 
     def _event(self, path: str, status: str, error: Any = None) -> None:

@@ -202,22 +202,27 @@ class Evaluator:
 
     # -- static analysis (used by the validator) -------------------------------------------
     def analyze(self, text: str) -> Analysis:
+        out = Analysis()
+        for flt in (f for f in _filter_names(text) if f not in self.env.filters):
+            return Analysis(error=f"unknown filter '{flt}' in {_short(text)}")
         try:
-            m = _WHOLE.match(text)
-            source = text if not (m and "{{" not in m["expr"]) else text
-            tree = self.env.parse(source)
+            tree = self.env.parse(text)
+            out.unknown = sorted(n for n in find_undeclared_variables(tree) if n not in self.known)
         except TemplateSyntaxError as exc:
             return Analysis(error=f"syntax error in {_short(text)}: {exc.message}")
-        out = Analysis()
-        out.unknown = sorted(n for n in find_undeclared_variables(tree) if n not in self.known)
         for call in tree.find_all(nodes.Call):
             if isinstance(call.node, nodes.Name) and call.args and isinstance(call.args[0], nodes.Const) \
                     and isinstance(call.args[0].value, str):
                 out.calls.append((call.node.name, call.args[0].value))
-        for flt in tree.find_all(nodes.Filter):
-            if flt.name not in self.env.filters:
-                out.error = f"unknown filter '{flt.name}' in {_short(text)}"
         return out
+
+
+def _filter_names(text: str) -> list[str]:
+    try:
+        tree = ImmutableSandboxedEnvironment().parse(text)
+    except TemplateSyntaxError:
+        return []
+    return [f.name for f in tree.find_all(nodes.Filter)]
 
 
 def templated_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:

@@ -50,7 +50,7 @@ def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = No
     data, positions, problems = yamlpos.load(text, file)
 
     def problem(path: str, message: str) -> None:
-        line, col = yamlpos.position(positions, path)
+        line, col = yamlpos.position(positions, path, key=message.startswith(("unknown key", "duplicate")))
         problems.append(Problem(file, line, col, path, message))
 
     if data is None and not problems:

@@ -233,3 +233,14 @@ class WebhookAuth:
     def verify(self, request: InboundRequest, connection: Connection | None,
                options: dict) -> str | None:
         raise NotImplementedError
+
+    def handshake(self, request: InboundRequest, connection: Connection | None,
+                  options: dict) -> tuple[int, dict[str, str], bytes] | None:
+        """Answer a protocol handshake without starting a run, or return None.
+
+        Some senders prove that an endpoint wants their deliveries before sending any
+        (a subscription validation event, an OPTIONS pre-flight). The listener calls this
+        before ``verify``; a ``(status, headers, body)`` answer is sent back as is, and
+        no run starts. ``AuthError`` refuses the request. The default answers nothing.
+        """
+        return None

@@ -62,6 +62,47 @@ PARAMETER = {
     },
 }
 
+HTTP_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+# Request triggers must name their authentication (``auth: {type: none}`` is explicit, never
+# a default); the listener checks the kind, its options and its connection.
+REQUEST_INPUTS = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "method": {"enum": HTTP_METHODS, "default": "POST"},
+        "relativePath": {"type": "string", "description": "e.g. orders/{orderId}; parameters reach "
+                                                          "triggerOutputs().relativePathParameters"},
+        "schema": {"type": "object", "description": "JSON Schema the request body must match"},
+    },
+}
+AUTH = {
+    "type": "object", "required": ["type"],
+    "description": "how callers authenticate: none (explicit), key, hmac, or a kind a node module "
+                   "declares (stripe, twilio, eventgrid ...); other keys are that kind's options",
+    "properties": {"type": {"type": "string"},
+                   "connection": {"type": "string", "description": "connection holding the secret"}},
+}
+RECURRENCE = {
+    "type": "object", "additionalProperties": False,
+    "description": "frequency + interval (from startTime), a schedule, or a cron expression",
+    "properties": {
+        "frequency": {"enum": ["Second", "Minute", "Hour", "Day", "Week", "Month"]},
+        "interval": {"type": "integer", "minimum": 1},
+        "startTime": {"type": "string", "description": "ISO 8601; fire times are startTime + k * interval"},
+        "timeZone": {"type": "string", "description": "IANA time zone, e.g. Europe/Paris (default UTC)"},
+        "schedule": {"type": "object", "additionalProperties": False, "properties": {
+            "hours": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 23}},
+            "minutes": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 59}},
+            "weekDays": {"type": "array", "items": {"enum": WEEKDAYS}},
+            "monthDays": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 31}}}},
+        "cron": {"type": "string", "description": "five-field cron expression (croniter)"},
+        "missed": {"enum": ["skip", "catchUp"], "default": "skip",
+                   "description": "firings missed while the server was down: skip them, or fire "
+                                  "the latest one at start-up"},
+    },
+}
+
 TRIGGER = {
     "type": "object", "required": ["type"], "additionalProperties": False,
     "properties": {
@@ -69,15 +110,22 @@ TRIGGER = {
         "kind": {"type": "string"},
         "description": {"type": "string"},
         "inputs": {"type": "object"},
-        "recurrence": {"type": "object"},
-        "auth": {"type": "object"},
-        "dedupe": {"type": "string"},
+        "recurrence": RECURRENCE,
+        "auth": AUTH,
+        "dedupe": {"type": "string", "description": "{{ template }} over the request; a redelivery "
+                                                    "with the same value starts no second run"},
         "conditions": {"type": "array"},
         "splitOn": {"type": "string"},
         "runtimeConfiguration": {"type": "object"},
         "operationOptions": {"type": "string"},
         "correlation": {"type": "object"},
     },
+    "allOf": [
+        {"if": {"properties": {"type": {"const": "Request"}}, "required": ["type"]},
+         "then": {"required": ["auth"], "properties": {"inputs": REQUEST_INPUTS}}},
+        {"if": {"properties": {"type": {"const": "Recurrence"}}, "required": ["type"]},
+         "then": {"required": ["recurrence"]}},
+    ],
 }
 
 

@@ -11,6 +11,7 @@ action fails (never silently truncated).
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -46,7 +47,8 @@ STEP_JSON = ("inputs", "outputs", "error")
 
 class OutputTooLarge(ActionError):
     def __init__(self, size: int, cap: int):
-        super().__init__(f"output of {size} bytes exceeds the hard cap of {cap} bytes",
+        super().__init__(f"a value of {size} bytes (resolved inputs or outputs) exceeds the hard cap "
+                         f"of {cap} bytes; nothing was truncated, the action failed",
                          code="OutputTooLarge")
 
 
@@ -67,6 +69,7 @@ class Store:
         self.blob_cap = blob_cap
         self.blobs = self.path.parent / (self.path.name + ".blobs")
         self._seq = 0
+        self._flush_scheduled = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=10.0, check_same_thread=False)
@@ -142,7 +145,9 @@ class Store:
 
     def step_started(self, run_id: str, path: str, action: str, type_: str, started: float,
                      attempts: int = 1) -> None:
-        """Record an action as Running; committed with the next commit (it carries no result)."""
+        """Record an action as Running. Committed soon (at the end of this event-loop turn, with
+        whatever else is pending), so fast actions cost no extra commit and slow ones show as
+        Running — and count an attempt — while they are in flight."""
         self._seq += 1
         self.db.execute(
             "INSERT INTO steps (run_id, path, action, type, status, attempts, started, seq) "
@@ -150,6 +155,22 @@ class Store:
             "status = 'Running', attempts = excluded.attempts, started = excluded.started, "
             "ended = NULL, error = NULL, outputs = NULL",
             (run_id, path, action, type_, attempts, started, self._seq))
+        self.flush_soon()
+
+    def flush_soon(self) -> None:
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_scheduled = True
+
+        def later() -> None:
+            self._flush_scheduled = False
+            self.flush()
+        loop.call_soon(later)
 
     def step_finished(self, run_id: str, path: str, action: str, type_: str, status: str, *,
                       attempts: int, inputs: Any, outputs: Any, error: Any, started: float | None,

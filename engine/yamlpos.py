@@ -44,15 +44,19 @@ def load(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
             out: dict = {}
             for key_node, value_node in n.value:
                 key = loader.construct_object(key_node, deep=True)
-                if not isinstance(key, (str, int, float, bool)) or isinstance(key, bool):
-                    key = str(key)
+                if not isinstance(key, str):
+                    # keys stay as written: an action named `yes`, `on` or `404` is that text
+                    key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key)
                 sub = dotted(path, key)
                 if key in out:
                     problems.append(Problem(file, key_node.start_mark.line + 1,
                                             key_node.start_mark.column + 1, sub,
                                             f"duplicate key '{key}' (first at line {positions[sub][0]})"))
                     continue
-                positions[sub] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                # a scalar is pointed at where its value stands; a mapping or list at its key
+                mark = value_node.start_mark if isinstance(value_node, yaml.ScalarNode) else key_node.start_mark
+                positions[sub] = (mark.line + 1, mark.column + 1)
+                positions["@" + sub] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 out[key] = walk(value_node, sub)
             return out
         if isinstance(n, yaml.SequenceNode):
@@ -68,8 +72,10 @@ def load(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
     return data, positions, problems
 
 
-def position(positions: Positions, path: str) -> tuple[int, int]:
-    """The position of ``path``, or of its nearest ancestor that has one."""
+def position(positions: Positions, path: str, *, key: bool = False) -> tuple[int, int]:
+    """The position of ``path`` (of its key with ``key``), or of its nearest ancestor's."""
+    if key and "@" + path in positions:
+        return positions["@" + path]
     while path:
         if path in positions:
             return positions[path]

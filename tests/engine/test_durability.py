@@ -1,0 +1,242 @@
+"""Durability: kill -9 and resume, rerun from an action, and what the store keeps."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+import engine
+from engine.store import Store
+
+FLOWRUN = [sys.executable, "-m", "engine.cli"]
+
+
+def counts(recorder):
+    out = {}
+    for r in recorder.requests:
+        out[r.path] = out.get(r.path, 0) + 1
+    return out
+
+
+def test_killed_run_resumes_to_completion_without_repeating_finished_actions(tmp_path, recorder, flow_file):
+    recorder.route("POST", "/step/.*", json={"ok": True})
+    flow = flow_file(f"""
+        name: durable
+        actions:
+          s1: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/step/1", idempotencyKey: true}}}}
+          w1: {{type: Wait, inputs: {{interval: {{count: 0.3, unit: Second}}}}, runAfter: {{s1: [Succeeded]}}}}
+          s2: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/step/2", idempotencyKey: true}}, runAfter: {{w1: [Succeeded]}}}}
+          w2: {{type: Wait, inputs: {{interval: {{count: 2, unit: Second}}}}, runAfter: {{s2: [Succeeded]}}}}
+          s3: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/step/3", idempotencyKey: true}}, runAfter: {{w2: [Succeeded]}}}}
+    """)
+    state = tmp_path / "state.db"
+    proc = subprocess.Popen([*FLOWRUN, "--state", str(state), "run", str(flow)], cwd=Path(__file__).parents[2],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while counts(recorder).get("/step/2", 0) < 1:
+        assert time.monotonic() < deadline, "the run never reached step 2"
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    time.sleep(0.3)  # s2 finished and committed; w2 (2 s) is in flight
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    with sqlite3.connect(state) as db:
+        (run_id, status), = db.execute("SELECT id, status FROM runs").fetchall()
+        done = dict(db.execute("SELECT path, status FROM steps WHERE run_id = ?", (run_id,)).fetchall())
+    assert status == "Running"
+    assert done["s2"] == "Succeeded" and done["w2"] == "Running" and "s3" not in done
+
+    resumed = subprocess.run([*FLOWRUN, "--state", str(state), "resume", run_id, "--json"],
+                             cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert result["status"] == "Succeeded"
+    assert counts(recorder) == {"/step/1": 1, "/step/2": 1, "/step/3": 1}
+    # the idempotency key is the same one a retry after the crash would have sent
+    keys = {r.path: r.header("Idempotency-Key") for r in recorder.requests}
+    assert keys["/step/3"] == f"{run_id}:s3"
+    w2 = next(s for s in result["steps"] if s["path"] == "w2")
+    assert w2["attempts"] == 2  # the one in flight ran again
+
+
+def test_resume_keeps_variables_and_loop_iterations(tmp_path, recorder, flow_file):
+    """A resumed run rebuilds variables from the finished steps it reuses."""
+    recorder.route("POST", "/item/.*", json={"ok": True})
+    flow = flow_file(f"""
+        actions:
+          total: {{type: InitializeVariable, inputs: {{variables: [{{name: total, type: integer, value: 0}}]}}}}
+          loop:
+            type: Foreach
+            foreach: [1, 2, 3, 4]
+            concurrency: 1
+            runAfter: {{total: [Succeeded]}}
+            actions:
+              call: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/item/{{{{ item() }}}}"}}}}
+              add: {{type: IncrementVariable, inputs: {{name: total, value: "{{{{ item() }}}}"}}, runAfter: {{call: [Succeeded]}}}}
+              pause: {{type: Wait, inputs: {{interval: {{count: "{{{{ 3 if item() == 2 else 0 }}}}", unit: Second}}}}, runAfter: {{add: [Succeeded]}}}}
+        outputs:
+          total: {{value: "{{{{ variables('total') }}}}"}}
+    """)
+    state = tmp_path / "state.db"
+    proc = subprocess.Popen([*FLOWRUN, "--state", str(state), "run", str(flow)], cwd=Path(__file__).parents[2],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while counts(recorder).get("/item/2", 0) < 1:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    eng = engine.Engine(state)
+    run_id = eng.store.list_runs()[0]["id"]
+    result = anyio.run(eng.resume, run_id)
+    assert result.status == "Succeeded"
+    assert result.outputs == {"total": 10}
+    assert counts(recorder) == {f"/item/{i}": 1 for i in range(1, 5)}
+
+
+def test_resume_refuses_a_finished_run(run_flow, tmp_path):
+    result = run_flow("actions: {a: {type: Compose, inputs: 1}}")
+    eng = engine.Engine(tmp_path / "state.db")
+    with pytest.raises(engine.FlowrunError, match="already finished"):
+        anyio.run(eng.resume, result.run_id)
+
+
+# -- rerun ------------------------------------------------------------------------------------
+def _rerun(tmp_path, run_id, action, **kw):
+    eng = engine.Engine(tmp_path / "state.db")
+    return anyio.run(lambda: eng.rerun(run_id, action, **kw))
+
+
+def test_rerun_from_an_action_reuses_upstream_and_reruns_downstream(run_flow, recorder, tmp_path):
+    recorder.route("POST", "/.*", json={"ok": True})
+    result = run_flow(f"""
+        actions:
+          fetch: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/fetch"}}}}
+          charge: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/charge", body: "{{{{ body('fetch') }}}}"}}, runAfter: {{fetch: [Succeeded]}}}}
+          notify: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/notify"}}, runAfter: {{charge: [Succeeded]}}}}
+          side: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/side"}}}}
+    """)
+    again = _rerun(tmp_path, result.run_id, "charge")
+    assert again.status == "Succeeded"
+    assert again.record["rerun_of"] == result.run_id
+    assert counts(recorder) == {"/fetch": 1, "/side": 1, "/charge": 2, "/notify": 2}
+    assert set(again.steps) == {"fetch", "charge", "notify", "side"}
+    assert again.steps["fetch"].outputs == result.steps["fetch"].outputs
+
+
+def test_rerun_inside_foreach_and_scope(run_flow, recorder, tmp_path):
+    recorder.route("POST", "/.*", json={"ok": True})
+    result = run_flow(f"""
+        actions:
+          loop:
+            type: Foreach
+            foreach: [a, b]
+            actions:
+              prepare: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/prepare/{{{{ item() }}}}"}}}}
+              send: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/send/{{{{ item() }}}}"}}, runAfter: {{prepare: [Succeeded]}}}}
+          try:
+            type: Scope
+            runAfter: {{loop: [Succeeded]}}
+            actions:
+              p: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/p"}}}}
+              q: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/q"}}, runAfter: {{p: [Succeeded]}}}}
+          after: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/after"}}, runAfter: {{try: [Succeeded]}}}}
+    """)
+    assert result.status == "Succeeded"
+    recorder.requests.clear()
+    again = _rerun(tmp_path, result.run_id, "send")
+    assert again.status == "Succeeded"
+    assert counts(recorder) == {"/send/a": 1, "/send/b": 1, "/p": 1, "/q": 1, "/after": 1}
+    recorder.requests.clear()
+    again = _rerun(tmp_path, result.run_id, "q")
+    assert counts(recorder) == {"/q": 1, "/after": 1}
+    assert again.steps["try/p"].outputs == result.steps["try/p"].outputs
+
+
+def test_rerun_plan_prints_what_runs_again_and_runs_nothing(run_flow, tmp_path):
+    result = run_flow("""
+        actions:
+          a: {type: Compose, inputs: 1}
+          b: {type: Compose, inputs: 2, runAfter: {a: [Succeeded]}}
+          c: {type: Compose, inputs: 3, runAfter: {b: [Succeeded]}}
+    """)
+    out = subprocess.run([*FLOWRUN, "--state", str(tmp_path / "state.db"), "rerun", result.run_id, "--from", "b",
+                          "--plan", "--json"], cwd=Path(__file__).parents[2], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"run": result.run_id, "rerun": ["b", "c"], "reuse": ["a"]}
+    assert len(engine.Engine(tmp_path / "state.db").store.list_runs()) == 1
+
+
+def test_rerun_uses_the_recorded_definition_unless_current_is_asked(run_flow, tmp_path):
+    result = run_flow("""
+        actions:
+          a: {type: Compose, inputs: old}
+          b: {type: Compose, inputs: "{{ body('a') }}-b1", runAfter: {a: [Succeeded]}}
+    """)
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(flow.read_text().replace("-b1", "-b2"))
+    assert _rerun(tmp_path, result.run_id, "b").steps["b"].outputs == "old-b1"
+    assert _rerun(tmp_path, result.run_id, "b", definition="current").steps["b"].outputs == "old-b2"
+
+
+# -- the store --------------------------------------------------------------------------------
+def test_every_step_and_run_is_persisted(run_flow, tmp_path):
+    result = run_flow("""
+        name: persisted
+        parameters: {p: {type: string, defaultValue: x}}
+        actions:
+          a: {type: Compose, inputs: "{{ triggerBody().n }}"}
+    """, input={"n": 5})
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        run = db.execute("SELECT flow, status, payload, params, flow_hash, definition FROM runs").fetchone()
+        step = db.execute("SELECT path, status, attempts, inputs, outputs, started, ended FROM steps").fetchone()
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
+    assert run[:2] == ("persisted", "Succeeded")
+    assert json.loads(run[2])["body"] == {"n": 5}
+    assert json.loads(run[3]) == {"p": "x"}
+    assert len(run[4]) == 64 and "persisted" in run[5]
+    assert step[:5] == ("a", "Succeeded", 1, "5", "5")
+    assert step[5] <= step[6]
+
+
+def test_large_outputs_go_to_a_blob_and_come_back_whole(run_flow, tmp_path):
+    result = run_flow("""
+        actions:
+          big: {type: Compose, inputs: "{{ 'x' * 300000 }}"}
+          size: {type: Compose, inputs: "{{ body('big') | length }}", runAfter: {big: [Succeeded]}}
+    """, blob_threshold=100_000)
+    assert result.steps["big"].outputs == "x" * 300000
+    assert result.steps["size"].outputs == 300000
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        stored = db.execute("SELECT outputs FROM steps WHERE path = 'big'").fetchone()[0]
+    assert json.loads(stored)["size"] == 300002
+    assert list((tmp_path / "state.db.blobs").glob("*.json"))
+
+
+def test_outputs_over_the_hard_cap_fail_the_action(run_flow):
+    result = run_flow("""
+        actions:
+          big: {type: Compose, inputs: "{{ 'x' * 300000 }}"}
+    """, blob_threshold=1000, blob_cap=100_000)
+    step = result.steps["big"]
+    assert step.status == "Failed"
+    assert step.error["code"] == "OutputTooLarge"
+    assert result.status == "Failed"
+
+
+def test_a_newer_schema_version_is_refused(tmp_path):
+    path = tmp_path / "state.db"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(engine.FlowrunError, match="newer than this flowrun"):
+        Store(path)

@@ -1,0 +1,447 @@
+"""Running flows: runAfter and Skipped, run status, Scope try/catch, concurrency, retries,
+timeouts, Terminate, loops and variables — as in Logic Apps."""
+import threading
+import time
+
+import pytest
+
+
+def statuses(result):
+    return {path: step.status for path, step in result.steps.items()}
+
+
+# -- runAfter and Skipped -------------------------------------------------------------------
+def test_unmet_run_after_skips_and_skipped_propagates(run_flow):
+    result = run_flow("""
+        actions:
+          ok: {type: Compose, inputs: 1}
+          on_fail: {type: Compose, inputs: 2, runAfter: {ok: [Failed]}}
+          after_skip: {type: Compose, inputs: 3, runAfter: {on_fail: [Succeeded]}}
+          tolerant: {type: Compose, inputs: 4, runAfter: {on_fail: [Skipped]}}
+    """)
+    assert statuses(result) == {"ok": "Succeeded", "on_fail": "Skipped", "after_skip": "Skipped",
+                                "tolerant": "Succeeded"}
+    assert result.status == "Succeeded"
+
+
+def test_run_after_waits_for_all_predecessors_and_their_statuses(run_flow):
+    result = run_flow("""
+        actions:
+          a: {type: Compose, inputs: 1}
+          b: {type: Compose, inputs: "{{ 1 / 0 }}"}
+          both: {type: Compose, inputs: 3, runAfter: {a: [Succeeded], b: [Succeeded]}}
+          either: {type: Compose, inputs: 4, runAfter: {a: [Succeeded], b: [Failed]}}
+    """)
+    assert statuses(result)["both"] == "Skipped"
+    assert statuses(result)["either"] == "Succeeded"
+
+
+def test_handled_failure_leaves_the_run_succeeded(run_flow):
+    result = run_flow("""
+        actions:
+          get: {type: Compose, inputs: "{{ triggerBody().missing }}"}
+          handle: {type: Compose, inputs: handled, runAfter: {get: [Succeeded, Failed, Skipped, TimedOut]}}
+    """, input={})
+    assert statuses(result) == {"get": "Failed", "handle": "Succeeded"}
+    assert result.status == "Succeeded"
+
+
+def test_a_skipped_branch_end_inherits_the_failure_before_it(run_flow):
+    # Logic Apps: Scope fails -> Failure_Response runs, Success_Response is Skipped -> run Failed
+    result = run_flow("""
+        actions:
+          try:
+            type: Scope
+            actions:
+              boom: {type: Compose, inputs: "{{ triggerBody().missing }}"}
+          failure_response: {type: Compose, inputs: sorry, runAfter: {try: [Failed]}}
+          success_response: {type: Compose, inputs: yay, runAfter: {try: [Succeeded]}}
+    """, input={})
+    assert statuses(result)["failure_response"] == "Succeeded"
+    assert statuses(result)["success_response"] == "Skipped"
+    assert result.status == "Failed"
+    assert result.error["action"] == "try/boom"
+
+
+def test_scope_try_catch_with_result(run_flow):
+    result = run_flow("""
+        actions:
+          try:
+            type: Scope
+            actions:
+              charge: {type: Compose, inputs: "{{ triggerBody().card.number }}"}
+              receipt: {type: Compose, inputs: sent, runAfter: {charge: [Succeeded]}}
+          catch:
+            type: Query
+            runAfter: {try: [Failed, TimedOut]}
+            inputs:
+              from: "{{ result('try') }}"
+              where: "{{ item().status == 'Failed' }}"
+          report:
+            type: Compose
+            runAfter: {catch: [Succeeded]}
+            inputs: "{{ body('catch')[0].name }}: {{ body('catch')[0].error.code }}"
+    """, input={})
+    assert statuses(result)["try"] == "Failed"
+    assert statuses(result)["try/receipt"] == "Skipped"
+    assert result.steps["report"].outputs == "charge: ExpressionError"
+    assert result.status == "Succeeded"
+
+
+# -- concurrency ----------------------------------------------------------------------------
+class InFlight:
+    """A recorder handler that takes a while and remembers the most requests in flight at once."""
+
+    def __init__(self, delay=0.05):
+        self.delay, self.now, self.most, self.lock = delay, 0, 0, threading.Lock()
+
+    def __call__(self, req):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(self.delay)
+        with self.lock:
+            self.now -= 1
+        return 200, {"Content-Type": "application/json"}, b'{"ok": true}'
+
+
+@pytest.mark.parametrize("concurrency", [1, 3, 8])
+def test_foreach_in_flight_count_stays_within_its_concurrency(run_flow, recorder, concurrency):
+    meter = InFlight(delay=0.1)
+    recorder.route("GET", "/item/.*", handler=meter)
+    result = run_flow(f"""
+        actions:
+          loop:
+            type: Foreach
+            foreach: "{{{{ triggerBody() }}}}"
+            concurrency: {concurrency}
+            actions:
+              call: {{type: Http, inputs: {{method: GET, uri: "{recorder.url}/item/{{{{ item() }}}}"}}}}
+    """, input=list(range(16)))
+    assert result.status == "Succeeded"
+    assert len(recorder.requests) == 16
+    assert meter.most == concurrency
+
+
+def test_foreach_concurrency_one_is_sequential_and_keeps_order(run_flow):
+    result = run_flow("""
+        actions:
+          init: {type: InitializeVariable, inputs: {variables: [{name: seen, type: array}]}}
+          loop:
+            type: Foreach
+            foreach: "{{ range(30) | list }}"
+            concurrency: 1
+            runAfter: {init: [Succeeded]}
+            actions:
+              add: {type: AppendToArrayVariable, inputs: {name: seen, value: "{{ item() }}"}}
+        outputs:
+          seen: {value: "{{ variables('seen') }}"}
+    """)
+    assert result.outputs["seen"] == list(range(30))
+
+
+def test_independent_actions_run_concurrently(run_flow, recorder):
+    meter = InFlight(delay=0.2)
+    recorder.route("GET", "/slow", handler=meter)
+    start = time.monotonic()
+    result = run_flow(f"""
+        actions:
+          a: {{type: Http, inputs: {{method: GET, uri: "{recorder.url}/slow"}}}}
+          b: {{type: Http, inputs: {{method: GET, uri: "{recorder.url}/slow"}}}}
+          c: {{type: Http, inputs: {{method: GET, uri: "{recorder.url}/slow"}}}}
+    """)
+    assert result.status == "Succeeded"
+    assert meter.most == 3
+    assert time.monotonic() - start < 0.55
+
+
+def test_global_concurrency_limit_bounds_actions_in_flight(run_flow, recorder):
+    meter = InFlight()
+    recorder.route("GET", "/x", handler=meter)
+    result = run_flow(f"""
+        actions:
+          loop:
+            type: Foreach
+            foreach: "{{{{ range(10) | list }}}}"
+            concurrency: 10
+            actions:
+              call: {{type: Http, inputs: {{method: GET, uri: "{recorder.url}/x"}}}}
+    """, concurrency=2)
+    assert result.status == "Succeeded"
+    assert meter.most == 2
+
+
+# -- retries and timeouts -------------------------------------------------------------------
+FAST = "retryPolicy: {type: fixed, count: 3, interval: PT0.01S}"
+
+
+def test_retryable_errors_are_retried_until_success(run_flow, recorder):
+    recorder.route("GET", "/flaky", status=503, body="busy", times=2)
+    recorder.route("GET", "/flaky", json={"ok": True})
+    result = run_flow(f"""
+        actions:
+          call:
+            type: Http
+            inputs: {{method: GET, uri: "{recorder.url}/flaky"}}
+            {FAST}
+    """)
+    step = result.steps["call"]
+    assert (step.status, step.attempts) == ("Succeeded", 3)
+    assert step.outputs["body"] == {"ok": True}
+
+
+def test_retries_stop_at_the_policy_count(run_flow, recorder):
+    recorder.route("GET", "/down", status=500, json={"error": "boom"})
+    result = run_flow(f"""
+        actions:
+          call:
+            type: Http
+            inputs: {{method: GET, uri: "{recorder.url}/down"}}
+            {FAST}
+    """)
+    step = result.steps["call"]
+    assert (step.status, step.attempts) == ("Failed", 4)
+    assert step.error["code"] == "Http500"
+    assert step.error["details"] == {"statusCode": 500, "body": {"error": "boom"}}
+    assert len(recorder.requests) == 4
+
+
+def test_non_retryable_errors_fail_at_once(run_flow, recorder):
+    recorder.route("GET", "/bad", status=400, json={"error": "bad request"})
+    result = run_flow(f"""
+        actions:
+          call:
+            type: Http
+            inputs: {{method: GET, uri: "{recorder.url}/bad"}}
+            {FAST}
+    """)
+    step = result.steps["call"]
+    assert (step.status, step.attempts) == ("Failed", 1)
+    assert "returned 400" in step.error["message"] and "bad request" in step.error["message"]
+
+
+def test_retry_policy_none_and_retry_after(run_flow, recorder):
+    recorder.route("GET", "/limited", status=429, headers={"Retry-After": "0"}, body="slow down", times=1)
+    recorder.route("GET", "/limited", json={"ok": True})
+    recorder.route("GET", "/never", status=503)
+    result = run_flow(f"""
+        actions:
+          limited:
+            type: Http
+            inputs: {{method: GET, uri: "{recorder.url}/limited"}}
+            retryPolicy: {{type: exponential, count: 2, interval: PT20S}}
+          never:
+            type: Http
+            inputs: {{method: GET, uri: "{recorder.url}/never"}}
+            retryPolicy: {{type: none}}
+    """)
+    # Retry-After: 0 is honoured instead of the 20 s interval
+    assert (result.steps["limited"].status, result.steps["limited"].attempts) == ("Succeeded", 2)
+    assert (result.steps["never"].status, result.steps["never"].attempts) == ("Failed", 1)
+
+
+def test_timeout_gives_timed_out_and_run_after_can_handle_it(run_flow):
+    start = time.monotonic()
+    result = run_flow("""
+        actions:
+          slow: {type: Wait, inputs: {interval: {count: 5, unit: Second}}, timeout: PT0.2S}
+          handle: {type: Compose, inputs: late, runAfter: {slow: [TimedOut]}}
+          normal: {type: Compose, inputs: ok, runAfter: {slow: [Succeeded]}}
+    """)
+    assert time.monotonic() - start < 2
+    assert statuses(result) == {"slow": "TimedOut", "handle": "Succeeded", "normal": "Skipped"}
+    assert result.steps["slow"].error["code"] == "ActionTimedOut"
+
+
+# -- Terminate ------------------------------------------------------------------------------
+def test_terminate_ends_the_run_cancels_in_flight_and_skips_the_rest(run_flow):
+    start = time.monotonic()
+    result = run_flow("""
+        actions:
+          long: {type: Wait, inputs: {interval: {count: 10, unit: Second}}}
+          stop:
+            type: Terminate
+            inputs: {runStatus: Failed, runError: {code: OutOfStock, message: no stock}}
+          later: {type: Compose, inputs: x, runAfter: {long: [Succeeded]}}
+    """)
+    assert time.monotonic() - start < 3
+    assert result.status == "Failed"
+    assert result.error == {"code": "OutOfStock", "message": "no stock"}
+    assert statuses(result) == {"stop": "Succeeded", "long": "Cancelled", "later": "Skipped"}
+
+
+@pytest.mark.parametrize("run_status", ["Succeeded", "Cancelled"])
+def test_terminate_sets_the_run_status(run_flow, run_status):
+    result = run_flow(f"""
+        actions:
+          stop: {{type: Terminate, inputs: {{runStatus: {run_status}}}}}
+          after: {{type: Compose, inputs: x, runAfter: {{stop: [Succeeded]}}}}
+    """)
+    assert result.status == run_status
+    assert result.steps["after"].status == "Skipped"
+
+
+# -- control flow and variables --------------------------------------------------------------
+def test_if_switch_until_and_variables(run_flow):
+    result = run_flow("""
+        actions:
+          n: {type: InitializeVariable, inputs: {variables: [{name: n, type: integer, value: 0}]}}
+          log: {type: InitializeVariable, inputs: {variables: [{name: log, type: string}]}}
+          count:
+            type: Until
+            expression: "{{ variables('n') >= 3 }}"
+            limit: {count: 10}
+            runAfter: {n: [Succeeded], log: [Succeeded]}
+            actions:
+              inc: {type: IncrementVariable, inputs: {name: n}}
+              note:
+                type: AppendToStringVariable
+                inputs: {name: log, value: "{{ iterationIndexes('count') }};"}
+                runAfter: {inc: [Succeeded]}
+          big:
+            type: If
+            expression: {and: [{greater: ["{{ variables('n') }}", 2]}, {equals: ["{{ triggerBody().tier }}", gold]}]}
+            runAfter: {count: [Succeeded]}
+            actions:
+              yes: {type: Compose, inputs: yes}
+            else:
+              actions:
+                no: {type: Compose, inputs: no}
+          route:
+            type: Switch
+            expression: "{{ triggerBody().tier }}"
+            runAfter: {big: [Succeeded]}
+            cases:
+              gold: {case: gold, actions: {vip: {type: Compose, inputs: vip}}}
+              silver: {case: silver, actions: {std: {type: Compose, inputs: std}}}
+            default:
+              actions:
+                other: {type: Compose, inputs: other}
+        outputs:
+          n: {value: "{{ variables('n') }}"}
+          log: {value: "{{ variables('log') }}"}
+    """, input={"tier": "gold"})
+    assert result.status == "Succeeded"
+    assert result.outputs == {"n": 3, "log": "0;1;2;"}
+    s = statuses(result)
+    assert (s["big/yes"], s["big/no"]) == ("Succeeded", "Skipped")
+    assert (s["route/vip"], s["route/std"], s["route/other"]) == ("Succeeded", "Skipped", "Skipped")
+    assert result.steps["route"].outputs == {"case": "gold"}
+
+
+def test_until_stops_at_its_count_limit(run_flow):
+    result = run_flow("""
+        actions:
+          loop:
+            type: Until
+            expression: "{{ false }}"
+            limit: {count: 4}
+            actions:
+              tick: {type: Compose, inputs: "{{ iterationIndexes('loop') }}"}
+    """)
+    assert result.steps["loop"].outputs == {"iterations": 4, "limitReached": True}
+    assert [result.steps[f"loop[{i}]/tick"].outputs for i in range(4)] == [0, 1, 2, 3]
+
+
+def test_foreach_fails_when_an_iteration_fails_and_reports_each(run_flow):
+    result = run_flow("""
+        actions:
+          loop:
+            type: Foreach
+            foreach: [1, 0, 2]
+            actions:
+              div: {type: Compose, inputs: "{{ 10 // item() }}"}
+    """)
+    s = statuses(result)
+    assert (s["loop[0]"], s["loop[1]"], s["loop[2]"]) == ("Succeeded", "Failed", "Succeeded")
+    assert s["loop"] == "Failed"
+    assert result.steps["loop"].error["details"] == {"count": 3, "failed": 1}
+
+
+def test_variable_type_is_enforced(run_flow):
+    result = run_flow("""
+        actions:
+          v: {type: InitializeVariable, inputs: {variables: [{name: v, type: integer, value: 1}]}}
+          set: {type: SetVariable, inputs: {name: v, value: "text"}, runAfter: {v: [Succeeded]}}
+    """)
+    assert result.steps["set"].status == "Failed"
+    assert "variable 'v' is integer" in result.steps["set"].error["message"]
+
+
+def test_inputs_are_checked_against_the_node_schema_after_evaluation(run_flow):
+    result = run_flow("""
+        actions:
+          wait: {type: Wait, inputs: {interval: {count: "{{ 'soon' }}", unit: Second}}}
+    """)
+    assert result.steps["wait"].status == "Failed"
+    assert result.steps["wait"].error["code"] == "InvalidInputs"
+    assert "'soon' is not of type 'number'" in result.steps["wait"].error["message"]
+
+
+def test_query_select_join_parse_json(run_flow):
+    result = run_flow("""
+        actions:
+          big:
+            type: Query
+            inputs: {from: "{{ triggerBody() }}", where: "{{ item().total > 10 }}"}
+          ids:
+            type: Select
+            runAfter: {big: [Succeeded]}
+            inputs: {from: "{{ body('big') }}", select: {id: "{{ item().id }}"}}
+          csv:
+            type: Join
+            runAfter: {big: [Succeeded]}
+            inputs: {from: "{{ body('big') | map(attribute='id') | list }}", joinWith: ","}
+          parsed:
+            type: ParseJson
+            inputs: {content: '{"id": 1}', schema: {type: object, required: [id]}}
+          rejected:
+            type: ParseJson
+            inputs: {content: '{"name": 1}', schema: {type: object, required: [id]}}
+    """, input=[{"id": "a", "total": 5}, {"id": "b", "total": 50}, {"id": "c", "total": 11}])
+    assert result.steps["ids"].outputs == [{"id": "b"}, {"id": "c"}]
+    assert result.steps["csv"].outputs == "b,c"
+    assert result.steps["parsed"].outputs == {"id": 1}
+    assert result.steps["rejected"].status == "Failed"
+    assert "'id' is a required property" in result.steps["rejected"].error["message"]
+
+
+def test_response_is_recorded_with_the_run(run_flow):
+    result = run_flow("""
+        actions:
+          reply: {type: Response, inputs: {statusCode: 201, headers: {X-Id: "7"}, body: {id: 7}}}
+    """)
+    assert result.response == {"statusCode": 201, "headers": {"X-Id": "7"}, "body": {"id": 7}}
+
+
+def test_workflow_runs_a_child_flow_linked_to_its_parent(run_flow, flow_file):
+    flow_file("""
+        name: child
+        actions:
+          double: {type: Compose, inputs: "{{ triggerBody().n * 2 }}"}
+        outputs:
+          doubled: {value: "{{ outputs('double') }}"}
+    """, name="child.yaml")
+    result = run_flow("""
+        actions:
+          call: {type: Workflow, inputs: {flow: child.yaml, body: {n: 21}}}
+          use: {type: Compose, inputs: "{{ body('call').doubled }}", runAfter: {call: [Succeeded]}}
+    """)
+    assert result.status == "Succeeded"
+    assert result.steps["use"].outputs == 42
+    import engine
+    child = result.steps["call"].outputs["runId"]
+    eng = engine.Engine(result.record and (result.record["file"].rsplit("/", 1)[0] + "/state.db"))
+    assert eng.store.get_run(child)["parent_id"] == result.run_id
+
+
+def test_flow_parameters_defaults_and_overrides(run_flow):
+    text = """
+        parameters:
+          region: {type: string, defaultValue: eu}
+          retries: {type: int, defaultValue: 1}
+        actions:
+          c: {type: Compose, inputs: {r: "{{ parameters('region') }}", n: "{{ parameters('retries') }}"}}
+    """
+    assert run_flow(text).steps["c"].outputs == {"r": "eu", "n": 1}
+    assert run_flow(text, params={"region": "us", "retries": "3"}).steps["c"].outputs == {"r": "us", "n": 3}

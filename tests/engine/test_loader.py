@@ -1,0 +1,229 @@
+"""Validation: every kind of problem is reported as file:line:column path: message, all at once."""
+import textwrap
+
+import pytest
+
+from engine.errors import FlowError
+from engine.loader import load_text
+from engine.connections import Connections
+from engine.registry import default_registry
+
+
+def problems(text: str, connections=None) -> list[str]:
+    with pytest.raises(FlowError) as info:
+        load_text(textwrap.dedent(text), "flows/x.yaml", connections=connections)
+    return [str(p) for p in info.value.problems]
+
+
+def one_problem(text: str, **kw) -> str:
+    found = problems(text, **kw)
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("actions: [a, b\n", "flows/x.yaml:2:1 invalid YAML"),
+    ("", "the file is empty"),
+    ("- just\n- a list\n", "a flow must be a mapping"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: 1}
+       a: {type: Compose, inputs: 2}
+     """, "flows/x.yaml:4:3 actions.a: duplicate key 'a' (first at line 3)"),
+    ("""
+     actions:
+       a: {type: Compse, inputs: 1}
+     """, "flows/x.yaml:3:13 actions.a.type: unknown action type 'Compse' (did you mean 'Compose'?)"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: 1, runafter: {}}
+     """, "actions.a.runafter: unknown key 'runafter' (did you mean 'runAfter'?)"),
+    ("""
+     actions:
+       a: {type: Http, inputs: {method: GET, uri: "http://x", timeout: 5}}
+     """, "actions.a.inputs.timeout: 5 is not of type 'string'"),
+    ("""
+     actions:
+       a: {type: Http, inputs: {method: GET}}
+     """, "actions.a.inputs: 'uri' is required"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: 1, runAfter: {b: [Succeeded]}}
+       bee: {type: Compose, inputs: 1}
+     """, "actions.a.runAfter.b: unknown action 'b'"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: 1}
+       s:
+         type: Scope
+         actions:
+           inner: {type: Compose, inputs: 1, runAfter: {a: [Succeeded]}}
+     """, "'a' is not in the same scope as 'inner'"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: 1}
+       b: {type: Compose, inputs: 1, runAfter: {a: [Done]}}
+     """, "actions.b.runAfter.a.0: 'Done' is not one of"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: 1, runAfter: {c: [Succeeded]}}
+       b: {type: Compose, inputs: 1, runAfter: {a: [Succeeded]}}
+       c: {type: Compose, inputs: 1, runAfter: {b: [Succeeded]}}
+     """, "cycle in runAfter: "),
+    ("""
+     actions:
+       a: {type: Compose, inputs: 1}
+       s:
+         type: Scope
+         actions:
+           a: {type: Compose, inputs: 2}
+     """, "duplicate action name 'a'"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: "{{ 1 + }}"}
+     """, "actions.a.inputs: syntax error in '{{ 1 + }}'"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: "{{ triggerbody() }}"}
+     """, "unknown name 'triggerbody' (did you mean 'triggerBody'?)"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: "{{ body('nope') }}"}
+     """, "actions.a.inputs: unknown action 'nope'"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: 1}
+       b: {type: Compose, inputs: "{{ body('a') }}"}
+     """, "'a' is not guaranteed to have finished before 'b' runs"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: "{{ variables('count') }}"}
+     """, "unknown variable 'count'"),
+    ("""
+     parameters: {region: {type: string, defaultValue: eu}}
+     actions:
+       a: {type: Compose, inputs: "{{ parameters('regoin') }}"}
+     """, "unknown parameter 'regoin' (did you mean 'region'?)"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: "{{ items('loop') }}"}
+     """, "'loop' is not a loop around 'a'"),
+    ("""
+     actions:
+       s:
+         type: Scope
+         actions:
+           v: {type: InitializeVariable, inputs: {variables: [{name: v, type: string}]}}
+     """, "InitializeVariable is only allowed at the top level"),
+    ("""
+     actions:
+       loop:
+         type: Foreach
+         foreach: [1]
+         actions:
+           stop: {type: Terminate, inputs: {runStatus: Failed}}
+     """, "Terminate is not allowed inside a Foreach or Until"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: 1, timeout: 30s}
+     """, "actions.a.timeout: '30s' is not an ISO-8601 duration such as PT30S"),
+    ("""
+     actions:
+       sw:
+         type: Switch
+         expression: x
+         cases:
+           one: {case: 1, actions: {}}
+           uno: {case: 1, actions: {}}
+     """, "case value 1 is also used by case 'one'"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: "{{ lipsum(5) }}"}
+     """, "unknown name 'lipsum'"),
+    ("""
+     actions:
+       a: {type: Compose, inputs: "{{ 'x' | nosuchfilter }}"}
+     """, "unknown filter 'nosuchfilter'"),
+    ("""
+     actions:
+       call: {type: Http, inputs: {method: GET, uri: "http://x"}, connection: api}
+     """, "actions.call.connection: unknown connection 'api'"),
+])
+def test_each_problem_kind_is_reported(text, expected):
+    assert any(expected in p for p in problems(text, connections=Connections.empty(default_registry()))), \
+        problems(text, connections=Connections.empty(default_registry()))
+
+
+def test_every_problem_at_once_sorted_one_line_each():
+    found = problems("""
+        actions:
+          first: {type: Compse, inputs: x}
+          second:
+            type: Compose
+            inputs: "{{ body('frist') }}"
+            runAfter: {first: [Succeeded]}
+          third: {type: Compose, inputs: 1, runAfter: {ghost: [Failed]}}
+    """)
+    assert [p.split(" ", 1)[0] for p in found] == ["flows/x.yaml:3:17", "flows/x.yaml:6:13", "flows/x.yaml:8:48"]
+    assert all("\n" not in p for p in found)
+
+
+def test_types_and_statuses_are_case_insensitive_as_in_logic_apps():
+    flow = load_text(textwrap.dedent("""
+        actions:
+          a: {type: compose, inputs: 1}
+          b: {type: COMPOSE, inputs: 2, runAfter: {a: [FAILED, succeeded]}}
+    """))
+    assert flow.actions["b"].type == "Compose"
+    assert flow.actions["b"].run_after == {"a": ("Failed", "Succeeded")}
+
+
+def test_templates_are_accepted_where_the_schema_wants_other_types():
+    flow = load_text(textwrap.dedent("""
+        parameters: {n: {type: int, defaultValue: 3}}
+        actions:
+          loop:
+            type: Foreach
+            foreach: "{{ triggerBody() }}"
+            concurrency: "{{ parameters('n') }}"
+            actions: {}
+    """))
+    assert "loop" in flow.actions
+
+
+def test_expressions_may_read_upstream_actions_across_scopes():
+    flow = load_text(textwrap.dedent("""
+        actions:
+          fetch: {type: Compose, inputs: 1}
+          try:
+            type: Scope
+            runAfter: {fetch: [Succeeded]}
+            actions:
+              use: {type: Compose, inputs: "{{ body('fetch') }}"}
+          after:
+            type: Compose
+            inputs: "{{ body('use') }} {{ result('try') }}"
+            runAfter: {try: [Succeeded, Failed]}
+          poll:
+            type: Until
+            expression: "{{ body('step') == 1 }}"
+            actions:
+              step: {type: Compose, inputs: 1}
+    """))
+    assert set(flow.actions) == {"fetch", "try", "use", "after", "poll", "step"}
+
+
+def test_connection_of_the_wrong_kind_is_reported(tmp_path, monkeypatch):
+    conns = tmp_path / "connections.yaml"
+    conns.write_text("connections:\n  api: {kind: http, settings: {auth: none}}\n")
+    registry = default_registry()
+    kinds = sorted(registry.connections)
+    other = next((k for k in kinds if k != "http"), None)
+    if other is None:
+        pytest.skip("only the http connection kind is registered")
+    node = next(n for n in registry.nodes.values() if n.connection == other)
+    found = problems(f"""
+        actions:
+          a: {{type: "{node.type}", inputs: {{}}, connection: api}}
+    """, connections=Connections.load(conns, registry))
+    assert any(f"connection 'api' is of kind 'http', '{node.type}' needs '{other}'" in p for p in found)
