@@ -145,6 +145,7 @@ class Engine:
         self.registry = registry or default_registry()
         self.evaluator: Evaluator = tools(self.registry)[1]
         self.redactor = _connections.Redactor()
+        _connections.redact_all_logs(self.redactor)
         self.store = Store(state, redact=self.redactor, blob_threshold=blob_threshold, blob_cap=blob_cap)
         self.connections_file = connections
         self._connections: dict[str, _connections.Connections] = {}

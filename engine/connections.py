@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import traceback
+import weakref
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote
@@ -63,18 +65,39 @@ class Redactor:
         return bool(self._values)
 
 
-class RedactingFilter(logging.Filter):
-    """A logging filter that redacts the final message of every record."""
+_redactors: "weakref.WeakSet[Redactor]" = weakref.WeakSet()
 
-    def __init__(self, redactor: Redactor):
-        super().__init__()
-        self.redactor = redactor
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.redactor:
-            record.msg = self.redactor(record.getMessage())
-            record.args = None
-        return True
+def redact_all_logs(redactor: Redactor) -> None:
+    """Redact every log record made in this process, whatever the logger or handler.
+
+    SDKs and HTTP libraries log request headers at DEBUG (httpcore, twilio, ...), so a
+    filter on our own loggers is not enough: the record factory itself is wrapped."""
+    _redactors.add(redactor)
+    if getattr(logging.getLogRecordFactory(), "_flowrun", False):
+        return
+    base = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        active = [r for r in _redactors if r]
+        if active:
+            try:
+                text = record.getMessage()
+            except Exception:  # a malformed record: leave it to logging to report
+                return record
+            for r in active:
+                text = r(text)
+            record.msg, record.args = text, None
+            if record.exc_info:
+                text = "".join(traceback.format_exception(*record.exc_info))
+                for r in active:
+                    text = r(text)
+                record.exc_text = text.rstrip("\n")
+        return record
+
+    factory._flowrun = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 class Connections:

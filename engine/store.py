@@ -40,6 +40,14 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, path)
     );
     """,
+    # 2: the listener's schedule firings (one row per Recurrence fire time; see engine.listener.schedules)
+    """
+    CREATE TABLE schedule_firings (
+        flow TEXT NOT NULL, trigger TEXT NOT NULL, scheduled REAL NOT NULL, run_id TEXT,
+        fired REAL NOT NULL,
+        PRIMARY KEY (flow, trigger, scheduled)
+    );
+    """,
 ]
 RUN_JSON = ("payload", "params", "outputs", "error", "response", "request")
 STEP_JSON = ("inputs", "outputs", "error")
@@ -64,7 +72,7 @@ class Store:
     def __init__(self, path: str | Path, *, redact: Callable[[str], str] | None = None,
                  blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000):
         self.path = Path(path)
-        self.redact = redact or (lambda s: s)
+        self.redact = redact if redact is not None else (lambda s: s)
         self.blob_threshold = blob_threshold
         self.blob_cap = blob_cap
         self.blobs = self.path.parent / (self.path.name + ".blobs")
@@ -243,3 +251,25 @@ class Store:
     def unfinished_runs(self) -> list[str]:
         return [r[0] for r in self.db.execute(
             "SELECT id FROM runs WHERE status IN ('Queued', 'Running') ORDER BY created")]
+
+    # -- schedule firings (the listener) ----------------------------------------------------
+    def record_firing(self, flow: str, trigger: str, scheduled: float, run_id: str | None,
+                      fired: float) -> bool:
+        """Record that a Recurrence fired for ``scheduled``; False if it was already recorded."""
+        cur = self.db.execute("INSERT OR IGNORE INTO schedule_firings (flow, trigger, scheduled, run_id, fired) "
+                              "VALUES (?, ?, ?, ?, ?)", (flow, trigger, scheduled, run_id, fired))
+        self.flush()
+        return cur.rowcount == 1
+
+    def last_firing(self, flow: str, trigger: str) -> float | None:
+        """The latest scheduled time recorded for a Recurrence trigger, or None."""
+        row = self.db.execute("SELECT MAX(scheduled) FROM schedule_firings WHERE flow = ? AND trigger = ?",
+                              (flow, trigger)).fetchone()
+        return row[0] if row else None
+
+    def firings(self, flow: str, trigger: str) -> list[dict]:
+        """Every recorded firing of a Recurrence trigger, oldest first."""
+        cols = ["scheduled", "run_id", "fired"]
+        rows = self.db.execute("SELECT scheduled, run_id, fired FROM schedule_firings WHERE flow = ? AND "
+                               "trigger = ? ORDER BY scheduled", (flow, trigger)).fetchall()
+        return [dict(zip(cols, r)) for r in rows]

@@ -19,7 +19,7 @@ import base64
 import hashlib
 import hmac
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 from engine.plugin import AuthError, Connection, InboundRequest, WebhookAuth
 
@@ -160,5 +160,3 @@ class AdminToken:
             return False
         scheme, _, value = headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token)
-
-    kind: ClassVar[str] = "admin"

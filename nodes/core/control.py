@@ -174,8 +174,9 @@ class Until(Node):
     required_fields = ("expression", "actions")
     lazy = ("expression", "actions")
     container = True
-    example = {"type": "Until", "expression": "{{ variables('done') }}", "limit": {"count": 10, "timeout": "PT1M"},
-               "actions": {"poll": {"type": "Compose", "inputs": "polling"}}}
+    example = {"type": "Until", "expression": "{{ body('poll').statusCode == 200 }}",
+               "limit": {"count": 10, "timeout": "PT1M"},
+               "actions": {"poll": {"type": "Http", "inputs": {"method": "GET", "uri": "https://example.com/job/1"}}}}
     outputs = {"type": "object", "properties": {"iterations": {"type": "integer"},
                                                 "limitReached": {"type": "boolean"}}}
 

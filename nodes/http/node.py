@@ -157,7 +157,7 @@ def _body(resp: Any) -> Any:
 
 
 def _snippet(body: Any) -> str:
-    text = body if isinstance(body, str) else json.dumps(body)
+    text = " ".join((body if isinstance(body, str) else json.dumps(body)).split())
     return text if len(text) <= 300 else text[:297] + "..."
 
 

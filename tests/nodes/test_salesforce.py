@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 import sys
 from datetime import date, datetime, timezone
@@ -76,7 +77,7 @@ def write_connections(tmp_path, endpoint: str, settings: dict, secrets: dict) ->
 
 def run(tmp_path, actions: dict, input=None):
     flow = tmp_path / "flow.yaml"
-    flow.write_text(yaml.safe_dump({"triggers": {"manual": {"type": "Request"}},
+    flow.write_text(yaml.safe_dump({"triggers": {"manual": {"type": "Manual"}},
                                     "actions": actions}, sort_keys=False))
     return engine.run_file(flow, input=input, state=tmp_path / "state.db",
                            connections=tmp_path / "connections.yaml")
@@ -113,6 +114,18 @@ def test_the_module_declares_its_connection_nodes_and_soql_filters():
         assert node.connection == "salesforce"
         assert node.example["type"] == node.type
     assert set(sf_nodes.FILTERS) == {"soql", "soql_like"}
+
+
+def test_every_node_example_is_a_valid_action_of_the_flow_schema():
+    from jsonschema import Draft202012Validator
+
+    from engine.registry import default_registry
+    from engine.schema import flow_schema
+
+    validator = Draft202012Validator(flow_schema(default_registry()))
+    for node in sf_nodes.NODES:
+        errors = list(validator.iter_errors({"actions": {"example": node.example}}))
+        assert errors == [], (node.type, [e.message for e in errors])
 
 
 # -- SOQL quoting ----------------------------------------------------------------------------
@@ -175,7 +188,8 @@ def test_soql_like_works_in_a_flow(salesforce, tmp_path):
         "soql": "SELECT Id FROM Account WHERE Name LIKE "
                 "{{ triggerBody().q | soql_like('startswith') }}"})}, input={"q": "100%"})
 
-    assert api_calls(salesforce)[0].query["q"] == [r"SELECT Id FROM Account WHERE Name LIKE '100\%%'"]
+    assert api_calls(salesforce)[0].query["q"] == [
+        r"SELECT Id FROM Account WHERE Name LIKE '100\%%'"]
 
 
 # -- login -------------------------------------------------------------------------------------
@@ -279,6 +293,26 @@ def test_a_refused_login_fails_the_action_without_retrying(recorder, tmp_path, m
     assert len(recorder.requests) == 1
 
 
+@pytest.mark.parametrize("settings, secrets, missing", [
+    ({"auth": "jwt", "username": USERNAME, "consumer_key": "3MVG9jwtKey"}, {}, "private_key"),
+    ({"auth": "password"}, {"password": "TEST_SF_PASSWORD"}, "username"),
+    ({"auth": "client_credentials", "consumer_key": "3MVG9ccKey", "domain": "login"},
+     {"consumer_secret": "TEST_SF_PASSWORD"}, "My Domain"),
+])
+def test_an_incomplete_connection_fails_before_any_request(recorder, tmp_path, monkeypatch,
+                                                           settings, secrets, missing):
+    monkeypatch.setenv("TEST_SF_PASSWORD", PASSWORD)
+    write_connections(tmp_path, recorder.url, settings, secrets)
+
+    result = run(tmp_path, {"q": action("salesforce.Query", {"soql": "SELECT Id FROM User"})})
+
+    step = result.steps["q"]
+    assert (step.status, step.attempts) == ("Failed", 1)
+    assert step.error["code"] == "MissingSetting"
+    assert missing in step.error["message"]
+    assert recorder.requests == []
+
+
 # -- expired sessions ----------------------------------------------------------------------------
 
 def test_an_expired_session_is_rebuilt_once_and_the_call_repeated(salesforce, tmp_path):
@@ -369,9 +403,10 @@ def test_record_operations(salesforce, tmp_path, type_, inputs, method, path, st
 
 def test_record_ids_and_sobject_names_cannot_reach_other_paths(salesforce, tmp_path):
     result = run(tmp_path, {
-        "a": action("salesforce.Get", {"sobject": "Account", "id": "../../limits"}),
-        "b": action("salesforce.Delete", {"sobject": "bulk/x", "id": "0015e00000XyZabAAB"}),
-    })
+        "a": action("salesforce.Get", {"sobject": "Account", "id": "{{ triggerBody().id }}"}),
+        "b": action("salesforce.Delete", {"sobject": "{{ triggerBody().sobject }}",
+                                          "id": "0015e00000XyZabAAB"}),
+    }, input={"id": "../../limits", "sobject": "bulk/x"})
 
     assert result.steps["a"].error["code"] == "InvalidInputs"
     assert result.steps["b"].error["code"] == "InvalidInputs"
@@ -506,6 +541,22 @@ def test_a_429_waits_for_retry_after_then_succeeds(salesforce, tmp_path):
     step = result.steps["g"]
     assert (step.status, step.attempts) == ("Succeeded", 2)
     assert step.duration >= 1.0  # Retry-After (1 s) won over the policy's 10 ms interval
+
+
+def test_an_unreachable_salesforce_is_a_retryable_connection_error(tmp_path, monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("TEST_SF_PASSWORD", PASSWORD)
+    write_connections(tmp_path, f"http://127.0.0.1:{port}", {"username": USERNAME},
+                      {"password": "TEST_SF_PASSWORD"})
+
+    result = run(tmp_path, {"q": action("salesforce.Query", {"soql": "SELECT Id FROM User"},
+                                        retryPolicy=FAST_RETRY)})
+
+    step = result.steps["q"]
+    assert (step.status, step.attempts) == ("Failed", 3)
+    assert step.error["code"] == "ConnectionError"
 
 
 def test_more_than_one_external_id_match_fails_the_upsert(salesforce, tmp_path):

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from jsonschema import Draft202012Validator
 
 import engine
 import nodes.sendgrid as sendgrid_nodes
+from engine.registry import default_registry
+from engine.schema import flow_schema
 
 API_KEY = "SG.test-key.for-the-recorder"
 MAIL_SEND = "/v3/mail/send"
@@ -49,7 +52,7 @@ connections:
 
 def run_action(tmp_path: Path, connections: Path, action: dict, input=None):
     """Run a flow whose only action is `action`, named `send`."""
-    flow = {"triggers": {"manual": {"type": "Request"}},
+    flow = {"triggers": {"manual": {"type": "Manual"}},
             "actions": {"send": {"type": "sendgrid.SendEmail", "connection": "sendgrid",
                                  **action}}}
     path = tmp_path / "flow.yaml"
@@ -77,6 +80,15 @@ def test_module_declares_the_connection_and_the_node():
     assert [c.kind for c in sendgrid_nodes.CONNECTIONS] == ["sendgrid"]
     assert sendgrid_nodes.CONNECTIONS[0].secret_names == ["api_key"]
     assert [n.type for n in sendgrid_nodes.NODES] == ["sendgrid.SendEmail"]
+
+
+
+@pytest.mark.parametrize("node", sendgrid_nodes.NODES, ids=lambda n: n.type)
+def test_each_example_is_a_valid_action(node):
+    validator = Draft202012Validator(flow_schema(default_registry()))
+    errors = [e.message for e in validator.iter_errors({"actions": {"example": node.example}})]
+    assert errors == []
+    assert node.example["type"] == node.type and node.example["connection"] == node.connection
 
 
 # -- what is sent --------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def write_connections(tmp_path, endpoint: str, settings: dict) -> None:
 
 def run(tmp_path, actions: dict, input=None):
     flow = tmp_path / "flow.yaml"
-    flow.write_text(yaml.safe_dump({"triggers": {"manual": {"type": "Request"}},
+    flow.write_text(yaml.safe_dump({"triggers": {"manual": {"type": "Manual"}},
                                     "actions": actions}, sort_keys=False))
     return engine.run_file(flow, input=input, state=tmp_path / "state.db",
                            connections=tmp_path / "connections.yaml")
@@ -109,6 +109,18 @@ def test_the_module_declares_its_connection_nodes_and_webhook_auth():
         assert node.example["type"] == node.type
         assert node.input_schema["additionalProperties"] is False
     assert [a.kind for a in stripe_nodes.AUTH] == ["stripe"]
+
+
+def test_every_node_example_is_a_valid_action_of_the_flow_schema():
+    from jsonschema import Draft202012Validator
+
+    from engine.registry import default_registry
+    from engine.schema import flow_schema
+
+    validator = Draft202012Validator(flow_schema(default_registry()))
+    for node in stripe_nodes.NODES:
+        errors = list(validator.iter_errors({"actions": {"example": node.example}}))
+        assert errors == [], (node.type, [e.message for e in errors])
 
 
 # -- operations: what each node sends --------------------------------------------------------
@@ -472,7 +484,8 @@ def test_a_replayed_event_yields_the_same_dedupe_key_so_it_runs_once():
     (lambda: InboundRequest("POST", "https://hooks.example.com/stripe",
                             {"stripe-signature": "t=abc,v1=nothex"},
                             json.dumps(EVENT).encode()), 403, "malformed header"),
-], ids=["forged", "tampered", "expired", "missing", "malformed"])
+    (lambda: delivery(body=b"\xff\xfe not utf-8"), 403, "not a Stripe body at all"),
+], ids=["forged", "tampered", "expired", "missing", "malformed", "binary"])
 def test_forged_tampered_expired_or_unsigned_events_are_refused(request_, status, reason):
     with pytest.raises(AuthError) as refused:
         verify(request_())
@@ -487,23 +500,33 @@ def test_tolerance_is_an_option():
 
 
 def test_events_option_accepts_listed_types_and_acknowledges_the_rest_without_a_run():
+    auth, conn = StripeWebhookAuth(), webhook_connection()
     options = {"events": ["payment_intent.succeeded", "customer.subscription.*"]}
-    assert verify(delivery(), options) == EVENT["id"]
     sub = {**EVENT, "id": "evt_sub", "type": "customer.subscription.deleted"}
-    assert verify(delivery(sub), options) == "evt_sub"
+    for event in (EVENT, sub):
+        assert auth.handshake(delivery(event), conn, options) is None  # go on to verify
+        assert auth.verify(delivery(event), conn, options) == event["id"]
 
     other = {**EVENT, "id": "evt_inv", "type": "invoice.paid"}
-    with pytest.raises(IgnoredEvent) as ignored:
-        verify(delivery(other), options)
-    assert ignored.value.status == 202  # a 2xx: Stripe will not redeliver it
-    assert ignored.value.event_type == "invoice.paid"
+    status, headers, body = auth.handshake(delivery(other), conn, options)
+    assert status == 202  # a 2xx: Stripe will not redeliver it; no run starts
+    assert json.loads(body) == {"received": True, "ignored": "invoice.paid"}
+    with pytest.raises(IgnoredEvent) as ignored:  # if verify is reached anyway
+        auth.verify(delivery(other), conn, options)
+    assert (ignored.value.status, ignored.value.event_type) == (202, "invoice.paid")
 
 
-def test_an_authentic_event_is_checked_before_its_type_is_looked_at():
+def test_without_an_events_option_there_is_no_handshake():
+    assert StripeWebhookAuth().handshake(delivery(), webhook_connection(), {}) is None
+
+
+def test_an_event_is_authenticated_before_its_type_is_looked_at():
     forged_other = {**EVENT, "type": "invoice.paid"}
-    with pytest.raises(AuthError) as refused:
-        verify(delivery(forged_other, secret="whsec_wrong"), {"events": ["charge.*"]})
-    assert refused.value.status == 403
+    forged = delivery(forged_other, secret="whsec_wrong")
+    for step in (StripeWebhookAuth().handshake, StripeWebhookAuth().verify):
+        with pytest.raises(AuthError) as refused:
+            step(forged, webhook_connection(), {"events": ["charge.*"]})
+        assert refused.value.status == 403
 
 
 def test_a_connection_without_webhook_secret_refuses_everything():

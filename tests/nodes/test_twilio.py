@@ -8,13 +8,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import yaml
+from jsonschema import Draft202012Validator
 from twilio.request_validator import RequestValidator
 
 import engine
 import nodes.twilio as twilio_nodes
+from engine.registry import default_registry
+from engine.schema import flow_schema
 from engine.plugin import AuthError, Connection, InboundRequest
 
 ACCOUNT = "AC" + "0123456789abcdef" * 2
@@ -77,7 +81,7 @@ connections:
 
 def run_action(tmp_path: Path, connections: Path, action: dict, input=None):
     """Run a flow whose only action is `action`, named `send`."""
-    flow = {"triggers": {"manual": {"type": "Request"}},
+    flow = {"triggers": {"manual": {"type": "Manual"}},
             "actions": {"send": {"connection": "twilio", **action}}}
     path = tmp_path / "flow.yaml"
     path.write_text(yaml.safe_dump(flow, sort_keys=False))
@@ -108,13 +112,24 @@ def test_module_declares_connection_nodes_and_auth():
                                                          "webhook_key"]
 
 
+
+@pytest.mark.parametrize("node", twilio_nodes.NODES, ids=lambda n: n.type)
+def test_each_example_is_a_valid_action(node):
+    validator = Draft202012Validator(flow_schema(default_registry()))
+    errors = [e.message for e in validator.iter_errors({"actions": {"example": node.example}})]
+    assert errors == []
+    assert node.example["type"] == node.type and node.example["connection"] == node.connection
+
+
 # -- phone numbers stay strings ------------------------------------------------------------
 
 def test_phone_number_from_the_trigger_is_sent_exactly(tmp_path, recorder, connections):
     recorder.route("POST", MESSAGES, status=201, json=message())
     (tmp_path / "flow.yaml").write_text("""\
 triggers:
-  manual: {type: Request}
+  sms_reply:
+    type: Request
+    auth: {type: twilio, connection: twilio}
 actions:
   send:
     type: twilio.SendSms
@@ -485,7 +500,6 @@ def inbound(url=PUBLIC_URL, form=INBOUND, signature=None, signed_url=None, token
         signature = RequestValidator(token).compute_signature(signed_url or url, form)
     hdrs = {"content-type": "application/x-www-form-urlencoded",
             "x-twilio-signature": signature, **(headers or {})}
-    from urllib.parse import urlencode
     return InboundRequest(method="POST", url=url, headers=hdrs,
                           body=urlencode(form).encode(),
                           form={k: [v] for k, v in form.items()})
@@ -500,21 +514,24 @@ def test_a_webhook_signed_with_the_auth_token_is_accepted():
     assert verify(inbound()) is None
 
 
-def test_repeated_form_values_are_all_signed():
-    form = {"MediaUrl0": "https://a", "Tags": "x"}
-    signature = RequestValidator(TOKEN).compute_signature(
-        PUBLIC_URL, _MultiDict({"MediaUrl0": ["https://a"], "Tags": ["x", "y"]}))
-    request = inbound(form=form, signature=signature)
-    request.form = {"MediaUrl0": ["https://a"], "Tags": ["x", "y"]}
-    assert verify(request) is None
-    request.form = {"MediaUrl0": ["https://a"], "Tags": ["x"]}
-    with pytest.raises(AuthError):
-        verify(request)
+class MultiDict(dict):
+    """Repeated form values, in the shape RequestValidator reads them."""
 
-
-class _MultiDict(dict):
     def getlist(self, name):
         return self[name]
+
+
+def test_every_value_of_a_repeated_form_field_is_signed():
+    form = {"MediaUrl0": ["https://example.com/a.png"], "Tags": ["x", "y"]}
+    signature = RequestValidator(TOKEN).compute_signature(PUBLIC_URL, MultiDict(form))
+    request = InboundRequest(method="POST", url=PUBLIC_URL, body=urlencode(form, doseq=True)
+                             .encode(), form=form,
+                             headers={"x-twilio-signature": signature})
+    assert verify(request) is None
+
+    request.form = {"MediaUrl0": ["https://example.com/a.png"], "Tags": ["x"]}
+    with pytest.raises(AuthError):
+        verify(request)
 
 
 def test_redelivery_is_deduplicated_on_twilios_idempotency_token():

@@ -1,0 +1,49 @@
+"""Structured logs: one JSON object per line on stderr, secrets redacted.
+
+Every record carries ``ts``, ``level``, ``logger`` and ``msg``, plus whichever of the
+context fields below it was given (``extra={...}``): the run id and trigger of what it is
+about, the event name, and the like. The whole line passes through the engine's redactor,
+so a secret value resolved from a connection never reaches the log, whatever carries it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+FIELDS = ("event", "run_id", "flow", "trigger", "action", "status", "reason", "http_status", "duration_ms",
+          "method", "path", "client", "problem", "file", "url", "count", "scheduled", "dedupe_key")
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, redact: Callable[[str], str] | None = None):
+        super().__init__()
+        self.redact = redact or (lambda s: s)
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        for name in FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                out[name] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return self.redact(json.dumps(out, default=str, ensure_ascii=False))
+
+
+def configure(redact: Callable[[str], str], level: str = "info", stream: Any = None) -> logging.Handler:
+    """Send flowrun's and uvicorn's logs to ``stream`` (stderr) as JSON lines."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter(redact))
+    for name in ("flowrun", "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    logging.getLogger("uvicorn.access").disabled = True
+    return handler

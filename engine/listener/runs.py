@@ -1,0 +1,138 @@
+"""Runs the listener has accepted, executing in the server's event loop.
+
+``launch`` starts ``engine.execute`` (or ``engine.resume``) in the app's task group and
+returns a handle: the request handler waits on ``responded`` for a Response action's
+reply, pollers and redeliveries look a run up by id while it is in flight. The number of
+runs in flight is what ``--max-in-flight`` bounds (the handler answers 429 past it).
+
+At start-up, ``resume_unfinished`` continues the runs this listener had accepted (the
+``request`` column says ``via: http`` or ``schedule``) that did not finish: killed with
+kill -9 after the acknowledgement, or cancelled by a shutdown that outlasted its grace
+period. Child runs are left to their parent's Workflow action, which resumes them itself;
+runs started by ``flowrun run`` or ``replay`` are left to ``flowrun resume``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import anyio
+
+from engine.state import FAILED, is_terminal
+
+log = logging.getLogger("flowrun.listener")
+
+
+class RunHandle:
+    __slots__ = ("run_id", "flow", "flow_name", "trigger", "response", "responded", "done", "status", "_starts")
+
+    def __init__(self, run_id: str, flow: Any, trigger: str, flow_name: str | None = None):
+        self.run_id = run_id
+        self.flow = flow  # None when resuming: the engine loads the recorded definition
+        self.flow_name = flow.name if flow is not None else flow_name
+        self.trigger = trigger
+        self.response: dict | None = None
+        self.responded = anyio.Event()  # set on the Response action's reply, or when the run ends
+        self.done = anyio.Event()
+        self.status: str | None = None
+        self._starts: dict[str, float] = {}
+
+
+class Runs:
+    def __init__(self, engine: Any, metrics: Any, max_in_flight: int):
+        self.engine = engine
+        self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.in_flight: dict[str, RunHandle] = {}
+        self.tg: Any = None  # the app's task group, set by the lifespan
+
+    def full(self) -> bool:
+        return len(self.in_flight) >= self.max_in_flight
+
+    def launch(self, run_id: str, flow: Any, trigger: str, *, resume: bool = False,
+               flow_name: str | None = None) -> RunHandle:
+        handle = RunHandle(run_id, flow, trigger, flow_name)
+        self.in_flight[run_id] = handle
+        self.metrics.in_flight.set(len(self.in_flight))
+        self.tg.start_soon(self._run, handle, resume)
+        return handle
+
+    async def wait_response(self, handle: RunHandle, timeout: float) -> dict | None:
+        with anyio.move_on_after(timeout):
+            await handle.responded.wait()
+        return handle.response
+
+    async def _run(self, handle: RunHandle, resume: bool) -> None:
+        flow_name = handle.flow_name
+
+        def on_response(reply: dict) -> None:
+            handle.response = reply
+            handle.responded.set()
+
+        def on_event(path: str, status: str, _message: str) -> None:
+            if status == "Running":
+                handle._starts[path] = time.perf_counter()
+                return
+            started = handle._starts.pop(path, None)
+            if started is not None:
+                action = path.rsplit("/", 1)[-1]
+                self.metrics.actions.labels(flow_name, action, status).observe(time.perf_counter() - started)
+
+        try:
+            if resume:
+                result = await self.engine.resume(handle.run_id, on_response=on_response, on_event=on_event)
+            else:
+                result = await self.engine.execute(handle.run_id, handle.flow, on_response=on_response,
+                                                   on_event=on_event)
+            handle.status = result.status
+            if handle.response is None and result.response:
+                handle.response = result.response  # replied before a crash; resumed since
+            log.info("run finished", extra={"event": "run_finished", "run_id": handle.run_id, "flow": flow_name,
+                                            "trigger": handle.trigger, "status": result.status})
+        except Exception as exc:  # the engine could not run it at all: record why
+            handle.status = FAILED
+            log.exception("run could not execute", extra={"event": "run_error", "run_id": handle.run_id,
+                                                          "flow": flow_name, "trigger": handle.trigger})
+            try:
+                self.engine.store.update_run(handle.run_id, status=FAILED, ended=time.time(),
+                                             error={"code": "ListenerError", "message": f"{type(exc).__name__}: "
+                                                                                       f"{exc}"})
+            except Exception:
+                log.exception("could not record the run's failure", extra={"run_id": handle.run_id})
+        finally:
+            self.in_flight.pop(handle.run_id, None)
+            self.metrics.in_flight.set(len(self.in_flight))
+            if handle.status is not None:
+                self.metrics.runs.labels(flow_name, handle.status).inc()
+            handle.responded.set()
+            handle.done.set()
+
+    def resume_unfinished(self) -> int:
+        """Launch every unfinished run this listener accepted; returns how many."""
+        store, count = self.engine.store, 0
+        for run_id in store.unfinished_runs():
+            run = store.get_run(run_id)
+            request = run.get("request") or {}
+            if not isinstance(request, dict) or request.get("via") not in ("http", "schedule"):
+                continue
+            if run.get("parent_id"):
+                try:
+                    parent = store.get_run(run["parent_id"])
+                    if not is_terminal(parent["status"]):
+                        continue  # the parent's Workflow action resumes it
+                except Exception:
+                    pass
+            log.info("resuming run", extra={"event": "run_resumed", "run_id": run_id, "flow": run["flow"],
+                                            "trigger": run["trigger"], "status": run["status"]})
+            self.launch(run_id, None, run["trigger"], resume=True, flow_name=run["flow"])
+            count += 1
+        return count
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the runs in flight to finish; True if they all did."""
+        with anyio.move_on_after(timeout):
+            while self.in_flight:
+                await next(iter(self.in_flight.values())).done.wait()
+            return True
+        return not self.in_flight

@@ -1,0 +1,152 @@
+"""The flowrun command: exit codes, one-line errors, JSON output, and a fast, SDK-free start."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.registry import default_registry
+from engine.schema import COMMITTED, dumps, flow_schema
+
+ROOT = Path(__file__).parents[2]
+GOOD = """
+    name: greet
+    parameters: {greeting: {type: string, defaultValue: Hello}}
+    actions:
+      say: {type: Compose, inputs: "{{ parameters('greeting') }}, {{ triggerBody().name }}"}
+    outputs:
+      text: {value: "{{ outputs('say') }}"}
+"""
+
+
+def cli(tmp_path, *args):
+    return CliRunner().invoke(main, ["--state", str(tmp_path / "s.db"), *args], catch_exceptions=False)
+
+
+def write(tmp_path, text, name="flow.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_run_prints_json_and_exits_zero(tmp_path):
+    flow = write(tmp_path, GOOD)
+    out = cli(tmp_path, "run", str(flow), "--input", '{"name": "Ada"}', "--param", "greeting=Hi", "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["outputs"] == {"text": "Hi, Ada"}
+
+
+def test_run_reads_input_from_a_file(tmp_path):
+    flow = write(tmp_path, GOOD)
+    (tmp_path / "event.json").write_text('{"name": "Grace"}')
+    out = cli(tmp_path, "run", str(flow), "--input", f"@{tmp_path / 'event.json'}", "--json")
+    assert json.loads(out.output)["outputs"] == {"text": "Hello, Grace"}
+
+
+def test_a_failed_run_exits_one(tmp_path):
+    flow = write(tmp_path, "actions: {a: {type: Compose, inputs: '{{ triggerBody().x }}'}}")
+    out = cli(tmp_path, "run", str(flow), "--input", "{}")
+    assert out.exit_code == 1
+    assert "Failed" in out.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "FLOW", "--input", "{not json"], "--input is not valid JSON"),
+    (["run", "FLOW", "--param", "nope"], "--param takes NAME=VALUE"),
+    (["run", "FLOW", "--param", "other=1"], "unknown parameter 'other'"),
+    (["show", "0000"], "no run '0000'"),
+    (["run", "missing.yaml"], "no flow file missing.yaml"),
+])
+def test_bad_input_gets_one_clear_line_and_a_nonzero_exit(tmp_path, args, message):
+    flow = write(tmp_path, GOOD)
+    out = CliRunner().invoke(main, ["--state", str(tmp_path / "s.db"), *[str(flow) if a == "FLOW" else a for a in args]])
+    assert out.exit_code == 2
+    assert message in out.output
+    assert "Traceback" not in out.output
+
+
+def test_validate_lists_problems_with_positions_and_exits_one(tmp_path):
+    write(tmp_path, GOOD, "good.yaml")
+    write(tmp_path, "actions:\n  a: {type: Compse}\n", "bad.yaml")
+    out = cli(tmp_path, "validate", str(tmp_path))
+    assert out.exit_code == 1
+    assert f"{tmp_path / 'bad.yaml'}:2:13 actions.a.type: unknown action type 'Compse'" in out.output
+    assert "1 of 2 flow file(s) valid" in out.output
+
+
+def test_validate_passes_on_the_bundled_flows():
+    out = CliRunner().invoke(main, ["validate", str(ROOT / "flows"), str(ROOT / "examples")])
+    assert out.exit_code == 0, out.output
+
+
+def test_runs_and_show(tmp_path):
+    flow = write(tmp_path, GOOD)
+    run = json.loads(cli(tmp_path, "run", str(flow), "--input", '{"name": "Ada"}', "--json").output)
+    listed = json.loads(cli(tmp_path, "runs", "--flow", "greet", "--json").output)
+    assert [r["id"] for r in listed] == [run["run_id"]]
+    assert json.loads(cli(tmp_path, "runs", "--status", "Failed", "--json").output) == []
+    shown = cli(tmp_path, "show", run["run_id"][:8])
+    assert "say" in shown.output and "Succeeded" in shown.output
+    assert json.loads(cli(tmp_path, "show", run["run_id"], "--json").output)["steps"][0]["outputs"] == "Hello, Ada"
+
+
+def test_graph_draws_mermaid_and_dot(tmp_path):
+    flow = write(tmp_path, """
+        actions:
+          a: {type: Compose, inputs: 1}
+          b: {type: Compose, inputs: 2, runAfter: {a: [Succeeded, Failed]}}
+    """)
+    assert "a -->|Succeeded|Failed| b" in cli(tmp_path, "graph", str(flow)).output
+    assert 'a -> b [label="Succeeded|Failed"];' in cli(tmp_path, "graph", str(flow), "--format", "dot").output
+
+
+def test_nodes_lists_types_and_shows_one():
+    listing = CliRunner().invoke(main, ["nodes"]).output
+    assert "Compose" in listing and "Foreach" in listing and "Http" in listing
+    detail = CliRunner().invoke(main, ["nodes", "http"]).output
+    assert "Inputs (JSON Schema)" in detail and "Example:" in detail and "Connection kind: http" in detail
+    assert "did you mean 'Compose'" in CliRunner().invoke(main, ["nodes", "Compse"]).output
+
+
+def test_committed_schema_matches_the_node_declarations():
+    """schemas/flow.schema.json is generated: regenerate it with `flowrun schema > schemas/flow.schema.json`."""
+    assert COMMITTED.read_text() == dumps(flow_schema(default_registry()))
+
+
+def test_every_node_declares_what_the_docs_need_and_its_example_validates():
+    from engine.loader import load_text
+
+    for node in default_registry().nodes.values():
+        assert node.type and node.title and node.description, node
+        assert node.example.get("type") == node.type, node.type
+        if node.connection is None:
+            load_text(json.dumps({"actions": {"example": node.example}}), f"<{node.type} example>")
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+VENDOR_SDKS = ["twilio", "sendgrid", "stripe", "simple_salesforce", "boto3", "confluent_kafka", "snowflake",
+               "databricks", "dbt", "httpx", "starlette", "uvicorn"]
+
+
+def test_importing_the_engine_and_the_registry_imports_no_vendor_sdk():
+    out = run_python("import sys, engine, engine.api, engine.cli; from engine.registry import default_registry; "
+                     "default_registry(); print(sorted(m for m in " + repr(VENDOR_SDKS) + " if m in sys.modules))")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    out = run_python("import sys, time; t = time.perf_counter(); from engine.cli import main\n"
+                     "try:\n    main(['--help'])\nexcept SystemExit: pass\n"
+                     "print(round(time.perf_counter() - t, 3), sorted(m for m in ['rich', 'jinja2', 'jsonschema', "
+                     "'networkx', 'anyio', 'yaml'] + " + repr(VENDOR_SDKS) + " if m in sys.modules))")
+    elapsed, loaded = out.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert loaded == "[]"
+    assert float(elapsed) < 1.0
