@@ -67,6 +67,9 @@ class RunResult:
     def succeeded(self) -> bool:
         return self.status == "Succeeded"
 
+    def __repr__(self) -> str:  # short: asyncio reprs a finished main task (and its result) on exit
+        return f"RunResult({self.run_id!r}, flow={self.flow!r}, status={self.status!r}, steps={len(self.steps)})"
+
 
 class ParameterError(FlowrunError):
     pass

@@ -25,6 +25,19 @@ from .store import OutputTooLarge
 log = logging.getLogger("flowrun.run")
 
 _validators: dict[type, Draft202012Validator | None] = {}
+
+
+class _NoTimer:
+    cancelled_caught = False
+
+    def __enter__(self) -> "_NoTimer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+_NO_TIMER = _NoTimer()
 _instances: dict[type, Any] = {}
 
 
@@ -70,7 +83,7 @@ class Runtime:
         self.terminated: tuple[str, dict | None] | None = None
         self.cancelled = False
         self._root_scope: anyio.CancelScope | None = None
-        self._run_after: dict[int, dict[str, tuple[str, ...]]] = {}
+        self._run_after: dict[Any, Any] = {}  # per-block caches (runAfter maps, chains)
         self.fold = fold
         self.log = logging.LoggerAdapter(log, {"run_id": run_id, "flow": flow.name})
 
@@ -148,6 +161,11 @@ class Runtime:
 
     # -- blocks -----------------------------------------------------------------------------
     async def _run_block(self, block: Block, frame: Frame) -> str:
+        chain = self._chain(block)
+        if chain is not None:  # a straight line needs no task group: run it in order
+            for name in chain:
+                await self._run_action(block.actions[name], frame)
+            return self._block_status(block, frame)
         pending = {name: len(a.run_after) for name, a in block.actions.items()}
 
         async with anyio.create_task_group() as tg:
@@ -161,6 +179,20 @@ class Runtime:
             for name in block.starts:
                 tg.start_soon(run_then_release, name)
         return self._block_status(block, frame)
+
+    def _chain(self, block: Block) -> list[str] | None:
+        """The block's actions in order if each waits for at most the one before it, else None."""
+        key = ("chain", id(block))
+        if key not in self._run_after:
+            order: list[str] | None = None
+            if len(block.starts) == 1 and all(len(d) <= 1 for d in block.dependents.values()):
+                order = [block.starts[0]]
+                while block.dependents[order[-1]]:
+                    order.append(block.dependents[order[-1]][0])
+                if len(order) != len(block.actions):
+                    order = None
+            self._run_after[key] = order
+        return self._run_after[key]
 
     def _block_status(self, block: Block, frame: Frame) -> str:
         ra = self._run_after.get(id(block))
@@ -260,7 +292,7 @@ class Runtime:
         conn = self.connections.get(action.connection) if action.connection else None
         policy = action.retry
         attempt = prior
-        with anyio.move_on_after(action.timeout) as timer:
+        with (anyio.move_on_after(action.timeout) if action.timeout else _NO_TIMER) as timer:
             while True:
                 attempt += 1
                 ctx = Context(run_id=self.run_id, path=path, action=action, connection=conn,

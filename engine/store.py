@@ -78,6 +78,8 @@ class Store:
         self.blobs = self.path.parent / (self.path.name + ".blobs")
         self._seq = 0
         self._flush_scheduled = False
+        self._pending_starts: dict[tuple[str, str], tuple] = {}
+        self._starts_timer: Any = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=10.0, check_same_thread=False)
@@ -129,6 +131,10 @@ class Store:
 
     # -- writes ----------------------------------------------------------------------------
     def flush(self) -> None:
+        """Commit what is pending (and the Running rows of actions still in flight)."""
+        if self._pending_starts:
+            self._write_pending_starts()
+            self._arm_starts_timer()  # the younger ones are written when they come due
         if self.db.in_transaction:
             self.db.commit()
 
@@ -151,19 +157,28 @@ class Store:
         if commit:
             self.flush()
 
+    RUNNING_AFTER = 0.05  # seconds an action runs before its Running row is written
+
     def step_started(self, run_id: str, path: str, action: str, type_: str, started: float,
                      attempts: int = 1) -> None:
-        """Record an action as Running. Committed soon (at the end of this event-loop turn, with
-        whatever else is pending), so fast actions cost no extra commit and slow ones show as
-        Running — and count an attempt — while they are in flight."""
-        self._seq += 1
-        self.db.execute(
-            "INSERT INTO steps (run_id, path, action, type, status, attempts, started, seq) "
-            "VALUES (?, ?, ?, ?, 'Running', ?, ?, ?) ON CONFLICT (run_id, path) DO UPDATE SET "
-            "status = 'Running', attempts = excluded.attempts, started = excluded.started, "
-            "ended = NULL, error = NULL, outputs = NULL",
-            (run_id, path, action, type_, attempts, started, self._seq))
-        self.flush_soon()
+        """Note an action as Running. Its row is written once it has run for RUNNING_AFTER
+        seconds, so fast actions cost no extra write and slow ones show as Running (and
+        count their attempt) while in flight."""
+        self._pending_starts[(run_id, path)] = (run_id, path, action, type_, attempts, started)
+        self._arm_starts_timer()
+
+    def _arm_starts_timer(self) -> None:
+        if self._starts_timer or not self._pending_starts:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+
+        def due() -> None:
+            self._starts_timer = None
+            self.flush()
+        self._starts_timer = loop.call_later(self.RUNNING_AFTER, due)
 
     def flush_soon(self) -> None:
         if self._flush_scheduled:
@@ -180,11 +195,30 @@ class Store:
             self.flush()
         loop.call_soon(later)
 
+    def _write_pending_starts(self) -> None:
+        cutoff = time.time() - self.RUNNING_AFTER
+        due = [k for k, v in self._pending_starts.items() if v[5] <= cutoff]
+        for key in due:
+            run_id, path, action, type_, attempts, started = self._pending_starts.pop(key)
+            self._seq += 1
+            self.db.execute(
+                "INSERT INTO steps (run_id, path, action, type, status, attempts, started, seq) "
+                "VALUES (?, ?, ?, ?, 'Running', ?, ?, ?) ON CONFLICT (run_id, path) DO UPDATE SET "
+                "status = 'Running', attempts = excluded.attempts, started = excluded.started, "
+                "ended = NULL, error = NULL, outputs = NULL",
+                (run_id, path, action, type_, attempts, started, self._seq))
+
     def step_finished(self, run_id: str, path: str, action: str, type_: str, status: str, *,
                       attempts: int, inputs: Any, outputs: Any, error: Any, started: float | None,
                       ended: float, commit: bool = True) -> None:
-        """Record an action's result; committed before anything that depends on it starts."""
+        """Record an action's result.
+
+        With ``commit`` the write is committed at the end of this event-loop turn, together
+        with the other results of that turn (a group commit): the engine starts dependents
+        with ``start_soon``, which the loop runs after that commit, so nothing downstream of
+        an action ever starts before its result is durable."""
         enc_outputs = self.encode(outputs)  # may raise OutputTooLarge before anything is written
+        self._pending_starts.pop((run_id, path), None)
         self._seq += 1
         self.db.execute(
             "INSERT OR REPLACE INTO steps (run_id, path, action, type, status, attempts, inputs, "
@@ -192,7 +226,7 @@ class Store:
             (run_id, path, action, type_, status, attempts, self.encode(inputs), enc_outputs,
              self.encode(error), started, ended, self._seq))
         if commit:
-            self.flush()
+            self.flush_soon()
 
     # -- reads -----------------------------------------------------------------------------
     def get_run(self, run_id: str) -> dict:

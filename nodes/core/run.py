@@ -106,6 +106,7 @@ class Workflow(Node):
         "body": {"description": "the child's triggerBody()"},
         "parameters": {"type": "object"}}}
     inputs_required = True
+    container = True  # it waits for other actions (the child's): it must not hold a concurrency slot
     example = {"type": "Workflow", "inputs": {"flow": "child.yaml", "body": {"orderId": "{{ triggerBody().id }}"}}}
     outputs = {"type": "object", "properties": {
         "runId": {"type": "string"}, "status": {"type": "string"}, "outputs": {"description": "child flow outputs"},

@@ -90,12 +90,17 @@ def compact(values: dict) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _header(headers: Any, name: str) -> str | None:
+    """A response header, whatever the case of its name."""
+    for key, value in (headers or {}).items():
+        if key.lower() == name:
+            return value
+    return None
+
+
 def _retry_after(headers: Any) -> float | None:
-    if not headers:
-        return None
     try:
-        value = headers.get("Retry-After") or headers.get("retry-after")
-        return float(value) if value is not None else None
+        return float(_header(headers, "retry-after"))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
 
@@ -171,9 +176,7 @@ def _convert(err: Any, stripe: Any) -> ActionError:
         cls = RetryableError if getattr(err, "should_retry", True) else ActionError
         return cls(message, code="api_connection_error", details=details)
 
-    should_retry = headers.get("stripe-should-retry") if hasattr(headers, "get") else None
-    if should_retry is None and hasattr(headers, "get"):
-        should_retry = headers.get("Stripe-Should-Retry")
+    should_retry = _header(headers, "stripe-should-retry")
     if should_retry in ("true", "false"):
         retryable = should_retry == "true"
     else:

@@ -54,7 +54,7 @@ class StartCall(Node):
     outputs = CALL
     example = {"type": "twilio.StartCall", "connection": "twilio",
                "inputs": {"to": "{{ triggerBody().phone }}", "from": "+15017122661",
-                          "twiml": "<Response><Say>Your code is {{ variables('code') }}"
+                          "twiml": "<Response><Say>Your code is {{ triggerBody().code }}"
                                    "</Say></Response>",
                           "statusCallback": "https://example.com/hooks/call-status",
                           "statusCallbackEvent": ["answered", "completed"]}}
