@@ -91,8 +91,11 @@ class Frame:
         return self.lookup(name).outputs
 
     def body(self, name: str) -> Any:
+        """The response body of an HTTP-shaped result ({statusCode, body, ...}), else the outputs.
+
+        (A vendor resource may well have a field called "body", like an SMS: it is not unwrapped.)"""
         out = self.lookup(name).outputs
-        if isinstance(out, dict) and "body" in out:
+        if isinstance(out, dict) and "body" in out and "statusCode" in out:
             return out["body"]
         return out
 

@@ -116,3 +116,50 @@ def test_parent_and_child_example(tmp_path):
     assert result.outputs == {"vips": ["Ada"]}
     children = [r for r in engine.Engine(tmp_path / "state.db").store.list_runs() if r["parent_id"]]
     assert len(children) == 2 and {c["parent_id"] for c in children} == {result.run_id}
+
+
+# -- examples/order_confirmation: the four Connect vendors end to end --------------------------
+def order_confirmation(tmp_path, **kw):
+    sys.path.insert(0, str(ROOT / "examples/order_confirmation"))
+    try:
+        import demo
+    finally:
+        sys.path.pop(0)
+    return demo.main(state=str(tmp_path / "state.db"), port=0, quiet=True, **kw)
+
+
+def test_order_confirmation_reaches_all_four_vendors(tmp_path):
+    result, requests = order_confirmation(tmp_path)
+    assert result.status == "Succeeded", result.error
+    sent = {(r.method, r.path.split("/")[1]): r for r in requests}
+    stripe = sent[("GET", "v1")]
+    assert stripe.header("authorization") == "Bearer sk_test_demo_4eC39HqLyjWDarjtT1zdp7dc"
+    query = next(r for r in requests if r.path.endswith("/query/"))
+    assert query.query["q"] == ["SELECT Id, Email FROM Contact WHERE Email = 'ada@example.com' LIMIT 1"]
+    upsert = next(r for r in requests if r.method == "PATCH")
+    assert upsert.json() == {"LastName": "Ada Lovelace", "Email": "ada@example.com", "Phone": "+15551234567",
+                             "Last_Order_Amount__c": 42.0}
+    mail = sent[("POST", "v3")].json()
+    assert mail["personalizations"][0]["to"] == [{"email": "ada@example.com", "name": "Ada Lovelace"}]
+    assert mail["personalizations"][0]["dynamic_template_data"]["amount"] == "42.00"
+    sms = sent[("POST", "2010-04-01")].form()
+    assert sms["To"] == ["+15551234567"] and "42.00 EUR" in sms["Body"][0]
+    assert result.outputs["sms"].startswith("SM")
+    assert result.response == {"statusCode": 200, "headers": {}, "body": {"received": True}}
+
+
+def test_order_confirmation_catches_a_failed_notification(tmp_path):
+    result, requests = order_confirmation(tmp_path, fail_email=True)
+    assert result.status == "Failed"
+    assert result.error["code"] == "NotificationFailed"
+    assert result.steps["notify/email"].error["details"]["status"] == 400
+    assert result.steps["notify/sms"].status == "Succeeded"
+    assert result.steps["alert"].outputs["failed"] == ["email"]
+    assert result.steps["reply"].status == "Skipped"
+
+
+def test_order_confirmation_demo_is_one_command():
+    out = subprocess.run([sys.executable, "examples/order_confirmation/demo.py"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Succeeded notify/sms" in out.stdout

@@ -94,7 +94,7 @@ class Recorder:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "Recorder":
+    def start(self, port: int = 0) -> "Recorder":
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -120,7 +120,7 @@ class Recorder:
                 pass
 
         ThreadingHTTPServer.request_queue_size = 128
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
