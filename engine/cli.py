@@ -23,7 +23,7 @@ def _engine(ctx: click.Context) -> Any:
 
     obj = ctx.find_root().obj
     if obj.get("engine") is None:
-        obj["engine"] = Engine(obj["state"], connections=obj["connections"])
+        obj["engine"] = Engine(obj["state"], connections=obj["connections"], concurrency=obj["concurrency"])
     return obj["engine"]
 
 
@@ -57,12 +57,14 @@ def _guard(fn: Any) -> Any:
               show_default=False)
 @click.option("--connections", type=click.Path(dir_okay=False), default=None,
               help="connections file (default: connections.yaml beside the flow, or in a parent folder)")
+@click.option("--concurrency", type=click.IntRange(1, 10_000), default=64, show_default=True,
+              help="actions in flight at once across the process (Foreach also has its own bound)")
 @click.option("--debug", is_flag=True, help="show Python tracebacks")
 @click.pass_context
-def main(ctx: click.Context, state: str, connections: str | None, debug: bool) -> None:
+def main(ctx: click.Context, state: str, connections: str | None, concurrency: int, debug: bool) -> None:
     """flowrun: run Logic-Apps-style YAML flows, durably."""
     ctx.ensure_object(dict)
-    ctx.obj.update(state=state, connections=connections, debug=debug, engine=None)
+    ctx.obj.update(state=state, connections=connections, concurrency=concurrency, debug=debug, engine=None)
     if debug:
         import logging
 
@@ -371,9 +373,10 @@ def _parent_path(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
-from .listener.commands import serve  # noqa: E402  (kept light: imports happen inside)
+from .listener.commands import replay, serve  # noqa: E402  (kept light: imports happen inside)
 
 main.add_command(serve)
+main.add_command(replay)
 
 if __name__ == "__main__":
     main()

@@ -81,7 +81,6 @@ class Runtime:
         self.failures: list[tuple[str, dict, bool]] = []
         self.response: dict | None = None
         self.terminated: tuple[str, dict | None] | None = None
-        self.cancelled = False
         self._root_scope: anyio.CancelScope | None = None
         self._run_after: dict[Any, Any] = {}  # per-block caches (runAfter maps, chains)
         self.fold = fold

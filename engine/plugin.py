@@ -150,6 +150,9 @@ class Context:
     idempotency_key stable across retries, resumes and crashes: run id + path
     log             a logger whose messages have secrets redacted
     attempt         1 for the first attempt
+
+    Cancellation (Terminate, a timeout, shutdown) cancels the node's coroutine, as anyio does;
+    a blocking SDK call made through ``run_sync`` is abandoned in its worker thread.
     """
 
     def __init__(self, *, run_id: str, path: str, action: Any, connection: Connection | None,
@@ -185,9 +188,6 @@ class Context:
     def run(self) -> Any:
         return self._runtime
 
-    @property
-    def cancelled(self) -> bool:
-        return self._runtime.cancelled
 
 
 async def run_sync(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

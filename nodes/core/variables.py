@@ -6,6 +6,7 @@ reused by resume or rerun.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from engine.errors import ActionError
@@ -58,12 +59,12 @@ class InitializeVariable(_VariableNode):
         value = var.get("value", {"string": "", "integer": 0, "float": 0.0, "boolean": False,
                                   "array": [], "object": {}}[kind])
         _check_type(var["name"], kind, value)
-        context.variables[var["name"]] = value
+        context.variables[var["name"]] = copy.deepcopy(value)  # appends must not change this output
         context.run.variable_types[var["name"]] = kind
         return {"name": var["name"], "value": value}
 
     def replay(self, outputs: Any, context: Context) -> None:
-        super().replay(outputs, context)
+        context.variables[outputs["name"]] = copy.deepcopy(outputs.get("value"))
         var = context.action.inputs["variables"][0]
         context.run.variable_types[var["name"]] = var["type"].lower()
 

@@ -240,3 +240,17 @@ def test_a_newer_schema_version_is_refused(tmp_path):
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(engine.FlowrunError, match="newer than this flowrun"):
         Store(path)
+
+
+def test_a_run_records_the_git_commit_of_its_flow_file(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "flow.yaml").write_text("actions: {a: {type: Compose, inputs: 1}}\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "flow.yaml"], check=True)
+    subprocess.run([*git, "commit", "-qm", "flow"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    result = engine.run_file(repo / "flow.yaml", state=tmp_path / "state.db")
+    assert result.record["git_commit"] == head
+    assert result.record["flow_hash"] == __import__("hashlib").sha256(b"actions: {a: {type: Compose, inputs: 1}}\n").hexdigest()
