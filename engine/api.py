@@ -14,7 +14,7 @@ import logging
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,7 +28,7 @@ from .expressions import Evaluator
 from .loader import load_file, load_text, tools
 from .model import Action, Flow
 from .registry import Registry, default_registry
-from .state import CANCELLED, QUEUED, RUNNING, is_terminal
+from .state import CANCELLED, QUEUED, is_terminal
 from .store import Store
 
 DEFAULT_STATE = ".flowrun/state.db"
@@ -52,23 +52,36 @@ class Step:
         return None if self.started is None or self.ended is None else self.ended - self.started
 
 
-@dataclass
 class RunResult:
-    run_id: str
-    flow: str
-    status: str
-    outputs: Any = None
-    error: Any = None
-    response: Any = None
-    steps: dict[str, Step] = field(default_factory=dict)
-    record: dict = field(default_factory=dict)
+    """A run's outcome. ``steps`` and ``record`` (the stored run row) are read from the store
+    on first use, so callers that only need the status pay nothing for them."""
+
+    def __init__(self, run_id: str, flow: str, status: str, outputs: Any = None, error: Any = None,
+                 response: Any = None, *, store: Any = None, record: dict | None = None):
+        self.run_id, self.flow, self.status = run_id, flow, status
+        self.outputs, self.error, self.response = outputs, error, response
+        self._store, self._record, self._steps = store, record, None
+
+    @property
+    def steps(self) -> dict[str, Step]:
+        if self._steps is None:
+            self._steps = {s["path"]: Step(s["path"], s["action"], s["type"], s["status"], s["attempts"],
+                                           s["inputs"], s["outputs"], s["error"], s["started"], s["ended"])
+                           for s in self._store.steps(self.run_id)}
+        return self._steps
+
+    @property
+    def record(self) -> dict:
+        if self._record is None:
+            self._record = self._store.get_run(self.run_id)
+        return self._record
 
     @property
     def succeeded(self) -> bool:
         return self.status == "Succeeded"
 
     def __repr__(self) -> str:  # short: asyncio reprs a finished main task (and its result) on exit
-        return f"RunResult({self.run_id!r}, flow={self.flow!r}, status={self.status!r}, steps={len(self.steps)})"
+        return f"RunResult({self.run_id!r}, flow={self.flow!r}, status={self.status!r})"
 
 
 class ParameterError(FlowrunError):
@@ -127,6 +140,15 @@ def _convert(value: Any, type_: str) -> Any:
 
 
 _git_cache: dict[str, str | None] = {}
+_git_by_flow: dict[tuple[str, str], str | None] = {}
+
+
+def recorded_commit(flow: Flow) -> str | None:
+    """The git commit of a flow file, looked up once per file content (runs start often)."""
+    key = (flow.file, flow.hash)
+    if key not in _git_by_flow:
+        _git_by_flow[key] = git_commit(flow.file) if Path(flow.file).exists() else None
+    return _git_by_flow[key]
 
 
 def git_commit(file: str) -> str | None:
@@ -147,11 +169,13 @@ class Engine:
                  blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000):
         self.registry = registry or default_registry()
         self.evaluator: Evaluator = tools(self.registry)[1]
-        self.redactor = _connections.Redactor()
-        _connections.redact_all_logs(self.redactor)
+        self.redactor = _connections.PROCESS_REDACTOR
+        _connections.redact_all_logs()
         self.store = Store(state, redact=self.redactor, blob_threshold=blob_threshold, blob_cap=blob_cap)
         self.connections_file = connections
         self._connections: dict[str, _connections.Connections] = {}
+        self._found: dict[str, Path | None] = {}  # flow file -> the connections.yaml it uses
+        self._queued: dict[str, dict] = {}  # runs started by this engine, not yet executed
         self.limiter = anyio.CapacityLimiter(concurrency)
         self._node_log = logging.getLogger("flowrun.node")
 
@@ -160,7 +184,11 @@ class Engine:
 
     # -- flows and connections --------------------------------------------------------------
     def connections_for(self, flow_file: str) -> _connections.Connections:
-        path = self.connections_file or _connections.find_file(flow_file)
+        path = self.connections_file
+        if path is None:
+            if flow_file not in self._found:
+                self._found[flow_file] = _connections.find_file(flow_file)
+            path = self._found[flow_file]
         key = str(path)
         if key not in self._connections:
             self._connections[key] = (_connections.Connections.load(path, self.registry) if path
@@ -181,31 +209,47 @@ class Engine:
     def start(self, flow: Flow, *, input: Any = None, params: dict | None = None,
               trigger: str | None = None, trigger_outputs: dict | None = None, run_id: str | None = None,
               parent_id: str | None = None, rerun_of: str | None = None, request: Any = None,
-              dedupe_key: str | None = None) -> str:
-        """Validate what the run needs (parameters, connections, secrets) and persist it as Queued."""
+              dedupe_key: str | None = None, commit: bool = True) -> str:
+        """Validate what the run needs (parameters, connections, secrets) and persist it as Queued.
+
+        With ``commit=False`` the row is written but not yet committed: ``submit`` awaits it."""
         values = coerce_params(flow, params or {})
         self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
         run_id = run_id or uuid.uuid4().hex
         outputs = trigger_outputs or {"body": input, "headers": {}, "queries": {}, "relativePathParameters": {}}
+        self._queued[run_id] = {"trigger_name": trigger or next(iter(flow.triggers), "manual"),
+                                "payload": outputs, "params": values}
+        if len(self._queued) > 10_000:  # started but never executed here (another process will)
+            self._queued.pop(next(iter(self._queued)))
         self.store.create_run({
             "id": run_id, "flow": flow.name, "file": flow.file, "flow_hash": flow.hash,
-            "git_commit": git_commit(flow.file) if Path(flow.file).exists() else None,
+            "git_commit": recorded_commit(flow),
             "definition": flow.source, "trigger": trigger or next(iter(flow.triggers), "manual"),
             "payload": outputs, "params": values, "status": QUEUED, "created": time.time(),
             "parent_id": parent_id, "rerun_of": rerun_of, "request": request, "dedupe_key": dedupe_key,
-        })
+        }, commit=commit)
+        return run_id
+
+    async def submit(self, flow: Flow, **kw: Any) -> str:
+        """``start`` for servers: returns once the run is durably committed, sharing the commit
+        with every other run submitted in the same event-loop turn."""
+        run_id = self.start(flow, commit=False, **kw)
+        await self.store.durable()
         return run_id
 
     async def execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
                       copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
                       on_event: Callable[[str, str, str], None] | None = None) -> RunResult:
-        run = self.store.get_run(run_id)
-        flow = flow or self.load_recorded(run)
+        queued = self._queued.pop(run_id, None) if flow is not None else None
+        if queued is None:  # started elsewhere, or resumed: read what the run recorded
+            run = self.store.get_run(run_id)
+            flow = flow or self.load_recorded(run)
+            queued = {"trigger_name": run["trigger"], "payload": run["payload"], "params": run["params"],
+                      "started": run["started"], "attempts": run["attempts"]}
         conns = self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
-        self.store.update_run(run_id, status=RUNNING, started=run["started"] or time.time(),
-                              attempts=(run["attempts"] or 0) + 1)
-        runtime = Runtime(engine=self, flow=flow, run_id=run_id, trigger={"name": run["trigger"],
-                          "outputs": run["payload"] or {}}, params=run["params"] or {}, connections=conns,
+        self.store.run_started(run_id, queued.get("started") or time.time(), (queued.get("attempts") or 0) + 1)
+        runtime = Runtime(engine=self, flow=flow, run_id=run_id, trigger={"name": queued["trigger_name"],
+                          "outputs": queued["payload"] or {}}, params=queued["params"] or {}, connections=conns,
                           reuse=reuse, copy_reused=copy_reused, on_response=on_response, on_event=on_event)
         try:
             status, outputs, error = await runtime.execute()
@@ -213,8 +257,9 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 self.store.flush()  # a stopped process keeps what finished; resume continues it
             raise
-        self.store.update_run(run_id, status=status, outputs=outputs, error=error, ended=time.time())
-        return self.result(run_id)
+        self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=time.time())
+        await self.store.durable()  # the outcome is committed before anyone is told
+        return RunResult(run_id, flow.name, status, outputs, error, runtime.response, store=self.store)
 
     async def run(self, flow: Flow | str | Path, **kw: Any) -> RunResult:
         if not isinstance(flow, Flow):
@@ -253,11 +298,8 @@ class Engine:
 
     def result(self, run_id: str) -> RunResult:
         run = self.store.get_run(run_id)
-        steps = {s["path"]: Step(s["path"], s["action"], s["type"], s["status"], s["attempts"], s["inputs"],
-                                 s["outputs"], s["error"], s["started"], s["ended"])
-                 for s in self.store.steps(run["id"])}
         return RunResult(run["id"], run["flow"], run["status"], run["outputs"], run["error"],
-                         run["response"], steps, run)
+                         run["response"], store=self.store, record=run)
 
 
 def rerun_set(target: Action) -> set[str]:
@@ -304,6 +346,8 @@ def run_file(path: str | Path, *, input: Any = None, params: dict | None = None,
     """Load, run and return the result of a flow file (synchronous convenience)."""
     engine = Engine(state, connections=connections, **engine_kw)
     try:
-        return anyio.run(lambda: engine.run(path, input=input, params=params or {}))
+        result = anyio.run(lambda: engine.run(path, input=input, params=params or {}))
+        result.steps, result.record  # read before the store closes
+        return result
     finally:
         engine.close()

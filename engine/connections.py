@@ -17,7 +17,6 @@ import base64
 import logging
 import os
 import traceback
-import weakref
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote
@@ -65,35 +64,30 @@ class Redactor:
         return bool(self._values)
 
 
-_redactors: "weakref.WeakSet[Redactor]" = weakref.WeakSet()
+PROCESS_REDACTOR = Redactor()  # secrets are the process's environment: one redactor for all engines
 
 
-def redact_all_logs(redactor: Redactor) -> None:
+def redact_all_logs() -> None:
     """Redact every log record made in this process, whatever the logger or handler.
 
     SDKs and HTTP libraries log request headers at DEBUG (httpcore, twilio, ...), so a
     filter on our own loggers is not enough: the record factory itself is wrapped."""
-    _redactors.add(redactor)
     if getattr(logging.getLogRecordFactory(), "_flowrun", False):
         return
     base = logging.getLogRecordFactory()
+    redact = PROCESS_REDACTOR
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = base(*args, **kwargs)
-        active = [r for r in _redactors if r]
-        if active:
+        if redact:
             try:
                 text = record.getMessage()
             except Exception:  # a malformed record: leave it to logging to report
                 return record
-            for r in active:
-                text = r(text)
-            record.msg, record.args = text, None
+            record.msg, record.args = redact(text), None
             if record.exc_info:
                 text = "".join(traceback.format_exception(*record.exc_info))
-                for r in active:
-                    text = r(text)
-                record.exc_text = text.rstrip("\n")
+                record.exc_text = redact(text).rstrip("\n")
         return record
 
     factory._flowrun = True  # type: ignore[attr-defined]

@@ -82,7 +82,6 @@ class Runtime:
         self.response: dict | None = None
         self.terminated: tuple[str, dict | None] | None = None
         self._root_scope: anyio.CancelScope | None = None
-        self._run_after: dict[Any, Any] = {}  # per-block caches (runAfter maps, chains)
         self.fold = fold
         self.log = logging.LoggerAdapter(log, {"run_id": run_id, "flow": flow.name})
 
@@ -160,9 +159,8 @@ class Runtime:
 
     # -- blocks -----------------------------------------------------------------------------
     async def _run_block(self, block: Block, frame: Frame) -> str:
-        chain = self._chain(block)
-        if chain is not None:  # a straight line needs no task group: run it in order
-            for name in chain:
+        if block.chain is not None:  # a straight line needs no task group: run it in order
+            for name in block.chain:
                 await self._run_action(block.actions[name], frame)
             return self._block_status(block, frame)
         pending = {name: len(a.run_after) for name, a in block.actions.items()}
@@ -179,25 +177,8 @@ class Runtime:
                 tg.start_soon(run_then_release, name)
         return self._block_status(block, frame)
 
-    def _chain(self, block: Block) -> list[str] | None:
-        """The block's actions in order if each waits for at most the one before it, else None."""
-        key = ("chain", id(block))
-        if key not in self._run_after:
-            order: list[str] | None = None
-            if len(block.starts) == 1 and all(len(d) <= 1 for d in block.dependents.values()):
-                order = [block.starts[0]]
-                while block.dependents[order[-1]]:
-                    order.append(block.dependents[order[-1]][0])
-                if len(order) != len(block.actions):
-                    order = None
-            self._run_after[key] = order
-        return self._run_after[key]
-
     def _block_status(self, block: Block, frame: Frame) -> str:
-        ra = self._run_after.get(id(block))
-        if ra is None:
-            ra = self._run_after[id(block)] = {n: a.run_after for n, a in block.actions.items()}
-        return block_status(block.leaves, ra, {n: r.status for n, r in frame.results.items()})
+        return block_status(block.leaves, block.run_after, {n: r.status for n, r in frame.results.items()})
 
     async def run_block(self, ctx: Context, key: str, *, item: Any = None, index: int | None = None,
                         iteration: str | None = None) -> str:

@@ -1,8 +1,8 @@
 """Templated values: Jinja2 ``{{ }}`` in strings, evaluated in Jinja2's sandbox.
 
-The evaluator sees only what it is given: a *scope* object that answers the workflow
-functions (``triggerBody()``, ``body('a')``, ``variables('v')``, ``item()`` ...). It never
-reaches into the executor or the store.
+The evaluator sees only what it is given: a *scope* whose ``names(functions)`` returns the
+workflow functions (``triggerBody()``, ``body('a')``, ``variables('v')``, ``item()`` ...) bound
+to it (engine.frames.Frame). It never reaches into the executor or the store.
 
 Typing rules:
 - a string that is exactly one ``{{ expr }}`` (surrounding white space allowed) yields the
@@ -182,7 +182,7 @@ class Evaluator:
     def _evaluate_string(self, text: str, scope: Any) -> Any:
         try:
             kind, code = self._compiled(text)
-            names = {n: getattr(scope, n) for n in WORKFLOW_FUNCTIONS}
+            names = scope.names(WORKFLOW_FUNCTIONS)
             if kind == "whole":
                 result = code(**names)
                 if isinstance(result, Undefined):

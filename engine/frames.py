@@ -39,7 +39,7 @@ def _iso(ts: float | None) -> str | None:
 
 
 class Frame:
-    __slots__ = ("runtime", "parent", "prefix", "results", "loop", "item_value", "index")
+    __slots__ = ("runtime", "parent", "prefix", "results", "loop", "item_value", "index", "_names")
 
     def __init__(self, runtime: Any, parent: "Frame | None", prefix: str,
                  loop: str | None = None, item: Any = None, index: int | None = None):
@@ -50,6 +50,13 @@ class Frame:
         self.loop = loop
         self.item_value = item
         self.index = index
+        self._names: dict | None = None
+
+    def names(self, functions: tuple[str, ...]) -> dict:
+        """The workflow functions bound to this frame, as templates see them (built once)."""
+        if self._names is None:
+            self._names = {n: getattr(self, n) for n in functions}
+        return self._names
 
     def path(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name

@@ -76,6 +76,8 @@ class Block:
     starts: list[str] = field(default_factory=list)  # actions with no runAfter
     dependents: dict[str, list[str]] = field(default_factory=dict)
     leaves: list[str] = field(default_factory=list)  # actions nothing runs after
+    chain: list[str] | None = None  # the actions in order when each waits only for the one before
+    run_after: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass

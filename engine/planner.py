@@ -48,7 +48,20 @@ def plan_block(block: Block, all_actions: dict[str, Action]) -> list[tuple[str, 
     block.starts = [n for n in block.actions if g.in_degree(n) == 0]
     block.dependents = {n: list(g.successors(n)) for n in block.actions}
     block.leaves = [n for n in block.actions if g.out_degree(n) == 0]
+    block.run_after = {n: a.run_after for n, a in block.actions.items()}
+    block.chain = _chain(block)
     return problems
+
+
+def _chain(block: Block) -> list[str] | None:
+    """The block's actions in order if it is a straight line (each waits for at most the one
+    before it), which the executor runs without a task group; else None."""
+    if len(block.starts) != 1 or any(len(d) > 1 for d in block.dependents.values()):
+        return None
+    order = [block.starts[0]]
+    while block.dependents[order[-1]]:
+        order.append(block.dependents[order[-1]][0])
+    return order if len(order) == len(block.actions) else None
 
 
 def finished_before(target: Action, user: Action, *, inside_ok: bool = False) -> bool:

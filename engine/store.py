@@ -48,6 +48,13 @@ MIGRATIONS = [
         PRIMARY KEY (flow, trigger, scheduled)
     );
     """,
+    # flow definitions stored once per content hash instead of once per run
+    """
+    CREATE TABLE definitions (hash TEXT PRIMARY KEY, source TEXT NOT NULL);
+    INSERT OR IGNORE INTO definitions SELECT flow_hash, definition FROM runs
+        WHERE definition IS NOT NULL AND flow_hash IS NOT NULL;
+    UPDATE runs SET definition = NULL WHERE flow_hash IN (SELECT hash FROM definitions);
+    """,
 ]
 RUN_JSON = ("payload", "params", "outputs", "error", "response", "request")
 STEP_JSON = ("inputs", "outputs", "error")
@@ -78,6 +85,8 @@ class Store:
         self.blobs = self.path.parent / (self.path.name + ".blobs")
         self._seq = 0
         self._flush_scheduled = False
+        self._waiters: asyncio.Future | None = None
+        self._stored_definitions: set[str] = set()
         self._pending_starts: dict[tuple[str, str], tuple] = {}
         self._starts_timer: Any = None
         try:
@@ -138,15 +147,33 @@ class Store:
         if self.db.in_transaction:
             self.db.commit()
 
-    def create_run(self, run: dict) -> None:
+    def create_run(self, run: dict, *, commit: bool = True) -> None:
+        """Insert a run; without ``commit`` the caller awaits ``durable()`` (a group commit).
+
+        The flow's ``definition`` goes to the definitions table, once per hash."""
         row = dict(run)
+        source = row.pop("definition", None)
+        if source is not None and row.get("flow_hash") not in self._stored_definitions:
+            self.db.execute("INSERT OR IGNORE INTO definitions (hash, source) VALUES (?, ?)",
+                            (row["flow_hash"], source))
+            self._stored_definitions.add(row["flow_hash"])
         for key in RUN_JSON:
             if key in row:
                 row[key] = self.encode(row[key])
         row.setdefault("created", time.time())
         cols = ", ".join(row)
         self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
-        self.flush()
+        if commit:
+            self.flush()
+
+    def run_finished(self, run_id: str, **fields: Any) -> None:
+        """Record a run's outcome (with the start a pending ``run_started`` holds); the caller
+        awaits ``durable()``."""
+        pending = self._pending_starts.pop((run_id, None), None)
+        if pending is not None:
+            fields.setdefault("started", pending[5])
+            fields.setdefault("attempts", pending[4])
+        self.update_run(run_id, commit=False, **fields)
 
     def update_run(self, run_id: str, *, commit: bool = True, **fields: Any) -> None:
         for key in RUN_JSON:
@@ -181,6 +208,8 @@ class Store:
         self._starts_timer = loop.call_later(self.RUNNING_AFTER, due)
 
     def flush_soon(self) -> None:
+        """Commit at the end of this event-loop turn, together with everything else written in
+        it (a group commit). Without a running loop, commit now."""
         if self._flush_scheduled:
             return
         try:
@@ -189,17 +218,45 @@ class Store:
             self.flush()
             return
         self._flush_scheduled = True
+        loop.call_soon(self._group_commit)
 
-        def later() -> None:
-            self._flush_scheduled = False
+    async def durable(self) -> None:
+        """Wait until everything written so far is committed. Every caller waiting in the same
+        loop turn shares one commit; a failed commit raises StoreError in each of them."""
+        if self._waiters is None:
+            self._waiters = asyncio.get_running_loop().create_future()
+        waiter = self._waiters
+        self.flush_soon()
+        await asyncio.shield(waiter)
+
+    def _group_commit(self) -> None:
+        self._flush_scheduled = False
+        waiters, self._waiters = self._waiters, None
+        try:
             self.flush()
-        loop.call_soon(later)
+        except sqlite3.Error as exc:
+            if waiters is not None and not waiters.done():
+                waiters.set_exception(StoreError(f"{self.path}: commit failed: {exc}"))
+                return
+            raise
+        if waiters is not None and not waiters.done():
+            waiters.set_result(None)
+
+    def run_started(self, run_id: str, started: float, attempts: int) -> None:
+        """Note a run as Running; like a step, its row changes only if it is still running
+        RUNNING_AFTER seconds later (a crash before that leaves it Queued, which resumes the same)."""
+        self._pending_starts[(run_id, None)] = (run_id, None, None, None, attempts, started)
+        self._arm_starts_timer()
 
     def _write_pending_starts(self) -> None:
         cutoff = time.time() - self.RUNNING_AFTER
         due = [k for k, v in self._pending_starts.items() if v[5] <= cutoff]
         for key in due:
             run_id, path, action, type_, attempts, started = self._pending_starts.pop(key)
+            if path is None:
+                self.db.execute("UPDATE runs SET status = 'Running', started = ?, attempts = ? WHERE id = ?",
+                                (started, attempts, run_id))
+                continue
             self._seq += 1
             self.db.execute(
                 "INSERT INTO steps (run_id, path, action, type, status, attempts, started, seq) "
@@ -245,6 +302,9 @@ class Store:
         run = dict(row)
         for key in RUN_JSON:
             run[key] = self.decode(run[key])
+        if run["definition"] is None and run["flow_hash"]:
+            found = self.db.execute("SELECT source FROM definitions WHERE hash = ?", (run["flow_hash"],)).fetchone()
+            run["definition"] = found[0] if found else None
         return run
 
     def find_run(self, flow: str, dedupe_key: str) -> dict | None:

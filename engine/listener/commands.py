@@ -1,17 +1,125 @@
 """`flowrun serve` and `flowrun replay` (heavy imports inside the commands)."""
 from __future__ import annotations
 
+import functools
+import os
+import sys
+from typing import Any
+
 import click
 
 
+def _guard(fn: Any) -> Any:
+    """flowrun's errors as one clear message and exit code 2 (tracebacks with --debug)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from engine.errors import FlowError, FlowrunError
+
+        try:
+            return fn(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except FlowError as exc:
+            if click.get_current_context().find_root().obj.get("debug"):
+                raise
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            sys.exit(1)
+        except (FlowrunError, OSError, ValueError) as exc:
+            if click.get_current_context().find_root().obj.get("debug"):
+                raise
+            err = click.ClickException(str(exc))
+            err.exit_code = 2
+            raise err from None
+    return wrapper
+
+
 @click.command()
-def serve() -> None:
-    """Serve flows' HTTP triggers and schedules (not built yet)."""
-    raise click.ClickException("flowrun serve is not available yet")
+@click.option("--flows", "flows_dir", default="flows", show_default=True, type=click.Path(exists=True),
+              help="folder of flow files to serve (every *.yaml in it and below)")
+@click.option("--state", default=None, help="state database (default: flowrun's --state)")
+@click.option("--connections", type=click.Path(dir_okay=False), default=None,
+              help="connections file (default: connections.yaml in the flows folder or a parent of it)")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int, help="0 picks a free port (see the log)")
+@click.option("--base-url", default=None, metavar="URL",
+              help="public URL the server is reached at behind a proxy (signatures are checked against it; "
+                   "Location headers use it)")
+@click.option("--max-body", default=1_048_576, show_default=True, type=int, metavar="BYTES",
+              help="larger bodies get 413")
+@click.option("--max-in-flight", default=256, show_default=True, type=int, metavar="N",
+              help="runs executing at once; past it triggers get 429 with Retry-After (nothing is queued)")
+@click.option("--sync-timeout", default=30.0, show_default=True, type=float, metavar="SECONDS",
+              help="how long a request waits for a Response action before 202 + Location")
+@click.option("--shutdown-timeout", default=30.0, show_default=True, type=float, metavar="SECONDS",
+              help="on SIGTERM/SIGINT, how long runs in flight may take to finish (the rest resume at the next start)")
+@click.option("--reload", is_flag=True, help="watch the flows folder and reload changed flows (requests in flight "
+                                             "keep the version they started with)")
+@click.option("--admin-token-env", default="FLOWRUN_ADMIN_TOKEN", show_default=True, metavar="VAR",
+              help="environment variable holding the admin token (Authorization: Bearer) for GET /runs/{id}")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_context
+@_guard
+def serve(ctx: click.Context, flows_dir: str, state: str | None, connections: str | None, host: str, port: int,
+          base_url: str | None, max_body: int, max_in_flight: int, sync_timeout: float, shutdown_timeout: float,
+          reload: bool, admin_token_env: str, log_level: str) -> None:
+    """Serve the flows' HTTP triggers and schedules.
+
+    POST /flows/{flow}/triggers/{trigger} starts a run; GET /runs/{id} polls it;
+    /healthz, /readyz, /metrics and /openapi.json are for operations. Logs are JSON lines
+    on stderr. Flows with problems are reported and not served; the others are.
+    """
+    from engine.api import Engine
+
+    from . import logs, server
+    from .app import Listener, Options
+
+    root = ctx.find_root().obj
+    state = state or root["state"]
+    lock = server.StateLock(state)
+    lock.acquire()
+    # One connections file for the whole folder, found once (not per request): --connections, or
+    # connections.yaml in the flows folder or a parent of it.
+    from engine.connections import find_file
+    from pathlib import Path
+
+    connections = connections or root.get("connections") or find_file(Path(flows_dir) / "_.yaml")
+    engine = Engine(state, connections=connections)
+    logs.configure(engine.redactor, log_level)
+    options = Options(flows=flows_dir, host=host, port=port, base_url=base_url, max_body=max_body,
+                      max_in_flight=max_in_flight, sync_timeout=sync_timeout, shutdown_timeout=shutdown_timeout,
+                      reload=reload, admin_token=os.environ.get(admin_token_env) or None)
+    listener = Listener(engine, options)
+    try:
+        listener.load()
+        server.run(listener, host, port)
+    finally:
+        engine.close()
+        lock.release()
 
 
 @click.command()
 @click.argument("run_id")
-def replay(run_id: str) -> None:
-    """Start a new run from exactly the request a run received (not built yet)."""
-    raise click.ClickException("flowrun replay is not available yet")
+@click.option("--definition", type=click.Choice(["current", "recorded"]), default="current", show_default=True,
+              help="the flow file as it is now, or the definition the old run used")
+@click.option("--json", "as_json", is_flag=True, help="print the new run as JSON")
+@click.pass_context
+@_guard
+def replay(ctx: click.Context, run_id: str, definition: str, as_json: bool) -> None:
+    """Start a new run from exactly the request RUN received (stored with it), and wait for it."""
+    import anyio
+
+    from engine.api import Engine
+    from engine.cli import _finish
+
+    from .replay import start_replay
+
+    root = ctx.find_root().obj
+    if root.get("engine") is None:
+        root["engine"] = Engine(root["state"], connections=root.get("connections"))
+    engine = root["engine"]
+    flow, new_id = start_replay(engine, run_id, definition)
+    click.echo(f"replaying {run_id} as run {new_id}", err=True)
+    result = anyio.run(lambda: engine.execute(new_id, flow))
+    _finish(ctx, result, as_json)

@@ -30,7 +30,7 @@ _SECRET_HEADER = re.compile(r"(authorization|cookie|signature|secret|token|passw
                             r"functions-key|sas-key|-key$)", re.I)
 _SECRET_QUERY = re.compile(r"^(code|key|sig|signature|token|access_token|api[-_]?key|secret|password|"
                            r"sv|se|sp|skoid)$", re.I)
-_KEEP_HEADERS = frozenset({"i-twilio-idempotency-token", "idempotency-key"})
+_NOT_SECRET = re.compile(r"idempotency|delivery|request-id|event-id|correlation", re.I)
 
 
 class BodyError(ValueError):
@@ -79,7 +79,7 @@ def _charset(headers: dict[str, str]) -> str:
 
 
 def secret_header(name: str, extra: frozenset[str] = frozenset()) -> bool:
-    return name in extra or (name not in _KEEP_HEADERS and bool(_SECRET_HEADER.search(name)))
+    return name in extra or (bool(_SECRET_HEADER.search(name)) and not _NOT_SECRET.search(name))
 
 
 def redact_headers(headers: dict[str, str], extra: frozenset[str] = frozenset()) -> dict[str, str]:

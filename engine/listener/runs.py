@@ -1,9 +1,10 @@
 """Runs the listener has accepted, executing in the server's event loop.
 
-``launch`` starts ``engine.execute`` (or ``engine.resume``) in the app's task group and
-returns a handle: the request handler waits on ``responded`` for a Response action's
-reply, pollers and redeliveries look a run up by id while it is in flight. The number of
-runs in flight is what ``--max-in-flight`` bounds (the handler answers 429 past it).
+``launch`` starts ``engine.execute`` (or ``engine.resume``) as a plain asyncio task (an
+anyio task-group spawn cost a measurable share of each trigger) and returns a handle: the
+request handler waits on ``responded`` for a Response action's reply; redeliveries find a
+run in flight by its id. The number of runs in flight is what ``--max-in-flight`` bounds
+(the handler answers 429 past it); ``drain`` and ``cancel`` serve graceful shutdown.
 
 At start-up, ``resume_unfinished`` continues the runs this listener had accepted (the
 ``request`` column says ``via: http`` or ``schedule``) that did not finish: killed with
@@ -13,11 +14,10 @@ runs started by ``flowrun run`` or ``replay`` are left to ``flowrun resume``.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
-
-import anyio
 
 from engine.state import FAILED, is_terminal
 
@@ -33,8 +33,8 @@ class RunHandle:
         self.flow_name = flow.name if flow is not None else flow_name
         self.trigger = trigger
         self.response: dict | None = None
-        self.responded = anyio.Event()  # set on the Response action's reply, or when the run ends
-        self.done = anyio.Event()
+        self.responded = asyncio.Event()  # set on the Response action's reply, or when the run ends
+        self.done = asyncio.Event()
         self.status: str | None = None
         self._starts: dict[str, float] = {}
 
@@ -45,7 +45,7 @@ class Runs:
         self.metrics = metrics
         self.max_in_flight = max_in_flight
         self.in_flight: dict[str, RunHandle] = {}
-        self.tg: Any = None  # the app's task group, set by the lifespan
+        self.tasks: set[asyncio.Task] = set()
 
     def full(self) -> bool:
         return len(self.in_flight) >= self.max_in_flight
@@ -55,12 +55,17 @@ class Runs:
         handle = RunHandle(run_id, flow, trigger, flow_name)
         self.in_flight[run_id] = handle
         self.metrics.in_flight.set(len(self.in_flight))
-        self.tg.start_soon(self._run, handle, resume)
+        task = asyncio.get_running_loop().create_task(self._run(handle, resume))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
         return handle
 
     async def wait_response(self, handle: RunHandle, timeout: float) -> dict | None:
-        with anyio.move_on_after(timeout):
-            await handle.responded.wait()
+        if not handle.responded.is_set():
+            try:
+                await asyncio.wait_for(handle.responded.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
         return handle.response
 
     async def _run(self, handle: RunHandle, resume: bool) -> None:
@@ -77,7 +82,7 @@ class Runs:
             started = handle._starts.pop(path, None)
             if started is not None:
                 action = path.rsplit("/", 1)[-1]
-                self.metrics.actions.labels(flow_name, action, status).observe(time.perf_counter() - started)
+                self.metrics.child(self.metrics.actions, flow_name, action, status).observe(time.perf_counter() - started)
 
         try:
             if resume:
@@ -104,7 +109,7 @@ class Runs:
             self.in_flight.pop(handle.run_id, None)
             self.metrics.in_flight.set(len(self.in_flight))
             if handle.status is not None:
-                self.metrics.runs.labels(flow_name, handle.status).inc()
+                self.metrics.child(self.metrics.runs, flow_name, handle.status).inc()
             handle.responded.set()
             handle.done.set()
 
@@ -131,8 +136,13 @@ class Runs:
 
     async def drain(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the runs in flight to finish; True if they all did."""
-        with anyio.move_on_after(timeout):
-            while self.in_flight:
-                await next(iter(self.in_flight.values())).done.wait()
-            return True
-        return not self.in_flight
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout)
+        return not self.tasks
+
+    async def cancel(self) -> None:
+        """Stop the runs still in flight; what they finished is committed, they resume later."""
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)

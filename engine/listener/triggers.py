@@ -91,6 +91,9 @@ class _RequestScope:
     def triggerOutputs(self) -> dict:
         return self._trigger["outputs"]
 
+    def names(self, functions: tuple[str, ...]) -> dict:
+        return {n: getattr(self, n) for n in functions}
+
     def __getattr__(self, name: str) -> Any:
         def unavailable(*_: Any) -> Any:
             raise ActionError(f"{name}() is not available in a trigger's dedupe expression")

@@ -196,14 +196,15 @@ def test_every_step_and_run_is_persisted(run_flow, tmp_path):
           a: {type: Compose, inputs: "{{ triggerBody().n }}"}
     """, input={"n": 5})
     with sqlite3.connect(tmp_path / "state.db") as db:
-        run = db.execute("SELECT flow, status, payload, params, flow_hash, definition FROM runs").fetchone()
+        run = db.execute("SELECT flow, status, payload, params, flow_hash, source FROM runs "
+                         "JOIN definitions ON definitions.hash = runs.flow_hash").fetchone()
         step = db.execute("SELECT path, status, attempts, inputs, outputs, started, ended FROM steps").fetchone()
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
     assert run[:2] == ("persisted", "Succeeded")
     assert json.loads(run[2])["body"] == {"n": 5}
     assert json.loads(run[3]) == {"p": "x"}
-    assert len(run[4]) == 64 and "persisted" in run[5]
+    assert len(run[4]) == 64 and "persisted" in run[5]  # the definition, stored once per hash
     assert step[:5] == ("a", "Succeeded", 1, "5", "5")
     assert step[5] <= step[6]
 

@@ -1,0 +1,424 @@
+"""The Starlette app of ``flowrun serve``: trigger endpoints, run status, operations.
+
+    POST /flows/{flow}/triggers/{trigger}[/{relativePath}]   start a run (method configurable)
+    OPTIONS  (same path)                                      protocol pre-flight (handshake)
+    GET  /runs/{id}                                           status and outputs
+    GET  /healthz  /readyz  /metrics  /openapi.json
+
+A trigger request goes: route -> method (405) -> draining (503) -> size (413) -> handshake
+-> authentication (401/403) -> body parsing (400) -> schema (400, every problem listed) ->
+de-duplication (the first run's answer) -> in-flight limit (429 + Retry-After) -> the run
+is committed as Queued -> acknowledgement. Nothing before the commit starts a run; nothing
+is acknowledged before it. The run then executes in this event loop; with a Response
+action the request waits for its reply up to --sync-timeout, else gets 202 + Location.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from engine.errors import ActionError, FlowrunError, StoreError
+from engine.plugin import AuthError, InboundRequest
+from engine.state import is_terminal
+
+from . import inbound as _in
+from .auth import AdminToken
+from .metrics import Metrics
+from .runs import RunHandle, Runs
+from .schedules import Scheduler
+from .triggers import RequestTrigger, Table, load_folder
+
+log = logging.getLogger("flowrun.listener")
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@dataclass
+class Options:
+    flows: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    base_url: str | None = None
+    max_body: int = 1_048_576
+    max_in_flight: int = 256
+    sync_timeout: float = 30.0
+    shutdown_timeout: float = 30.0
+    reload: bool = False
+    reload_interval: float = 1.0
+    retry_after: int = 1
+    admin_token: str | None = None
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class Listener:
+    """Everything one server holds: the engine, the trigger table, runs, schedules, metrics."""
+
+    def __init__(self, engine: Any, options: Options):
+        self.engine = engine
+        self.options = options
+        self.metrics = Metrics()
+        self.runs = Runs(engine, self.metrics, options.max_in_flight)
+        self.scheduler = Scheduler(engine, self._launch_scheduled, self.metrics)
+        self.admin = AdminToken(options.admin_token)
+        if options.admin_token:
+            engine.redactor.add(options.admin_token)
+        self.table = Table()
+        self.ready = False
+        self.draining = False
+        self._openapi: tuple[int, dict] | None = None
+        self._stamps: dict[str, tuple[int, int]] = {}
+
+    # -- flows ------------------------------------------------------------------------------
+    def load(self) -> Table:
+        """(Re)load the flows folder; report every problem; keep serving what still loads."""
+        previous = self.table if self.table.files else None
+        table = load_folder(self.engine, self.options.flows, previous)
+        for file, problems in table.problems.items():
+            kept = " (still serving the previous version)" if previous and file in table.files else ""
+            for p in problems:
+                log.error("flow not served: %s%s", p, kept,
+                          extra={"event": "flow_invalid", "file": file, "problem": str(p)})
+        for name, flow in table.flows.items():
+            if previous is None or previous.flows.get(name) is not flow:
+                triggers = [t for (f, t) in list(table.requests) + list(table.recurrences) if f == name]
+                log.info("serving flow %s (%s)", name, ", ".join(triggers) or "no triggers",
+                         extra={"event": "flow_served", "flow": name, "file": flow.file})
+        self.table = table
+        self._openapi = None
+        self._stamps = self._scan()
+        self.metrics.flows.set(len(table.files))
+        self.metrics.invalid.set(len([f for f in table.problems if f not in table.files]))
+        return table
+
+    def _scan(self) -> dict[str, tuple[int, int]]:
+        from .triggers import flow_files
+
+        out = {}
+        for f in flow_files(self.options.flows):
+            with contextlib.suppress(OSError):
+                st = f.stat()
+                out[str(f)] = (st.st_mtime_ns, st.st_size)
+        return out
+
+    async def watch(self) -> None:
+        """--reload: poll the flows folder; reload when a flow file changes, appears or goes."""
+        while True:
+            await anyio.sleep(self.options.reload_interval)
+            try:
+                if self._scan() != self._stamps:
+                    self.load()
+                    await self.scheduler.sync(self.table)
+                    log.info("flows reloaded", extra={"event": "flows_reloaded", "count": len(self.table.files)})
+            except Exception:
+                log.exception("reload failed; still serving the previous flows", extra={"event": "reload_error"})
+
+    def _launch_scheduled(self, run_id: str, flow: Any, trigger: str) -> RunHandle:
+        return self.runs.launch(run_id, flow, trigger)
+
+    def location(self, run_id: str) -> str:
+        base = (self.options.base_url or "").rstrip("/")
+        return f"{base}/runs/{run_id}"
+
+    def public_url(self, request: Request) -> str:
+        """The URL the sender called (and signed): --base-url + path + query behind a proxy."""
+        raw = request.scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else request.url.path
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        if self.options.base_url:
+            base = self.options.base_url.rstrip("/")
+        else:
+            base = f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}"
+        return base + path + (f"?{query}" if query else "")
+
+    # -- trigger requests -------------------------------------------------------------------
+    async def trigger(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        flow_name, name = request.path_params["flow"], request.path_params["trigger"]
+        entry = self.table.request(flow_name, name)
+        params = entry.match(request.path_params.get("rest", "")) if entry is not None else None
+        if entry is None or params is None:
+            self.metrics.rejected.labels("", "", "not_found").inc()
+            flow = self.table.flows.get(flow_name)
+            known = sorted(t for (f, t) in self.table.requests if f == flow_name) if flow else []
+            hint = f"; its Request triggers: {', '.join(known)}" if known else ""
+            what = f"no Request trigger '{name}' in flow '{flow_name}'{hint}" if flow else f"no flow '{flow_name}' is served"
+            if entry is not None:
+                what = f"{request.url.path} does not match the trigger's path {entry.path}"
+            return _error(404, what)
+        labels = (entry.flow.name, entry.name)
+        method = request.method
+        if method not in (entry.method, "OPTIONS"):
+            return self._reject(entry, 405, "method", f"this trigger takes {entry.method}, not {method}",
+                                {"Allow": f"{entry.method}, OPTIONS"})
+        self.metrics.child(self.metrics.received, *labels).inc()
+        if self.draining:
+            return self._reject(entry, 503, "draining", "the server is shutting down; retry shortly",
+                                {"Retry-After": str(self.options.retry_after)})
+        body = await _read_limited(request, self.options.max_body)
+        if body is None:
+            return self._reject(entry, 413, "too_large", f"the body exceeds the limit of {self.options.max_body} bytes")
+        headers = dict(request.headers)
+        inbound = InboundRequest(method=method, url=self.public_url(request), headers=headers, body=body,
+                                 query=dict(request.query_params),
+                                 form=_in.parse_form(body) if _in.is_form(headers) else None)
+        try:
+            answer = entry.auth.handshake(inbound, entry.connection, entry.options)
+            if answer is not None:
+                status, extra, content = answer
+                self.metrics.handshakes.labels(*labels).inc()
+                log.info("handshake answered", extra={"event": "handshake", "flow": labels[0], "trigger": labels[1],
+                                                      "http_status": status})
+                return Response(content, status_code=status, headers=extra)
+            if method == "OPTIONS":
+                return Response(status_code=405, headers={"Allow": entry.method})
+            auth_key = entry.auth.verify(inbound, entry.connection, entry.options)
+        except AuthError as exc:
+            if 200 <= exc.status < 300:
+                self.metrics.ignored.labels(*labels).inc()
+                log.info("request acknowledged, no run: %s", exc.message,
+                         extra={"event": "ignored", "flow": labels[0], "trigger": labels[1]})
+                return JSONResponse({"status": "ignored", "message": exc.message}, status_code=exc.status)
+            reason = {401: "unauthenticated", 403: "forbidden"}.get(exc.status, "refused")
+            extra_headers = {"WWW-Authenticate": entry.kind} if exc.status == 401 else None
+            return self._reject(entry, exc.status, reason, exc.message, extra_headers, client=request.client)
+        try:
+            parsed = _in.parse_body(body, headers)
+        except _in.BodyError as exc:
+            return self._reject(entry, 400, "invalid_body", str(exc))
+        if entry.validator is not None:
+            problems = [{"path": "/" + "/".join(str(p) for p in e.absolute_path), "message": e.message}
+                        for e in sorted(entry.validator.iter_errors(parsed), key=lambda e: list(map(str, e.absolute_path)))]
+            if problems:
+                return self._reject(entry, 400, "schema", "the body does not match the trigger's schema",
+                                    problems=problems)
+        outputs = _in.trigger_outputs(inbound, parsed, params, entry.secret_headers, entry.secret_queries)
+        try:
+            dedupe = entry.dedupe_key(outputs, self.engine.evaluator, auth_key)
+        except ActionError as exc:
+            return self._reject(entry, 400, "dedupe", f"the trigger's dedupe expression failed: {exc.message}")
+        if dedupe is not None:
+            first = self.engine.store.find_run(entry.flow.name, dedupe)
+            if first is not None:
+                return await self._duplicate(entry, first)
+        if self.runs.full():
+            return self._reject(entry, 429, "busy", f"{self.options.max_in_flight} runs are in flight; retry later",
+                                {"Retry-After": str(self.options.retry_after)})
+        stored = _in.stored_request(inbound, request.url.path, params, entry.secret_headers, entry.secret_queries)
+        try:
+            run_id = await self.engine.submit(entry.flow, trigger=entry.name, trigger_outputs=outputs,
+                                              request=stored, dedupe_key=dedupe)
+        except sqlite3.IntegrityError:  # the same key committed by another process meanwhile
+            first = self.engine.store.find_run(entry.flow.name, dedupe) if dedupe else None
+            if first is None:
+                raise
+            return await self._duplicate(entry, first)
+        except (FlowrunError, sqlite3.Error) as exc:
+            log.error("could not start a run: %s", exc, extra={"event": "start_error", "flow": labels[0],
+                                                               "trigger": labels[1]})
+            self.metrics.rejected.labels(*labels, "error").inc()
+            return _error(503, f"the run could not be started: {exc}", {"Retry-After": str(self.options.retry_after)})
+        handle = self.runs.launch(run_id, entry.flow, entry.name)
+        self.metrics.child(self.metrics.accepted, *labels).inc()
+        log.info("trigger accepted", extra={"event": "accepted", "run_id": run_id, "flow": labels[0],
+                                            "trigger": labels[1], "dedupe_key": dedupe})
+        if entry.has_response:
+            reply = await self.runs.wait_response(handle, self.options.sync_timeout)
+            response = self._reply(run_id, reply) if reply is not None else (
+                self._no_reply(run_id, handle) if handle.done.is_set() else self._accepted(run_id))
+        else:
+            response = self._accepted(run_id)
+        self.metrics.child(self.metrics.ack, *labels).observe(time.perf_counter() - t0)
+        return response
+
+    async def _duplicate(self, entry: RequestTrigger, first: dict) -> Response:
+        self.metrics.child(self.metrics.duplicates, entry.flow.name, entry.name).inc()
+        run_id = first["id"]
+        log.info("redelivery answered from the first run", extra={"event": "duplicate", "run_id": run_id,
+                                                                  "flow": entry.flow.name, "trigger": entry.name})
+        reply = first.get("response")
+        handle = self.runs.in_flight.get(run_id)
+        if reply is None and entry.has_response and handle is not None:
+            reply = await self.runs.wait_response(handle, self.options.sync_timeout)
+        extra = {"X-Flowrun-Duplicate": "true"}
+        if reply is not None:
+            return self._reply(run_id, reply, extra)
+        if entry.has_response and is_terminal(first["status"]) and (handle is None or handle.done.is_set()):
+            return self._no_reply(run_id, handle, first["status"], extra)
+        return self._accepted(run_id, extra)
+
+    def _accepted(self, run_id: str, extra: dict | None = None) -> Response:
+        where = self.location(run_id)
+        return JSONResponse({"runId": run_id, "status": "Accepted", "location": where}, status_code=202,
+                            headers={"Location": where, "X-Flowrun-Run-Id": run_id, **(extra or {})})
+
+    def _reply(self, run_id: str, reply: dict, extra: dict | None = None) -> Response:
+        headers = {str(k): str(v) for k, v in (reply.get("headers") or {}).items()}
+        lower = {k.lower() for k in headers}
+        body = reply.get("body")
+        if body is None:
+            content = b""
+        elif isinstance(body, (bytes, bytearray)):
+            content = bytes(body)
+        elif isinstance(body, str):
+            content = body.encode()
+            if "content-type" not in lower:
+                headers["Content-Type"] = "text/plain; charset=utf-8"
+        else:
+            content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+            if "content-type" not in lower:
+                headers["Content-Type"] = "application/json"
+        headers.setdefault("X-Flowrun-Run-Id", run_id)
+        headers.update(extra or {})
+        return Response(content, status_code=int(reply.get("statusCode") or 200), headers=headers)
+
+    def _no_reply(self, run_id: str, handle: RunHandle | None, status: str | None = None,
+                  extra: dict | None = None) -> Response:
+        status = status or (handle.status if handle else None)
+        where = self.location(run_id)
+        return JSONResponse({"runId": run_id, "status": status, "location": where,
+                             "error": "the run ended without sending its Response"}, status_code=502,
+                            headers={"Location": where, "X-Flowrun-Run-Id": run_id, **(extra or {})})
+
+    def _reject(self, entry: RequestTrigger, status: int, reason: str, message: str,
+                headers: dict | None = None, problems: list | None = None, client: Any = None) -> Response:
+        self.metrics.child(self.metrics.rejected, entry.flow.name, entry.name, reason).inc()
+        log.warning("trigger rejected: %s", message,
+                    extra={"event": "rejected", "flow": entry.flow.name, "trigger": entry.name, "reason": reason,
+                           "http_status": status, "client": client.host if client else None})
+        return _error(status, message, headers, problems)
+
+    # -- runs -------------------------------------------------------------------------------
+    async def run_status(self, request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        try:
+            run = self.engine.store.get_run(run_id)
+        except StoreError:
+            run = None
+        if run is not None and run["id"] != run_id:
+            run = None  # whole ids only: no prefix probing over HTTP
+        if not self.admin.allows(dict(request.headers)):
+            entry = self.table.request(run["flow"], run["trigger"]) if run else None
+            if entry is None:
+                return _error(401 if run else 404, "this run needs the admin token (Authorization: Bearer ...)"
+                              if run else f"no run '{run_id}'")
+            body = await _read_limited(request, self.options.max_body) or b""
+            headers = dict(request.headers)
+            inbound = InboundRequest(method="GET", url=self.public_url(request), headers=headers, body=body,
+                                     query=dict(request.query_params))
+            try:
+                entry.auth.verify(inbound, entry.connection, entry.options)
+            except AuthError as exc:
+                status = exc.status if exc.status in (401, 403) else 403
+                return _error(status, exc.message)
+        if run is None:
+            return _error(404, f"no run '{run_id}'")
+        done = is_terminal(run["status"])
+        out = {"runId": run["id"], "flow": run["flow"], "trigger": run["trigger"], "status": run["status"],
+               "created": _iso(run["created"]), "started": _iso(run["started"]), "ended": _iso(run["ended"]),
+               "outputs": run["outputs"], "error": run["error"], "response": run["response"]}
+        headers = {} if done else {"Location": self.location(run["id"]), "Retry-After": str(self.options.retry_after)}
+        return JSONResponse(out, status_code=200 if done else 202, headers=headers)
+
+    # -- operations -------------------------------------------------------------------------
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        body = {"status": "ready" if self.ready and not self.draining else ("draining" if self.draining else "starting"),
+                "flows": len(self.table.files), "invalid": sorted(f for f in self.table.problems),
+                "inFlight": len(self.runs.in_flight)}
+        try:
+            self.engine.store.db.execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            body.update(status="store unavailable", error=str(exc))
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        content, media = self.metrics.render()
+        return Response(content, media_type=media)
+
+    async def openapi(self, request: Request) -> Response:
+        from .openapi import document
+
+        if self._openapi is None or self._openapi[0] != id(self.table):
+            self._openapi = (id(self.table), document(self.table, self.options.base_url))
+        return JSONResponse(self._openapi[1])
+
+    # -- life cycle -------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> Any:
+        async with anyio.create_task_group() as tg:
+            resumed = self.runs.resume_unfinished()
+            await tg.start(self.scheduler.run, self.table)
+            if self.options.reload:
+                tg.start_soon(self.watch)
+            self.ready = True
+            log.info("listening on http://%s:%s", self.options.host, self.options.port,
+                     extra={"event": "listening", "url": f"http://{self.options.host}:{self.options.port}",
+                            "count": resumed})
+            try:
+                yield
+            finally:
+                self.ready, self.draining = False, True
+                with anyio.CancelScope(shield=True):
+                    self.scheduler.stop()
+                    n = len(self.runs.in_flight)
+                    if n:
+                        log.info("waiting for %d run(s) in flight", n, extra={"event": "draining", "count": n})
+                    if not await self.runs.drain(self.options.shutdown_timeout):
+                        log.warning("stopping %d run(s) still in flight; they resume at the next start",
+                                    len(self.runs.in_flight), extra={"event": "drain_timeout",
+                                                                    "count": len(self.runs.in_flight)})
+                        await self.runs.cancel()
+                tg.cancel_scope.cancel()
+        self.engine.store.flush()
+        log.info("stopped", extra={"event": "stopped"})
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, message: str, headers: dict | None = None, problems: list | None = None) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if problems:
+        body["problems"] = problems
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def build_app(listener: Listener) -> Starlette:
+    routes = [  # trigger routes first: Starlette tries routes in order
+        Route("/flows/{flow}/triggers/{trigger}", listener.trigger, methods=ALL_METHODS),
+        Route("/flows/{flow}/triggers/{trigger}/{rest:path}", listener.trigger, methods=ALL_METHODS),
+        Route("/healthz", listener.healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", listener.readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", listener.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", listener.openapi, methods=["GET"]),
+        Route("/runs/{run_id}", listener.run_status, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=listener.lifespan)
