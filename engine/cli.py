@@ -9,13 +9,11 @@ from typing import Any
 
 import click
 
+from .clierrors import Fail, guard
+
 STATE_HELP = "state database (default .flowrun/state.db, or $FLOWRUN_STATE)"
 STATUS_STYLE = {"Succeeded": "green", "Failed": "red", "TimedOut": "red", "Cancelled": "yellow",
                 "Skipped": "dim", "Running": "cyan", "Queued": "cyan"}
-
-
-class Fail(click.ClickException):
-    exit_code = 2
 
 
 def _engine(ctx: click.Context) -> Any:
@@ -25,31 +23,6 @@ def _engine(ctx: click.Context) -> Any:
     if obj.get("engine") is None:
         obj["engine"] = Engine(obj["state"], connections=obj["connections"], concurrency=obj["concurrency"])
     return obj["engine"]
-
-
-def _guard(fn: Any) -> Any:
-    """Turn flowrun's errors into one clear message and a non-zero exit (tracebacks with --debug)."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .errors import FlowError, FlowrunError
-
-        try:
-            return fn(*args, **kwargs)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except FlowError as exc:
-            if click.get_current_context().find_root().obj.get("debug"):
-                raise
-            for problem in exc.problems:
-                click.echo(str(problem), err=True)
-            sys.exit(1)
-        except (FlowrunError, OSError, ValueError) as exc:
-            if click.get_current_context().find_root().obj.get("debug"):
-                raise
-            raise Fail(str(exc)) from None
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,7 +59,7 @@ def _flow_files(paths: tuple[str, ...]) -> list[Path]:
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.pass_context
-@_guard
+@guard
 def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
     """Check flow files (or folders of them); list every problem, one per line."""
     from .errors import FlowError
@@ -117,7 +90,7 @@ def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--check", is_flag=True, help="exit 1 if schemas/flow.schema.json is out of date")
-@_guard
+@guard
 def schema(check: bool) -> None:
     """Print the flow JSON Schema (generated from the registered nodes)."""
     from .registry import default_registry
@@ -134,7 +107,7 @@ def schema(check: bool) -> None:
 
 @main.command()
 @click.argument("type_name", required=False)
-@_guard
+@guard
 def nodes(type_name: str | None) -> None:
     """List action types, or show one type's inputs, outputs and example."""
     import yaml
@@ -170,7 +143,7 @@ def nodes(type_name: str | None) -> None:
 @click.argument("flow", type=click.Path(exists=True, dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True)
 @click.pass_context
-@_guard
+@guard
 def graph(ctx: click.Context, flow: str, fmt: str) -> None:
     """Draw a flow's actions and runAfter edges (Mermaid or Graphviz DOT)."""
     from .graph import render
@@ -230,7 +203,7 @@ def _finish(ctx: click.Context, result: Any, as_json: bool) -> None:
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="set a flow parameter")
 @click.option("--json", "as_json", is_flag=True, help="print the run as JSON")
 @click.pass_context
-@_guard
+@guard
 def run(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ...], as_json: bool) -> None:
     """Run a flow now and wait for it (exit 1 if the run does not succeed)."""
     import anyio
@@ -248,7 +221,7 @@ def run(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ..
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-@_guard
+@guard
 def resume(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Continue a run whose process died; finished actions are not run again."""
     import anyio
@@ -266,7 +239,7 @@ def resume(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.option("--plan", is_flag=True, help="print what would re-run and what is reused; run nothing")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-@_guard
+@guard
 def rerun(ctx: click.Context, run_id: str, from_action: str, definition: str, plan: bool, as_json: bool) -> None:
     """Re-run an action and everything downstream of it, as a new run linked to the old one."""
     import anyio
@@ -292,7 +265,7 @@ def rerun(ctx: click.Context, run_id: str, from_action: str, definition: str, pl
 @click.option("--limit", default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-@_guard
+@guard
 def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List recent runs."""
     rows = _engine(ctx).store.list_runs(flow=flow, status=status, limit=limit)
@@ -315,7 +288,7 @@ def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, a
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-@_guard
+@guard
 def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Show a run as a tree of actions with status, duration and error."""
     result = _engine(ctx).result(run_id)

@@ -6,7 +6,6 @@ names (case-insensitive, as Logic Apps) → JSON Schema → build the model → 
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 from pathlib import Path
 from typing import Any

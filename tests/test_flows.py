@@ -119,13 +119,17 @@ def test_parent_and_child_example(tmp_path):
 
 
 # -- examples/order_confirmation: the four Connect vendors end to end --------------------------
-def order_confirmation(tmp_path, **kw):
+def demo():
     sys.path.insert(0, str(ROOT / "examples/order_confirmation"))
     try:
-        import demo
+        import demo as module
     finally:
         sys.path.pop(0)
-    return demo.main(state=str(tmp_path / "state.db"), port=0, quiet=True, **kw)
+    return module
+
+
+def order_confirmation(tmp_path, **kw):
+    return demo().run_direct(tmp_path, **kw)
 
 
 def test_order_confirmation_reaches_all_four_vendors(tmp_path):
@@ -158,8 +162,16 @@ def test_order_confirmation_catches_a_failed_notification(tmp_path):
     assert result.steps["reply"].status == "Skipped"
 
 
+def test_order_confirmation_through_flowrun_serve_with_a_signed_stripe_webhook(tmp_path):
+    status, reply, run, requests = demo().run_served(tmp_path)
+    assert (status, reply) == (200, {"received": True})
+    assert run["status"] == "Succeeded", run
+    assert sorted(r.method + " " + r.path.split("/")[1] for r in requests) == sorted([
+        "GET v1", "POST services", "GET services", "PATCH services", "POST v3", "POST 2010-04-01"])
+
+
 def test_order_confirmation_demo_is_one_command():
     out = subprocess.run([sys.executable, "examples/order_confirmation/demo.py"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "Succeeded notify/sms" in out.stdout
+    assert "HTTP 200" in out.stdout and "Succeeded" in out.stdout

@@ -1,37 +1,11 @@
 """`flowrun serve` and `flowrun replay` (heavy imports inside the commands)."""
 from __future__ import annotations
 
-import functools
 import os
-import sys
-from typing import Any
 
 import click
 
-
-def _guard(fn: Any) -> Any:
-    """flowrun's errors as one clear message and exit code 2 (tracebacks with --debug)."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from engine.errors import FlowError, FlowrunError
-
-        try:
-            return fn(*args, **kwargs)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except FlowError as exc:
-            if click.get_current_context().find_root().obj.get("debug"):
-                raise
-            for problem in exc.problems:
-                click.echo(str(problem), err=True)
-            sys.exit(1)
-        except (FlowrunError, OSError, ValueError) as exc:
-            if click.get_current_context().find_root().obj.get("debug"):
-                raise
-            err = click.ClickException(str(exc))
-            err.exit_code = 2
-            raise err from None
-    return wrapper
+from engine.clierrors import guard
 
 
 @click.command()
@@ -60,7 +34,7 @@ def _guard(fn: Any) -> Any:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.pass_context
-@_guard
+@guard
 def serve(ctx: click.Context, flows_dir: str, state: str | None, connections: str | None, host: str, port: int,
           base_url: str | None, max_body: int, max_in_flight: int, sync_timeout: float, shutdown_timeout: float,
           reload: bool, admin_token_env: str, log_level: str) -> None:
@@ -105,7 +79,7 @@ def serve(ctx: click.Context, flows_dir: str, state: str | None, connections: st
               help="the flow file as it is now, or the definition the old run used")
 @click.option("--json", "as_json", is_flag=True, help="print the new run as JSON")
 @click.pass_context
-@_guard
+@guard
 def replay(ctx: click.Context, run_id: str, definition: str, as_json: bool) -> None:
     """Start a new run from exactly the request RUN received (stored with it), and wait for it."""
     import anyio

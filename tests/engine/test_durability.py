@@ -1,6 +1,5 @@
 """Durability: kill -9 and resume, rerun from an action, and what the store keeps."""
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -206,6 +205,7 @@ def test_every_step_and_run_is_persisted(run_flow, tmp_path):
     assert json.loads(run[3]) == {"p": "x"}
     assert len(run[4]) == 64 and "persisted" in run[5]  # the definition, stored once per hash
     assert step[:5] == ("a", "Succeeded", 1, "5", "5")
+    assert result.steps["a"].outputs == 5
     assert step[5] <= step[6]
 
 

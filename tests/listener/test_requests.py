@@ -2,7 +2,6 @@
 de-duplication, limits, operations endpoints, and flows with problems."""
 from __future__ import annotations
 
-import json
 import time
 
 import pytest

@@ -1,0 +1,38 @@
+"""How the flowrun commands report errors: one clear line and an exit code, never a
+traceback (unless --debug). Shared by engine.cli and engine.listener.commands."""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any
+
+import click
+
+
+class Fail(click.ClickException):
+    """Bad usage or input: exit code 2."""
+
+    exit_code = 2
+
+
+def guard(fn: Any) -> Any:
+    """Turn flowrun's errors into one clear message and a non-zero exit (tracebacks with --debug)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .errors import FlowError, FlowrunError
+
+        try:
+            return fn(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except FlowError as exc:
+            if click.get_current_context().find_root().obj.get("debug"):
+                raise
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            sys.exit(1)
+        except (FlowrunError, OSError, ValueError) as exc:
+            if click.get_current_context().find_root().obj.get("debug"):
+                raise
+            raise Fail(str(exc)) from None
+    return wrapper
