@@ -139,7 +139,6 @@ def _convert(value: Any, type_: str) -> Any:
     return value
 
 
-_git_cache: dict[str, str | None] = {}
 _git_by_flow: dict[tuple[str, str], str | None] = {}
 
 
@@ -153,14 +152,11 @@ def recorded_commit(flow: Flow) -> str | None:
 
 def git_commit(file: str) -> str | None:
     folder = str(Path(file).resolve().parent)
-    if folder not in _git_cache:
-        try:
-            out = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True,
-                                 text=True, timeout=5)
-            _git_cache[folder] = out.stdout.strip() if out.returncode == 0 else None
-        except (OSError, subprocess.SubprocessError):
-            _git_cache[folder] = None
-    return _git_cache[folder]
+    try:
+        out = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 class Engine:
@@ -247,6 +243,8 @@ class Engine:
             queued = {"trigger_name": run["trigger"], "payload": run["payload"], "params": run["params"],
                       "started": run["started"], "attempts": run["attempts"]}
         conns = self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
+        if reuse:
+            self.store.continue_numbering(run_id)
         self.store.run_started(run_id, queued.get("started") or time.time(), (queued.get("attempts") or 0) + 1)
         runtime = Runtime(engine=self, flow=flow, run_id=run_id, trigger={"name": queued["trigger_name"],
                           "outputs": queued["payload"] or {}}, params=queued["params"] or {}, connections=conns,
@@ -255,6 +253,7 @@ class Engine:
             status, outputs, error = await runtime.execute()
         except BaseException:
             with anyio.CancelScope(shield=True):
+                self.store.forget_run_start(run_id)
                 self.store.flush()  # a stopped process keeps what finished; resume continues it
             raise
         self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=time.time())

@@ -14,6 +14,7 @@ The ``Redactor`` knows every secret value resolved in this process and removes t
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import traceback
@@ -42,7 +43,9 @@ class Redactor:
         if not value or len(value) < 4:
             return
         forms = {value, base64.b64encode(value.encode()).decode(), quote(value, safe=""),
-                 base64.urlsafe_b64encode(value.encode()).decode()}
+                 base64.urlsafe_b64encode(value.encode()).decode(),
+                 # as it reads inside JSON text (what the store and the JSON logs write)
+                 json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
         # base64 of the secret at any byte alignment inside a larger blob ("user:secret")
         for pad, skip in ((0, 0), (1, 2), (2, 3)):
             enc = base64.b64encode(b"\0" * pad + value.encode()).decode().rstrip("=")

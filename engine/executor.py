@@ -187,8 +187,10 @@ class Runtime:
         block = action.blocks[key]
         if iteration is None:
             frame = Frame(self, ctx._frame, ctx.path)
+            frame.block = block
         else:
             frame = Frame(self, ctx._frame, f"{ctx.path}[{iteration}]", loop=action.name, item=item, index=index)
+        frame.block = block
         owner = ctx._result
         owner.frames.append(frame)
         if iteration is None:
@@ -196,7 +198,7 @@ class Runtime:
         path = frame.prefix
         step = self.reuse.get(path)
         if step is not None and is_terminal(step["status"]) and step["status"] != CANCELLED:
-            self._replay_inside(path, ctx._frame, step)
+            self._restore_inside(path, ctx._frame, owner, iteration_frame=frame)
             self._note_reused(path, action.name, "Iteration", step)
             return step["status"]
         started = time.time()
@@ -215,10 +217,17 @@ class Runtime:
             self._record_skip(action, frame, now)
 
     def _skip_unstarted(self, block: Block, frame: Frame) -> None:
+        """After Terminate: record every action that never started as Skipped, inside the
+        containers that had started too."""
         now = time.time()
         for action in block.actions.values():
-            if action.name not in frame.results:
+            result = frame.results.get(action.name)
+            if result is None:
                 self._record_skip(action, frame, now)
+            else:
+                for inner in result.frames:
+                    if inner.block is not None:
+                        self._skip_unstarted(inner.block, inner)
         self.store.flush()
 
     def _record_skip(self, action: Action, frame: Frame, now: float) -> None:
@@ -353,32 +362,55 @@ class Runtime:
 
     # -- reuse (resume / rerun) -------------------------------------------------------------
     def _reuse(self, action: Action, frame: Frame, path: str, step: dict) -> None:
-        result = ActionResult(action.name, action.type, step["status"], step["inputs"], step["outputs"],
-                              step["error"], step["started"], step["ended"], step["attempts"])
+        result = self._result_of(step)
         frame.results[action.name] = self.latest[action.name] = result
-        ctx = Context(run_id=self.run_id, path=path, action=action, connection=None,
-                      log=self.engine.node_logger(self.run_id, path), attempt=step["attempts"],
-                      runtime=self, frame=frame)
-        _instance(action.node).replay(step["outputs"], ctx)
-        self._replay_inside(path, frame, None)
+        if step["status"] == SUCCEEDED:
+            _instance(action.node).replay(step["outputs"], self._replay_context(action, path, frame, step))
+        self._restore_inside(path, frame, result)
         self._note_reused(path, action.name, action.type, step)
         self._event(path, step["status"])
+        if self.terminated is not None and self._root_scope is not None:  # a reused Terminate
+            self._root_scope.cancel()
 
-    def _replay_inside(self, prefix: str, frame: Frame, _step: Any) -> None:
-        """Re-apply the recorded effects of the finished steps inside a reused container."""
-        inner = sorted((s for p, s in self.reuse.items()
-                        if p.startswith(prefix + "/") or p.startswith(prefix + "[")), key=lambda s: s["seq"])
+    def _restore_inside(self, prefix: str, parent: Frame, container: ActionResult,
+                        iteration_frame: Frame | None = None) -> None:
+        """Bring back what ran inside a reused container (or loop iteration): each inner
+        step's result becomes visible to later templates (body(), result()) and its effects
+        on run state (variables) are re-applied, in the order they first happened."""
+        inner = sorted((s for p, s in self.reuse.items() if p.startswith(prefix + "/") or p.startswith(prefix + "[")),
+                       key=lambda s: s["seq"] or 0)
+        frames: dict[str, Frame] = {}
+        if iteration_frame is not None:
+            frames[iteration_frame.prefix] = iteration_frame
         for s in inner:
+            if self.copy_reused:
+                self._note_reused(s["path"], s["action"], s["type"], s)
             action = self.flow.actions.get(s["action"])
             if action is None or s["type"] == "Iteration":
                 continue
-            if s["status"] not in (SKIPPED,):
-                ctx = Context(run_id=self.run_id, path=s["path"], action=action, connection=None,
-                              log=self.engine.node_logger(self.run_id, s["path"]), attempt=s["attempts"],
-                              runtime=self, frame=frame)
-                _instance(action.node).replay(s["outputs"], ctx)
-            if self.copy_reused:
-                self._note_reused(s["path"], s["action"], s["type"], s)
+            result = self._result_of(s)
+            self.latest[s["action"]] = result
+            holder_path = s["path"].rpartition("/")[0]
+            direct = holder_path == prefix or (holder_path.startswith(prefix + "[") and "/" not in holder_path[len(prefix):])
+            if direct:
+                holder = frames.get(holder_path)
+                if holder is None:
+                    holder = frames[holder_path] = Frame(self, parent, holder_path)
+                    if iteration_frame is None:
+                        container.frames.append(holder)
+                holder.results[s["action"]] = result
+            if s["status"] == SUCCEEDED:
+                _instance(action.node).replay(s["outputs"], self._replay_context(action, s["path"], parent, s))
+
+    @staticmethod
+    def _result_of(step: dict) -> ActionResult:
+        return ActionResult(step["action"], step["type"], step["status"], step["inputs"], step["outputs"],
+                            step["error"], step["started"], step["ended"], step["attempts"])
+
+    def _replay_context(self, action: Action, path: str, frame: Frame, step: dict) -> Context:
+        return Context(run_id=self.run_id, path=path, action=action, connection=None,
+                       log=self.engine.node_logger(self.run_id, path), attempt=step["attempts"],
+                       runtime=self, frame=frame)
 
     def _note_reused(self, path: str, name: str, type_: str, step: dict) -> None:
         if self.copy_reused:

@@ -42,6 +42,7 @@ LOOP_FUNCTIONS = ("items", "iterationIndexes")
 
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
 _MAX_SEQUENCE = 1_000_000
+_MAX_WIDTH = 10_000
 
 
 def _utcnow(fmt: str | None = None) -> str:
@@ -107,10 +108,39 @@ HELPERS: dict[str, Callable[..., Any]] = {
 }
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, plus bounds on ``*`` and ``**`` so a template cannot eat the machine."""
+_WIDTH = re.compile(r"(\d{6,})")  # a field width of 100,000 or more in a format spec
 
-    intercepted_binops = frozenset(["*", "**"])
+
+def _check_widths(spec: str) -> None:
+    if any(int(w) > _MAX_WIDTH for w in _WIDTH.findall(spec)):
+        raise SecurityError("format width too large")
+
+
+def _bounded(fn: Callable[..., Any], arg: int = 1) -> Callable[..., Any]:
+    """A filter whose width argument (position ``arg``) is bounded."""
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        width = args[arg] if len(args) > arg else kwargs.get("width", 0)
+        if isinstance(width, int) and width > _MAX_WIDTH:
+            raise SecurityError("width too large")
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, plus bounds on ``*``, ``**``, ``%`` and format widths, so a template
+    cannot eat the machine."""
+
+    intercepted_binops = frozenset(["*", "**", "%"])
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            _check_widths(value.__self__)
+            return wrapped(*args, **kwargs)
+        return checked
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # JSON data first: `triggerBody().items` is the "items" key, not dict.items
@@ -121,6 +151,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > 1000:
             raise SecurityError("exponent too large")
+        if operator == "%" and isinstance(left, str):
+            _check_widths(left)
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > _MAX_SEQUENCE:
@@ -146,6 +178,14 @@ class Evaluator:
         env.globals.pop("lipsum", None)
         env.globals.update(HELPERS)
         env.filters.update(FILTERS)
+        for name in ("center", "indent", "wordwrap", "truncate"):
+            env.filters[name] = _bounded(env.filters[name])
+        plain_format = env.filters["format"]
+
+        def bounded_format(value: Any, *args: Any, **kwargs: Any) -> str:
+            _check_widths(str(value))
+            return plain_format(value, *args, **kwargs)
+        env.filters["format"] = bounded_format
         env.filters.update(filters or {})
         self.env = env
         self.known = set(WORKFLOW_FUNCTIONS) | set(env.globals)

@@ -39,7 +39,7 @@ def _iso(ts: float | None) -> str | None:
 
 
 class Frame:
-    __slots__ = ("runtime", "parent", "prefix", "results", "loop", "item_value", "index", "_names")
+    __slots__ = ("runtime", "parent", "prefix", "results", "loop", "item_value", "index", "_names", "block")
 
     def __init__(self, runtime: Any, parent: "Frame | None", prefix: str,
                  loop: str | None = None, item: Any = None, index: int | None = None):
@@ -51,6 +51,7 @@ class Frame:
         self.item_value = item
         self.index = index
         self._names: dict | None = None
+        self.block: Any = None  # the block this frame runs, when it runs one
 
     def names(self, functions: tuple[str, ...]) -> dict:
         """The workflow functions bound to this frame, as templates see them (built once)."""

@@ -90,7 +90,11 @@ def _canonicalise(actions: Any, registry: Registry) -> None:
                     run_after[pred] = [next((s for s in STATUSES if isinstance(st, str) and s.lower() == st.lower()), st)
                                        for st in statuses]
         if node is not None:
-            for block in node.blocks(action).values():
+            try:
+                nested = node.blocks(action)
+            except (AttributeError, TypeError):
+                continue  # malformed; the schema says why
+            for block in nested.values():
                 _canonicalise(block, registry)
 
 

@@ -166,16 +166,28 @@ class Store:
         if commit:
             self.flush()
 
+    def forget_run_start(self, run_id: str) -> None:
+        """Drop a pending "Running" mark (the run stopped before it was written)."""
+        self._pending_starts.pop((run_id, None), None)
+
     def run_finished(self, run_id: str, **fields: Any) -> None:
         """Record a run's outcome (with the start a pending ``run_started`` holds); the caller
         awaits ``durable()``."""
-        pending = self._pending_starts.pop((run_id, None), None)
+        pending = self._pending_starts.get((run_id, None))
         if pending is not None:
             fields.setdefault("started", pending[5])
             fields.setdefault("attempts", pending[4])
         self.update_run(run_id, commit=False, **fields)
 
+    def continue_numbering(self, run_id: str) -> None:
+        """Number new steps after the ones a run already has (resume in a new process), so
+        'in the order they happened' stays true across processes."""
+        last = self.db.execute("SELECT MAX(seq) FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
+        self._seq = max(self._seq, last or 0)
+
     def update_run(self, run_id: str, *, commit: bool = True, **fields: Any) -> None:
+        if "status" in fields:  # a status written here supersedes a pending "Running" mark
+            self._pending_starts.pop((run_id, None), None)
         for key in RUN_JSON:
             if key in fields:
                 fields[key] = self.encode(fields[key])

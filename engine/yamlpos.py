@@ -13,6 +13,7 @@ import yaml
 from .errors import Problem
 
 Positions = dict[str, tuple[int, int]]
+MAX_VALUES = 1_000_000  # a flow file expanding past this is an alias bomb, not a flow
 
 
 def dotted(parent: str, key: Any) -> str:
@@ -37,8 +38,32 @@ def load(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
     if node is None:
         return None, positions, []
 
+    on_path: set[int] = set()
+    budget = [MAX_VALUES]
+
     def walk(n: yaml.Node, path: str) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _TooBig(n)
+        if id(n) in on_path:
+            problems.append(Problem(file, n.start_mark.line + 1, n.start_mark.column + 1, path,
+                                    "an alias refers to a value that contains it (recursive anchor)"))
+            return None
         positions.setdefault(path, (n.start_mark.line + 1, n.start_mark.column + 1))
+        if isinstance(n, (yaml.MappingNode, yaml.SequenceNode)):
+            on_path.add(id(n))
+            try:
+                return _walk_collection(n, path)
+            finally:
+                on_path.discard(id(n))
+        try:
+            return loader.construct_object(n, deep=True)
+        except yaml.YAMLError as exc:
+            problems.append(Problem(file, n.start_mark.line + 1, n.start_mark.column + 1, path,
+                                    f"invalid value: {exc}"))
+            return None
+
+    def _walk_collection(n: yaml.Node, path: str) -> Any:
         if isinstance(n, yaml.MappingNode):
             loader.flatten_mapping(n)
             out: dict = {}
@@ -59,17 +84,21 @@ def load(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
                 positions["@" + sub] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 out[key] = walk(value_node, sub)
             return out
-        if isinstance(n, yaml.SequenceNode):
-            return [walk(v, dotted(path, i)) for i, v in enumerate(n.value)]
-        try:
-            return loader.construct_object(n, deep=True)
-        except yaml.YAMLError as exc:
-            problems.append(Problem(file, n.start_mark.line + 1, n.start_mark.column + 1, path,
-                                    f"invalid value: {exc}"))
-            return None
+        return [walk(v, dotted(path, i)) for i, v in enumerate(n.value)]
 
-    data = walk(node, "")
+    try:
+        data = walk(node, "")
+    except _TooBig as big:
+        mark = big.node.start_mark
+        return None, positions, [Problem(file, mark.line + 1, mark.column + 1, "",
+                                         f"the file expands to more than {MAX_VALUES:,} values "
+                                         f"(aliases repeating aliases?)")]
     return data, positions, problems
+
+
+class _TooBig(Exception):
+    def __init__(self, node: yaml.Node):
+        self.node = node
 
 
 def position(positions: Positions, path: str, *, key: bool = False) -> tuple[int, int]:

@@ -147,6 +147,9 @@ class Foreach(Node):
             limit = ((raw.get("runtimeConfiguration") or {}).get("concurrency") or {}).get("repetitions", 20)
         if str(raw.get("operationOptions", "")).lower() == "sequential":
             limit = 1
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ActionError(f"concurrency must be a whole number from 1 to 1000, not {limit!r}",
+                              code="InvalidForeach")
         statuses: list[str] = []
         cursor = iter(enumerate(items))
 

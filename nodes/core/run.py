@@ -27,14 +27,19 @@ class Terminate(Node):
     placement = "outside-loops"
     example = {"type": "Terminate", "inputs": {"runStatus": "Failed",
                                                "runError": {"code": "NoStock", "message": "out of stock"}}}
-    outputs = {"type": "null"}
+    outputs = {"type": "object", "properties": {"runStatus": {"type": "string"}, "runError": {}}}
 
     async def run(self, inputs: Any, context: Context) -> Any:
         error = None
         if inputs["runStatus"] == "Failed":
             error = {"code": "Terminated", "message": "terminated by the flow"} | (inputs.get("runError") or {})
         context.run.request_terminate(inputs["runStatus"], error)
-        return None
+        return {"runStatus": inputs["runStatus"], "runError": error}
+
+    def replay(self, outputs: Any, context: Context) -> None:
+        # a resumed run whose Terminate had already finished ends the same way
+        if outputs:
+            context.run.request_terminate(outputs["runStatus"], outputs.get("runError"))
 
 
 class Wait(Node):

@@ -30,8 +30,8 @@ class _VariableNode(Node):
     outputs = OUT
 
     def replay(self, outputs: Any, context: Context) -> None:
-        if isinstance(outputs, dict) and "name" in outputs:
-            context.variables[outputs["name"]] = outputs.get("value")
+        if isinstance(outputs, dict) and "name" in outputs and "value" in outputs:
+            context.variables[outputs["name"]] = outputs["value"]
 
     @staticmethod
     def current(context: Context, name: str) -> Any:

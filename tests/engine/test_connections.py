@@ -81,6 +81,17 @@ def test_secrets_never_reach_the_state_database_or_the_logs(run_flow, recorder, 
     assert SECRET not in str(result.steps["echo"].outputs)
 
 
+def test_secrets_with_json_special_characters_are_redacted_too(tmp_path):
+    from engine.connections import Redactor
+    from engine.store import Store
+
+    secret = 'pa"ss\\w0rd!xyz'
+    redactor = Redactor()
+    redactor.add(secret)
+    store = Store(tmp_path / "s.db", redact=redactor)
+    assert store.encode({"error": f"boom {secret}"}) == '{"error":"boom ***"}'
+
+
 def test_expressions_cannot_read_secrets(run_flow, monkeypatch):
     monkeypatch.setenv("API_PASSWORD", SECRET)
     result = run_flow("""

@@ -255,3 +255,93 @@ def test_a_run_records_the_git_commit_of_its_flow_file(tmp_path):
     result = engine.run_file(repo / "flow.yaml", state=tmp_path / "state.db")
     assert result.record["git_commit"] == head
     assert result.record["flow_hash"] == __import__("hashlib").sha256(b"actions: {a: {type: Compose, inputs: 1}}\n").hexdigest()
+
+
+# -- reuse: what resume and rerun bring back ----------------------------------------------------
+def test_rerun_sees_the_results_inside_a_reused_scope(run_flow, tmp_path):
+    result = run_flow("""
+        actions:
+          try:
+            type: Scope
+            actions:
+              charge: {type: Compose, inputs: {id: ch_1}}
+          notify:
+            type: Compose
+            runAfter: {try: [Succeeded]}
+            inputs: {charge: "{{ outputs('charge').id }}", inside: "{{ result('try') | length }}"}
+    """)
+    again = _rerun(tmp_path, result.run_id, "notify")
+    assert again.status == "Succeeded", again.error
+    assert again.steps["notify"].outputs == {"charge": "ch_1", "inside": 1}
+
+
+def test_rerun_reusing_a_failed_variable_step_does_not_crash(run_flow, tmp_path):
+    result = run_flow("""
+        actions:
+          s: {type: InitializeVariable, inputs: {variables: [{name: s, type: string, value: x}]}}
+          bad: {type: AppendToArrayVariable, inputs: {name: s, value: 1}, runAfter: {s: [Succeeded]}}
+          notify: {type: Compose, inputs: "{{ variables('s') }}", runAfter: {bad: [Failed]}}
+    """)
+    assert result.steps["bad"].status == "Failed"
+    again = _rerun(tmp_path, result.run_id, "notify")
+    assert again.steps["notify"].outputs == "x"
+
+
+def test_a_resumed_run_whose_terminate_had_finished_ends_terminated(run_flow, tmp_path):
+    result = run_flow("""
+        actions:
+          stop: {type: Terminate, inputs: {runStatus: Failed, runError: {code: Stop, message: stopped}}}
+          slow: {type: Wait, inputs: {interval: {count: 1, unit: Second}}}
+          charge: {type: Compose, inputs: charged, runAfter: {slow: [Succeeded]}}
+    """)
+    assert (result.status, result.steps["slow"].status) == ("Failed", "Cancelled")
+    with sqlite3.connect(tmp_path / "state.db") as db:  # as a crash after Terminate's commit leaves it
+        db.execute("UPDATE runs SET status = 'Running', ended = NULL")
+        db.execute("DELETE FROM steps WHERE path = 'charge'")
+    eng = engine.Engine(tmp_path / "state.db")
+    resumed = anyio.run(eng.resume, result.run_id)
+    assert resumed.status == "Failed"
+    assert resumed.error == {"code": "Stop", "message": "stopped"}
+    assert resumed.steps["charge"].status == "Skipped"
+
+
+def test_steps_numbered_after_a_resume_follow_the_earlier_ones(tmp_path):
+    first = Store(tmp_path / "state.db")
+    for i in range(40):
+        first.step_finished("r", f"s{i}", f"s{i}", "Compose", "Succeeded", attempts=1, inputs=None, outputs=i,
+                            error=None, started=1.0, ended=2.0)
+    first.close()
+    second = Store(tmp_path / "state.db")  # another process
+    second.continue_numbering("r")
+    second.step_finished("r", "late", "late", "Compose", "Succeeded", attempts=1, inputs=None, outputs=0,
+                         error=None, started=3.0, ended=4.0)
+    assert [s["path"] for s in second.steps("r")][-1] == "late"
+
+
+def test_a_final_status_is_not_overwritten_by_a_pending_running_mark(tmp_path):
+    store = Store(tmp_path / "state.db")
+    store.create_run({"id": "r", "flow": "f", "status": "Queued"})
+
+    async def scenario():
+        store.run_started("r", 1.0, 1)
+        store.update_run("r", status="Failed")
+        await anyio.sleep(store.RUNNING_AFTER * 2)
+        store.flush()
+
+    anyio.run(scenario)
+    assert store.get_run("r")["status"] == "Failed"
+
+
+def test_terminate_records_unstarted_actions_inside_containers_as_skipped(run_flow):
+    result = run_flow("""
+        actions:
+          stop: {type: Terminate, inputs: {runStatus: Cancelled}}
+          box:
+            type: Scope
+            actions:
+              wait: {type: Wait, inputs: {interval: {count: 5, unit: Second}}}
+              after_wait: {type: Compose, inputs: x, runAfter: {wait: [Succeeded]}}
+    """)
+    assert result.status == "Cancelled"
+    assert result.steps["box/wait"].status == "Cancelled"
+    assert result.steps["box/after_wait"].status == "Skipped"

@@ -445,3 +445,18 @@ def test_flow_parameters_defaults_and_overrides(run_flow):
     """
     assert run_flow(text).steps["c"].outputs == {"r": "eu", "n": 1}
     assert run_flow(text, params={"region": "us", "retries": "3"}).steps["c"].outputs == {"r": "us", "n": 3}
+
+
+def test_foreach_concurrency_out_of_range_fails(run_flow):
+    result = run_flow("""
+        parameters: {n: {type: int, defaultValue: 0}}
+        actions:
+          loop:
+            type: Foreach
+            foreach: [1, 2, 3]
+            concurrency: "{{ parameters('n') }}"
+            actions:
+              each: {type: Compose, inputs: "{{ item() }}"}
+    """)
+    assert result.steps["loop"].status == "Failed"
+    assert "concurrency must be a whole number from 1 to 1000" in result.steps["loop"].error["message"]

@@ -102,6 +102,10 @@ def test_undefined_fails_the_action_naming_the_expression(run_flow, template, me
     "{{ 'x' * 100000000 }}",
     "{{ 10 ** 100000 }}",
     "{{ range(10000000) | list | length }}",
+    "{{ '%0100000000d' % 1 }}",
+    "{{ 'x' | center(100000000) }}",
+    "{{ '{:>100000000}'.format(1) }}",
+    "{{ '%0100000000d' | format(1) }}",
 ])
 def test_sandbox_blocks_escapes_and_resource_abuse(run_flow, template):
     result = compose(run_flow, template)
