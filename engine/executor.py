@@ -94,6 +94,7 @@ class Runtime:
             status = await self._run_block(self.flow.root, root)
         if self.terminated is not None:
             self._skip_unstarted(self.flow.root, root)
+            self.store.flush()
             status, error = self.terminated
             return status, self._outputs(root), error
         outputs, error = self._outputs(root), None
@@ -228,7 +229,6 @@ class Runtime:
                 for inner in result.frames:
                     if inner.block is not None:
                         self._skip_unstarted(inner.block, inner)
-        self.store.flush()
 
     def _record_skip(self, action: Action, frame: Frame, now: float) -> None:
         path = frame.path(action.name)
