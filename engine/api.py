@@ -28,7 +28,7 @@ from .expressions import Evaluator
 from .loader import load_file, load_text, tools
 from .model import Action, Flow
 from .registry import Registry, default_registry
-from .state import CANCELLED, QUEUED, is_terminal
+from .state import CANCELLED, QUEUED, SUCCEEDED, is_terminal
 from .store import Store
 
 DEFAULT_STATE = ".flowrun/state.db"
@@ -78,7 +78,7 @@ class RunResult:
 
     @property
     def succeeded(self) -> bool:
-        return self.status == "Succeeded"
+        return self.status == SUCCEEDED
 
     def __repr__(self) -> str:  # short: asyncio reprs a finished main task (and its result) on exit
         return f"RunResult({self.run_id!r}, flow={self.flow!r}, status={self.status!r})"

@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from .errors import ActionError, ExpressionError, InputError
 from .frames import ActionResult, Frame
 from .model import Action, Block, Flow
-from .plugin import Context
+from .plugin import Context, Variables
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
 from .store import OutputTooLarge
 
@@ -75,8 +75,7 @@ class Runtime:
         self.copy_reused = copy_reused  # rerun: write reused steps into this (new) run
         self.on_response = on_response
         self.on_event = on_event
-        self.variables: dict[str, Any] = {}
-        self.variable_types: dict[str, str] = {}
+        self.variables = Variables()
         self.latest: dict[str, ActionResult] = {}
         self.failures: list[tuple[str, dict, bool]] = []
         self.response: dict | None = None
@@ -150,7 +149,10 @@ class Runtime:
     def request_terminate(self, status: str, error: dict | None) -> None:
         self.terminated = (status, error)
 
-    def respond(self, reply: dict) -> None:
+    def respond(self, reply: dict, replayed: bool = False) -> None:
+        if replayed:
+            self.response = self.response or reply
+            return
         if self.response is not None:
             raise ActionError("the run has already sent its response", code="ResponseAlreadySent")
         self.response = reply
@@ -286,10 +288,9 @@ class Runtime:
                 attempt += 1
                 ctx = Context(run_id=self.run_id, path=path, action=action, connection=conn,
                               log=self.engine.node_logger(self.run_id, path), attempt=attempt,
-                              runtime=self, frame=frame)
-                ctx._result = result
+                              runtime=self, frame=frame, result=result)
                 try:
-                    if node_cls.container:
+                    if not node_cls.takes_slot():
                         outputs = await node.run(inputs, ctx)
                     else:
                         async with self.engine.limiter:
@@ -353,7 +354,7 @@ class Runtime:
                                      attempts=result.attempts, inputs=None, outputs=None,
                                      error=result.error, started=result.start, ended=result.end)
         if result.status in (FAILED, TIMEDOUT) and result.error:
-            self.failures.append((path, result.error, action.node.container))
+            self.failures.append((path, result.error, action.node.is_container()))
         self._event(path, result.status, result.error)
 
     def _event(self, path: str, status: str, error: Any = None) -> None:
