@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar
 
 import anyio
 
-from .errors import ActionError, RetryableError
+from .errors import ActionError, AuthError, RetryableError
 from .state import Status
 
 __all__ = ["Node", "ConnectionSpec", "Connection", "Context", "Variables", "Status", "ActionError",
@@ -285,15 +285,6 @@ async def run_sync(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 # -- inbound webhooks ---------------------------------------------------------------------
-
-class AuthError(Exception):
-    """A request failed trigger authentication: 401 (missing) or 403 (wrong/forged/expired)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
 
 @dataclass
 class InboundRequest:

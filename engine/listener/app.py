@@ -211,7 +211,7 @@ class Listener:
         except ActionError as exc:
             return self._reject(entry, 400, "dedupe", f"the trigger's dedupe expression failed: {exc.message}")
         if dedupe is not None:
-            first = self.engine.store.find_run(entry.flow.name, dedupe)
+            first = self.engine.find_run(entry.flow.name, dedupe)
             if first is not None:
                 return await self._duplicate(entry, first)
         if self.runs.full():
@@ -222,7 +222,7 @@ class Listener:
             run_id = await self.engine.submit(entry.flow, trigger=entry.name, trigger_outputs=outputs,
                                               request=stored, dedupe_key=dedupe)
         except sqlite3.IntegrityError:  # the same key committed by another process meanwhile
-            first = self.engine.store.find_run(entry.flow.name, dedupe) if dedupe else None
+            first = self.engine.find_run(entry.flow.name, dedupe) if dedupe else None
             if first is None:
                 raise
             return await self._duplicate(entry, first)
@@ -244,20 +244,20 @@ class Listener:
         self.metrics.child(self.metrics.ack, *labels).observe(time.perf_counter() - t0)
         return response
 
-    async def _duplicate(self, entry: RequestTrigger, first: dict) -> Response:
+    async def _duplicate(self, entry: RequestTrigger, first: Any) -> Response:
         self.metrics.child(self.metrics.duplicates, entry.flow.name, entry.name).inc()
-        run_id = first["id"]
+        run_id = first.id
         log.info("redelivery answered from the first run", extra={"event": "duplicate", "run_id": run_id,
                                                                   "flow": entry.flow.name, "trigger": entry.name})
-        reply = first.get("response")
+        reply = first.response
         handle = self.runs.in_flight.get(run_id)
         if reply is None and entry.has_response and handle is not None:
             reply = await self.runs.wait_response(handle, self.options.sync_timeout)
         extra = {"X-Flowrun-Duplicate": "true"}
         if reply is not None:
             return self._reply(run_id, reply, extra)
-        if entry.has_response and is_terminal(first["status"]) and (handle is None or handle.done.is_set()):
-            return self._no_reply(run_id, handle, first["status"], extra)
+        if entry.has_response and is_terminal(first.status) and (handle is None or handle.done.is_set()):
+            return self._no_reply(run_id, handle, first.status, extra)
         return self._accepted(run_id, extra)
 
     def _accepted(self, run_id: str, extra: dict | None = None) -> Response:
@@ -305,13 +305,13 @@ class Listener:
     async def run_status(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         try:
-            run = self.engine.store.get_run(run_id)
+            run = self.engine.get_run(run_id)
         except StoreError:
             run = None
-        if run is not None and run["id"] != run_id:
+        if run is not None and run.id != run_id:
             run = None  # whole ids only: no prefix probing over HTTP
         if not self.admin.allows(dict(request.headers)):
-            entry = self.table.request(run["flow"], run["trigger"]) if run else None
+            entry = self.table.request(run.flow, run.trigger) if run else None
             if entry is None:
                 return _error(401 if run else 404, "this run needs the admin token (Authorization: Bearer ...)"
                               if run else f"no run '{run_id}'")
@@ -326,11 +326,11 @@ class Listener:
                 return _error(status, exc.message)
         if run is None:
             return _error(404, f"no run '{run_id}'")
-        done = is_terminal(run["status"])
-        out = {"runId": run["id"], "flow": run["flow"], "trigger": run["trigger"], "status": run["status"],
-               "created": _iso(run["created"]), "started": _iso(run["started"]), "ended": _iso(run["ended"]),
-               "outputs": run["outputs"], "error": run["error"], "response": run["response"]}
-        headers = {} if done else {"Location": self.location(run["id"]), "Retry-After": str(self.options.retry_after)}
+        done = is_terminal(run.status)
+        out = {"runId": run.id, "flow": run.flow, "trigger": run.trigger, "status": run.status,
+               "created": _iso(run.created), "started": _iso(run.started), "ended": _iso(run.ended),
+               "outputs": run.outputs, "error": run.error, "response": run.response}
+        headers = {} if done else {"Location": self.location(run.id), "Retry-After": str(self.options.retry_after)}
         return JSONResponse(out, status_code=200 if done else 202, headers=headers)
 
     # -- operations -------------------------------------------------------------------------

@@ -243,9 +243,9 @@ class Scheduler:
         when = iso(scheduled)
         dedupe = f"{trig.name}@{when}"
         try:
-            existing = store.find_run(flow.name, dedupe)
+            existing = self.engine.find_run(flow.name, dedupe)
             if existing is not None:  # fired before a crash, recorded after it
-                store.record_firing(flow.name, trig.name, scheduled, existing["id"], time.time())
+                store.record_firing(flow.name, trig.name, scheduled, existing.id, time.time())
                 self.metrics.firings.labels(flow.name, trig.name, "already_fired").inc()
                 return
             fired = time.time()
