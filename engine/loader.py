@@ -210,6 +210,8 @@ def _block_where(key: str) -> str:
 def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: Any, problem: Any) -> None:
     variables = {name for a in flow.actions.values() if a.node.declares_variables
                  for name in _safe(a.node.declared_variables, a.raw)}
+    declarers = " or ".join(sorted(n.type for n in registry.nodes.values() if n.declares_variables)) \
+        or "an action that declares variables"
     for action in flow.actions.values():
         node = action.node
         try:
@@ -234,7 +236,7 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
             for name in found.unknown:
                 problem(where, f"unknown name '{name}'{suggest(name, evaluator.known)}")
             for fn, arg in found.calls:
-                _check_reference(flow, action, sub, fn, arg, variables, problem, where)
+                _check_reference(flow, action, sub, fn, arg, variables, problem, where, declarers)
     for name, out in flow.outputs.items():
         if not isinstance(out, dict):
             continue
@@ -265,7 +267,7 @@ def _check_connection(action: Action, registry: Registry, connections: Any, prob
 
 
 def _check_reference(flow: Flow, action: Action, sub: str, fn: str, arg: str, variables: set,
-                     problem: Any, where: str) -> None:
+                     problem: Any, where: str, declarers: str = "") -> None:
     if fn in ACTION_FUNCTIONS:
         target = flow.actions.get(arg)
         if target is None:
@@ -283,8 +285,7 @@ def _check_reference(flow: Flow, action: Action, sub: str, fn: str, arg: str, va
             problem(where, f"'{arg}' is not a loop around '{action.name}'"
                            + (f"; enclosing loops: {', '.join(loops)}" if loops else ""))
     elif fn == "variables" and arg not in variables:
-        declarers = sorted({a.type for a in flow.actions.values() if a.node.declares_variables}) or ["a variable action"]
-        problem(where, f"unknown variable '{arg}'{suggest(arg, variables)} (declare it with {' or '.join(declarers)})")
+        problem(where, f"unknown variable '{arg}'{suggest(arg, variables)} (declare it with {declarers})")
     elif fn == "parameters" and arg not in flow.parameters:
         problem(where, f"unknown parameter '{arg}'{suggest(arg, flow.parameters)}")
 
