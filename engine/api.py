@@ -91,17 +91,15 @@ class Engine:
         self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
         run_id = run_id or uuid.uuid4().hex
         outputs = trigger_outputs or {"body": input, "headers": {}, "queries": {}, "relativePathParameters": {}}
-        self._queued[run_id] = {"trigger_name": trigger or next(iter(flow.triggers), "manual"),
-                                "payload": outputs, "params": values}
+        row = {"id": run_id, "flow": flow.name, "file": flow.file, "flow_hash": flow.hash,
+               "git_commit": recorded_commit(flow),
+               "definition": flow.source, "trigger": trigger or next(iter(flow.triggers), "manual"),
+               "payload": outputs, "params": values, "status": QUEUED, "created": time.time(),
+               "parent_id": parent_id, "rerun_of": rerun_of, "request": request, "dedupe_key": dedupe_key}
+        self.store.create_run(row, commit=commit)
+        self._queued[run_id] = Run(**row, _load_steps=self.store.steps)
         if len(self._queued) > 10_000:  # started but never executed here (another process will)
             self._queued.pop(next(iter(self._queued)))
-        self.store.create_run({
-            "id": run_id, "flow": flow.name, "file": flow.file, "flow_hash": flow.hash,
-            "git_commit": recorded_commit(flow),
-            "definition": flow.source, "trigger": trigger or next(iter(flow.triggers), "manual"),
-            "payload": outputs, "params": values, "status": QUEUED, "created": time.time(),
-            "parent_id": parent_id, "rerun_of": rerun_of, "request": request, "dedupe_key": dedupe_key,
-        }, commit=commit)
         return run_id
 
     async def submit(self, flow: Flow, **kw: Any) -> str:
@@ -114,18 +112,17 @@ class Engine:
     async def execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
                       copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
                       on_event: Callable[[str, str, str], None] | None = None) -> Run:
-        queued = self._queued.pop(run_id, None) if flow is not None else None
-        if queued is None:  # started elsewhere, or resumed: read what the run recorded
+        run = self._queued.pop(run_id, None) if flow is not None else None
+        if run is None:  # started elsewhere, or resumed: read what the run recorded
             run = self.store.get_run(run_id)
             flow = flow or self.load_recorded(run)
-            queued = {"trigger_name": run.trigger, "payload": run.payload, "params": run.params,
-                      "started": run.started, "attempts": run.attempts}
         conns = self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
         if reuse:
             self.store.continue_numbering(run_id)
-        self.store.run_started(run_id, queued.get("started") or time.time(), (queued.get("attempts") or 0) + 1)
-        runtime = Runtime(engine=self, flow=flow, run_id=run_id, trigger={"name": queued["trigger_name"],
-                          "outputs": queued["payload"] or {}}, params=queued["params"] or {}, connections=conns,
+        run.started, run.attempts = run.started or time.time(), (run.attempts or 0) + 1
+        self.store.run_started(run_id, run.started, run.attempts)
+        runtime = Runtime(engine=self, flow=flow, run_id=run_id, trigger={"name": run.trigger,
+                          "outputs": run.payload or {}}, params=run.params or {}, connections=conns,
                           reuse=reuse, copy_reused=copy_reused, on_response=on_response, on_event=on_event)
         try:
             status, outputs, error = await runtime.execute()
@@ -134,9 +131,11 @@ class Engine:
                 self.store.forget_run_start(run_id)
                 self.store.flush()  # a stopped process keeps what finished; resume continues it
             raise
-        self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=time.time())
+        run.status, run.outputs, run.error, run.ended = Status.of(status), outputs, error, time.time()
+        run.response = runtime.response
+        self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
         await self.store.durable()  # the outcome is committed before anyone is told
-        return self.store.get_run(run_id)
+        return run
 
     async def run(self, flow: Flow | str | Path, **kw: Any) -> Run:
         if not isinstance(flow, Flow):
