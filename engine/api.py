@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -30,7 +31,7 @@ from .provenance import recorded_commit
 from .registry import Registry, default_registry
 from .runs import Run, Step
 from .state import QUEUED, Status, is_terminal
-from .store import Store
+from .store import RecordedSteps, Store
 
 __all__ = ["Engine", "Run", "Step", "run_file", "ParameterError", "DEFAULT_STATE"]
 
@@ -150,16 +151,15 @@ class Engine:
         run = self.store.get_run(run_id)
         if is_terminal(run.status):
             raise StoreError(f"run {run.id} already finished ({run.status}); use rerun to run it again")
-        reuse = {s.path: s for s in self.store.steps(run.id)}
-        return await self.execute(run.id, reuse=reuse, **kw)
+        return await self.execute(run.id, reuse=RecordedSteps(self.store, run.id), **kw)
 
     def rerun_plan(self, run_id: str, from_action: str,
-                   definition: str = "recorded") -> tuple[Flow, Run, dict[str, Step], list[str]]:
-        """(flow, old run, steps to reuse by path, names of the actions that will run again)."""
+                   definition: str = "recorded") -> tuple[Flow, Run, RecordedSteps, list[str]]:
+        """(flow, old run, the steps it may reuse, names of the actions that will run again)."""
         run = self.store.get_run(run_id)
         flow = self.load_recorded(run) if definition == "recorded" else self.load(run.file)
-        reuse, again = plan_rerun(flow, self.store.steps(run.id), from_action)
-        return flow, run, reuse, again
+        again = plan_rerun(flow, from_action)
+        return flow, run, RecordedSteps(self.store, run.id, skip=frozenset(again), finished_only=True), again
 
     async def rerun(self, run_id: str, from_action: str, *, definition: str = "recorded", **kw: Any) -> Run:
         flow, run, reuse, _ = self.rerun_plan(run_id, from_action, definition)
@@ -201,7 +201,15 @@ def run_file(path: str | Path, *, input: Any = None, params: dict | None = None,
     engine = Engine(state, connections=connections, **engine_kw)
     try:
         result = anyio.run(lambda: engine.run(path, input=input, params=params or {}))
-        result.steps  # read before the store closes
+        result._load_steps = functools.partial(_read_steps, state)  # on first use, from the file
         return result
     finally:
         engine.close()
+
+
+def _read_steps(state: str | Path, run_id: str) -> list[Step]:
+    store = Store(state)
+    try:
+        return store.steps(run_id)
+    finally:
+        store.close()

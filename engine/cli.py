@@ -248,7 +248,7 @@ def rerun(ctx: click.Context, run_id: str, from_action: str, definition: str, pl
     engine = _engine(ctx)
     if plan:
         flow, old, reuse, again = engine.rerun_plan(run_id, from_action, definition)
-        reused = sorted({s.action for s in reuse.values()})
+        reused = reuse.actions()
         if as_json:
             click.echo(json.dumps({"run": old.id, "rerun": again, "reuse": reused}, indent=2))
         else:

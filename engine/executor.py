@@ -18,8 +18,9 @@ from jsonschema import Draft202012Validator
 from .errors import ActionError, ExpressionError, InputError, OutputTooLarge
 from .frames import ActionResult, Frame
 from .model import Action, Block, Flow
-from .plugin import Context, Variables
+from .plugin import Context, Node, Variables
 from .runs import Step
+from .store import RecordedSteps
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
 
 log = logging.getLogger("flowrun.run")
@@ -60,7 +61,7 @@ class Runtime:
     """The state of one run while it executes."""
 
     def __init__(self, *, engine: Any, flow: Flow, run_id: str, trigger: dict, params: dict,
-                 connections: dict, reuse: dict[str, Step] | None = None,
+                 connections: dict, reuse: RecordedSteps | None = None,
                  copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
                  on_event: Callable[[str, str, str], None] | None = None):
         self.engine = engine
@@ -71,13 +72,13 @@ class Runtime:
         self.trigger = trigger
         self.params = params
         self.connections = connections
-        self.reuse = reuse or {}
+        self.reuse = reuse
         self.copy_reused = copy_reused  # rerun: write reused steps into this (new) run
         self.on_response = on_response
         self.on_event = on_event
         self.variables = Variables()
         self.latest: dict[str, ActionResult] = {}
-        self.failures: list[tuple[str, dict, bool]] = []
+        self.failures: list[tuple[str, dict, bool]] = []  # the first few: the run's error names one
         self.response: dict | None = None
         self.terminated: tuple[str, dict | None] | None = None
         self._root_scope: anyio.CancelScope | None = None
@@ -88,6 +89,8 @@ class Runtime:
     async def execute(self) -> tuple[str, Any, Any]:
         """Run the root block; return (status, outputs, error)."""
         root = Frame(self, None, "")
+        if self.reuse is not None:
+            self._replay_effects(root)
         with anyio.CancelScope() as scope:
             self._root_scope = scope
             status = await self._run_block(self.flow.root, root)
@@ -198,10 +201,17 @@ class Runtime:
         owner.frames.append(frame)
         if iteration is None:
             return await self._run_block(block, frame)
+        try:  # an iteration's frame lives while it runs; what it did is in the store
+            return await self._run_iteration(action, block, frame, item, index)
+        finally:
+            owner.frames.remove(frame)
+
+    async def _run_iteration(self, action: Action, block: Block, frame: Frame, item: Any,
+                             index: int | None) -> str:
         path = frame.prefix
-        step = self.reuse.get(path)
+        step = self.reuse.get(path) if self.reuse is not None else None
         if step is not None and is_terminal(step.status) and step.status != CANCELLED:
-            self._restore_inside(path, ctx._frame, owner, iteration_frame=frame)
+            self._restore_inside(path, frame.parent, None, iteration_frame=frame)
             self._note_reused(path, action.name, "Iteration", step)
             return step.status
         started = time.time()
@@ -211,6 +221,25 @@ class Runtime:
                                  inputs={"item": item, "index": index} if index is not None else None,
                                  outputs=None, error=None, started=started, ended=time.time())
         return status
+
+    def loop_results(self, container: ActionResult, inner: list[str]) -> list[dict]:
+        """``result()`` of a loop: per inner action, every iteration's result, read from the
+        store (a finished iteration keeps nothing in memory)."""
+        self.store.flush()
+        per: dict[str, list[tuple[int, dict]]] = {name: [] for name in inner}
+        prefix = container.path
+        for s in self.store.iter_steps(self.run_id, prefix=prefix):
+            rest = s.path[len(prefix):]
+            if not rest.startswith("[") or "]/" not in rest:
+                continue
+            index, _, tail = rest[1:].partition("]/")
+            if tail in per and index.isdigit():
+                per[tail].append((int(index), self._result_of(s).as_dict()))
+        out = []
+        for name in inner:
+            rows = [r for _, r in sorted(per[name], key=lambda t: t[0])]
+            out.append({"name": name, "status": self.fold([r["status"] for r in rows]), "outputs": rows})
+        return out
 
     def skip_block(self, ctx: Context, key: str) -> None:
         frame = Frame(self, ctx._frame, ctx.path)
@@ -234,7 +263,8 @@ class Runtime:
 
     def _record_skip(self, action: Action, frame: Frame, now: float) -> None:
         path = frame.path(action.name)
-        frame.results[action.name] = self.latest[action.name] = ActionResult(action.name, action.type, SKIPPED)
+        frame.results[action.name] = self.latest[action.name] = ActionResult(action.name, action.type, SKIPPED,
+                                                                             path=path)
         self.store.step_finished(self.run_id, path, action.name, action.type, SKIPPED, attempts=0,
                                  inputs=None, outputs=None, error=None, started=None, ended=now, commit=False)
         self._event(path, SKIPPED)
@@ -242,6 +272,10 @@ class Runtime:
     # -- one action -------------------------------------------------------------------------
     async def _run_action(self, action: Action, frame: Frame) -> None:
         path = frame.path(action.name)
+        step = self.reuse.get(path) if self.reuse is not None else None
+        if step is not None and is_terminal(step.status) and step.status != CANCELLED:
+            self._reuse(action, frame, path, step)  # what happened stays as it happened
+            return
         if self.terminated is not None:  # Terminate ran: nothing new starts
             self._record_skip(action, frame, time.time())
             return
@@ -249,12 +283,8 @@ class Runtime:
             if frame.results[pred].status not in allowed:
                 self._record_skip(action, frame, time.time())
                 return
-        step = self.reuse.get(path)
-        if step is not None and is_terminal(step.status) and step.status != CANCELLED:
-            self._reuse(action, frame, path, step)
-            return
         prior_attempts = step.attempts if step else 0
-        result = ActionResult(action.name, action.type, RUNNING, start=time.time())
+        result = ActionResult(action.name, action.type, RUNNING, start=time.time(), path=path)
         frame.results[action.name] = self.latest[action.name] = result
         self.store.step_started(self.run_id, path, action.name, action.type, result.start, prior_attempts + 1)
         self._event(path, RUNNING)
@@ -353,7 +383,7 @@ class Runtime:
             self.store.step_finished(self.run_id, path, action.name, action.type, FAILED,
                                      attempts=result.attempts, inputs=None, outputs=None,
                                      error=result.error, started=result.start, ended=result.end)
-        if result.status in (FAILED, TIMEDOUT) and result.error:
+        if result.status in (FAILED, TIMEDOUT) and result.error and len(self.failures) < 20:
             self.failures.append((path, result.error, action.node.is_container()))
         self._event(path, result.status, result.error)
 
@@ -362,51 +392,58 @@ class Runtime:
             self.on_event(path, status, (error or {}).get("message", "") if isinstance(error, dict) else "")
 
     # -- reuse (resume / rerun) -------------------------------------------------------------
+    def _replay_effects(self, root: Frame) -> None:
+        """Re-apply what reused steps did to run state (variables, a Terminate, a reply), all
+        of it before anything runs and in the order it first happened, so a resumed run
+        ends with the same variables as an uninterrupted one."""
+        by_type = {a.type: a.node for a in self.flow.actions.values()}
+        replays = {t for t, node in by_type.items() if type(_instance(node)).replay is not Node.replay}
+        if not replays:
+            return
+        for step in self.reuse.in_order():
+            if step.type in replays and step.status == SUCCEEDED:
+                action = self.flow.actions.get(step.action)
+                if action is not None and action.type == step.type:
+                    _instance(action.node).replay(step.outputs, self._replay_context(action, step.path, root, step))
+
     def _reuse(self, action: Action, frame: Frame, path: str, step: Step) -> None:
         result = self._result_of(step)
         frame.results[action.name] = self.latest[action.name] = result
-        if step.status == SUCCEEDED:
-            _instance(action.node).replay(step.outputs, self._replay_context(action, path, frame, step))
-        self._restore_inside(path, frame, result)
+        if action.node.is_container():
+            self._restore_inside(path, frame, None if action.node.loops else result)
         self._note_reused(path, action.name, action.type, step)
         self._event(path, step.status)
-        if self.terminated is not None and self._root_scope is not None:  # a reused Terminate
-            self._root_scope.cancel()
 
-    def _restore_inside(self, prefix: str, parent: Frame, container: ActionResult,
+    def _restore_inside(self, prefix: str, parent: Frame, container: ActionResult | None,
                         iteration_frame: Frame | None = None) -> None:
         """Bring back what ran inside a reused container (or loop iteration): each inner
-        step's result becomes visible to later templates (body(), result()) and its effects
-        on run state (variables) are re-applied, in the order they first happened."""
-        inner = sorted((s for p, s in self.reuse.items() if p.startswith(prefix + "/") or p.startswith(prefix + "[")),
-                       key=lambda s: s.seq or 0)
+        step's result becomes visible to later templates (body(), outputs()). A loop's
+        iterations are not brought into memory: ``result()`` reads them from the store."""
         frames: dict[str, Frame] = {}
         if iteration_frame is not None:
             frames[iteration_frame.prefix] = iteration_frame
-        for s in inner:
+        latest_seq: dict[str, int] = {}
+        for s in self.reuse.inside(prefix):
             if self.copy_reused:
                 self._note_reused(s.path, s.action, s.type, s)
-            action = self.flow.actions.get(s.action)
-            if action is None or s.type == "Iteration":
+            if s.type == "Iteration" or s.action not in self.flow.actions:
                 continue
             result = self._result_of(s)
-            self.latest[s.action] = result
+            if (s.seq or 0) >= latest_seq.get(s.action, -1):
+                latest_seq[s.action] = s.seq or 0
+                self.latest[s.action] = result
             holder_path = s.path.rpartition("/")[0]
-            direct = holder_path == prefix or (holder_path.startswith(prefix + "[") and "/" not in holder_path[len(prefix):])
-            if direct:
-                holder = frames.get(holder_path)
-                if holder is None:
-                    holder = frames[holder_path] = Frame(self, parent, holder_path)
-                    if iteration_frame is None:
-                        container.frames.append(holder)
+            if holder_path in frames:
+                frames[holder_path].results[s.action] = result
+            elif holder_path == prefix and container is not None:
+                holder = frames[holder_path] = Frame(self, parent, holder_path)
+                container.frames.append(holder)
                 holder.results[s.action] = result
-            if s.status == SUCCEEDED:
-                _instance(action.node).replay(s.outputs, self._replay_context(action, s.path, parent, s))
 
     @staticmethod
     def _result_of(step: Step) -> ActionResult:
         return ActionResult(step.action, step.type, step.status, step.inputs, step.outputs,
-                            step.error, step.started, step.ended, step.attempts)
+                            step.error, step.started, step.ended, step.attempts, path=step.path)
 
     def _replay_context(self, action: Action, path: str, frame: Frame, step: Step) -> Context:
         return Context(run_id=self.run_id, path=path, action=action, connection=None,

@@ -9,6 +9,7 @@ running it (an Until's condition).
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 import networkx as nx
 
@@ -104,15 +105,11 @@ def rerun_set(target: Action) -> set[str]:
     return again
 
 
-def plan_rerun(flow: "Flow", steps: list["Step"], from_action: str) -> tuple[dict[str, "Step"], list[str]]:
-    """What a rerun from ``from_action`` reuses (finished steps by path) and runs again (names)."""
+def plan_rerun(flow: Any, from_action: str) -> list[str]:
+    """The names of the actions a rerun from ``from_action`` runs again (the rest is reused)."""
     from .errors import StoreError
-    from .state import CANCELLED, is_terminal
 
     target = flow.actions.get(from_action)
     if target is None:
         raise StoreError(f"no action '{from_action}' in flow '{flow.name}'{suggest(from_action, flow.actions)}")
-    again = rerun_set(target)
-    reuse = {s.path: s for s in steps
-             if s.action not in again and is_terminal(s.status) and s.status != CANCELLED}
-    return reuse, sorted(again)
+    return sorted(rerun_set(target))

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .errors import OutputTooLarge, StoreError
 from .runs import Run, Step
@@ -55,6 +55,10 @@ MIGRATIONS = [
     INSERT OR IGNORE INTO definitions SELECT flow_hash, definition FROM runs
         WHERE definition IS NOT NULL AND flow_hash IS NOT NULL;
     UPDATE runs SET definition = NULL WHERE flow_hash IN (SELECT hash FROM definitions);
+    """,
+    # steps in the order they happened, read in pages by resume and rerun
+    """
+    CREATE INDEX IF NOT EXISTS steps_by_seq ON steps(run_id, seq);
     """,
 ]
 _RUN_FIELDS = set(Run.__dataclass_fields__) - {"_load_steps", "_steps"}
@@ -338,6 +342,7 @@ class Store:
         return [Run(**dict(zip(cols, r)), _load_steps=self.steps) for r in self.db.execute(sql, args)]
 
     def steps(self, run_id: str) -> list[Step]:
+        """Every step of a run (small runs; a big loop's steps: ``iter_steps``)."""
         cols = ["path", "action", "type", "status", "attempts", "inputs", "outputs", "error",
                 "started", "ended", "seq"]
         rows = self.db.execute(f"SELECT {', '.join(cols)} FROM steps WHERE run_id = ? ORDER BY seq",
@@ -349,6 +354,36 @@ class Store:
                 step[key] = self.decode(step[key])
             out.append(Step(**step))
         return out
+
+    def iter_steps(self, run_id: str, *, prefix: str | None = None, after_seq: int = 0,
+                   page: int = 1000) -> "Iterator[Step]":
+        """A run's steps in the order they finished, read a page at a time (a loop may have
+        a million); with ``prefix``, only the steps inside that container or loop."""
+        cols = "path, action, type, status, attempts, inputs, outputs, error, started, ended, seq"
+        last = after_seq
+        while True:
+            if prefix is None:
+                rows = self.db.execute(f"SELECT {cols} FROM steps WHERE run_id = ? AND seq > ? ORDER BY seq "
+                                       f"LIMIT ?", (run_id, last, page)).fetchall()
+            else:
+                rows = self.db.execute(
+                    f"SELECT {cols} FROM steps WHERE run_id = ? AND seq > ? AND "
+                    f"((path >= ? AND path < ?) OR (path >= ? AND path < ?)) ORDER BY seq LIMIT ?",
+                    (run_id, last, prefix + "/", prefix + "0", prefix + "[", prefix + "\\", page)).fetchall()
+            for r in rows:
+                yield self._step(r)
+            if len(rows) < page:
+                return
+            last = rows[-1][-1]
+
+    def get_step(self, run_id: str, path: str) -> Step | None:
+        r = self.db.execute("SELECT path, action, type, status, attempts, inputs, outputs, error, started, ended, "
+                            "seq FROM steps WHERE run_id = ? AND path = ?", (run_id, path)).fetchone()
+        return self._step(r) if r else None
+
+    def _step(self, r: tuple) -> Step:
+        return Step(r[0], r[1], r[2], r[3], r[4], self.decode(r[5]), self.decode(r[6]), self.decode(r[7]),
+                    r[8], r[9], r[10])
 
     def unfinished_runs(self) -> list[str]:
         return [r[0] for r in self.db.execute(
@@ -375,3 +410,40 @@ class Store:
         rows = self.db.execute("SELECT scheduled, run_id, fired FROM schedule_firings WHERE flow = ? AND "
                                "trigger = ? ORDER BY scheduled", (flow, trigger)).fetchall()
         return [dict(zip(cols, r)) for r in rows]
+
+
+class RecordedSteps:
+    """The steps of a run that a resume or rerun may reuse, read from the store on demand,
+    never all at once (a Foreach may have recorded a million iterations).
+
+    ``skip`` names actions that run again (a rerun's), which are never reused; with
+    ``finished_only`` only terminal, not-cancelled steps count (a rerun reuses no in-flight step).
+    """
+
+    def __init__(self, store: Store, run_id: str, *, skip: frozenset[str] = frozenset(),
+                 finished_only: bool = False):
+        self.store, self.run_id, self.skip, self.finished_only = store, run_id, skip, finished_only
+
+    def _keep(self, step: Step | None) -> bool:
+        if step is None or step.action in self.skip:
+            return False
+        return not self.finished_only or (step.status.is_terminal and step.status != "Cancelled")
+
+    def get(self, path: str) -> Step | None:
+        step = self.store.get_step(self.run_id, path)
+        return step if self._keep(step) else None
+
+    def inside(self, prefix: str) -> Iterator[Step]:
+        """The steps inside a container or loop, in the order they finished."""
+        return (s for s in self.store.iter_steps(self.run_id, prefix=prefix) if self._keep(s))
+
+    def in_order(self) -> Iterator[Step]:
+        """Every reusable step, in the order they finished."""
+        return (s for s in self.store.iter_steps(self.run_id) if self._keep(s))
+
+    def actions(self) -> list[str]:
+        """The names of the actions with a reusable step."""
+        return sorted({s.action for s in self.in_order()})
+
+    def __len__(self) -> int:  # truthy: a resume or rerun, even of a run that recorded nothing
+        return 1

@@ -151,17 +151,18 @@ class Foreach(Node):
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise ActionError(f"concurrency must be a whole number from 1 to 1000, not {limit!r}",
                               code="InvalidForeach")
-        statuses: list[str] = []
+        failed = 0  # counts, not a list: a loop's memory must not grow with its items
         cursor = iter(enumerate(items))
 
         async def worker() -> None:
+            nonlocal failed
             for i, item in cursor:
-                statuses.append(await context.run_block("actions", item=item, index=i, iteration=str(i)))
+                status = await context.run_block("actions", item=item, index=i, iteration=str(i))
+                failed += Status.of(status).is_failure
 
         async with anyio.create_task_group() as tg:
             for _ in range(min(int(limit), max(len(items), 1))):
                 tg.start_soon(worker)
-        failed = sum(1 for s in statuses if Status.of(s).is_failure)
         if failed:
             raise ActionError(f"{failed} of {len(items)} iterations failed", code="ActionFailed",
                               details={"count": len(items), "failed": failed})
