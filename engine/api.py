@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -28,8 +29,9 @@ from .expressions import Evaluator
 from .loader import load_file, load_text, tools
 from .model import Action, Flow
 from .registry import Registry, default_registry
-from .state import CANCELLED, QUEUED, is_terminal
+from .state import CANCELLED, FAILED, QUEUED, is_terminal
 from .store import Store
+from .triggers import Accepted
 
 DEFAULT_STATE = ".flowrun/state.db"
 
@@ -299,6 +301,97 @@ class Engine:
         run = self.store.get_run(run_id)
         return RunResult(run["id"], run["flow"], run["status"], run["outputs"], run["error"],
                          run["response"], store=self.store, record=run)
+
+    # -- for servers: triggers, checkpoints, run records (the listener uses only these) --------
+    async def submit_once(self, flow: Flow, *, dedupe_key: str | None, **kw: Any) -> Accepted:
+        """``submit``, unless a run with ``dedupe_key`` exists (also one committed meanwhile by
+        another process): then that run, ``duplicate=True``, and nothing new is started."""
+        got = self._start_once(flow, dedupe_key, kw)
+        if not got.duplicate:
+            await self.store.durable()
+        return got
+
+    async def accept(self, flow: Flow, trigger: str, payload: dict, dedupe_key: str | None = None, *,
+                     checkpoint: dict[str, Any] | None = None, request: dict | None = None) -> Accepted:
+        """A pull trigger's message becomes a run: committed (with the trigger's ``checkpoint``
+        values, in the same transaction) before this returns. A ``dedupe_key`` seen before
+        gives the first run back and starts nothing; the checkpoint still advances. When the
+        run cannot be started, nothing is written, the checkpoint included."""
+        stored = {"via": "trigger", "trigger": trigger, **(request or {})}
+        got = self._start_once(flow, dedupe_key, {"trigger": trigger, "trigger_outputs": payload,
+                                                  "request": stored})
+        try:
+            for key, value in (checkpoint or {}).items():
+                self.checkpoints.put(flow.name, trigger, key, value)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.store.path}: the checkpoint could not be recorded: {exc}") from None
+        if checkpoint or not got.duplicate:
+            await self.store.durable()
+        return got
+
+    def _start_once(self, flow: Flow, dedupe_key: str | None, kw: dict) -> Accepted:
+        if dedupe_key is not None:
+            first = self.store.find_run(flow.name, dedupe_key)
+            if first is not None:
+                return Accepted(first["id"], duplicate=True)
+        try:
+            return Accepted(self.start(flow, commit=False, dedupe_key=dedupe_key, **kw))
+        except sqlite3.IntegrityError:  # the same key committed by another process meanwhile
+            first = self.store.find_run(flow.name, dedupe_key) if dedupe_key else None
+            if first is None:
+                raise StoreError(f"{self.store.path}: the run could not be recorded") from None
+            return Accepted(first["id"], duplicate=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.store.path}: the run could not be recorded: {exc}") from None
+
+    @property
+    def checkpoints(self) -> Any:
+        if getattr(self, "_checkpoints", None) is None:
+            from .checkpoints import Checkpoints
+
+            self._checkpoints = Checkpoints(self.store)
+        return self._checkpoints
+
+    def checkpoint(self, flow: str, trigger: str, key: str = "") -> Any:
+        """A trigger's saved checkpoint for ``key``, or None."""
+        return self.checkpoints.get(flow, trigger, key)
+
+    async def save_checkpoint(self, flow: str, trigger: str, key: str, value: Any) -> None:
+        """Save a checkpoint on its own; returns once it is committed."""
+        self.checkpoints.put(flow, trigger, key, value)
+        await self.store.durable()
+
+    def find_run(self, flow: str, dedupe_key: str) -> dict | None:
+        """The stored run of ``flow`` with this de-duplication key, or None."""
+        return self.store.find_run(flow, dedupe_key)
+
+    def run_record(self, run_id: str) -> dict | None:
+        """The stored run with exactly this id, or None."""
+        try:
+            run = self.store.get_run(run_id)
+        except StoreError:
+            return None
+        return run if run["id"] == run_id else None
+
+    def unfinished_runs(self) -> list[dict]:
+        """The stored record of every run that is Queued or Running, oldest first."""
+        return [self.store.get_run(i) for i in self.store.unfinished_runs()]
+
+    def fail_run(self, run_id: str, code: str, message: str) -> None:
+        """Record that a run could not execute at all (its engine failed, not its actions)."""
+        self.store.update_run(run_id, status=FAILED, ended=time.time(), error={"code": code, "message": message})
+
+    def store_problem(self) -> str | None:
+        """Why the state database cannot be used now, or None when it can (readiness)."""
+        try:
+            self.store.db.execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            return str(exc)
+        return None
+
+    def flush(self) -> None:
+        """Commit everything written so far."""
+        self.store.flush()
 
 
 def rerun_set(target: Action) -> set[str]:

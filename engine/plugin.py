@@ -19,9 +19,14 @@ from typing import Any, Callable, ClassVar
 import anyio
 
 from .errors import ActionError, RetryableError
+from .triggers import (Accepted, Clock, PullTrigger, PushTrigger, SystemClock, Trigger,  # noqa: F401
+                       TriggerConfigError, TriggerHost)
 
 __all__ = ["Node", "ConnectionSpec", "Connection", "Context", "ActionError", "RetryableError",
-           "secret", "run_sync"]
+           "secret", "run_sync",
+           # triggers (engine/triggers.py): node modules expose them as TRIGGERS = [...]
+           "Trigger", "PushTrigger", "PullTrigger", "TriggerHost", "TriggerConfigError", "Accepted",
+           "Clock", "SystemClock"]
 
 
 def secret(description: str = "") -> dict:
@@ -123,6 +128,7 @@ class Node:
     container: ClassVar[bool] = False
     placement: ClassVar[str] = "anywhere"  # or "outside-loops", "top-level"
     inputs_required: ClassVar[bool] = False
+    replies: ClassVar[bool] = False  # it answers the request that started the run (Response)
 
     @classmethod
     def blocks(cls, action: dict) -> dict[str, dict]:

@@ -83,6 +83,7 @@ class Response(Node):
         "headers": {"type": "object", "additionalProperties": {"type": "string"}},
         "body": {"description": "JSON value or text"}}}
     placement = "outside-loops"
+    replies = True
     example = {"type": "Response", "inputs": {"statusCode": 200, "body": {"ok": True}}}
     outputs = {"type": "object", "properties": {"statusCode": {"type": "integer"}, "headers": {"type": "object"},
                                                 "body": {}}}

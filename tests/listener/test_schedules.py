@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from engine.listener.schedules import Recurrence
+from nodes.core.schedule import Recurrence
 
 
 def ts(text: str) -> float:
