@@ -10,10 +10,11 @@ from typing import Any
 import click
 
 from .clierrors import Fail, guard
+from .state import RUNNING, Status
 
 STATE_HELP = "state database (default .flowrun/state.db, or $FLOWRUN_STATE)"
-STATUS_STYLE = {"Succeeded": "green", "Failed": "red", "TimedOut": "red", "Cancelled": "yellow",
-                "Skipped": "dim", "Running": "cyan", "Queued": "cyan"}
+STATUS_STYLE = {Status.SUCCEEDED: "green", Status.FAILED: "red", Status.TIMEDOUT: "red",
+                Status.CANCELLED: "yellow", Status.SKIPPED: "dim", Status.RUNNING: "cyan", Status.QUEUED: "cyan"}
 
 
 def _engine(ctx: click.Context) -> Any:
@@ -209,7 +210,7 @@ def _progress() -> Any:
     console = Console(stderr=True)
 
     def on_event(path: str, status: str, message: str) -> None:
-        if status == "Running":
+        if status == RUNNING:
             return
         style = STATUS_STYLE.get(status, "")
         console.print(f"  [{style}]{status:<9}[/] {path}" + (f"  [red]{message}[/]" if message else ""),
@@ -222,7 +223,7 @@ def _finish(ctx: click.Context, result: Any, as_json: bool) -> None:
         click.echo(json.dumps(_result_json(result), indent=2, default=str))
     else:
         _print_tree(result)
-    if result.status != "Succeeded":
+    if not result.succeeded:
         sys.exit(1)
 
 
@@ -276,11 +277,11 @@ def rerun(ctx: click.Context, run_id: str, from_action: str, definition: str, pl
     engine = _engine(ctx)
     if plan:
         flow, old, reuse, again = engine.rerun_plan(run_id, from_action, definition)
-        reused = sorted({s["action"] for s in reuse.values()})
+        reused = sorted({s.action for s in reuse.values()})
         if as_json:
-            click.echo(json.dumps({"run": old["id"], "rerun": again, "reuse": reused}, indent=2))
+            click.echo(json.dumps({"run": old.id, "rerun": again, "reuse": reused}, indent=2))
         else:
-            click.echo(f"rerun of {old['id']} ({flow.name}) from '{from_action}'")
+            click.echo(f"rerun of {old.id} ({flow.name}) from '{from_action}'")
             click.echo("runs again: " + (", ".join(again) or "-"))
             click.echo("reused:     " + (", ".join(reused) or "-"))
         return
@@ -297,19 +298,22 @@ def rerun(ctx: click.Context, run_id: str, from_action: str, definition: str, pl
 @guard
 def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List recent runs."""
-    rows = _engine(ctx).store.list_runs(flow=flow, status=status, limit=limit)
+    try:
+        rows = _engine(ctx).list_runs(flow=flow, status=status, limit=limit)
+    except ValueError as exc:
+        raise Fail(f"--status: {exc}") from None
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([r.to_json(steps=False) for r in rows], indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table("run", "flow", "status", "started", "duration", "from", box=None)
     for r in rows:
-        dur = f"{(r['ended'] - r['started']) * 1000:.0f} ms" if r["ended"] and r["started"] else ""
-        link = f"rerun of {r['rerun_of'][:12]}" if r["rerun_of"] else (f"child of {r['parent_id'][:12]}" if r["parent_id"] else "")
-        table.add_row(r["id"][:12], r["flow"], f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]",
-                      _when(r["started"] or r["created"]), dur, link)
+        dur = f"{(r.ended - r.started) * 1000:.0f} ms" if r.ended and r.started else ""
+        link = f"rerun of {r.rerun_of[:12]}" if r.rerun_of else (f"child of {r.parent_id[:12]}" if r.parent_id else "")
+        table.add_row(r.id[:12], r.flow, f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]",
+                      _when(r.started or r.created), dur, link)
     Console().print(table)
 
 
@@ -334,11 +338,7 @@ def _when(ts: float | None) -> str:
 
 
 def _result_json(result: Any) -> dict:
-    return {"run_id": result.run_id, "flow": result.flow, "status": result.status, "outputs": result.outputs,
-            "error": result.error, "response": result.response,
-            "steps": [{"path": s.path, "action": s.action, "type": s.type, "status": s.status, "attempts": s.attempts,
-                       "duration_ms": None if s.duration is None else round(s.duration * 1000, 3),
-                       "inputs": s.inputs, "outputs": s.outputs, "error": s.error} for s in result.steps.values()]}
+    return result.to_json()
 
 
 def _print_tree(result: Any) -> None:

@@ -15,12 +15,12 @@ from typing import Any, Callable
 import anyio
 from jsonschema import Draft202012Validator
 
-from .errors import ActionError, ExpressionError, InputError
+from .errors import ActionError, ExpressionError, InputError, OutputTooLarge
 from .frames import ActionResult, Frame
 from .model import Action, Block, Flow
-from .plugin import Context
+from .plugin import Context, Variables
+from .runs import Step
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
-from .store import OutputTooLarge
 
 log = logging.getLogger("flowrun.run")
 
@@ -60,7 +60,7 @@ class Runtime:
     """The state of one run while it executes."""
 
     def __init__(self, *, engine: Any, flow: Flow, run_id: str, trigger: dict, params: dict,
-                 connections: dict, reuse: dict[str, dict] | None = None,
+                 connections: dict, reuse: dict[str, Step] | None = None,
                  copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
                  on_event: Callable[[str, str, str], None] | None = None):
         self.engine = engine
@@ -75,8 +75,7 @@ class Runtime:
         self.copy_reused = copy_reused  # rerun: write reused steps into this (new) run
         self.on_response = on_response
         self.on_event = on_event
-        self.variables: dict[str, Any] = {}
-        self.variable_types: dict[str, str] = {}
+        self.variables = Variables()
         self.latest: dict[str, ActionResult] = {}
         self.failures: list[tuple[str, dict, bool]] = []
         self.response: dict | None = None
@@ -133,7 +132,7 @@ class Runtime:
             existing = self.store.get_run(child_id)
         except StoreError:
             existing = None
-        if existing is not None and is_terminal(existing["status"]):
+        if existing is not None and is_terminal(existing.status):
             return self.engine.result(child_id)
         if existing is not None:
             return await self.engine.resume(child_id)
@@ -150,7 +149,10 @@ class Runtime:
     def request_terminate(self, status: str, error: dict | None) -> None:
         self.terminated = (status, error)
 
-    def respond(self, reply: dict) -> None:
+    def respond(self, reply: dict, replayed: bool = False) -> None:
+        if replayed:
+            self.response = self.response or reply
+            return
         if self.response is not None:
             raise ActionError("the run has already sent its response", code="ResponseAlreadySent")
         self.response = reply
@@ -198,10 +200,10 @@ class Runtime:
             return await self._run_block(block, frame)
         path = frame.prefix
         step = self.reuse.get(path)
-        if step is not None and is_terminal(step["status"]) and step["status"] != CANCELLED:
+        if step is not None and is_terminal(step.status) and step.status != CANCELLED:
             self._restore_inside(path, ctx._frame, owner, iteration_frame=frame)
             self._note_reused(path, action.name, "Iteration", step)
-            return step["status"]
+            return step.status
         started = time.time()
         self.store.step_started(self.run_id, path, action.name, "Iteration", started)
         status = await self._run_block(block, frame)
@@ -248,10 +250,10 @@ class Runtime:
                 self._record_skip(action, frame, time.time())
                 return
         step = self.reuse.get(path)
-        if step is not None and is_terminal(step["status"]) and step["status"] != CANCELLED:
+        if step is not None and is_terminal(step.status) and step.status != CANCELLED:
             self._reuse(action, frame, path, step)
             return
-        prior_attempts = step["attempts"] if step else 0
+        prior_attempts = step.attempts if step else 0
         result = ActionResult(action.name, action.type, RUNNING, start=time.time())
         frame.results[action.name] = self.latest[action.name] = result
         self.store.step_started(self.run_id, path, action.name, action.type, result.start, prior_attempts + 1)
@@ -286,10 +288,9 @@ class Runtime:
                 attempt += 1
                 ctx = Context(run_id=self.run_id, path=path, action=action, connection=conn,
                               log=self.engine.node_logger(self.run_id, path), attempt=attempt,
-                              runtime=self, frame=frame)
-                ctx._result = result
+                              runtime=self, frame=frame, result=result)
                 try:
-                    if node_cls.container:
+                    if not node_cls.takes_slot():
                         outputs = await node.run(inputs, ctx)
                     else:
                         async with self.engine.limiter:
@@ -353,7 +354,7 @@ class Runtime:
                                      attempts=result.attempts, inputs=None, outputs=None,
                                      error=result.error, started=result.start, ended=result.end)
         if result.status in (FAILED, TIMEDOUT) and result.error:
-            self.failures.append((path, result.error, action.node.container))
+            self.failures.append((path, result.error, action.node.is_container()))
         self._event(path, result.status, result.error)
 
     def _event(self, path: str, status: str, error: Any = None) -> None:
@@ -361,14 +362,14 @@ class Runtime:
             self.on_event(path, status, (error or {}).get("message", "") if isinstance(error, dict) else "")
 
     # -- reuse (resume / rerun) -------------------------------------------------------------
-    def _reuse(self, action: Action, frame: Frame, path: str, step: dict) -> None:
+    def _reuse(self, action: Action, frame: Frame, path: str, step: Step) -> None:
         result = self._result_of(step)
         frame.results[action.name] = self.latest[action.name] = result
-        if step["status"] == SUCCEEDED:
-            _instance(action.node).replay(step["outputs"], self._replay_context(action, path, frame, step))
+        if step.status == SUCCEEDED:
+            _instance(action.node).replay(step.outputs, self._replay_context(action, path, frame, step))
         self._restore_inside(path, frame, result)
         self._note_reused(path, action.name, action.type, step)
-        self._event(path, step["status"])
+        self._event(path, step.status)
         if self.terminated is not None and self._root_scope is not None:  # a reused Terminate
             self._root_scope.cancel()
 
@@ -378,19 +379,19 @@ class Runtime:
         step's result becomes visible to later templates (body(), result()) and its effects
         on run state (variables) are re-applied, in the order they first happened."""
         inner = sorted((s for p, s in self.reuse.items() if p.startswith(prefix + "/") or p.startswith(prefix + "[")),
-                       key=lambda s: s["seq"] or 0)
+                       key=lambda s: s.seq or 0)
         frames: dict[str, Frame] = {}
         if iteration_frame is not None:
             frames[iteration_frame.prefix] = iteration_frame
         for s in inner:
             if self.copy_reused:
-                self._note_reused(s["path"], s["action"], s["type"], s)
-            action = self.flow.actions.get(s["action"])
-            if action is None or s["type"] == "Iteration":
+                self._note_reused(s.path, s.action, s.type, s)
+            action = self.flow.actions.get(s.action)
+            if action is None or s.type == "Iteration":
                 continue
             result = self._result_of(s)
-            self.latest[s["action"]] = result
-            holder_path = s["path"].rpartition("/")[0]
+            self.latest[s.action] = result
+            holder_path = s.path.rpartition("/")[0]
             direct = holder_path == prefix or (holder_path.startswith(prefix + "[") and "/" not in holder_path[len(prefix):])
             if direct:
                 holder = frames.get(holder_path)
@@ -398,22 +399,22 @@ class Runtime:
                     holder = frames[holder_path] = Frame(self, parent, holder_path)
                     if iteration_frame is None:
                         container.frames.append(holder)
-                holder.results[s["action"]] = result
-            if s["status"] == SUCCEEDED:
-                _instance(action.node).replay(s["outputs"], self._replay_context(action, s["path"], parent, s))
+                holder.results[s.action] = result
+            if s.status == SUCCEEDED:
+                _instance(action.node).replay(s.outputs, self._replay_context(action, s.path, parent, s))
 
     @staticmethod
-    def _result_of(step: dict) -> ActionResult:
-        return ActionResult(step["action"], step["type"], step["status"], step["inputs"], step["outputs"],
-                            step["error"], step["started"], step["ended"], step["attempts"])
+    def _result_of(step: Step) -> ActionResult:
+        return ActionResult(step.action, step.type, step.status, step.inputs, step.outputs,
+                            step.error, step.started, step.ended, step.attempts)
 
-    def _replay_context(self, action: Action, path: str, frame: Frame, step: dict) -> Context:
+    def _replay_context(self, action: Action, path: str, frame: Frame, step: Step) -> Context:
         return Context(run_id=self.run_id, path=path, action=action, connection=None,
-                       log=self.engine.node_logger(self.run_id, path), attempt=step["attempts"],
+                       log=self.engine.node_logger(self.run_id, path), attempt=step.attempts,
                        runtime=self, frame=frame)
 
-    def _note_reused(self, path: str, name: str, type_: str, step: dict) -> None:
+    def _note_reused(self, path: str, name: str, type_: str, step: Step) -> None:
         if self.copy_reused:
-            self.store.step_finished(self.run_id, path, name, type_, step["status"], attempts=step["attempts"],
-                                     inputs=step["inputs"], outputs=step["outputs"], error=step["error"],
-                                     started=step["started"], ended=step["ended"], commit=False)
+            self.store.step_finished(self.run_id, path, name, type_, step.status, attempts=step.attempts,
+                                     inputs=step.inputs, outputs=step.outputs, error=step.error,
+                                     started=step.started, ended=step.ended, commit=False)

@@ -115,7 +115,7 @@ class Frame:
         owner = self.runtime.flow.actions[name]
         if container.status == SKIPPED or not container.frames:
             return []
-        if owner.type in ("Foreach", "Until"):
+        if owner.node.loops:
             out = []
             for inner in _inner_names(owner):
                 per = [f.results[inner].as_dict() for f in container.frames if inner in f.results]
@@ -127,7 +127,7 @@ class Frame:
 
     def variables(self, name: str) -> Any:
         try:
-            return self.runtime.variables[name]
+            return self.runtime.variables.get(name)
         except KeyError:
             raise ActionError(f"variable '{name}' is not initialized", code="UnknownVariable") from None
 

@@ -75,3 +75,44 @@ def finished_before(target: Action, user: Action, *, inside_ok: bool = False) ->
             if t.block is u.block and t is not u and nx.has_path(t.block.graph, t.name, u.name):
                 return True
     return False
+
+
+def rerun_set(target: Action) -> set[str]:
+    """Names of the actions a rerun from ``target`` runs again.
+
+    The target, everything downstream of it in its block, everything nested in those, and
+    for every container around it, the container itself and what is downstream of it."""
+    again: set[str] = set()
+
+    def with_nested(action: Action) -> None:
+        again.add(action.name)
+        for block in action.blocks.values():
+            for inner in block.actions.values():
+                with_nested(inner)
+
+    def with_downstream(action: Action) -> None:
+        for name in nx.descendants(action.block.graph, action.name):
+            with_nested(action.block.actions[name])
+
+    with_nested(target)
+    with_downstream(target)
+    container = target.parent
+    while container is not None:
+        again.add(container.name)  # runs again, reusing what inside it is not downstream
+        with_downstream(container)
+        container = container.parent
+    return again
+
+
+def plan_rerun(flow: "Flow", steps: list["Step"], from_action: str) -> tuple[dict[str, "Step"], list[str]]:
+    """What a rerun from ``from_action`` reuses (finished steps by path) and runs again (names)."""
+    from .errors import StoreError
+    from .state import CANCELLED, is_terminal
+
+    target = flow.actions.get(from_action)
+    if target is None:
+        raise StoreError(f"no action '{from_action}' in flow '{flow.name}'{suggest(from_action, flow.actions)}")
+    again = rerun_set(target)
+    reuse = {s.path: s for s in steps
+             if s.action not in again and is_terminal(s.status) and s.status != CANCELLED}
+    return reuse, sorted(again)

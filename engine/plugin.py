@@ -18,12 +18,13 @@ from typing import Any, Callable, ClassVar
 
 import anyio
 
-from .errors import ActionError, RetryableError
+from .errors import ActionError, AuthError, RetryableError
+from .state import Status
 from .triggers import (Accepted, Clock, PullTrigger, PushTrigger, SystemClock, Trigger,  # noqa: F401
                        TriggerConfigError, TriggerHost)
 
-__all__ = ["Node", "ConnectionSpec", "Connection", "Context", "ActionError", "RetryableError",
-           "secret", "run_sync",
+__all__ = ["Node", "ConnectionSpec", "Connection", "Context", "Variables", "Status", "ActionError",
+           "RetryableError", "secret", "run_sync",
            # triggers (engine/triggers.py): node modules expose them as TRIGGERS = [...]
            "Trigger", "PushTrigger", "PullTrigger", "TriggerHost", "TriggerConfigError", "Accepted",
            "Clock", "SystemClock"]
@@ -101,6 +102,7 @@ class Connection:
 class Node:
     """One operation a flow can run. Subclass it and fill in the class attributes.
 
+    What it is:
     ``type``          the action type name used in flows (``Compose``, ``twilio.SendSms``)
     ``title``         one line for listings
     ``description``   what it does (markdown)
@@ -109,10 +111,22 @@ class Node:
     ``connection``    the connection kind it needs, or None
     ``example``       a complete action definition, as it appears in a flow
     ``fields``        extra action-level properties (control actions: expression, actions, ...)
+
+    What the engine must know about it (the engine names no node; it reads these):
+    ``nested``        keys of the action that hold nested action blocks (If: actions, else);
+                      ``blocks()`` maps them to {block key: {name: action}}
+    ``loops``         runs its block once per item or iteration (``item()``, ``items()`` inside)
+    ``after_block``   fields evaluated after each pass of the block, which may read the block's
+                      actions and the loop's own index (Until's ``expression``)
+    ``owns_limit``    the action's ``limit`` block is the node's (Until), not an action timeout
+    ``declares_variables``  declares run variables (``declared_variables()`` names them)
+    ``replies``       sends the reply to the HTTP request that started the run (Response)
+    ``holds_slot``    takes one of the engine's concurrency slots while it runs (False for
+                      actions that wait on other actions: containers, child runs)
+    ``connection_optional``  ``connection`` may be left out
+    ``placement``     "anywhere", "outside-loops" (not inside a loop) or "top-level"
     ``lazy``          keys of ``inputs``/``fields`` the engine leaves unevaluated; the node
                       evaluates them itself with ``context.evaluate`` (e.g. Query's ``where``)
-    ``container``     True for actions that run nested actions (they take no concurrency slot)
-    ``placement``     "anywhere", "outside-loops" (not inside Foreach/Until) or "top-level"
     """
 
     type: ClassVar[str]
@@ -125,15 +139,36 @@ class Node:
     fields: ClassVar[dict] = {}
     required_fields: ClassVar[tuple[str, ...]] = ()
     lazy: ClassVar[tuple[str, ...]] = ()
-    container: ClassVar[bool] = False
+    nested: ClassVar[tuple[str, ...]] = ()
+    loops: ClassVar[bool] = False
+    after_block: ClassVar[tuple[str, ...]] = ()
+    owns_limit: ClassVar[bool] = False
+    declares_variables: ClassVar[bool] = False
+    replies: ClassVar[bool] = False
+    holds_slot: ClassVar[bool] = True
+    connection_optional: ClassVar[bool] = False
     placement: ClassVar[str] = "anywhere"  # or "outside-loops", "top-level"
     inputs_required: ClassVar[bool] = False
-    replies: ClassVar[bool] = False  # it answers the request that started the run (Response)
+
+    @classmethod
+    def is_container(cls) -> bool:
+        """True for actions that run nested actions (If, Scope, Foreach, ...)."""
+        return bool(cls.nested)
+
+    @classmethod
+    def takes_slot(cls) -> bool:
+        """A container never holds a slot (what runs inside it does)."""
+        return cls.holds_slot and not cls.nested
 
     @classmethod
     def blocks(cls, action: dict) -> dict[str, dict]:
         """Nested action blocks of a container action: {block key: {name: action}}."""
         return {}
+
+    @classmethod
+    def declared_variables(cls, action: dict) -> list[str]:
+        """Names of the run variables this action declares (``declares_variables`` nodes)."""
+        return []
 
     @classmethod
     def check(cls, action: dict) -> list[tuple[str, str]]:
@@ -147,22 +182,61 @@ class Node:
         """Re-apply side effects on run state when a finished step is reused (resume/rerun)."""
 
 
+class Variables:
+    """The run's variables: a value and a declared type (string, integer, ...) each."""
+
+    __slots__ = ("values", "kinds")
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.kinds: dict[str, str] = {}
+
+    def declare(self, name: str, kind: str, value: Any) -> None:
+        self.values[name] = value
+        self.kinds[name] = kind
+
+    def kind(self, name: str) -> str:
+        return self.kinds[name]
+
+    def get(self, name: str) -> Any:
+        return self.values[name]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.values[name] = value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.values
+
+    def snapshot(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
 class Context:
     """What a running node may use. The executor builds one per attempt.
 
     connection      the action's Connection (client ready on first ``.client``), or None
     run_id          the run's id
     path            the action's path, e.g. ``loop[3]/notify``
+    action          the action as loaded (``action.raw`` is what the flow file says)
     idempotency_key stable across retries, resumes and crashes: run id + path
     log             a logger whose messages have secrets redacted
     attempt         1 for the first attempt
 
-    Cancellation (Terminate, a timeout, shutdown) cancels the node's coroutine, as anyio does;
-    a blocking SDK call made through ``run_sync`` is abandoned in its worker thread.
+    Capabilities (what a node may ask of the run it is part of):
+    ``evaluate``, ``run_block``, ``skip_block``, ``variables``, ``terminate``, ``respond``,
+    ``run_child``.
+
+    Cancellation (Terminate, a timeout, shutdown) cancels the node's coroutine, as anyio does.
     """
 
+    __slots__ = ("run_id", "path", "action", "connection", "log", "attempt", "idempotency_key",
+                 "_runtime", "_frame", "_result")
+
     def __init__(self, *, run_id: str, path: str, action: Any, connection: Connection | None,
-                 log: logging.LoggerAdapter, attempt: int, runtime: Any, frame: Any):
+                 log: logging.LoggerAdapter, attempt: int, runtime: Any, frame: Any, result: Any = None):
         self.run_id = run_id
         self.path = path
         self.action = action
@@ -172,8 +246,8 @@ class Context:
         self.idempotency_key = f"{run_id}:{path}"
         self._runtime = runtime
         self._frame = frame
+        self._result = result
 
-    # -- used by built-in nodes; vendor nodes rarely need these --------------------------
     def evaluate(self, value: Any, **loop: Any) -> Any:
         """Evaluate a template value now, optionally with ``item``/``index`` bound."""
         return self._runtime.evaluate(value, self._frame, **loop)
@@ -184,16 +258,30 @@ class Context:
         return await self._runtime.run_block(self, key, item=item, index=index, iteration=iteration)
 
     def skip_block(self, key: str) -> None:
+        """Record every action of a nested block as Skipped (the branch not taken)."""
         self._runtime.skip_block(self, key)
 
     @property
-    def variables(self) -> dict:
+    def variables(self) -> Variables:
+        """The run's variables."""
         return self._runtime.variables
 
-    @property
-    def run(self) -> Any:
-        return self._runtime
+    def terminate(self, status: str, error: dict | None = None) -> None:
+        """End the run with ``status`` once this action finishes; what is in flight is cancelled."""
+        self._runtime.request_terminate(status, error)
 
+    def respond(self, reply: dict, *, replayed: bool = False) -> None:
+        """Send the reply to the request that started the run (once per run). ``replayed``:
+        a reused step's reply, already sent before a crash: noted, not sent again."""
+        self._runtime.respond(reply, replayed=replayed)
+
+    @property
+    def responded(self) -> bool:
+        return self._runtime.response is not None
+
+    async def run_child(self, flow: str, body: Any = None, parameters: dict | None = None) -> Any:
+        """Run the flow file ``flow`` (relative to this flow) as a child run; its result."""
+        return await self._runtime.run_child(self, flow, body, parameters)
 
 
 async def run_sync(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -202,15 +290,6 @@ async def run_sync(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 # -- inbound webhooks ---------------------------------------------------------------------
-
-class AuthError(Exception):
-    """A request failed trigger authentication: 401 (missing) or 403 (wrong/forged/expired)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
 
 @dataclass
 class InboundRequest:

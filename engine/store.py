@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ActionError, StoreError
+from .errors import OutputTooLarge, StoreError
+from .runs import Run, Step
 
 MIGRATIONS = [
     """
@@ -56,15 +57,9 @@ MIGRATIONS = [
     UPDATE runs SET definition = NULL WHERE flow_hash IN (SELECT hash FROM definitions);
     """,
 ]
+_RUN_FIELDS = set(Run.__dataclass_fields__) - {"_load_steps", "_steps"}
 RUN_JSON = ("payload", "params", "outputs", "error", "response", "request")
 STEP_JSON = ("inputs", "outputs", "error")
-
-
-class OutputTooLarge(ActionError):
-    def __init__(self, size: int, cap: int):
-        super().__init__(f"a value of {size} bytes (resolved inputs or outputs) exceeds the hard cap "
-                         f"of {cap} bytes; nothing was truncated, the action failed",
-                         code="OutputTooLarge")
 
 
 def _default(value: Any) -> Any:
@@ -299,7 +294,7 @@ class Store:
             self.flush_soon()
 
     # -- reads -----------------------------------------------------------------------------
-    def get_run(self, run_id: str) -> dict:
+    def get_run(self, run_id: str) -> Run:
         self.db.row_factory = sqlite3.Row
         try:
             row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -318,15 +313,16 @@ class Store:
         if run["definition"] is None and run["flow_hash"]:
             found = self.db.execute("SELECT source FROM definitions WHERE hash = ?", (run["flow_hash"],)).fetchone()
             run["definition"] = found[0] if found else None
-        return run
+        return Run(**{k: v for k, v in run.items() if k in _RUN_FIELDS}, _load_steps=self.steps)
 
-    def find_run(self, flow: str, dedupe_key: str) -> dict | None:
+    def find_run(self, flow: str, dedupe_key: str) -> Run | None:
         row = self.db.execute("SELECT id FROM runs WHERE flow = ? AND dedupe_key = ?",
                               (flow, dedupe_key)).fetchone()
         return self.get_run(row[0]) if row else None
 
     def list_runs(self, *, flow: str | None = None, status: str | None = None,
-                  limit: int = 50) -> list[dict]:
+                  limit: int = 50) -> list[Run]:
+        """Recent runs, newest first (without their definitions, payloads or outputs)."""
         sql, args = "SELECT id, flow, status, trigger, created, started, ended, parent_id, rerun_of FROM runs", []
         where = []
         if flow:
@@ -340,9 +336,9 @@ class Store:
         sql += " ORDER BY created DESC LIMIT ?"
         args.append(limit)
         cols = ["id", "flow", "status", "trigger", "created", "started", "ended", "parent_id", "rerun_of"]
-        return [dict(zip(cols, r)) for r in self.db.execute(sql, args)]
+        return [Run(**dict(zip(cols, r)), _load_steps=self.steps) for r in self.db.execute(sql, args)]
 
-    def steps(self, run_id: str) -> list[dict]:
+    def steps(self, run_id: str) -> list[Step]:
         cols = ["path", "action", "type", "status", "attempts", "inputs", "outputs", "error",
                 "started", "ended", "seq"]
         rows = self.db.execute(f"SELECT {', '.join(cols)} FROM steps WHERE run_id = ? ORDER BY seq",
@@ -352,7 +348,7 @@ class Store:
             step = dict(zip(cols, r))
             for key in STEP_JSON:
                 step[key] = self.decode(step[key])
-            out.append(step)
+            out.append(Step(**step))
         return out
 
     def unfinished_runs(self) -> list[str]:

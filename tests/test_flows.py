@@ -114,8 +114,8 @@ def test_parent_and_child_example(tmp_path):
     result = run("examples/parent.yaml", tmp_path,
                  input={"customers": [{"name": "Ada", "spend": 320}, {"name": "Alan", "spend": 40}]})
     assert result.outputs == {"vips": ["Ada"]}
-    children = [r for r in engine.Engine(tmp_path / "state.db").store.list_runs() if r["parent_id"]]
-    assert len(children) == 2 and {c["parent_id"] for c in children} == {result.run_id}
+    children = [r for r in engine.Engine(tmp_path / "state.db").list_runs() if r.parent_id]
+    assert len(children) == 2 and {c.parent_id for c in children} == {result.run_id}
 
 
 # -- examples/order_confirmation: the four Connect vendors end to end --------------------------

@@ -285,20 +285,20 @@ class Listener:
             return self._reply(run_id, reply)
         return self._no_reply(run_id, handle) if handle.done.is_set() else self._accepted(run_id)
 
-    async def _duplicate(self, entry: PushEntry, first: dict) -> Response:
+    async def _duplicate(self, entry: PushEntry, first: Any) -> Response:
         self.metrics.child(self.metrics.duplicates, entry.flow.name, entry.name).inc()
-        run_id = first["id"]
+        run_id = first.id
         log.info("redelivery answered from the first run", extra={"event": "duplicate", "run_id": run_id,
                                                                   "flow": entry.flow.name, "trigger": entry.name})
-        reply = first.get("response")
+        reply = first.response
         handle = self.runs.in_flight.get(run_id)
         if reply is None and entry.has_response and handle is not None:
             reply = await self.runs.wait_response(handle, self.options.sync_timeout)
         extra = {"X-Flowrun-Duplicate": "true"}
         if reply is not None:
             return self._reply(run_id, reply, extra)
-        if entry.has_response and is_terminal(first["status"]) and (handle is None or handle.done.is_set()):
-            return self._no_reply(run_id, handle, first["status"], extra)
+        if entry.has_response and is_terminal(first.status) and (handle is None or handle.done.is_set()):
+            return self._no_reply(run_id, handle, first.status, extra)
         return self._accepted(run_id, extra)
 
     def _accepted(self, run_id: str, extra: dict | None = None) -> Response:
@@ -347,7 +347,7 @@ class Listener:
         run_id = request.path_params["run_id"]
         run = self.engine.run_record(run_id)  # whole ids only: no prefix probing over HTTP
         if not self.admin.allows(dict(request.headers)):
-            entry = self.table.request(run["flow"], run["trigger"]) if run else None
+            entry = self.table.request(run.flow, run.trigger) if run else None
             if entry is None:
                 return _error(401 if run else 404, "this run needs the admin token (Authorization: Bearer ...)"
                               if run else f"no run '{run_id}'")
@@ -362,11 +362,11 @@ class Listener:
                 return _error(status, exc.message)
         if run is None:
             return _error(404, f"no run '{run_id}'")
-        done = is_terminal(run["status"])
-        out = {"runId": run["id"], "flow": run["flow"], "trigger": run["trigger"], "status": run["status"],
-               "created": _iso(run["created"]), "started": _iso(run["started"]), "ended": _iso(run["ended"]),
-               "outputs": run["outputs"], "error": run["error"], "response": run["response"]}
-        headers = {} if done else {"Location": self.location(run["id"]), "Retry-After": str(self.options.retry_after)}
+        done = is_terminal(run.status)
+        out = {"runId": run.id, "flow": run.flow, "trigger": run.trigger, "status": run.status,
+               "created": _iso(run.created), "started": _iso(run.started), "ended": _iso(run.ended),
+               "outputs": run.outputs, "error": run.error, "response": run.response}
+        headers = {} if done else {"Location": self.location(run.id), "Retry-After": str(self.options.retry_after)}
         return JSONResponse(out, status_code=200 if done else 202, headers=headers)
 
     # -- operations -------------------------------------------------------------------------

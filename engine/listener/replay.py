@@ -22,26 +22,26 @@ class ReplayError(FlowrunError):
 
 def start_replay(engine: Any, run_id: str, definition: str = "current") -> tuple[Any, str]:
     """(flow, new run id): the replay is committed as Queued; execute it with engine.execute."""
-    run = engine.result(run_id).record
-    request = run.get("request")
+    run = engine.get_run(run_id)
+    request = run.request
     if not isinstance(request, dict):
-        raise ReplayError(f"run {run['id']} did not arrive through a trigger: no request was stored "
+        raise ReplayError(f"run {run.id} did not arrive through a trigger: no request was stored "
                           f"(use `flowrun rerun` for runs started from the command line)")
-    flow = engine.load_recorded(run) if definition == "recorded" else engine.load(run["file"])
-    trigger = flow.triggers.get(run["trigger"])
+    flow = engine.load_recorded(run) if definition == "recorded" else engine.load(run.file)
+    trigger = flow.triggers.get(run.trigger)
     if request.get("via") != "http":  # a pull trigger's message (a schedule's firing): as it was
-        outputs = run["payload"]
+        outputs = run.payload
     else:
         if trigger is None:
-            raise ReplayError(f"flow '{flow.name}' has no trigger '{run['trigger']}' any more")
+            raise ReplayError(f"flow '{flow.name}' has no trigger '{run.trigger}' any more")
         outputs = inbound.outputs_from_stored(request)
         cls = engine.registry.trigger(trigger.type)
         if cls is not None and cls.mode == "push":
             errors = [f"{p['path']}: {p['message']}" for p in cls(trigger.raw, None).body_problems(outputs["body"])]
             if errors:
-                raise ReplayError(f"the stored body no longer matches trigger '{run['trigger']}''s schema: "
+                raise ReplayError(f"the stored body no longer matches trigger '{run.trigger}''s schema: "
                                   + "; ".join(errors))
-    replayed = dict(request, via="replay", replayOf=run["id"])
-    new_id = engine.start(flow, params=run["params"], trigger=run["trigger"], trigger_outputs=outputs,
-                          request=replayed, rerun_of=run["id"])
+    replayed = dict(request, via="replay", replayOf=run.id)
+    new_id = engine.start(flow, params=run.params, trigger=run.trigger, trigger_outputs=outputs,
+                          request=replayed, rerun_of=run.id)
     return flow, new_id

@@ -109,7 +109,8 @@ class Runs:
             log.exception("run could not execute", extra={"event": "run_error", "run_id": handle.run_id,
                                                           "flow": flow_name, "trigger": handle.trigger})
             try:
-                self.engine.fail_run(handle.run_id, "ListenerError", f"{type(exc).__name__}: {exc}")
+                self.engine.fail_run(handle.run_id, {"code": "ListenerError",
+                                                     "message": f"{type(exc).__name__}: {exc}"})
             except Exception:
                 log.exception("could not record the run's failure", extra={"run_id": handle.run_id})
         finally:
@@ -125,17 +126,21 @@ class Runs:
     def resume_unfinished(self) -> int:
         """Launch every unfinished run this listener accepted; returns how many."""
         count = 0
-        for run in self.engine.unfinished_runs():
-            request = run.get("request") or {}
+        for run_id in self.engine.unfinished_runs():
+            run = self.engine.get_run(run_id)
+            request = run.request or {}
             if not isinstance(request, dict) or request.get("via") not in SERVED:
                 continue
-            if run.get("parent_id"):
-                parent = self.engine.run_record(run["parent_id"])
-                if parent is not None and not is_terminal(parent["status"]):
-                    continue  # the parent's Workflow action resumes it
-            log.info("resuming run", extra={"event": "run_resumed", "run_id": run["id"], "flow": run["flow"],
-                                            "trigger": run["trigger"], "status": run["status"]})
-            self.launch(run["id"], None, run["trigger"], resume=True, flow_name=run["flow"])
+            if run.parent_id:
+                try:
+                    parent = self.engine.get_run(run.parent_id)
+                    if not is_terminal(parent.status):
+                        continue  # the parent's Workflow action resumes it
+                except Exception:
+                    pass
+            log.info("resuming run", extra={"event": "run_resumed", "run_id": run_id, "flow": run.flow,
+                                            "trigger": run.trigger, "status": run.status})
+            self.launch(run_id, None, run.trigger, resume=True, flow_name=run.flow)
             count += 1
         return count
 

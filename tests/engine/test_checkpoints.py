@@ -53,7 +53,7 @@ def test_accept_returns_only_after_the_run_and_its_checkpoint_are_committed(engi
     assert runs == [(got.run_id, "feed:m-1")]
     assert points == [("p0", "7")]
     assert engine.checkpoint("sink", "feed", "p0") == 7
-    assert engine.run_record(got.run_id)["request"] == {"via": "trigger", "trigger": "feed"}
+    assert engine.run_record(got.run_id).request == {"via": "trigger", "trigger": "feed"}
 
 
 def test_the_same_key_twice_gives_one_run_and_the_checkpoint_still_moves(engine, tmp_path):

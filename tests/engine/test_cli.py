@@ -87,7 +87,7 @@ def test_runs_and_show(tmp_path):
     flow = write(tmp_path, GOOD)
     run = json.loads(cli(tmp_path, "run", str(flow), "--input", '{"name": "Ada"}', "--json").output)
     listed = json.loads(cli(tmp_path, "runs", "--flow", "greet", "--json").output)
-    assert [r["id"] for r in listed] == [run["run_id"]]
+    assert [r["run_id"] for r in listed] == [run["run_id"]]
     assert json.loads(cli(tmp_path, "runs", "--status", "Failed", "--json").output) == []
     shown = cli(tmp_path, "show", run["run_id"][:8])
     assert "say" in shown.output and "Succeeded" in shown.output

@@ -94,7 +94,7 @@ def test_resume_keeps_variables_and_loop_iterations(tmp_path, recorder, flow_fil
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     eng = engine.Engine(state)
-    run_id = eng.store.list_runs()[0]["id"]
+    run_id = eng.list_runs()[0].id
     result = anyio.run(eng.resume, run_id)
     assert result.status == "Succeeded"
     assert result.outputs == {"total": 10}
@@ -125,7 +125,7 @@ def test_rerun_from_an_action_reuses_upstream_and_reruns_downstream(run_flow, re
     """)
     again = _rerun(tmp_path, result.run_id, "charge")
     assert again.status == "Succeeded"
-    assert again.record["rerun_of"] == result.run_id
+    assert again.rerun_of == result.run_id
     assert counts(recorder) == {"/fetch": 1, "/side": 1, "/charge": 2, "/notify": 2}
     assert set(again.steps) == {"fetch", "charge", "notify", "side"}
     assert again.steps["fetch"].outputs == result.steps["fetch"].outputs
@@ -171,7 +171,7 @@ def test_rerun_plan_prints_what_runs_again_and_runs_nothing(run_flow, tmp_path):
                           "--plan", "--json"], cwd=Path(__file__).parents[2], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"run": result.run_id, "rerun": ["b", "c"], "reuse": ["a"]}
-    assert len(engine.Engine(tmp_path / "state.db").store.list_runs()) == 1
+    assert len(engine.Engine(tmp_path / "state.db").list_runs()) == 1
 
 
 def test_rerun_uses_the_recorded_definition_unless_current_is_asked(run_flow, tmp_path):
@@ -253,8 +253,8 @@ def test_a_run_records_the_git_commit_of_its_flow_file(tmp_path):
     subprocess.run([*git, "commit", "-qm", "flow"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     result = engine.run_file(repo / "flow.yaml", state=tmp_path / "state.db")
-    assert result.record["git_commit"] == head
-    assert result.record["flow_hash"] == __import__("hashlib").sha256(b"actions: {a: {type: Compose, inputs: 1}}\n").hexdigest()
+    assert result.git_commit == head
+    assert result.flow_hash == __import__("hashlib").sha256(b"actions: {a: {type: Compose, inputs: 1}}\n").hexdigest()
 
 
 # -- reuse: what resume and rerun bring back ----------------------------------------------------
@@ -315,7 +315,7 @@ def test_steps_numbered_after_a_resume_follow_the_earlier_ones(tmp_path):
     second.continue_numbering("r")
     second.step_finished("r", "late", "late", "Compose", "Succeeded", attempts=1, inputs=None, outputs=0,
                          error=None, started=3.0, ended=4.0)
-    assert [s["path"] for s in second.steps("r")][-1] == "late"
+    assert [s.path for s in second.steps("r")][-1] == "late"
 
 
 def test_a_final_status_is_not_overwritten_by_a_pending_running_mark(tmp_path):
@@ -329,7 +329,7 @@ def test_a_final_status_is_not_overwritten_by_a_pending_running_mark(tmp_path):
         store.flush()
 
     anyio.run(scenario)
-    assert store.get_run("r")["status"] == "Failed"
+    assert store.get_run("r").status == "Failed"
 
 
 def test_terminate_records_unstarted_actions_inside_containers_as_skipped(run_flow):

@@ -431,8 +431,8 @@ def test_workflow_runs_a_child_flow_linked_to_its_parent(run_flow, flow_file):
     assert result.steps["use"].outputs == 42
     import engine
     child = result.steps["call"].outputs["runId"]
-    eng = engine.Engine(result.record and (result.record["file"].rsplit("/", 1)[0] + "/state.db"))
-    assert eng.store.get_run(child)["parent_id"] == result.run_id
+    eng = engine.Engine(result.file.rsplit("/", 1)[0] + "/state.db")
+    assert eng.get_run(child).parent_id == result.run_id
 
 
 def test_flow_parameters_defaults_and_overrides(run_flow):

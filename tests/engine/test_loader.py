@@ -122,7 +122,7 @@ def one_problem(text: str, **kw) -> str:
          foreach: [1]
          actions:
            stop: {type: Terminate, inputs: {runStatus: Failed}}
-     """, "Terminate is not allowed inside a Foreach or Until"),
+     """, "Terminate is not allowed inside a loop (Foreach"),
     ("""
      actions:
        a: {type: Compose, inputs: 1, timeout: 30s}
