@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -32,6 +33,7 @@ from .registry import Registry, default_registry
 from .runs import Run, Step
 from .state import QUEUED, Status, is_terminal
 from .store import RecordedSteps, Store
+from .triggers import Accepted
 
 __all__ = ["Engine", "Run", "Step", "run_file", "ParameterError", "DEFAULT_STATE"]
 
@@ -192,6 +194,86 @@ class Engine:
     def unfinished_runs(self) -> list[str]:
         """Ids of the runs that are Queued or Running (oldest first)."""
         return self.store.unfinished_runs()
+
+
+    # -- for servers: triggers, checkpoints, run records (the listener uses only these) --------
+    async def submit_once(self, flow: Flow, *, dedupe_key: str | None, **kw: Any) -> Accepted:
+        """``submit``, unless a run with ``dedupe_key`` exists (also one committed meanwhile by
+        another process): then that run, ``duplicate=True``, and nothing new is started."""
+        got = self._start_once(flow, dedupe_key, kw)
+        if not got.duplicate:
+            await self.store.durable()
+        return got
+
+    async def accept(self, flow: Flow, trigger: str, payload: dict, dedupe_key: str | None = None, *,
+                     checkpoint: dict[str, Any] | None = None, request: dict | None = None) -> Accepted:
+        """A pull trigger's message becomes a run: committed (with the trigger's ``checkpoint``
+        values, in the same transaction) before this returns. A ``dedupe_key`` seen before
+        gives the first run back and starts nothing; the checkpoint still advances. When the
+        run cannot be started, nothing is written, the checkpoint included."""
+        stored = {"via": "trigger", "trigger": trigger, **(request or {})}
+        got = self._start_once(flow, dedupe_key, {"trigger": trigger, "trigger_outputs": payload,
+                                                  "request": stored})
+        try:
+            for key, value in (checkpoint or {}).items():
+                self.checkpoints.put(flow.name, trigger, key, value)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.store.path}: the checkpoint could not be recorded: {exc}") from None
+        if checkpoint or not got.duplicate:
+            await self.store.durable()
+        return got
+
+    def _start_once(self, flow: Flow, dedupe_key: str | None, kw: dict) -> Accepted:
+        if dedupe_key is not None:
+            first = self.store.find_run(flow.name, dedupe_key)
+            if first is not None:
+                return Accepted(first.id, duplicate=True)
+        try:
+            return Accepted(self.start(flow, commit=False, dedupe_key=dedupe_key, **kw))
+        except sqlite3.IntegrityError:  # the same key committed by another process meanwhile
+            first = self.store.find_run(flow.name, dedupe_key) if dedupe_key else None
+            if first is None:
+                raise StoreError(f"{self.store.path}: the run could not be recorded") from None
+            return Accepted(first.id, duplicate=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.store.path}: the run could not be recorded: {exc}") from None
+
+    @property
+    def checkpoints(self) -> Any:
+        if getattr(self, "_checkpoints", None) is None:
+            from .checkpoints import Checkpoints
+
+            self._checkpoints = Checkpoints(self.store)
+        return self._checkpoints
+
+    def checkpoint(self, flow: str, trigger: str, key: str = "") -> Any:
+        """A trigger's saved checkpoint for ``key``, or None."""
+        return self.checkpoints.get(flow, trigger, key)
+
+    async def save_checkpoint(self, flow: str, trigger: str, key: str, value: Any) -> None:
+        """Save a checkpoint on its own; returns once it is committed."""
+        self.checkpoints.put(flow, trigger, key, value)
+        await self.store.durable()
+
+    def run_record(self, run_id: str) -> Run | None:
+        """The run with exactly this id (no prefix), or None."""
+        try:
+            run = self.store.get_run(run_id)
+        except StoreError:
+            return None
+        return run if run.id == run_id else None
+
+    def store_problem(self) -> str | None:
+        """Why the state database cannot be used now, or None when it can (readiness)."""
+        try:
+            self.store.db.execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            return str(exc)
+        return None
+
+    def flush(self) -> None:
+        """Commit everything written so far."""
+        self.store.flush()
 
 
 def run_file(path: str | Path, *, input: Any = None, params: dict | None = None,

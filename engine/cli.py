@@ -120,10 +120,13 @@ def nodes(type_name: str | None) -> None:
         for node in sorted(reg.nodes.values(), key=lambda n: n.type):
             conn = f"  [connection: {node.connection}]" if node.connection else ""
             click.echo(f"{node.type:<34} {node.title}{conn}")
+        _list_triggers_and_auth(reg)
         for mod, why in reg.broken.items():
             click.echo(f"(plugin module {mod} could not be loaded: {why})", err=True)
         return
     node = reg.node(type_name)
+    if node is None and reg.trigger(type_name) is not None:
+        return _show_trigger(reg.trigger(type_name))
     if node is None:
         from .planner import suggest
         raise Fail(f"unknown action type '{type_name}'{suggest(type_name, [n.type for n in reg.nodes.values()])}")
@@ -138,6 +141,32 @@ def nodes(type_name: str | None) -> None:
     click.echo("Inputs (JSON Schema):\n" + yaml.safe_dump(node.input_schema, sort_keys=False))
     click.echo("Outputs:\n" + yaml.safe_dump(node.outputs, sort_keys=False))
     click.echo("Example:\n" + yaml.safe_dump({"my_action": node.example}, sort_keys=False))
+
+
+def _list_triggers_and_auth(reg: Any) -> None:
+    """The trigger types and the auth kinds push triggers may name (`flowrun nodes`)."""
+    from .listener.auth import auth_kinds
+
+    click.echo("\nTriggers:")
+    for t in sorted(reg.triggers.values(), key=lambda t: t.type):
+        click.echo(f"{t.type:<34} {t.title}  [{t.mode}]")
+    click.echo("\nAuth kinds (auth: {type: KIND} on push triggers):")
+    for kind, cls in sorted(auth_kinds(reg).items()):
+        conn = f"  [connection: {cls.connection}]" if cls.connection else ""
+        doc = (cls.__doc__ or "").strip().splitlines()
+        click.echo(f"{kind:<34} {doc[0] if doc else cls.__module__}{conn}")
+
+
+def _show_trigger(trigger: Any) -> None:
+    import yaml
+
+    from .schema import trigger_schema
+
+    how = {"push": "push: flowrun serve routes HTTP requests to it", "pull": "pull: a consumer flowrun serve runs",
+           "manual": "manual: started by flowrun run"}[trigger.mode]
+    click.echo(f"{trigger.type}: {trigger.title}\n\n{trigger.description}\n\nRuns as {how}\n")
+    click.echo("Definition (JSON Schema):\n" + yaml.safe_dump(trigger_schema(trigger), sort_keys=False))
+    click.echo("Example:\n" + yaml.safe_dump({"triggers": {"my_trigger": trigger.example}}, sort_keys=False))
 
 
 @main.command()

@@ -117,7 +117,8 @@ def _explain(err: ValidationError) -> list[tuple[str, str]]:
         return out
     if err.validator == "enum" and path.endswith("type") and isinstance(err.instance, str) \
             and err.absolute_path and len(err.absolute_path) >= 2:
-        return [(path, f"unknown action type '{err.instance}'{suggest(err.instance, err.validator_value)}")]
+        what = "trigger" if err.absolute_path[0] == "triggers" else "action"
+        return [(path, f"unknown {what} type '{err.instance}'{suggest(err.instance, err.validator_value)}")]
     if err.validator == "propertyNames":
         return [(path, f"invalid name {err.instance!r}: use letters, digits, '_' or '-' (at most 80)")]
     if err.validator == "pattern" and err.schema.get("description", "").startswith("ISO-8601"):

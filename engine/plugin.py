@@ -20,9 +20,14 @@ import anyio
 
 from .errors import ActionError, AuthError, RetryableError
 from .state import Status
+from .triggers import (Accepted, Clock, PullTrigger, PushTrigger, SystemClock, Trigger,  # noqa: F401
+                       TriggerConfigError, TriggerHost)
 
 __all__ = ["Node", "ConnectionSpec", "Connection", "Context", "Variables", "Status", "ActionError",
-           "RetryableError", "secret", "run_sync"]
+           "RetryableError", "secret", "run_sync",
+           # triggers (engine/triggers.py): node modules expose them as TRIGGERS = [...]
+           "Trigger", "PushTrigger", "PullTrigger", "TriggerHost", "TriggerConfigError", "Accepted",
+           "Clock", "SystemClock"]
 
 
 def secret(description: str = "") -> dict:

@@ -2,7 +2,8 @@
 
 Sources, in order: every module of the ``nodes`` package shipped with flowrun, then every
 module named by an installed package's ``flowrun.nodes`` entry point. A module exposes
-``NODES``, and optionally ``CONNECTIONS``, ``FILTERS`` and ``AUTH`` (see ``engine.plugin``).
+``NODES``, and optionally ``CONNECTIONS``, ``FILTERS``, ``AUTH`` and ``TRIGGERS`` (see
+``engine.plugin``); a module with only ``TRIGGERS`` is a plugin module too.
 Type names are matched case-insensitively, as Logic Apps does.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
-from .plugin import ConnectionSpec, Node, WebhookAuth
+from .plugin import ConnectionSpec, Node, Trigger, WebhookAuth
 
 
 class Registry:
@@ -22,6 +23,7 @@ class Registry:
         self.connections: dict[str, ConnectionSpec] = {}
         self.filters: dict[str, Callable[..., Any]] = {}
         self.auth: dict[str, type[WebhookAuth]] = {}
+        self.triggers: dict[str, type[Trigger]] = {}  # by type name, lower-cased
         self.modules: list[str] = []
         self.broken: dict[str, str] = {}  # module -> why it could not be imported
 
@@ -34,6 +36,8 @@ class Registry:
         self.filters.update(getattr(module, "FILTERS", {}))
         for auth in getattr(module, "AUTH", []):
             self.auth[auth.kind] = auth
+        for trigger in getattr(module, "TRIGGERS", []):
+            self.add_trigger(trigger)
 
     def add_node(self, node: type[Node]) -> None:
         key = node.type.lower()
@@ -44,6 +48,16 @@ class Registry:
 
     def node(self, type_name: str) -> type[Node] | None:
         return self.nodes.get(str(type_name).lower())
+
+    def add_trigger(self, trigger: type[Trigger]) -> None:
+        key = trigger.type.lower()
+        if key in self.triggers and self.triggers[key] is not trigger:
+            raise ValueError(f"trigger type '{trigger.type}' is declared twice "
+                             f"({self.triggers[key].__module__} and {trigger.__module__})")
+        self.triggers[key] = trigger
+
+    def trigger(self, type_name: str) -> type[Trigger] | None:
+        return self.triggers.get(str(type_name).lower())
 
     def type_names(self) -> list[str]:
         return sorted(n.type for n in self.nodes.values())
@@ -68,6 +82,6 @@ def default_registry() -> Registry:
         except ImportError as exc:  # an installed plugin that is broken must not break the rest
             reg.broken[name] = f"{type(exc).__name__}: {exc}"
             continue
-        if hasattr(module, "NODES"):
+        if hasattr(module, "NODES") or hasattr(module, "TRIGGERS"):
             reg.add_module(module)
     return reg

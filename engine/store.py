@@ -41,7 +41,7 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, path)
     );
     """,
-    # 2: the listener's schedule firings (one row per Recurrence fire time; see engine.listener.schedules)
+    # 2: schedule firings (no longer written: a Recurrence keeps its checkpoint in trigger_checkpoints)
     """
     CREATE TABLE schedule_firings (
         flow TEXT NOT NULL, trigger TEXT NOT NULL, scheduled REAL NOT NULL, run_id TEXT,
@@ -88,6 +88,7 @@ class Store:
         self._stored_definitions: set[str] = set()
         self._pending_starts: dict[tuple[str, str], tuple] = {}
         self._starts_timer: Any = None
+        self._ensured: set[str] = set()  # tables created by ensure_table
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=10.0, check_same_thread=False)
@@ -389,27 +390,18 @@ class Store:
         return [r[0] for r in self.db.execute(
             "SELECT id FROM runs WHERE status IN ('Queued', 'Running') ORDER BY created")]
 
-    # -- schedule firings (the listener) ----------------------------------------------------
-    def record_firing(self, flow: str, trigger: str, scheduled: float, run_id: str | None,
-                      fired: float) -> bool:
-        """Record that a Recurrence fired for ``scheduled``; False if it was already recorded."""
-        cur = self.db.execute("INSERT OR IGNORE INTO schedule_firings (flow, trigger, scheduled, run_id, fired) "
-                              "VALUES (?, ?, ?, ?, ?)", (flow, trigger, scheduled, run_id, fired))
-        self.flush()
-        return cur.rowcount == 1
-
-    def last_firing(self, flow: str, trigger: str) -> float | None:
-        """The latest scheduled time recorded for a Recurrence trigger, or None."""
-        row = self.db.execute("SELECT MAX(scheduled) FROM schedule_firings WHERE flow = ? AND trigger = ?",
-                              (flow, trigger)).fetchone()
-        return row[0] if row else None
-
-    def firings(self, flow: str, trigger: str) -> list[dict]:
-        """Every recorded firing of a Recurrence trigger, oldest first."""
-        cols = ["scheduled", "run_id", "fired"]
-        rows = self.db.execute("SELECT scheduled, run_id, fired FROM schedule_firings WHERE flow = ? AND "
-                               "trigger = ? ORDER BY scheduled", (flow, trigger)).fetchall()
-        return [dict(zip(cols, r)) for r in rows]
+    # -- tables other parts own (trigger checkpoints) ------------------------------------------
+    def ensure_table(self, name: str, ddl: str) -> None:
+        """Create a table a component owns (``CREATE TABLE IF NOT EXISTS``), once per store."""
+        if name in self._ensured:
+            return
+        try:
+            self.flush()
+            self.db.execute(ddl)
+            self.db.commit()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot create table {name}: {exc}") from None
+        self._ensured.add(name)
 
 
 class RecordedSteps:

@@ -34,6 +34,8 @@ def _secret(connection: Connection | None, options: dict) -> bytes:
 
 
 class NoAuth(WebhookAuth):
+    """Open: anyone may call (stated explicitly, never a default)."""
+
     kind = "none"
     connection = None
     options = {"type": "object", "additionalProperties": False, "properties": {}}
@@ -43,6 +45,8 @@ class NoAuth(WebhookAuth):
 
 
 class KeyAuth(WebhookAuth):
+    """A shared key in a header or query parameter, compared in constant time."""
+
     kind = "key"
     connection = None  # any connection kind holding the secret named by `secret`
     options = {
@@ -85,6 +89,8 @@ class KeyAuth(WebhookAuth):
 
 
 class HmacAuth(WebhookAuth):
+    """HMAC-SHA256 of the raw body in a header (GitHub-style sha256=...), optional timestamp."""
+
     kind = "hmac"
     connection = None
     options = {

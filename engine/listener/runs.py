@@ -7,7 +7,7 @@ run in flight by its id. The number of runs in flight is what ``--max-in-flight`
 (the handler answers 429 past it); ``drain`` and ``cancel`` serve graceful shutdown.
 
 At start-up, ``resume_unfinished`` continues the runs this listener had accepted (the
-``request`` column says ``via: http`` or ``schedule``) that did not finish: killed with
+``request`` column says ``via: http``, ``schedule`` or ``trigger``) that did not finish: killed with
 kill -9 after the acknowledgement, or cancelled by a shutdown that outlasted its grace
 period. Child runs are left to their parent's Workflow action, which resumes them itself;
 runs started by ``flowrun run`` or ``replay`` are left to ``flowrun resume``.
@@ -22,6 +22,7 @@ from typing import Any
 from engine.state import FAILED, is_terminal
 
 log = logging.getLogger("flowrun.listener")
+SERVED = ("http", "schedule", "trigger")  # the request's ``via`` of runs a listener accepted
 
 
 class RunHandle:
@@ -46,9 +47,17 @@ class Runs:
         self.max_in_flight = max_in_flight
         self.in_flight: dict[str, RunHandle] = {}
         self.tasks: set[asyncio.Task] = set()
+        self._room: asyncio.Event | None = None  # set when a run ends (pull triggers wait on it)
 
     def full(self) -> bool:
         return len(self.in_flight) >= self.max_in_flight
+
+    async def wait_for_room(self) -> None:
+        """Return once fewer than ``max_in_flight`` runs execute (back pressure for pull triggers)."""
+        while self.full():
+            if self._room is None or self._room.is_set():
+                self._room = asyncio.Event()
+            await self._room.wait()
 
     def launch(self, run_id: str, flow: Any, trigger: str, *, resume: bool = False,
                flow_name: str | None = None) -> RunHandle:
@@ -111,6 +120,8 @@ class Runs:
                 self.metrics.child(self.metrics.runs, flow_name, handle.status).inc()
             handle.responded.set()
             handle.done.set()
+            if self._room is not None:
+                self._room.set()
 
     def resume_unfinished(self) -> int:
         """Launch every unfinished run this listener accepted; returns how many."""
@@ -118,7 +129,7 @@ class Runs:
         for run_id in self.engine.unfinished_runs():
             run = self.engine.get_run(run_id)
             request = run.request or {}
-            if not isinstance(request, dict) or request.get("via") not in ("http", "schedule"):
+            if not isinstance(request, dict) or request.get("via") not in SERVED:
                 continue
             if run.parent_id:
                 try:
