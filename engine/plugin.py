@@ -13,15 +13,21 @@ client factory or ``run``, never at module level.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import anyio
 
 from .errors import ActionError, RetryableError
+from .vendor import (ErrorTable, Fault, Rule, Vendor, build_once, compact, endpoint_url, header,
+                     inputs_schema, retry_after, scrub, status_is_retryable)
 
 __all__ = ["Node", "ConnectionSpec", "Connection", "Context", "ActionError", "RetryableError",
-           "secret", "run_sync"]
+           "secret", "run_sync",
+           # the base vendor client (engine.vendor)
+           "Vendor", "ErrorTable", "Rule", "Fault", "retry_after", "header", "compact",
+           "inputs_schema", "endpoint_url", "status_is_retryable", "scrub"]
 
 
 def secret(description: str = "") -> dict:
@@ -38,6 +44,8 @@ class ConnectionSpec:
     ``client(conn)`` builds the SDK client once per connection (lazy SDK import inside);
     the engine calls it on first use and caches the result on the Connection.
     ``derived_secrets(values)`` may return more strings to redact (e.g. a Basic token).
+    ``vendor`` the kind's ``engine.vendor.Vendor``: the SDK it needs (checked by validate),
+    the pip extra that installs it, and its error table.
     """
 
     kind: str
@@ -46,6 +54,7 @@ class ConnectionSpec:
     client: Callable[["Connection"], Any] | None = None
     derived_secrets: Callable[[dict], list[str]] | None = None
     example: dict = field(default_factory=dict)
+    vendor: Vendor | None = None
 
     @property
     def secret_names(self) -> list[str]:
@@ -65,6 +74,7 @@ class Connection:
         self._secrets = secrets
         self.endpoint = endpoint
         self._client: Any = None
+        self._client_lock = threading.Lock()
 
     def secret(self, name: str) -> str | None:
         return self._secrets.get(name)
@@ -75,13 +85,22 @@ class Connection:
             return self._secrets[name]
         return self.settings.get(name, default)
 
+    def _build_client(self) -> Any:
+        if self.spec.client is None:
+            raise ActionError(f"connection kind '{self.kind}' has no client", code="NoClient")
+        return build_once(self, self._client_lock, lambda: self.spec.client(self))
+
+    async def get_client(self) -> Any:
+        """The SDK client, built in a worker thread on first use, at most once (a slow
+        login never blocks the event loop; concurrent first uses wait for one build)."""
+        if self._client is not None:
+            return self._client
+        return await anyio.to_thread.run_sync(self._build_client, abandon_on_cancel=True)
+
     @property
     def client(self) -> Any:
-        if self._client is None:
-            if self.spec.client is None:
-                raise ActionError(f"connection kind '{self.kind}' has no client", code="NoClient")
-            self._client = self.spec.client(self)
-        return self._client
+        """The client, built on the calling thread if need be (prefer ``await get_client()``)."""
+        return self._client if self._client is not None else self._build_client()
 
     def secret_values(self) -> list[str]:
         values = [v for v in self._secrets.values() if v]
@@ -166,6 +185,12 @@ class Context:
         self.idempotency_key = f"{run_id}:{path}"
         self._runtime = runtime
         self._frame = frame
+
+    async def client(self) -> Any:
+        """The connection's SDK client, built once per connection in a worker thread."""
+        if self.connection is None:
+            raise ActionError(f"'{self.path}' has no connection", code="NoConnection")
+        return await self.connection.get_client()
 
     # -- used by built-in nodes; vendor nodes rarely need these --------------------------
     def evaluate(self, value: Any, **loop: Any) -> Any:
