@@ -267,14 +267,17 @@ class Vendor:
                     self._table = ErrorTable(self.rules())
         return self._table
 
-    def map_error(self, exc: BaseException, secrets: Iterable[str] = ()) -> ActionError | None:
-        """The flowrun error for an SDK exception, or None when no row declares it."""
+    def map_error(self, exc: BaseException, secrets: Iterable[str] = (),
+                  fault: Fault | None = None) -> ActionError | None:
+        """The flowrun error for an SDK exception, or None when no row declares it.
+
+        ``fault`` replaces ``describe(exc)`` when the caller knows more (the request it made)."""
         if isinstance(exc, ActionError):
             return exc
         rule = self.table.rule_for(exc)
         if rule is None:
             return None
-        fault = self.describe(exc)
+        fault = fault if fault is not None else self.describe(exc)
         code, retryable = rule.decide(fault, exc)
         secrets = list(secrets)
         details = {k: v for k, v in fault.details.items() if v is not None}
