@@ -180,18 +180,6 @@ def build_client(conn: Connection) -> SalesforceClient:
     return SalesforceClient(conn)
 
 
-CONNECTION = ConnectionSpec(
-    kind="salesforce",
-    description="Salesforce REST API (simple-salesforce): username/password + security "
-                "token, OAuth JWT bearer, or OAuth client credentials. `endpoint` sends "
-                "the login and every API call to another server (proxy, test double).",
-    settings=SETTINGS,
-    client=build_client,
-    example={"kind": "salesforce",
-             "settings": {"auth": "password", "username": "integration@acme.com",
-                          "domain": "login", "api_version": "59.0"},
-             "secrets": {"password": "SF_PASSWORD", "security_token": "SF_SECURITY_TOKEN"}},
-)
 
 
 # -- error mapping -------------------------------------------------------------------------
@@ -282,4 +270,16 @@ class SalesforceVendor(Vendor):
 
 
 SALESFORCE = SalesforceVendor()
-CONNECTION.vendor = SALESFORCE
+CONNECTION = ConnectionSpec(
+    kind="salesforce",
+    description="Salesforce REST API (simple-salesforce): username/password + security "
+                "token, OAuth JWT bearer, or OAuth client credentials. `endpoint` sends "
+                "the login and every API call to another server (proxy, test double).",
+    settings=SETTINGS,
+    client=build_client,
+    vendor=SALESFORCE,
+    example={"kind": "salesforce",
+             "settings": {"auth": "password", "username": "integration@acme.com",
+                          "domain": "login", "api_version": "59.0"},
+             "secrets": {"password": "SF_PASSWORD", "security_token": "SF_SECURITY_TOKEN"}},
+)

@@ -51,14 +51,6 @@ def build_client(conn: Connection) -> Any:
     return client
 
 
-CONNECTION = ConnectionSpec(
-    kind="sendgrid",
-    description="Twilio SendGrid v3 Web API with an API key. `endpoint` overrides "
-                "https://api.sendgrid.com (proxies, tests).",
-    settings=SETTINGS,
-    client=build_client,
-    example={"kind": "sendgrid", "secrets": {"api_key": "SENDGRID_API_KEY"}},
-)
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -159,7 +151,15 @@ class SendGridVendor(Vendor):
 
 
 SENDGRID = SendGridVendor()
-CONNECTION.vendor = SENDGRID
+CONNECTION = ConnectionSpec(
+    kind="sendgrid",
+    description="Twilio SendGrid v3 Web API with an API key. `endpoint` overrides "
+                "https://api.sendgrid.com (proxies, tests).",
+    settings=SETTINGS,
+    client=build_client,
+    vendor=SENDGRID,
+    example={"kind": "sendgrid", "secrets": {"api_key": "SENDGRID_API_KEY"}},
+)
 
 
 @contextlib.contextmanager

@@ -61,17 +61,6 @@ def build_client(conn: Connection) -> Any:
     )
 
 
-CONNECTION = ConnectionSpec(
-    kind="stripe",
-    description="Stripe API with a secret key; optionally a webhook signing secret for "
-                "inbound events. `endpoint` overrides https://api.stripe.com (stripe-mock, "
-                "proxies, tests).",
-    settings=SETTINGS,
-    client=build_client,
-    example={"kind": "stripe", "settings": {"api_version": "2024-06-20"},
-             "secrets": {"api_key": "STRIPE_API_KEY",
-                         "webhook_secret": "STRIPE_WEBHOOK_SECRET"}},
-)
 
 
 def options(context: Any, *, suffix: str = "") -> dict:
@@ -191,7 +180,18 @@ def _should_retry(fault: Fault, exc: Any) -> bool:
 
 
 STRIPE = StripeVendor()
-CONNECTION.vendor = STRIPE
+CONNECTION = ConnectionSpec(
+    kind="stripe",
+    description="Stripe API with a secret key; optionally a webhook signing secret for "
+                "inbound events. `endpoint` overrides https://api.stripe.com (stripe-mock, "
+                "proxies, tests).",
+    settings=SETTINGS,
+    client=build_client,
+    vendor=STRIPE,
+    example={"kind": "stripe", "settings": {"api_version": "2024-06-20"},
+             "secrets": {"api_key": "STRIPE_API_KEY",
+                         "webhook_secret": "STRIPE_WEBHOOK_SECRET"}},
+)
 
 
 @contextlib.contextmanager

@@ -106,17 +106,6 @@ def build_client(conn: Connection) -> Any:
                   environment={"FLOWRUN": "1"})
 
 
-CONNECTION = ConnectionSpec(
-    kind="twilio",
-    description="Twilio REST API (SMS, WhatsApp, Voice) with the account's Auth Token or an "
-                "API Key; the Auth Token also verifies inbound webhooks "
-                "(`auth: {type: twilio}`). `endpoint` overrides the https://*.twilio.com "
-                "hosts (sandboxes, proxies, tests).",
-    settings=SETTINGS,
-    client=build_client,
-    example={"kind": "twilio", "settings": {"account_sid": "AC0123456789abcdef0123456789abcdef"},
-             "secrets": {"auth_token": "TWILIO_AUTH_TOKEN"}},
-)
 
 
 # -- calls and errors ---------------------------------------------------------------------
@@ -174,7 +163,18 @@ class TwilioVendor(Vendor):
 
 
 TWILIO = TwilioVendor()
-CONNECTION.vendor = TWILIO
+CONNECTION = ConnectionSpec(
+    kind="twilio",
+    description="Twilio REST API (SMS, WhatsApp, Voice) with the account's Auth Token or an "
+                "API Key; the Auth Token also verifies inbound webhooks "
+                "(`auth: {type: twilio}`). `endpoint` overrides the https://*.twilio.com "
+                "hosts (sandboxes, proxies, tests).",
+    settings=SETTINGS,
+    client=build_client,
+    vendor=TWILIO,
+    example={"kind": "twilio", "settings": {"account_sid": "AC0123456789abcdef0123456789abcdef"},
+             "secrets": {"auth_token": "TWILIO_AUTH_TOKEN"}},
+)
 
 
 async def call(context: Any, fn: Callable[[Any], Any]) -> dict:
