@@ -7,7 +7,7 @@ import json
 from email.utils import parseaddr
 from typing import Any
 
-from engine.plugin import ActionError, Node
+from engine.plugin import ActionError, Node, compact
 
 from .client import SENDGRID
 
@@ -106,7 +106,7 @@ def _attachment(item: dict, i: int) -> dict:
                        "Base64") from None
     out = {"content": content, "filename": item["filename"], "type": item.get("type"),
            "disposition": item.get("disposition"), "content_id": item.get("contentId")}
-    return {k: v for k, v in out.items() if v is not None}
+    return compact(out)
 
 
 def mail_body(inputs: dict) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.plugin import ActionError, Node, compact, inputs_schema
+from engine.plugin import ActionError, Node, inputs_schema
 
 from .client import call
 from .schemas import CALL, CALLBACK_URL, PHONE
