@@ -97,11 +97,6 @@ class Connection:
             return self._client
         return await anyio.to_thread.run_sync(self._build_client, abandon_on_cancel=True)
 
-    @property
-    def client(self) -> Any:
-        """The client, built on the calling thread if need be (prefer ``await get_client()``)."""
-        return self._client if self._client is not None else self._build_client()
-
     def secret_values(self) -> list[str]:
         values = [v for v in self._secrets.values() if v]
         if self.spec.derived_secrets:
@@ -163,7 +158,7 @@ class Node:
 class Context:
     """What a running node may use. The executor builds one per attempt.
 
-    connection      the action's Connection (client ready on first ``.client``), or None
+    connection      the action's Connection (``await context.client()`` builds its client), or None
     run_id          the run's id
     path            the action's path, e.g. ``loop[3]/notify``
     idempotency_key stable across retries, resumes and crashes: run id + path

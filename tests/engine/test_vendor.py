@@ -211,7 +211,7 @@ def test_a_connection_builds_its_client_once_in_a_worker_thread_when_first_uses_
     loop_thread = anyio.run(main)
     assert len(builds) == 1 and builds[0] != loop_thread
     assert len(clients) == 5 and all(c is clients[0] for c in clients)
-    assert conn.client is clients[0]  # the old synchronous property sees the same client
+    assert anyio.run(conn.get_client) is clients[0]  # and kept for the connection's lifetime
 
 
 def test_a_connection_without_a_client_factory_fails_the_action_clearly():
