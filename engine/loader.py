@@ -227,6 +227,7 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
             loop = next(a for a in action.ancestors() if a.node.loops)
             problem(action.where, f"{action.type} is not allowed inside a loop ({loop.type} '{loop.name}')")
         _check_connection(action, registry, connections, problem)
+        _check_sdk(action, registry, problem)
         templated = {k: v for k, v in action.raw.items() if k not in node.nested}
         for sub, text in templated_strings(templated):
             where = f"{action.where}.{sub}"
@@ -265,6 +266,15 @@ def _check_connection(action: Action, registry: Registry, connections: Any, prob
     elif kind and conn["kind"] != kind:
         problem(f"{action.where}.connection",
                 f"connection '{action.connection}' is of kind '{conn['kind']}', '{action.type}' needs '{kind}'")
+
+
+def _check_sdk(action: Action, registry: Registry, problem: Any) -> None:
+    """A node whose vendor SDK is not installed: say which extra installs it (never imports it)."""
+    spec = registry.connections.get(action.node.connection) if action.node.connection else None
+    vendor = getattr(spec, "vendor", None)
+    message = vendor.missing_sdk(action.node.type) if vendor is not None else None
+    if message:
+        problem(action.where, message)
 
 
 def _check_reference(flow: Flow, action: Action, sub: str, fn: str, arg: str, variables: set,

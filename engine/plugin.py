@@ -13,6 +13,7 @@ client factory or ``run``, never at module level.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -22,12 +23,17 @@ from .errors import ActionError, AuthError, RetryableError
 from .state import Status
 from .triggers import (Accepted, Clock, PullTrigger, PushTrigger, SystemClock, Trigger,  # noqa: F401
                        TriggerConfigError, TriggerHost)
+from .vendor import (ErrorTable, Fault, Rule, Vendor, build_once, compact, endpoint_url, header,  # noqa: F401
+                     inputs_schema, retry_after, scrub, status_is_retryable)
 
 __all__ = ["Node", "ConnectionSpec", "Connection", "Context", "Variables", "Status", "ActionError",
            "RetryableError", "secret", "run_sync",
            # triggers (engine/triggers.py): node modules expose them as TRIGGERS = [...]
            "Trigger", "PushTrigger", "PullTrigger", "TriggerHost", "TriggerConfigError", "Accepted",
-           "Clock", "SystemClock"]
+           "Clock", "SystemClock",
+           # the base vendor client (engine/vendor.py)
+           "Vendor", "ErrorTable", "Rule", "Fault", "retry_after", "header", "compact",
+           "inputs_schema", "endpoint_url", "status_is_retryable", "scrub"]
 
 
 def secret(description: str = "") -> dict:
@@ -44,6 +50,8 @@ class ConnectionSpec:
     ``client(conn)`` builds the SDK client once per connection (lazy SDK import inside);
     the engine calls it on first use and caches the result on the Connection.
     ``derived_secrets(values)`` may return more strings to redact (e.g. a Basic token).
+    ``vendor`` the kind's ``engine.vendor.Vendor``: the SDK it needs (checked by validate),
+    the pip extra that installs it, and its error table.
     """
 
     kind: str
@@ -52,6 +60,7 @@ class ConnectionSpec:
     client: Callable[["Connection"], Any] | None = None
     derived_secrets: Callable[[dict], list[str]] | None = None
     example: dict = field(default_factory=dict)
+    vendor: Vendor | None = None
 
     @property
     def secret_names(self) -> list[str]:
@@ -71,6 +80,7 @@ class Connection:
         self._secrets = secrets
         self.endpoint = endpoint
         self._client: Any = None
+        self._client_lock = threading.Lock()
 
     def secret(self, name: str) -> str | None:
         return self._secrets.get(name)
@@ -81,13 +91,17 @@ class Connection:
             return self._secrets[name]
         return self.settings.get(name, default)
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            if self.spec.client is None:
-                raise ActionError(f"connection kind '{self.kind}' has no client", code="NoClient")
-            self._client = self.spec.client(self)
-        return self._client
+    def _build_client(self) -> Any:
+        if self.spec.client is None:
+            raise ActionError(f"connection kind '{self.kind}' has no client", code="NoClient")
+        return build_once(self, self._client_lock, lambda: self.spec.client(self))
+
+    async def get_client(self) -> Any:
+        """The SDK client, built in a worker thread on first use, at most once (a slow
+        login never blocks the event loop; concurrent first uses wait for one build)."""
+        if self._client is not None:
+            return self._client
+        return await anyio.to_thread.run_sync(self._build_client, abandon_on_cancel=True)
 
     def secret_values(self) -> list[str]:
         values = [v for v in self._secrets.values() if v]
@@ -217,7 +231,7 @@ class Variables:
 class Context:
     """What a running node may use. The executor builds one per attempt.
 
-    connection      the action's Connection (client ready on first ``.client``), or None
+    connection      the action's Connection (``await context.client()`` builds its client), or None
     run_id          the run's id
     path            the action's path, e.g. ``loop[3]/notify``
     action          the action as loaded (``action.raw`` is what the flow file says)
@@ -247,6 +261,12 @@ class Context:
         self._runtime = runtime
         self._frame = frame
         self._result = result
+
+    async def client(self) -> Any:
+        """The connection's SDK client, built once per connection in a worker thread."""
+        if self.connection is None:
+            raise ActionError(f"'{self.path}' has no connection", code="NoConnection")
+        return await self.connection.get_client()
 
     def evaluate(self, value: Any, **loop: Any) -> Any:
         """Evaluate a template value now, optionally with ``item``/``index`` bound."""

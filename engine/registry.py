@@ -1,15 +1,15 @@
 """Finds node modules and indexes what they declare.
 
-Sources, in order: every module of the ``nodes`` package shipped with flowrun, then every
-module named by an installed package's ``flowrun.nodes`` entry point. A module exposes
-``NODES``, and optionally ``CONNECTIONS``, ``FILTERS``, ``AUTH`` and ``TRIGGERS`` (see
-``engine.plugin``); a module with only ``TRIGGERS`` is a plugin module too.
+One source: every module named by an installed package's ``flowrun.nodes`` entry point
+(flowrun's own ``nodes.*`` are registered in its pyproject.toml exactly like a third-party
+package's, so the two can never drift). A module exposes ``NODES``, and optionally
+``CONNECTIONS``, ``FILTERS``, ``AUTH`` and ``TRIGGERS`` (see ``engine.plugin``); a module with
+only ``TRIGGERS`` is a plugin module too.
 Type names are matched case-insensitively, as Logic Apps does.
 """
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any, Callable
@@ -64,9 +64,7 @@ class Registry:
 
 
 def _module_names() -> list[str]:
-    import nodes
-
-    names = [f"nodes.{m.name}" for m in pkgutil.iter_modules(nodes.__path__)]
+    names: list[str] = []
     for ep in entry_points(group="flowrun.nodes"):
         if ep.value not in names:
             names.append(ep.value)

@@ -238,3 +238,53 @@ def test_connection_of_the_wrong_kind_is_reported(tmp_path, monkeypatch):
           a: {{type: "{node.type}", inputs: {{}}, connection: api}}
     """, connections=Connections.load(conns, registry))
     assert any(f"connection 'api' is of kind 'http', '{node.type}' needs '{other}'" in p for p in found)
+
+
+# -- vendor SDKs are extras ----------------------------------------------------------------------
+
+class _Hide:
+    """A sys.meta_path finder that makes the named top-level packages unfindable."""
+
+    def __init__(self, *names: str):
+        self.names = names
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+@pytest.fixture
+def without_stripe(monkeypatch):
+    """The `stripe` SDK made unfindable for the test, as on a bare `pip install flowrun`."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "stripe" or m.startswith("stripe.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_Hide("stripe"), *sys.meta_path])
+
+
+def test_a_node_whose_sdk_is_missing_fails_validate_at_its_line_with_the_extra_to_install(
+        without_stripe):
+    found = one_problem("""
+        actions:
+          greet: {type: Compose, inputs: hi}
+          customer:
+            type: stripe.CreateCustomer
+            connection: stripe
+            inputs: {email: a@b.example}
+        """)
+    assert found == ("flows/x.yaml:4:3 actions.customer: stripe.CreateCustomer needs the Stripe "
+                     "SDK: pip install 'flowrun[stripe]'")
+
+
+def test_validate_never_imports_an_installed_sdk(monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "stripe" or m.startswith("stripe.")]:
+        monkeypatch.delitem(sys.modules, name)
+    load_text(textwrap.dedent("""
+        actions:
+          customer: {type: stripe.GetCustomer, connection: stripe, inputs: {customer: cus_1}}
+        """), "flows/x.yaml")
+    assert "stripe" not in sys.modules

@@ -315,3 +315,20 @@ def test_an_unreachable_endpoint_is_a_retryable_connection_error(tmp_path, monke
     step = result.steps["send"]
     assert (step.status, step.attempts) == ("Failed", 3)
     assert step.error["code"] == "connection_error"
+
+
+def test_every_exception_class_of_the_sendgrid_sdk_and_its_transport_is_mapped_by_a_declared_row():
+    from http.client import HTTPException
+    from urllib.error import URLError
+
+    from python_http_client.exceptions import HTTPError
+
+    from nodes.sendgrid.client import SENDGRID
+    from tests.support.sdk import exception_classes, unmapped
+
+    classes = (exception_classes(HTTPError) + exception_classes(URLError)
+               + exception_classes(HTTPException) + exception_classes(ConnectionError))
+    assert len(exception_classes(HTTPError)) >= 11
+    assert unmapped(SENDGRID, classes) == []
+    for transport in (URLError, HTTPException, ConnectionError, TimeoutError):
+        assert SENDGRID.table.rule_for(transport) is not None

@@ -602,3 +602,15 @@ def test_a_connection_without_auth_token_cannot_verify():
         verify(inbound(), twilio_connection(api_secret="x"))
     assert refused.value.status == 403
     assert "auth_token" in refused.value.message
+
+
+def test_every_exception_class_of_the_twilio_sdk_and_its_transport_is_mapped_by_a_declared_row():
+    import requests
+    from twilio.base.exceptions import TwilioException
+
+    from nodes.twilio.client import TWILIO
+    from tests.support.sdk import exception_classes, unmapped
+
+    classes = exception_classes(TwilioException) + exception_classes(requests.RequestException)
+    assert len(classes) > 10
+    assert unmapped(TWILIO, classes) == []
