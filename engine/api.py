@@ -30,8 +30,10 @@ from .model import Action, Flow
 from .registry import Registry, default_registry
 from .state import CANCELLED, QUEUED, is_terminal
 from .store import Store
+from .wakeups import WAITING, Clock
 
 DEFAULT_STATE = ".flowrun/state.db"
+log = logging.getLogger("flowrun.run")
 
 
 @dataclass
@@ -162,7 +164,11 @@ def git_commit(file: str) -> str | None:
 class Engine:
     def __init__(self, state: str | Path = DEFAULT_STATE, *, connections: str | Path | None = None,
                  registry: Registry | None = None, concurrency: int = 64,
-                 blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000):
+                 blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000,
+                 clock: Clock | None = None, park_after: float = 1.0):
+        self.clock = clock or Clock()  # wake-up times of Wait and job polls
+        self.parking = False  # True under flowrun serve (wakeups.run): waiting runs hold no task
+        self.park_after = park_after  # park only waits at least this long (seconds)
         self.registry = registry or default_registry()
         self.evaluator: Evaluator = tools(self.registry)[1]
         self.redactor = _connections.PROCESS_REDACTOR
@@ -256,6 +262,9 @@ class Engine:
                 self.store.forget_run_start(run_id)
                 self.store.flush()  # a stopped process keeps what finished; resume continues it
             raise
+        if runtime.parked is not None:  # every action in flight was waiting: the run holds no task
+            self.park(run_id, runtime.parked)
+            return RunResult(run_id, flow.name, WAITING, None, None, runtime.response, store=self.store)
         self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=time.time())
         await self.store.durable()  # the outcome is committed before anyone is told
         return RunResult(run_id, flow.name, status, outputs, error, runtime.response, store=self.store)
@@ -275,6 +284,17 @@ class Engine:
             raise StoreError(f"run {run['id']} already finished ({run['status']}); use rerun to run it again")
         reuse = {s["path"]: s for s in self.store.steps(run["id"])}
         return await self.execute(run["id"], reuse=reuse, **kw)
+
+    # -- parked runs (flowrun serve) -----------------------------------------------------------
+    def park(self, run_id: str, wake: float) -> None:
+        """Record a run as Waiting until ``wake``; ``due_runs`` hands it back then."""
+        self.store.forget_run_start(run_id)
+        self.store.park_run(run_id, wake, WAITING)
+        log.info("run parked until %.3f", wake, extra={"event": "run_parked", "run_id": run_id})
+
+    def due_runs(self, now: float | None = None) -> list[str]:
+        """Parked runs whose wake-up time has come (resume each with ``resume``)."""
+        return self.store.due_runs(self.clock.now() if now is None else now, WAITING)
 
     def rerun_plan(self, run_id: str, from_action: str, definition: str = "recorded") -> tuple[Flow, dict, dict, list[str]]:
         """(flow, old run, steps to reuse by path, names of the actions that will run again)."""
