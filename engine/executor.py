@@ -537,6 +537,7 @@ class Runtime:
         if self._sleepers is None:
             self._sleepers = {}
         self._sleepers[ctx.path] = wake
+        self._poke()  # the others waiting look again: this one may have been the last at work
         try:
             while (left := wake - clock.now()) > 0:
                 if left >= self.engine.park_after and await self._only_waiting_left():
@@ -578,4 +579,5 @@ class Runtime:
         for _ in range(20):
             await anyio.lowlevel.checkpoint()
         return (self.parked is None and self.terminated is None and bool(self._sleepers)
-                and self._active == len(self._sleepers))
+                and self._active == len(self._sleepers)
+                and min(self._sleepers.values()) - self.engine.clock.now() >= self.engine.park_after)
