@@ -165,7 +165,7 @@ class Engine:
     def __init__(self, state: str | Path = DEFAULT_STATE, *, connections: str | Path | None = None,
                  registry: Registry | None = None, concurrency: int = 64,
                  blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000,
-                 clock: Clock | None = None, park_after: float = 1.0):
+                 clock: Clock | None = None, park_after: float = 5.0):
         self.clock = clock or Clock()  # wake-up times of Wait and job polls
         self.parking = False  # True under flowrun serve (wakeups.run): waiting runs hold no task
         self.park_after = park_after  # park only waits at least this long (seconds)
