@@ -171,22 +171,14 @@ def test_runs_under_the_cli_do_not_park(tmp_path, flow_file):
     eng.close()
 
 
-def test_the_wakeup_loop_turns_parking_on():
-    class Stop(Exception):
-        pass
+def test_the_wakeup_loop_turns_parking_on(tmp_path):
+    eng = make_engine(tmp_path, FakeClock())
+    assert eng.parking is False
 
-    class Store:
-        def next_wake(self, status):
-            raise Stop
-
-    class Eng:
-        parking = False
-        clock = FakeClock()
-        store = Store()
-
-        def due_runs(self):
-            return []
-    eng = Eng()
-    with pytest.raises(Stop):
-        anyio.run(wakeups.run, eng, lambda *a: None)
+    async def serve():
+        async with anyio.create_task_group() as tg:
+            await tg.start(wakeups.run, eng, lambda run_id, run: None)
+            tg.cancel_scope.cancel()
+    anyio.run(serve)
     assert eng.parking is True
+    eng.close()
