@@ -36,14 +36,20 @@ from .store import RecordedSteps, Store
 from .triggers import Accepted
 
 __all__ = ["Engine", "Run", "Step", "run_file", "ParameterError", "DEFAULT_STATE"]
+from .wakeups import WAITING, Clock
 
 DEFAULT_STATE = ".flowrun/state.db"
+log = logging.getLogger("flowrun.run")
 
 
 class Engine:
     def __init__(self, state: str | Path = DEFAULT_STATE, *, connections: str | Path | None = None,
                  registry: Registry | None = None, concurrency: int = 64,
-                 blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000):
+                 blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000,
+                 clock: Clock | None = None, park_after: float = 5.0):
+        self.clock = clock or Clock()  # wake-up times of Wait and job polls
+        self.parking = False  # True under flowrun serve (wakeups.run): waiting runs hold no task
+        self.park_after = park_after  # park only waits at least this long (seconds)
         self.registry = registry or default_registry()
         self.evaluator: Evaluator = tools(self.registry)[1]
         self.redactor = _connections.PROCESS_REDACTOR
@@ -134,6 +140,10 @@ class Engine:
                 self.store.forget_run_start(run_id)
                 self.store.flush()  # a stopped process keeps what finished; resume continues it
             raise
+        if runtime.parked is not None:  # every action in flight was waiting: the run holds no task
+            self.park(run_id, runtime.parked)
+            run.status, run.response = WAITING, runtime.response
+            return run
         run.status, run.outputs, run.error, run.ended = Status.of(status), outputs, error, time.time()
         run.response = runtime.response
         self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
@@ -154,6 +164,17 @@ class Engine:
         if is_terminal(run.status):
             raise StoreError(f"run {run.id} already finished ({run.status}); use rerun to run it again")
         return await self.execute(run.id, reuse=RecordedSteps(self.store, run.id), **kw)
+
+    # -- parked runs (flowrun serve) -----------------------------------------------------------
+    def park(self, run_id: str, wake: float) -> None:
+        """Record a run as Waiting until ``wake``; ``due_runs`` hands it back then."""
+        self.store.forget_run_start(run_id)
+        self.store.park_run(run_id, wake, WAITING)
+        log.info("run parked until %.3f", wake, extra={"event": "run_parked", "run_id": run_id})
+
+    def due_runs(self, now: float | None = None) -> list[str]:
+        """Parked runs whose wake-up time has come (resume each with ``resume``)."""
+        return self.store.due_runs(self.clock.now() if now is None else now, WAITING)
 
     def rerun_plan(self, run_id: str, from_action: str,
                    definition: str = "recorded") -> tuple[Flow, Run, RecordedSteps, list[str]]:

@@ -8,6 +8,7 @@ never loses a finished action; resume and rerun hand the runtime the finished st
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any, Callable
@@ -18,10 +19,11 @@ from jsonschema import Draft202012Validator
 from .errors import ActionError, ExpressionError, InputError, OutputTooLarge
 from .frames import ActionResult, Frame
 from .model import Action, Block, Flow
-from .plugin import Context, Node, Variables
+from .plugin import Context, Job, Node, Pending, Variables
 from .runs import Step
-from .store import RecordedSteps
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
+from .store import RecordedSteps
+from .wakeups import WAITING
 
 log = logging.getLogger("flowrun.run")
 
@@ -60,6 +62,14 @@ def _instance(node: type) -> Any:
 class Runtime:
     """The state of one run while it executes."""
 
+    # waiting and parking (see run_job, durable_wait): set on first use
+    parked: float | None = None  # the wake-up time, once every action in flight is waiting
+    _active = 0  # actions without nested blocks in flight
+    _sleepers: dict[str, float] | None = None  # path -> wake-up time of the actions waiting
+    _changed: Any = None  # set when an action ends, so the waiting ones look again
+    _parkable: bool | None = None
+    _marks_taken: set[str] | None = None
+
     def __init__(self, *, engine: Any, flow: Flow, run_id: str, trigger: dict, params: dict,
                  connections: dict, reuse: RecordedSteps | None = None,
                  copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
@@ -94,6 +104,9 @@ class Runtime:
         with anyio.CancelScope() as scope:
             self._root_scope = scope
             status = await self._run_block(self.flow.root, root)
+        if self.parked is not None:  # the engine parks the run; in-flight steps stay Running
+            self.store.flush()
+            return WAITING, None, None
         if self.terminated is not None:
             self._skip_unstarted(self.flow.root, root)
             self.store.flush()
@@ -288,14 +301,22 @@ class Runtime:
         frame.results[action.name] = self.latest[action.name] = result
         self.store.step_started(self.run_id, path, action.name, action.type, result.start, prior_attempts + 1)
         self._event(path, RUNNING)
+        leaf = not action.blocks
+        self._active += leaf
         try:
             await self._attempts(action, frame, path, result, prior_attempts)
         except anyio.get_cancelled_exc_class():
+            if self.parked is not None:  # parked, not cancelled: the step stays Running to resume
+                raise
             with anyio.CancelScope(shield=True):
                 result.status, result.end = CANCELLED, time.time()
                 result.error = {"code": "Cancelled", "message": "cancelled: the run was terminated or stopped"}
                 self._finish(action, path, result)
             raise
+        finally:
+            self._active -= leaf
+            if leaf and self._sleepers:
+                self._poke()
         self._finish(action, path, result)
         if self.terminated is not None and self._root_scope is not None:
             self._root_scope.cancel()
@@ -455,3 +476,146 @@ class Runtime:
             self.store.step_finished(self.run_id, path, name, type_, step.status, attempts=step.attempts,
                                      inputs=step.inputs, outputs=step.outputs, error=step.error,
                                      started=step.started, ended=step.ended, commit=False)
+
+    # -- long-running jobs and durable waits ------------------------------------------------
+    async def run_job(self, node: Job, inputs: Any, ctx: Context) -> Any:
+        """Start a remote job (or take the handle a previous process recorded), commit the
+        handle, poll until it is done; on cancellation tell the remote side, shielded."""
+        handle, wake = self._take_marks(ctx)
+        if handle is None:
+            handle = await node.start(inputs, ctx)
+            try:
+                json.dumps(handle)
+            except (TypeError, ValueError):
+                raise ActionError(f"{node.type}: start() returned a handle that is not JSON "
+                                  f"({type(handle).__name__})", code="NodeError") from None
+            self._mark(ctx, handle, None)  # committed before the first poll
+            ctx.log.info("job started: %s", json.dumps(handle))
+        else:
+            ctx.log.info("resuming job: %s", json.dumps(handle))
+        clock = self.engine.clock
+        delay, errors = node.poll_interval, 0
+        try:
+            while True:
+                if wake is not None:
+                    await self._sleep_until(ctx, wake)
+                try:
+                    outcome = await node.poll(handle, ctx)
+                    errors = 0
+                except ActionError as exc:
+                    if not exc.retryable:  # the job itself failed
+                        raise
+                    errors += 1
+                    if errors >= node.max_poll_errors:
+                        await self._cancel_job(node, handle, ctx)
+                        raise ActionError(f"could not read the job's status {errors} times in a row: {exc.message}",
+                                          code=exc.code, details={"handle": handle}) from None
+                    ctx.log.info("polling failed (%s); polling again", exc.message)
+                    outcome = Pending(after=exc.retry_after)
+                if not isinstance(outcome, Pending):
+                    return outcome
+                if outcome.progress is not None:
+                    ctx.log.debug("job pending: %s", outcome.progress)
+                wake = clock.now() + (outcome.after if outcome.after is not None else delay)
+                delay = min(delay * node.backoff, node.max_poll_interval)
+                self._mark(ctx, handle, wake)
+        except anyio.get_cancelled_exc_class():
+            if self.parked is None:  # a timeout, Terminate or the run stopping (not parking)
+                await self._cancel_job(node, handle, ctx)
+            raise
+        except ActionError:
+            raise
+        except Exception:  # a node bug while the job runs: do not leave it running
+            await self._cancel_job(node, handle, ctx)
+            raise
+
+    async def _cancel_job(self, node: Job, handle: Any, ctx: Context) -> None:
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(node.cancel_timeout) as scope:
+                try:
+                    await node.cancel(handle, ctx)
+                    ctx.log.info("job cancelled: %s", json.dumps(handle))
+                except Exception as exc:
+                    ctx.log.warning("could not cancel job %s: %s: %s", json.dumps(handle), type(exc).__name__, exc)
+            if scope.cancelled_caught:
+                ctx.log.warning("cancelling job %s took over %ss; gave up", json.dumps(handle), node.cancel_timeout)
+
+    async def durable_wait(self, ctx: Context, *, seconds: float | None = None, until: float | None = None) -> None:
+        """Sleep until a wake-up time recorded in the step, so a resumed run waits the remainder."""
+        _, wake = self._take_marks(ctx)
+        clock = self.engine.clock
+        if wake is None:
+            wake = until if until is not None else clock.now() + (seconds or 0.0)
+            if wake <= clock.now():
+                return
+            self._mark(ctx, None, wake)
+        await self._sleep_until(ctx, wake)
+
+    def _mark(self, ctx: Context, handle: Any, wake: float | None) -> None:
+        self.store.step_mark(self.run_id, ctx.path, ctx.action.name, ctx.action.type, attempts=ctx.attempt,
+                             started=ctx._result.start, handle=handle, wake=wake)
+
+    def _take_marks(self, ctx: Context) -> tuple[Any, float | None]:
+        """The handle and wake-up time a previous process recorded for this step (once)."""
+        step = self.reuse.get(ctx.path) if self.reuse is not None else None
+        if step is None or step.status != RUNNING:
+            return None, None
+        if self._marks_taken is None:
+            self._marks_taken = set()
+        if ctx.path in self._marks_taken:
+            return None, None
+        self._marks_taken.add(ctx.path)
+        return self.store.step_marks(self.run_id, ctx.path)
+
+    async def _sleep_until(self, ctx: Context, wake: float) -> None:
+        clock = self.engine.clock
+        if not self._may_park():
+            await clock.sleep(wake - clock.now())
+            return
+        if self._sleepers is None:
+            self._sleepers = {}
+        self._sleepers[ctx.path] = wake
+        self._poke()  # the others waiting look again: this one may have been the last at work
+        try:
+            while (left := wake - clock.now()) > 0:
+                if left >= self.engine.park_after and await self._only_waiting_left():
+                    self.parked = min(self._sleepers.values())
+                    self._root_scope.cancel()
+                    await anyio.sleep_forever()
+                if self._changed is None:
+                    self._changed = anyio.Event()
+                changed = self._changed
+
+                async with anyio.create_task_group() as tg:  # the wake-up, or an action ending
+                    async def ring(seconds: float = left) -> None:
+                        await clock.sleep(seconds)
+                        tg.cancel_scope.cancel()
+
+                    async def look_again() -> None:
+                        await changed.wait()
+                        tg.cancel_scope.cancel()
+                    tg.start_soon(ring)
+                    tg.start_soon(look_again)
+        finally:
+            self._sleepers.pop(ctx.path, None)
+
+    def _poke(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def _may_park(self) -> bool:
+        """Parking is for flowrun serve (the engine's ``parking``), and not for child runs: their
+        parent's Workflow action waits for them."""
+        if self._parkable is None:
+            self._parkable = (bool(getattr(self.engine, "parking", False)) and self._root_scope is not None
+                              and not self.store.get_run(self.run_id).parent_id)
+        return self._parkable
+
+    async def _only_waiting_left(self) -> bool:
+        # let actions released in the last few loop turns start (they count as active at once)
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        return (self.parked is None and self.terminated is None and bool(self._sleepers)
+                and self._active == len(self._sleepers)
+                and min(self._sleepers.values()) - self.engine.clock.now() >= self.engine.park_after)

@@ -27,7 +27,7 @@ from .vendor import (ErrorTable, Fault, Rule, Vendor, build_once, compact, endpo
                      inputs_schema, retry_after, scrub, status_is_retryable)
 
 __all__ = ["Node", "ConnectionSpec", "Connection", "Context", "Variables", "Status", "ActionError",
-           "RetryableError", "secret", "run_sync",
+           "RetryableError", "secret", "run_sync", "Job", "Pending", "run_sync_cancellable",
            # triggers (engine/triggers.py): node modules expose them as TRIGGERS = [...]
            "Trigger", "PushTrigger", "PullTrigger", "TriggerHost", "TriggerConfigError", "Accepted",
            "Clock", "SystemClock",
@@ -241,9 +241,11 @@ class Context:
 
     Capabilities (what a node may ask of the run it is part of):
     ``evaluate``, ``run_block``, ``skip_block``, ``variables``, ``terminate``, ``respond``,
-    ``run_child``.
+    ``run_child``, ``wait``, ``wait_until``, ``now``.
 
-    Cancellation (Terminate, a timeout, shutdown) cancels the node's coroutine, as anyio does.
+    Cancellation (Terminate, a timeout, shutdown) cancels the node's coroutine, as anyio does;
+    a blocking SDK call made through ``run_sync`` is abandoned in its worker thread, so use
+    ``run_sync_cancellable`` (or a ``Job``) where the remote side must be told to stop.
     """
 
     __slots__ = ("run_id", "path", "action", "connection", "log", "attempt", "idempotency_key",
@@ -303,10 +305,99 @@ class Context:
         """Run the flow file ``flow`` (relative to this flow) as a child run; its result."""
         return await self._runtime.run_child(self, flow, body, parameters)
 
+    # -- durable waiting (Wait, long-running jobs) ---------------------------------------------
+    async def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, durably: the wake-up time is recorded in the step, so a resumed run
+        waits only what is left (and under ``flowrun serve`` a run that only waits is parked)."""
+        await self._runtime.durable_wait(self, seconds=seconds)
+
+    async def wait_until(self, timestamp: float) -> None:
+        """Sleep until ``timestamp`` (seconds since the epoch), durably, like ``wait``."""
+        await self._runtime.durable_wait(self, until=timestamp)
+
+    def now(self) -> float:
+        """The engine's clock (injectable in tests): seconds since the epoch."""
+        return self._runtime.engine.clock.now()
+
+
 
 async def run_sync(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a blocking SDK call in a worker thread; cancellation abandons the thread."""
     return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), abandon_on_cancel=True)
+
+
+async def run_sync_cancellable(fn: Callable[[], Any], cancel: Callable[[], Any], *,
+                               cancel_timeout: float = 30.0) -> Any:
+    """Run a blocking call in a worker thread; on cancellation (a timeout, Terminate, shutdown)
+    call ``cancel()`` in another thread first, shielded, so the remote side is told (kill the
+    subprocess, abort the query), then abandon the thread. ``cancel`` gets ``cancel_timeout``
+    seconds; its errors are logged, never raised."""
+    try:
+        return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True), anyio.move_on_after(cancel_timeout):
+            try:
+                await anyio.to_thread.run_sync(cancel, abandon_on_cancel=True)
+            except Exception:
+                logging.getLogger("flowrun.node").warning("cancel hook failed", exc_info=True)
+        raise
+
+
+# -- long-running jobs ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pending:
+    """What ``Job.poll`` returns while the remote job is still running.
+
+    ``after`` overrides the next poll's delay in seconds (e.g. a vendor's Retry-After);
+    ``progress`` is logged at debug level."""
+
+    after: float | None = None
+    progress: Any = None
+
+
+class Job(Node):
+    """A node that starts a remote job and waits for it durably (Databricks runs, Snowflake
+    queries, dbt invocations, Tableau extract refreshes, Looker renders).
+
+    Subclass it and implement three coroutines instead of ``run``:
+
+    ``start(inputs, context) -> handle``  start the job; the handle is a small JSON-able dict
+                                          (job id, query id) the engine commits to the step
+                                          record before the first poll
+    ``poll(handle, context)``             ``Pending(...)`` while it runs, else the action's
+                                          outputs; raise ``ActionError`` when the job failed
+                                          (a ``RetryableError`` means the *status check*
+                                          failed: the engine polls again, up to
+                                          ``max_poll_errors`` times in a row)
+    ``cancel(handle, context)``           tell the remote side to stop (cancel-run,
+                                          abort-query, kill the process); called on a
+                                          timeout, Terminate or run cancellation, shielded,
+                                          within ``cancel_timeout`` seconds
+
+    Polls are spaced ``poll_interval`` seconds apart, multiplied by ``backoff`` after each
+    Pending up to ``max_poll_interval``. After a crash, ``flowrun resume`` polls the
+    recorded handle and never calls ``start`` again. A retry (``retryPolicy``) after a
+    retryable error from ``start`` starts again; a job that ended in an error is not retried.
+    """
+
+    poll_interval: ClassVar[float] = 5.0
+    max_poll_interval: ClassVar[float] = 60.0
+    backoff: ClassVar[float] = 1.5
+    cancel_timeout: ClassVar[float] = 30.0
+    max_poll_errors: ClassVar[int] = 5
+
+    async def start(self, inputs: Any, context: "Context") -> dict:
+        raise NotImplementedError
+
+    async def poll(self, handle: dict, context: "Context") -> Any:
+        raise NotImplementedError
+
+    async def cancel(self, handle: dict, context: "Context") -> None:
+        """The default cannot stop anything; override it whenever the vendor can."""
+
+    async def run(self, inputs: Any, context: "Context") -> Any:
+        return await context._runtime.run_job(self, inputs, context)
 
 
 # -- inbound webhooks ---------------------------------------------------------------------

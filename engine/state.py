@@ -1,6 +1,7 @@
 """Statuses (Logic Apps' words, so runAfter maps straight onto them) and how they fold.
 
     Queued → Running → Succeeded | Failed | TimedOut | Cancelled      (actions and runs)
+             Running ⇄ Waiting                                         (runs parked by serve)
     (not started)    → Skipped                                         (actions)
 
 ``Status`` is a ``str`` enum: a member equals its word (``Status.FAILED == "Failed"``), so
@@ -20,6 +21,7 @@ from typing import Iterable, Mapping
 class Status(StrEnum):
     QUEUED = "Queued"
     RUNNING = "Running"
+    WAITING = "Waiting"  # a parked run (flowrun serve): holds no task until its wake-up time
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SKIPPED = "Skipped"
@@ -29,7 +31,7 @@ class Status(StrEnum):
     @property
     def is_terminal(self) -> bool:
         """The status will not change again (for this attempt of the run)."""
-        return self not in (Status.QUEUED, Status.RUNNING)
+        return self not in (Status.QUEUED, Status.RUNNING, Status.WAITING)
 
     @property
     def is_failure(self) -> bool:
@@ -47,7 +49,7 @@ class Status(StrEnum):
 
 _BY_LOWER = {s.value.lower(): s for s in Status}
 
-QUEUED, RUNNING = Status.QUEUED, Status.RUNNING
+QUEUED, RUNNING, WAITING = Status.QUEUED, Status.RUNNING, Status.WAITING
 SUCCEEDED, FAILED, SKIPPED, TIMEDOUT, CANCELLED = (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED,
                                                    Status.TIMEDOUT, Status.CANCELLED)
 TERMINAL = frozenset(s for s in Status if s.is_terminal)

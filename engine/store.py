@@ -96,6 +96,7 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=10000")
             self._migrate()
+            self._ensure_job_columns()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open state database: {exc}") from None
 
@@ -106,6 +107,18 @@ class Store:
                              f"understands ({len(MIGRATIONS)})")
         for i in range(version, len(MIGRATIONS)):
             self.db.executescript("BEGIN;" + MIGRATIONS[i] + f"; PRAGMA user_version={i + 1}; COMMIT;")
+
+    def _ensure_job_columns(self) -> None:
+        """Long-running jobs and parked runs (idempotent, so it merges with any numbered migration):
+        ``steps.handle`` (a job's JSON handle) and ``steps.wake`` (when the step wakes next), and
+        ``parked_runs`` (a run waiting with no task, and when it is due)."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(steps)")}
+        script = "".join(f"ALTER TABLE steps ADD COLUMN {col} {kind};"
+                         for col, kind in (("handle", "TEXT"), ("wake", "REAL")) if col not in have)
+        script += ("CREATE TABLE IF NOT EXISTS parked_runs (run_id TEXT PRIMARY KEY, wake REAL NOT NULL, "
+                   "parked REAL NOT NULL);"
+                   "CREATE INDEX IF NOT EXISTS parked_runs_by_wake ON parked_runs(wake);")
+        self.db.executescript("BEGIN;" + script + "COMMIT;")
 
     def close(self) -> None:
         self.flush()
@@ -296,6 +309,53 @@ class Store:
              self.encode(error), started, ended, self._seq))
         if commit:
             self.flush_soon()
+
+    # -- long-running jobs and parked runs --------------------------------------------------
+    def step_mark(self, run_id: str, path: str, action: str, type_: str, *, attempts: int,
+                  started: float | None, handle: Any, wake: float | None) -> None:
+        """Record, and commit now, that a step in flight holds a remote job ``handle`` and/or
+        wakes at ``wake``: a resumed run polls that handle (never starting the job again) and
+        sleeps only what is left. ``step_finished`` clears both."""
+        self._pending_starts.pop((run_id, path), None)
+        self._seq += 1
+        self.db.execute(
+            "INSERT INTO steps (run_id, path, action, type, status, attempts, started, seq, handle, wake) "
+            "VALUES (?, ?, ?, ?, 'Running', ?, ?, ?, ?, ?) ON CONFLICT (run_id, path) DO UPDATE SET "
+            "status = 'Running', attempts = excluded.attempts, started = excluded.started, ended = NULL, "
+            "error = NULL, outputs = NULL, handle = excluded.handle, wake = excluded.wake",
+            (run_id, path, action, type_, attempts, started, self._seq, self.encode(handle), wake))
+        self.flush()
+
+    def step_marks(self, run_id: str, path: str) -> tuple[Any, float | None]:
+        """(handle, wake) recorded for a step still in flight (Running), else (None, None)."""
+        row = self.db.execute("SELECT handle, wake FROM steps WHERE run_id = ? AND path = ? AND status = 'Running'",
+                              (run_id, path)).fetchone()
+        return (self.decode(row[0]), row[1]) if row else (None, None)
+
+    def park_run(self, run_id: str, wake: float, status: str) -> None:
+        """Park a run until ``wake`` with ``status`` (Waiting), in one commit."""
+        self.db.execute("INSERT INTO parked_runs (run_id, wake, parked) VALUES (?, ?, ?) ON CONFLICT (run_id) "
+                        "DO UPDATE SET wake = excluded.wake, parked = excluded.parked", (run_id, wake, time.time()))
+        self.update_run(run_id, status=status)
+
+    def due_runs(self, now: float, status: str) -> list[str]:
+        """Parked runs (still ``status``) whose wake-up time has come, earliest first."""
+        return [r[0] for r in self.db.execute(
+            "SELECT p.run_id FROM parked_runs p JOIN runs r ON r.id = p.run_id WHERE p.wake <= ? AND r.status = ? "
+            "ORDER BY p.wake", (now, status))]
+
+    def next_wake(self, status: str) -> float | None:
+        """The earliest wake-up time of a parked run, or None."""
+        return self.db.execute("SELECT MIN(p.wake) FROM parked_runs p JOIN runs r ON r.id = p.run_id "
+                               "WHERE r.status = ?", (status,)).fetchone()[0]
+
+    def claim_parked(self, run_id: str, status: str) -> bool:
+        """Take a parked run off the list and mark it Running (one commit); False if it was not
+        parked any more (claimed already, or resumed by hand)."""
+        cur = self.db.execute("UPDATE runs SET status = 'Running' WHERE id = ? AND status = ?", (run_id, status))
+        self.db.execute("DELETE FROM parked_runs WHERE run_id = ?", (run_id,))
+        self.flush()
+        return cur.rowcount == 1
 
     # -- reads -----------------------------------------------------------------------------
     def get_run(self, run_id: str) -> Run:

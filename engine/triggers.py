@@ -29,6 +29,8 @@ must be cheap and do no I/O (the listener builds one per flow load; ``start`` op
 """
 from __future__ import annotations
 
+from .clock import Clock
+
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -67,28 +69,7 @@ class Accepted:
     duplicate: bool = False
 
 
-class Clock(Protocol):
-    """Time as a trigger sees it; tests inject one they advance themselves."""
-
-    def now(self) -> float: ...
-
-    async def sleep_until(self, when: float) -> None: ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        import time
-
-        return time.time()
-
-    async def sleep_until(self, when: float) -> None:
-        import time
-
-        import anyio
-
-        delay = when - time.time()
-        if delay > 0:
-            await anyio.sleep(delay)
+SystemClock = Clock  # the wall clock (engine.clock)
 
 
 class TriggerHost(Protocol):

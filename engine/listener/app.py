@@ -31,6 +31,7 @@ from starlette.routing import Route
 from engine.errors import ActionError, FlowrunError
 from engine.plugin import AuthError, InboundRequest
 from engine.state import is_terminal
+from engine import wakeups
 
 from . import inbound as _in
 from .auth import AdminToken
@@ -400,6 +401,7 @@ class Listener:
         async with anyio.create_task_group() as tg:
             resumed = self.runs.resume_unfinished()
             await tg.start(self.consumers.run, self.table)
+            await tg.start(wakeups.run, self.engine, wakeups.launcher(self.runs))  # parked runs wake when due
             if self.options.reload:
                 tg.start_soon(self.watch)
             self.ready = True

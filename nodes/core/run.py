@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
-import anyio
 
 from engine.errors import ActionError
 from engine.plugin import Context, Node, Status
@@ -45,7 +43,9 @@ class Terminate(Node):
 class Wait(Node):
     type = "Wait"
     title = "Wait for a while, or until a time"
-    description = "Waits `interval` ({count, unit}) or `until` ({timestamp}, ISO 8601 UTC)."
+    description = ("Waits `interval` ({count, unit}) or `until` ({timestamp}, ISO 8601 UTC). The wake-up "
+                   "time is recorded, so a resumed run waits only what is left; under `flowrun serve` a run "
+                   "that is only waiting is parked and holds no task.")
     input_schema = {"type": "object", "additionalProperties": False, "properties": {
         "interval": {"type": "object", "required": ["count", "unit"], "additionalProperties": False,
                      "properties": {"count": {"type": "number", "minimum": 0},
@@ -68,8 +68,9 @@ class Wait(Node):
                                   code="InvalidTimestamp") from None
             if until.tzinfo is None:
                 until = until.replace(tzinfo=dt.timezone.utc)
-            seconds = until.timestamp() - time.time()
-        await anyio.sleep(max(0.0, seconds))
+            await context.wait_until(until.timestamp())
+            return None
+        await context.wait(seconds)  # durable: a resumed run waits only what is left
         return None
 
 
