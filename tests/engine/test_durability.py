@@ -4,7 +4,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -12,8 +11,20 @@ import pytest
 
 import engine
 from engine.store import Store
+from tests.support.waiting import wait_until
 
 FLOWRUN = [sys.executable, "-m", "engine.cli"]
+
+
+def step_statuses(state: Path) -> dict[str, str]:
+    """{step path: status} as committed so far (empty while the database is not there yet)."""
+    if not state.exists():
+        return {}
+    try:
+        with sqlite3.connect(state) as db:
+            return dict(db.execute("SELECT path, status FROM steps").fetchall())
+    except sqlite3.OperationalError:  # the schema is being created
+        return {}
 
 
 def counts(recorder):
@@ -37,12 +48,9 @@ def test_killed_run_resumes_to_completion_without_repeating_finished_actions(tmp
     state = tmp_path / "state.db"
     proc = subprocess.Popen([*FLOWRUN, "--state", str(state), "run", str(flow)], cwd=Path(__file__).parents[2],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while counts(recorder).get("/step/2", 0) < 1:
-        assert time.monotonic() < deadline, "the run never reached step 2"
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.02)
-    time.sleep(0.3)  # s2 finished and committed; w2 (2 s) is in flight
+    # s2 finished and committed; w2 (2 s) is in flight
+    wait_until(lambda: proc.poll() is None and step_statuses(state).get("w2") == "Running",
+               "the run never reached w2")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
@@ -86,11 +94,9 @@ def test_resume_keeps_variables_and_loop_iterations(tmp_path, recorder, flow_fil
     state = tmp_path / "state.db"
     proc = subprocess.Popen([*FLOWRUN, "--state", str(state), "run", str(flow)], cwd=Path(__file__).parents[2],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while counts(recorder).get("/item/2", 0) < 1:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
-    time.sleep(0.3)
+    # the second iteration's 3 s pause is in flight, everything before it committed
+    wait_until(lambda: proc.poll() is None and step_statuses(state).get("loop[1]/pause") == "Running",
+               "the run never reached the second pause")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     eng = engine.Engine(state)

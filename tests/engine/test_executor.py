@@ -143,7 +143,6 @@ def test_foreach_concurrency_one_is_sequential_and_keeps_order(run_flow):
 def test_independent_actions_run_concurrently(run_flow, recorder):
     meter = InFlight(delay=0.2)
     recorder.route("GET", "/slow", handler=meter)
-    start = time.monotonic()
     result = run_flow(f"""
         actions:
           a: {{type: Http, inputs: {{method: GET, uri: "{recorder.url}/slow"}}}}
@@ -151,8 +150,7 @@ def test_independent_actions_run_concurrently(run_flow, recorder):
           c: {{type: Http, inputs: {{method: GET, uri: "{recorder.url}/slow"}}}}
     """)
     assert result.status == "Succeeded"
-    assert meter.most == 3
-    assert time.monotonic() - start < 0.55
+    assert meter.most == 3  # all three were in flight at once
 
 
 def test_global_concurrency_limit_bounds_actions_in_flight(run_flow, recorder):
@@ -241,30 +239,26 @@ def test_retry_policy_none_and_retry_after(run_flow, recorder):
 
 
 def test_timeout_gives_timed_out_and_run_after_can_handle_it(run_flow):
-    start = time.monotonic()
     result = run_flow("""
         actions:
-          slow: {type: Wait, inputs: {interval: {count: 5, unit: Second}}, timeout: PT0.2S}
+          slow: {type: Wait, inputs: {interval: {count: 1, unit: Hour}}, timeout: PT0.2S}
           handle: {type: Compose, inputs: late, runAfter: {slow: [TimedOut]}}
           normal: {type: Compose, inputs: ok, runAfter: {slow: [Succeeded]}}
     """)
-    assert time.monotonic() - start < 2
     assert statuses(result) == {"slow": "TimedOut", "handle": "Succeeded", "normal": "Skipped"}
     assert result.steps["slow"].error["code"] == "ActionTimedOut"
 
 
 # -- Terminate ------------------------------------------------------------------------------
 def test_terminate_ends_the_run_cancels_in_flight_and_skips_the_rest(run_flow):
-    start = time.monotonic()
     result = run_flow("""
         actions:
-          long: {type: Wait, inputs: {interval: {count: 10, unit: Second}}}
+          long: {type: Wait, inputs: {interval: {count: 1, unit: Hour}}}
           stop:
             type: Terminate
             inputs: {runStatus: Failed, runError: {code: OutOfStock, message: no stock}}
           later: {type: Compose, inputs: x, runAfter: {long: [Succeeded]}}
     """)
-    assert time.monotonic() - start < 3
     assert result.status == "Failed"
     assert result.error == {"code": "OutOfStock", "message": "no stock"}
     assert statuses(result) == {"stop": "Succeeded", "long": "Cancelled", "later": "Skipped"}
