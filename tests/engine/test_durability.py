@@ -10,7 +10,6 @@ import anyio
 import pytest
 
 import engine
-from engine.store import Store
 from tests.support.waiting import wait_until
 
 FLOWRUN = [sys.executable, "-m", "engine.cli"]
@@ -240,15 +239,6 @@ def test_outputs_over_the_hard_cap_fail_the_action(run_flow):
     assert result.status == "Failed"
 
 
-def test_a_newer_schema_version_is_refused(tmp_path):
-    path = tmp_path / "state.db"
-    Store(path).close()
-    with sqlite3.connect(path) as db:
-        db.execute("PRAGMA user_version = 99")
-    with pytest.raises(engine.FlowrunError, match="newer than this flowrun"):
-        Store(path)
-
-
 def test_a_run_records_the_git_commit_of_its_flow_file(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -309,33 +299,6 @@ def test_a_resumed_run_whose_terminate_had_finished_ends_terminated(run_flow, tm
     assert resumed.status == "Failed"
     assert resumed.error == {"code": "Stop", "message": "stopped"}
     assert resumed.steps["charge"].status == "Skipped"
-
-
-def test_steps_numbered_after_a_resume_follow_the_earlier_ones(tmp_path):
-    first = Store(tmp_path / "state.db")
-    for i in range(40):
-        first.step_finished("r", f"s{i}", f"s{i}", "Compose", "Succeeded", attempts=1, inputs=None, outputs=i,
-                            error=None, started=1.0, ended=2.0)
-    first.close()
-    second = Store(tmp_path / "state.db")  # another process
-    second.continue_numbering("r")
-    second.step_finished("r", "late", "late", "Compose", "Succeeded", attempts=1, inputs=None, outputs=0,
-                         error=None, started=3.0, ended=4.0)
-    assert [s["path"] for s in second.steps("r")][-1] == "late"
-
-
-def test_a_final_status_is_not_overwritten_by_a_pending_running_mark(tmp_path):
-    store = Store(tmp_path / "state.db")
-    store.create_run({"id": "r", "flow": "f", "status": "Queued"})
-
-    async def scenario():
-        store.run_started("r", 1.0, 1)
-        store.update_run("r", status="Failed")
-        await anyio.sleep(store.RUNNING_AFTER * 2)
-        store.flush()
-
-    anyio.run(scenario)
-    assert store.get_run("r")["status"] == "Failed"
 
 
 def test_terminate_records_unstarted_actions_inside_containers_as_skipped(run_flow):
