@@ -16,6 +16,7 @@ from the flow schema's built-in trigger types.
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,11 @@ SECTIONS = [("actions", "Actions", "action"), ("triggers", "Triggers", "trigger"
             ("auth", "Auth kinds (Request triggers)", "auth"), ("connections", "Connection kinds", "connection")]
 
 
+def _slug(heading: str) -> str:
+    """The anchor GitHub gives a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
 def markdown(cat: Catalog) -> str:
     lines = ["# Nodes, triggers, auth kinds and connection kinds", "",
              f"<!-- generated from the declarations by `{GENERATED_BY}`; do not edit by hand -->", "",
@@ -235,7 +241,7 @@ def markdown(cat: Catalog) -> str:
              "connection snippets through the connections loader.", ""]
     for attr, heading, _ in SECTIONS:
         entries = getattr(cat, attr)
-        lines.append(f"- [{heading}](#{heading.lower().split(' (')[0].replace(' ', '-')}) ({len(entries)})")
+        lines.append(f"- [{heading}](#{_slug(heading)}) ({len(entries)})")
     lines.append("")
     for attr, heading, _ in SECTIONS:
         lines += [f"## {heading}", ""]
