@@ -41,13 +41,13 @@ def test_killed_run_resumes_to_completion_without_repeating_finished_actions(tmp
           s1: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/step/1", idempotencyKey: true}}}}
           w1: {{type: Wait, inputs: {{interval: {{count: 0.3, unit: Second}}}}, runAfter: {{s1: [Succeeded]}}}}
           s2: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/step/2", idempotencyKey: true}}, runAfter: {{w1: [Succeeded]}}}}
-          w2: {{type: Wait, inputs: {{interval: {{count: 2, unit: Second}}}}, runAfter: {{s2: [Succeeded]}}}}
+          w2: {{type: Wait, inputs: {{interval: {{count: 1, unit: Second}}}}, runAfter: {{s2: [Succeeded]}}}}
           s3: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/step/3", idempotencyKey: true}}, runAfter: {{w2: [Succeeded]}}}}
     """)
     state = tmp_path / "state.db"
     proc = subprocess.Popen([*FLOWRUN, "--state", str(state), "run", str(flow)], cwd=Path(__file__).parents[2],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # s2 finished and committed; w2 (2 s) is in flight
+    # s2 finished and committed; w2 (1 s) is in flight
     wait_until(lambda: proc.poll() is None and step_statuses(state).get("w2") == "Running",
                "the run never reached w2")
     proc.send_signal(signal.SIGKILL)
@@ -86,14 +86,14 @@ def test_resume_keeps_variables_and_loop_iterations(tmp_path, recorder, flow_fil
             actions:
               call: {{type: Http, inputs: {{method: POST, uri: "{recorder.url}/item/{{{{ item() }}}}"}}}}
               add: {{type: IncrementVariable, inputs: {{name: total, value: "{{{{ item() }}}}"}}, runAfter: {{call: [Succeeded]}}}}
-              pause: {{type: Wait, inputs: {{interval: {{count: "{{{{ 3 if item() == 2 else 0 }}}}", unit: Second}}}}, runAfter: {{add: [Succeeded]}}}}
+              pause: {{type: Wait, inputs: {{interval: {{count: "{{{{ 1 if item() == 2 else 0 }}}}", unit: Second}}}}, runAfter: {{add: [Succeeded]}}}}
         outputs:
           total: {{value: "{{{{ variables('total') }}}}"}}
     """)
     state = tmp_path / "state.db"
     proc = subprocess.Popen([*FLOWRUN, "--state", str(state), "run", str(flow)], cwd=Path(__file__).parents[2],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # the second iteration's 3 s pause is in flight, everything before it committed
+    # the second iteration's 1 s pause is in flight, everything before it committed
     wait_until(lambda: proc.poll() is None and step_statuses(state).get("loop[1]/pause") == "Running",
                "the run never reached the second pause")
     proc.send_signal(signal.SIGKILL)
