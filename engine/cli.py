@@ -90,83 +90,59 @@ def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--check", is_flag=True, help="exit 1 if schemas/flow.schema.json is out of date")
+@click.option("--connections", "connections_", is_flag=True,
+              help="the JSON Schema of connections.yaml instead (schemas/connections.schema.json)")
+@click.option("--check", is_flag=True, help="exit 1 if the committed schema is out of date")
 @guard
-def schema(check: bool) -> None:
+def schema(connections_: bool, check: bool) -> None:
     """Print the flow JSON Schema (generated from the registered nodes)."""
     from .registry import default_registry
-    from .schema import COMMITTED, dumps, flow_schema
+    from .schema import COMMITTED, CONNECTIONS_COMMITTED, connections_schema, dumps, flow_schema
 
-    text = dumps(flow_schema(default_registry()))
+    generate, committed = (connections_schema, CONNECTIONS_COMMITTED) if connections_ else (flow_schema, COMMITTED)
+    text = dumps(generate(default_registry()))
     if check:
-        if not COMMITTED.exists() or COMMITTED.read_text() != text:
-            raise Fail(f"{COMMITTED} is out of date: run `flowrun schema > {COMMITTED}`")
-        click.echo(f"{COMMITTED} is up to date")
+        _check_committed(committed, text, "flowrun schema" + (" --connections" if connections_ else ""))
         return
     click.echo(text, nl=False)
 
 
-@main.command()
-@click.argument("type_name", required=False)
-@guard
-def nodes(type_name: str | None) -> None:
-    """List action types, or show one type's inputs, outputs and example."""
-    import yaml
+def _check_committed(path: Path, text: str, command: str) -> None:
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        raise Fail(f"{path} is out of date: run `{command} > {path}`")
+    click.echo(f"{path} is up to date")
 
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--markdown", is_flag=True, help="print the whole reference as Markdown (docs/nodes.md)")
+@click.option("--check", is_flag=True, help="exit 1 if docs/nodes.md is out of date")
+@guard
+def nodes(name: str | None, markdown: bool, check: bool) -> None:
+    """List action types, triggers, auth kinds and connection kinds, or show one in full."""
+    from . import docs
     from .registry import default_registry
 
     reg = default_registry()
-    if not type_name:
-        for node in sorted(reg.nodes.values(), key=lambda n: n.type):
-            conn = f"  [connection: {node.connection}]" if node.connection else ""
-            click.echo(f"{node.type:<34} {node.title}{conn}")
-        _list_triggers_and_auth(reg)
+    cat = docs.catalog(reg)
+    if markdown or check:
+        text = docs.markdown(cat)
+        if check:
+            _check_committed(docs.COMMITTED, text, "flowrun nodes --markdown")
+        else:
+            click.echo(text, nl=False)
+        return
+    if not name:
+        click.echo(docs.listing(cat), nl=False)
         for mod, why in reg.broken.items():
             click.echo(f"(plugin module {mod} could not be loaded: {why})", err=True)
         return
-    node = reg.node(type_name)
-    if node is None and reg.trigger(type_name) is not None:
-        return _show_trigger(reg.trigger(type_name))
-    if node is None:
+    text = docs.describe(cat, name)
+    if text is None:
         from .planner import suggest
-        raise Fail(f"unknown action type '{type_name}'{suggest(type_name, [n.type for n in reg.nodes.values()])}")
-    click.echo(f"{node.type}: {node.title}\n\n{node.description}\n")
-    if node.connection:
-        spec = reg.connections.get(node.connection)
-        click.echo(f"Connection kind: {node.connection}" + (f" ({spec.description})" if spec else ""))
-        if spec:
-            click.echo(yaml.safe_dump({"settings": spec.settings}, sort_keys=False))
-    if node.fields:
-        click.echo("Fields:\n" + yaml.safe_dump(node.fields, sort_keys=False))
-    click.echo("Inputs (JSON Schema):\n" + yaml.safe_dump(node.input_schema, sort_keys=False))
-    click.echo("Outputs:\n" + yaml.safe_dump(node.outputs, sort_keys=False))
-    click.echo("Example:\n" + yaml.safe_dump({"my_action": node.example}, sort_keys=False))
-
-
-def _list_triggers_and_auth(reg: Any) -> None:
-    """The trigger types and the auth kinds push triggers may name (`flowrun nodes`)."""
-    from .listener.auth import auth_kinds
-
-    click.echo("\nTriggers:")
-    for t in sorted(reg.triggers.values(), key=lambda t: t.type):
-        click.echo(f"{t.type:<34} {t.title}  [{t.mode}]")
-    click.echo("\nAuth kinds (auth: {type: KIND} on push triggers):")
-    for kind, cls in sorted(auth_kinds(reg).items()):
-        conn = f"  [connection: {cls.connection}]" if cls.connection else ""
-        doc = (cls.__doc__ or "").strip().splitlines()
-        click.echo(f"{kind:<34} {doc[0] if doc else cls.__module__}{conn}")
-
-
-def _show_trigger(trigger: Any) -> None:
-    import yaml
-
-    from .schema import trigger_schema
-
-    how = {"push": "push: flowrun serve routes HTTP requests to it", "pull": "pull: a consumer flowrun serve runs",
-           "manual": "manual: started by flowrun run"}[trigger.mode]
-    click.echo(f"{trigger.type}: {trigger.title}\n\n{trigger.description}\n\nRuns as {how}\n")
-    click.echo("Definition (JSON Schema):\n" + yaml.safe_dump(trigger_schema(trigger), sort_keys=False))
-    click.echo("Example:\n" + yaml.safe_dump({"triggers": {"my_trigger": trigger.example}}, sort_keys=False))
+        raise Fail(f"unknown action type, trigger, auth kind or connection kind '{name}'"
+                   f"{suggest(name, docs.names(cat))}")
+    click.echo(text, nl=False)
 
 
 @main.command()

@@ -425,6 +425,11 @@ class WebhookAuth:
     kind: ClassVar[str]
     connection: ClassVar[str | None] = None  # connection kind holding the secret
     options: ClassVar[dict] = {}  # JSON Schema of extra options in the trigger's auth block
+    # for the generated docs (engine.docs); the docstring stands in for a missing description
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    header: ClassVar[str | None] = None  # the signature / credential header it reads
+    example: ClassVar[dict] = {}  # the trigger's auth block, e.g. {type: stripe, connection: stripe}
 
     def verify(self, request: InboundRequest, connection: Connection | None,
                options: dict) -> str | None:

@@ -183,3 +183,64 @@ def flow_schema(registry: Registry) -> dict:
 
 def dumps(schema: dict) -> str:
     return json.dumps(schema, indent=2, sort_keys=False) + "\n"
+
+
+# -- connections.yaml ---------------------------------------------------------------------------
+
+CONNECTIONS_ID = "https://flowrun.dev/schemas/connections.schema.json"
+CONNECTIONS_COMMITTED = COMMITTED.parent / "connections.schema.json"
+ENV_VAR = {"type": "string", "pattern": r"^[A-Za-z0-9_]+$",
+           "description": "the NAME of the environment variable holding the secret"}
+
+
+def connection_schema(spec: Any) -> dict:
+    """One connection kind's entry in connections.yaml: settings without the secrets, and the
+    secrets as environment variable names (a literal secret in the file is an error)."""
+    props = spec.settings.get("properties", {})
+    secret_names = spec.secret_names
+    settings = {k: v for k, v in spec.settings.items() if k not in ("properties", "required")}
+    settings["properties"] = {k: v for k, v in props.items() if k not in secret_names}
+    required = [k for k in spec.settings.get("required", []) if k not in secret_names]
+    if required:
+        settings["required"] = required
+    secrets = {"type": "object", "additionalProperties": False,
+               "properties": {k: dict(ENV_VAR, description=f"environment variable holding {k}"
+                                      + (f": {props[k]['description']}" if props[k].get("description") else ""))
+                              for k in secret_names}}
+    required_secrets = [k for k in spec.settings.get("required", []) if k in secret_names]
+    if required_secrets:
+        secrets["required"] = required_secrets
+    return {"type": "object", "description": spec.description, "additionalProperties": False,
+            "required": ["kind"],
+            "properties": {"kind": {"const": spec.kind}, "description": {"type": "string"},
+                           "endpoint": {"type": "string", "description": "base URL override (sandboxes, "
+                                                                         "proxies, tests)"},
+                           "settings": settings, "secrets": secrets}}
+
+
+def connections_schema(registry: Registry) -> dict:
+    """JSON Schema of connections.yaml, generated from the registered ConnectionSpecs."""
+    specs = sorted(registry.connections.values(), key=lambda s: s.kind)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": CONNECTIONS_ID,
+        "title": "flowrun connections",
+        "description": "connections.yaml: named connections, their settings, and the environment "
+                       "variables their secrets come from.",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "$schema": {"type": "string"},
+            "connections": {"type": "object", "additionalProperties": {"$ref": "#/$defs/connection"}},
+        },
+        "$defs": {
+            "connection": {
+                "type": "object", "required": ["kind"],
+                "properties": {"kind": {"enum": [s.kind for s in specs],
+                                        "description": "the connection kind (`flowrun nodes KIND`)"}},
+                "allOf": [{"if": {"properties": {"kind": {"const": s.kind}}, "required": ["kind"]},
+                           "then": {"$ref": f"#/$defs/kind:{s.kind}"}} for s in specs],
+            },
+            **{f"kind:{s.kind}": connection_schema(s) for s in specs},
+        },
+    }

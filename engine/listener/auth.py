@@ -38,6 +38,8 @@ class NoAuth(WebhookAuth):
 
     kind = "none"
     connection = None
+    description = "Anyone may call: an explicit choice, never a default."
+    example = {"type": "none"}
     options = {"type": "object", "additionalProperties": False, "properties": {}}
 
     def verify(self, request: InboundRequest, connection: Connection | None, options: dict) -> str | None:
@@ -49,6 +51,10 @@ class KeyAuth(WebhookAuth):
 
     kind = "key"
     connection = None  # any connection kind holding the secret named by `secret`
+    description = ("A shared key in a header (default `X-API-Key`) or a query parameter, compared in "
+                   "constant time; `scheme: Bearer` reads `Authorization: Bearer <key>`.")
+    header = "X-API-Key"
+    example = {"type": "key", "connection": "inbound", "header": "X-API-Key"}
     options = {
         "type": "object", "additionalProperties": False,
         "properties": {
@@ -93,6 +99,11 @@ class HmacAuth(WebhookAuth):
 
     kind = "hmac"
     connection = None
+    description = ("HMAC-SHA256 of the raw body, GitHub-style `sha256=<hex>` in a header; with "
+                   "`timestampHeader` the signed text is `<timestamp>.<body>` and old timestamps are "
+                   "refused.")
+    header = "X-Hub-Signature-256"
+    example = {"type": "hmac", "connection": "github", "header": "X-Hub-Signature-256"}
     options = {
         "type": "object", "additionalProperties": False,
         "properties": {
