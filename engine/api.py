@@ -25,6 +25,7 @@ from .errors import ParameterError, StoreError
 from .executor import Runtime
 from .expressions import Evaluator
 from .loader import load_file, load_text, tools
+from .lru import LRU
 from .model import Flow
 from .parameters import coerce_params
 from .planner import plan_rerun
@@ -58,7 +59,8 @@ class Engine:
         self.connections_file = connections
         self._connections: dict[str, _connections.Connections] = {}
         self._found: dict[str, Path | None] = {}  # flow file -> the connections.yaml it uses
-        self._queued: dict[str, dict] = {}  # runs started by this engine, not yet executed
+        self._queued: LRU[str, Run] = LRU(10_000)  # runs started here, not yet executed (another
+        # process may execute some: the oldest are dropped and read back from the store if needed)
         self.limiter = anyio.CapacityLimiter(concurrency)
         self._node_log = logging.getLogger("flowrun.node")
 
@@ -107,8 +109,6 @@ class Engine:
                "parent_id": parent_id, "rerun_of": rerun_of, "request": request, "dedupe_key": dedupe_key}
         self.store.create_run(row, commit=commit)
         self._queued[run_id] = Run(**row, _load_steps=self.store.steps)
-        if len(self._queued) > 10_000:  # started but never executed here (another process will)
-            self._queued.pop(next(iter(self._queued)))
         return run_id
 
     async def submit(self, flow: Flow, **kw: Any) -> str:

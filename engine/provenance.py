@@ -4,10 +4,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from .lru import LRU
 from .model import Flow
 
 
-_git_by_flow: dict[tuple[str, str], str | None] = {}
+_git_by_flow: LRU[tuple[str, str], str | None] = LRU(256)
 
 
 def recorded_commit(flow: Flow) -> str | None:

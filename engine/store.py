@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import OutputTooLarge, StoreError
+from .lru import LRU
 from .runs import Run, Step
 
 MIGRATIONS = [
@@ -85,7 +86,7 @@ class Store:
         self._seq = 0
         self._flush_scheduled = False
         self._waiters: asyncio.Future | None = None
-        self._stored_definitions: set[str] = set()
+        self._stored_definitions: LRU[str, bool] = LRU(1024)
         self._pending_starts: dict[tuple[str, str], tuple] = {}
         self._starts_timer: Any = None
         self._ensured: set[str] = set()  # tables created by ensure_table

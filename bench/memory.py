@@ -1,0 +1,128 @@
+"""Memory benchmark: peak RSS of whole processes running big loops and many runs.
+
+    python bench/memory.py                 # Foreach of 10k / 100k / 1M Compose items
+    python bench/memory.py --serve 100000  # also: flowrun serve RSS after 1,000 and N small runs
+
+Each case is a fresh process (``ru_maxrss`` of that child); the baseline beside it is the same
+process importing the engine and running a one-action flow, measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = textwrap.dedent("""
+    import json, resource, sys, time
+    sys.path.insert(0, {root!r})
+    import engine
+    flow, items_file, state = sys.argv[1:4]
+    items = json.load(open(items_file)) if items_file != "-" else None
+    t = time.perf_counter()
+    result = engine.run_file(flow, input=items, state=state)
+    took = time.perf_counter() - t
+    print(json.dumps({{"status": str(result.status), "seconds": took,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+""")
+
+LOOP = """
+actions:
+  loop:
+    type: Foreach
+    foreach: "{{ triggerBody() }}"
+    concurrency: 50
+    actions:
+      each: {type: Compose, inputs: "{{ item() }}"}
+"""
+ONE = "actions:\n  one: {type: Compose, inputs: 1}\n"
+
+
+def run_child(folder: Path, flow_text: str, items: list | None) -> dict:
+    flow = folder / "flow.yaml"
+    flow.write_text(flow_text)
+    items_file = "-"
+    if items is not None:
+        items_file = str(folder / "items.json")
+        Path(items_file).write_text(json.dumps(items))
+    out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT)), str(flow), items_file,
+                          str(folder / "state.db")], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def loops(sizes: list[int]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        base = run_child(Path(d), ONE, None)
+    print(f"{'case':<44}{'peak RSS':>12}{'items/s':>12}")
+    print(f"{'baseline: engine + a one-action run':<44}{base['rss_mb']:>9.0f} MB{'-':>12}")
+    first = None
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as d:
+            r = run_child(Path(d), LOOP, list(range(n)))
+        assert r["status"] == "Succeeded", r
+        first = first or r["rss_mb"]
+        growth = (r["rss_mb"] / first - 1) * 100
+        print(f"{f'Foreach of {n:,} Compose items':<44}{r['rss_mb']:>9.0f} MB{n / r['seconds']:>12,.0f}"
+              f"   (+{growth:.0f}% vs the smallest)")
+
+
+def serve(total: int) -> None:
+    """RSS of a flowrun serve process after 1,000 and after ``total`` accepted small runs."""
+    import httpx
+
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d)
+        (folder / "flows").mkdir()
+        (folder / "flows" / "small.yaml").write_text(
+            "triggers:\n  go: {type: Request, auth: {type: none}}\n"
+            "actions:\n  a: {type: Compose, inputs: \"{{ triggerBody() }}\"}\n")
+        port = 18000 + os.getpid() % 1000
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", str(folder / "s.db"), "serve",
+                                 "--flows", str(folder / "flows"), "--port", str(port)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    httpx.get(url + "/healthz", timeout=0.5)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+
+            def rss() -> float:
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+                return 0.0
+
+            sent, marks = 0, {}
+            with httpx.Client(base_url=url, timeout=10) as client:
+                for target in (1000, total):
+                    while sent < target:
+                        client.post("/flows/small/triggers/go", json={"n": sent})
+                        sent += 1
+                    time.sleep(1.0)  # let the last runs finish
+                    marks[target] = rss()
+            print(f"flowrun serve RSS after {1000:,} runs: {marks[1000]:.0f} MB; after {total:,}: "
+                  f"{marks[total]:.0f} MB ({(marks[total] / marks[1000] - 1) * 100:+.1f}%)")
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--serve", type=int, default=0, metavar="N")
+    args = ap.parse_args()
+    loops([int(s) for s in args.sizes.split(",")])
+    if args.serve:
+        serve(args.serve)
