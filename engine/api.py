@@ -51,6 +51,7 @@ class Engine:
         self.clock = clock or Clock()  # wake-up times of Wait and job polls
         self.parking = False  # True under flowrun serve (wakeups.run): waiting runs hold no task
         self.park_after = park_after  # park only waits at least this long (seconds)
+        self.stopping = False  # the process is shutting down: runs stop, remote jobs keep running
         self.registry = registry or default_registry()
         self.evaluator: Evaluator = tools(self.registry)[1]
         self.redactor = _connections.PROCESS_REDACTOR

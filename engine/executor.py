@@ -306,8 +306,8 @@ class Runtime:
         try:
             await self._attempts(action, frame, path, result, prior_attempts)
         except anyio.get_cancelled_exc_class():
-            if self.parked is not None:  # parked, not cancelled: the step stays Running to resume
-                raise
+            if self.parked is not None or (self.engine.stopping and self.terminated is None):
+                raise  # parked, or the process is stopping: the step stays Running; resume continues it
             with anyio.CancelScope(shield=True):
                 result.status, result.end = CANCELLED, time.time()
                 result.error = {"code": "Cancelled", "message": "cancelled: the run was terminated or stopped"}
@@ -520,7 +520,8 @@ class Runtime:
                 delay = min(delay * node.backoff, node.max_poll_interval)
                 self._mark(ctx, handle, wake)
         except anyio.get_cancelled_exc_class():
-            if self.parked is None:  # a timeout, Terminate or the run stopping (not parking)
+            if self.parked is None and not self.engine.stopping:  # a timeout, Terminate, a cancel;
+                # not parking, and not a shutdown: the resumed run polls the same job again
                 await self._cancel_job(node, handle, ctx)
             raise
         except ActionError:

@@ -151,7 +151,9 @@ class Runs:
         return not self.tasks
 
     async def cancel(self) -> None:
-        """Stop the runs still in flight; what they finished is committed, they resume later."""
+        """Stop the runs still in flight; what they finished is committed, they resume later
+        (remote jobs they started keep running: the resumed run polls them again)."""
+        self.engine.stopping = True
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:

@@ -131,6 +131,34 @@ def test_stopping_the_run_cancels_the_remote_job(tmp_path, flow_file, jobs):
     assert jobs.count("cancel", "job-1") == 1
 
 
+def test_a_shutdown_leaves_the_remote_job_running_and_the_resumed_run_polls_it(tmp_path, flow_file, jobs):
+    eng = engine.Engine(tmp_path / "state.db", registry=jobplugin.registry())
+    flow = eng.load(flow_file(f"""
+        actions:
+          job: {{type: testjob.Run, inputs: {{server: "{jobs.url}", polls: 4}}}}
+    """))
+    run_id = eng.start(flow)
+
+    async def shutdown_mid_poll():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: eng.execute(run_id, flow))
+            while jobs.count("poll") < 2:
+                await anyio.sleep(0.01)
+            eng.stopping = True  # what flowrun serve sets before it cancels the runs in flight
+            tg.cancel_scope.cancel()
+    anyio.run(shutdown_mid_poll)
+    eng.close()
+    assert jobs.count("cancel") == 0
+
+    again = engine.Engine(tmp_path / "state.db", registry=jobplugin.registry())
+    try:
+        result = anyio.run(lambda: again.resume(run_id))
+    finally:
+        again.close()
+    assert result.status == "Succeeded", result.error
+    assert (jobs.count("start"), jobs.count("cancel")) == (1, 0)
+
+
 def test_a_poll_that_cannot_reach_the_server_is_retried_without_starting_again(run_jobs, jobs):
     jobs.override("GET", r"/jobs/job-1", status=503, times=2)
     result = run_jobs(f"""
