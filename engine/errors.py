@@ -7,6 +7,7 @@
     └── ActionError                  an action failed while running; becomes the step's error
         ├── RetryableError           the same call may succeed later (timeouts, 429, 5xx)
         ├── ExpressionError          a template failed to evaluate (undefined name, bad call)
+        │   └── ExpressionLimit      a template went past its time, size or operation budget
         └── InputError               resolved inputs do not match the node's input schema
 
 Nodes raise ActionError or RetryableError (usually through their vendor's
@@ -85,6 +86,15 @@ class ExpressionError(ActionError):
 
     def __init__(self, message: str, **kw: Any):
         kw.setdefault("code", "ExpressionError")
+        super().__init__(message, **kw)
+
+
+class ExpressionLimit(ExpressionError):
+    """A template went past what one evaluation may spend (time, size of what it builds,
+    operations); see engine.sandbox.Limits."""
+
+    def __init__(self, message: str, **kw: Any):
+        kw.setdefault("code", "ExpressionLimit")
         super().__init__(message, **kw)
 
 

@@ -96,8 +96,8 @@ class Runtime:
             self._skip_unstarted(self.flow.root, root)
             self.store.flush()
             status, error = self.terminated
-            return status, self._outputs(root), error
-        outputs, error = self._outputs(root), None
+            return status, await self.evaluator.offload(self._outputs, root), error
+        outputs, error = await self.evaluator.offload(self._outputs, root), None
         if isinstance(outputs, ActionError):
             status, error, outputs = FAILED, outputs.to_dict(), None
         elif status != SUCCEEDED and self.failures:
@@ -273,7 +273,7 @@ class Runtime:
         node_cls = action.node
         node = _instance(node_cls)
         try:
-            inputs = self._inputs(action, frame)
+            inputs = await self.evaluator.offload(self._inputs, action, frame)
         except ActionError as exc:
             result.status, result.error, result.end, result.attempts = FAILED, exc.to_dict(), time.time(), prior + 1
             return
@@ -347,8 +347,10 @@ class Runtime:
             self.store.step_finished(self.run_id, path, action.name, action.type, result.status,
                                      attempts=result.attempts, inputs=result.inputs, outputs=result.outputs,
                                      error=result.error, started=result.start, ended=result.end)
-        except OutputTooLarge as exc:
-            result.status, result.inputs, result.outputs, result.error = FAILED, None, None, exc.to_dict()
+        except (OutputTooLarge, ValueError, OverflowError, RecursionError) as exc:  # too big, or not storable
+            error = exc.to_dict() if isinstance(exc, ActionError) else {
+                "code": "UnstorableValue", "message": f"the action's inputs or outputs cannot be stored: {exc}"}
+            result.status, result.inputs, result.outputs, result.error = FAILED, None, None, error
             self.store.step_finished(self.run_id, path, action.name, action.type, FAILED,
                                      attempts=result.attempts, inputs=None, outputs=None,
                                      error=result.error, started=result.start, ended=result.end)
