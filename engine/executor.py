@@ -121,6 +121,10 @@ class Runtime:
             frame = Frame(self, frame, frame.prefix, loop="", item=item, index=index)
         return self.evaluator.evaluate(value, frame)
 
+    async def evaluate_async(self, value: Any, frame: Frame, item: Any = None, index: int | None = None) -> Any:
+        """``evaluate``, moved to a worker thread if it needs more than a few milliseconds."""
+        return await self.evaluator.offload(self.evaluate, value, frame, item, index)
+
     async def run_child(self, ctx: Context, flow_ref: str, body: Any, params: dict | None) -> Any:
         """Run (or, after a crash, resume or reuse) a child flow linked to this run."""
         import uuid

@@ -353,6 +353,13 @@ _CONTAINER_FILTERS = frozenset({
 })
 
 
+_PER_ITEM_C = frozenset({"sort", "unique", "dictsort", "groupby", "min", "max"})
+
+
+def n_items(value: Any) -> int:
+    return _length(value) if not isinstance(value, (str, bytes)) else 0
+
+
 def _precheck(name: str, budget: Budget, value: Any, args: tuple, kwargs: dict) -> None:
     if name in ("slice", "batch"):
         n = _int_arg(args, kwargs, 0, "slices" if name == "slice" else "linecount", 1)
@@ -386,6 +393,11 @@ def _precheck(name: str, budget: Budget, value: Any, args: tuple, kwargs: dict) 
         sep = _int_arg(args, kwargs, 0, "d", "")
         _, total = _bounded_join(budget, sep if isinstance(sep, str) else "", value)
         budget.size(total, "a joined text")
+    elif name in _PER_ITEM_C and n_items(value) > MAX_ITEMS:
+        # one C-level call each, holding the interpreter throughout: keep them short
+        raise ExpressionLimit(f"{name} over {n_items(value):,} items; at most {MAX_ITEMS:,}")
+    elif name == "sum" and isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
+        budget.size(sum(len(x) for x in value if isinstance(x, (list, tuple))) * 8 * 2, "a summed list")
     elif name == "list" and isinstance(value, str):
         budget.size(len(value) * 8, "a list of characters")
     if name not in _CONTAINER_FILTERS:
@@ -447,18 +459,17 @@ def _estimate_binop(budget: Budget, op: str, left: Any, right: Any) -> None:
     elif op == "*":
         if lint and rint:
             budget.bits(left.bit_length() + right.bit_length())
+        # lists: the array of references is what is allocated here; the text it would become
+        # (shared items written out each time) is measured where it becomes text
         for seq, n in ((left, right), (right, left)):
             if isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int) and n > 0:
-                unit = len(seq) if isinstance(seq, (str, bytes)) else weight(seq, budget.limits.max_bytes)
+                unit = len(seq) if isinstance(seq, (str, bytes)) else len(seq) * 8
                 budget.size(unit * n, "a repeated value")
-                if not isinstance(seq, (str, bytes)):
-                    budget.size(len(seq) * n * 8, "a repeated list")
     elif op == "+":
         if isinstance(left, (str, bytes)) and isinstance(right, (str, bytes)):
             budget.size(len(left) + len(right), "a joined text")
         elif isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
-            cap = budget.limits.max_bytes
-            budget.size(weight(left, cap) + weight(right, cap), "a joined list")
+            budget.size((len(left) + len(right)) * 8, "a joined list")
     elif op == "%" and isinstance(left, str):
         check_printf(budget, left, right)
 
@@ -473,6 +484,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, *args: Any, limits: Limits = _DEFAULT, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        # no constant folding: it would run filters at compile time, outside any budget, and
+        # write what they built into the compiled code ('x' | center(10**7) as a 10 MB literal)
+        self.optimized = False
         self.limits = limits
         self.globals["range"] = bounded_range
         self.filters[LOOP_FILTER] = _loop
