@@ -353,6 +353,24 @@ _CONTAINER_FILTERS = frozenset({
 })
 
 
+def _indented_size(value: Any, indent: int, cap: int) -> int:
+    """About how long ``json.dumps(value, indent=indent)`` is: every item on its own line,
+    indented by its depth; stops counting past ``cap``."""
+    total, stack = 0, [(value, 1)]
+    while stack and total <= cap:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            total += 2 + depth * indent
+            stack.extend((x, depth + 1) for x in v.values())
+            total += sum(len(str(k)) + 4 for k in v)
+        elif isinstance(v, (list, tuple)):
+            total += 2 + depth * indent
+            stack.extend((x, depth + 1) for x in v)
+        else:
+            total += depth * indent + (len(v) if isinstance(v, str) else 8)
+    return total
+
+
 _PER_ITEM_C = frozenset({"sort", "unique", "dictsort", "groupby", "min", "max"})
 
 
@@ -393,6 +411,16 @@ def _precheck(name: str, budget: Budget, value: Any, args: tuple, kwargs: dict) 
         sep = _int_arg(args, kwargs, 0, "d", "")
         _, total = _bounded_join(budget, sep if isinstance(sep, str) else "", value)
         budget.size(total, "a joined text")
+    elif name == "round":
+        precision = _int_arg(args, kwargs, 0, "precision", 0)
+        if isinstance(precision, int) and abs(precision) > 400:  # 'ceil' computes 10 ** precision
+            raise ExpressionLimit(f"round to {precision:,} places; at most 400")
+    elif name in ("tojson", "pprint"):
+        indent = _int_arg(args, kwargs, 0, "indent", None) if name == "tojson" else 1
+        if isinstance(indent, str):
+            indent = len(indent)
+        if isinstance(indent, int) and indent > 0:
+            budget.size(_indented_size(value, indent, budget.limits.max_bytes), "an indented JSON text")
     elif name in _PER_ITEM_C and n_items(value) > MAX_ITEMS:
         # one C-level call each, holding the interpreter throughout: keep them short
         raise ExpressionLimit(f"{name} over {n_items(value):,} items; at most {MAX_ITEMS:,}")

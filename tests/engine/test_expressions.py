@@ -172,6 +172,8 @@ BOMBS = [
     "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
     "{% for x in [1] recursive %}{{ loop(range(99999)) }}{% endfor %}",
     "{{ ([range(99999) | list] * 20) | sum(start=[]) | length }}",
+    "{{ 1.5 | round(10**9, 'ceil') }}",
+    "{{ [[[[[[[[[[range(9999) | list]]]]]]]]]] | tojson(indent=10**6) }}",
     "{{ ((range(99999) | list) * 20) | sort | length }}",
 ]
 
@@ -199,6 +201,8 @@ def test_a_template_bomb_fails_the_action_with_expression_limit_within_its_budge
     ("{{ [1, 2, 3, 4] | batch(2) | list }}", [[1, 2], [3, 4]]),
     ("{% for i in range(300) %}{% for j in range(300) %}{% endfor %}{% endfor %}done", "done"),
     ("{{ triggerBody().tags | join(', ') }}", "a, b"),
+    ("{{ 1.25 | round(1, 'ceil') }}", 1.3),
+    ("{{ [1, [2]] | tojson(indent=1) }}", "[\n 1,\n [\n  2\n ]\n]"),
     ("{{ ('x' * 1000000) | length }}", 1000000),
 ])
 def test_ordinary_templates_stay_well_inside_the_budget(run_flow, template, expected):
