@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Engine", "RunResult", "Step", "run_file", "load_file", "FlowError", "FlowrunError"]
+__all__ = ["Engine", "Run", "Step", "run_file", "load_file", "FlowError", "FlowrunError"]
 
 
 def __getattr__(name: str) -> Any:  # keep `import engine` (and `flowrun --help`) cheap
-    if name in ("Engine", "RunResult", "Step", "run_file"):
+    if name in ("Engine", "Run", "Step", "run_file"):
         from . import api
         return getattr(api, name)
     if name == "load_file":

@@ -10,10 +10,11 @@ from typing import Any
 import click
 
 from .clierrors import Fail, guard
+from .state import RUNNING, Status
 
 STATE_HELP = "state database (default .flowrun/state.db, or $FLOWRUN_STATE)"
-STATUS_STYLE = {"Succeeded": "green", "Failed": "red", "TimedOut": "red", "Cancelled": "yellow",
-                "Skipped": "dim", "Running": "cyan", "Queued": "cyan"}
+STATUS_STYLE = {Status.SUCCEEDED: "green", Status.FAILED: "red", Status.TIMEDOUT: "red",
+                Status.CANCELLED: "yellow", Status.SKIPPED: "dim", Status.RUNNING: "cyan", Status.QUEUED: "cyan"}
 
 
 def _engine(ctx: click.Context) -> Any:
@@ -89,54 +90,59 @@ def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--check", is_flag=True, help="exit 1 if schemas/flow.schema.json is out of date")
+@click.option("--connections", "connections_", is_flag=True,
+              help="the JSON Schema of connections.yaml instead (schemas/connections.schema.json)")
+@click.option("--check", is_flag=True, help="exit 1 if the committed schema is out of date")
 @guard
-def schema(check: bool) -> None:
+def schema(connections_: bool, check: bool) -> None:
     """Print the flow JSON Schema (generated from the registered nodes)."""
     from .registry import default_registry
-    from .schema import COMMITTED, dumps, flow_schema
+    from .schema import COMMITTED, CONNECTIONS_COMMITTED, connections_schema, dumps, flow_schema
 
-    text = dumps(flow_schema(default_registry()))
+    generate, committed = (connections_schema, CONNECTIONS_COMMITTED) if connections_ else (flow_schema, COMMITTED)
+    text = dumps(generate(default_registry()))
     if check:
-        if not COMMITTED.exists() or COMMITTED.read_text() != text:
-            raise Fail(f"{COMMITTED} is out of date: run `flowrun schema > {COMMITTED}`")
-        click.echo(f"{COMMITTED} is up to date")
+        _check_committed(committed, text, "flowrun schema" + (" --connections" if connections_ else ""))
         return
     click.echo(text, nl=False)
 
 
-@main.command()
-@click.argument("type_name", required=False)
-@guard
-def nodes(type_name: str | None) -> None:
-    """List action types, or show one type's inputs, outputs and example."""
-    import yaml
+def _check_committed(path: Path, text: str, command: str) -> None:
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        raise Fail(f"{path} is out of date: run `{command} > {path}`")
+    click.echo(f"{path} is up to date")
 
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--markdown", is_flag=True, help="print the whole reference as Markdown (docs/nodes.md)")
+@click.option("--check", is_flag=True, help="exit 1 if docs/nodes.md is out of date")
+@guard
+def nodes(name: str | None, markdown: bool, check: bool) -> None:
+    """List action types, triggers, auth kinds and connection kinds, or show one in full."""
+    from . import docs
     from .registry import default_registry
 
     reg = default_registry()
-    if not type_name:
-        for node in sorted(reg.nodes.values(), key=lambda n: n.type):
-            conn = f"  [connection: {node.connection}]" if node.connection else ""
-            click.echo(f"{node.type:<34} {node.title}{conn}")
+    cat = docs.catalog(reg)
+    if markdown or check:
+        text = docs.markdown(cat)
+        if check:
+            _check_committed(docs.COMMITTED, text, "flowrun nodes --markdown")
+        else:
+            click.echo(text, nl=False)
+        return
+    if not name:
+        click.echo(docs.listing(cat), nl=False)
         for mod, why in reg.broken.items():
             click.echo(f"(plugin module {mod} could not be loaded: {why})", err=True)
         return
-    node = reg.node(type_name)
-    if node is None:
+    text = docs.describe(cat, name)
+    if text is None:
         from .planner import suggest
-        raise Fail(f"unknown action type '{type_name}'{suggest(type_name, [n.type for n in reg.nodes.values()])}")
-    click.echo(f"{node.type}: {node.title}\n\n{node.description}\n")
-    if node.connection:
-        spec = reg.connections.get(node.connection)
-        click.echo(f"Connection kind: {node.connection}" + (f" ({spec.description})" if spec else ""))
-        if spec:
-            click.echo(yaml.safe_dump({"settings": spec.settings}, sort_keys=False))
-    if node.fields:
-        click.echo("Fields:\n" + yaml.safe_dump(node.fields, sort_keys=False))
-    click.echo("Inputs (JSON Schema):\n" + yaml.safe_dump(node.input_schema, sort_keys=False))
-    click.echo("Outputs:\n" + yaml.safe_dump(node.outputs, sort_keys=False))
-    click.echo("Example:\n" + yaml.safe_dump({"my_action": node.example}, sort_keys=False))
+        raise Fail(f"unknown action type, trigger, auth kind or connection kind '{name}'"
+                   f"{suggest(name, docs.names(cat))}")
+    click.echo(text, nl=False)
 
 
 @main.command()
@@ -197,7 +203,7 @@ def _progress() -> Any:
     console = Console(stderr=True)
 
     def on_event(path: str, status: str, message: str) -> None:
-        if status == "Running":
+        if status == RUNNING:
             return
         style = STATUS_STYLE.get(status, "")
         console.print(f"  [{style}]{status:<9}[/] {path}" + (f"  [red]{message}[/]" if message else ""),
@@ -210,7 +216,7 @@ def _finish(ctx: click.Context, result: Any, as_json: bool) -> None:
         click.echo(json.dumps(_result_json(result), indent=2, default=str))
     else:
         _print_tree(result)
-    if result.status != "Succeeded":
+    if not result.succeeded:
         sys.exit(1)
 
 
@@ -264,11 +270,11 @@ def rerun(ctx: click.Context, run_id: str, from_action: str, definition: str, pl
     engine = _engine(ctx)
     if plan:
         flow, old, reuse, again = engine.rerun_plan(run_id, from_action, definition)
-        reused = sorted({s["action"] for s in reuse.values()})
+        reused = reuse.actions()
         if as_json:
-            click.echo(json.dumps({"run": old["id"], "rerun": again, "reuse": reused}, indent=2))
+            click.echo(json.dumps({"run": old.id, "rerun": again, "reuse": reused}, indent=2))
         else:
-            click.echo(f"rerun of {old['id']} ({flow.name}) from '{from_action}'")
+            click.echo(f"rerun of {old.id} ({flow.name}) from '{from_action}'")
             click.echo("runs again: " + (", ".join(again) or "-"))
             click.echo("reused:     " + (", ".join(reused) or "-"))
         return
@@ -285,19 +291,22 @@ def rerun(ctx: click.Context, run_id: str, from_action: str, definition: str, pl
 @guard
 def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List recent runs."""
-    rows = _engine(ctx).store.list_runs(flow=flow, status=status, limit=limit)
+    try:
+        rows = _engine(ctx).list_runs(flow=flow, status=status, limit=limit)
+    except ValueError as exc:
+        raise Fail(f"--status: {exc}") from None
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([r.to_json(steps=False) for r in rows], indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table("run", "flow", "status", "started", "duration", "from", box=None)
     for r in rows:
-        dur = f"{(r['ended'] - r['started']) * 1000:.0f} ms" if r["ended"] and r["started"] else ""
-        link = f"rerun of {r['rerun_of'][:12]}" if r["rerun_of"] else (f"child of {r['parent_id'][:12]}" if r["parent_id"] else "")
-        table.add_row(r["id"][:12], r["flow"], f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]",
-                      _when(r["started"] or r["created"]), dur, link)
+        dur = f"{(r.ended - r.started) * 1000:.0f} ms" if r.ended and r.started else ""
+        link = f"rerun of {r.rerun_of[:12]}" if r.rerun_of else (f"child of {r.parent_id[:12]}" if r.parent_id else "")
+        table.add_row(r.id[:12], r.flow, f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]",
+                      _when(r.started or r.created), dur, link)
     Console().print(table)
 
 
@@ -322,11 +331,7 @@ def _when(ts: float | None) -> str:
 
 
 def _result_json(result: Any) -> dict:
-    return {"run_id": result.run_id, "flow": result.flow, "status": result.status, "outputs": result.outputs,
-            "error": result.error, "response": result.response,
-            "steps": [{"path": s.path, "action": s.action, "type": s.type, "status": s.status, "attempts": s.attempts,
-                       "duration_ms": None if s.duration is None else round(s.duration * 1000, 3),
-                       "inputs": s.inputs, "outputs": s.outputs, "error": s.error} for s in result.steps.values()]}
+    return result.to_json()
 
 
 def _print_tree(result: Any) -> None:

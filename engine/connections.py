@@ -97,6 +97,17 @@ def redact_all_logs() -> None:
     logging.setLogRecordFactory(factory)
 
 
+class RedactingAdapter(logging.LoggerAdapter):
+    def __init__(self, logger: logging.Logger, extra: dict, redactor: Any):
+        super().__init__(logger, extra)
+        self.redactor = redactor
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            text = str(msg) % args if args else str(msg)
+            super().log(level, self.redactor(text), **kwargs)
+
+
 class Connections:
     """The parsed, validated connections file (secrets not yet resolved)."""
 

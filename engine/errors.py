@@ -3,12 +3,16 @@
     FlowrunError                     base of everything below
     ├── FlowError                    a flow file is invalid (carries every Problem found)
     ├── ConnectionError_             connections.yaml is invalid, or a secret is missing
+    ├── ParameterError               a run's parameters are unknown, missing or of the wrong type
     ├── StoreError                   the state database cannot be used (or a run is unknown)
     └── ActionError                  an action failed while running; becomes the step's error
         ├── RetryableError           the same call may succeed later (timeouts, 429, 5xx)
         ├── ExpressionError          a template failed to evaluate (undefined name, bad call)
         │   └── ExpressionLimit      a template went past its time, size or operation budget
-        └── InputError               resolved inputs do not match the node's input schema
+        ├── InputError               resolved inputs do not match the node's input schema
+        └── OutputTooLarge           a value is over the store's hard cap (nothing truncated)
+    AuthError                        an inbound request failed trigger authentication (401/403);
+                                     not a FlowrunError: the listener answers it, nothing fails
 
 Nodes raise ActionError or RetryableError (usually through their vendor's
 ``map_errors``); the executor turns them into a step's ``Failed`` status and
@@ -104,3 +108,25 @@ class InputError(ActionError):
     def __init__(self, message: str, **kw: Any):
         kw.setdefault("code", "InvalidInputs")
         super().__init__(message, **kw)
+
+
+class OutputTooLarge(ActionError):
+    """A resolved input or output is bigger than the store's hard cap."""
+
+    def __init__(self, size: int, cap: int):
+        super().__init__(f"a value of {size} bytes (resolved inputs or outputs) exceeds the hard cap "
+                         f"of {cap} bytes; nothing was truncated, the action failed",
+                         code="OutputTooLarge")
+
+
+class ParameterError(FlowrunError):
+    """A run's parameters are unknown, missing or not of the declared type."""
+
+
+class AuthError(Exception):
+    """A request failed trigger authentication: 401 (missing) or 403 (wrong/forged/expired)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message

@@ -8,6 +8,7 @@ never loses a finished action; resume and rerun hand the runtime the finished st
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any, Callable
@@ -15,12 +16,14 @@ from typing import Any, Callable
 import anyio
 from jsonschema import Draft202012Validator
 
-from .errors import ActionError, ExpressionError, InputError
+from .errors import ActionError, ExpressionError, InputError, OutputTooLarge
 from .frames import ActionResult, Frame
 from .model import Action, Block, Flow
-from .plugin import Context
+from .plugin import Context, Job, Node, Pending, Variables
+from .runs import Step
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
-from .store import OutputTooLarge
+from .store import RecordedSteps
+from .wakeups import WAITING
 
 log = logging.getLogger("flowrun.run")
 
@@ -59,8 +62,16 @@ def _instance(node: type) -> Any:
 class Runtime:
     """The state of one run while it executes."""
 
+    # waiting and parking (see run_job, durable_wait): set on first use
+    parked: float | None = None  # the wake-up time, once every action in flight is waiting
+    _active = 0  # actions without nested blocks in flight
+    _sleepers: dict[str, float] | None = None  # path -> wake-up time of the actions waiting
+    _changed: Any = None  # set when an action ends, so the waiting ones look again
+    _parkable: bool | None = None
+    _marks_taken: set[str] | None = None
+
     def __init__(self, *, engine: Any, flow: Flow, run_id: str, trigger: dict, params: dict,
-                 connections: dict, reuse: dict[str, dict] | None = None,
+                 connections: dict, reuse: RecordedSteps | None = None,
                  copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
                  on_event: Callable[[str, str, str], None] | None = None):
         self.engine = engine
@@ -71,14 +82,13 @@ class Runtime:
         self.trigger = trigger
         self.params = params
         self.connections = connections
-        self.reuse = reuse or {}
+        self.reuse = reuse
         self.copy_reused = copy_reused  # rerun: write reused steps into this (new) run
         self.on_response = on_response
         self.on_event = on_event
-        self.variables: dict[str, Any] = {}
-        self.variable_types: dict[str, str] = {}
+        self.variables = Variables()
         self.latest: dict[str, ActionResult] = {}
-        self.failures: list[tuple[str, dict, bool]] = []
+        self.failures: list[tuple[str, dict, bool]] = []  # the first few: the run's error names one
         self.response: dict | None = None
         self.terminated: tuple[str, dict | None] | None = None
         self._root_scope: anyio.CancelScope | None = None
@@ -89,9 +99,14 @@ class Runtime:
     async def execute(self) -> tuple[str, Any, Any]:
         """Run the root block; return (status, outputs, error)."""
         root = Frame(self, None, "")
+        if self.reuse is not None:
+            self._replay_effects(root)
         with anyio.CancelScope() as scope:
             self._root_scope = scope
             status = await self._run_block(self.flow.root, root)
+        if self.parked is not None:  # the engine parks the run; in-flight steps stay Running
+            self.store.flush()
+            return WAITING, None, None
         if self.terminated is not None:
             self._skip_unstarted(self.flow.root, root)
             self.store.flush()
@@ -137,7 +152,7 @@ class Runtime:
             existing = self.store.get_run(child_id)
         except StoreError:
             existing = None
-        if existing is not None and is_terminal(existing["status"]):
+        if existing is not None and is_terminal(existing.status):
             return self.engine.result(child_id)
         if existing is not None:
             return await self.engine.resume(child_id)
@@ -154,7 +169,10 @@ class Runtime:
     def request_terminate(self, status: str, error: dict | None) -> None:
         self.terminated = (status, error)
 
-    def respond(self, reply: dict) -> None:
+    def respond(self, reply: dict, replayed: bool = False) -> None:
+        if replayed:
+            self.response = self.response or reply
+            return
         if self.response is not None:
             raise ActionError("the run has already sent its response", code="ResponseAlreadySent")
         self.response = reply
@@ -200,12 +218,19 @@ class Runtime:
         owner.frames.append(frame)
         if iteration is None:
             return await self._run_block(block, frame)
+        try:  # an iteration's frame lives while it runs; what it did is in the store
+            return await self._run_iteration(action, block, frame, item, index)
+        finally:
+            owner.frames.remove(frame)
+
+    async def _run_iteration(self, action: Action, block: Block, frame: Frame, item: Any,
+                             index: int | None) -> str:
         path = frame.prefix
-        step = self.reuse.get(path)
-        if step is not None and is_terminal(step["status"]) and step["status"] != CANCELLED:
-            self._restore_inside(path, ctx._frame, owner, iteration_frame=frame)
+        step = self.reuse.get(path) if self.reuse is not None else None
+        if step is not None and is_terminal(step.status) and step.status != CANCELLED:
+            self._restore_inside(path, frame.parent, None, iteration_frame=frame)
             self._note_reused(path, action.name, "Iteration", step)
-            return step["status"]
+            return step.status
         started = time.time()
         self.store.step_started(self.run_id, path, action.name, "Iteration", started)
         status = await self._run_block(block, frame)
@@ -213,6 +238,25 @@ class Runtime:
                                  inputs={"item": item, "index": index} if index is not None else None,
                                  outputs=None, error=None, started=started, ended=time.time())
         return status
+
+    def loop_results(self, container: ActionResult, inner: list[str]) -> list[dict]:
+        """``result()`` of a loop: per inner action, every iteration's result, read from the
+        store (a finished iteration keeps nothing in memory)."""
+        self.store.flush()
+        per: dict[str, list[tuple[int, dict]]] = {name: [] for name in inner}
+        prefix = container.path
+        for s in self.store.iter_steps(self.run_id, prefix=prefix):
+            rest = s.path[len(prefix):]
+            if not rest.startswith("[") or "]/" not in rest:
+                continue
+            index, _, tail = rest[1:].partition("]/")
+            if tail in per and index.isdigit():
+                per[tail].append((int(index), self._result_of(s).as_dict()))
+        out = []
+        for name in inner:
+            rows = [r for _, r in sorted(per[name], key=lambda t: t[0])]
+            out.append({"name": name, "status": self.fold([r["status"] for r in rows]), "outputs": rows})
+        return out
 
     def skip_block(self, ctx: Context, key: str) -> None:
         frame = Frame(self, ctx._frame, ctx.path)
@@ -236,7 +280,8 @@ class Runtime:
 
     def _record_skip(self, action: Action, frame: Frame, now: float) -> None:
         path = frame.path(action.name)
-        frame.results[action.name] = self.latest[action.name] = ActionResult(action.name, action.type, SKIPPED)
+        frame.results[action.name] = self.latest[action.name] = ActionResult(action.name, action.type, SKIPPED,
+                                                                             path=path)
         self.store.step_finished(self.run_id, path, action.name, action.type, SKIPPED, attempts=0,
                                  inputs=None, outputs=None, error=None, started=None, ended=now, commit=False)
         self._event(path, SKIPPED)
@@ -244,6 +289,10 @@ class Runtime:
     # -- one action -------------------------------------------------------------------------
     async def _run_action(self, action: Action, frame: Frame) -> None:
         path = frame.path(action.name)
+        step = self.reuse.get(path) if self.reuse is not None else None
+        if step is not None and is_terminal(step.status) and step.status != CANCELLED:
+            self._reuse(action, frame, path, step)  # what happened stays as it happened
+            return
         if self.terminated is not None:  # Terminate ran: nothing new starts
             self._record_skip(action, frame, time.time())
             return
@@ -251,23 +300,27 @@ class Runtime:
             if frame.results[pred].status not in allowed:
                 self._record_skip(action, frame, time.time())
                 return
-        step = self.reuse.get(path)
-        if step is not None and is_terminal(step["status"]) and step["status"] != CANCELLED:
-            self._reuse(action, frame, path, step)
-            return
-        prior_attempts = step["attempts"] if step else 0
-        result = ActionResult(action.name, action.type, RUNNING, start=time.time())
+        prior_attempts = step.attempts if step else 0
+        result = ActionResult(action.name, action.type, RUNNING, start=time.time(), path=path)
         frame.results[action.name] = self.latest[action.name] = result
         self.store.step_started(self.run_id, path, action.name, action.type, result.start, prior_attempts + 1)
         self._event(path, RUNNING)
+        leaf = not action.blocks
+        self._active += leaf
         try:
             await self._attempts(action, frame, path, result, prior_attempts)
         except anyio.get_cancelled_exc_class():
+            if self.parked is not None:  # parked, not cancelled: the step stays Running to resume
+                raise
             with anyio.CancelScope(shield=True):
                 result.status, result.end = CANCELLED, time.time()
                 result.error = {"code": "Cancelled", "message": "cancelled: the run was terminated or stopped"}
                 self._finish(action, path, result)
             raise
+        finally:
+            self._active -= leaf
+            if leaf and self._sleepers:
+                self._poke()
         self._finish(action, path, result)
         if self.terminated is not None and self._root_scope is not None:
             self._root_scope.cancel()
@@ -290,10 +343,9 @@ class Runtime:
                 attempt += 1
                 ctx = Context(run_id=self.run_id, path=path, action=action, connection=conn,
                               log=self.engine.node_logger(self.run_id, path), attempt=attempt,
-                              runtime=self, frame=frame)
-                ctx._result = result
+                              runtime=self, frame=frame, result=result)
                 try:
-                    if node_cls.container:
+                    if not node_cls.takes_slot():
                         outputs = await node.run(inputs, ctx)
                     else:
                         async with self.engine.limiter:
@@ -358,8 +410,8 @@ class Runtime:
             self.store.step_finished(self.run_id, path, action.name, action.type, FAILED,
                                      attempts=result.attempts, inputs=None, outputs=None,
                                      error=result.error, started=result.start, ended=result.end)
-        if result.status in (FAILED, TIMEDOUT) and result.error:
-            self.failures.append((path, result.error, action.node.container))
+        if result.status in (FAILED, TIMEDOUT) and result.error and len(self.failures) < 20:
+            self.failures.append((path, result.error, action.node.is_container()))
         self._event(path, result.status, result.error)
 
     def _event(self, path: str, status: str, error: Any = None) -> None:
@@ -367,59 +419,209 @@ class Runtime:
             self.on_event(path, status, (error or {}).get("message", "") if isinstance(error, dict) else "")
 
     # -- reuse (resume / rerun) -------------------------------------------------------------
-    def _reuse(self, action: Action, frame: Frame, path: str, step: dict) -> None:
+    def _replay_effects(self, root: Frame) -> None:
+        """Re-apply what reused steps did to run state (variables, a Terminate, a reply), all
+        of it before anything runs and in the order it first happened, so a resumed run
+        ends with the same variables as an uninterrupted one."""
+        by_type = {a.type: a.node for a in self.flow.actions.values()}
+        replays = {t for t, node in by_type.items() if type(_instance(node)).replay is not Node.replay}
+        if not replays:
+            return
+        for step in self.reuse.in_order():
+            if step.type in replays and step.status == SUCCEEDED:
+                action = self.flow.actions.get(step.action)
+                if action is not None and action.type == step.type:
+                    _instance(action.node).replay(step.outputs, self._replay_context(action, step.path, root, step))
+
+    def _reuse(self, action: Action, frame: Frame, path: str, step: Step) -> None:
         result = self._result_of(step)
         frame.results[action.name] = self.latest[action.name] = result
-        if step["status"] == SUCCEEDED:
-            _instance(action.node).replay(step["outputs"], self._replay_context(action, path, frame, step))
-        self._restore_inside(path, frame, result)
+        if action.node.is_container():
+            self._restore_inside(path, frame, None if action.node.loops else result)
         self._note_reused(path, action.name, action.type, step)
-        self._event(path, step["status"])
-        if self.terminated is not None and self._root_scope is not None:  # a reused Terminate
-            self._root_scope.cancel()
+        self._event(path, step.status)
 
-    def _restore_inside(self, prefix: str, parent: Frame, container: ActionResult,
+    def _restore_inside(self, prefix: str, parent: Frame, container: ActionResult | None,
                         iteration_frame: Frame | None = None) -> None:
         """Bring back what ran inside a reused container (or loop iteration): each inner
-        step's result becomes visible to later templates (body(), result()) and its effects
-        on run state (variables) are re-applied, in the order they first happened."""
-        inner = sorted((s for p, s in self.reuse.items() if p.startswith(prefix + "/") or p.startswith(prefix + "[")),
-                       key=lambda s: s["seq"] or 0)
+        step's result becomes visible to later templates (body(), outputs()). A loop's
+        iterations are not brought into memory: ``result()`` reads them from the store."""
         frames: dict[str, Frame] = {}
         if iteration_frame is not None:
             frames[iteration_frame.prefix] = iteration_frame
-        for s in inner:
+        latest_seq: dict[str, int] = {}
+        for s in self.reuse.inside(prefix):
             if self.copy_reused:
-                self._note_reused(s["path"], s["action"], s["type"], s)
-            action = self.flow.actions.get(s["action"])
-            if action is None or s["type"] == "Iteration":
+                self._note_reused(s.path, s.action, s.type, s)
+            if s.type == "Iteration" or s.action not in self.flow.actions:
                 continue
             result = self._result_of(s)
-            self.latest[s["action"]] = result
-            holder_path = s["path"].rpartition("/")[0]
-            direct = holder_path == prefix or (holder_path.startswith(prefix + "[") and "/" not in holder_path[len(prefix):])
-            if direct:
-                holder = frames.get(holder_path)
-                if holder is None:
-                    holder = frames[holder_path] = Frame(self, parent, holder_path)
-                    if iteration_frame is None:
-                        container.frames.append(holder)
-                holder.results[s["action"]] = result
-            if s["status"] == SUCCEEDED:
-                _instance(action.node).replay(s["outputs"], self._replay_context(action, s["path"], parent, s))
+            if (s.seq or 0) >= latest_seq.get(s.action, -1):
+                latest_seq[s.action] = s.seq or 0
+                self.latest[s.action] = result
+            holder_path = s.path.rpartition("/")[0]
+            if holder_path in frames:
+                frames[holder_path].results[s.action] = result
+            elif holder_path == prefix and container is not None:
+                holder = frames[holder_path] = Frame(self, parent, holder_path)
+                container.frames.append(holder)
+                holder.results[s.action] = result
 
     @staticmethod
-    def _result_of(step: dict) -> ActionResult:
-        return ActionResult(step["action"], step["type"], step["status"], step["inputs"], step["outputs"],
-                            step["error"], step["started"], step["ended"], step["attempts"])
+    def _result_of(step: Step) -> ActionResult:
+        return ActionResult(step.action, step.type, step.status, step.inputs, step.outputs,
+                            step.error, step.started, step.ended, step.attempts, path=step.path)
 
-    def _replay_context(self, action: Action, path: str, frame: Frame, step: dict) -> Context:
+    def _replay_context(self, action: Action, path: str, frame: Frame, step: Step) -> Context:
         return Context(run_id=self.run_id, path=path, action=action, connection=None,
-                       log=self.engine.node_logger(self.run_id, path), attempt=step["attempts"],
+                       log=self.engine.node_logger(self.run_id, path), attempt=step.attempts,
                        runtime=self, frame=frame)
 
-    def _note_reused(self, path: str, name: str, type_: str, step: dict) -> None:
+    def _note_reused(self, path: str, name: str, type_: str, step: Step) -> None:
         if self.copy_reused:
-            self.store.step_finished(self.run_id, path, name, type_, step["status"], attempts=step["attempts"],
-                                     inputs=step["inputs"], outputs=step["outputs"], error=step["error"],
-                                     started=step["started"], ended=step["ended"], commit=False)
+            self.store.step_finished(self.run_id, path, name, type_, step.status, attempts=step.attempts,
+                                     inputs=step.inputs, outputs=step.outputs, error=step.error,
+                                     started=step.started, ended=step.ended, commit=False)
+
+    # -- long-running jobs and durable waits ------------------------------------------------
+    async def run_job(self, node: Job, inputs: Any, ctx: Context) -> Any:
+        """Start a remote job (or take the handle a previous process recorded), commit the
+        handle, poll until it is done; on cancellation tell the remote side, shielded."""
+        handle, wake = self._take_marks(ctx)
+        if handle is None:
+            handle = await node.start(inputs, ctx)
+            try:
+                json.dumps(handle)
+            except (TypeError, ValueError):
+                raise ActionError(f"{node.type}: start() returned a handle that is not JSON "
+                                  f"({type(handle).__name__})", code="NodeError") from None
+            self._mark(ctx, handle, None)  # committed before the first poll
+            ctx.log.info("job started: %s", json.dumps(handle))
+        else:
+            ctx.log.info("resuming job: %s", json.dumps(handle))
+        clock = self.engine.clock
+        delay, errors = node.poll_interval, 0
+        try:
+            while True:
+                if wake is not None:
+                    await self._sleep_until(ctx, wake)
+                try:
+                    outcome = await node.poll(handle, ctx)
+                    errors = 0
+                except ActionError as exc:
+                    if not exc.retryable:  # the job itself failed
+                        raise
+                    errors += 1
+                    if errors >= node.max_poll_errors:
+                        await self._cancel_job(node, handle, ctx)
+                        raise ActionError(f"could not read the job's status {errors} times in a row: {exc.message}",
+                                          code=exc.code, details={"handle": handle}) from None
+                    ctx.log.info("polling failed (%s); polling again", exc.message)
+                    outcome = Pending(after=exc.retry_after)
+                if not isinstance(outcome, Pending):
+                    return outcome
+                if outcome.progress is not None:
+                    ctx.log.debug("job pending: %s", outcome.progress)
+                wake = clock.now() + (outcome.after if outcome.after is not None else delay)
+                delay = min(delay * node.backoff, node.max_poll_interval)
+                self._mark(ctx, handle, wake)
+        except anyio.get_cancelled_exc_class():
+            if self.parked is None:  # a timeout, Terminate or the run stopping (not parking)
+                await self._cancel_job(node, handle, ctx)
+            raise
+        except ActionError:
+            raise
+        except Exception:  # a node bug while the job runs: do not leave it running
+            await self._cancel_job(node, handle, ctx)
+            raise
+
+    async def _cancel_job(self, node: Job, handle: Any, ctx: Context) -> None:
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(node.cancel_timeout) as scope:
+                try:
+                    await node.cancel(handle, ctx)
+                    ctx.log.info("job cancelled: %s", json.dumps(handle))
+                except Exception as exc:
+                    ctx.log.warning("could not cancel job %s: %s: %s", json.dumps(handle), type(exc).__name__, exc)
+            if scope.cancelled_caught:
+                ctx.log.warning("cancelling job %s took over %ss; gave up", json.dumps(handle), node.cancel_timeout)
+
+    async def durable_wait(self, ctx: Context, *, seconds: float | None = None, until: float | None = None) -> None:
+        """Sleep until a wake-up time recorded in the step, so a resumed run waits the remainder."""
+        _, wake = self._take_marks(ctx)
+        clock = self.engine.clock
+        if wake is None:
+            wake = until if until is not None else clock.now() + (seconds or 0.0)
+            if wake <= clock.now():
+                return
+            self._mark(ctx, None, wake)
+        await self._sleep_until(ctx, wake)
+
+    def _mark(self, ctx: Context, handle: Any, wake: float | None) -> None:
+        self.store.step_mark(self.run_id, ctx.path, ctx.action.name, ctx.action.type, attempts=ctx.attempt,
+                             started=ctx._result.start, handle=handle, wake=wake)
+
+    def _take_marks(self, ctx: Context) -> tuple[Any, float | None]:
+        """The handle and wake-up time a previous process recorded for this step (once)."""
+        step = self.reuse.get(ctx.path) if self.reuse is not None else None
+        if step is None or step.status != RUNNING:
+            return None, None
+        if self._marks_taken is None:
+            self._marks_taken = set()
+        if ctx.path in self._marks_taken:
+            return None, None
+        self._marks_taken.add(ctx.path)
+        return self.store.step_marks(self.run_id, ctx.path)
+
+    async def _sleep_until(self, ctx: Context, wake: float) -> None:
+        clock = self.engine.clock
+        if not self._may_park():
+            await clock.sleep(wake - clock.now())
+            return
+        if self._sleepers is None:
+            self._sleepers = {}
+        self._sleepers[ctx.path] = wake
+        self._poke()  # the others waiting look again: this one may have been the last at work
+        try:
+            while (left := wake - clock.now()) > 0:
+                if left >= self.engine.park_after and await self._only_waiting_left():
+                    self.parked = min(self._sleepers.values())
+                    self._root_scope.cancel()
+                    await anyio.sleep_forever()
+                if self._changed is None:
+                    self._changed = anyio.Event()
+                changed = self._changed
+
+                async with anyio.create_task_group() as tg:  # the wake-up, or an action ending
+                    async def ring(seconds: float = left) -> None:
+                        await clock.sleep(seconds)
+                        tg.cancel_scope.cancel()
+
+                    async def look_again() -> None:
+                        await changed.wait()
+                        tg.cancel_scope.cancel()
+                    tg.start_soon(ring)
+                    tg.start_soon(look_again)
+        finally:
+            self._sleepers.pop(ctx.path, None)
+
+    def _poke(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def _may_park(self) -> bool:
+        """Parking is for flowrun serve (the engine's ``parking``), and not for child runs: their
+        parent's Workflow action waits for them."""
+        if self._parkable is None:
+            self._parkable = (bool(getattr(self.engine, "parking", False)) and self._root_scope is not None
+                              and not self.store.get_run(self.run_id).parent_id)
+        return self._parkable
+
+    async def _only_waiting_left(self) -> bool:
+        # let actions released in the last few loop turns start (they count as active at once)
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        return (self.parked is None and self.terminated is None and bool(self._sleepers)
+                and self._active == len(self._sleepers)
+                and min(self._sleepers.values()) - self.engine.clock.now() >= self.engine.park_after)

@@ -24,7 +24,8 @@ class ActionResult:
     start: float | None = None
     end: float | None = None
     attempts: int = 0
-    frames: list["Frame"] = field(default_factory=list)  # container: one per block run
+    frames: list["Frame"] = field(default_factory=list)  # container: its block runs (a loop: those in flight)
+    path: str | None = None
 
     def as_dict(self) -> dict:
         return {"name": self.name, "type": self.type, "status": self.status, "inputs": self.inputs,
@@ -113,21 +114,18 @@ class Frame:
     def result(self, name: str) -> list[dict]:
         container = self.lookup(name)
         owner = self.runtime.flow.actions[name]
-        if container.status == SKIPPED or not container.frames:
+        if container.status == SKIPPED:
             return []
-        if owner.type in ("Foreach", "Until"):
-            out = []
-            for inner in _inner_names(owner):
-                per = [f.results[inner].as_dict() for f in container.frames if inner in f.results]
-                out.append({"name": inner, "status": self.runtime.fold([p["status"] for p in per]),
-                            "outputs": per})
-            return out
+        if owner.node.loops:
+            return self.runtime.loop_results(container, _inner_names(owner)) if container.path else []
+        if not container.frames:
+            return []
         return [f.results[n].as_dict() for f in container.frames for n in _inner_names(owner)
                 if n in f.results]
 
     def variables(self, name: str) -> Any:
         try:
-            return self.runtime.variables[name]
+            return self.runtime.variables.get(name)
         except KeyError:
             raise ActionError(f"variable '{name}' is not initialized", code="UnknownVariable") from None
 

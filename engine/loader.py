@@ -117,7 +117,8 @@ def _explain(err: ValidationError) -> list[tuple[str, str]]:
         return out
     if err.validator == "enum" and path.endswith("type") and isinstance(err.instance, str) \
             and err.absolute_path and len(err.absolute_path) >= 2:
-        return [(path, f"unknown action type '{err.instance}'{suggest(err.instance, err.validator_value)}")]
+        what = "trigger" if err.absolute_path[0] == "triggers" else "action"
+        return [(path, f"unknown {what} type '{err.instance}'{suggest(err.instance, err.validator_value)}")]
     if err.validator == "propertyNames":
         return [(path, f"invalid name {err.instance!r}: use letters, digits, '_' or '-' (at most 80)")]
     if err.validator == "pattern" and err.schema.get("description", "").startswith("ISO-8601"):
@@ -151,7 +152,7 @@ def _build(data: dict, file: str, text: str, registry: Registry, problem: Any) -
             timeout_text = raw.get("timeout") or limit.get("timeout")
             timeout, retry = None, RetryPolicy()
             try:
-                if isinstance(timeout_text, str) and node.type != "Until":
+                if isinstance(timeout_text, str) and not node.owns_limit:
                     timeout = parse_duration(timeout_text)
             except ValueError as exc:
                 problem(f"{a_where}.{'timeout' if raw.get('timeout') else 'limit.timeout'}", str(exc))
@@ -208,9 +209,10 @@ def _block_where(key: str) -> str:
 
 # -- semantic checks --------------------------------------------------------------------------
 def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: Any, problem: Any) -> None:
-    variables = {v.get("name") for a in flow.actions.values() if a.type == "InitializeVariable"
-                 and isinstance(a.inputs, dict) and isinstance(a.inputs.get("variables"), list)
-                 for v in a.inputs["variables"] if isinstance(v, dict)}
+    variables = {name for a in flow.actions.values() if a.node.declares_variables
+                 for name in _safe(a.node.declared_variables, a.raw)}
+    declarers = " or ".join(sorted(n.type for n in registry.nodes.values() if n.declares_variables)) \
+        or "an action that declares variables"
     for action in flow.actions.values():
         node = action.node
         try:
@@ -221,10 +223,12 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
             problem(f"{action.where}.{sub}" if sub else action.where, message)
         if node.placement == "top-level" and action.parent is not None:
             problem(action.where, f"{action.type} is only allowed at the top level of a flow")
-        elif node.placement == "outside-loops" and any(a.type in ("Foreach", "Until") for a in action.ancestors()):
-            problem(action.where, f"{action.type} is not allowed inside a Foreach or Until")
+        elif node.placement == "outside-loops" and any(a.node.loops for a in action.ancestors()):
+            loop = next(a for a in action.ancestors() if a.node.loops)
+            problem(action.where, f"{action.type} is not allowed inside a loop ({loop.type} '{loop.name}')")
         _check_connection(action, registry, connections, problem)
-        templated = {k: v for k, v in action.raw.items() if k not in ("actions", "else", "cases", "default")}
+        _check_sdk(action, registry, problem)
+        templated = {k: v for k, v in action.raw.items() if k not in node.nested}
         for sub, text in templated_strings(templated):
             where = f"{action.where}.{sub}"
             found = evaluator.analyze(text)
@@ -234,7 +238,7 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
             for name in found.unknown:
                 problem(where, f"unknown name '{name}'{suggest(name, evaluator.known)}")
             for fn, arg in found.calls:
-                _check_reference(flow, action, sub, fn, arg, variables, problem, where)
+                _check_reference(flow, action, sub, fn, arg, variables, problem, where, declarers)
     for name, out in flow.outputs.items():
         if not isinstance(out, dict):
             continue
@@ -264,25 +268,46 @@ def _check_connection(action: Action, registry: Registry, connections: Any, prob
                 f"connection '{action.connection}' is of kind '{conn['kind']}', '{action.type}' needs '{kind}'")
 
 
+def _check_sdk(action: Action, registry: Registry, problem: Any) -> None:
+    """A node whose vendor SDK is not installed: say which extra installs it (never imports it)."""
+    spec = registry.connections.get(action.node.connection) if action.node.connection else None
+    vendor = getattr(spec, "vendor", None)
+    message = vendor.missing_sdk(action.node.type) if vendor is not None else None
+    if message:
+        problem(action.where, message)
+
+
 def _check_reference(flow: Flow, action: Action, sub: str, fn: str, arg: str, variables: set,
-                     problem: Any, where: str) -> None:
+                     problem: Any, where: str, declarers: str = "") -> None:
     if fn in ACTION_FUNCTIONS:
         target = flow.actions.get(arg)
         if target is None:
             problem(where, f"unknown action '{arg}'{suggest(arg, flow.actions)}")
-        elif target is action and not (action.node.container and sub.startswith("expression")):
+        elif target is action and not _after_block(action, sub):
             problem(where, f"'{action.name}' cannot read its own result")
-        elif not finished_before(target, action, inside_ok=action.type == "Until" and sub.startswith("expression")):
+        elif not finished_before(target, action, inside_ok=_after_block(action, sub)):
             problem(where, f"'{arg}' is not guaranteed to have finished before '{action.name}' runs; "
                            f"add it (or an action after it) to runAfter")
     elif fn in LOOP_FUNCTIONS:
-        loops = [a.name for a in action.ancestors() if a.type in ("Foreach", "Until")]
-        if action.type in ("Until",) and sub.startswith("expression"):
+        loops = [a.name for a in action.ancestors() if a.node.loops]
+        if action.node.loops and _after_block(action, sub):
             loops.append(action.name)
         if arg not in loops:
             problem(where, f"'{arg}' is not a loop around '{action.name}'"
                            + (f"; enclosing loops: {', '.join(loops)}" if loops else ""))
     elif fn == "variables" and arg not in variables:
-        problem(where, f"unknown variable '{arg}'{suggest(arg, variables)} (declare it with InitializeVariable)")
+        problem(where, f"unknown variable '{arg}'{suggest(arg, variables)} (declare it with {declarers})")
     elif fn == "parameters" and arg not in flow.parameters:
         problem(where, f"unknown parameter '{arg}'{suggest(arg, flow.parameters)}")
+
+
+def _after_block(action: Action, sub: str) -> bool:
+    """Whether ``sub`` (a field of ``action``) is evaluated after the action's own block ran."""
+    return sub.split(".", 1)[0].split("[", 1)[0] in action.node.after_block
+
+
+def _safe(fn: Any, raw: dict) -> list:
+    try:
+        return list(fn(raw))
+    except (AttributeError, TypeError, KeyError):
+        return []  # malformed; the schema has said why

@@ -13,7 +13,9 @@ from typing import Any
 
 import networkx as nx
 
-STATUSES = ("Succeeded", "Failed", "Skipped", "TimedOut")
+from .state import RUN_AFTER
+
+STATUSES = RUN_AFTER  # the statuses a runAfter list may name
 
 _DURATION = re.compile(
     r"^P(?:(?P<w>\d+(?:\.\d+)?)W)?(?:(?P<d>\d+(?:\.\d+)?)D)?"

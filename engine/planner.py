@@ -9,6 +9,7 @@ running it (an Until's condition).
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 import networkx as nx
 
@@ -75,3 +76,40 @@ def finished_before(target: Action, user: Action, *, inside_ok: bool = False) ->
             if t.block is u.block and t is not u and nx.has_path(t.block.graph, t.name, u.name):
                 return True
     return False
+
+
+def rerun_set(target: Action) -> set[str]:
+    """Names of the actions a rerun from ``target`` runs again.
+
+    The target, everything downstream of it in its block, everything nested in those, and
+    for every container around it, the container itself and what is downstream of it."""
+    again: set[str] = set()
+
+    def with_nested(action: Action) -> None:
+        again.add(action.name)
+        for block in action.blocks.values():
+            for inner in block.actions.values():
+                with_nested(inner)
+
+    def with_downstream(action: Action) -> None:
+        for name in nx.descendants(action.block.graph, action.name):
+            with_nested(action.block.actions[name])
+
+    with_nested(target)
+    with_downstream(target)
+    container = target.parent
+    while container is not None:
+        again.add(container.name)  # runs again, reusing what inside it is not downstream
+        with_downstream(container)
+        container = container.parent
+    return again
+
+
+def plan_rerun(flow: Any, from_action: str) -> list[str]:
+    """The names of the actions a rerun from ``from_action`` runs again (the rest is reused)."""
+    from .errors import StoreError
+
+    target = flow.actions.get(from_action)
+    if target is None:
+        raise StoreError(f"no action '{from_action}' in flow '{flow.name}'{suggest(from_action, flow.actions)}")
+    return sorted(rerun_set(target))

@@ -13,15 +13,27 @@ client factory or ``run``, never at module level.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import anyio
 
-from .errors import ActionError, RetryableError
+from .errors import ActionError, AuthError, RetryableError
+from .state import Status
+from .triggers import (Accepted, Clock, PullTrigger, PushTrigger, SystemClock, Trigger,  # noqa: F401
+                       TriggerConfigError, TriggerHost)
+from .vendor import (ErrorTable, Fault, Rule, Vendor, build_once, compact, endpoint_url, header,  # noqa: F401
+                     inputs_schema, retry_after, scrub, status_is_retryable)
 
-__all__ = ["Node", "ConnectionSpec", "Connection", "Context", "ActionError", "RetryableError",
-           "secret", "run_sync"]
+__all__ = ["Node", "ConnectionSpec", "Connection", "Context", "Variables", "Status", "ActionError",
+           "RetryableError", "secret", "run_sync", "Job", "Pending", "run_sync_cancellable",
+           # triggers (engine/triggers.py): node modules expose them as TRIGGERS = [...]
+           "Trigger", "PushTrigger", "PullTrigger", "TriggerHost", "TriggerConfigError", "Accepted",
+           "Clock", "SystemClock",
+           # the base vendor client (engine/vendor.py)
+           "Vendor", "ErrorTable", "Rule", "Fault", "retry_after", "header", "compact",
+           "inputs_schema", "endpoint_url", "status_is_retryable", "scrub"]
 
 
 def secret(description: str = "") -> dict:
@@ -38,6 +50,8 @@ class ConnectionSpec:
     ``client(conn)`` builds the SDK client once per connection (lazy SDK import inside);
     the engine calls it on first use and caches the result on the Connection.
     ``derived_secrets(values)`` may return more strings to redact (e.g. a Basic token).
+    ``vendor`` the kind's ``engine.vendor.Vendor``: the SDK it needs (checked by validate),
+    the pip extra that installs it, and its error table.
     """
 
     kind: str
@@ -46,6 +60,7 @@ class ConnectionSpec:
     client: Callable[["Connection"], Any] | None = None
     derived_secrets: Callable[[dict], list[str]] | None = None
     example: dict = field(default_factory=dict)
+    vendor: Vendor | None = None
 
     @property
     def secret_names(self) -> list[str]:
@@ -65,6 +80,7 @@ class Connection:
         self._secrets = secrets
         self.endpoint = endpoint
         self._client: Any = None
+        self._client_lock = threading.Lock()
 
     def secret(self, name: str) -> str | None:
         return self._secrets.get(name)
@@ -75,13 +91,17 @@ class Connection:
             return self._secrets[name]
         return self.settings.get(name, default)
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            if self.spec.client is None:
-                raise ActionError(f"connection kind '{self.kind}' has no client", code="NoClient")
-            self._client = self.spec.client(self)
-        return self._client
+    def _build_client(self) -> Any:
+        if self.spec.client is None:
+            raise ActionError(f"connection kind '{self.kind}' has no client", code="NoClient")
+        return build_once(self, self._client_lock, lambda: self.spec.client(self))
+
+    async def get_client(self) -> Any:
+        """The SDK client, built in a worker thread on first use, at most once (a slow
+        login never blocks the event loop; concurrent first uses wait for one build)."""
+        if self._client is not None:
+            return self._client
+        return await anyio.to_thread.run_sync(self._build_client, abandon_on_cancel=True)
 
     def secret_values(self) -> list[str]:
         values = [v for v in self._secrets.values() if v]
@@ -96,6 +116,7 @@ class Connection:
 class Node:
     """One operation a flow can run. Subclass it and fill in the class attributes.
 
+    What it is:
     ``type``          the action type name used in flows (``Compose``, ``twilio.SendSms``)
     ``title``         one line for listings
     ``description``   what it does (markdown)
@@ -104,10 +125,22 @@ class Node:
     ``connection``    the connection kind it needs, or None
     ``example``       a complete action definition, as it appears in a flow
     ``fields``        extra action-level properties (control actions: expression, actions, ...)
+
+    What the engine must know about it (the engine names no node; it reads these):
+    ``nested``        keys of the action that hold nested action blocks (If: actions, else);
+                      ``blocks()`` maps them to {block key: {name: action}}
+    ``loops``         runs its block once per item or iteration (``item()``, ``items()`` inside)
+    ``after_block``   fields evaluated after each pass of the block, which may read the block's
+                      actions and the loop's own index (Until's ``expression``)
+    ``owns_limit``    the action's ``limit`` block is the node's (Until), not an action timeout
+    ``declares_variables``  declares run variables (``declared_variables()`` names them)
+    ``replies``       sends the reply to the HTTP request that started the run (Response)
+    ``holds_slot``    takes one of the engine's concurrency slots while it runs (False for
+                      actions that wait on other actions: containers, child runs)
+    ``connection_optional``  ``connection`` may be left out
+    ``placement``     "anywhere", "outside-loops" (not inside a loop) or "top-level"
     ``lazy``          keys of ``inputs``/``fields`` the engine leaves unevaluated; the node
                       evaluates them itself with ``context.evaluate`` (e.g. Query's ``where``)
-    ``container``     True for actions that run nested actions (they take no concurrency slot)
-    ``placement``     "anywhere", "outside-loops" (not inside Foreach/Until) or "top-level"
     """
 
     type: ClassVar[str]
@@ -120,14 +153,36 @@ class Node:
     fields: ClassVar[dict] = {}
     required_fields: ClassVar[tuple[str, ...]] = ()
     lazy: ClassVar[tuple[str, ...]] = ()
-    container: ClassVar[bool] = False
+    nested: ClassVar[tuple[str, ...]] = ()
+    loops: ClassVar[bool] = False
+    after_block: ClassVar[tuple[str, ...]] = ()
+    owns_limit: ClassVar[bool] = False
+    declares_variables: ClassVar[bool] = False
+    replies: ClassVar[bool] = False
+    holds_slot: ClassVar[bool] = True
+    connection_optional: ClassVar[bool] = False
     placement: ClassVar[str] = "anywhere"  # or "outside-loops", "top-level"
     inputs_required: ClassVar[bool] = False
+
+    @classmethod
+    def is_container(cls) -> bool:
+        """True for actions that run nested actions (If, Scope, Foreach, ...)."""
+        return bool(cls.nested)
+
+    @classmethod
+    def takes_slot(cls) -> bool:
+        """A container never holds a slot (what runs inside it does)."""
+        return cls.holds_slot and not cls.nested
 
     @classmethod
     def blocks(cls, action: dict) -> dict[str, dict]:
         """Nested action blocks of a container action: {block key: {name: action}}."""
         return {}
+
+    @classmethod
+    def declared_variables(cls, action: dict) -> list[str]:
+        """Names of the run variables this action declares (``declares_variables`` nodes)."""
+        return []
 
     @classmethod
     def check(cls, action: dict) -> list[tuple[str, str]]:
@@ -141,22 +196,63 @@ class Node:
         """Re-apply side effects on run state when a finished step is reused (resume/rerun)."""
 
 
+class Variables:
+    """The run's variables: a value and a declared type (string, integer, ...) each."""
+
+    __slots__ = ("values", "kinds")
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.kinds: dict[str, str] = {}
+
+    def declare(self, name: str, kind: str, value: Any) -> None:
+        self.values[name] = value
+        self.kinds[name] = kind
+
+    def kind(self, name: str) -> str:
+        return self.kinds[name]
+
+    def get(self, name: str) -> Any:
+        return self.values[name]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.values[name] = value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.values
+
+    def snapshot(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
 class Context:
     """What a running node may use. The executor builds one per attempt.
 
-    connection      the action's Connection (client ready on first ``.client``), or None
+    connection      the action's Connection (``await context.client()`` builds its client), or None
     run_id          the run's id
     path            the action's path, e.g. ``loop[3]/notify``
+    action          the action as loaded (``action.raw`` is what the flow file says)
     idempotency_key stable across retries, resumes and crashes: run id + path
     log             a logger whose messages have secrets redacted
     attempt         1 for the first attempt
 
+    Capabilities (what a node may ask of the run it is part of):
+    ``evaluate``, ``run_block``, ``skip_block``, ``variables``, ``terminate``, ``respond``,
+    ``run_child``, ``wait``, ``wait_until``, ``now``.
+
     Cancellation (Terminate, a timeout, shutdown) cancels the node's coroutine, as anyio does;
-    a blocking SDK call made through ``run_sync`` is abandoned in its worker thread.
+    a blocking SDK call made through ``run_sync`` is abandoned in its worker thread, so use
+    ``run_sync_cancellable`` (or a ``Job``) where the remote side must be told to stop.
     """
 
+    __slots__ = ("run_id", "path", "action", "connection", "log", "attempt", "idempotency_key",
+                 "_runtime", "_frame", "_result")
+
     def __init__(self, *, run_id: str, path: str, action: Any, connection: Connection | None,
-                 log: logging.LoggerAdapter, attempt: int, runtime: Any, frame: Any):
+                 log: logging.LoggerAdapter, attempt: int, runtime: Any, frame: Any, result: Any = None):
         self.run_id = run_id
         self.path = path
         self.action = action
@@ -166,8 +262,14 @@ class Context:
         self.idempotency_key = f"{run_id}:{path}"
         self._runtime = runtime
         self._frame = frame
+        self._result = result
 
-    # -- used by built-in nodes; vendor nodes rarely need these --------------------------
+    async def client(self) -> Any:
+        """The connection's SDK client, built once per connection in a worker thread."""
+        if self.connection is None:
+            raise ActionError(f"'{self.path}' has no connection", code="NoConnection")
+        return await self.connection.get_client()
+
     def evaluate(self, value: Any, **loop: Any) -> Any:
         """Evaluate a template value now, optionally with ``item``/``index`` bound."""
         return self._runtime.evaluate(value, self._frame, **loop)
@@ -183,15 +285,44 @@ class Context:
         return await self._runtime.run_block(self, key, item=item, index=index, iteration=iteration)
 
     def skip_block(self, key: str) -> None:
+        """Record every action of a nested block as Skipped (the branch not taken)."""
         self._runtime.skip_block(self, key)
 
     @property
-    def variables(self) -> dict:
+    def variables(self) -> Variables:
+        """The run's variables."""
         return self._runtime.variables
 
+    def terminate(self, status: str, error: dict | None = None) -> None:
+        """End the run with ``status`` once this action finishes; what is in flight is cancelled."""
+        self._runtime.request_terminate(status, error)
+
+    def respond(self, reply: dict, *, replayed: bool = False) -> None:
+        """Send the reply to the request that started the run (once per run). ``replayed``:
+        a reused step's reply, already sent before a crash: noted, not sent again."""
+        self._runtime.respond(reply, replayed=replayed)
+
     @property
-    def run(self) -> Any:
-        return self._runtime
+    def responded(self) -> bool:
+        return self._runtime.response is not None
+
+    async def run_child(self, flow: str, body: Any = None, parameters: dict | None = None) -> Any:
+        """Run the flow file ``flow`` (relative to this flow) as a child run; its result."""
+        return await self._runtime.run_child(self, flow, body, parameters)
+
+    # -- durable waiting (Wait, long-running jobs) ---------------------------------------------
+    async def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, durably: the wake-up time is recorded in the step, so a resumed run
+        waits only what is left (and under ``flowrun serve`` a run that only waits is parked)."""
+        await self._runtime.durable_wait(self, seconds=seconds)
+
+    async def wait_until(self, timestamp: float) -> None:
+        """Sleep until ``timestamp`` (seconds since the epoch), durably, like ``wait``."""
+        await self._runtime.durable_wait(self, until=timestamp)
+
+    def now(self) -> float:
+        """The engine's clock (injectable in tests): seconds since the epoch."""
+        return self._runtime.engine.clock.now()
 
 
 
@@ -200,16 +331,81 @@ async def run_sync(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), abandon_on_cancel=True)
 
 
+async def run_sync_cancellable(fn: Callable[[], Any], cancel: Callable[[], Any], *,
+                               cancel_timeout: float = 30.0) -> Any:
+    """Run a blocking call in a worker thread; on cancellation (a timeout, Terminate, shutdown)
+    call ``cancel()`` in another thread first, shielded, so the remote side is told (kill the
+    subprocess, abort the query), then abandon the thread. ``cancel`` gets ``cancel_timeout``
+    seconds; its errors are logged, never raised."""
+    try:
+        return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True), anyio.move_on_after(cancel_timeout):
+            try:
+                await anyio.to_thread.run_sync(cancel, abandon_on_cancel=True)
+            except Exception:
+                logging.getLogger("flowrun.node").warning("cancel hook failed", exc_info=True)
+        raise
+
+
+# -- long-running jobs ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pending:
+    """What ``Job.poll`` returns while the remote job is still running.
+
+    ``after`` overrides the next poll's delay in seconds (e.g. a vendor's Retry-After);
+    ``progress`` is logged at debug level."""
+
+    after: float | None = None
+    progress: Any = None
+
+
+class Job(Node):
+    """A node that starts a remote job and waits for it durably (Databricks runs, Snowflake
+    queries, dbt invocations, Tableau extract refreshes, Looker renders).
+
+    Subclass it and implement three coroutines instead of ``run``:
+
+    ``start(inputs, context) -> handle``  start the job; the handle is a small JSON-able dict
+                                          (job id, query id) the engine commits to the step
+                                          record before the first poll
+    ``poll(handle, context)``             ``Pending(...)`` while it runs, else the action's
+                                          outputs; raise ``ActionError`` when the job failed
+                                          (a ``RetryableError`` means the *status check*
+                                          failed: the engine polls again, up to
+                                          ``max_poll_errors`` times in a row)
+    ``cancel(handle, context)``           tell the remote side to stop (cancel-run,
+                                          abort-query, kill the process); called on a
+                                          timeout, Terminate or run cancellation, shielded,
+                                          within ``cancel_timeout`` seconds
+
+    Polls are spaced ``poll_interval`` seconds apart, multiplied by ``backoff`` after each
+    Pending up to ``max_poll_interval``. After a crash, ``flowrun resume`` polls the
+    recorded handle and never calls ``start`` again. A retry (``retryPolicy``) after a
+    retryable error from ``start`` starts again; a job that ended in an error is not retried.
+    """
+
+    poll_interval: ClassVar[float] = 5.0
+    max_poll_interval: ClassVar[float] = 60.0
+    backoff: ClassVar[float] = 1.5
+    cancel_timeout: ClassVar[float] = 30.0
+    max_poll_errors: ClassVar[int] = 5
+
+    async def start(self, inputs: Any, context: "Context") -> dict:
+        raise NotImplementedError
+
+    async def poll(self, handle: dict, context: "Context") -> Any:
+        raise NotImplementedError
+
+    async def cancel(self, handle: dict, context: "Context") -> None:
+        """The default cannot stop anything; override it whenever the vendor can."""
+
+    async def run(self, inputs: Any, context: "Context") -> Any:
+        return await context._runtime.run_job(self, inputs, context)
+
+
 # -- inbound webhooks ---------------------------------------------------------------------
-
-class AuthError(Exception):
-    """A request failed trigger authentication: 401 (missing) or 403 (wrong/forged/expired)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
 
 @dataclass
 class InboundRequest:
@@ -234,6 +430,11 @@ class WebhookAuth:
     kind: ClassVar[str]
     connection: ClassVar[str | None] = None  # connection kind holding the secret
     options: ClassVar[dict] = {}  # JSON Schema of extra options in the trigger's auth block
+    # for the generated docs (engine.docs); the docstring stands in for a missing description
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    header: ClassVar[str | None] = None  # the signature / credential header it reads
+    example: ClassVar[dict] = {}  # the trigger's auth block, e.g. {type: stripe, connection: stripe}
 
     def verify(self, request: InboundRequest, connection: Connection | None,
                options: dict) -> str | None:

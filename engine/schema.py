@@ -1,6 +1,7 @@
-"""The flow JSON Schema, generated from the registered nodes (never written by hand).
+"""The flow JSON Schema, generated from the registered nodes and triggers (never written by hand).
 
-Each node contributes an ``if type == X then <node's action schema>`` branch, so editors
+Each node contributes an ``if type == X then <node's action schema>`` branch (each trigger
+type one under ``triggers``: a union keyed on ``type``), so editors
 with yaml-language-server complete inputs per action type. Wherever a node's input schema
 wants a number, object, enum..., a templated string (``{{ ... }}``) is accepted too: it is
 checked against the node's real schema after it has been evaluated, just before the node runs.
@@ -62,71 +63,36 @@ PARAMETER = {
     },
 }
 
-HTTP_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-
-# Request triggers must name their authentication (``auth: {type: none}`` is explicit, never
-# a default); the listener checks the kind, its options and its connection.
-REQUEST_INPUTS = {
-    "type": "object", "additionalProperties": False,
-    "properties": {
-        "method": {"enum": HTTP_METHODS, "default": "POST"},
-        "relativePath": {"type": "string", "description": "e.g. orders/{orderId}; parameters reach "
-                                                          "triggerOutputs().relativePathParameters"},
-        "schema": {"type": "object", "description": "JSON Schema the request body must match"},
-    },
-}
-AUTH = {
-    "type": "object", "required": ["type"],
-    "description": "how callers authenticate: none (explicit), key, hmac, or a kind a node module "
-                   "declares (stripe, twilio, eventgrid ...); other keys are that kind's options",
-    "properties": {"type": {"type": "string"},
-                   "connection": {"type": "string", "description": "connection holding the secret"}},
-}
-RECURRENCE = {
-    "type": "object", "additionalProperties": False,
-    "description": "frequency + interval (from startTime), a schedule, or a cron expression",
-    "properties": {
-        "frequency": {"enum": ["Second", "Minute", "Hour", "Day", "Week", "Month"]},
-        "interval": {"type": "integer", "minimum": 1},
-        "startTime": {"type": "string", "description": "ISO 8601; fire times are startTime + k * interval"},
-        "timeZone": {"type": "string", "description": "IANA time zone, e.g. Europe/Paris (default UTC)"},
-        "schedule": {"type": "object", "additionalProperties": False, "properties": {
-            "hours": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 23}},
-            "minutes": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 59}},
-            "weekDays": {"type": "array", "items": {"enum": WEEKDAYS}},
-            "monthDays": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 31}}}},
-        "cron": {"type": "string", "description": "five-field cron expression (croniter)"},
-        "missed": {"enum": ["skip", "catchUp"], "default": "skip",
-                   "description": "firings missed while the server was down: skip them, or fire "
-                                  "the latest one at start-up"},
-    },
+# Keys any trigger may have, whatever its type (Logic Apps' own; most are kept for compatibility).
+COMMON_TRIGGER_PROPERTIES: dict[str, Any] = {
+    "kind": {"type": "string"},
+    "description": {"type": "string"},
+    "conditions": {"type": "array"},
+    "splitOn": {"type": "string"},
+    "runtimeConfiguration": {"type": "object"},
+    "operationOptions": {"type": "string"},
+    "correlation": {"type": "object"},
 }
 
-TRIGGER = {
-    "type": "object", "required": ["type"], "additionalProperties": False,
-    "properties": {
-        "type": {"enum": ["Request", "Recurrence", "Manual"]},
-        "kind": {"type": "string"},
-        "description": {"type": "string"},
-        "inputs": {"type": "object"},
-        "recurrence": RECURRENCE,
-        "auth": AUTH,
-        "dedupe": {"type": "string", "description": "{{ template }} over the request; a redelivery "
-                                                    "with the same value starts no second run"},
-        "conditions": {"type": "array"},
-        "splitOn": {"type": "string"},
-        "runtimeConfiguration": {"type": "object"},
-        "operationOptions": {"type": "string"},
-        "correlation": {"type": "object"},
-    },
-    "allOf": [
-        {"if": {"properties": {"type": {"const": "Request"}}, "required": ["type"]},
-         "then": {"required": ["auth"], "properties": {"inputs": REQUEST_INPUTS}}},
-        {"if": {"properties": {"type": {"const": "Recurrence"}}, "required": ["type"]},
-         "then": {"required": ["recurrence"]}},
-    ],
-}
+
+def trigger_schema(trigger: type) -> dict:
+    """One trigger type's definition schema, from its declaration (push triggers also take the
+    listener's ``auth``, required, and ``dedupe``)."""
+    from .triggers import PUSH_KEYS
+
+    props = dict(COMMON_TRIGGER_PROPERTIES)
+    props["type"] = {"const": trigger.type, "description": trigger.title or trigger.description}
+    required = list(trigger.required)
+    if trigger.mode == "push":
+        props.update(PUSH_KEYS)
+        required.insert(0, "auth")
+    props.update(trigger.config)
+    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    if required:
+        out["required"] = required
+    if trigger.description:
+        out["description"] = trigger.description
+    return out
 
 
 def templatable(schema: Any) -> Any:
@@ -166,6 +132,7 @@ def action_schema(node: type) -> dict:
 
 def flow_schema(registry: Registry) -> dict:
     nodes = sorted(registry.nodes.values(), key=lambda n: n.type)
+    triggers = sorted(registry.triggers.values(), key=lambda t: t.type)
     defs: dict[str, Any] = {
         "actions": {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
                     "additionalProperties": {"$ref": "#/$defs/action"}},
@@ -177,10 +144,18 @@ def flow_schema(registry: Registry) -> dict:
                        "then": {"$ref": f"#/$defs/node:{n.type}"}} for n in nodes],
         },
         "parameter": PARAMETER,
-        "trigger": TRIGGER,
+        "trigger": {
+            "type": "object", "required": ["type"],
+            "properties": {"type": {"enum": [t.type for t in triggers],
+                                    "description": "the trigger type (`flowrun nodes` lists them)"}},
+            "allOf": [{"if": {"properties": {"type": {"const": t.type}}, "required": ["type"]},
+                       "then": {"$ref": f"#/$defs/trigger:{t.type}"}} for t in triggers],
+        },
     }
     for n in nodes:
         defs[f"node:{n.type}"] = action_schema(n)
+    for t in triggers:
+        defs[f"trigger:{t.type}"] = trigger_schema(t)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -208,3 +183,64 @@ def flow_schema(registry: Registry) -> dict:
 
 def dumps(schema: dict) -> str:
     return json.dumps(schema, indent=2, sort_keys=False) + "\n"
+
+
+# -- connections.yaml ---------------------------------------------------------------------------
+
+CONNECTIONS_ID = "https://flowrun.dev/schemas/connections.schema.json"
+CONNECTIONS_COMMITTED = COMMITTED.parent / "connections.schema.json"
+ENV_VAR = {"type": "string", "pattern": r"^[A-Za-z0-9_]+$",
+           "description": "the NAME of the environment variable holding the secret"}
+
+
+def connection_schema(spec: Any) -> dict:
+    """One connection kind's entry in connections.yaml: settings without the secrets, and the
+    secrets as environment variable names (a literal secret in the file is an error)."""
+    props = spec.settings.get("properties", {})
+    secret_names = spec.secret_names
+    settings = {k: v for k, v in spec.settings.items() if k not in ("properties", "required")}
+    settings["properties"] = {k: v for k, v in props.items() if k not in secret_names}
+    required = [k for k in spec.settings.get("required", []) if k not in secret_names]
+    if required:
+        settings["required"] = required
+    secrets = {"type": "object", "additionalProperties": False,
+               "properties": {k: dict(ENV_VAR, description=f"environment variable holding {k}"
+                                      + (f": {props[k]['description']}" if props[k].get("description") else ""))
+                              for k in secret_names}}
+    required_secrets = [k for k in spec.settings.get("required", []) if k in secret_names]
+    if required_secrets:
+        secrets["required"] = required_secrets
+    return {"type": "object", "description": spec.description, "additionalProperties": False,
+            "required": ["kind"],
+            "properties": {"kind": {"const": spec.kind}, "description": {"type": "string"},
+                           "endpoint": {"type": "string", "description": "base URL override (sandboxes, "
+                                                                         "proxies, tests)"},
+                           "settings": settings, "secrets": secrets}}
+
+
+def connections_schema(registry: Registry) -> dict:
+    """JSON Schema of connections.yaml, generated from the registered ConnectionSpecs."""
+    specs = sorted(registry.connections.values(), key=lambda s: s.kind)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": CONNECTIONS_ID,
+        "title": "flowrun connections",
+        "description": "connections.yaml: named connections, their settings, and the environment "
+                       "variables their secrets come from.",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "$schema": {"type": "string"},
+            "connections": {"type": "object", "additionalProperties": {"$ref": "#/$defs/connection"}},
+        },
+        "$defs": {
+            "connection": {
+                "type": "object", "required": ["kind"],
+                "properties": {"kind": {"enum": [s.kind for s in specs],
+                                        "description": "the connection kind (`flowrun nodes KIND`)"}},
+                "allOf": [{"if": {"properties": {"kind": {"const": s.kind}}, "required": ["kind"]},
+                           "then": {"$ref": f"#/$defs/kind:{s.kind}"}} for s in specs],
+            },
+            **{f"kind:{s.kind}": connection_schema(s) for s in specs},
+        },
+    }

@@ -18,9 +18,10 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from .errors import ActionError, StoreError
+from .errors import OutputTooLarge, StoreError
+from .runs import Run, Step
 
 MIGRATIONS = [
     """
@@ -40,7 +41,7 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, path)
     );
     """,
-    # 2: the listener's schedule firings (one row per Recurrence fire time; see engine.listener.schedules)
+    # 2: schedule firings (no longer written: a Recurrence keeps its checkpoint in trigger_checkpoints)
     """
     CREATE TABLE schedule_firings (
         flow TEXT NOT NULL, trigger TEXT NOT NULL, scheduled REAL NOT NULL, run_id TEXT,
@@ -55,16 +56,14 @@ MIGRATIONS = [
         WHERE definition IS NOT NULL AND flow_hash IS NOT NULL;
     UPDATE runs SET definition = NULL WHERE flow_hash IN (SELECT hash FROM definitions);
     """,
+    # steps in the order they happened, read in pages by resume and rerun
+    """
+    CREATE INDEX IF NOT EXISTS steps_by_seq ON steps(run_id, seq);
+    """,
 ]
+_RUN_FIELDS = set(Run.__dataclass_fields__) - {"_load_steps", "_steps"}
 RUN_JSON = ("payload", "params", "outputs", "error", "response", "request")
 STEP_JSON = ("inputs", "outputs", "error")
-
-
-class OutputTooLarge(ActionError):
-    def __init__(self, size: int, cap: int):
-        super().__init__(f"a value of {size} bytes (resolved inputs or outputs) exceeds the hard cap "
-                         f"of {cap} bytes; nothing was truncated, the action failed",
-                         code="OutputTooLarge")
 
 
 def _default(value: Any) -> Any:
@@ -89,6 +88,7 @@ class Store:
         self._stored_definitions: set[str] = set()
         self._pending_starts: dict[tuple[str, str], tuple] = {}
         self._starts_timer: Any = None
+        self._ensured: set[str] = set()  # tables created by ensure_table
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=10.0, check_same_thread=False)
@@ -96,6 +96,7 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=10000")
             self._migrate()
+            self._ensure_job_columns()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open state database: {exc}") from None
 
@@ -106,6 +107,18 @@ class Store:
                              f"understands ({len(MIGRATIONS)})")
         for i in range(version, len(MIGRATIONS)):
             self.db.executescript("BEGIN;" + MIGRATIONS[i] + f"; PRAGMA user_version={i + 1}; COMMIT;")
+
+    def _ensure_job_columns(self) -> None:
+        """Long-running jobs and parked runs (idempotent, so it merges with any numbered migration):
+        ``steps.handle`` (a job's JSON handle) and ``steps.wake`` (when the step wakes next), and
+        ``parked_runs`` (a run waiting with no task, and when it is due)."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(steps)")}
+        script = "".join(f"ALTER TABLE steps ADD COLUMN {col} {kind};"
+                         for col, kind in (("handle", "TEXT"), ("wake", "REAL")) if col not in have)
+        script += ("CREATE TABLE IF NOT EXISTS parked_runs (run_id TEXT PRIMARY KEY, wake REAL NOT NULL, "
+                   "parked REAL NOT NULL);"
+                   "CREATE INDEX IF NOT EXISTS parked_runs_by_wake ON parked_runs(wake);")
+        self.db.executescript("BEGIN;" + script + "COMMIT;")
 
     def close(self) -> None:
         self.flush()
@@ -297,8 +310,55 @@ class Store:
         if commit:
             self.flush_soon()
 
+    # -- long-running jobs and parked runs --------------------------------------------------
+    def step_mark(self, run_id: str, path: str, action: str, type_: str, *, attempts: int,
+                  started: float | None, handle: Any, wake: float | None) -> None:
+        """Record, and commit now, that a step in flight holds a remote job ``handle`` and/or
+        wakes at ``wake``: a resumed run polls that handle (never starting the job again) and
+        sleeps only what is left. ``step_finished`` clears both."""
+        self._pending_starts.pop((run_id, path), None)
+        self._seq += 1
+        self.db.execute(
+            "INSERT INTO steps (run_id, path, action, type, status, attempts, started, seq, handle, wake) "
+            "VALUES (?, ?, ?, ?, 'Running', ?, ?, ?, ?, ?) ON CONFLICT (run_id, path) DO UPDATE SET "
+            "status = 'Running', attempts = excluded.attempts, started = excluded.started, ended = NULL, "
+            "error = NULL, outputs = NULL, handle = excluded.handle, wake = excluded.wake",
+            (run_id, path, action, type_, attempts, started, self._seq, self.encode(handle), wake))
+        self.flush()
+
+    def step_marks(self, run_id: str, path: str) -> tuple[Any, float | None]:
+        """(handle, wake) recorded for a step still in flight (Running), else (None, None)."""
+        row = self.db.execute("SELECT handle, wake FROM steps WHERE run_id = ? AND path = ? AND status = 'Running'",
+                              (run_id, path)).fetchone()
+        return (self.decode(row[0]), row[1]) if row else (None, None)
+
+    def park_run(self, run_id: str, wake: float, status: str) -> None:
+        """Park a run until ``wake`` with ``status`` (Waiting), in one commit."""
+        self.db.execute("INSERT INTO parked_runs (run_id, wake, parked) VALUES (?, ?, ?) ON CONFLICT (run_id) "
+                        "DO UPDATE SET wake = excluded.wake, parked = excluded.parked", (run_id, wake, time.time()))
+        self.update_run(run_id, status=status)
+
+    def due_runs(self, now: float, status: str) -> list[str]:
+        """Parked runs (still ``status``) whose wake-up time has come, earliest first."""
+        return [r[0] for r in self.db.execute(
+            "SELECT p.run_id FROM parked_runs p JOIN runs r ON r.id = p.run_id WHERE p.wake <= ? AND r.status = ? "
+            "ORDER BY p.wake", (now, status))]
+
+    def next_wake(self, status: str) -> float | None:
+        """The earliest wake-up time of a parked run, or None."""
+        return self.db.execute("SELECT MIN(p.wake) FROM parked_runs p JOIN runs r ON r.id = p.run_id "
+                               "WHERE r.status = ?", (status,)).fetchone()[0]
+
+    def claim_parked(self, run_id: str, status: str) -> bool:
+        """Take a parked run off the list and mark it Running (one commit); False if it was not
+        parked any more (claimed already, or resumed by hand)."""
+        cur = self.db.execute("UPDATE runs SET status = 'Running' WHERE id = ? AND status = ?", (run_id, status))
+        self.db.execute("DELETE FROM parked_runs WHERE run_id = ?", (run_id,))
+        self.flush()
+        return cur.rowcount == 1
+
     # -- reads -----------------------------------------------------------------------------
-    def get_run(self, run_id: str) -> dict:
+    def get_run(self, run_id: str) -> Run:
         self.db.row_factory = sqlite3.Row
         try:
             row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -317,15 +377,16 @@ class Store:
         if run["definition"] is None and run["flow_hash"]:
             found = self.db.execute("SELECT source FROM definitions WHERE hash = ?", (run["flow_hash"],)).fetchone()
             run["definition"] = found[0] if found else None
-        return run
+        return Run(**{k: v for k, v in run.items() if k in _RUN_FIELDS}, _load_steps=self.steps)
 
-    def find_run(self, flow: str, dedupe_key: str) -> dict | None:
+    def find_run(self, flow: str, dedupe_key: str) -> Run | None:
         row = self.db.execute("SELECT id FROM runs WHERE flow = ? AND dedupe_key = ?",
                               (flow, dedupe_key)).fetchone()
         return self.get_run(row[0]) if row else None
 
     def list_runs(self, *, flow: str | None = None, status: str | None = None,
-                  limit: int = 50) -> list[dict]:
+                  limit: int = 50) -> list[Run]:
+        """Recent runs, newest first (without their definitions, payloads or outputs)."""
         sql, args = "SELECT id, flow, status, trigger, created, started, ended, parent_id, rerun_of FROM runs", []
         where = []
         if flow:
@@ -339,9 +400,10 @@ class Store:
         sql += " ORDER BY created DESC LIMIT ?"
         args.append(limit)
         cols = ["id", "flow", "status", "trigger", "created", "started", "ended", "parent_id", "rerun_of"]
-        return [dict(zip(cols, r)) for r in self.db.execute(sql, args)]
+        return [Run(**dict(zip(cols, r)), _load_steps=self.steps) for r in self.db.execute(sql, args)]
 
-    def steps(self, run_id: str) -> list[dict]:
+    def steps(self, run_id: str) -> list[Step]:
+        """Every step of a run (small runs; a big loop's steps: ``iter_steps``)."""
         cols = ["path", "action", "type", "status", "attempts", "inputs", "outputs", "error",
                 "started", "ended", "seq"]
         rows = self.db.execute(f"SELECT {', '.join(cols)} FROM steps WHERE run_id = ? ORDER BY seq",
@@ -351,31 +413,89 @@ class Store:
             step = dict(zip(cols, r))
             for key in STEP_JSON:
                 step[key] = self.decode(step[key])
-            out.append(step)
+            out.append(Step(**step))
         return out
+
+    def iter_steps(self, run_id: str, *, prefix: str | None = None, after_seq: int = 0,
+                   page: int = 1000) -> "Iterator[Step]":
+        """A run's steps in the order they finished, read a page at a time (a loop may have
+        a million); with ``prefix``, only the steps inside that container or loop."""
+        cols = "path, action, type, status, attempts, inputs, outputs, error, started, ended, seq"
+        last = after_seq
+        while True:
+            if prefix is None:
+                rows = self.db.execute(f"SELECT {cols} FROM steps WHERE run_id = ? AND seq > ? ORDER BY seq "
+                                       f"LIMIT ?", (run_id, last, page)).fetchall()
+            else:
+                rows = self.db.execute(
+                    f"SELECT {cols} FROM steps WHERE run_id = ? AND seq > ? AND "
+                    f"((path >= ? AND path < ?) OR (path >= ? AND path < ?)) ORDER BY seq LIMIT ?",
+                    (run_id, last, prefix + "/", prefix + "0", prefix + "[", prefix + "\\", page)).fetchall()
+            for r in rows:
+                yield self._step(r)
+            if len(rows) < page:
+                return
+            last = rows[-1][-1]
+
+    def get_step(self, run_id: str, path: str) -> Step | None:
+        r = self.db.execute("SELECT path, action, type, status, attempts, inputs, outputs, error, started, ended, "
+                            "seq FROM steps WHERE run_id = ? AND path = ?", (run_id, path)).fetchone()
+        return self._step(r) if r else None
+
+    def _step(self, r: tuple) -> Step:
+        return Step(r[0], r[1], r[2], r[3], r[4], self.decode(r[5]), self.decode(r[6]), self.decode(r[7]),
+                    r[8], r[9], r[10])
 
     def unfinished_runs(self) -> list[str]:
         return [r[0] for r in self.db.execute(
             "SELECT id FROM runs WHERE status IN ('Queued', 'Running') ORDER BY created")]
 
-    # -- schedule firings (the listener) ----------------------------------------------------
-    def record_firing(self, flow: str, trigger: str, scheduled: float, run_id: str | None,
-                      fired: float) -> bool:
-        """Record that a Recurrence fired for ``scheduled``; False if it was already recorded."""
-        cur = self.db.execute("INSERT OR IGNORE INTO schedule_firings (flow, trigger, scheduled, run_id, fired) "
-                              "VALUES (?, ?, ?, ?, ?)", (flow, trigger, scheduled, run_id, fired))
-        self.flush()
-        return cur.rowcount == 1
+    # -- tables other parts own (trigger checkpoints) ------------------------------------------
+    def ensure_table(self, name: str, ddl: str) -> None:
+        """Create a table a component owns (``CREATE TABLE IF NOT EXISTS``), once per store."""
+        if name in self._ensured:
+            return
+        try:
+            self.flush()
+            self.db.execute(ddl)
+            self.db.commit()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot create table {name}: {exc}") from None
+        self._ensured.add(name)
 
-    def last_firing(self, flow: str, trigger: str) -> float | None:
-        """The latest scheduled time recorded for a Recurrence trigger, or None."""
-        row = self.db.execute("SELECT MAX(scheduled) FROM schedule_firings WHERE flow = ? AND trigger = ?",
-                              (flow, trigger)).fetchone()
-        return row[0] if row else None
 
-    def firings(self, flow: str, trigger: str) -> list[dict]:
-        """Every recorded firing of a Recurrence trigger, oldest first."""
-        cols = ["scheduled", "run_id", "fired"]
-        rows = self.db.execute("SELECT scheduled, run_id, fired FROM schedule_firings WHERE flow = ? AND "
-                               "trigger = ? ORDER BY scheduled", (flow, trigger)).fetchall()
-        return [dict(zip(cols, r)) for r in rows]
+class RecordedSteps:
+    """The steps of a run that a resume or rerun may reuse, read from the store on demand,
+    never all at once (a Foreach may have recorded a million iterations).
+
+    ``skip`` names actions that run again (a rerun's), which are never reused; with
+    ``finished_only`` only terminal, not-cancelled steps count (a rerun reuses no in-flight step).
+    """
+
+    def __init__(self, store: Store, run_id: str, *, skip: frozenset[str] = frozenset(),
+                 finished_only: bool = False):
+        self.store, self.run_id, self.skip, self.finished_only = store, run_id, skip, finished_only
+
+    def _keep(self, step: Step | None) -> bool:
+        if step is None or step.action in self.skip:
+            return False
+        return not self.finished_only or (step.status.is_terminal and step.status != "Cancelled")
+
+    def get(self, path: str) -> Step | None:
+        step = self.store.get_step(self.run_id, path)
+        return step if self._keep(step) else None
+
+    def inside(self, prefix: str) -> Iterator[Step]:
+        """The steps inside a container or loop, in the order they finished."""
+        return (s for s in self.store.iter_steps(self.run_id, prefix=prefix) if self._keep(s))
+
+    def in_order(self) -> Iterator[Step]:
+        """Every reusable step, in the order they finished."""
+        return (s for s in self.store.iter_steps(self.run_id) if self._keep(s))
+
+    def actions(self) -> list[str]:
+        """The names of the actions with a reusable step."""
+        return sorted({s.action for s in self.in_order()})
+
+    def __len__(self) -> int:  # truthy: a resume or rerun, even of a run that recorded nothing
+        return 1

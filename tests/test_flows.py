@@ -3,12 +3,12 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import engine
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).parents[1]
 
@@ -30,6 +30,14 @@ def test_orders_catches_the_bad_order_and_still_succeeds(tmp_path):
     assert result.outputs["summary"] == {"orders": 4, "total": 150.9, "rejected": ["A-3"]}
 
 
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def http_server():
     """`python -m http.server` serving flows/data, exactly as flows/http_demo.yaml documents."""
@@ -39,14 +47,7 @@ def http_server():
     proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
                              "--directory", str(ROOT / "flows/data")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    wait_until(lambda: accepts(port), "python -m http.server never listened")
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait()
@@ -114,8 +115,8 @@ def test_parent_and_child_example(tmp_path):
     result = run("examples/parent.yaml", tmp_path,
                  input={"customers": [{"name": "Ada", "spend": 320}, {"name": "Alan", "spend": 40}]})
     assert result.outputs == {"vips": ["Ada"]}
-    children = [r for r in engine.Engine(tmp_path / "state.db").store.list_runs() if r["parent_id"]]
-    assert len(children) == 2 and {c["parent_id"] for c in children} == {result.run_id}
+    children = [r for r in engine.Engine(tmp_path / "state.db").list_runs() if r.parent_id]
+    assert len(children) == 2 and {c.parent_id for c in children} == {result.run_id}
 
 
 # -- examples/order_confirmation: the four Connect vendors end to end --------------------------

@@ -18,9 +18,8 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -29,16 +28,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from engine.errors import ActionError, FlowrunError, StoreError
+from engine.errors import ActionError, FlowrunError
 from engine.plugin import AuthError, InboundRequest
 from engine.state import is_terminal
+from engine import wakeups
 
 from . import inbound as _in
 from .auth import AdminToken
 from .metrics import Metrics
 from .runs import RunHandle, Runs
-from .schedules import Scheduler
-from .triggers import RequestTrigger, Table, load_folder
+from .consumers import Consumers
+from .triggers import PushEntry, Table, load_folder
 
 log = logging.getLogger("flowrun.listener")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -58,6 +58,7 @@ class Options:
     reload_interval: float = 1.0
     retry_after: int = 1
     admin_token: str | None = None
+    clock: Any = None  # what pull triggers (schedules) read the time from; tests inject one
 
 
 def _iso(ts: float | None) -> str | None:
@@ -65,14 +66,14 @@ def _iso(ts: float | None) -> str | None:
 
 
 class Listener:
-    """Everything one server holds: the engine, the trigger table, runs, schedules, metrics."""
+    """Everything one server holds: the engine, the trigger table, runs, pull triggers, metrics."""
 
     def __init__(self, engine: Any, options: Options):
         self.engine = engine
         self.options = options
         self.metrics = Metrics()
         self.runs = Runs(engine, self.metrics, options.max_in_flight)
-        self.scheduler = Scheduler(engine, self._launch_scheduled, self.metrics)
+        self.consumers = Consumers(engine, self.runs, self.metrics, options.clock)
         self.admin = AdminToken(options.admin_token)
         if options.admin_token:
             engine.redactor.add(options.admin_token)
@@ -94,7 +95,7 @@ class Listener:
                           extra={"event": "flow_invalid", "file": file, "problem": str(p)})
         for name, flow in table.flows.items():
             if previous is None or previous.flows.get(name) is not flow:
-                triggers = [t for (f, t) in list(table.requests) + list(table.recurrences) if f == name]
+                triggers = table.trigger_names(name)
                 log.info("serving flow %s (%s)", name, ", ".join(triggers) or "no triggers",
                          extra={"event": "flow_served", "flow": name, "file": flow.file})
         self.table = table
@@ -121,13 +122,10 @@ class Listener:
             try:
                 if self._scan() != self._stamps:
                     self.load()
-                    await self.scheduler.sync(self.table)
+                    await self.consumers.sync(self.table)
                     log.info("flows reloaded", extra={"event": "flows_reloaded", "count": len(self.table.files)})
             except Exception:
                 log.exception("reload failed; still serving the previous flows", extra={"event": "reload_error"})
-
-    def _launch_scheduled(self, run_id: str, flow: Any, trigger: str) -> RunHandle:
-        return self.runs.launch(run_id, flow, trigger)
 
     def location(self, run_id: str) -> str:
         base = (self.options.base_url or "").rstrip("/")
@@ -144,48 +142,75 @@ class Listener:
             base = f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}"
         return base + path + (f"?{query}" if query else "")
 
-    # -- trigger requests -------------------------------------------------------------------
+    # -- trigger requests: a pipeline of small steps -------------------------------------------
+    # route -> gate (method 405, draining 503) -> read (413) -> authenticate (handshake, 401/403)
+    # -> body (400: parse, schema) -> dedupe (the first run's answer) -> limit (429) -> commit
+    # -> reply. Each step returns a Response to stop the request, or None to go on.
     async def trigger(self, request: Request) -> Response:
         t0 = time.perf_counter()
+        call = self._route(request)
+        if isinstance(call, Response):
+            return call
+        for step in (self._gate, self._read, self._authenticate, self._body, self._dedupe, self._limit,
+                     self._commit):
+            stop = await step(call)
+            if stop is not None:
+                return stop
+        response = await self._answer(call)
+        self.metrics.child(self.metrics.ack, *call.labels).observe(time.perf_counter() - t0)
+        return response
+
+    def _route(self, request: Request) -> "_Call | Response":
         flow_name, name = request.path_params["flow"], request.path_params["trigger"]
         entry = self.table.request(flow_name, name)
         params = entry.match(request.path_params.get("rest", "")) if entry is not None else None
-        if entry is None or params is None:
-            self.metrics.rejected.labels("", "", "not_found").inc()
-            flow = self.table.flows.get(flow_name)
-            known = sorted(t for (f, t) in self.table.requests if f == flow_name) if flow else []
-            hint = f"; its Request triggers: {', '.join(known)}" if known else ""
-            what = f"no Request trigger '{name}' in flow '{flow_name}'{hint}" if flow else f"no flow '{flow_name}' is served"
-            if entry is not None:
-                what = f"{request.url.path} does not match the trigger's path {entry.path}"
-            return _error(404, what)
-        labels = (entry.flow.name, entry.name)
-        method = request.method
+        if entry is not None and params is not None:
+            return _Call(request, entry, params)
+        self.metrics.rejected.labels("", "", "not_found").inc()
+        flow = self.table.flows.get(flow_name)
+        known = sorted(t for (f, t) in self.table.push if f == flow_name) if flow else []
+        hint = f"; its HTTP triggers: {', '.join(known)}" if known else ""
+        what = f"no HTTP trigger '{name}' in flow '{flow_name}'{hint}" if flow else f"no flow '{flow_name}' is served"
+        if entry is not None:
+            what = f"{request.url.path} does not match the trigger's path {entry.path}"
+        return _error(404, what)
+
+    async def _gate(self, call: "_Call") -> Response | None:
+        entry, method = call.entry, call.request.method
         if method not in (entry.method, "OPTIONS"):
             return self._reject(entry, 405, "method", f"this trigger takes {entry.method}, not {method}",
                                 {"Allow": f"{entry.method}, OPTIONS"})
-        self.metrics.child(self.metrics.received, *labels).inc()
+        self.metrics.child(self.metrics.received, *call.labels).inc()
         if self.draining:
             return self._reject(entry, 503, "draining", "the server is shutting down; retry shortly",
                                 {"Retry-After": str(self.options.retry_after)})
-        body = await _read_limited(request, self.options.max_body)
+        return None
+
+    async def _read(self, call: "_Call") -> Response | None:
+        body = await _read_limited(call.request, self.options.max_body)
         if body is None:
-            return self._reject(entry, 413, "too_large", f"the body exceeds the limit of {self.options.max_body} bytes")
-        headers = dict(request.headers)
-        inbound = InboundRequest(method=method, url=self.public_url(request), headers=headers, body=body,
-                                 query=dict(request.query_params),
-                                 form=_in.parse_form(body) if _in.is_form(headers) else None)
+            return self._reject(call.entry, 413, "too_large",
+                                f"the body exceeds the limit of {self.options.max_body} bytes")
+        request, headers = call.request, dict(call.request.headers)
+        call.inbound = InboundRequest(method=request.method, url=self.public_url(request), headers=headers,
+                                      body=body, query=dict(request.query_params),
+                                      form=_in.parse_form(body) if _in.is_form(headers) else None)
+        return None
+
+    async def _authenticate(self, call: "_Call") -> Response | None:
+        """A protocol handshake is answered here; otherwise the request must verify."""
+        entry, labels = call.entry, call.labels
         try:
-            answer = entry.auth.handshake(inbound, entry.connection, entry.options)
+            answer = entry.auth.handshake(call.inbound, entry.connection, entry.options)
             if answer is not None:
                 status, extra, content = answer
                 self.metrics.handshakes.labels(*labels).inc()
                 log.info("handshake answered", extra={"event": "handshake", "flow": labels[0], "trigger": labels[1],
                                                       "http_status": status})
                 return Response(content, status_code=status, headers=extra)
-            if method == "OPTIONS":
+            if call.request.method == "OPTIONS":
                 return Response(status_code=405, headers={"Allow": entry.method})
-            auth_key = entry.auth.verify(inbound, entry.connection, entry.options)
+            call.auth_key = entry.auth.verify(call.inbound, entry.connection, entry.options)
         except AuthError as exc:
             if 200 <= exc.status < 300:
                 self.metrics.ignored.labels(*labels).inc()
@@ -194,70 +219,87 @@ class Listener:
                 return JSONResponse({"status": "ignored", "message": exc.message}, status_code=exc.status)
             reason = {401: "unauthenticated", 403: "forbidden"}.get(exc.status, "refused")
             extra_headers = {"WWW-Authenticate": entry.kind} if exc.status == 401 else None
-            return self._reject(entry, exc.status, reason, exc.message, extra_headers, client=request.client)
+            return self._reject(entry, exc.status, reason, exc.message, extra_headers, client=call.request.client)
+        return None
+
+    async def _body(self, call: "_Call") -> Response | None:
+        entry, inbound = call.entry, call.inbound
         try:
-            parsed = _in.parse_body(body, headers)
+            parsed = _in.parse_body(inbound.body, inbound.headers)
         except _in.BodyError as exc:
             return self._reject(entry, 400, "invalid_body", str(exc))
-        if entry.validator is not None:
-            problems = [{"path": "/" + "/".join(str(p) for p in e.absolute_path), "message": e.message}
-                        for e in sorted(entry.validator.iter_errors(parsed), key=lambda e: list(map(str, e.absolute_path)))]
-            if problems:
-                return self._reject(entry, 400, "schema", "the body does not match the trigger's schema",
-                                    problems=problems)
-        outputs = _in.trigger_outputs(inbound, parsed, params, entry.secret_headers, entry.secret_queries)
+        problems = entry.trigger.body_problems(parsed)
+        if problems:
+            return self._reject(entry, 400, "schema", "the body does not match the trigger's schema",
+                                problems=problems)
+        call.outputs = _in.trigger_outputs(inbound, parsed, call.params, entry.secret_headers, entry.secret_queries)
+        return None
+
+    async def _dedupe(self, call: "_Call") -> Response | None:
+        entry = call.entry
         try:
-            dedupe = entry.dedupe_key(outputs, self.engine.evaluator, auth_key)
+            call.dedupe = entry.dedupe_key(call.outputs, self.engine.evaluator, call.auth_key)
         except ActionError as exc:
             return self._reject(entry, 400, "dedupe", f"the trigger's dedupe expression failed: {exc.message}")
-        if dedupe is not None:
-            first = self.engine.store.find_run(entry.flow.name, dedupe)
+        if call.dedupe is not None:
+            first = self.engine.find_run(entry.flow.name, call.dedupe)
             if first is not None:
                 return await self._duplicate(entry, first)
+        return None
+
+    async def _limit(self, call: "_Call") -> Response | None:
         if self.runs.full():
-            return self._reject(entry, 429, "busy", f"{self.options.max_in_flight} runs are in flight; retry later",
-                                {"Retry-After": str(self.options.retry_after)})
-        stored = _in.stored_request(inbound, request.url.path, params, entry.secret_headers, entry.secret_queries)
+            return self._reject(call.entry, 429, "busy", f"{self.options.max_in_flight} runs are in flight; "
+                                                         f"retry later", {"Retry-After": str(self.options.retry_after)})
+        return None
+
+    async def _commit(self, call: "_Call") -> Response | None:
+        """The run is committed (as Queued, with the stored request) before anything answers."""
+        entry, labels = call.entry, call.labels
+        stored = _in.stored_request(call.inbound, call.request.url.path, call.params, entry.secret_headers,
+                                    entry.secret_queries)
         try:
-            run_id = await self.engine.submit(entry.flow, trigger=entry.name, trigger_outputs=outputs,
-                                              request=stored, dedupe_key=dedupe)
-        except sqlite3.IntegrityError:  # the same key committed by another process meanwhile
-            first = self.engine.store.find_run(entry.flow.name, dedupe) if dedupe else None
-            if first is None:
-                raise
-            return await self._duplicate(entry, first)
-        except (FlowrunError, sqlite3.Error) as exc:
+            got = await self.engine.submit_once(entry.flow, trigger=entry.name, trigger_outputs=call.outputs,
+                                                request=stored, dedupe_key=call.dedupe)
+        except FlowrunError as exc:
             log.error("could not start a run: %s", exc, extra={"event": "start_error", "flow": labels[0],
                                                                "trigger": labels[1]})
             self.metrics.rejected.labels(*labels, "error").inc()
             return _error(503, f"the run could not be started: {exc}", {"Retry-After": str(self.options.retry_after)})
-        handle = self.runs.launch(run_id, entry.flow, entry.name)
+        if got.duplicate:  # the same key committed by another process meanwhile
+            first = self.engine.run_record(got.run_id)
+            return await self._duplicate(entry, first)
+        call.run_id = got.run_id
+        call.handle = self.runs.launch(got.run_id, entry.flow, entry.name)
         self.metrics.child(self.metrics.accepted, *labels).inc()
-        log.info("trigger accepted", extra={"event": "accepted", "run_id": run_id, "flow": labels[0],
-                                            "trigger": labels[1], "dedupe_key": dedupe})
-        if entry.has_response:
-            reply = await self.runs.wait_response(handle, self.options.sync_timeout)
-            response = self._reply(run_id, reply) if reply is not None else (
-                self._no_reply(run_id, handle) if handle.done.is_set() else self._accepted(run_id))
-        else:
-            response = self._accepted(run_id)
-        self.metrics.child(self.metrics.ack, *labels).observe(time.perf_counter() - t0)
-        return response
+        log.info("trigger accepted", extra={"event": "accepted", "run_id": got.run_id, "flow": labels[0],
+                                            "trigger": labels[1], "dedupe_key": call.dedupe})
+        return None
 
-    async def _duplicate(self, entry: RequestTrigger, first: dict) -> Response:
+    async def _answer(self, call: "_Call") -> Response:
+        """The flow's reply (a Response-declaring action) within --sync-timeout, else 202 + Location."""
+        run_id, handle = call.run_id, call.handle
+        if not call.entry.has_response:
+            return self._accepted(run_id)
+        reply = await self.runs.wait_response(handle, self.options.sync_timeout)
+        if reply is not None:
+            return self._reply(run_id, reply)
+        return self._no_reply(run_id, handle) if handle.done.is_set() else self._accepted(run_id)
+
+    async def _duplicate(self, entry: PushEntry, first: Any) -> Response:
         self.metrics.child(self.metrics.duplicates, entry.flow.name, entry.name).inc()
-        run_id = first["id"]
+        run_id = first.id
         log.info("redelivery answered from the first run", extra={"event": "duplicate", "run_id": run_id,
                                                                   "flow": entry.flow.name, "trigger": entry.name})
-        reply = first.get("response")
+        reply = first.response
         handle = self.runs.in_flight.get(run_id)
         if reply is None and entry.has_response and handle is not None:
             reply = await self.runs.wait_response(handle, self.options.sync_timeout)
         extra = {"X-Flowrun-Duplicate": "true"}
         if reply is not None:
             return self._reply(run_id, reply, extra)
-        if entry.has_response and is_terminal(first["status"]) and (handle is None or handle.done.is_set()):
-            return self._no_reply(run_id, handle, first["status"], extra)
+        if entry.has_response and is_terminal(first.status) and (handle is None or handle.done.is_set()):
+            return self._no_reply(run_id, handle, first.status, extra)
         return self._accepted(run_id, extra)
 
     def _accepted(self, run_id: str, extra: dict | None = None) -> Response:
@@ -293,7 +335,7 @@ class Listener:
                              "error": "the run ended without sending its Response"}, status_code=502,
                             headers={"Location": where, "X-Flowrun-Run-Id": run_id, **(extra or {})})
 
-    def _reject(self, entry: RequestTrigger, status: int, reason: str, message: str,
+    def _reject(self, entry: PushEntry, status: int, reason: str, message: str,
                 headers: dict | None = None, problems: list | None = None, client: Any = None) -> Response:
         self.metrics.child(self.metrics.rejected, entry.flow.name, entry.name, reason).inc()
         log.warning("trigger rejected: %s", message,
@@ -304,14 +346,9 @@ class Listener:
     # -- runs -------------------------------------------------------------------------------
     async def run_status(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        try:
-            run = self.engine.store.get_run(run_id)
-        except StoreError:
-            run = None
-        if run is not None and run["id"] != run_id:
-            run = None  # whole ids only: no prefix probing over HTTP
+        run = self.engine.run_record(run_id)  # whole ids only: no prefix probing over HTTP
         if not self.admin.allows(dict(request.headers)):
-            entry = self.table.request(run["flow"], run["trigger"]) if run else None
+            entry = self.table.request(run.flow, run.trigger) if run else None
             if entry is None:
                 return _error(401 if run else 404, "this run needs the admin token (Authorization: Bearer ...)"
                               if run else f"no run '{run_id}'")
@@ -326,11 +363,11 @@ class Listener:
                 return _error(status, exc.message)
         if run is None:
             return _error(404, f"no run '{run_id}'")
-        done = is_terminal(run["status"])
-        out = {"runId": run["id"], "flow": run["flow"], "trigger": run["trigger"], "status": run["status"],
-               "created": _iso(run["created"]), "started": _iso(run["started"]), "ended": _iso(run["ended"]),
-               "outputs": run["outputs"], "error": run["error"], "response": run["response"]}
-        headers = {} if done else {"Location": self.location(run["id"]), "Retry-After": str(self.options.retry_after)}
+        done = is_terminal(run.status)
+        out = {"runId": run.id, "flow": run.flow, "trigger": run.trigger, "status": run.status,
+               "created": _iso(run.created), "started": _iso(run.started), "ended": _iso(run.ended),
+               "outputs": run.outputs, "error": run.error, "response": run.response}
+        headers = {} if done else {"Location": self.location(run.id), "Retry-After": str(self.options.retry_after)}
         return JSONResponse(out, status_code=200 if done else 202, headers=headers)
 
     # -- operations -------------------------------------------------------------------------
@@ -341,10 +378,9 @@ class Listener:
         body = {"status": "ready" if self.ready and not self.draining else ("draining" if self.draining else "starting"),
                 "flows": len(self.table.files), "invalid": sorted(f for f in self.table.problems),
                 "inFlight": len(self.runs.in_flight)}
-        try:
-            self.engine.store.db.execute("SELECT 1").fetchone()
-        except sqlite3.Error as exc:
-            body.update(status="store unavailable", error=str(exc))
+        problem = self.engine.store_problem()
+        if problem is not None:
+            body.update(status="store unavailable", error=problem)
             return JSONResponse(body, status_code=503)
         return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
@@ -364,7 +400,8 @@ class Listener:
     async def lifespan(self, app: Starlette) -> Any:
         async with anyio.create_task_group() as tg:
             resumed = self.runs.resume_unfinished()
-            await tg.start(self.scheduler.run, self.table)
+            await tg.start(self.consumers.run, self.table)
+            await tg.start(wakeups.run, self.engine, wakeups.launcher(self.runs))  # parked runs wake when due
             if self.options.reload:
                 tg.start_soon(self.watch)
             self.ready = True
@@ -376,7 +413,7 @@ class Listener:
             finally:
                 self.ready, self.draining = False, True
                 with anyio.CancelScope(shield=True):
-                    self.scheduler.stop()
+                    await self.consumers.stop()
                     n = len(self.runs.in_flight)
                     if n:
                         log.info("waiting for %d run(s) in flight", n, extra={"event": "draining", "count": n})
@@ -386,8 +423,27 @@ class Listener:
                                                                     "count": len(self.runs.in_flight)})
                         await self.runs.cancel()
                 tg.cancel_scope.cancel()
-        self.engine.store.flush()
+        self.engine.flush()
         log.info("stopped", extra={"event": "stopped"})
+
+
+@dataclass
+class _Call:
+    """One trigger request as it goes through the pipeline; each step fills in its part."""
+
+    request: Request
+    entry: PushEntry
+    params: dict[str, str]
+    inbound: InboundRequest | None = None
+    auth_key: str | None = None
+    outputs: dict = field(default_factory=dict)
+    dedupe: str | None = None
+    run_id: str = ""
+    handle: RunHandle | None = None
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return (self.entry.flow.name, self.entry.name)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

@@ -34,8 +34,12 @@ def _secret(connection: Connection | None, options: dict) -> bytes:
 
 
 class NoAuth(WebhookAuth):
+    """Open: anyone may call (stated explicitly, never a default)."""
+
     kind = "none"
     connection = None
+    description = "Anyone may call: an explicit choice, never a default."
+    example = {"type": "none"}
     options = {"type": "object", "additionalProperties": False, "properties": {}}
 
     def verify(self, request: InboundRequest, connection: Connection | None, options: dict) -> str | None:
@@ -43,8 +47,14 @@ class NoAuth(WebhookAuth):
 
 
 class KeyAuth(WebhookAuth):
+    """A shared key in a header or query parameter, compared in constant time."""
+
     kind = "key"
     connection = None  # any connection kind holding the secret named by `secret`
+    description = ("A shared key in a header (default `X-API-Key`) or a query parameter, compared in "
+                   "constant time; `scheme: Bearer` reads `Authorization: Bearer <key>`.")
+    header = "X-API-Key"
+    example = {"type": "key", "connection": "inbound", "header": "X-API-Key"}
     options = {
         "type": "object", "additionalProperties": False,
         "properties": {
@@ -85,8 +95,15 @@ class KeyAuth(WebhookAuth):
 
 
 class HmacAuth(WebhookAuth):
+    """HMAC-SHA256 of the raw body in a header (GitHub-style sha256=...), optional timestamp."""
+
     kind = "hmac"
     connection = None
+    description = ("HMAC-SHA256 of the raw body, GitHub-style `sha256=<hex>` in a header; with "
+                   "`timestampHeader` the signed text is `<timestamp>.<body>` and old timestamps are "
+                   "refused.")
+    header = "X-Hub-Signature-256"
+    example = {"type": "hmac", "connection": "github", "header": "X-Hub-Signature-256"}
     options = {
         "type": "object", "additionalProperties": False,
         "properties": {

@@ -14,7 +14,9 @@ tests make, never share or collide).
     flowrun_runs_finished_total{flow,status}               runs this server executed, by final status
     flowrun_runs_in_flight                                 runs executing now
     flowrun_action_duration_seconds{flow,action,status}    action durations
-    flowrun_schedule_firings_total{flow,trigger,outcome}   fired, caught_up, missed, already_fired, error
+    flowrun_trigger_events_total{flow,trigger,outcome}     what pull triggers report (host.count): a
+                                                           Recurrence's fired, caught_up, missed,
+                                                           already_fired, error
     flowrun_flows_served / flowrun_flows_invalid           flow files served / refused
 """
 from __future__ import annotations
@@ -46,8 +48,8 @@ class Metrics:
         self.actions = Histogram("flowrun_action_duration_seconds", "Action durations",
                                  ["flow", "action", "status"], registry=r,
                                  buckets=(.0005, .001, .005, .01, .05, .1, .5, 1, 5, 10, 60, 300))
-        self.firings = Counter("flowrun_schedule_firings", "Recurrence firings, by outcome",
-                               ["flow", "trigger", "outcome"], registry=r)
+        self.events = Counter("flowrun_trigger_events", "Pull trigger events, by outcome",
+                              ["flow", "trigger", "outcome"], registry=r)
         self.flows = Gauge("flowrun_flows_served", "Flow files served", registry=r)
         self.invalid = Gauge("flowrun_flows_invalid", "Flow files refused for problems", registry=r)
         self._children: dict[tuple, Any] = {}

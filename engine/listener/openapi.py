@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .triggers import RequestTrigger, Table
+from .triggers import PushEntry, Table
 
 ERROR = {"type": "object", "properties": {"error": {"type": "string"},
                                           "problems": {"type": "array", "items": {
@@ -31,7 +31,7 @@ def _json(schema: dict, description: str, headers: dict | None = None) -> dict:
     return out
 
 
-def _security(t: RequestTrigger) -> tuple[str | None, dict | None]:
+def _security(t: PushEntry) -> tuple[str | None, dict | None]:
     name = f"{t.flow.name}.{t.name}"
     if t.kind == "none":
         return None, None
@@ -54,7 +54,7 @@ def _security(t: RequestTrigger) -> tuple[str | None, dict | None]:
                   "description": f"verified by the '{t.kind}' auth ({cls.__module__})" + (f": {doc[0]}" if doc else "")}
 
 
-def operation(t: RequestTrigger) -> dict:
+def operation(t: PushEntry) -> dict:
     params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
               for p in re.findall(r"\{([^{}]+)\}", t.relative_path or "")]
     responses: dict[str, Any] = {}
@@ -93,7 +93,7 @@ def operation(t: RequestTrigger) -> dict:
 def document(table: Table, base_url: str | None = None) -> dict:
     paths: dict[str, dict] = {}
     schemes: dict[str, dict] = {}
-    for t in sorted(table.requests.values(), key=lambda t: t.path):
+    for t in sorted(table.push.values(), key=lambda t: t.path):
         paths.setdefault(t.path, {})[t.method.lower()] = operation(t)
         name, scheme = _security(t)
         if name:

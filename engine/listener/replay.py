@@ -22,29 +22,26 @@ class ReplayError(FlowrunError):
 
 def start_replay(engine: Any, run_id: str, definition: str = "current") -> tuple[Any, str]:
     """(flow, new run id): the replay is committed as Queued; execute it with engine.execute."""
-    run = engine.store.get_run(run_id)
-    request = run.get("request")
+    run = engine.get_run(run_id)
+    request = run.request
     if not isinstance(request, dict):
-        raise ReplayError(f"run {run['id']} did not arrive through a trigger: no request was stored "
+        raise ReplayError(f"run {run.id} did not arrive through a trigger: no request was stored "
                           f"(use `flowrun rerun` for runs started from the command line)")
-    flow = engine.load_recorded(run) if definition == "recorded" else engine.load(run["file"])
-    trigger = flow.triggers.get(run["trigger"])
-    if request.get("via") == "schedule":
-        outputs = run["payload"]
+    flow = engine.load_recorded(run) if definition == "recorded" else engine.load(run.file)
+    trigger = flow.triggers.get(run.trigger)
+    if request.get("via") != "http":  # a pull trigger's message (a schedule's firing): as it was
+        outputs = run.payload
     else:
         if trigger is None:
-            raise ReplayError(f"flow '{flow.name}' has no trigger '{run['trigger']}' any more")
+            raise ReplayError(f"flow '{flow.name}' has no trigger '{run.trigger}' any more")
         outputs = inbound.outputs_from_stored(request)
-        schema = (trigger.raw.get("inputs") or {}).get("schema")
-        if schema is not None:
-            from jsonschema import Draft202012Validator
-
-            errors = ["/" + "/".join(map(str, e.absolute_path)) + f": {e.message}"
-                      for e in Draft202012Validator(schema).iter_errors(outputs["body"])]
+        cls = engine.registry.trigger(trigger.type)
+        if cls is not None and cls.mode == "push":
+            errors = [f"{p['path']}: {p['message']}" for p in cls(trigger.raw, None).body_problems(outputs["body"])]
             if errors:
-                raise ReplayError(f"the stored body no longer matches trigger '{run['trigger']}''s schema: "
+                raise ReplayError(f"the stored body no longer matches trigger '{run.trigger}''s schema: "
                                   + "; ".join(errors))
-    replayed = dict(request, via="replay", replayOf=run["id"])
-    new_id = engine.start(flow, params=run["params"], trigger=run["trigger"], trigger_outputs=outputs,
-                          request=replayed, rerun_of=run["id"])
+    replayed = dict(request, via="replay", replayOf=run.id)
+    new_id = engine.start(flow, params=run.params, trigger=run.trigger, trigger_outputs=outputs,
+                          request=replayed, rerun_of=run.id)
     return flow, new_id

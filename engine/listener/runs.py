@@ -7,7 +7,7 @@ run in flight by its id. The number of runs in flight is what ``--max-in-flight`
 (the handler answers 429 past it); ``drain`` and ``cancel`` serve graceful shutdown.
 
 At start-up, ``resume_unfinished`` continues the runs this listener had accepted (the
-``request`` column says ``via: http`` or ``schedule``) that did not finish: killed with
+``request`` column says ``via: http``, ``schedule`` or ``trigger``) that did not finish: killed with
 kill -9 after the acknowledgement, or cancelled by a shutdown that outlasted its grace
 period. Child runs are left to their parent's Workflow action, which resumes them itself;
 runs started by ``flowrun run`` or ``replay`` are left to ``flowrun resume``.
@@ -22,6 +22,7 @@ from typing import Any
 from engine.state import FAILED, is_terminal
 
 log = logging.getLogger("flowrun.listener")
+SERVED = ("http", "schedule", "trigger")  # the request's ``via`` of runs a listener accepted
 
 
 class RunHandle:
@@ -46,9 +47,17 @@ class Runs:
         self.max_in_flight = max_in_flight
         self.in_flight: dict[str, RunHandle] = {}
         self.tasks: set[asyncio.Task] = set()
+        self._room: asyncio.Event | None = None  # set when a run ends (pull triggers wait on it)
 
     def full(self) -> bool:
         return len(self.in_flight) >= self.max_in_flight
+
+    async def wait_for_room(self) -> None:
+        """Return once fewer than ``max_in_flight`` runs execute (back pressure for pull triggers)."""
+        while self.full():
+            if self._room is None or self._room.is_set():
+                self._room = asyncio.Event()
+            await self._room.wait()
 
     def launch(self, run_id: str, flow: Any, trigger: str, *, resume: bool = False,
                flow_name: str | None = None) -> RunHandle:
@@ -100,9 +109,8 @@ class Runs:
             log.exception("run could not execute", extra={"event": "run_error", "run_id": handle.run_id,
                                                           "flow": flow_name, "trigger": handle.trigger})
             try:
-                self.engine.store.update_run(handle.run_id, status=FAILED, ended=time.time(),
-                                             error={"code": "ListenerError", "message": f"{type(exc).__name__}: "
-                                                                                       f"{exc}"})
+                self.engine.fail_run(handle.run_id, {"code": "ListenerError",
+                                                     "message": f"{type(exc).__name__}: {exc}"})
             except Exception:
                 log.exception("could not record the run's failure", extra={"run_id": handle.run_id})
         finally:
@@ -112,25 +120,27 @@ class Runs:
                 self.metrics.child(self.metrics.runs, flow_name, handle.status).inc()
             handle.responded.set()
             handle.done.set()
+            if self._room is not None:
+                self._room.set()
 
     def resume_unfinished(self) -> int:
         """Launch every unfinished run this listener accepted; returns how many."""
-        store, count = self.engine.store, 0
-        for run_id in store.unfinished_runs():
-            run = store.get_run(run_id)
-            request = run.get("request") or {}
-            if not isinstance(request, dict) or request.get("via") not in ("http", "schedule"):
+        count = 0
+        for run_id in self.engine.unfinished_runs():
+            run = self.engine.get_run(run_id)
+            request = run.request or {}
+            if not isinstance(request, dict) or request.get("via") not in SERVED:
                 continue
-            if run.get("parent_id"):
+            if run.parent_id:
                 try:
-                    parent = store.get_run(run["parent_id"])
-                    if not is_terminal(parent["status"]):
+                    parent = self.engine.get_run(run.parent_id)
+                    if not is_terminal(parent.status):
                         continue  # the parent's Workflow action resumes it
                 except Exception:
                     pass
-            log.info("resuming run", extra={"event": "run_resumed", "run_id": run_id, "flow": run["flow"],
-                                            "trigger": run["trigger"], "status": run["status"]})
-            self.launch(run_id, None, run["trigger"], resume=True, flow_name=run["flow"])
+            log.info("resuming run", extra={"event": "run_resumed", "run_id": run_id, "flow": run.flow,
+                                            "trigger": run.trigger, "status": run.status})
+            self.launch(run_id, None, run.trigger, resume=True, flow_name=run.flow)
             count += 1
         return count
 

@@ -1,13 +1,13 @@
 """The trigger table: every flow of a folder, loaded and checked, with what serving it needs.
 
-A flow file is served when it loads (``engine.load``: schema, semantics, connections) and
-its triggers pass the listener's own checks, each reported at its file:line:column:
+Which triggers exist is up to the node modules (``TRIGGERS``, see ``engine.triggers``); this
+module names none. A flow file is served when it loads (``engine.load``: schema, semantics,
+connections) and its triggers pass these checks, each reported at its file:line:column:
 
-- Request: ``auth`` names a known kind (built-in or declared by a node module), its options
-  match that kind's schema, its connection exists, has the right kind and resolves (the
-  environment variables are set); ``inputs.schema`` is a valid JSON Schema;
-  ``inputs.relativePath`` parameters are names; ``dedupe`` only reads the request;
-- Recurrence: the recurrence parses (see ``schedules``);
+- every trigger: its class accepts the definition (``TriggerConfigError`` problems);
+- push triggers: ``auth`` names a known kind (built-in or declared by a node module), its
+  options match that kind's schema, its connection exists, has the right kind and
+  resolves (the environment variables are set); ``dedupe`` only reads the request;
 - the flow's own connections resolve, so a request never fails to start for a missing secret;
 - flow names are unique in the folder (they are part of the URL).
 
@@ -15,7 +15,6 @@ A file with problems is reported and not served; the others are.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,25 +24,20 @@ from engine.errors import ActionError, ConnectionError_, FlowError, Problem
 from engine.expressions import WORKFLOW_FUNCTIONS, to_text
 from engine.model import Flow
 from engine.planner import suggest
-from engine.plugin import Connection, WebhookAuth
+from engine.plugin import Connection, PullTrigger, PushTrigger, TriggerConfigError, WebhookAuth
 
 from .auth import auth_kinds, secret_names
-from .schedules import Recurrence
 
 TRIGGER_FUNCTIONS = frozenset({"trigger", "triggerBody", "triggerOutputs"})
-_PARAM = re.compile(r"\{([^{}]*)\}")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass
-class RequestTrigger:
+class PushEntry:
+    """A push trigger of a served flow, with what the request pipeline needs for it."""
+
     flow: Flow
     name: str
-    method: str
-    relative_path: str | None
-    pattern: re.Pattern | None
-    schema: dict | None
-    validator: Any
+    trigger: PushTrigger
     kind: str
     auth: WebhookAuth
     options: dict
@@ -54,17 +48,25 @@ class RequestTrigger:
     secret_queries: frozenset[str] = frozenset()
 
     @property
+    def method(self) -> str:
+        return self.trigger.method
+
+    @property
+    def relative_path(self) -> str | None:
+        return self.trigger.relative_path
+
+    @property
+    def schema(self) -> dict | None:
+        return self.trigger.schema
+
+    @property
     def path(self) -> str:
         base = f"/flows/{self.flow.name}/triggers/{self.name}"
         return f"{base}/{self.relative_path.strip('/')}" if self.relative_path else base
 
     def match(self, rest: str) -> dict[str, str] | None:
         """Relative path parameters, or None when ``rest`` is not this trigger's path."""
-        rest = rest.strip("/")
-        if self.pattern is None:
-            return {} if not rest else None
-        m = self.pattern.match(rest)
-        return m.groupdict() if m else None
+        return self.trigger.match(rest)
 
     def dedupe_key(self, outputs: dict, evaluator: Any, auth_key: str | None) -> str | None:
         """The run's de-duplication key: the ``dedupe`` template's value, else the auth's key."""
@@ -101,14 +103,22 @@ class _RequestScope:
 
 
 @dataclass
-class RecurrenceTrigger:
+class PullEntry:
+    """A pull trigger of a served flow: ``flowrun serve`` runs ``cls(definition, host)``."""
+
     flow: Flow
     name: str
-    recurrence: Recurrence
+    cls: type[PullTrigger]
+    definition: dict
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.flow.name, self.name)
+
+    @property
+    def version(self) -> tuple:
+        """Changes when the definition does (a reload restarts the trigger then)."""
+        return (self.cls, repr(sorted(self.definition.items(), key=lambda kv: kv[0])))
 
 
 @dataclass
@@ -117,21 +127,23 @@ class Table:
 
     flows: dict[str, Flow] = field(default_factory=dict)  # by flow name
     files: dict[str, str] = field(default_factory=dict)  # file -> flow name
-    requests: dict[tuple[str, str], RequestTrigger] = field(default_factory=dict)
-    recurrences: dict[tuple[str, str], RecurrenceTrigger] = field(default_factory=dict)
+    push: dict[tuple[str, str], PushEntry] = field(default_factory=dict)
+    pull: dict[tuple[str, str], PullEntry] = field(default_factory=dict)
     problems: dict[str, list[Problem]] = field(default_factory=dict)  # file -> problems
 
-    def request(self, flow: str, trigger: str) -> RequestTrigger | None:
-        return self.requests.get((flow, trigger))
+    def request(self, flow: str, trigger: str) -> PushEntry | None:
+        return self.push.get((flow, trigger))
 
-    def add(self, file: str, flow: Flow, requests: list[RequestTrigger],
-            recurrences: list[RecurrenceTrigger]) -> None:
+    def add(self, file: str, flow: Flow, push: list[PushEntry], pull: list[PullEntry]) -> None:
         self.flows[flow.name] = flow
         self.files[file] = flow.name
-        for t in requests:
-            self.requests[(flow.name, t.name)] = t
-        for r in recurrences:
-            self.recurrences[r.key] = r
+        for t in push:
+            self.push[(flow.name, t.name)] = t
+        for r in pull:
+            self.pull[r.key] = r
+
+    def trigger_names(self, flow: str) -> list[str]:
+        return [t for (f, t) in list(self.push) + list(self.pull) if f == flow]
 
 
 def flow_files(folder: str | Path) -> list[Path]:
@@ -149,7 +161,7 @@ def load_folder(engine: Any, folder: str | Path, previous: Table | None = None) 
     for path in flow_files(folder):
         file = str(path)
         try:
-            flow, requests, recurrences = load_flow(engine, path)
+            flow, push, pull = load_flow(engine, path)
         except FlowError as exc:
             table.problems[file] = exc.problems
             if previous is not None and file in previous.files:
@@ -161,18 +173,18 @@ def load_folder(engine: Any, folder: str | Path, previous: Table | None = None) 
             table.problems[file] = [Problem(file, line, col, "name", f"flow name '{flow.name}' is also used "
                                             f"by {other.file}; names must be unique (they are part of the URL)")]
             continue
-        table.add(file, flow, requests, recurrences)
+        table.add(file, flow, push, pull)
     return table
 
 
 def _keep(table: Table, previous: Table, file: str) -> None:
     name = previous.files[file]
     flow = previous.flows[name]
-    table.add(file, flow, [t for (f, _), t in previous.requests.items() if f == name],
-              [r for (f, _), r in previous.recurrences.items() if f == name])
+    table.add(file, flow, [t for (f, _), t in previous.push.items() if f == name],
+              [r for (f, _), r in previous.pull.items() if f == name])
 
 
-def load_flow(engine: Any, path: str | Path) -> tuple[Flow, list[RequestTrigger], list[RecurrenceTrigger]]:
+def load_flow(engine: Any, path: str | Path) -> tuple[Flow, list[PushEntry], list[PullEntry]]:
     """Load one flow and check what serving it needs; FlowError lists every problem."""
     flow = engine.load(path)
     positions = _positions(flow)
@@ -187,56 +199,37 @@ def load_flow(engine: Any, path: str | Path) -> tuple[Flow, list[RequestTrigger]
     except ConnectionError_ as exc:
         problem("", f"the flow cannot run: {exc}")
     kinds = auth_kinds(engine.registry)
-    has_response = any(a.type == "Response" for a in flow.actions.values())
-    requests, recurrences = [], []
+    has_response = any(getattr(engine.registry.node(a.type), "replies", False) for a in flow.actions.values())
+    push, pull = [], []
     for name, trig in flow.triggers.items():
         where = f"triggers.{name}"
-        if trig.type == "Request":
-            t = _request(engine, flow, name, trig.raw, kinds, has_response, problem, where)
-            if t is not None:
-                requests.append(t)
-        elif trig.type == "Recurrence":
-            try:
-                recurrences.append(RecurrenceTrigger(flow, name, Recurrence.parse(trig.raw["recurrence"])))
-            except ValueError as exc:
-                sub = exc.args[1] if len(exc.args) > 1 else ""
-                problem(f"{where}.recurrence" + (f".{sub}" if sub else ""), str(exc.args[0]))
+        cls = engine.registry.trigger(trig.type)
+        if cls is None:  # the schema reported it
+            continue
+        try:
+            instance = cls(trig.raw, None)
+        except TriggerConfigError as exc:
+            for sub, message in exc.problems:
+                problem(f"{where}.{sub}" if sub else where, message)
+            continue
+        if cls.mode == "push":
+            entry = _push(engine, flow, name, trig.raw, instance, kinds, has_response, problem, where)
+            if entry is not None:
+                push.append(entry)
+        elif cls.mode == "pull":
+            pull.append(PullEntry(flow, name, cls, trig.raw))
     if problems:
         raise FlowError(sorted(problems, key=lambda p: (p.line, p.column)))
-    return flow, requests, recurrences
+    return flow, push, pull
 
 
 def _positions(flow: Flow) -> dict:
     return yamlpos.load(flow.source, flow.file)[1]
 
 
-def _request(engine: Any, flow: Flow, name: str, raw: dict, kinds: dict, has_response: bool,
-             problem: Any, where: str) -> RequestTrigger | None:
+def _push(engine: Any, flow: Flow, name: str, raw: dict, trigger: PushTrigger, kinds: dict,
+          has_response: bool, problem: Any, where: str) -> PushEntry | None:
     from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    inputs = raw.get("inputs") or {}
-    method = str(inputs.get("method", "POST")).upper()
-    relative, pattern = inputs.get("relativePath"), None
-    if relative:
-        names = _PARAM.findall(relative)
-        bad = [n for n in names if not _NAME.match(n)]
-        dupes = {n for n in names if names.count(n) > 1}
-        if bad or dupes:
-            problem(f"{where}.inputs.relativePath",
-                    f"path parameters must be distinct names: {', '.join(sorted(set(bad) | dupes))}")
-        else:
-            regex = "".join(f"(?P<{part}>[^/]+)" if i % 2 else re.escape(part)
-                            for i, part in enumerate(_PARAM.split(relative.strip("/"))))
-            pattern = re.compile(f"^{regex}$")
-    schema, validator = inputs.get("schema"), None
-    if schema is not None:
-        try:
-            Draft202012Validator.check_schema(schema)
-            validator = Draft202012Validator(schema)
-        except SchemaError as exc:
-            sub = ".".join(str(p) for p in exc.absolute_path)
-            problem(f"{where}.inputs.schema" + (f".{sub}" if sub else ""), f"not a valid JSON Schema: {exc.message}")
 
     auth = raw.get("auth") or {}
     kind = auth.get("type")
@@ -298,7 +291,6 @@ def _request(engine: Any, flow: Flow, name: str, raw: dict, kinds: dict, has_res
             headers |= {options["header"].lower()}
         if "query" in options and isinstance(options["query"], str):
             queries |= {options["query"]}
-    return RequestTrigger(flow=flow, name=name, method=method, relative_path=relative, pattern=pattern,
-                          schema=schema, validator=validator, kind=kind, auth=instance, options=options,
-                          connection=connection, dedupe=dedupe, has_response=has_response,
-                          secret_headers=headers, secret_queries=queries)
+    return PushEntry(flow=flow, name=name, trigger=trigger, kind=kind, auth=instance, options=options,
+                     connection=connection, dedupe=dedupe, has_response=has_response,
+                     secret_headers=headers, secret_queries=queries)

@@ -39,7 +39,7 @@ def _setup(work: Path, api) -> Path:
 
 
 def run_direct(work: Path, *, fail_email: bool = False):
-    """Run flow.yaml in-process with event.json as the trigger body: (RunResult, requests)."""
+    """Run flow.yaml in-process with event.json as the trigger body: (Run, requests)."""
     import engine
 
     api = sandbox.start(fail_email=fail_email)

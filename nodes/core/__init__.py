@@ -1,4 +1,4 @@
-"""Built-in actions: data shaping, variables, control flow, run control.
+"""Built-in actions (data shaping, variables, control flow, run control) and triggers.
 
 They use the same plugin contract as vendor nodes (engine.plugin); container actions
 (If, Switch, Foreach, Until, Scope) run their nested blocks through ``context.run_block``.
@@ -6,6 +6,7 @@ They use the same plugin contract as vendor nodes (engine.plugin); container act
 from .control import Foreach, If, Scope, Switch, Until
 from .data import Compose, Join, ParseJson, Query, Select
 from .run import Response, Terminate, Wait, Workflow
+from .triggers import TRIGGERS  # noqa: F401  Request, Recurrence, Manual
 from .variables import (AppendToArrayVariable, AppendToStringVariable, DecrementVariable,
                         IncrementVariable, InitializeVariable, SetVariable)
 

@@ -8,7 +8,7 @@ import anyio
 
 from engine.errors import ActionError
 from engine.model import parse_duration
-from engine.plugin import Context, Node
+from engine.plugin import Context, Node, Status
 
 from .conditions import CONDITION_SCHEMA, truth
 
@@ -18,7 +18,7 @@ NESTED = ("actions", "else", "cases", "default")
 
 
 def _fail_if(status: str, what: str) -> None:
-    if status in ("Failed", "TimedOut"):
+    if Status.of(status).is_failure:
         raise ActionError(f"{what} failed", code="ActionFailed")
 
 
@@ -30,7 +30,7 @@ class Scope(Node):
     fields = {"actions": ACTIONS}
     required_fields = ("actions",)
     lazy = NESTED
-    container = True
+    nested = ("actions",)
     example = {"type": "Scope", "actions": {"charge": {"type": "Compose", "inputs": "charged"}}}
     outputs = {"type": "null"}
 
@@ -50,7 +50,7 @@ class If(Node):
     fields = {"expression": CONDITION_SCHEMA, "actions": ACTIONS, "else": BRANCH}
     required_fields = ("expression",)
     lazy = NESTED
-    container = True
+    nested = ("actions", "else")
     example = {"type": "If", "expression": "{{ triggerBody().total > 100 }}",
                "actions": {"big": {"type": "Compose", "inputs": "big order"}},
                "else": {"actions": {"small": {"type": "Compose", "inputs": "small order"}}}}
@@ -79,7 +79,7 @@ class Switch(Node):
               "default": BRANCH}
     required_fields = ("expression", "cases")
     lazy = NESTED
-    container = True
+    nested = ("cases", "default")
     example = {"type": "Switch", "expression": "{{ triggerBody().tier }}",
                "cases": {"gold": {"case": "gold", "actions": {"vip": {"type": "Compose", "inputs": "vip"}}}},
                "default": {"actions": {"std": {"type": "Compose", "inputs": "standard"}}}}
@@ -128,7 +128,8 @@ class Foreach(Node):
               "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}}
     required_fields = ("foreach", "actions")
     lazy = ("actions",)
-    container = True
+    nested = ("actions",)
+    loops = True
     example = {"type": "Foreach", "foreach": "{{ triggerBody().orders }}", "concurrency": 5,
                "actions": {"each": {"type": "Compose", "inputs": "{{ item().id }}"}}}
     outputs = {"type": "object", "properties": {"count": {"type": "integer"}, "failed": {"type": "integer"}}}
@@ -150,17 +151,18 @@ class Foreach(Node):
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise ActionError(f"concurrency must be a whole number from 1 to 1000, not {limit!r}",
                               code="InvalidForeach")
-        statuses: list[str] = []
+        failed = 0  # counts, not a list: a loop's memory must not grow with its items
         cursor = iter(enumerate(items))
 
         async def worker() -> None:
+            nonlocal failed
             for i, item in cursor:
-                statuses.append(await context.run_block("actions", item=item, index=i, iteration=str(i)))
+                status = await context.run_block("actions", item=item, index=i, iteration=str(i))
+                failed += Status.of(status).is_failure
 
         async with anyio.create_task_group() as tg:
             for _ in range(min(int(limit), max(len(items), 1))):
                 tg.start_soon(worker)
-        failed = sum(1 for s in statuses if s in ("Failed", "TimedOut"))
         if failed:
             raise ActionError(f"{failed} of {len(items)} iterations failed", code="ActionFailed",
                               details={"count": len(items), "failed": failed})
@@ -176,7 +178,10 @@ class Until(Node):
     fields = {"expression": CONDITION_SCHEMA, "actions": ACTIONS}
     required_fields = ("expression", "actions")
     lazy = ("expression", "actions")
-    container = True
+    nested = ("actions",)
+    loops = True
+    after_block = ("expression",)
+    owns_limit = True
     example = {"type": "Until", "expression": "{{ body('poll').statusCode == 200 }}",
                "limit": {"count": 10, "timeout": "PT1M"},
                "actions": {"poll": {"type": "Http", "inputs": {"method": "GET", "uri": "https://example.com/job/1"}}}}
@@ -192,7 +197,7 @@ class Until(Node):
         limit = raw.get("limit") or {}
         count = int(limit.get("count", 60))
         deadline = time.monotonic() + parse_duration(limit.get("timeout", "PT1H"))
-        status, i = "Succeeded", 0
+        status, i = Status.SUCCEEDED, 0
         while True:
             status = await context.run_block("actions", index=i, iteration=str(i))
             i += 1

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
-import anyio
 
 from engine.errors import ActionError
-from engine.plugin import Context, Node
+from engine.plugin import Context, Node, Status
 
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000}
 
@@ -33,19 +31,21 @@ class Terminate(Node):
         error = None
         if inputs["runStatus"] == "Failed":
             error = {"code": "Terminated", "message": "terminated by the flow"} | (inputs.get("runError") or {})
-        context.run.request_terminate(inputs["runStatus"], error)
+        context.terminate(inputs["runStatus"], error)
         return {"runStatus": inputs["runStatus"], "runError": error}
 
     def replay(self, outputs: Any, context: Context) -> None:
         # a resumed run whose Terminate had already finished ends the same way
         if outputs:
-            context.run.request_terminate(outputs["runStatus"], outputs.get("runError"))
+            context.terminate(outputs["runStatus"], outputs.get("runError"))
 
 
 class Wait(Node):
     type = "Wait"
     title = "Wait for a while, or until a time"
-    description = "Waits `interval` ({count, unit}) or `until` ({timestamp}, ISO 8601 UTC)."
+    description = ("Waits `interval` ({count, unit}) or `until` ({timestamp}, ISO 8601 UTC). The wake-up "
+                   "time is recorded, so a resumed run waits only what is left; under `flowrun serve` a run "
+                   "that is only waiting is parked and holds no task.")
     input_schema = {"type": "object", "additionalProperties": False, "properties": {
         "interval": {"type": "object", "required": ["count", "unit"], "additionalProperties": False,
                      "properties": {"count": {"type": "number", "minimum": 0},
@@ -68,8 +68,9 @@ class Wait(Node):
                                   code="InvalidTimestamp") from None
             if until.tzinfo is None:
                 until = until.replace(tzinfo=dt.timezone.utc)
-            seconds = until.timestamp() - time.time()
-        await anyio.sleep(max(0.0, seconds))
+            await context.wait_until(until.timestamp())
+            return None
+        await context.wait(seconds)  # durable: a resumed run waits only what is left
         return None
 
 
@@ -83,6 +84,7 @@ class Response(Node):
         "headers": {"type": "object", "additionalProperties": {"type": "string"}},
         "body": {"description": "JSON value or text"}}}
     placement = "outside-loops"
+    replies = True
     example = {"type": "Response", "inputs": {"statusCode": 200, "body": {"ok": True}}}
     outputs = {"type": "object", "properties": {"statusCode": {"type": "integer"}, "headers": {"type": "object"},
                                                 "body": {}}}
@@ -91,12 +93,12 @@ class Response(Node):
         inputs = inputs or {}
         reply = {"statusCode": inputs.get("statusCode", 200), "headers": inputs.get("headers") or {},
                  "body": inputs.get("body")}
-        context.run.respond(reply)
+        context.respond(reply)
         return reply
 
     def replay(self, outputs: Any, context: Context) -> None:
-        if outputs and context.run.response is None:
-            context.run.response = outputs
+        if outputs and not context.responded:
+            context.respond(outputs, replayed=True)
 
 
 class Workflow(Node):
@@ -111,18 +113,18 @@ class Workflow(Node):
         "body": {"description": "the child's triggerBody()"},
         "parameters": {"type": "object"}}}
     inputs_required = True
-    container = True  # it waits for other actions (the child's): it must not hold a concurrency slot
+    holds_slot = False  # it waits for other actions (the child's): it must not hold a concurrency slot
     example = {"type": "Workflow", "inputs": {"flow": "child.yaml", "body": {"orderId": "{{ triggerBody().id }}"}}}
     outputs = {"type": "object", "properties": {
         "runId": {"type": "string"}, "status": {"type": "string"}, "outputs": {"description": "child flow outputs"},
         "body": {"description": "the child's Response body, or its outputs"}, "statusCode": {"type": "integer"}}}
 
     async def run(self, inputs: Any, context: Context) -> Any:
-        child = await context.run.run_child(context, inputs["flow"], inputs.get("body"), inputs.get("parameters"))
+        child = await context.run_child(inputs["flow"], inputs.get("body"), inputs.get("parameters"))
         reply = child.response or {}
         out = {"runId": child.run_id, "status": child.status, "outputs": child.outputs,
                "statusCode": reply.get("statusCode"), "body": reply.get("body", child.outputs)}
-        if child.status != "Succeeded":
+        if child.status != Status.SUCCEEDED:
             raise ActionError(f"child run {child.run_id} ended {child.status}: "
                               f"{(child.error or {}).get('message', '')}", code="ChildRunFailed", details=out)
         return out

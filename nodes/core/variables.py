@@ -51,7 +51,15 @@ class InitializeVariable(_VariableNode):
                                        "value": {}}}}}}
     inputs_required = True
     placement = "top-level"
+    declares_variables = True
     example = {"type": "InitializeVariable", "inputs": {"variables": [{"name": "count", "type": "integer", "value": 0}]}}
+
+    @classmethod
+    def declared_variables(cls, action: dict) -> list[str]:
+        inputs = action.get("inputs")
+        variables = inputs.get("variables") if isinstance(inputs, dict) else None
+        return [v["name"] for v in variables or () if isinstance(v, dict) and isinstance(v.get("name"), str)] \
+            if isinstance(variables, list) else []
 
     async def run(self, inputs: Any, context: Context) -> Any:
         var = inputs["variables"][0]
@@ -59,14 +67,12 @@ class InitializeVariable(_VariableNode):
         value = var.get("value", {"string": "", "integer": 0, "float": 0.0, "boolean": False,
                                   "array": [], "object": {}}[kind])
         _check_type(var["name"], kind, value)
-        context.variables[var["name"]] = copy.deepcopy(value)  # appends must not change this output
-        context.run.variable_types[var["name"]] = kind
+        context.variables.declare(var["name"], kind, copy.deepcopy(value))  # appends must not change this output
         return {"name": var["name"], "value": value}
 
     def replay(self, outputs: Any, context: Context) -> None:
-        context.variables[outputs["name"]] = copy.deepcopy(outputs.get("value"))
         var = context.action.inputs["variables"][0]
-        context.run.variable_types[var["name"]] = var["type"].lower()
+        context.variables.declare(outputs["name"], var["type"].lower(), copy.deepcopy(outputs.get("value")))
 
 
 class SetVariable(_VariableNode):
@@ -81,7 +87,7 @@ class SetVariable(_VariableNode):
     async def run(self, inputs: Any, context: Context) -> Any:
         name = inputs["name"]
         self.current(context, name)
-        _check_type(name, context.run.variable_types[name], inputs["value"])
+        _check_type(name, context.variables.kind(name), inputs["value"])
         context.variables[name] = inputs["value"]
         return {"name": name, "value": inputs["value"]}
 
@@ -99,7 +105,7 @@ class IncrementVariable(_VariableNode):
     async def run(self, inputs: Any, context: Context) -> Any:
         name = inputs["name"]
         current = self.current(context, name)
-        if context.run.variable_types[name] not in ("integer", "float"):
+        if context.variables.kind(name) not in ("integer", "float"):
             raise ActionError(f"variable '{name}' is not a number", code="InvalidVariableValue")
         value = current + self.sign * inputs.get("value", 1)
         context.variables[name] = value

@@ -8,7 +8,8 @@ from urllib.parse import urljoin
 
 from engine.errors import ActionError, RetryableError
 from engine.model import parse_duration
-from engine.plugin import Connection, ConnectionSpec, Context, Node, secret
+from engine.plugin import (Connection, ConnectionSpec, Context, Fault, Node, Rule, Vendor,
+                           retry_after, secret)
 
 RETRYABLE_STATUS = {408, 429} | set(range(500, 600))
 
@@ -71,6 +72,57 @@ class _Clients:
 _clients = _Clients()
 
 
+class HttpVendor(Vendor):
+    """httpx (a base dependency): how its exceptions map. Statuses are mapped by the node.
+
+    ====================================  ========  ======================
+    httpx exception                       retried?  code
+    ====================================  ========  ======================
+    TimeoutException (Connect/Read/...)   yes       ``HttpTimeout``
+    TransportError (network, protocol,    yes       ``HttpConnectionError``
+      proxy, unsupported protocol)
+    InvalidURL                            no        ``InvalidUri``
+    DecodingError                         no        ``HttpDecodingError``
+    TooManyRedirects                      no        ``HttpTooManyRedirects``
+    HTTPStatusError                       no        ``HttpStatusError``
+    StreamError and its subclasses        no        ``HttpStreamError``
+    CookieConflict                        no        ``HttpCookieConflict``
+    RequestError, HTTPError (others)      no        ``HttpRequestError``
+    ====================================  ========  ======================
+    """
+
+    name = "httpx"
+    modules = ("httpx",)
+
+    def rules(self) -> list[Rule]:
+        import httpx
+
+        return [
+            Rule((httpx.TimeoutException,), "HttpTimeout", retryable=True),
+            Rule((httpx.TransportError,), "HttpConnectionError", retryable=True),
+            Rule((httpx.InvalidURL,), "InvalidUri"),
+            Rule((httpx.DecodingError,), "HttpDecodingError"),
+            Rule((httpx.TooManyRedirects,), "HttpTooManyRedirects"),
+            Rule((httpx.HTTPStatusError,), "HttpStatusError"),
+            Rule((httpx.StreamError,), "HttpStreamError"),
+            Rule((httpx.CookieConflict,), "HttpCookieConflict"),
+            Rule((httpx.RequestError, httpx.HTTPError), "HttpRequestError", fallback=True),
+        ]
+
+
+HTTP = HttpVendor()
+
+
+def _fault(exc: Exception, method: str, uri: str) -> Fault:
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
+        return Fault(f"{method} {uri}: timed out ({type(exc).__name__})")
+    if isinstance(exc, httpx.InvalidURL):
+        return Fault(f"invalid uri {uri!r}: {exc}")
+    return Fault(f"{method} {uri}: {type(exc).__name__}: {exc}")
+
+
 class Http(Node):
     type = "Http"
     title = "Send an HTTP request"
@@ -127,14 +179,9 @@ class Http(Node):
         try:
             resp = await _clients.get().request(inputs["method"].upper(), uri, headers=headers, params=params,
                                                 timeout=timeout, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"{inputs['method'].upper()} {uri}: timed out ({type(exc).__name__})",
-                                 code="HttpTimeout") from None
-        except httpx.TransportError as exc:
-            raise RetryableError(f"{inputs['method'].upper()} {uri}: {type(exc).__name__}: {exc}",
-                                 code="HttpConnectionError") from None
-        except httpx.InvalidURL as exc:
-            raise ActionError(f"invalid uri {uri!r}: {exc}", code="InvalidUri") from None
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.CookieConflict, httpx.StreamError) as exc:
+            secrets = conn.secret_values() if conn else ()
+            raise HTTP.map_error(exc, secrets, _fault(exc, inputs["method"].upper(), uri)) from exc
         out = {"statusCode": resp.status_code, "headers": dict(resp.headers), "body": _body(resp)}
         if 200 <= resp.status_code < 300:
             return out
@@ -142,7 +189,7 @@ class Http(Node):
         details = {"statusCode": resp.status_code, "body": out["body"]}
         if resp.status_code in RETRYABLE_STATUS:
             raise RetryableError(message, code=f"Http{resp.status_code}", details=details,
-                                 retry_after=_retry_after(resp.headers.get("retry-after")))
+                                 retry_after=retry_after(resp.headers))
         raise ActionError(message, code=f"Http{resp.status_code}", details=details)
 
 
@@ -160,15 +207,3 @@ def _snippet(body: Any) -> str:
     text = " ".join((body if isinstance(body, str) else json.dumps(body)).split())
     return text if len(text) <= 300 else text[:297] + "..."
 
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        import email.utils
-        import time
-
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None

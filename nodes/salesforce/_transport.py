@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
+
+from engine.plugin import endpoint_url, retry_after
 
 
 class EndpointSession(requests.Session):
@@ -22,21 +23,14 @@ class EndpointSession(requests.Session):
 
     def __init__(self, endpoint: str | None, timeout: float, local: threading.local):
         super().__init__()
-        self._endpoint = urlsplit(endpoint.rstrip("/")) if endpoint else None
+        self._endpoint = endpoint
         self._timeout = timeout
         self._local = local
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
-        if self._endpoint is not None:
-            parts = urlsplit(url)
-            url = urlunsplit((self._endpoint.scheme, self._endpoint.netloc,
-                              self._endpoint.path + parts.path, parts.query, ""))
+        url = endpoint_url(url, self._endpoint)
         response = super().request(method, url, *args, **kwargs)
         if response.status_code in (429, 503):
-            value = response.headers.get("Retry-After")
-            try:
-                self._local.retry_after = float(value) if value is not None else None
-            except ValueError:
-                self._local.retry_after = None
+            self._local.retry_after = retry_after(response.headers)
         return response

@@ -7,7 +7,7 @@ was revoked) logs in again **once** and repeats the call. simple-salesforce's ow
 re-login loop is not used: the session is handed to it as a plain session id
 (``Salesforce(session_id=..., instance_url=...)``) so the refresh policy lives here.
 
-Every SDK exception is mapped in ``SalesforceClient.call`` (see ``_convert``):
+Every SDK exception is mapped by ``SalesforceVendor`` (the declared table):
 
 ==========================================  ========  ==================================
 Salesforce answer                           retried?  code
@@ -21,6 +21,7 @@ Salesforce answer                           retried?  code
 429, 5xx (SalesforceGeneralError)           yes       errorCode, else HTTP_<status>
 login refused (SalesforceAuthenticationF.)  no        e.g. INVALID_LOGIN, invalid_grant
 connection error / timeout                  yes       ConnectionError / Timeout
+Bulk 2.0 job failed (SalesforceOperationE.) no        BULK_JOB_FAILED
 ==========================================  ========  ==================================
 
 ``details`` = {status, errors: [{errorCode, message, fields}]}; ``retry_after`` comes
@@ -36,7 +37,7 @@ import threading
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from engine.plugin import ActionError, Connection, ConnectionSpec, RetryableError, secret
+from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor, secret
 
 DEFAULT_VERSION = "59.0"
 
@@ -114,7 +115,6 @@ class SalesforceClient:
         self._lock = threading.Lock()
         self._sf: Any = None
         self._generation = 0
-        self._local = threading.local()
         self._http: Any = None
 
     # -- session -------------------------------------------------------------------------
@@ -124,7 +124,7 @@ class SalesforceClient:
         from ._transport import EndpointSession
 
         if self._http is None:
-            self._http = EndpointSession(self.endpoint, self.timeout, self._local)
+            self._http = EndpointSession(self.endpoint, self.timeout, _LOCAL)
         conn = self._conn
         common = {"session": self._http, "domain": self.domain, "sf_version": self.version}
         if self.auth == "password":
@@ -162,7 +162,8 @@ class SalesforceClient:
         """Run ``fn(sf)``; on 401 log in again once and repeat; map errors. Blocking."""
         from simple_salesforce import SalesforceExpiredSession
 
-        try:
+        _LOCAL.retry_after = None
+        with SALESFORCE.mapped(self._conn):
             sf, generation = self._session()
             try:
                 return fn(sf)
@@ -170,31 +171,15 @@ class SalesforceClient:
                 self._relogin(generation)
                 sf, _ = self._session()
                 return fn(sf)
-        except Exception as exc:  # noqa: BLE001 - mapped below, cause kept
-            mapped = _convert(exc, getattr(self._local, "retry_after", None))
-            if mapped is None:
-                raise
-            raise mapped from exc
-        finally:
-            self._local.retry_after = None
+
+
+_LOCAL = threading.local()  # the Retry-After of this worker thread's last 429/503 answer
 
 
 def build_client(conn: Connection) -> SalesforceClient:
     return SalesforceClient(conn)
 
 
-CONNECTION = ConnectionSpec(
-    kind="salesforce",
-    description="Salesforce REST API (simple-salesforce): username/password + security "
-                "token, OAuth JWT bearer, or OAuth client credentials. `endpoint` sends "
-                "the login and every API call to another server (proxy, test double).",
-    settings=SETTINGS,
-    client=build_client,
-    example={"kind": "salesforce",
-             "settings": {"auth": "password", "username": "integration@acme.com",
-                          "domain": "login", "api_version": "59.0"},
-             "secrets": {"password": "SF_PASSWORD", "security_token": "SF_SECURITY_TOKEN"}},
-)
 
 
 # -- error mapping -------------------------------------------------------------------------
@@ -212,45 +197,89 @@ def _errors(content: Any) -> list[dict]:
     return out
 
 
-def _convert(exc: Exception, retry_after: float | None) -> ActionError | None:
-    import requests
-    from simple_salesforce import (SalesforceAuthenticationFailed, SalesforceError,
-                                   SalesforceExpiredSession, SalesforceGeneralError,
-                                   SalesforceMoreThanOneRecord, SalesforceResourceNotFound)
+def _code(default: str) -> Any:
+    return lambda fault, exc: fault.code or default
 
-    if isinstance(exc, ActionError):
-        return exc
-    if isinstance(exc, SalesforceAuthenticationFailed):
-        code = exc.code
-        retryable = isinstance(code, int) and (code == 429 or code >= 500)
-        cls = RetryableError if retryable else ActionError
-        code = str(code) if code is not None else "AUTHENTICATION_FAILED"
-        if isinstance(exc.code, int):
-            code = f"LOGIN_HTTP_{exc.code}"
-        return cls(f"Salesforce login failed: {exc.auth_message[:300]}", code=code,
-                   details={"status": exc.code if isinstance(exc.code, int) else 401},
-                   retry_after=retry_after if retryable else None)
-    if isinstance(exc, SalesforceError):
-        errors = _errors(exc.content)
-        first = errors[0] if errors else {}
-        status = exc.status
-        code = first.get("errorCode")
-        message = first.get("message") or f"Salesforce answered HTTP {status}"
-        details = {"status": status, "errors": errors}
-        if isinstance(exc, SalesforceMoreThanOneRecord):
-            details = {"status": status, "matches": exc.content}
-            return ActionError("more than one record matches the external id",
-                               code="MULTIPLE_RECORDS", details=details)
-        if isinstance(exc, SalesforceExpiredSession):
-            return ActionError(message, code=code or "INVALID_SESSION_ID", details=details)
-        if isinstance(exc, SalesforceResourceNotFound):
-            return ActionError(message, code=code or "NOT_FOUND", details=details)
-        retryable = (code == "REQUEST_LIMIT_EXCEEDED" or status == 429
-                     or (isinstance(exc, SalesforceGeneralError) and status >= 500))
-        cls = RetryableError if retryable else ActionError
-        return cls(message, code=code or f"HTTP_{status}", details=details,
-                   retry_after=retry_after if retryable else None)
-    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-        return RetryableError(f"cannot reach Salesforce: {type(exc).__name__}",
-                              code=type(exc).__name__)
-    return None
+
+def _general_retry(fault: Fault, exc: Any) -> bool:
+    from simple_salesforce import SalesforceGeneralError
+
+    status = fault.status if isinstance(fault.status, int) else 0
+    return (fault.code == "REQUEST_LIMIT_EXCEEDED" or status == 429
+            or (isinstance(exc, SalesforceGeneralError) and status >= 500))
+
+
+def _login_code(fault: Fault, exc: Any) -> str:
+    if isinstance(exc.code, int):
+        return f"LOGIN_HTTP_{exc.code}"
+    return str(exc.code) if exc.code is not None else "AUTHENTICATION_FAILED"
+
+
+def _login_retry(fault: Fault, exc: Any) -> bool:
+    return isinstance(exc.code, int) and (exc.code == 429 or exc.code >= 500)
+
+
+class SalesforceVendor(Vendor):
+    """simple-salesforce (over requests): what it needs, and how its exceptions map (see the
+    table at the top of this module)."""
+
+    name = "Salesforce"
+    modules = ("simple_salesforce",)
+    extra = "salesforce"
+
+    def rules(self) -> list[Rule]:
+        import requests
+        from simple_salesforce import exceptions as e
+
+        return [
+            Rule((e.SalesforceAuthenticationFailed,), _login_code, retryable=_login_retry),
+            Rule((e.SalesforceMoreThanOneRecord,), "MULTIPLE_RECORDS"),
+            Rule((e.SalesforceExpiredSession,), _code("INVALID_SESSION_ID")),
+            Rule((e.SalesforceResourceNotFound,), _code("NOT_FOUND")),
+            Rule((e.SalesforceMalformedRequest, e.SalesforceRefusedRequest,
+                  e.SalesforceGeneralError), lambda f, x: f.code or f"HTTP_{f.status}",
+                 retryable=_general_retry),
+            Rule((e.SalesforceError,), lambda f, x: f.code or f"HTTP_{f.status}",
+                 retryable=_general_retry, fallback=True),
+            Rule((e.SalesforceOperationError,), "BULK_JOB_FAILED"),
+            Rule((requests.ConnectionError, requests.Timeout),
+                 lambda fault, exc: type(exc).__name__, retryable=True),
+        ]
+
+    def describe(self, exc: Any) -> Fault:
+        import requests
+        from simple_salesforce import exceptions as e
+
+        wait = getattr(_LOCAL, "retry_after", None)
+        if isinstance(exc, e.SalesforceAuthenticationFailed):
+            return Fault(f"Salesforce login failed: {exc.auth_message[:300]}",
+                         details={"status": exc.code if isinstance(exc.code, int) else 401},
+                         retry_after=wait)
+        if isinstance(exc, e.SalesforceMoreThanOneRecord):
+            return Fault("more than one record matches the external id", status=exc.status,
+                         details={"status": exc.status, "matches": exc.content})
+        if isinstance(exc, e.SalesforceError):
+            errors = _errors(exc.content)
+            first = errors[0] if errors else {}
+            return Fault(first.get("message") or f"Salesforce answered HTTP {exc.status}",
+                         code=first.get("errorCode"), status=exc.status,
+                         details={"status": exc.status, "errors": errors}, retry_after=wait)
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+            return Fault(f"cannot reach Salesforce: {type(exc).__name__}")
+        return Fault(f"Salesforce: {str(exc)[:500]}")
+
+
+SALESFORCE = SalesforceVendor()
+CONNECTION = ConnectionSpec(
+    kind="salesforce",
+    description="Salesforce REST API (simple-salesforce): username/password + security "
+                "token, OAuth JWT bearer, or OAuth client credentials. `endpoint` sends "
+                "the login and every API call to another server (proxy, test double).",
+    settings=SETTINGS,
+    client=build_client,
+    vendor=SALESFORCE,
+    example={"kind": "salesforce",
+             "settings": {"auth": "password", "username": "integration@acme.com",
+                          "domain": "login", "api_version": "59.0"},
+             "secrets": {"password": "SF_PASSWORD", "security_token": "SF_SECURITY_TOKEN"}},
+)

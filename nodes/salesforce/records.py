@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from engine.plugin import Node, run_sync
+from engine.plugin import Node, inputs_schema
 
 SOBJECT = {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_]*$",
            "description": "SObject API name: Account, Contact, Invoice__c, ns__Thing__c."}
@@ -29,13 +29,10 @@ def sobject(sf: Any, name: str) -> Any:
 
 async def call(context: Any, fn: Any) -> Any:
     """Run ``fn(sf)`` in a worker thread through the connection's SalesforceClient."""
-    client = context.connection.client
-    return await run_sync(client.call, fn)
+    from .client import SALESFORCE
 
-
-def _inputs(required: list[str], **properties: dict) -> dict:
-    return {"type": "object", "additionalProperties": False, "required": required,
-            "properties": properties}
+    client = await SALESFORCE.client(context)
+    return await SALESFORCE.call(context, client.call, fn)
 
 
 class Create(Node):
@@ -45,7 +42,7 @@ class Create(Node):
                    "after a timeout or 5xx can create a duplicate; prefer salesforce.Upsert "
                    "on an external id when the action has a retryPolicy.")
     connection = "salesforce"
-    input_schema = _inputs(["sobject", "record"], sobject=SOBJECT, record=RECORD)
+    input_schema = inputs_schema(["sobject", "record"], sobject=SOBJECT, record=RECORD)
     outputs = SAVE_RESULT
     example = {"type": "salesforce.Create", "connection": "salesforce",
                "inputs": {"sobject": "Lead",
@@ -64,7 +61,7 @@ class Update(Node):
     title = "Update a Salesforce record"
     description = "PATCH /sobjects/{sobject}/{id} with the fields to change."
     connection = "salesforce"
-    input_schema = _inputs(["sobject", "id", "record"], sobject=SOBJECT, id=RECORD_ID,
+    input_schema = inputs_schema(["sobject", "id", "record"], sobject=SOBJECT, id=RECORD_ID,
                            record=RECORD)
     outputs = SAVE_RESULT
     example = {"type": "salesforce.Update", "connection": "salesforce",
@@ -85,7 +82,7 @@ class Upsert(Node):
         "whose external id matches, or creates it. Safe to retry. Fails with "
         "MULTIPLE_RECORDS when several records match.")
     connection = "salesforce"
-    input_schema = _inputs(
+    input_schema = inputs_schema(
         ["sobject", "external_id_field", "external_id", "record"], sobject=SOBJECT,
         external_id_field={**FIELD, "description": "External Id field, e.g. Email__c."},
         external_id={"type": ["string", "integer"], "minLength": 1,
@@ -119,7 +116,7 @@ class Delete(Node):
     title = "Delete a Salesforce record"
     description = "DELETE /sobjects/{sobject}/{id} (moves it to the recycle bin)."
     connection = "salesforce"
-    input_schema = _inputs(["sobject", "id"], sobject=SOBJECT, id=RECORD_ID)
+    input_schema = inputs_schema(["sobject", "id"], sobject=SOBJECT, id=RECORD_ID)
     outputs = {"type": "object", "properties": {
         "id": {"type": "string", "description": "The deleted record's Id."},
         "deleted": {"type": "boolean", "description": "Always true."},
@@ -138,7 +135,7 @@ class Get(Node):
     description = ("GET /sobjects/{sobject}/{id}, optionally only `fields`. An unknown Id "
                    "fails with NOT_FOUND.")
     connection = "salesforce"
-    input_schema = _inputs(["sobject", "id"], sobject=SOBJECT, id=RECORD_ID,
+    input_schema = inputs_schema(["sobject", "id"], sobject=SOBJECT, id=RECORD_ID,
                            fields={"type": "array", "items": FIELD, "minItems": 1,
                                    "description": "Fields to return (default: all)."})
     outputs = {"type": "object", "description": "The record: field → value, plus "

@@ -1,7 +1,7 @@
 """The SendGrid connection: settings, the client factory and the one place errors are mapped.
 
 The SDK (``sendgrid``, over ``python_http_client``/urllib) is imported only inside
-``build_client`` and ``map_errors``. It never retries by itself, so an action's
+``build_client`` and ``SendGridVendor``. It never retries by itself, so an action's
 ``retryPolicy`` is the only retry loop. SendGrid's v3 Mail Send has no idempotency key: a
 retry after a 5xx or a timeout may deliver twice if SendGrid had in fact accepted the first
 request.
@@ -9,12 +9,12 @@ request.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import time
 from typing import Any, Iterator
 
-from engine.plugin import ActionError, Connection, ConnectionSpec, RetryableError, secret
+from engine.plugin import (ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor, header,
+                           retry_after, secret, status_is_retryable)
 
 HOSTS = {"global": "https://api.sendgrid.com", "eu": "https://api.eu.sendgrid.com"}
 
@@ -51,14 +51,6 @@ def build_client(conn: Connection) -> Any:
     return client
 
 
-CONNECTION = ConnectionSpec(
-    kind="sendgrid",
-    description="Twilio SendGrid v3 Web API with an API key. `endpoint` overrides "
-                "https://api.sendgrid.com (proxies, tests).",
-    settings=SETTINGS,
-    client=build_client,
-    example={"kind": "sendgrid", "secrets": {"api_key": "SENDGRID_API_KEY"}},
-)
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -67,21 +59,11 @@ CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_fo
          413: "payload_too_large", 429: "rate_limited"}
 
 
-def _retry_after(headers: Any) -> float | None:
+def _wait(headers: Any) -> float | None:
     """Retry-After (seconds or HTTP date), else X-RateLimit-Reset (a Unix time)."""
-    if headers is None:
-        return None
-    value = headers.get("Retry-After")
-    if value is not None:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                return max(0.0, email.utils.parsedate_to_datetime(value).timestamp()
-                           - time.time())
-            except (TypeError, ValueError):
-                return None
-    reset = headers.get("X-RateLimit-Reset")
+    if header(headers, "Retry-After") is not None:
+        return retry_after(headers)
+    reset = header(headers, "X-RateLimit-Reset")
     try:
         return max(0.0, float(reset) - time.time()) if reset is not None else None
     except ValueError:
@@ -102,51 +84,86 @@ def _describe(error: dict) -> str:
     return f"{error['field']}: {message}" if error.get("field") else message
 
 
-@contextlib.contextmanager
-def map_errors() -> Iterator[None]:
-    """Turn SendGrid SDK (python_http_client / urllib) exceptions into flowrun errors.
+def _status_code(fault: Fault, exc: Any) -> str:
+    default = "server_error" if status_is_retryable(fault.status) else f"http_{fault.status}"
+    return CODES.get(fault.status, default)
 
-    ======================  ==========  ===================================
-    exception               retried?    code
-    ======================  ==========  ===================================
-    HTTPError 429           yes         ``rate_limited``
-    HTTPError 5xx           yes         ``server_error``
-    HTTPError 400           no          ``bad_request``
-    HTTPError 401 / 403     no          ``unauthorized`` / ``forbidden``
-    HTTPError 413           no          ``payload_too_large``
-    timeout, connection     yes         ``timeout`` / ``connection_error``
-    ======================  ==========  ===================================
+
+def _transport_code(fault: Fault, exc: Any) -> str:
+    return "timeout" if isinstance(getattr(exc, "reason", exc), TimeoutError) else "connection_error"
+
+
+class SendGridVendor(Vendor):
+    """The ``sendgrid`` SDK (python_http_client over urllib): how its exceptions map.
+
+    ==================================  ==========  ===================================
+    exception                           retried?    code
+    ==================================  ==========  ===================================
+    TooManyRequestsError (429)          yes         ``rate_limited``
+    InternalServerError, Service...     yes         ``server_error``
+    BadRequestsError (400)              no          ``bad_request``
+    UnauthorizedError / ForbiddenError  no          ``unauthorized`` / ``forbidden``
+    PayloadTooLargeError (413)          no          ``payload_too_large``
+    NotFound, MethodNotAllowed, 415     no          ``not_found`` / ``http_<status>``
+    HTTPError, any other status         429/5xx     as above, else ``http_<status>``
+    timeout, connection                 yes         ``timeout`` / ``connection_error``
+    ==================================  ==========  ===================================
 
     The message lists SendGrid's ``errors`` as ``field: reason``; ``details`` holds the
     status and the ``errors`` list as SendGrid returned it (message, field, help).
     """
-    from http.client import HTTPException
-    from urllib.error import URLError
 
-    from python_http_client.exceptions import HTTPError
+    name = "SendGrid"
+    modules = ("sendgrid", "python_http_client")
+    extra = "sendgrid"
 
-    try:
-        yield
-    except HTTPError as err:
-        raise _convert(err) from err
-    except TimeoutError as err:
-        raise RetryableError(f"SendGrid did not answer in time: {err}", code="timeout") from err
-    except (URLError, HTTPException, ConnectionError) as err:
+    def rules(self) -> list[Rule]:
+        from http.client import HTTPException
+        from urllib.error import URLError
+
+        from python_http_client import exceptions as e
+
+        by_status = (lambda fault, exc: status_is_retryable(fault.status))
+        return [
+            Rule((e.BadRequestsError, e.UnauthorizedError, e.ForbiddenError, e.NotFoundError,
+                  e.MethodNotAllowedError, e.PayloadTooLargeError, e.UnsupportedMediaTypeError,
+                  e.TooManyRequestsError, e.InternalServerError, e.ServiceUnavailableError,
+                  e.GatewayTimeoutError), _status_code, retryable=by_status),
+            Rule((e.HTTPError,), _status_code, retryable=by_status, fallback=True),
+            Rule((TimeoutError,), "timeout", retryable=True),
+            Rule((URLError, HTTPException, ConnectionError), _transport_code, retryable=True),
+        ]
+
+    def describe(self, err: Any) -> Fault:
+        from python_http_client.exceptions import HTTPError
+
+        if isinstance(err, HTTPError):
+            status = int(err.status_code)
+            errors = _errors(err.body)
+            reasons = "; ".join(_describe(e) for e in errors) or (err.reason or "no details")
+            return Fault(f"SendGrid rejected the request (HTTP {status}): {reasons}",
+                         status=status, details={"status": status, "errors": errors},
+                         retry_after=_wait(err.headers))
         reason = getattr(err, "reason", err)
-        if isinstance(reason, TimeoutError):
-            raise RetryableError(f"SendGrid did not answer in time: {reason}",
-                                 code="timeout") from err
-        raise RetryableError(f"cannot reach SendGrid: {reason}",
-                             code="connection_error") from err
+        if isinstance(err, TimeoutError) or isinstance(reason, TimeoutError):
+            return Fault(f"SendGrid did not answer in time: {reason}")
+        return Fault(f"cannot reach SendGrid: {reason}")
 
 
-def _convert(err: Any) -> ActionError:
-    status = int(err.status_code)
-    errors = _errors(err.body)
-    reasons = "; ".join(_describe(e) for e in errors) or (err.reason or "no details")
-    message = f"SendGrid rejected the request (HTTP {status}): {reasons}"
-    details = {"status": status, "errors": errors}
-    if status == 429 or status >= 500:
-        return RetryableError(message, code=CODES.get(status, "server_error"),
-                              details=details, retry_after=_retry_after(err.headers))
-    return ActionError(message, code=CODES.get(status, f"http_{status}"), details=details)
+SENDGRID = SendGridVendor()
+CONNECTION = ConnectionSpec(
+    kind="sendgrid",
+    description="Twilio SendGrid v3 Web API with an API key. `endpoint` overrides "
+                "https://api.sendgrid.com (proxies, tests).",
+    settings=SETTINGS,
+    client=build_client,
+    vendor=SENDGRID,
+    example={"kind": "sendgrid", "secrets": {"api_key": "SENDGRID_API_KEY"}},
+)
+
+
+@contextlib.contextmanager
+def map_errors(connection: Any = None) -> Iterator[None]:
+    """Turn SendGrid SDK (python_http_client / urllib) exceptions into flowrun errors."""
+    with SENDGRID.mapped(connection):
+        yield

@@ -7,9 +7,9 @@ import json
 from email.utils import parseaddr
 from typing import Any
 
-from engine.plugin import ActionError, Node, run_sync
+from engine.plugin import ActionError, Node, compact
 
-from .client import map_errors
+from .client import SENDGRID
 
 _ADDRESS_OBJECT = {"type": "object", "additionalProperties": False, "required": ["email"],
                    "properties": {"email": {"type": "string", "minLength": 3},
@@ -106,7 +106,7 @@ def _attachment(item: dict, i: int) -> dict:
                        "Base64") from None
     out = {"content": content, "filename": item["filename"], "type": item.get("type"),
            "disposition": item.get("disposition"), "content_id": item.get("contentId")}
-    return {k: v for k, v in out.items() if v is not None}
+    return compact(out)
 
 
 def mail_body(inputs: dict) -> dict:
@@ -162,8 +162,7 @@ def mail_body(inputs: dict) -> dict:
 
 
 def _send(client: Any, body: dict) -> dict:
-    with map_errors():
-        response = client.send(body)
+    response = client.send(body)
     headers = response.headers
     return {"statusCode": response.status_code,
             "messageId": headers.get("X-Message-Id") if headers is not None else None}
@@ -203,4 +202,5 @@ class SendEmail(Node):
 
     async def run(self, inputs: dict, context: Any) -> Any:
         body = mail_body(inputs)
-        return await run_sync(_send, context.connection.client, body)
+        client = await SENDGRID.client(context)
+        return await SENDGRID.call(context, _send, client, body)

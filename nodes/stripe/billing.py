@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.plugin import Node
+from engine.plugin import Node, inputs_schema
 
 from .client import call
-from .schemas import EXPAND, EXTRA, ID, METADATA, inputs, merge, resource
+from .schemas import EXPAND, EXTRA, ID, METADATA, merge, resource
 
 SUBSCRIPTION = resource(
     "The subscription.",
@@ -29,7 +29,7 @@ class CreateSubscription(Node):
         "idempotency key, so a retry never creates a second subscription.")
     connection = "stripe"
     input_schema = {
-        **inputs(
+        **inputs_schema(
             ["customer"],
             customer={**ID, "description": "Customer id (cus_...)."},
             price={"type": "string", "description": "Price id (price_...) of the single item."},
@@ -84,7 +84,7 @@ class CancelSubscription(Node):
         "true` at the end of the paid period (POST /v1/subscriptions/{subscription} "
         "cancel_at_period_end=true). Both carry the action's idempotency key.")
     connection = "stripe"
-    input_schema = inputs(
+    input_schema = inputs_schema(
         ["subscription"],
         subscription={**ID, "description": "Subscription id (sub_...)."},
         at_period_end={"type": "boolean", "default": False,
@@ -116,7 +116,7 @@ class GetInvoice(Node):
     title = "Get a Stripe invoice"
     description = "GET /v1/invoices/{invoice}."
     connection = "stripe"
-    input_schema = inputs(["invoice"], invoice={**ID, "description": "Invoice id (in_...)."},
+    input_schema = inputs_schema(["invoice"], invoice={**ID, "description": "Invoice id (in_...)."},
                           expand=EXPAND)
     outputs = resource(
         "The invoice.",

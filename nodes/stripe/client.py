@@ -1,6 +1,6 @@
 """The Stripe connection: settings, the client factory and the one place errors are mapped.
 
-The SDK (``stripe``) is imported only inside ``build_client`` and ``map_errors``.
+The SDK (``stripe``) is imported only inside ``build_client`` and ``StripeVendor``.
 
 Retries belong to the engine. ``StripeClient`` would otherwise retry network errors, 409s
 and 5xx by itself (``max_network_retries``); the client is built with
@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-from engine.plugin import (ActionError, Connection, ConnectionSpec, RetryableError, run_sync,
-                           secret)
+from engine.plugin import (ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor,
+                           endpoint_url, header, secret, status_is_retryable)
 
 SETTINGS = {
     "type": "object",
@@ -47,9 +47,10 @@ def build_client(conn: Connection) -> Any:
     import stripe
 
     base_addresses = None
-    if conn.endpoint:
-        base = conn.endpoint.rstrip("/")
-        base_addresses = {"api": base, "files": base, "connect": base}
+    if conn.endpoint:  # the endpoint override: stripe-mock, proxies, loopback tests
+        base_addresses = {name: endpoint_url(url, conn.endpoint) for name, url in
+                          (("api", "https://api.stripe.com"), ("files", "https://files.stripe.com"),
+                           ("connect", "https://connect.stripe.com"))}
     return stripe.StripeClient(
         api_key,
         stripe_account=conn.get("stripe_account"),
@@ -60,17 +61,6 @@ def build_client(conn: Connection) -> Any:
     )
 
 
-CONNECTION = ConnectionSpec(
-    kind="stripe",
-    description="Stripe API with a secret key; optionally a webhook signing secret for "
-                "inbound events. `endpoint` overrides https://api.stripe.com (stripe-mock, "
-                "proxies, tests).",
-    settings=SETTINGS,
-    client=build_client,
-    example={"kind": "stripe", "settings": {"api_version": "2024-06-20"},
-             "secrets": {"api_key": "STRIPE_API_KEY",
-                         "webhook_secret": "STRIPE_WEBHOOK_SECRET"}},
-)
 
 
 def options(context: Any, *, suffix: str = "") -> dict:
@@ -85,105 +75,130 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def compact(values: dict) -> dict:
-    """Drop the inputs that were not given (None), so Stripe applies its defaults."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _header(headers: Any, name: str) -> str | None:
-    """A response header, whatever the case of its name."""
-    for key, value in (headers or {}).items():
-        if key.lower() == name:
-            return value
-    return None
-
-
-def _retry_after(headers: Any) -> float | None:
-    try:
-        return float(_header(headers, "retry-after"))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-
-
 def _error_body(err: Any) -> dict:
     body = err.json_body if isinstance(getattr(err, "json_body", None), dict) else {}
     data = body.get("error")
     return data if isinstance(data, dict) else {}
 
 
-@contextlib.contextmanager
-def map_errors() -> Iterator[None]:
-    """Turn ``stripe`` SDK exceptions into ActionError / RetryableError.
+class StripeVendor(Vendor):
+    """The ``stripe`` SDK: what it needs, and how its exceptions map.
 
-    ====================  ==========  ============================================
-    SDK exception         retried?    code
-    ====================  ==========  ============================================
-    CardError (402)       no          decline_code, else code (``card_declined``)
-    InvalidRequestError   no          Stripe's code, else ``invalid_request_error``
-    IdempotencyError      no          ``idempotency_error``
-    AuthenticationError   no          ``authentication_error``
-    PermissionError       no          ``permission_error``
-    RateLimitError (429)  yes         Stripe's code, else ``rate_limit``
-    APIConnectionError    yes [1]     ``api_connection_error``
-    APIError 409 / 5xx    yes [2]     Stripe's code, else ``api_error``
-    ====================  ==========  ============================================
+    ====================================  ==========  ===========================================
+    SDK exception                         retried?    code
+    ====================================  ==========  ===========================================
+    CardError (402)                       no          decline_code, else code (``card_declined``)
+    InvalidRequestError                   no          Stripe's code, else ``invalid_request_error``
+    IdempotencyError                      no          ``idempotency_error``
+    AuthenticationError                   no          ``authentication_error``
+    PermissionError                       no          ``permission_error``
+    RateLimitError (429)                  yes         Stripe's code, else ``rate_limit``
+    APIConnectionError                    yes [1]     ``api_connection_error``
+    APIError, v2 API errors [3]           409/5xx [2] Stripe's code, else ``api_error``
+    SignatureVerificationError            no          ``signature_verification_error``
+    TemporarySessionExpiredError          no          ``temporary_session_expired``
+    OAuthError and its subclasses         no          Stripe's code, else ``oauth_error``
+    StripeError (anything else)           409/5xx [2] Stripe's code, else ``api_error``
+    ====================================  ==========  ===========================================
 
     [1] unless the SDK marks it not retryable (TLS certificate failures).
     [2] a ``Stripe-Should-Retry`` response header overrides the status rule.
+    [3] AlreadyCanceledError, BlockedByStripeError, ... (``_V2_ERRORS``): v2 endpoints' errors.
     ``details`` holds status, type, code, decline_code, param and request_id.
     """
-    import stripe
 
-    try:
-        yield
-    except stripe.StripeError as err:
-        raise _convert(err, stripe) from err
+    name = "Stripe"
+    modules = ("stripe",)
+    extra = "stripe"
+
+    def rules(self) -> list[Rule]:
+        import stripe
+        import stripe.oauth_error as oauth
+
+        def vendor_code(default: str) -> Any:
+            return lambda fault, exc: fault.details.get("code") or default
+
+        def card_code(fault: Fault, exc: Any) -> str:
+            return fault.details.get("decline_code") or fault.details.get("code") or "card_error"
+
+        v2 = tuple(getattr(stripe, name) for name in _V2_ERRORS if hasattr(stripe, name))
+        return [
+            Rule((stripe.CardError,), card_code),
+            Rule((stripe.InvalidRequestError, stripe.StripeErrorWithParamCode),
+                 vendor_code("invalid_request_error")),
+            Rule((stripe.IdempotencyError,), "idempotency_error"),
+            Rule((stripe.AuthenticationError,), "authentication_error"),
+            Rule((stripe.PermissionError,), "permission_error"),
+            Rule((stripe.RateLimitError,), vendor_code("rate_limit"), retryable=True),
+            Rule((stripe.APIConnectionError,), "api_connection_error",
+                 retryable=lambda fault, exc: getattr(exc, "should_retry", True) is not False),
+            Rule((stripe.APIError, *v2), vendor_code("api_error"), retryable=_should_retry),
+            Rule((stripe.SignatureVerificationError,), "signature_verification_error"),
+            Rule((stripe.TemporarySessionExpiredError,), "temporary_session_expired"),
+            Rule((oauth.OAuthError,), lambda fault, exc: exc.code or "oauth_error"),
+            Rule((stripe.StripeError,), vendor_code("api_error"), retryable=_should_retry,
+                 fallback=True),
+        ]
+
+    def describe(self, err: Any) -> Fault:
+        data = _error_body(err)
+        details = {
+            "status": err.http_status,
+            "type": data.get("type"),
+            "code": data.get("code") or err.code,
+            "decline_code": data.get("decline_code"),
+            "param": data.get("param") or getattr(err, "param", None),
+            "request_id": err.request_id,
+        }
+        import stripe
+
+        if isinstance(err, stripe.CardError):
+            details["type"] = details["type"] or "card_error"
+        elif isinstance(err, stripe.InvalidRequestError):
+            details["type"] = details["type"] or "invalid_request_error"
+        message = data.get("message") or getattr(err, "user_message", None) or str(err)
+        return Fault(message=message, code=details["code"], status=err.http_status,
+                     headers=err.headers or {}, details=details)
 
 
-def _convert(err: Any, stripe: Any) -> ActionError:
-    data = _error_body(err)
-    status = err.http_status
-    headers = err.headers or {}
-    message = data.get("message") or getattr(err, "user_message", None) or str(err)
-    details = {
-        "status": status,
-        "type": data.get("type"),
-        "code": data.get("code") or err.code,
-        "decline_code": data.get("decline_code"),
-        "param": data.get("param") or getattr(err, "param", None),
-        "request_id": err.request_id,
-    }
-    details = {k: v for k, v in details.items() if v is not None}
+# v2 API errors: raised by /v2 endpoints, each its own class in the SDK.
+_V2_ERRORS = ("AlreadyCanceledError", "BlockedByStripeError", "CannotProceedError",
+              "CapabilityNotEnabledError", "ControlledByAlternateResourceError",
+              "FeatureNotEnabledError", "FinancialAccountNotOpenError",
+              "FxQuoteNeedsRefreshError", "InsufficientFundsError", "InvalidPaymentMethodError",
+              "InvalidPayoutMethodError", "InvalidVaultedCredentialError", "NotCancelableError",
+              "QuotaExceededError", "RecipientNotNotifiableError",
+              "VerificationAttemptFailedError", "VerificationExpiredError",
+              "VerificationNotInitiatedError")
 
-    if isinstance(err, stripe.CardError):
-        code = data.get("decline_code") or data.get("code") or err.code or "card_error"
-        details.setdefault("type", "card_error")
-        return ActionError(message, code=code, details=details)
-    if isinstance(err, stripe.InvalidRequestError):
-        details.setdefault("type", "invalid_request_error")
-        return ActionError(message, code=details.get("code") or "invalid_request_error",
-                           details=details)
-    if isinstance(err, stripe.IdempotencyError):
-        return ActionError(message, code="idempotency_error", details=details)
-    if isinstance(err, stripe.AuthenticationError):
-        return ActionError(message, code="authentication_error", details=details)
-    if isinstance(err, stripe.PermissionError):
-        return ActionError(message, code="permission_error", details=details)
-    if isinstance(err, stripe.RateLimitError):
-        return RetryableError(message, code=details.get("code") or "rate_limit",
-                              details=details, retry_after=_retry_after(headers))
-    if isinstance(err, stripe.APIConnectionError):
-        cls = RetryableError if getattr(err, "should_retry", True) else ActionError
-        return cls(message, code="api_connection_error", details=details)
 
-    should_retry = _header(headers, "stripe-should-retry")
+def _should_retry(fault: Fault, exc: Any) -> bool:
+    should_retry = header(fault.headers, "stripe-should-retry")
     if should_retry in ("true", "false"):
-        retryable = should_retry == "true"
-    else:
-        retryable = status is not None and (status == 409 or status >= 500)
-    cls = RetryableError if retryable else ActionError
-    return cls(message, code=details.get("code") or "api_error", details=details,
-               retry_after=_retry_after(headers) if retryable else None)
+        return should_retry == "true"
+    return status_is_retryable(fault.status, also=(409,))
+
+
+STRIPE = StripeVendor()
+CONNECTION = ConnectionSpec(
+    kind="stripe",
+    description="Stripe API with a secret key; optionally a webhook signing secret for "
+                "inbound events. `endpoint` overrides https://api.stripe.com (stripe-mock, "
+                "proxies, tests).",
+    settings=SETTINGS,
+    client=build_client,
+    vendor=STRIPE,
+    example={"kind": "stripe", "settings": {"api_version": "2024-06-20"},
+             "secrets": {"api_key": "STRIPE_API_KEY",
+                         "webhook_secret": "STRIPE_WEBHOOK_SECRET"}},
+)
+
+
+@contextlib.contextmanager
+def map_errors(connection: Any = None) -> Iterator[None]:
+    """Turn ``stripe`` SDK exceptions into ActionError / RetryableError (see StripeVendor)."""
+    with STRIPE.mapped(connection):
+        yield
 
 
 async def call(context: Any, method: Any, *args: Any, params: dict | None = None,
@@ -194,8 +209,7 @@ async def call(context: Any, method: Any, *args: Any, params: dict | None = None
     ``lambda c: c.v1.customers.create``. Mutating calls send the action's
     idempotency key (plus ``key_suffix`` when one action makes several calls).
     """
-    client = context.connection.client
+    client = await STRIPE.client(context)
     opts = options(context, suffix=key_suffix) if mutating else None
-    with map_errors():
-        result = await run_sync(method(client), *args, params or None, opts)
+    result = await STRIPE.call(context, method(client), *args, params or None, opts)
     return plain(result)

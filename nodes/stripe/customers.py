@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.plugin import Node
+from engine.plugin import Node, inputs_schema
 
 from .client import call
-from .schemas import ADDRESS, EXPAND, EXTRA, ID, METADATA, inputs, merge, resource
+from .schemas import ADDRESS, EXPAND, EXTRA, ID, METADATA, merge, resource
 
 _FIELDS = {
     "email": {"type": "string", "description": "Customer's email address."},
@@ -36,7 +36,7 @@ class CreateCustomer(Node):
     description = ("POST /v1/customers. Sent with the action's idempotency key, so a retried "
                    "or resumed action never creates a second customer.")
     connection = "stripe"
-    input_schema = inputs([], payment_method={
+    input_schema = inputs_schema([], payment_method={
         "type": "string", "description": "A PaymentMethod id (pm_...) to attach at creation."},
         **_FIELDS)
     outputs = CUSTOMER
@@ -57,7 +57,7 @@ class UpdateCustomer(Node):
     description = ("POST /v1/customers/{customer}: only the given fields change; a "
                    "metadata key set to \"\" is removed.")
     connection = "stripe"
-    input_schema = inputs(["customer"], customer={**ID, "description": "Customer id (cus_...)."},
+    input_schema = inputs_schema(["customer"], customer={**ID, "description": "Customer id (cus_...)."},
                           **_FIELDS)
     outputs = CUSTOMER
     example = {"type": "stripe.UpdateCustomer", "connection": "stripe",
@@ -76,7 +76,7 @@ class GetCustomer(Node):
                    "{id, object: customer, deleted: true}; an unknown id fails with "
                    "code resource_missing.")
     connection = "stripe"
-    input_schema = inputs(["customer"], customer={**ID, "description": "Customer id (cus_...)."},
+    input_schema = inputs_schema(["customer"], customer={**ID, "description": "Customer id (cus_...)."},
                           expand=EXPAND)
     outputs = CUSTOMER
     example = {"type": "stripe.GetCustomer", "connection": "stripe",
@@ -96,7 +96,7 @@ class AttachPaymentMethod(Node):
         "so subscriptions and invoices charge it. The two calls use the idempotency keys "
         "`<key>` and `<key>:default` (one key may not be reused with other parameters).")
     connection = "stripe"
-    input_schema = inputs(
+    input_schema = inputs_schema(
         ["payment_method", "customer"],
         payment_method={**ID, "description": "PaymentMethod id (pm_...)."},
         customer={**ID, "description": "Customer id (cus_...)."},

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.plugin import Node
+from engine.plugin import Node, inputs_schema
 
 from .client import call
-from .schemas import EXPAND, EXTRA, ID, METADATA, inputs, merge, resource
+from .schemas import EXPAND, EXTRA, ID, METADATA, merge, resource
 
 _AMOUNT = {"type": "integer", "minimum": 1,
            "description": "Amount in the currency's smallest unit (cents): 1099 = $10.99."}
@@ -44,7 +44,7 @@ class CreatePaymentIntent(Node):
         "never retried. Sent with the action's idempotency key, so a retry never charges "
         "twice.")
     connection = "stripe"
-    input_schema = inputs(
+    input_schema = inputs_schema(
         ["amount", "currency"],
         amount=_AMOUNT,
         currency={"type": "string", "pattern": "^[a-zA-Z]{3}$",
@@ -89,7 +89,7 @@ class ConfirmPaymentIntent(Node):
     description = ("POST /v1/payment_intents/{payment_intent}/confirm: attempt the payment. "
                    "Check `status` (succeeded, requires_action, requires_capture, ...).")
     connection = "stripe"
-    input_schema = inputs(["payment_intent"],
+    input_schema = inputs_schema(["payment_intent"],
                           payment_intent={**ID, "description": "PaymentIntent id (pi_...)."},
                           extra=EXTRA, **_CONFIRM_FIELDS)
     outputs = PAYMENT_INTENT
@@ -110,7 +110,7 @@ class CapturePaymentIntent(Node):
                    "with capture_method: manual (status requires_capture). Leave "
                    "`amount_to_capture` out to capture the full authorized amount.")
     connection = "stripe"
-    input_schema = inputs(
+    input_schema = inputs_schema(
         ["payment_intent"],
         payment_intent={**ID, "description": "PaymentIntent id (pi_...)."},
         amount_to_capture={**_AMOUNT, "description": "Capture less than authorized (the "
@@ -134,7 +134,7 @@ class CreateRefund(Node):
                    "refunds twice.")
     connection = "stripe"
     input_schema = {
-        **inputs([], payment_intent={"type": "string", "description": "PaymentIntent id."},
+        **inputs_schema([], payment_intent={"type": "string", "description": "PaymentIntent id."},
                  charge={"type": "string", "description": "Charge id (ch_...)."},
                  amount={**_AMOUNT, "description": "Partial refund, smallest currency unit."},
                  reason={"enum": ["duplicate", "fraudulent", "requested_by_customer"],

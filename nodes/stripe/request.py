@@ -6,9 +6,9 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from engine.plugin import ActionError, Node, run_sync
+from engine.plugin import ActionError, Node
 
-from .client import map_errors, options
+from .client import STRIPE, options
 
 # Keys StripeClient.raw_request reads as request options instead of API parameters.
 _OPTION_KEYS = {"api_key", "stripe_version", "stripe_account", "stripe_context",
@@ -74,7 +74,6 @@ class Request(Node):
                               "not Stripe parameters)", code="InvalidParams")
         if method != "get":
             params.update(options(context))
-        client = context.connection.client
-        with map_errors():
-            response = await run_sync(client.raw_request, method, path, **params)
+        client = await STRIPE.client(context)
+        response = await STRIPE.call(context, client.raw_request, method, path, **params)
         return json.loads(response.body) if response.body else None

@@ -42,11 +42,6 @@ def resource(description: str, **properties: dict) -> dict:
             "returned by the API (JSON), is the output.", "properties": props}
 
 
-def inputs(required: list[str], **properties: dict) -> dict:
-    return {"type": "object", "additionalProperties": False, "required": required,
-            "properties": properties}
-
-
 def merge(inputs_: dict, *named: str) -> dict:
     """Stripe params: ``extra`` first, then the named inputs that were given."""
     params = dict(inputs_.get("extra") or {})

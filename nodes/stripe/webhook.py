@@ -77,6 +77,7 @@ def _accepted(event_type: str, options: dict) -> bool:
 
 class StripeWebhookAuth(WebhookAuth):
     kind = "stripe"
+    header = "Stripe-Signature"
     connection = "stripe"
     options = {
         "type": "object",

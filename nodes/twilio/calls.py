@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.plugin import ActionError, Node
+from engine.plugin import ActionError, Node, inputs_schema
 
 from .client import call
-from .schemas import CALL, CALLBACK_URL, PHONE, inputs
+from .schemas import CALL, CALLBACK_URL, PHONE
 
 CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
@@ -20,7 +20,7 @@ class StartCall(Node):
         "`applicationSid`. The output is the Call resource (sid, status: queued, ...); follow "
         "progress with `statusCallback` + `statusCallbackEvent` or twilio.GetCall.")
     connection = "twilio"
-    input_schema = inputs(
+    input_schema = inputs_schema(
         ["to", "from"],
         to={**PHONE, "description": "Number to call (E.164), or a SIP/client address. "
             "Quote numbers in YAML."},
@@ -82,7 +82,7 @@ class GetCall(Node):
     description = ("GET /2010-04-01/Accounts/{AccountSid}/Calls/{sid}.json: the call's "
                    "current status, duration, price and answered_by.")
     connection = "twilio"
-    input_schema = inputs(["sid"], sid={"type": "string", "pattern": "^CA",
+    input_schema = inputs_schema(["sid"], sid={"type": "string", "pattern": "^CA",
                                         "description": "Call SID (CA...)."})
     outputs = CALL
     example = {"type": "twilio.GetCall", "connection": "twilio",

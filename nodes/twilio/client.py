@@ -1,6 +1,6 @@
 """The Twilio connection: settings, the client factory and the one place errors are mapped.
 
-The SDK (``twilio``) is imported only inside ``build_client`` and ``call``.
+The SDK (``twilio``) is imported only inside ``build_client`` and ``TwilioVendor``.
 
 Every connection's ``twilio.rest.Client`` sends through a ``_FlowrunHttpClient`` (a
 ``TwilioHttpClient`` subclass, built lazily) that
@@ -8,7 +8,7 @@ Every connection's ``twilio.rest.Client`` sends through a ``_FlowrunHttpClient``
 - rewrites the scheme and host of each request to the connection's ``endpoint`` when one
   is set, keeping the path and query the SDK built (``/2010-04-01/Accounts/AC.../
   Messages.json``), so sandboxes, proxies and tests receive exactly what Twilio would;
-- keeps the last response of each thread, so an action's output is the resource JSON as
+- keeps the last response of each thread (``_LAST``), so an action's output is the resource JSON as
   Twilio returned it (snake_case keys, RFC 2822 dates), and a failed call's Retry-After
   and ``more_info`` are known when the error is mapped.
 
@@ -20,15 +20,12 @@ send twice if Twilio had in fact accepted the first request.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import threading
-import time
 from typing import Any, Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
-from engine.plugin import (ActionError, Connection, ConnectionSpec, RetryableError, run_sync,
-                           secret)
+from engine.plugin import (ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor,
+                           endpoint_url, secret, status_is_retryable)
 
 SETTINGS = {
     "type": "object",
@@ -66,31 +63,25 @@ def _http_client_class() -> type:
     class FlowrunHttpClient(TwilioHttpClient):
         def __init__(self, endpoint: str | None, timeout: float) -> None:
             super().__init__(timeout=timeout)
-            self.endpoint = urlsplit(endpoint.rstrip("/")) if endpoint else None
-            self._local = threading.local()
+            self.endpoint = endpoint
 
         def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            if self.endpoint is not None:
-                parts = urlsplit(url)
-                url = urlunsplit((self.endpoint.scheme, self.endpoint.netloc,
-                                  self.endpoint.path + parts.path, parts.query, ""))
-            self._local.last = None
+            url = endpoint_url(url, self.endpoint)
+            _LAST.response = None
             response = super().request(method, url, *args, **kwargs)
-            self._local.last = response
+            _LAST.response = response
             return response
-
-        @property
-        def last_response(self) -> Any:
-            return getattr(self._local, "last", None)
-
-        def forget(self) -> None:
-            self._local.last = None
 
     _HTTP_CLIENT = FlowrunHttpClient
     return FlowrunHttpClient
 
 
 _HTTP_CLIENT: type | None = None
+_LAST = threading.local()  # the last response this worker thread received (one call at a time)
+
+
+def _last_response() -> Any:
+    return getattr(_LAST, "response", None)
 
 
 def build_client(conn: Connection) -> Any:
@@ -115,6 +106,63 @@ def build_client(conn: Connection) -> Any:
                   environment={"FLOWRUN": "1"})
 
 
+
+
+# -- calls and errors ---------------------------------------------------------------------
+
+class TwilioVendor(Vendor):
+    """The ``twilio`` SDK (over requests): what it needs, and how its exceptions map.
+
+    =========================  ==========  ==========================================
+    exception                  retried?    code
+    =========================  ==========  ==========================================
+    TwilioRestException 429    yes         Twilio's error code (``20429``)
+    TwilioRestException 5xx    yes         Twilio's error code, else ``http_<status>``
+    TwilioRestException 4xx    no          Twilio's error code (``21211``, ``20003``)
+    TwilioServiceException     as above    its ``code`` (RFC 9457 problem details)
+    requests Timeout           yes         ``timeout``
+    other requests errors      yes         ``connection_error``
+    other TwilioException      no          ``twilio_error``
+    =========================  ==========  ==========================================
+
+    ``details`` holds status, Twilio's numeric ``twilio_code``, ``more_info`` (the error's
+    documentation page), method and uri; ``retry_after`` comes from Retry-After.
+    """
+
+    name = "Twilio"
+    modules = ("twilio",)
+    extra = "twilio"
+
+    def rules(self) -> list[Rule]:
+        import requests
+        from twilio.base.exceptions import (TwilioException, TwilioRestException,
+                                            TwilioServiceException)
+
+        def code(fault: Fault, exc: Any) -> str:
+            return fault.code or f"http_{fault.status}"
+
+        return [
+            Rule((TwilioRestException, TwilioServiceException), code,
+                 retryable=lambda fault, exc: status_is_retryable(fault.status)),
+            Rule((requests.Timeout,), "timeout", retryable=True),
+            Rule((requests.RequestException,), "connection_error", retryable=True),
+            Rule((TwilioException,), "twilio_error", fallback=True),
+        ]
+
+    def describe(self, err: Any) -> Fault:
+        import requests
+        from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+
+        if isinstance(err, (TwilioRestException, TwilioServiceException)):
+            return _describe_rest(err, _last_response())
+        if isinstance(err, requests.Timeout):
+            return Fault(f"Twilio did not answer in time: {err}")
+        if isinstance(err, requests.RequestException):
+            return Fault(f"cannot reach Twilio: {err}")
+        return Fault(f"Twilio: {err}")
+
+
+TWILIO = TwilioVendor()
 CONNECTION = ConnectionSpec(
     kind="twilio",
     description="Twilio REST API (SMS, WhatsApp, Voice) with the account's Auth Token or an "
@@ -123,38 +171,30 @@ CONNECTION = ConnectionSpec(
                 "hosts (sandboxes, proxies, tests).",
     settings=SETTINGS,
     client=build_client,
+    vendor=TWILIO,
     example={"kind": "twilio", "settings": {"account_sid": "AC0123456789abcdef0123456789abcdef"},
              "secrets": {"auth_token": "TWILIO_AUTH_TOKEN"}},
 )
 
 
-# -- calls and errors ---------------------------------------------------------------------
-
 async def call(context: Any, fn: Callable[[Any], Any]) -> dict:
     """Run ``fn(client)`` in a worker thread; return the response JSON Twilio sent."""
-    return await run_sync(_call_sync, context.connection.client, fn)
+    client = await TWILIO.client(context)
+    return await TWILIO.call(context, _call_sync, client, fn)
 
 
 def _call_sync(client: Any, fn: Callable[[Any], Any]) -> dict:
-    http = client.http_client
-    http.forget()
-    with map_errors(http):
-        fn(client)
-    response = http.last_response
+    _LAST.response = None
+    fn(client)
+    response = _last_response()
     return json.loads(response.text) if response is not None and response.text else {}
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
+@contextlib.contextmanager
+def map_errors(connection: Any = None) -> Iterator[None]:
+    """Turn ``twilio`` SDK (and requests) exceptions into flowrun errors (see TwilioVendor)."""
+    with TWILIO.mapped(connection):
+        yield
 
 
 def _body(response: Any) -> dict:
@@ -165,42 +205,7 @@ def _body(response: Any) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-@contextlib.contextmanager
-def map_errors(http: Any = None) -> Iterator[None]:
-    """Turn ``twilio`` SDK (and requests) exceptions into ActionError / RetryableError.
-
-    =========================  ==========  ==========================================
-    exception                  retried?    code
-    =========================  ==========  ==========================================
-    TwilioRestException 429    yes         Twilio's error code (``20429``)
-    TwilioRestException 5xx    yes         Twilio's error code, else ``http_<status>``
-    TwilioRestException 4xx    no          Twilio's error code (``21211``, ``20003``)
-    TwilioServiceException     as above    its ``code`` (RFC 9457 problem details)
-    requests Timeout/Conn...   yes         ``timeout`` / ``connection_error``
-    other TwilioException      no          ``twilio_error``
-    =========================  ==========  ==========================================
-
-    ``details`` holds status, Twilio's numeric ``twilio_code``, ``more_info`` (the error's
-    documentation page), method and uri; ``retry_after`` comes from Retry-After.
-    ``http`` is the connection's HTTP client (its last response carries the headers).
-    """
-    import requests
-    from twilio.base.exceptions import (TwilioException, TwilioRestException,
-                                        TwilioServiceException)
-
-    try:
-        yield
-    except (TwilioRestException, TwilioServiceException) as err:
-        raise _convert(err, getattr(http, "last_response", None)) from err
-    except requests.Timeout as err:
-        raise RetryableError(f"Twilio did not answer in time: {err}", code="timeout") from err
-    except requests.RequestException as err:
-        raise RetryableError(f"cannot reach Twilio: {err}", code="connection_error") from err
-    except TwilioException as err:
-        raise ActionError(f"Twilio: {err}", code="twilio_error") from err
-
-
-def _convert(err: Any, response: Any) -> ActionError:
+def _describe_rest(err: Any, response: Any) -> Fault:
     status = int(err.status)
     body = _body(response)
     twilio_code = err.code if isinstance(err.code, int) and err.code != status else None
@@ -217,12 +222,7 @@ def _convert(err: Any, response: Any) -> ActionError:
                "method": err.method, "uri": err.uri}
     if getattr(err, "details", None):
         details["details"] = err.details
-    details = {k: v for k, v in details.items() if v is not None}
-    code = str(twilio_code) if twilio_code else f"http_{status}"
     label = f"Twilio error {twilio_code}" if twilio_code else "Twilio error"
-    message = f"{label} (HTTP {status}): {reason}"
-    if status == 429 or status >= 500:
-        headers = getattr(response, "headers", None)
-        return RetryableError(message, code=code, details=details,
-                              retry_after=_retry_after(headers))
-    return ActionError(message, code=code, details=details)
+    return Fault(f"{label} (HTTP {status}): {reason}",
+                 code=str(twilio_code) if twilio_code else None, status=status,
+                 headers=getattr(response, "headers", None), details=details)

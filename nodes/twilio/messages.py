@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.plugin import ActionError, Node
+from engine.plugin import ActionError, Node, compact, inputs_schema
 
 from .client import call
-from .schemas import CALLBACK_URL, MEDIA_URLS, MESSAGE, MESSAGING_SERVICE, PHONE, inputs
+from .schemas import CALLBACK_URL, MEDIA_URLS, MESSAGE, MESSAGING_SERVICE, PHONE
 
 WHATSAPP = "whatsapp:"
 
@@ -28,10 +28,6 @@ def _common(inputs_: dict) -> dict:
             "status_callback": inputs_.get("statusCallback")}
 
 
-def _given(kwargs: dict) -> dict:
-    return {k: v for k, v in kwargs.items() if v is not None}
-
-
 def whatsapp_address(value: str) -> str:
     """``+15551234567`` → ``whatsapp:+15551234567``; an address already prefixed is kept."""
     value = value.strip()
@@ -48,7 +44,7 @@ class SendSms(Node):
         "later: follow it with `statusCallback` or twilio.GetMessage. Twilio has no "
         "idempotency key for messages, so a retried 5xx/timeout may send twice.")
     connection = "twilio"
-    input_schema = inputs(
+    input_schema = inputs_schema(
         ["to"],
         to={**PHONE, "description": "Recipient. " + PHONE["description"]},
         **{"from": {**PHONE, "description": "Sender: a Twilio number in E.164 form, a short "
@@ -78,7 +74,7 @@ class SendSms(Node):
         if inputs.get("sendAt") and not inputs.get("messagingServiceSid"):
             raise _invalid("twilio.SendSms: `sendAt` needs `messagingServiceSid` "
                            "(Twilio schedules only messages sent through a Messaging Service)")
-        kwargs = _given({"to": inputs["to"], **_sender(inputs, self.type), **_common(inputs),
+        kwargs = compact({"to": inputs["to"], **_sender(inputs, self.type), **_common(inputs),
                          "send_at": inputs.get("sendAt"),
                          "schedule_type": "fixed" if inputs.get("sendAt") else None,
                          "validity_period": inputs.get("validityPeriod")})
@@ -94,7 +90,7 @@ class SendWhatsApp(Node):
         "24-hour session window WhatsApp accepts only approved templates: send `contentSid` "
         "(HX...) with `contentVariables`; inside it, `body` and/or `mediaUrl`.")
     connection = "twilio"
-    input_schema = inputs(
+    input_schema = inputs_schema(
         ["to"],
         to={"type": "string", "minLength": 1, "description": "Recipient: \"+15551234567\" "
             "or \"whatsapp:+15551234567\"."},
@@ -129,7 +125,7 @@ class SendWhatsApp(Node):
         if sender["from_"]:
             sender["from_"] = whatsapp_address(sender["from_"])
         variables = inputs.get("contentVariables")
-        kwargs = _given({
+        kwargs = compact({
             "to": whatsapp_address(inputs["to"]), **sender, **_common(inputs),
             "content_sid": inputs.get("contentSid"),
             "content_variables": json.dumps({str(k): v if isinstance(v, str) else json.dumps(v)
@@ -146,7 +142,7 @@ class GetMessage(Node):
                    "current status, price and error_code (e.g. to check delivery after "
                    "twilio.SendSms).")
     connection = "twilio"
-    input_schema = inputs(["sid"], sid={"type": "string", "pattern": "^(SM|MM)",
+    input_schema = inputs_schema(["sid"], sid={"type": "string", "pattern": "^(SM|MM)",
                                         "description": "Message SID (SM... or MM...)."})
     outputs = MESSAGE
     example = {"type": "twilio.GetMessage", "connection": "twilio",

@@ -19,11 +19,6 @@ MESSAGING_SERVICE = {"type": "string", "pattern": "^MG",
                                     "from the service's pool when `from` is left out."}
 
 
-def inputs(required: list[str], **properties: dict) -> dict:
-    return {"type": "object", "additionalProperties": False, "required": required,
-            "properties": properties}
-
-
 def _prop(kind: str | list[str], description: str) -> dict:
     return {"type": kind, "description": description}
 

@@ -32,6 +32,7 @@ class _Params(dict):
 
 class TwilioSignature(WebhookAuth):
     kind = "twilio"
+    header = "X-Twilio-Signature"
     connection = "twilio"
     options = {"type": "object", "additionalProperties": False, "properties": {}}
 

@@ -3,6 +3,7 @@ import textwrap
 
 import pytest
 
+from engine import yamlpos
 from engine.errors import FlowError
 from engine.loader import load_text
 from engine.connections import Connections
@@ -122,7 +123,7 @@ def one_problem(text: str, **kw) -> str:
          foreach: [1]
          actions:
            stop: {type: Terminate, inputs: {runStatus: Failed}}
-     """, "Terminate is not allowed inside a Foreach or Until"),
+     """, "Terminate is not allowed inside a loop (Foreach"),
     ("""
      actions:
        a: {type: Compose, inputs: 1, timeout: 30s}
@@ -158,13 +159,18 @@ def test_each_problem_kind_is_reported(text, expected):
     ("actions:\n  c: {type: If, expression: true, else: [1]}\n", "actions.c.else"),
     ("actions:\n  s: {type: Switch, expression: 1, cases: {}, default: oops}\n", "actions.s.default"),
     ("actions:\n  a: &x {type: Compose, inputs: *x}\n", "recursive anchor"),
-    ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
-     "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
-     "g: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\nactions: {}\n", "more than 1,000,000 values"),
 ])
 def test_malformed_structures_are_problems_not_crashes(text, expected):
     assert any(expected in p for p in problems(text))
+
+
+def test_a_yaml_alias_bomb_is_one_problem(monkeypatch):
+    """The budget itself is tested in test_yamlpos; here the loader reports it and stops."""
+    monkeypatch.setattr(yamlpos, "MAX_VALUES", 1_000)
+    bomb = ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+            "c: [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nactions: {}\n")
+    assert [p.split(" ", 1)[1] for p in problems(bomb)] == [
+        "the file expands to more than 1,000 values (aliases repeating aliases?)"]
 
 
 def test_every_problem_at_once_sorted_one_line_each():
@@ -238,3 +244,53 @@ def test_connection_of_the_wrong_kind_is_reported(tmp_path, monkeypatch):
           a: {{type: "{node.type}", inputs: {{}}, connection: api}}
     """, connections=Connections.load(conns, registry))
     assert any(f"connection 'api' is of kind 'http', '{node.type}' needs '{other}'" in p for p in found)
+
+
+# -- vendor SDKs are extras ----------------------------------------------------------------------
+
+class _Hide:
+    """A sys.meta_path finder that makes the named top-level packages unfindable."""
+
+    def __init__(self, *names: str):
+        self.names = names
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+@pytest.fixture
+def without_stripe(monkeypatch):
+    """The `stripe` SDK made unfindable for the test, as on a bare `pip install flowrun`."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "stripe" or m.startswith("stripe.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_Hide("stripe"), *sys.meta_path])
+
+
+def test_a_node_whose_sdk_is_missing_fails_validate_at_its_line_with_the_extra_to_install(
+        without_stripe):
+    found = one_problem("""
+        actions:
+          greet: {type: Compose, inputs: hi}
+          customer:
+            type: stripe.CreateCustomer
+            connection: stripe
+            inputs: {email: a@b.example}
+        """)
+    assert found == ("flows/x.yaml:4:3 actions.customer: stripe.CreateCustomer needs the Stripe "
+                     "SDK: pip install 'flowrun[stripe]'")
+
+
+def test_validate_never_imports_an_installed_sdk(monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "stripe" or m.startswith("stripe.")]:
+        monkeypatch.delitem(sys.modules, name)
+    load_text(textwrap.dedent("""
+        actions:
+          customer: {type: stripe.GetCustomer, connection: stripe, inputs: {customer: cus_1}}
+        """), "flows/x.yaml")
+    assert "stripe" not in sys.modules

@@ -42,7 +42,7 @@ class Server:
 
     def __init__(self, flows: Path, state: Path, *args: str, env: dict | None = None):
         self.flows, self.state, self.args = flows, state, args
-        self.env = dict(os.environ, PYTHONPATH=str(ROOT), **SECRETS, **(env or {}))
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **SECRETS, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
         self.url = ""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 from .conftest import ROOT, SECRETS
+from .inprocess import serving, wait_for
 
 STEPS = """\
 name: steps
@@ -33,11 +33,16 @@ outputs:
 KEY = {"X-API-Key": SECRETS["TEST_INBOUND_KEY"]}
 
 
+def first_done(server, run_id: str) -> bool:
+    return any(s["action"] == "first" and s["status"] == "Succeeded" for s in server.steps(run_id))
+
+
 def test_kill_9_after_the_acknowledgement_loses_nothing(make_server, tmp_path):
     server = make_server({"steps.yaml": STEPS})
     with server.client() as c:
         ids = [c.post("/flows/steps/triggers/go", json={"n": i}, headers=KEY).json()["runId"] for i in range(3)]
-    time.sleep(0.3)  # every run is in its Wait: 'first' finished and committed
+    for i in ids:  # every run is in its Wait: 'first' finished and committed
+        wait_for(lambda: first_done(server, i), "'first' to be committed")
     server.kill9()
     assert {server.run(i)["status"] for i in ids} <= {"Queued", "Running"}
 
@@ -58,7 +63,7 @@ def test_sigterm_lets_runs_in_flight_finish(make_server):
     server = make_server({"steps.yaml": STEPS}, "--shutdown-timeout", "10")
     with server.client() as c:
         run_id = c.post("/flows/steps/triggers/go", json={"n": 1}, headers=KEY).json()["runId"]
-    time.sleep(0.2)
+    wait_for(lambda: first_done(server, run_id), "'first' to be committed")
     server.stop()
     assert server.run(run_id)["status"] == "Succeeded"
     events = [rec.get("event") for rec in server.logs()]
@@ -69,7 +74,7 @@ def test_shutdown_past_its_grace_period_leaves_runs_to_resume(make_server):
     server = make_server({"steps.yaml": STEPS}, "--shutdown-timeout", "0.2")
     with server.client() as c:
         run_id = c.post("/flows/steps/triggers/go", json={"n": 4}, headers=KEY).json()["runId"]
-    time.sleep(0.2)
+    wait_for(lambda: first_done(server, run_id), "'first' to be committed")
     server.stop()
     assert server.run(run_id)["status"] == "Running"
     assert any(rec.get("event") == "drain_timeout" for rec in server.logs())
@@ -141,25 +146,18 @@ actions:
 """
 
 
-def test_reload_serves_changed_flows_and_keeps_the_last_good_version(make_server):
-    server = make_server({"v.yaml": V % "v1"}, "--reload")
-
-    def until(predicate, timeout: float = 8):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.1)
-        return False
-
-    with server.client() as c:
+def test_reload_serves_changed_flows_and_keeps_the_last_good_version(tmp_path, monkeypatch):
+    folder = tmp_path / "flows"
+    with serving(folder, {"v.yaml": V % "v1"}, state=tmp_path / "state.db", monkeypatch=monkeypatch,
+                 reload=True, reload_interval=0.01) as app:
+        c = app.client
         assert c.post("/flows/versioned/triggers/hook").text == "v1"
-        (server.flows / "v.yaml").write_text(V % "v2")
-        assert until(lambda: c.post("/flows/versioned/triggers/hook").text == "v2")
-        (server.flows / "new.yaml").write_text((V % "new").replace("versioned", "added"))
-        assert until(lambda: c.post("/flows/added/triggers/hook").status_code == 200)
-        (server.flows / "v.yaml").write_text((V % "v3").replace("auth: {type: none}", "auth: {type: nonce}"))
-        assert until(lambda: any(rec.get("event") == "flow_invalid" for rec in server.logs()))
+        (folder / "v.yaml").write_text(V % "v2")
+        wait_for(lambda: c.post("/flows/versioned/triggers/hook").text == "v2", "v2")
+        (folder / "new.yaml").write_text((V % "new").replace("versioned", "added"))
+        wait_for(lambda: c.post("/flows/added/triggers/hook").status_code == 200, "the new flow")
+        (folder / "v.yaml").write_text((V % "v3").replace("auth: {type: none}", "auth: {type: nonce}"))
+        wait_for(lambda: app.records.events("flow_invalid"), "the broken flow to be reported")
         assert c.post("/flows/versioned/triggers/hook").text == "v2"  # the last good version
-        (server.flows / "new.yaml").unlink()
-        assert until(lambda: c.post("/flows/added/triggers/hook").status_code == 404)
+        (folder / "new.yaml").unlink()
+        wait_for(lambda: c.post("/flows/added/triggers/hook").status_code == 404, "the removed flow")

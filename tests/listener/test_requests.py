@@ -159,7 +159,7 @@ def test_unknown_flows_and_triggers_are_404(server):
         assert c.post("/flows/nope/triggers/hook").status_code == 404
         r = c.post("/flows/orders/triggers/old", json={})
     assert r.status_code == 404
-    assert "its Request triggers: new" in r.json()["error"]
+    assert "its HTTP triggers: new" in r.json()["error"]
 
 
 def test_flows_with_problems_are_reported_and_not_served(server):

@@ -1,14 +1,15 @@
-"""Recurrence triggers: fire times (unit), firing inside a real server, and restarts that
-neither fire twice nor (per `missed`) lose the firing missed while down."""
+"""Recurrence triggers: fire times (unit), firing inside the listener app on an injected
+clock, and restarts that neither fire twice nor (per `missed`) lose the firing missed while down."""
 from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 
 import pytest
 
-from engine.listener.schedules import Recurrence
+from nodes.core.schedule import Recurrence
+
+from .inprocess import FakeClock, serving, wait_for
 
 
 def ts(text: str) -> float:
@@ -80,49 +81,67 @@ actions:
     type: Compose
     inputs: "{{ triggerBody().scheduledTime }}"
 """
+T0 = ts("2026-03-01T10:00:00.500+00:00")  # the fake clock's start: half a second past a fire time
 
 
-def _fired(server) -> list[str]:
-    return [json.loads(r["payload"])["body"]["scheduledTime"] for r in server.runs("tick")]
+def _fired(app) -> list[str]:
+    return [json.loads(r["payload"])["body"]["scheduledTime"] for r in app.runs("tick")]
 
 
-def _wait_for(predicate, timeout: float = 10) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.05)
+def _finished(app, n: int) -> bool:
+    runs = app.runs("tick")
+    return len(runs) >= n and all(r["status"] == "Succeeded" for r in runs)
 
 
-def test_schedule_fires_and_a_restart_does_not_fire_twice(make_server):
-    server = make_server({"tick.yaml": TICK % "skip"})
-    _wait_for(lambda: len(server.runs("tick")) >= 2)
-    server.stop()
-    before = _fired(server)
-    again = make_server({"tick.yaml": TICK % "skip"})
-    _wait_for(lambda: len(again.runs("tick")) >= len(before) + 2)
-    again.stop()
+def test_schedule_fires_on_its_clock_and_a_restart_does_not_fire_twice(tmp_path, monkeypatch):
+    clock, folder, state = FakeClock(T0), tmp_path / "flows", tmp_path / "state.db"
+    with serving(folder, {"tick.yaml": TICK % "skip"}, state=state, clock=clock, monkeypatch=monkeypatch) as app:
+        assert app.runs("tick") == []  # the first start fires nothing for the past
+        for n in (1, 2):
+            clock.advance(1)
+            wait_for(lambda: _finished(app, n), f"firing {n}")
+    with serving(folder, state=state, clock=clock, monkeypatch=monkeypatch) as again:
+        assert again.records.events("schedule_missed") == []
+        for n in (3, 4):
+            clock.advance(1)
+            wait_for(lambda: _finished(again, n), f"firing {n}")
+        checkpoint = again.listener.engine.checkpoint("tick", "every")
     fired = _fired(again)
-    assert len(fired) == len(set(fired))  # no scheduled time ran twice
-    assert fired == sorted(fired)
-    with again.db() as con:
-        rows = con.execute("SELECT scheduled, run_id FROM schedule_firings WHERE flow = 'tick'").fetchall()
-    assert len(rows) == len(fired) and all(r["run_id"] for r in rows)
-    assert all(r["status"] == "Succeeded" for r in again.runs("tick"))
+    assert fired == ["2026-03-01T10:00:01.000Z", "2026-03-01T10:00:02.000Z", "2026-03-01T10:00:03.000Z",
+                     "2026-03-01T10:00:04.000Z"]  # each time once, in order, none twice across the restart
+    assert checkpoint == ts("2026-03-01T10:00:04+00:00")  # the schedule's own record of what it fired
 
 
-@pytest.mark.parametrize("policy, caught_up", [("skip", 0), ("catchUp", 1)])
-def test_firings_missed_while_down_are_skipped_or_caught_up_once(make_server, policy, caught_up):
-    server = make_server({"tick.yaml": TICK % policy})
-    _wait_for(lambda: len(server.runs("tick")) >= 1)
-    server.stop()
-    last = max(_fired(server))
-    time.sleep(2.5)  # two or three fire times pass while the server is down
-    again = make_server({"tick.yaml": TICK % policy})
-    _wait_for(lambda: any(rec.get("event") == "schedule_started" for rec in again.logs()))
-    started_at = [rec for rec in again.logs() if rec.get("event") == "schedule_started"][0]["ts"]
-    missed = [rec for rec in again.logs() if rec.get("event") == "schedule_missed"]
-    assert missed and missed[0]["count"] >= 2
-    again.stop()
-    late = [t for t in _fired(again) if t > last and t < started_at]  # fired for a time in the gap
-    assert len(late) == caught_up
+@pytest.mark.parametrize("policy, caught_up", [("skip", []), ("catchUp", ["2026-03-01T10:00:04.000Z"])])
+def test_firings_missed_while_down_are_skipped_or_caught_up_once(tmp_path, monkeypatch, policy, caught_up):
+    clock, folder, state = FakeClock(T0), tmp_path / "flows", tmp_path / "state.db"
+    with serving(folder, {"tick.yaml": TICK % policy}, state=state, clock=clock, monkeypatch=monkeypatch) as app:
+        clock.advance(1)
+        wait_for(lambda: _finished(app, 1), "the first firing")
+    clock.advance(3)  # 10:00:02, :03 and :04 pass while the server is down
+    with serving(folder, state=state, clock=clock, monkeypatch=monkeypatch) as again:
+        [missed] = again.records.events("schedule_missed")
+        assert missed["count"] == 3
+        wait_for(lambda: _finished(again, 1 + len(caught_up)), "the catch-up")
+        [started] = again.records.events("schedule_started")
+        assert started["scheduled"] == "2026-03-01T10:00:05.000Z"
+    assert _fired(again) == ["2026-03-01T10:00:01.000Z", *caught_up]
 
+
+def test_a_reload_that_changes_a_schedule_restarts_it_and_one_that_removes_it_stops_it(tmp_path, monkeypatch):
+    clock, folder, state = FakeClock(T0), tmp_path / "flows", tmp_path / "state.db"
+    with serving(folder, {"tick.yaml": TICK % "skip"}, state=state, clock=clock, monkeypatch=monkeypatch) as app:
+        (folder / "tick.yaml").write_text(TICK % "catchUp")
+        app.client.portal.call(_reload, app.listener)
+        wait_for(lambda: len(app.records.events("trigger_started")) == 2, "the restart")
+        assert len(app.records.events("trigger_stopped")) == 1
+        (folder / "tick.yaml").unlink()
+        app.client.portal.call(_reload, app.listener)
+        wait_for(lambda: len(app.records.events("trigger_stopped")) == 2, "the stop")
+        clock.advance(5)
+        assert app.runs("tick") == []
+
+
+async def _reload(listener) -> None:
+    listener.load()
+    await listener.consumers.sync(listener.table)

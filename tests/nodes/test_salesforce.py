@@ -632,3 +632,20 @@ def test_bulk_update_with_a_rejected_record(salesforce, tmp_path, allow_partial,
         assert step.attempts == 1
         assert step.error["code"] == "ENTITY_IS_DELETED"
         assert step.error["details"]["failed_indexes"] == [1]
+
+
+def test_every_exception_class_of_simple_salesforce_and_its_transport_is_mapped_by_a_declared_row():
+    import requests
+    from simple_salesforce import exceptions
+
+    from nodes.salesforce.client import SALESFORCE
+    from tests.support.sdk import exception_classes, unmapped
+
+    declared = [c for c in vars(exceptions).values() if isinstance(c, type)
+                and issubclass(c, Exception) and c.__module__ == exceptions.__name__]
+    classes = sorted(set(declared) - {exceptions.SalesforceError}
+                     | set(exception_classes(exceptions.SalesforceError)), key=str)
+    transport = (exception_classes(requests.ConnectionError) + exception_classes(requests.Timeout)
+                 + [requests.ConnectionError, requests.Timeout])
+    assert len(classes) >= 9
+    assert unmapped(SALESFORCE, classes + transport) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import engine
 import nodes.sendgrid as sendgrid_nodes
 from engine.registry import default_registry
 from engine.schema import flow_schema
+from tests.support.logs import retry_waits
 
 API_KEY = "SG.test-key.for-the-recorder"
 MAIL_SEND = "/v3/mail/send"
@@ -270,26 +272,19 @@ def test_rate_limits_and_server_errors_are_retried(tmp_path, recorder, connectio
 
 
 def test_rate_limit_reset_sets_the_wait_when_there_is_no_retry_after(tmp_path, recorder,
-                                                                     connections):
-    seen: list[float] = []
-
-    def rate_limited(req):
-        seen.append(time.time())
-        reset = int(seen[0]) + 2  # X-RateLimit-Reset: a Unix time, 1-2 s from now
-        return 429, {"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "0",
-                     "X-RateLimit-Reset": str(reset), "Content-Type": "application/json"}, \
-            json.dumps(sendgrid_errors(("too many requests", None, None))).encode()
-
-    def ok(req):
-        seen.append(time.time())
-        return 202, {"X-Message-Id": MESSAGE_ID}, b""
-
-    recorder.route("POST", MAIL_SEND, handler=rate_limited, times=1)
-    recorder.route("POST", MAIL_SEND, handler=ok)
-    result = run_action(tmp_path, connections, {**simple(), "retryPolicy": FAST_RETRY})
+                                                                     connections, caplog):
+    reset = int(time.time()) + 2  # X-RateLimit-Reset: a Unix time, 1-2 s from now
+    recorder.route("POST", MAIL_SEND, status=429, times=1,
+                   headers={"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "0",
+                            "X-RateLimit-Reset": str(reset)},
+                   json=sendgrid_errors(("too many requests", None, None)))
+    recorder.route("POST", MAIL_SEND, status=202, headers={"X-Message-Id": MESSAGE_ID})
+    with caplog.at_level(logging.INFO, logger="flowrun.run"):
+        result = run_action(tmp_path, connections, {**simple(), "retryPolicy": FAST_RETRY})
 
     assert result.steps["send"].attempts == 2
-    assert seen[1] >= int(seen[0]) + 2 - 0.05  # waited until the reset, not 0.01 s
+    (wait,) = retry_waits(caplog)
+    assert 0.01 < wait <= 2  # until the reset, not the 0.01 s interval
 
 
 def test_a_server_error_that_persists_fails_after_the_retries(tmp_path, recorder, connections):
@@ -315,3 +310,20 @@ def test_an_unreachable_endpoint_is_a_retryable_connection_error(tmp_path, monke
     step = result.steps["send"]
     assert (step.status, step.attempts) == ("Failed", 3)
     assert step.error["code"] == "connection_error"
+
+
+def test_every_exception_class_of_the_sendgrid_sdk_and_its_transport_is_mapped_by_a_declared_row():
+    from http.client import HTTPException
+    from urllib.error import URLError
+
+    from python_http_client.exceptions import HTTPError
+
+    from nodes.sendgrid.client import SENDGRID
+    from tests.support.sdk import exception_classes, unmapped
+
+    classes = (exception_classes(HTTPError) + exception_classes(URLError)
+               + exception_classes(HTTPException) + exception_classes(ConnectionError))
+    assert len(exception_classes(HTTPError)) >= 11
+    assert unmapped(SENDGRID, classes) == []
+    for transport in (URLError, HTTPException, ConnectionError, TimeoutError):
+        assert SENDGRID.table.rule_for(transport) is not None

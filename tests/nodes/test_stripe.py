@@ -533,3 +533,15 @@ def test_a_connection_without_webhook_secret_refuses_everything():
     with pytest.raises(AuthError) as refused:
         verify(delivery(), connection=webhook_connection(secret=None))
     assert refused.value.status == 403
+
+
+def test_every_exception_class_of_the_stripe_sdk_is_mapped_by_a_declared_row():
+    import stripe
+    import stripe.oauth_error
+
+    from nodes.stripe.client import STRIPE
+    from tests.support.sdk import exception_classes, unmapped
+
+    classes = exception_classes(stripe.StripeError)
+    assert stripe.CardError in classes and stripe.oauth_error.InvalidGrantError in classes
+    assert unmapped(STRIPE, classes) == []

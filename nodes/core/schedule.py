@@ -1,4 +1,4 @@
-"""Recurrence triggers: when they fire, and firing them exactly once inside ``flowrun serve``.
+"""When a Recurrence fires: fire times from a frequency, a Logic Apps schedule, or cron.
 
 A recurrence is one of
 
@@ -8,28 +8,18 @@ A recurrence is one of
   aligned to midnight, 1 January 1970, in ``timeZone``: every 15 minutes is :00, :15, ...;
 - ``frequency`` Day, Week or Month with ``interval: 1`` and a ``schedule`` of ``hours``,
   ``minutes``, ``weekDays`` or ``monthDays`` (as in Logic Apps);
-- ``cron``: a five-field cron expression (croniter), in ``timeZone``.
+- ``cron``: a five-field cron expression (croniter, imported when first needed), in ``timeZone``.
 
-``timeZone`` is an IANA name (default UTC). Each firing is a run whose de-duplication key
-is ``<trigger>@<scheduled time>`` (the unique index makes a second run for the same time
-impossible, even across a crash) and a row in ``schedule_firings``. At start-up, times
-missed while the server was down are counted and, per ``missed``, skipped (the default)
-or the latest one fired once (``catchUp``). The first start of a schedule fires nothing
-for the past. Schedules fire even when the in-flight limit is reached.
+``timeZone`` is an IANA name (default UTC). Firing them is the Recurrence trigger's job
+(``nodes/core/triggers.py``).
 """
 from __future__ import annotations
 
 import calendar
 import datetime as dt
-import logging
 import math
-import time
 from dataclasses import dataclass
-from typing import Any, Callable
-
-import anyio
-
-log = logging.getLogger("flowrun.listener")
+from typing import Any
 
 _FIXED = {"Second": 1, "Minute": 60, "Hour": 3600, "Day": 86400, "Week": 604800, "Month": 2629746}
 _DOW = {"Sunday": 0, "Monday": 1, "Tuesday": 2, "Wednesday": 3, "Thursday": 4, "Friday": 5, "Saturday": 6}
@@ -159,108 +149,3 @@ def _schedule_cron(freq: str, schedule: dict, start: dt.datetime | None) -> str:
     if freq == "Month" and dom == "*":
         dom = str(start.day if start else 1)
     return f"{minutes} {hours} {dom} * {dow}"
-
-
-class Scheduler:
-    """One task per Recurrence trigger, kept in step with the trigger table on reload."""
-
-    def __init__(self, engine: Any, launch: Callable[[str, Any, str], Any], metrics: Any):
-        self.engine = engine
-        self.launch = launch
-        self.metrics = metrics
-        self.current: dict[tuple[str, str], Any] = {}
-        self._scopes: dict[tuple[str, str], tuple[anyio.CancelScope, tuple]] = {}
-        self._tg: Any = None
-
-    async def run(self, table: Any, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            await self.sync(table)
-            task_status.started()
-            await anyio.sleep_forever()
-
-    def stop(self) -> None:
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
-
-    async def sync(self, table: Any) -> None:
-        """Start, restart (definition changed) or stop schedule tasks to match ``table``."""
-        wanted = dict(table.recurrences)
-        for key, (scope, raw) in list(self._scopes.items()):
-            if key not in wanted or wanted[key].recurrence.raw != raw:
-                scope.cancel()
-                del self._scopes[key]
-        self.current = wanted
-        for key, trig in wanted.items():
-            if key not in self._scopes:
-                self._scopes[key] = (await self._tg.start(self._task, key), trig.recurrence.raw)
-
-    async def _task(self, key: tuple[str, str], *, task_status: Any) -> None:
-        with anyio.CancelScope() as scope:
-            task_status.started(scope)
-            try:
-                await self._loop(key)
-            except Exception:  # never let one schedule take the server down
-                log.exception("schedule stopped by an error", extra={"flow": key[0], "trigger": key[1],
-                                                                     "event": "schedule_error"})
-
-    async def _loop(self, key: tuple[str, str]) -> None:
-        rec = self.current[key].recurrence
-        store = self.engine.store
-        now = time.time()
-        last = store.last_firing(*key)
-        if last is not None:
-            latest = rec.latest_at_or_before(now)
-            if latest is not None and latest > last:
-                missed = rec.count_between(last, now)
-                log.warning("schedule missed %d firing(s) while the server was down; policy %s", missed,
-                            rec.missed, extra={"flow": key[0], "trigger": key[1], "event": "schedule_missed",
-                                               "count": missed, "scheduled": iso(latest)})
-                self.metrics.firings.labels(key[0], key[1], "missed").inc(missed)
-                if rec.missed == "catchUp":
-                    self._fire(key, latest, "caught_up")
-        nxt = rec.next_after(max(now, last or 0.0))
-        log.info("schedule started; next firing %s", iso(nxt),
-                 extra={"flow": key[0], "trigger": key[1], "event": "schedule_started", "scheduled": iso(nxt)})
-        while True:
-            delay = nxt - time.time()
-            if delay > 0:
-                await anyio.sleep(delay)
-            if key not in self.current:
-                return
-            self._fire(key, nxt, "fired")
-            after, now = rec.next_after(nxt), time.time()
-            if after <= now:  # fell a whole period or more behind (a long pause)
-                missed = rec.count_between(nxt, now)
-                self.metrics.firings.labels(key[0], key[1], "missed").inc(missed)
-                latest = rec.latest_at_or_before(now)
-                after = latest if rec.missed == "catchUp" and latest is not None else rec.next_after(now)
-            nxt = after
-
-    def _fire(self, key: tuple[str, str], scheduled: float, outcome: str) -> None:
-        trig = self.current[key]
-        flow, store = trig.flow, self.engine.store
-        when = iso(scheduled)
-        dedupe = f"{trig.name}@{when}"
-        try:
-            existing = store.find_run(flow.name, dedupe)
-            if existing is not None:  # fired before a crash, recorded after it
-                store.record_firing(flow.name, trig.name, scheduled, existing["id"], time.time())
-                self.metrics.firings.labels(flow.name, trig.name, "already_fired").inc()
-                return
-            fired = time.time()
-            outputs = {"body": {"scheduledTime": when, "firedTime": iso(fired)}, "headers": {}, "queries": {},
-                       "relativePathParameters": {}, "scheduledTime": when}
-            run_id = self.engine.start(flow, trigger=trig.name, trigger_outputs=outputs, dedupe_key=dedupe,
-                                       request={"via": "schedule", "trigger": trig.name, "scheduledTime": when,
-                                                "firedTime": iso(fired)})
-            store.record_firing(flow.name, trig.name, scheduled, run_id, fired)
-        except Exception:
-            self.metrics.firings.labels(flow.name, trig.name, "error").inc()
-            log.exception("schedule could not start a run", extra={"flow": flow.name, "trigger": trig.name,
-                                                                    "event": "schedule_error", "scheduled": when})
-            return
-        self.metrics.firings.labels(flow.name, trig.name, outcome).inc()
-        log.info("schedule fired", extra={"flow": flow.name, "trigger": trig.name, "run_id": run_id,
-                                          "event": "schedule_fired", "scheduled": when})
-        self.launch(run_id, flow, trig.name)

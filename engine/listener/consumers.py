@@ -1,0 +1,123 @@
+"""Pull triggers inside ``flowrun serve``: one task each, kept in step with the trigger table.
+
+For every pull trigger of a served flow (a schedule, a queue consumer) the server builds
+the trigger with a ``Host`` (its capabilities: accept a run, checkpoints, the clock, a
+logger, counters), awaits ``start()`` before it reports ready, runs ``run()`` in a task,
+and on shutdown, or when a reload changes or removes the flow's trigger, cancels ``run()``
+and awaits ``stop()``. An error in one trigger is logged and stops that trigger only.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+
+from engine.plugin import Accepted, SystemClock
+
+from .triggers import PullEntry
+
+log = logging.getLogger("flowrun.listener")
+
+
+class _TriggerLog(logging.LoggerAdapter):
+    """The trigger's logger: every record names its flow and trigger, and keeps its own extras."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**self.extra, **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
+class Host:
+    """What a pull trigger may use (``engine.plugin.TriggerHost``), for one flow trigger."""
+
+    def __init__(self, entry: PullEntry, engine: Any, runs: Any, metrics: Any, clock: Any):
+        self.entry = entry
+        self.flow_name = entry.flow.name
+        self.trigger_name = entry.name
+        self.clock = clock
+        self.log = _TriggerLog(log, {"flow": self.flow_name, "trigger": self.trigger_name})
+        self._engine, self._runs, self._metrics = engine, runs, metrics
+
+    async def accept(self, payload: dict, dedupe_key: str | None = None, *,
+                     checkpoint: dict[str, Any] | None = None, request: dict | None = None) -> Accepted:
+        if self.entry.cls.limited:
+            await self._runs.wait_for_room()
+        key = None if dedupe_key is None else f"{self.trigger_name}:{dedupe_key}"
+        got = await self._engine.accept(self.entry.flow, self.trigger_name, payload, key, checkpoint=checkpoint,
+                                        request=request)
+        labels = (self.flow_name, self.trigger_name)
+        if got.duplicate:
+            self._metrics.child(self._metrics.duplicates, *labels).inc()
+            return got
+        self._runs.launch(got.run_id, self.entry.flow, self.trigger_name)
+        self._metrics.child(self._metrics.accepted, *labels).inc()
+        return got
+
+    def checkpoint(self, key: str = "") -> Any:
+        return self._engine.checkpoint(self.flow_name, self.trigger_name, key)
+
+    async def save_checkpoint(self, key: str, value: Any) -> None:
+        await self._engine.save_checkpoint(self.flow_name, self.trigger_name, key, value)
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        if n:
+            self._metrics.events.labels(self.flow_name, self.trigger_name, outcome).inc(n)
+
+
+class Consumers:
+    def __init__(self, engine: Any, runs: Any, metrics: Any, clock: Any = None):
+        self.engine, self.runs, self.metrics = engine, runs, metrics
+        self.clock = clock or SystemClock()
+        self._scopes: dict[tuple[str, str], tuple[anyio.CancelScope, tuple]] = {}
+        self._tg: Any = None
+        self._stopped: anyio.Event | None = None
+
+    async def run(self, table: Any, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        self._stopped = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await self.sync(table)
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """Cancel every trigger's ``run`` and wait until each ``stop`` returned."""
+        if self._tg is not None and self._stopped is not None:
+            self._tg.cancel_scope.cancel()
+            await self._stopped.wait()
+
+    async def sync(self, table: Any) -> None:
+        """Start, restart (definition changed) or stop pull triggers to match ``table``."""
+        wanted: dict[tuple[str, str], PullEntry] = dict(table.pull)
+        for key, (scope, version) in list(self._scopes.items()):
+            if key not in wanted or wanted[key].version != version:
+                scope.cancel()
+                del self._scopes[key]
+        for key, entry in wanted.items():
+            if key not in self._scopes:
+                self._scopes[key] = (await self._tg.start(self._task, entry), entry.version)
+
+    async def _task(self, entry: PullEntry, *, task_status: Any) -> None:
+        extra = {"flow": entry.flow.name, "trigger": entry.name}
+        with anyio.CancelScope() as scope:
+            trigger = entry.cls(entry.definition, Host(entry, self.engine, self.runs, self.metrics, self.clock))
+            try:
+                try:
+                    await trigger.start()
+                finally:
+                    task_status.started(scope)
+                log.info("trigger started", extra={"event": "trigger_started", **extra})
+                await trigger.run()
+            except Exception:  # never let one trigger take the server down
+                log.exception("trigger stopped by an error", extra={"event": "trigger_error", **extra})
+            finally:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await trigger.stop()
+                    except Exception:
+                        log.exception("trigger failed to stop", extra={"event": "trigger_error", **extra})
+                    log.info("trigger stopped", extra={"event": "trigger_stopped", **extra})

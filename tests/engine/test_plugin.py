@@ -1,0 +1,135 @@
+"""The node contract: a third-party package (tests/plugins/flowrun_contract) gets loops,
+nested blocks, declared variables and run control from declarations alone."""
+import textwrap
+
+import pytest
+
+import engine
+import nodes.core
+import nodes.http
+from engine.errors import FlowError
+from engine.loader import load_text
+from engine.plugin import Context, Node, Status, Variables
+from engine.registry import Registry
+from tests.plugins import flowrun_contract
+
+
+@pytest.fixture(scope="module")
+def registry():
+    reg = Registry()
+    for module in (nodes.core, nodes.http, flowrun_contract):
+        reg.add_module(module)
+    return reg
+
+
+@pytest.fixture
+def run(tmp_path, registry):
+    def go(text: str):
+        path = tmp_path / "flow.yaml"
+        path.write_text(textwrap.dedent(text))
+        return engine.run_file(path, state=tmp_path / "state.db", registry=registry)
+    return go
+
+
+def test_a_third_party_loop_runs_its_block_per_item_with_item_and_result(run):
+    result = run("""
+        actions:
+          rep:
+            type: contract.Repeat
+            over: [a, b, c]
+            actions:
+              shout: {type: Compose, inputs: "{{ item() | upper }}-{{ iterationIndexes('rep') }}"}
+          all: {type: Compose, inputs: "{{ result('rep')[0].outputs | map(attribute='outputs') | list }}",
+                runAfter: {rep: [Succeeded]}}
+    """)
+    assert result.status == Status.SUCCEEDED
+    assert result.steps["all"].outputs == ["A-0", "B-1", "C-2"]
+    assert result.steps["rep[1]/shout"].outputs == "B-1"
+
+
+def test_placement_rules_apply_to_a_third_party_loop(registry):
+    with pytest.raises(FlowError) as info:
+        load_text(textwrap.dedent("""
+            actions:
+              rep:
+                type: contract.Repeat
+                over: [1]
+                actions:
+                  stop: {type: contract.Stop}
+        """), "f.yaml", registry=registry)
+    assert "contract.Stop is not allowed inside a loop (contract.Repeat 'rep')" in str(info.value)
+
+
+def test_item_functions_name_a_third_party_loop_as_an_enclosing_loop(registry):
+    with pytest.raises(FlowError) as info:
+        load_text(textwrap.dedent("""
+            actions:
+              rep:
+                type: contract.Repeat
+                over: [1]
+                actions:
+                  x: {type: Compose, inputs: "{{ items('nope') }}"}
+        """), "f.yaml", registry=registry)
+    assert "enclosing loops: rep" in str(info.value)
+
+
+def test_variables_declared_by_a_third_party_node_are_known_to_the_validator(run, registry):
+    result = run("""
+        actions:
+          count: {type: contract.Counter, inputs: {name: n}}
+          bump: {type: contract.Bump, inputs: {name: n}, runAfter: {count: [Succeeded]}}
+          read: {type: Compose, inputs: "{{ variables('n') }}", runAfter: {bump: [Succeeded]}}
+    """)
+    assert result.steps["read"].outputs == 1
+    with pytest.raises(FlowError) as info:
+        load_text("actions:\n  read: {type: Compose, inputs: \"{{ variables('m') }}\"}\n", "f.yaml",
+                  registry=registry)
+    assert "unknown variable 'm'" in str(info.value)
+    assert "contract.Counter" in str(info.value) and "InitializeVariable" in str(info.value)
+
+
+def test_a_node_ends_the_run_through_the_terminate_capability(run):
+    result = run("""
+        actions:
+          stop: {type: contract.Stop}
+          never: {type: Compose, inputs: 1, runAfter: {stop: [Succeeded]}}
+    """)
+    assert result.status == Status.CANCELLED
+    assert result.steps["never"].status == Status.SKIPPED
+
+
+def test_the_context_offers_named_capabilities_not_the_executor():
+    public = {n for n in dir(Context) if not n.startswith("_")}
+    assert {"evaluate", "run_block", "skip_block", "variables", "terminate", "respond", "run_child"} <= public
+    assert "run" not in public
+
+
+@pytest.mark.parametrize("declared, expected", [
+    ({}, True),
+    ({"holds_slot": False}, False),
+    ({"nested": ("actions",)}, False),  # a container never holds a slot: what runs inside does
+])
+def test_which_nodes_take_a_concurrency_slot(declared, expected):
+    node = type("N", (Node,), {"type": "x.N", **declared})
+    assert node.takes_slot() is expected
+
+
+@pytest.mark.parametrize("text, status", [
+    ("Succeeded", Status.SUCCEEDED), ("failed", Status.FAILED), ("TIMEDOUT", Status.TIMEDOUT),
+])
+def test_status_names_are_read_in_any_letter_case(text, status):
+    assert Status.of(text) is status and status == status.value
+
+
+def test_status_knows_what_is_terminal_and_what_is_a_failure():
+    assert {s for s in Status if s.is_terminal} == {"Succeeded", "Failed", "Skipped", "TimedOut", "Cancelled"}
+    assert {s for s in Status if s.is_failure} == {"Failed", "TimedOut"}
+    with pytest.raises(ValueError, match="unknown status"):
+        Status.of("Done")
+
+
+def test_variables_keep_a_value_and_a_declared_type():
+    v = Variables()
+    v.declare("n", "integer", 1)
+    v["n"] += 1
+    assert v.get("n") == 2 and v.kind("n") == "integer" and "n" in v and "m" not in v

@@ -1,0 +1,127 @@
+"""engine/store.py: runs and steps in SQLite, blobs, redaction on write, lazy Running rows."""
+import sqlite3
+import time
+
+import pytest
+
+import engine
+from engine.store import OutputTooLarge, Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def finish(store, run_id, path, *, outputs=None, status="Succeeded", started=1.0, ended=2.0, **kw):
+    store.step_finished(run_id, path, path, "Compose", status, attempts=1, inputs=kw.get("inputs"),
+                        outputs=outputs, error=kw.get("error"), started=started, ended=ended)
+    store.flush()
+
+
+@pytest.mark.parametrize("value", [None, 0, "text", "", [1, "two", None], {"nested": {"ü": "ñ"}}, 1.5, True])
+def test_values_come_back_as_they_were_stored(store, value):
+    assert store.decode(store.encode(value)) == value
+
+
+def test_values_over_the_threshold_go_to_one_content_addressed_blob(tmp_path):
+    store = Store(tmp_path / "state.db", blob_threshold=100)
+    big = "x" * 1000
+    first, second = store.encode(big), store.encode(big)
+    assert first == second and len(first) < 100
+    assert len(list(store.blobs.glob("*.json"))) == 1
+    assert store.decode(first) == big
+
+
+def test_values_over_the_hard_cap_are_refused_not_truncated(tmp_path):
+    store = Store(tmp_path / "state.db", blob_threshold=10, blob_cap=100)
+    with pytest.raises(OutputTooLarge):
+        store.encode("x" * 1000)
+
+
+def test_everything_written_passes_through_the_redactor(tmp_path):
+    store = Store(tmp_path / "state.db", redact=lambda s: s.replace("s3cret-value", "***"))
+    store.create_run({"id": "r", "flow": "f", "status": "Queued", "payload": {"token": "s3cret-value"}})
+    finish(store, "r", "a", inputs={"auth": "Bearer s3cret-value"}, outputs="s3cret-value",
+           error={"message": "bad s3cret-value"})
+    store.close()
+    dump = "\n".join(sqlite3.connect(tmp_path / "state.db").iterdump())
+    assert "s3cret-value" not in dump and "***" in dump
+
+
+def test_steps_come_back_in_the_order_they_finished(store):
+    for path in ["b", "a", "loop[1]/x", "loop[0]/x"]:
+        finish(store, "r", path, outputs=path)
+    assert [s.path for s in store.steps("r")] == ["b", "a", "loop[1]/x", "loop[0]/x"]
+    assert store.steps("r")[0].outputs == "b"
+
+
+def test_steps_numbered_after_a_resume_follow_the_earlier_ones(tmp_path):
+    first = Store(tmp_path / "state.db")
+    for i in range(40):
+        finish(first, "r", f"s{i}", outputs=i)
+    first.close()
+    second = Store(tmp_path / "state.db")  # another process
+    second.continue_numbering("r")
+    finish(second, "r", "late", outputs=0, started=3.0, ended=4.0)
+    assert [s.path for s in second.steps("r")][-1] == "late"
+
+
+def test_an_action_shows_as_running_only_once_it_has_run_for_a_while(store):
+    """Fast actions cost no extra write; the Running row appears when the mark comes due."""
+    now = time.time()
+    store.step_started("r", "old", "old", "Wait", started=now - 10 * store.RUNNING_AFTER)
+    store.step_started("r", "young", "young", "Wait", started=now + 3600)
+    store.flush()  # what the timer does when a mark comes due
+    assert {s.path: s.status for s in store.steps("r")} == {"old": "Running"}
+
+
+def test_a_finished_step_replaces_its_running_row(store):
+    store.step_started("r", "a", "a", "Compose", started=1.0)
+    store.flush()
+    finish(store, "r", "a", outputs=5)
+    (step,) = store.steps("r")
+    assert (step.status, step.outputs) == ("Succeeded", 5)
+
+
+def test_a_final_status_is_not_overwritten_by_a_pending_running_mark(store):
+    store.create_run({"id": "r", "flow": "f", "status": "Queued"})
+    store.run_started("r", 1.0, 1)          # due at once: started long ago
+    store.update_run("r", status="Failed")  # the run ended before the mark was written
+    store.flush()                           # what the timer does when the mark comes due
+    assert store.get_run("r").status == "Failed"
+
+
+@pytest.mark.parametrize("flow, status, expected", [
+    (None, None, ["r3", "r2", "r1"]),
+    ("orders", None, ["r3", "r1"]),
+    (None, "Failed", ["r2"]),
+    ("orders", "Succeeded", ["r1"]),
+])
+def test_runs_are_listed_newest_first_and_filtered(store, flow, status, expected):
+    for i, (f, s) in enumerate([("orders", "Succeeded"), ("billing", "Failed"), ("orders", "Running")], 1):
+        store.create_run({"id": f"r{i}", "flow": f, "status": s, "created": float(i)})
+    assert [r.id for r in store.list_runs(flow=flow, status=status)] == expected
+
+
+def test_unfinished_runs_are_the_queued_and_running_ones(store):
+    for run_id, status in [("a", "Queued"), ("b", "Running"), ("c", "Succeeded"), ("d", "Failed")]:
+        store.create_run({"id": run_id, "flow": "f", "status": status})
+    assert sorted(store.unfinished_runs()) == ["a", "b"]
+
+
+def test_a_newer_schema_version_is_refused(tmp_path):
+    path = tmp_path / "state.db"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(engine.FlowrunError, match="newer than this flowrun"):
+        Store(path)
+
+
+def test_a_database_that_cannot_be_opened_is_one_clear_error(tmp_path):
+    (tmp_path / "state.db").mkdir()  # a folder where the file should be
+    with pytest.raises(engine.FlowrunError, match="cannot open state database"):
+        Store(tmp_path / "state.db")

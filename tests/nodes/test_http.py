@@ -1,0 +1,42 @@
+"""Http's error table (its request/response behaviour is specified in tests/engine and
+tests/test_flows.py against real local servers)."""
+from __future__ import annotations
+
+import httpx
+
+from nodes.http.node import HTTP
+from tests.support.sdk import unmapped
+
+
+def test_every_httpx_exception_class_is_mapped_by_a_declared_row():
+    classes = [getattr(httpx, name) for name in httpx.__all__
+               if isinstance(getattr(httpx, name), type)
+               and issubclass(getattr(httpx, name), Exception)]
+    roots = {httpx.HTTPError, httpx.RequestError}
+    assert len(classes) > 20
+    assert unmapped(HTTP, [c for c in classes if c not in roots]) == []
+
+
+def test_timeouts_and_transport_failures_are_retried_and_a_bad_uri_is_not():
+    assert HTTP.table.rule_for(httpx.ReadTimeout).retryable is True
+    assert HTTP.table.rule_for(httpx.ConnectError).retryable is True
+    assert HTTP.table.rule_for(httpx.InvalidURL).retryable is False
+
+
+def test_a_refused_connection_fails_the_action_with_a_code_and_the_request_named(run_flow):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_flow(f"""
+        actions:
+          call:
+            type: Http
+            inputs: {{method: GET, uri: "http://127.0.0.1:{port}/x"}}
+            retryPolicy: {{type: none}}
+        """)
+    step = result.steps["call"]
+    assert (result.status, step.status, step.attempts) == ("Failed", "Failed", 1)
+    assert step.error["code"] == "HttpConnectionError"
+    assert step.error["message"].startswith(f"GET http://127.0.0.1:{port}/x: ConnectError")

@@ -1,0 +1,1 @@
+"""Third-party-style plugin packages the tests install (see flowrun_testplugin)."""
