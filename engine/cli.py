@@ -146,6 +146,23 @@ def nodes(name: str | None, markdown: bool, check: bool) -> None:
 
 
 @main.command()
+@guard
+def functions() -> None:
+    """List the functions and filters templates can use, with their signatures."""
+    from .expressions import functions_reference
+    from .registry import default_registry
+
+    kinds = {"workflow": "Workflow functions", "helper": "Helpers", "filter": "Filters (value | name)"}
+    entries = functions_reference(default_registry().filters)
+    for kind, title in kinds.items():
+        click.echo(f"{title}:")
+        for f in (e for e in entries if e.kind == kind):
+            gap = "\n" + " " * 47 if len(f.signature) > 44 else " "
+            click.echo(f"  {f.signature:<44}{gap}{f.description}")
+        click.echo("")
+
+
+@main.command()
 @click.argument("flow", type=click.Path(exists=True, dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True)
 @click.pass_context

@@ -8,6 +8,7 @@
     └── ActionError                  an action failed while running; becomes the step's error
         ├── RetryableError           the same call may succeed later (timeouts, 429, 5xx)
         ├── ExpressionError          a template failed to evaluate (undefined name, bad call)
+        │   └── ExpressionLimit      a template went past its time, size or operation budget
         ├── InputError               resolved inputs do not match the node's input schema
         └── OutputTooLarge           a value is over the store's hard cap (nothing truncated)
     AuthError                        an inbound request failed trigger authentication (401/403);
@@ -89,6 +90,15 @@ class ExpressionError(ActionError):
 
     def __init__(self, message: str, **kw: Any):
         kw.setdefault("code", "ExpressionError")
+        super().__init__(message, **kw)
+
+
+class ExpressionLimit(ExpressionError):
+    """A template went past what one evaluation may spend (time, size of what it builds,
+    operations); see engine.sandbox.Limits."""
+
+    def __init__(self, message: str, **kw: Any):
+        kw.setdefault("code", "ExpressionLimit")
         super().__init__(message, **kw)
 
 

@@ -111,8 +111,8 @@ class Runtime:
             self._skip_unstarted(self.flow.root, root)
             self.store.flush()
             status, error = self.terminated
-            return status, self._outputs(root), error
-        outputs, error = self._outputs(root), None
+            return status, await self.evaluator.offload(self._outputs, root), error
+        outputs, error = await self.evaluator.offload(self._outputs, root), None
         if isinstance(outputs, ActionError):
             status, error, outputs = FAILED, outputs.to_dict(), None
         elif status != SUCCEEDED and self.failures:
@@ -135,6 +135,10 @@ class Runtime:
         if item is not None or index is not None:
             frame = Frame(self, frame, frame.prefix, loop="", item=item, index=index)
         return self.evaluator.evaluate(value, frame)
+
+    async def evaluate_async(self, value: Any, frame: Frame, item: Any = None, index: int | None = None) -> Any:
+        """``evaluate``, moved to a worker thread if it needs more than a few milliseconds."""
+        return await self.evaluator.offload(self.evaluate, value, frame, item, index)
 
     async def run_child(self, ctx: Context, flow_ref: str, body: Any, params: dict | None) -> Any:
         """Run (or, after a crash, resume or reuse) a child flow linked to this run."""
@@ -326,7 +330,7 @@ class Runtime:
         node_cls = action.node
         node = _instance(node_cls)
         try:
-            inputs = self._inputs(action, frame)
+            inputs = await self.evaluator.offload(self._inputs, action, frame)
         except ActionError as exc:
             result.status, result.error, result.end, result.attempts = FAILED, exc.to_dict(), time.time(), prior + 1
             return
@@ -399,8 +403,10 @@ class Runtime:
             self.store.step_finished(self.run_id, path, action.name, action.type, result.status,
                                      attempts=result.attempts, inputs=result.inputs, outputs=result.outputs,
                                      error=result.error, started=result.start, ended=result.end)
-        except OutputTooLarge as exc:
-            result.status, result.inputs, result.outputs, result.error = FAILED, None, None, exc.to_dict()
+        except (OutputTooLarge, ValueError, OverflowError, RecursionError) as exc:  # too big, or not storable
+            error = exc.to_dict() if isinstance(exc, ActionError) else {
+                "code": "UnstorableValue", "message": f"the action's inputs or outputs cannot be stored: {exc}"}
+            result.status, result.inputs, result.outputs, result.error = FAILED, None, None, error
             self.store.step_finished(self.run_id, path, action.name, action.type, FAILED,
                                      attempts=result.attempts, inputs=None, outputs=None,
                                      error=result.error, started=result.start, ended=result.end)

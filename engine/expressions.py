@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import functools
 import hashlib
+import inspect
 import json
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -29,8 +32,11 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.meta import find_undeclared_variables
 from jinja2.runtime import Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
 
-from .errors import ActionError, ExpressionError
+from . import sandbox
+from .errors import ActionError, ExpressionError, ExpressionLimit
+from .sandbox import Budget, Limits, Offload
 
 # Functions a scope must answer; the executor's frames implement them.
 WORKFLOW_FUNCTIONS = ("trigger", "triggerBody", "triggerOutputs", "body", "outputs", "actions",
@@ -41,8 +47,7 @@ ACTION_FUNCTIONS = ("body", "outputs", "actions", "result")
 LOOP_FUNCTIONS = ("items", "iterationIndexes")
 
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
-_MAX_SEQUENCE = 1_000_000
-_MAX_WIDTH = 10_000
+INLINE_SLICE = 0.003  # seconds an evaluation may hold the event loop before it moves to a thread
 
 
 def _utcnow(fmt: str | None = None) -> str:
@@ -63,18 +68,62 @@ def _b64encode(value: Any) -> str:
     return base64.b64encode(data).decode()
 
 
-def _to_datetime(value: str) -> _dt.datetime:
-    return _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+def _to_datetime(value: Any) -> _dt.datetime:
+    if isinstance(value, _dt.datetime):
+        return value
+    if not isinstance(value, str):
+        raise ExpressionError(f"datetime: expected an ISO 8601 date-time string, got {type_name(value)} {_show(value)}")
+    try:
+        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ExpressionError(f"datetime: {_show(value)} is not an ISO 8601 date-time "
+                              f"(e.g. 2024-01-02T03:04:05Z)") from None
 
 
 def _dateformat(value: Any, fmt: str = "%Y-%m-%dT%H:%M:%SZ") -> str:
-    d = value if isinstance(value, _dt.datetime) else _to_datetime(value)
-    return d.strftime(fmt)
+    if not isinstance(fmt, str):
+        raise ExpressionError(f"dateformat: the format must be a string such as '%Y-%m-%d', got {type_name(fmt)}")
+    return _to_datetime(value).strftime(fmt)
 
 
-def _add_time(value: Any, seconds: float = 0, **kw: float) -> str:
-    d = value if isinstance(value, _dt.datetime) else _to_datetime(value)
-    return (d + _dt.timedelta(seconds=seconds, **kw)).isoformat().replace("+00:00", "Z")
+_TIME_UNITS = ("weeks", "days", "hours", "minutes", "seconds", "milliseconds")
+
+
+def _add_time(value: Any, seconds: float = 0, *, minutes: float = 0, hours: float = 0, days: float = 0,
+              weeks: float = 0, milliseconds: float = 0) -> str:
+    amounts = {"seconds": seconds, "minutes": minutes, "hours": hours, "days": days, "weeks": weeks,
+               "milliseconds": milliseconds}
+    for unit, n in amounts.items():
+        if isinstance(n, bool) or not isinstance(n, (int, float)):
+            raise ExpressionError(f"add_time: {unit} must be a number, got {type_name(n)} {_show(n)}")
+    try:
+        d = _to_datetime(value) + _dt.timedelta(**amounts)
+    except OverflowError:
+        raise ExpressionError("add_time: the date would fall outside years 1 to 9999") from None
+    return d.isoformat().replace("+00:00", "Z")
+
+
+def _fromjson(value: Any) -> Any:
+    if not isinstance(value, (str, bytes)):
+        raise ExpressionError(f"fromjson: expected a JSON string, got {type_name(value)}")
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ExpressionError(f"fromjson: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+
+
+def _b64decode_checked(value: Any) -> str:
+    try:
+        return _b64decode(value)
+    except (ValueError, TypeError) as exc:
+        raise ExpressionError(f"b64decode: {_show(value)} is not base64 of UTF-8 text ({exc})") from None
+
+
+def _finalize(value: Any) -> str:
+    """``to_text`` for ``{{ }}`` inside text: measured before it is written out."""
+    if isinstance(value, (dict, list, tuple)):
+        sandbox.check_text(sandbox.current(), value)
+    return to_text(value)
 
 
 def to_text(value: Any) -> str:
@@ -92,9 +141,9 @@ def to_text(value: Any) -> str:
 
 FILTERS: dict[str, Callable[..., Any]] = {
     "json": lambda v: json.dumps(v, separators=(",", ":"), ensure_ascii=False, default=str),
-    "fromjson": json.loads,
+    "fromjson": _fromjson,
     "b64encode": _b64encode,
-    "b64decode": _b64decode,
+    "b64decode": _b64decode_checked,
     "sha256": lambda v: hashlib.sha256(to_text(v).encode()).hexdigest(),
     "datetime": _to_datetime,
     "dateformat": _dateformat,
@@ -108,56 +157,178 @@ HELPERS: dict[str, Callable[..., Any]] = {
 }
 
 
-_WIDTH = re.compile(r"(\d{6,})")  # a field width of 100,000 or more in a format spec
+@dataclass(frozen=True)
+class Function:
+    """One entry of the reference: how a template calls it, and what it does."""
+
+    name: str
+    kind: str        # "workflow" (reads the run), "helper" (a global function), "filter" (value | name(...))
+    signature: str
+    description: str
 
 
-def _check_widths(spec: str) -> None:
-    if any(int(w) > _MAX_WIDTH for w in _WIDTH.findall(spec)):
-        raise SecurityError("format width too large")
+# The reference of everything flowrun adds to Jinja2 (`flowrun functions` prints it); a test
+# checks that every workflow function, helper and filter above has an entry.
+FUNCTIONS: tuple[Function, ...] = (
+    Function("trigger", "workflow", "trigger()", "the trigger's outputs: {headers, queries, body, ...}"),
+    Function("triggerBody", "workflow", "triggerBody()", "the trigger's body (the --input JSON for `flowrun run`)"),
+    Function("triggerOutputs", "workflow", "triggerOutputs()", "the trigger's headers (credentials masked), "
+             "queries and relativePathParameters"),
+    Function("body", "workflow", "body(action)", "the `body` of an HTTP-shaped result (Http's), else the "
+             "action's outputs"),
+    Function("outputs", "workflow", "outputs(action)", "an action's outputs"),
+    Function("actions", "workflow", "actions(action)", "an action's status, inputs, outputs, error and times"),
+    Function("variables", "workflow", "variables(name)", "a variable's current value"),
+    Function("parameters", "workflow", "parameters(name)", "a flow parameter (defaultValue, or --param)"),
+    Function("item", "workflow", "item()", "the current item of the innermost Foreach (or of Select/Query)"),
+    Function("items", "workflow", "items(loop)", "the current item of the named Foreach"),
+    Function("iterationIndexes", "workflow", "iterationIndexes(loop)", "the 0-based index in the named Foreach"),
+    Function("result", "workflow", "result(scope)", "the results of the actions inside a Scope, Foreach or If"),
+    Function("workflow", "workflow", "workflow()", "the flow's name and the run's id"),
+    Function("utcNow", "helper", "utcNow(format=None)", "the current UTC time, ISO 8601 (or strftime format)"),
+    Function("guid", "helper", "guid()", "a new random UUID string"),
+    Function("coalesce", "helper", "coalesce(value, ...)", "the first argument that is not null"),
+    Function("range", "helper", "range([start,] stop[, step])", "integers, at most 100,000 of them"),
+    Function("json", "filter", "value | json", "the value as compact JSON text"),
+    Function("fromjson", "filter", "text | fromjson", "parse JSON text into a value"),
+    Function("b64encode", "filter", "value | b64encode", "base64 of text (objects as JSON)"),
+    Function("b64decode", "filter", "text | b64decode", "decode base64 into UTF-8 text"),
+    Function("sha256", "filter", "value | sha256", "hex SHA-256 of the value's text"),
+    Function("datetime", "filter", "text | datetime", "parse an ISO 8601 date-time ('Z' allowed)"),
+    Function("dateformat", "filter", "date | dateformat(format='%Y-%m-%dT%H:%M:%SZ')",
+             "format an ISO 8601 date-time (or a datetime) with a strftime format"),
+    Function("add_time", "filter", "date | add_time(seconds=0, minutes=0, hours=0, days=0, weeks=0, "
+             "milliseconds=0)", "add (or, negative, subtract) time to an ISO 8601 date-time; "
+             "returns ISO 8601; e.g. `utcNow() | add_time(days=1)`"),
+    Function("text", "filter", "value | text", "the value as it reads inside text: JSON for objects, '' for null"),
+)
 
 
-def _bounded(fn: Callable[..., Any], arg: int = 1) -> Callable[..., Any]:
-    """A filter whose width argument (position ``arg``) is bounded."""
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        width = args[arg] if len(args) > arg else kwargs.get("width", 0)
-        if isinstance(width, int) and width > _MAX_WIDTH:
-            raise SecurityError("width too large")
+def functions_reference(filters: dict[str, Callable[..., Any]] | None = None) -> list[Function]:
+    """FUNCTIONS plus the filters nodes contribute (described by their docstrings)."""
+    known = {f.name for f in FUNCTIONS}
+    extra = [Function(name, "filter", f"value | {name}", " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split()))
+             for name, fn in sorted((filters or {}).items()) if name not in known]
+    return list(FUNCTIONS) + extra
+
+
+_SIGNATURES = {f.name: f.signature for f in FUNCTIONS}
+
+
+def _with_signature(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, failing with its documented signature when called with the wrong arguments."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ExpressionError(f"{name}: wrong arguments ({_arity(exc)}); "
+                                  f"use {_SIGNATURES.get(name, name + '(...)')}") from None
         return fn(*args, **kwargs)
-    return wrapper
+    return checked
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, plus bounds on ``*``, ``**``, ``%`` and format widths, so a template
-    cannot eat the machine."""
+def _arity(exc: TypeError) -> str:
+    text = str(exc)
+    if text == "too many positional arguments":
+        return "too many arguments"
+    m = re.search(r"takes .*? arguments? but (\d+) (?:was|were) given", text)
+    if m:
+        return f"{int(m[1]) - 1} given after the value" if "positional" in text else text
+    m = re.search(r"unexpected keyword argument '(\w+)'", text)
+    if m:
+        return f"no argument named '{m[1]}'"
+    m = re.search(r"missing .*?argument: '(\w+)'", text)
+    if m:
+        return f"'{m[1]}' is missing"
+    return text
 
-    intercepted_binops = frozenset(["*", "**", "%"])
 
-    def wrap_str_format(self, value: Any) -> Any:
-        wrapped = super().wrap_str_format(value)
-        if wrapped is None:
-            return None
+# -- how values and errors read to a user ------------------------------------------------
+_TYPE_NAMES = {dict: "object", list: "array", tuple: "array", str: "string", int: "integer", float: "number",
+               bool: "boolean", type(None): "null"}
 
-        def checked(*args: Any, **kwargs: Any) -> str:
-            _check_widths(value.__self__)
-            return wrapped(*args, **kwargs)
-        return checked
 
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        # JSON data first: `triggerBody().items` is the "items" key, not dict.items
-        if isinstance(obj, dict) and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
+def type_name(value: Any) -> str:
+    """A value's type in JSON words: object, array, string, integer, number, boolean, null."""
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
 
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 1000:
-            raise SecurityError("exponent too large")
-        if operator == "%" and isinstance(left, str):
-            _check_widths(left)
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > _MAX_SEQUENCE:
-                    raise SecurityError("sequence repetition too large")
-        return super().call_binop(context, operator, left, right)
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _keys(obj: dict) -> str:
+    keys = list(obj)
+    shown = ", ".join(repr(k) for k in keys[:20])
+    return (shown + f", ... ({len(keys)} keys)") if len(keys) > 20 else (shown or "none: it is empty")
+
+
+class _Undefined(StrictUndefined):
+    """StrictUndefined whose message says what was there instead."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint:
+            return self._undefined_hint
+        obj, name = self._undefined_obj, self._undefined_name
+        if obj is missing:
+            return f"{name!r} is not defined"
+        if isinstance(obj, dict):
+            return f"the object has no key {name!r} (its keys: {_keys(obj)})"
+        if isinstance(obj, (list, tuple)):
+            if isinstance(name, int):
+                return f"index {name} is out of range: the array has {len(obj)} items"
+            return f"an array has no attribute {name!r} (use an index: [0])"
+        return f"{_a(type_name(obj))} value has no attribute or key {name!r}"
+
+
+# Python's wording of common runtime errors -> flowrun's
+_REWRITES: tuple[tuple[re.Pattern, Callable[[re.Match], str]], ...] = (
+    (re.compile(r"invalid literal for int\(\) with base \d+: (.*)"),
+     lambda m: f"cannot read {m[1]} as an integer"),
+    (re.compile(r"could not convert string to float: (.*)"), lambda m: f"cannot read {m[1]} as a number"),
+    (re.compile(r"unsupported operand type\(s\) for (\S+?): '(\w+)' and '(\w+)'"),
+     lambda m: f"cannot apply '{m[1]}' to {_py_type(m[2])} and {_py_type(m[3])}"),
+    (re.compile(r"can only concatenate (\w+) \(not \"(\w+)\"\) to \w+"),
+     lambda m: f"cannot add {_py_type(m[2])} to {_py_type(m[1])} (use ~ to join text)"),
+    (re.compile(r"'(\S+)' not supported between instances of '(\w+)' and '(\w+)'"),
+     lambda m: f"cannot compare {_py_type(m[2])} with {_py_type(m[3])} using '{m[1]}'"),
+    (re.compile(r"'(\w+)' object is not iterable"), lambda m: f"{_a(_py_type(m[1]))} value cannot be looped over"),
+    (re.compile(r"'(\w+)' object is not callable"), lambda m: f"{_a(_py_type(m[1]))} value is not a function"),
+    (re.compile(r"'(\w+)' object cannot be interpreted as an integer"),
+     lambda m: f"expected an integer, got {_py_type(m[1])}"),
+    (re.compile(r"(?:integer |float )?(?:division|modulo) by zero"), lambda m: "division by zero"),
+    (re.compile(r"%(\w) format: an? (?:real number|number|integer) is required, not (\w+)"),
+     lambda m: f"'%{m[1]}' needs a number, got {_py_type(m[2])}"),
+    (re.compile(r"Exceeds the limit \(\d+ digits\).*"),
+     lambda m: "a number has more than 4,300 digits"),
+)
+_PY_TYPES = {"dict": "object", "list": "array", "tuple": "array", "str": "string", "int": "integer",
+             "float": "number", "bool": "boolean", "NoneType": "null"}
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
+def _py_type(name: str) -> str:
+    return _PY_TYPES.get(name, name)
+
+
+def user_message(exc: BaseException) -> str:
+    """An exception raised while evaluating, in flowrun's words."""
+    text = str(exc)
+    for pattern, say in _REWRITES:
+        m = pattern.search(text)
+        if m:
+            return say(m)
+    return f"{text} ({type(exc).__name__})" if text else type(exc).__name__
 
 
 @dataclass
@@ -170,23 +341,20 @@ class Analysis:
 
 
 class Evaluator:
-    """Compiles and evaluates templates; one per registry (filters can come from nodes)."""
+    """Compiles and evaluates templates; one per registry (filters can come from nodes).
 
-    def __init__(self, filters: dict[str, Callable[..., Any]] | None = None):
-        env = _Sandbox(undefined=StrictUndefined, finalize=to_text, autoescape=False,
-                       keep_trailing_newline=True)
+    Every call to ``evaluate`` runs under one budget (``limits``, see engine.sandbox);
+    ``evaluate_async``/``offload`` keep the event loop free of long evaluations."""
+
+    def __init__(self, filters: dict[str, Callable[..., Any]] | None = None, limits: Limits | None = None):
+        self.limits = limits or Limits.from_env()
+        env = sandbox.BoundedSandbox(undefined=_Undefined, finalize=_finalize, autoescape=False,
+                                     keep_trailing_newline=True, limits=self.limits)
         env.globals.pop("lipsum", None)
         env.globals.update(HELPERS)
-        env.filters.update(FILTERS)
-        for name in ("center", "indent", "wordwrap", "truncate"):
-            env.filters[name] = _bounded(env.filters[name])
-        plain_format = env.filters["format"]
-
-        def bounded_format(value: Any, *args: Any, **kwargs: Any) -> str:
-            _check_widths(str(value))
-            return plain_format(value, *args, **kwargs)
-        env.filters["format"] = bounded_format
+        env.filters.update({name: _with_signature(name, fn) for name, fn in FILTERS.items()})
         env.filters.update(filters or {})
+        env.bound_filters()
         self.env = env
         self.known = set(WORKFLOW_FUNCTIONS) | set(env.globals)
         self._cache: dict[str, tuple[str, Any]] = {}
@@ -208,27 +376,73 @@ class Evaluator:
 
     # -- evaluate -------------------------------------------------------------------------
     def evaluate(self, value: Any, scope: Any) -> Any:
-        """Evaluate every templated string inside ``value`` (dicts and lists walked)."""
+        """Evaluate every templated string inside ``value`` (dicts and lists walked), all of
+        it under one budget. Raises ExpressionError (ExpressionLimit past the budget)."""
+        if isinstance(value, str) and "{{" not in value and "{%" not in value:
+            return value
+        if not isinstance(value, (str, dict, list)):
+            return value
+        state = sandbox._state
+        if getattr(state, "budget", None) is not None:  # nested: share the budget
+            return self._walk(value, scope)
+        state.budget = Budget(self.limits, getattr(state, "inline_slice", None))
+        try:
+            return self._walk(value, scope)
+        finally:
+            state.budget = None
+
+    async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call ``fn(*args)`` (which evaluates templates) on the event loop, with each
+        evaluation allowed only a few milliseconds there; one that needs longer is started
+        again in a worker thread under its full budget, so the loop never waits on it."""
+        sandbox._state.inline_slice = INLINE_SLICE
+        try:
+            return fn(*args)
+        except Offload:
+            pass
+        finally:
+            sandbox._state.inline_slice = None
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    async def evaluate_async(self, value: Any, scope: Any) -> Any:
+        return await self.offload(self.evaluate, value, scope)
+
+    def _walk(self, value: Any, scope: Any) -> Any:
         if isinstance(value, str):
             if "{{" not in value and "{%" not in value:
                 return value
             return self._evaluate_string(value, scope)
         if isinstance(value, dict):
-            return {k: self.evaluate(v, scope) for k, v in value.items()}
+            return {k: self._walk(v, scope) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.evaluate(v, scope) for v in value]
+            return [self._walk(v, scope) for v in value]
         return value
 
     def _evaluate_string(self, text: str, scope: Any) -> Any:
         try:
-            kind, code = self._compiled(text)
+            hit = self._cache.get(text)
+            if hit is None:  # compiling is not evaluating: it does not count against the budget
+                started = time.perf_counter()
+                hit = self._compiled(text)
+                sandbox.current().extend(time.perf_counter() - started)
+            kind, code = hit
             names = scope.names(WORKFLOW_FUNCTIONS)
             if kind == "whole":
                 result = code(**names)
                 if isinstance(result, Undefined):
                     result._fail_with_undefined_error()
+                if isinstance(result, (dict, list, tuple)):  # stored as JSON: will the text fit?
+                    sandbox.check_text(sandbox.current(), result, "the result")
+                elif isinstance(result, (str, int)):
+                    sandbox.check_value(sandbox.current(), result, "the result")
                 return result
             return code.render(names)
+        except Offload:
+            raise
+        except ExpressionLimit as exc:
+            raise ExpressionLimit(f"{_short(text)}: {exc.message} (limits: {self.limits.describe()})") from None
         except ActionError as exc:
             raise ExpressionError(f"{_short(text)}: {exc.message}") from None
         except UndefinedError as exc:
@@ -237,8 +451,12 @@ class Evaluator:
             raise ExpressionError(f"{_short(text)}: not allowed in the sandbox ({exc})") from None
         except TemplateSyntaxError as exc:
             raise ExpressionError(f"{_short(text)}: syntax error: {exc.message}") from None
-        except Exception as exc:  # a filter or helper raised (bad JSON, bad date, ...)
-            raise ExpressionError(f"{_short(text)}: {type(exc).__name__}: {exc}") from None
+        except RecursionError:
+            raise ExpressionLimit(f"{_short(text)}: nested too deeply") from None
+        except MemoryError:
+            raise ExpressionLimit(f"{_short(text)}: ran out of memory") from None
+        except Exception as exc:  # a filter, helper or operator raised (bad JSON, bad date, ...)
+            raise ExpressionError(f"{_short(text)}: {user_message(exc)}") from None
 
     # -- static analysis (used by the validator) -------------------------------------------
     def analyze(self, text: str) -> Analysis:

@@ -274,6 +274,11 @@ class Context:
         """Evaluate a template value now, optionally with ``item``/``index`` bound."""
         return self._runtime.evaluate(value, self._frame, **loop)
 
+    async def evaluate_async(self, value: Any, **loop: Any) -> Any:
+        """``evaluate``, but an evaluation that needs more than a few milliseconds runs in a
+        worker thread, so the event loop is never held by it (prefer this in ``run``)."""
+        return await self._runtime.evaluate_async(value, self._frame, **loop)
+
     async def run_block(self, key: str, *, item: Any = None, index: int | None = None,
                         iteration: str | None = None) -> str:
         """Run one of this container's nested blocks; returns its folded status."""

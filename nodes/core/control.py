@@ -107,7 +107,7 @@ class Switch(Node):
         value = inputs.get("expression")
         chosen = "default"
         for name, case in context.action.raw.get("cases", {}).items():
-            if context.evaluate(case.get("case")) == value:
+            if await context.evaluate_async(case.get("case")) == value:
                 chosen = f"case:{name}"
                 break
         for key in context.action.blocks:
@@ -201,7 +201,7 @@ class Until(Node):
         while True:
             status = await context.run_block("actions", index=i, iteration=str(i))
             i += 1
-            if truth(context.evaluate(raw["expression"])):
+            if truth(await context.evaluate_async(raw["expression"])):
                 _fail_if(status, "the last iteration")
                 return {"iterations": i, "limitReached": False}
             if i >= count or time.monotonic() >= deadline:
