@@ -381,10 +381,19 @@ class Runtime:
             return {k: self.evaluator.evaluate(raw[k], frame) for k in node.fields
                     if k in raw and k not in lazy}
         value = action.inputs
-        if lazy and isinstance(value, dict):
-            kept = {k: v for k, v in value.items() if k in lazy}
-            value = self.evaluator.evaluate({k: v for k, v in value.items() if k not in lazy}, frame)
-            value.update(kept)
+        if lazy:
+            # keys the node evaluates itself (Select's select, Query's where) are taken only as
+            # written in the flow file: a value that arrives as data is never evaluated
+            literal = value if isinstance(value, dict) else {}
+            kept = {k: v for k, v in literal.items() if k in lazy}
+            value = self.evaluator.evaluate({k: v for k, v in literal.items() if k not in lazy}
+                                            if isinstance(value, dict) else value, frame)
+            if isinstance(value, dict):
+                from_data = sorted(k for k in lazy if k in value)
+                if from_data:
+                    raise InputError(f"'{from_data[0]}' of {node.type} must be written in the flow file; "
+                                     f"it came from data, and data is never evaluated")
+                value.update(kept)
         else:
             value = self.evaluator.evaluate(value, frame)
         validator = _validator(node)

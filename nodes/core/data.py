@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anyio
+
 from jsonschema import Draft202012Validator
 
 from engine.errors import ActionError
@@ -38,8 +40,13 @@ class Query(Node):
     outputs = {"type": "array", "description": "the items kept"}
 
     async def run(self, inputs: Any, context: Context) -> Any:
-        where = inputs["where"]
-        return [x for x in inputs["from"] if truth(context.evaluate(where, item=x))]
+        where, kept = inputs["where"], []
+        for i, x in enumerate(inputs["from"]):
+            if truth(await context.evaluate_async(where, item=x)):
+                kept.append(x)
+            if i % 256 == 255:
+                await anyio.sleep(0)  # a long array never holds the event loop
+        return kept
 
 
 class Select(Node):
@@ -55,7 +62,12 @@ class Select(Node):
     outputs = {"type": "array"}
 
     async def run(self, inputs: Any, context: Context) -> Any:
-        return [context.evaluate(inputs["select"], item=x) for x in inputs["from"]]
+        out = []
+        for i, x in enumerate(inputs["from"]):
+            out.append(await context.evaluate_async(inputs["select"], item=x))
+            if i % 256 == 255:
+                await anyio.sleep(0)  # a long array never holds the event loop
+        return out
 
 
 class Join(Node):

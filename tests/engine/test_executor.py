@@ -1,5 +1,6 @@
 """Running flows: runAfter and Skipped, run status, Scope try/catch, concurrency, retries,
 timeouts, Terminate, loops and variables — as in Logic Apps."""
+import json
 import threading
 import time
 
@@ -465,3 +466,37 @@ def test_foreach_concurrency_out_of_range_fails(run_flow):
     """)
     assert result.steps["loop"].status == "Failed"
     assert "concurrency must be a whole number from 1 to 1000" in result.steps["loop"].error["message"]
+
+
+# -- data is never evaluated ---------------------------------------------------------------------
+LAZY_FROM_DATA = [
+    ("Select", {"from": [1, 2], "select": "{{ 12345 * 10 }}"}, "select"),
+    ("Query", {"from": [1, 2], "where": "{{ 12345 * 10 > 0 }}"}, "where"),
+]
+
+
+@pytest.mark.parametrize("node, payload, key", LAZY_FROM_DATA)
+def test_keys_a_node_evaluates_itself_are_never_taken_from_data(run_flow, node, payload, key):
+    result = run_flow(f"""
+        actions:
+          shape: {{type: {node}, inputs: "{{{{ triggerBody() }}}}"}}
+    """, input=payload)
+    step = result.steps["shape"]
+    assert step.status == "Failed"
+    assert f"'{key}' of {node} must be written in the flow file" in step.error["message"]
+    assert "123450" not in json.dumps(step.outputs)
+
+
+def test_every_node_with_self_evaluated_keys_is_covered_by_the_data_table():
+    from engine.registry import default_registry
+
+    lazy_inputs = {n.type for n in default_registry().nodes.values() if n.lazy and not n.fields}
+    assert lazy_inputs == {row[0] for row in LAZY_FROM_DATA}
+
+
+def test_a_template_in_the_flow_file_still_maps_items_whose_data_looks_like_a_template(run_flow):
+    result = run_flow("""
+        actions:
+          shape: {type: Select, inputs: {from: "{{ triggerBody() }}", select: "{{ item().name }}!"}}
+    """, input=[{"name": "{{ 6 * 7 }}"}])
+    assert result.steps["shape"].outputs == ["{{ 6 * 7 }}!"]
