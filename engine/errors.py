@@ -4,6 +4,7 @@
     ├── FlowError                    a flow file is invalid (carries every Problem found)
     ├── ConnectionError_             connections.yaml is invalid, or a secret is missing
     ├── ParameterError               a run's parameters are unknown, missing or of the wrong type
+    ├── ReplayError                  a stored request cannot be replayed
     ├── StoreError                   the state database cannot be used (or a run is unknown)
     └── ActionError                  an action failed while running; becomes the step's error
         ├── RetryableError           the same call may succeed later (timeouts, 429, 5xx)
@@ -13,6 +14,8 @@
         └── OutputTooLarge           a value is over the store's hard cap (nothing truncated)
     AuthError                        an inbound request failed trigger authentication (401/403);
                                      not a FlowrunError: the listener answers it, nothing fails
+    BodyError (ValueError)           an inbound body cannot be read as its content type says (400)
+    TriggerConfigError (ValueError)  a trigger definition the trigger cannot use (problem lines)
 
 Nodes raise ActionError or RetryableError (usually through their vendor's
 ``map_errors``); the executor turns them into a step's ``Failed`` status and
@@ -130,3 +133,19 @@ class AuthError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class ReplayError(FlowrunError):
+    """A stored request cannot be replayed (none stored, trigger gone, body no longer valid)."""
+
+
+class BodyError(ValueError):
+    """The body cannot be read as its content type says (400)."""
+
+
+class TriggerConfigError(ValueError):
+    """A trigger definition the schema let through but the trigger cannot use."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in problems))
+        self.problems = problems

@@ -36,7 +36,7 @@ from jinja2.utils import missing
 
 from . import sandbox
 from .errors import ActionError, ExpressionError, ExpressionLimit
-from .sandbox import Budget, Limits, Offload
+from .sandbox import Budget, Limits, OffloadSignal
 
 # Functions a scope must answer; the executor's frames implement them.
 WORKFLOW_FUNCTIONS = ("trigger", "triggerBody", "triggerOutputs", "body", "outputs", "actions",
@@ -398,7 +398,7 @@ class Evaluator:
         sandbox._state.inline_slice = INLINE_SLICE
         try:
             return fn(*args)
-        except Offload:
+        except OffloadSignal:
             pass
         finally:
             sandbox._state.inline_slice = None
@@ -439,7 +439,7 @@ class Evaluator:
                     sandbox.check_value(sandbox.current(), result, "the result")
                 return result
             return code.render(names)
-        except Offload:
+        except OffloadSignal:
             raise
         except ExpressionLimit as exc:
             raise ExpressionLimit(f"{_short(text)}: {exc.message} (limits: {self.limits.describe()})") from None

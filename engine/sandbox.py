@@ -23,7 +23,7 @@ wherever one call could take long by itself:
 
 The budget lives in a thread-local, so evaluations in different threads (the event loop and
 the worker threads of ``Evaluator.evaluate_async``) never share one. An evaluation on the
-event loop can carry a short *slice*: past it, ``Offload`` is raised and the caller starts the
+event loop can carry a short *slice*: past it, ``OffloadSignal`` is raised and the caller starts the
 same evaluation again in a worker thread under the full budget.
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Limits:
         return f"{self.seconds:g} s, {self.max_bytes:,} bytes, {self.max_ops:,} operations"
 
 
-class Offload(Exception):
+class OffloadSignal(Exception):
     """An inline evaluation used up its slice; run it again in a worker thread."""
 
 
@@ -108,12 +108,12 @@ class Budget:
         self.ops += n
         if self.ops > self.limits.max_ops:
             if self.inline:
-                raise Offload()
+                raise OffloadSignal()
             raise ExpressionLimit(f"the template did more than {self.limits.max_ops:,} operations "
                                   f"(loop iterations, calls, filters)")
         if time.perf_counter() > self.stop:
             if self.inline and self.stop < self.deadline:
-                raise Offload()
+                raise OffloadSignal()
             raise ExpressionLimit(f"the template ran longer than {self.limits.seconds:g} s")
 
     def size(self, n: int, what: str = "a value") -> None:
@@ -451,7 +451,7 @@ def bound_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         value = args[skip] if len(args) > skip else None
         n = _length(value)
         if budget.inline and n > 10_000:
-            raise Offload()
+            raise OffloadSignal()
         budget.tick(1 + n // 64)
         _precheck(name, budget, value, args[skip + 1:], kwargs)
         result = fn(*args, **kwargs)

@@ -30,6 +30,7 @@ must be cheap and do no I/O (the listener builds one per flow load; ``start`` op
 from __future__ import annotations
 
 from .clock import Clock
+from .errors import TriggerConfigError  # noqa: F401  (its home is engine.errors)
 
 import logging
 from dataclasses import dataclass
@@ -50,14 +51,6 @@ PUSH_KEYS: dict[str, dict] = {
     "dedupe": {"type": "string", "description": "{{ template }} over the request; a redelivery "
                                                 "with the same value starts no second run"},
 }
-
-
-class TriggerConfigError(ValueError):
-    """A trigger definition the schema let through but the trigger cannot use."""
-
-    def __init__(self, problems: list[tuple[str, str]]):
-        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,9 @@ _SECRET_HEADER = re.compile(r"(authorization|cookie|signature|secret|token|passw
                             r"functions-key|sas-key|-key$)", re.I)
 _SECRET_QUERY = re.compile(r"^(code|key|sig|signature|token|access_token|api[-_]?key|secret|password|"
                            r"sv|se|sp|skoid)$", re.I)
+from engine.errors import BodyError  # noqa: E402,F401  (its home is engine.errors)
+
 _NOT_SECRET = re.compile(r"idempotency|delivery|request-id|event-id|correlation", re.I)
-
-
-class BodyError(ValueError):
-    """The body cannot be read as its content type says (400)."""
 
 
 def media_type(headers: dict[str, str]) -> str:

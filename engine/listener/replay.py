@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.errors import FlowrunError
+
+
+from engine.errors import ReplayError  # noqa: F401  (its home is engine.errors)
 
 from . import inbound
-
-
-class ReplayError(FlowrunError):
-    pass
 
 
 def start_replay(engine: Any, run_id: str, definition: str = "current") -> tuple[Any, str]:
