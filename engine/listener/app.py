@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -35,12 +36,15 @@ from engine import wakeups
 
 from . import inbound as _in
 from .auth import AdminToken
+from .capabilities import PARAM as CAPABILITY, Capabilities
+from .limits import MAX_HEADER_BYTES, MAX_HEADERS, HeaderLimits
 from .metrics import Metrics
 from .runs import RunHandle, Runs
 from .consumers import Consumers
 from .triggers import PushEntry, Table, load_folder
 
 log = logging.getLogger("flowrun.listener")
+BODILESS = ("GET", "HEAD")  # a trigger taking one of these refuses a body
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -51,6 +55,8 @@ class Options:
     port: int = 8000
     base_url: str | None = None
     max_body: int = 1_048_576
+    max_headers: int = MAX_HEADERS  # more headers, or more bytes of them, get 431
+    max_header_bytes: int = MAX_HEADER_BYTES
     max_in_flight: int = 256
     sync_timeout: float = 30.0
     shutdown_timeout: float = 30.0
@@ -75,6 +81,7 @@ class Listener:
         self.runs = Runs(engine, self.metrics, options.max_in_flight)
         self.consumers = Consumers(engine, self.runs, self.metrics, options.clock)
         self.admin = AdminToken(options.admin_token)
+        self.capabilities = Capabilities(engine)
         if options.admin_token:
             engine.redactor.add(options.admin_token)
         self.table = Table()
@@ -127,9 +134,11 @@ class Listener:
             except Exception:
                 log.exception("reload failed; still serving the previous flows", extra={"event": "reload_error"})
 
-    def location(self, run_id: str) -> str:
+    def location(self, run_id: str, capability: bool = True) -> str:
+        """Where to poll the run; with ``capability`` the URL holds the run's own token."""
         base = (self.options.base_url or "").rstrip("/")
-        return f"{base}/runs/{run_id}"
+        where = f"{base}/runs/{run_id}"
+        return f"{where}?{CAPABILITY}={self.capabilities.token(run_id)}" if capability else where
 
     def public_url(self, request: Request) -> str:
         """The URL the sender called (and signed): --base-url + path + query behind a proxy."""
@@ -192,9 +201,14 @@ class Listener:
             return self._reject(call.entry, 413, "too_large",
                                 f"the body exceeds the limit of {self.options.max_body} bytes")
         request, headers = call.request, dict(call.request.headers)
+        if body and request.method in BODILESS:  # nothing signs it, so nothing may carry it in
+            return self._reject(call.entry, 400, "invalid_body", f"a {request.method} request carries no body")
+        form = _in.parse_form(body) if _in.is_form(headers) else None
+        deep = _in.too_deep(body, form)  # before any verifier or parser recurses into it
+        if deep is not None:
+            return self._reject(call.entry, 400, "invalid_body", deep)
         call.inbound = InboundRequest(method=request.method, url=self.public_url(request), headers=headers,
-                                      body=body, query=dict(request.query_params),
-                                      form=_in.parse_form(body) if _in.is_form(headers) else None)
+                                      body=body, query=dict(request.query_params), form=form)
         return None
 
     async def _authenticate(self, call: "_Call") -> Response | None:
@@ -298,12 +312,13 @@ class Listener:
         extra = {"X-Flowrun-Duplicate": "true"}
         if reply is not None:
             return self._reply(run_id, reply, extra)
+        # a redelivery proves nothing about who sends it: no polling token (the admin token reads it)
         if entry.has_response and is_terminal(first.status) and (handle is None or handle.done.is_set()):
-            return self._no_reply(run_id, handle, first.status, extra)
-        return self._accepted(run_id, extra)
+            return self._no_reply(run_id, handle, first.status, extra, capability=False)
+        return self._accepted(run_id, extra, capability=False)
 
-    def _accepted(self, run_id: str, extra: dict | None = None) -> Response:
-        where = self.location(run_id)
+    def _accepted(self, run_id: str, extra: dict | None = None, capability: bool = True) -> Response:
+        where = self.location(run_id, capability)
         return JSONResponse({"runId": run_id, "status": "Accepted", "location": where}, status_code=202,
                             headers={"Location": where, "X-Flowrun-Run-Id": run_id, **(extra or {})})
 
@@ -328,9 +343,9 @@ class Listener:
         return Response(content, status_code=int(reply.get("statusCode") or 200), headers=headers)
 
     def _no_reply(self, run_id: str, handle: RunHandle | None, status: str | None = None,
-                  extra: dict | None = None) -> Response:
+                  extra: dict | None = None, capability: bool = True) -> Response:
         status = status or (handle.status if handle else None)
-        where = self.location(run_id)
+        where = self.location(run_id, capability)
         return JSONResponse({"runId": run_id, "status": status, "location": where,
                              "error": "the run ended without sending its Response"}, status_code=502,
                             headers={"Location": where, "X-Flowrun-Run-Id": run_id, **(extra or {})})
@@ -345,29 +360,26 @@ class Listener:
 
     # -- runs -------------------------------------------------------------------------------
     async def run_status(self, request: Request) -> Response:
+        """A run's status and outputs, for the admin token or the token of the run's Location."""
         run_id = request.path_params["run_id"]
+        token = request.query_params.get(CAPABILITY)
+        admin = self.admin.allows(dict(request.headers))
+        if not admin:  # checked before the store is read: no probing which runs exist
+            if not token:
+                return _error(401, f"polling a run needs the {CAPABILITY} of the Location URL its trigger "
+                                   f"answered with, or the admin token (Authorization: Bearer ...)",
+                              {"WWW-Authenticate": "Bearer"})
+            if not self.capabilities.allows(run_id, token):
+                return _error(403, f"this {CAPABILITY} does not belong to run '{run_id[:64]}'")
         run = self.engine.run_record(run_id)  # whole ids only: no prefix probing over HTTP
-        if not self.admin.allows(dict(request.headers)):
-            entry = self.table.request(run.flow, run.trigger) if run else None
-            if entry is None:
-                return _error(401 if run else 404, "this run needs the admin token (Authorization: Bearer ...)"
-                              if run else f"no run '{run_id}'")
-            body = await _read_limited(request, self.options.max_body) or b""
-            headers = dict(request.headers)
-            inbound = InboundRequest(method="GET", url=self.public_url(request), headers=headers, body=body,
-                                     query=dict(request.query_params))
-            try:
-                entry.auth.verify(inbound, entry.connection, entry.options)
-            except AuthError as exc:
-                status = exc.status if exc.status in (401, 403) else 403
-                return _error(status, exc.message)
         if run is None:
             return _error(404, f"no run '{run_id}'")
         done = is_terminal(run.status)
         out = {"runId": run.id, "flow": run.flow, "trigger": run.trigger, "status": run.status,
                "created": _iso(run.created), "started": _iso(run.started), "ended": _iso(run.ended),
                "outputs": run.outputs, "error": run.error, "response": run.response}
-        headers = {} if done else {"Location": self.location(run.id), "Retry-After": str(self.options.retry_after)}
+        headers = {} if done else {"Location": self.location(run.id, capability=not admin),
+                                   "Retry-After": str(self.options.retry_after)}
         return JSONResponse(out, status_code=200 if done else 202, headers=headers)
 
     # -- operations -------------------------------------------------------------------------
@@ -399,6 +411,7 @@ class Listener:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> Any:
         async with anyio.create_task_group() as tg:
+            self.capabilities.prepare()
             resumed = self.runs.resume_unfinished()
             await tg.start(self.consumers.run, self.table)
             await tg.start(wakeups.run, self.engine, wakeups.launcher(self.runs))  # parked runs wake when due
@@ -477,4 +490,6 @@ def build_app(listener: Listener) -> Starlette:
         Route("/openapi.json", listener.openapi, methods=["GET"]),
         Route("/runs/{run_id}", listener.run_status, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=listener.lifespan)
+    limits = Middleware(HeaderLimits, max_headers=listener.options.max_headers,
+                        max_bytes=listener.options.max_header_bytes, metrics=listener.metrics)
+    return Starlette(routes=routes, lifespan=listener.lifespan, middleware=[limits])
