@@ -81,6 +81,8 @@ class Listener:
         self.runs = Runs(engine, self.metrics, options.max_in_flight)
         self.consumers = Consumers(engine, self.runs, self.metrics, options.clock)
         self.admin = AdminToken(options.admin_token)
+        self.redact = engine.redactor  # every body this server sends passes through it (as its logs do)
+        self.json = _redacting(self.redact)
         self.capabilities = Capabilities(engine)
         if options.admin_token:
             engine.redactor.add(options.admin_token)
@@ -182,7 +184,7 @@ class Listener:
         what = f"no HTTP trigger '{name}' in flow '{flow_name}'{hint}" if flow else f"no flow '{flow_name}' is served"
         if entry is not None:
             what = f"{request.url.path} does not match the trigger's path {entry.path}"
-        return _error(404, what)
+        return self._error(404, what)
 
     async def _gate(self, call: "_Call") -> Response | None:
         entry, method = call.entry, call.request.method
@@ -221,7 +223,7 @@ class Listener:
                 self.metrics.handshakes.labels(*labels).inc()
                 log.info("handshake answered", extra={"event": "handshake", "flow": labels[0], "trigger": labels[1],
                                                       "http_status": status})
-                return Response(content, status_code=status, headers=extra)
+                return Response(self._scrub(content), status_code=status, headers=extra)
             if call.request.method == "OPTIONS":
                 return Response(status_code=405, headers={"Allow": entry.method})
             call.auth_key = entry.auth.verify(call.inbound, entry.connection, entry.options)
@@ -230,7 +232,7 @@ class Listener:
                 self.metrics.ignored.labels(*labels).inc()
                 log.info("request acknowledged, no run: %s", exc.message,
                          extra={"event": "ignored", "flow": labels[0], "trigger": labels[1]})
-                return JSONResponse({"status": "ignored", "message": exc.message}, status_code=exc.status)
+                return self.json({"status": "ignored", "message": exc.message}, status_code=exc.status)
             reason = {401: "unauthenticated", 403: "forbidden"}.get(exc.status, "refused")
             extra_headers = {"WWW-Authenticate": entry.kind} if exc.status == 401 else None
             return self._reject(entry, exc.status, reason, exc.message, extra_headers, client=call.request.client)
@@ -279,7 +281,7 @@ class Listener:
             log.error("could not start a run: %s", exc, extra={"event": "start_error", "flow": labels[0],
                                                                "trigger": labels[1]})
             self.metrics.rejected.labels(*labels, "error").inc()
-            return _error(503, f"the run could not be started: {exc}", {"Retry-After": str(self.options.retry_after)})
+            return self._error(503, f"the run could not be started: {exc}", {"Retry-After": str(self.options.retry_after)})
         if got.duplicate:  # the same key committed by another process meanwhile
             first = self.engine.run_record(got.run_id)
             return await self._duplicate(entry, first)
@@ -319,11 +321,11 @@ class Listener:
 
     def _accepted(self, run_id: str, extra: dict | None = None, capability: bool = True) -> Response:
         where = self.location(run_id, capability)
-        return JSONResponse({"runId": run_id, "status": "Accepted", "location": where}, status_code=202,
+        return self.json({"runId": run_id, "status": "Accepted", "location": where}, status_code=202,
                             headers={"Location": where, "X-Flowrun-Run-Id": run_id, **(extra or {})})
 
     def _reply(self, run_id: str, reply: dict, extra: dict | None = None) -> Response:
-        headers = {str(k): str(v) for k, v in (reply.get("headers") or {}).items()}
+        headers = {str(k): self.redact(str(v)) for k, v in (reply.get("headers") or {}).items()}
         lower = {k.lower() for k in headers}
         body = reply.get("body")
         if body is None:
@@ -340,13 +342,29 @@ class Listener:
                 headers["Content-Type"] = "application/json"
         headers.setdefault("X-Flowrun-Run-Id", run_id)
         headers.update(extra or {})
-        return Response(content, status_code=int(reply.get("statusCode") or 200), headers=headers)
+        return Response(self._scrub(content), status_code=int(reply.get("statusCode") or 200), headers=headers)
+
+    def _scrub(self, content: bytes) -> bytes:
+        """A body with every known secret masked (binary content is sent as it is)."""
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError:
+            return content
+        clean = self.redact(text)
+        return content if clean == text else clean.encode("utf-8")
+
+    def _error(self, status: int, message: str, headers: dict | None = None,
+               problems: list | None = None) -> Response:
+        body: dict[str, Any] = {"error": message}
+        if problems:
+            body["problems"] = problems
+        return self.json(body, status_code=status, headers=headers)
 
     def _no_reply(self, run_id: str, handle: RunHandle | None, status: str | None = None,
                   extra: dict | None = None, capability: bool = True) -> Response:
         status = status or (handle.status if handle else None)
         where = self.location(run_id, capability)
-        return JSONResponse({"runId": run_id, "status": status, "location": where,
+        return self.json({"runId": run_id, "status": status, "location": where,
                              "error": "the run ended without sending its Response"}, status_code=502,
                             headers={"Location": where, "X-Flowrun-Run-Id": run_id, **(extra or {})})
 
@@ -356,7 +374,7 @@ class Listener:
         log.warning("trigger rejected: %s", message,
                     extra={"event": "rejected", "flow": entry.flow.name, "trigger": entry.name, "reason": reason,
                            "http_status": status, "client": client.host if client else None})
-        return _error(status, message, headers, problems)
+        return self._error(status, message, headers, problems)
 
     # -- runs -------------------------------------------------------------------------------
     async def run_status(self, request: Request) -> Response:
@@ -366,25 +384,25 @@ class Listener:
         admin = self.admin.allows(dict(request.headers))
         if not admin:  # checked before the store is read: no probing which runs exist
             if not token:
-                return _error(401, f"polling a run needs the {CAPABILITY} of the Location URL its trigger "
+                return self._error(401, f"polling a run needs the {CAPABILITY} of the Location URL its trigger "
                                    f"answered with, or the admin token (Authorization: Bearer ...)",
                               {"WWW-Authenticate": "Bearer"})
             if not self.capabilities.allows(run_id, token):
-                return _error(403, f"this {CAPABILITY} does not belong to run '{run_id[:64]}'")
+                return self._error(403, f"this {CAPABILITY} does not belong to run '{run_id[:64]}'")
         run = self.engine.run_record(run_id)  # whole ids only: no prefix probing over HTTP
         if run is None:
-            return _error(404, f"no run '{run_id}'")
+            return self._error(404, f"no run '{run_id}'")
         done = is_terminal(run.status)
         out = {"runId": run.id, "flow": run.flow, "trigger": run.trigger, "status": run.status,
                "created": _iso(run.created), "started": _iso(run.started), "ended": _iso(run.ended),
                "outputs": run.outputs, "error": run.error, "response": run.response}
         headers = {} if done else {"Location": self.location(run.id, capability=not admin),
                                    "Retry-After": str(self.options.retry_after)}
-        return JSONResponse(out, status_code=200 if done else 202, headers=headers)
+        return self.json(out, status_code=200 if done else 202, headers=headers)
 
     # -- operations -------------------------------------------------------------------------
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return self.json({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
         body = {"status": "ready" if self.ready and not self.draining else ("draining" if self.draining else "starting"),
@@ -393,8 +411,8 @@ class Listener:
         problem = self.engine.store_problem()
         if problem is not None:
             body.update(status="store unavailable", error=problem)
-            return JSONResponse(body, status_code=503)
-        return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
+            return self.json(body, status_code=503)
+        return self.json(body, status_code=200 if body["status"] == "ready" else 503)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         content, media = self.metrics.render()
@@ -405,7 +423,7 @@ class Listener:
 
         if self._openapi is None or self._openapi[0] != id(self.table):
             self._openapi = (id(self.table), document(self.table, self.options.base_url))
-        return JSONResponse(self._openapi[1])
+        return self.json(self._openapi[1])
 
     # -- life cycle -------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -473,11 +491,18 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _error(status: int, message: str, headers: dict | None = None, problems: list | None = None) -> Response:
-    body: dict[str, Any] = {"error": message}
-    if problems:
-        body["problems"] = problems
-    return JSONResponse(body, status_code=status, headers=headers)
+def _redacting(redact: Any) -> type[JSONResponse]:
+    """A JSONResponse whose text passes through ``redact`` (as the JSON log lines do)."""
+
+    class Redacted(JSONResponse):
+        def render(self, content: Any) -> bytes:
+            try:
+                text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=str)
+            except ValueError:  # NaN or Infinity in a run's outputs: sent as JavaScript writes them
+                text = json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=str)
+            return redact(text).encode("utf-8")
+
+    return Redacted
 
 
 def build_app(listener: Listener) -> Starlette:
