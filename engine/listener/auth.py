@@ -131,7 +131,7 @@ class HmacAuth(WebhookAuth):
         ts_header = options.get("timestampHeader")
         if ts_header:
             stamp = request.headers.get(ts_header.lower())
-            if not stamp:
+            if stamp is None:  # present but empty is malformed: 403 below
                 raise AuthError(401, f"missing timestamp header {ts_header}")
             when = unix_timestamp(stamp, f"timestamp header {ts_header}")  # digits only: no nan, inf, 1e10
             if not within(when, time.time(), options.get("tolerance", 300)):
