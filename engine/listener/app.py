@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import logging
 import time
+from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,7 +326,7 @@ class Listener:
                             headers={"Location": where, "X-Flowrun-Run-Id": run_id, **(extra or {})})
 
     def _reply(self, run_id: str, reply: dict, extra: dict | None = None) -> Response:
-        headers = {str(k): self.redact(str(v)) for k, v in (reply.get("headers") or {}).items()}
+        headers = {_header(str(k)): _header(self.redact(str(v))) for k, v in (reply.get("headers") or {}).items()}
         lower = {k.lower() for k in headers}
         body = reply.get("body")
         if body is None:
@@ -489,6 +490,14 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _header(text: str) -> str:
+    """A header name or value HTTP can carry: printable ASCII (no CR or LF: no header injection);
+    anything else is percent-encoded rather than failing the reply."""
+    if text.isprintable() and text.isascii():
+        return text
+    return "".join(c if (c.isascii() and c.isprintable()) else quote(c, safe="") for c in text)
 
 
 def _redacting(redact: Any) -> type[JSONResponse]:
