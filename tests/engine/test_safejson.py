@@ -70,7 +70,7 @@ def _true_depth(value) -> int:
     return 0
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_json, st.booleans())
 def test_the_depth_prescan_is_exact_for_any_valid_json(value, ascii_only):
     text = json.dumps(value, ensure_ascii=ascii_only)
@@ -78,7 +78,7 @@ def test_the_depth_prescan_is_exact_for_any_valid_json(value, ascii_only):
     assert safejson.loads(text) == value
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=300) | st.text(alphabet='[]{}"\\:,1e9-.a ', max_size=600).map(str.encode))
 def test_any_bytes_give_a_value_or_json_limit_never_another_error(raw):
     try:

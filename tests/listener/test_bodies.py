@@ -74,13 +74,13 @@ def _refused_once(app, send) -> dict:
     return r.json()
 
 
-DEPTHS = [MAX_DEPTH + 1, 990, 5_000, 100_000]
+DEPTHS = [MAX_DEPTH + 1, 990, 100_000]
 KINDS = ["array", "object", "mixed", "unclosed"]
 
 
 @pytest.mark.parametrize("n", DEPTHS)
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("content_type", ["application/json", "application/cloudevents+json", "text/plain", None])
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", None])
 def test_deeply_nested_json_gets_400_and_one_log_line(app, kind, n, content_type):
     body = _deep(kind, n).encode()
     headers = {"Content-Type": content_type} if content_type else {}

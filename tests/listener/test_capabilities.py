@@ -124,7 +124,7 @@ def capabilities(tmp_path_factory):
     engine.close()
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.text(min_size=1, max_size=40), st.text(min_size=1, max_size=40))
 def test_no_runs_token_opens_another_run(capabilities, a, b):
     assert capabilities.allows(a, capabilities.token(a))
