@@ -8,7 +8,10 @@ migrations, like the trigger checkpoints. A key is never logged nor shown.
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from typing import Any
+
+from .errors import StoreError
 
 TABLE = "server_keys"
 DDL = f"CREATE TABLE IF NOT EXISTS {TABLE} (name TEXT PRIMARY KEY, key BLOB NOT NULL)"
@@ -17,9 +20,13 @@ DDL = f"CREATE TABLE IF NOT EXISTS {TABLE} (name TEXT PRIMARY KEY, key BLOB NOT 
 def server_key(store: Any, name: str) -> bytes:
     """The key called ``name``, made (32 random bytes) and committed the first time."""
     store.ensure_table(TABLE, DDL)
-    row = store.db.execute(f"SELECT key FROM {TABLE} WHERE name = ?", (name,)).fetchone()
-    if row is None:  # two processes racing: the first insert wins, both read it back
-        store.db.execute(f"INSERT OR IGNORE INTO {TABLE} (name, key) VALUES (?, ?)", (name, secrets.token_bytes(32)))
-        store.flush()
+    try:
         row = store.db.execute(f"SELECT key FROM {TABLE} WHERE name = ?", (name,)).fetchone()
+        if row is None:  # two processes racing: the first insert wins, both read it back
+            store.db.execute(f"INSERT OR IGNORE INTO {TABLE} (name, key) VALUES (?, ?)",
+                             (name, secrets.token_bytes(32)))
+            store.flush()
+            row = store.db.execute(f"SELECT key FROM {TABLE} WHERE name = ?", (name,)).fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{store.path}: cannot read the server key {name!r}: {exc}") from None
     return bytes(row[0])
