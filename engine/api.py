@@ -285,6 +285,12 @@ class Engine:
             return None
         return run if run.id == run_id else None
 
+    def server_key(self, name: str) -> bytes:
+        """A random key kept in the state database under ``name`` (made on first use)."""
+        from .keys import server_key
+
+        return server_key(self.store, name)
+
     def store_problem(self) -> str | None:
         """Why the state database cannot be used now, or None when it can (readiness)."""
         try:

@@ -21,6 +21,7 @@ import anyio
 
 from .errors import ActionError, AuthError, RetryableError
 from .state import Status
+from .timestamps import unix_timestamp  # noqa: F401  (webhook verifiers read signed timestamps)
 from .triggers import (Accepted, Clock, PullTrigger, PushTrigger, SystemClock, Trigger,  # noqa: F401
                        TriggerConfigError, TriggerHost)
 from .vendor import (ErrorTable, Fault, Rule, Vendor, build_once, compact, endpoint_url, header,  # noqa: F401

@@ -19,11 +19,13 @@ import datetime as dt
 import json
 import logging
 import time
+from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -35,12 +37,15 @@ from engine import wakeups
 
 from . import inbound as _in
 from .auth import AdminToken
+from .capabilities import PARAM as CAPABILITY, Capabilities
+from .limits import MAX_HEADER_BYTES, MAX_HEADERS, HeaderLimits
 from .metrics import Metrics
 from .runs import RunHandle, Runs
 from .consumers import Consumers
 from .triggers import PushEntry, Table, load_folder
 
 log = logging.getLogger("flowrun.listener")
+BODILESS = ("GET", "HEAD")  # a trigger taking one of these refuses a body
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -51,6 +56,8 @@ class Options:
     port: int = 8000
     base_url: str | None = None
     max_body: int = 1_048_576
+    max_headers: int = MAX_HEADERS  # more headers, or more bytes of them, get 431
+    max_header_bytes: int = MAX_HEADER_BYTES
     max_in_flight: int = 256
     sync_timeout: float = 30.0
     shutdown_timeout: float = 30.0
@@ -75,6 +82,9 @@ class Listener:
         self.runs = Runs(engine, self.metrics, options.max_in_flight)
         self.consumers = Consumers(engine, self.runs, self.metrics, options.clock)
         self.admin = AdminToken(options.admin_token)
+        self.redact = engine.redactor  # every body this server sends passes through it (as its logs do)
+        self.json = _redacting(self.redact)
+        self.capabilities = Capabilities(engine)
         if options.admin_token:
             engine.redactor.add(options.admin_token)
         self.table = Table()
@@ -127,9 +137,11 @@ class Listener:
             except Exception:
                 log.exception("reload failed; still serving the previous flows", extra={"event": "reload_error"})
 
-    def location(self, run_id: str) -> str:
+    def location(self, run_id: str, capability: bool = True) -> str:
+        """Where to poll the run; with ``capability`` the URL holds the run's own token."""
         base = (self.options.base_url or "").rstrip("/")
-        return f"{base}/runs/{run_id}"
+        where = f"{base}/runs/{run_id}"
+        return f"{where}?{CAPABILITY}={self.capabilities.token(run_id)}" if capability else where
 
     def public_url(self, request: Request) -> str:
         """The URL the sender called (and signed): --base-url + path + query behind a proxy."""
@@ -173,7 +185,7 @@ class Listener:
         what = f"no HTTP trigger '{name}' in flow '{flow_name}'{hint}" if flow else f"no flow '{flow_name}' is served"
         if entry is not None:
             what = f"{request.url.path} does not match the trigger's path {entry.path}"
-        return _error(404, what)
+        return self._error(404, what)
 
     async def _gate(self, call: "_Call") -> Response | None:
         entry, method = call.entry, call.request.method
@@ -192,9 +204,14 @@ class Listener:
             return self._reject(call.entry, 413, "too_large",
                                 f"the body exceeds the limit of {self.options.max_body} bytes")
         request, headers = call.request, dict(call.request.headers)
+        if body and request.method in BODILESS:  # nothing signs it, so nothing may carry it in
+            return self._reject(call.entry, 400, "invalid_body", f"a {request.method} request carries no body")
+        form = _in.parse_form(body) if _in.is_form(headers) else None
+        deep = _in.too_deep(body, form)  # before any verifier or parser recurses into it
+        if deep is not None:
+            return self._reject(call.entry, 400, "invalid_body", deep)
         call.inbound = InboundRequest(method=request.method, url=self.public_url(request), headers=headers,
-                                      body=body, query=dict(request.query_params),
-                                      form=_in.parse_form(body) if _in.is_form(headers) else None)
+                                      body=body, query=dict(request.query_params), form=form)
         return None
 
     async def _authenticate(self, call: "_Call") -> Response | None:
@@ -207,7 +224,7 @@ class Listener:
                 self.metrics.handshakes.labels(*labels).inc()
                 log.info("handshake answered", extra={"event": "handshake", "flow": labels[0], "trigger": labels[1],
                                                       "http_status": status})
-                return Response(content, status_code=status, headers=extra)
+                return Response(self._scrub(content), status_code=status, headers=extra)
             if call.request.method == "OPTIONS":
                 return Response(status_code=405, headers={"Allow": entry.method})
             call.auth_key = entry.auth.verify(call.inbound, entry.connection, entry.options)
@@ -216,7 +233,7 @@ class Listener:
                 self.metrics.ignored.labels(*labels).inc()
                 log.info("request acknowledged, no run: %s", exc.message,
                          extra={"event": "ignored", "flow": labels[0], "trigger": labels[1]})
-                return JSONResponse({"status": "ignored", "message": exc.message}, status_code=exc.status)
+                return self.json({"status": "ignored", "message": exc.message}, status_code=exc.status)
             reason = {401: "unauthenticated", 403: "forbidden"}.get(exc.status, "refused")
             extra_headers = {"WWW-Authenticate": entry.kind} if exc.status == 401 else None
             return self._reject(entry, exc.status, reason, exc.message, extra_headers, client=call.request.client)
@@ -265,7 +282,7 @@ class Listener:
             log.error("could not start a run: %s", exc, extra={"event": "start_error", "flow": labels[0],
                                                                "trigger": labels[1]})
             self.metrics.rejected.labels(*labels, "error").inc()
-            return _error(503, f"the run could not be started: {exc}", {"Retry-After": str(self.options.retry_after)})
+            return self._error(503, f"the run could not be started: {exc}", {"Retry-After": str(self.options.retry_after)})
         if got.duplicate:  # the same key committed by another process meanwhile
             first = self.engine.run_record(got.run_id)
             return await self._duplicate(entry, first)
@@ -298,17 +315,18 @@ class Listener:
         extra = {"X-Flowrun-Duplicate": "true"}
         if reply is not None:
             return self._reply(run_id, reply, extra)
+        # a redelivery proves nothing about who sends it: no polling token (the admin token reads it)
         if entry.has_response and is_terminal(first.status) and (handle is None or handle.done.is_set()):
-            return self._no_reply(run_id, handle, first.status, extra)
-        return self._accepted(run_id, extra)
+            return self._no_reply(run_id, handle, first.status, extra, capability=False)
+        return self._accepted(run_id, extra, capability=False)
 
-    def _accepted(self, run_id: str, extra: dict | None = None) -> Response:
-        where = self.location(run_id)
-        return JSONResponse({"runId": run_id, "status": "Accepted", "location": where}, status_code=202,
+    def _accepted(self, run_id: str, extra: dict | None = None, capability: bool = True) -> Response:
+        where = self.location(run_id, capability)
+        return self.json({"runId": run_id, "status": "Accepted", "location": where}, status_code=202,
                             headers={"Location": where, "X-Flowrun-Run-Id": run_id, **(extra or {})})
 
     def _reply(self, run_id: str, reply: dict, extra: dict | None = None) -> Response:
-        headers = {str(k): str(v) for k, v in (reply.get("headers") or {}).items()}
+        headers = {_header(str(k)): _header(self.redact(str(v))) for k, v in (reply.get("headers") or {}).items()}
         lower = {k.lower() for k in headers}
         body = reply.get("body")
         if body is None:
@@ -325,13 +343,29 @@ class Listener:
                 headers["Content-Type"] = "application/json"
         headers.setdefault("X-Flowrun-Run-Id", run_id)
         headers.update(extra or {})
-        return Response(content, status_code=int(reply.get("statusCode") or 200), headers=headers)
+        return Response(self._scrub(content), status_code=int(reply.get("statusCode") or 200), headers=headers)
+
+    def _scrub(self, content: bytes) -> bytes:
+        """A body with every known secret masked (binary content is sent as it is)."""
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError:
+            return content
+        clean = self.redact(text)
+        return content if clean == text else clean.encode("utf-8")
+
+    def _error(self, status: int, message: str, headers: dict | None = None,
+               problems: list | None = None) -> Response:
+        body: dict[str, Any] = {"error": message}
+        if problems:
+            body["problems"] = problems
+        return self.json(body, status_code=status, headers=headers)
 
     def _no_reply(self, run_id: str, handle: RunHandle | None, status: str | None = None,
-                  extra: dict | None = None) -> Response:
+                  extra: dict | None = None, capability: bool = True) -> Response:
         status = status or (handle.status if handle else None)
-        where = self.location(run_id)
-        return JSONResponse({"runId": run_id, "status": status, "location": where,
+        where = self.location(run_id, capability)
+        return self.json({"runId": run_id, "status": status, "location": where,
                              "error": "the run ended without sending its Response"}, status_code=502,
                             headers={"Location": where, "X-Flowrun-Run-Id": run_id, **(extra or {})})
 
@@ -341,38 +375,35 @@ class Listener:
         log.warning("trigger rejected: %s", message,
                     extra={"event": "rejected", "flow": entry.flow.name, "trigger": entry.name, "reason": reason,
                            "http_status": status, "client": client.host if client else None})
-        return _error(status, message, headers, problems)
+        return self._error(status, message, headers, problems)
 
     # -- runs -------------------------------------------------------------------------------
     async def run_status(self, request: Request) -> Response:
+        """A run's status and outputs, for the admin token or the token of the run's Location."""
         run_id = request.path_params["run_id"]
+        token = request.query_params.get(CAPABILITY)
+        admin = self.admin.allows(dict(request.headers))
+        if not admin:  # checked before the store is read: no probing which runs exist
+            if not token:
+                return self._error(401, f"polling a run needs the {CAPABILITY} of the Location URL its trigger "
+                                   f"answered with, or the admin token (Authorization: Bearer ...)",
+                              {"WWW-Authenticate": "Bearer"})
+            if not self.capabilities.allows(run_id, token):
+                return self._error(403, f"this {CAPABILITY} does not belong to run '{run_id[:64]}'")
         run = self.engine.run_record(run_id)  # whole ids only: no prefix probing over HTTP
-        if not self.admin.allows(dict(request.headers)):
-            entry = self.table.request(run.flow, run.trigger) if run else None
-            if entry is None:
-                return _error(401 if run else 404, "this run needs the admin token (Authorization: Bearer ...)"
-                              if run else f"no run '{run_id}'")
-            body = await _read_limited(request, self.options.max_body) or b""
-            headers = dict(request.headers)
-            inbound = InboundRequest(method="GET", url=self.public_url(request), headers=headers, body=body,
-                                     query=dict(request.query_params))
-            try:
-                entry.auth.verify(inbound, entry.connection, entry.options)
-            except AuthError as exc:
-                status = exc.status if exc.status in (401, 403) else 403
-                return _error(status, exc.message)
         if run is None:
-            return _error(404, f"no run '{run_id}'")
+            return self._error(404, f"no run '{run_id}'")
         done = is_terminal(run.status)
         out = {"runId": run.id, "flow": run.flow, "trigger": run.trigger, "status": run.status,
                "created": _iso(run.created), "started": _iso(run.started), "ended": _iso(run.ended),
                "outputs": run.outputs, "error": run.error, "response": run.response}
-        headers = {} if done else {"Location": self.location(run.id), "Retry-After": str(self.options.retry_after)}
-        return JSONResponse(out, status_code=200 if done else 202, headers=headers)
+        headers = {} if done else {"Location": self.location(run.id, capability=not admin),
+                                   "Retry-After": str(self.options.retry_after)}
+        return self.json(out, status_code=200 if done else 202, headers=headers)
 
     # -- operations -------------------------------------------------------------------------
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return self.json({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
         body = {"status": "ready" if self.ready and not self.draining else ("draining" if self.draining else "starting"),
@@ -381,8 +412,8 @@ class Listener:
         problem = self.engine.store_problem()
         if problem is not None:
             body.update(status="store unavailable", error=problem)
-            return JSONResponse(body, status_code=503)
-        return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
+            return self.json(body, status_code=503)
+        return self.json(body, status_code=200 if body["status"] == "ready" else 503)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         content, media = self.metrics.render()
@@ -393,12 +424,13 @@ class Listener:
 
         if self._openapi is None or self._openapi[0] != id(self.table):
             self._openapi = (id(self.table), document(self.table, self.options.base_url))
-        return JSONResponse(self._openapi[1])
+        return self.json(self._openapi[1])
 
     # -- life cycle -------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> Any:
         async with anyio.create_task_group() as tg:
+            self.capabilities.prepare()
             resumed = self.runs.resume_unfinished()
             await tg.start(self.consumers.run, self.table)
             await tg.start(wakeups.run, self.engine, wakeups.launcher(self.runs))  # parked runs wake when due
@@ -460,11 +492,26 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _error(status: int, message: str, headers: dict | None = None, problems: list | None = None) -> Response:
-    body: dict[str, Any] = {"error": message}
-    if problems:
-        body["problems"] = problems
-    return JSONResponse(body, status_code=status, headers=headers)
+def _header(text: str) -> str:
+    """A header name or value HTTP can carry: printable ASCII (no CR or LF: no header injection);
+    anything else is percent-encoded rather than failing the reply."""
+    if text.isprintable() and text.isascii():
+        return text
+    return "".join(c if (c.isascii() and c.isprintable()) else quote(c, safe="") for c in text)
+
+
+def _redacting(redact: Any) -> type[JSONResponse]:
+    """A JSONResponse whose text passes through ``redact`` (as the JSON log lines do)."""
+
+    class Redacted(JSONResponse):
+        def render(self, content: Any) -> bytes:
+            try:
+                text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=str)
+            except ValueError:  # NaN or Infinity in a run's outputs: sent as JavaScript writes them
+                text = json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=str)
+            return redact(text).encode("utf-8")
+
+    return Redacted
 
 
 def build_app(listener: Listener) -> Starlette:
@@ -477,4 +524,6 @@ def build_app(listener: Listener) -> Starlette:
         Route("/openapi.json", listener.openapi, methods=["GET"]),
         Route("/runs/{run_id}", listener.run_status, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=listener.lifespan)
+    limits = Middleware(HeaderLimits, max_headers=listener.options.max_headers,
+                        max_bytes=listener.options.max_header_bytes, metrics=listener.metrics)
+    return Starlette(routes=routes, lifespan=listener.lifespan, middleware=[limits])

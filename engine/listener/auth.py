@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from engine.plugin import AuthError, Connection, InboundRequest, WebhookAuth
+from engine.timestamps import within, unix_timestamp
 
 
 def _secret(connection: Connection | None, options: dict) -> bytes:
@@ -130,13 +131,10 @@ class HmacAuth(WebhookAuth):
         ts_header = options.get("timestampHeader")
         if ts_header:
             stamp = request.headers.get(ts_header.lower())
-            if not stamp:
+            if stamp is None:  # present but empty is malformed: 403 below
                 raise AuthError(401, f"missing timestamp header {ts_header}")
-            try:
-                age = time.time() - float(stamp)
-            except ValueError:
-                raise AuthError(403, f"timestamp header {ts_header} is not a number") from None
-            if abs(age) > options.get("tolerance", 300):
+            when = unix_timestamp(stamp, f"timestamp header {ts_header}")  # digits only: no nan, inf, 1e10
+            if not within(when, time.time(), options.get("tolerance", 300)):
                 raise AuthError(403, f"timestamp outside the tolerance of {options.get('tolerance', 300)} s")
             message = stamp.encode() + b"." + request.body
         digest = hmac.new(key, message, hashlib.sha256).digest()

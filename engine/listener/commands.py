@@ -21,6 +21,10 @@ from engine.clierrors import guard
                    "Location headers use it)")
 @click.option("--max-body", default=1_048_576, show_default=True, type=int, metavar="BYTES",
               help="larger bodies get 413")
+@click.option("--max-headers", default=100, show_default=True, type=int, metavar="N",
+              help="requests with more headers get 431")
+@click.option("--max-header-bytes", default=16_384, show_default=True, type=int, metavar="BYTES",
+              help="requests whose headers add up to more get 431")
 @click.option("--max-in-flight", default=256, show_default=True, type=int, metavar="N",
               help="runs executing at once; past it triggers get 429 with Retry-After (nothing is queued)")
 @click.option("--sync-timeout", default=30.0, show_default=True, type=float, metavar="SECONDS",
@@ -36,7 +40,7 @@ from engine.clierrors import guard
 @click.pass_context
 @guard
 def serve(ctx: click.Context, flows_dir: str, state: str | None, connections: str | None, host: str, port: int,
-          base_url: str | None, max_body: int, max_in_flight: int, sync_timeout: float, shutdown_timeout: float,
+          base_url: str | None, max_body: int, max_headers: int, max_header_bytes: int, max_in_flight: int, sync_timeout: float, shutdown_timeout: float,
           reload: bool, admin_token_env: str, log_level: str) -> None:
     """Serve the flows' HTTP triggers and schedules.
 
@@ -62,6 +66,7 @@ def serve(ctx: click.Context, flows_dir: str, state: str | None, connections: st
     engine = Engine(state, connections=connections)
     logs.configure(engine.redactor, log_level)
     options = Options(flows=flows_dir, host=host, port=port, base_url=base_url, max_body=max_body,
+                      max_headers=max_headers, max_header_bytes=max_header_bytes,
                       max_in_flight=max_in_flight, sync_timeout=sync_timeout, shutdown_timeout=shutdown_timeout,
                       reload=reload, admin_token=os.environ.get(admin_token_env) or None)
     listener = Listener(engine, options)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from engine import safejson
 from engine.plugin import InboundRequest
 
 MASK = "***"
@@ -57,7 +57,7 @@ def parse_body(body: bytes, headers: dict[str, str]) -> Any:
     mt = media_type(headers)
     if mt == "application/json" or mt.endswith("+json") or (not mt and body[:1] in (b"{", b"[")):
         try:
-            return json.loads(body)
+            return safejson.loads(body)
         except ValueError as exc:
             raise BodyError(f"the body is not valid JSON: {exc}") from None
     if mt == "application/x-www-form-urlencoded":
@@ -69,6 +69,21 @@ def parse_body(body: bytes, headers: dict[str, str]) -> Any:
             pass
     return {"$content-type": headers.get("content-type") or "application/octet-stream",
             "$content": base64.b64encode(body).decode()}
+
+
+def too_deep(body: bytes, form: dict[str, list[str]] | None) -> str | None:
+    """Why the body nests too deeply to parse (JSON, or JSON in a form field), or None.
+
+    Checked on every body before anything parses it, authentication included (a verifier
+    may parse the body: Event Grid, Stripe); cheap unless the body holds many brackets.
+    """
+    limit = safejson.MAX_DEPTH
+    if form is None:
+        return f"the body nests deeper than {limit} levels" if safejson.too_deep(body, limit) else None
+    for name, values in form.items():
+        if any(safejson.too_deep(v, limit) for v in (name, *values)):
+            return f"form field {name[:40]!r} nests deeper than {limit} levels"
+    return None
 
 
 def _charset(headers: dict[str, str]) -> str:

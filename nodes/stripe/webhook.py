@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import time
 
-from engine.plugin import AuthError, Connection, InboundRequest, WebhookAuth
+from engine.plugin import AuthError, Connection, InboundRequest, WebhookAuth, unix_timestamp
 
 DEFAULT_TOLERANCE = 300
 
@@ -51,9 +52,16 @@ def _authentic_event(request: InboundRequest, connection: Connection | None,
     if not header:
         raise AuthError(401, "missing Stripe-Signature header")
 
+    tolerance = options.get("tolerance", DEFAULT_TOLERANCE)
+    for item in header.split(","):  # the SDK reads t= with int(): ' 5', '+5', '1_000' would pass
+        name, _, value = item.partition("=")
+        if name.strip() == "t":
+            stamp = unix_timestamp(value, "the t= timestamp of Stripe-Signature")
+            if tolerance and stamp > time.time() + tolerance:  # the SDK checks the past only
+                raise AuthError(403, f"Stripe signature rejected: timestamp {stamp} is in the future")
+
     from stripe import SignatureVerificationError, WebhookSignature
 
-    tolerance = options.get("tolerance", DEFAULT_TOLERANCE)
     try:
         WebhookSignature.verify_header(request.body, header, secret, tolerance or None)
     except SignatureVerificationError as exc:

@@ -14,7 +14,10 @@ same when Twilio retries a webhook delivery.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from engine.plugin import AuthError, Connection, InboundRequest, WebhookAuth
 
@@ -28,6 +31,12 @@ class _Params(dict):
 
     def getlist(self, name: str) -> list[str]:
         return self[name]
+
+
+def _body_hash(url: str) -> str | None:
+    """The ``bodySHA256`` query parameter of the signed URL, or None."""
+    values = parse_qs(urlsplit(url).query, keep_blank_values=True).get("bodySHA256")
+    return values[0] if values else None
 
 
 class TwilioSignature(WebhookAuth):
@@ -50,15 +59,31 @@ class TwilioSignature(WebhookAuth):
         if not token:
             raise AuthError(403, "cannot verify X-Twilio-Signature: the twilio connection "
                                  "has no auth_token secret")
-        if request.form is not None:
-            params: Any = _Params(request.form)
-        elif "bodySHA256" in request.url:
-            params = request.body.decode("utf-8", errors="replace")
-        else:
-            params = {}
+        params = self._signed_params(request)
         validator = RequestValidator(token)
         if not validator.validate(request.url, params, signature,
                                   get_signature_algorithm(settings)):
             raise AuthError(403, f"X-Twilio-Signature does not match the request to "
                                  f"{request.url} (forged, altered, or signed for another URL)")
         return request.headers.get(IDEMPOTENCY) or None
+
+    @staticmethod
+    def _signed_params(request: InboundRequest) -> Any:
+        """What the signature covers beside the URL: the form fields of a form post; for any
+        other body, nothing, but then the URL must carry ``bodySHA256`` of exactly that body.
+        A body on GET is refused: Twilio sends none, and a URL-only signature covers none."""
+        body_hash = _body_hash(request.url)
+        if request.body and request.method in ("GET", "HEAD"):
+            raise AuthError(403, f"a {request.method} webhook carries no body; X-Twilio-Signature "
+                                 "covers the URL only")
+        if body_hash is not None:  # the URL (signed) pins the body, whatever its type
+            actual = hashlib.sha256(request.body).hexdigest()
+            if not hmac.compare_digest(body_hash.lower().encode(), actual.encode()):
+                raise AuthError(403, "the body does not match bodySHA256 in the signed URL")
+            return _Params(request.form) if request.form is not None else {}
+        if request.form is not None:
+            return _Params(request.form)
+        if request.body:
+            raise AuthError(403, "a non-form body must be covered by bodySHA256 in the signed URL "
+                                 "(X-Twilio-Signature covers the URL and form fields only)")
+        return {}

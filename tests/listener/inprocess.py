@@ -67,9 +67,10 @@ class Records(logging.Handler):
         self.records: list[dict] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append({"msg": record.getMessage(), **{k: v for k, v in record.__dict__.items()
-                                                             if k in ("event", "count", "scheduled", "run_id",
-                                                                      "flow", "trigger")}})
+        self.records.append({"msg": record.getMessage(), "level": record.levelname, "exc": bool(record.exc_info),
+                             **{k: v for k, v in record.__dict__.items()
+                                if k in ("event", "count", "scheduled", "run_id", "flow", "trigger", "reason",
+                                         "http_status")}})
 
     def events(self, name: str) -> list[dict]:
         return [r for r in self.records if r.get("event") == name]

@@ -78,15 +78,16 @@ def test_accepted_202_with_location_then_polling(server):
         r = c.post("/flows/orders/triggers/new", json={"orderId": "O-1", "qty": 2}, headers=KEY)
         assert r.status_code == 202, r.text
         run_id = r.json()["runId"]
-        assert r.headers["location"] == f"/runs/{run_id}"
+        location = r.headers["location"]
+        assert location.startswith(f"/runs/{run_id}?token=") and r.json()["location"] == location
         # committed before the acknowledgement
         assert server.run(run_id)["status"] in ("Queued", "Running", "Succeeded")
-        first = c.get(r.headers["location"], headers=KEY)
+        first = c.get(location)
         assert first.status_code == 202 and first.json()["status"] in ("Queued", "Running")
         assert first.headers["retry-after"] == "1"
         deadline = time.time() + 10
         while True:
-            polled = c.get(f"/runs/{run_id}", headers=KEY)
+            polled = c.get(location)
             if polled.status_code == 200 or time.time() > deadline:
                 break
             time.sleep(0.1)
@@ -95,11 +96,12 @@ def test_accepted_202_with_location_then_polling(server):
     assert polled.json()["outputs"] == {"order": {"order": "O-1", "qty": 2}}
 
 
-def test_polling_needs_the_trigger_auth_or_the_admin_token(server):
+def test_polling_needs_the_runs_own_token_or_the_admin_token(server):
     with server.client() as c:
         run_id = c.post("/flows/orders/triggers/new", json={"orderId": "O-2", "qty": 1}, headers=KEY).json()["runId"]
         assert c.get(f"/runs/{run_id}").status_code == 401
-        assert c.get(f"/runs/{run_id}", headers={"X-API-Key": "wrong"}).status_code == 403
+        assert c.get(f"/runs/{run_id}", headers=KEY).status_code == 401  # the trigger's key is no credential here
+        assert c.get(f"/runs/{run_id}?token=wrong").status_code == 403
         assert c.get(f"/runs/{run_id}", headers=ADMIN).status_code in (200, 202)
         assert c.get(f"/runs/{run_id[:8]}", headers=ADMIN).status_code == 404  # whole ids only
         assert c.get("/runs/does-not-exist", headers=ADMIN).status_code == 404
