@@ -15,6 +15,7 @@
     AuthError                        an inbound request failed trigger authentication (401/403);
                                      not a FlowrunError: the listener answers it, nothing fails
     BodyError (ValueError)           an inbound body cannot be read as its content type says (400)
+    JsonLimit (ValueError)           JSON that is malformed or past a limit (depth, digits, UTF-8)
     TriggerConfigError (ValueError)  a trigger definition the trigger cannot use (problem lines)
 
 Nodes raise ActionError or RetryableError (usually through their vendor's
@@ -149,3 +150,7 @@ class TriggerConfigError(ValueError):
     def __init__(self, problems: list[tuple[str, str]]):
         super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in problems))
         self.problems = problems
+
+
+class JsonLimit(ValueError):
+    """JSON that is malformed or exceeds a limit; the message names which."""

@@ -19,6 +19,8 @@ from array import array
 from itertools import accumulate
 from typing import Any
 
+from .errors import JsonLimit  # noqa: F401  (its home is engine.errors)
+
 MAX_DEPTH = 128
 MAX_DIGITS = 1000
 
@@ -26,10 +28,6 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")  # what transla
 _DIGITS = bytes.maketrans(b"123456789E", b"000000000e")
 _BIG_MARKS = (b"0" * 300, b"e000", b"e+000", b"e-000")  # a number that could overflow or exceed MAX_DIGITS
 _SIGN = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # as signed bytes: +1 opens, -1 closes
-
-
-class JsonLimit(ValueError):
-    """JSON that is malformed or exceeds a limit; the message names which."""
 
 
 def depth(data: bytes | str) -> int:
