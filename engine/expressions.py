@@ -106,10 +106,14 @@ def _add_time(value: Any, seconds: float = 0, *, minutes: float = 0, hours: floa
 def _fromjson(value: Any) -> Any:
     if not isinstance(value, (str, bytes)):
         raise ExpressionError(f"fromjson: expected a JSON string, got {type_name(value)}")
+    from .safejson import loads  # bounded depth and numbers: data is untrusted
+
     try:
-        return json.loads(value)
+        return loads(value)
     except json.JSONDecodeError as exc:
         raise ExpressionError(f"fromjson: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ValueError as exc:
+        raise ExpressionError(f"fromjson: {exc}") from None
 
 
 def _b64decode_checked(value: Any) -> str:

@@ -8,6 +8,7 @@ import anyio
 
 from jsonschema import Draft202012Validator
 
+from engine import safejson
 from engine.errors import ActionError
 from engine.expressions import to_text
 from engine.plugin import Context, Node
@@ -100,7 +101,7 @@ class ParseJson(Node):
         content = inputs["content"]
         if isinstance(content, (str, bytes)):
             try:
-                content = json.loads(content)
+                content = safejson.loads(content)  # bounded depth and numbers
             except ValueError as exc:
                 raise ActionError(f"content is not valid JSON: {exc}", code="InvalidJSON") from None
         errors = sorted(Draft202012Validator(inputs["schema"]).iter_errors(content), key=lambda e: list(e.path))

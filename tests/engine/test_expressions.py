@@ -487,3 +487,16 @@ def test_a_bomb_in_a_control_expression_fails_that_action(run_flow, action):
     step = result.steps["c"]
     assert step.status == "Failed"
     assert step.error["code"] == "ExpressionLimit", step.error
+
+
+@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, "1" * 5000, "NaN", '{"a": Infinity}'])
+def test_fromjson_and_parsejson_refuse_hostile_json_with_a_clear_error(run_flow, text):
+    result = run_flow("""
+        actions:
+          a: {type: Compose, inputs: "{{ triggerBody().t | fromjson }}"}
+          b: {type: ParseJson, inputs: {content: "{{ triggerBody().t }}", schema: {}}}
+    """, input={"t": text})
+    for name in ("a", "b"):
+        step = result.steps[name]
+        assert step.status == "Failed", name
+        assert "Traceback" not in step.error["message"] and len(step.error["message"]) < 300
