@@ -30,6 +30,7 @@ from .parameters import coerce_params
 from .planner import plan_rerun
 from .provenance import recorded_commit
 from .registry import Registry, default_registry
+from .runlock import RunClaim
 from .runs import Run, Step
 from .state import QUEUED, Status, is_terminal
 from .store import RecordedSteps, Store
@@ -118,9 +119,20 @@ class Engine:
         await self.store.durable()
         return run_id
 
-    async def execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
-                      copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
-                      on_event: Callable[[str, str, str], None] | None = None) -> Run:
+    async def execute(self, run_id: str, flow: Flow | None = None, **kw: Any) -> Run:
+        """Execute a run, holding its claim (engine.runlock): a run another process or engine is
+        executing raises RunBusy, and a resume that finds the run finished meanwhile, StoreError."""
+        with RunClaim(self.store.path, run_id):
+            if kw.get("reuse") is not None and not kw.get("copy_reused"):  # a resume: still unfinished?
+                self.store.flush()
+                status = self.store.get_run(run_id).status
+                if is_terminal(status):
+                    raise StoreError(f"run {run_id} already finished ({status}); use rerun to run it again")
+            return await self._execute(run_id, flow, **kw)
+
+    async def _execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
+                       copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
+                       on_event: Callable[[str, str, str], None] | None = None) -> Run:
         run = self._queued.pop(run_id, None) if flow is not None else None
         if run is None:  # started elsewhere, or resumed: read what the run recorded
             run = self.store.get_run(run_id)
