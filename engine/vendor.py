@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import importlib.util
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -84,7 +85,11 @@ def retry_after(value: Any, *, now: Callable[[], float] = time.time) -> float | 
     if isinstance(value, bytes):
         value = value.decode("latin-1")
     if isinstance(value, (int, float)):
-        return max(0.0, float(value))
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past float's range: no usable wait
+            return None
+        return None if not math.isfinite(seconds) else max(0.0, seconds)
     text = value.strip()
     if not text:
         return None
