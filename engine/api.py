@@ -245,13 +245,24 @@ class Engine:
         gives the first run back and starts nothing; the checkpoint still advances. When the
         run cannot be started, nothing is written, the checkpoint included."""
         stored = {"via": "trigger", "trigger": trigger, **(request or {})}
-        got = self._start_once(flow, dedupe_key, {"trigger": trigger, "trigger_outputs": payload,
-                                                  "request": stored})
+        encoded = [self.checkpoints.encode(k, v) for k, v in (checkpoint or {}).items()]  # before any write
+        db = self.store.db
+        if not db.in_transaction:
+            db.execute("BEGIN")  # so RELEASE below does not commit: durable() does, for the group
+        db.execute("SAVEPOINT flowrun_accept")  # the run and its checkpoint: both, or neither
         try:
-            for key, value in (checkpoint or {}).items():
-                self.checkpoints.put(flow.name, trigger, key, value)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.store.path}: the checkpoint could not be recorded: {exc}") from None
+            got = self._start_once(flow, dedupe_key, {"trigger": trigger, "trigger_outputs": payload,
+                                                      "request": stored})
+            for key, text in encoded:
+                self.checkpoints.put_encoded(flow.name, trigger, key, text)
+        except BaseException as exc:
+            db.execute("ROLLBACK TO flowrun_accept")
+            db.execute("RELEASE flowrun_accept")
+            self.store.rolled_back()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.store.path}: the checkpoint could not be recorded: {exc}") from None
+            raise
+        db.execute("RELEASE flowrun_accept")
         if checkpoint or not got.duplicate:
             await self.store.durable()
         return got

@@ -179,6 +179,10 @@ class Store:
         if commit:
             self.flush()
 
+    def rolled_back(self) -> None:
+        """Writes were rolled back (a savepoint): forget what this store believes it wrote."""
+        self._stored_definitions.clear()
+
     def forget_run_start(self, run_id: str) -> None:
         """Drop a pending "Running" mark (the run stopped before it was written)."""
         self._pending_starts.pop((run_id, None), None)
