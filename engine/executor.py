@@ -55,7 +55,7 @@ def _validator(node: type) -> Draft202012Validator | None:
 
 def _poll_delay(after: Any, delay: float, most: float) -> float:
     """Seconds to the next poll of a job: the node's ``Pending.after`` (a vendor's Retry-After)
-    when it is a usable number, never past ``max_poll_interval``; else the backoff ``delay``."""
+    when it is a usable number, never past ``most`` (``Job.max_after``); else the backoff ``delay``."""
     try:
         after = float(after) if after is not None and not isinstance(after, bool) else None
     except (TypeError, ValueError, OverflowError):
@@ -529,7 +529,7 @@ class Runtime:
                     return outcome
                 if outcome.progress is not None:
                     ctx.log.debug("job pending: %s", outcome.progress)
-                wake = clock.now() + _poll_delay(outcome.after, delay, node.max_poll_interval)
+                wake = clock.now() + _poll_delay(outcome.after, delay, node.max_after)
                 delay = min(delay * node.backoff, node.max_poll_interval)
                 self._mark(ctx, handle, wake)
         except anyio.get_cancelled_exc_class():
