@@ -81,7 +81,7 @@ JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**53, 2**5
                     max_leaves=8)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(key=TEXT, value=JSON)
 def test_checkpoint_keys_and_values_with_quotes_backslashes_and_nul_come_back_exactly(tmp_path_factory, key, value):
     path = tmp_path_factory.mktemp("cp") / "state.db"

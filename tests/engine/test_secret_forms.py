@@ -63,20 +63,18 @@ def test_the_state_database_never_holds_a_secret_in_any_encoding(tmp_path, secre
         store.close()
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("ab1'\"\\\x00\n\t/é%+=")), min_size=6, max_size=16))
-def test_any_secret_is_masked_in_json_bodies_reprs_and_the_store(tmp_path_factory, secret):
+def test_any_secret_is_masked_in_json_bodies_reprs_and_the_store(secret):
     redactor = Redactor()
     redactor.add(secret)
-    store = Store(tmp_path_factory.mktemp("s") / "state.db", redact=redactor)
-    try:
-        for text in carriers(secret):
-            assert secret not in redactor(text)
-            stored = store.encode({"details": {"body": text}})
-            assert secret not in json.loads(stored)["details"]["body"]
-            assert json.dumps(secret)[1:-1] not in stored
-    finally:
-        store.close()
+    store = Store.__new__(Store)  # only its encoding (no file): encode is what writes pass through
+    store.redact, store.blob_threshold = redactor, 10**9
+    for text in carriers(secret):
+        assert secret not in redactor(text)
+        stored = store.encode({"details": {"body": text}})
+        assert secret not in json.loads(stored)["details"]["body"]
+        assert json.dumps(secret)[1:-1] not in stored
 
 
 @pytest.mark.parametrize("secret", SECRETS, ids=range(len(SECRETS)))
