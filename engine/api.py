@@ -31,6 +31,7 @@ from .parameters import coerce_params
 from .planner import plan_rerun
 from .provenance import recorded_commit
 from .registry import Registry, default_registry
+from .runlock import RunClaim
 from .runs import Run, Step
 from .state import QUEUED, Status, is_terminal
 from .store import RecordedSteps, Store
@@ -119,9 +120,20 @@ class Engine:
         await self.store.durable()
         return run_id
 
-    async def execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
-                      copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
-                      on_event: Callable[[str, str, str], None] | None = None) -> Run:
+    async def execute(self, run_id: str, flow: Flow | None = None, **kw: Any) -> Run:
+        """Execute a run, holding its claim (engine.runlock): a run another process or engine is
+        executing raises RunBusy, and a resume that finds the run finished meanwhile, StoreError."""
+        with RunClaim(self.store.path, run_id):
+            if kw.get("reuse") is not None and not kw.get("copy_reused"):  # a resume: still unfinished?
+                self.store.flush()
+                status = self.store.get_run(run_id).status
+                if is_terminal(status):
+                    raise StoreError(f"run {run_id} already finished ({status}); use rerun to run it again")
+            return await self._execute(run_id, flow, **kw)
+
+    async def _execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
+                       copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
+                       on_event: Callable[[str, str, str], None] | None = None) -> Run:
         run = self._queued.pop(run_id, None) if flow is not None else None
         if run is None:  # started elsewhere, or resumed: read what the run recorded
             run = self.store.get_run(run_id)
@@ -234,13 +246,24 @@ class Engine:
         gives the first run back and starts nothing; the checkpoint still advances. When the
         run cannot be started, nothing is written, the checkpoint included."""
         stored = {"via": "trigger", "trigger": trigger, **(request or {})}
-        got = self._start_once(flow, dedupe_key, {"trigger": trigger, "trigger_outputs": payload,
-                                                  "request": stored})
+        encoded = [self.checkpoints.encode(k, v) for k, v in (checkpoint or {}).items()]  # before any write
+        db = self.store.db
+        if not db.in_transaction:
+            db.execute("BEGIN")  # so RELEASE below does not commit: durable() does, for the group
+        db.execute("SAVEPOINT flowrun_accept")  # the run and its checkpoint: both, or neither
         try:
-            for key, value in (checkpoint or {}).items():
-                self.checkpoints.put(flow.name, trigger, key, value)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.store.path}: the checkpoint could not be recorded: {exc}") from None
+            got = self._start_once(flow, dedupe_key, {"trigger": trigger, "trigger_outputs": payload,
+                                                      "request": stored})
+            for key, text in encoded:
+                self.checkpoints.put_encoded(flow.name, trigger, key, text)
+        except BaseException as exc:
+            db.execute("ROLLBACK TO flowrun_accept")
+            db.execute("RELEASE flowrun_accept")
+            self.store.rolled_back()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.store.path}: the checkpoint could not be recorded: {exc}") from None
+            raise
+        db.execute("RELEASE flowrun_accept")
         if checkpoint or not got.duplicate:
             await self.store.durable()
         return got

@@ -36,9 +36,23 @@ class Checkpoints:
                                      (flow, trigger)).fetchall()
         return {k: (None if v is None else json.loads(v)) for k, v in rows}
 
+    @staticmethod
+    def encode(key: Any, value: Any) -> tuple[str, str]:
+        """(key, JSON text) of one checkpoint, or ValueError naming the key when it is not a
+        string or the value is not JSON (a trigger's bug: nothing is written)."""
+        if not isinstance(key, str):
+            raise ValueError(f"checkpoint key {key!r} is not a string")
+        try:
+            return key, json.dumps(value, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"checkpoint {key!r}: the value is not JSON ({exc})") from None
+
     def put(self, flow: str, trigger: str, key: str, value: Any) -> None:
         """Write (uncommitted: the caller commits, usually with ``store.durable()``)."""
+        self.put_encoded(flow, trigger, *self.encode(key, value))
+
+    def put_encoded(self, flow: str, trigger: str, key: str, text: str) -> None:
         self.store.db.execute(
             f"INSERT INTO {TABLE} (flow, trigger, key, value, updated) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (flow, trigger, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
-            (flow, trigger, key, self.store.redact(json.dumps(value, separators=(",", ":"))), time.time()))
+            (flow, trigger, key, self.store.redact(text), time.time()))

@@ -13,14 +13,11 @@ The ``Redactor`` knows every secret value resolved in this process and removes t
 """
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import os
 import traceback
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import quote
 
 from jsonschema import Draft202012Validator
 
@@ -28,6 +25,7 @@ from . import yamlpos
 from .errors import ConnectionError_, FlowError, Problem
 from .planner import suggest
 from .plugin import Connection
+from .vendor import secret_forms
 from .registry import Registry
 
 MASK = "***"
@@ -40,19 +38,9 @@ class Redactor:
         self._values: list[str] = []
 
     def add(self, value: str | None) -> None:
-        if not value or len(value) < 4:
+        forms = secret_forms(value or "")  # as is, JSON-escaped (once, twice), repr, URL, base64
+        if not forms:
             return
-        forms = {value, base64.b64encode(value.encode()).decode(), quote(value, safe=""),
-                 base64.urlsafe_b64encode(value.encode()).decode(),
-                 # as it reads inside JSON text (what the store and the JSON logs write)
-                 json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
-        # base64 of the secret at any byte alignment inside a larger blob ("user:secret")
-        for pad, skip in ((0, 0), (1, 2), (2, 3)):
-            enc = base64.b64encode(b"\0" * pad + value.encode()).decode().rstrip("=")
-            core = enc[skip:len(enc) - 2]
-            if len(core) >= 8:
-                forms.add(core)
-        forms = {f for f in forms if len(f) >= 4}
         self._values = sorted(set(self._values) | forms, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:

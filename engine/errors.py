@@ -6,6 +6,7 @@
     ├── ParameterError               a run's parameters are unknown, missing or of the wrong type
     ├── ReplayError                  a stored request cannot be replayed
     ├── StoreError                   the state database cannot be used (or a run is unknown)
+    │   └── RunBusy                  the run is being executed by another process or engine
     └── ActionError                  an action failed while running; becomes the step's error
         ├── RetryableError           the same call may succeed later (timeouts, 429, 5xx)
         ├── ExpressionError          a template failed to evaluate (undefined name, bad call)
@@ -61,6 +62,10 @@ class ConnectionError_(FlowrunError):
 
 class StoreError(FlowrunError):
     """The state database is unusable, or the run asked for does not exist."""
+
+
+class RunBusy(StoreError):
+    """The run is being executed elsewhere (another ``flowrun resume``, ``serve``): not run twice."""
 
 
 class ActionError(FlowrunError):

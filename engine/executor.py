@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any, Callable
 
@@ -50,6 +51,18 @@ def _validator(node: type) -> Draft202012Validator | None:
         trivial = not schema or schema == {"type": "object"} or node.fields
         _validators[node] = None if trivial else Draft202012Validator(schema)
     return _validators[node]
+
+
+def _poll_delay(after: Any, delay: float, most: float) -> float:
+    """Seconds to the next poll of a job: the node's ``Pending.after`` (a vendor's Retry-After)
+    when it is a usable number, never past ``most`` (``Job.max_after``); else the backoff ``delay``."""
+    try:
+        after = float(after) if after is not None and not isinstance(after, bool) else None
+    except (TypeError, ValueError, OverflowError):
+        after = None
+    if after is None or math.isnan(after):
+        return delay
+    return min(max(after, 0.0), most)
 
 
 def _instance(node: type) -> Any:
@@ -531,7 +544,7 @@ class Runtime:
                     return outcome
                 if outcome.progress is not None:
                     ctx.log.debug("job pending: %s", outcome.progress)
-                wake = clock.now() + (outcome.after if outcome.after is not None else delay)
+                wake = clock.now() + _poll_delay(outcome.after, delay, node.max_after)
                 delay = min(delay * node.backoff, node.max_poll_interval)
                 self._mark(ctx, handle, wake)
         except anyio.get_cancelled_exc_class():
@@ -558,6 +571,11 @@ class Runtime:
 
     async def durable_wait(self, ctx: Context, *, seconds: float | None = None, until: float | None = None) -> None:
         """Sleep until a wake-up time recorded in the step, so a resumed run waits the remainder."""
+        for value in (seconds, until):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise ActionError(f"cannot wait {'until' if value is until else 'for'} {value!r}: "
+                                  "not a finite number", code="InvalidWait")
         _, wake = self._take_marks(ctx)
         clock = self.engine.clock
         if wake is None:

@@ -113,7 +113,10 @@ def _fromjson(value: Any) -> Any:
     except json.JSONDecodeError as exc:
         raise ExpressionError(f"fromjson: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     except ValueError as exc:
-        raise ExpressionError(f"fromjson: {exc}") from None
+        text = str(exc)
+        if text.startswith("malformed JSON"):
+            text = f"not valid JSON ({text.removeprefix('malformed JSON').lstrip(': ')})"
+        raise ExpressionError(f"fromjson: {text}") from None
 
 
 def _b64decode_checked(value: Any) -> str:

@@ -57,3 +57,6 @@ class LRU(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def clear(self) -> None:
+        self._data.clear()

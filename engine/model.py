@@ -43,7 +43,7 @@ class RetryPolicy:
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number ``retry`` (1-based), as in Logic Apps."""
-        if retry_after is not None:
+        if retry_after is not None and retry_after == retry_after:  # NaN: no usable wait
             return min(max(retry_after, 0.0), self.maximum)
         if self.type == "fixed":
             return self.interval

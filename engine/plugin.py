@@ -392,6 +392,8 @@ class Job(Node):
     backoff: ClassVar[float] = 1.5
     cancel_timeout: ClassVar[float] = 30.0
     max_poll_errors: ClassVar[int] = 5
+    max_after: ClassVar[float] = 86_400.0  # the longest wait a Pending.after may impose (a hostile
+    # Retry-After of years, or inf, must not strand the job; NaN falls back to the backoff)
 
     async def start(self, inputs: Any, context: "Context") -> dict:
         raise NotImplementedError

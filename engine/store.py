@@ -180,6 +180,10 @@ class Store:
         if commit:
             self.flush()
 
+    def rolled_back(self) -> None:
+        """Writes were rolled back (a savepoint): forget what this store believes it wrote."""
+        self._stored_definitions.clear()
+
     def forget_run_start(self, run_id: str) -> None:
         """Drop a pending "Running" mark (the run stopped before it was written)."""
         self._pending_starts.pop((run_id, None), None)
@@ -420,8 +424,25 @@ class Store:
     def iter_steps(self, run_id: str, *, prefix: str | None = None, after_seq: int = 0,
                    page: int = 1000) -> "Iterator[Step]":
         """A run's steps in the order they finished, read a page at a time (a loop may have
-        a million); with ``prefix``, only the steps inside that container or loop."""
+        a million); with ``prefix``, only the steps inside that container or loop.
+
+        A prefix holding at most ``page`` steps (one loop iteration) is read through the
+        primary key, so its cost does not grow with the run: resuming a loop reads every
+        reused iteration, and a scan of the whole run each time would be quadratic."""
         cols = "path, action, type, status, attempts, inputs, outputs, error, started, ended, seq"
+        if prefix is not None:
+            ranges = ((prefix + "/", prefix + "0"), (prefix + "[", prefix + "\\"))
+            rows = []
+            for low, high in ranges:  # (run_id, path) is the primary key: a range read
+                rows += self.db.execute(f"SELECT {cols} FROM steps WHERE run_id = ? AND path >= ? AND path < ? "
+                                        f"AND +seq > ? LIMIT ?", (run_id, low, high, after_seq, page + 1)).fetchall()
+                if len(rows) > page:
+                    break
+            if len(rows) <= page:
+                rows.sort(key=lambda r: r[-1])
+                for r in rows:
+                    yield self._step(r)
+                return
         last = after_seq
         while True:
             if prefix is None:

@@ -29,14 +29,17 @@ and their client factory.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.utils
 import importlib.util
+import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import anyio
 
@@ -84,7 +87,11 @@ def retry_after(value: Any, *, now: Callable[[], float] = time.time) -> float | 
     if isinstance(value, bytes):
         value = value.decode("latin-1")
     if isinstance(value, (int, float)):
-        return max(0.0, float(value))
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past float's range: no usable wait
+            return None
+        return None if not math.isfinite(seconds) else max(0.0, seconds)
     text = value.strip()
     if not text:
         return None
@@ -124,9 +131,29 @@ def endpoint_url(url: str, endpoint: str | None) -> str:
     return urlunsplit((target.scheme, target.netloc, target.path + parts.path, parts.query, ""))
 
 
+def secret_forms(value: str) -> set[str]:
+    """Every way ``value`` reads inside text that passed through the usual encodings: as is,
+    JSON-escaped once and twice (a response body inside a JSON error, inside the store's JSON),
+    Python's repr (an exception's message), URL-encoded, base64 (also unaligned inside a larger
+    blob such as ``user:secret``). A secret with quotes or backslashes differs in each of them."""
+    if not value or len(value) < 4:
+        return set()
+    once = {value, repr(value)[1:-1], json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms = {quote(value, safe=""), quote_plus(value, safe=""), base64.b64encode(value.encode()).decode(),
+             base64.urlsafe_b64encode(value.encode()).decode(), *once,
+             *(json.dumps(f)[1:-1] for f in once), *(json.dumps(f, ensure_ascii=False)[1:-1] for f in once)}
+    for pad, skip in ((0, 0), (1, 2), (2, 3)):
+        enc = base64.b64encode(b"\0" * pad + value.encode()).decode().rstrip("=")
+        core = enc[skip:len(enc) - 2]
+        if len(core) >= 8:
+            forms.add(core)
+    return {f for f in forms if len(f) >= 4}
+
+
 def scrub(text: Any, secrets: Iterable[str]) -> Any:
-    """``text`` (a string, or strings inside lists/dicts) with every secret value masked."""
-    values = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+    """``text`` (a string, or strings inside lists/dicts) with every secret value masked, in
+    each of its ``secret_forms``."""
+    values = sorted({f for s in secrets if s for f in secret_forms(s)}, key=len, reverse=True)
     if not values:
         return text
     if isinstance(text, str):

@@ -19,6 +19,7 @@ import logging
 import time
 from typing import Any
 
+from engine.errors import RunBusy
 from engine.state import FAILED, is_terminal
 
 log = logging.getLogger("flowrun.listener")
@@ -104,6 +105,9 @@ class Runs:
                 handle.response = result.response  # replied before a crash; resumed since
             log.info("run finished", extra={"event": "run_finished", "run_id": handle.run_id, "flow": flow_name,
                                             "trigger": handle.trigger, "status": result.status})
+        except RunBusy as exc:  # another process executes it (a hand resume): theirs to finish
+            log.warning("run is executed elsewhere", extra={"event": "run_busy", "run_id": handle.run_id,
+                                                            "flow": flow_name, "message": str(exc)})
         except Exception as exc:  # the engine could not run it at all: record why
             handle.status = FAILED
             log.exception("run could not execute", extra={"event": "run_error", "run_id": handle.run_id,
