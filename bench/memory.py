@@ -3,7 +3,7 @@
     python bench/memory.py                 # Foreach of 10k / 100k / 1M Compose items
     python bench/memory.py --serve 100000  # also: flowrun serve RSS after 1,000 and N small runs
 
-Each case is a fresh process (``ru_maxrss`` of that child); the baseline beside it is the same
+Each case is a fresh process (its own ``VmHWM``: ``ru_maxrss`` would carry the parent's peak over a fork); the baseline beside it is the same
 process importing the engine and running a one-action flow, measured in the same run.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ CHILD = textwrap.dedent("""
     result = engine.run_file(flow, input=items, state=state)
     took = time.perf_counter() - t
     print(json.dumps({{"status": str(result.status), "seconds": took,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                      "rss_mb": int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024}}))
 """)
 
 LOOP = """
