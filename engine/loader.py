@@ -239,6 +239,8 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
                 problem(where, f"unknown name '{name}'{suggest(name, evaluator.known)}")
             for fn, arg in found.calls:
                 _check_reference(flow, action, sub, fn, arg, variables, problem, where, declarers)
+    for trigger in flow.triggers.values():
+        _check_trigger_connection(trigger, registry, connections, problem)
     for name, out in flow.outputs.items():
         if not isinstance(out, dict):
             continue
@@ -266,6 +268,26 @@ def _check_connection(action: Action, registry: Registry, connections: Any, prob
     elif kind and conn["kind"] != kind:
         problem(f"{action.where}.connection",
                 f"connection '{action.connection}' is of kind '{conn['kind']}', '{action.type}' needs '{kind}'")
+
+
+def _check_trigger_connection(trigger: Trigger, registry: Registry, connections: Any, problem: Any) -> None:
+    """A trigger that reads from a vendor (a queue, a stream) names a connection of its kind."""
+    cls = registry.trigger(trigger.type)
+    kind = getattr(cls, "connection", None)
+    name = trigger.raw.get("connection")
+    if not kind or not isinstance(name, str) or connections is None:
+        return  # a missing or non-string name: the schema has said why
+    where = f"triggers.{trigger.name}.connection"
+    conn = connections.specs.get(name)
+    if conn is None:
+        problem(where, f"unknown connection '{name}'{suggest(name, connections.specs)} in {connections.file}")
+    elif conn["kind"] != kind:
+        problem(where, f"connection '{name}' is of kind '{conn['kind']}', trigger '{trigger.type}' needs '{kind}'")
+    else:
+        vendor = getattr(registry.connections.get(kind), "vendor", None)
+        message = vendor.missing_sdk(trigger.type) if vendor is not None else None
+        if message:
+            problem(f"triggers.{trigger.name}", message)
 
 
 def _check_sdk(action: Action, registry: Registry, problem: Any) -> None:

@@ -86,6 +86,10 @@ def trigger_schema(trigger: type) -> dict:
     if trigger.mode == "push":
         props.update(PUSH_KEYS)
         required.insert(0, "auth")
+    if getattr(trigger, "connection", None):
+        props["connection"] = {"type": "string",
+                               "description": f"the name of a connection of kind '{trigger.connection}'"}
+        required.append("connection")
     props.update(trigger.config)
     out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
     if required:
