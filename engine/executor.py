@@ -86,8 +86,9 @@ class Runtime:
     def __init__(self, *, engine: Any, flow: Flow, run_id: str, trigger: dict, params: dict,
                  connections: dict, reuse: RecordedSteps | None = None,
                  copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
-                 on_event: Callable[[str, str, str], None] | None = None):
+                 on_event: Callable[[str, str, str], None] | None = None, claim: Any = None):
         self.engine = engine
+        self.claim = claim  # the run's lease (engine.runlock); lost: stop, write nothing more
         self.store = engine.store
         self.evaluator = engine.evaluator
         self.flow = flow
@@ -134,6 +135,10 @@ class Runtime:
             error = {"code": err.get("code", "ActionFailed"),
                      "message": f"action '{path}' failed: {err.get('message', '')}", "action": path}
         return status, outputs, error
+
+    @property
+    def _abandoned(self) -> bool:
+        return self.claim is not None and self.claim.lost
 
     def _outputs(self, root: Frame) -> Any:
         try:
@@ -323,7 +328,7 @@ class Runtime:
         try:
             await self._attempts(action, frame, path, result, prior_attempts)
         except anyio.get_cancelled_exc_class():
-            if self.parked is not None or (self.engine.stopping and self.terminated is None):
+            if self.parked is not None or self._abandoned or (self.engine.stopping and self.terminated is None):
                 raise  # parked, or the process is stopping: the step stays Running; resume continues it
             with anyio.CancelScope(shield=True):
                 result.status, result.end = CANCELLED, time.time()

@@ -14,7 +14,7 @@ import pytest
 import engine
 from engine.errors import RunBusy, StoreError
 from engine.runlock import RunClaim
-from engine.store import RecordedSteps
+from engine.store import RecordedSteps, Store
 
 FLOWRUN = [sys.executable, "-m", "engine.cli"]
 
@@ -35,11 +35,14 @@ def wait_for(condition, what: str, timeout: float = 30.0) -> None:
 
 
 def busy(state, run_id: str) -> bool:
+    store = Store(state)
     try:
-        with RunClaim(state, run_id):
+        with RunClaim(store, run_id):
             return False
     except RunBusy:
         return True
+    finally:
+        store.close()
 
 
 def test_a_run_executing_in_one_process_cannot_be_resumed_by_another_until_that_process_dies(tmp_path):
