@@ -305,7 +305,7 @@ def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, a
     for r in rows:
         dur = f"{(r.ended - r.started) * 1000:.0f} ms" if r.ended and r.started else ""
         link = f"rerun of {r.rerun_of[:12]}" if r.rerun_of else (f"child of {r.parent_id[:12]}" if r.parent_id else "")
-        table.add_row(r.id[:12], r.flow, f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]",
+        table.add_row(r.id[:12], r.flow, f"[{STATUS_STYLE.get(r.status, '')}]{r.status_text}[/]",
                       _when(r.started or r.created), dur, link)
     Console().print(table)
 
@@ -350,6 +350,7 @@ def _print_tree(result: Any) -> None:
         holder = nodes.get(parent) or root
         dur = f" {step.duration * 1000:.1f} ms" if step.duration is not None else ""
         tries = f" ({step.attempts} attempts)" if step.attempts and step.attempts > 1 else ""
+        tries += "  [yellow]retried after a crash[/]" if step.interrupted else ""
         label = f"{escape(step.path.rsplit('/', 1)[-1])}  [{STATUS_STYLE.get(step.status, '')}]{step.status}[/]{dur}{tries}"
         if step.error:
             label += f"\n[red]{escape(str(step.error.get('message', step.error)))}[/]"

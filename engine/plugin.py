@@ -138,6 +138,11 @@ class Node:
     ``replies``       sends the reply to the HTTP request that started the run (Response)
     ``holds_slot``    takes one of the engine's concurrency slots while it runs (False for
                       actions that wait on other actions: containers, child runs)
+    ``idempotent``    repeating the operation is harmless (the vendor takes an idempotency key, or
+                      the operation is naturally idempotent). False for sends and creates with no
+                      key (an SMS, an email, a created record): the engine records such an action
+                      as in flight before it starts, so after a crash it knows the action may have
+                      happened; ``onInterrupted: fail`` then makes it at-most-once
     ``connection_optional``  ``connection`` may be left out
     ``placement``     "anywhere", "outside-loops" (not inside a loop) or "top-level"
     ``lazy``          keys of ``inputs``/``fields`` the engine leaves unevaluated; the node
@@ -161,6 +166,7 @@ class Node:
     declares_variables: ClassVar[bool] = False
     replies: ClassVar[bool] = False
     holds_slot: ClassVar[bool] = True
+    idempotent: ClassVar[bool] = True
     connection_optional: ClassVar[bool] = False
     placement: ClassVar[str] = "anywhere"  # or "outside-loops", "top-level"
     inputs_required: ClassVar[bool] = False

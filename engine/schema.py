@@ -46,6 +46,9 @@ COMMON_ACTION_PROPERTIES: dict[str, Any] = {
     "limit": {"type": "object", "properties": {"timeout": DURATION, "count": {"type": "integer", "minimum": 1}},
               "additionalProperties": False},
     "connection": {"type": "string", "description": "name of a connection in connections.yaml"},
+    "onInterrupted": {"enum": ["retry", "fail"],
+                      "description": "An action in flight when its process died: run it again on resume "
+                                     "(retry, the default: at least once) or fail it (fail: at most once)."},
     "runtimeConfiguration": {"type": "object"},
     "operationOptions": {"type": "string"},
     "trackedProperties": {"type": "object"},
