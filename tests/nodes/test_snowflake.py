@@ -351,3 +351,31 @@ def test_an_unreachable_server_is_a_retryable_error(tmp_path, monkeypatch):
     step = result.steps["q"]
     assert step.status == "Failed" and step.attempts == 2, step.error
     assert PASSWORD not in json.dumps(step.error)
+
+
+# -- hostile input (property tests, a few seconds) ----------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from engine.errors import ActionError  # noqa: E402
+from nodes.snowflake.rows import json_safe, positional  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab:'\"$-/*\n ?_1", max_size=40), st.dictionaries(st.sampled_from(["a", "b", "_1"]),
+                                                                          st.integers(), max_size=3))
+def test_named_param_rewriting_never_crashes_and_only_touches_placeholders(sql, params):
+    try:
+        out, values = positional(sql, params)
+    except ActionError:
+        return
+    assert out.count("?") - sql.count("?") == len(values)
+    if ":" not in sql:
+        assert out == sql and values == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.integers(), st.floats(), st.decimals(), st.text(), st.binary(), st.datetimes(), st.dates()))
+def test_every_cell_value_becomes_json_that_reads_back(value):
+    converted = json_safe(value)
+    assert json.loads(json.dumps(converted, allow_nan=False)) == converted
