@@ -77,7 +77,9 @@ def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
             cfile = ctx.obj["connections"] or conns.find_file(f)
             if str(cfile) not in cache:
                 cache[str(cfile)] = conns.Connections.load(cfile, registry) if cfile else None
-            load_file(f, registry=registry, connections=cache[str(cfile)])
+            flow = load_file(f, registry=registry, connections=cache[str(cfile)])
+            for warning in flow.warnings:
+                click.echo(f"{warning} (warning)")
         except FlowError as exc:
             bad += 1
             for problem in exc.problems:

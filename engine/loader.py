@@ -70,7 +70,23 @@ def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = No
     _check(flow, registry, evaluator, connections, problem)
     if problems:
         raise FlowError(_sorted(problems))
+    flow.warnings = _warnings(flow, file, positions)
     return flow
+
+
+def _warnings(flow: Flow, file: str, positions: Any) -> list[Problem]:
+    """What each node's ``warnings`` says about its actions, positioned like problems."""
+    out = []
+    for action in flow.actions.values():
+        try:
+            found = action.node.warnings(action.raw)
+        except (AttributeError, TypeError, KeyError, ValueError):
+            found = []
+        for sub, message in found:
+            path = f"{action.where}.{sub}" if sub else action.where
+            line, col = yamlpos.position(positions, path)
+            out.append(Problem(file, line, col, path, message))
+    return _sorted(out)
 
 
 # -- canonical names -------------------------------------------------------------------------

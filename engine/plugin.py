@@ -196,6 +196,13 @@ class Node:
         """Semantic checks beyond the schema: [(sub-path, message)]."""
         return []
 
+    @classmethod
+    def warnings(cls, action: dict) -> list[tuple[str, str]]:
+        """Validate-time warnings: [(sub-path, message)] about a flow that is valid but likely
+        wrong (e.g. a value templated into SQL text instead of bound). ``flowrun validate``
+        prints them; they fail nothing."""
+        return []
+
     async def run(self, inputs: dict, context: "Context") -> Any:
         raise NotImplementedError
 
