@@ -214,11 +214,15 @@ def test_no_write_transaction_stays_open_while_a_loop_evaluates_its_next_iterati
         db.close()
     t = threading.Thread(target=other_writer)
     t.start()
+    began = time.monotonic()
     try:
         result = engine.run_file(flow, state=state)
     finally:
+        took = time.monotonic() - began
         stop.set()
         t.join()
     assert result.status == "Succeeded"
-    print("longest wait for the write lock:", max(waits))
-    assert waits and max(waits) < 0.5, max(waits)  # never waited on an evaluation
+    print("longest wait for the write lock:", max(waits), "run:", took)
+    # A transaction held across one of the 4 evaluations would make a wait about as long as
+    # that evaluation (a quarter of the run); relative, so a loaded machine slows both alike.
+    assert waits and max(waits) < took / 8, (max(waits), took)
