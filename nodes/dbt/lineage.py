@@ -37,9 +37,8 @@ class Lineage(Node):
         "selected": {"type": "array", "items": {"type": "string"}},
         "invocation_id": {"type": "string"},
     }}
-    example = {"type": "dbt.Lineage", "runAfter": {"build": ["Succeeded", "Failed"]},
-               "inputs": {"manifest": "{{ outputs('build').artifacts.manifest }}",
-                          "select": "+customer_totals+"}}
+    example = {"type": "dbt.Lineage", "connection": "dbt",  # or manifest: a dbt.Command's artifacts.manifest
+               "inputs": {"select": "+customer_totals+"}}
 
     async def run(self, inputs: dict, context: Any) -> Any:
         path = inputs.get("manifest")

@@ -83,7 +83,7 @@ class CircuitBreaker(Job):
                                                        "log payload (breach_count, query, ...)."},
     }}
     example = {"type": "montecarlo.CircuitBreaker", "connection": "montecarlo",
-               "timeout": "PT20M", "runAfter": {"build": ["Succeeded"]},
+               "timeout": "PT20M",
                "inputs": {"rule_name": "orders_not_empty", "namespace": "analytics",
                           "onBreach": "output"}}
 

@@ -56,8 +56,8 @@ class UploadDbtRun(Node):
         "invocation_id": {"type": "string"}, "project_name": {"type": "string"},
         "job_name": {"type": "string"}, "files": {"type": "array", "items": {"type": "string"}}}}
     example = {"type": "montecarlo.UploadDbtRun", "connection": "montecarlo",
-               "runAfter": {"build": ["Succeeded", "Failed"]},
-               "inputs": {"artifacts": "{{ (actions('build').outputs or actions('build').error.details).artifacts }}",
+               "inputs": {"manifest": "analytics/target/manifest.json",
+                          "run_results": "analytics/target/run_results.json",
                           "project_name": "analytics", "job_name": "nightly"}}
 
     async def run(self, inputs: dict, context: Any) -> Any:
