@@ -24,8 +24,10 @@ OPTIONS = {
     "state": RUNS | {"source freshness", "docs generate"},
     "defer": RUNS,
 }
-SELECTION = {"oneOf": [{"type": "string", "minLength": 1},
-                       {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}]}
+# no value may start with "-": it would reach dbt's command line as an option of its own
+WORD = {"type": "string", "minLength": 1, "pattern": "^[^-]"}
+SELECTION = {"oneOf": [{**WORD, "pattern": "^[^-]((?![ \\t]-).)*$"},
+                       {"type": "array", "items": WORD, "minItems": 1}]}
 
 RESULT = {"type": "object", "description": "One node's result (run_results.json).", "properties": {
     "unique_id": {"type": "string"}, "resource_type": {"type": "string"},
@@ -122,18 +124,18 @@ class Command(Node):
         select={**SELECTION, "description": "--select: node selection (`tag:nightly`, "
                                              "`+orders`, ...); a list or a space-separated string."},
         exclude={**SELECTION, "description": "--exclude."},
-        selector={"type": "string", "minLength": 1,
+        selector={**WORD,
                   "description": "--selector: a named selector from selectors.yml."},
         vars={"type": "object", "description": "--vars: values for var() (sent as JSON)."},
         full_refresh={"type": "boolean", "description": "--full-refresh (build, run, seed)."},
         threads={"type": "integer", "minimum": 1, "maximum": 256, "description": "--threads."},
         fail_fast={"type": "boolean", "description": "--fail-fast: stop at the first failure."},
-        state={"type": "string", "minLength": 1,
+        state={**WORD,
                "description": "--state: a folder of artifacts to compare with (state:modified) "
                               "or defer to; relative to the project."},
         defer={"type": "boolean", "description": "--defer to the `state` artifacts for "
                                                  "unselected upstream nodes."},
-        target={"type": "string", "minLength": 1,
+        target={**WORD,
                 "description": "The profile target, instead of the connection's."},
     )
     outputs = {"type": "object", "properties": {

@@ -287,3 +287,21 @@ def test_run_results_with_missing_and_odd_fields_are_read_without_crashing():
     out = summarize({"results": [{"unique_id": "model.p.a", "status": "error", "adapter_response": None},
                                  "junk", {"status": "warn"}], "metadata": None})
     assert out["counts"] == {"error": 1, "warn": 1} and len(out["failed"]) == 1
+
+
+@pytest.mark.parametrize("inputs", [
+    {"command": "run", "select": "--profiles-dir /etc"},
+    {"command": "run", "select": "orders --profiles-dir /etc"},
+    {"command": "run", "select": ["orders", "--full-refresh"]},
+    {"command": "run", "exclude": "-x"},
+    {"command": "run", "target": "--debug"},
+    {"command": "run", "selector": "-s"},
+    {"command": "run", "state": "--x"},
+])
+def test_a_value_that_would_be_read_as_a_dbt_option_fails_validation(tmp_path, inputs):
+    from engine.errors import FlowError
+
+    flow = write_flow(tmp_path, {"x": {"type": "dbt.Command", "connection": "dbt", "inputs": inputs}})
+    with pytest.raises(FlowError) as info:
+        engine.run_file(flow, state=tmp_path / "s.db", connections=write_connections(tmp_path, PROJECT))
+    assert "flow.yaml:" in str(info.value)
