@@ -187,7 +187,11 @@ def test_a_write_lock_held_past_the_busy_timeout_is_a_store_error_not_a_tracebac
 
 def test_no_write_transaction_stays_open_while_a_loop_evaluates_its_next_iteration(tmp_path, flow_file, monkeypatch):
     """While a Foreach evaluates heavy templates, another connection takes the write lock at once."""
-    monkeypatch.setenv("FLOWRUN_TEMPLATE_SECONDS", "60")  # heavy on purpose: a loaded machine must not fail it
+    from engine.loader import tools
+    from engine.registry import default_registry
+    from engine.sandbox import Limits
+    # heavy on purpose: a loaded machine must not fail it (the evaluator is built once per registry)
+    monkeypatch.setattr(tools(default_registry())[1], "limits", Limits(seconds=60))
     import sqlite3
     import threading
 

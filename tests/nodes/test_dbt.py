@@ -143,21 +143,22 @@ def test_a_timeout_interrupts_dbt_and_leaves_no_process(shop, tmp_path):
     connections = write_connections(tmp_path, project, grace=2)
     flow = write_flow(tmp_path, {"slow": {"type": "dbt.Command", "connection": "dbt", "timeout": "PT6S",
                                           "inputs": {"command": "run", "select": "slow_model"}}})
-    before = set(dbt_children())
     run = engine.run_file(flow, state=tmp_path / "state.db", connections=connections)
     assert run.steps["slow"].status == "TimedOut"
-    assert set(dbt_children()) - before == set()
+    assert dbt_children(parent=os.getpid()) == []  # ours only: other xdist workers run dbt too
 
 
-def dbt_children() -> list[int]:
-    """Pids of running dbt child processes (nodes/dbt/child.py)."""
+def dbt_children(parent: int | None = None) -> list[int]:
+    """Pids of running dbt child processes (nodes/dbt/child.py), of ``parent`` when given."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmd = (entry / "cmdline").read_bytes()
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
             except OSError:
+                continue
+            if parent is not None and int(ppid) != parent:
                 continue
             if b"nodes/dbt/child.py" in cmd and state != "Z":
                 pids.append(int(entry.name))
@@ -179,12 +180,11 @@ def test_kill_9_of_flowrun_leaves_no_dbt_process_behind(shop, tmp_path):
     connections = write_connections(tmp_path, project, grace=1)
     flow = write_flow(tmp_path, {"slow": {"type": "dbt.Command", "connection": "dbt",
                                           "inputs": {"command": "run", "select": "slow_model"}}})
-    before = set(dbt_children())
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", str(tmp_path / "state.db"),
                              "--connections", str(connections), "run", str(flow)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        child = wait_for(lambda: set(dbt_children()) - before)
+        child = wait_for(lambda: set(dbt_children(parent=proc.pid)))  # its own child, not another worker's
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         wait_for(lambda: not (set(dbt_children()) & child), timeout=30)
