@@ -35,14 +35,14 @@ def test_run_prints_json_and_exits_zero(tmp_path):
     flow = write(tmp_path, GOOD)
     out = cli(tmp_path, "run", str(flow), "--input", '{"name": "Ada"}', "--param", "greeting=Hi", "--json")
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["outputs"] == {"text": "Hi, Ada"}
+    assert json.loads(out.stdout)["outputs"] == {"text": "Hi, Ada"}
 
 
 def test_run_reads_input_from_a_file(tmp_path):
     flow = write(tmp_path, GOOD)
     (tmp_path / "event.json").write_text('{"name": "Grace"}')
     out = cli(tmp_path, "run", str(flow), "--input", f"@{tmp_path / 'event.json'}", "--json")
-    assert json.loads(out.output)["outputs"] == {"text": "Hello, Grace"}
+    assert json.loads(out.stdout)["outputs"] == {"text": "Hello, Grace"}
 
 
 def test_a_failed_run_exits_one(tmp_path):
@@ -83,13 +83,13 @@ def test_validate_passes_on_the_bundled_flows():
 
 def test_runs_and_show(tmp_path):
     flow = write(tmp_path, GOOD)
-    run = json.loads(cli(tmp_path, "run", str(flow), "--input", '{"name": "Ada"}', "--json").output)
-    listed = json.loads(cli(tmp_path, "runs", "--flow", "greet", "--json").output)
+    run = json.loads(cli(tmp_path, "run", str(flow), "--input", '{"name": "Ada"}', "--json").stdout)
+    listed = json.loads(cli(tmp_path, "runs", "--flow", "greet", "--json").stdout)
     assert [r["run_id"] for r in listed] == [run["run_id"]]
-    assert json.loads(cli(tmp_path, "runs", "--status", "Failed", "--json").output) == []
+    assert json.loads(cli(tmp_path, "runs", "--status", "Failed", "--json").stdout) == []
     shown = cli(tmp_path, "show", run["run_id"][:8])
-    assert "say" in shown.output and "Succeeded" in shown.output
-    assert json.loads(cli(tmp_path, "show", run["run_id"], "--json").output)["steps"][0]["outputs"] == "Hello, Ada"
+    assert "say" in shown.stdout and "Succeeded" in shown.stdout
+    assert json.loads(cli(tmp_path, "show", run["run_id"], "--json").stdout)["steps"][0]["outputs"] == "Hello, Ada"
 
 
 def test_graph_draws_mermaid_and_dot(tmp_path):
@@ -98,8 +98,8 @@ def test_graph_draws_mermaid_and_dot(tmp_path):
           a: {type: Compose, inputs: 1}
           b: {type: Compose, inputs: 2, runAfter: {a: [Succeeded, Failed]}}
     """)
-    assert "a -->|Succeeded|Failed| b" in cli(tmp_path, "graph", str(flow)).output
-    assert 'a -> b [label="Succeeded|Failed"];' in cli(tmp_path, "graph", str(flow), "--format", "dot").output
+    assert 'n_a -->|"Succeeded#124;Failed"| n_b' in cli(tmp_path, "graph", str(flow)).stdout
+    assert '"a" -> "b" [label="Succeeded|Failed"];' in cli(tmp_path, "graph", str(flow), "--format", "dot").stdout
 
 
 def test_nodes_lists_types_and_shows_one():
