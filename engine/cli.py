@@ -236,7 +236,7 @@ def _parse_input(value: str | None) -> Any:
     if value is None:
         return None
     if value == "@-":
-        text = click.get_text_stream("stdin").read()
+        text = sys.stdin.read()
     elif value.startswith("@"):
         text = Path(value[1:]).read_text(encoding="utf-8")
     else:
