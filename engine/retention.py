@@ -7,7 +7,8 @@ steps and parked-run row go with it, schedule firings older than the cut-off go,
 files no remaining row references are deleted. A run that has not finished is never
 touched, however old. Rows are deleted a batch at a time, each batch its own short write
 transaction, so a server or another ``flowrun run`` on the same file is never held up for
-long. ``flowrun prune --older-than 30d`` and ``flowrun serve --retention 30d`` call it.
+long (``prune_async`` lets a server's other tasks run between batches). ``flowrun prune
+--older-than 30d`` calls it, and ``flowrun serve --retention 30d`` at start and every hour.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from .state import TERMINAL
 from .store import RUN_JSON, STEP_JSON, Store
@@ -56,10 +57,28 @@ class Pruned:
 
 def prune(store: Store, older_than: float, *, now: float | None = None, dry_run: bool = False) -> Pruned:
     """Delete what finished more than ``older_than`` seconds before ``now``."""
+    done = Pruned()
+    for _ in batches(store, older_than, now=now, dry_run=dry_run, done=done):
+        pass
+    return done
+
+
+async def prune_async(store: Store, older_than: float) -> Pruned:
+    """``prune`` for an event loop (``flowrun serve``): other tasks run between batches."""
+    import anyio
+
+    done = Pruned()
+    for _ in batches(store, older_than, done=done):
+        await anyio.sleep(0)
+    return done
+
+
+def batches(store: Store, older_than: float, *, now: float | None = None, dry_run: bool = False,
+            done: Pruned) -> Iterator[None]:
+    """Prune one batch per step (each its own transaction), counting into ``done``."""
     cutoff = (time.time() if now is None else now) - older_than
     db = store.db
     store.flush()
-    done = Pruned()
     finished = tuple(str(s) for s in TERMINAL)
     marks = ", ".join("?" * len(finished))
     select = (f"SELECT id FROM runs WHERE status IN ({marks}) AND COALESCE(ended, created) < ? "
@@ -72,9 +91,10 @@ def prune(store: Store, older_than: float, *, now: float | None = None, dry_run:
             done.steps += db.execute(f"SELECT COUNT(*) FROM steps WHERE run_id IN ({', '.join('?' * len(chunk))})",
                                      chunk).fetchone()[0]
         done.firings = db.execute("SELECT COUNT(*) FROM schedule_firings WHERE fired < ?", (cutoff,)).fetchone()[0]
-        return done
+        return
     candidates: set[str] = set()  # blobs the deleted rows referenced
     while True:
+        store.flush()  # what others wrote in this process is committed: the batch is its own transaction
         db.execute("BEGIN IMMEDIATE")
         try:
             ids = [r[0] for r in db.execute(select, (*finished, cutoff, BATCH))]
@@ -93,10 +113,11 @@ def prune(store: Store, older_than: float, *, now: float | None = None, dry_run:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        yield
+    store.flush()
     done.firings = db.execute("DELETE FROM schedule_firings WHERE fired < ?", (cutoff,)).rowcount
     db.commit()
     done.blobs = _delete_unreferenced(store, candidates)
-    return done
 
 
 def _blobs(row: Any) -> set[str]:
