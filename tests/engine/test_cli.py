@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.cli import main
 
@@ -250,3 +252,19 @@ def test_a_replay_is_labelled_a_replay_not_a_rerun(tmp_path):
     listed = {r["run_id"]: r for r in json.loads(cli(tmp_path, "runs", "--json").stdout)}
     assert listed[replay["run_id"]]["kind"] == "replay"
     assert "replay of" in cli(tmp_path, "runs").stdout and "rerun of" not in cli(tmp_path, "runs").stdout
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(st.text(max_size=40), st.just("[" * 5000), st.just('{"a":' * 3000),
+                      st.just("1e99999"), st.just("\x00\ud800"), st.just("NaN")),
+       extra=st.lists(st.sampled_from(["--depth", "0", "-1", "--failed", "--json", "--iterations", "x" * 300,
+                                       "--from", "a[99999999999999999999]", "\x00"]), max_size=3))
+def test_hostile_input_and_arguments_never_give_a_traceback(tmp_path, body, extra):
+    flow = write(tmp_path, GOOD)
+    runner = CliRunner()
+    for args in (["run", str(flow), "--input", "@-"], ["show", "abc", *extra], ["rerun", "abc", "--from", "a", *extra],
+                 ["cancel", *extra[:1]], ["prune", "--older-than", body[:20] or "x"]):
+        out = runner.invoke(main, ["--state", str(tmp_path / "s.db"), *args], input=body.encode("utf-8", "surrogatepass"))
+        assert out.exit_code in (0, 1, 2), (args, out.output, out.exception)
+        assert "Traceback" not in out.output, (args, out.output)
+        assert out.exception is None or isinstance(out.exception, SystemExit), (args, repr(out.exception))
