@@ -259,9 +259,9 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _progress() -> Any:
-    """A line per finished action on stderr: coloured on a terminal, plain text otherwise
-    (a log file, a CI job, a pipe)."""
+def _progress(as_json: bool = False) -> Any:
+    """A line per finished action: coloured on stderr when that is a terminal; else, when stdout
+    is not a terminal (a log file, a CI job, a pipe) and carries no --json, a plain line on stdout."""
     from .connections import PROCESS_REDACTOR
 
     if sys.stderr.isatty():
@@ -278,11 +278,13 @@ def _progress() -> Any:
                           + (f"  [red]{escape(PROCESS_REDACTOR(message))}[/]" if message else ""), highlight=False)
         return on_event
 
+    if as_json or sys.stdout.isatty():
+        return None
+
     def plain(path: str, status: str, message: str) -> None:
         if status == RUNNING:
             return
-        text = f"{status:<9} {path}" + (f"  {' '.join(str(message).split())}" if message else "")
-        _emit(text, err=True)
+        _emit(f"{status:<9} {path}" + (f"  {' '.join(str(message).split())}" if message else ""))
     return plain
 
 
@@ -326,7 +328,7 @@ def run(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ..
     engine = _engine(ctx)
     loaded = engine.load(flow)
     body, values = _parse_input(input_), _parse_params(params)
-    result = anyio.run(lambda: engine.run(loaded, input=body, params=values, on_event=_progress()))
+    result = anyio.run(lambda: engine.run(loaded, input=body, params=values, on_event=_progress(as_json)))
     _finish(ctx, result, as_json)
 
 
@@ -340,7 +342,7 @@ def resume(ctx: click.Context, run_id: str, as_json: bool) -> None:
     import anyio
 
     engine = _engine(ctx)
-    result = anyio.run(lambda: engine.resume(run_id, on_event=_progress()))
+    result = anyio.run(lambda: engine.resume(run_id, on_event=_progress(as_json)))
     _finish(ctx, result, as_json)
 
 
@@ -365,13 +367,13 @@ def rerun(ctx: click.Context, run_id: str, from_action: str, definition: str, pl
         flow, old, reuse, again = engine.rerun_plan(run_id, from_action, definition)
         reused = reuse.actions()
         if as_json:
-            _emit(json.dumps({"run": old.id, "from": from_action, "rerun": again, "reuse": reused}, indent=2))
+            _emit(json.dumps({"run": old.id, "rerun": again, "reuse": reused}, indent=2))
         else:
             _emit(f"rerun of {old.id} ({flow.name}) from '{from_action}'")
             _emit("runs again: " + (", ".join(again) or "-"))
             _emit("reused:     " + (", ".join(reused) or "-"))
         return
-    result = anyio.run(lambda: engine.rerun(run_id, from_action, definition=definition, on_event=_progress()))
+    result = anyio.run(lambda: engine.rerun(run_id, from_action, definition=definition, on_event=_progress(as_json)))
     _finish(ctx, result, as_json)
 
 

@@ -145,9 +145,11 @@ def test_input_at_dash_reads_standard_input(tmp_path):
 
 def test_a_plain_line_per_finished_action_when_not_on_a_terminal(tmp_path):
     flow = write(tmp_path, GOOD)
-    out = cli(tmp_path, "run", str(flow), "--input", '{"name": "Ada"}', "--json")
-    assert out.stderr.splitlines() == ["Succeeded say"]
+    out = cli(tmp_path, "run", str(flow), "--input", '{"name": "Ada"}')
+    assert out.stdout.splitlines()[0] == "Succeeded say"
     assert "\x1b[" not in out.stderr + out.stdout  # no colour codes in a log
+    as_json = cli(tmp_path, "run", str(flow), "--input", '{"name": "Ada"}', "--json")
+    assert json.loads(as_json.stdout)["status"] == "Succeeded"  # --json: stdout holds the JSON only
 
 
 def test_version_prints_the_installed_version():
