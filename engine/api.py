@@ -169,36 +169,33 @@ class Engine:
     CANCEL_POLL = 1.0  # seconds between checks for a `flowrun cancel` from another process
 
     async def _cancellable(self, runtime: Runtime) -> tuple[str, Any, Any]:
-        """``runtime.execute()``, stopped as by a Terminate when ``cancel`` is asked for the run."""
+        """``runtime.execute()``, stopped as by a Terminate when ``cancel`` is asked for the run
+        (checked every CANCEL_POLL seconds by a timer on the loop: no task, no extra loop turn)."""
+        import asyncio
+
         self.store.ensure_table(CANCEL_TABLE, CANCEL_DDL)
-        outcome: list = []
+        loop = asyncio.get_running_loop()
+        timer: list[asyncio.TimerHandle] = []
 
-        async def watch() -> None:
-            while True:
-                await anyio.sleep(self.CANCEL_POLL)
-                try:
-                    asked = self.store.db.execute(f"SELECT 1 FROM {CANCEL_TABLE} WHERE run_id = ?",
-                                                  (runtime.run_id,)).fetchone()
-                except sqlite3.Error:
-                    continue
-                if asked and runtime.terminated is None and runtime._root_scope is not None:
-                    runtime.request_terminate(Status.CANCELLED, {"code": "Cancelled",
-                                                                 "message": "cancelled by flowrun cancel"})
-                    runtime._root_scope.cancel()
-                    return
+        def check() -> None:
+            try:
+                asked = self.store.db.execute(f"SELECT 1 FROM {CANCEL_TABLE} WHERE run_id = ?",
+                                              (runtime.run_id,)).fetchone()
+            except sqlite3.Error:
+                asked = None
+            if asked and runtime.terminated is None and runtime._root_scope is not None:
+                runtime.request_terminate(Status.CANCELLED, {"code": "Cancelled",
+                                                             "message": "cancelled by flowrun cancel"})
+                runtime._root_scope.cancel()
+                self.store.db.execute(f"DELETE FROM {CANCEL_TABLE} WHERE run_id = ?", (runtime.run_id,))
+                return
+            timer[:] = [loop.call_later(self.CANCEL_POLL, check)]
 
-        async with anyio.create_task_group() as tg:
-            async def main() -> None:
-                try:
-                    outcome.append(await runtime.execute())
-                except Exception as exc:  # raised below as itself, not in an ExceptionGroup
-                    outcome.append(exc)
-                tg.cancel_scope.cancel()
-            tg.start_soon(watch)
-            tg.start_soon(main)
-        if isinstance(outcome[0], Exception):
-            raise outcome[0]
-        return outcome[0]
+        timer.append(loop.call_later(self.CANCEL_POLL, check))
+        try:
+            return await runtime.execute()
+        finally:
+            timer[0].cancel()
 
     def cancel(self, run_id: str) -> str:
         """Cancel a run: at once when no process executes it ('cancelled'), else ask the process

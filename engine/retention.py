@@ -93,6 +93,7 @@ def batches(store: Store, older_than: float, *, now: float | None = None, dry_ru
         done.firings = db.execute("SELECT COUNT(*) FROM schedule_firings WHERE fired < ?", (cutoff,)).fetchone()[0]
         return
     candidates: set[str] = set()  # blobs the deleted rows referenced
+    cancels = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cancel_requests'").fetchone() is not None
     while True:
         store.flush()  # what others wrote in this process is committed: the batch is its own transaction
         db.execute("BEGIN IMMEDIATE")
@@ -108,6 +109,8 @@ def batches(store: Store, older_than: float, *, now: float | None = None, dry_ru
                 candidates.update(_blobs(row))
             done.steps += db.execute(f"DELETE FROM steps WHERE run_id IN ({holes})", ids).rowcount
             db.execute(f"DELETE FROM parked_runs WHERE run_id IN ({holes})", ids)
+            if cancels:
+                db.execute(f"DELETE FROM cancel_requests WHERE run_id IN ({holes})", ids)
             done.runs += db.execute(f"DELETE FROM runs WHERE id IN ({holes})", ids).rowcount
             db.execute("COMMIT")
         except BaseException:
