@@ -105,6 +105,16 @@ class Reader:
     def _inside_loop(self, path: str) -> tuple[str, tuple]:
         return "path >= ? AND path < ?", (path + "[", path + "\\")
 
+    def inside(self, path: str) -> str | None:
+        """'loop' when the step has iterations, 'block' when actions ran inside it, else None
+        (one primary-key read)."""
+        row = self.db.execute("SELECT path FROM steps WHERE run_id = ? AND ((path >= ? AND path < ?) OR "
+                              "(path >= ? AND path < ?)) LIMIT 1",
+                              (self.run_id, path + "/", path + "0", path + "[", path + "\\")).fetchone()
+        if row is None:
+            return None
+        return "loop" if row[0][len(path)] == "[" else "block"
+
     def has_iterations(self, path: str) -> bool:
         where, args = self._inside_loop(path)
         return self.db.execute(f"SELECT 1 FROM steps WHERE run_id = ? AND {where} LIMIT 1",
@@ -166,9 +176,10 @@ def tree(store: Store, run: Run, *, depth: int | None = None, failed: bool = Fal
             yield Line(lvl, step, reused=is_reused(run, step))
             if depth is not None and lvl >= depth:
                 continue
-            if reader.has_iterations(step.path):
+            inside = reader.inside(step.path)
+            if inside == "loop":
                 yield from loop(step.path, lvl + 1)
-            elif reader.has_children(step.path):
+            elif inside == "block":
                 yield from block(step.path, lvl + 1, bad_only)
 
     def loop(path: str, lvl: int) -> Iterator[Line]:
