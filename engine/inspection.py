@@ -83,11 +83,14 @@ class Reader:
     def __init__(self, store: Store, run_id: str, page: int = PAGE):
         self.db, self.store, self.run_id, self.page = store.db, store, run_id, page
 
-    def _rows(self, where: str, args: tuple) -> Iterator[Step]:
+    def _rows(self, where: str, args: tuple, *, by_path: bool = False) -> Iterator[Step]:
+        """Pages of steps in the order they finished. ``by_path``: the ``where`` holds a range of
+        paths, read through the primary key (a block inside one iteration), never a scan of the run."""
         last = -1
+        order = "+seq" if by_path else "seq"
         while True:
-            rows = self.db.execute(f"SELECT {_COLS} FROM steps WHERE run_id = ? AND {where} AND seq > ? "
-                                   f"ORDER BY seq LIMIT ?", (self.run_id, *args, last, self.page)).fetchall()
+            rows = self.db.execute(f"SELECT {_COLS} FROM steps WHERE run_id = ? AND {where} AND {order} > ? "
+                                   f"ORDER BY {order} LIMIT ?", (self.run_id, *args, last, self.page)).fetchall()
             for r in rows:
                 yield self.store._step(r)
             if len(rows) < self.page:
@@ -100,20 +103,18 @@ class Reader:
             return self._rows("instr(path, '/') = 0 AND instr(path, '[') = 0", ())
         start = len(prefix) + 2
         return self._rows("path > ? AND path < ? AND instr(substr(path, ?), '/') = 0 "
-                          "AND instr(substr(path, ?), '[') = 0", (prefix + "/", prefix + "0", start, start))
+                          "AND instr(substr(path, ?), '[') = 0", (prefix + "/", prefix + "0", start, start),
+                          by_path=True)
 
     def _inside_loop(self, path: str) -> tuple[str, tuple]:
         return "path >= ? AND path < ?", (path + "[", path + "\\")
 
     def inside(self, path: str) -> str | None:
         """'loop' when the step has iterations, 'block' when actions ran inside it, else None
-        (one primary-key read)."""
-        row = self.db.execute("SELECT path FROM steps WHERE run_id = ? AND ((path >= ? AND path < ?) OR "
-                              "(path >= ? AND path < ?)) LIMIT 1",
-                              (self.run_id, path + "/", path + "0", path + "[", path + "\\")).fetchone()
-        if row is None:
-            return None
-        return "loop" if row[0][len(path)] == "[" else "block"
+        (primary-key range reads: an OR of the two ranges would scan the whole run)."""
+        if self.has_iterations(path):
+            return "loop"
+        return "block" if self.has_children(path) else None
 
     def has_iterations(self, path: str) -> bool:
         where, args = self._inside_loop(path)

@@ -142,3 +142,32 @@ def test_show_of_a_big_loop_reads_a_page_at_a_time(tmp_path, monkeypatch):
     finally:
         engine.close()
     assert len(chunks) > 7500 and json.loads("".join(chunks))["steps"][-1]["path"] == "last"
+
+
+def test_listing_every_iteration_costs_linear_work_not_quadratic(tmp_path):
+    """Counted in SQLite VM steps (not wall-clock): twice the iterations, about twice the work."""
+    from engine import inspection
+
+    work = {}
+    for n in (500, 1000):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        flow = folder / "loop.yaml"
+        flow.write_text(textwrap.dedent(LOOP))
+        assert cli(folder, "run", str(flow), "--param", f"n={n}").exit_code == 0
+        engine = Engine(folder / "s.db")
+        try:
+            run = engine.result(json.loads(cli(folder, "runs", "--json").stdout)[0]["run_id"])
+            count = [0]
+
+            def tick():
+                count[0] += 1
+                return 0
+            engine.store.db.set_progress_handler(tick, 100)
+            lines = sum(1 for _ in inspection.text_lines(engine.store, run, iterations=True))
+            engine.store.db.set_progress_handler(None, 100)
+        finally:
+            engine.close()
+        assert lines > 3 * n
+        work[n] = count[0]
+    assert work[1000] < 2.6 * work[500], work
