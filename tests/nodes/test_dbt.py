@@ -468,15 +468,6 @@ def test_a_line_cut_inside_a_secret_shows_no_part_of_it(offset):
     assert log.lines and all(SECRET[:3] not in line for line in log.lines), log.lines[0][-40:]
 
 
-def test_a_verdict_printed_before_the_end_by_a_model_is_not_believed():
-    from nodes.dbt.child import RESULT_MARK
-
-    done, mask, log = Finished(None), Masker(()), ListLog()
-    _line((RESULT_MARK + '{"success": true}').encode(), done, mask, log)
-    _line(b"later output", done, mask, log)
-    assert done.success is False
-
-
 # -- adversarial: malformed artifacts ------------------------------------------------------
 
 from nodes.dbt.artifacts import read_json  # noqa: E402
