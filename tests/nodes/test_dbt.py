@@ -23,6 +23,8 @@ from nodes.dbt.connection import DbtProject
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = Path(__file__).resolve().parent / "dbt_project"
 SECRET = 'p@ss"w\\o/rd+%é-dbt'  # quotes, a backslash, / + % and non-ASCII
+# payload data that dbt would run if it rendered it (a var holding Jinja), an emoji JSON can't give it
+LABEL = "{{ 7*7 }} {% if true %}yes{% endif %} {# c #} 😀 é"
 FAILING_TEST = "test.flowrun_shop.accepted_range_below_customer_totals_total__300.4aab731e8a"
 
 
@@ -60,17 +62,20 @@ def session_run(shop):
     folder, project, connections = shop
     flow = write_flow(folder, {
         "build": {"type": "dbt.Command", "connection": "dbt",
-                  "inputs": {"command": "build", "exclude": "tag:slow tag:leaky"}},
+                  "inputs": {"command": "build", "exclude": "tag:slow tag:leaky tag:echo"}},
         "lineage": {"type": "dbt.Lineage", "runAfter": {"build": ["Failed"]},
                     "inputs": {"manifest": "{{ actions('build').error.details.artifacts.manifest }}",
                                "select": "+customer_totals+"}},
         "stg": {"type": "dbt.Command", "connection": "dbt", "runAfter": {"build": ["Failed"]},
                 "inputs": {"command": "run", "select": ["stg_orders"], "vars": {"min_amount": 100},
                            "threads": 1}},
-        "leaky": {"type": "dbt.Command", "connection": "dbt", "runAfter": {"stg": ["Succeeded"]},
+        "echo": {"type": "dbt.Command", "connection": "dbt", "runAfter": {"stg": ["Succeeded"]},
+                 "inputs": {"command": "compile", "select": "echo_vars",
+                            "vars": {"label": "{{ triggerBody().label }}"}}},
+        "leaky": {"type": "dbt.Command", "connection": "dbt", "runAfter": {"echo": ["Succeeded"]},
                   "inputs": {"command": "run", "select": "tag:leaky"}},
     })
-    run = engine.run_file(flow, state=folder / "state.db", connections=connections)
+    run = engine.run_file(flow, state=folder / "state.db", connections=connections, input={"label": LABEL})
     return run, folder / "state.db"
 
 
@@ -110,6 +115,13 @@ def test_a_selected_run_with_vars_succeeds(session_run):
     assert [(r["resource_type"], r["name"]) for r in step.outputs["results"]] == [
         ("operation", "flowrun_shop-on-run-start-0"), ("model", "stg_orders")]
     assert step.outputs["failed"] == []
+
+
+def test_payload_data_in_vars_reaches_dbt_as_written_never_rendered(session_run):
+    step = session_run[0].steps["echo"]
+    assert step.status == "Succeeded", step.error
+    compiled = Path(step.outputs["artifacts"]["target_path"]) / "compiled" / "flowrun_shop" / "models" / "echo_vars.sql"
+    assert f"-- label: {LABEL}\n" in compiled.read_text(encoding="utf-8")
 
 
 def test_each_action_writes_its_own_artifacts_folder(session_run):
