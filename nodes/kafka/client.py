@@ -144,11 +144,11 @@ class KafkaClient:
         return producer.flush(timeout) if producer is not None else 0
 
     # -- consumers (the Kafka trigger) ---------------------------------------------------------
-    def consumer(self, conf: dict, **callbacks: Any) -> Any:
+    def consumer(self, conf: dict) -> Any:
         from confluent_kafka import Consumer
 
         with KAFKA.mapped_secrets(self.secrets):
-            return Consumer({**self.config, **conf}, **callbacks)
+            return Consumer({**self.config, **conf})
 
     # -- Schema Registry -----------------------------------------------------------------------
     @property

@@ -34,6 +34,7 @@ from .client import KAFKA, KafkaClient
 
 FORMATS = ["json", "string", "base64", "avro", "jsonschema"]
 POLL_SECONDS = 0.1  # one consume call: what a stop waits at most
+MAX_POLL = 1000  # messages taken by one consume call
 
 
 def _text_or_b64(raw: bytes | None) -> tuple[str | None, bool]:
@@ -142,10 +143,9 @@ class Consume(PullTrigger):
         self.client = await self.host.client()
         if self.value_format in ("avro", "jsonschema"):
             self.client.registry  # noqa: B018 - fails now, clearly, when the connection has no registry
-        self.consumer = await anyio.to_thread.run_sync(
-            lambda: self.client.consumer(self.conf, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                         on_lost=self._on_lost))
-        await anyio.to_thread.run_sync(self.consumer.subscribe, self.topics)
+        self.consumer = await anyio.to_thread.run_sync(self.client.consumer, self.conf)
+        await anyio.to_thread.run_sync(lambda: self.consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost))
 
     async def stop(self) -> None:
         if self.consumer is not None:
@@ -209,10 +209,11 @@ class Consume(PullTrigger):
 
     # -- consuming --------------------------------------------------------------------------
     async def run(self) -> None:
-        want = max(self.batch_size, 1) * 4 if self.batch_size > 1 else 500
         while True:
             if self.host.full():
                 await self._pause_until_room()
+            # no more messages at once than runs may start: the limit holds to the message
+            want = min(MAX_POLL, max(1, self.host.room()) * self.batch_size)
             batch = await anyio.to_thread.run_sync(self.consumer.consume, want, POLL_SECONDS)
             if batch:
                 await self._handle_or_rewind(batch)
@@ -252,7 +253,7 @@ class Consume(PullTrigger):
                 with anyio.move_on_after(POLL_SECONDS):
                     await self.host.wait_for_room()
                 # a paused consumer returns nothing, but a rebalance may be served here
-                leftover = await anyio.to_thread.run_sync(self.consumer.consume, 100, 0)
+                leftover = await anyio.to_thread.run_sync(self.consumer.consume, 1, 0)
                 if leftover:
                     await self._handle_or_rewind(leftover)
         finally:
