@@ -136,7 +136,9 @@ class Consume(PullTrigger):
         self.saved: dict[tuple[str, int], int] = {}  # what the state DB holds
         self.committed: dict[tuple[str, int], int] = {}  # what Kafka holds
         self.paused = False
-        self.cooperative = props.get("partition.assignment.strategy") == "cooperative-sticky"
+        # cooperative-sticky and KIP-848's consumer protocol hand partitions out incrementally
+        self.incremental = (str(props.get("group.protocol", "")).lower() == "consumer"
+                            or "cooperative" in str(props.get("partition.assignment.strategy", "")))
 
     # -- life cycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -160,13 +162,22 @@ class Consume(PullTrigger):
 
     # -- rebalance callbacks (run inside consume(), in its worker thread) ---------------------
     def _on_assign(self, consumer: Any, partitions: list) -> None:
+        """Start each partition at the later of the group's committed offset (another server may
+        have moved it on) and this state DB's checkpoint (runs committed, offset commit lost)."""
+        try:
+            committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)}
+        except Exception:  # noqa: BLE001 - the coordinator is away: the checkpoint still holds
+            committed = {}
         for tp in partitions:
             key = (tp.topic, tp.partition)
             saved = anyio.from_thread.run_sync(self.host.checkpoint, f"{tp.topic}/{tp.partition}")
-            if isinstance(saved, int) and saved >= 0:
-                tp.offset = saved
-                self.next[key] = self.saved[key] = saved
-        if self.cooperative:
+            start = max(saved if isinstance(saved, int) else -1, committed.get(key, -1))
+            if start >= 0:
+                tp.offset = start
+                self.next[key] = self.saved[key] = self.committed[key] = start
+                if isinstance(saved, int) and saved < start:
+                    self.saved[key] = saved
+        if self.incremental:
             consumer.incremental_assign(partitions)
         else:
             consumer.assign(partitions)
@@ -180,7 +191,9 @@ class Consume(PullTrigger):
         try:
             self._commit(consumer, keys, asynchronous=False)  # the next member starts where we stopped
         except Exception:  # noqa: BLE001 - the state DB checkpoint still covers it
-            self.host.log.warning("offset commit on revocation failed", extra={"event": "kafka_commit_failed"})
+            self.host.log.warning("offset commit on revocation failed", exc_info=True,
+                                  extra={"event": "kafka_commit_failed"})
+        self.host.log.info("partitions revoked", extra={"event": "kafka_revoked", "count": len(partitions)})
         for key in keys:
             self.next.pop(key, None)
             self.saved.pop(key, None)
@@ -194,8 +207,10 @@ class Consume(PullTrigger):
     def _commit(self, consumer: Any, keys: list, *, asynchronous: bool) -> None:
         from confluent_kafka import KafkaException, TopicPartition
 
+        # an asynchronous commit may still be in flight, or refused by a rebalance under way:
+        # a synchronous one (revocation, stop) commits every position, whatever was sent before
         offsets = [TopicPartition(t, p, self.next[(t, p)]) for t, p in keys
-                   if (t, p) in self.next and self.committed.get((t, p)) != self.next[(t, p)]]
+                   if (t, p) in self.next and (not asynchronous or self.committed.get((t, p)) != self.next[(t, p)])]
         if not offsets:
             return
         try:
@@ -214,7 +229,15 @@ class Consume(PullTrigger):
                 await self._pause_until_room()
             # no more messages at once than runs may start: the limit holds to the message
             want = min(MAX_POLL, max(1, self.host.room()) * self.batch_size)
-            batch = await anyio.to_thread.run_sync(self.consumer.consume, want, POLL_SECONDS)
+            try:
+                batch = await anyio.to_thread.run_sync(self.consumer.consume, want, POLL_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - a broker or group error: librdkafka recovers
+                mapped = KAFKA.map_error(exc, self.client.secrets)
+                if mapped is None or not mapped.retryable:
+                    raise
+                self.host.log.warning(f"consumer error: {mapped.message}", extra={"event": "kafka_error"})
+                await anyio.sleep(1)
+                continue
             if batch:
                 await self._handle_or_rewind(batch)
 
