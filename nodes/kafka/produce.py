@@ -153,7 +153,11 @@ def _messages(client: KafkaClient, inputs: dict) -> list[tuple]:
         what = "value" if single else f"messages[{i}].value"
         topic = m.get("topic") or inputs["topic"]
         if ser is not None and m.get("value") is not None:
-            value = ser(m["value"], SerializationContext(topic, MessageField.VALUE))
+            try:
+                value = ser(m["value"], SerializationContext(topic, MessageField.VALUE))
+            except (TypeError, ValueError, AttributeError) as exc:  # fastavro's own, unwrapped by the serializer
+                raise ActionError(f"{what} does not fit the {schema['type']} schema: {exc}",
+                                  code="SerializationError") from None
         else:
             value = _encode(m.get("value"), vfmt, what)
         key = _encode(m.get("key"), kfmt, what[:-5] + "key") if m.get("key") is not None else None
