@@ -12,7 +12,8 @@ import engine
 SECRET = 'p"a\\ss/w+o%rd-é'
 
 
-def run(tmp_path, cluster, inputs: dict, *, settings: dict | None = None, secrets: dict | None = None, **action):
+def run(tmp_path, cluster, inputs: dict, *, settings: dict | None = None, secrets: dict | None = None, input=None,
+        **action):
     conn = cluster.connection(**(settings or {}))
     if secrets:
         conn["secrets"] = secrets
@@ -20,7 +21,7 @@ def run(tmp_path, cluster, inputs: dict, *, settings: dict | None = None, secret
     flow = tmp_path / "flow.yaml"
     flow.write_text(yaml.safe_dump({"triggers": {"manual": {"type": "Manual"}}, "actions": {
         "send": {"type": "kafka.Produce", "connection": "kafka", "inputs": inputs, **action}}}, sort_keys=False))
-    return engine.run_file(flow, state=tmp_path / "state.db", connections=tmp_path / "connections.yaml")
+    return engine.run_file(flow, input=input, state=tmp_path / "state.db", connections=tmp_path / "connections.yaml")
 
 
 def test_one_json_message_is_delivered_with_its_key_headers_and_partition_and_the_report_says_where(tmp_path,
@@ -31,7 +32,7 @@ def test_one_json_message_is_delivered_with_its_key_headers_and_partition_and_th
     assert result.status == "Succeeded", result.error
     out = result.steps["send"].outputs
     assert out["count"] == 1 and out["partition"] == 2 and out["offset"] == 0
-    assert out["messages"][0]["topic"] == topic
+    assert out["messages"] == [{"partition": 2, "offset": 0}]  # the topic is the action's
     [msg] = kafka_cluster.read(topic, 1)
     assert (msg.partition(), msg.offset(), msg.key()) == (2, 0, b"order-7")
     assert json.loads(msg.value()) == {"id": 7, "total": 12.5}
@@ -46,7 +47,7 @@ def test_a_list_of_messages_is_one_batch_with_a_report_for_each_in_order(tmp_pat
     out = result.steps["send"].outputs
     assert out["count"] == 51 and "partition" not in out
     reports = out["messages"]
-    assert [r["topic"] for r in reports] == [topic] * 50 + [other]
+    assert [r.get("topic", topic) for r in reports] == [topic] * 50 + [other]
     got = {(m.partition(), m.offset()): json.loads(m.value())["n"] for m in kafka_cluster.read(topic, 50)}
     assert {(r["partition"], r["offset"]): i for i, r in enumerate(reports[:50])} == got
     for key in range(0, 50, 10):  # the same key always lands on the same partition
@@ -78,10 +79,18 @@ def test_a_null_value_is_a_tombstone(tmp_path, kafka_cluster):
     ({"messages": [{"value": "ok"}, {"value": 5}], "valueFormat": "string"},
      "messages[1].value: string format needs text, got int"),
     ({"messages": [{"value": 1, "key": "!!"}], "keyFormat": "base64"}, "messages[0].key is not valid base64"),
+    ({"messages": [{"value": 1}, {"valu": 2}]}, "messages[1]: unknown field 'valu'"),
+    ({"messages": [{"key": "k"}]}, "messages[0]: 'value' is required (null for a tombstone)"),
+    ({"messages": [{"value": 1, "partition": -1}]}, "messages[0].partition must be an integer >= 0"),
+    ({"messages": [{"value": 1, "partition": True}]}, "messages[0].partition must be an integer >= 0"),
+    ({"messages": [{"value": 1, "headers": {"a": 1}}]}, "messages[0].headers must map names to text"),
 ])
 def test_bad_values_fail_clearly_before_anything_is_sent(tmp_path, kafka_cluster, inputs, message):
     topic = kafka_cluster.topic("bad")
-    result = run(tmp_path, kafka_cluster, {"topic": topic, **inputs})
+    # given through the trigger, so the check happens at run time (a literal list is checked by validate)
+    result = run(tmp_path, kafka_cluster, {"topic": topic, **inputs,
+                                           **({"messages": "{{ triggerBody() }}"} if "messages" in inputs else {})},
+                 input=inputs.get("messages"))
     assert result.status == "Failed"
     assert result.steps["send"].error["code"] == "InvalidInput"
     assert message in result.steps["send"].error["message"]
