@@ -35,6 +35,7 @@ from .client import KAFKA, KafkaClient
 FORMATS = ["json", "string", "base64", "avro", "jsonschema"]
 POLL_SECONDS = 0.1  # one consume call: what a stop waits at most
 MAX_POLL = 1000  # messages taken by one consume call
+LOW_WATER = 0.25  # once paused, resume when a quarter of --max-in-flight is free (not one message at a time)
 
 
 def _text_or_b64(raw: bytes | None) -> tuple[str | None, bool]:
@@ -136,6 +137,8 @@ class Consume(PullTrigger):
         self.saved: dict[tuple[str, int], int] = {}  # what the state DB holds
         self.committed: dict[tuple[str, int], int] = {}  # what Kafka holds
         self.paused = False
+        self.capacity = 1  # the most runs seen free at once (--max-in-flight)
+        self._pause_logged = -1e9
         # cooperative-sticky and KIP-848's consumer protocol hand partitions out incrementally
         self.incremental = (str(props.get("group.protocol", "")).lower() == "consumer"
                             or "cooperative" in str(props.get("partition.assignment.strategy", "")))
@@ -225,7 +228,8 @@ class Consume(PullTrigger):
     # -- consuming --------------------------------------------------------------------------
     async def run(self) -> None:
         while True:
-            if self.host.full():
+            self.capacity = max(self.capacity, self.host.room())
+            if self.host.full() or self.host.room() < self.capacity * LOW_WATER:
                 await self._pause_until_room()
             # no more messages at once than runs may start: the limit holds to the message
             want = min(MAX_POLL, max(1, self.host.room()) * self.batch_size)
@@ -270,20 +274,30 @@ class Consume(PullTrigger):
         self.paused = True
         await anyio.to_thread.run_sync(self.consumer.pause, assignment)
         self.host.count("paused")
-        self.host.log.info("paused: runs in flight at the limit", extra={"event": "kafka_paused"})
+        quiet = anyio.current_time() - self._pause_logged < 10  # a busy stream pauses often: say so now and then
+        if not quiet:
+            self._pause_logged = anyio.current_time()
+            self.host.log.info("paused: runs in flight at the limit", extra={"event": "kafka_paused"})
         try:
-            while self.host.full():
-                with anyio.move_on_after(POLL_SECONDS):
-                    await self.host.wait_for_room()
-                # a paused consumer returns nothing, but a rebalance may be served here
-                leftover = await anyio.to_thread.run_sync(self.consumer.consume, 1, 0)
-                if leftover:
-                    await self._handle_or_rewind(leftover)
+            polled = 0.0
+            while self.host.full() or self.host.room() < self.capacity * LOW_WATER:
+                if self.host.full():
+                    with anyio.move_on_after(POLL_SECONDS):
+                        await self.host.wait_for_room()
+                else:  # below the low-water mark: runs are ending, room comes soon
+                    await anyio.sleep(0.005)
+                if anyio.current_time() - polled >= POLL_SECONDS:
+                    polled = anyio.current_time()
+                    # a paused consumer returns nothing, but a rebalance may be served here
+                    leftover = await anyio.to_thread.run_sync(self.consumer.consume, 1, 0)
+                    if leftover:
+                        await self._handle_or_rewind(leftover)
         finally:
             self.paused = False
             assignment = await anyio.to_thread.run_sync(self.consumer.assignment)
             await anyio.to_thread.run_sync(self.consumer.resume, assignment)
-        self.host.log.info("resumed", extra={"event": "kafka_resumed"})
+        if not quiet:
+            self.host.log.info("resumed", extra={"event": "kafka_resumed"})
 
     async def _handle(self, batch: list) -> None:
         good: dict[tuple[str, int], list[tuple[Any, Any]]] = {}
@@ -316,7 +330,7 @@ class Consume(PullTrigger):
         for (topic, partition), offset in behind.items():  # a partition whose tail went to the DLQ
             await self.host.save_checkpoint(f"{topic}/{partition}", offset)
             self.saved[(topic, partition)] = offset
-        await anyio.to_thread.run_sync(lambda: self._commit(self.consumer, list(self.next), asynchronous=True))
+        self._commit(self.consumer, list(self.next), asynchronous=True)  # queued, never blocks
 
     async def _accept(self, key: tuple[str, int], items: list) -> None:
         topic, partition = key
