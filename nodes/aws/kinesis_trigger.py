@@ -83,6 +83,7 @@ class KinesisStream(PullTrigger):
         self.done: set[str] = set()
         self.reading: set[str] = set()
         self._changed = anyio.Event()
+        self.ending: dict[str, str] = {}  # a closed shard's last sequence number (from ListShards)
 
     async def start(self) -> None:
         self.clients = await self.host.client()
@@ -127,6 +128,10 @@ class KinesisStream(PullTrigger):
                     shards = []
                 listed = {s["ShardId"] for s in shards}
                 for shard in shards:
+                    end = (shard.get("SequenceNumberRange") or {}).get("EndingSequenceNumber")
+                    if end is not None:
+                        self.ending[shard["ShardId"]] = end
+                for shard in shards:
                     sid = shard["ShardId"]
                     if sid in self.reading or self._drained(sid):
                         continue
@@ -155,7 +160,10 @@ class KinesisStream(PullTrigger):
             params["ShardIteratorType"] = self.opts["startingPosition"]
             if params["ShardIteratorType"] == "AT_TIMESTAMP":
                 params["Timestamp"] = self.timestamp
-        return (await self._call("get_shard_iterator", **params))["ShardIterator"]
+        iterator = (await self._call("get_shard_iterator", **params))["ShardIterator"]
+        self.host.log.info(f"reading shard {shard_id} from {params['ShardIteratorType']}",
+                           extra={"event": "trigger_shard_reading", "shard": shard_id})
+        return iterator
 
     async def _read(self, shard_id: str, child: bool) -> None:
         failures = 0
@@ -179,7 +187,7 @@ class KinesisStream(PullTrigger):
             if records:
                 last = await self._take(shard_id, records, last)
             iterator = got.get("NextShardIterator")
-            if iterator is None:  # the shard is closed and read to its end
+            if iterator is None or (not records and self._at_end(shard_id, last, got)):
                 await self.host.save_checkpoint(shard_id, {"seq": last, "done": True})
                 self.done.add(shard_id)
                 self.reading.discard(shard_id)
@@ -189,6 +197,17 @@ class KinesisStream(PullTrigger):
                 return
             if not records or not got.get("MillisBehindLatest"):
                 await anyio.sleep(self.opts["pollInterval"])
+
+    def _at_end(self, shard_id: str, last: str | None, got: dict) -> bool:
+        """A closed shard read to its end. AWS says so with no NextShardIterator; a shard that
+        ListShards shows closed (EndingSequenceNumber), whose read gave nothing at its tip or
+        past its last sequence number, is at its end too (some emulators never drop the iterator)."""
+        end = self.ending.get(shard_id)
+        if end is None:
+            return False
+        if last is not None and int(last) >= int(end):
+            return True
+        return not got.get("MillisBehindLatest")
 
     async def _take(self, shard_id: str, records: list[dict], last: str | None) -> str | None:
         good: list[tuple[dict, Any]] = []
