@@ -55,6 +55,7 @@ def crash_and_restart(tmp_path, flow: str, text: str, started_enough, all_done) 
     finally:
         if server.proc.poll() is None:
             server.proc.kill()
+    assert not all_done(runs(state, flow))  # killed mid-consumption
     assert SECRET not in "\n".join(server.lines)
     again = serve(folder, state)
     try:
