@@ -98,15 +98,21 @@ def test_latest_starts_after_what_the_stream_held_and_at_timestamp_from_that_tim
     put(moto, stream, {"n": "old"})
     it = moto.kinesis.get_shard_iterator(StreamName=stream, ShardId="shardId-000000000000",
                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-    put(moto, stream, {"n": "new"})
-    records = moto.kinesis.get_records(ShardIterator=it)["Records"]
-    since = records[1]["ApproximateArrivalTimestamp"]
-    if since <= records[0]["ApproximateArrivalTimestamp"]:  # the same instant: no timestamp separates them
-        return
+    old = moto.kinesis.get_records(ShardIterator=it)["Records"][0]["ApproximateArrivalTimestamp"]
+    since = None
+    for _ in range(10_000):  # until a record arrives after the old one's instant (no wall-clock sleep)
+        put(moto, stream, {"n": "new"})
+        it = moto.kinesis.get_shard_iterator(StreamName=stream, ShardId="shardId-000000000000",
+                                             ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        newest = moto.kinesis.get_records(ShardIterator=it)["Records"][-1]["ApproximateArrivalTimestamp"]
+        if newest > old:
+            since = newest
+            break
+    assert since is not None
     with serve(tmp_path / "ts", monkeypatch, moto, stream, {"startingPosition": "AT_TIMESTAMP",
                                                             "timestamp": since.isoformat()}) as app:
         wait_for(lambda: done(app, 1), "the later record's run")
-        assert bodies(app) == [{"n": "new"}]
+        assert bodies(app)[-1] == {"n": "new"} and {"n": "old"} not in bodies(app)
 
 
 def test_a_restart_continues_from_the_checkpoint_with_no_record_lost_or_run_twice(tmp_path, monkeypatch, moto):
