@@ -29,8 +29,9 @@ def test_built_in_triggers_are_plugins_of_nodes_core():
     core = [t for t in reg.triggers.values() if t.__module__.startswith("nodes.core")]
     assert {t.type: t.mode for t in core} == {"Request": "push", "Recurrence": "pull", "Manual": "manual"}
     assert all(t.__module__ == "nodes.core.triggers" for t in core)
-    # the others come from vendor node modules (kafka.Consume ...), registered the same way
+    # the other built-in triggers are vendors' (nodes/<vendor>), named <vendor>.<Type>
     assert all(t.__module__.startswith("nodes.") for t in reg.triggers.values())
+    assert all("." in t.type for t in reg.triggers.values() if t not in core)
     assert issubclass(reg.trigger("request"), PushTrigger) and issubclass(reg.trigger("RECURRENCE"), PullTrigger)
 
 
@@ -49,8 +50,8 @@ def test_the_flow_schema_has_one_branch_per_declared_trigger_type():
     union = schema["$defs"]["trigger"]
     enum = union["properties"]["type"]["enum"]
     assert enum == sorted(k.split(":", 1)[1] for k in schema["$defs"] if k.startswith("trigger:"))
-    assert {"Manual", "Recurrence", "Request", "testplugin.FileFeed", "testplugin.Mailbox"} <= set(
-        union["properties"]["type"]["enum"])
+    assert {"Manual", "Recurrence", "Request", "testplugin.FileFeed", "testplugin.Mailbox"} <= set(enum)
+    assert sorted(enum) == sorted({t.type for t in plugin_registry().triggers.values()})
     feed = schema["$defs"]["trigger:testplugin.FileFeed"]
     assert feed["required"] == ["path"] and "auth" not in feed["properties"]  # a pull trigger takes no auth
     mailbox = schema["$defs"]["trigger:testplugin.Mailbox"]  # declares a connection kind: names a connection
