@@ -16,9 +16,11 @@ then prints the run and what each fake received.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,11 +68,12 @@ def start_fakes() -> Fakes:
     try:
         snow = FakeSnowflake().start()
         stopping.append(snow.stop)
-        # the warehouse as it already is before the first night: a database, a schema, a table
+        # the warehouse as it is before the night: a database, a schema, an empty table (fakesnow
+        # keeps its databases for the life of the process, so a second demo run replaces it)
         setup = snowflake.connector.connect(user="setup", password="x", account="fakesnow", host="127.0.0.1",
                                             port=snow.port, protocol="http")
         for sql in ("CREATE DATABASE IF NOT EXISTS ANALYTICS", "CREATE SCHEMA IF NOT EXISTS ANALYTICS.RAW",
-                    "CREATE TABLE IF NOT EXISTS ANALYTICS.RAW.ORDERS (id INT, customer VARCHAR, amount NUMBER(10,2))"):
+                    "CREATE OR REPLACE TABLE ANALYTICS.RAW.ORDERS (id INT, customer VARCHAR, amount NUMBER(10,2))"):
             setup.cursor().execute(sql)
         setup.close()
         snow.requests.clear()  # keep only what the flow sends
@@ -107,17 +110,17 @@ def write_connections(work: Path, fakes: Fakes) -> Path:
     return path
 
 
-def run_pipeline(work: Path, *, fail: bool = False) -> tuple[Any, Fakes]:
-    """Fire the flow once against fresh fakes: (Run, the stopped fakes with what they recorded)."""
+def run_pipeline(work: Path, *, fail: bool = False, scheduled: str | None = None) -> tuple[Any, Fakes]:
+    """Fire the flow once against fresh fakes, as its schedule would at ``scheduled`` (ISO 8601;
+    default now): (Run, the stopped fakes with what they recorded)."""
     import engine
 
     for key, value in DEMO_SECRETS.items():
         os.environ.setdefault(key, value)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    fired = {"scheduledTime": scheduled or now, "firedTime": now}
     fakes = start_fakes()
     try:
-        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        fired = {"scheduledTime": now.isoformat().replace("+00:00", "Z"),
-                 "firedTime": now.isoformat().replace("+00:00", "Z")}
         result = engine.run_file(HERE / "flow.yaml", input=fired, params={"orders": BAD_ORDERS} if fail else {},
                                  state=work / "state.db", connections=write_connections(work, fakes))
     finally:
@@ -138,12 +141,24 @@ def report(result: Any, fakes: Fakes) -> None:
         print(f"  montecarlo   {call.operation} {call.field} {call.arguments}")
     for req in fakes.sandbox.requests:
         body = req.json()
-        what = body.get("subject") or body if req.path.startswith("/v3/") else body
-        print(f"  {'sendgrid' if req.path.startswith('/v3/') else 'alert hook':<12} {req.method} {req.path} {what}")
+        if req.path.startswith("/v3/"):
+            print(f"  sendgrid     {req.method} {req.path} {body['subject']!r}")
+            for line in body["content"][0]["value"].splitlines():
+                print(f"                 | {line}")
+        else:
+            print(f"  alert hook   {req.method} {req.path} {body}")
+
+
+def quiet_the_sdks() -> None:
+    """The SDKs' chatter about the fakes (no host metadata, newer enum values, Arrow copies)."""
+    for name in ("databricks.sdk", "pycarlo"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
 
 
 def main(argv: list[str]) -> int:
     fail = "--fail" in argv
+    quiet_the_sdks()
     work = Path(tempfile.mkdtemp(prefix="data-pipeline-"))
     result, fakes = run_pipeline(work, fail=fail)
     report(result, fakes)
