@@ -23,12 +23,15 @@ SCHEDULED = "2024-06-03T04:00:00Z"  # 06:00 in Europe/Paris, when the schedule f
 
 
 def demo():
-    sys.path.insert(0, str(ROOT / "examples/data_pipeline"))
-    try:
-        import demo as module
-    finally:
-        sys.path.pop(0)
-    return module
+    """examples/data_pipeline/demo.py, under a name of its own (examples/order_confirmation has a demo.py too)."""
+    import importlib.util
+
+    if "data_pipeline_demo" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("data_pipeline_demo", ROOT / "examples/data_pipeline/demo.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["data_pipeline_demo"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["data_pipeline_demo"]
 
 
 def run_demo(tmp_path_factory, name: str, **kw):
