@@ -38,13 +38,7 @@ def plan_block(block: Block, all_actions: dict[str, Action]) -> list[tuple[str, 
                                         f"may only name siblings{suggest(pred, set(block.actions) - {name})}"))
             else:
                 problems.append((where, f"unknown action '{pred}'{suggest(pred, set(block.actions) - {name})}"))
-    try:
-        cycle = nx.find_cycle(g)
-        names = [edge[0] for edge in cycle] + [cycle[0][0]]
-        first = block.actions[cycle[0][1]]
-        problems.append((f"{first.where}.runAfter", "cycle in runAfter: " + " -> ".join(names)))
-    except nx.NetworkXNoCycle:
-        pass
+    problems += _cycles(block, g)
     block.graph = g
     block.starts = [n for n in block.actions if g.in_degree(n) == 0]
     block.dependents = {n: list(g.successors(n)) for n in block.actions}
@@ -54,13 +48,30 @@ def plan_block(block: Block, all_actions: dict[str, Action]) -> list[tuple[str, 
     return problems
 
 
+def _cycles(block: Block, g: nx.DiGraph) -> list[tuple[str, str]]:
+    """One problem per tangle of actions that wait on each other (a strongly connected
+    component with more than one action), naming one cycle through it and the rest of it."""
+    out: list[tuple[str, str]] = []
+    order = {name: i for i, name in enumerate(block.actions)}
+    tangles = [sorted(c, key=order.__getitem__) for c in nx.strongly_connected_components(g) if len(c) > 1]
+    for tangle in sorted(tangles, key=lambda c: order[c[0]]):
+        cycle = nx.find_cycle(g.subgraph(tangle), source=tangle[0])
+        names = [edge[0] for edge in cycle] + [cycle[0][0]]
+        message = "cycle in runAfter: " + " -> ".join(names)
+        rest = [n for n in tangle if n not in names]
+        if rest:
+            message += f" (also caught in it: {', '.join(rest)})"
+        out.append((f"{block.actions[cycle[0][1]].where}.runAfter", message))
+    return out
+
+
 def _chain(block: Block) -> list[str] | None:
     """The block's actions in order if it is a straight line (each waits for at most the one
     before it), which the executor runs without a task group; else None."""
     if len(block.starts) != 1 or any(len(d) > 1 for d in block.dependents.values()):
         return None
     order = [block.starts[0]]
-    while block.dependents[order[-1]]:
+    while block.dependents[order[-1]] and len(order) <= len(block.actions):  # bounded: a cycle
         order.append(block.dependents[order[-1]][0])
     return order if len(order) == len(block.actions) else None
 
