@@ -1,17 +1,20 @@
 """File → validated Flow. Either every problem is reported at once, or a whole Flow is returned.
 
-Steps: parse YAML (positions kept, duplicate keys refused) → canonicalise type and status
-names (case-insensitive, as Logic Apps) → JSON Schema → build the model → semantic checks
-(runAfter, cycles, connections, expressions, node-specific checks).
+Steps: parse YAML (libyaml, positions kept, duplicate keys refused) → JSON Schema of the flow
+around its actions → each action, nested ones included: canonical type and status names
+(case-insensitive, as Logic Apps), then its own node's schema (dispatch on ``type``: never a
+union over every node type) → build the model → semantic checks (runAfter, cycles,
+connections, expressions, node-specific checks).
+
+Schemas are compiled once per registry and node type; a valid action is checked by the
+compiled validator of ``jsonschema_rs`` when it is installed, and only an action that fails
+goes through ``jsonschema`` to explain every problem in flowrun's words.
 """
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
 
 from . import yamlpos
 from .errors import FlowError, Problem
@@ -20,16 +23,73 @@ from .plugin import Node
 from .model import STATUSES, Action, Block, Flow, Parameter, RetryPolicy, Trigger, parse_duration
 from .planner import finished_before, plan_block, suggest
 from .registry import Registry, default_registry
-from .schema import flow_schema
+from .schema import validation_schemas
 
-_validators: dict[int, tuple[Draft202012Validator, Evaluator]] = {}
+_validators: dict[int, tuple["Validators", Evaluator]] = {}
 
 
-def tools(registry: Registry) -> tuple[Draft202012Validator, Evaluator]:
-    """The schema validator and expression evaluator for a registry (built once)."""
+class Compiled:
+    """One schema: a fast yes/no check, and every error in detail only when it says no."""
+
+    def __init__(self, schema: dict):
+        self.schema = schema
+        self._fast: Any = None
+        self._full: Any = None
+        try:
+            import jsonschema_rs
+        except ImportError:  # optional speed-up: jsonschema alone gives the same answers
+            return
+        try:
+            self._fast = jsonschema_rs.validator_for(schema).is_valid
+        except Exception:  # noqa: BLE001  a schema it cannot compile: jsonschema decides
+            self._fast = None
+
+    def errors(self, instance: Any) -> list:
+        if self._fast is not None:
+            try:
+                if self._fast(instance):
+                    return []
+            except Exception:  # noqa: BLE001  a value it cannot take (a huge int): jsonschema decides
+                pass
+        if self._full is None:
+            from jsonschema import Draft202012Validator
+
+            self._full = Draft202012Validator(self.schema)
+        try:
+            return list(self._full.iter_errors(instance))
+        except RecursionError:
+            return [_Message("nested too deeply to check")]
+
+
+class _Message:
+    """A schema error that is only a message (shaped like jsonschema's ValidationError)."""
+
+    validator, context, absolute_path, schema = "", (), (), {}
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+class Validators:
+    """The compiled schemas of a registry: the flow around its actions, one per node type
+    (compiled on first use: a run of a small flow compiles only the types it uses)."""
+
+    def __init__(self, registry: Registry):
+        shell, self._schemas = validation_schemas(registry)
+        self.shell = Compiled(shell)
+        self._nodes: dict[str, Compiled] = {}
+
+    def node(self, type_name: str) -> Compiled:
+        if type_name not in self._nodes:
+            self._nodes[type_name] = Compiled(self._schemas[type_name])
+        return self._nodes[type_name]
+
+
+def tools(registry: Registry) -> tuple[Validators, Evaluator]:
+    """The schema validators and expression evaluator for a registry (built once)."""
     key = id(registry)
     if key not in _validators:
-        _validators[key] = (Draft202012Validator(flow_schema(registry)), Evaluator(registry.filters))
+        _validators[key] = (Validators(registry), Evaluator(registry.filters))
     return _validators[key]
 
 
@@ -59,11 +119,12 @@ def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = No
     if data is None or not isinstance(data, dict):
         raise FlowError(problems)
 
-    _canonicalise(data.get("actions"), registry)
-    validator, evaluator = tools(registry)
-    for err in validator.iter_errors(data):
+    validators, evaluator = tools(registry)
+    _canonical_triggers(data.get("triggers"), registry)
+    for err in validators.shell.errors(data):
         for path, message in _explain(err):
             problem(path, message)
+    _validate_actions(data.get("actions"), "actions", registry, validators, problem)
     # the model is built even from a flow with schema problems (bad parts are left out),
     # so the semantic problems are reported in the same pass
     flow = _build(data, file, text, registry, problem)
@@ -73,33 +134,66 @@ def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = No
     return flow
 
 
-# -- canonical names -------------------------------------------------------------------------
-def _canonicalise(actions: Any, registry: Registry) -> None:
-    if not isinstance(actions, dict):
+# -- canonical names, and each action against its own node's schema --------------------------
+def _canonical_triggers(triggers: Any, registry: Registry) -> None:
+    if not isinstance(triggers, dict):
         return
-    for action in actions.values():
+    for trigger in triggers.values():
+        if isinstance(trigger, dict) and isinstance(trigger.get("type"), str):
+            cls = registry.trigger(trigger["type"])
+            if cls is not None:
+                trigger["type"] = cls.type
+
+
+def _canonical_statuses(action: dict) -> None:
+    run_after = action.get("runAfter")
+    if isinstance(run_after, dict):
+        for pred, statuses in run_after.items():
+            if isinstance(statuses, list):
+                run_after[pred] = [_STATUS_BY_LOWER.get(st.lower(), st) if isinstance(st, str) else st
+                                   for st in statuses]
+
+
+_STATUS_BY_LOWER = {str(s).lower(): s for s in STATUSES}
+
+
+def _validate_actions(actions: Any, where: str, registry: Registry, validators: Validators, problem: Any) -> None:
+    """Canonicalise and validate every action of a block, then the blocks nested in them."""
+    if not isinstance(actions, dict):
+        return  # the enclosing schema says why
+    for name, action in actions.items():
+        a_where = f"{where}.{name}"
         if not isinstance(action, dict):
+            continue  # the enclosing schema says why
+        if "type" not in action:
+            problem(a_where, "'type' is required")
             continue
-        node = registry.node(action.get("type", ""))
-        if node is not None:
-            action["type"] = node.type
-        run_after = action.get("runAfter")
-        if isinstance(run_after, dict):
-            for pred, statuses in run_after.items():
-                if isinstance(statuses, list):
-                    run_after[pred] = [next((s for s in STATUSES if isinstance(st, str) and s.lower() == st.lower()), st)
-                                       for st in statuses]
-        if node is not None:
-            try:
-                nested = node.blocks(action)
-            except (AttributeError, TypeError):
-                continue  # malformed; the schema says why
-            for block in nested.values():
-                _canonicalise(block, registry)
+        type_name = action["type"]
+        node = registry.node(type_name) if isinstance(type_name, str) else None
+        if node is None:
+            known = registry.type_names()
+            problem(f"{a_where}.type", f"unknown action type {_quoted(type_name)}"
+                                       f"{suggest(str(type_name), known)}")
+            continue
+        action["type"] = node.type
+        _canonical_statuses(action)
+        for err in validators.node(node.type).errors(action):
+            for path, message in _explain(err):
+                problem(f"{a_where}.{path}" if path else a_where, message)
+        try:
+            nested = node.blocks(action)
+        except (AttributeError, TypeError, KeyError):
+            continue  # malformed; the schema says why
+        for key, block in nested.items():
+            _validate_actions(block, f"{a_where}.{_block_where(key)}", registry, validators, problem)
+
+
+def _quoted(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else f"{value!r} (a {type(value).__name__}, not a name)"
 
 
 # -- schema errors → one line each ----------------------------------------------------------
-def _explain(err: ValidationError) -> list[tuple[str, str]]:
+def _explain(err: Any) -> list[tuple[str, str]]:
     path = ".".join(str(p) for p in err.absolute_path)
     if err.validator == "anyOf" and err.context:
         # a templatable value: explain the non-template branch

@@ -47,7 +47,7 @@ def test_every_constrained_value_may_also_be_a_template(schema, expected):
 def test_an_action_schema_pins_its_type_and_requires_what_the_node_requires():
     compose = default_registry().node("Compose")
     out = action_schema(compose)
-    assert out["properties"]["type"]["const"] == "Compose"
+    assert out["properties"]["type"]["pattern"] == "^[Cc][Oo][Mm][Pp][Oo][Ss][Ee]$"
     assert out["additionalProperties"] is False
     foreach = action_schema(default_registry().node("Foreach"))
     assert set(foreach["required"]) >= {"foreach", "actions"}
@@ -98,3 +98,42 @@ def test_secrets_are_environment_variable_names_in_the_connections_schema():
     stripe = connections_schema(default_registry())["$defs"]["kind:stripe"]
     assert "api_key" not in stripe["properties"]["settings"]["properties"]
     assert stripe["properties"]["secrets"]["properties"]["api_key"]["pattern"] == "^[A-Za-z0-9_]+$"
+
+
+# -- one rule for letter case: type names and statuses in any case, in the engine and the schema --
+CASES = [
+    ("actions: {a: {type: compose, inputs: 1}}", True),
+    ("actions: {a: {type: COMPOSE, inputs: 1}}", True),
+    ("actions: {a: {type: Compose, inputs: 1}, b: {type: compose, inputs: 2, runAfter: {a: [succeeded, FAILED]}}}",
+     True),
+    ("actions: {a: {type: scope, actions: {b: {type: cOmPoSe, inputs: 1}}}}", True),
+    ("triggers: {t: {type: request, auth: {type: none}}}\nactions: {a: {type: compose, inputs: 1}}", True),
+    ("actions: {a: {type: terminate, inputs: {runStatus: failed}}}", True),
+    ("actions: {a: {type: Composer, inputs: 1}}", False),
+    ("actions: {a: {type: Compose, inputs: 1}, b: {type: Compose, inputs: 2, runAfter: {a: [Done]}}}", False),
+    ("actions: {a: {type: terminate, inputs: {runStatus: Skipped}}}", False),
+]
+
+
+@pytest.mark.parametrize("text, valid", CASES)
+def test_the_published_schema_and_the_loader_agree_on_letter_case(text, valid):
+    from engine.loader import load_text
+
+    schema_ok = not list(FLOW_SCHEMA.iter_errors(yaml.safe_load(text)))
+    try:
+        load_text(text, "f.yaml")
+        loader_ok = True
+    except FlowError:
+        loader_ok = False
+    assert (schema_ok, loader_ok) == (valid, valid)
+
+
+@pytest.mark.parametrize("word", ["Compose", "Http", "Succeeded", "Service.Bus-Send_2"])
+def test_a_caseless_pattern_matches_the_word_in_any_case_and_nothing_else(word):
+    import re
+
+    from engine.schema import caseless
+
+    pattern = re.compile(f"^{caseless(word)}$")
+    assert all(pattern.match(w) for w in (word, word.lower(), word.upper(), word.swapcase()))
+    assert not pattern.match(word + "x") and not pattern.match(word[1:])

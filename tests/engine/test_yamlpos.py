@@ -58,7 +58,7 @@ def test_keys_stay_the_text_that_was_written(key):
     ("a: !custom [1]\n", "f.yaml:1:4 a: the tag !custom is not supported"),
     ("? [1, 2]\n: x\n", "f.yaml:1:3 a key must be a plain value"),
     ("a: {<<: 5}\n", "invalid merge"),
-    ("a: " + "[" * 70 + "]" * 70 + "\n", "nested deeper than 64 levels"),
+    ("a: " + "[" * 70 + "]" * 70 + "\n", "f.yaml:1:67 values are nested deeper than 64 levels"),
     ("a: " + "[" * 5000 + "]" * 5000 + "\n", "invalid YAML"),
 ])
 def test_bad_yaml_is_a_problem_with_a_position(text, expected):

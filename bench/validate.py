@@ -1,0 +1,111 @@
+"""Validation benchmark: how long loading and checking a flow takes, beside baselines measured
+in the same run.
+
+    python bench/validate.py            # prints a table; numbers go into the README
+
+Rows:
+- parse: the 1,000-action flow through ``engine.yamlpos`` (libyaml, positions kept), beside
+  PyYAML's pure-Python ``SafeLoader`` on the same text (the parser flowrun used before);
+- validate: ``engine.loader.load_text`` of a 1,000-action chain (schema, model, plan,
+  expression checks), beside the one-branch-per-node-type schema (``allOf``/``if`` over every
+  node type) that the loader used to validate every action against, on its own;
+- cached: ``Engine.load`` of the same file a second time (its content hash is in the state DB);
+- process: ``flowrun run flows/hello.yaml`` as a whole process, beside ``python -c pass``
+  and ``python -c "import yaml"``.
+Targets (issue 8): validating 1,000 actions ≤ 100 ms; the whole ``flowrun run`` ≤ 250 ms.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def chain_text(n: int = 1000) -> str:
+    lines = ["actions:"]
+    for i in range(n):
+        lines.append(f"  a{i}:")
+        lines.append("    type: Compose")
+        lines.append(f"    inputs: \"{{{{ {i} }}}}\"" if i == 0 else f"    inputs: \"{{{{ outputs('a{i - 1}') }}}}\"")
+        if i:
+            lines.append(f"    runAfter: {{a{i - 1}: [Succeeded]}}")
+    return "\n".join(lines) + "\n"
+
+
+def best(fn, repeat: int = 7) -> float:
+    """Median of ``repeat`` timings, in milliseconds (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def process_ms(args: list[str], cwd: Path, repeat: int = 7) -> float:
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="0")
+    subprocess.run(args, cwd=cwd, env=env, capture_output=True)  # warm the page cache and .pyc files
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run(args, cwd=cwd, env=env, capture_output=True, check=False)
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    from engine import yamlpos
+    from engine.api import Engine
+    from engine.loader import load_text
+    from engine.registry import default_registry
+    from engine.schema import flow_schema
+
+    text = chain_text()
+    registry = default_registry()
+    load_text(text, "chain.yaml", registry=registry)  # build the compiled validators once
+    rows: list[tuple[str, float, str, float]] = []
+
+    rows.append(("parse 1,000 actions (yamlpos, libyaml)", best(lambda: yamlpos.load(text, "chain.yaml")),
+                 "yaml.SafeLoader (pure Python)", best(lambda: yaml.load(text, Loader=yaml.SafeLoader), 3)))
+    data = yaml.safe_load(text)
+    every_type = Draft202012Validator(flow_schema(registry))
+    rows.append(("validate 1,000 actions (load_text)", best(lambda: load_text(text, "chain.yaml", registry=registry)),
+                 "allOf/if schema over all types", best(lambda: list(every_type.iter_errors(data)), 3)))
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "chain.yaml"
+        path.write_text(text)
+        engine = Engine(Path(d) / "state.db", registry=registry)
+        engine.load(path)
+        cold = best(lambda: load_text(text, str(path), registry=registry))
+        rows.append(("load 1,000 actions, hash cached (Engine.load)", best(lambda: engine.load(path)),
+                     "not cached (load_text)", cold))
+        engine.close()
+        flowrun = str(Path(sys.executable).with_name("flowrun"))
+        state = str(Path(d) / "run.db")
+        run = process_ms([flowrun, "--state", state, "run", "flows/hello.yaml"], ROOT)
+        rows.append(("flowrun run flows/hello.yaml (process)", run,
+                     "python -c 'import yaml'", process_ms([sys.executable, "-c", "import yaml"], ROOT)))
+        rows.append(("flowrun validate flows/hello.yaml (process)",
+                     process_ms([flowrun, "validate", "flows/hello.yaml"], ROOT),
+                     "python -c pass", process_ms([sys.executable, "-c", "pass"], ROOT)))
+
+    width = max(len(r[0]) for r in rows)
+    bwidth = max(len(r[2]) for r in rows)
+    print(f"{'measure':<{width}}  {'ms':>8}   {'baseline':<{bwidth}}  {'ms':>8}")
+    for name, ms, base, base_ms in rows:
+        print(f"{name:<{width}}  {ms:8.1f}   {base:<{bwidth}}  {base_ms:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
