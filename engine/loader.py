@@ -105,7 +105,19 @@ def load_file(path: str | Path, *, registry: Registry | None = None,
 
 def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = None,
               connections: Any = None) -> Flow:
-    registry = registry or default_registry()
+    """The validated Flow of ``text``, or FlowError listing every problem. Whatever the text,
+    nothing else is raised: a bug of a check becomes a problem line naming it (the fuzz tests in
+    tests/engine/test_loader_fuzz.py make sure none is left)."""
+    try:
+        return _load_text(text, file, registry or default_registry(), connections)
+    except FlowError:
+        raise
+    except (Exception, RecursionError) as exc:  # noqa: BLE001  never a traceback for a file
+        raise FlowError([Problem(file, 1, 1, "", f"internal error while checking this file "
+                                                 f"({type(exc).__name__}: {str(exc)[:200]}); please report it")]) from None
+
+
+def _load_text(text: str, file: str, registry: Registry, connections: Any) -> Flow:
     data, positions, problems = yamlpos.load(text, file)
 
     def problem(path: str, message: str) -> None:
