@@ -101,3 +101,22 @@ def test_every_file_that_once_crashed_the_loader_is_reported_at_once(path):
     problems = outcome(text, path.name)
     assert time.perf_counter() - started < 1.0
     assert any(expected in p for p in problems), problems
+
+
+def test_serve_skips_every_crasher_and_still_serves_the_good_flow(tmp_path):
+    from engine.api import Engine
+    from engine.listener.triggers import load_folder
+
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    for path in corpus():
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "good.yaml").write_text((ROOT / "flows" / "hello.yaml").read_text())
+    (folder / "latin1.yaml").write_bytes(b"actions:\n  a: {type: Compose, inputs: caf\xe9}\n")
+    engine = Engine(tmp_path / "state.db")
+    try:
+        table = load_folder(engine, folder)
+    finally:
+        engine.close()
+    assert list(table.flows) == ["hello"]
+    assert sorted(Path(f).name for f in table.problems) == sorted([p.name for p in corpus()] + ["latin1.yaml"])
