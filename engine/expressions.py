@@ -29,7 +29,6 @@ from typing import Any, Callable, Iterator
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.meta import find_undeclared_variables
 from jinja2.runtime import Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
@@ -492,6 +491,8 @@ class Evaluator:
             # and ~4x cheaper than jinja's scope analysis, which compiles the template)
             names = {n.name for n in tree.find_all(nodes.Name)}
         else:
+            from jinja2.meta import find_undeclared_variables  # runs jinja's compiler: only when needed
+
             names = find_undeclared_variables(tree)
         out.unknown = sorted(n for n in names if n not in self.known)
         for call in tree.find_all(nodes.Call):

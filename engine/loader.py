@@ -23,51 +23,10 @@ from .plugin import Node
 from .model import STATUSES, Action, Block, Flow, Parameter, RetryPolicy, Trigger, parse_duration
 from .planner import finished_before, plan_block, suggest
 from .registry import Registry, default_registry
+from .compiled import Compiled
 from .schema import validation_schemas
 
 _validators: dict[int, tuple["Validators", Evaluator]] = {}
-
-
-class Compiled:
-    """One schema: a fast yes/no check, and every error in detail only when it says no."""
-
-    def __init__(self, schema: dict):
-        self.schema = schema
-        self._fast: Any = None
-        self._full: Any = None
-        try:
-            import jsonschema_rs
-        except ImportError:  # optional speed-up: jsonschema alone gives the same answers
-            return
-        try:
-            self._fast = jsonschema_rs.validator_for(schema).is_valid
-        except Exception:  # noqa: BLE001  a schema it cannot compile: jsonschema decides
-            self._fast = None
-
-    def errors(self, instance: Any) -> list:
-        if self._fast is not None:
-            try:
-                if self._fast(instance):
-                    return []
-            except Exception:  # noqa: BLE001  a value it cannot take (a huge int): jsonschema decides
-                pass
-        if self._full is None:
-            from jsonschema import Draft202012Validator
-
-            self._full = Draft202012Validator(self.schema)
-        try:
-            return list(self._full.iter_errors(instance))
-        except RecursionError:
-            return [_Message("nested too deeply to check")]
-
-
-class _Message:
-    """A schema error that is only a message (shaped like jsonschema's ValidationError)."""
-
-    validator, context, absolute_path, schema = "", (), (), {}
-
-    def __init__(self, message: str):
-        self.message = message
 
 
 class Validators:

@@ -45,7 +45,7 @@ def test_a_trigger_type_declared_twice_is_refused():
 def test_the_flow_schema_has_one_branch_per_declared_trigger_type():
     schema = flow_schema(plugin_registry())
     union = schema["$defs"]["trigger"]
-    assert union["properties"]["type"]["enum"] == ["Manual", "Recurrence", "Request", "testplugin.FileFeed"]
+    assert union["properties"]["type"]["anyOf"][0]["enum"] == ["Manual", "Recurrence", "Request", "testplugin.FileFeed"]
     feed = schema["$defs"]["trigger:testplugin.FileFeed"]
     assert feed["required"] == ["path"] and "auth" not in feed["properties"]  # a pull trigger takes no auth
     request = schema["$defs"]["trigger:Request"]
