@@ -53,22 +53,23 @@ def tools(registry: Registry) -> tuple[Validators, Evaluator]:
 
 
 def load_file(path: str | Path, *, registry: Registry | None = None,
-              connections: Any = None) -> Flow:
+              connections: Any = None, cache: Any = None) -> Flow:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise FlowError([Problem(str(path), 1, 1, "", f"cannot read file: {exc}")]) from None
-    return load_text(text, str(path), registry=registry, connections=connections)
+    return load_text(text, str(path), registry=registry, connections=connections, cache=cache)
 
 
 def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = None,
-              connections: Any = None) -> Flow:
+              connections: Any = None, cache: Any = None) -> Flow:
     """The validated Flow of ``text``, or FlowError listing every problem. Whatever the text,
     nothing else is raised: a bug of a check becomes a problem line naming it (the fuzz tests in
-    tests/engine/test_loader_fuzz.py make sure none is left)."""
+    tests/engine/test_loader_fuzz.py make sure none is left). With ``cache`` (an
+    ``engine.flowcache.FlowCache``), a text validated before is rebuilt without re-checking."""
     try:
-        return _load_text(text, file, registry or default_registry(), connections)
+        return _load_text(text, file, registry or default_registry(), connections, cache)
     except FlowError:
         raise
     except (Exception, RecursionError) as exc:  # noqa: BLE001  never a traceback for a file
@@ -76,7 +77,15 @@ def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = No
                                                  f"({type(exc).__name__}: {str(exc)[:200]}); please report it")]) from None
 
 
-def _load_text(text: str, file: str, registry: Registry, connections: Any) -> Flow:
+def _load_text(text: str, file: str, registry: Registry, connections: Any, cache: Any) -> Flow:
+    key = cache.key(text, file, registry, connections) if cache is not None else None
+    if key is not None:
+        cached = cache.get(key)
+        if isinstance(cached, dict):
+            found: list[str] = []
+            flow = _build(cached, file, text, registry, lambda path, message: found.append(message))
+            if not found:
+                return flow
     data, positions, problems = yamlpos.load(text, file)
 
     def problem(path: str, message: str) -> None:
@@ -102,6 +111,8 @@ def _load_text(text: str, file: str, registry: Registry, connections: Any) -> Fl
     _check(flow, registry, evaluator, connections, problem)
     if problems:
         raise FlowError(_sorted(problems))
+    if key is not None:
+        cache.put(key, data)
     return flow
 
 
