@@ -16,18 +16,24 @@ class Compiled:
 
     def __init__(self, schema: dict):
         self.schema = schema
-        self._fast: Any = None
+        self._fast: Any = None  # compiled on first use: a load from the cache needs none
         self._full: Any = None
+        self._compiled = False
+
+    def _compile(self) -> None:
+        self._compiled = True
         try:
             import jsonschema_rs
         except ImportError:  # optional speed-up: jsonschema alone gives the same answers
             return
         try:
-            self._fast = jsonschema_rs.validator_for(schema).is_valid
+            self._fast = jsonschema_rs.validator_for(self.schema).is_valid
         except Exception:  # noqa: BLE001  a schema it cannot compile: jsonschema decides
             self._fast = None
 
     def errors(self, instance: Any) -> list:
+        if not self._compiled:
+            self._compile()
         if self._fast is not None:
             try:
                 if self._fast(instance):

@@ -34,12 +34,21 @@ class Validators:
     (compiled on first use: a run of a small flow compiles only the types it uses)."""
 
     def __init__(self, registry: Registry):
-        shell, self._schemas = validation_schemas(registry)
-        self.shell = Compiled(shell)
+        self._registry = registry
+        self._shell: Compiled | None = None
+        self._schemas: dict[str, dict] = {}
         self._nodes: dict[str, Compiled] = {}
+
+    @property
+    def shell(self) -> Compiled:
+        if self._shell is None:
+            shell, self._schemas = validation_schemas(self._registry)
+            self._shell = Compiled(shell)
+        return self._shell
 
     def node(self, type_name: str) -> Compiled:
         if type_name not in self._nodes:
+            self.shell  # noqa: B018  builds the schemas
             self._nodes[type_name] = Compiled(self._schemas[type_name])
         return self._nodes[type_name]
 
