@@ -22,9 +22,10 @@ import os
 import sqlite3
 import sys
 import time
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 TABLE = "validated_flows"
 DDL = (f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, data TEXT NOT NULL, digest TEXT NOT NULL, "
@@ -41,8 +42,9 @@ class FlowCache:
     def _table(self) -> bool:
         if not self._ready:
             try:
-                self.store.ensure_table(TABLE, DDL)
-            except Exception:  # noqa: BLE001  a read-only or broken state file: no cache
+                with _short_wait(self.store.db):
+                    self.store.ensure_table(TABLE, DDL)
+            except Exception:  # noqa: BLE001  busy, read-only or broken: no cache this time
                 return False
             self._ready = True
         return True
@@ -66,34 +68,47 @@ class FlowCache:
         except (sqlite3.Error, ValueError):
             return None
 
-    def put(self, key: str, data: Any) -> None:
+    def put(self, key: str, data: Any, connections: Any = None) -> None:
         if not self._table():
             return
         try:
             text = json.dumps(data, separators=(",", ":"))
         except (TypeError, ValueError):
             return
-        if self.store.redact(text) != text:
-            return  # it would hold something secret: never stored
-        db = self.store.db
+        if self.store.redact(text) != text or _holds_secret(text, connections):
+            return  # it would hold something secret (a value pasted into the flow): never stored
         try:
-            wait = db.execute("PRAGMA busy_timeout").fetchone()[0]
-            db.execute(f"PRAGMA busy_timeout={SHORT_WAIT_MS}")  # another process writing: skip, never wait long
-        except sqlite3.Error:
-            return
-        try:
-            self.store.db.execute(f"INSERT OR REPLACE INTO {TABLE} (key, data, digest, used) VALUES (?, ?, ?, ?)",
-                                  (key, text, _digest(key, text), time.time()))
-            self.store.db.execute(f"DELETE FROM {TABLE} WHERE key IN (SELECT key FROM {TABLE} "
-                                  f"ORDER BY used DESC LIMIT -1 OFFSET ?)", (KEEP,))
-            self.store.flush()
+            with _short_wait(self.store.db):
+                self.store.db.execute(f"INSERT OR REPLACE INTO {TABLE} (key, data, digest, used) VALUES (?, ?, ?, ?)",
+                                      (key, text, _digest(key, text), time.time()))
+                self.store.db.execute(f"DELETE FROM {TABLE} WHERE key IN (SELECT key FROM {TABLE} "
+                                      f"ORDER BY used DESC LIMIT -1 OFFSET ?)", (KEEP,))
+                self.store.flush()
         except Exception:  # noqa: BLE001  busy or read-only: not remembered this time
             pass
-        finally:
-            try:
-                db.execute(f"PRAGMA busy_timeout={int(wait)}")
-            except sqlite3.Error:
-                pass
+
+
+@contextmanager
+def _short_wait(db: sqlite3.Connection) -> Iterator[None]:
+    """Wait at most SHORT_WAIT_MS for another process's write lock (the cache never blocks)."""
+    wait = db.execute("PRAGMA busy_timeout").fetchone()[0]
+    db.execute(f"PRAGMA busy_timeout={SHORT_WAIT_MS}")
+    try:
+        yield
+    finally:
+        db.execute(f"PRAGMA busy_timeout={int(wait)}")
+
+
+def _holds_secret(text: str, connections: Any) -> bool:
+    """Whether ``text`` holds, in any encoding the redactor knows, the value of an environment
+    variable that a connection of ``connections`` takes a secret from."""
+    from .connections import Redactor
+
+    redactor = Redactor()
+    for entry in (getattr(connections, "specs", None) or {}).values():
+        for var in (entry.get("secrets") or {}).values():
+            redactor.add(os.environ.get(var))
+    return bool(redactor) and redactor(text) != text
 
 
 def _digest(key: str, text: str) -> str:

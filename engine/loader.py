@@ -121,7 +121,7 @@ def _load_text(text: str, file: str, registry: Registry, connections: Any, cache
     if problems:
         raise FlowError(_sorted(problems))
     if key is not None:
-        cache.put(key, data)
+        cache.put(key, data, connections)
     return flow
 
 

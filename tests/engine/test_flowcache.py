@@ -1,6 +1,7 @@
 """engine/flowcache.py: validated flows remembered by content hash in the state database."""
 from __future__ import annotations
 
+import json
 import sqlite3
 import textwrap
 
@@ -98,3 +99,19 @@ def test_a_damaged_cache_row_is_a_miss_never_a_wrong_flow(tmp_path, garbage):
     flow = eng.load(path)
     eng.close()
     assert list(flow.actions) == ["a", "b"] and flow.actions["a"].type == "Compose"
+
+
+@pytest.mark.parametrize("secret", ["pl41n-S3cret", "q\"uo\\te/+%é"])
+def test_a_flow_holding_a_secret_value_is_never_stored_in_the_cache(tmp_path, monkeypatch, secret):
+    monkeypatch.setenv("FLOWRUN_TEST_CACHE_TOKEN", secret)
+    write(tmp_path, "connections:\n  api: {kind: http, secrets: {token: FLOWRUN_TEST_CACHE_TOKEN}}\n",
+          "connections.yaml")
+    path = tmp_path / "flow.yaml"
+    path.write_text("actions:\n  a: {type: Compose, inputs: " + json.dumps(secret) + "}\n")
+    eng = engine(tmp_path)
+    eng.load(path)
+    eng.close()
+    raw = (tmp_path / "state.db").read_bytes()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute(f"SELECT count(*) FROM {TABLE}").fetchone() == (0,)
+    assert secret.encode() not in raw and json.dumps(secret).encode() not in raw
