@@ -482,7 +482,7 @@ class Evaluator:
         and the others take their own literals (lexing is ~4x cheaper than parsing)."""
         try:
             tokens = list(self.env.lexer.tokeniter(text, None))
-        except TemplateSyntaxError:
+        except (TemplateSyntaxError, ValueError, RecursionError):
             return self._analyze(text)
         shape: list[str] = []
         literals: list[str] = []
@@ -492,7 +492,11 @@ class Evaluator:
                     return self._analyze(text)  # an escape: its value is the parser's business
                 literals.append(value[1:-1])
                 shape.append("\0string")
-            elif kind in ("integer", "float", "data"):
+            elif kind == "data":
+                shape.append("\0data")
+            elif kind in ("integer", "float"):
+                if len(value) > 100:
+                    return self._analyze(text)  # past Python's int() limit the parse fails: not shared
                 shape.append("\0" + kind)
             elif kind != "whitespace":
                 shape.append(f"{kind}\0{value}")
@@ -521,6 +525,8 @@ class Evaluator:
             return Analysis(error=f"syntax error in {_short(text)}: {exc.message}")
         except RecursionError:
             return Analysis(error=f"{_short(text)} is nested too deeply")
+        except ValueError:  # the lexer's int() of a literal past Python's 4,300 digits
+            return Analysis(error=f"a number in {_short(text)} has too many digits")
         for flt in tree.find_all(nodes.Filter):
             if flt.name not in self.env.filters:
                 return Analysis(error=f"unknown filter '{flt.name}' in {_short(text)}")

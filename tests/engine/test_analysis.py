@@ -42,3 +42,9 @@ def test_templates_differing_only_in_literals_are_parsed_once():
         found = ev.analyze(f"{{{{ outputs('a{i}').total + {i} }}}}")
         assert found.calls == [("outputs", f"a{i}")]
     assert len(parsed) == 1
+
+
+def test_a_number_too_long_for_python_is_an_error_even_after_a_short_one_of_the_same_shape():
+    ev = Evaluator(default_registry().filters)
+    assert ev.analyze("{{ 5 }}").error is None
+    assert "too many digits" in ev.analyze("{{ " + "9" * 5000 + " }}").error

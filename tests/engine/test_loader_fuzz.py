@@ -12,16 +12,20 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from jsonschema import Draft202012Validator
+
 from engine.errors import FlowError
 from engine.loader import load_text
 from engine.model import Flow
 from engine.registry import default_registry
+from engine.schema import flow_schema
 
 ROOT = Path(__file__).parents[2]
 CORPUS = Path(__file__).parent / "corpus"
 SEEDS = [p.read_text() for p in sorted([*ROOT.glob("flows/*.yaml"), *ROOT.glob("examples/**/*.yaml")])
          if p.name != "connections.yaml"]
 TYPES = default_registry().type_names()
+PUBLISHED = Draft202012Validator(flow_schema(default_registry()))
 
 
 def outcome(text: str, file: str = "fuzz.yaml") -> list[str]:
@@ -86,7 +90,9 @@ values = st.recursive(scalars, lambda children: st.one_of(st.lists(children, max
 @given(doc=st.fixed_dictionaries({"actions": st.one_of(actions(values), values)},
                                  optional={"triggers": values, "parameters": values, "outputs": values, "name": values}))
 def test_a_random_flow_shaped_document_gives_problem_lines_never_a_traceback(doc):
-    outcome(yaml.safe_dump(doc, allow_unicode=True))
+    text = yaml.safe_dump(doc, allow_unicode=True)
+    if outcome(text) == []:  # the loader accepts it: so does the schema editors use
+        assert [e.message for e in PUBLISHED.iter_errors(yaml.safe_load(text))] == []
 
 
 def corpus() -> list[Path]:
