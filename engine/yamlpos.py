@@ -17,41 +17,51 @@ to where its key stands.
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import yaml
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from .errors import Problem
+
+if TYPE_CHECKING:
+    import yaml
 
 Positions = dict[str, tuple[int, int]]
 MAX_VALUES = 1_000_000  # a flow file expanding past this is an alias bomb, not a flow
 MAX_DEPTH = 64  # mappings and lists inside each other; a real flow stays far below
 
-_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML was built with it
 _STR, _NULL, _BOOL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null", "tag:yaml.org,2002:bool"
 _INT, _FLOAT, _TIMESTAMP = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"
 _SCALARS = frozenset({_NULL, _BOOL, _INT, _FLOAT})
-_COLLECTIONS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:omap",
-                          "tag:yaml.org,2002:set"})
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_COLLECTIONS = frozenset({_MAP, _SEQ, "tag:yaml.org,2002:omap", "tag:yaml.org,2002:set"})
 _TIMESTAMP_TEXT = re.compile(r"^\d{4}-\d\d?-\d\d?(?:(?:[Tt]|[ \t]+)\d\d?:\d\d:\d\d(?:\.\d*)?"
                              r"(?:[ \t]*(?:Z|[-+]\d\d?(?::\d\d)?))?)?$")
-_FIRST = frozenset(k for k in _Base.yaml_implicit_resolvers if k)  # first characters that may not be a str
-_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 
 
-class _Loader(_Base):  # type: ignore[misc, valid-type]
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
-        """PyYAML's resolver, with the common cases first: a quoted scalar, or a plain one whose
-        first character starts no implicit type (null, bool, int, float, timestamp, merge), is a
-        str (libyaml calls this once per scalar: it was a third of the parse)."""
-        if kind is yaml.ScalarNode:
-            if not implicit[0] or (value and value[0] not in _FIRST):
-                return _STR
-        elif kind is yaml.MappingNode:
-            return _MAP
-        elif kind is yaml.SequenceNode:
-            return _SEQ
-        return super().resolve(kind, value, implicit)
+@lru_cache(maxsize=1)
+def _yaml() -> tuple[Any, type]:
+    """PyYAML and the loader class, imported on first parse (a flow loaded from the state
+    database's cache is never parsed: a plain ``flowrun run`` does not import yaml)."""
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML was built with it
+    first = frozenset(k for k in base.yaml_implicit_resolvers if k)  # may start a non-str scalar
+
+    class Loader(base):  # type: ignore[misc, valid-type]
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+            """PyYAML's resolver, with the common cases first: a quoted scalar, or a plain one
+            whose first character starts no implicit type (null, bool, int, float, timestamp,
+            merge), is a str (libyaml calls this once per scalar: it was a third of the parse)."""
+            if kind is yaml.ScalarNode:
+                if not implicit[0] or (value and value[0] not in first):
+                    return _STR
+            elif kind is yaml.MappingNode:
+                return _MAP
+            elif kind is yaml.SequenceNode:
+                return _SEQ
+            return super().resolve(kind, value, implicit)
+
+    return yaml, Loader
 
 
 # YAML's printable set (YAML 1.1 §5.1 as libyaml applies it), tab and line breaks included
@@ -78,8 +88,9 @@ def load(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
         line, col = _at(text, bad.start())
         return None, positions, [Problem(file, line, col, "", f"control character U+{ord(bad.group()):04X} "
                                                               f"is not allowed in a flow file")]
+    yaml, loader_class = _yaml()
     try:
-        loader = _Loader(text)
+        loader = loader_class(text)
     except yaml.YAMLError as exc:
         return None, positions, [Problem(file, 1, 1, "", f"invalid YAML: {exc}")]
     try:
@@ -95,7 +106,7 @@ def load(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
         loader.dispose()
     if node is None:
         return None, positions, []
-    builder = _Builder(loader, file, positions)
+    builder = _Builder(yaml, loader, file, positions)
     try:
         data = builder.value(node, "", 0)
     except _TooBig as big:
@@ -123,8 +134,8 @@ class _TooBig(Exception):
 class _Builder:
     """Builds plain values from libyaml's nodes, recording positions and problems."""
 
-    def __init__(self, loader: Any, file: str, positions: Positions):
-        self.loader, self.file, self.positions = loader, file, positions
+    def __init__(self, yaml: Any, loader: Any, file: str, positions: Positions):
+        self.y, self.loader, self.file, self.positions = yaml, loader, file, positions
         self.problems: list[Problem] = []
         self.on_path: set[int] = set()
         self.budget = MAX_VALUES
@@ -138,7 +149,7 @@ class _Builder:
             raise _TooBig(n)
         if path not in self.positions:
             self.positions[path] = (n.start_mark.line + 1, n.start_mark.column + 1)
-        if isinstance(n, yaml.ScalarNode):
+        if isinstance(n, self.y.ScalarNode):
             return self.scalar(n, path)
         if id(n) in self.on_path:
             self.problem(n, path, "an alias refers to a value that contains it (recursive anchor)")
@@ -150,7 +161,7 @@ class _Builder:
             return None
         self.on_path.add(id(n))
         try:
-            if isinstance(n, yaml.MappingNode):
+            if isinstance(n, self.y.MappingNode):
                 return self.mapping(n, path, depth + 1)
             return [self.value(v, dotted(path, i), depth + 1) for i, v in enumerate(n.value)]
         finally:
@@ -178,7 +189,7 @@ class _Builder:
 
     def key(self, n: yaml.Node) -> str:
         """Keys stay as written: an action named ``yes``, ``on`` or ``404`` is that text."""
-        if isinstance(n, yaml.ScalarNode):
+        if isinstance(n, self.y.ScalarNode):
             return n.value
         self.problem(n, "", "a key must be a plain value, not a list or mapping")
         return f"<{type(n).__name__} at line {n.start_mark.line + 1}>"
@@ -186,7 +197,7 @@ class _Builder:
     def mapping(self, n: yaml.MappingNode, path: str, depth: int) -> dict:
         try:
             self.loader.flatten_mapping(n)  # merge keys (<<: *defaults)
-        except (yaml.YAMLError, RecursionError) as exc:
+        except (self.y.YAMLError, RecursionError) as exc:
             self.problem(n, path, f"invalid merge: {getattr(exc, 'problem', None) or exc}")
         out: dict = {}
         positions = self.positions
@@ -198,7 +209,7 @@ class _Builder:
                 continue
             # a scalar is pointed at where its value stands; a mapping or list at its key
             km = key_node.start_mark
-            mark = value_node.start_mark if isinstance(value_node, yaml.ScalarNode) else km
+            mark = value_node.start_mark if isinstance(value_node, self.y.ScalarNode) else km
             positions[sub] = (mark.line + 1, mark.column + 1)
             positions["@" + sub] = (km.line + 1, km.column + 1)
             out[key] = self.value(value_node, sub, depth)

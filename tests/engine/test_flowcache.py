@@ -115,3 +115,20 @@ def test_a_flow_holding_a_secret_value_is_never_stored_in_the_cache(tmp_path, mo
     with sqlite3.connect(tmp_path / "state.db") as db:
         assert db.execute(f"SELECT count(*) FROM {TABLE}").fetchone() == (0,)
     assert secret.encode() not in raw and json.dumps(secret).encode() not in raw
+
+
+def test_a_plain_run_of_a_flow_validated_before_imports_no_parser_nor_validator(tmp_path):
+    """What keeps `flowrun run` fast: the flow comes from the cache (bench/validate.py measures it)."""
+    import subprocess
+    import sys
+
+    path = write(tmp_path, FLOW)
+    script = ("import sys\nfrom engine.cli import main\n"
+              f"sys.argv = ['flowrun', '--state', {str(tmp_path / 'state.db')!r}, 'run', {str(path)!r}, '--json']\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\n"
+              "print(sorted(m for m in ['yaml', 'jsonschema', 'jsonschema_rs', 'networkx', 'jinja2.meta', 'rich',"
+              " 'starlette', 'uvicorn', 'httpx'] if m in sys.modules))\n")
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    assert runs[1].stdout.strip().splitlines()[-1] == "[]"
