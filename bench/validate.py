@@ -13,6 +13,11 @@ Rows:
 - process: ``flowrun run flows/hello.yaml`` and ``flowrun validate`` as whole processes (wall
   and CPU time), beside ``flowrun --help`` (the CLI's own floor) and ``python -c pass``.
 Targets (issue 8): validating 1,000 actions ≤ 100 ms; the whole ``flowrun run`` ≤ 250 ms.
+
+    python bench/validate.py --before REF    # also times REF's code (git archive) in this run
+
+``--before`` runs the same processes with an older commit's ``engine``, ``nodes`` and ``flows``
+(in their own working directory, first on ``sys.path``): the before/after figures then come from one run on one machine.
 """
 from __future__ import annotations
 
@@ -51,10 +56,13 @@ def best(fn, repeat: int = 7) -> float:
     return statistics.median(times)
 
 
-def process_ms(args: list[str], cwd: Path, repeat: int = 9) -> tuple[float, float]:
+def process_ms(args: list[str], cwd: Path, repeat: int = 9, code: Path | None = None) -> tuple[float, float]:
     """Median wall time and median CPU time (user + system) of a process, in milliseconds.
-    On a shared machine the CPU time is the steadier figure: it does not count waiting."""
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="0")
+    On a shared machine the CPU time is the steadier figure: it does not count waiting.
+    ``code``: a folder whose ``engine`` and ``nodes`` are imported instead of this checkout's."""
+    env = dict(os.environ)
+    if code is not None:  # its folder first on sys.path ("" is the working directory for -c)
+        env["PYTHONPATH"], cwd = str(code), code
     subprocess.run(args, cwd=cwd, env=env, capture_output=True)  # warm the page cache and .pyc files
     walls, cpus = [], []
     for _ in range(repeat):
@@ -67,7 +75,17 @@ def process_ms(args: list[str], cwd: Path, repeat: int = 9) -> tuple[float, floa
     return statistics.median(walls), statistics.median(cpus)
 
 
+def checkout(ref: str, into: Path) -> Path:
+    """``engine``, ``nodes`` and ``flows`` of commit ``ref``, extracted under ``into``."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "engine", "nodes", "flows"],
+                             capture_output=True, check=True).stdout
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def main() -> None:
+    before = sys.argv[sys.argv.index("--before") + 1] if "--before" in sys.argv else None
     import yaml
     from jsonschema import Draft202012Validator
 
@@ -111,6 +129,14 @@ def main() -> None:
         rows.append(("flowrun validate flows/hello.yaml (process, wall)", val_wall, "python -c pass (wall)",
                      process_ms([sys.executable, "-c", "pass"], ROOT)[0]))
         rows.append(("flowrun validate flows/hello.yaml (process, CPU)", val_cpu, "", 0.0))
+        if before:
+            old = checkout(before, Path(d) / "before")
+            main_py = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
+            new_wall, new_cpu = process_ms(main_py + ["--state", state, "run", "flows/hello.yaml"], ROOT)
+            old_wall, old_cpu = process_ms(main_py + ["--state", state + ".old", "run", "flows/hello.yaml"], ROOT,
+                                           code=old)
+            rows.append(("flowrun run flows/hello.yaml (wall)", new_wall, f"at {before} (wall)", old_wall))
+            rows.append(("flowrun run flows/hello.yaml (CPU)", new_cpu, f"at {before} (CPU)", old_cpu))
 
     width = max(len(r[0]) for r in rows)
     bwidth = max(len(r[2]) for r in rows)
