@@ -21,7 +21,7 @@ from typing import Any, Callable
 import anyio
 
 from . import connections as _connections
-from .errors import ParameterError, StoreError
+from .errors import ParameterError, RunBusy, StoreError
 from .executor import Runtime
 from .expressions import Evaluator
 from .loader import load_file, load_text, tools
@@ -31,7 +31,7 @@ from .parameters import coerce_params
 from .planner import plan_rerun
 from .provenance import recorded_commit
 from .registry import Registry, default_registry
-from .runlock import RunClaim
+from .runlock import LEASE_TTL, RunClaim, holder_alive, leases
 from .runs import Run, Step
 from .state import QUEUED, Status, is_terminal
 from .store import RecordedSteps, Store
@@ -48,10 +48,11 @@ class Engine:
     def __init__(self, state: str | Path = DEFAULT_STATE, *, connections: str | Path | None = None,
                  registry: Registry | None = None, concurrency: int = 64,
                  blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000,
-                 clock: Clock | None = None, park_after: float = 5.0):
+                 clock: Clock | None = None, park_after: float = 5.0, lease_ttl: float = LEASE_TTL):
         self.clock = clock or Clock()  # wake-up times of Wait and job polls
         self.parking = False  # True under flowrun serve (wakeups.run): waiting runs hold no task
         self.park_after = park_after  # park only waits at least this long (seconds)
+        self.lease_ttl = lease_ttl  # a run's lease lasts this long without renewal (engine.runlock)
         self.stopping = False  # the process is shutting down: runs stop, remote jobs keep running
         self.registry = registry or default_registry()
         self.evaluator: Evaluator = tools(self.registry)[1]
@@ -129,18 +130,29 @@ class Engine:
         return run_id
 
     async def execute(self, run_id: str, flow: Flow | None = None, **kw: Any) -> Run:
-        """Execute a run, holding its claim (engine.runlock): a run another process or engine is
-        executing raises RunBusy, and a resume that finds the run finished meanwhile, StoreError."""
-        with RunClaim(self.store.path, run_id):
-            if kw.get("reuse") is not None and not kw.get("copy_reused"):  # a resume: still unfinished?
-                self.store.flush()
-                status = self.store.get_run(run_id).status
-                if is_terminal(status):
-                    raise StoreError(f"run {run_id} already finished ({status}); use rerun to run it again")
-            return await self._execute(run_id, flow, **kw)
+        """Execute a run as its one live owner (engine.runlock: a lease, renewed while it runs):
+        a run another live process or engine holds raises RunBusy, and a resume that finds the
+        run finished meanwhile, StoreError. "database is locked" never escapes: StoreError."""
+        try:
+            with RunClaim(self.store, run_id, ttl=self.lease_ttl) as claim:
+                if kw.get("reuse") is not None and not kw.get("copy_reused"):  # a resume: still unfinished?
+                    self.store.flush()
+                    status = self.store.get_run(run_id).status
+                    if is_terminal(status):
+                        raise StoreError(f"run {run_id} already finished ({status}); use rerun to run it again")
+                with anyio.CancelScope() as scope:
+                    claim.keep(scope.cancel)
+                    try:
+                        return await self._execute(run_id, flow, claim=claim, **kw)
+                    finally:
+                        claim.stop()
+                raise RunBusy(f"run {run_id}: another process took its lease over while this one "
+                              "was stalled; this one stopped executing it")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.store.path}: {exc}") from None
 
     async def _execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
-                       copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
+                       claim: RunClaim | None = None, copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
                        on_event: Callable[[str, str, str], None] | None = None) -> Run:
         run = self._queued.pop(run_id, None) if flow is not None else None
         if run is None:  # started elsewhere, or resumed: read what the run recorded
@@ -153,7 +165,8 @@ class Engine:
         self.store.run_started(run_id, run.started, run.attempts)
         runtime = Runtime(engine=self, flow=flow, run_id=run_id, trigger={"name": run.trigger,
                           "outputs": run.payload or {}}, params=run.params or {}, connections=conns,
-                          reuse=reuse, copy_reused=copy_reused, on_response=on_response, on_event=on_event)
+                          reuse=reuse, copy_reused=copy_reused, on_response=on_response, on_event=on_event,
+                          claim=claim)
         try:
             status, outputs, error = await runtime.execute()
         except BaseException:
@@ -214,7 +227,7 @@ class Engine:
     # -- reading runs ------------------------------------------------------------------------
     def result(self, run_id: str) -> Run:
         """A run as recorded (a unique prefix of its id is enough)."""
-        return self.store.get_run(run_id)
+        return self._mark_orphans([self.store.get_run(run_id)])[0]
 
     get_run = result
 
@@ -224,7 +237,20 @@ class Engine:
 
     def list_runs(self, *, flow: str | None = None, status: str | None = None, limit: int = 50) -> list[Run]:
         """Recent runs, newest first; ``status`` in any letter case."""
-        return self.store.list_runs(flow=flow, status=Status.of(status) if status else None, limit=limit)
+        return self._mark_orphans(self.store.list_runs(flow=flow, status=Status.of(status) if status else None,
+                                                       limit=limit))
+
+    def _mark_orphans(self, runs: list[Run]) -> list[Run]:
+        """Flag the Running runs that no live process holds (``Run.orphaned``): their process died."""
+        running = [r.id for r in runs if r.status == Status.RUNNING]
+        if running:
+            held = leases(self.store.db, running)
+            now = time.time()
+            for r in runs:
+                if r.id in running:
+                    lease = held.get(r.id)
+                    r.orphaned = lease is None or not holder_alive(*lease, now=now)
+        return runs
 
     def steps(self, run_id: str) -> list[Step]:
         return self.store.steps(run_id)

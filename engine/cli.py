@@ -86,8 +86,10 @@ def validate(ctx: click.Context, paths: tuple[str, ...], strict: bool) -> None:
             for problem in exc.problems:
                 click.echo(str(problem))
             continue
-        for problem in report.errors + report.warnings:
+        for problem in report.errors:
             click.echo(str(problem))
+        for warning in report.warnings:
+            click.echo(f"{warning} (warning)")
         bad += bool(report.errors) or (strict and bool(report.warnings))
         warned += bool(report.warnings)
     note = f", {warned} with warnings" + (" (errors under --strict)" if strict else "") if warned else ""
@@ -319,7 +321,7 @@ def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, a
     for r in rows:
         dur = f"{(r.ended - r.started) * 1000:.0f} ms" if r.ended and r.started else ""
         link = f"rerun of {r.rerun_of[:12]}" if r.rerun_of else (f"child of {r.parent_id[:12]}" if r.parent_id else "")
-        table.add_row(r.id[:12], r.flow, f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]",
+        table.add_row(r.id[:12], r.flow, f"[{STATUS_STYLE.get(r.status, '')}]{r.status_text}[/]",
                       _when(r.started or r.created), dur, link)
     Console().print(table)
 
@@ -364,6 +366,7 @@ def _print_tree(result: Any) -> None:
         holder = nodes.get(parent) or root
         dur = f" {step.duration * 1000:.1f} ms" if step.duration is not None else ""
         tries = f" ({step.attempts} attempts)" if step.attempts and step.attempts > 1 else ""
+        tries += "  [yellow]retried after a crash[/]" if step.interrupted else ""
         label = f"{escape(step.path.rsplit('/', 1)[-1])}  [{STATUS_STYLE.get(step.status, '')}]{step.status}[/]{dur}{tries}"
         if step.error:
             label += f"\n[red]{escape(str(step.error.get('message', step.error)))}[/]"

@@ -86,8 +86,9 @@ class Runtime:
     def __init__(self, *, engine: Any, flow: Flow, run_id: str, trigger: dict, params: dict,
                  connections: dict, reuse: RecordedSteps | None = None,
                  copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
-                 on_event: Callable[[str, str, str], None] | None = None):
+                 on_event: Callable[[str, str, str], None] | None = None, claim: Any = None):
         self.engine = engine
+        self.claim = claim  # the run's lease (engine.runlock); lost: stop, write nothing more
         self.store = engine.store
         self.evaluator = engine.evaluator
         self.flow = flow
@@ -134,6 +135,10 @@ class Runtime:
             error = {"code": err.get("code", "ActionFailed"),
                      "message": f"action '{path}' failed: {err.get('message', '')}", "action": path}
         return status, outputs, error
+
+    @property
+    def _abandoned(self) -> bool:
+        return self.claim is not None and self.claim.lost
 
     def _outputs(self, root: Frame) -> Any:
         try:
@@ -316,14 +321,30 @@ class Runtime:
         prior_attempts = step.attempts if step else 0
         result = ActionResult(action.name, action.type, RUNNING, start=time.time(), path=path)
         frame.results[action.name] = self.latest[action.name] = result
-        self.store.step_started(self.run_id, path, action.name, action.type, result.start, prior_attempts + 1)
-        self._event(path, RUNNING)
         leaf = not action.blocks
+        at_most_once = leaf and action.raw.get("onInterrupted") == "fail"
+        if step is not None and step.status == RUNNING and leaf and not self._continues(path):
+            result.interrupted = True  # in flight when its process died: it may have happened
+            if at_most_once:
+                result.status, result.end, result.attempts = FAILED, time.time(), prior_attempts
+                result.error = {"code": "Interrupted", "message": "the process running this action died while "
+                                "it was in flight, so it may or may not have happened; onInterrupted: fail "
+                                "does not run it again"}
+                self._finish(action, path, result)
+                return
+        # an action that must know after a crash that it was in flight (at most once, or not
+        # idempotent): its Running row is committed before it does anything
+        eager = leaf and (at_most_once or not action.node.idempotent)
+        self.store.step_started(self.run_id, path, action.name, action.type, result.start, prior_attempts + 1,
+                                now=eager)
+        if eager:
+            await self.store.durable()
+        self._event(path, RUNNING)
         self._active += leaf
         try:
             await self._attempts(action, frame, path, result, prior_attempts)
         except anyio.get_cancelled_exc_class():
-            if self.parked is not None or (self.engine.stopping and self.terminated is None):
+            if self.parked is not None or self._abandoned or (self.engine.stopping and self.terminated is None):
                 raise  # parked, or the process is stopping: the step stays Running; resume continues it
             with anyio.CancelScope(shield=True):
                 result.status, result.end = CANCELLED, time.time()
@@ -424,17 +445,24 @@ class Runtime:
         try:
             self.store.step_finished(self.run_id, path, action.name, action.type, result.status,
                                      attempts=result.attempts, inputs=result.inputs, outputs=result.outputs,
-                                     error=result.error, started=result.start, ended=result.end)
+                                     error=result.error, started=result.start, ended=result.end,
+                                     interrupted=result.interrupted)
         except (OutputTooLarge, ValueError, OverflowError, RecursionError) as exc:  # too big, or not storable
             error = exc.to_dict() if isinstance(exc, ActionError) else {
                 "code": "UnstorableValue", "message": f"the action's inputs or outputs cannot be stored: {exc}"}
             result.status, result.inputs, result.outputs, result.error = FAILED, None, None, error
             self.store.step_finished(self.run_id, path, action.name, action.type, FAILED,
                                      attempts=result.attempts, inputs=None, outputs=None,
-                                     error=result.error, started=result.start, ended=result.end)
+                                     error=result.error, started=result.start, ended=result.end,
+                                     interrupted=result.interrupted)
         if result.status in (FAILED, TIMEDOUT) and result.error and len(self.failures) < 20:
             self.failures.append((path, result.error, action.node.is_container()))
         self._event(path, result.status, result.error)
+
+    def _continues(self, path: str) -> bool:
+        """A step in flight that resumes where it was rather than starting over: a job with a
+        recorded handle (polled again, never restarted), a wait with a recorded wake-up time."""
+        return self.store.step_marks(self.run_id, path) != (None, None)
 
     def _event(self, path: str, status: str, error: Any = None) -> None:
         if self.on_event:
@@ -492,7 +520,8 @@ class Runtime:
     @staticmethod
     def _result_of(step: Step) -> ActionResult:
         return ActionResult(step.action, step.type, step.status, step.inputs, step.outputs,
-                            step.error, step.started, step.ended, step.attempts, path=step.path)
+                            step.error, step.started, step.ended, step.attempts, path=step.path,
+                            interrupted=step.interrupted)
 
     def _replay_context(self, action: Action, path: str, frame: Frame, step: Step) -> Context:
         return Context(run_id=self.run_id, path=path, action=action, connection=None,
@@ -503,7 +532,8 @@ class Runtime:
         if self.copy_reused:
             self.store.step_finished(self.run_id, path, name, type_, step.status, attempts=step.attempts,
                                      inputs=step.inputs, outputs=step.outputs, error=step.error,
-                                     started=step.started, ended=step.ended, commit=False)
+                                     started=step.started, ended=step.ended, commit=False,
+                                     interrupted=step.interrupted)
 
     # -- long-running jobs and durable waits ------------------------------------------------
     async def run_job(self, node: Job, inputs: Any, ctx: Context) -> Any:

@@ -26,6 +26,7 @@ class ActionResult:
     attempts: int = 0
     frames: list["Frame"] = field(default_factory=list)  # container: its block runs (a loop: those in flight)
     path: str | None = None
+    interrupted: bool = False  # in flight when a process died, run again on resume
 
     def as_dict(self) -> dict:
         return {"name": self.name, "type": self.type, "status": self.status, "inputs": self.inputs,

@@ -94,6 +94,7 @@ def _load_text(text: str, file: str, registry: Registry, connections: Any, cache
             found: list[str] = []
             flow = _build(cached, file, text, registry, lambda path, message: found.append(message))
             if not found:
+                flow.warnings = _warnings(flow, file, None)
                 return flow
     data, positions, problems = yamlpos.load(text, file)
 
@@ -120,9 +121,28 @@ def _load_text(text: str, file: str, registry: Registry, connections: Any, cache
     _check(flow, registry, evaluator, connections, problem)
     if problems:
         raise FlowError(_sorted(problems))
+    flow.warnings = _warnings(flow, file, positions)
     if key is not None:
         cache.put(key, data, connections)
     return flow
+
+
+def _warnings(flow: Flow, file: str, positions: Any) -> list[Problem]:
+    """What each node's ``warnings`` says about its actions, positioned like problems (a flow
+    from the cache has no positions: the text is parsed again only if there is a warning)."""
+    out = []
+    for action in flow.actions.values():
+        try:
+            found = action.node.warnings(action.raw)
+        except (AttributeError, TypeError, KeyError, ValueError):
+            found = []
+        for sub, message in found:
+            if positions is None:
+                positions = yamlpos.load(flow.source, file)[1]
+            path = f"{action.where}.{sub}" if sub else action.where
+            line, col = yamlpos.position(positions, path)
+            out.append(Problem(file, line, col, path, message))
+    return _sorted(out)
 
 
 # -- canonical names, and each action against its own node's schema --------------------------
@@ -324,6 +344,8 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
                 problem(where, f"unknown name '{name}'{suggest(name, evaluator.known)}")
             for fn, arg in found.calls:
                 _check_reference(flow, action, sub, fn, arg, variables, problem, where, declarers)
+    for trigger in flow.triggers.values():
+        _check_trigger_connection(trigger, registry, connections, problem)
     for name, out in flow.outputs.items():
         if not isinstance(out, dict):
             continue
@@ -351,6 +373,26 @@ def _check_connection(action: Action, registry: Registry, connections: Any, prob
     elif kind and conn["kind"] != kind:
         problem(f"{action.where}.connection",
                 f"connection '{action.connection}' is of kind '{conn['kind']}', '{action.type}' needs '{kind}'")
+
+
+def _check_trigger_connection(trigger: Trigger, registry: Registry, connections: Any, problem: Any) -> None:
+    """A trigger that reads from a vendor (a queue, a stream) names a connection of its kind."""
+    cls = registry.trigger(trigger.type)
+    kind = getattr(cls, "connection", None)
+    name = trigger.raw.get("connection")
+    if not kind or not isinstance(name, str) or connections is None:
+        return  # a missing or non-string name: the schema has said why
+    where = f"triggers.{trigger.name}.connection"
+    conn = connections.specs.get(name)
+    if conn is None:
+        problem(where, f"unknown connection '{name}'{suggest(name, connections.specs)} in {connections.file}")
+    elif conn["kind"] != kind:
+        problem(where, f"connection '{name}' is of kind '{conn['kind']}', trigger '{trigger.type}' needs '{kind}'")
+    else:
+        vendor = getattr(registry.connections.get(kind), "vendor", None)
+        message = vendor.missing_sdk(trigger.type) if vendor is not None else None
+        if message:
+            problem(f"triggers.{trigger.name}", message)
 
 
 def _check_sdk(action: Action, registry: Registry, problem: Any) -> None:

@@ -133,6 +133,7 @@ class Flow:
     source: str
     hash: str
     raw: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)  # Problems that do not stop the flow (Node.warnings)
 
     def connections_used(self) -> set[str]:
         return {a.connection for a in self.actions.values() if a.connection}

@@ -139,6 +139,11 @@ class Node:
     ``replies``       sends the reply to the HTTP request that started the run (Response)
     ``holds_slot``    takes one of the engine's concurrency slots while it runs (False for
                       actions that wait on other actions: containers, child runs)
+    ``idempotent``    repeating the operation is harmless (the vendor takes an idempotency key, or
+                      the operation is naturally idempotent). False for sends and creates with no
+                      key (an SMS, an email, a created record): the engine records such an action
+                      as in flight before it starts, so after a crash it knows the action may have
+                      happened; ``onInterrupted: fail`` then makes it at-most-once
     ``connection_optional``  ``connection`` may be left out
     ``placement``     "anywhere", "outside-loops" (not inside a loop) or "top-level"
     ``lazy``          keys of ``inputs``/``fields`` the engine leaves unevaluated; the node
@@ -162,6 +167,7 @@ class Node:
     declares_variables: ClassVar[bool] = False
     replies: ClassVar[bool] = False
     holds_slot: ClassVar[bool] = True
+    idempotent: ClassVar[bool] = True
     connection_optional: ClassVar[bool] = False
     placement: ClassVar[str] = "anywhere"  # or "outside-loops", "top-level"
     inputs_required: ClassVar[bool] = False
@@ -189,6 +195,13 @@ class Node:
     @classmethod
     def check(cls, action: dict) -> list[tuple[str, str]]:
         """Semantic checks beyond the schema: [(sub-path, message)]."""
+        return []
+
+    @classmethod
+    def warnings(cls, action: dict) -> list[tuple[str, str]]:
+        """Validate-time warnings: [(sub-path, message)] about a flow that is valid but likely
+        wrong (e.g. a value templated into SQL text instead of bound). ``flowrun validate``
+        prints them; they fail nothing."""
         return []
 
     async def run(self, inputs: dict, context: "Context") -> Any:

@@ -36,6 +36,7 @@ class Step:
     seq: int | None = None  # the order steps finished in, across processes
     handle: Any = None  # a long-running job's handle (job id, query id), recorded at start
     wake: float | None = None  # when a waiting or polling step is due again
+    interrupted: bool = False  # it was in flight when its process died and ran again on resume
 
     def __post_init__(self) -> None:
         self.status = Status.of(self.status)
@@ -49,7 +50,8 @@ class Step:
         return {"path": self.path, "action": self.action, "type": self.type, "status": str(self.status),
                 "attempts": self.attempts, "started": iso(self.started), "ended": iso(self.ended),
                 "duration_ms": None if self.duration is None else round(self.duration * 1000, 3),
-                "inputs": self.inputs, "outputs": self.outputs, "error": self.error}
+                "inputs": self.inputs, "outputs": self.outputs, "error": self.error,
+                "interrupted": self.interrupted}
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Run:
     request: Any = None
     dedupe_key: str | None = None
     attempts: int = 0
+    orphaned: bool = False  # Queued/Running, but no live process holds it (it died): resume it
     _load_steps: Callable[[str], list[Step]] | None = field(default=None, repr=False, compare=False)
     _steps: dict[str, Step] | None = field(default=None, repr=False, compare=False)
 
@@ -90,6 +93,11 @@ class Run:
         return self.status == SUCCEEDED
 
     @property
+    def status_text(self) -> str:
+        """The status as ``flowrun runs`` shows it: ``Running (orphaned)`` when its process died."""
+        return f"{self.status} (orphaned)" if self.orphaned else str(self.status)
+
+    @property
     def steps(self) -> dict[str, Step]:
         """Every recorded step by path, read from the store on first use."""
         if self._steps is None:
@@ -102,7 +110,7 @@ class Run:
                "created": iso(self.created), "started": iso(self.started), "ended": iso(self.ended),
                "parent_id": self.parent_id, "rerun_of": self.rerun_of, "git_commit": self.git_commit,
                "flow_hash": self.flow_hash, "params": self.params, "outputs": self.outputs,
-               "error": self.error, "response": self.response}
+               "error": self.error, "response": self.response, "orphaned": self.orphaned}
         if steps:
             out["steps"] = [s.to_json() for s in self.steps.values()]
         return out

@@ -55,6 +55,9 @@ COMMON_ACTION_PROPERTIES: dict[str, Any] = {
     "limit": {"type": "object", "properties": {"timeout": DURATION, "count": {"type": "integer", "minimum": 1}},
               "additionalProperties": False},
     "connection": {"type": "string", "description": "name of a connection in connections.yaml"},
+    "onInterrupted": {"enum": ["retry", "fail"],
+                      "description": "An action in flight when its process died: run it again on resume "
+                                     "(retry, the default: at least once) or fail it (fail: at most once)."},
     "runtimeConfiguration": {"type": "object"},
     "operationOptions": {"type": "string"},
     "trackedProperties": {"type": "object"},
@@ -96,6 +99,10 @@ def trigger_schema(trigger: type) -> dict:
     if trigger.mode == "push":
         props.update(PUSH_KEYS)
         required.insert(0, "auth")
+    if getattr(trigger, "connection", None):
+        props["connection"] = {"type": "string",
+                               "description": f"the name of a connection of kind '{trigger.connection}'"}
+        required.append("connection")
     props.update(trigger.config)
     out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
     if required:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -62,9 +63,15 @@ MIGRATIONS = [
     CREATE INDEX IF NOT EXISTS steps_by_seq ON steps(run_id, seq);
     """,
 ]
+log = logging.getLogger("flowrun.store")
 _RUN_FIELDS = set(Run.__dataclass_fields__) - {"_load_steps", "_steps"}
 RUN_JSON = ("payload", "params", "outputs", "error", "response", "request")
 STEP_JSON = ("inputs", "outputs", "error")
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script (no literal in them holds a semicolon)."""
+    return [part.strip() for part in script.split(";") if part.strip()]
 
 
 def _default(value: Any) -> Any:
@@ -92,38 +99,71 @@ class Store:
         self._ensured: set[str] = set()  # tables created by ensure_table
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(self.path), timeout=10.0, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db = sqlite3.connect(str(self.path), timeout=self.BUSY_TIMEOUT, check_same_thread=False)
+            self.db.execute(f"PRAGMA busy_timeout={int(self.BUSY_TIMEOUT * 1000)}")
+            if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self.db.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=10000")
             self._migrate()
-            self._ensure_job_columns()
         except sqlite3.Error as exc:
+            self._close_quietly()
             raise StoreError(f"{self.path}: cannot open state database: {exc}") from None
 
+    BUSY_TIMEOUT = 10.0  # seconds a write waits for another process's write lock before StoreError
+
+    def _close_quietly(self) -> None:
+        db = getattr(self, "db", None)
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass
+
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path}: schema version {version} is newer than this flowrun "
-                             f"understands ({len(MIGRATIONS)})")
-        for i in range(version, len(MIGRATIONS)):
-            self.db.executescript("BEGIN;" + MIGRATIONS[i] + f"; PRAGMA user_version={i + 1}; COMMIT;")
+        """Bring the schema up to date in one ``BEGIN IMMEDIATE`` transaction: the version is
+        read under the write lock, so any number of processes opening a new file at once
+        migrate it exactly once (the others wait, then find it current)."""
+        if self.db.in_transaction:
+            self.db.commit()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(f"{self.path}: schema version {version} is newer than this flowrun "
+                                 f"understands ({len(MIGRATIONS)})")
+            for i in range(version, len(MIGRATIONS)):
+                for statement in _statements(MIGRATIONS[i]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={i + 1}")
+            self._ensure_job_columns()
+            self.db.commit()
+        except BaseException:
+            self.db.rollback()
+            raise
 
     def _ensure_job_columns(self) -> None:
-        """Long-running jobs and parked runs (idempotent, so it merges with any numbered migration):
-        ``steps.handle`` (a job's JSON handle) and ``steps.wake`` (when the step wakes next), and
-        ``parked_runs`` (a run waiting with no task, and when it is due)."""
+        """Long-running jobs, parked runs and run leases (idempotent, so it merges with any
+        numbered migration): ``steps.handle`` (a job's JSON handle), ``steps.wake`` (when the
+        step wakes next), ``steps.interrupted`` (the step was in flight when its process died),
+        ``parked_runs`` (a run waiting with no task, and when it is due) and ``run_leases``
+        (the one live owner of a run: engine.runlock)."""
         have = {r[1] for r in self.db.execute("PRAGMA table_info(steps)")}
-        script = "".join(f"ALTER TABLE steps ADD COLUMN {col} {kind};"
-                         for col, kind in (("handle", "TEXT"), ("wake", "REAL")) if col not in have)
-        script += ("CREATE TABLE IF NOT EXISTS parked_runs (run_id TEXT PRIMARY KEY, wake REAL NOT NULL, "
-                   "parked REAL NOT NULL);"
-                   "CREATE INDEX IF NOT EXISTS parked_runs_by_wake ON parked_runs(wake);")
-        self.db.executescript("BEGIN;" + script + "COMMIT;")
+        for col, kind in (("handle", "TEXT"), ("wake", "REAL"), ("interrupted", "INTEGER")):
+            if col not in have:
+                self.db.execute(f"ALTER TABLE steps ADD COLUMN {col} {kind}")
+        for statement in _statements(
+                "CREATE TABLE IF NOT EXISTS parked_runs (run_id TEXT PRIMARY KEY, wake REAL NOT NULL, "
+                "parked REAL NOT NULL);"
+                "CREATE INDEX IF NOT EXISTS parked_runs_by_wake ON parked_runs(wake);"
+                "CREATE TABLE IF NOT EXISTS run_leases (run_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, "
+                "host TEXT NOT NULL, token TEXT NOT NULL, acquired REAL NOT NULL, expires REAL NOT NULL);"):
+            self.db.execute(statement)
 
     def close(self) -> None:
-        self.flush()
-        self.db.close()
+        try:
+            self.flush()
+        finally:
+            self.db.close()
 
     # -- encoding --------------------------------------------------------------------------
     def encode(self, value: Any) -> str | None:
@@ -155,11 +195,14 @@ class Store:
     # -- writes ----------------------------------------------------------------------------
     def flush(self) -> None:
         """Commit what is pending (and the Running rows of actions still in flight)."""
-        if self._pending_starts:
-            self._write_pending_starts()
-            self._arm_starts_timer()  # the younger ones are written when they come due
-        if self.db.in_transaction:
-            self.db.commit()
+        try:
+            if self._pending_starts:
+                self._write_pending_starts()
+                self._arm_starts_timer()  # the younger ones are written when they come due
+            if self.db.in_transaction:
+                self.db.commit()
+        except sqlite3.Error as exc:  # e.g. another process held the write lock past BUSY_TIMEOUT
+            raise StoreError(f"{self.path}: commit failed: {exc}") from None
 
     def create_run(self, run: dict, *, commit: bool = True) -> None:
         """Insert a run; without ``commit`` the caller awaits ``durable()`` (a group commit).
@@ -217,12 +260,17 @@ class Store:
     RUNNING_AFTER = 0.05  # seconds an action runs before its Running row is written
 
     def step_started(self, run_id: str, path: str, action: str, type_: str, started: float,
-                     attempts: int = 1) -> None:
+                     attempts: int = 1, *, now: bool = False) -> None:
         """Note an action as Running. Its row is written once it has run for RUNNING_AFTER
         seconds, so fast actions cost no extra write and slow ones show as Running (and
-        count their attempt) while in flight."""
+        count their attempt) while in flight. With ``now`` the row is written at once (the
+        caller awaits ``durable()`` before the action does anything): an action that must
+        know, after a crash, that it was in flight (at-most-once, not idempotent)."""
         self._pending_starts[(run_id, path)] = (run_id, path, action, type_, attempts, started)
-        self._arm_starts_timer()
+        if now:
+            self._write_pending_starts(only=(run_id, path))
+        else:
+            self._arm_starts_timer()
 
     def _arm_starts_timer(self) -> None:
         if self._starts_timer or not self._pending_starts:
@@ -234,7 +282,11 @@ class Store:
 
         def due() -> None:
             self._starts_timer = None
-            self.flush()
+            try:
+                self.flush()
+            except StoreError as exc:  # a callback: one line, and the next commit carries them
+                log.warning("%s; retrying", exc)
+                self.flush_soon()
         self._starts_timer = loop.call_later(self.RUNNING_AFTER, due)
 
     def flush_soon(self) -> None:
@@ -264,11 +316,18 @@ class Store:
         waiters, self._waiters = self._waiters, None
         try:
             self.flush()
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             if waiters is not None and not waiters.done():
-                waiters.set_exception(StoreError(f"{self.path}: commit failed: {exc}"))
+                waiters.set_exception(exc)
                 return
-            raise
+            # nobody waits on this commit: the writes stay in the open transaction and the
+            # next commit carries them; say so in one line (never a traceback from a callback)
+            log.warning("%s; retrying", exc)
+            try:
+                asyncio.get_running_loop().call_later(0.1, self.flush_soon)
+            except RuntimeError:
+                pass
+            return
         if waiters is not None and not waiters.done():
             waiters.set_result(None)
 
@@ -278,9 +337,9 @@ class Store:
         self._pending_starts[(run_id, None)] = (run_id, None, None, None, attempts, started)
         self._arm_starts_timer()
 
-    def _write_pending_starts(self) -> None:
+    def _write_pending_starts(self, only: tuple[str, str] | None = None) -> None:
         cutoff = time.time() - self.RUNNING_AFTER
-        due = [k for k, v in self._pending_starts.items() if v[5] <= cutoff]
+        due = [only] if only is not None else [k for k, v in self._pending_starts.items() if v[5] <= cutoff]
         for key in due:
             run_id, path, action, type_, attempts, started = self._pending_starts.pop(key)
             if path is None:
@@ -297,8 +356,8 @@ class Store:
 
     def step_finished(self, run_id: str, path: str, action: str, type_: str, status: str, *,
                       attempts: int, inputs: Any, outputs: Any, error: Any, started: float | None,
-                      ended: float, commit: bool = True) -> None:
-        """Record an action's result.
+                      ended: float, commit: bool = True, interrupted: bool = False) -> None:
+        """Record an action's result (``interrupted``: it ran again after a crash stopped it).
 
         With ``commit`` the write is committed at the end of this event-loop turn, together
         with the other results of that turn (a group commit): the engine starts dependents
@@ -309,9 +368,9 @@ class Store:
         self._seq += 1
         self.db.execute(
             "INSERT OR REPLACE INTO steps (run_id, path, action, type, status, attempts, inputs, "
-            "outputs, error, started, ended, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "outputs, error, started, ended, seq, interrupted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run_id, path, action, type_, status, attempts, self.encode(inputs), enc_outputs,
-             self.encode(error), started, ended, self._seq))
+             self.encode(error), started, ended, self._seq, 1 if interrupted else None))
         if commit:
             self.flush_soon()
 
@@ -410,7 +469,7 @@ class Store:
     def steps(self, run_id: str) -> list[Step]:
         """Every step of a run (small runs; a big loop's steps: ``iter_steps``)."""
         cols = ["path", "action", "type", "status", "attempts", "inputs", "outputs", "error",
-                "started", "ended", "seq"]
+                "started", "ended", "seq", "interrupted"]
         rows = self.db.execute(f"SELECT {', '.join(cols)} FROM steps WHERE run_id = ? ORDER BY seq",
                                (run_id,)).fetchall()
         out = []
@@ -418,6 +477,7 @@ class Store:
             step = dict(zip(cols, r))
             for key in STEP_JSON:
                 step[key] = self.decode(step[key])
+            step["interrupted"] = bool(step["interrupted"])
             out.append(Step(**step))
         return out
 
@@ -429,7 +489,7 @@ class Store:
         A prefix holding at most ``page`` steps (one loop iteration) is read through the
         primary key, so its cost does not grow with the run: resuming a loop reads every
         reused iteration, and a scan of the whole run each time would be quadratic."""
-        cols = "path, action, type, status, attempts, inputs, outputs, error, started, ended, seq"
+        cols = "path, action, type, status, attempts, inputs, outputs, error, started, ended, seq, interrupted"
         if prefix is not None:
             ranges = ((prefix + "/", prefix + "0"), (prefix + "[", prefix + "\\"))
             rows = []
@@ -439,7 +499,7 @@ class Store:
                 if len(rows) > page:
                     break
             if len(rows) <= page:
-                rows.sort(key=lambda r: r[-1])
+                rows.sort(key=lambda r: r[10])
                 for r in rows:
                     yield self._step(r)
                 return
@@ -457,16 +517,16 @@ class Store:
                 yield self._step(r)
             if len(rows) < page:
                 return
-            last = rows[-1][-1]
+            last = rows[-1][10]
 
     def get_step(self, run_id: str, path: str) -> Step | None:
         r = self.db.execute("SELECT path, action, type, status, attempts, inputs, outputs, error, started, ended, "
-                            "seq FROM steps WHERE run_id = ? AND path = ?", (run_id, path)).fetchone()
+                            "seq, interrupted FROM steps WHERE run_id = ? AND path = ?", (run_id, path)).fetchone()
         return self._step(r) if r else None
 
     def _step(self, r: tuple) -> Step:
         return Step(r[0], r[1], r[2], r[3], r[4], self.decode(r[5]), self.decode(r[6]), self.decode(r[7]),
-                    r[8], r[9], r[10])
+                    r[8], r[9], r[10], interrupted=bool(r[11]))
 
     def unfinished_runs(self) -> list[str]:
         return [r[0] for r in self.db.execute(

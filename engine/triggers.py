@@ -74,6 +74,14 @@ class TriggerHost(Protocol):
     run back (``duplicate=True``) and starts nothing. ``checkpoint`` ({key: value}) is saved
     in the same transaction as the run: after a crash, the checkpoint and the runs agree.
     ``request`` adds to what is stored with the run for ``flowrun replay``.
+
+    ``client()`` is the SDK client of the trigger's ``connection`` (a trigger class that
+    declares ``connection = "<kind>"``), built once per connection in a worker thread, as
+    ``Context.client()`` is for nodes. ``full()`` is True while the runs in flight are at
+    ``--max-in-flight`` (a stream consumer pauses its partitions then, and resumes once it
+    is False: ``wait_for_room()`` returns then). ``finished(run_id)`` waits for a run this
+    server executes to end and gives its final status (a queue consumer that deletes a
+    message only after its run succeeded waits on it).
     """
 
     flow_name: str
@@ -90,6 +98,14 @@ class TriggerHost(Protocol):
 
     def count(self, outcome: str, n: int = 1) -> None: ...
 
+    async def client(self) -> Any: ...
+
+    def full(self) -> bool: ...
+
+    async def wait_for_room(self) -> None: ...
+
+    async def finished(self, run_id: str) -> str: ...
+
 
 class Trigger:
     """One kind of trigger. Subclass ``PushTrigger`` or ``PullTrigger`` (or this, for manual)."""
@@ -101,6 +117,7 @@ class Trigger:
     required: ClassVar[tuple[str, ...]] = ()
     example: ClassVar[dict] = {}
     mode: ClassVar[str] = "manual"
+    connection: ClassVar[str | None] = None  # the connection kind it reads from (a `connection:` key)
 
     def __init__(self, definition: dict, host: Any = None):
         self.definition = definition

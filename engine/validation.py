@@ -1,5 +1,7 @@
 """What ``flowrun validate`` checks: everything ``flowrun serve`` checks before it serves a flow.
 
+Warnings (``Report.warnings``) are the nodes' own (``Node.warnings``) and unset secrets.
+
 The loader's checks (syntax, schema, runAfter, expressions, connections named and of the
 right kind), then the listener's own (``engine.listener.triggers.load_flow``): each trigger's
 definition (time zones, cron fields, ...), auth kinds, their options and connections,
@@ -82,7 +84,7 @@ def check_file(path: str | Path, registry: Registry, connections: Any) -> Report
     except FlowError as exc:
         report.errors = exc.problems
         return report
-    report.warnings = _missing_secrets(flow, conns)
+    report.warnings = _sorted_problems(list(flow.warnings) + _missing_secrets(flow, conns))
     return report
 
 
@@ -104,9 +106,13 @@ def _missing_secrets(flow: Flow, conns: Any) -> list[Problem]:
             if not os.environ.get(var):
                 line, col = yamlpos.position(positions, where)
                 out.append(Problem(flow.file, line, col, where,
-                                   f"warning: environment variable {var} (secret '{key}' of connection "
-                                   f"'{name}') is not set here; the flow cannot run where it is not set"))
+                                   f"environment variable {var} (secret '{key}' of connection '{name}') is "
+                                   f"not set here; the flow cannot run where it is not set"))
     return out
+
+
+def _sorted_problems(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p.line, p.column, p.path))
 
 
 def check_body(flow: Flow, registry: Registry, body: Any, trigger: str | None = None) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 
+from engine.errors import ConnectionError_
 from engine.plugin import Accepted, SystemClock
 
 from .triggers import PullEntry
@@ -63,6 +64,27 @@ class Host:
     def count(self, outcome: str, n: int = 1) -> None:
         if n:
             self._metrics.events.labels(self.flow_name, self.trigger_name, outcome).inc(n)
+
+    def connection(self) -> Any:
+        """The trigger's connection (settings and secrets from the environment), resolved once;
+        a missing variable or unknown name raises ConnectionError_ with every reason."""
+        name = self.entry.definition.get("connection")
+        if not isinstance(name, str):
+            raise ConnectionError_(f"trigger '{self.trigger_name}' names no connection")
+        conns = self._engine.connections_for(self.entry.flow.file)
+        return conns.resolve({name}, self._engine.redactor)[name]
+
+    async def client(self) -> Any:
+        return await self.connection().get_client()
+
+    def full(self) -> bool:
+        return self._runs.full()
+
+    async def wait_for_room(self) -> None:
+        await self._runs.wait_for_room()
+
+    async def finished(self, run_id: str) -> str:
+        return await self._runs.finished(run_id)
 
 
 class Consumers:

@@ -70,6 +70,16 @@ class Runs:
         task.add_done_callback(self.tasks.discard)
         return handle
 
+    async def finished(self, run_id: str) -> str:
+        """The final status of a run: waits while this server executes it; otherwise read from
+        the store (a run that is neither in flight nor finished has been handed elsewhere)."""
+        handle = self.in_flight.get(run_id)
+        if handle is not None:
+            await handle.done.wait()
+            if handle.status is not None:
+                return str(handle.status)
+        return str(self.engine.get_run(run_id).status)
+
     async def wait_response(self, handle: RunHandle, timeout: float) -> dict | None:
         if not handle.responded.is_set():
             try:

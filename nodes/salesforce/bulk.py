@@ -71,6 +71,7 @@ async def _run(method: str, inputs: dict, context: Any) -> dict:
 
 class BulkInsert(Node):
     type = "salesforce.BulkInsert"
+    idempotent = False  # the vendor takes no idempotency key: a retry after a crash may repeat it
     title = "Create many Salesforce records"
     description = (
         "POST composite/sobjects in chunks of 200. Fails when any record is rejected "

@@ -37,6 +37,7 @@ async def call(context: Any, fn: Any) -> Any:
 
 class Create(Node):
     type = "salesforce.Create"
+    idempotent = False  # the vendor takes no idempotency key: a retry after a crash may repeat it
     title = "Create a Salesforce record"
     description = ("POST /sobjects/{sobject}. Salesforce has no idempotency keys: a retry "
                    "after a timeout or 5xx can create a duplicate; prefer salesforce.Upsert "

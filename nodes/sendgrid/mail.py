@@ -170,6 +170,7 @@ def _send(client: Any, body: dict) -> dict:
 
 class SendEmail(Node):
     type = "sendgrid.SendEmail"
+    idempotent = False  # the vendor takes no idempotency key: a retry after a crash may repeat it
     title = "Send an email with SendGrid"
     description = (
         "POST /v3/mail/send with one personalization: `to`, `cc` and `bcc` see the same "

@@ -13,6 +13,7 @@ CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
 class StartCall(Node):
     type = "twilio.StartCall"
+    idempotent = False  # the vendor takes no idempotency key: a retry after a crash may repeat it
     title = "Start an outbound Twilio voice call"
     description = (
         "POST /2010-04-01/Accounts/{AccountSid}/Calls.json. Say what happens on the call "

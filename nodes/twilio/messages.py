@@ -36,6 +36,7 @@ def whatsapp_address(value: str) -> str:
 
 class SendSms(Node):
     type = "twilio.SendSms"
+    idempotent = False  # the vendor takes no idempotency key: a retry after a crash may repeat it
     title = "Send an SMS/MMS with Twilio"
     description = (
         "POST /2010-04-01/Accounts/{AccountSid}/Messages.json. Needs `from` or "
@@ -83,6 +84,7 @@ class SendSms(Node):
 
 class SendWhatsApp(Node):
     type = "twilio.SendWhatsApp"
+    idempotent = False  # the vendor takes no idempotency key: a retry after a crash may repeat it
     title = "Send a WhatsApp message with Twilio"
     description = (
         "POST /2010-04-01/Accounts/{AccountSid}/Messages.json on the WhatsApp channel. `to` "

@@ -314,3 +314,155 @@ def test_terminate_records_unstarted_actions_inside_containers_as_skipped(run_fl
     assert result.status == "Cancelled"
     assert result.steps["box/wait"].status == "Cancelled"
     assert result.steps["box/after_wait"].status == "Skipped"
+
+
+# -- variables after resume: the order updates happened in, at any kill point -------------------
+COUNTING_LOOP = """
+    name: counting
+    actions:
+      count: {type: InitializeVariable, inputs: {variables: [{name: count, type: integer, value: 0}]}}
+      total: {type: InitializeVariable, inputs: {variables: [{name: total, type: integer, value: 0}]}, runAfter: {count: [Succeeded]}}
+      seen: {type: InitializeVariable, inputs: {variables: [{name: seen, type: array, value: []}]}, runAfter: {total: [Succeeded]}}
+      loop:
+        type: Foreach
+        foreach: [1, 2, 3, 4, 5, 6]
+        concurrency: 3
+        runAfter: {seen: [Succeeded]}
+        actions:
+          nap: {type: Wait, inputs: {interval: {count: "{{ [0.3, 0.05, 0.15, 0.02, 0.25, 0.1][item() - 1] }}", unit: Second}}}
+          inc: {type: IncrementVariable, inputs: {name: count}, runAfter: {nap: [Succeeded]}}
+          add: {type: IncrementVariable, inputs: {name: total, value: "{{ item() }}"}, runAfter: {inc: [Succeeded]}}
+          note: {type: AppendToArrayVariable, inputs: {name: seen, value: "{{ item() }}"}, runAfter: {add: [Succeeded]}}
+    outputs:
+      count: {value: "{{ variables('count') }}"}
+      total: {value: "{{ variables('total') }}"}
+      seen: {value: "{{ variables('seen') | sort }}"}
+"""
+
+
+def succeeded_steps(state: Path) -> int:
+    return sum(1 for s in step_statuses(state).values() if s == "Succeeded")
+
+
+def _kill_after(state: Path, flow: Path, done_steps: int, resume_id: str | None = None) -> None:
+    """Start ``run`` (or ``resume``), kill -9 it once ``done_steps`` steps have succeeded."""
+    args = ["resume", resume_id] if resume_id else ["run", str(flow)]
+    proc = subprocess.Popen([*FLOWRUN, "--state", str(state), *args], cwd=Path(__file__).parents[2],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: proc.poll() is not None or succeeded_steps(state) >= done_steps,
+                   f"the run never reached {done_steps} succeeded steps")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_run_killed_at_random_points_and_resumed_ends_with_the_variables_of_an_uninterrupted_run(
+        tmp_path, flow_file, seed):
+    """Property: whatever the kill points (one or two kills, seeded), the resumed run's outputs
+    equal the uninterrupted run's: variable updates are replayed in the order they happened."""
+    import random
+
+    flow = flow_file(COUNTING_LOOP)
+    whole = engine.run_file(flow, state=tmp_path / "whole.db")
+    assert whole.status == "Succeeded"
+    assert whole.outputs == {"count": 6, "total": 21, "seen": [1, 2, 3, 4, 5, 6]}
+    total_steps = len(whole.steps)
+    rng = random.Random(seed)
+    state = tmp_path / "state.db"
+    first = rng.randrange(4, total_steps - 4)
+    _kill_after(state, flow, first)
+    run_id = engine.Engine(state).list_runs()[0].id
+    if rng.random() < 0.5:  # a second crash, during the resume
+        _kill_after(state, flow, min(first + rng.randrange(1, 8), total_steps - 2), resume_id=run_id)
+    eng = engine.Engine(state)
+    try:
+        run = engine.Engine(state).result(run_id)
+        if run.status.is_terminal:  # the kill came after the end: nothing to resume
+            resumed = run
+        else:
+            resumed = anyio.run(eng.resume, run_id)
+    finally:
+        eng.close()
+    assert resumed.status == "Succeeded", resumed.error
+    assert resumed.outputs == whole.outputs
+
+
+# -- delivery semantics: onInterrupted ----------------------------------------------------------
+def _crash_during(tmp_path, flow_file, recorder, on_interrupted: str | None):
+    """A run whose Http call is in flight (the server holds it) when the process is killed."""
+    gate = __import__("threading").Event()
+    def held(req):
+        gate.wait(30)
+        return 200, {"Content-Type": "application/json"}, b'{"ok": true}'
+    recorder.route("POST", "/send", handler=held)
+    extra = f"onInterrupted: {on_interrupted}, " if on_interrupted else ""
+    flow = flow_file(f"""
+        actions:
+          send: {{type: Http, {extra}inputs: {{method: POST, uri: "{recorder.url}/send"}}}}
+          after: {{type: Compose, inputs: done, runAfter: {{send: [Succeeded, Failed]}}}}
+    """)
+    state = tmp_path / "state.db"
+    proc = subprocess.Popen([*FLOWRUN, "--state", str(state), "run", str(flow)], cwd=Path(__file__).parents[2],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: recorder.requests and step_statuses(state).get("send") == "Running",
+                   "the request never arrived")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        gate.set()
+    eng = engine.Engine(state)
+    try:
+        resumed = anyio.run(eng.resume, eng.list_runs()[0].id)
+        resumed.steps  # read them while the store is open
+        return resumed
+    finally:
+        eng.close()
+
+
+def test_an_action_in_flight_at_a_crash_runs_again_by_default_and_show_flags_it(tmp_path, flow_file, recorder):
+    resumed = _crash_during(tmp_path, flow_file, recorder, None)
+    assert resumed.status == "Succeeded"
+    assert counts(recorder) == {"/send": 2}  # at least once
+    send = resumed.steps["send"]
+    assert (send.status, send.interrupted, send.attempts) == ("Succeeded", True, 2)
+    assert resumed.steps["after"].interrupted is False
+    shown = subprocess.run([*FLOWRUN, "--state", str(tmp_path / "state.db"), "show", resumed.id],
+                           cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=60)
+    assert "retried after a crash" in shown.stdout
+    assert json.loads(subprocess.run([*FLOWRUN, "--state", str(tmp_path / "state.db"), "show", resumed.id, "--json"],
+                                     cwd=Path(__file__).parents[2], capture_output=True, text=True,
+                                     timeout=60).stdout)["steps"][0]["interrupted"] is True
+
+
+def test_on_interrupted_fail_never_runs_an_action_in_flight_at_a_crash_again(tmp_path, flow_file, recorder):
+    resumed = _crash_during(tmp_path, flow_file, recorder, "fail")
+    assert counts(recorder) == {"/send": 1}  # at most once
+    send = resumed.steps["send"]
+    assert (send.status, send.error["code"], send.interrupted) == ("Failed", "Interrupted", True)
+    assert resumed.steps["after"].status == "Succeeded"  # runAfter Failed still runs
+
+
+@pytest.mark.parametrize("value, ok", [("retry", True), ("fail", True), ("Never", False), ("", False), (1, False)])
+def test_on_interrupted_takes_retry_or_fail_only(tmp_path, value, ok):
+    flow = {"actions": {"a": {"type": "Compose", "inputs": 1, "onInterrupted": value}}}
+    path = tmp_path / "flow.yaml"
+    path.write_text(json.dumps(flow))
+    out = subprocess.run([*FLOWRUN, "validate", str(path)], cwd=Path(__file__).parents[2],
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode == 0) == ok, out
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("node_type, idempotent", [
+    ("twilio.SendSms", False), ("twilio.SendWhatsApp", False), ("twilio.StartCall", False),
+    ("sendgrid.SendEmail", False), ("salesforce.Create", False), ("salesforce.BulkInsert", False),
+    ("salesforce.Update", True), ("salesforce.Upsert", True), ("twilio.GetMessage", True),
+    ("Compose", True), ("Http", True),
+])
+def test_nodes_whose_vendor_takes_no_idempotency_key_declare_it(node_type, idempotent):
+    from engine.registry import default_registry
+
+    assert default_registry().node(node_type).idempotent is idempotent

@@ -14,7 +14,7 @@ import pytest
 import engine
 from engine.errors import RunBusy, StoreError
 from engine.runlock import RunClaim
-from engine.store import RecordedSteps
+from engine.store import RecordedSteps, Store
 
 FLOWRUN = [sys.executable, "-m", "engine.cli"]
 
@@ -35,11 +35,14 @@ def wait_for(condition, what: str, timeout: float = 30.0) -> None:
 
 
 def busy(state, run_id: str) -> bool:
+    store = Store(state)
     try:
-        with RunClaim(state, run_id):
+        with RunClaim(store, run_id):
             return False
     except RunBusy:
         return True
+    finally:
+        store.close()
 
 
 def test_a_run_executing_in_one_process_cannot_be_resumed_by_another_until_that_process_dies(tmp_path):
@@ -98,5 +101,102 @@ def test_a_resume_that_finds_the_run_finished_once_it_holds_it_runs_nothing(run_
     try:
         with pytest.raises(StoreError, match="already finished"):
             anyio.run(lambda: eng.execute(done.id, reuse=RecordedSteps(eng.store, done.id)))
+    finally:
+        eng.close()
+
+
+# -- the lease: one live owner, visible to every process -----------------------------------------
+def _queued(tmp_path, text=WAITS):
+    flow = tmp_path / "waits.yaml"
+    flow.write_text(textwrap.dedent(text))
+    state = tmp_path / "state.db"
+    eng = engine.Engine(state)
+    run_id = eng.start(eng.load(flow))
+    eng.close()
+    return state, run_id
+
+
+def _lease(state, run_id, *, host, expires, pid=4242):
+    import sqlite3
+
+    with sqlite3.connect(state) as db:
+        db.execute("INSERT OR REPLACE INTO run_leases VALUES (?, ?, ?, 'theirs', 0, ?)", (run_id, pid, host, expires))
+        db.execute("UPDATE runs SET status = 'Running' WHERE id = ?", (run_id,))
+
+
+@pytest.mark.parametrize("host, expires_in, refused", [
+    ("other-host", 60, True),      # a live holder elsewhere: its lease is fresh
+    ("other-host", -1, False),     # it stopped renewing: taken over
+    (None, 60, False),             # this host, holder dead (its kernel lock is free): taken over
+])
+def test_resume_refuses_a_run_a_live_process_holds_and_takes_over_one_whose_holder_is_dead(
+        tmp_path, host, expires_in, refused):
+    from engine.runlock import HOST
+
+    state, run_id = _queued(tmp_path, "actions: {a: {type: Compose, inputs: 1}}")
+    _lease(state, run_id, host=host or HOST, expires=time.time() + expires_in)
+    out = subprocess.run([*FLOWRUN, "--state", str(state), "resume", run_id], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in out.stderr
+    if refused:
+        assert out.returncode == 2 and "other-host" in out.stderr and "pid 4242" in out.stderr
+    else:
+        assert out.returncode == 0, out.stderr
+        eng = engine.Engine(state)
+        assert eng.result(run_id).status == "Succeeded"
+        assert eng.store.db.execute("SELECT count(*) FROM run_leases").fetchone()[0] == 0  # given back
+        eng.close()
+
+
+def test_a_run_whose_process_died_shows_as_orphaned_in_runs_and_a_live_one_does_not(tmp_path):
+    state, run_id = _queued(tmp_path)
+    holder = subprocess.Popen([*FLOWRUN, "--state", str(state), "resume", run_id], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def listed():
+            eng = engine.Engine(state)
+            try:
+                return eng.list_runs()[0]
+            finally:
+                eng.close()
+        wait_for(lambda: listed().status == "Running", "the run to be Running")
+        assert listed().orphaned is False
+        out = subprocess.run([*FLOWRUN, "--state", str(state), "runs"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60)
+        assert "Running" in out.stdout and "orphaned" not in out.stdout
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert listed().orphaned is True
+    out = subprocess.run([*FLOWRUN, "--state", str(state), "runs", "--json"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert __import__("json").loads(out.stdout)[0]["orphaned"] is True
+    out = subprocess.run([*FLOWRUN, "--state", str(state), "runs"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert "Running (orphaned)" in out.stdout
+
+
+def test_a_holder_whose_lease_was_taken_over_stops_at_once_and_records_nothing_more(tmp_path):
+    import sqlite3
+
+    state, run_id = _queued(tmp_path)
+    eng = engine.Engine(state, lease_ttl=0.3)
+
+    async def main():
+        async def steal():
+            while True:  # once the run holds its lease, another host takes it over
+                with sqlite3.connect(state) as db:
+                    if db.execute("UPDATE run_leases SET token = 'stolen', host = 'elsewhere' "
+                                  "WHERE run_id = ?", (run_id,)).rowcount:
+                        return
+                await anyio.sleep(0.01)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(steal)
+            with pytest.raises(RunBusy, match="took its lease over"):
+                await eng.execute(run_id)
+    try:
+        anyio.run(main)
+        assert eng.store.get_step(run_id, "nap") is None or eng.store.get_step(run_id, "nap").status == "Running"
+        assert eng.store.db.execute("SELECT token FROM run_leases").fetchone()[0] == "stolen"  # left to its owner
     finally:
         eng.close()

@@ -125,3 +125,104 @@ def test_a_database_that_cannot_be_opened_is_one_clear_error(tmp_path):
     (tmp_path / "state.db").mkdir()  # a folder where the file should be
     with pytest.raises(engine.FlowrunError, match="cannot open state database"):
         Store(tmp_path / "state.db")
+
+
+# -- many processes on one state file ------------------------------------------------------------
+def _open_at_once(path: str, go, out) -> None:
+    from engine.store import Store
+
+    go.wait(30)
+    try:
+        Store(path).close()
+        out.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_160_processes_opening_a_new_state_file_at_once_all_succeed_and_migrate_it_once(tmp_path):
+    import multiprocessing
+    import sqlite3
+
+    from engine.store import MIGRATIONS
+
+    ctx = multiprocessing.get_context("fork")  # real processes, started cheaply
+    go, out = ctx.Event(), ctx.Queue()
+    path = str(tmp_path / "new.db")
+    procs = [ctx.Process(target=_open_at_once, args=(path, go, out)) for _ in range(160)]
+    for p in procs:
+        p.start()
+    go.set()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert [r for r in results if r != "ok"] == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'runs'").fetchone()[0] == 1
+
+
+def test_a_write_lock_held_past_the_busy_timeout_is_a_store_error_not_a_traceback(tmp_path, flow_file):
+    import sqlite3
+    import subprocess
+    import sys
+
+    from engine.store import Store
+
+    flow = flow_file("actions: {a: {type: Compose, inputs: 1}}")
+    state = tmp_path / "state.db"
+    Store(state).close()
+    holder = sqlite3.connect(state)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock, for longer than we wait
+    try:
+        out = subprocess.run([sys.executable, "-c", "import sys, engine.store as s; s.Store.BUSY_TIMEOUT = 0.2; "
+                              "from engine.cli import main; sys.argv[0] = 'flowrun'; main()",
+                              "--state", str(state), "run", str(flow)], capture_output=True, text=True, timeout=60)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert out.returncode != 0
+    assert "locked" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_no_write_transaction_stays_open_while_a_loop_evaluates_its_next_iteration(tmp_path, flow_file):
+    """While a Foreach evaluates heavy templates, another connection takes the write lock at once."""
+    import sqlite3
+    import threading
+
+    flow = flow_file("""
+        actions:
+          loop:
+            type: Foreach
+            foreach: "{{ range(4) | list }}"
+            concurrency: 1
+            actions:
+              heavy: {type: Compose, inputs: "{{ (range(90000) | map('string') | join(',') | length) + (range(90000) | map('string') | join(';') | length) }}"}
+    """)
+    state = tmp_path / "state.db"
+    Store(state).close()
+    waits, stop = [], threading.Event()
+
+    def other_writer():
+        db = sqlite3.connect(state, timeout=5.0)
+        while not stop.is_set():
+            began = time.monotonic()
+            db.execute("BEGIN IMMEDIATE")
+            waits.append(time.monotonic() - began)
+            db.rollback()
+            time.sleep(0.002)
+        db.close()
+    t = threading.Thread(target=other_writer)
+    t.start()
+    began = time.monotonic()
+    try:
+        result = engine.run_file(flow, state=state)
+    finally:
+        took = time.monotonic() - began
+        stop.set()
+        t.join()
+    assert result.status == "Succeeded"
+    print("longest wait for the write lock:", max(waits), "run:", took)
+    # A transaction held across one of the 4 evaluations would make a wait about as long as
+    # that evaluation (a quarter of the run); relative, so a loaded machine slows both alike.
+    assert waits and max(waits) < took / 8, (max(waits), took)

@@ -45,9 +45,12 @@ def test_a_trigger_type_declared_twice_is_refused():
 def test_the_flow_schema_has_one_branch_per_declared_trigger_type():
     schema = flow_schema(plugin_registry())
     union = schema["$defs"]["trigger"]
-    assert union["properties"]["type"]["anyOf"][0]["enum"] == ["Manual", "Recurrence", "Request", "testplugin.FileFeed"]
+    assert union["properties"]["type"]["anyOf"][0]["enum"] == ["Manual", "Recurrence", "Request",
+                                                               "testplugin.FileFeed", "testplugin.Mailbox"]
     feed = schema["$defs"]["trigger:testplugin.FileFeed"]
     assert feed["required"] == ["path"] and "auth" not in feed["properties"]  # a pull trigger takes no auth
+    mailbox = schema["$defs"]["trigger:testplugin.Mailbox"]  # declares a connection kind: names a connection
+    assert mailbox["required"] == ["connection"] and "testplugin.mailbox" in mailbox["properties"]["connection"]["description"]
     request = schema["$defs"]["trigger:Request"]
     assert request["required"] == ["auth"] and {"auth", "dedupe", "inputs"} <= set(request["properties"])
 

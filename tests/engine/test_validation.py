@@ -69,8 +69,9 @@ def test_a_secret_variable_not_set_is_a_warning_and_an_error_under_strict(tmp_pa
     path = write(tmp_path, "actions:\n  call: {type: Http, connection: api, inputs: {method: GET, uri: /x}}\n")
     out = validate(tmp_path, str(path))
     assert out.exit_code == 0, out.output
-    assert ("flow.yaml:2:34 actions.call.connection: warning: environment variable FLOWRUN_TEST_TOKEN "
-            "(secret 'token' of connection 'api') is not set here") in out.output
+    assert ("flow.yaml:2:34 actions.call.connection: environment variable FLOWRUN_TEST_TOKEN "
+            "(secret 'token' of connection 'api') is not set here; the flow cannot run where it is not set "
+            "(warning)") in out.output
     assert "1 of 1 flow file(s) valid, 1 with warnings" in out.output
     strict = validate(tmp_path, "--strict", str(path))
     assert strict.exit_code == 1 and "0 of 1 flow file(s) valid" in strict.output
@@ -81,7 +82,7 @@ def test_a_secret_of_a_trigger_auth_connection_not_set_is_a_warning_too(tmp_path
     path = write(tmp_path, "triggers: {t: {type: Request, auth: {type: hmac, connection: hooks}}}\n" + ACTIONS)
     out = validate(tmp_path, str(path))
     assert out.exit_code == 0, out.output
-    assert "triggers.t.auth.connection: warning: environment variable FLOWRUN_TEST_HOOK_SECRET" in out.output
+    assert "triggers.t.auth.connection: environment variable FLOWRUN_TEST_HOOK_SECRET" in out.output
 
 
 def test_no_secret_value_is_ever_printed_by_validate(tmp_path, monkeypatch):

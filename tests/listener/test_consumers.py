@@ -119,3 +119,73 @@ def test_kill_9_mid_consumption_loses_no_message_and_runs_none_twice(tmp_path):
     assert sorted(json.loads(r["outputs"])["note"] for r in runs) == sorted(f"order {i}" for i in range(n))
     assert checkpoint(state) == n
     assert lifecycle(source) == ["started", "started", "stopped"]  # the killed one never stopped
+
+
+MAILBOX = """\
+name: mailbox
+triggers:
+  inbox: {type: testplugin.Mailbox, connection: inbox}
+actions:
+  check:
+    type: Compose
+    inputs: "{{ triggerBody().n }}"
+  fail:
+    type: Terminate
+    runAfter: {check: [Succeeded]}
+    inputs: {runStatus: "{{ 'Failed' if triggerBody().n == 2 else 'Succeeded' }}"}
+"""
+
+
+def mailbox(tmp_path: Path, monkeypatch, n: int) -> tuple[Path, Path]:
+    box, folder = tmp_path / "box", tmp_path / "flows"
+    box.mkdir()
+    for i in range(n):
+        (box / f"m{i}.json").write_text(json.dumps({"n": i}))
+    secret = 'q"uo\\te/+%é'
+    monkeypatch.setenv("TEST_MAILBOX_TOKEN", secret)
+    write_flows(folder, {"mailbox.yaml": MAILBOX},
+                connections=f"connections:\n  inbox:\n    kind: testplugin.mailbox\n    settings: {{folder: '{box}'}}\n"
+                            f"    secrets: {{token: TEST_MAILBOX_TOKEN}}\n")
+    return box, folder
+
+
+def test_a_pull_trigger_reads_through_its_connection_and_settles_each_message_after_its_run(tmp_path, monkeypatch):
+    box, folder = mailbox(tmp_path, monkeypatch, 4)
+    reg = registry_with("tests.plugins.flowrun_testplugin")
+    with serving(folder, state=tmp_path / "state.db", registry=reg, monkeypatch=monkeypatch, max_in_flight=1) as app:
+        wait_for(lambda: len(list(box.glob("*.done"))) + len(list(box.glob("*.failed"))) == 4, "every message settled")
+        statuses = [r["status"] for r in app.runs("mailbox")]
+    assert sorted(p.name for p in box.glob("*.failed")) == ["m2.failed"]  # kept for a retry or a DLQ
+    assert len(list(box.glob("*.done"))) == 3 and statuses.count("Failed") == 1
+    marks = (box / "marks").read_text().split("\n")
+    assert marks[0] == f"token {len(chr(34) + 'uo' + chr(92) + 'te/+%é') + 1}"
+    assert "paused" in marks  # one run in flight at most: the trigger waited for room
+
+
+def test_a_pull_trigger_naming_an_unknown_or_wrong_connection_is_a_validation_problem(tmp_path):
+    from engine.errors import FlowError
+    from engine.connections import Connections
+    from engine.loader import load_text
+
+    reg = registry_with("tests.plugins.flowrun_testplugin")
+    conns_file = tmp_path / "connections.yaml"
+    conns_file.write_text("connections:\n  web: {kind: http}\n  inbox: {kind: testplugin.mailbox, settings: {folder: x}, "
+                          "secrets: {token: T}}\n")
+    conns = Connections.load(conns_file, reg)
+    load_text(MAILBOX, "m.yaml", registry=reg, connections=conns)  # the right kind: no problem
+    for name, message in [("inbux", "unknown connection 'inbux' (did you mean 'inbox'?)"),
+                          ("web", "connection 'web' is of kind 'http', trigger 'testplugin.Mailbox' needs "
+                                  "'testplugin.mailbox'")]:
+        try:
+            load_text(MAILBOX.replace("connection: inbox", f"connection: {name}"), "m.yaml", registry=reg,
+                      connections=conns)
+        except FlowError as exc:
+            assert message in str(exc) and "triggers.inbox.connection" in str(exc)
+        else:
+            raise AssertionError("no problem reported")
+    try:
+        load_text(MAILBOX.replace(", connection: inbox", ""), "m.yaml", registry=reg, connections=conns)
+    except FlowError as exc:
+        assert "triggers.inbox: 'connection' is required" in str(exc)
+    else:
+        raise AssertionError("no problem reported")
