@@ -18,7 +18,7 @@ class Terminate(Node):
                    "cancelled and the rest Skipped. `runError` (code, message) becomes the run's error.")
     input_schema = {"type": "object", "additionalProperties": False, "required": ["runStatus"],
                     "properties": {"runStatus": any_case(["Succeeded", "Failed", "Cancelled"],
-                                                         "in any letter case"),
+                                                         "Succeeded, Failed or Cancelled, in any letter case"),
                                    "runError": {"type": "object", "additionalProperties": False,
                                                 "properties": {"code": {"type": "string"},
                                                                "message": {"type": "string"}}}}}
