@@ -157,14 +157,21 @@ def scrub(text: Any, secrets: Iterable[str]) -> Any:
     values = sorted({f for s in secrets if s for f in secret_forms(s)}, key=len, reverse=True)
     if not values:
         return text
+    return _mask(text, values)
+
+
+def _mask(text: Any, values: list[str]) -> Any:
+    """``text`` with each of ``values`` (already every form of every secret) masked; nested
+    values reuse the one list (expanding the forms again at each level grew without bound)."""
     if isinstance(text, str):
         for v in values:
-            text = text.replace(v, MASK)
+            if v in text:
+                text = text.replace(v, MASK)
         return text
     if isinstance(text, dict):
-        return {k: scrub(v, values) for k, v in text.items()}
+        return {k: _mask(v, values) for k, v in text.items()}
     if isinstance(text, list):
-        return [scrub(v, values) for v in text]
+        return [_mask(v, values) for v in text]
     return text
 
 
