@@ -183,7 +183,13 @@ def test_health_readiness_and_metrics(server):
         assert c.get("/readyz").status_code == 200
         c.post("/flows/orders/triggers/new", json={"orderId": "bad"}, headers=KEY)
         c.post("/flows/orders/triggers/new", json={"orderId": "O-5", "qty": 1})
-        text = c.get("/metrics").text
+        assert c.post("/flows/echo/triggers/hook", json={"name": "M"}).status_code == 200  # not left to other tests
+        from tests.support.waiting import wait_until  # the run finishes just after it replies
+
+        def finished():
+            text = c.get("/metrics").text
+            return text if 'flowrun_runs_finished_total{flow="echo",status="Succeeded"}' in text else None
+        text = wait_until(finished, "the echo run never finished")
     assert 'flowrun_triggers_received_total{flow="orders",trigger="new"}' in text
     assert 'flowrun_triggers_rejected_total{flow="orders",reason="schema",trigger="new"}' in text
     assert 'flowrun_triggers_rejected_total{flow="orders",reason="unauthenticated",trigger="new"}' in text
