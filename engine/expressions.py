@@ -537,7 +537,11 @@ class Evaluator:
         else:
             from jinja2.meta import find_undeclared_variables  # runs jinja's compiler: only when needed
 
-            names = find_undeclared_variables(tree)
+            try:
+                names = find_undeclared_variables(tree)
+            except Exception:  # noqa: BLE001  the compiler folds constants (''.x) and may raise: walk
+                bound = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+                names = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - bound
         out.unknown = sorted(n for n in names if n not in self.known)
         for call in tree.find_all(nodes.Call):
             if isinstance(call.node, nodes.Name) and call.args and isinstance(call.args[0], nodes.Const) \
