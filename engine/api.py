@@ -69,6 +69,7 @@ class Engine:
         # process may execute some: the oldest are dropped and read back from the store if needed)
         self.limiter = anyio.CapacityLimiter(concurrency)
         self._node_log = logging.getLogger("flowrun.node")
+        self._flow_cache: Any = None  # engine.flowcache.FlowCache, on first load
 
     def close(self) -> None:
         """Close the connections' clients (flush what they hold), then the store."""
@@ -90,7 +91,14 @@ class Engine:
         return self._connections[key]
 
     def load(self, path: str | Path) -> Flow:
-        return load_file(path, registry=self.registry, connections=self.connections_for(str(path)))
+        """The validated flow of ``path``; a text validated before (by any process on this state
+        file) is rebuilt from the state database's cache without being checked again."""
+        if self._flow_cache is None:
+            from .flowcache import FlowCache
+
+            self._flow_cache = FlowCache(self.store)
+        return load_file(path, registry=self.registry, connections=self.connections_for(str(path)),
+                         cache=self._flow_cache)
 
     def load_recorded(self, run: Run) -> Flow:
         return load_text(run.definition, run.file or "<recorded>", registry=self.registry,

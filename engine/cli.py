@@ -103,34 +103,41 @@ def _flow_files(paths: tuple[str, ...]) -> list[Path]:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
+@click.option("--strict", is_flag=True, help="warnings (a secret's environment variable not set here) are errors")
 @click.pass_context
 @guard
-def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
-    """Check flow files (or folders of them); list every problem, one per line."""
+def validate(ctx: click.Context, paths: tuple[str, ...], strict: bool) -> None:
+    """Check flow files (or folders of them) as `flowrun serve` does; list every problem, one per line."""
     from .errors import FlowError
-    from .loader import load_file
     from .registry import default_registry
+    from .validation import check_file
     from . import connections as conns
 
     registry = default_registry()
     files = _flow_files(paths)
-    bad = 0
+    if not files:
+        raise Fail("no flow files found")
+    bad = warned = 0
     cache: dict[str, Any] = {}
     for f in files:
         try:
             cfile = ctx.obj["connections"] or conns.find_file(f)
             if str(cfile) not in cache:
                 cache[str(cfile)] = conns.Connections.load(cfile, registry) if cfile else None
-            flow = load_file(f, registry=registry, connections=cache[str(cfile)])
-            for warning in flow.warnings:
-                click.echo(f"{warning} (warning)")
-        except FlowError as exc:
+            report = check_file(f, registry, cache[str(cfile)])
+        except FlowError as exc:  # the connections file itself
             bad += 1
             for problem in exc.problems:
                 click.echo(str(problem))
-    if not files:
-        raise Fail("no flow files found")
-    click.echo(f"{len(files) - bad} of {len(files)} flow file(s) valid", err=True)
+            continue
+        for problem in report.errors:
+            click.echo(str(problem))
+        for warning in report.warnings:
+            click.echo(f"{warning} (warning)")
+        bad += bool(report.errors) or (strict and bool(report.warnings))
+        warned += bool(report.warnings)
+    note = f", {warned} with warnings" + (" (errors under --strict)" if strict else "") if warned else ""
+    click.echo(f"{len(files) - bad} of {len(files)} flow file(s) valid{note}", err=True)
     if bad:
         sys.exit(1)
 
@@ -330,6 +337,13 @@ def run(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ..
     engine = _engine(ctx)
     loaded = engine.load(flow)
     body, values = _parse_input(input_), _parse_params(params)
+    if input_ is not None:
+        from .validation import check_body
+
+        problems = check_body(loaded, engine.registry, body)
+        if problems:
+            raise Fail("--input does not match the trigger's schema (serve would answer 400):\n  "
+                       + "\n  ".join(problems))
     result = anyio.run(lambda: engine.run(loaded, input=body, params=values, on_event=_progress(as_json)))
     _finish(ctx, result, as_json)
 

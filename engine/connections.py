@@ -20,7 +20,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
-from jsonschema import Draft202012Validator
 
 from . import yamlpos
 from .errors import ConnectionError_, FlowError, Problem
@@ -185,6 +184,8 @@ class Connections:
             schema["properties"] = {k: v for k, v in schema.get("properties", {}).items()
                                     if k not in spec.secret_names}
             schema["required"] = [k for k in schema.get("required", []) if k not in spec.secret_names]
+            from jsonschema import Draft202012Validator  # only when there are settings to check
+
             for err in Draft202012Validator(schema).iter_errors(settings):
                 sub = ".".join(str(p) for p in err.absolute_path)
                 problem(f"{where}.settings" + (f".{sub}" if sub else ""), err.message)

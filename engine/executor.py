@@ -15,20 +15,20 @@ import time
 from typing import Any, Callable
 
 import anyio
-from jsonschema import Draft202012Validator
 
 from .errors import ActionError, ExpressionError, InputError, OutputTooLarge
 from .frames import ActionResult, Frame
 from .model import Action, Block, Flow
 from .plugin import Context, Job, Node, Pending, Variables
 from .runs import Step
+from .compiled import Compiled
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
 from .store import RecordedSteps
 from .wakeups import WAITING
 
 log = logging.getLogger("flowrun.run")
 
-_validators: dict[type, Draft202012Validator | None] = {}
+_validators: dict[type, Any] = {}  # node -> Compiled schema of its inputs, or None
 
 
 class _NoTimer:
@@ -45,11 +45,11 @@ _NO_TIMER = _NoTimer()
 _instances: dict[type, Any] = {}
 
 
-def _validator(node: type) -> Draft202012Validator | None:
+def _validator(node: type) -> Any:
     if node not in _validators:
         schema = node.input_schema
         trivial = not schema or schema == {"type": "object"} or node.fields
-        _validators[node] = None if trivial else Draft202012Validator(schema)
+        _validators[node] = None if trivial else Compiled(schema)
     return _validators[node]
 
 
@@ -432,7 +432,7 @@ class Runtime:
             value = self.evaluator.evaluate(value, frame)
         validator = _validator(node)
         if validator is not None and value is not None:
-            errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+            errors = sorted(validator.errors(value), key=lambda e: list(map(str, e.absolute_path)))
             if errors:
                 msgs = [f"{'.'.join(str(p) for p in e.absolute_path) or 'inputs'}: {e.message}" for e in errors[:5]]
                 raise InputError("inputs do not match the schema of " + node.type + ": " + "; ".join(msgs))

@@ -1,17 +1,20 @@
 """File → validated Flow. Either every problem is reported at once, or a whole Flow is returned.
 
-Steps: parse YAML (positions kept, duplicate keys refused) → canonicalise type and status
-names (case-insensitive, as Logic Apps) → JSON Schema → build the model → semantic checks
-(runAfter, cycles, connections, expressions, node-specific checks).
+Steps: parse YAML (libyaml, positions kept, duplicate keys refused) → JSON Schema of the flow
+around its actions → each action, nested ones included: canonical type and status names
+(case-insensitive, as Logic Apps), then its own node's schema (dispatch on ``type``: never a
+union over every node type) → build the model → semantic checks (runAfter, cycles,
+connections, expressions, node-specific checks).
+
+Schemas are compiled once per registry and node type; a valid action is checked by the
+compiled validator of ``jsonschema_rs`` when it is installed, and only an action that fails
+goes through ``jsonschema`` to explain every problem in flowrun's words.
 """
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
 
 from . import yamlpos
 from .errors import FlowError, Problem
@@ -20,32 +23,79 @@ from .plugin import Node
 from .model import STATUSES, Action, Block, Flow, Parameter, RetryPolicy, Trigger, parse_duration
 from .planner import finished_before, plan_block, suggest
 from .registry import Registry, default_registry
-from .schema import flow_schema
+from .compiled import Compiled
+from .schema import validation_schemas
 
-_validators: dict[int, tuple[Draft202012Validator, Evaluator]] = {}
+_validators: dict[int, tuple["Validators", Evaluator]] = {}
 
 
-def tools(registry: Registry) -> tuple[Draft202012Validator, Evaluator]:
-    """The schema validator and expression evaluator for a registry (built once)."""
+class Validators:
+    """The compiled schemas of a registry: the flow around its actions, one per node type
+    (compiled on first use: a run of a small flow compiles only the types it uses)."""
+
+    def __init__(self, registry: Registry):
+        self._registry = registry
+        self._shell: Compiled | None = None
+        self._schemas: dict[str, dict] = {}
+        self._nodes: dict[str, Compiled] = {}
+
+    @property
+    def shell(self) -> Compiled:
+        if self._shell is None:
+            shell, self._schemas = validation_schemas(self._registry)
+            self._shell = Compiled(shell)
+        return self._shell
+
+    def node(self, type_name: str) -> Compiled:
+        if type_name not in self._nodes:
+            self.shell  # noqa: B018  builds the schemas
+            self._nodes[type_name] = Compiled(self._schemas[type_name])
+        return self._nodes[type_name]
+
+
+def tools(registry: Registry) -> tuple[Validators, Evaluator]:
+    """The schema validators and expression evaluator for a registry (built once)."""
     key = id(registry)
     if key not in _validators:
-        _validators[key] = (Draft202012Validator(flow_schema(registry)), Evaluator(registry.filters))
+        _validators[key] = (Validators(registry), Evaluator(registry.filters))
     return _validators[key]
 
 
 def load_file(path: str | Path, *, registry: Registry | None = None,
-              connections: Any = None) -> Flow:
+              connections: Any = None, cache: Any = None) -> Flow:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise FlowError([Problem(str(path), 1, 1, "", f"cannot read file: {exc}")]) from None
-    return load_text(text, str(path), registry=registry, connections=connections)
+    return load_text(text, str(path), registry=registry, connections=connections, cache=cache)
 
 
 def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = None,
-              connections: Any = None) -> Flow:
-    registry = registry or default_registry()
+              connections: Any = None, cache: Any = None) -> Flow:
+    """The validated Flow of ``text``, or FlowError listing every problem. Whatever the text,
+    nothing else is raised: a bug of a check becomes a problem line naming it (the fuzz tests in
+    tests/engine/test_loader_fuzz.py make sure none is left). With ``cache`` (an
+    ``engine.flowcache.FlowCache``), a text validated before is rebuilt without re-checking."""
+    try:
+        return _load_text(text, file, registry or default_registry(), connections, cache)
+    except FlowError:
+        raise
+    except (Exception, RecursionError) as exc:  # noqa: BLE001  never a traceback for a file
+        raise FlowError([Problem(file, 1, 1, "", f"internal error while checking this file "
+                                                 f"({type(exc).__name__}: {str(exc)[:200]}); please report it")]) from None
+
+
+def _load_text(text: str, file: str, registry: Registry, connections: Any, cache: Any) -> Flow:
+    key = cache.key(text, file, registry, connections) if cache is not None else None
+    if key is not None:
+        cached = cache.get(key)
+        if isinstance(cached, dict):
+            found: list[str] = []
+            flow = _build(cached, file, text, registry, lambda path, message: found.append(message))
+            if not found:
+                flow.warnings = _warnings(flow, file, None)
+                return flow
     data, positions, problems = yamlpos.load(text, file)
 
     def problem(path: str, message: str) -> None:
@@ -59,11 +109,12 @@ def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = No
     if data is None or not isinstance(data, dict):
         raise FlowError(problems)
 
-    _canonicalise(data.get("actions"), registry)
-    validator, evaluator = tools(registry)
-    for err in validator.iter_errors(data):
+    validators, evaluator = tools(registry)
+    _canonical_triggers(data.get("triggers"), registry)
+    for err in validators.shell.errors(data):
         for path, message in _explain(err):
             problem(path, message)
+    _validate_actions(data.get("actions"), "actions", registry, validators, problem)
     # the model is built even from a flow with schema problems (bad parts are left out),
     # so the semantic problems are reported in the same pass
     flow = _build(data, file, text, registry, problem)
@@ -71,11 +122,14 @@ def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = No
     if problems:
         raise FlowError(_sorted(problems))
     flow.warnings = _warnings(flow, file, positions)
+    if key is not None:
+        cache.put(key, data, connections)
     return flow
 
 
 def _warnings(flow: Flow, file: str, positions: Any) -> list[Problem]:
-    """What each node's ``warnings`` says about its actions, positioned like problems."""
+    """What each node's ``warnings`` says about its actions, positioned like problems (a flow
+    from the cache has no positions: the text is parsed again only if there is a warning)."""
     out = []
     for action in flow.actions.values():
         try:
@@ -83,39 +137,74 @@ def _warnings(flow: Flow, file: str, positions: Any) -> list[Problem]:
         except (AttributeError, TypeError, KeyError, ValueError):
             found = []
         for sub, message in found:
+            if positions is None:
+                positions = yamlpos.load(flow.source, file)[1]
             path = f"{action.where}.{sub}" if sub else action.where
             line, col = yamlpos.position(positions, path)
             out.append(Problem(file, line, col, path, message))
     return _sorted(out)
 
 
-# -- canonical names -------------------------------------------------------------------------
-def _canonicalise(actions: Any, registry: Registry) -> None:
-    if not isinstance(actions, dict):
+# -- canonical names, and each action against its own node's schema --------------------------
+def _canonical_triggers(triggers: Any, registry: Registry) -> None:
+    if not isinstance(triggers, dict):
         return
-    for action in actions.values():
+    for trigger in triggers.values():
+        if isinstance(trigger, dict) and isinstance(trigger.get("type"), str):
+            cls = registry.trigger(trigger["type"])
+            if cls is not None:
+                trigger["type"] = cls.type
+
+
+def _canonical_statuses(action: dict) -> None:
+    run_after = action.get("runAfter")
+    if isinstance(run_after, dict):
+        for pred, statuses in run_after.items():
+            if isinstance(statuses, list):
+                run_after[pred] = [_STATUS_BY_LOWER.get(st.lower(), st) if isinstance(st, str) else st
+                                   for st in statuses]
+
+
+_STATUS_BY_LOWER = {str(s).lower(): s for s in STATUSES}
+
+
+def _validate_actions(actions: Any, where: str, registry: Registry, validators: Validators, problem: Any) -> None:
+    """Canonicalise and validate every action of a block, then the blocks nested in them."""
+    if not isinstance(actions, dict):
+        return  # the enclosing schema says why
+    for name, action in actions.items():
+        a_where = f"{where}.{name}"
         if not isinstance(action, dict):
+            continue  # the enclosing schema says why
+        if "type" not in action:
+            problem(a_where, "'type' is required")
             continue
-        node = registry.node(action.get("type", ""))
-        if node is not None:
-            action["type"] = node.type
-        run_after = action.get("runAfter")
-        if isinstance(run_after, dict):
-            for pred, statuses in run_after.items():
-                if isinstance(statuses, list):
-                    run_after[pred] = [next((s for s in STATUSES if isinstance(st, str) and s.lower() == st.lower()), st)
-                                       for st in statuses]
-        if node is not None:
-            try:
-                nested = node.blocks(action)
-            except (AttributeError, TypeError):
-                continue  # malformed; the schema says why
-            for block in nested.values():
-                _canonicalise(block, registry)
+        type_name = action["type"]
+        node = registry.node(type_name) if isinstance(type_name, str) else None
+        if node is None:
+            known = registry.type_names()
+            problem(f"{a_where}.type", f"unknown action type {_quoted(type_name)}"
+                                       f"{suggest(str(type_name), known)}")
+            continue
+        action["type"] = node.type
+        _canonical_statuses(action)
+        for err in validators.node(node.type).errors(action):
+            for path, message in _explain(err):
+                problem(f"{a_where}.{path}" if path else a_where, message)
+        try:
+            nested = node.blocks(action)
+        except (AttributeError, TypeError, KeyError):
+            continue  # malformed; the schema says why
+        for key, block in nested.items():
+            _validate_actions(block, f"{a_where}.{_block_where(key)}", registry, validators, problem)
+
+
+def _quoted(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else f"{value!r} (a {type(value).__name__}, not a name)"
 
 
 # -- schema errors → one line each ----------------------------------------------------------
-def _explain(err: ValidationError) -> list[tuple[str, str]]:
+def _explain(err: Any) -> list[tuple[str, str]]:
     path = ".".join(str(p) for p in err.absolute_path)
     if err.validator == "anyOf" and err.context:
         # a templatable value: explain the non-template branch

@@ -11,8 +11,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
-
 from .state import RUN_AFTER
 
 STATUSES = RUN_AFTER  # the statuses a runAfter list may name
@@ -74,9 +72,8 @@ class Block:
     key: str  # "" for the root, else e.g. "actions", "else", "case:gold", "default"
     actions: dict[str, "Action"]
     owner: "Action | None" = None
-    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
     starts: list[str] = field(default_factory=list)  # actions with no runAfter
-    dependents: dict[str, list[str]] = field(default_factory=dict)
+    dependents: dict[str, list[str]] = field(default_factory=dict)  # the runAfter graph: who waits for whom
     leaves: list[str] = field(default_factory=list)  # actions nothing runs after
     chain: list[str] | None = None  # the actions in order when each waits only for the one before
     run_after: dict[str, tuple[str, ...]] = field(default_factory=dict)

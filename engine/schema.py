@@ -2,7 +2,13 @@
 
 Each node contributes an ``if type == X then <node's action schema>`` branch (each trigger
 type one under ``triggers``: a union keyed on ``type``), so editors
-with yaml-language-server complete inputs per action type. Wherever a node's input schema
+with yaml-language-server complete inputs per action type. The loader does not validate
+against that union (every action would be tried against every node type): it takes
+``validation_schemas`` instead, one small schema per node type, and dispatches on ``type``.
+
+Letter case: type names and runAfter statuses are case-insensitive (``type: compose``,
+``[succeeded]``), as in Logic Apps; the schema accepts them in any case (``any_case``) and
+offers the canonical spelling for completion. Wherever a node's input schema
 wants a number, object, enum..., a templated string (``{{ ... }}``) is accepted too: it is
 checked against the node's real schema after it has been evaluated, just before the node runs.
 """
@@ -13,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .caseless import any_case, caseless
 from .model import STATUSES
 from .registry import Registry
 
@@ -25,6 +32,8 @@ COMMITTED = Path(__file__).resolve().parent.parent / "schemas" / "flow.schema.js
 DURATION = {"type": "string", "pattern": r"^P(?!$)(\d+(\.\d+)?W)?(\d+(\.\d+)?D)?(T(?=\d)(\d+(\.\d+)?H)?(\d+(\.\d+)?M)?(\d+(\.\d+)?S)?)?$",
             "description": "ISO-8601 duration, e.g. PT30S"}
 
+
+
 COMMON_ACTION_PROPERTIES: dict[str, Any] = {
     "type": {"type": "string"},
     "description": {"type": "string"},
@@ -32,7 +41,7 @@ COMMON_ACTION_PROPERTIES: dict[str, Any] = {
     "runAfter": {
         "type": "object",
         "description": "Actions (in the same scope) this one waits for, and the statuses that let it run.",
-        "additionalProperties": {"type": "array", "items": {"enum": list(STATUSES)}},
+        "additionalProperties": {"type": "array", "items": any_case(STATUSES)},
     },
     "retryPolicy": {
         "type": "object", "additionalProperties": False,
@@ -84,7 +93,8 @@ def trigger_schema(trigger: type) -> dict:
     from .triggers import PUSH_KEYS
 
     props = dict(COMMON_TRIGGER_PROPERTIES)
-    props["type"] = {"const": trigger.type, "description": trigger.title or trigger.description}
+    props["type"] = {"type": "string", "pattern": f"^{caseless(trigger.type)}$",
+                     "description": trigger.title or trigger.description}
     required = list(trigger.required)
     if trigger.mode == "push":
         props.update(PUSH_KEYS)
@@ -125,7 +135,8 @@ def templatable(schema: Any) -> Any:
 
 def action_schema(node: type) -> dict:
     props = dict(COMMON_ACTION_PROPERTIES)
-    props["type"] = {"const": node.type, "description": node.title or node.description}
+    props["type"] = {"type": "string", "pattern": f"^{caseless(node.type)}$",
+                     "description": node.title or node.description}
     props["inputs"] = templatable(node.input_schema)
     props.update({k: templatable(v) for k, v in node.fields.items()})
     out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
@@ -145,17 +156,17 @@ def flow_schema(registry: Registry) -> dict:
                     "additionalProperties": {"$ref": "#/$defs/action"}},
         "action": {
             "type": "object", "required": ["type"],
-            "properties": {"type": {"enum": [n.type for n in nodes],
-                                    "description": "the action type (a node: `flowrun nodes`)"}},
-            "allOf": [{"if": {"properties": {"type": {"const": n.type}}, "required": ["type"]},
+            "properties": {"type": any_case([n.type for n in nodes],
+                                            "the action type (a node: `flowrun nodes`), in any letter case")},
+            "allOf": [{"if": {"properties": {"type": {"pattern": f"^{caseless(n.type)}$"}}, "required": ["type"]},
                        "then": {"$ref": f"#/$defs/node:{n.type}"}} for n in nodes],
         },
         "parameter": PARAMETER,
         "trigger": {
             "type": "object", "required": ["type"],
-            "properties": {"type": {"enum": [t.type for t in triggers],
-                                    "description": "the trigger type (`flowrun nodes` lists them)"}},
-            "allOf": [{"if": {"properties": {"type": {"const": t.type}}, "required": ["type"]},
+            "properties": {"type": any_case([t.type for t in triggers],
+                                            "the trigger type (`flowrun nodes` lists them), in any letter case")},
+            "allOf": [{"if": {"properties": {"type": {"pattern": f"^{caseless(t.type)}$"}}, "required": ["type"]},
                        "then": {"$ref": f"#/$defs/trigger:{t.type}"}} for t in triggers],
         },
     }
@@ -186,6 +197,25 @@ def flow_schema(registry: Registry) -> dict:
         },
         "$defs": defs,
     }
+
+
+# Nested action blocks as the per-node schemas see them: a mapping of well-named objects. Each
+# nested action is then validated against its own node's schema, like a top-level one.
+SHALLOW_ACTIONS = {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
+                   "additionalProperties": {"type": "object"}}
+
+
+def validation_schemas(registry: Registry) -> tuple[dict, dict[str, dict]]:
+    """What the loader validates against: the flow without the insides of its actions (its
+    triggers in full: a flow has few), and one schema per node type (by canonical name) whose
+    nested action blocks are only checked to be mappings of objects."""
+    shell = flow_schema(registry)
+    shell["$defs"] = {k: v for k, v in shell["$defs"].items() if not k.startswith("node:")}
+    shell["$defs"]["actions"] = SHALLOW_ACTIONS
+    shell["$defs"]["action"] = {"type": "object"}
+    per_node = {n.type: {**action_schema(n), "$defs": {"actions": SHALLOW_ACTIONS}}
+                for n in registry.nodes.values()}
+    return shell, per_node
 
 
 def dumps(schema: dict) -> str:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import html
 import contextlib
-import email.utils
 import importlib.util
 import json
 import math
@@ -101,6 +100,8 @@ def retry_after(value: Any, *, now: Callable[[], float] = time.time) -> float | 
         seconds = float(text)
     except ValueError:
         try:
+            import email.utils  # an HTTP date: rare, and email is slow to import
+
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError, OverflowError):
             return None

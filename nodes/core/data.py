@@ -6,7 +6,6 @@ from typing import Any
 
 import anyio
 
-from jsonschema import Draft202012Validator
 
 from engine import safejson
 from engine.errors import ActionError
@@ -104,6 +103,8 @@ class ParseJson(Node):
                 content = safejson.loads(content)  # bounded depth and numbers
             except ValueError as exc:
                 raise ActionError(f"content is not valid JSON: {exc}", code="InvalidJSON") from None
+        from jsonschema import Draft202012Validator  # imported when a flow uses ParseJson's schema
+
         errors = sorted(Draft202012Validator(inputs["schema"]).iter_errors(content), key=lambda e: list(e.path))
         if errors:
             msgs = [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors[:10]]

@@ -6,7 +6,7 @@ from typing import Any
 
 
 from engine.errors import ActionError
-from engine.plugin import Context, Node, Status
+from engine.plugin import Context, Node, Status, any_case
 
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000}
 
@@ -17,7 +17,8 @@ class Terminate(Node):
     description = ("Ends the run with `runStatus` (Succeeded, Failed or Cancelled); actions in flight are "
                    "cancelled and the rest Skipped. `runError` (code, message) becomes the run's error.")
     input_schema = {"type": "object", "additionalProperties": False, "required": ["runStatus"],
-                    "properties": {"runStatus": {"enum": ["Succeeded", "Failed", "Cancelled"]},
+                    "properties": {"runStatus": any_case(["Succeeded", "Failed", "Cancelled"],
+                                                         "Succeeded, Failed or Cancelled, in any letter case"),
                                    "runError": {"type": "object", "additionalProperties": False,
                                                 "properties": {"code": {"type": "string"},
                                                                "message": {"type": "string"}}}}}
@@ -29,10 +30,11 @@ class Terminate(Node):
 
     async def run(self, inputs: Any, context: Context) -> Any:
         error = None
-        if inputs["runStatus"] == "Failed":
+        status = Status.of(inputs["runStatus"]).value  # any letter case, as every status
+        if status == Status.FAILED:
             error = {"code": "Terminated", "message": "terminated by the flow"} | (inputs.get("runError") or {})
-        context.terminate(inputs["runStatus"], error)
-        return {"runStatus": inputs["runStatus"], "runError": error}
+        context.terminate(status, error)
+        return {"runStatus": status, "runError": error}
 
     def replay(self, outputs: Any, context: Context) -> None:
         # a resumed run whose Terminate had already finished ends the same way

@@ -103,3 +103,59 @@ FLOW = load_text(textwrap.dedent("""
 ])
 def test_finished_before_follows_run_after_through_scopes(target, user, inside_ok, finished):
     assert finished_before(FLOW.actions[target], FLOW.actions[user], inside_ok=inside_ok) is finished
+
+
+# -- cycles: every tangle named once, instantly, whatever the graph -----------------------------
+import re  # noqa: E402
+import time  # noqa: E402
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+NAMES = [f"n{i}" for i in range(10)]
+
+
+def tangles(run_after: dict[str, list[str]]) -> list[set[str]]:
+    """Groups of two or more actions that each reach the others (computed without networkx)."""
+    reach = {n: set(preds) for n, preds in run_after.items()}
+    changed = True
+    while changed:
+        changed = False
+        for n in reach:
+            more = set().union(*(reach[p] for p in reach[n])) - reach[n]
+            if more:
+                reach[n] |= more
+                changed = True
+    groups: list[set[str]] = []
+    for n in run_after:
+        group = {n} | {m for m in reach[n] if n in reach[m]}
+        if len(group) > 1 and group not in groups:
+            groups.append(group)
+    return groups
+
+
+@st.composite
+def graphs(draw) -> dict[str, list[str]]:
+    names = NAMES[: draw(st.integers(1, len(NAMES)))]
+    return {n: sorted(set(draw(st.lists(st.sampled_from(names), max_size=3))) - {n}) for n in names}
+
+
+@settings(deadline=None, max_examples=300)
+@given(graphs())
+def test_validation_of_any_run_after_graph_ends_within_a_second_and_names_every_cycle(run_after):
+    started = time.perf_counter()
+    found = [message for _, message in problems(run_after) if message.startswith("cycle in runAfter")]
+    assert time.perf_counter() - started < 1.0
+    expected = tangles(run_after)
+    assert len(found) == len(expected)
+    named = [set(re.findall(r"n\d", message)) for message in found]
+    assert sorted(map(sorted, named)) == sorted(map(sorted, expected))
+
+
+@pytest.mark.parametrize("run_after, message", [
+    # an entry point into the cycle: the straight-line planner used to walk b -> c -> b forever
+    ({"a": [], "b": ["a", "c"], "c": ["b"]}, "cycle in runAfter: b -> c -> b"),
+    ({"a": [], "b": ["a", "d"], "c": ["b"], "d": ["c"]}, "cycle in runAfter: b -> c -> d -> b"),
+    ({"a": ["b"], "b": ["a"], "c": ["d"], "d": ["c"]}, "cycle in runAfter: a -> b -> a"),
+])
+def test_a_cycle_with_an_entry_point_is_one_problem_line_not_a_hang(run_after, message):
+    assert message in [m for _, m in problems(run_after)]

@@ -47,7 +47,7 @@ def test_every_constrained_value_may_also_be_a_template(schema, expected):
 def test_an_action_schema_pins_its_type_and_requires_what_the_node_requires():
     compose = default_registry().node("Compose")
     out = action_schema(compose)
-    assert out["properties"]["type"]["const"] == "Compose"
+    assert out["properties"]["type"]["pattern"] == "^[Cc][Oo][Mm][Pp][Oo][Ss][Ee]$"
     assert out["additionalProperties"] is False
     foreach = action_schema(default_registry().node("Foreach"))
     assert set(foreach["required"]) >= {"foreach", "actions"}
@@ -98,3 +98,4 @@ def test_secrets_are_environment_variable_names_in_the_connections_schema():
     stripe = connections_schema(default_registry())["$defs"]["kind:stripe"]
     assert "api_key" not in stripe["properties"]["settings"]["properties"]
     assert stripe["properties"]["secrets"]["properties"]["api_key"]["pattern"] == "^[A-Za-z0-9_]+$"
+

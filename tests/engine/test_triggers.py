@@ -48,7 +48,7 @@ def test_a_trigger_type_declared_twice_is_refused():
 def test_the_flow_schema_has_one_branch_per_declared_trigger_type():
     schema = flow_schema(plugin_registry())
     union = schema["$defs"]["trigger"]
-    enum = union["properties"]["type"]["enum"]
+    enum = union["properties"]["type"]["anyOf"][0]["enum"]
     assert enum == sorted(k.split(":", 1)[1] for k in schema["$defs"] if k.startswith("trigger:"))
     assert {"Manual", "Recurrence", "Request", "testplugin.FileFeed", "testplugin.Mailbox"} <= set(enum)
     assert sorted(enum) == sorted({t.type for t in plugin_registry().triggers.values()})
