@@ -125,8 +125,8 @@ def _lease(state, run_id, *, host, expires, pid=4242):
 
 
 @pytest.mark.parametrize("host, expires_in, refused", [
-    ("other-host", 60, True),      # a live holder elsewhere: its lease is fresh
-    ("other-host", -1, False),     # it stopped renewing: taken over
+    ("other-host", 25, True),      # a live holder elsewhere: its lease is fresh
+    ("other-host", -120, False),   # it stopped renewing over a ttl ago: taken over at once
     (None, 60, False),             # this host, holder dead (its kernel lock is free): taken over
 ])
 def test_resume_refuses_a_run_a_live_process_holds_and_takes_over_one_whose_holder_is_dead(
