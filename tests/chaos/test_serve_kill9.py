@@ -79,6 +79,7 @@ class Serve:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.listening = threading.Event()
+        self.url = ""
         threading.Thread(target=self._drain, daemon=True).start()
         wait_until(lambda: self.listening.is_set() or self.proc.poll() is not None, "serve did not start")
         assert self.listening.is_set(), "\n".join(self.lines[-20:])
@@ -87,6 +88,7 @@ class Serve:
         for line in self.proc.stderr:
             self.lines.append(line)
             if '"event": "listening"' in line or '"event":"listening"' in line:
+                self.url = json.loads(line)["url"]
                 self.listening.set()
 
     def kill(self) -> bool:
