@@ -382,3 +382,39 @@ def test_resumes_racing_on_one_run_execute_it_once(tmp_path, recorder):
             assert len(err.strip().splitlines()) == 1
             assert "being executed by" in err or "already finished" in err, err
     assert len(recorder.requests) == 1
+
+
+def test_any_values_in_a_lease_row_are_read_judged_and_claimed_without_an_unexpected_error(tmp_path):
+    import sqlite3
+
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from engine.runlock import HOST, holder_alive, judge, leases
+
+    state, run_id = _queued(tmp_path, COMPOSE)
+    anything = st.one_of(st.integers(min_value=-2 ** 63, max_value=2 ** 63 - 1), st.floats(allow_nan=False),
+                         st.text(max_size=30), st.binary(max_size=10), st.just(HOST))
+    store = Store(state)
+    writer = sqlite3.connect(state, isolation_level=None)
+    writer.execute("PRAGMA synchronous=OFF")
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(pid=anything, host=anything, expires=anything)
+    def check(pid, host, expires):
+        writer.execute("INSERT OR REPLACE INTO run_leases VALUES (?, ?, ?, 'theirs', 0, ?)",
+                       (run_id, pid, host, expires))
+        lease = leases(store.db, [run_id])[run_id]
+        assert isinstance(holder_alive(*lease), bool)
+        assert judge(lease[2], time.time(), 0.01) in ("live", "free", "watch")
+        claim = RunClaim(store, run_id, ttl=0.01)
+        try:
+            anyio.run(lambda: claim.settle(interval=0.002))
+            with claim:
+                pass
+        except RunBusy as exc:
+            assert str(exc).isprintable()
+    try:
+        check()
+    finally:
+        writer.close()
+        store.close()
