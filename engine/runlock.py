@@ -259,8 +259,14 @@ class RunClaim:
                     if verdict == "watch":
                         raise RunBusy(f"run {self.run_id} has a lease of {holder} that this host's clock cannot "
                                       "judge; resume watches it for renewals before taking it over")
+                elif row is not None and not self._locked and _pid(row[1]) != os.getpid():
+                    # this host, but no kernel lock to ask (the lock file cannot be opened): the pid says
+                    expires = _expiry(row[3])
+                    if holder_alive(_pid(row[1]), HOST, expires, now) and (expires is None or expires > now):
+                        raise RunBusy(f"run {self.run_id} is being executed by pid {_pid(row[1])}; wait for it "
+                                      "to finish or stop, then resume it")
                 # free: no lease, a lease of a dead process on this host (we hold its kernel
-                # lock), another host's lease expired for over a ttl, or one watched unchanged
+                # lock, or its pid is gone), another host's lease expired for over a ttl, or one watched unchanged
                 db.execute("INSERT OR REPLACE INTO run_leases (run_id, pid, host, token, acquired, expires) "
                            "VALUES (?, ?, ?, ?, ?, ?)", (self.run_id, os.getpid(), HOST, self.token, now,
                                                          now + self.ttl))

@@ -418,3 +418,18 @@ def test_any_values_in_a_lease_row_are_read_judged_and_claimed_without_an_unexpe
     finally:
         writer.close()
         store.close()
+
+
+def test_without_the_kernel_lock_a_live_pid_on_this_host_still_holds_its_run(tmp_path):
+    from engine import runlock
+
+    state, run_id = _queued(tmp_path, COMPOSE)
+    (tmp_path / "state.db.runs.lock").mkdir()  # the lock file cannot be opened
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        _lease(state, run_id, host=runlock.HOST, pid=holder.pid, expires=time.time() + 20)
+        assert busy(state, run_id)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert not busy(state, run_id)  # its pid is gone: taken over
