@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sqlite3
 import time
 import uuid
@@ -41,6 +42,8 @@ __all__ = ["Engine", "Run", "Step", "run_file", "ParameterError", "DEFAULT_STATE
 from .wakeups import WAITING, Clock
 
 DEFAULT_STATE = ".flowrun/state.db"
+CANCEL_TABLE = "cancel_requests"  # `flowrun cancel` of a run another process executes
+CANCEL_DDL = f"CREATE TABLE IF NOT EXISTS {CANCEL_TABLE} (run_id TEXT PRIMARY KEY, requested REAL NOT NULL)"
 log = logging.getLogger("flowrun.run")
 
 
@@ -164,7 +167,7 @@ class Engine:
                           reuse=reuse, copy_reused=copy_reused, on_response=on_response, on_event=on_event,
                           claim=claim)
         try:
-            status, outputs, error = await runtime.execute()
+            status, outputs, error = await self._cancellable(runtime)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 self.store.forget_run_start(run_id)
@@ -179,6 +182,67 @@ class Engine:
         self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
         await self.store.durable()  # the outcome is committed before anyone is told
         return run
+
+    CANCEL_POLL = 1.0  # seconds between checks for a `flowrun cancel` from another process
+
+    async def _cancellable(self, runtime: Runtime) -> tuple[str, Any, Any]:
+        """``runtime.execute()``, stopped as by a Terminate when ``cancel`` is asked for the run
+        (checked every CANCEL_POLL seconds by a timer on the loop: no task, no extra loop turn)."""
+        import asyncio
+
+        self.store.ensure_table(CANCEL_TABLE, CANCEL_DDL)
+        loop = asyncio.get_running_loop()
+        timer: list[asyncio.TimerHandle] = []
+
+        def check() -> None:
+            try:
+                asked = self.store.db.execute(f"SELECT 1 FROM {CANCEL_TABLE} WHERE run_id = ?",
+                                              (runtime.run_id,)).fetchone()
+            except sqlite3.Error:
+                asked = None
+            if asked and runtime.terminated is None and runtime._root_scope is not None:
+                runtime.request_terminate(Status.CANCELLED, {"code": "Cancelled",
+                                                             "message": "cancelled by flowrun cancel"})
+                runtime._root_scope.cancel()
+                self.store.db.execute(f"DELETE FROM {CANCEL_TABLE} WHERE run_id = ?", (runtime.run_id,))
+                return
+            timer[:] = [loop.call_later(self.CANCEL_POLL, check)]
+
+        timer.append(loop.call_later(self.CANCEL_POLL, check))
+        try:
+            return await runtime.execute()
+        finally:
+            timer[0].cancel()
+
+    def cancel(self, run_id: str) -> str:
+        """Cancel a run: at once when no process executes it ('cancelled'), else ask the process
+        that does, which stops it within CANCEL_POLL seconds ('requested')."""
+        from .errors import RunBusy
+
+        run = self.store.get_run(run_id)
+        if is_terminal(run.status):
+            raise StoreError(f"run {run.id} already finished ({run.status})")
+        try:
+            with RunClaim(self.store, run.id):
+                now = time.time()
+                db = self.store.db
+                self.store.flush()
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("UPDATE steps SET status = 'Cancelled', ended = ?, error = ? WHERE run_id = ? "
+                           "AND status = 'Running'", (now, self.store.encode(
+                               {"code": "Cancelled", "message": "cancelled by flowrun cancel"}), run.id))
+                db.execute("DELETE FROM parked_runs WHERE run_id = ?", (run.id,))
+                db.execute("UPDATE runs SET status = 'Cancelled', ended = ?, error = ? WHERE id = ?",
+                           (now, self.store.encode({"code": "Cancelled", "message": "cancelled by flowrun cancel"}),
+                            run.id))
+                db.execute("COMMIT")
+                return "cancelled"
+        except RunBusy:
+            self.store.ensure_table(CANCEL_TABLE, CANCEL_DDL)
+            self.store.db.execute(f"INSERT OR REPLACE INTO {CANCEL_TABLE} (run_id, requested) VALUES (?, ?)",
+                                  (run.id, time.time()))
+            self.store.flush()
+            return "requested"
 
     async def run(self, flow: Flow | str | Path, **kw: Any) -> Run:
         if not isinstance(flow, Flow):
@@ -211,8 +275,17 @@ class Engine:
         """(flow, old run, the steps it may reuse, names of the actions that will run again)."""
         run = self.store.get_run(run_id)
         flow = self.load_recorded(run) if definition == "recorded" else self.load(run.file)
-        again = plan_rerun(flow, from_action)
-        return flow, run, RecordedSteps(self.store, run.id, skip=frozenset(again), finished_only=True), again
+        one = re.fullmatch(r"(.+)\[(\d+)\]", from_action.strip())
+        if one is None:
+            again = plan_rerun(flow, from_action)
+            return flow, run, RecordedSteps(self.store, run.id, skip=frozenset(again), finished_only=True), again
+        loop, index = one.group(1), int(one.group(2))
+        again = plan_rerun(flow, loop)
+        if not flow.actions[loop].node.loops:
+            raise StoreError(f"'{loop}' is a {flow.actions[loop].type}, not a loop: "
+                             f"--from '{loop}[N]' re-runs one iteration of a Foreach or Until")
+        return flow, run, _OneIteration(self.store, run.id, skip=frozenset(again), finished_only=True,
+                                        loop=loop, index=index), again
 
     async def rerun(self, run_id: str, from_action: str, *, definition: str = "recorded", **kw: Any) -> Run:
         flow, run, reuse, _ = self.rerun_plan(run_id, from_action, definition)
@@ -355,6 +428,25 @@ class Engine:
     def flush(self) -> None:
         """Commit everything written so far."""
         self.store.flush()
+
+
+class _OneIteration(RecordedSteps):
+    """A rerun of one iteration (``--from 'loop[6]'``): the other iterations of the loop, and
+    everything inside them, are reused; the loop itself, that iteration and what is
+    downstream of the loop run again."""
+
+    def __init__(self, *args: Any, loop: str, index: int, **kw: Any):
+        super().__init__(*args, **kw)
+        self._iteration = re.compile(rf"(?:^|/){re.escape(loop)}\[(\d+)\](?:/|$)")
+        self.index = index
+
+    def _keep(self, step: Step | None) -> bool:
+        if step is not None and step.action in self.skip:
+            m = self._iteration.search(step.path)
+            if m is None or int(m.group(1)) == self.index:
+                return False
+            return step.status.is_terminal and step.status != "Cancelled"
+        return super()._keep(step)
 
 
 def run_file(path: str | Path, *, input: Any = None, params: dict | None = None,

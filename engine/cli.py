@@ -26,7 +26,51 @@ def _engine(ctx: click.Context) -> Any:
     return obj["engine"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _emit(text: str, *, err: bool = False, nl: bool = True) -> None:
+    """Print through the process's redactor: no secret reaches the terminal in any form."""
+    from .connections import PROCESS_REDACTOR
+
+    click.echo(PROCESS_REDACTOR(text), err=err, nl=nl)
+
+
+def _complete_run_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion: the ids of recent runs in the state database."""
+    import sqlite3
+
+    from click.shell_completion import CompletionItem
+
+    root = ctx.find_root()
+    state = (root.params.get("state") if root.params else None) or os.environ.get("FLOWRUN_STATE",
+                                                                                   ".flowrun/state.db")
+    if not Path(state).is_file():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1.0)
+        try:
+            rows = db.execute("SELECT id, flow, status FROM runs WHERE id LIKE ? ORDER BY created DESC LIMIT 50",
+                              (incomplete.replace("%", "").replace("_", "") + "%",)).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return []
+    return [CompletionItem(r[0], help=f"{r[1]} {r[2]}") for r in rows]
+
+
+def _complete_node_types(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion: action types, triggers, auth kinds and connection kinds."""
+    from click.shell_completion import CompletionItem
+
+    from . import docs
+    from .registry import default_registry
+
+    names = docs.names(docs.catalog(default_registry()))
+    return [CompletionItem(n) for n in names if n.lower().startswith(incomplete.lower())]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Shell completion: eval \"$(_FLOWRUN_COMPLETE=bash_source flowrun)\" (bash; zsh_source for "
+                    "zsh, fish_source for fish). Run ids and node types complete too.")
+@click.version_option(version=None, package_name="flowrun", prog_name="flowrun", message="%(prog)s %(version)s")
 @click.option("--state", default=lambda: os.environ.get("FLOWRUN_STATE", ".flowrun/state.db"), help=STATE_HELP,
               show_default=False)
 @click.option("--connections", type=click.Path(dir_okay=False), default=None,
@@ -116,17 +160,29 @@ def _check_committed(path: Path, text: str, command: str) -> None:
 
 
 @main.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=_complete_node_types)
 @click.option("--markdown", is_flag=True, help="print the whole reference as Markdown (docs/nodes.md)")
 @click.option("--check", is_flag=True, help="exit 1 if docs/nodes.md is out of date")
+@click.option("--json", "as_json", is_flag=True, help="print the entries (or the one named) as JSON")
 @guard
-def nodes(name: str | None, markdown: bool, check: bool) -> None:
+def nodes(name: str | None, markdown: bool, check: bool, as_json: bool) -> None:
     """List action types, triggers, auth kinds and connection kinds, or show one in full."""
     from . import docs
     from .registry import default_registry
 
     reg = default_registry()
     cat = docs.catalog(reg)
+    if as_json:
+        import dataclasses
+
+        entries = [dataclasses.asdict(e) for e in cat.entries()
+                   if name is None or e.name.lower() == name.lower()]
+        if name is not None and not entries:
+            from .planner import suggest
+            raise Fail(f"unknown action type, trigger, auth kind or connection kind '{name}'"
+                       f"{suggest(name, docs.names(cat))}")
+        _emit(json.dumps(entries if name is None else entries[0], indent=2, default=str))
+        return
     if markdown or check:
         text = docs.markdown(cat)
         if check:
@@ -173,17 +229,25 @@ def graph(ctx: click.Context, flow: str, fmt: str) -> None:
     """Draw a flow's actions and runAfter edges (Mermaid or Graphviz DOT)."""
     from .graph import render
 
-    click.echo(render(_engine(ctx).load(flow), fmt))
+    _emit(render(_engine(ctx).load(flow), fmt), nl=False)
 
 
 # -- runs ----------------------------------------------------------------------------------------
 def _parse_input(value: str | None) -> Any:
+    """``--input``: JSON text, ``@FILE``, or ``@-`` (standard input)."""
     if value is None:
         return None
-    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    if value == "@-":
+        text = sys.stdin.read()
+    elif value.startswith("@"):
+        text = Path(value[1:]).read_text(encoding="utf-8")
+    else:
+        text = value
+    from .safejson import loads as loads_bounded
+
     try:
-        return json.loads(text)
-    except ValueError as exc:
+        return loads_bounded(text)
+    except (ValueError, RecursionError) as exc:
         raise Fail(f"--input is not valid JSON: {exc}") from None
 
 
@@ -197,34 +261,62 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _progress() -> Any:
-    if not sys.stderr.isatty():
+def _progress(as_json: bool = False) -> Any:
+    """A line per finished action: coloured on stderr when that is a terminal; else, when stdout
+    is not a terminal (a log file, a CI job, a pipe) and carries no --json, a plain line on stdout."""
+    from .connections import PROCESS_REDACTOR
+
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.markup import escape
+
+        console = Console(stderr=True)
+
+        def on_event(path: str, status: str, message: str) -> None:
+            if status == RUNNING:
+                return
+            style = STATUS_STYLE.get(status, "")
+            console.print(f"  [{style}]{status:<9}[/] {escape(PROCESS_REDACTOR(path))}"
+                          + (f"  [red]{escape(PROCESS_REDACTOR(message))}[/]" if message else ""), highlight=False)
+        return on_event
+
+    if as_json or sys.stdout.isatty():
         return None
-    from rich.console import Console
 
-    console = Console(stderr=True)
-
-    def on_event(path: str, status: str, message: str) -> None:
+    def plain(path: str, status: str, message: str) -> None:
         if status == RUNNING:
             return
-        style = STATUS_STYLE.get(status, "")
-        console.print(f"  [{style}]{status:<9}[/] {path}" + (f"  [red]{message}[/]" if message else ""),
-                      highlight=False)
-    return on_event
+        _emit(f"{status:<9} {path}" + (f"  {' '.join(str(message).split())}" if message else ""))
+    return plain
 
 
 def _finish(ctx: click.Context, result: Any, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(_result_json(result), indent=2, default=str))
-    else:
-        _print_tree(result)
+    """Print a finished run from the store, streamed (a big loop is never held whole)."""
+    _print_run(_engine(ctx), result.id, as_json=as_json)
     if not result.succeeded:
         sys.exit(1)
 
 
+def _print_run(engine: Any, run_id: str, *, as_json: bool, depth: int | None = None, failed: bool = False,
+               iterations: bool = False) -> None:
+    from . import inspection
+
+    engine.flush()
+    run = engine.result(run_id)
+    if as_json:
+        for chunk in inspection.json_chunks(engine.store, run, depth=depth, failed=failed):
+            _emit(chunk, nl=False)
+        _emit("")
+        return
+    color = sys.stdout.isatty()
+    for line in inspection.text_lines(engine.store, run, depth=depth, failed=failed, iterations=iterations,
+                                      color=color):
+        _emit(line)
+
+
 @main.command()
 @click.argument("flow", type=click.Path(dir_okay=False))
-@click.option("--input", "input_", metavar="JSON|@FILE", help="the trigger body")
+@click.option("--input", "input_", metavar="JSON|@FILE|@-", help="the trigger body (@- reads standard input)")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="set a flow parameter")
 @click.option("--json", "as_json", is_flag=True, help="print the run as JSON")
 @click.pass_context
@@ -238,12 +330,12 @@ def run(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ..
     engine = _engine(ctx)
     loaded = engine.load(flow)
     body, values = _parse_input(input_), _parse_params(params)
-    result = anyio.run(lambda: engine.run(loaded, input=body, params=values, on_event=_progress()))
+    result = anyio.run(lambda: engine.run(loaded, input=body, params=values, on_event=_progress(as_json)))
     _finish(ctx, result, as_json)
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=_complete_run_ids)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @guard
@@ -252,13 +344,14 @@ def resume(ctx: click.Context, run_id: str, as_json: bool) -> None:
     import anyio
 
     engine = _engine(ctx)
-    result = anyio.run(lambda: engine.resume(run_id, on_event=_progress()))
+    result = anyio.run(lambda: engine.resume(run_id, on_event=_progress(as_json)))
     _finish(ctx, result, as_json)
 
 
 @main.command()
-@click.argument("run_id")
-@click.option("--from", "from_action", required=True, help="the action to run again (and what is downstream)")
+@click.argument("run_id", shell_complete=_complete_run_ids)
+@click.option("--from", "from_action", required=True, metavar="ACTION|LOOP[N]",
+              help="the action to run again (and what is downstream), or one iteration of a loop: 'each[6]'")
 @click.option("--definition", type=click.Choice(["recorded", "current"]), default="recorded", show_default=True,
               help="the flow definition the old run used, or the file as it is now")
 @click.option("--plan", is_flag=True, help="print what would re-run and what is reused; run nothing")
@@ -266,7 +359,9 @@ def resume(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.pass_context
 @guard
 def rerun(ctx: click.Context, run_id: str, from_action: str, definition: str, plan: bool, as_json: bool) -> None:
-    """Re-run an action and everything downstream of it, as a new run linked to the old one."""
+    """Re-run an action and everything downstream of it, as a new run linked to the old one.
+
+    Steps taken over from the old run are marked "(reused)" by show."""
     import anyio
 
     engine = _engine(ctx)
@@ -274,31 +369,43 @@ def rerun(ctx: click.Context, run_id: str, from_action: str, definition: str, pl
         flow, old, reuse, again = engine.rerun_plan(run_id, from_action, definition)
         reused = reuse.actions()
         if as_json:
-            click.echo(json.dumps({"run": old.id, "rerun": again, "reuse": reused}, indent=2))
+            _emit(json.dumps({"run": old.id, "rerun": again, "reuse": reused}, indent=2))
         else:
-            click.echo(f"rerun of {old.id} ({flow.name}) from '{from_action}'")
-            click.echo("runs again: " + (", ".join(again) or "-"))
-            click.echo("reused:     " + (", ".join(reused) or "-"))
+            _emit(f"rerun of {old.id} ({flow.name}) from '{from_action}'")
+            _emit("runs again: " + (", ".join(again) or "-"))
+            _emit("reused:     " + (", ".join(reused) or "-"))
         return
-    result = anyio.run(lambda: engine.rerun(run_id, from_action, definition=definition, on_event=_progress()))
+    result = anyio.run(lambda: engine.rerun(run_id, from_action, definition=definition, on_event=_progress(as_json)))
     _finish(ctx, result, as_json)
 
 
 @main.command()
 @click.option("--flow", help="only runs of this flow")
 @click.option("--status", help="only runs with this status")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @guard
 def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, as_json: bool) -> None:
-    """List recent runs."""
+    """List recent runs (newest first): a rerun, a replay and a child run say whose."""
+    from . import inspection
+
+    engine = _engine(ctx)
     try:
-        rows = _engine(ctx).list_runs(flow=flow, status=status, limit=limit)
+        rows = engine.list_runs(flow=flow, status=status, limit=limit)
     except ValueError as exc:
         raise Fail(f"--status: {exc}") from None
+    kinds = {r.id: inspection.kind(engine.result(r.id)) if r.rerun_of else ("child" if r.parent_id else "run")
+             for r in rows}
     if as_json:
-        click.echo(json.dumps([r.to_json(steps=False) for r in rows], indent=2))
+        out = []
+        for r in rows:
+            item = r.to_json(steps=False)
+            item["kind"] = kinds[r.id]
+            if item["kind"] == "replay":
+                item["replay_of"], item["rerun_of"] = r.rerun_of, None
+            out.append(item)
+        _emit(json.dumps(out, indent=2, default=str))
         return
     from rich.console import Console
     from rich.table import Table
@@ -306,69 +413,85 @@ def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, a
     table = Table("run", "flow", "status", "started", "duration", "from", box=None)
     for r in rows:
         dur = f"{(r.ended - r.started) * 1000:.0f} ms" if r.ended and r.started else ""
-        link = f"rerun of {r.rerun_of[:12]}" if r.rerun_of else (f"child of {r.parent_id[:12]}" if r.parent_id else "")
+        link = {"rerun": f"rerun of {(r.rerun_of or '')[:12]}", "replay": f"replay of {(r.rerun_of or '')[:12]}",
+                "child": f"child of {(r.parent_id or '')[:12]}"}.get(kinds[r.id], "")
         table.add_row(r.id[:12], r.flow, f"[{STATUS_STYLE.get(r.status, '')}]{r.status_text}[/]",
                       _when(r.started or r.created), dur, link)
     Console().print(table)
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=_complete_run_ids)
+@click.option("--json", "as_json", is_flag=True, help="the run and its steps as JSON (steps streamed)")
+@click.option("--failed", is_flag=True, help="only what did not succeed (and the iterations holding it)")
+@click.option("--depth", type=click.IntRange(1, None), default=None,
+              help="levels to show: 1 = the top-level actions, 2 = a loop's iterations, 3 = inside them")
+@click.option("--iterations", is_flag=True, help="list every loop iteration instead of a summary")
+@click.pass_context
+@guard
+def show(ctx: click.Context, run_id: str, as_json: bool, failed: bool, depth: int | None, iterations: bool) -> None:
+    """Show a run: its trigger payload, parameters, git commit and times, then each action with
+    status, duration and error. A loop is summarised: iterations counted by status, failed ones
+    listed."""
+    _print_run(_engine(ctx), run_id, as_json=as_json, depth=depth, failed=failed, iterations=iterations)
+
+
+@main.command()
+@click.argument("run_id", shell_complete=_complete_run_ids)
+@click.option("--wait", default=10.0, show_default=True, type=click.FloatRange(0, 3600), metavar="SECONDS",
+              help="how long to wait for a run another process executes to stop")
+@click.pass_context
+@guard
+def cancel(ctx: click.Context, run_id: str, wait: float) -> None:
+    """Cancel a run that has not finished: what is in flight is cancelled, nothing new starts."""
+    import time
+
+    engine = _engine(ctx)
+    run = engine.result(run_id)
+    outcome = engine.cancel(run.id)
+    if outcome == "requested":
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if engine.result(run.id).status.is_terminal:
+                break
+            time.sleep(0.05)  # polling another process's progress (bounded by --wait)
+        status = engine.result(run.id).status
+        if not status.is_terminal:
+            _emit(f"run {run.id}: cancel requested; the process executing it stops it shortly")
+            return
+        _emit(f"run {run.id}: {status}")
+        return
+    _emit(f"run {run.id}: Cancelled")
+
+
+@main.command()
+@click.option("--older-than", "older_than", required=True, metavar="AGE",
+              help="finished runs older than this go: 30d, 12h, 90m, 2w or P30D")
+@click.option("--dry-run", is_flag=True, help="count what would go; delete nothing")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @guard
-def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
-    """Show a run as a tree of actions with status, duration and error."""
-    result = _engine(ctx).result(run_id)
+def prune(ctx: click.Context, older_than: str, dry_run: bool, as_json: bool) -> None:
+    """Delete finished runs older than AGE, with their steps, blobs and schedule firings."""
+    from .retention import parse_age, prune as prune_
+
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        raise Fail(f"--older-than: {exc}") from None
+    done = prune_(_engine(ctx).store, age, dry_run=dry_run)
     if as_json:
-        click.echo(json.dumps(_result_json(result), indent=2, default=str))
-    else:
-        _print_tree(result)
+        _emit(json.dumps({"dry_run": dry_run, **done.to_json()}, indent=2))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    _emit(f"{verb} {done.runs} run(s), {done.steps} step(s), {done.firings} schedule firing(s), "
+          f"{done.blobs} blob(s)")
 
 
 def _when(ts: float | None) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
-
-
-def _result_json(result: Any) -> dict:
-    return result.to_json()
-
-
-def _print_tree(result: Any) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.tree import Tree
-
-    style = STATUS_STYLE.get(result.status, "")
-    root = Tree(f"[bold]{escape(result.flow)}[/] run {result.run_id}  [{style}]{result.status}[/]")
-    nodes: dict[str, Any] = {"": root}
-    for path in sorted(result.steps, key=lambda p: (result.steps[p].started or result.steps[p].ended or 0)):
-        pass
-    ordered = sorted(result.steps.values(), key=lambda s: (s.path.count("/") + s.path.count("["), s.started or s.ended or 0))
-    for step in ordered:
-        parent = _parent_path(step.path)
-        holder = nodes.get(parent) or root
-        dur = f" {step.duration * 1000:.1f} ms" if step.duration is not None else ""
-        tries = f" ({step.attempts} attempts)" if step.attempts and step.attempts > 1 else ""
-        tries += "  [yellow]retried after a crash[/]" if step.interrupted else ""
-        label = f"{escape(step.path.rsplit('/', 1)[-1])}  [{STATUS_STYLE.get(step.status, '')}]{step.status}[/]{dur}{tries}"
-        if step.error:
-            label += f"\n[red]{escape(str(step.error.get('message', step.error)))}[/]"
-        nodes[step.path] = holder.add(label)
-    if result.error:
-        root.add(f"[red]error: {escape(str(result.error.get('message', result.error)))}[/]")
-    if result.outputs:
-        root.add("outputs: " + escape(json.dumps(result.outputs, default=str)[:500]))
-    Console().print(root)
-
-
-def _parent_path(path: str) -> str:
-    """'loop[2]/each' -> 'loop[2]', 'loop[2]' -> 'loop', 'try/charge' -> 'try'."""
-    if path.endswith("]"):
-        return path[: path.rindex("[")]
-    return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
 from .listener.commands import replay, serve  # noqa: E402  (kept light: imports happen inside)

@@ -1,5 +1,6 @@
 """How the flowrun commands report errors: one clear line and an exit code, never a
-traceback (unless --debug). Shared by engine.cli and engine.listener.commands."""
+traceback (unless --debug), and never a secret (every message passes the process's redactor).
+Shared by engine.cli and engine.listener.commands."""
 from __future__ import annotations
 
 import functools
@@ -19,20 +20,27 @@ def guard(fn: Any) -> Any:
     """Turn flowrun's errors into one clear message and a non-zero exit (tracebacks with --debug)."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .connections import PROCESS_REDACTOR as redact
         from .errors import FlowError, FlowrunError
 
         try:
             return fn(*args, **kwargs)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except click.ClickException as exc:
+            exc.message = redact(exc.message)
+            raise
+        except (click.exceptions.Exit, click.Abort):
             raise
         except FlowError as exc:
             if click.get_current_context().find_root().obj.get("debug"):
                 raise
             for problem in exc.problems:
-                click.echo(str(problem), err=True)
+                click.echo(redact(str(problem)), err=True)
             sys.exit(1)
-        except (FlowrunError, OSError, ValueError) as exc:
+        except (FlowrunError, OSError, ValueError, UnicodeError) as exc:
             if click.get_current_context().find_root().obj.get("debug"):
                 raise
-            raise Fail(str(exc)) from None
+            raise Fail(redact(str(exc))) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted: what finished is recorded; `flowrun resume RUN` continues a run", err=True)
+            sys.exit(130)
     return wrapper

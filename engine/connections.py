@@ -8,8 +8,9 @@ variables their secrets come from. Secrets are never written in a file.
         settings: {api_version: "2024-06-20"}
         secrets: {api_key: STRIPE_API_KEY}    # setting -> environment variable
 
-The ``Redactor`` knows every secret value resolved in this process and removes them
-(plain, base64 and URL-encoded) from logs, errors and everything the store writes.
+The ``Redactor`` knows every secret value resolved in this process and removes them (in
+every form ``engine.vendor.secret_forms`` lists) from node outputs before templates see
+them, from logs, errors, everything the store writes and everything the CLI prints.
 """
 from __future__ import annotations
 
@@ -50,6 +51,30 @@ class Redactor:
             if v in text:
                 text = text.replace(v, MASK)
         return text
+
+    def scrub(self, value: Any) -> Any:
+        """``value`` (a node's outputs or error: strings, lists, mappings, at any depth, keys
+        included) with every secret form masked; the executor calls it on each result before
+        any template can see it, so no template ever holds a secret to transform."""
+        if not self._values:
+            return value
+        return self._scrub(value, 0)
+
+    def _scrub(self, value: Any, depth: int) -> Any:
+        if isinstance(value, str):
+            return self(value)
+        if depth > 200:  # deeper than the store or templates go: as text, masked
+            return self(str(value))
+        if isinstance(value, dict):
+            return {self._scrub(k, depth + 1) if isinstance(k, str) else k: self._scrub(v, depth + 1)
+                    for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._scrub(v, depth + 1) for v in value]
+        if isinstance(value, (bytes, bytearray)):
+            text = bytes(value).decode("utf-8", "replace")
+            masked = self(text)
+            return value if masked == text else masked
+        return value
 
     def __bool__(self) -> bool:
         return bool(self._values)

@@ -439,9 +439,8 @@ class Runtime:
         return value
 
     def _finish(self, action: Action, path: str, result: ActionResult) -> None:
-        if result.error:
-            result.error = {k: (self.engine.redactor(v) if isinstance(v, str) else v)
-                            for k, v in result.error.items()}
+        # scrubbed at the source: before a dependent (or a template) can read the result
+        result.outputs, result.error = self.engine.redactor.scrub(result.outputs), self.engine.redactor.scrub(result.error)
         try:
             self.store.step_finished(self.run_id, path, action.name, action.type, result.status,
                                      attempts=result.attempts, inputs=result.inputs, outputs=result.outputs,

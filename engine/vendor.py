@@ -30,11 +30,13 @@ and their client factory.
 from __future__ import annotations
 
 import base64
+import html
 import contextlib
 import email.utils
 import importlib.util
 import json
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -133,15 +135,23 @@ def endpoint_url(url: str, endpoint: str | None) -> str:
 
 def secret_forms(value: str) -> set[str]:
     """Every way ``value`` reads inside text that passed through the usual encodings: as is,
-    JSON-escaped once and twice (a response body inside a JSON error, inside the store's JSON),
-    Python's repr (an exception's message), URL-encoded, base64 (also unaligned inside a larger
-    blob such as ``user:secret``). A secret with quotes or backslashes differs in each of them."""
+    JSON-escaped once, twice and three times (a response body inside a JSON error, inside the
+    store's JSON, printed by ``--json``), Python's repr and unicode-escape, HTML-escaped,
+    URL-encoded (either letter case, ``/`` kept or not), hex (either case), base32, base64
+    (also unaligned inside a larger blob such as ``user:secret``). A secret with quotes or
+    backslashes differs in each of them."""
     if not value or len(value) < 4:
         return set()
-    once = {value, repr(value)[1:-1], json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
-    forms = {quote(value, safe=""), quote_plus(value, safe=""), base64.b64encode(value.encode()).decode(),
-             base64.urlsafe_b64encode(value.encode()).decode(), *once,
-             *(json.dumps(f)[1:-1] for f in once), *(json.dumps(f, ensure_ascii=False)[1:-1] for f in once)}
+    once = {value, repr(value)[1:-1], json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+            value.encode("unicode_escape").decode("ascii"), html.escape(value)}
+    raw = value.encode("utf-8", "surrogatepass")
+    urls = {quote(value, safe=""), quote_plus(value, safe=""), quote(value), quote(value, safe="/:@+")}
+    urls |= {u.lower() for u in urls} | {re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), u) for u in urls}
+    forms = {*urls, base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(),
+             base64.b64encode(raw).decode().rstrip("="), base64.b32encode(raw).decode().rstrip("="),
+             raw.hex(), raw.hex().upper(), *once,
+             *(json.dumps(f)[1:-1] for f in once), *(json.dumps(f, ensure_ascii=False)[1:-1] for f in once),
+             *(json.dumps(json.dumps(f)[1:-1])[1:-1] for f in once)}
     for pad, skip in ((0, 0), (1, 2), (2, 3)):
         enc = base64.b64encode(b"\0" * pad + value.encode()).decode().rstrip("=")
         core = enc[skip:len(enc) - 2]
@@ -156,14 +166,21 @@ def scrub(text: Any, secrets: Iterable[str]) -> Any:
     values = sorted({f for s in secrets if s for f in secret_forms(s)}, key=len, reverse=True)
     if not values:
         return text
+    return _mask(text, values)
+
+
+def _mask(text: Any, values: list[str]) -> Any:
+    """``text`` with each of ``values`` (already every form of every secret) masked; nested
+    values reuse the one list (expanding the forms again at each level grew without bound)."""
     if isinstance(text, str):
         for v in values:
-            text = text.replace(v, MASK)
+            if v in text:
+                text = text.replace(v, MASK)
         return text
     if isinstance(text, dict):
-        return {k: scrub(v, values) for k, v in text.items()}
+        return {k: _mask(v, values) for k, v in text.items()}
     if isinstance(text, list):
-        return [scrub(v, values) for v in text]
+        return [_mask(v, values) for v in text]
     return text
 
 

@@ -65,6 +65,8 @@ class Options:
     reload_interval: float = 1.0
     retry_after: int = 1
     admin_token: str | None = None
+    retention: float | None = None  # seconds: finished runs older than this are pruned
+    retention_interval: float = 3600.0  # seconds between prunes (the first at start)
     clock: Any = None  # what pull triggers (schedules) read the time from; tests inject one
 
 
@@ -426,6 +428,19 @@ class Listener:
             self._openapi = (id(self.table), document(self.table, self.options.base_url))
         return self.json(self._openapi[1])
 
+    async def prune_periodically(self) -> None:
+        """Retention (``--retention``): prune at start, then every ``retention_interval`` seconds."""
+        from engine.retention import prune_async
+
+        while True:
+            try:
+                done = await prune_async(self.engine.store, self.options.retention)
+                log.info("pruned %d run(s), %d step(s), %d blob(s)", done.runs, done.steps, done.blobs,
+                         extra={"event": "pruned", "count": done.runs})
+            except Exception as exc:  # a busy or broken state file: try again next time
+                log.warning("prune failed: %s", exc, extra={"event": "prune_failed"})
+            await anyio.sleep(self.options.retention_interval)
+
     # -- life cycle -------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> Any:
@@ -436,6 +451,8 @@ class Listener:
             await tg.start(wakeups.run, self.engine, wakeups.launcher(self.runs))  # parked runs wake when due
             if self.options.reload:
                 tg.start_soon(self.watch)
+            if self.options.retention:
+                tg.start_soon(self.prune_periodically)
             self.ready = True
             log.info("listening on http://%s:%s", self.options.host, self.options.port,
                      extra={"event": "listening", "url": f"http://{self.options.host}:{self.options.port}",

@@ -5,7 +5,7 @@ import os
 
 import click
 
-from engine.clierrors import guard
+from engine.clierrors import Fail, guard
 
 
 @click.command()
@@ -37,11 +37,16 @@ from engine.clierrors import guard
               help="environment variable holding the admin token (Authorization: Bearer) for GET /runs/{id}")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--retention", default=None, metavar="AGE",
+              help="prune runs that finished more than AGE ago (30d, 12h, P30D) at start and every "
+                   "--retention-interval (default: keep everything)")
+@click.option("--retention-interval", default="1h", show_default=True, metavar="AGE",
+              help="how often --retention prunes")
 @click.pass_context
 @guard
 def serve(ctx: click.Context, flows_dir: str, state: str | None, connections: str | None, host: str, port: int,
           base_url: str | None, max_body: int, max_headers: int, max_header_bytes: int, max_in_flight: int, sync_timeout: float, shutdown_timeout: float,
-          reload: bool, admin_token_env: str, log_level: str) -> None:
+          reload: bool, admin_token_env: str, log_level: str, retention: str | None, retention_interval: str) -> None:
     """Serve the flows' HTTP triggers and schedules.
 
     POST /flows/{flow}/triggers/{trigger} starts a run; GET /runs/{id} polls it;
@@ -53,6 +58,15 @@ def serve(ctx: click.Context, flows_dir: str, state: str | None, connections: st
     from . import logs, server
     from .app import Listener, Options
 
+    from engine.retention import parse_age
+
+    try:
+        keep = parse_age(retention) if retention is not None else None
+        every = parse_age(retention_interval)
+    except ValueError as exc:
+        raise Fail(f"--retention: {exc}") from None
+    if every <= 0:
+        raise Fail("--retention-interval: must be more than 0")
     root = ctx.find_root().obj
     state = state or root["state"]
     lock = server.StateLock(state)
@@ -68,7 +82,8 @@ def serve(ctx: click.Context, flows_dir: str, state: str | None, connections: st
     options = Options(flows=flows_dir, host=host, port=port, base_url=base_url, max_body=max_body,
                       max_headers=max_headers, max_header_bytes=max_header_bytes,
                       max_in_flight=max_in_flight, sync_timeout=sync_timeout, shutdown_timeout=shutdown_timeout,
-                      reload=reload, admin_token=os.environ.get(admin_token_env) or None)
+                      reload=reload, admin_token=os.environ.get(admin_token_env) or None,
+                      retention=keep, retention_interval=every)
     listener = Listener(engine, options)
     try:
         listener.load()

@@ -177,8 +177,9 @@ class Http(Node):
             raise ActionError(str(exc), code="InvalidTimeout") from None
         params = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (inputs.get("queries") or {}).items()}
         try:
-            resp = await _clients.get().request(inputs["method"].upper(), uri, headers=headers, params=params,
-                                                timeout=timeout, **kwargs)
+            url = httpx.URL(uri)  # the query string of `uri` is kept; `queries` adds to it (same key: replaced)
+            resp = await _clients.get().request(inputs["method"].upper(), url.copy_merge_params(params) if params
+                                                else url, headers=headers, timeout=timeout, **kwargs)
         except (httpx.HTTPError, httpx.InvalidURL, httpx.CookieConflict, httpx.StreamError) as exc:
             secrets = conn.secret_values() if conn else ()
             raise HTTP.map_error(exc, secrets, _fault(exc, inputs["method"].upper(), uri)) from exc

@@ -185,8 +185,13 @@ def test_a_write_lock_held_past_the_busy_timeout_is_a_store_error_not_a_tracebac
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-def test_no_write_transaction_stays_open_while_a_loop_evaluates_its_next_iteration(tmp_path, flow_file):
+def test_no_write_transaction_stays_open_while_a_loop_evaluates_its_next_iteration(tmp_path, flow_file, monkeypatch):
     """While a Foreach evaluates heavy templates, another connection takes the write lock at once."""
+    from engine.loader import tools
+    from engine.registry import default_registry
+    from engine.sandbox import Limits
+    # heavy on purpose: a loaded machine must not fail it (the evaluator is built once per registry)
+    monkeypatch.setattr(tools(default_registry())[1], "limits", Limits(seconds=60))
     import sqlite3
     import threading
 
@@ -201,28 +206,30 @@ def test_no_write_transaction_stays_open_while_a_loop_evaluates_its_next_iterati
     """)
     state = tmp_path / "state.db"
     Store(state).close()
-    waits, stop = [], threading.Event()
+    tries, stop = [], threading.Event()
 
     def other_writer():
-        db = sqlite3.connect(state, timeout=5.0)
+        # timeout=0: a busy database fails the attempt at once. A write transaction held across
+        # an evaluation would fail most attempts; short commits fail only a few. Counting, not
+        # timing, so a loaded machine does not change the answer.
+        db = sqlite3.connect(state, timeout=0)
         while not stop.is_set():
-            began = time.monotonic()
-            db.execute("BEGIN IMMEDIATE")
-            waits.append(time.monotonic() - began)
-            db.rollback()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.rollback()
+                tries.append(True)
+            except sqlite3.OperationalError:
+                tries.append(False)
             time.sleep(0.002)
         db.close()
     t = threading.Thread(target=other_writer)
     t.start()
-    began = time.monotonic()
     try:
         result = engine.run_file(flow, state=state)
     finally:
-        took = time.monotonic() - began
         stop.set()
         t.join()
     assert result.status == "Succeeded"
-    print("longest wait for the write lock:", max(waits), "run:", took)
-    # A transaction held across one of the 4 evaluations would make a wait about as long as
-    # that evaluation (a quarter of the run); relative, so a loaded machine slows both alike.
-    assert waits and max(waits) < took / 8, (max(waits), took)
+    busy = tries.count(False) / len(tries)
+    print("attempts:", len(tries), "busy:", busy)
+    assert len(tries) > 20 and busy < 0.25, (len(tries), busy)

@@ -1,6 +1,7 @@
 """engine.vendor: the plumbing every vendor package shares, specified on its own."""
 from __future__ import annotations
 
+import json
 import threading
 from email.utils import format_datetime
 from datetime import datetime, timezone
@@ -8,6 +9,7 @@ from datetime import datetime, timezone
 import anyio
 import pytest
 
+from engine import vendor
 from engine.errors import ActionError, RetryableError
 from engine.plugin import (Connection, ConnectionSpec, Fault, Rule, Vendor, compact,
                            endpoint_url, inputs_schema, retry_after, secret)
@@ -218,3 +220,22 @@ def test_a_connection_without_a_client_factory_fails_the_action_clearly():
     conn = Connection("c", ConnectionSpec(kind="k", description="", settings={}), {}, {}, None)
     with pytest.raises(ActionError, match="has no client"):
         anyio.run(conn.get_client)
+
+
+def test_scrub_masks_secrets_at_every_depth_of_nested_data():
+    secret = 'p@ss"w\\o/rd+%é'
+    data = {"a": [{"b": {"c": [f"x {secret} y", {"d": json.dumps({"e": secret})}]}}], "n": 3}
+    out = vendor.scrub(data, [secret])
+    assert secret not in json.dumps(out, ensure_ascii=False)
+    assert out["a"][0]["b"]["c"][0] == "x *** y" and out["n"] == 3
+
+
+def test_scrub_reads_each_secret_s_forms_once_however_deep_the_data(monkeypatch):
+    calls = []
+    real = vendor.secret_forms
+    monkeypatch.setattr(vendor, "secret_forms", lambda v: calls.append(v) or real(v))
+    deep: object = "secret-value"
+    for _ in range(8):
+        deep = {"k": [deep, "secret-value"]}
+    vendor.scrub(deep, ["secret-value", "other-secret"])
+    assert sorted(calls) == ["other-secret", "secret-value"]

@@ -177,12 +177,19 @@ def test_flows_with_problems_are_reported_and_not_served(server):
 
 
 def test_health_readiness_and_metrics(server):
-    with server.client() as c:
+    with server.client() as c:  # self-contained: under xdist this module's tests share no order
+        assert c.post("/flows/echo/triggers/hook", json={"name": "Ada"}).status_code == 200
         assert c.get("/healthz").json() == {"status": "ok"}
         assert c.get("/readyz").status_code == 200
         c.post("/flows/orders/triggers/new", json={"orderId": "bad"}, headers=KEY)
         c.post("/flows/orders/triggers/new", json={"orderId": "O-5", "qty": 1})
-        text = c.get("/metrics").text
+        assert c.post("/flows/echo/triggers/hook", json={"name": "M"}).status_code == 200  # not left to other tests
+        from tests.support.waiting import wait_until  # the run finishes just after it replies
+
+        def finished():
+            text = c.get("/metrics").text
+            return text if 'flowrun_runs_finished_total{flow="echo",status="Succeeded"}' in text else None
+        text = wait_until(finished, "the echo run never finished")
     assert 'flowrun_triggers_received_total{flow="orders",trigger="new"}' in text
     assert 'flowrun_triggers_rejected_total{flow="orders",reason="schema",trigger="new"}' in text
     assert 'flowrun_triggers_rejected_total{flow="orders",reason="unauthenticated",trigger="new"}' in text
@@ -210,6 +217,8 @@ def test_openapi_document_from_the_triggers(server):
 
 
 def test_logs_are_json_with_run_and_trigger(server):
+    with server.client() as c:
+        assert c.post("/flows/echo/triggers/hook", json={"name": "Ada"}).status_code == 200
     accepted = [rec for rec in server.logs() if rec.get("event") == "accepted"]
     assert accepted and all(rec["run_id"] and rec["trigger"] and rec["flow"] for rec in accepted)
     assert all("raw" not in rec for rec in server.logs())

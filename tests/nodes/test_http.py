@@ -2,9 +2,13 @@
 tests/test_flows.py against real local servers)."""
 from __future__ import annotations
 
+import json
+
 import httpx
+import pytest
 
 from nodes.http.node import HTTP
+from tests.support.recorder import Recorder
 from tests.support.sdk import unmapped
 
 
@@ -40,3 +44,23 @@ def test_a_refused_connection_fails_the_action_with_a_code_and_the_request_named
     assert (result.status, step.status, step.attempts) == ("Failed", "Failed", 1)
     assert step.error["code"] == "HttpConnectionError"
     assert step.error["message"].startswith(f"GET http://127.0.0.1:{port}/x: ConnectError")
+
+
+@pytest.mark.parametrize("uri_query, queries, expected", [
+    ("?a=1&b=2", None, {"a": ["1"], "b": ["2"]}),
+    ("?a=1&b=2", {}, {"a": ["1"], "b": ["2"]}),
+    ("?a=1&b=2", {"c": 3}, {"a": ["1"], "b": ["2"], "c": ["3"]}),
+    ("?a=1", {"a": "override", "flag": True}, {"a": ["override"], "flag": ["true"]}),
+    ("?x=%2F%2B%25%20&y=%C3%A9", None, {"x": ["/+% "], "y": ["é"]}),
+    ("?a=1&a=2", None, {"a": ["1", "2"]}),
+    ("", {"q": "a&b=c"}, {"q": ["a&b=c"]}),
+])
+def test_the_query_string_of_uri_is_kept_and_queries_add_to_it(run_flow, uri_query, queries, expected):
+    with Recorder() as api:
+        api.route("GET", r"/echo", json={"ok": True})
+        inputs = {"method": "GET", "uri": f"{api.url}/echo{uri_query}"}
+        if queries is not None:
+            inputs["queries"] = queries
+        result = run_flow(json.dumps({"actions": {"call": {"type": "Http", "inputs": inputs}}}))
+        assert result.status == "Succeeded", result.steps["call"].error
+        assert [(r.path, r.query) for r in api.requests] == [("/echo", expected)]

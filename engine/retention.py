@@ -1,0 +1,155 @@
+"""Retention: finished runs older than a cut-off leave the state database.
+
+    prune(store, older_than=30 * 86400)   -> Pruned(runs, steps, firings, blobs)
+
+A run goes when it finished (Succeeded, Failed, TimedOut, Cancelled) before the cut-off; its
+steps and parked-run row go with it, schedule firings older than the cut-off go, and blob
+files no remaining row references are deleted. A run that has not finished is never
+touched, however old. Rows are deleted a batch at a time, each batch its own short write
+transaction, so a server or another ``flowrun run`` on the same file is never held up for
+long (``prune_async`` lets a server's other tasks run between batches). ``flowrun prune
+--older-than 30d`` calls it, and ``flowrun serve --retention 30d`` at start and every hour.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+from .state import TERMINAL
+from .store import RUN_JSON, STEP_JSON, Store
+
+BATCH = 500
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_BLOB = re.compile(r'"\$blob":\s*"([0-9a-f]{64})"')
+
+
+def parse_age(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` (or ISO 8601 ``P30D``/``PT12H``) -> seconds."""
+    value = str(text).strip()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", value.lower())
+    if m:
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    from .model import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"expected an age such as 30d, 12h, 90m or P30D, got {text!r}") from None
+    if seconds is None or seconds < 0:
+        raise ValueError(f"expected an age such as 30d, 12h, 90m or P30D, got {text!r}")
+    return float(seconds)
+
+
+@dataclass
+class Pruned:
+    runs: int = 0
+    steps: int = 0
+    firings: int = 0
+    blobs: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def prune(store: Store, older_than: float, *, now: float | None = None, dry_run: bool = False) -> Pruned:
+    """Delete what finished more than ``older_than`` seconds before ``now``."""
+    done = Pruned()
+    for _ in batches(store, older_than, now=now, dry_run=dry_run, done=done):
+        pass
+    return done
+
+
+async def prune_async(store: Store, older_than: float) -> Pruned:
+    """``prune`` for an event loop (``flowrun serve``): other tasks run between batches."""
+    import anyio
+
+    done = Pruned()
+    for _ in batches(store, older_than, done=done):
+        await anyio.sleep(0)
+    return done
+
+
+def batches(store: Store, older_than: float, *, now: float | None = None, dry_run: bool = False,
+            done: Pruned) -> Iterator[None]:
+    """Prune one batch per step (each its own transaction), counting into ``done``."""
+    cutoff = (time.time() if now is None else now) - older_than
+    db = store.db
+    store.flush()
+    finished = tuple(str(s) for s in TERMINAL)
+    marks = ", ".join("?" * len(finished))
+    select = (f"SELECT id FROM runs WHERE status IN ({marks}) AND COALESCE(ended, created) < ? "
+              f"ORDER BY created LIMIT ?")
+    if dry_run:
+        ids = [r[0] for r in db.execute(select.replace(" LIMIT ?", ""), (*finished, cutoff))]
+        done.runs = len(ids)
+        for i in range(0, len(ids), BATCH):
+            chunk = ids[i:i + BATCH]
+            done.steps += db.execute(f"SELECT COUNT(*) FROM steps WHERE run_id IN ({', '.join('?' * len(chunk))})",
+                                     chunk).fetchone()[0]
+        done.firings = db.execute("SELECT COUNT(*) FROM schedule_firings WHERE fired < ?", (cutoff,)).fetchone()[0]
+        return
+    candidates: set[str] = set()  # blobs the deleted rows referenced
+    cancels = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cancel_requests'").fetchone() is not None
+    while True:
+        store.flush()  # what others wrote in this process is committed: the batch is its own transaction
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            ids = [r[0] for r in db.execute(select, (*finished, cutoff, BATCH))]
+            if not ids:
+                db.execute("COMMIT")
+                break
+            holes = ", ".join("?" * len(ids))
+            for row in db.execute(f"SELECT {', '.join(RUN_JSON)} FROM runs WHERE id IN ({holes})", ids):
+                candidates.update(_blobs(row))
+            for row in db.execute(f"SELECT {', '.join(STEP_JSON)} FROM steps WHERE run_id IN ({holes})", ids):
+                candidates.update(_blobs(row))
+            done.steps += db.execute(f"DELETE FROM steps WHERE run_id IN ({holes})", ids).rowcount
+            db.execute(f"DELETE FROM parked_runs WHERE run_id IN ({holes})", ids)
+            if cancels:
+                db.execute(f"DELETE FROM cancel_requests WHERE run_id IN ({holes})", ids)
+            done.runs += db.execute(f"DELETE FROM runs WHERE id IN ({holes})", ids).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        yield
+    store.flush()
+    done.firings = db.execute("DELETE FROM schedule_firings WHERE fired < ?", (cutoff,)).rowcount
+    db.commit()
+    done.blobs = _delete_unreferenced(store, candidates)
+
+
+def _blobs(row: Any) -> set[str]:
+    return {m for text in row if isinstance(text, str) and '"$blob"' in text for m in _BLOB.findall(text)}
+
+
+def _delete_unreferenced(store: Store, candidates: set[str]) -> int:
+    """Delete the candidate blob files that no remaining run, step or checkpoint refers to."""
+    if not candidates:
+        return 0
+    db = store.db
+    still: set[str] = set()
+    queries = [f"SELECT {', '.join(RUN_JSON)} FROM runs", f"SELECT {', '.join(STEP_JSON)}, handle FROM steps"]
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'trigger_checkpoints'").fetchone():
+        queries.append("SELECT value FROM trigger_checkpoints")
+    for sql in queries:
+        cols = sql[len("SELECT "):sql.index(" FROM")].split(", ")
+        where = " OR ".join(f"instr({c}, '\"$blob\"') > 0" for c in cols)
+        for row in db.execute(f"{sql} WHERE {where}"):
+            still.update(_blobs(row))
+    count = 0
+    for digest in candidates - still:
+        try:
+            os.remove(store.blobs / f"{digest}.json")
+            count += 1
+        except FileNotFoundError:
+            pass
+    return count
+
+
+def summary(done: Pruned) -> str:
+    return json.dumps(done.to_json())

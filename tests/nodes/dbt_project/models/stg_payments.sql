@@ -1,0 +1,1 @@
+select id, order_id, amount from {{ source('shop', 'raw_payments') }}
