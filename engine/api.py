@@ -71,6 +71,9 @@ class Engine:
         self._node_log = logging.getLogger("flowrun.node")
 
     def close(self) -> None:
+        """Close the connections' clients (flush what they hold), then the store."""
+        for conns in self._connections.values():
+            conns.close()
         self.store.close()
 
     # -- flows and connections --------------------------------------------------------------

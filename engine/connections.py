@@ -194,6 +194,11 @@ class Connections:
             raise FlowError(problems)
         return cls(str(path), specs, registry)
 
+    def close(self) -> None:
+        """Close the clients of every connection built so far (a producer is flushed)."""
+        for conn in self._resolved.values():
+            conn.close()
+
     def resolve(self, names: set[str], redactor: Redactor,
                 env: Mapping[str, str] | None = None) -> dict[str, Connection]:
         """Build the named connections, reading secrets from the environment.

@@ -104,6 +104,18 @@ class Connection:
             return self._client
         return await anyio.to_thread.run_sync(self._build_client, abandon_on_cancel=True)
 
+    def close(self) -> None:
+        """Release the client when it holds something open (a producer to flush, a pool): its
+        ``close()`` is called, once; errors are logged, never raised."""
+        client, self._client = self._client, None
+        close = getattr(client, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - shutting down: say so and go on
+                logging.getLogger("flowrun.node").warning("closing the client of connection %r failed",
+                                                          self.name, exc_info=True)
+
     def secret_values(self) -> list[str]:
         values = [v for v in self._secrets.values() if v]
         if self.spec.derived_secrets:

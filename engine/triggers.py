@@ -79,7 +79,8 @@ class TriggerHost(Protocol):
     declares ``connection = "<kind>"``), built once per connection in a worker thread, as
     ``Context.client()`` is for nodes. ``full()`` is True while the runs in flight are at
     ``--max-in-flight`` (a stream consumer pauses its partitions then, and resumes once it
-    is False: ``wait_for_room()`` returns then). ``finished(run_id)`` waits for a run this
+    is False: ``wait_for_room()`` returns then); ``room()`` is how many more runs may start
+    before that (a consumer takes no more messages at once). ``finished(run_id)`` waits for a run this
     server executes to end and gives its final status (a queue consumer that deletes a
     message only after its run succeeded waits on it).
     """
@@ -101,6 +102,8 @@ class TriggerHost(Protocol):
     async def client(self) -> Any: ...
 
     def full(self) -> bool: ...
+
+    def room(self) -> int: ...
 
     async def wait_for_room(self) -> None: ...
 

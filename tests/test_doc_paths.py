@@ -8,7 +8,7 @@ import pytest
 ROOT = Path(__file__).parents[1]
 TOP = ("tests", "engine", "nodes", "flows", "examples", "docs", "bench", "schemas", ".ci")
 MENTION = re.compile(r"(?<![\w/.:-])((?:" + "|".join(re.escape(t) for t in TOP) + r")/[\w./-]*\w)")
-LINK = re.compile(r"\]\((?!https?:|mailto:|#)([^)\s#]+)")
+LINK = re.compile(r"\]\((?!https?:|mailto:|#)([\w./-]+)[)#]")  # a markdown link to a file, not a regex's "](?!"
 
 
 def documents() -> list[Path]:

@@ -80,6 +80,9 @@ class Host:
     def full(self) -> bool:
         return self._runs.full()
 
+    def room(self) -> int:
+        return self._runs.room()
+
     async def wait_for_room(self) -> None:
         await self._runs.wait_for_room()
 

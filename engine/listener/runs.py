@@ -53,6 +53,10 @@ class Runs:
     def full(self) -> bool:
         return len(self.in_flight) >= self.max_in_flight
 
+    def room(self) -> int:
+        """How many more runs may start before ``full()``."""
+        return max(0, self.max_in_flight - len(self.in_flight))
+
     async def wait_for_room(self) -> None:
         """Return once fewer than ``max_in_flight`` runs execute (back pressure for pull triggers)."""
         while self.full():

@@ -1,4 +1,5 @@
-"""Azure Event Grid: inbound deliveries (the ``eventgrid`` trigger auth).
+"""Azure Event Grid: inbound deliveries (the ``eventgrid`` trigger auth) and publishing
+(``azure.eventgrid.Publish``, through the azure-eventgrid SDK: ``pip install 'flowrun[azure]'``).
 
 A Request trigger opts in with::
 
@@ -9,16 +10,17 @@ It answers both subscription handshakes without starting a run (Event Grid schem
 the ``SubscriptionValidationEvent``; CloudEvents schema: the OPTIONS abuse-protection
 pre-flight), checks the delivery key, accepts Event Grid (a JSON array of events) and
 CloudEvents 1.0 (structured, batched, or binary mode) bodies, and returns the event id
-as the de-duplication key. No SDK is needed for inbound deliveries.
+as the de-duplication key. No SDK is needed for inbound deliveries; publishing imports it lazily.
 """
 from __future__ import annotations
 
 from .connection import CONNECTION
+from .publish import Publish
 from .webhook import EventGridAuth
 
 CONNECTIONS = [CONNECTION]
-NODES: list = []
+NODES = [Publish]
 FILTERS: dict = {}
 AUTH = [EventGridAuth]
 
-__all__ = ["CONNECTIONS", "NODES", "FILTERS", "AUTH", "EventGridAuth"]
+__all__ = ["CONNECTIONS", "NODES", "FILTERS", "AUTH", "EventGridAuth", "Publish"]

@@ -13,8 +13,33 @@ MAX_MESSAGE = 2000  # characters of one node's message kept in the outputs
 
 
 def read_json(path: Path) -> Any:
+    """A JSON artifact. Anything unreadable (not UTF-8, not JSON, nested past Python's
+    recursion limit) raises ValueError with a short reason."""
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+        try:
+            return json.load(fh)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 (byte {exc.start})") from None
+        except ValueError as exc:
+            raise ValueError(str(exc)[:200]) from None
+
+
+def _items(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _number(value: Any) -> float | int | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def resource_type(unique_id: str) -> str:
@@ -23,56 +48,60 @@ def resource_type(unique_id: str) -> str:
 
 def _timing(result: dict) -> dict:
     out: dict[str, Any] = {}
-    for step in result.get("timing") or []:
-        if isinstance(step, dict) and step.get("name"):
-            out[step["name"]] = {"started_at": step.get("started_at"),
-                                 "completed_at": step.get("completed_at")}
+    for step in _items(result.get("timing")):
+        if isinstance(step, dict) and isinstance(step.get("name"), str) and step["name"]:
+            out[step["name"]] = {"started_at": _text(step.get("started_at")),
+                                 "completed_at": _text(step.get("completed_at"))}
     return out
 
 
 def _message(value: Any) -> str | None:
     if value is None:
         return None
-    text = str(value)
+    text = value if isinstance(value, str) else json.dumps(value, default=str)[:MAX_MESSAGE + 1]
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "…"
 
 
 def node_results(data: dict) -> list[dict]:
     """One entry per node of run_results.json (or sources.json): what the outputs list."""
     out = []
-    for r in data.get("results") or []:
+    for r in _items(data.get("results")):
         if not isinstance(r, dict):
             continue
-        uid = str(r.get("unique_id", ""))
-        adapter = r.get("adapter_response") if isinstance(r.get("adapter_response"), dict) else {}
+        uid = _text(r.get("unique_id")) or ""
+        adapter = _mapping(r.get("adapter_response"))
         entry = {
             "unique_id": uid,
             "resource_type": resource_type(uid),
             "name": uid.split(".")[2] if uid.count(".") >= 2 else uid,
-            "status": str(r.get("status", "")).lower(),
-            "execution_time": r.get("execution_time"),
+            "status": (_text(r.get("status")) or "").lower(),
+            "execution_time": _number(r.get("execution_time")),
             "timing": _timing(r),
-            "rows_affected": adapter.get("rows_affected"),
+            "rows_affected": _whole(adapter.get("rows_affected")),
             "message": _message(r.get("message") if "message" in r else r.get("error")),
-            "failures": r.get("failures"),
-            "relation_name": r.get("relation_name"),
+            "failures": _whole(r.get("failures")),
+            "relation_name": _text(r.get("relation_name")),
         }
         if "max_loaded_at" in r:  # source freshness
-            entry.update(max_loaded_at=r.get("max_loaded_at"),
-                         max_loaded_at_time_ago_in_s=r.get("max_loaded_at_time_ago_in_s"))
+            entry.update(max_loaded_at=_text(r.get("max_loaded_at")),
+                         max_loaded_at_time_ago_in_s=_number(r.get("max_loaded_at_time_ago_in_s")))
         out.append(entry)
     return out
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def summarize(data: dict) -> dict:
     """Outputs from an artifact's data: results, counts by status, what failed."""
     results = node_results(data)
     counts = Counter(r["status"] for r in results)
-    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    meta = _mapping(data.get("metadata"))
     return {
-        "invocation_id": meta.get("invocation_id"),
-        "dbt_version": meta.get("dbt_version"),
-        "elapsed_time": data.get("elapsed_time"),
+        "invocation_id": _text(meta.get("invocation_id")),
+        "dbt_version": _text(meta.get("dbt_version")),
+        "elapsed_time": _number(data.get("elapsed_time")),
         "counts": dict(sorted(counts.items())),
         "results": results,
         "failed": [failure(r) for r in results if r["status"] in FAILED],
@@ -88,13 +117,24 @@ def failure(result: dict) -> dict:
 # -- lineage -------------------------------------------------------------------------------
 
 def _describe(uid: str, node: dict) -> dict:
-    config = node.get("config") if isinstance(node.get("config"), dict) else {}
-    return {"unique_id": uid, "resource_type": node.get("resource_type") or resource_type(uid),
-            "name": node.get("name"), "package": node.get("package_name"),
-            "path": node.get("original_file_path"), "tags": list(node.get("tags") or []),
-            "materialized": config.get("materialized"),
-            "relation": node.get("relation_name"),
-            "description": node.get("description") or ""}
+    config = _mapping(node.get("config"))
+    return {"unique_id": uid, "resource_type": _kind(uid, node),
+            "name": _text(node.get("name")), "package": _text(node.get("package_name")),
+            "path": _text(node.get("original_file_path")),
+            "tags": [t for t in _items(node.get("tags")) if isinstance(t, str)],
+            "materialized": _text(config.get("materialized")),
+            "relation": _text(node.get("relation_name")),
+            "description": _text(node.get("description")) or ""}
+
+
+def _kind(uid: str, node: dict) -> str:
+    return _text(node.get("resource_type")) or resource_type(uid)
+
+
+def _edges(value: Any) -> dict[str, list[str]]:
+    """parent_map / child_map, anything that is not a list of ids dropped."""
+    return {k: [u for u in v if isinstance(u, str)] for k, v in _mapping(value).items()
+            if isinstance(v, list)}
 
 
 def lineage(manifest: dict, select: Iterable[str] | None) -> dict:
@@ -103,11 +143,11 @@ def lineage(manifest: dict, select: Iterable[str] | None) -> dict:
     catalog: dict[str, dict] = {}
     for section in ("nodes", "sources", "exposures", "metrics", "semantic_models",
                     "saved_queries", "unit_tests"):
-        for uid, node in (manifest.get(section) or {}).items():
+        for uid, node in _mapping(manifest.get(section)).items():
             if isinstance(node, dict):
                 catalog[uid] = node
-    parents = manifest.get("parent_map") or {}
-    children = manifest.get("child_map") or {}
+    parents = _edges(manifest.get("parent_map"))
+    children = _edges(manifest.get("child_map"))
     chosen = select_ids(catalog, parents, children, select)
     out: dict[str, dict] = {"nodes": {}, "sources": {}, "exposures": {}}
     for uid in sorted(chosen):
@@ -116,9 +156,8 @@ def lineage(manifest: dict, select: Iterable[str] | None) -> dict:
         entry["children"] = sorted(children.get(uid) or [])
         kind = entry["resource_type"]
         out["sources" if kind == "source" else "exposures" if kind == "exposure" else "nodes"][uid] = entry
-    meta = manifest.get("metadata") if isinstance(manifest.get("metadata"), dict) else {}
     out["selected"] = sorted(chosen)
-    out["invocation_id"] = meta.get("invocation_id")
+    out["invocation_id"] = _text(_mapping(manifest.get("metadata")).get("invocation_id"))
     return out
 
 
@@ -179,10 +218,10 @@ def _match(core: str, catalog: dict) -> set[str]:
         return {core}
     out = set()
     for uid, node in catalog.items():
-        kind = node.get("resource_type") or resource_type(uid)
+        kind = _kind(uid, node)
         if method == "name" and (node.get("name") == value or uid.endswith("." + value)):
             out.add(uid)
-        elif method == "tag" and value in (node.get("tags") or []):
+        elif method == "tag" and value in _items(node.get("tags")):
             out.add(uid)
         elif method in ("resource_type", "type") and kind == value:
             out.add(uid)

@@ -9,7 +9,8 @@ stopped from another thread, so each one runs here, alone. The protocol:
   queries), and after ``grace`` seconds kills its whole process group, so no dbt process
   outlives flowrun;
 - stdout/stderr: dbt's console log, streamed line by line into the action's log;
-- the last stdout line: ``RESULT_MARK + {"success": bool, "exception": str | null}``.
+- the last stdout line: ``RESULT_MARK + {"success": bool, "exception": str | null, "cut": bool}``
+  (``cut``: the exception's text was cut at MAX_EXCEPTION characters).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import threading
 import time
 
 RESULT_MARK = "\x1eflowrun-dbt-result "
+MAX_EXCEPTION = 2000  # characters of dbt's exception in the verdict line
 
 
 def _lifeline(grace: float) -> None:
@@ -43,10 +45,12 @@ def main() -> int:
 
     result = dbtRunner().invoke([str(a) for a in spec["args"]])
     exc = result.exception
-    out = {"success": bool(result.success),
-           "exception": None if exc is None else f"{type(exc).__name__}: {exc}"}
+    text = None if exc is None else f"{type(exc).__name__}: {exc}"
+    # the verdict is one line, well under the parent's line limit (MAX_LINE bytes)
+    out = {"success": bool(result.success), "exception": text if text is None else text[:MAX_EXCEPTION],
+           "cut": text is not None and len(text) > MAX_EXCEPTION}
     sys.stderr.flush()
-    print(RESULT_MARK + json.dumps(out), flush=True)
+    print(RESULT_MARK + json.dumps(out, ensure_ascii=False), flush=True)
     return 0 if result.success else 1
 
 

@@ -1,7 +1,6 @@
 """dbt.Command: one dbt invocation (build, run, test, ...) in a child process."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,12 @@ OPTIONS = {
     "defer": RUNS,
 }
 # no value may start with "-": it would reach dbt's command line as an option of its own
-WORD = {"type": "string", "minLength": 1, "pattern": "^[^-]"}
-SELECTION = {"oneOf": [{**WORD, "pattern": "^[^-]((?![ \\t]-).)*$"},
-                       {"type": "array", "items": WORD, "minItems": 1}]}
+# (dbt's --select/--exclude take every following word up to the next one starting with "-")
+MAX_VALUE = 10_000  # characters of one option value
+MAX_VARS = 1_000_000  # characters of --vars, encoded
+WORD = {"type": "string", "minLength": 1, "maxLength": MAX_VALUE, "pattern": "^[^-\\s]"}
+SELECTION = {"oneOf": [{**WORD, "pattern": "^[^-\\s]((?!\\s-).)*$"},
+                       {"type": "array", "items": WORD, "minItems": 1, "maxItems": 1000}]}
 
 RESULT = {"type": "object", "description": "One node's result (run_results.json).", "properties": {
     "unique_id": {"type": "string"}, "resource_type": {"type": "string"},
@@ -51,9 +53,83 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "action"
 
 
+def _word(option: str, value: Any) -> str:
+    """One option value as it goes on dbt's command line; refused (InvalidInputs) when it
+    could be read as something else: an option of its own, or one cut short."""
+    text = value if isinstance(value, str) else str(value)
+    if not text or text[0] == "-" or text[0].isspace() or "\0" in text or len(text) > MAX_VALUE:
+        raise ActionError(f"inputs.{option}: {_shown(text)} is not a valid value (it must not be "
+                          f"empty, start with '-' or a space, hold a NUL character or pass "
+                          f"{MAX_VALUE} characters)", code="InvalidInputs")
+    return text
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:60] + "...")
+
+
+def _selection(option: str, value: Any) -> list[str]:
+    """--select/--exclude words. dbt splits each on spaces, and a word starting with '-'
+    would end the list and be read as an option: no part may start with '-'."""
+    words = [_word(option, v) for v in _list(value)]
+    for word in words:
+        if re.search(r"\s-", word):
+            raise ActionError(f"inputs.{option}: {_shown(word)}: no part of a selection may start "
+                              f"with '-'", code="InvalidInputs")
+    return words
+
+
+def _plain_text(value: str) -> str:
+    """A string var as a Jinja template that renders to exactly ``value``: dbt renders string
+    vars (var() of a value holding ``{{``, ``{%`` or ``{#`` would run it), and vars carry data,
+    which is never evaluated. Each ``{`` becomes an expression printing it, so no tag can
+    form."""
+    return value.replace("{", "{{ '{' }}") if "{" in value else value
+
+
+def _surrogates(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_surrogates(k) or _surrogates(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_surrogates(v) for v in value)
+    return False
+
+
+def encode_vars(values: Any) -> str:
+    """--vars: YAML (dbt reads it with yaml.safe_load) that loads back to exactly ``values``,
+    string vars protected from dbt's Jinja rendering. JSON was not enough: dbt's YAML loader
+    refuses JSON's surrogate-pair escapes (any emoji), and reads NaN as a string."""
+    import yaml
+
+    if not isinstance(values, dict):
+        raise ActionError("inputs.vars: must be an object (name: value)", code="InvalidInputs")
+    if _surrogates(values):
+        raise ActionError("inputs.vars: holds a lone UTF-16 surrogate, which is not text",
+                          code="InvalidInputs")
+    safe = {k: _plain_text(v) if isinstance(v, str) else v for k, v in values.items()}
+    try:
+        text = yaml.safe_dump(safe, default_flow_style=True, allow_unicode=False,
+                              width=float("inf"), sort_keys=False).strip()
+    except yaml.YAMLError as exc:
+        raise ActionError(f"inputs.vars: cannot be sent to dbt: {exc}", code="InvalidInputs") from None
+    if len(text) > MAX_VARS:
+        raise ActionError(f"inputs.vars: {len(text)} characters, more than {MAX_VARS}",
+                          code="InvalidInputs")
+    return text
+
+
 def dbt_args(inputs: dict, project: Any, target_path: Path) -> list[str]:
-    """The dbt command line of one action (without the leading ``dbt``)."""
+    """The dbt command line of one action (without the leading ``dbt``). Every value is
+    checked here too, whatever validated it before: no input may add an option or a command."""
     command = inputs["command"]
+    if command not in COMMANDS:
+        raise ActionError(f"inputs.command: {_shown(str(command))} is not a dbt command "
+                          f"({', '.join(COMMANDS)})", code="InvalidInputs")
+    problems = option_problems(inputs)
+    if problems:
+        raise ActionError("; ".join(f"{p}: {m}" for p, m in problems), code="InvalidInputs")
     args = command.split()
     args += ["--project-dir", str(project.project_dir), "--target-path", str(target_path),
              "--log-path", str(target_path)]
@@ -61,25 +137,29 @@ def dbt_args(inputs: dict, project: Any, target_path: Path) -> list[str]:
         args += ["--profiles-dir", str(project.profiles_dir)]
     if project.profile:
         args += ["--profile", project.profile]
-    target = inputs.get("target") or project.target
-    if target:
-        args += ["--target", target]
+    if inputs.get("target"):
+        args += ["--target", _word("target", inputs["target"])]
+    elif project.target:
+        args += ["--target", project.target]
     for option, flag in (("select", "--select"), ("exclude", "--exclude")):
-        values = _list(inputs.get(option))
+        values = _selection(option, inputs.get(option))
         if values:
             args += [flag, *values]
     if inputs.get("selector"):
-        args += ["--selector", inputs["selector"]]
+        args += ["--selector", _word("selector", inputs["selector"])]
     if inputs.get("vars"):
-        args += ["--vars", json.dumps(inputs["vars"])]
-    if inputs.get("threads"):
-        args += ["--threads", str(int(inputs["threads"]))]
+        args += ["--vars", encode_vars(inputs["vars"])]
+    if inputs.get("threads") is not None:
+        threads = inputs["threads"]
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
+            raise ActionError("inputs.threads: a whole number from 1 to 256", code="InvalidInputs")
+        args += ["--threads", str(threads)]
     if inputs.get("full_refresh"):
         args.append("--full-refresh")
     if inputs.get("fail_fast"):
         args.append("--fail-fast")
     if inputs.get("state"):
-        args += ["--state", str((project.project_dir / inputs["state"]).resolve())]
+        args += ["--state", str((project.project_dir / _word("state", inputs["state"])).resolve())]
     if inputs.get("defer"):
         args.append("--defer")
     return args
@@ -126,7 +206,9 @@ class Command(Node):
         exclude={**SELECTION, "description": "--exclude."},
         selector={**WORD,
                   "description": "--selector: a named selector from selectors.yml."},
-        vars={"type": "object", "description": "--vars: values for var() (sent as JSON)."},
+        vars={"type": "object", "description": "--vars: values for var(), sent as YAML that "
+                                               "dbt reads back exactly; a string var reaches var() "
+                                               "as written (dbt never renders it as Jinja)."},
         full_refresh={"type": "boolean", "description": "--full-refresh (build, run, seed)."},
         threads={"type": "integer", "minimum": 1, "maximum": 256, "description": "--threads."},
         fail_fast={"type": "boolean", "description": "--fail-fast: stop at the first failure."},
@@ -164,10 +246,11 @@ class Command(Node):
 
     async def run(self, inputs: dict, context: Any) -> Any:
         problems = option_problems(inputs)
-        if problems:
+        if problems:  # before the connection is resolved (dbt_args checks again)
             raise ActionError("; ".join(f"{p}: {m}" for p, m in problems), code="InvalidInputs")
         project = await DBT.client(context)
         target_path = project.artifacts_dir / _slug(context.run_id) / _slug(context.path)
+        args = dbt_args(inputs, project, target_path)  # refuses bad values before any write
         try:
             target_path.mkdir(parents=True, exist_ok=True)
             for stale in ("run_results.json", "sources.json"):  # a previous attempt's
@@ -175,7 +258,6 @@ class Command(Node):
         except OSError as exc:
             raise ActionError(f"cannot write dbt artifacts to {target_path}: {exc.strerror}",
                               code="DbtArtifactsNotWritable") from None
-        args = dbt_args(inputs, project, target_path)
         secrets = tuple(context.connection.secret_values()) if context.connection else ()
         context.log.info("dbt %s", " ".join(args))
         done = await run_dbt(args, env=child_environment(project), cwd=project.project_dir,

@@ -17,14 +17,52 @@ from pathlib import Path
 from typing import Any, Callable
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import Process
 
-from engine.plugin import scrub
+from engine.vendor import MASK, secret_forms
 
 from .child import RESULT_MARK
 
 CHILD = Path(__file__).resolve().with_name("child.py")  # run as a script: no flowrun import
 MAX_LOG_LINES = 200  # the tail kept for an invocation that fails before run_results.json
+MAX_LINE = 16_384  # bytes of one log line kept; the rest of a longer line is dropped
+CUT = b" [line cut]"
+
+
+class Lines:
+    """Bytes from a pipe cut into lines, each at most MAX_LINE bytes (memory stays bounded
+    whatever the child prints, even one line of gigabytes without a newline)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.skipping = False  # inside a line already cut at MAX_LINE
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        out = []
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            if not self.skipping:
+                room = MAX_LINE - len(self.buffer)
+                self.buffer += piece[:room]
+                if len(piece) > room:  # the line is too long: keep its start, mark the cut
+                    out.append(bytes(self.buffer) + CUT)
+                    self.buffer.clear()
+                    self.skipping = True
+            if end < 0:
+                return out
+            if not self.skipping:
+                out.append(bytes(self.buffer))
+            self.buffer.clear()
+            self.skipping = False
+            start = end + 1
+
+    def close(self) -> list[bytes]:
+        rest = [] if self.skipping or not self.buffer else [bytes(self.buffer)]
+        self.buffer.clear()
+        return rest
 
 
 @dataclass
@@ -59,15 +97,15 @@ async def run_dbt(args: list[str], *, env: dict[str, str], cwd: Path, grace: flo
     try:
         assert proc.stdin is not None and proc.stdout is not None
         await proc.stdin.send((json.dumps({"args": args, "grace": grace}) + "\n").encode())
-        buffer = b""
+        lines, mask = Lines(), Masker(secrets)
         async for chunk in proc.stdout:
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for raw in lines:
-                _line(raw, done, secrets, log)
-        if buffer:
-            _line(buffer, done, secrets, log)
+            for raw in lines.feed(chunk):
+                _line(raw, done, mask, log)
+            await anyio.lowlevel.checkpoint()  # a flood of lines never starves the loop
+        for raw in lines.close():
+            _line(raw, done, mask, log)
         done.returncode = await proc.wait()
+        done.success = done.success and done.returncode == 0  # the child exits 0 only on success
         return done
     except BaseException:
         with anyio.CancelScope(shield=True):
@@ -81,18 +119,41 @@ async def run_dbt(args: list[str], *, env: dict[str, str], cwd: Path, grace: flo
             await proc.aclose()
 
 
-def _line(raw: bytes, done: Finished, secrets: tuple[str, ...], log: Any) -> None:
+class Masker:
+    """Masks every form of the secrets (computed once per invocation, not once per line)."""
+
+    def __init__(self, secrets: tuple[str, ...]):
+        self.forms = sorted({f for v in secrets if v for f in secret_forms(v)}, key=len, reverse=True)
+        # a line cut at MAX_LINE may end inside a secret: this many characters are dropped
+        self.guard = max((len(f) for f in self.forms), default=0)
+
+    def __call__(self, text: str) -> str:
+        for form in self.forms:
+            if form in text:
+                text = text.replace(form, MASK)
+        return text
+
+
+def _line(raw: bytes, done: Finished, mask: Masker, log: Any) -> None:
+    cut = raw.endswith(CUT)
+    if cut:
+        raw = raw[:-len(CUT)]
     text = raw.decode("utf-8", "replace").rstrip("\r")
-    if text.startswith(RESULT_MARK):
+    if text.startswith(RESULT_MARK) and not cut:
         try:
             verdict = json.loads(text[len(RESULT_MARK):])
-        except ValueError:
-            verdict = {}
-        done.success = bool(verdict.get("success"))
+        except (ValueError, RecursionError):
+            verdict = None
+        verdict = verdict if isinstance(verdict, dict) else {}
+        done.success = verdict.get("success") is True
         exc = verdict.get("exception")
-        done.exception = scrub(exc, secrets) if isinstance(exc, str) else None
+        if isinstance(exc, str):
+            exc = mask(exc)
+            done.exception = exc[:max(0, len(exc) - mask.guard)] + " ..." if verdict.get("cut") else exc
         return
-    text = scrub(text, secrets)
+    text = mask(text)
+    if cut:
+        text = text[:max(0, len(text) - mask.guard)] + CUT.decode()
     done.tail.append(text)
     if len(done.tail) > MAX_LOG_LINES:
         del done.tail[0]

@@ -6,7 +6,7 @@ from typing import Any
 
 from engine.plugin import ActionError, Job, Pending, inputs_schema
 
-from .client import call, no_retry, plain
+from .client import ask, call, no_retry, plain
 
 TELEMETRY = {"x-mcd-telemetry-reason": "service", "x-mcd-telemetry-service": "circuit_breaker_service"}
 
@@ -26,7 +26,7 @@ def _states(client: Any, uuids: list[str]) -> list[dict]:
 
     query = Query()
     query.get_circuit_breaker_rule_state_v2(job_execution_uuids=uuids).__fields__("status", "log")
-    answer = client(query, retry_backoff=no_retry(), additional_headers=TELEMETRY)
+    answer = ask(client, query, retry_backoff=no_retry(), additional_headers=TELEMETRY)
     return [{"status": str(s.status) if s.status is not None else None,
              "log": None if s.log is None else str(s.log)}
             for s in (answer.get_circuit_breaker_rule_state_v2 or [])]
@@ -36,7 +36,7 @@ def _payload(log: str | None) -> dict:
     """The last log entry with a payload, as pycarlo reads it (its _get_log_payload)."""
     try:
         entries = json.loads(log or "[]")
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
         return {}
     for entry in reversed(entries if isinstance(entries, list) else []):
         if isinstance(entry, dict) and isinstance(entry.get("payload"), dict):
@@ -99,6 +99,8 @@ class CircuitBreaker(Job):
 
         uuids = list(handle["job_execution_uuids"])
         states = await call(context, _states, uuids)
+        if len(states) < len(uuids):  # partial data: never decide on executions not read
+            return Pending(progress=f"{len(states)} of {len(uuids)} executions reported")
         status = CircuitBreakerService._get_aggregated_status(
             [_State(s["status"]) for s in states])
         if status not in CircuitBreakerService._TERM_STATES:

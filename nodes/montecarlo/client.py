@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor, secret
+from engine.plugin import (ActionError, Connection, ConnectionSpec, Fault, RetryableError, Rule,
+                           Vendor, secret)
 
 DEFAULT_ENDPOINT = "https://api.getmontecarlo.com/graphql"
 
@@ -53,6 +54,24 @@ def no_retry() -> Any:
             return iter(())
 
     return NoRetry(0, 0)
+
+
+def ask(client: Any, query: Any, **kwargs: Any) -> Any:
+    """``client(query, **kwargs)``; an answer without ``data`` or ``errors`` (not JSON, empty,
+    ``{"data": null}``: a proxy's page, a truncated body) is a retryable malformed_response,
+    not sgqlc's bare ValueError."""
+    from sgqlc.operation import GraphQLErrors  # pycarlo's GraphQL layer
+
+    try:
+        return client(query, **kwargs)
+    except GraphQLErrors as exc:  # pycarlo passed on an answer sgqlc could not read (not JSON)
+        raise RetryableError(f"Monte Carlo's answer could not be read: {str(exc)[:200]}",
+                             code="malformed_response") from None
+    except ValueError as exc:
+        if str(exc) != "no data and no errors":
+            raise
+        raise RetryableError("Monte Carlo answered without data or errors (a malformed response)",
+                             code="malformed_response") from None
 
 
 def graphql_errors(body: Any) -> list[dict]:

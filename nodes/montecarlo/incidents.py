@@ -5,7 +5,7 @@ from typing import Any
 
 from engine.plugin import Node, inputs_schema
 
-from .client import call, no_retry, plain
+from .client import ask, call, no_retry, plain
 
 QUERY = """
 query getIncidents($first: Int, $after: String, $startTime: DateTime, $endTime: DateTime,
@@ -37,7 +37,7 @@ def _fetch(client: Any, variables: dict, limit: int) -> tuple[list[dict], bool]:
     incidents: list[dict] = []
     after = None
     while True:
-        page = client(QUERY, variables={**variables, "first": min(100, limit - len(incidents)),
+        page = ask(client, QUERY, variables={**variables, "first": min(100, limit - len(incidents)),
                                         "after": after},
                       operation_name="getIncidents", retry_backoff=no_retry())
         data = plain(page.get_incidents) or {}

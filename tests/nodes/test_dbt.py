@@ -23,6 +23,8 @@ from nodes.dbt.connection import DbtProject
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = Path(__file__).resolve().parent / "dbt_project"
 SECRET = 'p@ss"w\\o/rd+%é-dbt'  # quotes, a backslash, / + % and non-ASCII
+# payload data that dbt would run if it rendered it (a var holding Jinja), an emoji JSON can't give it
+LABEL = "{{ 7*7 }} {% if true %}yes{% endif %} {# c #} 😀 é"
 FAILING_TEST = "test.flowrun_shop.accepted_range_below_customer_totals_total__300.4aab731e8a"
 
 
@@ -60,17 +62,20 @@ def session_run(shop):
     folder, project, connections = shop
     flow = write_flow(folder, {
         "build": {"type": "dbt.Command", "connection": "dbt",
-                  "inputs": {"command": "build", "exclude": "tag:slow tag:leaky"}},
+                  "inputs": {"command": "build", "exclude": "tag:slow tag:leaky tag:echo"}},
         "lineage": {"type": "dbt.Lineage", "runAfter": {"build": ["Failed"]},
                     "inputs": {"manifest": "{{ actions('build').error.details.artifacts.manifest }}",
                                "select": "+customer_totals+"}},
         "stg": {"type": "dbt.Command", "connection": "dbt", "runAfter": {"build": ["Failed"]},
                 "inputs": {"command": "run", "select": ["stg_orders"], "vars": {"min_amount": 100},
                            "threads": 1}},
-        "leaky": {"type": "dbt.Command", "connection": "dbt", "runAfter": {"stg": ["Succeeded"]},
+        "echo": {"type": "dbt.Command", "connection": "dbt", "runAfter": {"stg": ["Succeeded"]},
+                 "inputs": {"command": "compile", "select": "echo_vars",
+                            "vars": {"label": "{{ triggerBody().label }}"}}},
+        "leaky": {"type": "dbt.Command", "connection": "dbt", "runAfter": {"echo": ["Succeeded"]},
                   "inputs": {"command": "run", "select": "tag:leaky"}},
     })
-    run = engine.run_file(flow, state=folder / "state.db", connections=connections)
+    run = engine.run_file(flow, state=folder / "state.db", connections=connections, input={"label": LABEL})
     return run, folder / "state.db"
 
 
@@ -110,6 +115,13 @@ def test_a_selected_run_with_vars_succeeds(session_run):
     assert [(r["resource_type"], r["name"]) for r in step.outputs["results"]] == [
         ("operation", "flowrun_shop-on-run-start-0"), ("model", "stg_orders")]
     assert step.outputs["failed"] == []
+
+
+def test_payload_data_in_vars_reaches_dbt_as_written_never_rendered(session_run):
+    step = session_run[0].steps["echo"]
+    assert step.status == "Succeeded", step.error
+    compiled = Path(step.outputs["artifacts"]["target_path"]) / "compiled" / "flowrun_shop" / "models" / "echo_vars.sql"
+    assert f"-- label: {LABEL}\n" in compiled.read_text(encoding="utf-8")
 
 
 def test_each_action_writes_its_own_artifacts_folder(session_run):
@@ -206,7 +218,7 @@ PROJECT_STUB = DbtProject(project_dir=Path("/p"), profiles_dir=Path("/p/prof"), 
     ({"command": "run", "select": ["a", "b+"], "exclude": "tag:x"}, ["run", "--select", "a", "b+", "--exclude", "tag:x"]),
     ({"command": "build", "full_refresh": True, "fail_fast": True, "threads": 4},
      ["build", "--threads", "4", "--full-refresh", "--fail-fast"]),
-    ({"command": "run", "vars": {"d": "2024-01-01"}}, ["run", "--vars", '{"d": "2024-01-01"}']),
+    ({"command": "run", "vars": {"d": "2024-01-01"}}, ["run", "--vars", "{d: '2024-01-01'}"]),
     ({"command": "build", "state": "prod", "defer": True, "selector": "nightly"},
      ["build", "--selector", "nightly", "--state", "/p/prod", "--defer"]),
     ({"command": "seed", "target": "prod"}, ["seed"]),
@@ -305,3 +317,218 @@ def test_a_value_that_would_be_read_as_a_dbt_option_fails_validation(tmp_path, i
     with pytest.raises(FlowError) as info:
         engine.run_file(flow, state=tmp_path / "s.db", connections=write_connections(tmp_path, PROJECT))
     assert "flow.yaml:" in str(info.value)
+
+
+# -- adversarial: the command line --------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from engine.plugin import ActionError  # noqa: E402
+from nodes.dbt.command import MAX_VALUE, encode_vars  # noqa: E402
+from nodes.dbt.process import CUT, MAX_LINE, Finished, Lines, Masker, _line  # noqa: E402
+
+FIXED = {"project_dir", "target_path", "log_path", "profiles_dir", "target"}
+
+
+def parsed(args: list[str]) -> dict:
+    """``args`` as dbt's own click parser reads them: option name -> value(s)."""
+    import click
+    from dbt.cli.main import cli
+
+    words = 2 if args[0] in ("source", "docs") else 1
+    command = cli
+    for word in args[:words]:
+        command = command.commands[word]
+    ctx = click.Context(command, info_name=args[words - 1], parent=click.Context(cli, info_name="dbt"))
+    opts, rest, _ = command.make_parser(ctx).parse_args(list(args[words:]))
+    assert rest == [], rest  # nothing left over that dbt would read as a command or argument
+    return opts
+
+
+def expected_opts(inputs: dict) -> dict:
+    out = {}
+    for name in ("select", "exclude"):
+        if inputs.get(name):
+            value = inputs[name]
+            words = [value] if isinstance(value, str) else list(value)
+            out[name] = [tuple(words[0].split(" ")) + tuple(words[1:])]
+    if inputs.get("selector"):
+        out["selector"] = inputs["selector"]
+    if inputs.get("threads"):
+        out["threads"] = str(inputs["threads"])
+    for flag in ("full_refresh", "fail_fast", "defer"):
+        if inputs.get(flag):
+            out[flag] = True
+    return out
+
+
+hostile_text = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["--full-refresh", "-s", "a --debug", "a\n--debug", "a\r--x", "a\t-x", "a\x00b",
+                     " --x", "a\u2003--x", "x; rm -rf /", "$(reboot)", "`id`", "a|b", "{{ 7*7 }}",
+                     "a" * (MAX_VALUE + 1), "\x00", "\n"]),
+    st.text(alphabet="-ab \t\n\r\x00", max_size=12))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(command=st.sampled_from(["build", "run", "test", "seed", "compile", "source freshness"]),
+       select=st.one_of(st.none(), hostile_text, st.lists(hostile_text, min_size=1, max_size=3)),
+       exclude=st.one_of(st.none(), hostile_text),
+       selector=st.one_of(st.none(), hostile_text), target=st.one_of(st.none(), hostile_text),
+       state=st.one_of(st.none(), hostile_text),
+       threads=st.one_of(st.none(), st.integers(-3, 300), st.booleans()),
+       flags=st.sets(st.sampled_from(["full_refresh", "fail_fast", "defer"])))
+def test_no_input_adds_a_dbt_option_or_a_command(command, select, exclude, selector, target, state,
+                                                 threads, flags):
+    inputs = {"command": command, "select": select, "exclude": exclude, "selector": selector,
+              "target": target, "state": state, "threads": threads, **{f: True for f in flags}}
+    inputs = {k: v for k, v in inputs.items() if v is not None}
+    try:
+        args = dbt_args(inputs, PROJECT_STUB, Path("/a/t"))
+    except ActionError as exc:
+        assert exc.code == "InvalidInputs"
+        return
+    opts = parsed(args)
+    assert set(opts) - FIXED - {"state"} == set(expected_opts(inputs))
+    for name, value in expected_opts(inputs).items():
+        assert opts[name] == value
+    assert opts["target"] == (inputs.get("target") or "dev")
+    if inputs.get("state"):
+        assert opts["state"].startswith("/")
+
+
+@pytest.mark.parametrize("option, value", [
+    ("select", "-x"), ("select", "a --full-refresh"), ("select", "a\t--x"), ("select", "a\r--x"),
+    ("select", "a\n--x"), ("select", " --x"), ("select", ["a", "--full-refresh"]), ("select", ["a b -c"]),
+    ("select", ["a\x00"]), ("select", "x" * (MAX_VALUE + 1)), ("exclude", "-x"), ("selector", "--debug"),
+    ("target", "-t"), ("target", "\x00"), ("state", "--x"), ("state", "a\x00b"), ("threads", 0),
+    ("threads", True), ("threads", "4; rm"), ("vars", "{a: 1}"), ("vars", {"a": "\ud800"}),
+    ("vars", {"a": "x" * 1_000_001}), ("command", "run --debug"),
+])
+def test_a_hostile_value_is_refused_before_dbt_runs(option, value):
+    inputs = {"command": "run", option: value}
+    with pytest.raises(ActionError) as info:
+        dbt_args(inputs, PROJECT_STUB, Path("/a/t"))
+    assert info.value.code == "InvalidInputs"
+    assert "\x00" not in str(info.value) and len(str(info.value)) < 400
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10)
+hostile_vars = st.dictionaries(
+    st.text(min_size=1, max_size=8),
+    json_values | st.sampled_from(["{{ run_query('drop table x') }}", "{% raw %}", "{#", "yes", "no", "~",
+                                   "null", "2024-01-01", "0x1F", "1e3", ".inf", "&a", "*a", "!!python/object",
+                                   "😀 é \x85 \ufeff", "'\"\\", "- a", "? b", "{a: 1}"]), max_size=4)
+
+
+def dbt_reads_var(text: str, name: str):
+    """What var(name) returns in dbt for --vars ``text``: dbt's own YAML loader, then dbt's
+    own rendering of string vars."""
+    from dbt.clients.jinja import get_rendered
+    from dbt.config.utils import parse_cli_yaml_string
+
+    value = parse_cli_yaml_string(text, "vars")[name]
+    return get_rendered(value, {}) if isinstance(value, str) else value
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(values=hostile_vars)
+def test_vars_reach_dbt_s_var_exactly_as_given_and_are_never_rendered(values):
+    text = encode_vars(values)
+    for name, value in values.items():
+        assert dbt_reads_var(text, name) == value
+
+
+def test_vars_with_an_emoji_nan_and_a_template_reach_dbt_unchanged():
+    values = {"e": "😀", "n": float("inf"), "t": "{{ env_var('DBT_ENV_SECRET_PASSWORD') }}", "b": "yes"}
+    text = encode_vars(values)
+    assert [dbt_reads_var(text, k) for k in values] == list(values.values())
+
+
+# -- adversarial: dbt's output -------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=MAX_LINE * 2) | st.sampled_from([b"\n", b"a\nb", b"x" * MAX_LINE]),
+                       max_size=8))
+def test_lines_are_bounded_whatever_the_child_prints(chunks):
+    lines = Lines()
+    out = [line for chunk in chunks for line in lines.feed(chunk)] + lines.close()
+    assert all(len(line) <= MAX_LINE + len(CUT) for line in out)
+    assert len(lines.buffer) == 0
+    whole = b"".join(chunks).split(b"\n")
+    if all(len(w) <= MAX_LINE for w in whole):
+        assert out == [w for w in whole if w] or out == whole[:-1] + ([whole[-1]] if whole[-1] else [])
+
+
+class ListLog:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, msg, *args):
+        self.lines.append(msg % args)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 5, len(SECRET) - 1, len(SECRET) + 3])
+def test_a_line_cut_inside_a_secret_shows_no_part_of_it(offset):
+    lines, mask, done, log = Lines(), Masker((SECRET,)), Finished(None), ListLog()
+    raw = b"x" * (MAX_LINE - offset) + SECRET.encode() + b" tail\n"
+    for line in lines.feed(raw):
+        _line(line, done, mask, log)
+    assert log.lines and all(SECRET[:3] not in line for line in log.lines), log.lines[0][-40:]
+
+
+# -- adversarial: malformed artifacts ------------------------------------------------------
+
+from nodes.dbt.artifacts import read_json  # noqa: E402
+from nodes.dbt.command import Command  # noqa: E402
+
+
+@pytest.mark.parametrize("content", [
+    b'{"results": [{"unique_id": "model.p.a", "sta', b"", b"\xff\xfe{}", b"[" * 200_000 + b"]" * 200_000,
+    b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, b"NaN-ish garbage",
+])
+def test_an_unreadable_run_results_is_one_clear_error(tmp_path, content):
+    (tmp_path / "run_results.json").write_bytes(content)
+    with pytest.raises(ActionError) as info:
+        Command.outcome("run", tmp_path, Finished(returncode=0, success=True), ())
+    assert info.value.code == "DbtArtifactUnreadable" and len(str(info.value)) < 600
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.dictionaries(st.sampled_from(["results", "metadata", "elapsed_time", "args"]),
+                            json_values, max_size=4),
+       results=st.lists(st.dictionaries(st.sampled_from(["unique_id", "status", "timing", "message", "failures",
+                                                         "adapter_response", "execution_time"]),
+                                        json_values, max_size=7), max_size=3))
+def test_run_results_of_any_shape_are_read_without_crashing(data, results):
+    for shape in (data, {**data, "results": results}):
+        out = summarize(shape)
+        json.dumps(out)
+        assert all(isinstance(r["status"], str) for r in out["results"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(manifest=st.dictionaries(st.sampled_from(["nodes", "sources", "exposures", "parent_map", "child_map",
+                                                 "metadata"]),
+                                json_values | st.dictionaries(st.sampled_from(["model.p.a", "seed.p.b"]),
+                                                              json_values, max_size=2), max_size=6),
+       select=st.one_of(st.none(), st.lists(st.sampled_from(["a", "+a+", "@b", "tag:x", "2+a"]), max_size=2)))
+def test_a_manifest_of_any_shape_gives_lineage_or_a_selection_error(manifest, select):
+    try:
+        json.dumps(lineage(manifest, select))
+    except SelectionError:
+        pass
+
+
+def test_a_deeply_nested_manifest_fails_lineage_with_one_clear_error(tmp_path):
+    from nodes.dbt.lineage import _read
+
+    path = tmp_path / "manifest.json"
+    path.write_bytes(b"[" * 200_000 + b"]" * 200_000)
+    with pytest.raises(ActionError) as info:
+        _read(path, None)
+    assert info.value.code == "ManifestUnreadable" and "nested too deeply" in str(info.value)
+    assert read_json  # the same reader as dbt.Command's

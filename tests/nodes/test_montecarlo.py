@@ -206,3 +206,85 @@ def test_query_fails_on_graphql_errors(tmp_path, connections, mc):
     err = run.steps["q"].error
     assert run.status == "Failed" and err["code"] == "NOT_FOUND" and err["message"] == "Unknown table"
     assert len(mc.calls("getTable")) == 1  # pycarlo did not retry by itself
+
+
+# -- adversarial -----------------------------------------------------------------------------
+
+DEEP = json.dumps([{"stage": "x"}])[:-1] + ", " + "[" * 100_000 + "]" * 100_000 + "]"
+
+
+@pytest.mark.parametrize("status, body, headers", [
+    (200, b"{not json", {}),
+    (200, b"", {}),
+    (200, b'{"data": {"getCircuitBreakerRuleStateV2": []}}', {}),  # partial: no state yet
+    (200, b'{"data": null}', {}),
+    (200, b'{"data": {"getCircuitBreakerRuleStateV2": null}, "errors": [{"message": "busy", "extensions": '
+          b'{"code": "INTERNAL"}}]}', {}),
+    (200, json.dumps({"data": {"getCircuitBreakerRuleStateV2": [{"status": "PROCESSING_COMPLETE",
+                                                                 "log": DEEP}]}}).encode(), {}),
+    (429, b"{}", {"Retry-After": "999999999999"}),
+    (503, b"{}", {"Retry-After": "-5"}),
+    (503, b"{}", {"Retry-After": "nan"}),
+    (429, b"{}", {"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"}),
+    (503, b"<html>\x00\xff</html>", {"Retry-After": "1e308"}),
+])
+def test_a_hostile_poll_answer_never_crashes_the_breaker_nor_passes_it(tmp_path, connections, mc, status, body,
+                                                                      headers):
+    mc.rule("r", breaches=[2])
+    mc.respond("getCircuitBreakerRuleStateV2", status, body, headers)
+    gate = breaker(rule_name="r")
+    gate["gate"]["retryPolicy"] = {"type": "fixed", "count": 2, "interval": "PT1S"}
+    run = run_actions(tmp_path, connections, gate)
+    step = run.steps["gate"]
+    assert len(mc.calls("triggerCircuitBreakerRuleV2")) == 1  # a retried poll never triggers again
+    if step.status == "Failed":
+        assert step.error["code"] in ("CircuitBreakerBreached", "circuit_breaker_malformed", "graphql_error",
+                                      "INTERNAL", "http_429", "http_503", "malformed_response"), step.error
+        assert "Traceback" not in json.dumps(step.error)
+    assert step.status != "Succeeded"  # the rule breaches: no answer may make it pass
+
+
+def test_partial_data_keeps_polling_until_every_execution_reported(tmp_path, connections, mc):
+    mc.rule("r", breaches=[0, 5])
+    first = json.dumps({"data": {"getCircuitBreakerRuleStateV2": [{"status": "PROCESSING_COMPLETE", "log": json.dumps(
+        [{"stage": "PROCESSING_COMPLETE", "payload": {"breach_count": 0}}])}]}}).encode()
+    mc.respond("getCircuitBreakerRuleStateV2", 200, first, times=2)
+    run = run_actions(tmp_path, connections, breaker(rule_name="r"))
+    assert run.steps["gate"].error["code"] == "CircuitBreakerBreached"
+    assert run.steps["gate"].error["details"]["breach_count"] == 5
+    assert len(mc.calls("getCircuitBreakerRuleStateV2")) == 3
+
+
+def test_a_breaker_that_never_finishes_times_out_cleanly(tmp_path, connections, mc):
+    mc.rule("r", breaches=[0], polls=10**6)
+    gate = breaker(rule_name="r")
+    gate["gate"]["timeout"] = "PT2M"
+    run = run_actions(tmp_path, connections, gate)
+    assert run.steps["gate"].status == "TimedOut"
+    assert len(mc.calls("triggerCircuitBreakerRuleV2")) == 1
+
+
+@pytest.mark.parametrize("query", [
+    'query { getTable(fullTableId: "{{ 7*7 }}") { mcon } }',
+    "query { getTable(fullTableId: \"\\u0000 ' ; -- \") { mcon } }",
+])
+def test_hostile_query_text_is_sent_as_written(tmp_path, connections, mc, query):
+    run = run_actions(tmp_path, connections, {"q": {
+        "type": "montecarlo.Query", "connection": "montecarlo",
+        "inputs": {"query": "{{ triggerBody().q }}"}}}, input={"q": query})
+    assert run.status == "Succeeded", run.error
+    call, = mc.calls("getTable")
+    assert "{{ 7*7 }}" not in query or call.arguments == {"fullTableId": "{{ 7*7 }}"}
+
+
+def test_no_form_of_the_token_reaches_the_state_db(tmp_path, connections, mc):
+    import base64
+    from urllib.parse import quote
+
+    mc.fail("getTable", f"bad key {TOKEN} / {json.dumps(TOKEN)} / {quote(TOKEN)}")
+    run_actions(tmp_path, connections, {"q": {"type": "montecarlo.Query", "connection": "montecarlo",
+                                              "inputs": {"query": "query { getTable(fullTableId: \"x\") { mcon } }"}}})
+    data = (tmp_path / "state.db").read_bytes()
+    for form in (TOKEN, json.dumps(TOKEN)[1:-1], json.dumps(json.dumps(TOKEN)[1:-1])[1:-1], quote(TOKEN, safe=""),
+                 base64.b64encode(TOKEN.encode()).decode(), TOKEN.encode().hex()):
+        assert form.encode() not in data, form

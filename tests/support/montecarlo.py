@@ -52,6 +52,7 @@ class MonteCarloFake:
         self._executions: dict[str, tuple[Rule, int]] = {}
         self._reads: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.raw: dict[str, list[tuple[int, dict, bytes]]] = {}
         self.recorder = Recorder()
 
     # -- set-up ---------------------------------------------------------------------------
@@ -60,6 +61,12 @@ class MonteCarloFake:
 
     def fail(self, root_field: str, message: str, code: str = "BAD_REQUEST") -> None:
         self.errors[root_field] = {"message": message, "extensions": {"code": code}}
+
+    def respond(self, root_field: str, status: int, body: bytes, headers: dict | None = None,
+                times: int = 1) -> None:
+        """The next ``times`` requests for ``root_field`` get this raw answer (after they are
+        recorded): malformed JSON, partial data, 429/503 with any Retry-After."""
+        self.raw.setdefault(root_field, []).extend([(status, headers or {}, body)] * times)
 
     def calls(self, root_field: str | None = None) -> list[Call]:
         return [c for c in self.calls_ if root_field is None or c.field == root_field]
@@ -95,6 +102,9 @@ class MonteCarloFake:
                         variables, dict(req.headers))
             with self._lock:
                 self.calls_.append(call)
+                canned = self.raw.get(name)
+                if canned:
+                    return canned.pop(0)
             if name in self.errors:
                 errors.append({**self.errors[name], "path": [name]})
                 data[name] = None

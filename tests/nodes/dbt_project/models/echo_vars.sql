@@ -1,0 +1,3 @@
+{{ config(tags=["echo"], materialized="view") }}
+-- label: {{ var("label", "") }}
+select 1 as one
