@@ -138,9 +138,13 @@ class Engine:
     async def execute(self, run_id: str, flow: Flow | None = None, **kw: Any) -> Run:
         """Execute a run as its one live owner (engine.runlock: a lease, renewed while it runs):
         a run another live process or engine holds raises RunBusy, and a resume that finds the
-        run finished meanwhile, StoreError. "database is locked" never escapes: StoreError."""
+        run finished meanwhile, StoreError. Another host's lease that this host's clock cannot
+        judge (clock skew, a malformed row) is watched for a ttl first (``RunClaim.settle``).
+        "database is locked" never escapes: StoreError."""
         try:
-            with RunClaim(self.store, run_id, ttl=self.lease_ttl) as claim:
+            claim = RunClaim(self.store, run_id, ttl=self.lease_ttl)
+            await claim.settle()  # another host's lease this clock cannot judge: watch its renewals
+            with claim:
                 if kw.get("reuse") is not None and not kw.get("copy_reused"):  # a resume: still unfinished?
                     self.store.flush()
                     status = self.store.get_run(run_id).status

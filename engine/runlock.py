@@ -20,14 +20,23 @@ The claim has two parts, both taken in ``__enter__`` and given back in ``__exit_
   and never closed (closing any descriptor of a file drops every POSIX lock the process holds).
 
 Taking a run over: a lease held on this host is free once the kernel lock is (its holder is
-dead); a lease held on another host is free once it has expired (its holder stopped renewing).
-A holder that finds its lease taken (it was stalled past the expiry and another host took
-over) stops executing at once and writes nothing more (``lost``).
+dead), whatever its row says. A lease held on another host is judged by this host's clock,
+which may disagree with the holder's (``judge``): within its term it is live (``RunBusy``);
+expired for longer than a ttl it is free; in between (just expired, or the holder's clock is
+behind), further ahead than any renewal could put it (the holder's clock is ahead, or the
+value is hostile), or malformed (text, NaN, a blob), only its renewals can tell:
+``await claim.settle()`` watches the row for a ttl, and takes the run over only if nobody
+renewed it meanwhile. A holder that finds its lease taken (it was stalled past the expiry
+and another host took over) stops executing at once and writes nothing more (``lost``).
+
+Rows are data another process (or a hand) wrote: every value read back is checked
+(``_pid``, ``_host``, ``_expiry``) before it is compared or printed.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import secrets
 import socket
@@ -67,32 +76,69 @@ def _fd(path: str) -> int | None:
     return fd
 
 
+SKEW = 5.0  # seconds of clock difference between hosts believed without watching
+
+
+def _pid(value: Any) -> int:
+    """A recorded pid, or 0 (unknown) when it is not a plausible one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2 ** 31 else 0
+
+
+def _printable(value: Any) -> str:
+    """A recorded value (a host name) as text, printable (no control characters reach a terminal), at most 100 chars."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _expiry(value: Any) -> float | None:
+    """A recorded expiry as a finite number of seconds, or None when malformed."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def judge(expires: float | None, now: float, ttl: float = LEASE_TTL) -> str:
+    """Another host's lease by this host's clock: ``live``, ``free`` or ``watch`` (only its
+    renewals can tell: malformed, just expired, or further ahead than a renewal puts it)."""
+    if expires is None or expires > now + 2 * ttl + SKEW:  # a renewal puts it at most a ttl ahead
+        return "watch"
+    if expires > now:
+        return "live"
+    return "watch" if expires > now - ttl else "free"
+
+
 def pid_alive(pid: int) -> bool:
+    if _pid(pid) == 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OverflowError, ValueError):
-        return pid > 0  # another user's process (or nonsense): assume it lives
+    except PermissionError:
+        return True  # another user's process
     return True
 
 
-def holder_alive(pid: int, host: str, expires: float, now: float | None = None) -> bool:
+def holder_alive(pid: int, host: str, expires: float | None, now: float | None = None) -> bool:
     """Whether a recorded lease still has a live holder, as seen from this process (for
     display: ``flowrun runs``). On this host the pid must be alive and the lease not long
-    expired (a reused pid keeps no lease fresh); elsewhere, the lease must not have expired."""
+    expired (a reused pid keeps no lease fresh); elsewhere, the lease must not be free."""
     now = time.time() if now is None else now
     if host == HOST:
-        return pid_alive(pid) and expires > now - LEASE_TTL
-    return expires > now
+        return pid_alive(pid) and (expires is None or expires > now - LEASE_TTL)
+    return judge(expires, now) != "free"
 
 
-def leases(db: sqlite3.Connection, run_ids: list[str]) -> dict[str, tuple[int, str, float]]:
-    """{run id: (pid, host, expires)} of the leases recorded for these runs."""
-    out: dict[str, tuple[int, str, float]] = {}
+def leases(db: sqlite3.Connection, run_ids: list[str]) -> dict[str, tuple[int, str, float | None]]:
+    """{run id: (pid, host, expires)} of the leases recorded for these runs, checked
+    (``expires`` None: malformed)."""
+    out: dict[str, tuple[int, str, float | None]] = {}
     for start in range(0, len(run_ids), 500):
         chunk = run_ids[start:start + 500]
-        out.update({r[0]: (r[1], r[2], r[3]) for r in db.execute(
+        out.update({r[0]: (_pid(r[1]), _printable(r[2]), _expiry(r[3])) for r in db.execute(
             f"SELECT run_id, pid, host, expires FROM run_leases WHERE run_id IN ({', '.join('?' * len(chunk))})",
             chunk)})
     return out
@@ -112,6 +158,38 @@ class RunClaim:
         self._key = (self.path, run_id)
         self._locked = False
         self._timer: Any = None
+        self._watched: tuple | None = None  # another host's lease row seen unchanged for a ttl
+
+    # -- judging another host's lease by its renewals ----------------------------------------------
+    def _row(self) -> tuple | None:
+        try:
+            return self.store.db.execute("SELECT token, pid, host, expires FROM run_leases WHERE run_id = ?",
+                                         (self.run_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.store.path}: cannot read the lease of run {self.run_id}: {exc}") from None
+
+    async def settle(self, interval: float | None = None) -> None:
+        """Before ``with claim``: when another host's lease can be judged only by its renewals
+        (``judge`` says ``watch``), watch it for a ttl without blocking the event loop. Renewed
+        meanwhile: ``RunBusy``; unchanged: ``with claim`` takes it over (if still unchanged)."""
+        import anyio
+
+        row = self._row()
+        if row is None or row[2] == HOST or judge(_expiry(row[3]), time.time(), self.ttl) != "watch":
+            return
+        log.warning("run %s: the lease of pid %s on host %s cannot be judged by this clock (expiry %s); "
+                    "watching %.0f s for a renewal", self.run_id, _pid(row[1]), _printable(row[2]), _printable(row[3]), self.ttl)
+        deadline = time.monotonic() + self.ttl
+        while time.monotonic() < deadline:
+            await anyio.sleep(interval if interval is not None else max(self.ttl / 30, 0.05))
+            now_row = self._row()
+            if now_row != row:
+                if now_row is None or now_row[2] == HOST:
+                    return  # given back, or taken by this host meanwhile: judged again in __enter__
+                raise RunBusy(f"run {self.run_id} is being executed by pid {_pid(now_row[1])} on host "
+                              f"{_printable(now_row[2])}: it renewed its lease; wait for it to finish or stop, "
+                              "then resume it")
+        self._watched = row
 
     # -- taking and giving back ---------------------------------------------------------------
     def __enter__(self) -> "RunClaim":
@@ -169,15 +247,26 @@ class RunClaim:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                row = db.execute("SELECT pid, host, expires FROM run_leases WHERE run_id = ?",
-                                 (self.run_id,)).fetchone()
+                row = self._row()
                 now = time.time()
-                if row is not None and row[1] != HOST and row[2] > now:
-                    raise RunBusy(f"run {self.run_id} is being executed by pid {row[0]} on host {row[1]} "
-                                  f"(its lease runs {row[2] - now:.0f} s more); wait for it to finish or "
-                                  "stop, then resume it")
+                if row is not None and row[2] != HOST and row != self._watched:
+                    expires = _expiry(row[3])
+                    verdict = judge(expires, now, self.ttl)
+                    holder = f"pid {_pid(row[1])} on host {_printable(row[2])}"
+                    if verdict == "live":
+                        raise RunBusy(f"run {self.run_id} is being executed by {holder} (its lease runs "
+                                      f"{expires - now:.0f} s more); wait for it to finish or stop, then resume it")
+                    if verdict == "watch":
+                        raise RunBusy(f"run {self.run_id} has a lease of {holder} that this host's clock cannot "
+                                      "judge; resume watches it for renewals before taking it over")
+                elif row is not None and not self._locked and _pid(row[1]) != os.getpid():
+                    # this host, but no kernel lock to ask (the lock file cannot be opened): the pid says
+                    expires = _expiry(row[3])
+                    if holder_alive(_pid(row[1]), HOST, expires, now) and (expires is None or expires > now):
+                        raise RunBusy(f"run {self.run_id} is being executed by pid {_pid(row[1])}; wait for it "
+                                      "to finish or stop, then resume it")
                 # free: no lease, a lease of a dead process on this host (we hold its kernel
-                # lock), or an expired lease from another host
+                # lock, or its pid is gone), another host's lease expired for over a ttl, or one watched unchanged
                 db.execute("INSERT OR REPLACE INTO run_leases (run_id, pid, host, token, acquired, expires) "
                            "VALUES (?, ?, ?, ?, ?, ?)", (self.run_id, os.getpid(), HOST, self.token, now,
                                                          now + self.ttl))
