@@ -91,23 +91,21 @@ def main(ctx: click.Context, state: str, connections: str | None, concurrency: i
 
 # -- validate / schema / nodes / graph ---------------------------------------------------------
 def _flow_files(paths: tuple[str, ...]) -> list[Path]:
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*.y*ml") if f.suffix in (".yaml", ".yml")
-                          and f.name not in ("connections.yaml", "connections.yml"))
-        else:
-            out.append(p)
-    return out
+    from .listener.triggers import flow_files  # one rule for what a folder's flows are (serve's)
+
+    return [f for p in paths for f in flow_files(p)]
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--strict", is_flag=True, help="warnings (a secret's environment variable not set here) are errors")
+@click.option("--json", "as_json", is_flag=True, help="every file with its problems and warnings, as JSON")
 @click.pass_context
 @guard
-def validate(ctx: click.Context, paths: tuple[str, ...], strict: bool) -> None:
-    """Check flow files (or folders of them) as `flowrun serve` does; list every problem, one per line."""
+def validate(ctx: click.Context, paths: tuple[str, ...], strict: bool, as_json: bool) -> None:
+    """Check flow files (or folders of them) as `flowrun serve` does; list every problem, one per line.
+
+    A folder holding a `.flowrunignore` file (a dbt project, fixtures) is not scanned."""
     from .errors import FlowError
     from .registry import default_registry
     from .validation import check_file
@@ -119,27 +117,40 @@ def validate(ctx: click.Context, paths: tuple[str, ...], strict: bool) -> None:
         raise Fail("no flow files found")
     bad = warned = 0
     cache: dict[str, Any] = {}
+    results: list[dict] = []
     for f in files:
+        errors, warnings = [], []
         try:
             cfile = ctx.obj["connections"] or conns.find_file(f)
             if str(cfile) not in cache:
                 cache[str(cfile)] = conns.Connections.load(cfile, registry) if cfile else None
             report = check_file(f, registry, cache[str(cfile)])
+            errors, warnings = list(report.errors), list(report.warnings)
         except FlowError as exc:  # the connections file itself
-            bad += 1
-            for problem in exc.problems:
+            errors = list(exc.problems)
+        if not as_json:
+            for problem in errors:
                 click.echo(str(problem))
-            continue
-        for problem in report.errors:
-            click.echo(str(problem))
-        for warning in report.warnings:
-            click.echo(f"{warning} (warning)")
-        bad += bool(report.errors) or (strict and bool(report.warnings))
-        warned += bool(report.warnings)
-    note = f", {warned} with warnings" + (" (errors under --strict)" if strict else "") if warned else ""
-    click.echo(f"{len(files) - bad} of {len(files)} flow file(s) valid{note}", err=True)
+            for warning in warnings:
+                click.echo(f"{warning} (warning)")
+        failed = bool(errors) or (strict and bool(warnings))
+        bad += failed
+        warned += bool(warnings)
+        results.append({"file": str(f), "valid": not failed,
+                        "problems": [_problem_json(p, "error") for p in errors]
+                        + [_problem_json(p, "error" if strict else "warning") for p in warnings]})
+    if as_json:
+        _emit(json.dumps({"valid": len(files) - bad, "total": len(files), "files": results}, indent=2))
+    else:
+        note = f", {warned} with warnings" + (" (errors under --strict)" if strict else "") if warned else ""
+        click.echo(f"{len(files) - bad} of {len(files)} flow file(s) valid{note}", err=True)
     if bad:
         sys.exit(1)
+
+
+def _problem_json(problem: Any, severity: str) -> dict:
+    return {"file": problem.file, "line": problem.line, "column": problem.column, "path": problem.path,
+            "message": problem.message, "severity": severity}
 
 
 @main.command()

@@ -146,12 +146,19 @@ class Table:
         return [t for (f, t) in list(self.push) + list(self.pull) if f == flow]
 
 
+IGNORE_MARKER = ".flowrunignore"  # a folder holding this file is not scanned for flows (a dbt project, fixtures)
+
+
 def flow_files(folder: str | Path) -> list[Path]:
+    """The flow files of a folder (every *.yaml/*.yml but connections files, under any depth,
+    skipping folders that hold a ``.flowrunignore`` file), or the file itself."""
     folder = Path(folder)
     if folder.is_file():
         return [folder]
+    skipped = {m.parent for m in folder.rglob(IGNORE_MARKER)}
     return sorted(f for f in folder.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file()
-                  and f.name not in ("connections.yaml", "connections.yml"))
+                  and f.name not in ("connections.yaml", "connections.yml")
+                  and not any(p in skipped for p in f.parents))
 
 
 def load_folder(engine: Any, folder: str | Path, previous: Table | None = None) -> Table:

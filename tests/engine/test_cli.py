@@ -79,12 +79,44 @@ def test_validate_lists_problems_with_positions_and_exits_one(tmp_path):
 
 
 def test_validate_passes_on_the_bundled_flows():
-    # every YAML file of flows/ and examples/ but connections files and dbt projects' own files
-    dbt = [d.parent for d in ROOT.glob("examples/**/dbt_project.yml")]
-    files = [str(f) for f in sorted((ROOT / "examples").rglob("*.yaml")) + sorted((ROOT / "examples").rglob("*.yml"))
-             if f.name != "connections.yaml" and not any(d in f.parents for d in dbt)]
-    out = CliRunner().invoke(main, ["validate", str(ROOT / "flows"), *files])
+    # every flow of flows/ and examples/ (a dbt project's folder holds a .flowrunignore)
+    out = CliRunner().invoke(main, ["validate", str(ROOT / "flows"), str(ROOT / "examples")])
     assert out.exit_code == 0, out.output
+    assert "dbt_project.yml" not in out.output
+
+
+def test_validate_json_lists_each_file_with_its_problems_and_severity(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOT_SET_TOKEN", raising=False)
+    write(tmp_path, GOOD, "good.yaml")
+    write(tmp_path, "actions:\n  a: {type: Compse}\n", "bad.yaml")
+    (tmp_path / "connections.yaml").write_text("connections:\n  api: {kind: http, secrets: {token: NOT_SET_TOKEN}}\n")
+    write(tmp_path, "actions:\n  a: {type: Http, connection: api, inputs: {method: GET, uri: 'http://x'}}\n", "warn.yaml")
+    out = cli(tmp_path, "validate", str(tmp_path), "--json")
+    report = json.loads(out.stdout)
+    assert out.exit_code == 1 and (report["valid"], report["total"]) == (2, 3)
+    files = {Path(f["file"]).name: f for f in report["files"]}
+    assert files["good.yaml"] == {"file": str(tmp_path / "good.yaml"), "valid": True, "problems": []}
+    [problem] = files["bad.yaml"]["problems"]
+    assert problem["line"] == 2 and problem["column"] == 13 and problem["severity"] == "error"
+    assert problem["path"] == "actions.a.type" and "did you mean 'Compose'" in problem["message"]
+    assert files["warn.yaml"]["valid"] and files["warn.yaml"]["problems"][0]["severity"] == "warning"
+    strict = json.loads(cli(tmp_path, "validate", str(tmp_path), "--json", "--strict").stdout)
+    assert strict["valid"] == 1 and {Path(f["file"]).name for f in strict["files"] if not f["valid"]} == {"bad.yaml", "warn.yaml"}
+
+
+def test_a_folder_holding_a_flowrunignore_file_is_not_scanned_for_flows(tmp_path):
+    from engine.listener.triggers import flow_files
+
+    write(tmp_path, GOOD, "good.yaml")
+    (tmp_path / "dbt").mkdir()
+    (tmp_path / "dbt" / "dbt_project.yml").write_text("name: shop\nversion: '1.0'\n")
+    (tmp_path / "dbt" / "models").mkdir()
+    (tmp_path / "dbt" / "models" / "schema.yml").write_text("version: 2\n")
+    assert len(flow_files(tmp_path)) == 3  # without the marker, dbt's files would be read as (bad) flows
+    (tmp_path / "dbt" / ".flowrunignore").write_text("")
+    assert [f.name for f in flow_files(tmp_path)] == ["good.yaml"]  # serve and validate share this rule
+    out = cli(tmp_path, "validate", str(tmp_path))
+    assert out.exit_code == 0 and "1 of 1 flow file(s) valid" in out.output
 
 
 def test_runs_and_show(tmp_path):
