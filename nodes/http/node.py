@@ -160,7 +160,13 @@ class Http(Node):
         if base and not uri.lower().startswith(("http://", "https://")):
             uri = urljoin(base.rstrip("/") + "/", uri.lstrip("/"))
         headers = {k: str(v) for k, v in (inputs.get("headers") or {}).items()}
-        headers.update(_auth_headers(conn))
+        auth = _auth_headers(conn)
+        headers.update(auth)
+        for name, value in headers.items():  # httpx would raise a bare UnicodeEncodeError
+            if not (name.isascii() and value.isascii()):
+                source = (f" (from the {conn.name!r} connection's secret)" if name in auth and conn else "")
+                raise ActionError(f"header {name!r} holds non-ASCII characters{source}, which HTTP headers "
+                                  "cannot carry; percent-encode or base64 the value", code="InvalidHeader")
         key = inputs.get("idempotencyKey")
         if key:
             headers[key if isinstance(key, str) else "Idempotency-Key"] = context.idempotency_key

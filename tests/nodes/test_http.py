@@ -64,3 +64,23 @@ def test_the_query_string_of_uri_is_kept_and_queries_add_to_it(run_flow, uri_que
         result = run_flow(json.dumps({"actions": {"call": {"type": "Http", "inputs": inputs}}}))
         assert result.status == "Succeeded", result.steps["call"].error
         assert [(r.path, r.query) for r in api.requests] == [("/echo", expected)]
+
+
+@pytest.mark.parametrize("where", ["input header", "connection secret"])
+def test_a_non_ascii_header_value_fails_clearly_and_never_shows_the_value(run_flow, monkeypatch, where):
+    secret = 'tøken-"q\\\\/+%'
+    monkeypatch.setenv("HTTP_TEST_TOKEN", secret)
+    with Recorder() as api:
+        api.route("GET", r"/x", json={"ok": True})
+        if where == "input header":
+            inputs = {"method": "GET", "uri": f"{api.url}/x", "headers": {"X-Name": "Zoë"}}
+            result = run_flow(json.dumps({"actions": {"call": {"type": "Http", "inputs": inputs}}}))
+        else:
+            inputs = {"method": "GET", "uri": f"{api.url}/x"}
+            result = run_flow(json.dumps({"actions": {"call": {"type": "Http", "connection": "api", "inputs": inputs}}}),
+                              connections="connections:\n  api: {kind: http, settings: {auth: bearer}, secrets: {token: HTTP_TEST_TOKEN}}\n")
+        assert api.requests == []  # nothing was sent
+    error = result.steps["call"].error
+    assert error["code"] == "InvalidHeader" and "non-ASCII" in error["message"]
+    assert ("'api' connection's secret" in error["message"]) == (where == "connection secret")
+    assert "Zoë" not in error["message"] and "tøken" not in json.dumps(error)
