@@ -46,11 +46,31 @@ def build_client(conn: Connection) -> Any:
             {"client_id": client_id, "client_secret": client_secret, "auth_type": "oauth-m2m",
              # the workspace's own OIDC server: no discovery beyond the host
              "discovery_url": f"{host}/oidc/.well-known/oauth-authorization-server"})
+    retry_timeout = int(conn.settings.get("retry_timeout_seconds", 30))
     with DATABRICKS.mapped(conn):
-        config = Config(host=host, **auth, config_file=os.devnull,
+        config = Config(host=host, **auth, config_file=os.devnull, clock=_bounded_clock(retry_timeout),
                         http_timeout_seconds=int(conn.settings.get("http_timeout_seconds", 60)),
-                        retry_timeout_seconds=int(conn.settings.get("retry_timeout_seconds", 30)))
+                        retry_timeout_seconds=retry_timeout)
         return WorkspaceClient(config=config)
+
+
+def _bounded_clock(limit: float) -> Any:
+    """The SDK's clock with its sleeps kept within [0, ``limit``] seconds.
+
+    The SDK sleeps for a 429/503's Retry-After (parsed with ``int()``) before it looks at its
+    retry deadline: a hostile ``Retry-After: -5`` raised "sleep length must be non-negative",
+    and ``Retry-After: 99999999999`` slept for millennia. No single wait outlasts the time the
+    connection allows the SDK's own retries (``retry_timeout_seconds``)."""
+    import math
+
+    from databricks.sdk.clock import RealClock
+
+    class BoundedClock(RealClock):
+        def sleep(self, seconds: float) -> None:
+            wait = seconds if isinstance(seconds, (int, float)) and math.isfinite(seconds) else 0.0
+            super().sleep(min(max(wait, 0.0), float(limit)))
+
+    return BoundedClock()
 
 
 class DatabricksVendor(Vendor):
@@ -93,7 +113,15 @@ class DatabricksVendor(Vendor):
         code = getattr(exc, "error_code", None)
         wait = getattr(exc, "retry_after_secs", None)
         return Fault(message=str(exc) or type(exc).__name__, code=code,
-                     details={"errorCode": code}, retry_after=float(wait) if wait else None)
+                     details={"errorCode": code}, retry_after=_seconds(wait))
+
+
+def _seconds(wait: Any) -> float | None:
+    """The SDK's Retry-After (it parses the header with int()): a hostile negative or huge value
+    is no usable wait here (the engine caps what it honours)."""
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 < wait < 86_400 * 365:
+        return None
+    return float(wait)
 
 
 DATABRICKS = DatabricksVendor()

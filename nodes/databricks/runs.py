@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.plugin import ActionError, Job, Pending, inputs_schema
+from engine.plugin import ActionError, Job, Pending, RetryableError, inputs_schema
 
 from .client import DATABRICKS
 
@@ -44,7 +44,14 @@ class _RunJob(Job):
 
     async def poll(self, handle: dict, context: Any) -> Any:
         client = await DATABRICKS.client(context)
-        run = await DATABRICKS.call(context, client.jobs.get_run, handle["runId"])
+        try:
+            run = await DATABRICKS.call(context, client.jobs.get_run, handle["runId"])
+        except ActionError as exc:
+            if exc.code == "DatabricksConfig":  # an answer the SDK could not read (malformed JSON):
+                # a failed status check, not a failed run (after max_poll_errors the run is cancelled)
+                raise RetryableError(f"could not read run {handle['runId']}'s status: {exc.message}",
+                                     code="DatabricksBadAnswer") from None
+            raise
         state = run.state
         life = state.life_cycle_state.value if state and state.life_cycle_state else None
         if life in RUNNING or life is None:
@@ -188,7 +195,11 @@ class SubmitRun(_RunJob):
     async def start(self, inputs: dict, context: Any) -> dict:
         from databricks.sdk.service.jobs import SubmitTask
 
-        tasks = [SubmitTask.from_dict(t) for t in inputs["tasks"]]
+        try:
+            tasks = [SubmitTask.from_dict(t) for t in inputs["tasks"]]
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:  # a list where an object goes, ...
+            raise ActionError(f"inputs.tasks: not a task the Jobs API takes ({type(exc).__name__}: {exc})",
+                              code="InvalidInputs") from None
         return await self._start(context, lambda c: c.jobs.submit,
                                  run_name=inputs.get("runName") or context.path, tasks=tasks,
                                  timeout_seconds=inputs.get("timeoutSeconds"),

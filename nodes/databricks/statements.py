@@ -45,6 +45,8 @@ def value(text: str | None, type_name: str | None) -> Any:
 
 class ExecuteStatement(Job):
     type = "databricks.ExecuteStatement"
+    idempotent = False  # any SQL (an INSERT, a MERGE) may write, and there is no idempotency key:
+    # after a crash before its result was recorded it may run again (onInterrupted: fail prevents it)
     title = "Run SQL on a Databricks SQL warehouse"
     description = (
         "The Statement Execution API: the statement goes with named parameters (`:name` in "
@@ -113,17 +115,28 @@ class ExecuteStatement(Job):
         limit = handle.get("maxRows", 10_000)
         rows: list[dict] = []
         truncated = False
+        total = response.manifest.total_chunk_count if response.manifest else None
         chunk = response.result
         while chunk is not None:
             for raw in chunk.data_array or []:
                 if len(rows) >= limit:
                     truncated = True
                     break
+                if not isinstance(raw, list) or len(raw) != len(columns):
+                    raise ActionError(f"statement {sid}: a result row has {len(raw) if isinstance(raw, list) else 'no'} "
+                                      f"cells for {len(columns)} columns", code="BadResultChunks",
+                                      details={"statementId": sid})
                 rows.append({col["name"]: value(cell, col["type"]) for col, cell in zip(columns, raw)})
             if truncated or chunk.next_chunk_index is None:
                 break
+            index, following = chunk.chunk_index or 0, chunk.next_chunk_index
+            if not isinstance(following, int) or following <= index or (total is not None and following >= total):
+                # a peer that points back (or past the end) would keep this loop going forever
+                raise ActionError(f"statement {sid}: result chunk {index} points to chunk {following!r}, "
+                                  f"not a later one of {total if total is not None else '?'}",
+                                  code="BadResultChunks", details={"statementId": sid})
             chunk = await DATABRICKS.call(context, client.statement_execution.get_statement_result_chunk_n,
-                                          sid, chunk.next_chunk_index)
+                                          sid, following)
         return {"statementId": sid, "columns": columns, "rows": rows, "rowCount": len(rows),
                 "truncated": truncated}
 

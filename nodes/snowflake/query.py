@@ -42,6 +42,8 @@ def _cancel_sql(client: SnowflakeClient, query_id: str) -> None:
 
 class Query(Job):
     type = "snowflake.Query"
+    idempotent = False  # any SQL (an INSERT, a MERGE) may write, and there is no idempotency key:
+    # after a crash before its result was recorded it may run again (onInterrupted: fail prevents it)
     title = "Run one SQL statement on Snowflake"
     description = (
         "Submits one statement asynchronously (`execute_async`); the query id is recorded in "
@@ -122,14 +124,23 @@ class Query(Job):
 
 
 def _statements(script: str) -> list[str]:
+    """The script's statements as the connector splits them; a piece that is only comments
+    and semicolons (``-- done;``, ``/* x */ ;``) is no statement (Snowflake would refuse it as
+    an empty SQL statement)."""
     from snowflake.connector.util_text import split_statements
 
+    def blank(sql: str) -> bool:
+        return not any(part.strip().rstrip(";").strip()
+                       for part, _ in split_statements(io.StringIO(sql), remove_comments=True))
+
     return [sql for sql, _is_put_get in split_statements(io.StringIO(script), remove_comments=False)
-            if sql.strip().rstrip(";").strip()]
+            if not blank(sql)]
 
 
 class ExecuteScript(Node):
     type = "snowflake.ExecuteScript"
+    idempotent = False  # any SQL (an INSERT, a MERGE) may write, and there is no idempotency key:
+    # after a crash before its result was recorded it may run again (onInterrupted: fail prevents it)
     title = "Run several SQL statements on Snowflake"
     description = (
         "Splits `sql` into statements (as the connector's `execute_string` does: semicolons "
@@ -225,27 +236,55 @@ def _quietly(fn: Any, *args: Any) -> None:
 
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
+_QUOTED = re.compile(r'"(?:[^"]|"")+"\Z')
+
+
+def _part(name: str, part: str) -> str:
+    """One name part as a quoted identifier: a plain part upper-cased (what Snowflake makes of
+    it unquoted, so ``id`` stays ID, and a reserved word such as ``order`` or ``rows`` still
+    works), a part already written as "..." kept, anything else quoted with quotes doubled."""
+    if not part or "\0" in part:
+        raise ActionError(f"{name!r} is not a valid name (an empty part, or a NUL character)",
+                          code="InvalidInputs", details={"name": name})
+    if _PLAIN.match(part):
+        return '"' + part.upper() + '"'
+    if _QUOTED.match(part):
+        return part
+    return '"' + part.replace('"', '""') + '"'
+
+
+def _split(name: str) -> list[str]:
+    """``db.schema.table`` into its parts; dots inside "..." do not split."""
+    parts, current, quoted = [], [], False
+    for ch in name:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "." and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
 
 
 def identifier(name: str) -> str:
-    """A (possibly qualified) table or column name as SQL: plain parts as written (Snowflake
-    upper-cases them), any other part double-quoted with quotes doubled."""
-    parts = name.split(".") if not name.startswith('"') else [name]
-    out = []
-    for part in parts:
-        if not part:
-            raise ActionError(f"'{name}' is not a valid name", code="InvalidInputs")
-        out.append(part if _PLAIN.match(part) else '"' + part.replace('"', '""') + '"')
-    return ".".join(out)
+    """A (possibly qualified) table name as SQL: each part quoted (see ``_part``). A name with
+    an unbalanced quote is one part, quoted as written; nothing is ever left unquoted."""
+    if name.count('"') % 2:
+        return _part(name, '"' + name.replace('"', '""') + '"')
+    return ".".join(_part(name, part) for part in _split(name))
 
 
 def column(name: str) -> str:
-    """One column name as SQL (never split on dots)."""
-    return name if _PLAIN.match(name) else '"' + name.replace('"', '""') + '"'
+    """One column name as SQL (never split on dots; a name written "..." is taken as is)."""
+    return _part(name, name)
 
 
 class InsertRows(Node):
     type = "snowflake.InsertRows"
+    idempotent = False  # any SQL (an INSERT, a MERGE) may write, and there is no idempotency key:
+    # after a crash before its result was recorded it may run again (onInterrupted: fail prevents it)
     title = "Insert rows (objects) into a Snowflake table"
     description = (
         "`INSERT INTO table (columns) VALUES (?, ...)` through `executemany`, `batchSize` rows "
@@ -253,7 +292,9 @@ class InsertRows(Node):
         "the rows in first-seen order; a key missing from a row inserts NULL; objects and "
         "arrays are bound as JSON text. With `transaction` (the default) every batch commits "
         "together or not at all, on a session of its own, so a retried action never inserts "
-        "a batch twice. Table and column names are quoted unless they are plain identifiers.")
+        "a batch twice. Table and column names are always quoted: a plain name upper-cased (as Snowflake reads it "
+        "unquoted, so reserved words such as `order` work), any other name exactly as written; "
+        "`db.schema.table` splits on dots outside double quotes.")
     connection = "snowflake"
     input_schema = inputs_schema(
         ["table", "rows"],

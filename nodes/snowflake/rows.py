@@ -62,7 +62,8 @@ def _decimal(value: Decimal) -> Any:
     as_float = float(value)
     if Decimal(repr(as_float)) == value:
         return as_float
-    return format(value.normalize(), "f")
+    text = format(value, "f")  # exact: normalize() would round to the context's 28 digits
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def columns(description: Iterable[Any] | None) -> list[dict]:
@@ -97,12 +98,18 @@ def bindable(value: Any) -> Any:
 
 # -- :name placeholders -----------------------------------------------------------------------
 
+def _ident_char(ch: str) -> bool:
+    return ch.isalnum() or ch in "_$"
+
+
 def positional(sql: str, params: dict) -> tuple[str, list]:
     """``sql`` with each ``:name`` placeholder replaced by ``?`` and the values in that order.
 
     Placeholders are found outside string literals ('...', $$...$$), quoted identifiers and
     comments; ``::`` casts and ``col:path`` (a VARIANT path: a name right before the colon)
-    are left alone. Every placeholder must have a value and every value a placeholder.
+    are left alone. Every placeholder must have a value and every value a placeholder; a bare
+    ``?`` outside literals (the other style) is refused rather than left for the server to bind
+    to nothing.
     """
     out, values, used = [], [], set()
     i, n = 0, len(sql)
@@ -130,7 +137,7 @@ def positional(sql: str, params: dict) -> tuple[str, list]:
                 j = n if j < 0 else j
             out.append(sql[i:j + 1])
             i = j + 1
-        elif sql.startswith("$$", i):
+        elif sql.startswith("$$", i) and not (i > 0 and _ident_char(sql[i - 1])):  # a$$ is a name
             j = sql.find("$$", i + 2)
             j = n if j < 0 else j + 1
             out.append(sql[i:j + 1])
@@ -161,6 +168,10 @@ def positional(sql: str, params: dict) -> tuple[str, list]:
             values.append(bindable(params[name]))
             used.add(name)
             i = j
+        elif ch == "?":
+            raise ActionError("the SQL has a ? placeholder but params is an object (for :name "
+                              "placeholders): use one style, a list for ? or an object for :name",
+                              code="InvalidParams", details={"position": i})
         else:
             out.append(ch)
             i += 1

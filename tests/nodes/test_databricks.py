@@ -240,3 +240,186 @@ def test_max_rows_stops_following_chunks(dbx, tmp_path):
     out = result.steps["s"].outputs
     assert [r["i"] for r in out["rows"]] == [0, 1, 2, 3] and out["truncated"] is True
     assert dbx.count("chunk") == 1
+
+
+# -- adversarial pass: secrets echoed by the peer, hostile peers, crashes, types --------------
+
+import base64  # noqa: E402
+
+from engine.vendor import secret_forms  # noqa: E402
+from nodes.databricks.statements import value  # noqa: E402
+
+RUNS_GET = r"/api/2\.[12]/jobs/runs/get"
+
+
+def leaks(secret: str, data: bytes) -> list[str]:
+    """Every form of ``secret`` (plain, JSON-escaped once and twice, repr, URL, base64, hex)
+    found in ``data``."""
+    forms = secret_forms(secret) | {secret.encode().hex(), secret.encode().hex().upper(),
+                                    base64.b64encode(secret.encode()).decode()}
+    text = data.decode("utf-8", "replace")
+    return sorted(f for f in forms if f in text or f.encode() in data)
+
+
+def first(dbx, method, path, **answer):
+    """A route that answers before the fake's own ones."""
+    dbx.api.route(method, path, **answer)
+    with dbx.api._lock:
+        dbx.api._routes.insert(0, dbx.api._routes.pop())
+
+
+def echo_401(req):
+    """A hostile workspace that echoes the credentials it got (header and body) in its error."""
+    got = req.header("authorization") or ""
+    body = req.body.decode("utf-8", "replace")
+    return 401, {"Content-Type": "application/json"}, json.dumps(
+        {"error_code": "UNAUTHENTICATED", "message": f"Invalid credentials: {got} body={body}"}).encode()
+
+
+@pytest.mark.parametrize("token", [TOKEN, "dapi\"'\\\\/+%==ünï🔑", "dapi%2F%2B+/=="])
+def test_a_401_that_echoes_the_pat_leaks_it_nowhere(dbx, tmp_path, monkeypatch, caplog, token):
+    monkeypatch.setenv("TEST_DATABRICKS_TOKEN", token)
+    first(dbx, "POST", r"/api/2\.[12]/jobs/run-now", handler=echo_401)
+    result = run(tmp_path, {"j": act("RunJob", {"jobId": 1})})
+    err = result.steps["j"].error
+    assert result.status == "Failed"
+    if token.encode("utf-8").decode("latin-1").encode("latin-1") and all(ord(c) < 256 for c in token):
+        assert err["code"] == "UNAUTHENTICATED" and "Invalid credentials" in err["message"]
+        assert dbx.seen("run-now")[0].header("authorization") == f"Bearer {token}"  # it was sent
+    else:  # no HTTP header can carry it (not latin-1): refused before sending
+        assert err["code"] == "DatabricksConfig" and dbx.count("run-now") == 0
+    assert leaks(token, json.dumps(err).encode()) == []
+    assert leaks(token, (tmp_path / "state.db").read_bytes()) == []
+    assert leaks(token, caplog.text.encode()) == []
+
+
+def test_a_token_endpoint_that_echoes_the_client_secret_leaks_it_nowhere(dbx, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TEST_DBX_ID", "sp-client-id")
+    monkeypatch.setenv("TEST_DBX_SECRET", CLIENT_SECRET)
+    write_connections(tmp_path, dbx.url, {"client_id": "TEST_DBX_ID", "client_secret": "TEST_DBX_SECRET"})
+    first(dbx, "POST", r"/oidc/v1/token", handler=echo_401)
+    result = run(tmp_path, {"j": act("RunJob", {"jobId": 1})})
+    assert result.status == "Failed"
+    assert dbx.count("token") >= 1 and dbx.count("run-now") == 0
+    for data in (json.dumps(result.steps["j"].error).encode(), (tmp_path / "state.db").read_bytes(),
+                 caplog.text.encode()):
+        assert leaks(CLIENT_SECRET, data) == []
+
+
+@pytest.mark.parametrize("retry_after", ["NaN", "-5", "99999999999", "Wed, 21 Oct 2015 07:28:00 GMT", "", "1e400"])
+def test_a_429_storm_with_hostile_retry_after_values_is_ridden_out(dbx, tmp_path, retry_after):
+    dbx.jobs[3] = JobSpec(polls=1)
+    first(dbx, "GET", RUNS_GET, status=429, times=3, headers={"Retry-After": retry_after},
+          json={"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "slow down"})
+    result = run(tmp_path, {"j": act("RunJob", {"jobId": 3})})
+    assert result.status == "Succeeded", result.error
+    assert dbx.count("run-now") == 1 and dbx.count("get") == 3 + 2  # three 429s, PENDING, TERMINATED
+
+
+@pytest.mark.parametrize("status, body", [(200, b"{not json"), (200, b""), (503, b"<html>upstream</html>")])
+def test_status_checks_answered_with_garbage_are_ridden_out_without_a_traceback(dbx, tmp_path, status, body):
+    dbx.jobs[4] = JobSpec(polls=1, notebook_result="after garbage")
+    first(dbx, "GET", RUNS_GET, status=status, body=body, times=2, headers={"Content-Type": "application/json"})
+    result = run(tmp_path, {"j": act("RunJob", {"jobId": 4})})
+    step = result.steps["j"]
+    if step.status == "Succeeded":
+        assert step.outputs["notebookResult"] == "after garbage" and dbx.count("run-now") == 1
+    else:  # a garbage 200 is no status the engine can act on: a clear failure, the run cancelled
+        assert step.error["message"] and "Traceback" not in json.dumps(step.error)
+        assert dbx.count("cancel") == 1
+
+
+def test_kill_9_before_the_run_id_comes_back_then_resume_gets_the_same_run_from_the_token(dbx, tmp_path):
+    tasks = [{**NOTEBOOK, "notebook_task": {"notebook_path": "/x", "base_parameters": {"exit": "once"}}}]
+    flow = write_flow(tmp_path, {"s": act("SubmitRun", {"tasks": tasks})})
+    state = tmp_path / "state.db"
+    dbx.stall_submit = True
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", str(state), "--connections",
+                             str(tmp_path / "connections.yaml"), "run", str(flow)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: dbx.submit_stalled.is_set() or proc.poll() is not None, "the submit never arrived")
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        dbx.unstall()
+    eng = engine.Engine(state, clock=FakeClock())
+    try:
+        result = anyio.run(eng.resume, eng.list_runs()[0].id)
+        steps = result.steps
+    finally:
+        eng.close()
+    assert result.status == "Succeeded", result.error
+    assert steps["s"].outputs["notebookResult"] == "once"
+    assert dbx.count("submit") == 2 and len(dbx.runs) == 1
+    assert len({r.json()["idempotency_token"] for r in dbx.seen("submit")}) == 1
+
+
+def test_an_exit_value_that_looks_like_a_template_reaches_later_actions_unevaluated(dbx, tmp_path):
+    dbx.jobs[8] = JobSpec(polls=0, notebook_result="{{ 1 + 1 }} {{ body('j') }}")
+    result = run(tmp_path, {"j": act("RunJob", {"jobId": 8}),
+                            "c": {"type": "Compose", "inputs": "{{ body('j').notebookResult }}",
+                                  "runAfter": {"j": ["Succeeded"]}}})
+    assert result.status == "Succeeded", result.error
+    assert result.steps["c"].outputs == "{{ 1 + 1 }} {{ body('j') }}"
+
+
+@pytest.mark.parametrize("task", [
+    {"task_key": "a", "notebook_task": {"notebook_path": "/x"}, "depends_on": ["b"]},
+    {"task_key": "a", "notebook_task": {"notebook_path": "/x"}, "libraries": [7]},
+])
+def test_a_task_the_jobs_api_cannot_read_fails_clearly_before_anything_is_submitted(dbx, tmp_path, task):
+    result = run(tmp_path, {"s": act("SubmitRun", {"tasks": [task]})})
+    err = result.steps["s"].error
+    assert result.status == "Failed" and err["code"] == "InvalidInputs" and "inputs.tasks" in err["message"]
+    assert dbx.count("submit") == 0
+
+
+def test_a_chunk_that_points_back_fails_instead_of_looping_forever(dbx, tmp_path):
+    dbx.statements["SELECT loop"] = StatementSpec(columns=[("i", "INT")], rows=[["1"], ["2"], ["3"]], chunk=1,
+                                                  next_chunk=0)
+    result = run(tmp_path, {"s": act("ExecuteStatement", {"statement": "SELECT loop", "warehouseId": "w1"})})
+    assert result.steps["s"].error["code"] == "BadResultChunks"
+    assert dbx.count("chunk") == 0
+
+
+def test_a_row_with_the_wrong_number_of_cells_fails_clearly(dbx, tmp_path):
+    dbx.statements["SELECT short"] = StatementSpec(columns=[("a", "INT"), ("b", "INT")], rows=[["1"]])
+    result = run(tmp_path, {"s": act("ExecuteStatement", {"statement": "SELECT short", "warehouseId": "w1"})})
+    assert result.steps["s"].error["code"] == "BadResultChunks"
+
+
+def test_a_statement_that_never_ends_is_cancelled_by_the_action_timeout(dbx, tmp_path):
+    dbx.statements["SELECT forever"] = StatementSpec(columns=[("i", "INT")], polls=-1)
+    flow = write_flow(tmp_path, {"s": act("ExecuteStatement", {"statement": "SELECT forever", "warehouseId": "w1",
+                                                               "waitTimeout": 0}, timeout="PT0.5S")})
+    result = engine.run_file(flow, state=tmp_path / "state.db", connections=tmp_path / "connections.yaml")
+    assert result.steps["s"].status == "TimedOut"
+    assert dbx.count("statement") == 1 and dbx.count("statement-cancel") == 1
+
+
+def test_a_statement_id_the_workspace_no_longer_knows_fails_at_once(dbx, tmp_path):
+    dbx.statements["SELECT gone"] = StatementSpec(columns=[("i", "INT")], polls=3)
+    first(dbx, "GET", r"/api/2\.0/sql/statements/[^/]+", status=404,
+          json={"error_code": "NOT_FOUND", "message": "The statement was not found."})
+    result = run(tmp_path, {"s": act("ExecuteStatement", {"statement": "SELECT gone", "warehouseId": "w1"},
+                                     retryPolicy={"type": "fixed", "count": 2, "interval": "PT0.01S"})})
+    step = result.steps["s"]
+    assert step.status == "Failed" and step.error["code"] == "NOT_FOUND" and step.attempts == 1
+    assert dbx.count("statement") == 1
+
+
+@pytest.mark.parametrize("text, type_name, expected", [
+    ("99999999999999999999999999999999999999", "DECIMAL", "99999999999999999999999999999999999999"),
+    ("0.10000000000000000000000000000000000001", "DECIMAL", "0.10000000000000000000000000000000000001"),
+    ("NaN", "DOUBLE", "NaN"), ("-Infinity", "FLOAT", "-Infinity"), ("1e400", "DOUBLE", "1e400"),
+    ("0001-01-01", "DATE", "0001-01-01"), ("9999-12-31T23:59:59.999+14:00", "TIMESTAMP", "9999-12-31T23:59:59.999+14:00"),
+    ("AP8=", "BINARY", "AP8="), (None, "INT", None), ("[" * 50_000, "ARRAY", "[" * 50_000),
+    ("[" * 200 + "]" * 200, "ARRAY", json.loads("[" * 200 + "]" * 200)),
+    ('{"k": "{{ x }}"}', "STRUCT", {"k": "{{ x }}"}), ("not a number", "INT", "not a number"),
+])
+def test_statement_cells_become_exact_json_safe_values(text, type_name, expected):
+    got = value(text, type_name)
+    assert got == expected
+    json.dumps(got, allow_nan=False)

@@ -270,8 +270,8 @@ def test_insert_rows_binds_objects_in_batches_and_counts_them(snow, tmp_path):
     assert out["count"] == 6 and out["batches"] == 3
     assert snow.sql("SELECT id, name, tags FROM people WHERE id IN (1, 5) ORDER BY id") == [
         (1, "n'1\\", '["a", 1]'), (5, None, None)]
-    inserts = snow.fake.query("INSERT INTO people")
-    assert inserts[0]["sqlText"] == 'INSERT INTO people (id, name, tags, "odd col") VALUES (?, ?, ?, ?)'
+    inserts = snow.fake.query('INSERT INTO "PEOPLE"')
+    assert inserts[0]["sqlText"] == 'INSERT INTO "PEOPLE" ("ID", "NAME", "TAGS", "odd col") VALUES (?, ?, ?, ?)'
 
 
 def test_a_hostile_table_name_is_quoted_not_executed(snow, tmp_path):
@@ -379,3 +379,234 @@ def test_named_param_rewriting_never_crashes_and_only_touches_placeholders(sql, 
 def test_every_cell_value_becomes_json_that_reads_back(value):
     converted = json_safe(value)
     assert json.loads(json.dumps(converted, allow_nan=False)) == converted
+
+
+# -- adversarial pass: injection, payload data, secrets, crashes, types ----------------------
+
+import base64  # noqa: E402
+import datetime as dt  # noqa: E402
+from decimal import Decimal  # noqa: E402
+
+from engine.vendor import secret_forms  # noqa: E402
+
+HOSTILE = ["x' OR '1'='1", "\\'; DROP TABLE t; --", "?", ":a", "$$ :b $$", "/* :c */", "-- :d",
+           '"q""', "é€😀\u202e", "\\\\", ""]
+
+
+def leaks(secret: str, data: bytes) -> list[str]:
+    """Every form of ``secret`` (plain, JSON-escaped once and twice, repr, URL, base64, hex)
+    found in ``data``."""
+    forms = secret_forms(secret) | {secret.encode().hex(), secret.encode().hex().upper(),
+                                    base64.b64encode(secret.encode()).decode()}
+    text = data.decode("utf-8", "replace")
+    return sorted(f for f in forms if f in text or f.encode() in data)
+
+
+@pytest.mark.parametrize("style", ["list", "object"])
+def test_hostile_param_values_are_bound_never_spliced_and_come_back_exactly(snow, tmp_path, style):
+    names = [f"v{i}" for i in range(len(HOSTILE))]
+    if style == "list":
+        sql, params = "SELECT " + ", ".join(f"? AS {n}" for n in names), list(HOSTILE)
+    else:
+        sql, params = "SELECT " + ", ".join(f":{n} AS {n}" for n in names), dict(zip(names, HOSTILE))
+    result = run(tmp_path, {"q": act("Query", {"sql": sql, "params": params})})
+    assert result.status == "Succeeded", result.error
+    assert result.steps["q"].outputs["rows"] == [dict(zip([n.upper() for n in names], HOSTILE))]
+    sent = snow.fake.query("AS v0")[0]
+    assert sent["sqlText"] == "SELECT " + ", ".join(f"? AS {n}" for n in names)
+    assert [b["value"] for b in sent["bindings"].values()] == HOSTILE
+
+
+@pytest.mark.parametrize("sql, params, expected", [
+    ("SELECT a$$, :p", {"p": 1}, ("SELECT a$$, ?", [1])),                      # $ inside a name
+    ("SELECT $$ :p $$, :p", {"p": 1}, ("SELECT $$ :p $$, ?", [1])),
+    ("SELECT '\\' :p', :p", {"p": 1}, ("SELECT '\\' :p', ?", [1])),            # backslash escape
+    ("SELECT 'it''s :p', :p", {"p": 1}, ("SELECT 'it''s :p', ?", [1])),
+    ('SELECT "a "":p" FROM t WHERE x = :p', {"p": 1}, ('SELECT "a "":p" FROM t WHERE x = ?', [1])),
+    ("SELECT v:p, v[0]:p, \"V\":p, :p // :q\n", {"p": 1}, ("SELECT v:p, v[0]:p, \"V\":p, ? // :q\n", [1])),
+    ("SELECT :p::INT /* :q */ -- :q", {"p": {"k": "'"}}, ("SELECT ?::INT /* :q */ -- :q", ['{"k": "\'"}'])),
+    ("SELECT :é", {"é": "ü"}, ("SELECT ?", ["ü"])),
+])
+def test_named_params_are_found_only_outside_literals_names_and_comments(sql, params, expected):
+    assert positional(sql, params) == expected
+
+
+@pytest.mark.parametrize("sql, params, code", [
+    ("SELECT ?, :p", {"p": 1}, "InvalidParams"),     # two styles: the ? would bind to nothing
+    ("SELECT :p", {"p": 1, "q": 2}, "InvalidParams"),
+    ("SELECT '", {"p": 1}, "InvalidParams"),          # an open literal hides nothing
+])
+def test_named_params_that_cannot_bind_exactly_are_refused(sql, params, code):
+    with pytest.raises(ActionError) as info:
+        positional(sql, params)
+    assert info.value.code == code
+
+
+_LITERALS = st.one_of(
+    st.builds(lambda t: "'" + t + "'", st.lists(st.one_of(
+        st.text(alphabet=st.characters(blacklist_characters="'\\", blacklist_categories=("Cs",)), max_size=6),
+        st.sampled_from(["''", "\\'", "\\\\", ":p", "?", "--", "$$", "/*"])), max_size=4).map("".join)),
+    st.builds(lambda t: '"' + t + '"', st.lists(st.one_of(
+        st.text(alphabet=st.characters(blacklist_characters='"', blacklist_categories=("Cs",)), min_size=1, max_size=6),
+        st.sampled_from(['""', ":p", "'"])), min_size=1, max_size=4).map("".join)),
+    st.builds(lambda t: "$$" + t + "$$", st.text(alphabet="ab :p'\"?\n-*/é", max_size=8).filter(lambda t: "$" not in t)),
+    st.builds(lambda t: "--" + t + "\n", st.text(alphabet="ab :p'\"?$*/é", max_size=8)),
+    st.builds(lambda t: "/*" + t + "*/", st.text(alphabet="ab :p'\"?$\n-é", max_size=8).filter(lambda t: "*" not in t)),
+    st.sampled_from(["x::INT", "v:p", "v[0]:p", "t.c", "a$$b", "1", "(", ")", ",", "=", "é"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_LITERALS, st.sampled_from(["#p", "#q", "#r"])), max_size=12))
+def test_the_named_param_rewriter_only_ever_replaces_placeholders(tokens):
+    """SQL built from literals, quoted names, comments, casts, paths and :name placeholders:
+    the rewrite is the same text with exactly the placeholders turned into ? in order."""
+    params = {"p": "P", "q": "Q", "r": "R"}
+    sql = " ".join(":" + t[1:] if t.startswith("#") else t for t in tokens)
+    expected = " ".join("?" if t.startswith("#") else t for t in tokens)
+    values = [params[t[1:]] for t in tokens if t.startswith("#")]
+    used = {t[1:] for t in tokens if t.startswith("#")}
+    out, bound = positional(sql, {k: v for k, v in params.items() if k in used})
+    assert (out, bound) == (expected, values)
+
+
+@pytest.mark.parametrize("column", ["order", "rows", "odd col", 'a"b', "x.y", "é", "Mixed"])
+def test_insert_rows_takes_any_column_name_as_a_name_never_as_sql(snow, tmp_path, column):
+    quoted = ('"' + column.upper() + '"') if column.isidentifier() and column.isascii() else \
+        '"' + column.replace('"', '""') + '"'
+    snow.sql(f'CREATE TABLE h (id INT, {quoted} VARCHAR)')
+    result = run(tmp_path, {"i": act("InsertRows", {"table": "h", "rows": [{"id": 1, column: "it's"}]})})
+    assert result.status == "Succeeded", result.error
+    assert snow.sql("SELECT * FROM h") == [(1, "it's")]
+
+
+@pytest.mark.parametrize("inputs", [
+    {"table": "a..b", "rows": [{"x": 1}]},
+    {"table": "t", "rows": [{"": 1}]},
+    {"table": "t\0", "rows": [{"x": 1}]},
+    {"table": "t", "rows": [{"x": 1}], "columns": ["x\0y"]},
+])
+def test_an_unusable_name_fails_clearly_before_anything_is_sent(snow, tmp_path, inputs):
+    before = len(snow.fake.sql())
+    result = run(tmp_path, {"i": act("InsertRows", inputs)})
+    err = result.steps["i"].error
+    assert result.status == "Failed" and err["code"] == "InvalidInputs" and "not a valid name" in err["message"]
+    assert not [s for s in snow.fake.sql()[before:] if "INSERT" in (s or "")]
+
+
+def test_a_script_skips_pieces_that_are_only_comments(snow, tmp_path):
+    script = "SELECT 1 AS a; /* done; */ ;\n-- trailing; comment\n;"
+    result = run(tmp_path, {"s": act("ExecuteScript", {"sql": script})})
+    assert result.status == "Succeeded", result.error
+    assert result.steps["s"].outputs["statementCount"] == 1
+
+
+def test_row_values_that_look_like_templates_reach_later_actions_unevaluated(snow, tmp_path):
+    snow.sql("CREATE TABLE p (s VARCHAR, v VARIANT)")
+    snow.sql("INSERT INTO p SELECT '{{ 1 + 1 }}', PARSE_JSON('{\"k\": \"{{ body(''q'') }}\"}')")
+    result = run(tmp_path, {
+        "q": act("Query", {"sql": "SELECT s, v FROM p"}),
+        "c": {"type": "Compose", "inputs": {"s": "{{ body('q').rows[0].S }}", "v": "{{ body('q').rows[0].V }}"},
+              "runAfter": {"q": ["Succeeded"]}}})
+    assert result.status == "Succeeded", result.error
+    assert result.steps["c"].outputs == {"s": "{{ 1 + 1 }}", "v": {"k": "{{ body('q') }}"}}
+
+
+@pytest.mark.parametrize("password", [PASSWORD, "pa\"ss'w\\\\ord/+%==", "ünïcødé-🔑-+/%20"])
+def test_a_login_refusal_that_echoes_the_password_leaks_it_nowhere(snow, tmp_path, monkeypatch, caplog, password):
+    monkeypatch.setenv("TEST_SNOWFLAKE_PASSWORD", password)
+    snow.fake.refuse_logins("Incorrect password {} (json: " + json.dumps(password)[1:-1] + ")")
+    try:
+        result = run(tmp_path, {"q": act("Query", {"sql": "SELECT 1"})})
+    finally:
+        snow.fake.refuse_logins(None)
+    err = result.steps["q"].error
+    assert result.status == "Failed" and "Incorrect password" in err["message"], err
+    assert [b for b in snow.fake.logins() if b["data"].get("PASSWORD") == password]  # it was sent
+    assert leaks(password, json.dumps(err).encode()) == []
+    assert leaks(password, (tmp_path / "state.db").read_bytes()) == []
+    assert leaks(password, caplog.text.encode()) == []
+
+
+def test_a_bad_key_or_passphrase_leaks_neither_into_the_state(snow, tmp_path, monkeypatch):
+    passphrase = "pa'ss\"phr\\ase/+%ü"
+    garbage = "-----BEGIN PRIVATE KEY-----\nnot'a\"key\\/+%ü\n-----END PRIVATE KEY-----\n"
+    monkeypatch.setenv("TEST_SF_KEY", garbage)
+    monkeypatch.setenv("TEST_SF_PASS", passphrase)
+    write_connections(tmp_path, snow.fake.endpoint, snow.schema,
+                      {"private_key": "TEST_SF_KEY", "private_key_passphrase": "TEST_SF_PASS"})
+    result = run(tmp_path, {"q": act("Query", {"sql": "SELECT 1"})})
+    assert result.steps["q"].error["code"] == "InvalidPrivateKey"
+    db = (tmp_path / "state.db").read_bytes()
+    assert leaks(passphrase, db) == [] and leaks(garbage, db) == [] and b"not'a" not in db
+
+
+def test_kill_9_before_the_query_id_is_recorded_with_on_interrupted_fail_never_runs_it_twice(snow, tmp_path):
+    snow.sql("CREATE TABLE once (i INT)")
+    flow = write_flow(tmp_path, {"q": act("Query", {"sql": "INSERT INTO once VALUES (1)"}, onInterrupted="fail")})
+    state = tmp_path / "state.db"
+    snow.fake.stall("INSERT INTO once")
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", str(state), "--connections",
+                             str(tmp_path / "connections.yaml"), "run", str(flow)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: snow.fake.stalled.is_set() or proc.poll() is not None, "the insert never arrived")
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        snow.fake.unstall()
+    eng = engine.Engine(state)
+    try:
+        result = anyio.run(eng.resume, eng.list_runs()[0].id)
+        step = result.steps["q"]
+    finally:
+        eng.close()
+    assert step.status == "Failed" and step.error["code"] == "Interrupted"
+    assert len(snow.fake.query("INSERT INTO once")) == 1
+    assert snow.sql("SELECT COUNT(*) FROM once") == [(1,)]
+
+
+@pytest.mark.parametrize("sql, expected", [
+    ("SELECT '1969-07-20'::DATE AS x", "1969-07-20"),
+    ("SELECT '0001-01-01'::DATE AS x", "0001-01-01"),
+    ("SELECT '9999-12-31'::DATE AS x", "9999-12-31"),
+    ("SELECT '1901-12-13 20:45:52'::TIMESTAMP_NTZ AS x", "1901-12-13T20:45:52"),
+    ("SELECT '2024-01-02 03:04:05 +05:30'::TIMESTAMP_TZ AS x", "2024-01-01T21:34:05+00:00"),
+    ("SELECT 'NaN'::FLOAT AS x", "NaN"),
+    ("SELECT '-inf'::FLOAT AS x", "-inf"),
+    ("SELECT NULL::VARIANT AS x", None),
+    ("SELECT TO_BINARY('', 'HEX') AS x", ""),
+    ("SELECT PARSE_JSON('" + "[" * 300 + "]" * 300 + "') AS x", None),
+])
+def test_edge_values_come_back_json_safe(snow, tmp_path, sql, expected):
+    result = run(tmp_path, {"q": act("Query", {"sql": sql})})
+    assert result.status == "Succeeded", result.error
+    rows = result.steps["q"].outputs["rows"]
+    json.dumps(rows, allow_nan=False)
+    if expected is not None or "VARIANT" in sql:
+        assert rows == [{"X": expected}]
+
+
+def test_an_empty_result_is_no_rows_with_its_columns(snow, tmp_path):
+    result = run(tmp_path, {"q": act("Query", {"sql": "SELECT 1 AS x WHERE 1 = 0"})})
+    out = result.steps["q"].outputs
+    assert out["rows"] == [] and out["rowCount"] == 0 and out["truncated"] is False
+
+
+@pytest.mark.parametrize("value, expected", [
+    (Decimal("99999999999999999999999999999999999999"), "99999999999999999999999999999999999999"),
+    (Decimal("-99999999999999999999999999999999999999"), "-99999999999999999999999999999999999999"),
+    (Decimal("0.00000000000000000000000000000000000001"), 1e-38),  # the double reads back exactly
+    (Decimal("0.10000000000000000000000000000000000001"), "0.10000000000000000000000000000000000001"),
+    (Decimal("1E+5"), 100000),
+    (Decimal("NaN"), "NaN"),
+    (dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=-14))), "0001-01-01T00:00:00-14:00"),
+    (dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc), "9999-12-31T23:59:59.999999+00:00"),
+    (dt.time(23, 59, 59, 999999), "23:59:59.999999"),
+    (float("inf"), "inf"),
+    (bytearray(b"\x00\xff"), "00ff"),
+    ({"a": [Decimal("1.5"), None, {"b": 2 ** 70}]}, {"a": [1.5, None, {"b": str(2 ** 70)}]}),
+])
+def test_cell_values_past_json_become_exact_strings(value, expected):
+    assert json_safe(value) == expected

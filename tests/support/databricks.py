@@ -41,8 +41,9 @@ class StatementSpec:
     columns: list[tuple[str, str]]  # (name, type_name)
     rows: list[list[str | None]] = field(default_factory=list)
     chunk: int = 1000               # rows per result chunk
-    polls: int = 0                  # get answers while RUNNING
+    polls: int = 0                  # get answers while RUNNING (-1: forever)
     error: str | None = None        # FAILED with this message
+    next_chunk: int | None = None   # a hostile peer: every chunk points to this index next
 
 
 def _answer(status: int, body: Any) -> tuple[int, dict, bytes]:
@@ -60,6 +61,9 @@ class FakeDatabricks:
         self._tokens: dict[str, int] = {}
         self._ids = itertools.count(1001)
         self._lock = threading.Lock()
+        self.stall_submit = False            # runs/submit creates the run, then holds its answer
+        self.submit_stalled = threading.Event()  # ... until unstall() (a kill -9 before the id is back)
+        self._unstalled = threading.Event()
         r = recorder.route
         r("POST", _API + r"/run-now", handler=self._run_now)
         r("POST", _API + r"/runs/submit", handler=self._submit)
@@ -112,7 +116,14 @@ class FakeDatabricks:
             run_id = self._new_run(spec, tasks, None)
             if token:
                 self._tokens[token] = run_id
+        if self.stall_submit:
+            self.submit_stalled.set()
+            self._unstalled.wait(60)
         return _answer(200, {"run_id": run_id})
+
+    def unstall(self) -> None:
+        self.stall_submit = False
+        self._unstalled.set()
 
     def _run(self, run_id: Any) -> dict | None:
         try:
@@ -204,7 +215,9 @@ class FakeDatabricks:
         body: dict = {"chunk_index": index, "row_offset": index * spec.chunk,
                       "data_array": spec.rows[index * spec.chunk:(index + 1) * spec.chunk]}
         body["row_count"] = len(body["data_array"])
-        if index + 1 < count:
+        if spec.next_chunk is not None:
+            body["next_chunk_index"] = spec.next_chunk
+        elif index + 1 < count:
             body["next_chunk_index"] = index + 1
             body["next_chunk_internal_link"] = f"/api/2.0/sql/statements/{sid}/result/chunks/{index + 1}"
         return body
@@ -217,7 +230,7 @@ class FakeDatabricks:
         with self._lock:
             if ex["state"] == "RUNNING":
                 ex["polls"] += 1
-                if ex["polls"] >= ex["spec"].polls:
+                if ex["polls"] >= ex["spec"].polls >= 0:
                     ex["state"] = "DONE"
         return self._status(sid)
 

@@ -6,6 +6,11 @@ statement at once, so a query is never seen running otherwise).
     fake = FakeSnowflake().start()
     fake.hold(query_id, polls=3)          # the next 3 status checks say RUNNING
     fake.sql()                            # every statement text the connector sent
+    fake.refuse_logins("bad password {}") # logins fail with this message (a hostile server
+                                          # echoing what it got: {} is the password sent)
+    fake.stall("INSERT")                  # a query request whose SQL holds the text is run,
+                                          # but its answer is held back (a kill -9 before the
+                                          # query id reaches the client); unstall() lets it go
     fake.stop()
 """
 from __future__ import annotations
@@ -26,6 +31,10 @@ class FakeSnowflake:
         self._held: dict[str, int] = {}
         self.submitted: dict[str, str] = {}  # SQL text -> query id, of async queries while holding
         self._hold_next: int = 0
+        self.login_refusal: str | None = None
+        self._stall: str | None = None
+        self._unstalled = threading.Event()
+        self.stalled = threading.Event()  # set once a stalled request has been run
         self._lock = threading.Lock()
         self._server: Any = None
         self.port = 0
@@ -47,6 +56,18 @@ class FakeSnowflake:
                 self._hold_next = 0
             else:
                 self._held.pop(query_id, None)
+
+    def refuse_logins(self, message: str | None) -> None:
+        self.login_refusal = message
+
+    def stall(self, text: str | None) -> None:
+        self._stall = text
+        self.stalled.clear()
+        self._unstalled.clear()
+
+    def unstall(self) -> None:
+        self._stall = None
+        self._unstalled.set()
 
     def sql(self) -> list[str]:
         return [r["body"].get("sqlText") for r in list(self.requests) if r["path"].endswith("query-request")]
@@ -98,6 +119,15 @@ class FakeSnowflake:
                 body = {}
             with self._lock:
                 self.requests.append({"path": path, "body": body})
+            if path.endswith("login-request") and self.login_refusal is not None:
+                sent = (body.get("data") or {}).get("PASSWORD") or ""
+                answer = json.dumps({"data": {"nextAction": "RETRY_LOGIN", "authnMethod": "USERNAME_PASSWORD"},
+                                     "code": "390100", "success": False,
+                                     "message": self.login_refusal.replace("{}", sent)}).encode()
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": answer})
+                return
             replayed = False
 
             async def replay() -> dict:
@@ -107,6 +137,20 @@ class FakeSnowflake:
                 replayed = True
                 return {"type": "http.request", "body": raw, "more_body": False}
 
+            stall = self._stall
+            if path.endswith("query-request") and stall and stall in (body.get("sqlText") or ""):
+                held: list[dict] = []
+
+                async def hold(message: dict) -> None:
+                    held.append(message)
+
+                await inner(scope, replay, hold)  # the statement runs; its answer waits
+                self.stalled.set()
+                import anyio
+                await anyio.to_thread.run_sync(self._unstalled.wait, 60)
+                for message in held:
+                    await send(message)
+                return
             if not path.endswith("query-request") or not self._hold_next:
                 return await inner(scope, replay, send)
             sent: list[bytes] = []
