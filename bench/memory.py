@@ -81,6 +81,52 @@ def loops(sizes: list[int]) -> None:
               f"{own:>9.0f} MB{n / r['seconds']:>10,.0f}   (+{growth:.0f}% vs the smallest, input included)")
 
 
+UNTIL = """
+actions:
+  init: {type: InitializeVariable, inputs: {variables: [{name: n, type: integer, value: 0}]}}
+  loop:
+    type: Until
+    runAfter: {init: [Succeeded]}
+    expression: "{{ variables('n') >= NUM }}"
+    limit: {count: 10000000, timeout: PT1H}
+    actions:
+      inc: {type: IncrementVariable, inputs: {name: n, value: 1}}
+"""
+CHILD_FLOW = """
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  c: {type: Compose, inputs: "{{ triggerBody() }}"}
+outputs:
+  v: {value: "{{ outputs('c') }}"}
+"""
+PARENT = """
+actions:
+  loop:
+    type: Foreach
+    foreach: "{{ triggerBody() }}"
+    concurrency: 20
+    actions:
+      call: {type: Workflow, inputs: {flow: child.yaml, body: "{{ item() }}"}}
+"""
+
+
+def until_and_children(until_sizes: list[int], child_sizes: list[int]) -> None:
+    """Until loops with many iterations, and many child runs (Workflow inside Foreach)."""
+    print(f"{'case':<52}{'peak RSS':>10}{'per second':>12}")
+    for n in until_sizes:
+        with tempfile.TemporaryDirectory() as d:
+            r = run_child(Path(d), UNTIL.replace("NUM", str(n)), None)
+        assert r["status"] == "Succeeded", r
+        print(f"{f'Until of {n:,} iterations (IncrementVariable)':<52}{r['rss_mb']:>7.0f} MB{n / r['seconds']:>12,.0f}")
+    for n in child_sizes:
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "child.yaml").write_text(CHILD_FLOW)
+            r = run_child(Path(d), PARENT, list(range(n)))
+        assert r["status"] == "Succeeded", r
+        print(f"{f'{n:,} child runs (Workflow in a Foreach)':<52}{r['rss_mb']:>7.0f} MB{n / r['seconds']:>12,.0f}")
+
+
 def serve(total: int) -> None:
     """RSS of a flowrun serve process after 1,000 and after ``total`` accepted small runs."""
     import httpx
@@ -129,7 +175,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--serve", type=int, default=0, metavar="N")
+    ap.add_argument("--until", default="1000,100000", help="Until iteration counts")
+    ap.add_argument("--children", default="200,5000", help="child run counts")
     args = ap.parse_args()
     loops([int(s) for s in args.sizes.split(",")])
+    until_and_children([int(s) for s in args.until.split(",") if s], [int(s) for s in args.children.split(",") if s])
     if args.serve:
         serve(args.serve)
