@@ -50,6 +50,26 @@ class Compiled:
             return [_Message("nested too deeply to check")]
 
 
+def schema_problem(schema: Any) -> Any:
+    """None when ``schema`` is a valid Draft 2020-12 schema, else jsonschema's SchemaError
+    (with its message and path). ``jsonschema_rs`` answers the common yes; jsonschema explains."""
+    try:
+        import jsonschema_rs
+
+        if jsonschema_rs.meta.is_valid(schema):
+            return None
+    except Exception:  # noqa: BLE001  not installed, or a value it cannot take: jsonschema decides
+        pass
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return exc
+    return None
+
+
 class _Message:
     """A schema error that is only a message (shaped like jsonschema's ValidationError)."""
 

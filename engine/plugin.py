@@ -20,6 +20,7 @@ from typing import Any, Callable, ClassVar
 import anyio
 
 from .caseless import any_case  # noqa: F401  (nodes declare case-insensitive names with it)
+from .compiled import Compiled, schema_problem  # noqa: F401  (nodes validate against a user's JSON Schema)
 from .errors import ActionError, AuthError, RetryableError
 from .state import Status
 from .timestamps import unix_timestamp  # noqa: F401  (webhook verifiers read signed timestamps)

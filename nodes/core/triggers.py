@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from engine.plugin import PullTrigger, PushTrigger, Trigger, TriggerConfigError
+from engine.plugin import Compiled, PullTrigger, PushTrigger, Trigger, TriggerConfigError, schema_problem
 
 from .schedule import Recurrence as Schedule, iso
 
@@ -42,9 +42,6 @@ class Request(PushTrigger):
 
     def __init__(self, definition: dict, host: Any = None):
         super().__init__(definition, host)
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import SchemaError
-
         inputs = definition.get("inputs") or {}
         problems: list[tuple[str, str]] = []
         self.method = str(inputs.get("method", "POST")).upper()
@@ -61,13 +58,13 @@ class Request(PushTrigger):
                 self._pattern = re.compile(f"^{regex}$")
         self.schema = inputs.get("schema")
         self._validator = None
-        if self.schema is not None:
-            try:
-                Draft202012Validator.check_schema(self.schema)
-                self._validator = Draft202012Validator(self.schema)
-            except SchemaError as exc:
-                sub = ".".join(str(p) for p in exc.absolute_path)
-                problems.append(("inputs.schema" + (f".{sub}" if sub else ""), f"not a valid JSON Schema: {exc.message}"))
+        if self.schema is not None:  # jsonschema is imported only to explain a bad schema or body
+            bad = schema_problem(self.schema)
+            if bad is not None:
+                sub = ".".join(str(p) for p in bad.absolute_path)
+                problems.append(("inputs.schema" + (f".{sub}" if sub else ""), f"not a valid JSON Schema: {bad.message}"))
+            else:
+                self._validator = Compiled(self.schema)
         if problems:
             raise TriggerConfigError(problems)
 
@@ -81,7 +78,7 @@ class Request(PushTrigger):
     def body_problems(self, body: Any) -> list[dict]:
         if self._validator is None:
             return []
-        errors = sorted(self._validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))
+        errors = sorted(self._validator.errors(body), key=lambda e: list(map(str, e.absolute_path)))
         return [{"path": "/" + "/".join(str(p) for p in e.absolute_path), "message": e.message} for e in errors]
 
 
