@@ -166,6 +166,7 @@ class running:
 
 # -- sizes ---------------------------------------------------------------------------------
 MAX_DEPTH = 1_000              # nesting weight() follows (JSON text deeper than this is not stored either)
+_BULK = 64                     # containers longer (or deeper) than this are measured by _levels
 _TEXT = (str, bytes, bytearray)
 _FLAT = (dict, list, tuple, str)
 _KINDS = (str, bytes, bytearray, int, dict, list, tuple)  # bool counts as an int here
@@ -175,11 +176,44 @@ def weight(value: Any, cap: int) -> int:
     """About how many bytes ``value`` becomes as text (shared parts counted every time they
     appear, as ``str()`` and ``json.dumps`` would write them); stops counting past ``cap``.
 
-    Measured one nesting level at a time: a level of one kind (the items of a list of objects,
-    the values of those objects, ...) is summed by C-level ``map``/``chain`` calls, so a
-    100,000-item JSON array costs milliseconds, not a Python call per value. Before a level is
-    gathered its items are charged 2 bytes each, so the level is never longer than ``cap / 2``."""
-    total, level, depth = 0, [value], 0
+    Small containers are walked item by item; one of more than ``_BULK`` items is measured a
+    nesting level at a time (``_levels``), so a 100,000-item JSON array costs milliseconds, not
+    a Python call per value."""
+    memo: dict[int, int] = {}
+
+    def w(v: Any, depth: int) -> int:
+        if isinstance(v, (str, bytes, bytearray)):
+            return len(v) + 2
+        if isinstance(v, bool) or v is None:
+            return 5
+        if isinstance(v, int):
+            return v.bit_length() // 3 + 2
+        if isinstance(v, (list, tuple, dict)):
+            if len(v) > _BULK or depth > 64:  # (and no deep recursion: _levels is a loop)
+                return _levels(v, cap, depth)
+            key = id(v)
+            hit = memo.get(key)
+            if hit is not None:
+                return hit
+            total = 2
+            items = v.items() if isinstance(v, dict) else ((None, x) for x in v)
+            for k, x in items:
+                total += w(x, depth + 1) + (w(k, depth + 1) if k is not None else 0) + 1
+                if total > cap:
+                    break
+            memo[key] = total
+            return total
+        return 16
+
+    return w(value, 0)
+
+
+def _levels(value: Any, cap: int, depth: int = 0) -> int:
+    """``weight`` of a large container, one nesting level at a time: a level of one kind (the
+    items of a list of objects, the values of those objects, ...) is summed by C-level
+    ``map``/``chain`` calls, a mixed one by one ``filter`` pass per kind. Before a level is
+    gathered its items are charged 2 bytes each, so it is never longer than ``cap / 2``."""
+    total, level = 0, [value]
     while level:
         depth += 1
         if depth > MAX_DEPTH:  # a value that contains itself, or nesting no JSON text holds

@@ -32,9 +32,10 @@ def test_weight_of_json_data_is_close_to_the_length_of_its_json_text(value):
     ({}, 2),
     (["ab", "cd"], 2 + 2 + 4 + 4),
     ({"ab": "cd"}, 2 + 1 + 4 + 4),
-    ([None, True, 1.5], 2 + 3 + 5 + 2 + 16),  # a bool counts as the int it is
+    ([None, True, 1.5], 2 + 3 + 5 + 5 + 16),
     ([1, "a", [2]], 2 + 3 + 2 + 3 + (2 + 1 + 2)),
-    ((1, 2), 2 + 2 + 2 + 2 + (1 + 2) // 3),  # digits: about a third of the bits
+    ((1, 2), 2 + 2 + 2 + 2),
+    (list(range(100)), 2 + 100 + sum(i.bit_length() for i in range(100)) // 3 + 2 * 100),  # long: by levels
     ({1: "a"}, 2 + 1 + 2 + 3),
 ])
 def test_weight_counts_brackets_separators_and_every_item(value, expected):
