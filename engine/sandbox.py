@@ -37,6 +37,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from itertools import chain
 from string import Formatter
 from typing import Any, Callable, Iterable, Iterator
 
@@ -164,12 +165,23 @@ class running:
 
 
 # -- sizes ---------------------------------------------------------------------------------
+MAX_DEPTH = 1_000              # nesting weight() follows (JSON text deeper than this is not stored either)
+_BULK = 64                     # containers longer (or deeper) than this are measured by _levels
+_TEXT = (str, bytes, bytearray)
+_FLAT = (dict, list, tuple, str)
+_KINDS = (str, bytes, bytearray, int, dict, list, tuple)  # bool counts as an int here
+
+
 def weight(value: Any, cap: int) -> int:
     """About how many bytes ``value`` becomes as text (shared parts counted every time they
-    appear, as ``str()`` and ``json.dumps`` would write them); stops counting past ``cap``."""
+    appear, as ``str()`` and ``json.dumps`` would write them); stops counting past ``cap``.
+
+    Small containers are walked item by item; one of more than ``_BULK`` items is measured a
+    nesting level at a time (``_levels``), so a 100,000-item JSON array costs milliseconds, not
+    a Python call per value."""
     memo: dict[int, int] = {}
 
-    def w(v: Any) -> int:
+    def w(v: Any, depth: int) -> int:
         if isinstance(v, (str, bytes, bytearray)):
             return len(v) + 2
         if isinstance(v, bool) or v is None:
@@ -177,6 +189,8 @@ def weight(value: Any, cap: int) -> int:
         if isinstance(v, int):
             return v.bit_length() // 3 + 2
         if isinstance(v, (list, tuple, dict)):
+            if len(v) > _BULK or depth > 64:  # (and no deep recursion: _levels is a loop)
+                return _levels(v, cap, depth)
             key = id(v)
             hit = memo.get(key)
             if hit is not None:
@@ -184,14 +198,74 @@ def weight(value: Any, cap: int) -> int:
             total = 2
             items = v.items() if isinstance(v, dict) else ((None, x) for x in v)
             for k, x in items:
-                total += w(x) + (w(k) if k is not None else 0) + 1
+                total += w(x, depth + 1) + (w(k, depth + 1) if k is not None else 0) + 1
                 if total > cap:
                     break
             memo[key] = total
             return total
         return 16
 
-    return w(value)
+    return w(value, 0)
+
+
+def _levels(value: Any, cap: int, depth: int = 0) -> int:
+    """``weight`` of a large container, one nesting level at a time: a level of one kind (the
+    items of a list of objects, the values of those objects, ...) is summed by C-level
+    ``map``/``chain`` calls, a mixed one by one ``filter`` pass per kind. Before a level is
+    gathered its items are charged 2 bytes each, so it is never longer than ``cap / 2``."""
+    total, level = 0, [value]
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:  # a value that contains itself, or nesting no JSON text holds
+            raise ExpressionLimit(f"a value nested more than {MAX_DEPTH:,} levels deep")
+        kinds = set(map(type, level))
+        kind = next(iter(kinds)) if len(kinds) == 1 else None
+        if kind in _FLAT:
+            inner = sum(map(len, level))
+            total += 2 * len(level) + inner
+            if kind is str:
+                return total
+            if total + 2 * inner > cap:
+                return total + 2 * inner
+            if kind is dict:
+                keys = list(chain.from_iterable(level))
+                values = chain.from_iterable(map(dict.values, level))
+                if set(map(type, keys)) == {str}:
+                    total += sum(map(len, keys)) + 2 * len(keys)
+                    level = list(values)
+                else:
+                    level = keys + list(values)
+            else:
+                level = list(chain.from_iterable(level))
+            if total > cap:
+                return total
+            continue
+        # several kinds: one C-level pass per kind present (str, int, dict, list ...)
+        n, nxt = len(level), []
+        counted = 0
+        for cls in _KINDS:
+            if not any(issubclass(k, cls) for k in kinds):
+                continue
+            items = list(filter(cls.__instancecheck__, level))
+            counted += len(items)
+            if cls is int:
+                total += sum(map(int.bit_length, items)) // 3 + 2 * len(items)
+                continue
+            inner = sum(map(len, items))
+            total += inner + 2 * len(items)
+            if cls is dict:
+                nxt += chain.from_iterable(items)
+                nxt += chain.from_iterable(map(dict.values, items))
+            elif cls is list or cls is tuple:
+                nxt += chain.from_iterable(items)
+            if total + 2 * len(nxt) > cap:
+                return total + 2 * len(nxt)
+        nones = level.count(None)
+        total += 5 * nones + 16 * (n - counted - nones)
+        if total > cap:
+            return total
+        level = nxt
+    return total
 
 
 def check_value(budget: Budget, value: Any, what: str = "a value") -> None:
