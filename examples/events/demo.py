@@ -215,6 +215,10 @@ def chain_done(peers: Peers, state: Path) -> dict | None:
     if not events or not records:
         return None
     got = runs(state)
+    for flow, rs in got.items():
+        for r in rs:
+            if r.status in ("Failed", "Cancelled", "TimedOut"):  # the chain cannot complete: say why now
+                raise RuntimeError(f"run {r.id} of {flow} ended {r.status}: {(r.error or {}).get('message')}")
     if not all(rs and all(r.status == "Succeeded" for r in rs) for rs in got.values()):
         return None
     if peers.moto.count(peers.queue_url):  # the message is deleted once its run succeeded
@@ -240,7 +244,7 @@ def run_chain(work: Path) -> dict:
         again = post_webhook(serve.url, payload, os.environ["STRIPE_WEBHOOK_SECRET"])  # Stripe retries
         forged = post_webhook(serve.url, payload, "whsec_not_the_secret")
         done = wait_until(lambda: chain_done(peers, work / "state.db"),
-                          "the chain did not complete (see serve.log)", timeout=TIMEOUT)
+                          "the chain did not complete (see serve.log)", timeout=TIMEOUT, interval=0.05)
         dlq = peers.moto.count(peers.dlq_url)
         exit_code = serve.stop()
         problems, stopped, rejected = serve.problems(), serve.stopped(), serve.rejected()
@@ -320,12 +324,13 @@ def main(argv: list[str]) -> int:
                         "(default: a new temporary folder)")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="events-"))
-    work.mkdir(parents=True, exist_ok=True)
     try:
+        work.mkdir(parents=True, exist_ok=True)
         chain = run_chain(work)
     except (AssertionError, RuntimeError, OSError) as exc:  # a peer or serve did not come up, or the chain stalled
         print(f"events demo failed: {exc}", file=sys.stderr)
-        print(f"(serve log: {work / 'serve.log'})", file=sys.stderr)
+        if (work / "serve.log").is_file():
+            print(f"(serve log: {work / 'serve.log'})", file=sys.stderr)
         return 1
     (work / "chain.json").write_text(json.dumps(chain, indent=2))
     report(chain)
