@@ -137,7 +137,7 @@ class Serve:
             try:
                 out.append(json.loads(line))
             except ValueError:
-                out.append({"message": line})
+                out.append({"raw": line})
         return out
 
     def _listening(self) -> str | None:
@@ -146,9 +146,10 @@ class Serve:
         return next((r["url"] for r in self.lines() if r.get("event") == "listening"), None)
 
     def problems(self) -> list[str]:
-        """What serve logged as a warning or an error, but for refused requests (the forged one)."""
-        return [r.get("msg", "") for r in self.lines() if r.get("event") != "rejected"
-                and str(r.get("level")).lower() in ("warning", "error", "critical")]
+        """What serve logged as a warning or an error, but for refused requests (the forged one), and
+        any line that is not JSON (an SDK writing to stderr around the JSON log)."""
+        return [r.get("msg") or r["raw"] for r in self.lines() if "raw" in r or (
+            r.get("event") != "rejected" and str(r.get("level")).lower() in ("warning", "error", "critical"))]
 
     def rejected(self) -> list[dict]:
         return [{k: r.get(k) for k in ("flow", "reason", "http_status")} for r in self.lines()
@@ -197,29 +198,38 @@ def kinesis_records(peers: Peers) -> list[dict]:
     return out
 
 
-def runs(state: Path) -> dict[str, list[Any]]:
-    """The runs of the three flows, read through the engine's API."""
-    import engine
+class Runs:
+    """The runs of the three flows, read through the engine's API while serve writes them."""
 
-    eng = engine.Engine(state)
-    try:
-        return {flow: [eng.result(r.id) for r in eng.list_runs(flow=flow)]
-                for flow in ("order_paid", "fulfil_order", "notify_order")}
-    finally:
-        eng.close()
+    FLOWS = ("order_paid", "fulfil_order", "notify_order")
+
+    def __init__(self, state: Path):
+        import engine
+
+        self.engine = engine.Engine(state)
+
+    def __call__(self) -> dict[str, list[Any]]:
+        return {flow: [self.engine.result(r.id) for r in self.engine.list_runs(flow=flow)] for flow in self.FLOWS}
+
+    def close(self) -> None:
+        self.engine.close()
 
 
-def chain_done(peers: Peers, state: Path) -> dict | None:
-    """Everything the chain promises, once it has all happened (else None)."""
-    events, records = list(peers.eventgrid.events), kinesis_records(peers)
-    if not events or not records:
-        return None
-    got = runs(state)
+def chain_done(peers: Peers, runs: Runs) -> dict | None:
+    """Everything the chain promises, once it has all happened (else None); a run that failed
+    raises at once with its error, instead of waiting for what will not come."""
+    got = runs()
     for flow, rs in got.items():
         for r in rs:
-            if r.status in ("Failed", "Cancelled", "TimedOut"):  # the chain cannot complete: say why now
-                raise RuntimeError(f"run {r.id} of {flow} ended {r.status}: {(r.error or {}).get('message')}")
+            if r.status in ("Failed", "Cancelled", "TimedOut"):
+                why = [f"{path}: {(step.error or {}).get('code')}: {(step.error or {}).get('message')}"
+                       for path, step in r.steps.items() if step.status == "Failed"]
+                raise RuntimeError(f"run {r.id} of {flow} ended {r.status}: "
+                                   + "; ".join(why or [str((r.error or {}).get("message"))]))
     if not all(rs and all(r.status == "Succeeded" for r in rs) for rs in got.values()):
+        return None
+    events, records = list(peers.eventgrid.events), kinesis_records(peers)
+    if not events or not records:
         return None
     if peers.moto.count(peers.queue_url):  # the message is deleted once its run succeeded
         return None
@@ -237,18 +247,21 @@ def run_chain(work: Path) -> dict:
         os.environ.setdefault(key, value)
     payload = (HERE / "event.json").read_text()
     peers = start_peers()
-    serve = None
+    serve = runs = None
     try:
         serve = Serve(work, write_connections(work, peers))
+        runs = Runs(work / "state.db")
         status, reply, run_id = post_webhook(serve.url, payload, os.environ["STRIPE_WEBHOOK_SECRET"])
         again = post_webhook(serve.url, payload, os.environ["STRIPE_WEBHOOK_SECRET"])  # Stripe retries
         forged = post_webhook(serve.url, payload, "whsec_not_the_secret")
-        done = wait_until(lambda: chain_done(peers, work / "state.db"),
+        done = wait_until(lambda: chain_done(peers, runs),
                           "the chain did not complete (see serve.log)", timeout=TIMEOUT, interval=0.05)
         dlq = peers.moto.count(peers.dlq_url)
         exit_code = serve.stop()
         problems, stopped, rejected = serve.problems(), serve.stopped(), serve.rejected()
     finally:
+        if runs is not None:
+            runs.close()
         if serve is not None and serve.proc.poll() is None:
             serve.proc.kill()
         peers.stop()
