@@ -2,10 +2,12 @@
 
     python examples/events/demo.py [--work DIR]
 
-    Stripe webhook --(flows/order_paid.yaml)--> EventBridge bus acme-orders
+The three flows are in examples/events/flows/:
+
+    Stripe webhook --(order_paid.yaml)--> EventBridge bus acme-orders
       --(rule acme-order-paid)--> SQS queue acme-order-paid
-      --(flows/fulfil_order.yaml)--> Kafka topic acme.orders.paid
-      --(flows/notify_order.yaml)--> Kinesis stream acme-order-events + Event Grid CloudEvent
+      --(fulfil_order.yaml)--> Kafka topic acme.orders.paid
+      --(notify_order.yaml)--> Kinesis stream acme-order-events + Event Grid CloudEvent
 
 This process hosts the peers on 127.0.0.1, the ones the test suite uses (tests/support, so
 install the test extra: pip install -e '.[all,test]'): moto's ThreadedMotoServer (EventBridge,
