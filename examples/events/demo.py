@@ -83,7 +83,7 @@ def start_peers() -> Peers:
         dlq_url = moto.sqs.create_queue(QueueName=QUEUE + "-dlq")["QueueUrl"]
         queue_url = moto.sqs.create_queue(QueueName=QUEUE, Attributes={"RedrivePolicy": json.dumps(
             {"deadLetterTargetArn": moto.arn(dlq_url), "maxReceiveCount": "3"})})["QueueUrl"]
-        bus_arn = moto.events.create_event_bus(Name=BUS)["EventBusArn"]
+        moto.events.create_event_bus(Name=BUS)
         rule_arn = moto.events.put_rule(Name=RULE, EventBusName=BUS, EventPattern=json.dumps(
             {"source": ["com.acme.shop"], "detail-type": ["OrderPaid"]}))["RuleArn"]
         queue_arn = moto.arn(queue_url)
@@ -106,7 +106,6 @@ def start_peers() -> Peers:
         raise
     peers = Peers(moto, kafka, eventgrid, queue_url, dlq_url)
     peers.stopping += [moto.stop, lambda: eventgrid.__exit__(None, None, None)]
-    del bus_arn
     return peers
 
 
