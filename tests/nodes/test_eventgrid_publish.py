@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import yaml
@@ -140,3 +141,15 @@ def test_malformed_events_written_in_the_flow_are_validation_problems_at_their_l
     with pytest.raises(FlowError) as info:
         publish(tmp_path, topic, inputs)
     assert message in str(info.value) and "flow.yaml:11:" in str(info.value)
+
+
+def test_the_per_request_pipeline_options_take_effect_without_the_sdk_logging_a_notice_for_each(tmp_path, topic,
+                                                                                                caplog):
+    topic.fail_next(503)  # retry_total=0 reached the pipeline: the SDK does not send it again itself
+    with caplog.at_level(logging.DEBUG, logger="azure.eventgrid"):
+        result = publish(tmp_path, topic, {"source": "/flowrun/orders", "events": [{"type": "T", "data": 1}]},
+                         retryPolicy={"type": "none"})
+        assert result.steps["pub"].status == "Failed" and len(topic.requests) == 1
+        result = publish(tmp_path, topic, {"source": "/flowrun/orders", "events": [{"type": "T", "data": 1}]})
+    assert result.status == "Succeeded" and len(topic.requests) == 2
+    assert not [r for r in caplog.records if "is not a known attribute" in r.getMessage()]
