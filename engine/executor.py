@@ -124,16 +124,21 @@ class Runtime:
         if self.terminated is not None:
             self._skip_unstarted(self.flow.root, root)
             self.store.flush()
+        outputs = await self.evaluator.offload(self._outputs, root)
+        outputs_error = outputs if isinstance(outputs, ActionError) else None
+        if outputs_error is not None:
+            outputs = None
+        error = None
+        if self.terminated is not None:
             status, error = self.terminated
-            return status, await self.evaluator.offload(self._outputs, root), error
-        outputs, error = await self.evaluator.offload(self._outputs, root), None
-        if isinstance(outputs, ActionError):
-            status, error, outputs = FAILED, outputs.to_dict(), None
         elif status != SUCCEEDED and self.failures:
-            # the root cause: the first failure of an action that is not a container
+            # the root cause: the first failure of an action that is not a container (an
+            # outputs template that fails because of it is a consequence, not the cause)
             path, err = next(((p, e) for p, e, container in self.failures if not container), self.failures[0][:2])
             error = {"code": err.get("code", "ActionFailed"),
                      "message": f"action '{path}' failed: {err.get('message', '')}", "action": path}
+        if outputs_error is not None and error is None:
+            status, error = FAILED, outputs_error.to_dict()
         return status, outputs, error
 
     @property

@@ -502,3 +502,26 @@ def test_a_template_in_the_flow_file_still_maps_items_whose_data_looks_like_a_te
           shape: {type: Select, inputs: {from: "{{ triggerBody() }}", select: "{{ item().name }}!"}}
     """, input=[{"name": "{{ 6 * 7 }}"}])
     assert result.steps["shape"].outputs == ["{{ 6 * 7 }}!"]
+
+
+def test_a_failed_run_reports_the_failing_action_not_the_outputs_template_that_failed_because_of_it(run_flow):
+    result = run_flow("""
+        actions:
+          boom:
+            type: Compose
+            inputs: "{{ 1 / 0 }}"
+        outputs:
+          total: {value: "{{ outputs('boom').total + 1 }}"}
+        """)
+    assert result.status == "Failed" and result.outputs in (None, {})
+    assert result.error["action"] == "boom" and result.error["message"].startswith("action 'boom' failed")
+
+
+def test_a_succeeded_run_whose_outputs_template_fails_fails_with_that_error(run_flow):
+    result = run_flow("""
+        actions:
+          ok: {type: Compose, inputs: 1}
+        outputs:
+          bad: {value: "{{ outputs('ok').nope.deeper }}"}
+        """)
+    assert result.status == "Failed" and "flow outputs" in result.error["message"]
