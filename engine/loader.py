@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from . import yamlpos
-from .errors import FlowError, Problem
+from .errors import FlowError, Problem, TriggerConfigError
 from .expressions import ACTION_FUNCTIONS, LOOP_FUNCTIONS, Evaluator, templated_strings
 from .plugin import Node
 from .model import STATUSES, Action, Block, Flow, Parameter, RetryPolicy, Trigger, parse_duration
@@ -257,6 +257,7 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
                 _check_reference(flow, action, sub, fn, arg, variables, problem, where, declarers)
     for trigger in flow.triggers.values():
         _check_trigger_connection(trigger, registry, connections, problem)
+        _check_trigger_definition(trigger, registry, problem)
     for name, out in flow.outputs.items():
         if not isinstance(out, dict):
             continue
@@ -304,6 +305,22 @@ def _check_trigger_connection(trigger: Trigger, registry: Registry, connections:
         message = vendor.missing_sdk(trigger.type) if vendor is not None else None
         if message:
             problem(f"triggers.{trigger.name}", message)
+
+
+def _check_trigger_definition(trigger: Trigger, registry: Registry, problem: Any) -> None:
+    """What the trigger's own class says of its definition beyond the schema (``TriggerConfigError``
+    from its constructor, which does no I/O): the same problems ``flowrun serve`` would refuse."""
+    cls = registry.trigger(trigger.type)
+    if cls is None:
+        return  # the schema has said why
+    try:
+        cls(trigger.raw, None)
+    except TriggerConfigError as exc:
+        where = f"triggers.{trigger.name}"
+        for sub, message in exc.problems:
+            problem(f"{where}.{sub}" if sub else where, message)
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+        pass  # malformed: the schema has said why
 
 
 def _check_sdk(action: Action, registry: Registry, problem: Any) -> None:
