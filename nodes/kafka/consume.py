@@ -47,6 +47,75 @@ def _text_or_b64(raw: bytes | None) -> tuple[str | None, bool]:
         return base64.b64encode(raw).decode(), True
 
 
+MAX_PATTERN = 1000  # characters of a topic pattern (a topic name is at most 249)
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a topic pattern cannot be subscribed to safely, or None.
+
+    librdkafka matches the pattern against every topic name of the cluster's metadata, again at
+    each refresh, with a backtracking regex engine in its own threads: a pattern whose matching
+    can take exponential time (a quantifier over something already quantified, ``^(a+)+$``, or
+    over alternatives that can match the same text, ``^(a|ab)*$``) would stall the consumer on
+    one long topic name. Backreferences and lookarounds are refused too: they are not in the
+    regex dialect librdkafka supports.
+    """
+    import re
+
+    if len(pattern) > MAX_PATTERN:
+        return f"a topic pattern of {len(pattern)} characters; at most {MAX_PATTERN}"
+    try:
+        re.compile(pattern)
+        from re import _parser as sre  # the parse tree of the pattern (what re.compile just built)
+
+        tree = sre.parse(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        return f"not a regular expression: {exc}"
+    c = sre  # the opcodes live beside the parser (MAX_REPEAT, BRANCH, ...)
+
+    def first(items: Any) -> Any:
+        """The literal a sequence starts with, or None when it may start with anything."""
+        for op, av in items:
+            if op is c.LITERAL:
+                return av
+            if op is c.SUBPATTERN:
+                return first(av[-1])
+            return None
+        return None
+
+    def walk(items: Any, repeated: bool) -> str | None:
+        for op, av in items:
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", c.MAX_REPEAT)):
+                lo, hi, sub = av
+                many = hi > 1
+                if repeated:  # even an optional one: (a?){30}a{30} backtracks 2**30 ways
+                    return ("a quantifier over a quantified expression can take exponential time to match "
+                            "(catastrophic backtracking); write it with one quantifier")
+                found = walk(sub, repeated or many)
+            elif op is c.SUBPATTERN:
+                found = walk(av[-1], repeated)
+            elif op is getattr(c, "ATOMIC_GROUP", None):
+                found = walk(av, repeated)
+            elif op is c.BRANCH:
+                branches = av[1]
+                starts = [first(b) for b in branches]
+                if repeated and (None in starts or len(set(starts)) < len(starts)):
+                    return ("a quantifier over alternatives that can match the same text can take "
+                            "exponential time to match (catastrophic backtracking)")
+                found = next((f for f in (walk(b, repeated) for b in branches) if f), None)
+            elif op in (c.GROUPREF, c.GROUPREF_EXISTS):
+                return "backreferences are not supported in topic patterns"
+            elif op in (c.ASSERT, c.ASSERT_NOT):
+                return "lookahead and lookbehind are not supported in topic patterns"
+            else:
+                found = None
+            if found:
+                return found
+        return None
+
+    return walk(tree, False)
+
+
 class Invalid(Exception):
     """A message the flow cannot take: it goes to the dead-letter topic."""
 
@@ -101,12 +170,9 @@ class Consume(PullTrigger):
         self.topics = list(d["topics"])
         for i, topic in enumerate(self.topics):
             if topic.startswith("^"):
-                import re
-
-                try:
-                    re.compile(topic)
-                except re.error as exc:
-                    problems.append((f"topics.{i}", f"not a regular expression: {exc}"))
+                problem = pattern_problem(topic)
+                if problem:
+                    problems.append((f"topics.{i}", problem))
         self.validator = None
         if "schema" in d:
             import jsonschema
