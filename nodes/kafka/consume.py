@@ -502,7 +502,11 @@ class Consume(PullTrigger):
         take whole (its value plus our headers over ``message.max.bytes``) goes again without its
         value (``flowrun.value.dropped`` says how many bytes it had), then without its own headers
         too: the reason always arrives, and one big message never stops consumption."""
-        ours = [[("flowrun.error", exc.code.encode()), ("flowrun.error.message", exc.message[:1000].encode()),
+        from engine.plugin import scrub
+
+        # the reason names no secret (a registry error may quote its URL or credentials), in any encoding
+        ours = [[("flowrun.error", exc.code.encode()),
+                 ("flowrun.error.message", scrub(exc.message, self.client.secrets)[:1000].encode()),
                  ("flowrun.topic", msg.topic().encode()), ("flowrun.partition", str(msg.partition()).encode()),
                  ("flowrun.offset", str(msg.offset()).encode())] for msg, exc in bad]
 
