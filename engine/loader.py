@@ -66,8 +66,13 @@ def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = No
             problem(path, message)
     # the model is built even from a flow with schema problems (bad parts are left out),
     # so the semantic problems are reported in the same pass
+    schema_problems = [p.path for p in problems]
     flow = _build(data, file, text, registry, problem)
     _check(flow, registry, evaluator, connections, problem)
+    for trigger in flow.triggers.values():  # what the schema let through: the trigger's own rules
+        where = f"triggers.{trigger.name}"
+        if not any(p == where or p.startswith(where + ".") for p in schema_problems):
+            _check_trigger_definition(trigger, registry, problem)
     if problems:
         raise FlowError(_sorted(problems))
     flow.warnings = _warnings(flow, file, positions)
@@ -257,7 +262,6 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
                 _check_reference(flow, action, sub, fn, arg, variables, problem, where, declarers)
     for trigger in flow.triggers.values():
         _check_trigger_connection(trigger, registry, connections, problem)
-        _check_trigger_definition(trigger, registry, problem)
     for name, out in flow.outputs.items():
         if not isinstance(out, dict):
             continue
