@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import yamlpos
-from .errors import FlowError, Problem
+from .errors import FlowError, Problem, TriggerConfigError
 from .expressions import ACTION_FUNCTIONS, LOOP_FUNCTIONS, Evaluator, templated_strings
 from .plugin import Node
 from .model import STATUSES, Action, Block, Flow, Parameter, RetryPolicy, Trigger, parse_duration
@@ -117,8 +117,13 @@ def _load_text(text: str, file: str, registry: Registry, connections: Any, cache
     _validate_actions(data.get("actions"), "actions", registry, validators, problem)
     # the model is built even from a flow with schema problems (bad parts are left out),
     # so the semantic problems are reported in the same pass
+    schema_problems = [p.path for p in problems]
     flow = _build(data, file, text, registry, problem)
     _check(flow, registry, evaluator, connections, problem)
+    for trigger in flow.triggers.values():  # what the schema let through: the trigger's own rules
+        where = f"triggers.{trigger.name}"
+        if not any(p == where or p.startswith(where + ".") for p in schema_problems):
+            _check_trigger_definition(trigger, registry, problem)
     if problems:
         raise FlowError(_sorted(problems))
     flow.warnings = _warnings(flow, file, positions)
@@ -393,6 +398,22 @@ def _check_trigger_connection(trigger: Trigger, registry: Registry, connections:
         message = vendor.missing_sdk(trigger.type) if vendor is not None else None
         if message:
             problem(f"triggers.{trigger.name}", message)
+
+
+def _check_trigger_definition(trigger: Trigger, registry: Registry, problem: Any) -> None:
+    """What the trigger's own class says of its definition beyond the schema (``TriggerConfigError``
+    from its constructor, which does no I/O): the same problems ``flowrun serve`` would refuse."""
+    cls = registry.trigger(trigger.type)
+    if cls is None:
+        return  # the schema has said why
+    try:
+        cls(trigger.raw, None)
+    except TriggerConfigError as exc:
+        where = f"triggers.{trigger.name}"
+        for sub, message in exc.problems:
+            problem(f"{where}.{sub}" if sub else where, message)
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+        pass  # malformed: the schema has said why
 
 
 def _check_sdk(action: Action, registry: Registry, problem: Any) -> None:

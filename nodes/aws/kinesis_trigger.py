@@ -84,6 +84,7 @@ class KinesisStream(PullTrigger):
         self.reading: set[str] = set()
         self._changed = anyio.Event()
         self.ending: dict[str, str] = {}  # a closed shard's last sequence number (from ListShards)
+        self.restart: dict[str, str] = {}  # where a shard with no checkpoint reads again after a failed accept
 
     async def start(self) -> None:
         self.clients = await self.host.client()
@@ -154,6 +155,8 @@ class KinesisStream(PullTrigger):
         params: dict[str, Any] = {"ShardId": shard_id, **self.stream}
         if isinstance(cp, dict) and cp.get("seq"):
             params.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=cp["seq"])
+        elif shard_id in self.restart:
+            params.update(ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=self.restart[shard_id])
         elif child:
             params["ShardIteratorType"] = "TRIM_HORIZON"
         else:
@@ -185,7 +188,19 @@ class KinesisStream(PullTrigger):
                 continue
             records = got.get("Records") or []
             if records:
-                last = await self._take(shard_id, records, last)
+                try:
+                    last = await self._take(shard_id, records, last)
+                except Exception as exc:  # noqa: BLE001 - a failed commit: read again from the checkpoint
+                    failures += 1
+                    self.host.log.error(f"records of shard {shard_id} not accepted: {type(exc).__name__}: {exc}",
+                                        extra={"event": "trigger_accept_failed", "shard": shard_id})
+                    cp = self.host.checkpoint(shard_id)
+                    last = cp.get("seq") if isinstance(cp, dict) else None
+                    if not last:  # no checkpoint yet: LATEST would skip these records, so start at them
+                        self.restart[shard_id] = records[0]["SequenceNumber"]
+                    iterator = None
+                    await anyio.sleep(min(20.0, 0.2 * 2 ** min(failures, 7)))
+                    continue
             iterator = got.get("NextShardIterator")
             if iterator is None or (not records and self._at_end(shard_id, last, got)):
                 await self.host.save_checkpoint(shard_id, {"seq": last, "done": True})

@@ -224,7 +224,9 @@ def build_events(inputs: dict, key: str) -> list[tuple[Any, int]]:
             raise ActionError(f"events[{i}] is not a{' CloudEvent' if cloud else 'n Event Grid event'}: "
                               + "; ".join(problems), code="InvalidInput")
         try:
-            size = len(json.dumps(e, ensure_ascii=False, allow_nan=False).encode()) + ENVELOPE
+            # as the SDK writes it (json.dumps' default ensure_ascii): "é" takes 6 bytes (\u00e9), an
+            # emoji 12 (a surrogate pair), not their 2 and 4 of UTF-8; the result is ASCII: chars = bytes
+            size = len(json.dumps(e, allow_nan=False)) + ENVELOPE
         except ValueError as exc:
             raise ActionError(f"events[{i}] is not JSON: {exc}", code="InvalidInput") from None
         if size > MAX_REQUEST:

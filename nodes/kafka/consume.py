@@ -51,6 +51,75 @@ def _text_or_b64(raw: bytes | None) -> tuple[str | None, bool]:
         return base64.b64encode(raw).decode(), True
 
 
+MAX_PATTERN = 1000  # characters of a topic pattern (a topic name is at most 249)
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a topic pattern cannot be subscribed to safely, or None.
+
+    librdkafka matches the pattern against every topic name of the cluster's metadata, again at
+    each refresh, with a backtracking regex engine in its own threads: a pattern whose matching
+    can take exponential time (a quantifier over something already quantified, ``^(a+)+$``, or
+    over alternatives that can match the same text, ``^(a|ab)*$``) would stall the consumer on
+    one long topic name. Backreferences and lookarounds are refused too: they are not in the
+    regex dialect librdkafka supports.
+    """
+    import re
+
+    if len(pattern) > MAX_PATTERN:
+        return f"a topic pattern of {len(pattern)} characters; at most {MAX_PATTERN}"
+    try:
+        re.compile(pattern)
+        from re import _parser as sre  # the parse tree of the pattern (what re.compile just built)
+
+        tree = sre.parse(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        return f"not a regular expression: {exc}"
+    c = sre  # the opcodes live beside the parser (MAX_REPEAT, BRANCH, ...)
+
+    def first(items: Any) -> Any:
+        """The literal a sequence starts with, or None when it may start with anything."""
+        for op, av in items:
+            if op is c.LITERAL:
+                return av
+            if op is c.SUBPATTERN:
+                return first(av[-1])
+            return None
+        return None
+
+    def walk(items: Any, repeated: bool) -> str | None:
+        for op, av in items:
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", c.MAX_REPEAT)):
+                lo, hi, sub = av
+                many = hi > 1
+                if repeated:  # even an optional one: (a?){30}a{30} backtracks 2**30 ways
+                    return ("a quantifier over a quantified expression can take exponential time to match "
+                            "(catastrophic backtracking); write it with one quantifier")
+                found = walk(sub, repeated or many)
+            elif op is c.SUBPATTERN:
+                found = walk(av[-1], repeated)
+            elif op is getattr(c, "ATOMIC_GROUP", None):
+                found = walk(av, repeated)
+            elif op is c.BRANCH:
+                branches = av[1]
+                starts = [first(b) for b in branches]
+                if repeated and (None in starts or len(set(starts)) < len(starts)):
+                    return ("a quantifier over alternatives that can match the same text can take "
+                            "exponential time to match (catastrophic backtracking)")
+                found = next((f for f in (walk(b, repeated) for b in branches) if f), None)
+            elif op in (c.GROUPREF, c.GROUPREF_EXISTS):
+                return "backreferences are not supported in topic patterns"
+            elif op in (c.ASSERT, c.ASSERT_NOT):
+                return "lookahead and lookbehind are not supported in topic patterns"
+            else:
+                found = None
+            if found:
+                return found
+        return None
+
+    return walk(tree, False)
+
+
 class Invalid(Exception):
     """A message the flow cannot take: it goes to the dead-letter topic."""
 
@@ -105,12 +174,9 @@ class Consume(PullTrigger):
         self.topics = list(d["topics"])
         for i, topic in enumerate(self.topics):
             if topic.startswith("^"):
-                import re
-
-                try:
-                    re.compile(topic)
-                except re.error as exc:
-                    problems.append((f"topics.{i}", f"not a regular expression: {exc}"))
+                problem = pattern_problem(topic)
+                if problem:
+                    problems.append((f"topics.{i}", problem))
         self.validator = None
         if "schema" in d:
             import jsonschema
@@ -256,12 +322,17 @@ class Consume(PullTrigger):
         (nothing of the batch was accepted then), go back to its start and try again shortly."""
         try:
             await self._handle(batch)
-        except ActionError as exc:
-            if not exc.retryable:
-                raise
-            self.host.log.warning(f"batch held back: {exc.message}", extra={"event": "kafka_retry"})
+            self._held = 0
+        except Exception as exc:  # noqa: BLE001 - the loop outlives any one batch (a commit, a DLQ refusal)
+            # nothing after the failure was committed to Kafka: go back and take the batch again
+            # (what was accepted is found by its dedupe key), backing off while it keeps failing
+            self._held = getattr(self, "_held", 0) + 1
+            retryable = isinstance(exc, ActionError) and exc.retryable
+            text = exc.message if isinstance(exc, ActionError) else f"{type(exc).__name__}: {exc}"
+            (self.host.log.warning if retryable else self.host.log.error)(
+                f"batch held back: {text}", extra={"event": "kafka_retry"})
             await anyio.to_thread.run_sync(self._rewind, batch)
-            await anyio.sleep(1)
+            await anyio.sleep(min(30.0, 2 ** min(self._held - 1, 5)))
 
     def _rewind(self, batch: list) -> None:
         from confluent_kafka import TopicPartition
@@ -445,27 +516,86 @@ class Consume(PullTrigger):
         self.host.count("dead_lettered", len(bad))
 
     def _send_dead_letters(self, bad: list[tuple[Any, Invalid]]) -> None:
+        """Forward each message with its error headers. A message the dead-letter topic cannot
+        take whole (its value plus our headers over ``message.max.bytes``) goes again without its
+        value (``flowrun.value.dropped`` says how many bytes it had), then without its own headers
+        too: the reason always arrives, and one big message never stops consumption."""
+        from engine.plugin import scrub
+
+        # the reason names no secret (a registry error may quote its URL or credentials), in any encoding
+        ours = [[("flowrun.error", exc.code.encode()),
+                 ("flowrun.error.message", scrub(exc.message, self.client.secrets)[:1000].encode()),
+                 ("flowrun.topic", msg.topic().encode()), ("flowrun.partition", str(msg.partition()).encode()),
+                 ("flowrun.offset", str(msg.offset()).encode())] for msg, exc in bad]
+
+        def tier(i: int, level: int) -> tuple[bytes | None, list]:
+            msg = bad[i][0]
+            value = msg.value()
+            if level == 0:
+                return value, list(msg.headers() or []) + ours[i]
+            dropped = [("flowrun.value.dropped", str(len(value or b"")).encode())]
+            if level == 1:
+                return None, list(msg.headers() or []) + ours[i] + dropped
+            return None, ours[i] + dropped + [("flowrun.headers.dropped", str(len(msg.headers() or [])).encode())]
+
+        pending = list(range(len(bad)))
+        for level in range(3):
+            too_big = self._produce_dead_letters(bad, pending, lambda i: tier(i, level), last=level == 2)
+            if not too_big:
+                return
+            self.host.log.warning(f"{len(too_big)} message(s) too large for the dead-letter topic: sent again "
+                                  f"without their {'value' if level == 0 else 'value and headers'}",
+                                  extra={"event": "kafka_dead_letter_trimmed"})
+            pending = too_big
+
+    def _produce_dead_letters(self, bad: list, indexes: list[int], shape: Any, *, last: bool) -> list[int]:
+        """Produce ``indexes`` and await their reports; the ones refused as too large (when a
+        smaller form is left to try), any other failure raised."""
+        from confluent_kafka import KafkaError, KafkaException
+
         from .produce import _Reports
 
         producer = self.client.producer
-        reports = _Reports(len(bad))
-        for i, (msg, exc) in enumerate(bad):
-            headers = list(msg.headers() or []) + [
-                ("flowrun.error", exc.code.encode()), ("flowrun.error.message", exc.message[:1000].encode()),
-                ("flowrun.topic", msg.topic().encode()), ("flowrun.partition", str(msg.partition()).encode()),
-                ("flowrun.offset", str(msg.offset()).encode())]
-            with KAFKA.mapped_secrets(self.client.secrets):
-                while True:
-                    try:
-                        producer.produce(self.dead_letter, msg.value(), key=msg.key(), headers=headers,
-                                         on_delivery=reports.callback(i))
-                        break
-                    except BufferError:
-                        producer.poll(0.005)
+        reports = _Reports(len(indexes))
+        too_big: list[int] = []
+        size_errors = (KafkaError.MSG_SIZE_TOO_LARGE, getattr(KafkaError, "_MSG_SIZE_TOO_LARGE", None))
+        for n, i in enumerate(indexes):
+            msg = bad[i][0]
+            value, headers = shape(i)
+            while True:
+                try:
+                    producer.produce(self.dead_letter, value, key=msg.key(), headers=headers,
+                                     on_delivery=reports.callback(n))
+                    break
+                except BufferError:
+                    producer.poll(0.005)
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    if last or getattr(err, "code", lambda: None)() not in size_errors:
+                        raise
+                    too_big.append(i)
+                    reports.report(n, None, _Nothing())
+                    break
         while not reports.done.wait(0.05):
             pass
-        failed = [r[0] for r in reports.results if r[0] is not None]
+        failed = []
+        for n, result in enumerate(reports.results):
+            err = result[0]
+            if err is None:
+                continue
+            if not last and err.code() in size_errors:
+                too_big.append(indexes[n])
+            else:
+                failed.append(err)
         if failed:  # the messages are not committed: they come again after a restart
-            from confluent_kafka import KafkaException
-
             raise KafkaException(failed[0])
+        return sorted(too_big)
+
+
+class _Nothing:
+    """Stands in for a message never handed to the producer (its report filled in at once)."""
+
+    def topic(self) -> None:
+        return None
+
+    partition = offset = topic

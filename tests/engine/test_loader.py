@@ -294,3 +294,25 @@ def test_validate_never_imports_an_installed_sdk(monkeypatch):
           customer: {type: stripe.GetCustomer, connection: stripe, inputs: {customer: cus_1}}
         """), "flows/x.yaml")
     assert "stripe" not in sys.modules
+
+
+@pytest.mark.parametrize("trigger, expected", [
+    # a Recurrence whose interval the schema lets through but the trigger's own check refuses
+    ({"type": "Recurrence", "recurrence": {"frequency": "Minute", "interval": 1, "schedule": {"hours": [25]}}},
+     "triggers.t.recurrence"),
+    ({"type": "Recurrence", "recurrence": {"frequency": "Day", "interval": 1, "timeZone": "Mars/Olympus"}},
+     "triggers.t.recurrence"),
+])
+def test_validate_reports_what_a_triggers_own_check_refuses_at_its_line_as_serve_would(trigger, expected):
+    import yaml
+
+    text = yaml.safe_dump({"triggers": {"t": trigger}, "actions": {"a": {"type": "Compose", "inputs": 1}}},
+                          sort_keys=False)
+    found = problems(text)
+    assert any(expected in p for p in found), found
+    assert all(":" in p.split(" ", 1)[0] for p in found)  # file:line:column
+
+
+def test_a_malformed_trigger_definition_is_a_schema_problem_never_a_crash_of_its_check():
+    text = "triggers:\n  t: {type: Recurrence, recurrence: [1, 2]}\nactions:\n  a: {type: Compose, inputs: 1}\n"
+    assert any("triggers.t.recurrence" in p for p in problems(text))

@@ -153,3 +153,22 @@ def test_the_per_request_pipeline_options_take_effect_without_the_sdk_logging_a_
         result = publish(tmp_path, topic, {"source": "/flowrun/orders", "events": [{"type": "T", "data": 1}]})
     assert result.status == "Succeeded" and len(topic.requests) == 2
     assert not [r for r in caplog.records if "is not a known attribute" in r.getMessage()]
+
+
+# the SDK writes JSON with ensure_ascii: "é" is 2 bytes of UTF-8 but 6 on the wire (\u00e9), and an
+# astral character ("😀", 4 bytes) 12 (a surrogate pair): requests are sized as the SDK writes them
+@pytest.mark.parametrize("char", ["é", "€", "😀", "\u2028", '"', "\\", "\x01"])
+def test_unicode_heavy_events_are_split_by_the_size_the_sdk_sends_not_their_characters(tmp_path, topic, char):
+    events = [{"type": "U", "data": {"n": i, "pad": char * 60_000}} for i in range(8)]
+    result = publish(tmp_path, topic, {"source": "/s", "events": events})
+    assert result.status == "Succeeded", result.steps["pub"].error
+    assert all(len(r.body) <= 1_048_576 for r in topic.requests)
+    assert [e["data"]["n"] for e in topic.events] == list(range(8))
+    assert topic.events[0]["data"]["pad"] == char * 60_000
+
+
+def test_an_event_whose_wire_size_is_over_one_megabyte_fails_before_anything_is_sent_even_if_its_utf8_is_under(
+        tmp_path, topic):
+    result = publish(tmp_path, topic, {"source": "/s", "events": [{"type": "Huge", "data": "😀" * 200_000}]})
+    assert result.status == "Failed"  # 800 KB of UTF-8, 2.4 MB as the SDK writes it
+    assert result.steps["pub"].error["code"] == "EventTooLarge" and topic.requests == []

@@ -168,3 +168,32 @@ def test_a_record_that_is_not_json_or_too_big_is_rejected_checkpointed_past_and_
         assert bodies(app) == [{"n": 1}, {"n": 2}]
     assert "the data is not UTF-8 text" in rejected[0] and "not JSON" in rejected[1]
     assert "more than maxMessageBytes (200)" in rejected[2]
+
+
+@contextlib.contextmanager
+def state_locked(path):
+    """Another process's write lock on the state DB: commits fail (busy) until it is released."""
+    db = sqlite3.connect(str(path), timeout=0, isolation_level=None)
+    db.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+
+
+def test_a_failed_commit_stops_nothing_the_records_are_read_again_from_the_checkpoint_and_run_once(
+        tmp_path, monkeypatch, moto):
+    from engine.store import Store
+
+    monkeypatch.setattr(Store, "BUSY_TIMEOUT", 0.2)
+    stream = moto.stream("fail")
+    with serve(tmp_path, monkeypatch, moto, stream, {"startingPosition": "LATEST"}) as app:
+        wait_for(lambda: app.records.events("trigger_shard_reading"), "the shard read")
+        with state_locked(tmp_path / "state.db"):
+            put(moto, stream, {"n": 1}, {"n": 2})
+            wait_for(lambda: app.records.events("trigger_accept_failed"), "a commit refused")
+        put(moto, stream, {"n": 3})
+        wait_for(lambda: len(app.runs("clicks")) >= 3, "every record run")
+        assert not app.records.events("trigger_error")
+        assert sorted(b["n"] for b in bodies(app)) == [1, 2, 3]  # LATEST did not skip the refused ones
