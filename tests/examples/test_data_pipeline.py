@@ -67,8 +67,8 @@ def test_the_pipeline_runs_every_stage_in_order_and_skips_the_catch_block(nightl
 
 def test_snowflake_got_the_orders_as_bound_values_and_was_read_back(nightly):
     result, fakes, _ = nightly
-    insert, = fakes.snowflake.query("INSERT INTO RAW.ORDERS")
-    assert insert["sqlText"] == "INSERT INTO RAW.ORDERS (id, customer, amount) VALUES (?, ?, ?)"
+    insert, = fakes.snowflake.query('INSERT INTO "RAW"."ORDERS"')  # every identifier quoted (upper-cased)
+    assert insert["sqlText"] == 'INSERT INTO "RAW"."ORDERS" ("ID", "CUSTOMER", "AMOUNT") VALUES (?, ?, ?)'
     assert [b["value"] for b in insert["bindings"].values()] == [["1", "2", "3"], ["Ada", "Alan", "Ada"],
                                                                   ["120.5", "80", "42.25"]]
     logins = [(b["data"]["LOGIN_NAME"], b["data"]["PASSWORD"]) for b in fakes.snowflake.logins()]
