@@ -40,6 +40,15 @@ def guard(fn: Any) -> Any:
             if click.get_current_context().find_root().obj.get("debug"):
                 raise
             raise Fail(redact(str(exc))) from None
+        except Exception as exc:  # the state database (a lock held past the busy timeout, a broken file)
+            sqlite3 = sys.modules.get("sqlite3")  # not imported for it: `flowrun --help` stays light
+            if sqlite3 is None or not isinstance(exc, sqlite3.Error) \
+                    or click.get_current_context().find_root().obj.get("debug"):
+                raise
+            state = click.get_current_context().find_root().obj.get("state")
+            hint = (" (another process holds its write lock: try again, or stop that process)"
+                    if "locked" in str(exc) or "busy" in str(exc) else "")
+            raise Fail(redact(f"state database {state or ''}: {exc}{hint}")) from None
         except KeyboardInterrupt:
             click.echo("interrupted: what finished is recorded; `flowrun resume RUN` continues a run", err=True)
             sys.exit(130)

@@ -101,10 +101,9 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=self.BUSY_TIMEOUT, check_same_thread=False)
             self.db.execute(f"PRAGMA busy_timeout={int(self.BUSY_TIMEOUT * 1000)}")
-            if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                self.db.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
+            self._with_lock_polling(self._set_wal)
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
+            self._with_lock_polling(self._migrate)
         except sqlite3.Error as exc:
             self._close_quietly()
             raise StoreError(f"{self.path}: cannot open state database: {exc}") from None
@@ -119,12 +118,51 @@ class Store:
             except sqlite3.Error:
                 pass
 
+    def _with_lock_polling(self, step: Any) -> None:
+        """Run an opening ``step`` (WAL mode, migrations) that needs the write lock, trying for
+        it in short waits: between tries the step looks, without the lock, whether another
+        process did the work meanwhile. So 160 processes opening a new file at once wait for
+        the one that migrates it, not for each other in turn (up to BUSY_TIMEOUT in all)."""
+        deadline = time.monotonic() + self.BUSY_TIMEOUT
+        while True:
+            self.db.execute("PRAGMA busy_timeout=50")
+            try:
+                step()
+                return
+            except sqlite3.OperationalError as exc:
+                if self.db.in_transaction:
+                    self.db.rollback()
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+            finally:
+                self.db.execute(f"PRAGMA busy_timeout={int(self.BUSY_TIMEOUT * 1000)}")
+
+    def _set_wal(self) -> None:
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.db.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
+
+    def _is_current(self) -> bool:
+        """The schema is up to date (read without the write lock; a newer one is refused)."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path}: schema version {version} is newer than this flowrun "
+                             f"understands ({len(MIGRATIONS)})")
+        if version < len(MIGRATIONS):
+            return False
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(steps)")}
+        names = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE name IN "
+                                               "('parked_runs', 'parked_runs_by_wake', 'run_leases')")}
+        return {"handle", "wake", "interrupted"} <= have and len(names) == 3
+
     def _migrate(self) -> None:
         """Bring the schema up to date in one ``BEGIN IMMEDIATE`` transaction: the version is
         read under the write lock, so any number of processes opening a new file at once
-        migrate it exactly once (the others wait, then find it current)."""
+        migrate it exactly once (the others find it current, without taking the lock)."""
         if self.db.in_transaction:
             self.db.commit()
+        if self._is_current():
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
