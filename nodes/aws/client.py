@@ -319,6 +319,29 @@ async def retry_entries(send: Callable[[list[int]], Awaitable[dict[int, dict]]],
     return attempts, failed
 
 
+async def send_in_batches(action: str, send: Callable[[list[int]], Awaitable[dict[int, dict]]],
+                          results: list[dict], sizes: Sequence[int], key: str, inputs: dict, *,
+                          max_count: int, max_bytes: int, retryable: Callable[[dict], bool]) -> dict:
+    """The whole batched call of PutEvents, SendMessageBatch or PutRecords: ``sizes`` split into
+    requests, each sent with ``retry_entries``; every entry's ``attempts`` and, for the ones that
+    still failed, ``errorCode``/``errorMessage`` (and any other field of the failure) in
+    ``results``. Returns ``{key: results, "failedCount": n}``, or raises PartialFailure unless
+    ``allowPartial``."""
+    failed_all: dict[int, dict] = {}
+    for group in batches(sizes, max_count=max_count, max_bytes=max_bytes):
+        attempts, failed = await retry_entries(send, group, inputs.get("retry") or {}, retryable)
+        for i in group:
+            results[i]["attempts"] = attempts[i]
+        failed_all.update(failed)
+    for i, f in failed_all.items():
+        results[i].update(errorCode=f["code"], errorMessage=f["message"],
+                          **{k: v for k, v in f.items() if k not in ("code", "message")})
+    outputs = {key: results, "failedCount": len(failed_all)}
+    if failed_all and not inputs.get("allowPartial"):
+        raise partial_error(action, failed_all, len(results), outputs)
+    return outputs
+
+
 def retryable_code(failure: dict) -> bool:
     code = str(failure.get("code") or "")
     return code in RETRYABLE_CODES or "Throttl" in code

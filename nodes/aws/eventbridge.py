@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.plugin import ActionError, Node, inputs_schema
 
-from .client import RETRY_SCHEMA, batches, call, partial_error, retry_entries, retryable_code, to_json
+from .client import RETRY_SCHEMA, call, retryable_code, send_in_batches, to_json
 
 MAX_ENTRIES = 10
 MAX_BYTES = 256 * 1024
@@ -100,19 +100,8 @@ class PutEvents(Node):
                     results[i] = {"eventId": got.get("EventId")}
             return failed
 
-        policy = inputs.get("retry") or {}
-        failed_all: dict[int, dict] = {}
-        for group in batches(sizes, max_count=MAX_ENTRIES, max_bytes=MAX_BYTES):
-            attempts, failed = await retry_entries(send, group, policy, retryable_code)
-            for i in group:
-                results[i]["attempts"] = attempts[i]
-            failed_all.update(failed)
-        for i, f in failed_all.items():
-            results[i].update(errorCode=f["code"], errorMessage=f["message"])
-        outputs = {"entries": results, "failedCount": len(failed_all)}
-        if failed_all and not inputs.get("allowPartial"):
-            raise partial_error("PutEvents", failed_all, len(entries), outputs)
-        return outputs
+        return await send_in_batches("PutEvents", send, results, sizes, "entries", inputs,
+                                     max_count=MAX_ENTRIES, max_bytes=MAX_BYTES, retryable=retryable_code)
 
     @staticmethod
     def _entry(entry: dict, index: int, inputs: dict, context: Any, now: datetime) -> dict:

@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.plugin import ActionError, Node, inputs_schema
 
-from .client import RETRY_SCHEMA, batches, call, partial_error, retry_entries, to_json
+from .client import RETRY_SCHEMA, call, send_in_batches, to_json
 
 MAX_RECORDS = 500
 MAX_BYTES = 5 * 1024 * 1024
@@ -98,16 +98,6 @@ class PutRecords(Node):
                     results[i] = {"shardId": rec.get("ShardId"), "sequenceNumber": rec.get("SequenceNumber")}
             return failed
 
-        failed_all: dict[int, dict] = {}
-        for group in batches(sizes, max_count=MAX_RECORDS, max_bytes=MAX_BYTES):
-            attempts, failed = await retry_entries(send, group, inputs.get("retry") or {},
-                                                   lambda f: f["code"] in RETRYABLE)
-            for i in group:
-                results[i]["attempts"] = attempts[i]
-            failed_all.update(failed)
-        for i, f in failed_all.items():
-            results[i].update(errorCode=f["code"], errorMessage=f["message"])
-        outputs = {"records": results, "failedCount": len(failed_all)}
-        if failed_all and not inputs.get("allowPartial"):
-            raise partial_error("PutRecords", failed_all, len(records), outputs)
-        return outputs
+        return await send_in_batches("PutRecords", send, results, sizes, "records", inputs,
+                                     max_count=MAX_RECORDS, max_bytes=MAX_BYTES,
+                                     retryable=lambda f: f["code"] in RETRYABLE)

@@ -6,8 +6,7 @@ from typing import Any
 
 from engine.plugin import ActionError, Node, inputs_schema
 
-from .client import (ATTRIBUTES, RETRY_SCHEMA, attributes, batches, body_text, call, partial_error,
-                     retry_entries)
+from .client import ATTRIBUTES, RETRY_SCHEMA, attributes, body_text, call, send_in_batches
 
 MAX_ENTRIES = 10
 MAX_BYTES = 256 * 1024
@@ -107,19 +106,9 @@ class SendMessage(Node):
             return {int(f["Id"]): {"code": f.get("Code"), "message": f.get("Message"),
                                    "senderFault": bool(f.get("SenderFault"))} for f in got.get("Failed", [])}
 
-        failed_all: dict[int, dict] = {}
-        for group in batches(sizes, max_count=MAX_ENTRIES, max_bytes=MAX_BYTES):
-            attempts, failed = await retry_entries(send, group, inputs.get("retry") or {},
-                                                   lambda f: not f["senderFault"])
-            for i in group:
-                results[i]["attempts"] = attempts[i]
-            failed_all.update(failed)
-        for i, f in failed_all.items():
-            results[i].update(errorCode=f["code"], errorMessage=f["message"], senderFault=f["senderFault"])
-        outputs = {"messages": results, "failedCount": len(failed_all)}
-        if failed_all and not inputs.get("allowPartial"):
-            raise partial_error("SendMessageBatch", failed_all, len(entries), outputs)
-        return outputs
+        return await send_in_batches("SendMessageBatch", send, results, sizes, "messages", inputs,
+                                     max_count=MAX_ENTRIES, max_bytes=MAX_BYTES,
+                                     retryable=lambda f: not f["senderFault"])
 
     @staticmethod
     def _entry(message: dict, index: int, fifo: bool, context: Any, what: str) -> dict:
