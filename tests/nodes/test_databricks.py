@@ -164,12 +164,7 @@ def test_kill_9_while_polling_then_resume_polls_the_same_run_and_never_starts_an
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     run_id = next(iter(dbx.runs))
-    eng = engine.Engine(state, clock=FakeClock())
-    try:
-        result = anyio.run(eng.resume, eng.list_runs()[0].id)
-        steps = result.steps
-    finally:
-        eng.close()
+    result, steps = resume_the_run(state)
     assert result.status == "Succeeded", result.error
     assert steps["after"].outputs == "resumed"
     assert dbx.count("run-now") == 1 and len(dbx.runs) == 1
@@ -344,12 +339,7 @@ def test_kill_9_before_the_run_id_comes_back_then_resume_gets_the_same_run_from_
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         dbx.unstall()
-    eng = engine.Engine(state, clock=FakeClock())
-    try:
-        result = anyio.run(eng.resume, eng.list_runs()[0].id)
-        steps = result.steps
-    finally:
-        eng.close()
+    result, steps = resume_the_run(state)
     assert result.status == "Succeeded", result.error
     assert steps["s"].outputs["notebookResult"] == "once"
     assert dbx.count("submit") == 2 and len(dbx.runs) == 1
@@ -423,3 +413,14 @@ def test_statement_cells_become_exact_json_safe_values(text, type_name, expected
     got = value(text, type_name)
     assert got == expected
     json.dumps(got, allow_nan=False)
+
+
+def resume_the_run(state):
+    """Resume the one run of ``state`` in a new engine, as `flowrun resume` would after a crash:
+    the run, and its steps (read while the engine is open)."""
+    eng = engine.Engine(state, clock=FakeClock())
+    try:
+        result = anyio.run(eng.resume, eng.list_runs()[0].id)
+        return result, result.steps
+    finally:
+        eng.close()
