@@ -368,36 +368,33 @@ def _check_connection(action: Action, registry: Registry, connections: Any, prob
     if kind and not action.connection and not getattr(action.node, "connection_optional", False):
         problem(action.where, f"'{action.type}' needs a connection of kind '{kind}' (add connection: NAME)")
         return
-    if not action.connection or connections is None:
-        return
-    conn = connections.specs.get(action.connection)
-    if conn is None:
-        problem(f"{action.where}.connection",
-                f"unknown connection '{action.connection}'{suggest(action.connection, connections.specs)}"
-                f" in {connections.file}")
-    elif kind and conn["kind"] != kind:
-        problem(f"{action.where}.connection",
-                f"connection '{action.connection}' is of kind '{conn['kind']}', '{action.type}' needs '{kind}'")
+    if action.connection and connections is not None:
+        _check_named_connection(f"{action.where}.connection", action.connection, kind, f"'{action.type}'",
+                                connections, problem)
 
 
 def _check_trigger_connection(trigger: Trigger, registry: Registry, connections: Any, problem: Any) -> None:
     """A trigger that reads from a vendor (a queue, a stream) names a connection of its kind."""
-    cls = registry.trigger(trigger.type)
-    kind = getattr(cls, "connection", None)
+    kind = getattr(registry.trigger(trigger.type), "connection", None)
     name = trigger.raw.get("connection")
     if not kind or not isinstance(name, str) or connections is None:
         return  # a missing or non-string name: the schema has said why
-    where = f"triggers.{trigger.name}.connection"
+    if _check_named_connection(f"triggers.{trigger.name}.connection", name, kind, f"trigger '{trigger.type}'",
+                               connections, problem):
+        _check_vendor_sdk(f"triggers.{trigger.name}", kind, trigger.type, registry, problem)
+
+
+def _check_named_connection(where: str, name: str, kind: str | None, who: str, connections: Any,
+                            problem: Any) -> bool:
+    """``name`` is a connection of ``connections`` of ``kind`` (any kind when None); True if so."""
     conn = connections.specs.get(name)
     if conn is None:
         problem(where, f"unknown connection '{name}'{suggest(name, connections.specs)} in {connections.file}")
-    elif conn["kind"] != kind:
-        problem(where, f"connection '{name}' is of kind '{conn['kind']}', trigger '{trigger.type}' needs '{kind}'")
-    else:
-        vendor = getattr(registry.connections.get(kind), "vendor", None)
-        message = vendor.missing_sdk(trigger.type) if vendor is not None else None
-        if message:
-            problem(f"triggers.{trigger.name}", message)
+        return False
+    if kind and conn["kind"] != kind:
+        problem(where, f"connection '{name}' is of kind '{conn['kind']}', {who} needs '{kind}'")
+        return False
+    return True
 
 
 def _check_trigger_definition(trigger: Trigger, registry: Registry, problem: Any) -> None:
@@ -417,12 +414,16 @@ def _check_trigger_definition(trigger: Trigger, registry: Registry, problem: Any
 
 
 def _check_sdk(action: Action, registry: Registry, problem: Any) -> None:
-    """A node whose vendor SDK is not installed: say which extra installs it (never imports it)."""
-    spec = registry.connections.get(action.node.connection) if action.node.connection else None
-    vendor = getattr(spec, "vendor", None)
-    message = vendor.missing_sdk(action.node.type) if vendor is not None else None
+    if action.node.connection:
+        _check_vendor_sdk(action.where, action.node.connection, action.node.type, registry, problem)
+
+
+def _check_vendor_sdk(where: str, kind: str, type_name: str, registry: Registry, problem: Any) -> None:
+    """A node or trigger whose vendor SDK is not installed: say which extra installs it (never imports it)."""
+    vendor = getattr(registry.connections.get(kind), "vendor", None)
+    message = vendor.missing_sdk(type_name) if vendor is not None else None
     if message:
-        problem(action.where, message)
+        problem(where, message)
 
 
 def _check_reference(flow: Flow, action: Action, sub: str, fn: str, arg: str, variables: set,
