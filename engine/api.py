@@ -22,6 +22,7 @@ from typing import Any, Callable
 import anyio
 
 from . import connections as _connections
+from . import telemetry
 from .errors import ParameterError, RunBusy, StoreError
 from .executor import Runtime
 from .expressions import Evaluator
@@ -177,6 +178,21 @@ class Engine:
                           "outputs": run.payload or {}}, params=run.params or {}, connections=conns,
                           reuse=reuse, copy_reused=copy_reused, on_response=on_response, on_event=on_event,
                           claim=claim)
+        if runtime.tracing is None:
+            return await self._outcome(run, runtime)
+        stored = run.request if isinstance(run.request, dict) else {}
+        with runtime.tracing.run(flow=flow.name, run_id=run_id, trigger=run.trigger, execution=run.attempts,
+                                 parent=telemetry.carrier(stored.get("trace") or {}),
+                                 redact=self.redactor) as (span, own):
+            if own is not None:  # a resume of this run (another process, later) joins this trace
+                run.request = {**stored, "trace": own}
+                self.store.update_run(run_id, request=run.request, commit=False)
+            run = await self._outcome(run, runtime)
+            runtime.tracing.run_ended(span, run.status, run.error, self.redactor)
+            return run
+
+    async def _outcome(self, run: Run, runtime: Runtime) -> Run:
+        run_id = run.id
         try:
             status, outputs, error = await self._cancellable(runtime)
         except BaseException:

@@ -22,6 +22,7 @@ from .model import Action, Block, Flow
 from .plugin import Context, Job, Node, Pending, Variables
 from .runs import Step
 from .compiled import Compiled
+from . import telemetry
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
 from .store import RecordedSteps
 from .wakeups import WAITING
@@ -108,6 +109,7 @@ class Runtime:
         self._root_scope: anyio.CancelScope | None = None
         self.fold = fold
         self.log = logging.LoggerAdapter(log, {"run_id": run_id, "flow": flow.name})
+        self.tracing = telemetry.active()  # None unless OpenTelemetry is configured (engine.telemetry)
 
     # -- the run ----------------------------------------------------------------------------
     async def execute(self) -> tuple[str, Any, Any]:
@@ -377,35 +379,43 @@ class Runtime:
         conn = self.connections.get(action.connection) if action.connection else None
         policy = action.retry
         attempt = prior
+        tracing = self.tracing
         with (anyio.move_on_after(action.timeout) if action.timeout else _NO_TIMER) as timer:
             while True:
                 attempt += 1
                 ctx = Context(run_id=self.run_id, path=path, action=action, connection=conn,
                               log=self.engine.node_logger(self.run_id, path), attempt=attempt,
                               runtime=self, frame=frame, result=result)
-                try:
-                    if not node_cls.takes_slot():
-                        outputs = await node.run(inputs, ctx)
-                    else:
-                        async with self.engine.limiter:
+                retry: ActionError | None = None
+                with (tracing.attempt(flow=self.flow.name, run_id=self.run_id, action=action.name, path=path,
+                                      type_=action.type, attempt=attempt, redact=self.engine.redactor)
+                      if tracing is not None else telemetry.NO_SPAN) as span:
+                    try:
+                        if not node_cls.takes_slot():
                             outputs = await node.run(inputs, ctx)
-                    result.status, result.outputs = SUCCEEDED, outputs
+                        else:
+                            async with self.engine.limiter:
+                                outputs = await node.run(inputs, ctx)
+                        result.status, result.outputs = SUCCEEDED, outputs
+                        span.ended(SUCCEEDED)
+                    except ActionError as exc:
+                        retries_used = attempt - prior
+                        if exc.retryable and policy.type != "none" and retries_used <= policy.count:
+                            retry = exc
+                            span.ended("Retrying", exc.to_dict())
+                        else:
+                            result.status, result.error = FAILED, exc.to_dict()
+                            span.ended(FAILED, result.error)
+                    except Exception as exc:  # a node bug or an unmapped SDK error
+                        self.log.debug("%s: node raised", path, exc_info=True)
+                        result.status = FAILED
+                        result.error = {"code": "NodeError", "message": f"{type(exc).__name__}: {exc}"}
+                        span.ended(FAILED, result.error)
+                if retry is None:
                     break
-                except ActionError as exc:
-                    retries_used = attempt - prior
-                    if exc.retryable and policy.type != "none" and retries_used <= policy.count:
-                        delay = policy.delay(retries_used, exc.retry_after)
-                        self.log.info("%s: attempt %d failed (%s); retrying in %.2fs", path, attempt,
-                                      exc.message, delay)
-                        await anyio.sleep(delay)
-                        continue
-                    result.status, result.error = FAILED, exc.to_dict()
-                    break
-                except Exception as exc:  # a node bug or an unmapped SDK error
-                    self.log.debug("%s: node raised", path, exc_info=True)
-                    result.status = FAILED
-                    result.error = {"code": "NodeError", "message": f"{type(exc).__name__}: {exc}"}
-                    break
+                delay = policy.delay(attempt - prior, retry.retry_after)
+                self.log.info("%s: attempt %d failed (%s); retrying in %.2fs", path, attempt, retry.message, delay)
+                await anyio.sleep(delay)
         if timer.cancelled_caught:
             result.status = TIMEDOUT
             result.error = {"code": "ActionTimedOut",

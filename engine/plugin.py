@@ -27,7 +27,8 @@ from .timestamps import unix_timestamp  # noqa: F401  (webhook verifiers read si
 from .triggers import (Accepted, Clock, PullTrigger, PushTrigger, SystemClock, Trigger,  # noqa: F401
                        TriggerConfigError, TriggerHost)
 from .vendor import (ErrorTable, Fault, Rule, Vendor, build_once, compact, endpoint_url, header,  # noqa: F401
-                     inputs_schema, retry_after, scrub, status_is_retryable)
+                     inputs_schema, retry_after, scrub, status_is_retryable, trace_headers)
+from .telemetry import carrier as trace_carrier  # noqa: F401  (triggers read an incoming traceparent)
 
 __all__ = ["Node", "ConnectionSpec", "Connection", "Context", "Variables", "Status", "ActionError",
            "RetryableError", "secret", "run_sync", "Job", "Pending", "run_sync_cancellable",
@@ -36,7 +37,9 @@ __all__ = ["Node", "ConnectionSpec", "Connection", "Context", "Variables", "Stat
            "Clock", "SystemClock",
            # the base vendor client (engine/vendor.py)
            "Vendor", "ErrorTable", "Rule", "Fault", "retry_after", "header", "compact",
-           "inputs_schema", "endpoint_url", "status_is_retryable", "scrub"]
+           "inputs_schema", "endpoint_url", "status_is_retryable", "scrub",
+           # W3C trace context (engine/telemetry.py): outgoing headers, an incoming carrier
+           "trace_headers", "trace_carrier"]
 
 
 def secret(description: str = "") -> dict:

@@ -22,7 +22,11 @@ What lives here, once:
 - ``retry_after``: the one Retry-After parser (delay-seconds or an HTTP date);
 - ``endpoint_url``: the one endpoint override (a connection's ``endpoint`` replaces the
   scheme and host of every URL an SDK builds; used for loopback test peers and proxies);
-- ``compact`` (drop None values) and ``inputs_schema`` (a node's input JSON Schema).
+- ``compact`` (drop None values) and ``inputs_schema`` (a node's input JSON Schema);
+- ``trace_headers``: the one place outgoing requests get the current span's W3C
+  ``traceparent`` (engine.telemetry; nothing is added when tracing is off). Http and every
+  vendor whose SDK request passes through a flowrun hook (Twilio's and Salesforce's HTTP
+  clients) call it there.
 
 Importing this module imports no SDK: vendors import theirs inside ``rules``, ``describe``
 and their client factory.
@@ -44,10 +48,11 @@ from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import anyio
 
+from . import telemetry
 from .errors import ActionError, RetryableError
 
 __all__ = ["Vendor", "ErrorTable", "Rule", "Fault", "retry_after", "header", "compact",
-           "inputs_schema", "endpoint_url", "status_is_retryable", "scrub"]
+           "inputs_schema", "endpoint_url", "status_is_retryable", "scrub", "trace_headers"]
 
 MASK = "***"
 
@@ -111,6 +116,16 @@ def retry_after(value: Any, *, now: Callable[[], float] = time.time) -> float | 
     if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN / inf
         return None
     return max(0.0, seconds)
+
+
+def trace_headers(headers: Any = None) -> Any:
+    """``headers`` (a mapping or None) with the current span's ``traceparent`` and ``tracestate``
+    added, as a new dict; ``headers`` itself when tracing is off, there is no current span, or
+    it already carries a ``traceparent`` (a flow that sets its own keeps it)."""
+    extra = telemetry.headers()
+    if not extra or header(headers, "traceparent") is not None:
+        return headers
+    return {**(dict(headers) if headers else {}), **extra}
 
 
 def compact(values: Mapping[str, Any] | None) -> dict:

@@ -14,7 +14,8 @@ import sys
 from typing import Any, Callable
 
 FIELDS = ("event", "run_id", "flow", "trigger", "action", "status", "reason", "http_status", "duration_ms",
-          "method", "path", "client", "problem", "file", "url", "count", "scheduled", "dedupe_key")
+          "method", "path", "client", "problem", "file", "url", "count", "scheduled", "dedupe_key",
+          "trace_id", "span_id")  # trace_id, span_id: the current span's (engine.telemetry), when tracing
 
 
 class JsonFormatter(logging.Formatter):

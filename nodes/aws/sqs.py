@@ -4,12 +4,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from engine.plugin import ActionError, Node, inputs_schema
+from engine.plugin import ActionError, Node, inputs_schema, trace_headers
 
 from .client import ATTRIBUTES, RETRY_SCHEMA, attributes, body_text, call, send_in_batches
 
 MAX_ENTRIES = 10
 MAX_BYTES = 256 * 1024
+MAX_ATTRIBUTES = 10  # message attributes SQS takes on one message
 
 MESSAGE = {
     "type": "object", "additionalProperties": False, "required": ["body"],
@@ -117,6 +118,11 @@ class SendMessage(Node):
             raise ActionError(f"{what}.body is empty: SQS needs at least one character", code="InvalidInput")
         if message.get("attributes"):
             entry["MessageAttributes"] = attributes(message["attributes"])
+        trace = trace_headers({})  # the current span's traceparent as attributes, when tracing; SQS takes
+        given = entry.get("MessageAttributes") or {}  # 10 attributes: a message that has them all keeps them
+        if trace and not any(k.lower() == "traceparent" for k in given) and len(given) + len(trace) <= MAX_ATTRIBUTES:
+            entry["MessageAttributes"] = {**given, **{k: {"DataType": "String", "StringValue": v}
+                                                      for k, v in trace.items()}}
         if message.get("delaySeconds") is not None:
             entry["DelaySeconds"] = message["delaySeconds"]
         if fifo or message.get("groupId"):

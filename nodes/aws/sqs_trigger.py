@@ -30,7 +30,7 @@ from typing import Any
 
 import anyio
 
-from engine.plugin import PullTrigger, TriggerConfigError
+from engine.plugin import PullTrigger, TriggerConfigError, trace_carrier
 
 from .client import AWS, FORMAT, BadMessage, decode, describe_error
 
@@ -140,7 +140,9 @@ class SqsQueue(PullTrigger):
         for start in range(0, len(good), size):
             group = good[start:start + size]
             try:
-                accepted = await self.host.accept(self._payload(group), self._dedupe(group))
+                trace = trace_carrier(group[0][0].get("MessageAttributes") or {})  # the sender's span: the run's parent
+                accepted = await self.host.accept(self._payload(group), self._dedupe(group),
+                                                  request={"trace": trace} if trace else None)
             except Exception as exc:  # noqa: BLE001 - a failed commit: the messages come back later
                 self.host.log.error(f"messages not accepted: {type(exc).__name__}: {exc}",
                                     extra={"event": "trigger_accept_failed"})

@@ -9,7 +9,7 @@ from urllib.parse import urljoin
 from engine.errors import ActionError, RetryableError
 from engine.model import parse_duration
 from engine.plugin import (Connection, ConnectionSpec, Context, Fault, Node, Rule, Vendor,
-                           retry_after, secret)
+                           retry_after, secret, trace_headers)
 
 RETRYABLE_STATUS = {408, 429} | set(range(500, 600))
 
@@ -162,6 +162,7 @@ class Http(Node):
         headers = {k: str(v) for k, v in (inputs.get("headers") or {}).items()}
         auth = _auth_headers(conn)
         headers.update(auth)
+        headers = trace_headers(headers)  # the current span's traceparent, when tracing (engine.telemetry)
         for name, value in headers.items():  # httpx would raise a bare UnicodeEncodeError
             if not (name.isascii() and value.isascii()):
                 source = (f" (from the {conn.name!r} connection's secret)" if name in auth and conn else "")

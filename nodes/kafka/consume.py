@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 
 from engine import safejson
-from engine.plugin import ActionError, PullTrigger, TriggerConfigError
+from engine.plugin import ActionError, PullTrigger, TriggerConfigError, trace_carrier
 
 from .client import KAFKA, KafkaClient
 
@@ -433,7 +433,8 @@ class Consume(PullTrigger):
             payload = {"body": [v for _, v in items], "messages": [{**self._describe(m), "body": v} for m, v in items],
                        "topic": topic, "partition": partition}
             dedupe = f"{topic}/{partition}/{items[0][0].offset()}-{items[-1][0].offset()}"
-        await self.host.accept(payload, dedupe, checkpoint=checkpoint)
+        trace = trace_carrier(items[0][0].headers() or [])  # the producer's span: the run's parent
+        await self.host.accept(payload, dedupe, checkpoint=checkpoint, request={"trace": trace} if trace else None)
         if self.saved.get(key, -1) < last:
             self.saved[key] = last
 

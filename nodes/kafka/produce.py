@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from engine.plugin import ActionError, Node, RetryableError, inputs_schema, scrub
+from engine.plugin import ActionError, Node, RetryableError, inputs_schema, scrub, trace_headers
 
 from .client import KAFKA, KafkaClient, kafka_retryable
 
@@ -173,6 +173,7 @@ def _messages(client: KafkaClient, inputs: dict) -> list[tuple]:
 
         text = schema["schema"] if isinstance(schema["schema"], str) else json.dumps(schema["schema"])
         ser = client.serializer(schema["type"], text, schema.get("autoRegister", True))
+    trace = [(k, v.encode()) for k, v in trace_headers({}).items()]  # the current span's traceparent, if tracing
     out = []
     for i, m in enumerate(given):
         if not single:
@@ -188,7 +189,10 @@ def _messages(client: KafkaClient, inputs: dict) -> list[tuple]:
         else:
             value = _encode(m.get("value"), vfmt, what)
         key = _encode(m.get("key"), kfmt, what[:-5] + "key") if m.get("key") is not None else None
-        headers = [(k, v.encode()) for k, v in (m.get("headers") or {}).items()] or None
+        headers = [(k, v.encode()) for k, v in (m.get("headers") or {}).items()]
+        if trace and not any(k.lower() == "traceparent" for k, _ in headers):  # a flow's own one is kept
+            headers += trace
+        headers = headers or None
         partition = m.get("partition")
         if partition is None and single:
             partition = inputs.get("partition")

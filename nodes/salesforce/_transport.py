@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from engine.plugin import endpoint_url, retry_after
+from engine.plugin import endpoint_url, retry_after, trace_headers
 
 
 class EndpointSession(requests.Session):
@@ -30,6 +30,8 @@ class EndpointSession(requests.Session):
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
         url = endpoint_url(url, self._endpoint)
+        if len(args) < 3:  # headers not given by position (simple-salesforce names them): add the traceparent
+            kwargs["headers"] = trace_headers(kwargs.get("headers"))
         response = super().request(method, url, *args, **kwargs)
         if response.status_code in (429, 503):
             self._local.retry_after = retry_after(response.headers)

@@ -25,7 +25,7 @@ import threading
 from typing import Any, Callable, Iterator
 
 from engine.plugin import (ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor,
-                           endpoint_url, secret, status_is_retryable)
+                           endpoint_url, secret, status_is_retryable, trace_headers)
 
 SETTINGS = {
     "type": "object",
@@ -67,6 +67,8 @@ def _http_client_class() -> type:
 
         def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
             url = endpoint_url(url, self.endpoint)
+            if len(args) < 3:  # headers not given by position (the SDK names them): add the traceparent
+                kwargs["headers"] = trace_headers(kwargs.get("headers"))
             _LAST.response = None
             response = super().request(method, url, *args, **kwargs)
             _LAST.response = response
