@@ -72,7 +72,7 @@ def carrier(headers: Any) -> dict | None:
     if (m is None or m.group(1) == "ff" or (m.group(1) == "00" and m.group(5))
             or m.group(2) == "0" * 32 or m.group(3) == "0" * 16):
         return None
-    out = {"traceparent": "-".join(m.group(1, 2, 3, 4)) if m.group(1) == "00" else parent[:256]}
+    out = {"traceparent": "-".join(m.group(1, 2, 3, 4))}  # a later version: its first four fields, as W3C says
     state = found.get("tracestate")
     if state and _TRACESTATE.fullmatch(state):
         out["tracestate"] = state
