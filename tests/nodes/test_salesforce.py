@@ -649,3 +649,15 @@ def test_every_exception_class_of_simple_salesforce_and_its_transport_is_mapped_
                  + [requests.ConnectionError, requests.Timeout])
     assert len(classes) >= 9
     assert unmapped(SALESFORCE, classes + transport) == []
+
+
+def test_a_traced_run_sends_the_attempt_spans_traceparent_to_salesforce(salesforce, tmp_path):
+    from tests.support.tracing import traceparent, traced
+
+    salesforce.route("GET", f"{V}/query/", json={"totalSize": 0, "done": True, "records": []})
+    with traced() as spans:
+        result = run(tmp_path, {"find": action("salesforce.Query", {"soql": "SELECT Id FROM Contact"})})
+    assert result.status == "Succeeded", result.steps["find"].error
+    [find] = spans.named("find")
+    [query] = api_calls(salesforce)
+    assert query.header("traceparent") == traceparent(find)

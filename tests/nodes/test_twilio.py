@@ -607,3 +607,16 @@ def test_every_exception_class_of_the_twilio_sdk_and_its_transport_is_mapped_by_
     classes = exception_classes(TwilioException) + exception_classes(requests.RequestException)
     assert len(classes) > 10
     assert unmapped(TWILIO, classes) == []
+
+
+def test_a_traced_run_sends_the_attempt_spans_traceparent_to_twilio(tmp_path, recorder, connections):
+    from tests.support.tracing import traceparent, traced
+
+    recorder.route("POST", MESSAGES, status=201, json=message())
+    with traced() as spans:
+        result = run_action(tmp_path, connections, {"type": "twilio.SendSms", "inputs": {
+            "to": "+15551234567", "from": "+15017122661", "body": "hi"}})
+    assert result.status == "Succeeded"
+    [send] = spans.named("send")
+    assert recorder.requests[0].header("traceparent") == traceparent(send)
+    assert recorder.requests[0].header("Authorization") == basic_auth(ACCOUNT, TOKEN)
