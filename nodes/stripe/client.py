@@ -16,7 +16,7 @@ import contextlib
 from typing import Any, Iterator
 
 from engine.plugin import (ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor,
-                           endpoint_url, header, secret, status_is_retryable)
+                           endpoint_url, header, secret, status_is_retryable, trace_headers)
 
 SETTINGS = {
     "type": "object",
@@ -211,5 +211,8 @@ async def call(context: Any, method: Any, *args: Any, params: dict | None = None
     """
     client = await STRIPE.client(context)
     opts = options(context, suffix=key_suffix) if mutating else None
+    trace = trace_headers({})  # the current span's traceparent, when tracing (engine.telemetry)
+    if trace:
+        opts = {**(opts or {}), "headers": trace}
     result = await STRIPE.call(context, method(client), *args, params or None, opts)
     return plain(result)

@@ -545,3 +545,19 @@ def test_every_exception_class_of_the_stripe_sdk_is_mapped_by_a_declared_row():
     classes = exception_classes(stripe.StripeError)
     assert stripe.CardError in classes and stripe.oauth_error.InvalidGrantError in classes
     assert unmapped(STRIPE, classes) == []
+
+
+def test_a_traced_run_sends_each_attempt_spans_traceparent_to_stripe_beside_the_idempotency_key(stripe_api, tmp_path):
+    from tests.support.tracing import traceparent, traced
+
+    stripe_api.route("POST", "/v1/customers", json=CUSTOMER)
+    stripe_api.route("GET", "/v1/invoices/in_1", json=INVOICE)
+    with traced() as spans:
+        result = run(tmp_path, {
+            "customer": action("stripe.CreateCustomer", {"email": "jenny@example.com"}),
+            "get": action("stripe.GetInvoice", {"invoice": "in_1"}, runAfter={"customer": ["Succeeded"]})})
+    assert result.status == "Succeeded"
+    created, got = stripe_api.requests
+    assert created.header("traceparent") == traceparent(spans.named("customer")[0])
+    assert created.header("Idempotency-Key")  # the options the node gives are kept
+    assert got.header("traceparent") == traceparent(spans.named("get")[0])
