@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from engine.plugin import (ActionError, Connection, Fault, Node, Rule, Vendor, endpoint_url, inputs_schema,
-                           status_is_retryable)
+                           status_is_retryable, trace_headers)
 
 MAX_REQUEST = 1_048_576  # bytes of one publish request (Event Grid's limit)
 ENVELOPE = 512  # what the SDK adds around an event we measure (ids, times, separators), generously
@@ -67,7 +67,7 @@ def build_client(conn: Connection) -> Any:
     return EventGridPublisherClient(endpoint_url(topic, conn.endpoint), credential)
 
 
-PIPELINE_OPTIONS = frozenset({"retry_total", "connection_timeout", "read_timeout"})  # what run() passes to send
+PIPELINE_OPTIONS = frozenset({"retry_total", "connection_timeout", "read_timeout", "headers"})  # what run() passes to send
 
 
 class _PipelineOptionNotice(logging.Filter):
@@ -198,8 +198,10 @@ class Publish(Node):
         for batch in batches:
             # per request: the client's constructor does not pass pipeline options on for basic topics;
             # retry_total=0: the action's retryPolicy is the only retry loop
+            # headers: the current span's traceparent when tracing (azure-core's HeadersPolicy sends them)
             await EVENTGRID.call(context, client.send, [e for e, _ in batch], channel_name=inputs.get("channelName"),
-                                 retry_total=0, connection_timeout=timeout, read_timeout=timeout)
+                                 retry_total=0, connection_timeout=timeout, read_timeout=timeout,
+                                 headers=trace_headers(None))
         ids = [e.id for e, _ in events]
         return {"ids": ids, "count": len(ids), "requests": len(batches)}
 

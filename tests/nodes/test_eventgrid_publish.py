@@ -172,3 +172,21 @@ def test_an_event_whose_wire_size_is_over_one_megabyte_fails_before_anything_is_
     result = publish(tmp_path, topic, {"source": "/s", "events": [{"type": "Huge", "data": "😀" * 200_000}]})
     assert result.status == "Failed"  # 800 KB of UTF-8, 2.4 MB as the SDK writes it
     assert result.steps["pub"].error["code"] == "EventTooLarge" and topic.requests == []
+
+
+def test_a_traced_run_sends_the_attempt_spans_traceparent_with_each_publish_request(tmp_path, topic):
+    from tests.support.tracing import traceparent, traced
+
+    with traced() as spans:
+        result = publish(tmp_path, topic, {"source": "/flowrun/orders", "events": [{"type": "T", "data": 1}]})
+    assert result.status == "Succeeded", result.steps["pub"].error
+    [req] = topic.requests
+    assert req.header("traceparent") == traceparent(spans.named("pub")[0])
+    assert req.header("aeg-sas-key") == KEY
+
+
+def test_an_untraced_publish_sends_no_traceparent_and_logs_no_notice(tmp_path, topic, caplog):
+    result = publish(tmp_path, topic, {"source": "/flowrun/orders", "events": [{"type": "T", "data": 1}]})
+    assert result.status == "Succeeded", result.steps["pub"].error
+    assert topic.requests[0].header("traceparent") is None
+    assert "not a known attribute" not in caplog.text
