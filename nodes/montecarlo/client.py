@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.plugin import (ActionError, Connection, ConnectionSpec, Fault, RetryableError, Rule,
-                           Vendor, secret)
+                           Vendor, secret, trace_headers)
 
 DEFAULT_ENDPOINT = "https://api.getmontecarlo.com/graphql"
 
@@ -62,6 +62,9 @@ def ask(client: Any, query: Any, **kwargs: Any) -> Any:
     not sgqlc's bare ValueError."""
     from sgqlc.operation import GraphQLErrors  # pycarlo's GraphQL layer
 
+    headers = trace_headers(kwargs.get("additional_headers"))  # the current span's traceparent, when tracing
+    if headers:
+        kwargs["additional_headers"] = headers
     try:
         return client(query, **kwargs)
     except GraphQLErrors as exc:  # pycarlo passed on an answer sgqlc could not read (not JSON)

@@ -288,3 +288,16 @@ def test_no_form_of_the_token_reaches_the_state_db(tmp_path, connections, mc):
     for form in (TOKEN, json.dumps(TOKEN)[1:-1], json.dumps(json.dumps(TOKEN)[1:-1])[1:-1], quote(TOKEN, safe=""),
                  base64.b64encode(TOKEN.encode()).decode(), TOKEN.encode().hex()):
         assert form.encode() not in data, form
+
+
+def test_a_traced_run_sends_the_attempt_spans_traceparent_with_its_queries_beside_pycarlos_headers(tmp_path, connections, mc):
+    from tests.support.tracing import traceparent, traced
+
+    mc.rule("7d1b1a52-0000-4000-8000-000000000001", breaches=[0], polls=1)
+    with traced() as spans:
+        run = run_actions(tmp_path, connections, breaker(rule_uuid="7d1b1a52-0000-4000-8000-000000000001"))
+    assert run.status == "Succeeded", run.error
+    [gate] = spans.named("gate")
+    polls = mc.calls("getCircuitBreakerRuleStateV2")  # flowrun's own queries (the trigger is pycarlo's service)
+    assert polls and all(c.headers["traceparent"] == traceparent(gate) for c in polls)
+    assert all(c.headers["x-mcd-id"] == KEY_ID for c in polls)  # pycarlo's own headers are kept
