@@ -1,6 +1,7 @@
 """Engine benchmark: flowrun with persistence on, beside a floor measured in the same run.
 
     python bench/engine.py            # prints a table; numbers go into the README
+    python bench/engine.py --tracing  # only the chain with OpenTelemetry spans off and on (flowrun[otel])
 
 Floor: a plain asyncio loop doing one SQLite commit per step (WAL, synchronous=NORMAL),
 which is the least a durable engine must spend per step.
@@ -131,7 +132,105 @@ def help_ms(repeats: int = 7) -> tuple[float, float]:
     return statistics.median(times), statistics.median(base)
 
 
+class _Collector:
+    """An OTLP/HTTP collector on loopback that reads every POST and throws it away."""
+
+    def __enter__(self) -> "_Collector":
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        collector = self
+        self.posts = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                collector.posts += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def tracing_overhead(path: Path, d: Path, rounds: int = 5) -> dict[str, float]:
+    """ms per action of the 1,000-action chain with tracing off, with spans made and dropped
+    (the SDK's cost), and with spans exported over OTLP/HTTP to a loopback collector (the flush
+    after the run counted); the three alternate, best of ``rounds`` each."""
+    import anyio
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from engine import telemetry
+    from engine.api import Engine
+
+    class Drop(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    out: dict[str, list[float]] = {"off": [], "spans": [], "otlp": []}
+    with _Collector() as collector:
+        for r in range(rounds):
+            for mode in out:
+                provider = None
+                if mode == "off":
+                    telemetry.disable()
+                else:
+                    provider = TracerProvider()
+                    exporter = Drop() if mode == "spans" else OTLPSpanExporter(endpoint=collector.url + "/v1/traces")
+                    provider.add_span_processor(BatchSpanProcessor(exporter))
+                    telemetry.enable(provider)
+                eng = Engine(d / f"trace-{mode}-{r}.db")
+                flow = eng.load(path)
+                t = time.perf_counter()
+                result = anyio.run(lambda: eng.run(flow))
+                if provider is not None:
+                    provider.force_flush()
+                elapsed = time.perf_counter() - t
+                assert result.status == "Succeeded"
+                eng.close()
+                if provider is not None:
+                    provider.shutdown()
+                out[mode].append(elapsed)
+        assert collector.posts > 0
+    telemetry.reset()
+    return {mode: min(v) * 1000 / 1000 for mode, v in out.items()}
+
+
+def tracing_rows(path: Path, d: Path) -> list[tuple[str, str, str]]:
+    t = tracing_overhead(path, d)
+    return [("chain of 1,000, tracing off (same run)", f"{t['off']:.3f} ms/action", "-"),
+            ("  spans made, export dropped", f"{t['spans']:.3f} ms/action (+{(t['spans'] / t['off'] - 1) * 100:.0f}%)",
+             "-"),
+            ("  spans exported, OTLP/HTTP to loopback", f"{t['otlp']:.3f} ms/action "
+             f"(+{(t['otlp'] / t['off'] - 1) * 100:.0f}%)", "-")]
+
+
+def print_rows(rows: list[tuple[str, str, str]]) -> None:
+    width = max(len(r[0]) for r in rows)
+    print(f"{'case':<{width}}  {'flowrun':<40} target")
+    for name, value, target in rows:
+        print(f"{name:<{width}}  {value:<40} {target}")
+
+
 def main() -> None:
+    if "--tracing" in sys.argv[1:]:
+        with tempfile.TemporaryDirectory() as d:
+            print_rows(tracing_rows(write_flows(Path(d))["chain"], Path(d)))
+        return
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         flows = write_flows(d)
@@ -149,10 +248,14 @@ def main() -> None:
         ("peak memory, Foreach case", f"{memory:.0f} MB", "< 300 MB"),
         ("flowrun --help", f"{help_time:.0f} ms (bare python: {python_start:.0f} ms)", "< 300 ms"),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'case':<{width}}  {'flowrun':<40} target")
-    for name, value, target in rows:
-        print(f"{name:<{width}}  {value:<40} {target}")
+    try:
+        import opentelemetry.sdk  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            rows += tracing_rows(write_flows(Path(d))["chain"], Path(d))
+    print_rows(rows)
     print("reference (issue #2, same machine): Prefect 3.8 ~12 ms/task chained, ~30 ms/task fanned out, ~1.5 s/flow run")
 
 

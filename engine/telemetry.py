@@ -174,12 +174,29 @@ def _embedding_provider() -> "Tracing | None":
 
 
 class _Span:
-    """One attempt's span while it runs: the executor tells it how the attempt ended."""
+    """One attempt's span, current while the attempt runs; the executor tells it how it ended.
+    (A plain class, not two generator context managers: it is made once per action attempt.)"""
 
-    __slots__ = ("span", "redact")
+    __slots__ = ("span", "redact", "token", "context")
 
-    def __init__(self, span: Any, redact: Any):
-        self.span, self.redact = span, redact
+    def __init__(self, span: Any, redact: Any, context: Any, set_in: Any):
+        self.span, self.redact, self.context = span, redact, context
+        self.token = context.attach(set_in(span))
+
+    def __enter__(self) -> "_Span":
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc is not None:  # cancelled (a timeout, Terminate, shutdown) or a node bug
+                cancelled = _is_cancel(exc)
+                self.span.set_attribute("flowrun.action.status", "Cancelled" if cancelled else "Failed")
+                if not cancelled:
+                    _record_error(self.span, {"code": "NodeError", "message": f"{type(exc).__name__}: {exc}"},
+                                  self.redact)
+        finally:
+            self.context.detach(self.token)
+            self.span.end()
 
     def ended(self, status: str, error: Any = None) -> None:
         self.span.set_attribute("flowrun.action.status", str(status))
@@ -255,24 +272,17 @@ class Tracing:
         if error:
             _record_error(span, error, redact)
 
-    @contextmanager
     def attempt(self, *, flow: str, run_id: str, action: str, path: str, type_: str, attempt: int,
-                redact: Any) -> Iterator[_Span]:
+                redact: Any) -> _Span:
+        """The span of one action attempt (a context manager), a child of the current span."""
         attributes = {"flowrun.flow": flow, "flowrun.run_id": run_id, "flowrun.action.path": path,
                       "flowrun.action.type": type_, "flowrun.attempt": attempt}
-        m = _ITERATION.search(path)
-        if m is not None:
-            attributes["flowrun.iteration"] = int(m.group(1))
-        with self.tracer.start_as_current_span(action, attributes=attributes, record_exception=False,
-                                               set_status_on_exception=False) as span:
-            handle = _Span(span, redact)
-            try:
-                yield handle
-            except BaseException as exc:  # cancelled (a timeout, Terminate, shutdown) or a node bug
-                span.set_attribute("flowrun.action.status", "Cancelled" if _is_cancel(exc) else "Failed")
-                if not _is_cancel(exc):
-                    _record_error(span, {"code": "NodeError", "message": f"{type(exc).__name__}: {exc}"}, redact)
-                raise
+        if "[" in path:
+            m = _ITERATION.search(path)
+            if m is not None:
+                attributes["flowrun.iteration"] = int(m.group(1))
+        return _Span(self.tracer.start_span(action, attributes=attributes), redact, self.context,
+                     self.trace.set_span_in_context)
 
 
 def _is_cancel(exc: BaseException) -> bool:
