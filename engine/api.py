@@ -112,10 +112,11 @@ class Engine:
     def start(self, flow: Flow, *, input: Any = None, params: dict | None = None,
               trigger: str | None = None, trigger_outputs: dict | None = None, run_id: str | None = None,
               parent_id: str | None = None, rerun_of: str | None = None, request: Any = None,
-              dedupe_key: str | None = None, commit: bool = True) -> str:
+              dedupe_key: str | None = None, commit: bool = True, trace: dict | None = None) -> str:
         """Validate what the run needs (parameters, connections, secrets) and persist it as Queued.
 
-        With ``commit=False`` the row is written but not yet committed: ``submit`` awaits it."""
+        ``trace`` the W3C trace context the run came with (``engine.telemetry.carrier``): its spans'
+        parent. With ``commit=False`` the row is written but not yet committed: ``submit`` awaits it."""
         values = coerce_params(flow, params or {})
         self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
         run_id = run_id or uuid.uuid4().hex
@@ -124,7 +125,8 @@ class Engine:
                "git_commit": recorded_commit(flow),
                "definition": flow.source, "trigger": trigger or next(iter(flow.triggers), "manual"),
                "payload": outputs, "params": values, "status": QUEUED, "created": time.time(),
-               "parent_id": parent_id, "rerun_of": rerun_of, "request": request, "dedupe_key": dedupe_key}
+               "parent_id": parent_id, "rerun_of": rerun_of, "request": request, "dedupe_key": dedupe_key,
+               "trace": telemetry.carrier(trace) if trace else None}
         self.store.create_run(row, commit=commit)
         self._queued[run_id] = Run(**row, _load_steps=self.store.steps)
         return run_id
@@ -180,13 +182,12 @@ class Engine:
                           claim=claim)
         if runtime.tracing is None:
             return await self._outcome(run, runtime)
-        stored = run.request if isinstance(run.request, dict) else {}
         with runtime.tracing.run(flow=flow.name, run_id=run_id, trigger=run.trigger, execution=run.attempts,
-                                 parent=telemetry.carrier(stored.get("trace") or {}),
+                                 parent=telemetry.carrier(run.trace) if run.trace else None,
                                  redact=self.redactor) as (span, own):
             if own is not None:  # a resume of this run (another process, later) joins this trace
-                run.request = {**stored, "trace": own}
-                self.store.update_run(run_id, request=run.request, commit=False)
+                run.trace = own
+                self.store.update_run(run_id, trace=own, commit=False)
             run = await self._outcome(run, runtime)
             runtime.tracing.run_ended(span, run.status, run.error, self.redactor)
             return run
@@ -317,7 +318,7 @@ class Engine:
     async def rerun(self, run_id: str, from_action: str, *, definition: str = "recorded", **kw: Any) -> Run:
         flow, run, reuse, _ = self.rerun_plan(run_id, from_action, definition)
         new_id = self.start(flow, params=run.params, trigger=run.trigger, trigger_outputs=run.payload,
-                            rerun_of=run.id, request=run.request)
+                            rerun_of=run.id, request=run.request, trace=run.trace)  # in the first run's trace
         return await self.execute(new_id, flow, reuse=reuse, copy_reused=True, **kw)
 
     # -- reading runs ------------------------------------------------------------------------
@@ -370,7 +371,8 @@ class Engine:
         return got
 
     async def accept(self, flow: Flow, trigger: str, payload: dict, dedupe_key: str | None = None, *,
-                     checkpoint: dict[str, Any] | None = None, request: dict | None = None) -> Accepted:
+                     checkpoint: dict[str, Any] | None = None, request: dict | None = None,
+                     trace: dict | None = None) -> Accepted:
         """A pull trigger's message becomes a run: committed (with the trigger's ``checkpoint``
         values, in the same transaction) before this returns. A ``dedupe_key`` seen before
         gives the first run back and starts nothing; the checkpoint still advances. When the
@@ -383,7 +385,7 @@ class Engine:
         db.execute("SAVEPOINT flowrun_accept")  # the run and its checkpoint: both, or neither
         try:
             got = self._start_once(flow, dedupe_key, {"trigger": trigger, "trigger_outputs": payload,
-                                                      "request": stored})
+                                                      "request": stored, "trace": trace})
             for key, text in encoded:
                 self.checkpoints.put_encoded(flow.name, trigger, key, text)
         except BaseException as exc:

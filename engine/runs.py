@@ -77,6 +77,7 @@ class Run:
     request: Any = None
     dedupe_key: str | None = None
     attempts: int = 0
+    trace: Any = None  # {"traceparent", "tracestate"?}: the W3C trace context its spans continue (engine.telemetry)
     orphaned: bool = False  # Queued/Running, but no live process holds it (it died): resume it
     _load_steps: Callable[[str], list[Step]] | None = field(default=None, repr=False, compare=False)
     _steps: dict[str, Step] | None = field(default=None, repr=False, compare=False)

@@ -65,7 +65,7 @@ MIGRATIONS = [
 ]
 log = logging.getLogger("flowrun.store")
 _RUN_FIELDS = set(Run.__dataclass_fields__) - {"_load_steps", "_steps"}
-RUN_JSON = ("payload", "params", "outputs", "error", "response", "request")
+RUN_JSON = ("payload", "params", "outputs", "error", "response", "request", "trace")
 STEP_JSON = ("inputs", "outputs", "error")
 
 
@@ -153,7 +153,9 @@ class Store:
         have = {r[1] for r in self.db.execute("PRAGMA table_info(steps)")}
         names = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE name IN "
                                                "('parked_runs', 'parked_runs_by_wake', 'run_leases')")}
-        return {"handle", "wake", "interrupted"} <= have and len(names) == 3
+        if not ({"handle", "wake", "interrupted"} <= have and len(names) == 3):
+            return False
+        return "trace" in {r[1] for r in self.db.execute("PRAGMA table_info(runs)")}
 
     def _migrate(self) -> None:
         """Bring the schema up to date in one ``BEGIN IMMEDIATE`` transaction: the version is
@@ -184,11 +186,14 @@ class Store:
         numbered migration): ``steps.handle`` (a job's JSON handle), ``steps.wake`` (when the
         step wakes next), ``steps.interrupted`` (the step was in flight when its process died),
         ``parked_runs`` (a run waiting with no task, and when it is due) and ``run_leases``
-        (the one live owner of a run: engine.runlock)."""
+        (the one live owner of a run: engine.runlock), and ``runs.trace`` (the W3C trace context
+        a run's spans continue: engine.telemetry)."""
         have = {r[1] for r in self.db.execute("PRAGMA table_info(steps)")}
         for col, kind in (("handle", "TEXT"), ("wake", "REAL"), ("interrupted", "INTEGER")):
             if col not in have:
                 self.db.execute(f"ALTER TABLE steps ADD COLUMN {col} {kind}")
+        if "trace" not in {r[1] for r in self.db.execute("PRAGMA table_info(runs)")}:
+            self.db.execute("ALTER TABLE runs ADD COLUMN trace TEXT")
         for statement in _statements(
                 "CREATE TABLE IF NOT EXISTS parked_runs (run_id TEXT PRIMARY KEY, wake REAL NOT NULL, "
                 "parked REAL NOT NULL);"

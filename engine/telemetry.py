@@ -22,7 +22,7 @@ action; containers' inner actions are children of the container's attempt). Attr
 status; no stack trace is recorded.
 
 Propagation: ``carrier(headers)`` reads a W3C ``traceparent`` (and ``tracestate``) from any
-mapping without OpenTelemetry; the engine stores it with the run (``request["trace"]``) and the
+mapping without OpenTelemetry; the engine stores it with the run (``runs.trace``) and the
 run's span is its child, in this process and in any that resumes the run. A run that came
 without one stores its first span's context, so its resumes join its trace. ``headers()``
 gives the current span's ``traceparent`` for outgoing requests and messages.

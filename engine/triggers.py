@@ -91,7 +91,8 @@ class TriggerHost(Protocol):
     log: logging.LoggerAdapter
 
     async def accept(self, payload: dict, dedupe_key: str | None = None, *,
-                     checkpoint: dict[str, Any] | None = None, request: dict | None = None) -> Accepted: ...
+                     checkpoint: dict[str, Any] | None = None, request: dict | None = None,
+                     trace: dict | None = None) -> Accepted: ...
 
     def checkpoint(self, key: str = "") -> Any: ...
 

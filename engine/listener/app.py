@@ -33,7 +33,7 @@ from starlette.routing import Route
 from engine.errors import ActionError, FlowrunError
 from engine.plugin import AuthError, InboundRequest
 from engine.state import is_terminal
-from engine import wakeups
+from engine import telemetry, wakeups
 
 from . import inbound as _in
 from .auth import AdminToken
@@ -279,7 +279,8 @@ class Listener:
                                     entry.secret_queries)
         try:
             got = await self.engine.submit_once(entry.flow, trigger=entry.name, trigger_outputs=call.outputs,
-                                                request=stored, dedupe_key=call.dedupe)
+                                                request=stored, dedupe_key=call.dedupe,
+                                                trace=telemetry.carrier(call.inbound.headers))  # W3C traceparent
         except FlowrunError as exc:
             log.error("could not start a run: %s", exc, extra={"event": "start_error", "flow": labels[0],
                                                                "trigger": labels[1]})

@@ -41,12 +41,13 @@ class Host:
         self._engine, self._runs, self._metrics = engine, runs, metrics
 
     async def accept(self, payload: dict, dedupe_key: str | None = None, *,
-                     checkpoint: dict[str, Any] | None = None, request: dict | None = None) -> Accepted:
+                     checkpoint: dict[str, Any] | None = None, request: dict | None = None,
+                     trace: dict | None = None) -> Accepted:
         if self.entry.cls.limited:
             await self._runs.wait_for_room()
         key = None if dedupe_key is None else f"{self.trigger_name}:{dedupe_key}"
         got = await self._engine.accept(self.entry.flow, self.trigger_name, payload, key, checkpoint=checkpoint,
-                                        request=request)
+                                        request=request, trace=trace)
         labels = (self.flow_name, self.trigger_name)
         if got.duplicate:
             self._metrics.child(self._metrics.duplicates, *labels).inc()

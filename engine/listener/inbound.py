@@ -20,7 +20,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from engine import safejson, telemetry
+from engine import safejson
 from engine.plugin import InboundRequest
 
 MASK = "***"
@@ -128,15 +128,11 @@ def stored_request(inbound: InboundRequest, path: str, path_params: dict[str, st
         text, encoding = inbound.body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(inbound.body).decode(), "base64"
-    stored = {"via": "http", "method": inbound.method, "url": redact_url(inbound.url, secret_queries),
-              "path": path, "headers": redact_headers(inbound.headers, secret_headers),
-              "query": redact_query(inbound.query, secret_queries),
-              "relativePathParameters": path_params, "body": text, "bodyEncoding": encoding,
-              "receivedAt": dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")}
-    trace = telemetry.carrier(inbound.headers)  # W3C traceparent: the run's span continues the caller's trace
-    if trace is not None:
-        stored["trace"] = trace
-    return stored
+    return {"via": "http", "method": inbound.method, "url": redact_url(inbound.url, secret_queries),
+            "path": path, "headers": redact_headers(inbound.headers, secret_headers),
+            "query": redact_query(inbound.query, secret_queries),
+            "relativePathParameters": path_params, "body": text, "bodyEncoding": encoding,
+            "receivedAt": dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")}
 
 
 def raw_body(stored: dict) -> bytes:

@@ -141,8 +141,7 @@ class SqsQueue(PullTrigger):
             group = good[start:start + size]
             try:
                 trace = trace_carrier(group[0][0].get("MessageAttributes") or {})  # the sender's span: the run's parent
-                accepted = await self.host.accept(self._payload(group), self._dedupe(group),
-                                                  request={"trace": trace} if trace else None)
+                accepted = await self.host.accept(self._payload(group), self._dedupe(group), trace=trace)
             except Exception as exc:  # noqa: BLE001 - a failed commit: the messages come back later
                 self.host.log.error(f"messages not accepted: {type(exc).__name__}: {exc}",
                                     extra={"event": "trigger_accept_failed"})

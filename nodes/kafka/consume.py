@@ -434,7 +434,7 @@ class Consume(PullTrigger):
                        "topic": topic, "partition": partition}
             dedupe = f"{topic}/{partition}/{items[0][0].offset()}-{items[-1][0].offset()}"
         trace = trace_carrier(items[0][0].headers() or [])  # the producer's span: the run's parent
-        await self.host.accept(payload, dedupe, checkpoint=checkpoint, request={"trace": trace} if trace else None)
+        await self.host.accept(payload, dedupe, checkpoint=checkpoint, trace=trace)
         if self.saved.get(key, -1) < last:
             self.saved[key] = last
 

@@ -233,3 +233,23 @@ def test_no_write_transaction_stays_open_while_a_loop_evaluates_its_next_iterati
     busy = tries.count(False) / len(tries)
     print("attempts:", len(tries), "busy:", busy)
     assert len(tries) > 20 and busy < 0.25, (len(tries), busy)
+
+
+def test_a_state_file_from_before_traces_gets_the_runs_trace_column_and_keeps_its_runs(tmp_path, flow_file):
+    import sqlite3
+
+    import engine
+
+    state = tmp_path / "state.db"
+    old = engine.run_file(flow_file("actions: {a: {type: Compose, inputs: 1}}"), state=state)
+    with sqlite3.connect(state) as db:
+        db.execute("ALTER TABLE runs DROP COLUMN trace")  # as a state file written before it existed
+    again = engine.run_file(flow_file("actions: {a: {type: Compose, inputs: 2}}"), state=state)
+    with sqlite3.connect(state) as db:
+        assert "trace" in {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+    store = Store(state)
+    try:
+        assert [store.get_run(r.id).status for r in (old, again)] == ["Succeeded", "Succeeded"]
+        assert store.get_run(old.id).trace is None
+    finally:
+        store.close()

@@ -146,7 +146,7 @@ def test_a_stored_traceparent_becomes_the_parent_of_the_runs_span(tmp_path, flow
         engine = Engine(tmp_path / "state.db")
         try:
             flow = engine.load(path)
-            run_id = engine.start(flow, request={"via": "test", "trace": {"traceparent": REMOTE, "tracestate": "a=b"}})
+            run_id = engine.start(flow, trace={"traceparent": REMOTE, "tracestate": "a=b"})
             anyio.run(engine.execute, run_id, flow)
         finally:
             engine.close()
@@ -193,13 +193,13 @@ def test_a_resumed_run_continues_the_trace_of_its_first_execution(tmp_path, flow
         second = Engine(tmp_path / "state.db")
         try:
             assert anyio.run(second.resume, run_id).status == "Succeeded"
-            stored = second.result(run_id).request
+            stored = second.result(run_id).trace
         finally:
             second.close()
     one, two = spans.runs()
     assert one.attributes["flowrun.status"] == "Interrupted" and two.attributes["flowrun.status"] == "Succeeded"
     assert trace_id(two) == trace_id(one) and two.parent.span_id == one.context.span_id
-    assert stored["trace"] == {"traceparent": traceparent(one)}
+    assert stored == {"traceparent": traceparent(one)}
     assert [s.name for s in spans.children(two)] == ["call", "after"]
 
 
@@ -300,10 +300,10 @@ def test_without_otel_configuration_a_run_is_not_traced_and_opentelemetry_is_nev
         from engine import telemetry
         result = engine.run_file({str(tmp_path / 'flow.yaml')!r}, state={str(tmp_path / 'state.db')!r})
         print(result.status, telemetry.active(), sorted(m for m in sys.modules if m.startswith("opentelemetry")),
-              "trace" in (result.request or {{}}))
+              result.trace)
     """)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["Succeeded", "None", "[]", "False"]
+    assert proc.stdout.split() == ["Succeeded", "None", "[]", "None"]
 
 
 @pytest.mark.parametrize("env", [{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_SDK_DISABLED": "true"},
