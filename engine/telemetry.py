@@ -148,18 +148,47 @@ def _from_environment() -> "Tracing | None":
     try:
         resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or "flowrun"})
         provider = TracerProvider(resource=resource)
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter() if wanted == "otlp"
-                                                       else ConsoleSpanExporter()))
+        exporter = _closing(OTLPSpanExporter)() if wanted == "otlp" else ConsoleSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     except Exception as exc:  # a malformed OTEL_* value: say which, run without traces
         log.warning("OpenTelemetry could not be configured from OTEL_*: %s: %s; running without traces",
                     type(exc).__name__, exc)
         return None
     import atexit
 
-    atexit.register(provider.shutdown)  # the batch processor exports what is left
+    atexit.register(_at_exit, provider, exporter)
     if type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider":
         trace.set_tracer_provider(provider)  # the process's other instrumentation joins the same traces
     return Tracing(provider)
+
+
+EXIT_FLUSH_MS = 3000  # at exit, spans still queued get this long to reach the collector
+
+
+def _closing(exporter_class: type) -> type:
+    """The exporter, whose ``shutdown`` may be called twice (at exit, then by the processor)."""
+
+    class Closing(exporter_class):  # type: ignore[misc, valid-type]
+        _closed = False
+
+        def shutdown(self) -> None:
+            if not self._closed:
+                self._closed = True
+                super().shutdown()
+
+    return Closing
+
+
+def _at_exit(provider: Any, exporter: Any) -> None:
+    """Export what is queued, for at most EXIT_FLUSH_MS: a collector that is down or slow does not
+    hold ``flowrun run`` for the exporter's whole retry schedule (its retries stop here)."""
+    import threading
+
+    flush = threading.Thread(target=provider.force_flush, daemon=True)  # its own timeout is not a bound
+    flush.start()
+    flush.join(EXIT_FLUSH_MS / 1000)
+    exporter.shutdown()  # an export still retrying gives up now
+    provider.shutdown()
 
 
 def _embedding_provider() -> "Tracing | None":

@@ -47,4 +47,9 @@ def configure(redact: Callable[[str], str], level: str = "info", stream: Any = N
         logger.setLevel(level.upper())
         logger.propagate = False
     logging.getLogger("uvicorn.access").disabled = True
+    otel = logging.getLogger("opentelemetry")  # an exporter's warnings (collector down) as JSON lines too
+    otel.handlers[:] = [handler]
+    chosen = logging.getLevelName(level.upper())
+    otel.setLevel(max(logging.WARNING, chosen if isinstance(chosen, int) else logging.WARNING))
+    otel.propagate = False
     return handler

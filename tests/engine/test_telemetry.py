@@ -356,3 +356,24 @@ def test_asking_for_traces_without_the_otel_extra_warns_once_and_runs_untraced(t
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["Succeeded"]
     assert proc.stderr.count("pip install 'flowrun[otel]'") == 1
+
+
+def test_serves_json_log_carries_an_exporters_warning_as_a_json_line():
+    import io
+
+    from engine.listener import logs
+
+    stream = io.StringIO()
+    loggers = [logging.getLogger(n) for n in ("opentelemetry", "flowrun", "uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved = [(lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    try:
+        logs.configure(lambda s: s, "info", stream)
+        logging.getLogger("opentelemetry.exporter.otlp").warning("Transient error %s", "refused")
+        logging.getLogger("opentelemetry.exporter.otlp").info("chatter")
+    finally:
+        for lg, (handlers, level, propagate, disabled) in zip(loggers, saved):
+            lg.handlers[:], lg.propagate, lg.disabled = handlers, propagate, disabled
+            lg.setLevel(level)
+    [line] = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert (line["level"], line["logger"], line["msg"]) == ("warning", "opentelemetry.exporter.otlp",
+                                                            "Transient error refused")
