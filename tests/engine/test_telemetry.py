@@ -377,3 +377,54 @@ def test_serves_json_log_carries_an_exporters_warning_as_a_json_line():
     [line] = [json.loads(x) for x in stream.getvalue().splitlines()]
     assert (line["level"], line["logger"], line["msg"]) == ("warning", "opentelemetry.exporter.otlp",
                                                             "Transient error refused")
+
+
+def test_after_kill_9_flowrun_resume_continues_the_trace_the_killed_process_stored(tmp_path):
+    import signal
+    import sqlite3
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from tests.support.waiting import wait_until
+
+    release, calls = threading.Event(), []
+
+    def slow(req):
+        calls.append(req)
+        if len(calls) == 1:
+            release.wait(60)
+        return 200, {}, b"ok"
+
+    state = tmp_path / "state.db"
+    with Recorder() as api, Recorder() as collector:
+        api.route("GET", "/slow", handler=slow)
+        collector.route("POST", "/v1/traces", body=b"")
+        (tmp_path / "flow.yaml").write_text(textwrap.dedent(f"""
+            actions:
+              first: {{type: Compose, inputs: 1}}
+              call: {{type: Http, runAfter: {{first: [Succeeded]}}, inputs: {{method: GET, uri: "{api.url}/slow"}}}}
+            """))
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+               "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
+        cli = [sys.executable, "-m", "engine.cli", "--state", str(state)]
+        proc = subprocess.Popen([*cli, "run", str(tmp_path / "flow.yaml")], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: calls, "the Http action in flight")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            release.set()
+        with sqlite3.connect(state) as db:
+            run_id, stored = db.execute("SELECT id, trace FROM runs").fetchone()
+        stored = json.loads(stored)["traceparent"]
+        resumed = subprocess.run([*cli, "resume", run_id], cwd=ROOT, env=env, capture_output=True, text=True,
+                                 timeout=120)
+        assert resumed.returncode == 0, resumed.stderr
+        spans = [s for post in collector.requests if post.path == "/v1/traces"
+                 for rs in ExportTraceServiceRequest.FromString(post.body).resource_spans
+                 for ss in rs.scope_spans for s in ss.spans]
+    [run] = [s for s in spans if s.name == "run flow"]
+    _, trace, parent, _ = stored.split("-")
+    assert (run.trace_id.hex(), run.parent_span_id.hex()) == (trace, parent)
+    assert [s.name for s in spans if s.parent_span_id == run.span_id] == ["call"]  # `first` was reused
