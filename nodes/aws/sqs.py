@@ -118,11 +118,7 @@ class SendMessage(Node):
             raise ActionError(f"{what}.body is empty: SQS needs at least one character", code="InvalidInput")
         if message.get("attributes"):
             entry["MessageAttributes"] = attributes(message["attributes"])
-        trace = trace_headers({})  # the current span's traceparent as attributes, when tracing; SQS takes
-        given = entry.get("MessageAttributes") or {}  # 10 attributes: a message that has them all keeps them
-        if trace and not any(k.lower() == "traceparent" for k in given) and len(given) + len(trace) <= MAX_ATTRIBUTES:
-            entry["MessageAttributes"] = {**given, **{k: {"DataType": "String", "StringValue": v}
-                                                      for k, v in trace.items()}}
+        _with_trace(entry)
         if message.get("delaySeconds") is not None:
             entry["DelaySeconds"] = message["delaySeconds"]
         if fifo or message.get("groupId"):
@@ -132,6 +128,22 @@ class SendMessage(Node):
             entry["MessageDeduplicationId"] = message.get("deduplicationId") or hashlib.sha256(
                 f"{context.idempotency_key}:{index}".encode()).hexdigest()[:128]
         return entry
+
+
+def _with_trace(entry: dict) -> None:
+    """Add the current span's ``traceparent`` (and ``tracestate``) as message attributes, when
+    tracing, unless the message carries one, or has no room for it: SQS takes 10 attributes and
+    MAX_BYTES in all, and a message that fits without the trace is never made too big by it."""
+    trace = trace_headers({})
+    given = entry.get("MessageAttributes") or {}
+    if not trace or any(k.lower() == "traceparent" for k in given) or len(given) + len(trace) > MAX_ATTRIBUTES:
+        return
+    entry["MessageAttributes"] = {**given, **{k: {"DataType": "String", "StringValue": v} for k, v in trace.items()}}
+    if message_size(entry) > MAX_BYTES:
+        if given:
+            entry["MessageAttributes"] = given
+        else:
+            del entry["MessageAttributes"]
 
 
 def _too_big(index: int, size: int) -> ActionError:

@@ -50,3 +50,14 @@ def test_a_received_messages_traceparent_is_the_parent_of_its_runs_span(tmp_path
     _, trace, parent, _ = REMOTE.split("-")
     assert (f"{first.context.trace_id:032x}", f"{first.parent.span_id:016x}") == (trace, parent)
     assert second.parent is None
+
+
+def test_a_message_at_the_size_limit_is_sent_without_the_trace_rather_than_made_too_big(moto, aws_run):
+    from nodes.aws.sqs import MAX_BYTES
+
+    url, _ = moto.queue("traced-full")
+    with traced():
+        run = aws_run({"one": action("aws.sqs.SendMessage", {"queue": url, "message": {"body": "x" * MAX_BYTES}})})
+    assert run.status == "Succeeded", run.error
+    [m] = moto.drain(url)
+    assert len(m["Body"]) == MAX_BYTES and "MessageAttributes" not in m
