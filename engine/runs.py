@@ -112,6 +112,8 @@ class Run:
                "parent_id": self.parent_id, "rerun_of": self.rerun_of, "git_commit": self.git_commit,
                "flow_hash": self.flow_hash, "params": self.params, "outputs": self.outputs,
                "error": self.error, "response": self.response, "orphaned": self.orphaned}
+        if isinstance(self.trace, dict) and self.trace.get("traceparent"):  # find the run in a tracing backend
+            out["traceparent"] = self.trace["traceparent"]
         if steps:
             out["steps"] = [s.to_json() for s in self.steps.values()]
         return out

@@ -194,12 +194,14 @@ def test_a_resumed_run_continues_the_trace_of_its_first_execution(tmp_path, flow
         try:
             assert anyio.run(second.resume, run_id).status == "Succeeded"
             stored = second.result(run_id).trace
+            second_json = second.result(run_id).to_json(steps=False)
         finally:
             second.close()
     one, two = spans.runs()
     assert one.attributes["flowrun.status"] == "Interrupted" and two.attributes["flowrun.status"] == "Succeeded"
     assert trace_id(two) == trace_id(one) and two.parent.span_id == one.context.span_id
     assert stored == {"traceparent": traceparent(one)}
+    assert second_json["traceparent"] == traceparent(one)  # `flowrun show --json` names it
     assert [s.name for s in spans.children(two)] == ["call", "after"]
 
 
