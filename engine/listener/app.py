@@ -94,6 +94,7 @@ class Listener:
         self.table = Table()
         self.ready = False
         self.draining = False
+        self.closing = False  # a signal asked the server to stop (before draining starts)
         self._openapi: tuple[int, dict] | None = None
         self._stamps: dict[str, tuple[int, int]] = {}
 

@@ -5,7 +5,7 @@
 
 The store is looked at every POLL seconds; an event is sent only when something changed
 (the first look always sends one). A stream ends after LIFETIME seconds or when the server
-drains (browsers reconnect by themselves, after ``retry``); ``?events=N`` ends it after N
+is told to stop (browsers reconnect by themselves, after ``retry``); ``?events=N`` ends it after N
 events (scripts, tests). The data holds ids, names and statuses only, and passes through
 the redactor like every other answer.
 """
@@ -56,7 +56,7 @@ class Events:
         last: Any = None
         sent = 0
         ends = time.monotonic() + LIFETIME
-        while sent < most and time.monotonic() < ends and not self.ui.listener.draining:
+        while sent < most and time.monotonic() < ends and not (self.ui.listener.draining or self.ui.listener.closing):
             mark = history.fingerprint(self.store, run_id)
             if mark != last:
                 last = mark
