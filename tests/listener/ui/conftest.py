@@ -63,10 +63,11 @@ def find_chromium() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     """A headless Chromium (Playwright over Debian's package); skipped, saying why, only when
-    it cannot be installed."""
+    it cannot be installed. Module-scoped: Playwright's sync API holds an asyncio loop in this
+    thread while it runs, so it must stop before other modules' tests call anyio.run."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
