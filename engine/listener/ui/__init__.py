@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from engine.errors import FlowrunError
+from engine.errors import FlowrunError, Refused
 
 from .session import COOKIE, Sessions
 
@@ -43,14 +43,6 @@ HEADERS = {
     "X-Frame-Options": "DENY",
 }
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class Refused(Exception):
-    """A request the UI answers with a message page: ``status`` and what to do about it."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def shown(value: Any) -> tuple[str, bool]:
