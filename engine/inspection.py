@@ -140,7 +140,15 @@ class Reader:
 
     def iteration_page(self, path: str, start: int = 0, count: int = 500, *,
                        bad_only: bool = False) -> list[Step]:
-        """Up to ``count`` iterations of a loop in index order, from index ``start``."""
+        """Up to ``count`` iterations of a loop in index order, from index ``start`` (all of them:
+        read by primary key, whatever the loop's size; only failed ones: a scan of the loop)."""
+        if not bad_only:
+            paths = [f"{path}[{i}]" for i in range(max(0, start), max(0, start) + min(max(1, count), 1000))]
+            rows = self.db.execute(f"SELECT {_COLS} FROM steps WHERE run_id = ? AND path IN "
+                                   f"({', '.join('?' * len(paths))}) AND type = 'Iteration'",
+                                   (self.run_id, *paths)).fetchall()
+            steps = [self.store._step(r, blobs=self.blobs) for r in rows]
+            return sorted(steps, key=lambda s: int(s.path[len(path) + 1:-1]))
         where, args = self._inside_loop(path)
         index = f"CAST(substr(path, {len(path) + 2}) AS INTEGER)"
         where += f" AND type = 'Iteration' AND instr(substr(path, {len(path) + 1}), '/') = 0 AND {index} >= ?"

@@ -101,20 +101,27 @@ class Pages:
         except FlowrunError as exc:
             flow_problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         diagram = None
+        counted: dict[str, tuple] = {}
+
+        def loop_counts(path: str) -> tuple:  # read once per loop: the diagram and the strip both use it
+            if path not in counted:
+                counted[path] = reader.loop_counts(path)
+            return counted[path]
+
         if flow is not None:
             def status_of(action: Any, path: str) -> str | None:
                 step = reader.step(path)
                 return str(step.status) if step else None
 
             def counts_of(path: str) -> dict[str, dict[str, int]]:
-                return reader.loop_counts(path)[1]
+                return loop_counts(path)[1]
 
             diagram = dag.diagram(flow.root, "", status_of, counts_of, chosen)
         strips = {}
         for section in _sections(diagram):
             path = section.loop_path
             if path and "[]" not in path:
-                per_iteration, _ = reader.loop_counts(path)
+                per_iteration, _ = loop_counts(path)
                 items = reader.iteration_page(path, start, STRIP, bad_only=failed_only)
                 strips[path] = {"counts": per_iteration, "items": items, "total": sum(per_iteration.values()),
                                 "next": (int(_ITERATION.findall(items[-1].path)[-1]) + 1) if len(items) == STRIP else None}
