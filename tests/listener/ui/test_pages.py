@@ -6,7 +6,7 @@ import html
 import json
 import re
 import stat
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 from pathlib import Path
 
 import pytest
@@ -233,7 +233,8 @@ actions:
 def forms(secret: str) -> list[str]:
     once = json.dumps(secret)[1:-1]
     return [secret, html.escape(secret), html.escape(secret, quote=False), once, html.escape(once),
-            json.dumps(once)[1:-1], secret.replace("\\", "\\\\")]
+            json.dumps(once)[1:-1], secret.replace("\\", "\\\\"), quote(secret, safe=""), quote_plus(secret),
+            html.escape(quote(secret, safe="")), html.escape(quote_plus(secret))]
 
 
 def test_no_secret_reaches_any_page_download_or_event(tmp_path, monkeypatch):
@@ -248,7 +249,7 @@ def test_no_secret_reaches_any_page_download_or_event(tmp_path, monkeypatch):
         run_id = answer.json()["runId"]
         wait_for(lambda: app.runs("secretive")[0]["status"] == "Failed", "the run to fail")
         pages = [app.client.get(url, headers=BEARER) for url in (
-            "/ui/runs", f"/ui/runs?q={SECRET}", f"/ui/runs/{run_id}", f"/ui/runs/{run_id}?it=x[0]", "/ui/flows",
+            "/ui/runs", f"/ui/runs?q={quote(SECRET)}", f"/ui/runs?q={quote(SECRET)}&flow={quote(SECRET)}&status=Failed", f"/ui/runs/{run_id}", f"/ui/runs/{run_id}?it=x[0]", "/ui/flows",
             f"/ui/runs/{run_id}/rerun?from=echo", f"/ui/runs/{run_id}/value/payload", f"/ui/runs/{run_id}/value/request",
             f"/ui/runs/{run_id}/value/inputs?path=echo", f"/ui/runs/{run_id}/value/error?path=fail",
             "/ui/events?events=1", f"/ui/events?events=1&run={run_id}", f"/ui/runs/{SECRET}", "/ui/login")]
@@ -303,3 +304,17 @@ def test_serve_without_an_admin_token_keeps_one_beside_the_state_database(tmp_pa
     assert len(token) >= 20 and path == tmp_path / "state.db.ui-token"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert token_file(tmp_path / "state.db") == (token, path)  # kept across restarts
+
+
+@pytest.mark.parametrize("body, headers", [
+    (b"csrf=x&" + b"a=1&" * 200, {}),  # more fields than any form has
+    (b"x" * 70_000, {}),  # past the form size limit
+    (b"csrf=\xff\xfe&from=\x00", {}),  # not UTF-8
+    (b"", {"content-length": "999999999"}),  # a length that lies
+])
+def test_hostile_form_bodies_are_refused_without_a_500(app, body, headers):
+    run_id = start(app)
+    answer = app.client.post(f"/ui/runs/{run_id}/rerun", content=body,
+                             headers={**BEARER, "content-type": "application/x-www-form-urlencoded", **headers})
+    assert answer.status_code in (403, 413)
+    assert len(app.runs("batch")) == 1
