@@ -4,6 +4,7 @@
     runs = search(store, f, offset=0, limit=50)      # newest first, one page
     counts(store, f)                                  # {"Failed": 3, "Succeeded": 40, ...} (status ignored)
     fingerprint(store)                                # changes whenever any run changes status
+    progress(store, run_id), related(store, run_id), recent(store, flow)
 
 A filter is built from untrusted text (a query string): every value is checked and bounded,
 and a value that cannot be understood is reported in ``problems`` and left out, never an
@@ -152,6 +153,13 @@ def fingerprint(store: Store, run_id: str | None = None) -> tuple:
         return (tuple(row) if row else None, tuple(steps))
     return tuple(store.db.execute("SELECT status, COUNT(*), MAX(created), MAX(started), MAX(ended) FROM runs "
                                   "GROUP BY status ORDER BY status").fetchall())
+
+
+def progress(store: Store, run_id: str) -> dict:
+    """How far a run is: its status and how many steps it has recorded."""
+    row = store.db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+    steps = store.db.execute("SELECT COUNT(*) FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
+    return {"status": row[0] if row else None, "steps": steps}
 
 
 def related(store: Store, run_id: str) -> dict[str, list[Run]]:

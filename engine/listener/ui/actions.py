@@ -29,7 +29,7 @@ class Actions:
             raise Refused(429, f"{self.runs.max_in_flight} runs are in flight; try again in a moment.")
 
     async def rerun(self, request: Request) -> Response:
-        run = self._pages._run(request)
+        run = self._pages.run_of(request)
         form = request.state.form
         start = short_text(form.get("from"), 300)
         if start is None:
@@ -42,7 +42,7 @@ class Actions:
         return redirect_to_run(new_id)
 
     async def resume(self, request: Request) -> Response:
-        run = self._pages._run(request)
+        run = self._pages.run_of(request)
         if is_terminal(run.status):
             raise Refused(409, f"Run {run.id} already finished ({run.status}); rerun it instead.")
         if run.id in self.runs.in_flight:
@@ -55,7 +55,7 @@ class Actions:
         return redirect_to_run(run.id)
 
     async def cancel(self, request: Request) -> Response:
-        run = self._pages._run(request)
+        run = self._pages.run_of(request)
         if is_terminal(run.status):
             raise Refused(409, f"Run {run.id} already finished ({run.status}).")
         self.engine.cancel(run.id)
@@ -65,7 +65,7 @@ class Actions:
     async def replay(self, request: Request) -> Response:
         from ..replay import start_replay
 
-        run = self._pages._run(request)
+        run = self._pages.run_of(request)
         definition = "recorded" if request.state.form.get("definition") == "recorded" else "current"
         self._room()
         flow, new_id = start_replay(self.engine, run.id, definition)

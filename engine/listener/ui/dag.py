@@ -13,7 +13,7 @@ by status).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from engine.model import Action, Block
 

@@ -43,9 +43,7 @@ class Events:
 
     def snapshot(self, run_id: str | None) -> tuple[str, dict]:
         if run_id is not None:
-            run = self.store.db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-            steps = self.store.db.execute("SELECT COUNT(*) FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
-            return "run", {"run": run_id, "status": run[0] if run else None, "steps": steps}
+            return "run", {"run": run_id, **history.progress(self.store, run_id)}
         counts = history.counts(self.store, history.RunFilter())
         recent = history.search(self.store, history.RunFilter(), limit=20)
         return "runs", {"counts": counts, "runs": [{"id": r.id, "flow": r.flow, "status": str(r.status)}

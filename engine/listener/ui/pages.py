@@ -60,7 +60,7 @@ class Pages:
         self.engine = ui.engine
         self.store = ui.engine.store
 
-    def _run(self, request: Request) -> Run:
+    def run_of(self, request: Request) -> Run:
         run_id = request.path_params["run_id"]
         run = self.engine.run_record(run_id) if short_text(run_id, 100) else None
         if run is None:
@@ -86,7 +86,7 @@ class Pages:
 
     # -- one run ------------------------------------------------------------------------------
     async def run(self, request: Request) -> Response:
-        run = self._run(request)
+        run = self.run_of(request)
         q = request.query_params
         reader = Reader(self.store, run.id, blobs=False)
         it = short_text(q.get("it"), 500)
@@ -138,8 +138,7 @@ class Pages:
                               is_blob=is_blob_ref, finished=is_terminal(run.status), in_flight=in_flight,
                               can_resume=not is_terminal(run.status) and not in_flight and run.orphaned,
                               can_replay=isinstance(run.request, dict),
-                              step_count=self.store.db.execute("SELECT COUNT(*) FROM steps WHERE run_id = ?",
-                                                               (run.id,)).fetchone()[0])
+                              step_count=history.progress(self.store, run.id)["steps"])
 
     def _listed(self, reader: Reader, chosen: dict[str, str]) -> list[Step]:
         """The steps outside loops, and inside the chosen iterations, in the order of the tree."""
@@ -164,7 +163,7 @@ class Pages:
 
     async def value(self, request: Request) -> Response:
         """A stored value of the run (``payload`` ...) or of one step (``?path=``), as a JSON file."""
-        run = self._run(request)
+        run = self.run_of(request)
         what = request.path_params["what"]
         path = short_text(request.query_params.get("path"), 2000)
         if path is not None:
@@ -193,7 +192,7 @@ class Pages:
 
     # -- rerun plan -----------------------------------------------------------------------------
     async def rerun_plan(self, request: Request) -> Response:
-        run = self._run(request)
+        run = self.run_of(request)
         q = request.query_params
         start = short_text(q.get("from"), 300)
         if start is None:
