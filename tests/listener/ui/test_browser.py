@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
+
 from ..conftest import ROOT as REPO
 from .conftest import ADMIN, BATCH, FIXED, ITEMS, artifacts
 
+expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')").expect
 RED, GREEN, GREY = "rgb(198, 40, 40)", "rgb(46, 125, 50)", "rgb(123, 129, 144)"
 
 
@@ -92,11 +95,7 @@ def test_a_failed_run_is_found_read_and_rerun_from_its_failed_iteration(make_ser
     assert page.locator(f'a[href="/ui/runs/{bad_id}"]').count() >= 1  # "rerun of" the failed run
 
     # the watching tab saw the new run appear (server-sent events), Succeeded, without a reload
-    row = watcher.locator(f'tr.run[data-run="{new_id}"] .badge')
-    row.wait_for(timeout=20_000)
-    watcher.wait_for_function(
-        f"document.querySelector('tr.run[data-run=\"{new_id}\"] .badge').textContent === 'Succeeded'",
-        timeout=20_000)
+    expect(watcher.locator(f'tr.run[data-run="{new_id}"] .badge')).to_have_text("Succeeded", timeout=20_000)
     assert watcher.locator("tr.run").count() == 3
     watcher.screenshot(path=str(shots / "ui-runs-after-rerun.png"), full_page=True)
     assert server.wait_run(new_id)["status"] == "Succeeded"
