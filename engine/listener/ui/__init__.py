@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 
 from engine.errors import FlowrunError, Refused
 
-from .session import COOKIE, Sessions
+from .session import COOKIE, Sessions, Throttle
 
 HERE = Path(__file__).parent
 log = logging.getLogger("flowrun.listener")
@@ -66,6 +66,7 @@ class UI:
         self.engine = listener.engine
         self.redact = listener.redact
         self._sessions: Sessions | None = None
+        self.throttle = Throttle()
         self._markup = Markup
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True,
                                undefined=StrictUndefined, finalize=self._finalize, trim_blocks=True,
@@ -192,10 +193,16 @@ class UI:
         pre = request.cookies.get("flowrun_ui_login") or ""
         if not pre or not _same(self.sessions.login_csrf(pre), form.get("csrf")):
             return await self.login_form(request, "The form expired; try again.", 403)
+        client = request.client.host if request.client else "?"
+        wait = self.throttle.wait(client)
+        if wait:
+            return await self.login_form(request, f"Too many wrong tokens from {client}; try again in "
+                                                  f"{int(wait) + 1} s.", 429)
         if not self.sessions.token_ok(form.get("token") or ""):
-            log.warning("web UI sign-in refused", extra={"event": "ui_login_refused",
-                                                          "client": request.client.host if request.client else None})
+            self.throttle.failed(client)
+            log.warning("web UI sign-in refused", extra={"event": "ui_login_refused", "client": client})
             return await self.login_form(request, "That is not the admin token.", 403)
+        self.throttle.succeeded(client)
         response = RedirectResponse(_local(form.get("next") or "") or "/ui/runs", 303, headers=HEADERS)
         response.set_cookie(COOKIE, self.sessions.new_cookie(), path="/ui", httponly=True, samesite="strict",
                             secure=request.url.scheme == "https")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 COOKIE = "flowrun_ui"
+TRIES, WINDOW = 10, 600.0  # wrong tokens from one address within WINDOW seconds before it must wait
 PRE_COOKIE = "flowrun_ui_login"  # the login form's nonce, before there is a session
 LIFETIME = 12 * 3600  # seconds a session lasts
 
@@ -83,6 +84,38 @@ class Sessions:
 
     def login_csrf(self, pre: str) -> str:
         return self._mac("login", pre)
+
+
+class Throttle:
+    """Wrong admin tokens counted per client address: past TRIES within WINDOW seconds, that
+    address may not try again until the window has passed (guessing is slowed to a crawl)."""
+
+    def __init__(self, clock: Any = time.monotonic):
+        self.clock = clock
+        self.failures: dict[str, list[float]] = {}
+
+    def _recent(self, client: str) -> list[float]:
+        now = self.clock()
+        kept = [t for t in self.failures.get(client, []) if now - t < WINDOW]
+        if kept:
+            self.failures[client] = kept
+        else:
+            self.failures.pop(client, None)
+        return kept
+
+    def wait(self, client: str) -> float:
+        """Seconds ``client`` must wait before trying again (0: it may try now)."""
+        recent = self._recent(client)
+        return 0.0 if len(recent) < TRIES else max(0.0, WINDOW - (self.clock() - recent[0]))
+
+    def failed(self, client: str) -> None:
+        if len(self.failures) > 10_000:  # bounded memory whatever the number of addresses
+            self.failures.clear()
+        self.failures.setdefault(client, []).append(self.clock())
+        del self.failures[client][:-TRIES]
+
+    def succeeded(self, client: str) -> None:
+        self.failures.pop(client, None)
 
 
 def token_file(state: str | Path) -> tuple[str, Path]:

@@ -64,6 +64,31 @@ def test_the_login_form_sets_an_httponly_strict_cookie_that_is_not_the_token(app
     assert app.client.get("/ui/runs", follow_redirects=False).status_code == 303  # a forged cookie is no session
 
 
+def test_guessing_the_token_is_slowed_to_a_crawl(app):
+    from engine.listener.ui.session import TRIES
+
+    for _ in range(TRIES):
+        form = app.client.get("/ui/login")
+        assert app.client.post("/ui/login", data={"csrf": csrf_of(form.text), "token": "guess"}).status_code == 403
+    form = app.client.get("/ui/login")
+    refused = app.client.post("/ui/login", data={"csrf": csrf_of(form.text), "token": ADMIN}, follow_redirects=False)
+    assert refused.status_code == 429 and "Too many wrong tokens" in refused.text
+    assert app.client.get("/ui/runs", headers=BEARER).status_code == 200  # the bearer header is not a guess form
+
+
+def test_the_throttle_forgets_after_its_window():
+    from engine.listener.ui.session import TRIES, WINDOW, Throttle
+
+    now = [1000.0]
+    throttle = Throttle(clock=lambda: now[0])
+    for _ in range(TRIES):
+        assert throttle.wait("a") == 0
+        throttle.failed("a")
+    assert throttle.wait("a") == WINDOW and throttle.wait("b") == 0
+    now[0] += WINDOW
+    assert throttle.wait("a") == 0
+
+
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/ui/", "/ui/\r\nSet-Cookie: x=1", "/elsewhere"])
 def test_after_signing_in_only_a_ui_path_is_followed(app, target):
     form = app.client.get("/ui/login")
