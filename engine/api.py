@@ -315,10 +315,17 @@ class Engine:
         return flow, run, _OneIteration(self.store, run.id, skip=frozenset(again), finished_only=True,
                                         loop=loop, index=index), again
 
-    async def rerun(self, run_id: str, from_action: str, *, definition: str = "recorded", **kw: Any) -> Run:
+    def start_rerun(self, run_id: str, from_action: str, *,
+                    definition: str = "recorded") -> tuple[Flow, str, RecordedSteps]:
+        """(flow, new run id, what it reuses): the rerun is committed as Queued; execute it with
+        ``execute(new_id, flow, reuse=reuse, copy_reused=True)``."""
         flow, run, reuse, _ = self.rerun_plan(run_id, from_action, definition)
         new_id = self.start(flow, params=run.params, trigger=run.trigger, trigger_outputs=run.payload,
                             rerun_of=run.id, request=run.request, trace=run.trace)  # in the first run's trace
+        return flow, new_id, reuse
+
+    async def rerun(self, run_id: str, from_action: str, *, definition: str = "recorded", **kw: Any) -> Run:
+        flow, new_id, reuse = self.start_rerun(run_id, from_action, definition=definition)
         return await self.execute(new_id, flow, reuse=reuse, copy_reused=True, **kw)
 
     # -- reading runs ------------------------------------------------------------------------
@@ -351,6 +358,12 @@ class Engine:
 
     def steps(self, run_id: str) -> list[Step]:
         return self.store.steps(run_id)
+
+    def search_runs(self, filter: Any, *, offset: int = 0, limit: int = 50) -> list[Run]:
+        """One page of the runs an ``engine.history.RunFilter`` selects, newest first."""
+        from . import history
+
+        return self._mark_orphans(history.search(self.store, filter, offset=offset, limit=limit))
 
     def fail_run(self, run_id: str, error: dict) -> None:
         """Record that a run could not execute at all (its error says why)."""

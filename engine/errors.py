@@ -18,6 +18,7 @@
     BodyError (ValueError)           an inbound body cannot be read as its content type says (400)
     JsonLimit (ValueError)           JSON that is malformed or past a limit (depth, digits, UTF-8)
     TriggerConfigError (ValueError)  a trigger definition the trigger cannot use (problem lines)
+    Refused                          a web UI request answered with a message page (its status)
 
 Nodes raise ActionError or RetryableError (usually through their vendor's
 ``map_errors``); the executor turns them into a step's ``Failed`` status and
@@ -143,6 +144,14 @@ class AuthError(Exception):
 
 class ReplayError(FlowrunError):
     """A stored request cannot be replayed (none stored, trigger gone, body no longer valid)."""
+
+
+class Refused(Exception):
+    """A request the web UI answers with a message page: ``status`` and what to do about it."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class BodyError(ValueError):

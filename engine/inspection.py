@@ -80,8 +80,9 @@ class Line:
 class Reader:
     """Paged reads of one run's steps (direct children of a block, a loop's iterations, counts)."""
 
-    def __init__(self, store: Store, run_id: str, page: int = PAGE):
+    def __init__(self, store: Store, run_id: str, page: int = PAGE, *, blobs: bool = True):
         self.db, self.store, self.run_id, self.page = store.db, store, run_id, page
+        self.blobs = blobs  # False: offloaded values stay references ({"$blob": sha256, "size": n})
 
     def _rows(self, where: str, args: tuple, *, by_path: bool = False) -> Iterator[Step]:
         """Pages of steps in the order they finished. ``by_path``: the ``where`` holds a range of
@@ -92,7 +93,7 @@ class Reader:
             rows = self.db.execute(f"SELECT {_COLS} FROM steps WHERE run_id = ? AND {where} AND {order} > ? "
                                    f"ORDER BY {order} LIMIT ?", (self.run_id, *args, last, self.page)).fetchall()
             for r in rows:
-                yield self.store._step(r)
+                yield self.store._step(r, blobs=self.blobs)
             if len(rows) < self.page:
                 return
             last = rows[-1][10]  # seq
@@ -116,6 +117,10 @@ class Reader:
             return "loop"
         return "block" if self.has_children(path) else None
 
+    def step(self, path: str) -> Step | None:
+        r = self.db.execute(f"SELECT {_COLS} FROM steps WHERE run_id = ? AND path = ?", (self.run_id, path)).fetchone()
+        return self.store._step(r, blobs=self.blobs) if r else None
+
     def has_iterations(self, path: str) -> bool:
         where, args = self._inside_loop(path)
         return self.db.execute(f"SELECT 1 FROM steps WHERE run_id = ? AND {where} LIMIT 1",
@@ -132,6 +137,28 @@ class Reader:
             where += " AND status IN (?, ?, ?)"
             args = (*args, *BAD)
         return self._rows(where, args)
+
+    def iteration_page(self, path: str, start: int = 0, count: int = 500, *,
+                       bad_only: bool = False) -> list[Step]:
+        """Up to ``count`` iterations of a loop in index order, from index ``start`` (all of them:
+        read by primary key, whatever the loop's size; only failed ones: a scan of the loop)."""
+        if not bad_only:
+            paths = [f"{path}[{i}]" for i in range(max(0, start), max(0, start) + min(max(1, count), 1000))]
+            rows = self.db.execute(f"SELECT {_COLS} FROM steps WHERE run_id = ? AND path IN "
+                                   f"({', '.join('?' * len(paths))}) AND type = 'Iteration'",
+                                   (self.run_id, *paths)).fetchall()
+            steps = [self.store._step(r, blobs=self.blobs) for r in rows]
+            return sorted(steps, key=lambda s: int(s.path[len(path) + 1:-1]))
+        where, args = self._inside_loop(path)
+        index = f"CAST(substr(path, {len(path) + 2}) AS INTEGER)"
+        where += f" AND type = 'Iteration' AND instr(substr(path, {len(path) + 1}), '/') = 0 AND {index} >= ?"
+        args = (*args, max(0, start))
+        if bad_only:
+            where += " AND status IN (?, ?, ?)"
+            args = (*args, *BAD)
+        rows = self.db.execute(f"SELECT {_COLS} FROM steps WHERE run_id = ? AND {where} ORDER BY {index} LIMIT ?",
+                               (self.run_id, *args, max(1, count))).fetchall()
+        return [self.store._step(r, blobs=self.blobs) for r in rows]
 
     def loop_counts(self, path: str) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
         """(iterations by status, {inner action: its steps by status}) across every iteration."""

@@ -74,6 +74,11 @@ def _statements(script: str) -> list[str]:
     return [part.strip() for part in script.split(";") if part.strip()]
 
 
+def is_blob_ref(value: Any) -> bool:
+    """``value`` is the reference a value offloaded to the blob store is stored as."""
+    return isinstance(value, dict) and len(value) == 2 and "$blob" in value and "size" in value
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, (set, tuple)):
         return list(value)
@@ -227,13 +232,22 @@ class Store:
             return json.dumps({"$blob": digest, "size": len(data)})
         return text
 
-    def decode(self, text: str | None) -> Any:
+    def decode(self, text: str | None, *, blobs: bool = True) -> Any:
+        """The stored value; a value offloaded to the blob store is read back, or with
+        ``blobs=False`` left as its reference ``{"$blob": sha256, "size": n}``."""
         if text is None:
             return None
         value = json.loads(text)
-        if isinstance(value, dict) and "$blob" in value and len(value) == 2 and "size" in value:
+        if blobs and is_blob_ref(value):
             return json.loads((self.blobs / f"{value['$blob']}.json").read_text(encoding="utf-8"))
         return value
+
+    def blob_file(self, digest: str) -> Path | None:
+        """The file of an offloaded value, by its sha256 (anything else: None)."""
+        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            return None
+        path = self.blobs / f"{digest}.json"
+        return path if path.is_file() else None
 
     # -- writes ----------------------------------------------------------------------------
     def flush(self) -> None:
@@ -567,9 +581,9 @@ class Store:
                             "seq, interrupted FROM steps WHERE run_id = ? AND path = ?", (run_id, path)).fetchone()
         return self._step(r) if r else None
 
-    def _step(self, r: tuple) -> Step:
-        return Step(r[0], r[1], r[2], r[3], r[4], self.decode(r[5]), self.decode(r[6]), self.decode(r[7]),
-                    r[8], r[9], r[10], interrupted=bool(r[11]))
+    def _step(self, r: tuple, *, blobs: bool = True) -> Step:
+        return Step(r[0], r[1], r[2], r[3], r[4], self.decode(r[5], blobs=blobs), self.decode(r[6], blobs=blobs),
+                    self.decode(r[7], blobs=blobs), r[8], r[9], r[10], interrupted=bool(r[11]))
 
     def unfinished_runs(self) -> list[str]:
         return [r[0] for r in self.db.execute(

@@ -4,6 +4,7 @@
     OPTIONS  (same path)                                      protocol pre-flight (handshake)
     GET  /runs/{id}                                           status and outputs
     GET  /healthz  /readyz  /metrics  /openapi.json
+    /ui/...                                                   the web UI (engine/listener/ui)
 
 A trigger request goes: route -> method (405) -> draining (503) -> size (413) -> handshake
 -> authentication (401/403) -> body parsing (400) -> schema (400, every problem listed) ->
@@ -65,6 +66,7 @@ class Options:
     reload_interval: float = 1.0
     retry_after: int = 1
     admin_token: str | None = None
+    ui_token_file: str | None = None  # where serve keeps the admin token it made (none was set)
     retention: float | None = None  # seconds: finished runs older than this are pruned
     retention_interval: float = 3600.0  # seconds between prunes (the first at start)
     clock: Any = None  # what pull triggers (schedules) read the time from; tests inject one
@@ -92,6 +94,7 @@ class Listener:
         self.table = Table()
         self.ready = False
         self.draining = False
+        self.closing = False  # a signal asked the server to stop (before draining starts)
         self._openapi: tuple[int, dict] | None = None
         self._stamps: dict[str, tuple[int, int]] = {}
 
@@ -458,6 +461,9 @@ class Listener:
             log.info("listening on http://%s:%s", self.options.host, self.options.port,
                      extra={"event": "listening", "url": f"http://{self.options.host}:{self.options.port}",
                             "count": resumed})
+            where = f" (sign in with the admin token in {self.options.ui_token_file})" if self.options.ui_token_file else ""
+            log.info("web UI at http://%s:%s/ui%s", self.options.host, self.options.port, where,
+                     extra={"event": "ui", "url": f"http://{self.options.host}:{self.options.port}/ui"})
             try:
                 yield
             finally:
@@ -542,6 +548,9 @@ def build_app(listener: Listener) -> Starlette:
         Route("/openapi.json", listener.openapi, methods=["GET"]),
         Route("/runs/{run_id}", listener.run_status, methods=["GET"]),
     ]
+    from .ui import UI
+
+    routes += UI(listener).routes()  # the web UI at /ui
     limits = Middleware(HeaderLimits, max_headers=listener.options.max_headers,
                         max_bytes=listener.options.max_header_bytes, metrics=listener.metrics)
     return Starlette(routes=routes, lifespan=listener.lifespan, middleware=[limits])

@@ -34,7 +34,8 @@ from engine.clierrors import Fail, guard
 @click.option("--reload", is_flag=True, help="watch the flows folder and reload changed flows (requests in flight "
                                              "keep the version they started with)")
 @click.option("--admin-token-env", default="FLOWRUN_ADMIN_TOKEN", show_default=True, metavar="VAR",
-              help="environment variable holding the admin token (Authorization: Bearer) for GET /runs/{id}")
+              help="environment variable holding the admin token (Authorization: Bearer) for GET /runs/{id} and "
+                   "the web UI at /ui; unset: serve makes one and keeps it in <state>.ui-token")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--retention", default=None, metavar="AGE",
@@ -79,10 +80,15 @@ def serve(ctx: click.Context, flows_dir: str, state: str | None, connections: st
     connections = connections or root.get("connections") or find_file(Path(flows_dir) / "_.yaml")
     engine = Engine(state, connections=connections)
     logs.configure(engine.redactor, log_level)
+    admin_token, token_file = os.environ.get(admin_token_env) or None, None
+    if admin_token is None:  # the web UI needs one: made once, kept beside the state database
+        from .ui.session import token_file as make_token
+
+        admin_token, token_file = make_token(state)
     options = Options(flows=flows_dir, host=host, port=port, base_url=base_url, max_body=max_body,
                       max_headers=max_headers, max_header_bytes=max_header_bytes,
                       max_in_flight=max_in_flight, sync_timeout=sync_timeout, shutdown_timeout=shutdown_timeout,
-                      reload=reload, admin_token=os.environ.get(admin_token_env) or None,
+                      reload=reload, admin_token=admin_token, ui_token_file=str(token_file) if token_file else None,
                       retention=keep, retention_interval=every)
     listener = Listener(engine, options)
     try:

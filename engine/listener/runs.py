@@ -27,10 +27,12 @@ SERVED = ("http", "schedule", "trigger")  # the request's ``via`` of runs a list
 
 
 class RunHandle:
-    __slots__ = ("run_id", "flow", "flow_name", "trigger", "response", "responded", "done", "status", "_starts")
+    __slots__ = ("run_id", "flow", "flow_name", "trigger", "response", "responded", "done", "status", "_starts",
+                 "reuse")
 
-    def __init__(self, run_id: str, flow: Any, trigger: str, flow_name: str | None = None):
+    def __init__(self, run_id: str, flow: Any, trigger: str, flow_name: str | None = None, reuse: Any = None):
         self.run_id = run_id
+        self.reuse = reuse  # a rerun: the old run's steps it takes over (engine.start_rerun)
         self.flow = flow  # None when resuming: the engine loads the recorded definition
         self.flow_name = flow.name if flow is not None else flow_name
         self.trigger = trigger
@@ -65,8 +67,8 @@ class Runs:
             await self._room.wait()
 
     def launch(self, run_id: str, flow: Any, trigger: str, *, resume: bool = False,
-               flow_name: str | None = None) -> RunHandle:
-        handle = RunHandle(run_id, flow, trigger, flow_name)
+               flow_name: str | None = None, reuse: Any = None) -> RunHandle:
+        handle = RunHandle(run_id, flow, trigger, flow_name, reuse)
         self.in_flight[run_id] = handle
         self.metrics.in_flight.set(len(self.in_flight))
         task = asyncio.get_running_loop().create_task(self._run(handle, resume))
@@ -111,6 +113,9 @@ class Runs:
         try:
             if resume:
                 result = await self.engine.resume(handle.run_id, on_response=on_response, on_event=on_event)
+            elif handle.reuse is not None:  # a rerun started from the web UI
+                result = await self.engine.execute(handle.run_id, handle.flow, reuse=handle.reuse, copy_reused=True,
+                                                   on_response=on_response, on_event=on_event)
             else:
                 result = await self.engine.execute(handle.run_id, handle.flow, on_response=on_response,
                                                    on_event=on_event)

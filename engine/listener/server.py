@@ -74,4 +74,9 @@ def run(listener: Any, host: str, port: int) -> None:
     config = uvicorn.Config(build_app(listener), log_config=None, access_log=False, lifespan="on",
                             server_header=False, proxy_headers=False, timeout_keep_alive=15, backlog=4096,
                             timeout_graceful_shutdown=int(listener.options.sync_timeout) + 5)
-    uvicorn.Server(config).run(sockets=[sock])
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            listener.closing = True  # the web UI's event streams end: an open tab does not hold the shutdown
+            super().handle_exit(sig, frame)
+
+    Server(config).run(sockets=[sock])
