@@ -128,8 +128,11 @@ def _b64decode_checked(value: Any) -> str:
 
 def _finalize(value: Any) -> str:
     """``to_text`` for ``{{ }}`` inside text: measured before it is written out."""
-    if isinstance(value, (dict, list, tuple)):
-        sandbox.check_text(sandbox.current(), value)
+    if isinstance(value, (dict, list, tuple, sandbox.Lazy)):
+        budget = sandbox.current()
+        if budget.lazy:
+            value = sandbox.materialize(value, budget)
+        sandbox.check_text(budget, value)
     return to_text(value)
 
 
@@ -260,6 +263,8 @@ _TYPE_NAMES = {dict: "object", list: "array", tuple: "array", str: "string", int
 
 def type_name(value: Any) -> str:
     """A value's type in JSON words: object, array, string, integer, number, boolean, null."""
+    if isinstance(value, sandbox.Lazy):
+        return "array"
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
@@ -288,7 +293,7 @@ class _Undefined(StrictUndefined):
             return f"{name!r} is not defined"
         if isinstance(obj, dict):
             return f"the object has no key {name!r} (its keys: {_keys(obj)})"
-        if isinstance(obj, (list, tuple)):
+        if isinstance(obj, (list, tuple, sandbox.Lazy)):
             if isinstance(name, int):
                 return f"index {name} is out of range: the array has {len(obj)} items"
             return f"an array has no attribute {name!r} (use an index: [0])"
@@ -442,6 +447,9 @@ class Evaluator:
                 result = code(**names)
                 if isinstance(result, Undefined):
                     result._fail_with_undefined_error()
+                budget = sandbox.current()
+                if budget.lazy:  # the value leaves the evaluation: no Lazy inside it
+                    result = sandbox.materialize(result, budget)
                 if isinstance(result, (dict, list, tuple)):  # stored as JSON: will the text fit?
                     sandbox.check_text(sandbox.current(), result, "the result")
                 elif isinstance(result, (str, int)):
