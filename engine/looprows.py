@@ -120,9 +120,8 @@ class LoopRows(sandbox.Lazy, Sequence):
         sandbox.handed_out()
 
     def _indexes(self) -> Sequence[int]:
-        if self._idx is None:
-            self._idx = self._loop.indexes(self._name, self._statuses)
-        return self._idx
+        """The iteration indexes of this view, in its order (the loop keeps any it lists)."""
+        return self._idx if self._idx is not None else self._loop.indexes(self._name, self._statuses)
 
     def __len__(self) -> int:
         return len(self._idx) if self._idx is not None else self._loop.count(self._name, self._statuses)
@@ -208,11 +207,18 @@ class LoopRows(sandbox.Lazy, Sequence):
             chosen &= self._statuses
         if self._idx is None:
             return LoopRows(self._loop, self._name, statuses=chosen)
-        matching = self._loop.indexes(self._name, chosen)
-        own = self._idx if isinstance(self._idx, range) else frozenset(self._idx)
         from array import array
 
-        return LoopRows(self._loop, self._name, idx=array("q", (i for i in matching if i in own)))
+        matching = self._loop.indexes(self._name, chosen)  # ascending
+        own = self._idx
+        if isinstance(own, range):
+            kept = array("q", (i for i in matching if i in own))
+            if own.step < 0:
+                kept.reverse()
+        else:  # this view's own order (a reversed slice stays reversed)
+            wanted = frozenset(matching)
+            kept = array("q", (i for i in own if i in wanted))
+        return LoopRows(self._loop, self._name, idx=kept)
 
 
 def _status_test(rest: tuple) -> Any:

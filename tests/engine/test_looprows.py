@@ -263,3 +263,68 @@ def test_reading_what_is_not_there_is_a_plain_expression_error(run, monkeypatch,
     step = result.steps["c"]
     assert step.status == "Failed"
     assert error in step.error["message"], step.error["message"]
+
+
+# -- fuzz: any slice, index and status filter reads the same rows both ways ------------------------
+@pytest.fixture(scope="module")
+def finished_loop(tmp_path_factory):
+    """A finished run of LOOP (no readers) and a root frame to evaluate templates in after it."""
+    import engine
+    from engine.frames import ActionResult, Frame
+    from engine.executor import Runtime
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "flow.yaml").write_text(LOOP.replace("CONSUMERS", "").replace("foreach: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]",
+                                                                            "foreach: \"{{ range(23) | list }}\""))
+    ran = engine.run_file(folder / "flow.yaml", state=folder / "s.db")
+    eng = engine.Engine(folder / "s.db")
+    flow = eng.load(folder / "flow.yaml")
+    runtime = Runtime(engine=eng, flow=flow, run_id=ran.run_id, trigger={}, params={}, connections={})
+    runtime.latest["loop"] = ActionResult("loop", "Foreach", "Failed", path="loop")
+    yield eng.evaluator, Frame(runtime, None, "")
+    eng.close()
+
+
+def _read(evaluator, frame, text):
+    from engine.errors import ExpressionError
+
+    try:
+        return evaluator.evaluate(text, frame)
+    except ExpressionError as exc:
+        return ("error", exc.message)
+
+
+def _sl(s):
+    return ":".join("" if x is None else str(x) for x in s)
+
+
+try:
+    from hypothesis import HealthCheck, given, settings, strategies as st
+except ImportError:  # pragma: no cover
+    st = None
+
+if st is not None:
+    _slices = st.tuples(*(st.one_of(st.none(), st.integers(-30, 30)) for _ in range(2)),
+                        st.one_of(st.none(), st.integers(-5, 5).filter(bool)))
+    _statuses = st.sampled_from(["Failed", "Succeeded", "Skipped", "Running"])
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(which=st.integers(0, 1), first=_slices, then=_slices, index=st.integers(-30, 30),
+           op=st.sampled_from(["eq", "ne", "==", "!=", "in"]), status=_statuses, reject=st.booleans())
+    def test_any_slice_index_and_status_filter_reads_the_same_rows_from_the_store(
+            finished_loop, monkeypatch, which, first, then, index, op, status, reject):
+        evaluator, frame = finished_loop
+        operand = f"['{status}', 'Skipped']" if op == "in" else f"'{status}'"
+        rows = f"result('loop')[{which}].outputs"
+        picked = f"({rows}[{_sl(first)}] | {'rejectattr' if reject else 'selectattr'}('status', '{op}', {operand}) | list)"
+        texts = [f"{{{{ {rows}[{_sl(first)}] | map(attribute='outputs') | list }}}}",
+                 f"{{{{ {rows}[{index}].outputs }}}}",
+                 f"{{{{ {picked}[{_sl(then)}] | map(attribute='outputs') | list }}}}",
+                 f"{{{{ {picked} | length }}}}",
+                 f"{{{{ ({rows}[{_sl(first)}] | list)[{index}].status }}}}"]
+        with monkeypatch.context() as m:  # (undone at the end of each example)
+            m.setattr(looprows, "EAGER_ROWS", 10**9)
+            eager = [_read(evaluator, frame, t) for t in texts]
+            m.setattr(looprows, "EAGER_ROWS", 0)
+            lazy = [_read(evaluator, frame, t) for t in texts]
+        assert lazy == eager
