@@ -572,8 +572,8 @@ class Store:
     def loop_summary(self, run_id: str, loop: str, actions: list[str]) -> list[tuple]:
         """(action, status, steps, highest iteration index, bytes stored, blob references) of
         ``actions`` (directly inside the loop at path ``loop``), per action and status: one
-        aggregate pass over the loop's steps, nothing of them brought into memory."""
-        self.flush()
+        aggregate pass over the loop's steps, nothing of them brought into memory. (No flush:
+        it may run in a worker thread, and this connection reads its own uncommitted writes.)"""
         marks = ", ".join("?" * len(actions))
         index = "CAST(substr(path, ?, length(path) - length(action) - ?) AS INTEGER)"
         return self.db.execute(

@@ -328,3 +328,18 @@ if st is not None:
             m.setattr(looprows, "EAGER_ROWS", 0)
             lazy = [_read(evaluator, frame, t) for t in texts]
         assert lazy == eager
+
+
+def test_many_readers_at_once_read_the_loop_while_the_run_goes_on(run, monkeypatch):
+    """Readers start together after the loop, each in its own worker thread, while the run
+    records their starts: reading never touches what the run is writing."""
+    monkeypatch.setattr(looprows, "EAGER_ROWS", 0)
+    readers = "\n".join(
+        f"  r{i}: {{type: Compose, runAfter: {{loop: [Succeeded]}}, inputs: \"{{{{ [result('loop')[0].outputs | "
+        f"selectattr('status', 'eq', 'Failed') | list, result('loop')[0].outputs[{i}:{i + 2}] | "
+        f"map(attribute='outputs') | list] }}}}\"}}" for i in range(16))
+    for _ in range(3):
+        result = run(BUDGET_LOOP.replace("range(60)", "range(3000)").replace("'x' * 40", "item()")
+                     .replace("CONSUMERS", readers))
+        assert {name: (s.status, s.outputs) for name, s in result.steps.items() if name.startswith("r")} == \
+               {f"r{i}": ("Succeeded", [[], [i, i + 1]]) for i in range(16)}
