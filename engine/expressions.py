@@ -193,7 +193,8 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("item", "workflow", "item()", "the current item of the innermost Foreach (or of Select/Query)"),
     Function("items", "workflow", "items(loop)", "the current item of the named Foreach"),
     Function("iterationIndexes", "workflow", "iterationIndexes(loop)", "the 0-based index in the named Foreach"),
-    Function("result", "workflow", "result(scope)", "the results of the actions inside a Scope, Foreach or If"),
+    Function("result", "workflow", "result(scope)", "the results of the actions inside a Scope, Foreach or If "
+             "(a big loop's rows are read from the state on demand)"),
     Function("workflow", "workflow", "workflow()", "the flow's name and the run's id"),
     Function("utcNow", "helper", "utcNow(format=None)", "the current UTC time, ISO 8601 (or strftime format)"),
     Function("guid", "helper", "guid()", "a new random UUID string"),

@@ -343,3 +343,18 @@ def test_many_readers_at_once_read_the_loop_while_the_run_goes_on(run, monkeypat
                      .replace("CONSUMERS", readers))
         assert {name: (s.status, s.outputs) for name, s in result.steps.items() if name.startswith("r")} == \
                {f"r{i}": ("Succeeded", [[], [i, i + 1]]) for i in range(16)}
+
+
+def test_a_node_given_rows_gets_a_plain_list(run, rows_as):
+    """Foreach refuses anything but a list: the rows it is given are one, built at the boundary."""
+    result = run(LOOP.replace("CONSUMERS", """
+  again:
+    type: Foreach
+    runAfter: {loop: [Failed]}
+    foreach: "{{ result('loop')[1].outputs[1:3] }}"
+    actions:
+      twice: {type: Compose, inputs: "{{ item().outputs * 2 }}"}
+  seen: {type: Compose, runAfter: {again: [Succeeded]}, inputs: "{{ result('again')[0].outputs | map(attribute='outputs') | list }}"}
+"""))
+    assert result.steps["again"].status == "Succeeded", result.steps["again"].error
+    assert result.steps["seen"].outputs == [20, 40]
