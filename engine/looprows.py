@@ -56,7 +56,7 @@ class _Loop:
         if statuses is not None and set(stats) <= statuses:
             statuses = None
         total = self.count(name, statuses)
-        if statuses is None and total == max((v[1] for v in stats.values()), default=-1) + 1:
+        if total == 0 or statuses is None and total == max((v[1] for v in stats.values()), default=-1) + 1:
             return range(total)  # every iteration has its step: positions are indexes
         key = (name, statuses)
         found = self._indexes.get(key)

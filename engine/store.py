@@ -566,8 +566,8 @@ class Store:
     _IN_LOOP = ("FROM steps WHERE run_id = ? AND path >= ? AND path < ? AND action {} "
                 "AND (type IS NULL OR type <> 'Iteration')")
     _SIZE = ("SUM(COALESCE(length(inputs), 4) + COALESCE(length(outputs), 4) + COALESCE(length(error), 4)), "
-             "SUM(COALESCE(inputs LIKE '{\"$blob\"%', 0) + COALESCE(outputs LIKE '{\"$blob\"%', 0) "
-             "+ COALESCE(error LIKE '{\"$blob\"%', 0))")
+             "SUM(CASE WHEN inputs LIKE '{\"$blob\"%' OR outputs LIKE '{\"$blob\"%' "
+             "OR error LIKE '{\"$blob\"%' THEN 1 ELSE 0 END)")  # (plain SQL: PostgreSQL reads it too)
 
     def loop_summary(self, run_id: str, loop: str, actions: list[str]) -> list[tuple]:
         """(action, status, steps, highest iteration index, bytes stored, blob references) of

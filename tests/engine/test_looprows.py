@@ -358,3 +358,22 @@ def test_a_node_given_rows_gets_a_plain_list(run, rows_as):
 """))
     assert result.steps["again"].status == "Succeeded", result.steps["again"].error
     assert result.steps["seen"].outputs == [20, 40]
+
+
+@pytest.mark.parametrize("view", ["", "[0:30]", " | selectattr('status', 'eq', 'Succeeded')"])
+def test_rows_whose_outputs_live_in_blob_files_are_sized_by_their_blobs(run, monkeypatch, view):
+    """Outputs past the blob threshold are stored as references to files: the size of the rows
+    is that of what the files hold, not of the references."""
+    tight(monkeypatch)
+    flow = BUDGET_LOOP.replace("'x' * 40", "'y' * 300").replace("CONSUMERS", f"""
+  n: {{type: Compose, runAfter: {{loop: [Succeeded]}}, inputs: "{{{{ result('loop')[0].outputs{view} | length }}}}"}}
+  rows: {{type: Compose, runAfter: {{loop: [Succeeded]}}, inputs: "{{{{ result('loop')[0].outputs{view} }}}}"}}
+""")
+    result = run(flow, blob_threshold=100)
+    assert result.steps["loop[0]/each"].outputs == "y" * 300
+    assert result.steps["n"].outputs == (30 if "30" in view else 60)
+    message = result.steps["rows"].error["message"]
+    assert "more than the 4,000 bytes" in message, message
+    size = int(message.split("rows of 'each': about ")[1].split(" bytes")[0].replace(",", ""))
+    # counted to the end from the loop's summary; a page at a time (16 rows first) for a part
+    assert size >= (60 if not view else 16) * 600, message  # inputs and outputs: 2 x 302 bytes
