@@ -117,7 +117,6 @@ class LoopRows(sandbox.Lazy, Sequence):
 
     def __init__(self, loop: _Loop, name: str, statuses: frozenset | None = None, idx: Sequence[int] | None = None):
         self._loop, self._name, self._statuses, self._idx = loop, name, statuses, idx
-        sandbox.handed_out()
 
     def _indexes(self) -> Sequence[int]:
         """The iteration indexes of this view, in its order (the loop keeps any it lists)."""
@@ -249,5 +248,7 @@ def loop_result(runtime: Any, container: ActionResult, owner: Any) -> list[dict]
         rows: Any = LoopRows(loop, name)
         if len(rows) <= EAGER_ROWS:
             rows = list(rows)
+        else:  # (views made from it belong to the same evaluation)
+            sandbox.handed_out()
         out.append({"name": name, "status": fold(loop.stats[name]), "outputs": rows})
     return out
