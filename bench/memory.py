@@ -1,6 +1,6 @@
 """Memory benchmark: peak RSS of whole processes running big loops and many runs.
 
-    python bench/memory.py                 # Foreach of 10k / 100k / 1M Compose items
+    python bench/memory.py                 # Foreach of 10k / 100k / 1M Compose items (and result() reads)
     python bench/memory.py --serve 100000  # also: flowrun serve RSS after 1,000 and N small runs
 
 Each case is a fresh process (its own ``VmHWM``: ``ru_maxrss`` would carry the parent's peak over a fork); the baseline beside it is the same
@@ -43,6 +43,18 @@ actions:
     actions:
       each: {type: Compose, inputs: "{{ item() }}"}
 """
+# the same loop, then templates reading its result(): rows read from the store on demand
+READERS = LOOP + """
+  n: {type: Compose, inputs: "{{ result('loop')[0].outputs | length }}", runAfter: {loop: [Succeeded]}}
+  ends: {type: Compose, runAfter: {loop: [Succeeded]},
+         inputs: "{{ [result('loop')[0].outputs[0].outputs, result('loop')[0].outputs[-1].outputs] }}"}
+  part: {type: Compose, inputs: "{{ result('loop')[0].outputs[5:8] | map(attribute='outputs') | list }}",
+         runAfter: {loop: [Succeeded]}}
+  failed: {type: Compose, inputs: "{{ result('loop')[0].outputs | selectattr('status', 'eq', 'Failed') | list }}",
+           runAfter: {loop: [Succeeded]}}
+outputs:
+  count: {value: "{{ result('loop')[0].outputs | length }}"}
+"""
 ONE = "actions:\n  one: {type: Compose, inputs: 1}\n"
 ONE_INPUT = "actions:\n  one: {type: Compose, inputs: \"{{ triggerBody() | length }}\"}\n"
 
@@ -59,10 +71,11 @@ def run_child(folder: Path, flow_text: str, items: list | None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def loops(sizes: list[int]) -> None:
+def loops(sizes: list[int], readers: bool = True) -> None:
     """Each size beside its own baseline: the same items given to a one-action flow, so the
     input list itself (about 36 MB of Python ints at 1M, held by the trigger) is not counted
-    as the loop's growth."""
+    as the loop's growth. With ``readers``, each size again with templates reading its
+    ``result('loop')`` after it (length, [0], [-1], a slice, the failed rows, the run's outputs)."""
     with tempfile.TemporaryDirectory() as d:
         base = run_child(Path(d), ONE, None)
     print(f"{'case':<40}{'peak RSS':>10}{'same input, 1 action':>22}{'own':>12}{'items/s':>10}")
@@ -79,6 +92,13 @@ def loops(sizes: list[int]) -> None:
         growth = (r["rss_mb"] / first - 1) * 100
         print(f"{f'Foreach of {n:,} Compose items':<40}{r['rss_mb']:>7.0f} MB{b['rss_mb']:>19.0f} MB"
               f"{own:>9.0f} MB{n / r['seconds']:>10,.0f}   (+{growth:.0f}% vs the smallest, input included)")
+        if readers:
+            with tempfile.TemporaryDirectory() as d:
+                q = run_child(Path(d), READERS, list(range(n)))
+            assert q["status"] == "Succeeded", q
+            print(f"{'  + 5 reads of result(loop) after it':<40}{q['rss_mb']:>7.0f} MB{b['rss_mb']:>19.0f} MB"
+                  f"{q['rss_mb'] - b['rss_mb']:>9.0f} MB{n / q['seconds']:>10,.0f}   "
+                  f"(the loop, then its rows read: length, [0], [-1], a slice, the failed ones)")
 
 
 UNTIL = """
@@ -175,10 +195,11 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--serve", type=int, default=0, metavar="N")
+    ap.add_argument("--no-readers", action="store_true", help="skip the result('loop') readers case")
     ap.add_argument("--until", default="1000,100000", help="Until iteration counts")
     ap.add_argument("--children", default="200,5000", help="child run counts")
     args = ap.parse_args()
-    loops([int(s) for s in args.sizes.split(",")])
+    loops([int(s) for s in args.sizes.split(",")], readers=not args.no_readers)
     until_and_children([int(s) for s in args.until.split(",") if s], [int(s) for s in args.children.split(",") if s])
     if args.serve:
         serve(args.serve)

@@ -264,25 +264,6 @@ class Runtime:
                                  outputs=None, error=None, started=started, ended=time.time())
         return status
 
-    def loop_results(self, container: ActionResult, inner: list[str]) -> list[dict]:
-        """``result()`` of a loop: per inner action, every iteration's result, read from the
-        store (a finished iteration keeps nothing in memory)."""
-        self.store.flush()
-        per: dict[str, list[tuple[int, dict]]] = {name: [] for name in inner}
-        prefix = container.path
-        for s in self.store.iter_steps(self.run_id, prefix=prefix):
-            rest = s.path[len(prefix):]
-            if not rest.startswith("[") or "]/" not in rest:
-                continue
-            index, _, tail = rest[1:].partition("]/")
-            if tail in per and index.isdigit():
-                per[tail].append((int(index), self._result_of(s).as_dict()))
-        out = []
-        for name in inner:
-            rows = [r for _, r in sorted(per[name], key=lambda t: t[0])]
-            out.append({"name": name, "status": self.fold([r["status"] for r in rows]), "outputs": rows})
-        return out
-
     def skip_block(self, ctx: Context, key: str) -> None:
         frame = Frame(self, ctx._frame, ctx.path)
         ctx._result.frames.append(frame)

@@ -128,8 +128,11 @@ def _b64decode_checked(value: Any) -> str:
 
 def _finalize(value: Any) -> str:
     """``to_text`` for ``{{ }}`` inside text: measured before it is written out."""
-    if isinstance(value, (dict, list, tuple)):
-        sandbox.check_text(sandbox.current(), value)
+    if isinstance(value, (dict, list, tuple, sandbox.Lazy)):
+        budget = sandbox.current()
+        if budget.lazy:
+            value = sandbox.materialize(value, budget)
+        sandbox.check_text(budget, value)
     return to_text(value)
 
 
@@ -190,7 +193,8 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("item", "workflow", "item()", "the current item of the innermost Foreach (or of Select/Query)"),
     Function("items", "workflow", "items(loop)", "the current item of the named Foreach"),
     Function("iterationIndexes", "workflow", "iterationIndexes(loop)", "the 0-based index in the named Foreach"),
-    Function("result", "workflow", "result(scope)", "the results of the actions inside a Scope, Foreach or If"),
+    Function("result", "workflow", "result(scope)", "the results of the actions inside a Scope, Foreach or If "
+             "(a big loop's rows are read from the state on demand)"),
     Function("workflow", "workflow", "workflow()", "the flow's name and the run's id"),
     Function("utcNow", "helper", "utcNow(format=None)", "the current UTC time, ISO 8601 (or strftime format)"),
     Function("guid", "helper", "guid()", "a new random UUID string"),
@@ -260,6 +264,8 @@ _TYPE_NAMES = {dict: "object", list: "array", tuple: "array", str: "string", int
 
 def type_name(value: Any) -> str:
     """A value's type in JSON words: object, array, string, integer, number, boolean, null."""
+    if isinstance(value, sandbox.Lazy):
+        return "array"
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
@@ -288,7 +294,7 @@ class _Undefined(StrictUndefined):
             return f"{name!r} is not defined"
         if isinstance(obj, dict):
             return f"the object has no key {name!r} (its keys: {_keys(obj)})"
-        if isinstance(obj, (list, tuple)):
+        if isinstance(obj, (list, tuple, sandbox.Lazy)):
             if isinstance(name, int):
                 return f"index {name} is out of range: the array has {len(obj)} items"
             return f"an array has no attribute {name!r} (use an index: [0])"
@@ -442,6 +448,9 @@ class Evaluator:
                 result = code(**names)
                 if isinstance(result, Undefined):
                     result._fail_with_undefined_error()
+                budget = sandbox.current()
+                if budget.lazy:  # the value leaves the evaluation: no Lazy inside it
+                    result = sandbox.materialize(result, budget)
                 if isinstance(result, (dict, list, tuple)):  # stored as JSON: will the text fit?
                     sandbox.check_text(sandbox.current(), result, "the result")
                 elif isinstance(result, (str, int)):

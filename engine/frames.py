@@ -27,6 +27,7 @@ class ActionResult:
     frames: list["Frame"] = field(default_factory=list)  # container: its block runs (a loop: those in flight)
     path: str | None = None
     interrupted: bool = False  # in flight when a process died, run again on resume
+    rows: Any = None  # a finished loop: the summary result() reads its rows through (engine.looprows)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "type": self.type, "status": self.status, "inputs": self.inputs,
@@ -117,8 +118,10 @@ class Frame:
         owner = self.runtime.flow.actions[name]
         if container.status == SKIPPED:
             return []
-        if owner.node.loops:
-            return self.runtime.loop_results(container, _inner_names(owner)) if container.path else []
+        if owner.node.loops:  # rows read from the store on demand
+            from .looprows import loop_result
+
+            return loop_result(self.runtime, container, owner) if container.path else []
         if not container.frames:
             return []
         return [f.results[n].as_dict() for f in container.frames for n in _inner_names(owner)

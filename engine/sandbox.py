@@ -89,13 +89,15 @@ class OffloadSignal(Exception):
 class Budget:
     """The running account of one evaluation."""
 
-    __slots__ = ("limits", "ops", "deadline", "stop", "inline", "output")
+    __slots__ = ("limits", "ops", "deadline", "stop", "inline", "output", "lazy", "read")
 
     def __init__(self, limits: Limits, inline_slice: float | None = None):
         now = time.perf_counter()
         self.limits = limits
         self.ops = 0
         self.output = 0
+        self.lazy = False  # a Lazy value was handed out: results are materialized before they leave
+        self.read = 0      # bytes of Lazy values materialized so far
         self.deadline = now + limits.seconds
         self.inline = inline_slice is not None
         self.stop = min(self.deadline, now + inline_slice) if inline_slice is not None else self.deadline
@@ -164,6 +166,68 @@ class running:
         _state.budget = self.saved
 
 
+# -- values read on demand ----------------------------------------------------------------
+class Lazy:
+    """A large sequence a template reads on demand (a loop's ``result()`` rows, read from the
+    store a page at a time) instead of one built whole.
+
+    Inside an evaluation it is sized without being read (``text_size``), counted, indexed,
+    sliced, iterated and filtered as it is; wherever a whole value is needed (a filter that
+    turns it into text or holds all of it, an operator, the value an evaluation returns) it
+    is turned into a list by ``materialize``, under the budget: past it, ``ExpressionLimit``."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def text_size(self, cap: int) -> int:
+        """About how many bytes its JSON text has (may stop counting past ``cap``)."""
+        raise NotImplementedError
+
+    def materialize(self, budget: "Budget") -> list:
+        """All of it as a list, charged to ``budget`` (``Budget.read``) before anything is read."""
+        raise NotImplementedError
+
+    def filtered(self, name: str, args: tuple, kwargs: dict) -> Any:
+        """What filter ``name`` gives, when it can be answered without reading every item
+        (``NotImplemented`` otherwise: the filter streams through it, or it is materialized)."""
+        return NotImplemented
+
+
+def handed_out() -> None:
+    """Called where a Lazy value is made: the running evaluation materializes what it returns."""
+    b = getattr(_state, "budget", None)
+    if b is not None:
+        b.lazy = True
+
+
+def materialize(value: Any, budget: Budget) -> Any:
+    """``value`` with every Lazy inside it (dict values, list and tuple items) as a list; the
+    same object when there is none."""
+    if isinstance(value, Lazy):
+        return value.materialize(budget)
+    if isinstance(value, dict):
+        out = None
+        for k, v in value.items():
+            m = materialize(v, budget)
+            if m is not v:
+                if out is None:
+                    out = dict(value)
+                out[k] = m
+        return value if out is None else out
+    if isinstance(value, (list, tuple)):
+        items = None
+        for i, v in enumerate(value):
+            m = materialize(v, budget)
+            if m is not v:
+                if items is None:
+                    items = list(value)
+                items[i] = m
+        return value if items is None else (items if isinstance(value, list) else tuple(items))
+    return value
+
+
 # -- sizes ---------------------------------------------------------------------------------
 MAX_DEPTH = 1_000              # nesting weight() follows (JSON text deeper than this is not stored either)
 _BULK = 64                     # containers longer (or deeper) than this are measured by _levels
@@ -203,6 +267,8 @@ def weight(value: Any, cap: int) -> int:
                     break
             memo[key] = total
             return total
+        if isinstance(v, Lazy):
+            return v.text_size(cap)
         return 16
 
     return w(value, 0)
@@ -261,7 +327,9 @@ def _levels(value: Any, cap: int, depth: int = 0) -> int:
             if total + 2 * len(nxt) > cap:
                 return total + 2 * len(nxt)
         nones = level.count(None)
-        total += 5 * nones + 16 * (n - counted - nones)
+        lazies = [x for x in level if isinstance(x, Lazy)] if any(issubclass(k, Lazy) for k in kinds) else []
+        total += sum(x.text_size(cap) for x in lazies)
+        total += 5 * nones + 16 * (n - counted - nones - len(lazies))
         if total > cap:
             return total
         level = nxt
@@ -286,7 +354,7 @@ def check_text(budget: Budget, value: Any, what: str = "the text of a value") ->
 
 def _length(value: Any) -> int:
     try:
-        return len(value) if isinstance(value, (str, bytes, list, tuple, dict, range)) else 0
+        return len(value) if isinstance(value, (str, bytes, list, tuple, dict, range, Lazy)) else 0
     except Exception:
         return 0
 
@@ -446,6 +514,10 @@ def _indented_size(value: Any, indent: int, cap: int) -> int:
 
 
 _PER_ITEM_C = frozenset({"sort", "unique", "dictsort", "groupby", "min", "max"})
+# Filters that go through a Lazy value item by item, holding none of it whole (any other
+# filter gets it materialized first).
+_STREAMING = frozenset({"length", "count", "first", "last", "random", "map", "select", "reject", "selectattr",
+                        "rejectattr", "sum", "min", "max", "batch", "default", "d", "bool", "reverse"})
 
 
 def n_items(value: Any) -> int:
@@ -527,6 +599,14 @@ def bound_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         if budget.inline and n > 10_000:
             raise OffloadSignal()
         budget.tick(1 + n // 64)
+        if budget.lazy:
+            if isinstance(value, Lazy):
+                fast = value.filtered(name, args[skip + 1:], kwargs)
+                if fast is not NotImplemented:
+                    return fast
+            if name not in _STREAMING:
+                args, kwargs = materialize(args, budget), materialize(kwargs, budget)
+                value = args[skip] if len(args) > skip else None
         _precheck(name, budget, value, args[skip + 1:], kwargs)
         result = fn(*args, **kwargs)
         if isinstance(result, Iterator) and not isinstance(result, (str, bytes)):
@@ -631,6 +711,11 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return type(owner)(formatter.vformat(owner, args, kwargs))
         return functools.update_wrapper(bounded, value)
 
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if isinstance(obj, Lazy):  # an index, a slice or a filter: not its machinery
+            return False
+        return super().is_safe_attribute(obj, attr, value)
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         # JSON data first: `triggerBody().items` is the "items" key, not dict.items
         if isinstance(obj, dict) and attribute in obj:
@@ -640,6 +725,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         budget = current()
         budget.tick()
+        if isinstance(left, Lazy) or isinstance(right, Lazy):
+            left, right = materialize(left, budget), materialize(right, budget)
         _estimate_binop(budget, operator, left, right)
         result = _BINOPS[operator](left, right)
         check_value(budget, result, f"the result of {operator}")

@@ -581,6 +581,72 @@ class Store:
                             "seq, interrupted FROM steps WHERE run_id = ? AND path = ?", (run_id, path)).fetchone()
         return self._step(r) if r else None
 
+    # -- a loop's rows, for result(): counted, sized and read without loading the loop ------------
+    _IN_LOOP = ("FROM steps WHERE run_id = ? AND path >= ? AND path < ? AND action {} "
+                "AND (type IS NULL OR type <> 'Iteration')")
+    _SIZE = ("SUM(COALESCE(length(inputs), 4) + COALESCE(length(outputs), 4) + COALESCE(length(error), 4)), "
+             "SUM(CASE WHEN inputs LIKE '{\"$blob\"%' OR outputs LIKE '{\"$blob\"%' "
+             "OR error LIKE '{\"$blob\"%' THEN 1 ELSE 0 END)")  # (plain SQL: PostgreSQL reads it too)
+
+    def loop_summary(self, run_id: str, loop: str, actions: list[str]) -> list[tuple]:
+        """(action, status, steps, highest iteration index, bytes stored, blob references) of
+        ``actions`` (directly inside the loop at path ``loop``), per action and status: one
+        aggregate pass over the loop's steps, nothing of them brought into memory. (No flush:
+        it may run in a worker thread, and this connection reads its own uncommitted writes.)"""
+        marks = ", ".join("?" * len(actions))
+        index = "CAST(substr(path, ?, length(path) - length(action) - ?) AS INTEGER)"
+        return self.db.execute(
+            f"SELECT action, status, COUNT(*), MAX({index}), {self._SIZE} "
+            f"{self._IN_LOOP.format('IN (' + marks + ')')} GROUP BY action, status",
+            (len(loop) + 2, len(loop) + 3, run_id, loop + "[", loop + "\\", *actions)).fetchall()
+
+    def loop_indexes(self, run_id: str, loop: str, action: str, statuses: tuple[str, ...] | None = None) -> "array":
+        """The iteration indexes at which ``action`` (inside the loop at ``loop``) has a step
+        (with one of ``statuses``), ascending, as a compact array."""
+        from array import array
+
+        index = "CAST(substr(path, ?, length(path) - ?) AS INTEGER)"
+        sql = f"SELECT {index} AS i {self._IN_LOOP.format('= ?')}"
+        args: list = [len(loop) + 2, len(loop) + len(action) + 3, run_id, loop + "[", loop + "\\", action]
+        if statuses is not None:
+            sql += f" AND status IN ({', '.join('?' * len(statuses))})"
+            args += statuses
+        out = array("q")
+        cur = self.db.execute(sql + " ORDER BY i", args)
+        while rows := cur.fetchmany(4096):
+            out.extend(r[0] for r in rows)
+        return out
+
+    def steps_at(self, run_id: str, paths: list[str]) -> dict[str, Step]:
+        """The steps at ``paths`` (one read; at most a few hundred paths), by path."""
+        rows = self.db.execute(
+            "SELECT path, action, type, status, attempts, inputs, outputs, error, started, ended, seq, interrupted "
+            f"FROM steps WHERE run_id = ? AND path IN ({', '.join('?' * len(paths))})", (run_id, *paths)).fetchall()
+        return {r[0]: self._step(r) for r in rows}
+
+    def stored_size(self, run_id: str, paths: list[str]) -> tuple[int, int]:
+        """(bytes stored, blob references) of the inputs, outputs and errors at ``paths``."""
+        row = self.db.execute(f"SELECT {self._SIZE} FROM steps WHERE run_id = ? AND path IN "
+                              f"({', '.join('?' * len(paths))})", (run_id, *paths)).fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def blob_sizes(self, run_id: str, loop: str, action: str, paths: list[str] | None = None) -> int:
+        """How many more bytes the blob references among these steps stand for than their own text."""
+        if paths is None:
+            where, args = self._IN_LOOP.format("= ?"), [run_id, loop + "[", loop + "\\", action]
+        else:
+            where, args = f"FROM steps WHERE run_id = ? AND path IN ({', '.join('?' * len(paths))})", [run_id, *paths]
+        extra = 0
+        for row in self.db.execute(f"SELECT inputs, outputs, error {where} AND (inputs LIKE '{{\"$blob\"%' "
+                                   f"OR outputs LIKE '{{\"$blob\"%' OR error LIKE '{{\"$blob\"%')", args):
+            for text in row:
+                if text and text.startswith('{"$blob"'):
+                    try:
+                        extra += max(0, int(json.loads(text).get("size", 0)) - len(text))
+                    except (ValueError, TypeError, AttributeError):
+                        pass
+        return extra
+
     def _step(self, r: tuple, *, blobs: bool = True) -> Step:
         return Step(r[0], r[1], r[2], r[3], r[4], self.decode(r[5], blobs=blobs), self.decode(r[6], blobs=blobs),
                     self.decode(r[7], blobs=blobs), r[8], r[9], r[10], interrupted=bool(r[11]))
