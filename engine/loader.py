@@ -16,7 +16,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from . import yamlpos
+from . import definitions, yamlpos
 from .errors import FlowError, Problem, TriggerConfigError
 from .expressions import ACTION_FUNCTIONS, LOOP_FUNCTIONS, Evaluator, templated_strings
 from .plugin import Node
@@ -71,6 +71,11 @@ def load_file(path: str | Path, *, registry: Registry | None = None,
     return load_text(text, str(path), registry=registry, connections=connections, cache=cache)
 
 
+def positions(flow: Flow) -> dict:
+    """Where each path of ``flow`` stands in its file (a Logic Apps definition's: in its JSON)."""
+    return definitions.positions(flow.source, flow.file)
+
+
 def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = None,
               connections: Any = None, cache: Any = None) -> Flow:
     """The validated Flow of ``text``, or FlowError listing every problem. Whatever the text,
@@ -87,7 +92,8 @@ def load_text(text: str, file: str = "<flow>", *, registry: Registry | None = No
 
 
 def _load_text(text: str, file: str, registry: Registry, connections: Any, cache: Any) -> Flow:
-    key = cache.key(text, file, registry, connections) if cache is not None else None
+    # a JSON file may be a Logic Apps definition, which reads files beside it: never cached
+    key = cache.key(text, file, registry, connections) if cache is not None and not definitions.is_json(text) else None
     if key is not None:
         cached = cache.get(key)
         if isinstance(cached, dict):
@@ -96,10 +102,10 @@ def _load_text(text: str, file: str, registry: Registry, connections: Any, cache
             if not found:
                 flow.warnings = _warnings(flow, file, None)
                 return flow
-    data, positions, problems = yamlpos.load(text, file)
+    data, at, problems, definition = definitions.parse(text, file)
 
     def problem(path: str, message: str) -> None:
-        line, col = yamlpos.position(positions, path, key=message.startswith(("unknown key", "duplicate")))
+        line, col = yamlpos.position(at, path, key=message.startswith(("unknown key", "duplicate")))
         problems.append(Problem(file, line, col, path, message))
 
     if data is None and not problems:
@@ -119,6 +125,8 @@ def _load_text(text: str, file: str, registry: Registry, connections: Any, cache
     # so the semantic problems are reported in the same pass
     schema_problems = [p.path for p in problems]
     flow = _build(data, file, text, registry, problem)
+    if definition is not None:
+        flow.app_settings = definition.app_settings
     _check(flow, registry, evaluator, connections, problem)
     for trigger in flow.triggers.values():  # what the schema let through: the trigger's own rules
         where = f"triggers.{trigger.name}"
@@ -126,7 +134,7 @@ def _load_text(text: str, file: str, registry: Registry, connections: Any, cache
             _check_trigger_definition(trigger, registry, problem)
     if problems:
         raise FlowError(_sorted(problems))
-    flow.warnings = _warnings(flow, file, positions)
+    flow.warnings = _warnings(flow, file, at)
     if key is not None:
         cache.put(key, data, connections)
     return flow
@@ -143,7 +151,7 @@ def _warnings(flow: Flow, file: str, positions: Any) -> list[Problem]:
             found = []
         for sub, message in found:
             if positions is None:
-                positions = yamlpos.load(flow.source, file)[1]
+                positions = definitions.positions(flow.source, file)
             path = f"{action.where}.{sub}" if sub else action.where
             line, col = yamlpos.position(positions, path)
             out.append(Problem(file, line, col, path, message))
@@ -188,8 +196,8 @@ def _validate_actions(actions: Any, where: str, registry: Registry, validators: 
         node = registry.node(type_name) if isinstance(type_name, str) else None
         if node is None:
             known = registry.type_names()
-            problem(f"{a_where}.type", f"unknown action type {_quoted(type_name)}"
-                                       f"{suggest(str(type_name), known)}")
+            problem(f"{a_where}.type", definitions.unsupported(type_name) or
+                    f"unknown action type {_quoted(type_name)}{suggest(str(type_name), known)}")
             continue
         action["type"] = node.type
         _canonical_statuses(action)
@@ -228,7 +236,8 @@ def _explain(err: Any) -> list[tuple[str, str]]:
     if err.validator == "enum" and path.endswith("type") and isinstance(err.instance, str) \
             and err.absolute_path and len(err.absolute_path) >= 2:
         what = "trigger" if err.absolute_path[0] == "triggers" else "action"
-        return [(path, f"unknown {what} type '{err.instance}'{suggest(err.instance, err.validator_value)}")]
+        return [(path, definitions.unsupported(err.instance) or
+                 f"unknown {what} type '{err.instance}'{suggest(err.instance, err.validator_value)}")]
     if err.validator == "propertyNames":
         return [(path, f"invalid name {err.instance!r}: use letters, digits, '_' or '-' (at most 80)")]
     if err.validator == "pattern" and err.schema.get("description", "").startswith("ISO-8601"):

@@ -61,17 +61,23 @@ COMMON_ACTION_PROPERTIES: dict[str, Any] = {
     "runtimeConfiguration": {"type": "object"},
     "operationOptions": {"type": "string"},
     "trackedProperties": {"type": "object"},
+    "kind": {"type": "string", "description": "Logic Apps' action kind (Response: Http); informational"},
 }
 
 PARAMETER = {
     "type": "object", "additionalProperties": False, "required": ["type"],
     "properties": {
-        "type": {"enum": ["string", "int", "integer", "float", "number", "bool", "boolean", "array",
-                          "object", "securestring", "secureobject"]},
+        "type": any_case(["string", "int", "integer", "float", "number", "bool", "boolean", "array",
+                          "object", "securestring", "secureobject"], "the parameter's type, in any letter case"),
         "defaultValue": {}, "default": {},
         "allowedValues": {"type": "array"},
         "description": {"type": "string"},
         "metadata": {"type": "object"},
+        # JSON Schema keywords Logic Apps (and ARM) accept on a parameter declaration
+        **{k: {"type": "integer", "minimum": 0} for k in ("minLength", "maxLength", "minItems", "maxItems")},
+        **{k: {"type": "number"} for k in ("minValue", "maxValue", "minimum", "maximum")},
+        "pattern": {"type": "string"},
+        "value": {"description": "the parameter's value (Standard parameters.json, ARM parameters)"},
     },
 }
 
@@ -187,6 +193,11 @@ def flow_schema(registry: Registry) -> dict:
             "name": {"type": "string"},
             "description": {"type": "string"},
             "contentVersion": {"type": "string"},
+            "staticResults": {"type": "object", "description": "Logic Apps' mocked results, by name, for "
+                                                               "actions whose runtimeConfiguration.staticResult "
+                                                               "is Enabled",
+                              "additionalProperties": {"type": "object", "properties": {
+                                  "status": {"type": "string"}, "outputs": {}, "error": {}}}},
             "parameters": {"type": "object", "additionalProperties": {"$ref": "#/$defs/parameter"}},
             "triggers": {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
                          "additionalProperties": {"$ref": "#/$defs/trigger"}},

@@ -105,11 +105,22 @@ class Listener:
             for p in problems:
                 log.error("flow not served: %s%s", p, kept,
                           extra={"event": "flow_invalid", "file": file, "problem": str(p)})
+        base = self.options.base_url or f"http://{self.options.host}:{self.options.port}"
+        for entry in table.push.values():
+            url = entry.callback_url(base)
+            if url is not None and entry.flow.callback_url is None:
+                entry.flow.callback_url = url  # listCallbackUrl()
         for name, flow in table.flows.items():
             if previous is None or previous.flows.get(name) is not flow:
                 triggers = table.trigger_names(name)
                 log.info("serving flow %s (%s)", name, ", ".join(triggers) or "no triggers",
                          extra={"event": "flow_served", "flow": name, "file": flow.file})
+                for t in triggers:
+                    entry = table.request(name, t)
+                    url = entry.callback_url(base) if entry is not None else None
+                    if url is not None:
+                        log.info("callback URL of %s/%s: %s", name, t, url,
+                                 extra={"event": "callback_url", "flow": name, "trigger": t, "url": url})
         self.table = table
         self._openapi = None
         self._stamps = self._scan()

@@ -36,7 +36,7 @@ HEAD = "actions:\n  a: {type: Compose, inputs: 1}\ntriggers:\n  t:\n    type: Re
 @pytest.mark.parametrize("trigger, expected", [
     ("", ["4:3 triggers.t: 'auth' is required"]),
     ("    auth: {type: hmca}\n", ["6:18 triggers.t.auth.type: unknown auth type 'hmca' (did you mean 'hmac'?); "
-                                  "known: eventgrid, hmac, key, none, stripe, twilio"]),
+                                  "known: eventgrid, hmac, key, none, sas, stripe, twilio"]),
     ("    auth: {type: key}\n", ["6:5 triggers.t.auth: auth type key needs a connection holding its secret "
                                  "(connection: NAME)"]),
     ("    auth: {type: stripe, connection: inbund}\n",
