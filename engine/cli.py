@@ -77,10 +77,15 @@ def _complete_node_types(ctx: click.Context, param: click.Parameter, incomplete:
               help="connections file (default: connections.yaml beside the flow, or in a parent folder)")
 @click.option("--concurrency", type=click.IntRange(1, 10_000), default=64, show_default=True,
               help="actions in flight at once across the process (Foreach also has its own bound)")
+@click.option("--arm-parameters", type=click.Path(dir_okay=False), default=None,
+              help="ARM parameters file for a Consumption ARM template flow ($FLOWRUN_ARM_PARAMETERS)")
 @click.option("--debug", is_flag=True, help="show Python tracebacks")
 @click.pass_context
-def main(ctx: click.Context, state: str, connections: str | None, concurrency: int, debug: bool) -> None:
-    """flowrun: run Logic-Apps-style YAML flows, durably."""
+def main(ctx: click.Context, state: str, connections: str | None, concurrency: int, arm_parameters: str | None,
+         debug: bool) -> None:
+    """flowrun: run Logic-Apps-style YAML flows (and Logic Apps definitions), durably."""
+    if arm_parameters:  # read by the loader (engine.definitions) wherever a template is loaded
+        os.environ["FLOWRUN_ARM_PARAMETERS"] = str(Path(arm_parameters).resolve())
     ctx.ensure_object(dict)
     ctx.obj.update(state=state, connections=connections, concurrency=concurrency, debug=debug, engine=None)
     if debug:

@@ -181,8 +181,11 @@ def _from_arm(data: dict, file: str, parameters_file: str | None, problem: Any) 
     where = f"resources.{index}"
     values = _arm_parameter_values(data, parameters_file, problem)
     arm = _Arm(values, data.get("variables") if isinstance(data.get("variables"), dict) else {}, problem)
-    resource = arm.resolve(resource, where)
+    # only what the flow is made of: the name, the definition and its parameters' values
+    # (a location, tags or dependsOn written with resourceGroup() and the like do not matter here)
     props = resource.get("properties") if isinstance(resource.get("properties"), dict) else {}
+    props = {k: arm.resolve(props[k], f"{where}.properties.{k}") for k in ("definition", "parameters") if k in props}
+    resource = {"name": arm.resolve(resource.get("name"), f"{where}.name")}
     definition = props.get("definition")
     if not isinstance(definition, dict):
         problem(f"{where}.properties", "the workflow resource has no properties.definition object")

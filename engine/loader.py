@@ -16,7 +16,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from . import definitions, yamlpos
+from . import definitions, runtimeconfig, yamlpos
 from .errors import FlowError, Problem, TriggerConfigError
 from .expressions import ACTION_FUNCTIONS, LOOP_FUNCTIONS, Evaluator, templated_strings
 from .plugin import Node
@@ -338,7 +338,7 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
             node_problems = node.check(action.raw)
         except (AttributeError, TypeError, KeyError):
             node_problems = []  # malformed; the schema has said why
-        for sub, message in node_problems:
+        for sub, message in node_problems + runtimeconfig.check(action.raw, flow.raw.get("staticResults")):
             problem(f"{action.where}.{sub}" if sub else action.where, message)
         if node.placement == "top-level" and action.parent is not None:
             problem(action.where, f"{action.type} is only allowed at the top level of a flow")
