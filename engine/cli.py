@@ -255,6 +255,29 @@ def graph(ctx: click.Context, flow: str, fmt: str) -> None:
     _emit(render(_engine(ctx).load(flow), fmt), nl=False)
 
 
+@main.command()
+@click.argument("definition", type=click.Path(exists=True, dir_okay=False))
+@click.option("--to-jinja", is_flag=True, help="rewrite the @ expressions that have an exact {{ }} equivalent")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write here (default: stdout)")
+@click.pass_context
+@guard
+def convert(ctx: click.Context, definition: str, to_jinja: bool, output: str | None) -> None:
+    """Write a Logic Apps definition (workflow.json, definition, ARM template) as flowrun YAML.
+
+    Names are kept and `@` expressions kept as they are; `# flowrun:` comments mark what has no
+    equivalent."""
+    from .convert import convert as to_yaml
+
+    text = to_yaml(Path(definition).read_text(encoding="utf-8"), definition, to_jinja=to_jinja)
+    if output is None:
+        _emit(text, nl=False)
+        return
+    tmp = Path(output).with_name(Path(output).name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)  # never a half-written file
+    _emit(f"wrote {output}", err=True)
+
+
 # -- runs ----------------------------------------------------------------------------------------
 def _parse_input(value: str | None) -> Any:
     """``--input``: JSON text, ``@FILE``, or ``@-`` (standard input)."""
