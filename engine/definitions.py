@@ -439,9 +439,50 @@ def unsupported(type_name: Any) -> str | None:
 
 
 # -- what a definition means for the flow ------------------------------------------------------------
+# Standard's built-in connectors whose service flowrun has a node for: serviceProviderId (lower
+# case) -> (node type, the parameters it takes). The action's serviceProviderConfiguration
+# .connectionName becomes the node's connection (a connection of connections.yaml by that name).
+SERVICE_PROVIDERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "/serviceproviders/eventgridpublisher": ("azure.eventgrid.Publish", ("events", "schema", "source")),
+}
+
+
+def _service_provider(action: dict) -> None:
+    """A ServiceProvider action of a mapped service, rewritten as that node where its
+    parameters line up (else left as it is: validate names it)."""
+    inputs = action.get("inputs") if isinstance(action.get("inputs"), dict) else {}
+    config = inputs.get("serviceProviderConfiguration")
+    if not isinstance(config, dict):
+        return
+    found = SERVICE_PROVIDERS.get(str(config.get("serviceProviderId", "")).lower())
+    params = inputs.get("parameters") if isinstance(inputs.get("parameters"), dict) else {}
+    if found is None or not set(params) <= set(found[1]) or not isinstance(config.get("connectionName"), str):
+        return
+    action["type"], action["connection"] = found[0], config["connectionName"]
+    action["inputs"] = dict(params)
+
+
+def _each_action(actions: Any) -> Any:
+    for action in (actions.values() if isinstance(actions, dict) else ()):
+        if not isinstance(action, dict):
+            continue
+        yield action
+        for key in ("actions",):
+            yield from _each_action(action.get(key))
+        for key in ("else", "default"):
+            if isinstance(action.get(key), dict):
+                yield from _each_action(action[key].get("actions"))
+        for case in (action.get("cases").values() if isinstance(action.get("cases"), dict) else ()):
+            if isinstance(case, dict):
+                yield from _each_action(case.get("actions"))
+
+
 def _as_flow(definition: Definition) -> None:
     data = definition.data
     data.setdefault("name", definition.name)
+    for action in _each_action(data.get("actions")):
+        if str(action.get("type", "")).lower() == "serviceprovider":
+            _service_provider(action)
     triggers = data.get("triggers")
     for trigger in (triggers.values() if isinstance(triggers, dict) else ()):
         if isinstance(trigger, dict) and str(trigger.get("type", "")).lower() == "request" and "auth" not in trigger:

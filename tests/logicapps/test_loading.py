@@ -199,3 +199,24 @@ def test_flowrun_serve_and_validate_find_each_workflow_folder_of_an_app(tmp_path
     write(app / "a" / "workflow.json", {"definition": definition(), "kind": "Stateful"})
     write(app / "b" / "workflow.json", {"definition": definition(), "kind": "Stateless"})
     assert [p.relative_to(app).as_posix() for p in flow_files(app)] == ["a/workflow.json", "b/workflow.json"]
+
+
+def test_a_service_provider_action_of_a_service_flowrun_has_maps_to_its_node(tmp_path):
+    (tmp_path / "connections.yaml").write_text(
+        "connections:\n  eventgrid: {kind: eventgrid, settings: {topic_endpoint: 'https://t.example/api/events'},"
+        " secrets: {topic_key: EG_TOPIC_KEY}}\n")
+    publish = {"type": "ServiceProvider", "runAfter": {}, "inputs": {
+        "parameters": {"events": [{"type": "Shop.Paid", "source": "/shop", "data": {"id": 1}}]},
+        "serviceProviderConfiguration": {"connectionName": "eventgrid", "operationId": "publishEvents",
+                                         "serviceProviderId": "/serviceProviders/eventGridPublisher"}}}
+    other = {"type": "ServiceProvider", "runAfter": {}, "inputs": {
+        "parameters": {"queueName": "q"},
+        "serviceProviderConfiguration": {"connectionName": "sb", "operationId": "sendMessage",
+                                         "serviceProviderId": "/serviceProviders/serviceBus"}}}
+    from engine import connections
+
+    conns = connections.Connections.load(tmp_path / "connections.yaml", __import__("engine.registry", fromlist=["x"]).default_registry())
+    flow = load_file(write(tmp_path / "p.json", definition(Publish=publish)), connections=conns)
+    assert flow.actions["Publish"].type == "azure.eventgrid.Publish" and flow.actions["Publish"].connection == "eventgrid"
+    found = problems(write(tmp_path / "o.json", definition(Send=other)))
+    assert "Logic Apps type 'ServiceProvider' cannot run in flowrun" in found[0]
