@@ -98,8 +98,10 @@ def _load_text(text: str, file: str, registry: Registry, connections: Any, cache
                 return flow
     data, positions, problems = yamlpos.load(text, file)
 
-    def problem(path: str, message: str) -> None:
+    def problem(path: str, message: str, at: tuple[str, int] | None = None) -> None:
         line, col = yamlpos.position(positions, path, key=message.startswith(("unknown key", "duplicate")))
+        if at is not None and path in positions:  # (the string, the offset in it) of an `@` expression
+            line, col = yamlpos.inside(text, (line, col), *at)
         problems.append(Problem(file, line, col, path, message))
 
     if data is None and not problems:
@@ -343,10 +345,10 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
             where = f"{action.where}.{sub}"
             found = evaluator.analyze(text)
             if found.error:
-                problem(where, found.error)
+                problem(where, found.error, _at(text, found))
                 continue
             for name in found.unknown:
-                problem(where, f"unknown name '{name}'{suggest(name, evaluator.known)}")
+                problem(where, f"unknown name '{name}'{evaluator.suggest_name(name)}")
             for fn, arg in found.calls:
                 _check_reference(flow, action, sub, fn, arg, variables, problem, where, declarers)
     for trigger in flow.triggers.values():
@@ -357,10 +359,14 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
         for sub, text in templated_strings(out.get("value"), "value"):
             found = evaluator.analyze(text)
             if found.error:
-                problem(f"outputs.{name}.{sub}", found.error)
+                problem(f"outputs.{name}.{sub}", found.error, _at(text, found))
             for fn, arg in found.calls:
                 if fn in ACTION_FUNCTIONS and arg not in flow.actions:
                     problem(f"outputs.{name}.{sub}", f"unknown action '{arg}'{suggest(arg, flow.actions)}")
+
+
+def _at(text: str, found: Any) -> tuple[str, int] | None:
+    return (text, found.offset) if found.offset is not None else None
 
 
 def _check_connection(action: Action, registry: Registry, connections: Any, problem: Any) -> None:
