@@ -233,7 +233,12 @@ def functions() -> None:
     from .expressions import functions_reference
     from .registry import default_registry
 
-    kinds = {"workflow": "Workflow functions", "helper": "Helpers", "filter": "Filters (value | name)"}
+    kinds = {"workflow": "Workflow functions", "string": "String functions", "collection": "Collection functions",
+             "logical": "Logical comparison functions", "conversion": "Conversion functions",
+             "math": "Math functions", "date": "Date and time functions", "uri": "URI parsing functions",
+             "manipulation": "Manipulation functions (JSON and XML)", "helper": "Jinja only",
+             "filter": "Jinja filters (value | name)"}
+    click.echo("In `@` expressions and in {{ }} templates alike (names match any case in `@`):\n")
     entries = functions_reference(default_registry().filters)
     for kind, title in kinds.items():
         click.echo(f"{title}:")

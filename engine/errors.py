@@ -10,6 +10,7 @@
     └── ActionError                  an action failed while running; becomes the step's error
         ├── RetryableError           the same call may succeed later (timeouts, 429, 5xx)
         ├── ExpressionError          a template failed to evaluate (undefined name, bad call)
+        │   ├── InvalidTemplate      an `@` expression failed as Logic Apps words it (function, argument)
         │   └── ExpressionLimit      a template went past its time, size or operation budget
         ├── InputError               resolved inputs do not match the node's input schema
         └── OutputTooLarge           a value is over the store's hard cap (nothing truncated)
@@ -99,6 +100,14 @@ class ExpressionError(ActionError):
 
     def __init__(self, message: str, **kw: Any):
         kw.setdefault("code", "ExpressionError")
+        super().__init__(message, **kw)
+
+
+class InvalidTemplate(ExpressionError):
+    """A runtime error of an `@` expression, named as Logic Apps names it (code InvalidTemplate)."""
+
+    def __init__(self, message: str, **kw: Any):
+        kw.setdefault("code", "InvalidTemplate")
         super().__init__(message, **kw)
 
 

@@ -102,10 +102,12 @@ def _load_text(text: str, file: str, registry: Registry, connections: Any, cache
             if not found:
                 flow.warnings = _warnings(flow, file, None)
                 return flow
-    data, at, problems, definition = definitions.parse(text, file)
+    data, where, problems, definition = definitions.parse(text, file)
 
-    def problem(path: str, message: str) -> None:
-        line, col = yamlpos.position(at, path, key=message.startswith(("unknown key", "duplicate")))
+    def problem(path: str, message: str, at: tuple[str, int] | None = None) -> None:
+        line, col = yamlpos.position(where, path, key=message.startswith(("unknown key", "duplicate")))
+        if at is not None and path in where:  # (the string, the offset in it) of an `@` expression
+            line, col = yamlpos.inside(text, (line, col), *at)
         problems.append(Problem(file, line, col, path, message))
 
     if data is None and not problems:
@@ -134,7 +136,7 @@ def _load_text(text: str, file: str, registry: Registry, connections: Any, cache
             _check_trigger_definition(trigger, registry, problem)
     if problems:
         raise FlowError(_sorted(problems))
-    flow.warnings = _warnings(flow, file, at)
+    flow.warnings = _warnings(flow, file, where)
     if key is not None:
         cache.put(key, data, connections)
     return flow
@@ -352,10 +354,10 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
             where = f"{action.where}.{sub}"
             found = evaluator.analyze(text)
             if found.error:
-                problem(where, found.error)
+                problem(where, found.error, _at(text, found))
                 continue
             for name in found.unknown:
-                problem(where, f"unknown name '{name}'{suggest(name, evaluator.known)}")
+                problem(where, f"unknown name '{name}'{evaluator.suggest_name(name)}")
             for fn, arg in found.calls:
                 _check_reference(flow, action, sub, fn, arg, variables, problem, where, declarers)
     for trigger in flow.triggers.values():
@@ -366,10 +368,14 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
         for sub, text in templated_strings(out.get("value"), "value"):
             found = evaluator.analyze(text)
             if found.error:
-                problem(f"outputs.{name}.{sub}", found.error)
+                problem(f"outputs.{name}.{sub}", found.error, _at(text, found))
             for fn, arg in found.calls:
                 if fn in ACTION_FUNCTIONS and arg not in flow.actions:
                     problem(f"outputs.{name}.{sub}", f"unknown action '{arg}'{suggest(arg, flow.actions)}")
+
+
+def _at(text: str, found: Any) -> tuple[str, int] | None:
+    return (text, found.offset) if found.offset is not None else None
 
 
 def _check_connection(action: Action, registry: Registry, connections: Any, problem: Any) -> None:
