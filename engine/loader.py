@@ -102,11 +102,11 @@ def _load_text(text: str, file: str, registry: Registry, connections: Any, cache
             if not found:
                 flow.warnings = _warnings(flow, file, None)
                 return flow
-    data, where, problems, definition = definitions.parse(text, file)
+    data, places, problems, definition = definitions.parse(text, file)
 
     def problem(path: str, message: str, at: tuple[str, int] | None = None) -> None:
-        line, col = yamlpos.position(where, path, key=message.startswith(("unknown key", "duplicate")))
-        if at is not None and path in where:  # (the string, the offset in it) of an `@` expression
+        line, col = yamlpos.position(places, path, key=message.startswith(("unknown key", "duplicate")))
+        if at is not None and path in places:  # (the string, the offset in it) of an `@` expression
             line, col = yamlpos.inside(text, (line, col), *at)
         problems.append(Problem(file, line, col, path, message))
 
@@ -136,7 +136,7 @@ def _load_text(text: str, file: str, registry: Registry, connections: Any, cache
             _check_trigger_definition(trigger, registry, problem)
     if problems:
         raise FlowError(_sorted(problems))
-    flow.warnings = _warnings(flow, file, where)
+    flow.warnings = _warnings(flow, file, places)
     if key is not None:
         cache.put(key, data, connections)
     return flow

@@ -24,8 +24,8 @@ from .model import STATUSES
 from .registry import Registry
 
 SCHEMA_ID = "https://flowrun.dev/schemas/flow.schema.json"
-TEMPLATE = {"type": "string", "pattern": r"[\s\S]*\{[{%][\s\S]*",
-            "description": "a {{ template }} evaluated when the action runs"}
+TEMPLATE = {"type": "string", "pattern": r"^@[^@]|@\{|\{[{%]",
+            "description": "a {{ template }} or an @ expression, evaluated when the action runs"}
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,79}$"
 COMMITTED = Path(__file__).resolve().parent.parent / "schemas" / "flow.schema.json"
 
