@@ -220,3 +220,24 @@ def test_a_service_provider_action_of_a_service_flowrun_has_maps_to_its_node(tmp
     assert flow.actions["Publish"].type == "azure.eventgrid.Publish" and flow.actions["Publish"].connection == "eventgrid"
     found = problems(write(tmp_path / "o.json", definition(Send=other)))
     assert "Logic Apps type 'ServiceProvider' cannot run in flowrun" in found[0]
+
+
+def test_a_recurrence_in_a_windows_time_zone_loads_and_an_unknown_zone_is_named(tmp_path):
+    from engine.validation import check_file
+    from engine.registry import default_registry
+
+    d = definition()
+    d["triggers"] = {"Every_morning": {"type": "Recurrence", "recurrence": {
+        "frequency": "Day", "interval": 1, "timeZone": "W. Europe Standard Time",
+        "schedule": {"hours": [9], "minutes": [0]}}, "evaluatedRecurrence": {"frequency": "Day", "interval": 1}}}
+    assert check_file(write(tmp_path / "r.json", d), default_registry(), None).errors == []
+    d["triggers"]["Every_morning"]["recurrence"]["timeZone"] = "Mars Standard Time"
+    (found,) = check_file(write(tmp_path / "r.json", d), default_registry(), None).errors
+    assert "unknown time zone 'Mars Standard Time'" in str(found) and ":7:" not in str(found)
+
+
+def test_an_expression_problem_points_inside_the_json_string(tmp_path):
+    path = tmp_path / "e.json"
+    path.write_text('{"$schema": "%s",\n "actions": {"A": {"type": "Compose", "inputs": "@body(\'Nope\')"}}}' % SCHEMA)
+    (found,) = problems(path)
+    assert found.startswith(f"{path}:2:") and "Nope" in found

@@ -124,3 +124,19 @@ def test_a_flow_checking_an_api_key_itself_sees_it_and_nothing_persisted_holds_i
     for form in (API_KEY, json.dumps(API_KEY)[1:-1], json.dumps(json.dumps(API_KEY)[1:-1])[1:-1]):
         assert form not in stored
     assert "wrong-key-value" not in stored
+
+
+def test_list_callback_url_returns_the_triggers_signed_url(tmp_path):
+    folder = tmp_path / "app"
+    write(folder / "host.json", {})
+    (folder / "connections.yaml").write_text("connections: {}\n")
+    write(folder / "whoami" / "workflow.json", {"kind": "Stateful", "definition": {
+        "$schema": SCHEMA, "triggers": {"manual": {"type": "Request", "kind": "Http"}},
+        "actions": {"Response": {"type": "Response", "kind": "Http", "runAfter": {},
+                                 "inputs": {"statusCode": 200, "body": {"url": "@listCallbackUrl()"}}}}}})
+    with serving(folder, state=tmp_path / "s.db", base_url="https://hooks.example") as served:
+        url = served.listener.table.request("whoami", "manual").callback_url("https://hooks.example")
+        answer = served.client.post(path_and_query(url), json={})
+        assert answer.status_code == 200
+        # the answer passes through the redactor like every answer: the sig is not a secret of it
+        assert answer.json() == {"url": url}
