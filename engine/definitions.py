@@ -381,7 +381,21 @@ def app_settings(folder: Path | None, problem: Any = None) -> dict:
         if isinstance(values, dict):
             settings.update({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in values.items()})
     settings.update(os.environ)
+    _secret_settings(settings)
     return settings
+
+
+_SECRET_SETTING = re.compile(r"key|secret|password|pwd|token|connectionstring|sas|credential|signature", re.I)
+
+
+def _secret_settings(settings: dict) -> None:
+    """App settings whose names say they hold a secret (an API key, a connection string) join
+    the process's redactor: ``@appsetting('ApiKey')`` in a header is stored and shown masked."""
+    from .connections import PROCESS_REDACTOR
+
+    for name, value in settings.items():
+        if isinstance(value, str) and _SECRET_SETTING.search(name):
+            PROCESS_REDACTOR.add(value)
 
 
 _APPSETTING = re.compile(r"^@appsetting\('((?:[^']|'')*)'\)$", re.IGNORECASE)

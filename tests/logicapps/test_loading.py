@@ -241,3 +241,15 @@ def test_an_expression_problem_points_inside_the_json_string(tmp_path):
     path.write_text('{"$schema": "%s",\n "actions": {"A": {"type": "Compose", "inputs": "@body(\'Nope\')"}}}' % SCHEMA)
     (found,) = problems(path)
     assert found.startswith(f"{path}:2:") and "Nope" in found
+
+
+def test_an_app_setting_named_like_a_secret_is_stored_masked(tmp_path):
+    app = tmp_path / "app"
+    write(app / "host.json", {})
+    write(app / "local.settings.json", {"Values": {"PartnerApiKey": "pk-Live-'q\"uote\\d-123", "Region": "west"}})
+    flow = write(app / "w" / "workflow.json", {"kind": "Stateful", "definition": definition(
+        Use={"type": "Compose", "runAfter": {}, "inputs": {"key": "@appsetting('PartnerApiKey')",
+                                                           "region": "@appsetting('Region')"}})})
+    run = run_file(flow, state=tmp_path / "s.db")
+    assert run.steps["Use"].outputs == {"key": "***", "region": "west"}
+    assert b"pk-Live" not in (tmp_path / "s.db").read_bytes()
