@@ -273,7 +273,11 @@ def convert(ctx: click.Context, definition: str, to_jinja: bool, output: str | N
     equivalent."""
     from .convert import convert as to_yaml
 
-    text = to_yaml(Path(definition).read_text(encoding="utf-8"), definition, to_jinja=to_jinja)
+    try:
+        source = Path(definition).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Fail(f"{definition}: cannot read file: {exc}") from None
+    text = to_yaml(source, definition, to_jinja=to_jinja)
     if output is None:
         _emit(text, nl=False)
         return

@@ -208,7 +208,7 @@ def _arm_parameter_values(template: dict, parameters_file: str | None, problem: 
             given = safejson.loads(Path(parameters_file).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             problem("", f"cannot read the ARM parameters file {parameters_file}: {exc}")
-            return values
+            given = {}
         given = given.get("parameters", given) if isinstance(given, dict) else {}
         for k, v in (given if isinstance(given, dict) else {}).items():
             if isinstance(v, dict) and "value" in v:

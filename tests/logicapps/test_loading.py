@@ -253,3 +253,9 @@ def test_an_app_setting_named_like_a_secret_is_stored_masked(tmp_path):
     run = run_file(flow, state=tmp_path / "s.db")
     assert run.steps["Use"].outputs == {"key": "***", "region": "west"}
     assert b"pk-Live" not in (tmp_path / "s.db").read_bytes()
+
+
+def test_an_unreadable_arm_parameters_file_is_one_problem(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWRUN_ARM_PARAMETERS", str(tmp_path / "missing.parameters.json"))
+    found = problems(write(tmp_path / "t.json", arm(arm_definition())))
+    assert len(found) == 1 and "cannot read the ARM parameters file" in found[0]
