@@ -349,7 +349,9 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
             problem(action.where, f"{action.type} is not allowed inside a loop ({loop.type} '{loop.name}')")
         _check_connection(action, registry, connections, problem)
         _check_sdk(action, registry, problem)
-        templated = {k: v for k, v in action.raw.items() if k not in node.nested}
+        # trackedProperties read action() (the action's own result), which only they may: flowrun
+        # accepts them and does not evaluate them (no diagnostics events to send them with)
+        templated = {k: v for k, v in action.raw.items() if k not in node.nested and k != "trackedProperties"}
         for sub, text in templated_strings(templated):
             where = f"{action.where}.{sub}"
             found = evaluator.analyze(text)

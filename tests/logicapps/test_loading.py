@@ -259,3 +259,10 @@ def test_an_unreadable_arm_parameters_file_is_one_problem(tmp_path, monkeypatch)
     monkeypatch.setenv("FLOWRUN_ARM_PARAMETERS", str(tmp_path / "missing.parameters.json"))
     found = problems(write(tmp_path / "t.json", arm(arm_definition())))
     assert len(found) == 1 and "cannot read the ARM parameters file" in found[0]
+
+
+def test_tracked_properties_as_logic_apps_writes_them_load(tmp_path):
+    flow = load_file(write(tmp_path / "t.json", definition(A={
+        "type": "Compose", "runAfter": {}, "inputs": 1,
+        "trackedProperties": {"status": "@action()['outputs']", "id": "@{triggerBody()?['id']}"}})))
+    assert flow.actions["A"].raw["trackedProperties"]["status"] == "@action()['outputs']"
