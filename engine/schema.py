@@ -62,6 +62,7 @@ COMMON_ACTION_PROPERTIES: dict[str, Any] = {
     "operationOptions": {"type": "string"},
     "trackedProperties": {"type": "object"},
     "kind": {"type": "string", "description": "Logic Apps' action kind (Response: Http); informational"},
+    "metadata": {"type": "object", "description": "designer metadata (Logic Apps, Power Automate); not used"},
 }
 
 PARAMETER = {
@@ -90,6 +91,7 @@ COMMON_TRIGGER_PROPERTIES: dict[str, Any] = {
     "runtimeConfiguration": {"type": "object"},
     "operationOptions": {"type": "string"},
     "correlation": {"type": "object"},
+    "metadata": {"type": "object", "description": "designer metadata (Logic Apps, Power Automate); not used"},
 }
 
 
