@@ -650,7 +650,7 @@ def _analyze_wdl(text: str) -> Analysis:
     try:
         program = _compile_wdl(text)
     except (wdl.WdlSyntaxError, wdl.CompileError) as exc:
-        return Analysis(error=f"{exc.message} in {_short(text)}", offset=exc.offset, language="wdl")
+        return Analysis(error=f"{exc.message.rstrip('.')} in {_short(text)}", offset=exc.offset, language="wdl")
     except RecursionError:
         return Analysis(error=f"{_short(text)} is nested too deeply", language="wdl")
     return Analysis(calls=[(_ACTION_ALIASES.get(fn, fn), arg) for fn, arg, _ in program.calls], language="wdl")

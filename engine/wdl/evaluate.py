@@ -12,6 +12,7 @@ from difflib import get_close_matches
 from typing import Any, Callable
 
 from .. import sandbox
+from ..errors import ExpressionSyntaxError
 from .library import Fn, load, lookup
 from .parser import Access, Call, Lit, Node, WdlSyntaxError, split
 from .values import InvalidTemplate, exported, member, to_text
@@ -19,13 +20,7 @@ from .values import InvalidTemplate, exported, member, to_text
 Code = Callable[[dict], Any]
 
 
-class CompileError(ValueError):
-    """An unknown function or a wrong argument count, at ``offset`` of the field."""
-
-    def __init__(self, message: str, offset: int):
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
+CompileError = ExpressionSyntaxError  # an unknown function or a wrong argument count
 
 
 @dataclass
