@@ -162,9 +162,13 @@ def _tick(state: Any) -> None:
 
 def _checked(value: Any) -> Any:
     if type(value) is str and len(value) > 4096:
-        sandbox.current().size(len(value), "a text")
+        budget = sandbox.current()
+        budget.size(len(value), "a text")
+        budget.alloc(len(value), "text")
     elif type(value) in (list, dict) and len(value) > 512:
-        sandbox.current().size(len(value) * 8, "a collection")
+        budget = sandbox.current()
+        budget.size(len(value) * 8, "a collection")
+        budget.alloc(len(value) * 8, "collections")
     return value
 
 
