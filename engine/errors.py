@@ -19,6 +19,8 @@
     BodyError (ValueError)           an inbound body cannot be read as its content type says (400)
     JsonLimit (ValueError)           JSON that is malformed or past a limit (depth, digits, UTF-8)
     TriggerConfigError (ValueError)  a trigger definition the trigger cannot use (problem lines)
+    ExpressionSyntaxError (ValueError)  an `@` expression that does not compile (syntax, unknown
+                                     function, argument count), with the offset in its field
 
 Nodes raise ActionError or RetryableError (usually through their vendor's
 ``map_errors``); the executor turns them into a step's ``Failed`` status and
@@ -164,6 +166,15 @@ class TriggerConfigError(ValueError):
     def __init__(self, problems: list[tuple[str, str]]):
         super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in problems))
         self.problems = problems
+
+
+class ExpressionSyntaxError(ValueError):
+    """An `@` field that does not compile; ``offset`` is where in the field (0-based)."""
+
+    def __init__(self, message: str, offset: int):
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
 
 
 class JsonLimit(ValueError):

@@ -31,6 +31,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Callable, Iterator
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
@@ -303,17 +304,17 @@ def _jinja_global(fn: "wdl.Fn") -> Callable[..., Any]:
         def scoped(context: Any, *args: Any, **kwargs: Any) -> Any:
             check(args, kwargs)
             names = {n: context.get(n) for n in WORKFLOW_FUNCTIONS}
-            return wdl.values.exported(impl(names, *args))
+            return impl(names, *args)
         return scoped
     if fn.lazy:
         def lazy(*args: Any, **kwargs: Any) -> Any:
             check(args, kwargs)
-            return wdl.values.exported(impl(*[(lambda v=a: v) for a in args]))
+            return impl(*[(lambda v=a: v) for a in args])
         return lazy
 
     def call(*args: Any, **kwargs: Any) -> Any:
         check(args, kwargs)
-        return wdl.values.exported(impl(*args))
+        return impl(*args)
     call.__name__ = name
     return call
 
@@ -512,6 +513,8 @@ class Evaluator:
                 result = code(**names)
                 if isinstance(result, Undefined):
                     result._fail_with_undefined_error()
+                if isinstance(result, Decimal):  # decimal(): a number once it leaves the expression
+                    result = wdl.values.exported(result)
                 if isinstance(result, (dict, list, tuple)):  # stored as JSON: will the text fit?
                     sandbox.check_text(sandbox.current(), result, "the result")
                 elif isinstance(result, (str, int)):
@@ -650,7 +653,7 @@ def _analyze_wdl(text: str) -> Analysis:
     try:
         program = _compile_wdl(text)
     except (wdl.WdlSyntaxError, wdl.CompileError) as exc:
-        return Analysis(error=f"{exc.message} in {_short(text)}", offset=exc.offset, language="wdl")
+        return Analysis(error=f"{exc.message.rstrip('.')} in {_short(text)}", offset=exc.offset, language="wdl")
     except RecursionError:
         return Analysis(error=f"{_short(text)} is nested too deeply", language="wdl")
     return Analysis(calls=[(_ACTION_ALIASES.get(fn, fn), arg) for fn, arg, _ in program.calls], language="wdl")

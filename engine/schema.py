@@ -9,7 +9,7 @@ against that union (every action would be tried against every node type): it tak
 Letter case: type names and runAfter statuses are case-insensitive (``type: compose``,
 ``[succeeded]``), as in Logic Apps; the schema accepts them in any case (``any_case``) and
 offers the canonical spelling for completion. Wherever a node's input schema
-wants a number, object, enum..., a templated string (``{{ ... }}``) is accepted too: it is
+wants a number, object, enum..., a templated string (``{{ ... }}``, ``@expr``, ``@{...}``) is accepted too: it is
 checked against the node's real schema after it has been evaluated, just before the node runs.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from .model import STATUSES
 from .registry import Registry
 
 SCHEMA_ID = "https://flowrun.dev/schemas/flow.schema.json"
-TEMPLATE = {"type": "string", "pattern": r"^@[^@]|@\{|\{[{%]",
-            "description": "a {{ template }} or an @ expression, evaluated when the action runs"}
+TEMPLATE = {"type": "string", "pattern": r"^@[\s\S]|\{[{%]|@\{",
+            "description": "a {{ template }} or an @ expression evaluated when the action runs"}
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,79}$"
 COMMITTED = Path(__file__).resolve().parent.parent / "schemas" / "flow.schema.json"
 

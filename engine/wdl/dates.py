@@ -105,6 +105,8 @@ def parse(fn: str, value: Any, i: int = 0) -> dt.datetime:
     """A timestamp argument: an aware UTC datetime (it had a zone), or a naive one (unspecified)."""
     text = text_arg(fn, i, value).strip()
     try:
+        if len(text) > 100:
+            raise ValueError
         m = _ISO.match(text)
         if m:
             y, mo, d, h, mi, s, f, z = m.groups()
@@ -287,6 +289,8 @@ def parse_date_time(ts: Any, locale: Any = None, fmt: Any = None) -> str:
         return format_timestamp("parseDateTime", parse("parseDateTime", ts))
     text = text_arg("parseDateTime", 0, ts)
     pattern = text_arg("parseDateTime", 2, fmt)
+    if len(text) > 100 or len(pattern) > 100:  # the format becomes a regular expression: keep it small
+        raise fn_error("parseDateTime", "reads a timestamp and a format of at most 100 characters each.")
     pattern = _STANDARD.get(pattern, pattern) if len(pattern) == 1 else pattern
     return format_timestamp("parseDateTime", _read(text, pattern, (text_arg("parseDateTime", 1, locale)
                                                                    if locale is not None else "en-us").lower()))

@@ -12,6 +12,7 @@ from difflib import get_close_matches
 from typing import Any, Callable
 
 from .. import sandbox
+from ..errors import ExpressionSyntaxError
 from .library import Fn, load, lookup
 from .parser import Access, Call, Lit, Node, WdlSyntaxError, split
 from .values import InvalidTemplate, exported, member, to_text
@@ -19,13 +20,7 @@ from .values import InvalidTemplate, exported, member, to_text
 Code = Callable[[dict], Any]
 
 
-class CompileError(ValueError):
-    """An unknown function or a wrong argument count, at ``offset`` of the field."""
-
-    def __init__(self, message: str, offset: int):
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
+CompileError = ExpressionSyntaxError  # an unknown function or a wrong argument count
 
 
 @dataclass
@@ -167,9 +162,13 @@ def _tick(state: Any) -> None:
 
 def _checked(value: Any) -> Any:
     if type(value) is str and len(value) > 4096:
-        sandbox.current().size(len(value), "a text")
+        budget = sandbox.current()
+        budget.size(len(value), "a text")
+        budget.alloc(len(value), "text")
     elif type(value) in (list, dict) and len(value) > 512:
-        sandbox.current().size(len(value) * 8, "a collection")
+        budget = sandbox.current()
+        budget.size(len(value) * 8, "a collection")
+        budget.alloc(len(value) * 8, "collections")
     return value
 
 

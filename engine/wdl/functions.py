@@ -59,6 +59,7 @@ def _texts(values: Any) -> list[str]:
     budget = sandbox.current()
     out = []
     total = 0
+    budget.tick(len(values) // 64 + 1)
     for v in values:
         if isinstance(v, (dict, list, tuple)):
             sandbox.check_text(budget, v)
@@ -76,7 +77,10 @@ def chunk(value: Any, length: Any) -> list:
     n = int_arg("chunk", 1, length)
     if n <= 0:
         raise fn_error("chunk", "expects its second parameter 'length' to be a positive integer.")
-    sandbox.current().tick(len(value) // n // 64 + 1)
+    count = -(-len(value) // n)
+    budget = sandbox.current()
+    budget.tick(count // 64 + 1)
+    budget.size(count * 64, "the chunks")
     return [value[i:i + n] for i in range(0, len(value), n)]
 
 
@@ -189,9 +193,8 @@ def split(text: Any, delimiter: Any) -> list:
     t, d = text_arg("split", 0, text), text_arg("split", 1, delimiter)
     if d == "":
         return [t]
-    parts = t.split(d)
-    _size(len(parts) * 8, "the result of split")
-    return parts
+    _size(t.count(d) * 64, "the parts of split")
+    return t.split(d)
 
 
 @define("substring(text, startIndex, length?)", "length characters of text from startIndex", "string")
@@ -277,24 +280,27 @@ def _unique(items: Any) -> list:
     seen: set = set()
     for x in items:
         key = _hashable(x)
-        if key is not None:
-            if key in seen:
-                continue
-            seen.add(key)
-        elif any(equal(x, y) for y in out):
+        if key in seen:
             continue
+        seen.add(key)
         out.append(x)
     return out
 
 
 def _hashable(x: Any) -> Any:
+    """A key equal for values ``equals`` finds equal (containers by their canonical JSON)."""
     if isinstance(x, bool) or x is None:
         return ("b", x)
     if isinstance(x, str):
         return ("s", x)
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         return ("n", x)
-    return None
+    if isinstance(x, Decimal):
+        return ("n", float(x))
+    import json
+
+    sandbox.check_text(sandbox.current(), x)
+    return ("j", json.dumps(x, sort_keys=True, separators=(",", ":"), default=float))
 
 
 @define("intersection(collection1, collection2, ...)", "the items (or object properties) in every collection",
@@ -307,7 +313,8 @@ def intersection(*values: Any) -> Any:
         return out
     out_l = _unique(values[0])
     for v in values[1:]:
-        out_l = [x for x in out_l if any(equal(x, y) for y in v)]
+        keys = {_hashable(y) for y in v}
+        out_l = [x for x in out_l if _hashable(x) in keys]
     return out_l
 
 
@@ -372,12 +379,17 @@ def sort(value: Any, sort_by: Any = None) -> list:
             keys.append(x.get(key))
     else:
         keys = list(value)
-    import functools
-
-    def cmp(a: tuple, b: tuple) -> int:
-        return compare("sort", a[0], b[0])
-    pairs = sorted(zip(keys, range(len(keys))), key=functools.cmp_to_key(cmp))
-    return [value[i] for _, i in pairs]
+    # one kind of key, compared in C: numbers, or strings (ordinally)
+    if all(is_number(k) for k in keys):
+        order = sorted(range(len(keys)), key=lambda i: float(keys[i]))
+    elif all(isinstance(k, str) for k in keys):
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+    elif all(isinstance(k, bool) for k in keys):
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+    else:
+        kinds = sorted({type_name(k) for k in keys})
+        raise fn_error("sort", f"can only sort values of one kind (numbers or strings); found {', '.join(kinds)}.")
+    return [value[i] for i in order]
 
 
 # == logical ================================================================================

@@ -62,7 +62,7 @@ def parse_float(text: str, locale: str, fn: str) -> float | None:
     if group in (NBSP, NNBSP):
         whole = whole.replace(" ", "")
     t = whole + ("." if sep else "") + frac
-    if not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", t) or len(t) > 400:
+    if len(t) > 400 or not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", t):
         return None
     return float(t)
 
@@ -111,9 +111,8 @@ def _precision(spec: str, default: int) -> int:
     if spec == "":
         return default
     p = int(spec)
-    if p > 999_999_999:
-        raise ValueError
-    sandbox.current().size(p, "a formatted number")
+    if p > 1_000:
+        raise fn_error("formatNumber", f"was given the precision {p:,}; at most 1,000.")
     return p
 
 

@@ -18,17 +18,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Union
 
+from ..errors import ExpressionSyntaxError
+
 MAX_EXPRESSION = 8_192   # characters per expression (Logic Apps' limit)
 MAX_DEPTH = 64           # calls and brackets inside each other
 
 
-class WdlSyntaxError(ValueError):
-    """A field that is not valid `@` language; ``offset`` is where, in the field."""
-
-    def __init__(self, message: str, offset: int):
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
+WdlSyntaxError = ExpressionSyntaxError  # a field that is not valid `@` language
 
 
 @dataclass(frozen=True, slots=True)
