@@ -140,3 +140,10 @@ def test_list_callback_url_returns_the_triggers_signed_url(tmp_path):
         assert answer.status_code == 200
         # the answer passes through the redactor like every answer: the sig is not a secret of it
         assert answer.json() == {"url": url}
+
+
+def test_the_openapi_document_describes_the_sas_signature(app, tmp_path):
+    with serving(app, state=tmp_path / "s.db") as served:
+        doc = served.client.get("/openapi.json").json()
+    scheme = doc["components"]["securitySchemes"]["greet.manual"]
+    assert scheme["in"] == "query" and scheme["name"] == "sig"
