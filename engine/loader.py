@@ -277,10 +277,13 @@ def _build(data: dict, file: str, text: str, registry: Registry, problem: Any) -
                     timeout = parse_duration(timeout_text)
             except ValueError as exc:
                 problem(f"{a_where}.{'timeout' if raw.get('timeout') else 'limit.timeout'}", str(exc))
+            policy, policy_where = raw.get("retryPolicy"), "retryPolicy"
+            if policy is None and isinstance(raw.get("inputs"), dict) and "retryPolicy" in raw["inputs"]:
+                policy, policy_where = raw["inputs"]["retryPolicy"], "inputs.retryPolicy"  # Logic Apps' Http
             try:
-                retry = RetryPolicy.from_dict(raw.get("retryPolicy") if isinstance(raw.get("retryPolicy"), dict) else None)
+                retry = RetryPolicy.from_dict(policy if isinstance(policy, dict) else None)
             except (ValueError, TypeError, KeyError) as exc:
-                problem(f"{a_where}.retryPolicy", str(exc))
+                problem(f"{a_where}.{policy_where}", str(exc))
             run_after = raw.get("runAfter") if isinstance(raw.get("runAfter"), dict) else {}
             action = Action(name=name, type=getattr(node, "type", "?"), node=node, raw=raw, inputs=raw.get("inputs"),
                             run_after={k: tuple(v) if isinstance(v, list) else () for k, v in run_after.items()},

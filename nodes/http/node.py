@@ -163,6 +163,8 @@ class Http(Node):
         "timeout": {"type": "string", "description": "per-request timeout, ISO 8601 (default PT100S)"},
         "idempotencyKey": {"type": ["boolean", "string"],
                            "description": "true: send Idempotency-Key; a string: the header name to use"},
+        "retryPolicy": {"type": "object", "description": "where Logic Apps writes an Http action's retry policy "
+                                                         "(the action's own retryPolicy, same shape)"},
         "authentication": {"type": "object", "required": ["type"],
                            "description": "Logic Apps' shape: {type: Basic, username, password} or "
                                           "{type: Raw, value} (the Authorization header); the secret is "

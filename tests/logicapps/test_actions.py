@@ -122,3 +122,19 @@ def test_a_workflow_action_names_a_sibling_workflow_folder(tmp_path):
     run = run_file(app / "parent" / "workflow.json", state=tmp_path / "s.db")
     assert run.steps["Call"].status == "Succeeded" and run.steps["Call"].outputs["body"] == {"child": True}
     assert run.steps["Missing"].status == "Failed" and run.steps["Missing"].error["code"] == "InvalidChildFlow"
+
+
+def test_http_takes_its_retry_policy_from_its_inputs_as_logic_apps_writes_it(tmp_path):
+    with Recorder() as api:
+        api.route("GET", r"/flaky", status=503, json={"error": "busy"})
+        flow = write(tmp_path / "r.json", {"Get": {"type": "Http", "runAfter": {}, "inputs": {
+            "method": "GET", "uri": f"{api.url}/flaky",
+            "retryPolicy": {"type": "fixed", "count": 2, "interval": "PT0.01S"}}}})
+        run = run_file(flow, state=tmp_path / "s.db")
+        assert run.steps["Get"].status == "Failed" and run.steps["Get"].attempts == 3
+        assert len(api.requests) == 3
+    bad = write(tmp_path / "b.json", {"Get": {"type": "Http", "runAfter": {}, "inputs": {
+        "method": "GET", "uri": "http://x.invalid", "retryPolicy": {"type": "fixed", "interval": "soon"}}}})
+    with pytest.raises(FlowError) as exc:
+        load_file(bad)
+    assert "actions.Get.inputs.retryPolicy" in str(exc.value)
