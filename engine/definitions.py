@@ -440,6 +440,7 @@ UNSUPPORTED = {
     "liquid": "a Liquid transform (integration account)", "flatfiledecoding": "flat-file decoding",
     "flatfileencoding": "flat-file encoding", "xmlparse": "XML parsing (integration account)",
     "parsedocument": "document parsing (AI)", "chunktext": "text chunking (AI)", "agent": "an AI agent loop",
+    "http": "a polling HTTP trigger, not supported (use Recurrence with an Http action)",
     "expression": "a legacy expression action", "batch": "a batch trigger", "sendtobatch": "a batch send",
 }
 

@@ -266,3 +266,12 @@ def test_tracked_properties_as_logic_apps_writes_them_load(tmp_path):
         "type": "Compose", "runAfter": {}, "inputs": 1,
         "trackedProperties": {"status": "@action()['outputs']", "id": "@{triggerBody()?['id']}"}})))
     assert flow.actions["A"].raw["trackedProperties"]["status"] == "@action()['outputs']"
+
+
+def test_a_polling_http_trigger_is_named_as_not_supported(tmp_path):
+    d = definition()
+    d["triggers"] = {"poll": {"type": "Http", "inputs": {"method": "GET", "uri": "https://x.invalid"},
+                              "recurrence": {"frequency": "Minute", "interval": 1}}}
+    found = problems(write(tmp_path / "p.json", d))
+    assert any("triggers.poll.type: Logic Apps type 'Http' cannot run in flowrun: it is a polling HTTP trigger"
+               in p for p in found), found
