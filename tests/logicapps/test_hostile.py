@@ -15,7 +15,7 @@ from engine.model import Flow
 
 DEFINITIONS = Path(__file__).parent / "definitions"
 SEEDS = [p.read_text() for p in sorted(DEFINITIONS.glob("*.json"))]
-FUZZ = settings(deadline=None, max_examples=300, suppress_health_check=list(HealthCheck), print_blob=True)
+FUZZ = settings(deadline=None, max_examples=int(__import__("os").environ.get("FLOWRUN_FUZZ_EXAMPLES", "300")), suppress_health_check=list(HealthCheck), print_blob=True)
 SCHEMA = "https://schema.management.azure.com/providers/Microsoft.Logic/schemas/2016-06-01/workflowdefinition.json#"
 ARM_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
 
