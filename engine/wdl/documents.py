@@ -136,6 +136,11 @@ def _elementpath() -> tuple[Any, Any]:
     return _LOADED[0]
 
 
+class _Stop(BaseException):
+    """Unwinds elementpath when the budget is spent (its ``except Exception`` clauses would
+    swallow the budget's own error, and a raising trace function is switched off)."""
+
+
 class _Traced:
     """Tick the budget on every Python call while ``elementpath`` runs."""
 
@@ -149,7 +154,7 @@ class _Traced:
                 self.budget.tick()
             except Exception as exc:  # ExpressionLimit, or OffloadSignal on the event loop
                 self.stopped = exc
-                raise
+                raise _Stop() from None  # not an Exception: the library's handlers let it through
         return None
 
     def __enter__(self) -> None:
@@ -187,6 +192,8 @@ def xpath(document: Any, path: Any) -> Any:
     try:
         with traced:
             found = elementpath.select(tree, expr, namespaces=None)
+    except _Stop:
+        raise traced.stopped from None  # type: ignore[misc]
     except ExpressionLimit:
         raise
     except (ElementPathError, SyntaxError, ValueError, TypeError, KeyError) as exc:
