@@ -417,13 +417,15 @@ class Evaluator:
         env = sandbox.BoundedSandbox(undefined=_Undefined, finalize=_finalize, autoescape=False,
                                      keep_trailing_newline=True, limits=self.limits)
         env.globals.pop("lipsum", None)
-        env.globals.update(jinja_globals())
         env.globals.update(HELPERS)
         env.filters.update({name: _with_signature(name, fn) for name, fn in FILTERS.items()})
         env.filters.update(filters or {})
         env.bound_filters()
         self.env = env
-        self.known = set(WORKFLOW_FUNCTIONS) | set(env.globals)
+        # the `@` library: globals of the templates that use them only (Jinja copies every global
+        # into each render's context: 130 of them would make every render ~10x slower)
+        self._library = {k: v for k, v in jinja_globals().items() if k not in env.globals}
+        self.known = set(WORKFLOW_FUNCTIONS) | set(env.globals) | set(self._library)
         self._analyses: LRU[str, Analysis] = LRU(10_000)
         self._shapes: LRU[tuple, tuple] = LRU(10_000)
         self._cache: dict[str, tuple[str, Any]] = {}
@@ -440,14 +442,38 @@ class Evaluator:
             self._cache[text] = (kind, code)
             return kind, code
         m = _WHOLE.match(text)
+        extra = self._used_library(text)
         if m and "{{" not in m["expr"] and "}}" not in m["expr"] and "{%" not in text:
-            kind, code = "whole", self.env.compile_expression(m["expr"], undefined_to_none=False)
+            kind, code = "whole", self._compile_expression(m["expr"], extra)
         else:
-            kind, code = "text", self.env.from_string(text)
+            kind, code = "text", self.env.from_string(text, globals=extra or None)
         if len(self._cache) > 50_000:
             self._cache.clear()
         self._cache[text] = (kind, code)
         return kind, code
+
+    def _used_library(self, text: str) -> dict[str, Any]:
+        """The library functions ``text`` names (read from its tokens)."""
+        try:
+            return {v: self._library[v] for _, kind, v in self.env.lexer.tokeniter(text, None)
+                    if kind == "name" and v in self._library}
+        except (TemplateSyntaxError, ValueError, RecursionError):
+            return {}  # the compiler reports it
+
+    def _compile_expression(self, source: str, extra: dict[str, Any]) -> Any:
+        """``env.compile_expression(source, undefined_to_none=False)``, with template globals."""
+        if not extra:
+            return self.env.compile_expression(source, undefined_to_none=False)
+        from jinja2.environment import TemplateExpression
+        from jinja2.parser import Parser
+
+        parser = Parser(self.env, source, state="variable")
+        expr = parser.parse_expression()
+        if not parser.stream.eos:
+            raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno, None, None)
+        expr.set_environment(self.env)
+        body = [nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)]
+        return TemplateExpression(self.env.from_string(nodes.Template(body, lineno=1), globals=extra), False)
 
     # -- evaluate -------------------------------------------------------------------------
     def evaluate(self, value: Any, scope: Any) -> Any:

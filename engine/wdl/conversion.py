@@ -11,7 +11,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 from .. import sandbox
 from .functions import int_arg, text_arg
 from .library import define
-from .values import (BINARY_TYPE, XML_TYPE, arg_error, as_bytes, content, content_bytes, fn_error, is_content,
+from .values import (BINARY_TYPE, XML_TYPE, arg_error, content, content_bytes, exported, fn_error, is_content,
                      is_number, to_text)
 
 
@@ -38,12 +38,12 @@ def _unbase64(fn: str, value: Any) -> bytes:
 
 @define("array(value)", "an array holding the one value", "conversion")
 def array(value: Any) -> list:
-    return [value]
+    return [exported(value)]
 
 
 @define("createArray(object1?, ...)", "an array of the values", "conversion")
 def create_array(*values: Any) -> list:
-    return list(values)
+    return [exported(v) for v in values]  # a decimal inside a container is a number
 
 
 @define("base64(value)", "the base64 encoding of the value's text (or of binary content)", "conversion")
@@ -182,7 +182,7 @@ def int_(value: Any) -> int:
         raise fn_error("int", f"was invoked with a parameter that is not valid: {to_text(value)[:40]!r} cannot be "
                               f"converted to an integer.") from None
     if not -2**63 <= out < 2**63:
-        raise fn_error("int", f"was invoked with a value outside the 64-bit integer range.")
+        raise fn_error("int", "was invoked with a value outside the 64-bit integer range.")
     return out
 
 

@@ -69,15 +69,19 @@ _LOCAL_STANDARD = {"de": _STANDARD_DE, "fr": _STANDARD_FR, "en-gb": _STANDARD_GB
 # -- time zones -----------------------------------------------------------------------------
 @lru_cache(maxsize=1)
 def windows_zones() -> dict[str, str]:
-    data = json.loads((Path(__file__).with_name("windows_zones.json")).read_text(encoding="utf-8"))
-    return {k.lower(): v for k, v in data["zones"].items()} | {"_names": data["zones"]}
+    """Windows time zone id -> IANA name (windows_zones.json), as written."""
+    return json.loads((Path(__file__).with_name("windows_zones.json")).read_text(encoding="utf-8"))["zones"]
+
+
+@lru_cache(maxsize=1)
+def _by_lower() -> dict[str, str]:
+    return {k.lower(): v for k, v in windows_zones().items()}
 
 
 def zone(fn: str, name: Any, i: int) -> dt.tzinfo:
     """A Windows time zone id (or an IANA name) as a tzinfo; an error naming the argument otherwise."""
     text = text_arg(fn, i, name).strip()
-    table = windows_zones()
-    iana = table.get(text.lower())
+    iana = _by_lower().get(text.lower())
     try:
         return ZoneInfo(iana or text) if (iana or ("/" in text or text in ("UTC", "GMT"))) else _no_zone(fn, text)
     except (ZoneInfoNotFoundError, ValueError, OSError):
@@ -87,7 +91,7 @@ def zone(fn: str, name: Any, i: int) -> dt.tzinfo:
 def _no_zone(fn: str, text: str) -> Any:
     from difflib import get_close_matches
 
-    names = list(windows_zones()["_names"])
+    names = list(windows_zones())
     close = get_close_matches(text, names, n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else " (use a Windows time zone id such as 'Pacific Standard Time')"
     raise fn_error(fn, f"was given the time zone '{text[:60]}', which is not valid{hint}.")

@@ -136,15 +136,25 @@ def _elementpath() -> tuple[Any, Any]:
     return _LOADED[0]
 
 
+class _Stop(BaseException):
+    """Unwinds elementpath when the budget is spent (its ``except Exception`` clauses would
+    swallow the budget's own error, and a raising trace function is switched off)."""
+
+
 class _Traced:
     """Tick the budget on every Python call while ``elementpath`` runs."""
 
     def __init__(self) -> None:
         self.budget = sandbox.current()
+        self.stopped: BaseException | None = None  # what stopped it (raised again if swallowed)
 
     def __call__(self, frame: Any, event: str, arg: Any) -> None:
         if event == "call":
-            self.budget.tick()
+            try:
+                self.budget.tick()
+            except Exception as exc:  # ExpressionLimit, or OffloadSignal on the event loop
+                self.stopped = exc
+                raise _Stop() from None  # not an Exception: the library's handlers let it through
         return None
 
     def __enter__(self) -> None:
@@ -178,15 +188,22 @@ def xpath(document: Any, path: Any) -> Any:
         raise fn_error("xpath", "was given an XPath expression longer than 8,192 characters.")
     elementpath, ElementPathError = _elementpath()
     tree = ET.ElementTree(root)
+    traced = _Traced()
     try:
-        with _Traced():
+        with traced:
             found = elementpath.select(tree, expr, namespaces=None)
+    except _Stop:
+        raise traced.stopped from None  # type: ignore[misc]
     except ExpressionLimit:
         raise
     except (ElementPathError, SyntaxError, ValueError, TypeError, KeyError) as exc:
+        if traced.stopped is not None:
+            raise traced.stopped from None
         raise fn_error("xpath", f"could not evaluate the XPath {expr[:60]!r}: {str(exc)[:160]}.") from None
     except RecursionError:
         raise ExpressionLimit("xpath: the XPath expression is nested too deeply") from None
+    if traced.stopped is not None:  # stopped, and the library swallowed it
+        raise traced.stopped
     if isinstance(found, list):
         sandbox.current().tick(len(found) // 16 + 1)
         return [_node_value(n) for n in found]

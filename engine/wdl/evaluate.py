@@ -106,6 +106,8 @@ class _Compiler:
         self.functions.add(fn.name)
         if n.args and isinstance(n.args[0], Lit) and isinstance(n.args[0].value, str):
             self.calls.append((fn.name, n.args[0].value, n.start))
+        elif not n.args and (fn.workflow or fn.scope):  # item(), trigger(): what a place may not read
+            self.calls.append((fn.name, "", n.start))
         args = [self.node(a) for a in n.args]
         return _bind(fn, args)
 

@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 from .. import sandbox
 from .library import define, workflow
-from .values import (INT_MAX, INT_MIN, InvalidTemplate, arg_error, compare, equal, fn_error, is_number,
-                     to_text, truthy, type_name)
+from .values import (INT_MAX, INT_MIN, arg_error, compare, equal, exported, fn_error, is_number, to_text,
+                     truthy, type_name)
 
 MAX_ITEMS = sandbox.MAX_ITEMS
 
@@ -565,14 +565,14 @@ def add_property(obj: Any, prop: Any, value: Any) -> dict:
     o, p = _object("addProperty", obj), text_arg("addProperty", 1, prop)
     if p in o:
         raise fn_error("addProperty", f"cannot add property '{p}': it already exists (use setProperty).")
-    return {**o, p: value}
+    return {**o, p: exported(value)}
 
 
 @define("setProperty(object, property, value)", "the object with the property set (added if missing)",
         "manipulation")
 def set_property(obj: Any, prop: Any, value: Any) -> dict:
     o, p = _object("setProperty", obj), text_arg("setProperty", 1, prop)
-    return {**o, p: value}
+    return {**o, p: exported(value)}
 
 
 @define("removeProperty(object, property)", "the object without the property (unchanged if missing)",

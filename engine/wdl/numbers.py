@@ -10,8 +10,7 @@ import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from .. import sandbox
-from .functions import int_arg, text_arg
+from .functions import text_arg
 from .library import define
 from .values import arg_error, fn_error, float_text, is_number
 
@@ -173,7 +172,7 @@ def _standard(value: Any, kind: str, spec: str, info: tuple) -> str:
             if "e" in text:
                 m, _, e = text.partition("e")
                 text = f"{m}{'e' if kind == 'g' else 'E'}{e[0]}{e[1:].zfill(2)}"
-        return text.replace(".", dec) if "E" not in text.upper() or True else text
+        return text.replace(".", dec)
     raise fn_error("formatNumber", f"does not know the format '{kind}{spec}'.")
 
 
@@ -310,11 +309,8 @@ def _custom(value: Any, fmt: str, info: tuple) -> str:
         sign = "-" if exponent < 0 else ("+" if "+" in e else "")
         tail_toks = toks[exp_at + 1:]
         number += e[0] + sign + str(abs(exponent)).zfill(width) + "".join(t[1] for t in tail_toks if t[0] != ",")
-    lits_after = ""  # literals after the fraction are kept in frac_text
-    rounded_zero = not neg
-    if neg and not negative_section:
-        return "-" + number + lits_after
-    return number + lits_after if rounded_zero or negative_section else number
+    # a rounded zero has no sign; a negative section writes its own
+    return "-" + number if neg and not negative_section else number
 
 
 @define("formatNumber(number, format, locale?)", "the number as text in a .NET numeric format (C2, N0, 0.00, "

@@ -426,6 +426,7 @@ CASES: list[tuple[str, object]] = [
     ("@string(mul(decimal('1.5'), 2))", "3.0"),
     ("@decimal('abc')", Err("'decimal'", "not a decimal number")),
     ("@decimal(2)", 2),
+    ("@createArray(decimal('1.5'), setProperty(json('{}'), 'd', decimal('2.25')))", [1.5, {"d": 2.25}]),
     ("@decodeUriComponent('http%3A%2F%2Fcontoso.com')", "http://contoso.com"),
     ("@decodeUriComponent('a+b%20c')", "a+b c"),
     ("@encodeUriComponent('https://contoso.com')", "https%3A%2F%2Fcontoso.com"),

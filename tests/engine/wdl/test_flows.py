@@ -195,3 +195,18 @@ def test_a_flow_mixing_languages_across_fields_validates():
             inputs: "@{outputs('a')?['x']} {{ outputs('a').y }}x"
     """).replace("{{ outputs('a').y }}x", "and more"), "flows/x.yaml")
     assert set(flow.actions) == {"a", "b"}
+
+
+def test_a_secret_app_setting_is_used_but_never_stored(run_flow, monkeypatch):
+    secret = "s3cr'et\\with\"quotes"
+    monkeypatch.setenv("WDL_API_KEY", secret)
+    result = run_flow("""
+        actions:
+          c: {type: Compose, inputs: "@appsetting('WDL_API_KEY')"}
+          d: {type: Compose, inputs: "@{length(appsetting('WDL_API_KEY'))} @{base64(appsetting('WDL_API_KEY'))}"}
+          e: {type: Compose, inputs: "@int(appsetting('WDL_API_KEY'))"}
+    """)
+    import base64
+    stored = repr([result.steps[n].outputs for n in "cd"]) + repr(result.steps["e"].error)
+    assert secret not in stored and base64.b64encode(secret.encode()).decode() not in stored
+    assert result.steps["d"].outputs.startswith(f"{len(secret)} ")  # the flow computed with the real value

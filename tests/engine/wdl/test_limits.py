@@ -125,3 +125,49 @@ def test_any_unicode_text_is_handled(text):
         EVALUATOR.evaluate("@" + text, SCOPE)
     except ExpressionError as exc:
         assert exc.message
+
+
+def test_a_long_at_evaluation_never_holds_the_event_loop():
+    """On the event loop an `@` evaluation gets a slice, then moves to a worker thread (xpath too)."""
+    import anyio
+
+    evaluator = Evaluator(limits=Limits(seconds=0.5, max_ops=10**9))
+    gaps: list[float] = []
+    heavy = ("@xpath(xml(concat('<a>', join(range(0, 3000), '<b/>'), '</a>')), "
+             "'count(//*[count(//*) > count(//b)])')")
+
+    async def main() -> None:
+        done = anyio.Event()
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not done.is_set():
+                await anyio.sleep(0.001)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            with pytest.raises(ExpressionLimit):
+                await evaluator.evaluate_async(heavy, SCOPE)
+            done.set()
+
+    anyio.run(main)
+    assert gaps and max(gaps) < 0.25
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(expressions())
+def test_a_flow_holding_any_expression_loads_or_lists_its_problems(expr):
+    import json as _json
+
+    from engine.errors import FlowError
+    from engine.loader import load_text
+
+    text = f"actions:\n  a: {{type: Compose, inputs: {_json.dumps('@' + expr)}}}\n"
+    try:
+        load_text(text, "flows/x.yaml")
+    except FlowError as exc:
+        for p in exc.problems:
+            assert p.line == 2 and p.column >= 1 and "internal error" not in p.message, str(p)
