@@ -147,7 +147,7 @@ def _iana(name: str) -> str:
         from engine.wdl.dates import windows_zones
     except ImportError:  # the @ expression library is not there: IANA names only
         return name
-    return windows_zones().get(name.lower(), name)
+    return {k.lower(): v for k, v in windows_zones().items()}.get(name.lower(), name)
 
 
 def _schedule_cron(freq: str, schedule: dict, start: dt.datetime | None) -> str:
