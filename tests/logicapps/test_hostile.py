@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from engine import definitions
+from engine.arm import Arm
 from engine.convert import convert
 from engine.errors import FlowError
 from engine.loader import load_text
@@ -74,20 +74,20 @@ def test_a_damaged_definition_is_problems_not_a_traceback(seed, at, cut, insert)
 @given(st.text(max_size=200))
 def test_any_arm_expression_resolves_or_is_one_problem(text):
     found = []
-    definitions._Arm({"a": {"b": [1]}}, {"v": "[variables('v')]"}, lambda *a: found.append(a)).resolve(
+    Arm({"a": {"b": [1]}}, {"v": "[variables('v')]"}, lambda *a: found.append(a)).resolve(
         "[" + text + "]", "x")
     assert len(found) <= 1 and all(isinstance(message, str) for _, message in found)
 
 
 def test_arm_variables_referring_to_themselves_are_a_problem():
     found = []
-    arm = definitions._Arm({}, {"v": "[variables('v')]"}, lambda *a: found.append(a))
+    arm = Arm({}, {"v": "[variables('v')]"}, lambda *a: found.append(a))
     assert arm.resolve("[variables('v')]", "x") is None and "unknown variable 'v'" in found[0][1]
 
 
 def test_deeply_nested_arm_expressions_are_a_problem():
     found = []
-    arm = definitions._Arm({}, {}, lambda *a: found.append(a))
+    arm = Arm({}, {}, lambda *a: found.append(a))
     arm.resolve("[" + "concat(" * 5000 + "'x'" + ")" * 5000 + "]", "x")
     assert "nested too deeply" in found[0][1]
 
