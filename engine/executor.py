@@ -21,6 +21,7 @@ from .frames import ActionResult, Frame
 from .model import Action, Block, Flow
 from .plugin import Context, Job, Node, Pending, Variables
 from .runs import Step
+from .runtimeconfig import SECURED, secured, static_result
 from .compiled import Compiled
 from . import telemetry
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
@@ -357,6 +358,11 @@ class Runtime:
             result.status, result.error, result.end, result.attempts = FAILED, exc.to_dict(), time.time(), prior + 1
             return
         result.inputs = inputs
+        mock = static_result(action.raw, self.flow.raw.get("staticResults") or {}) if not action.blocks else None
+        if mock is not None:  # Logic Apps' static results: the action does not run
+            result.status, result.outputs, result.error = mock.status, mock.outputs, mock.error
+            result.attempts, result.end = prior + 1, time.time()
+            return
         conn = self.connections.get(action.connection) if action.connection else None
         policy = action.retry
         attempt = prior
@@ -437,9 +443,12 @@ class Runtime:
     def _finish(self, action: Action, path: str, result: ActionResult) -> None:
         # scrubbed at the source: before a dependent (or a template) can read the result
         result.outputs, result.error = self.engine.redactor.scrub(result.outputs), self.engine.redactor.scrub(result.error)
+        hidden = secured(action.raw)  # secureData: kept in memory for dependents, never stored
         try:
             self.store.step_finished(self.run_id, path, action.name, action.type, result.status,
-                                     attempts=result.attempts, inputs=result.inputs, outputs=result.outputs,
+                                     attempts=result.attempts,
+                                     inputs=SECURED if "inputs" in hidden else result.inputs,
+                                     outputs=SECURED if "outputs" in hidden else result.outputs,
                                      error=result.error, started=result.start, ended=result.end,
                                      interrupted=result.interrupted)
         except (OutputTooLarge, ValueError, OverflowError, RecursionError) as exc:  # too big, or not storable

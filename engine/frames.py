@@ -6,6 +6,7 @@ the current item. Its methods are the workflow functions templates call.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,10 +149,42 @@ class Frame:
     def iterationIndexes(self, name: str) -> int | None:
         return self._loop_frame(name).index
 
+    def appsetting(self, name: str) -> Any:
+        """An app setting: the flow's (a Standard app's local.settings.json Values), else the environment.
+
+        A setting whose name says it holds a secret (KEY, SECRET, PASSWORD, TOKEN, CONNECTIONSTRING,
+        SAS, SIG, CREDENTIAL, PWD) is registered with the run's redactor as it is read: the flow
+        uses the real value, nothing stored or logged holds it."""
+        import os
+
+        if not isinstance(name, str):
+            raise ActionError(f"appsetting: the setting's name must be a string, not {type(name).__name__}",
+                              code="InvalidTemplate")
+        settings = getattr(self.runtime.flow, "app_settings", None) or {}
+        value = settings[name] if name in settings else os.environ.get(name)
+        if value is None:
+            raise ActionError(f"app setting '{name}' is not set (neither in the app's settings nor in the "
+                              f"environment)", code="InvalidTemplate")
+        if _SECRET_SETTING.search(name) and isinstance(value, str):
+            redactor = getattr(getattr(self.runtime, "engine", None), "redactor", None)
+            if redactor is not None:
+                redactor.add(value)
+        return value
+
+    def listCallbackUrl(self) -> str:  # noqa: N802  (WDL's name)
+        url = getattr(self.runtime.flow, "callback_url", None)
+        if not url:
+            raise ActionError("listCallbackUrl(): this flow has no callback URL (it is known when the flow is "
+                              "served with a Request trigger)", code="InvalidTemplate")
+        return url
+
     def workflow(self) -> dict:
         rt = self.runtime
         return {"name": rt.flow.name, "id": rt.flow.name, "type": "flowrun",
                 "run": {"name": rt.run_id, "id": rt.run_id}}
+
+
+_SECRET_SETTING = re.compile(r"key|secret|passw|pwd|token|connectionstring|sas|sig|credential", re.I)
 
 
 def _inner_names(owner: Any) -> list[str]:

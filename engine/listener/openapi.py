@@ -47,6 +47,10 @@ def _security(t: PushEntry) -> tuple[str | None, dict | None]:
         return name, {"type": "apiKey", "in": "header", "name": header,
                       "description": f"HMAC-SHA256 of the raw body, '{t.options.get('prefix', 'sha256=')}' + "
                                      f"{t.options.get('encoding', 'hex')}"}
+    if t.kind == "sas":
+        return name, {"type": "apiKey", "in": "query", "name": "sig",
+                      "description": "Logic Apps' SAS signature of the trigger's callback URL (with sp and sv; "
+                                     "flowrun serve logs each callback URL at start)"}
     # a node module's auth: its class may name the header it reads (``signature_header``)
     cls = type(t.auth)
     doc = (cls.__doc__ or "").strip().splitlines()
