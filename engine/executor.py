@@ -21,6 +21,7 @@ from .frames import ActionResult, Frame
 from .model import Action, Block, Flow
 from .plugin import Context, Job, Node, Pending, Variables
 from .runs import Step
+from .standins import DEFAULT as _DEFAULT_BOUNDARY, TimedOutStandIn
 from .compiled import Compiled
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
 from .store import RecordedSteps
@@ -385,11 +386,14 @@ class Runtime:
                               runtime=self, frame=frame, result=result)
                 try:
                     if not node_cls.takes_slot():
-                        outputs = await node.run(inputs, ctx)
+                        outputs = await self._dispatch(node, inputs, ctx)
                     else:
                         async with self.engine.limiter:
-                            outputs = await node.run(inputs, ctx)
+                            outputs = await self._dispatch(node, inputs, ctx)
                     result.status, result.outputs = SUCCEEDED, outputs
+                    break
+                except TimedOutStandIn as stood_in:  # a mock or static result that says TimedOut
+                    result.status, result.error = TIMEDOUT, stood_in.error
                     break
                 except ActionError as exc:
                     retries_used = attempt - prior
@@ -411,6 +415,15 @@ class Runtime:
             result.error = {"code": "ActionTimedOut",
                             "message": f"did not finish within {action.raw.get('timeout') or action.raw['limit']['timeout']}"}
         result.attempts, result.end = attempt, time.time()
+
+    async def _dispatch(self, node: Node, inputs: Any, ctx: Context) -> Any:
+        """The node boundary: the one place an action's operation runs. The engine's ``boundary``
+        (engine.standins) may answer instead: a Logic Apps static result, a test's mock, a plan's
+        example; everything around it (inputs, runAfter, containers, the store) runs for real."""
+        boundary = self.engine.boundary
+        if boundary is _DEFAULT_BOUNDARY and "runtimeConfiguration" not in ctx.action.raw:
+            return await node.run(inputs, ctx)
+        return await boundary.dispatch(node, inputs, ctx)
 
     def _inputs(self, action: Action, frame: Frame) -> Any:
         node = action.node

@@ -150,7 +150,7 @@ IGNORE_MARKER = ".flowrunignore"  # a folder holding this file is not scanned fo
 
 
 def flow_files(folder: str | Path) -> list[Path]:
-    """The flow files of a folder (every *.yaml/*.yml but connections files, under any depth,
+    """The flow files of a folder (every *.yaml/*.yml but connections files and flow tests, under any depth,
     skipping folders that hold a ``.flowrunignore`` file), or the file itself."""
     folder = Path(folder)
     if folder.is_file():
@@ -158,6 +158,7 @@ def flow_files(folder: str | Path) -> list[Path]:
     skipped = {m.parent for m in folder.rglob(IGNORE_MARKER)}
     return sorted(f for f in folder.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file()
                   and f.name not in ("connections.yaml", "connections.yml")
+                  and not f.name.endswith((".test.yaml", ".test.yml"))  # flow tests (engine.testing)
                   and not any(p in skipped for p in f.parents))
 
 

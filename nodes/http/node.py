@@ -151,6 +151,10 @@ class Http(Node):
         "statusCode": {"type": "integer"}, "headers": {"type": "object"},
         "body": {"description": "parsed JSON when the response is JSON, else text"}}}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would {str(inputs.get('method', 'GET')).upper()} {inputs.get('uri')}"
+
     async def run(self, inputs: Any, context: Context) -> Any:
         import httpx
 
