@@ -12,9 +12,10 @@ each node:
 ``flowrun test --record`` runs a test with the network open and records every call under the
 action that made it (``network.ACTION``), in order. A later run replays: the n-th call of an
 action gets the n-th recorded answer, after its method and URL are checked against the
-recording. Credential headers are dropped (``***``) and every secret the process knows is
-masked, in every form the redactor knows (JSON-escaped, URL-encoded, base64, ...), in requests
-and responses alike, before anything is written; the file is written whole or not at all.
+recording. Credential headers are dropped (``***``), every secret the process knows is masked,
+in every form the redactor knows (JSON-escaped, URL-encoded, base64, ...), and so are the values
+of token-like fields a vendor hands out (a login's sessionId, an access_token), in requests and
+responses alike, before anything is written; the file is written whole or not at all.
 
 A file ``orders.test.yaml`` keeps its cassettes in ``orders.test.cassette.json``.
 """
@@ -25,6 +26,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -39,6 +41,21 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"
                                 "x-mcd-id", "x-databricks-token"})
 DROPPED_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding", "connection"})
 OUTSIDE = "-"  # the key of calls made outside any action
+
+
+# credentials a vendor hands out (a login's session id, an OAuth token) are secrets the process
+# never configured: values under these names are masked in bodies (JSON, form, XML)
+_TOKEN_NAMES = r"(?:access_token|refresh_token|id_token|session_?id|session_token|client_secret|password|api_?key|secret|token)"
+_TOKEN_JSON = re.compile(rf'("{_TOKEN_NAMES}"\s*:\s*")((?:[^"\\]|\\.)*)(")', re.I)
+_TOKEN_FORM = re.compile(rf"((?:^|&){_TOKEN_NAMES}=)([^&]*)", re.I)
+_TOKEN_XML = re.compile(rf"(<(?:\w+:)?({_TOKEN_NAMES})>)([^<]*)(</(?:\w+:)?\2>)", re.I)
+
+
+def mask_tokens(text: str) -> str:
+    """``text`` with the values of token-like fields (JSON, form-encoded, XML) masked."""
+    text = _TOKEN_JSON.sub(lambda m: m.group(1) + ("***" if m.group(2) else "") + m.group(3), text)
+    text = _TOKEN_FORM.sub(lambda m: m.group(1) + ("***" if m.group(2) else ""), text)
+    return _TOKEN_XML.sub(lambda m: m.group(1) + ("***" if m.group(3) else "") + m.group(4), text)
 
 
 def cassette_path(test_file: str | Path) -> Path:
@@ -83,6 +100,9 @@ class Cassette:
                                  ensure_ascii=False)) + "\n"
         fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
         try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # as any file this user writes (mkstemp makes it 0600)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(text)
                 out.flush()
@@ -146,13 +166,13 @@ class Cassette:
         if body is None:
             return None
         if isinstance(body, str):
-            return self.redact(body)
+            return mask_tokens(self.redact(body))
         if hasattr(body, "read"):  # a file-like request body: not replayable, not kept
             return {"omitted": "a streamed body"}
         if isinstance(body, (bytes, bytearray, memoryview)):
             raw = bytes(body)
             try:
-                return self.redact(raw.decode("utf-8"))
+                return mask_tokens(self.redact(raw.decode("utf-8")))
             except UnicodeDecodeError:
                 masked = self.redact(raw.decode("latin-1")).encode("latin-1", "replace")
                 return {"base64": base64.b64encode(masked).decode("ascii")}

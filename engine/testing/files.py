@@ -6,7 +6,8 @@
       greets by name:
         input: {name: Ada}           # the trigger body
         parameters: {greeting: Hi}
-        trigger: {headers: {x-id: "7"}, queries: {}}   # more of the trigger's outputs, if needed
+        trigger: {name: web, headers: {x-id: "7"}}   # which trigger, and more of its outputs
+                                     # (a pull trigger's: messageId, topic, partition, ...)
         mocks:                       # per action (by name): it does not run, this answers
           charge: {outputs: {id: ch_1, status: succeeded}}
           notify: {status: Failed, error: {code: Unreachable, message: no route}}
@@ -49,8 +50,8 @@ SCHEMA = {
                 "description": {"type": "string"},
                 "input": {},
                 "parameters": {"type": "object"},
-                "trigger": {"type": "object", "additionalProperties": False, "properties": {
-                    "name": {"type": "string"}, "headers": {"type": "object"},
+                "trigger": {"type": "object", "properties": {  # more of the trigger's outputs
+                    "name": {"type": "string"}, "headers": {"type": "object"}, "body": False,
                     "queries": {"type": "object"}, "relativePathParameters": {"type": "object"}}},
                 "mocks": {"type": "object", "additionalProperties": {"anyOf": [
                     _MOCK, {"type": "array", "minItems": 1, "items": _MOCK}]}},

@@ -134,11 +134,12 @@ def _secrets_env(engine: Any, flow: Any, record: bool) -> dict[str, str]:
     return env
 
 
-async def _run_one(test: FlowTest, file: TestFile, *, record: bool, cassette: Cassette | None,
-                   connections: str | None, registry: Any) -> tuple[Any, Any, list[str], NetworkGuard | None]:
+def _run_one(test: FlowTest, file: TestFile, *, record: bool, cassette: Cassette | None,
+             connections: str | None, registry: Any) -> tuple[Any, list[str]]:
+    """One test: a fresh engine on a throw-away state database, closed once its loop has ended
+    (so no commit is left scheduled on a closed store)."""
     from ..api import Engine
     from ..clock import VirtualClock
-    from ..runs import Run  # noqa: F401
 
     folder = tempfile.mkdtemp(prefix="flowrun-test-")
     engine = Engine(Path(folder) / "state.db", connections=connections, registry=registry, clock=VirtualClock())
@@ -150,23 +151,23 @@ async def _run_one(test: FlowTest, file: TestFile, *, record: bool, cassette: Ca
         boundary = TestBoundary(flow, test.mocks, guard, cassette)
         engine.boundary = boundary
         trigger = test.trigger
-        outputs = {"body": test.input, "headers": trigger.get("headers") or {},
-                   "queries": trigger.get("queries") or {},
-                   "relativePathParameters": trigger.get("relativePathParameters") or {}}
-        if guard is not None:
-            guard.__enter__()
-        try:
-            run = await engine.run(flow, params=test.parameters, trigger=trigger.get("name"),
-                                   trigger_outputs=outputs)
-        finally:
-            if guard is not None:
-                guard.__exit__(None, None, None)
+        outputs = {"body": test.input, "headers": {}, "queries": {}, "relativePathParameters": {},
+                   **{k: v for k, v in trigger.items() if k != "name"}}
+        with guard if guard is not None else _nothing():
+            run = anyio.run(lambda: engine.run(flow, params=test.parameters, trigger=trigger.get("name"),
+                                               trigger_outputs=outputs))
+        engine.flush()
         steps = engine.steps(run.id)
-        failures = check(test, flow, run, steps, boundary, engine)
-        return run, steps, failures, guard
+        return run, check(test, flow, run, steps, boundary, engine)
     finally:
         engine.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _nothing() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def _runtime_for(boundary: TestBoundary, engine: Any, flow: Any, run: Any, steps: list) -> Any:
@@ -301,8 +302,8 @@ def run_files(paths: list[str] | tuple[str, ...], *, record: bool = False, conne
                 cassette = Cassette(recorded[test.name], redact=PROCESS_REDACTOR)
             try:
                 with Transports(lambda c=cassette: ("record" if record else "replay", c) if c is not None else None):
-                    run, _, failures, _ = anyio.run(lambda: _run_one(
-                        test, loaded, record=record, cassette=cassette, connections=connections, registry=registry))
+                    run, failures = _run_one(test, loaded, record=record, cassette=cassette,
+                                             connections=connections, registry=registry)
             except FlowrunError as exc:
                 report(TestResult(test.id, test.file, test.name, False, time.perf_counter() - started,
                                   error=PROCESS_REDACTOR(f"{test.file}:{test.line}: {exc}")))

@@ -34,6 +34,7 @@ class Terminate(Node):
     example = {"type": "Terminate", "inputs": {"runStatus": "Failed",
                                                "runError": {"code": "NoStock", "message": "out of stock"}}}
     outputs = {"type": "object", "properties": {"runStatus": {"type": "string"}, "runError": {}}}
+    example_outputs = {"runStatus": "Failed", "runError": {"code": "Terminated", "message": "terminated by the flow"}}
 
     async def run(self, inputs: Any, context: Context) -> Any:
         error = None
@@ -101,6 +102,7 @@ class Response(Node):
     example = {"type": "Response", "inputs": {"statusCode": 200, "body": {"ok": True}}}
     outputs = {"type": "object", "properties": {"statusCode": {"type": "integer"}, "headers": {"type": "object"},
                                                 "body": {}}}
+    example_outputs = {"statusCode": 200, "headers": {}, "body": None}
 
     @classmethod
     def effect(cls, inputs: Any) -> str | None:
@@ -135,6 +137,7 @@ class Workflow(Node):
     outputs = {"type": "object", "properties": {
         "runId": {"type": "string"}, "status": {"type": "string"}, "outputs": {"description": "child flow outputs"},
         "body": {"description": "the child's Response body, or its outputs"}, "statusCode": {"type": "integer"}}}
+    example_outputs = {"runId": "<child run id>", "status": "Succeeded", "outputs": {}, "statusCode": 200, "body": {}}
 
     @classmethod
     def effect(cls, inputs: Any) -> str | None:

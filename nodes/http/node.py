@@ -150,6 +150,7 @@ class Http(Node):
     outputs = {"type": "object", "properties": {
         "statusCode": {"type": "integer"}, "headers": {"type": "object"},
         "body": {"description": "parsed JSON when the response is JSON, else text"}}}
+    example_outputs = {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": {}}
 
     @classmethod
     def effect(cls, inputs: Any) -> str | None:

@@ -28,6 +28,9 @@ CUSTOMER = resource(
                       "default_payment_method, the id charged by subscriptions/invoices."},
     metadata={"type": "object", "description": "Metadata."},
 )
+CUSTOMER["examples"] = [{"id": "cus_NffrFeUfNV2Hib", "object": "customer", "email": "jenny.rosen@example.com",
+                         "name": "Jenny Rosen", "phone": "+15555550123", "invoice_settings": {
+                             "default_payment_method": None}, "metadata": {}}]
 
 
 class CreateCustomer(Node):

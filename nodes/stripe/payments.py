@@ -34,6 +34,9 @@ PAYMENT_INTENT = resource(
     next_action={"type": ["object", "null"], "description": "What the customer must do "
                  "next (e.g. 3-D Secure) when status is requires_action."},
 )
+PAYMENT_INTENT["examples"] = [{"id": "pi_3MtwBwLkdIwHu7ix28a3tqPa", "object": "payment_intent", "amount": 1200,
+                               "currency": "usd", "status": "succeeded", "client_secret": None,
+                               "latest_charge": "ch_3MtwBwLkdIwHu7ix28a3tqPa", "next_action": None}]
 
 _CONFIRM_FIELDS = {
     "payment_method": {"type": "string", "description": "PaymentMethod id (pm_...)."},
