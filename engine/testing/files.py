@@ -141,11 +141,19 @@ def load(path: str | Path, registry: Any, connections: Any = None) -> TestFile:
         raise FlowError([Problem(file, 1, 1, "", "a test file is a mapping with `tests:` "
                                                  "(and optionally `flow:`)")])
     for err in sorted(Compiled(SCHEMA).errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        if err.validator == "anyOf" and err.context:  # a mock: say what is wrong with it as one mock
+            from jsonschema.exceptions import best_match
+
+            err = best_match([e for e in err.context if e.validator != "type"] or err.context)
         where = ".".join(str(p) for p in err.absolute_path)
-        message = err.message
-        if err.validator == "additionalProperties":
-            message = message.replace("Additional properties are not allowed", "unknown key")
-        at(where, message if len(message) < 300 else message[:297] + "...")
+        message, key = err.message, False
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            extra = [k for k in err.instance if k not in (err.schema.get("properties") or {})]
+            known = sorted(err.schema.get("properties") or {})
+            if extra:
+                where, key = f"{where}.{extra[0]}" if where else str(extra[0]), True
+                message = f"unknown key '{extra[0]}'{suggest(str(extra[0]), set(known))}; one of {', '.join(known)}"
+        at(where, message if len(message) < 300 else message[:297] + "...", key=key)
     if problems:
         raise FlowError(problems)
 
