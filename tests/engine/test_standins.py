@@ -1,0 +1,117 @@
+"""The node boundary (engine/standins.py): one place where an action's node runs or a stand-in
+answers: a Logic Apps static result, a test's mock, a plan's example."""
+from __future__ import annotations
+
+import textwrap
+
+import anyio
+import pytest
+
+from engine.api import Engine
+from engine.errors import ActionError
+from engine.standins import StandIn, iteration, pick, stand_in
+from engine.testing.network import NetworkGuard
+
+
+@pytest.mark.parametrize("path, index", [
+    ("call", None), ("loop[3]/call", 3), ("outer[1]/inner[7]/call", 7), ("outer[2]/scope/call", 2),
+    ("a[10]/b[0]/c/d", 0)])
+def test_the_innermost_iteration_of_a_path(path, index):
+    assert iteration(path) == index
+
+
+@pytest.mark.parametrize("path, expected", [("x", "first"), ("l[0]/x", "first"), ("l[1]/x", "second"),
+                                            ("l[9]/x", "second")])
+def test_a_list_answers_per_iteration_and_its_last_entry_repeats(path, expected):
+    entries = [StandIn(outputs="first"), StandIn(outputs="second")]
+    assert pick(entries, path).outputs == expected
+
+
+@pytest.mark.parametrize("written, status, error", [
+    ({"outputs": 1}, "Succeeded", None),
+    ({"status": "failed", "error": "boom"}, "Failed", {"message": "boom"}),
+    ({"status": "TIMEDOUT"}, "TimedOut", None)])
+def test_the_written_form(written, status, error):
+    got = stand_in(written)
+    assert (got.status, got.error) == (status, error)
+
+
+def test_a_failed_stand_in_fails_as_a_node_would():
+    with pytest.raises(ActionError) as caught:
+        StandIn("Failed", None, {"code": "Gone", "message": "no such order", "details": {"id": 1}}).answer()
+    assert caught.value.to_dict() == {"code": "Gone", "message": "no such order", "details": {"id": 1}}
+    assert not caught.value.retryable
+
+
+STATIC = """\
+name: static
+actions:
+  call:
+    type: Http
+    inputs: {method: GET, uri: "http://127.0.0.1:9/orders"}
+    runtimeConfiguration: {staticResult: {name: HTTP0, staticResultOptions: Enabled}}
+  read:
+    type: Compose
+    runAfter: {call: [Succeeded]}
+    inputs: "{{ body('call').orders | length }}"
+  off:
+    type: Http
+    runAfter: {read: [Succeeded]}
+    inputs: {method: GET, uri: "http://127.0.0.1:9/off"}
+    runtimeConfiguration: {staticResult: {name: HTTP0, staticResultOptions: Disabled}}
+"""
+
+
+def test_a_logic_apps_static_result_answers_through_the_same_boundary(tmp_path):
+    path = tmp_path / "static.yaml"
+    path.write_text(textwrap.dedent(STATIC))
+    engine = Engine(tmp_path / "state.db")
+    try:
+        flow = engine.load(path)
+        # the definition's staticResults, as a Logic Apps definition carries them
+        flow.raw["staticResults"] = {"HTTP0": {"status": "Succeeded",
+                                               "outputs": {"statusCode": 200, "body": {"orders": [1, 2, 3]}}}}
+        with NetworkGuard() as guard:
+            run = anyio.run(lambda: engine.run(flow))
+        steps = {s.path: s for s in engine.steps(run.id)}
+    finally:
+        engine.close()
+    assert steps["call"].status == "Succeeded" and steps["read"].outputs == 3
+    # Disabled: the node itself runs (and here finds the network blocked)
+    assert steps["off"].status == "Failed"
+    assert [a.host for a in guard.attempts] == ["127.0.0.1:9"]
+
+
+def test_a_static_result_naming_nothing_is_a_clear_failure(tmp_path):
+    path = tmp_path / "static.yaml"
+    path.write_text(textwrap.dedent(STATIC))
+    engine = Engine(tmp_path / "state.db")
+    try:
+        flow = engine.load(path)
+        run = anyio.run(lambda: engine.run(flow))
+        call = next(s for s in engine.steps(run.id) if s.path == "call")
+    finally:
+        engine.close()
+    assert call.status == "Failed" and call.error["code"] == "UnknownStaticResult"
+
+
+def test_the_network_guard_names_the_action_and_restores_sockets():
+    import socket
+
+    from engine.testing.network import ACTION
+
+    before = (socket.socket.connect, socket.getaddrinfo)
+    with NetworkGuard() as guard:
+        token = ACTION.set("loop[2]/notify")
+        try:
+            with pytest.raises(ConnectionError):
+                socket.create_connection(("127.0.0.1", 9), timeout=1)
+            with pytest.raises(ConnectionError):
+                socket.getaddrinfo("example.com", 443)
+        finally:
+            ACTION.reset(token)
+        a, b = socket.socketpair()  # Unix sockets (the event loop's wake-up pipe) stay allowed
+        a.close(), b.close()
+    assert [str(a) for a in guard.attempts] == ["action 'loop[2]/notify' tried to reach 127.0.0.1:9",
+                                                "action 'loop[2]/notify' tried to reach example.com:443"]
+    assert (socket.socket.connect, socket.getaddrinfo) == before
