@@ -83,9 +83,9 @@ def _actions(registry: Registry) -> list[Entry]:
         facts = {}
         if node.has_effect():  # (before the connection kind: the text form appends to that line)
             try:
-                facts["Side effect (`flowrun plan`)"] = str(node.effect((node.example or {}).get("inputs") or {}))
+                facts["Side effect (flowrun plan)"] = str(node.effect((node.example or {}).get("inputs") or {}))
             except Exception:  # noqa: BLE001  a describe that cannot read its own example
-                facts["Side effect (`flowrun plan`)"] = "yes"
+                facts["Side effect (flowrun plan)"] = "yes"
         if node.connection:
             facts["Connection kind"] = f"`{node.connection}`"
         schemas = {}
