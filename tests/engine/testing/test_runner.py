@@ -3,6 +3,7 @@ expressions, runAfter, Scope and Foreach run for real; the network is blocked; a
 JUnit XML, exit 1 on failure."""
 from __future__ import annotations
 
+import json
 import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -243,3 +244,69 @@ def test_every_bundled_flow_has_a_passing_test_file():
     assert result.exit_code == 0, result.output
     assert "FAIL" not in result.output and "ERROR" not in result.output
     assert result.output.count("PASS ") >= 20
+
+
+def test_an_assertion_runs_under_the_expression_budget(tmp_path):
+    path = write(tmp_path, """\
+        tests:
+          a runaway assertion:
+            input: {skus: []}
+            mocks: {notify: {outputs: {}}}
+            expect:
+              that: ["{{ range(99999) | map('string') | join('x' * 100000) | length > 0 }}"]
+        """)
+    [result] = run_files([str(path)])
+    assert not result.passed and "limit" in result.failures[0].lower(), result.failures
+
+
+def test_mock_outputs_and_inputs_are_data_never_evaluated(tmp_path):
+    path = write(tmp_path, """\
+        tests:
+          templates in data stay text:
+            input: {skus: ["{{ 7 * 7 }}"]}
+            mocks:
+              price: {outputs: {statusCode: 200, body: "{{ 6 * 7 }}"}}
+              notify: {outputs: {}}
+            expect:
+              values:
+                "{{ result('lines')[0].outputs[0].outputs.body }}": "{{ 6 * 7 }}"
+                "{{ result('lines')[0].outputs[0].inputs.uri }}": "http://127.0.0.1:9/prices/{{ 7 * 7 }}"
+        """)
+    [result] = run_files([str(path)])
+    assert result.passed, result.failures
+
+
+def test_a_secret_never_reaches_the_test_output(tmp_path, monkeypatch):
+    secret = 'p"a\\ss\'w0rd-for-tests'
+    monkeypatch.setenv("SHOP_TOKEN", secret)
+    (tmp_path / "connections.yaml").write_text(
+        "connections:\n  hooks: {kind: http, settings: {base_url: 'http://127.0.0.1:9/', auth: bearer}, "
+        "secrets: {token: SHOP_TOKEN}}\n")
+    flow = FLOW.replace('    inputs: {method: POST, uri: "http://127.0.0.1:9/notify"',
+                        '    connection: hooks\n    inputs: {method: POST, uri: "notify"')
+    path = write(tmp_path, f"""\
+        tests:
+          echoes the secret:
+            input: {{skus: []}}
+            mocks:
+              notify: {{outputs: {{statusCode: 200, body: {json.dumps(secret)}}}}}
+            expect:
+              values:
+                "{{{{ body('notify') }}}}": {json.dumps(secret)}
+        """, flow=flow)
+    report = tmp_path / "junit.xml"
+    result = CliRunner().invoke(main, ["--state", str(tmp_path / "s.db"), "test", str(path), "--junit-xml", str(report)])
+    text = result.output + report.read_text()
+    assert result.exit_code == 1  # the mock's secret was masked at the source: the value differs
+    assert secret not in text and json.dumps(secret)[1:-1] not in text and "***" in text
+
+
+def test_hostile_test_names_make_valid_junit_xml(tmp_path):
+    path = write(tmp_path, """\
+        tests:
+          "a\\u0001b <&> \\" :: ]]> \\U0001F600": {input: {skus: []}, mocks: {notify: {outputs: {}}}, expect: {status: Failed}}
+        """)
+    report = tmp_path / "junit.xml"
+    CliRunner().invoke(main, ["--state", str(tmp_path / "s.db"), "test", str(path), "--junit-xml", str(report)])
+    case = next(ET.parse(report).getroot().iter("testcase"))
+    assert case.get("name") == 'a\\x01b <&> " :: ]]> \U0001F600'
