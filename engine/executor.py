@@ -21,7 +21,7 @@ from .frames import ActionResult, Frame
 from .model import Action, Block, Flow
 from .plugin import Context, Job, Node, Pending, Variables
 from .runs import Step
-from .standins import DEFAULT as _DEFAULT_BOUNDARY, TimedOutStandIn
+from .standins import DEFAULT as _DEFAULT_BOUNDARY, StoodIn
 from .compiled import Compiled
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
 from .store import RecordedSteps
@@ -392,8 +392,8 @@ class Runtime:
                             outputs = await self._dispatch(node, inputs, ctx)
                     result.status, result.outputs = SUCCEEDED, outputs
                     break
-                except TimedOutStandIn as stood_in:  # a mock or static result that says TimedOut
-                    result.status, result.error = TIMEDOUT, stood_in.error
+                except StoodIn as stood_in:  # a mock or static result that says TimedOut, Skipped, ...
+                    result.status, result.error = stood_in.status, stood_in.error
                     break
                 except ActionError as exc:
                     retries_used = attempt - prior

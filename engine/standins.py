@@ -11,7 +11,8 @@ or a ``StandIn`` answers for it. Everything around the boundary runs for real: i
 - ``engine.testing.runner``'s boundary adds a test file's mocks and the network guard;
   ``engine.dryrun``'s answers with mocks or declared example outputs and records side effects.
 
-A stand-in is a status (Succeeded, Failed or TimedOut), outputs and an error, or a list of them,
+A stand-in is a status (Succeeded, Failed, TimedOut; Skipped and Cancelled for Logic Apps' static
+results), outputs and an error, or a list of them,
 one per loop iteration (the innermost ``[N]`` of the action's path picks the entry).
 """
 from __future__ import annotations
@@ -21,18 +22,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ActionError
-from .state import FAILED, SUCCEEDED, TIMEDOUT
+from .state import CANCELLED, FAILED, SKIPPED, SUCCEEDED, TIMEDOUT
 
-STATUSES = (SUCCEEDED, FAILED, TIMEDOUT)
+STATUSES = (SUCCEEDED, FAILED, TIMEDOUT, SKIPPED, CANCELLED)  # what a stand-in may end an action with
 _ITERATION = re.compile(r"\[(\d+)\](?=/[^\[\]]*$)")
 
 
-class TimedOutStandIn(Exception):
-    """Raised at the boundary by a stand-in whose status is TimedOut (the executor records it so)."""
+class StoodIn(Exception):
+    """Raised at the boundary by a stand-in that ends the action TimedOut, Skipped or Cancelled (a
+    status no node raises); the executor records the action so."""
 
-    def __init__(self, error: dict):
+    def __init__(self, status: str, error: dict | None):
+        self.status = status
         self.error = error
-        super().__init__(error.get("message", ""))
+        super().__init__(status)
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,12 @@ class StandIn:
         """The outputs (Succeeded), or the failure raised as the node would raise it."""
         if self.status == SUCCEEDED:
             return self.outputs
+        if self.status in (SKIPPED, CANCELLED):
+            raise StoodIn(self.status, self.error)
         error = {"code": "ActionTimedOut" if self.status == TIMEDOUT else "ActionFailed",
                  "message": f"{self.status} (stand-in)", **(self.error or {})}
         if self.status == TIMEDOUT:
-            raise TimedOutStandIn(error)
+            raise StoodIn(TIMEDOUT, error)
         details = error.get("details", self.outputs)  # a failed Http's status and body, say
         raise ActionError(str(error.get("message")), code=str(error.get("code")), details=details)
 

@@ -32,6 +32,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ..errors import CassetteError, CassetteMiss
 from .network import ACTION
 
 VERSION = 1
@@ -62,10 +63,6 @@ def cassette_path(test_file: str | Path) -> Path:
     path = Path(test_file)
     stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
     return path.parent / f"{stem}.cassette.json"
-
-
-class CassetteError(Exception):
-    """A cassette file that cannot be used (unreadable, not a cassette)."""
 
 
 class Cassette:
@@ -179,10 +176,6 @@ class Cassette:
         if isinstance(body, (list, tuple)) or hasattr(body, "__iter__"):
             return {"omitted": "a streamed body"}
         return self.redact(str(body))
-
-
-class CassetteMiss(ConnectionError):
-    """A replayed call the cassette does not hold (the SDK sees a failed connection)."""
 
 
 def _strip(url: str) -> str:

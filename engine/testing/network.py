@@ -14,12 +14,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import NetworkBlocked
+
 ACTION: contextvars.ContextVar[str | None] = contextvars.ContextVar("flowrun_action", default=None)
-
-
-class NetworkBlocked(ConnectionRefusedError):
-    """What a blocked connect or lookup raises inside the SDK (a ConnectionError, as a refused
-    connection would be: the SDK maps it as it maps any)."""
 
 
 @dataclass(frozen=True)

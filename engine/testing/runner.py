@@ -20,7 +20,8 @@ from ..errors import ActionError, FlowError, FlowrunError
 from ..frames import Frame
 from ..standins import Boundary, StandIn, pick
 from ..state import SUCCEEDED
-from .cassettes import Cassette, CassetteError, Transports, cassette_path
+from ..errors import CassetteError
+from .cassettes import Cassette, Transports, cassette_path
 from .files import ASSERTION_FUNCTIONS, FlowTest, TestFile, load, test_files
 from .network import ACTION, NetworkGuard
 

@@ -115,3 +115,19 @@ def test_the_network_guard_names_the_action_and_restores_sockets():
     assert [str(a) for a in guard.attempts] == ["action 'loop[2]/notify' tried to reach 127.0.0.1:9",
                                                 "action 'loop[2]/notify' tried to reach example.com:443"]
     assert (socket.socket.connect, socket.getaddrinfo) == before
+
+
+@pytest.mark.parametrize("status, code", [("Skipped", None), ("Cancelled", None), ("TimedOut", "ActionTimedOut")])
+def test_a_static_result_may_end_an_action_as_logic_apps_allows(tmp_path, status, code):
+    path = tmp_path / "static.yaml"
+    path.write_text(textwrap.dedent(STATIC))
+    engine = Engine(tmp_path / "state.db")
+    try:
+        flow = engine.load(path)
+        flow.raw["staticResults"] = {"HTTP0": {"status": status}}
+        run = anyio.run(lambda: engine.run(flow))
+        steps = {s.path: s for s in engine.steps(run.id)}
+    finally:
+        engine.close()
+    assert steps["call"].status == status and steps["read"].status == "Skipped"
+    assert (steps["call"].error or {}).get("code") == code

@@ -175,3 +175,20 @@ def test_a_broken_cassette_is_one_error_line(tmp_path, vendor, secrets):
 ])
 def test_token_like_fields_are_masked(text, masked):
     assert mask_tokens(text) == masked
+
+
+def test_a_cassette_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    from engine.testing.cassettes import Cassette
+
+    path = tmp_path / "t.test.cassette.json"
+    Cassette.write_file(path, {"old": {}}, str)
+    before = path.read_text()
+
+    def crash(*args, **kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(OSError):
+        Cassette.write_file(path, {"new": {"a": [{"request": {}, "response": {}}]}}, str)
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
