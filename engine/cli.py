@@ -77,10 +77,15 @@ def _complete_node_types(ctx: click.Context, param: click.Parameter, incomplete:
               help="connections file (default: connections.yaml beside the flow, or in a parent folder)")
 @click.option("--concurrency", type=click.IntRange(1, 10_000), default=64, show_default=True,
               help="actions in flight at once across the process (Foreach also has its own bound)")
+@click.option("--arm-parameters", type=click.Path(dir_okay=False), default=None,
+              help="ARM parameters file for a Consumption ARM template flow ($FLOWRUN_ARM_PARAMETERS)")
 @click.option("--debug", is_flag=True, help="show Python tracebacks")
 @click.pass_context
-def main(ctx: click.Context, state: str, connections: str | None, concurrency: int, debug: bool) -> None:
-    """flowrun: run Logic-Apps-style YAML flows, durably."""
+def main(ctx: click.Context, state: str, connections: str | None, concurrency: int, arm_parameters: str | None,
+         debug: bool) -> None:
+    """flowrun: run Logic-Apps-style YAML flows (and Logic Apps definitions), durably."""
+    if arm_parameters:  # read by the loader (engine.definitions) wherever a template is loaded
+        os.environ["FLOWRUN_ARM_PARAMETERS"] = str(Path(arm_parameters).resolve())
     ctx.ensure_object(dict)
     ctx.obj.update(state=state, connections=connections, concurrency=concurrency, debug=debug, engine=None)
     if debug:
@@ -228,7 +233,12 @@ def functions() -> None:
     from .expressions import functions_reference
     from .registry import default_registry
 
-    kinds = {"workflow": "Workflow functions", "helper": "Helpers", "filter": "Filters (value | name)"}
+    kinds = {"workflow": "Workflow functions", "string": "String functions", "collection": "Collection functions",
+             "logical": "Logical comparison functions", "conversion": "Conversion functions",
+             "math": "Math functions", "date": "Date and time functions", "uri": "URI parsing functions",
+             "manipulation": "Manipulation functions (JSON and XML)", "helper": "Jinja only",
+             "filter": "Jinja filters (value | name)"}
+    click.echo("In `@` expressions and in {{ }} templates alike (names match any case in `@`):\n")
     entries = functions_reference(default_registry().filters)
     for kind, title in kinds.items():
         click.echo(f"{title}:")
@@ -248,6 +258,33 @@ def graph(ctx: click.Context, flow: str, fmt: str) -> None:
     from .graph import render
 
     _emit(render(_engine(ctx).load(flow), fmt), nl=False)
+
+
+@main.command()
+@click.argument("definition", type=click.Path(exists=True, dir_okay=False))
+@click.option("--to-jinja", is_flag=True, help="rewrite the @ expressions that have an exact {{ }} equivalent")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write here (default: stdout)")
+@click.pass_context
+@guard
+def convert(ctx: click.Context, definition: str, to_jinja: bool, output: str | None) -> None:
+    """Write a Logic Apps definition (workflow.json, definition, ARM template) as flowrun YAML.
+
+    Names are kept and `@` expressions kept as they are; `# flowrun:` comments mark what has no
+    equivalent."""
+    from .convert import convert as to_yaml
+
+    try:
+        source = Path(definition).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Fail(f"{definition}: cannot read file: {exc}") from None
+    text = to_yaml(source, definition, to_jinja=to_jinja)
+    if output is None:
+        _emit(text, nl=False)
+        return
+    tmp = Path(output).with_name(Path(output).name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)  # never a half-written file
+    _emit(f"wrote {output}", err=True)
 
 
 # -- runs ----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
     └── ActionError                  an action failed while running; becomes the step's error
         ├── RetryableError           the same call may succeed later (timeouts, 429, 5xx)
         ├── ExpressionError          a template failed to evaluate (undefined name, bad call)
+        │   ├── InvalidTemplate      an `@` expression failed as Logic Apps words it (function, argument)
         │   └── ExpressionLimit      a template went past its time, size or operation budget
         ├── InputError               resolved inputs do not match the node's input schema
         └── OutputTooLarge           a value is over the store's hard cap (nothing truncated)
@@ -19,6 +20,8 @@
     BodyError (ValueError)           an inbound body cannot be read as its content type says (400)
     JsonLimit (ValueError)           JSON that is malformed or past a limit (depth, digits, UTF-8)
     TriggerConfigError (ValueError)  a trigger definition the trigger cannot use (problem lines)
+    ExpressionSyntaxError (ValueError)  an `@` expression that does not compile (syntax, unknown
+                                     function, argument count), with the offset in its field
     NetworkBlocked (ConnectionRefusedError)  a socket connect or lookup during flow test/plan; the
                                      SDK sees a refused connection, the test names the action
     CassetteMiss (ConnectionError)   a replayed call its cassette does not hold (as NetworkBlocked)
@@ -106,6 +109,14 @@ class ExpressionError(ActionError):
         super().__init__(message, **kw)
 
 
+class InvalidTemplate(ExpressionError):
+    """A runtime error of an `@` expression, named as Logic Apps names it (code InvalidTemplate)."""
+
+    def __init__(self, message: str, **kw: Any):
+        kw.setdefault("code", "InvalidTemplate")
+        super().__init__(message, **kw)
+
+
 class ExpressionLimit(ExpressionError):
     """A template went past what one evaluation may spend (time, size of what it builds,
     operations); see engine.sandbox.Limits."""
@@ -159,6 +170,15 @@ class TriggerConfigError(ValueError):
     def __init__(self, problems: list[tuple[str, str]]):
         super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in problems))
         self.problems = problems
+
+
+class ExpressionSyntaxError(ValueError):
+    """An `@` field that does not compile; ``offset`` is where in the field (0-based)."""
+
+    def __init__(self, message: str, offset: int):
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
 
 
 class JsonLimit(ValueError):

@@ -21,6 +21,7 @@ from .frames import ActionResult, Frame
 from .model import Action, Block, Flow
 from .plugin import Context, Job, Node, Pending, Variables
 from .runs import Step
+from .runtimeconfig import SECURED, secured
 from .standins import DEFAULT as _DEFAULT_BOUNDARY, StoodIn
 from .compiled import Compiled
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
@@ -392,8 +393,8 @@ class Runtime:
                             outputs = await self._dispatch(node, inputs, ctx)
                     result.status, result.outputs = SUCCEEDED, outputs
                     break
-                except StoodIn as stood_in:  # a mock or static result that says TimedOut, Skipped, ...
-                    result.status, result.error = stood_in.status, stood_in.error
+                except StoodIn as stood_in:  # a mock or static result that does not succeed
+                    result.status, result.outputs, result.error = stood_in.status, stood_in.outputs, stood_in.error
                     break
                 except ActionError as exc:
                     retries_used = attempt - prior
@@ -459,9 +460,12 @@ class Runtime:
     def _finish(self, action: Action, path: str, result: ActionResult) -> None:
         # scrubbed at the source: before a dependent (or a template) can read the result
         result.outputs, result.error = self.engine.redactor.scrub(result.outputs), self.engine.redactor.scrub(result.error)
+        hidden = secured(action.raw)  # secureData: kept in memory for dependents, never stored
         try:
             self.store.step_finished(self.run_id, path, action.name, action.type, result.status,
-                                     attempts=result.attempts, inputs=result.inputs, outputs=result.outputs,
+                                     attempts=result.attempts,
+                                     inputs=SECURED if "inputs" in hidden else result.inputs,
+                                     outputs=SECURED if "outputs" in hidden else result.outputs,
                                      error=result.error, started=result.start, ended=result.end,
                                      interrupted=result.interrupted)
         except (OutputTooLarge, ValueError, OverflowError, RecursionError) as exc:  # too big, or not storable

@@ -12,6 +12,12 @@ Typing rules:
 - strings without template markers are returned untouched, and results are never
   evaluated again, so ``{{ 7*7 }}`` inside a payload stays literally that.
 Undefined names or attributes raise ExpressionError naming the expression.
+
+A string is in the `@` language (Logic Apps' WDL, engine.wdl) instead when it starts with
+``@`` (one expression: a typed value) or holds ``@{...}`` (interpolation: a string); ``@@``
+escapes a literal ``@``. ``@{{`` is a literal ``@`` before a Jinja ``{{``. A flow may mix
+the two languages across fields, not inside one. The functions of engine.wdl.library are
+Jinja globals too, from the same implementation (``{{ formatDateTime(utcNow(), 'yyyy') }}``).
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Callable, Iterator
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
@@ -33,7 +40,7 @@ from jinja2.runtime import Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
-from . import sandbox
+from . import sandbox, wdl
 from .lru import LRU
 from .errors import ActionError, ExpressionError, ExpressionLimit
 from .sandbox import Budget, Limits, OffloadSignal
@@ -41,7 +48,7 @@ from .sandbox import Budget, Limits, OffloadSignal
 # Functions a scope must answer; the executor's frames implement them.
 WORKFLOW_FUNCTIONS = ("trigger", "triggerBody", "triggerOutputs", "body", "outputs", "actions",
                       "variables", "parameters", "item", "items", "iterationIndexes", "result",
-                      "workflow")
+                      "workflow", "appsetting", "listCallbackUrl")
 # Calls whose first argument names an action that must have finished first.
 ACTION_FUNCTIONS = ("body", "outputs", "actions", "result")
 LOOP_FUNCTIONS = ("items", "iterationIndexes")
@@ -51,8 +58,12 @@ INLINE_SLICE = 0.003  # seconds an evaluation may hold the event loop before it 
 
 
 def _utcnow(fmt: str | None = None) -> str:
-    now = _dt.datetime.now(_dt.timezone.utc)
-    return now.strftime(fmt) if fmt else now.isoformat().replace("+00:00", "Z")
+    """utcNow(): ISO 8601; utcNow('%Y-%m-%d') a strftime format (as before); utcNow('yyyy-MM-dd')
+    WDL's, a .NET format."""
+    if fmt is None or (isinstance(fmt, str) and "%" in fmt):
+        now = _dt.datetime.now(_dt.timezone.utc)
+        return now.strftime(fmt) if fmt else now.isoformat().replace("+00:00", "Z")
+    return wdl.lookup("utcNow").impl(fmt)
 
 
 def _coalesce(*values: Any) -> Any:
@@ -176,26 +187,11 @@ class Function:
 
 # The reference of everything flowrun adds to Jinja2 (`flowrun functions` prints it); a test
 # checks that every workflow function, helper and filter above has an entry.
-FUNCTIONS: tuple[Function, ...] = (
-    Function("trigger", "workflow", "trigger()", "the trigger's outputs: {headers, queries, body, ...}"),
-    Function("triggerBody", "workflow", "triggerBody()", "the trigger's body (the --input JSON for `flowrun run`)"),
-    Function("triggerOutputs", "workflow", "triggerOutputs()", "the trigger's headers (credentials masked), "
-             "queries and relativePathParameters"),
-    Function("body", "workflow", "body(action)", "the `body` of an HTTP-shaped result (Http's), else the "
-             "action's outputs"),
-    Function("outputs", "workflow", "outputs(action)", "an action's outputs"),
-    Function("actions", "workflow", "actions(action)", "an action's status, inputs, outputs, error and times"),
-    Function("variables", "workflow", "variables(name)", "a variable's current value"),
-    Function("parameters", "workflow", "parameters(name)", "a flow parameter (defaultValue, or --param)"),
-    Function("item", "workflow", "item()", "the current item of the innermost Foreach (or of Select/Query)"),
-    Function("items", "workflow", "items(loop)", "the current item of the named Foreach"),
-    Function("iterationIndexes", "workflow", "iterationIndexes(loop)", "the 0-based index in the named Foreach"),
-    Function("result", "workflow", "result(scope)", "the results of the actions inside a Scope, Foreach or If"),
-    Function("workflow", "workflow", "workflow()", "the flow's name and the run's id"),
-    Function("utcNow", "helper", "utcNow(format=None)", "the current UTC time, ISO 8601 (or strftime format)"),
-    Function("guid", "helper", "guid()", "a new random UUID string"),
-    Function("coalesce", "helper", "coalesce(value, ...)", "the first argument that is not null"),
-    Function("range", "helper", "range([start,] stop[, step])", "integers, at most 100,000 of them"),
+_JINJA_ONLY: tuple[Function, ...] = (
+    Function("range", "helper", "range([start,] stop[, step])", "Jinja only: Python's range, at most 100,000 "
+             "integers (in `@` expressions range(startIndex, count) is WDL's)"),
+    Function("utcNow", "helper", "utcNow(format=None)", "Jinja: with a strftime format ('%Y-%m-%d') as before; "
+             "with a .NET format ('yyyy-MM-dd') as in `@` expressions"),
     Function("json", "filter", "value | json", "the value as compact JSON text"),
     Function("fromjson", "filter", "text | fromjson", "parse JSON text into a value"),
     Function("b64encode", "filter", "value | b64encode", "base64 of text (objects as JSON)"),
@@ -209,17 +205,24 @@ FUNCTIONS: tuple[Function, ...] = (
              "returns ISO 8601; e.g. `utcNow() | add_time(days=1)`"),
     Function("text", "filter", "value | text", "the value as it reads inside text: JSON for objects, '' for null"),
 )
+# The reference of everything templates can call (`flowrun functions` prints it): the `@`
+# library (engine.wdl, each function also a Jinja global), then what only Jinja has. A test
+# checks that every workflow function, helper and filter above has an entry.
+FUNCTIONS: tuple[Function, ...] = tuple(
+    Function(f.name, f.category, f.signature, f.description)
+    for f in sorted(wdl.load().values(), key=lambda f: (wdl.library.CATEGORIES.index(f.category), f.name.lower()))
+) + _JINJA_ONLY
 
 
 def functions_reference(filters: dict[str, Callable[..., Any]] | None = None) -> list[Function]:
     """FUNCTIONS plus the filters nodes contribute (described by their docstrings)."""
-    known = {f.name for f in FUNCTIONS}
+    known = {f.name for f in FUNCTIONS if f.kind == "filter"}
     extra = [Function(name, "filter", f"value | {name}", " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split()))
              for name, fn in sorted((filters or {}).items()) if name not in known]
     return list(FUNCTIONS) + extra
 
 
-_SIGNATURES = {f.name: f.signature for f in FUNCTIONS}
+_SIGNATURES = {f.name: f.signature for f in FUNCTIONS if f.kind in ("filter", "helper")}
 
 
 def _with_signature(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -274,6 +277,60 @@ def _keys(obj: dict) -> str:
     return (shown + f", ... ({len(keys)} keys)") if len(keys) > 20 else (shown or "none: it is empty")
 
 
+def wdl_hint(name: Any) -> str:
+    """" (did you mean formatDateTime()?)" for a name that is a function under another case."""
+    fn = wdl.lookup(name) if isinstance(name, str) else None
+    return f" (did you mean {fn.name}()?)" if fn is not None and fn.name != name and not fn.workflow else ""
+
+
+def _jinja_global(fn: "wdl.Fn") -> Callable[..., Any]:
+    """A library function as a Jinja global: same implementation, same arity check."""
+    from jinja2 import pass_context
+
+    impl, name = fn.impl, fn.name
+
+    def check(args: tuple, kwargs: dict) -> None:
+        if kwargs:
+            raise ExpressionError(f"{name}() takes no named arguments; use {fn.signature}")
+        problem = fn.arity_problem(len(args))
+        if problem:
+            raise wdl.values.InvalidTemplate(problem)
+        for a in args:
+            if isinstance(a, Undefined):
+                a._fail_with_undefined_error()
+
+    if fn.scope:
+        @pass_context
+        def scoped(context: Any, *args: Any, **kwargs: Any) -> Any:
+            check(args, kwargs)
+            names = {n: context.get(n) for n in WORKFLOW_FUNCTIONS}
+            return impl(names, *args)
+        return scoped
+    if fn.lazy:
+        def lazy(*args: Any, **kwargs: Any) -> Any:
+            check(args, kwargs)
+            return impl(*[(lambda v=a: v) for a in args])
+        return lazy
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        check(args, kwargs)
+        return impl(*args)
+    call.__name__ = name
+    return call
+
+
+def jinja_globals() -> dict[str, Callable[..., Any]]:
+    """The `@` library as Jinja globals (not range: Jinja keeps Python's; not the workflow
+    functions: the scope gives those)."""
+    return {f.name: _jinja_global(f) for f in wdl.load().values()
+            if not f.workflow and f.name not in ("range",)}
+
+
+def _is_marked(text: str) -> bool:
+    """Is ``text`` a template of either language?"""
+    return "{{" in text or "{%" in text or (text[:1] == "@" and len(text) > 1) or "@{" in text
+
+
 class _Undefined(StrictUndefined):
     """StrictUndefined whose message says what was there instead."""
 
@@ -285,7 +342,7 @@ class _Undefined(StrictUndefined):
             return self._undefined_hint
         obj, name = self._undefined_obj, self._undefined_name
         if obj is missing:
-            return f"{name!r} is not defined"
+            return f"{name!r} is not defined{wdl_hint(name)}"
         if isinstance(obj, dict):
             return f"the object has no key {name!r} (its keys: {_keys(obj)})"
         if isinstance(obj, (list, tuple)):
@@ -345,6 +402,8 @@ class Analysis:
     error: str | None = None
     unknown: list[str] = field(default_factory=list)
     calls: list[tuple[str, str]] = field(default_factory=list)  # (function, constant first arg)
+    offset: int | None = None  # where in the text the error is, when known (`@` expressions)
+    language: str = "jinja"    # or "wdl"
 
 
 class Evaluator:
@@ -358,6 +417,7 @@ class Evaluator:
         env = sandbox.BoundedSandbox(undefined=_Undefined, finalize=_finalize, autoescape=False,
                                      keep_trailing_newline=True, limits=self.limits)
         env.globals.pop("lipsum", None)
+        env.globals.update(jinja_globals())
         env.globals.update(HELPERS)
         env.filters.update({name: _with_signature(name, fn) for name, fn in FILTERS.items()})
         env.filters.update(filters or {})
@@ -373,6 +433,12 @@ class Evaluator:
         hit = self._cache.get(text)
         if hit is not None:
             return hit
+        if wdl.is_wdl(text):
+            kind, code = "wdl", _compile_wdl(text)
+            if len(self._cache) > 50_000:
+                self._cache.clear()
+            self._cache[text] = (kind, code)
+            return kind, code
         m = _WHOLE.match(text)
         if m and "{{" not in m["expr"] and "}}" not in m["expr"] and "{%" not in text:
             kind, code = "whole", self.env.compile_expression(m["expr"], undefined_to_none=False)
@@ -387,7 +453,7 @@ class Evaluator:
     def evaluate(self, value: Any, scope: Any) -> Any:
         """Evaluate every templated string inside ``value`` (dicts and lists walked), all of
         it under one budget. Raises ExpressionError (ExpressionLimit past the budget)."""
-        if isinstance(value, str) and "{{" not in value and "{%" not in value:
+        if isinstance(value, str) and not _is_marked(value):
             return value
         if not isinstance(value, (str, dict, list)):
             return value
@@ -420,7 +486,7 @@ class Evaluator:
 
     def _walk(self, value: Any, scope: Any) -> Any:
         if isinstance(value, str):
-            if "{{" not in value and "{%" not in value:
+            if not _is_marked(value):
                 return value
             return self._evaluate_string(value, scope)
         if isinstance(value, dict):
@@ -438,10 +504,17 @@ class Evaluator:
                 sandbox.current().extend(time.perf_counter() - started)
             kind, code = hit
             names = scope.names(WORKFLOW_FUNCTIONS)
+            if kind == "wdl":
+                result = code.run(names)
+                if isinstance(result, (dict, list)):
+                    sandbox.check_text(sandbox.current(), result, "the result")
+                return result
             if kind == "whole":
                 result = code(**names)
                 if isinstance(result, Undefined):
                     result._fail_with_undefined_error()
+                if isinstance(result, Decimal):  # decimal(): a number once it leaves the expression
+                    result = wdl.values.exported(result)
                 if isinstance(result, (dict, list, tuple)):  # stored as JSON: will the text fit?
                     sandbox.check_text(sandbox.current(), result, "the result")
                 elif isinstance(result, (str, int)):
@@ -453,7 +526,11 @@ class Evaluator:
         except ExpressionLimit as exc:
             raise ExpressionLimit(f"{_short(text)}: {exc.message} (limits: {self.limits.describe()})") from None
         except ActionError as exc:
-            raise ExpressionError(f"{_short(text)}: {exc.message}") from None
+            raise ExpressionError(f"{_short(text)}: {exc.message}", code=exc.code if isinstance(
+                exc, wdl.values.InvalidTemplate) else "ExpressionError") from None
+        except (wdl.WdlSyntaxError, wdl.CompileError) as exc:
+            raise ExpressionError(f"{_short(text)}: {exc.message} (at character {exc.offset + 1})",
+                                  code="InvalidTemplate") from None
         except UndefinedError as exc:
             raise ExpressionError(f"{_short(text)}: {exc.message}") from None
         except SecurityError as exc:
@@ -473,8 +550,15 @@ class Evaluator:
         (remembered per text: flows repeat templates, and serve reloads flows)."""
         found = self._analyses.get(text)
         if found is None:
-            found = self._analyses[text] = self._analyze_by_shape(text)
+            analyze = _analyze_wdl if wdl.is_wdl(text) else self._analyze_by_shape
+            found = self._analyses[text] = analyze(text)
         return found
+
+    def suggest_name(self, name: str) -> str:
+        """The hint after "unknown name 'x'": a function of another case first, else a close name."""
+        from .planner import suggest
+
+        return wdl_hint(name) or suggest(name, self.known)
 
     def _analyze_by_shape(self, text: str) -> Analysis:
         """Templates that differ only in their literals (``outputs('a1')``, ``outputs('a2')``)
@@ -550,10 +634,36 @@ class Evaluator:
         return out
 
 
+# calls whose first argument names an action, under their canonical name for the checks
+_ACTION_ALIASES = {"actionOutputs": "outputs", "actionBody": "body", "formDataValue": "body",
+                   "formDataMultiValues": "body", "multipartBody": "body"}
+
+
+def _compile_wdl(text: str) -> "wdl.Program":
+    program = wdl.compile_field(text)
+    if program.kind == "parts":
+        for part in program.parts:
+            if isinstance(part, str) and ("{{" in part or "{%" in part):
+                raise wdl.CompileError("a field cannot mix `@{...}` and Jinja `{{ }}`: write it in one "
+                                       "language", text.find("{{") if "{{" in text else text.find("{%"))
+    return program
+
+
+def _analyze_wdl(text: str) -> Analysis:
+    try:
+        program = _compile_wdl(text)
+    except (wdl.WdlSyntaxError, wdl.CompileError) as exc:
+        return Analysis(error=f"{exc.message.rstrip('.')} in {_short(text)}", offset=exc.offset, language="wdl")
+    except RecursionError:
+        return Analysis(error=f"{_short(text)} is nested too deeply", language="wdl")
+    return Analysis(calls=[(_ACTION_ALIASES.get(fn, fn), arg) for fn, arg, _ in program.calls], language="wdl")
+
+
 def templated_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """(sub-path, string) for every string in ``value`` that holds a template marker."""
+    """(sub-path, string) for every string in ``value`` that holds a template marker (of
+    either language: ``{{ }}``/``{% %}``, or a leading ``@``/``@{...}``)."""
     if isinstance(value, str):
-        if "{{" in value or "{%" in value:
+        if _is_marked(value) and (wdl.is_wdl(value) or "{{" in value or "{%" in value):
             yield path, value
     elif isinstance(value, dict):
         for k, v in value.items():
@@ -564,7 +674,7 @@ def templated_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
 
 
 def is_template(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
+    return isinstance(value, str) and _is_marked(value) and (wdl.is_wdl(value) or "{{" in value or "{%" in value)
 
 
 def _short(text: str) -> str:

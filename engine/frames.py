@@ -145,6 +145,29 @@ class Frame:
     def iterationIndexes(self, name: str) -> int | None:
         return self._loop_frame(name).index
 
+    def appsetting(self, name: str) -> Any:
+        """An app setting: the flow's (a Standard app's local.settings.json Values), else the environment."""
+        import os
+
+        if not isinstance(name, str):
+            raise ActionError(f"appsetting: the setting's name must be a string, not {type(name).__name__}",
+                              code="InvalidTemplate")
+        settings = getattr(self.runtime.flow, "app_settings", None) or {}
+        if name in settings:
+            return settings[name]
+        value = os.environ.get(name)
+        if value is None:
+            raise ActionError(f"app setting '{name}' is not set (neither in the app's settings nor in the "
+                              f"environment)", code="InvalidTemplate")
+        return value
+
+    def listCallbackUrl(self) -> str:  # noqa: N802  (WDL's name)
+        url = getattr(self.runtime.flow, "callback_url", None)
+        if not url:
+            raise ActionError("listCallbackUrl(): this flow has no callback URL (it is known when the flow is "
+                              "served with a Request trigger)", code="InvalidTemplate")
+        return url
+
     def workflow(self) -> dict:
         rt = self.runtime
         return {"name": rt.flow.name, "id": rt.flow.name, "type": "flowrun",

@@ -134,6 +134,8 @@ class Flow:
     hash: str
     raw: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)  # Problems that do not stop the flow (Node.warnings)
+    app_settings: dict = field(default_factory=dict)  # appsetting(): a Standard app's settings (else the env)
+    callback_url: str | None = None  # listCallbackUrl(): the Request trigger's URL, when served
 
     def connections_used(self) -> set[str]:
         return {a.connection for a in self.actions.values() if a.connection}

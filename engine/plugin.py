@@ -391,6 +391,11 @@ class Context:
     def responded(self) -> bool:
         return self._runtime.response is not None
 
+    @property
+    def flow_file(self) -> str:
+        """The file of the flow this action belongs to (child flows are found beside it)."""
+        return self._runtime.flow.file
+
     async def run_child(self, flow: str, body: Any = None, parameters: dict | None = None) -> Any:
         """Run the flow file ``flow`` (relative to this flow) as a child run; its result."""
         return await self._runtime.run_child(self, flow, body, parameters)

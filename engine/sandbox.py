@@ -89,13 +89,14 @@ class OffloadSignal(Exception):
 class Budget:
     """The running account of one evaluation."""
 
-    __slots__ = ("limits", "ops", "deadline", "stop", "inline", "output")
+    __slots__ = ("limits", "ops", "deadline", "stop", "inline", "output", "built")
 
     def __init__(self, limits: Limits, inline_slice: float | None = None):
         now = time.perf_counter()
         self.limits = limits
         self.ops = 0
         self.output = 0
+        self.built = 0
         self.deadline = now + limits.seconds
         self.inline = inline_slice is not None
         self.stop = min(self.deadline, now + inline_slice) if inline_slice is not None else self.deadline
@@ -126,6 +127,13 @@ class Budget:
         if n > MAX_INT_BITS:
             raise ExpressionLimit(f"a number would have about {int(n * 0.30103):,} digits, "
                                   f"more than the 4,300 a template may build")
+
+    def alloc(self, n: int, what: str = "values") -> None:
+        """An `@` expression built ``n`` more bytes; all it builds stays under 4x the size cap
+        (it has no loops: its calls are bounded by its text, what each builds by this)."""
+        self.built += n
+        if self.built > 4 * self.limits.max_bytes:
+            raise ExpressionLimit(f"the expression built more than {_mb(4 * self.limits.max_bytes)} of {what}")
 
     def emit(self, n: int) -> None:
         self.output += n

@@ -9,7 +9,7 @@ against that union (every action would be tried against every node type): it tak
 Letter case: type names and runAfter statuses are case-insensitive (``type: compose``,
 ``[succeeded]``), as in Logic Apps; the schema accepts them in any case (``any_case``) and
 offers the canonical spelling for completion. Wherever a node's input schema
-wants a number, object, enum..., a templated string (``{{ ... }}``) is accepted too: it is
+wants a number, object, enum..., a templated string (``{{ ... }}``, ``@expr``, ``@{...}``) is accepted too: it is
 checked against the node's real schema after it has been evaluated, just before the node runs.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from .model import STATUSES
 from .registry import Registry
 
 SCHEMA_ID = "https://flowrun.dev/schemas/flow.schema.json"
-TEMPLATE = {"type": "string", "pattern": r"[\s\S]*\{[{%][\s\S]*",
-            "description": "a {{ template }} evaluated when the action runs"}
+TEMPLATE = {"type": "string", "pattern": r"^@[\s\S]|\{[{%]|@\{",
+            "description": "a {{ template }} or an @ expression evaluated when the action runs"}
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,79}$"
 COMMITTED = Path(__file__).resolve().parent.parent / "schemas" / "flow.schema.json"
 
@@ -61,17 +61,24 @@ COMMON_ACTION_PROPERTIES: dict[str, Any] = {
     "runtimeConfiguration": {"type": "object"},
     "operationOptions": {"type": "string"},
     "trackedProperties": {"type": "object"},
+    "kind": {"type": "string", "description": "Logic Apps' action kind (Response: Http); informational"},
+    "metadata": {"type": "object", "description": "designer metadata (Logic Apps, Power Automate); not used"},
 }
 
 PARAMETER = {
     "type": "object", "additionalProperties": False, "required": ["type"],
     "properties": {
-        "type": {"enum": ["string", "int", "integer", "float", "number", "bool", "boolean", "array",
-                          "object", "securestring", "secureobject"]},
+        "type": any_case(["string", "int", "integer", "float", "number", "bool", "boolean", "array",
+                          "object", "securestring", "secureobject"], "the parameter's type, in any letter case"),
         "defaultValue": {}, "default": {},
         "allowedValues": {"type": "array"},
         "description": {"type": "string"},
         "metadata": {"type": "object"},
+        # JSON Schema keywords Logic Apps (and ARM) accept on a parameter declaration
+        **{k: {"type": "integer", "minimum": 0} for k in ("minLength", "maxLength", "minItems", "maxItems")},
+        **{k: {"type": "number"} for k in ("minValue", "maxValue", "minimum", "maximum")},
+        "pattern": {"type": "string"},
+        "value": {"description": "the parameter's value (Standard parameters.json, ARM parameters)"},
     },
 }
 
@@ -84,6 +91,7 @@ COMMON_TRIGGER_PROPERTIES: dict[str, Any] = {
     "runtimeConfiguration": {"type": "object"},
     "operationOptions": {"type": "string"},
     "correlation": {"type": "object"},
+    "metadata": {"type": "object", "description": "designer metadata (Logic Apps, Power Automate); not used"},
 }
 
 
@@ -187,6 +195,11 @@ def flow_schema(registry: Registry) -> dict:
             "name": {"type": "string"},
             "description": {"type": "string"},
             "contentVersion": {"type": "string"},
+            "staticResults": {"type": "object", "description": "Logic Apps' mocked results, by name, for "
+                                                               "actions whose runtimeConfiguration.staticResult "
+                                                               "is Enabled",
+                              "additionalProperties": {"type": "object", "properties": {
+                                  "status": {"type": "string"}, "outputs": {}, "error": {}}}},
             "parameters": {"type": "object", "additionalProperties": {"$ref": "#/$defs/parameter"}},
             "triggers": {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
                          "additionalProperties": {"$ref": "#/$defs/trigger"}},

@@ -21,7 +21,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ActionError
 from .state import CANCELLED, FAILED, SKIPPED, SUCCEEDED, TIMEDOUT
 
 STATUSES = (SUCCEEDED, FAILED, TIMEDOUT, SKIPPED, CANCELLED)  # what a stand-in may end an action with
@@ -29,11 +28,13 @@ _ITERATION = re.compile(r"\[(\d+)\](?=/[^\[\]]*$)")
 
 
 class StoodIn(Exception):
-    """Raised at the boundary by a stand-in that ends the action TimedOut, Skipped or Cancelled (a
-    status no node raises); the executor records the action so."""
+    """Raised at the boundary by a stand-in that does not succeed; the executor records the action
+    with its status, error and outputs (a failed Http keeps its status code and body, as in Logic
+    Apps), and does not retry it."""
 
-    def __init__(self, status: str, error: dict | None):
+    def __init__(self, status: str, outputs: Any, error: dict | None):
         self.status = status
+        self.outputs = outputs
         self.error = error
         super().__init__(status)
 
@@ -45,17 +46,14 @@ class StandIn:
     error: dict | None = None
 
     def answer(self) -> Any:
-        """The outputs (Succeeded), or the failure raised as the node would raise it."""
+        """The outputs (Succeeded); else StoodIn, with the error the action ends with."""
         if self.status == SUCCEEDED:
             return self.outputs
-        if self.status in (SKIPPED, CANCELLED):
-            raise StoodIn(self.status, self.error)
-        error = {"code": "ActionTimedOut" if self.status == TIMEDOUT else "ActionFailed",
-                 "message": f"{self.status} (stand-in)", **(self.error or {})}
-        if self.status == TIMEDOUT:
-            raise StoodIn(TIMEDOUT, error)
-        details = error.get("details", self.outputs)  # a failed Http's status and body, say
-        raise ActionError(str(error.get("message")), code=str(error.get("code")), details=details)
+        error = self.error
+        if self.status in (FAILED, TIMEDOUT):
+            error = {"code": "ActionTimedOut" if self.status == TIMEDOUT else "ActionFailed",
+                     "message": f"{self.status} (stand-in)", **(self.error or {})}
+        raise StoodIn(self.status, self.outputs, error)
 
 
 def iteration(path: str) -> int | None:
@@ -76,19 +74,15 @@ def pick(entry: StandIn | list[StandIn], path: str) -> StandIn | None:
 
 
 def static_result(action: Any, flow: Any) -> StandIn | None:
-    """A Logic Apps static result for ``action``: its ``runtimeConfiguration.staticResult``
-    ({name, staticResultOptions: Enabled}) names an entry of the definition's ``staticResults``
-    ({status, outputs, error})."""
-    config = (action.raw.get("runtimeConfiguration") or {}).get("staticResult") if isinstance(
-        action.raw.get("runtimeConfiguration"), dict) else None
-    if not isinstance(config, dict) or str(config.get("staticResultOptions", "")).lower() != "enabled":
+    """A Logic Apps static result for ``action`` (engine.runtimeconfig reads it: its
+    ``runtimeConfiguration.staticResult`` names an entry of the definition's ``staticResults``);
+    containers are never stood in for."""
+    from .runtimeconfig import static_result as configured
+
+    if action.blocks:
         return None
-    results = getattr(flow, "raw", {}).get("staticResults") or {}
-    entry = results.get(config.get("name")) if isinstance(results, dict) else None
-    if not isinstance(entry, dict):
-        raise ActionError(f"static result '{config.get('name')}' is not defined in staticResults",
-                          code="UnknownStaticResult")
-    return stand_in(entry)
+    found = configured(action.raw, getattr(flow, "raw", {}).get("staticResults") or {})
+    return None if found is None else StandIn(found.status, found.outputs, found.error)
 
 
 def stand_in(entry: dict) -> StandIn:

@@ -99,7 +99,9 @@ def _missing_secrets(flow: Flow, conns: Any) -> list[Problem]:
         auth = trigger.raw.get("auth")
         if isinstance(auth, dict) and isinstance(auth.get("connection"), str):
             used.setdefault(auth["connection"], f"triggers.{name}.auth.connection")
-    positions = yamlpos.load(flow.source, flow.file)[1] if used else {}
+    from .loader import positions as positions_of
+
+    positions = positions_of(flow) if used else {}
     out = []
     for name, where in sorted(used.items(), key=lambda kv: kv[1]):
         for key, var in sorted((conns.specs.get(name) or {}).get("secrets", {}).items()):

@@ -225,3 +225,20 @@ def position(positions: Positions, path: str, *, key: bool = False) -> tuple[int
             return positions[path]
         path = path.rpartition(".")[0]
     return positions.get("", (1, 1))
+
+
+def inside(source: str, at: tuple[int, int], value: str, offset: int) -> tuple[int, int]:
+    """The position of character ``offset`` of the string ``value`` written at ``at`` in
+    ``source``: exact when the scalar is written on one line without escapes before that
+    character (plain or quoted), else ``at`` itself."""
+    line, col = at
+    lines = source.split("\n")
+    if not 0 < line <= len(lines) or offset < 0:
+        return at
+    text = lines[line - 1]
+    start = col - 1
+    if start < len(text) and text[start] in "'\"" and not value.startswith(text[start]):
+        start += 1
+    if text[start:start + offset] == value[:offset]:
+        return line, start + offset + 1
+    return at

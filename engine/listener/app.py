@@ -47,6 +47,7 @@ from .triggers import PushEntry, Table, load_folder
 log = logging.getLogger("flowrun.listener")
 BODILESS = ("GET", "HEAD")  # a trigger taking one of these refuses a body
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+REVEALED = 1024  # distinct credential header values a SAS-protected flow may see in one process
 
 
 @dataclass
@@ -94,6 +95,7 @@ class Listener:
         self.draining = False
         self._openapi: tuple[int, dict] | None = None
         self._stamps: dict[str, tuple[int, int]] = {}
+        self._revealed: set[str] = set()  # credential header values a SAS flow sees (_reveal)
 
     # -- flows ------------------------------------------------------------------------------
     def load(self) -> Table:
@@ -105,11 +107,22 @@ class Listener:
             for p in problems:
                 log.error("flow not served: %s%s", p, kept,
                           extra={"event": "flow_invalid", "file": file, "problem": str(p)})
+        base = self.options.base_url or f"http://{self.options.host}:{self.options.port}"
+        for entry in table.push.values():
+            url = entry.callback_url(base)
+            if url is not None and entry.flow.callback_url is None:
+                entry.flow.callback_url = url  # listCallbackUrl()
         for name, flow in table.flows.items():
             if previous is None or previous.flows.get(name) is not flow:
                 triggers = table.trigger_names(name)
                 log.info("serving flow %s (%s)", name, ", ".join(triggers) or "no triggers",
                          extra={"event": "flow_served", "flow": name, "file": flow.file})
+                for t in triggers:
+                    entry = table.request(name, t)
+                    url = entry.callback_url(base) if entry is not None else None
+                    if url is not None:
+                        log.info("callback URL of %s/%s: %s", name, t, url,
+                                 extra={"event": "callback_url", "flow": name, "trigger": t, "url": url})
         self.table = table
         self._openapi = None
         self._stamps = self._scan()
@@ -251,8 +264,29 @@ class Listener:
         if problems:
             return self._reject(entry, 400, "schema", "the body does not match the trigger's schema",
                                 problems=problems)
-        call.outputs = _in.trigger_outputs(inbound, parsed, call.params, entry.secret_headers, entry.secret_queries)
+        call.outputs = _in.trigger_outputs(inbound, parsed, call.params, entry.secret_headers, entry.secret_queries,
+                                           reveal=self._reveal(entry, inbound))
         return None
+
+    def _reveal(self, entry: PushEntry, inbound: InboundRequest) -> frozenset[str]:
+        """A Logic Apps definition checks an API key itself (an If on
+        ``triggerOutputs()['headers']['x-api-key']``): behind its verified SAS signature, the
+        credential headers reach the flow as sent, each value made a secret of the redactor
+        first, so the stored request, the payload, every step and every answer hold it masked.
+        At most ``REVEALED`` distinct values per process; past that the flow sees them masked."""
+        if entry.kind != "sas":
+            return frozenset()
+        shown = set()
+        for name, value in _in.credential_headers(inbound.headers).items():
+            if name in entry.secret_headers or len(value) < 4:
+                continue  # the auth's own credential, or too short to redact safely: masked
+            if value not in self._revealed:
+                if len(self._revealed) >= REVEALED:
+                    continue
+                self._revealed.add(value)
+                self.redact.add(value)
+            shown.add(name)
+        return frozenset(shown)
 
     async def _dedupe(self, call: "_Call") -> Response | None:
         entry = call.entry

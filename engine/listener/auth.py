@@ -148,7 +148,37 @@ class HmacAuth(WebhookAuth):
         return frozenset({options.get("header", "X-Hub-Signature-256").lower()}), frozenset()
 
 
-BUILTIN: dict[str, type[WebhookAuth]] = {a.kind: a for a in (NoAuth, KeyAuth, HmacAuth)}
+class SasAuth(WebhookAuth):
+    """Logic Apps' own: a SAS signature in the trigger's callback URL (``engine.sas``)."""
+
+    kind = "sas"
+    connection = None
+    description = ("Logic Apps' callback URL signature: `sig` (with `sp` and `sv`) in the query, "
+                   "HMAC-SHA256 with `$FLOWRUN_SAS_KEY` or the state database's key. The default of a "
+                   "Logic Apps definition's Request trigger; `flowrun serve` prints each callback URL.")
+    example = {"type": "sas"}
+    options = {"type": "object", "additionalProperties": False, "properties": {}}
+    key: bytes = b""
+    flow: str = ""
+    trigger: str = ""
+
+    def bind(self, key: bytes, flow: str, trigger: str) -> None:
+        self.key, self.flow, self.trigger = key, flow, trigger
+
+    def verify(self, request: InboundRequest, connection: Connection | None, options: dict) -> str | None:
+        from engine import sas
+
+        refused = sas.check(self.key, self.flow, self.trigger, request.query)
+        if refused is not None:
+            raise AuthError(*refused)
+        return None
+
+    @staticmethod
+    def secret_names(options: dict) -> tuple[frozenset[str], frozenset[str]]:
+        return frozenset(), frozenset({"sig"})
+
+
+BUILTIN: dict[str, type[WebhookAuth]] = {a.kind: a for a in (NoAuth, KeyAuth, HmacAuth, SasAuth)}
 
 
 def auth_kinds(registry: Any) -> dict[str, type[WebhookAuth]]:

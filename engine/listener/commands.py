@@ -9,8 +9,10 @@ from engine.clierrors import Fail, guard
 
 
 @click.command()
-@click.option("--flows", "flows_dir", default="flows", show_default=True, type=click.Path(exists=True),
-              help="folder of flow files to serve (every *.yaml in it and below)")
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--flows", "flows_dir", default=None, type=click.Path(exists=True),
+              help="folder of flow files to serve (every *.yaml and Logic Apps workflow.json in it and below; "
+                   "FOLDER says the same, e.g. a Standard app folder; default: flows)")
 @click.option("--state", default=None, help="state database (default: flowrun's --state)")
 @click.option("--connections", type=click.Path(dir_okay=False), default=None,
               help="connections file (default: connections.yaml in the flows folder or a parent of it)")
@@ -44,7 +46,7 @@ from engine.clierrors import Fail, guard
               help="how often --retention prunes")
 @click.pass_context
 @guard
-def serve(ctx: click.Context, flows_dir: str, state: str | None, connections: str | None, host: str, port: int,
+def serve(ctx: click.Context, folder: str | None, flows_dir: str | None, state: str | None, connections: str | None, host: str, port: int,
           base_url: str | None, max_body: int, max_headers: int, max_header_bytes: int, max_in_flight: int, sync_timeout: float, shutdown_timeout: float,
           reload: bool, admin_token_env: str, log_level: str, retention: str | None, retention_interval: str) -> None:
     """Serve the flows' HTTP triggers and schedules.
@@ -56,6 +58,10 @@ def serve(ctx: click.Context, flows_dir: str, state: str | None, connections: st
     from engine.api import Engine
 
     from . import logs, server
+
+    flows_dir = folder or flows_dir or "flows"
+    if not os.path.isdir(flows_dir):
+        raise Fail(f"no folder {flows_dir!r} to serve (give one: flowrun serve FOLDER)")
     from .app import Listener, Options
 
     from engine.retention import parse_age

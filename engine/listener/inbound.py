@@ -112,10 +112,19 @@ def redact_url(url: str, extra: frozenset[str] = frozenset()) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs, safe="*"), parts.fragment))
 
 
+def credential_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The headers whose names say they carry credentials (what ``redact_headers`` masks)."""
+    return {k: v for k, v in headers.items() if secret_header(k)}
+
+
 def trigger_outputs(inbound: InboundRequest, body: Any, path_params: dict[str, str],
                     secret_headers: frozenset[str] = frozenset(),
-                    secret_queries: frozenset[str] = frozenset()) -> dict:
-    return {"body": body, "headers": redact_headers(inbound.headers, secret_headers),
+                    secret_queries: frozenset[str] = frozenset(), *, reveal: frozenset[str] = frozenset()) -> dict:
+    """What the flow sees; ``reveal``: credential headers it sees as sent (their values are
+    secrets of the redactor by then, so nothing persisted or answered holds them)."""
+    headers = redact_headers(inbound.headers, secret_headers)
+    headers.update({k: inbound.headers[k] for k in reveal if k in inbound.headers})
+    return {"body": body, "headers": headers,
             "queries": redact_query(inbound.query, secret_queries),
             "relativePathParameters": path_params}
 

@@ -65,8 +65,21 @@ class PushEntry:
         return f"{base}/{self.relative_path.strip('/')}" if self.relative_path else base
 
     def match(self, rest: str) -> dict[str, str] | None:
-        """Relative path parameters, or None when ``rest`` is not this trigger's path."""
+        """Relative path parameters, or None when ``rest`` is not this trigger's path (a SAS
+        trigger's callback URL has ``/invoke`` before its relative path, as in Logic Apps)."""
+        if self.kind == "sas":
+            head, _, tail = rest.strip("/").partition("/")
+            if head == "invoke":
+                rest = tail
         return self.trigger.match(rest)
+
+    def callback_url(self, base: str) -> str | None:
+        """The signed URL a SAS trigger is called on (``engine.sas``), else None."""
+        if self.kind != "sas":
+            return None
+        from engine import sas
+
+        return sas.callback_url(self.auth.key, base, self.flow.name, self.name, self.relative_path)
 
     def dedupe_key(self, outputs: dict, evaluator: Any, auth_key: str | None) -> str | None:
         """The run's de-duplication key: the ``dedupe`` template's value, else the auth's key."""
@@ -150,14 +163,16 @@ IGNORE_MARKER = ".flowrunignore"  # a folder holding this file is not scanned fo
 
 
 def flow_files(folder: str | Path) -> list[Path]:
-    """The flow files of a folder (every *.yaml/*.yml but connections files and flow tests, under any depth,
-    skipping folders that hold a ``.flowrunignore`` file), or the file itself."""
+    """The flow files of a folder (every *.yaml/*.yml but connections files and flow tests
+    (``*.test.yaml``), and every Logic Apps ``workflow.json``, under any depth, skipping folders that
+    hold a ``.flowrunignore`` file), or the file itself. A Standard app folder (host.json + one folder
+    per workflow) is such a folder."""
     folder = Path(folder)
     if folder.is_file():
         return [folder]
     skipped = {m.parent for m in folder.rglob(IGNORE_MARKER)}
-    return sorted(f for f in folder.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file()
-                  and f.name not in ("connections.yaml", "connections.yml")
+    return sorted(f for f in folder.rglob("*") if (f.suffix in (".yaml", ".yml") or f.name == "workflow.json")
+                  and f.is_file() and f.name not in ("connections.yaml", "connections.yml")
                   and not f.name.endswith((".test.yaml", ".test.yml"))  # flow tests (engine.testing)
                   and not any(p in skipped for p in f.parents))
 
@@ -232,7 +247,9 @@ def load_flow(engine: Any, path: str | Path) -> tuple[Flow, list[PushEntry], lis
 
 
 def _positions(flow: Flow) -> dict:
-    return yamlpos.load(flow.source, flow.file)[1]
+    from engine.loader import positions
+
+    return positions(flow)
 
 
 def _push(engine: Any, flow: Flow, name: str, raw: dict, trigger: PushTrigger, kinds: dict,
@@ -259,9 +276,9 @@ def _push(engine: Any, flow: Flow, name: str, raw: dict, trigger: PushTrigger, k
             problem(f"{where}.auth" + (f".{sub}" if sub else ""), err.message)
     connection = None
     conn_name = auth.get("connection")
-    if kind == "none":
+    if kind in ("none", "sas"):
         if conn_name:
-            problem(f"{where}.auth.connection", "auth type none takes no connection")
+            problem(f"{where}.auth.connection", f"auth type {kind} takes no connection")
     elif not conn_name:
         need = f" of kind '{cls.connection}'" if cls.connection else ""
         problem(f"{where}.auth", f"auth type {kind} needs a connection{need} holding its secret "
@@ -293,6 +310,10 @@ def _push(engine: Any, flow: Flow, name: str, raw: dict, trigger: PushTrigger, k
                 problem(f"{where}.dedupe", f"{fn}() is not available here: dedupe reads only the request "
                                            f"(trigger(), triggerBody(), triggerOutputs())")
     instance = cls()
+    if hasattr(instance, "bind"):  # sas: the key and what the signature names
+        from engine import sas
+
+        instance.bind(sas.key(engine), flow.name, name)
     headers, queries = secret_names(instance, options)
     if kind != "none":
         if "header" in options and isinstance(options["header"], str):

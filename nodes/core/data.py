@@ -1,6 +1,7 @@
 """Compose, Query (filter), Select (map), Join and ParseJson: shaping data between actions."""
 from __future__ import annotations
 
+import html
 import json
 from typing import Any
 
@@ -112,3 +113,47 @@ class ParseJson(Node):
             raise ActionError("content does not match the schema: " + "; ".join(msgs), code="SchemaMismatch",
                               details={"errors": msgs})
         return content
+
+
+class Table(Node):
+    type = "Table"
+    title = "Make a CSV or HTML table from an array"
+    description = ("Turns the objects of `from` into a CSV or HTML table. Without `columns`, the headers "
+                   "are the items' property names (in order of first appearance); with `columns`, each "
+                   "`{header, value}` gives a header and a value evaluated per item (`item()` bound). "
+                   "CSV fields holding a comma, a quote or a line break are quoted; HTML is escaped.")
+    input_schema = {"type": "object", "additionalProperties": False, "required": ["format", "from"],
+                    "properties": {"format": {"enum": ["CSV", "HTML", "csv", "html"]},
+                                   "from": {"type": "array"},
+                                   "columns": {"type": "array", "items": {
+                                       "type": "object", "required": ["value"], "additionalProperties": False,
+                                       "properties": {"header": {"type": "string"},
+                                                      "value": {"description": "value per item"}}}}}}
+    lazy = ("columns",)
+    inputs_required = True
+    example = {"type": "Table", "inputs": {"format": "CSV", "from": "{{ triggerBody().orders }}",
+                                           "columns": [{"header": "Id", "value": "{{ item().id }}"}]}}
+    outputs = {"type": "string", "description": "the table's text"}
+
+    async def run(self, inputs: Any, context: Context) -> Any:
+        items, columns = inputs["from"], inputs.get("columns")
+        if columns:
+            headers = [c.get("header", "") for c in columns]
+            rows = []
+            for i, x in enumerate(items):
+                rows.append([await context.evaluate_async(c["value"], item=x) for c in columns])
+                if i % 256 == 255:
+                    await anyio.sleep(0)
+        else:
+            headers = list(dict.fromkeys(k for x in items if isinstance(x, dict) for k in x))
+            rows = [[x.get(h) if isinstance(x, dict) else None for h in headers] for x in items]
+        if inputs["format"].upper() == "CSV":
+            return "\r\n".join(",".join(_csv(v) for v in row) for row in [headers, *rows]) + "\r\n"
+        head = "".join(f"<th>{html.escape(to_text(h))}</th>" for h in headers)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(to_text(v))}</td>" for v in row) + "</tr>" for row in rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _csv(value: Any) -> str:
+    text = to_text(value)
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text

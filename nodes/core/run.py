@@ -127,10 +127,19 @@ class Workflow(Node):
                    "one, with `body` as its trigger body and `parameters`, waits for it and outputs its "
                    "outputs and reply. Fails when the child fails. A resumed parent does not run a "
                    "finished child again.")
-    input_schema = {"type": "object", "additionalProperties": False, "required": ["flow"], "properties": {
+    input_schema = {"type": "object", "additionalProperties": False, "properties": {
         "flow": {"type": "string", "description": "path of the child flow, relative to this flow file"},
+        "host": {"type": "object", "description": "Logic Apps' shape: {triggerName, workflow: {id}}; the "
+                                                  "workflow named by the id's last segment, a sibling "
+                                                  "workflow folder of the same Standard app",
+                 "required": ["workflow"],
+                 "properties": {"triggerName": {"type": "string"},
+                                "workflow": {"type": "object", "required": ["id"],
+                                             "properties": {"id": {"type": "string"}}}}},
+        "headers": {"type": "object", "description": "accepted for Logic Apps definitions; not passed on"},
         "body": {"description": "the child's triggerBody()"},
-        "parameters": {"type": "object"}}}
+        "parameters": {"type": "object"}},
+        "oneOf": [{"required": ["flow"]}, {"required": ["host"]}]}
     inputs_required = True
     holds_slot = False  # it waits for other actions (the child's): it must not hold a concurrency slot
     example = {"type": "Workflow", "inputs": {"flow": "child.yaml", "body": {"orderId": "{{ triggerBody().id }}"}}}
@@ -143,8 +152,21 @@ class Workflow(Node):
     def effect(cls, inputs: Any) -> str | None:
         return f"would run the flow {inputs.get('flow')} as a child run"
 
+    @staticmethod
+    def child_file(inputs: dict, this_file: str) -> str:
+        """The child flow's path relative to this one: ``flow``, or a Logic Apps workflow id's last
+        segment as a sibling workflow folder (``../<name>/workflow.json``) or file (``<name>.json``)."""
+        if "flow" in inputs:
+            return inputs["flow"]
+        name = str(inputs["host"]["workflow"]["id"]).rstrip("/").rsplit("/", 1)[-1]
+        if not name or name in (".", "..") or "\\" in name:
+            raise ActionError(f"workflow id {inputs['host']['workflow']['id']!r} names no workflow",
+                              code="InvalidChildFlow")
+        return f"../{name}/workflow.json" if this_file.endswith("workflow.json") else f"{name}.json"
+
     async def run(self, inputs: Any, context: Context) -> Any:
-        child = await context.run_child(inputs["flow"], inputs.get("body"), inputs.get("parameters"))
+        flow = self.child_file(inputs, context.flow_file)
+        child = await context.run_child(flow, inputs.get("body"), inputs.get("parameters"))
         reply = child.response or {}
         out = {"runId": child.run_id, "status": child.status, "outputs": child.outputs,
                "statusCode": reply.get("statusCode"), "body": reply.get("body", child.outputs)}

@@ -10,7 +10,8 @@ A recurrence is one of
   ``minutes``, ``weekDays`` or ``monthDays`` (as in Logic Apps);
 - ``cron``: a five-field cron expression (croniter, imported when first needed), in ``timeZone``.
 
-``timeZone`` is an IANA name (default UTC). Firing them is the Recurrence trigger's job
+``timeZone`` is a Windows id as Logic Apps writes them (``Pacific Standard Time``) or an IANA
+name (default UTC). Firing them is the Recurrence trigger's job
 (``nodes/core/triggers.py``).
 """
 from __future__ import annotations
@@ -53,10 +54,10 @@ class Recurrence:
 
         tzname = raw.get("timeZone") or "UTC"
         try:
-            tz = ZoneInfo(tzname)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {tzname!r}; use an IANA name such as Europe/Paris",
-                             "timeZone") from None
+            tz = ZoneInfo(_iana(tzname))
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone {tzname!r}; use a Windows id such as 'W. Europe Standard Time' "
+                             f"or an IANA name such as Europe/Paris", "timeZone") from None
         start = None
         if raw.get("startTime"):
             try:
@@ -135,6 +136,18 @@ class Recurrence:
                 break
             n += 1
         return n
+
+
+def _iana(name: str) -> str:
+    """A Windows time zone id (as Logic Apps writes them: ``W. Europe Standard Time``) as the IANA
+    name of the same zone, from the expression library's table; an IANA name as it is."""
+    if "/" in name or name.upper() in ("UTC", "GMT"):
+        return name
+    try:
+        from engine.wdl.dates import windows_zones
+    except ImportError:  # the @ expression library is not there: IANA names only
+        return name
+    return windows_zones().get(name.lower(), name)
 
 
 def _schedule_cron(freq: str, schedule: dict, start: dt.datetime | None) -> str:

@@ -105,7 +105,8 @@ class Recurrence(PullTrigger):
             "frequency": {"enum": ["Second", "Minute", "Hour", "Day", "Week", "Month"]},
             "interval": {"type": "integer", "minimum": 1},
             "startTime": {"type": "string", "description": "ISO 8601; fire times are startTime + k * interval"},
-            "timeZone": {"type": "string", "description": "IANA time zone, e.g. Europe/Paris (default UTC)"},
+            "timeZone": {"type": "string", "description": "a Windows time zone id (W. Europe Standard Time) or an "
+                                                         "IANA name (Europe/Paris); default UTC"},
             "schedule": {"type": "object", "additionalProperties": False, "properties": {
                 "hours": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 23}},
                 "minutes": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 59}},
@@ -117,6 +118,7 @@ class Recurrence(PullTrigger):
                                       "the latest one at start-up"},
         },
     }}
+    config["evaluatedRecurrence"] = {"type": "object", "description": "written by Logic Apps' designer; not used"}
     required = ("recurrence",)
     example = {"type": "Recurrence", "recurrence": {"frequency": "Day", "interval": 1, "timeZone": "Europe/Paris",
                                                     "schedule": {"hours": [9], "minutes": [0]}}}

@@ -28,6 +28,29 @@ def _auth_headers(conn: Connection | None) -> dict[str, str]:
     return {}
 
 
+def _authentication(auth: Any) -> dict[str, str]:
+    """Logic Apps' ``authentication`` input as headers; its secret joins the redactor first."""
+    from engine.connections import PROCESS_REDACTOR
+
+    if not isinstance(auth, dict):
+        return {}
+    kind = str(auth.get("type", "none")).lower()
+    if kind == "basic":
+        password = str(auth.get("password") or "")
+        token = base64.b64encode(f"{auth.get('username', '')}:{password}".encode()).decode()
+        for secret_value in (password, token):
+            PROCESS_REDACTOR.add(secret_value)
+        return {"Authorization": f"Basic {token}"}
+    if kind == "raw":
+        value = str(auth.get("value") or "")
+        PROCESS_REDACTOR.add(value)
+        return {"Authorization": value}
+    if kind == "none":
+        return {}
+    raise ActionError(f"authentication type {auth.get('type')!r} is not supported (Basic, Raw or None)",
+                      code="UnsupportedAuthentication")
+
+
 def _derived(values: dict) -> list[str]:
     return [v for v in values.values() if v]
 
@@ -140,7 +163,14 @@ class Http(Node):
         "timeout": {"type": "string", "description": "per-request timeout, ISO 8601 (default PT100S)"},
         "idempotencyKey": {"type": ["boolean", "string"],
                            "description": "true: send Idempotency-Key; a string: the header name to use"},
+        "authentication": {"type": "object", "required": ["type"],
+                           "description": "Logic Apps' shape: {type: Basic, username, password} or "
+                                          "{type: Raw, value} (the Authorization header); the secret is "
+                                          "redacted wherever the step is stored or shown",
+                           "properties": {"type": {"type": "string"}, "username": {"type": "string"},
+                                          "password": {"type": "string"}, "value": {"type": "string"}}},
     }}
+    AUTHENTICATION = ("none", "basic", "raw")
     inputs_required = True
     connection = "http"
     connection_optional = True
@@ -156,6 +186,16 @@ class Http(Node):
     def effect(cls, inputs: Any) -> str | None:
         return f"would {str(inputs.get('method', 'GET')).upper()} {inputs.get('uri')}"
 
+    @classmethod
+    def check(cls, action: dict) -> list[tuple[str, str]]:
+        auth = (action.get("inputs") or {}).get("authentication") if isinstance(action.get("inputs"), dict) else None
+        kind = auth.get("type") if isinstance(auth, dict) else None
+        if isinstance(kind, str) and not kind.startswith(("@", "{{")) and kind.lower() not in cls.AUTHENTICATION:
+            return [("inputs.authentication.type", f"authentication type {kind!r} needs Azure (Microsoft Entra, "
+                                                   f"managed identity or certificates), which flowrun does not "
+                                                   f"have; use Basic, Raw, or an http connection")]
+        return []
+
     async def run(self, inputs: Any, context: Context) -> Any:
         import httpx
 
@@ -165,7 +205,7 @@ class Http(Node):
         if base and not uri.lower().startswith(("http://", "https://")):
             uri = urljoin(base.rstrip("/") + "/", uri.lstrip("/"))
         headers = {k: str(v) for k, v in (inputs.get("headers") or {}).items()}
-        auth = _auth_headers(conn)
+        auth = _auth_headers(conn) or _authentication(inputs.get("authentication"))
         headers.update(auth)
         for name, value in headers.items():  # httpx would raise a bare UnicodeEncodeError
             if not (name.isascii() and value.isascii()):

@@ -472,6 +472,8 @@ def test_foreach_concurrency_out_of_range_fails(run_flow):
 LAZY_FROM_DATA = [
     ("Select", {"from": [1, 2], "select": "{{ 12345 * 10 }}"}, "select"),
     ("Query", {"from": [1, 2], "where": "{{ 12345 * 10 > 0 }}"}, "where"),
+    ("Table", {"format": "CSV", "from": [{"a": 1}], "columns": [{"header": "a", "value": "{{ 12345 * 10 }}"}]},
+     "columns"),
 ]
 
 

@@ -8,7 +8,6 @@ import anyio
 import pytest
 
 from engine.api import Engine
-from engine.errors import ActionError
 from engine.standins import StandIn, iteration, pick, stand_in
 from engine.testing.network import NetworkGuard
 
@@ -36,15 +35,19 @@ def test_the_written_form(written, status, error):
     assert (got.status, got.error) == (status, error)
 
 
-def test_a_failed_stand_in_fails_as_a_node_would():
-    with pytest.raises(ActionError) as caught:
-        StandIn("Failed", None, {"code": "Gone", "message": "no such order", "details": {"id": 1}}).answer()
-    assert caught.value.to_dict() == {"code": "Gone", "message": "no such order", "details": {"id": 1}}
-    assert not caught.value.retryable
+def test_a_failed_stand_in_ends_the_action_failed_with_its_outputs():
+    from engine.standins import StoodIn
+
+    with pytest.raises(StoodIn) as caught:
+        StandIn("Failed", {"statusCode": 404}, {"code": "Gone", "message": "no such order"}).answer()
+    assert (caught.value.status, caught.value.outputs, caught.value.error) == (
+        "Failed", {"statusCode": 404}, {"code": "Gone", "message": "no such order"})
 
 
 STATIC = """\
 name: static
+staticResults:
+  HTTP0: {status: Succeeded, outputs: {statusCode: 200, body: {orders: [1, 2, 3]}}}
 actions:
   call:
     type: Http
@@ -68,9 +71,6 @@ def test_a_logic_apps_static_result_answers_through_the_same_boundary(tmp_path):
     engine = Engine(tmp_path / "state.db")
     try:
         flow = engine.load(path)
-        # the definition's staticResults, as a Logic Apps definition carries them
-        flow.raw["staticResults"] = {"HTTP0": {"status": "Succeeded",
-                                               "outputs": {"statusCode": 200, "body": {"orders": [1, 2, 3]}}}}
         with NetworkGuard() as guard:
             run = anyio.run(lambda: engine.run(flow))
         steps = {s.path: s for s in engine.steps(run.id)}
@@ -82,17 +82,15 @@ def test_a_logic_apps_static_result_answers_through_the_same_boundary(tmp_path):
     assert [a.host for a in guard.attempts] == ["127.0.0.1:9"]
 
 
-def test_a_static_result_naming_nothing_is_a_clear_failure(tmp_path):
-    path = tmp_path / "static.yaml"
-    path.write_text(textwrap.dedent(STATIC))
-    engine = Engine(tmp_path / "state.db")
-    try:
-        flow = engine.load(path)
-        run = anyio.run(lambda: engine.run(flow))
-        call = next(s for s in engine.steps(run.id) if s.path == "call")
-    finally:
-        engine.close()
-    assert call.status == "Failed" and call.error["code"] == "UnknownStaticResult"
+def test_a_static_result_is_answered_in_a_flow_test_too(tmp_path):
+    from engine.testing.runner import run_files
+
+    (tmp_path / "static.yaml").write_text(textwrap.dedent(STATIC).replace("Disabled", "Enabled"))
+    (tmp_path / "static.test.yaml").write_text(
+        "tests:\n  static results need no mocks and no network:\n"
+        "    expect: {status: Succeeded, actions: {read: Succeeded, off: Succeeded}}\n")
+    [result] = run_files([str(tmp_path / "static.test.yaml")])
+    assert result.passed, result.failures
 
 
 def test_the_network_guard_names_the_action_and_restores_sockets():
@@ -117,14 +115,14 @@ def test_the_network_guard_names_the_action_and_restores_sockets():
     assert (socket.socket.connect, socket.getaddrinfo) == before
 
 
-@pytest.mark.parametrize("status, code", [("Skipped", None), ("Cancelled", None), ("TimedOut", "ActionTimedOut")])
+@pytest.mark.parametrize("status, code", [("Skipped", None), ("Cancelled", None), ("TimedOut", "StaticResult")])
 def test_a_static_result_may_end_an_action_as_logic_apps_allows(tmp_path, status, code):
     path = tmp_path / "static.yaml"
     path.write_text(textwrap.dedent(STATIC))
     engine = Engine(tmp_path / "state.db")
     try:
         flow = engine.load(path)
-        flow.raw["staticResults"] = {"HTTP0": {"status": status}}
+        flow.raw["staticResults"]["HTTP0"] = {"status": status}  # as if the file said so
         run = anyio.run(lambda: engine.run(flow))
         steps = {s.path: s for s in engine.steps(run.id)}
     finally:

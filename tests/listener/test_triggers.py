@@ -36,7 +36,7 @@ HEAD = "actions:\n  a: {type: Compose, inputs: 1}\ntriggers:\n  t:\n    type: Re
 @pytest.mark.parametrize("trigger, expected", [
     ("", ["4:3 triggers.t: 'auth' is required"]),
     ("    auth: {type: hmca}\n", ["6:18 triggers.t.auth.type: unknown auth type 'hmca' (did you mean 'hmac'?); "
-                                  "known: eventgrid, hmac, key, none, stripe, twilio"]),
+                                  "known: eventgrid, hmac, key, none, sas, stripe, twilio"]),
     ("    auth: {type: key}\n", ["6:5 triggers.t.auth: auth type key needs a connection holding its secret "
                                  "(connection: NAME)"]),
     ("    auth: {type: stripe, connection: inbund}\n",
@@ -78,7 +78,7 @@ def test_recurrence_problems_point_at_the_field(engine, tmp_path):
     text = ("actions:\n  a: {type: Compose, inputs: 1}\ntriggers:\n  r:\n    type: Recurrence\n"
             "    recurrence:\n      frequency: Minute\n      interval: 1\n      timeZone: Mars/Base\n")
     assert problems(engine, tmp_path, text) == [
-        "9:17 triggers.r.recurrence.timeZone: unknown time zone 'Mars/Base'; use an IANA name such as Europe/Paris"]
+        "9:17 triggers.r.recurrence.timeZone: unknown time zone 'Mars/Base'; use a Windows id such as 'W. Europe Standard Time' or an IANA name such as Europe/Paris"]
 
 
 def test_a_folder_serves_what_loads_and_reports_the_rest(engine, tmp_path):

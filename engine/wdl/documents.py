@@ -1,0 +1,193 @@
+"""XML: ``xpath()``, and the conversions between XML and JSON that ``xml()`` and ``json()`` make.
+
+XML is parsed by the standard library (expat, which refuses entity expansion bombs); a
+document type declaration is refused outright. XPath 1.0 is evaluated by ``elementpath``
+(imported on the first ``xpath()`` call), under the evaluation's budget: a Python trace hook
+ticks the budget while it runs, so a pathological path stops at the time limit.
+"""
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from .. import sandbox
+from ..errors import ExpressionLimit
+from .functions import text_arg
+from .library import define
+from .values import XML_TYPE, arg_error, content, content_bytes, fn_error, is_content
+
+MAX_XML = 4_000_000  # bytes of XML one call parses
+
+
+def parse_xml(fn: str, data: bytes) -> ET.Element:
+    if len(data) > MAX_XML:
+        raise ExpressionLimit(f"{fn}: the XML is {len(data):,} bytes; at most {MAX_XML:,}")
+    head = data[:4096].lower()
+    if b"<!doctype" in head or b"<!entity" in data.lower():
+        raise fn_error(fn, "was given XML with a document type declaration, which is not allowed.")
+    sandbox.current().tick(len(data) // 256 + 1)
+    try:
+        return ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise fn_error(fn, f"was invoked with a parameter that is not valid XML: {exc}.") from None
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1] if tag.startswith("{") else tag
+
+
+def _element_json(el: ET.Element) -> Any:
+    out: dict[str, Any] = {}
+    for k, v in el.attrib.items():
+        out["@" + _local(k)] = v
+    for child in el:
+        key = _local(child.tag) if isinstance(child.tag, str) else "#comment"
+        value = _element_json(child)
+        if key in out:
+            if not isinstance(out[key], list) or key not in _arrays(el):
+                out[key] = [out[key]]
+            out[key].append(value)
+        else:
+            out[key] = value
+    text = (el.text or "").strip()
+    if not out:
+        return text if text else None
+    if text:
+        out["#text"] = text
+    return out
+
+
+def _arrays(el: ET.Element) -> set:
+    seen, twice = set(), set()
+    for c in el:
+        k = _local(c.tag) if isinstance(c.tag, str) else "#comment"
+        (twice if k in seen else seen).add(k)
+    return twice
+
+
+def xml_to_json(fn: str, data: bytes) -> dict:
+    root = parse_xml(fn, data)
+    return {_local(root.tag): _element_json(root)}
+
+
+def _build(parent: ET.Element | None, name: str, value: Any) -> list[ET.Element]:
+    if isinstance(value, list):
+        return [e for v in value for e in _build(parent, name, v)]
+    el = ET.Element(name) if parent is None else ET.SubElement(parent, name)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k.startswith("@"):
+                el.set(k[1:], "" if v is None else _scalar(v))
+            elif k == "#text":
+                el.text = _scalar(v)
+            else:
+                _build(el, k, v)
+    elif value is not None:
+        el.text = _scalar(value)
+    return [el]
+
+
+def _scalar(v: Any) -> str:
+    from .values import to_text
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return to_text(v)
+
+
+def json_to_xml(value: dict) -> bytes:
+    roots = [k for k in value if not k.startswith("?")]
+    if len(roots) != 1 or isinstance(value[roots[0]], list):
+        raise fn_error("xml", "expects an object with exactly one root property whose value is not an array.")
+    sandbox.check_text(sandbox.current(), value)
+    try:
+        return ET.tostring(_build(None, roots[0], value[roots[0]])[0], encoding="unicode").encode("utf-8")
+    except ValueError as exc:  # a property name that is no XML name
+        raise fn_error("xml", f"cannot write the object as XML: {exc}.") from None
+
+
+def _xml_arg(fn: str, value: Any) -> bytes:
+    if is_content(value):
+        return content_bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise arg_error(fn, 0, "XML (a string or the result of xml())", value)
+
+
+_LOADED: list = []
+
+
+def _elementpath() -> tuple[Any, Any]:
+    """elementpath, imported and warmed up once (its parsers are built on first use: that time
+    is not the expression's, and is not traced)."""
+    if not _LOADED:
+        import time
+
+        started = time.perf_counter()
+        try:
+            import elementpath
+            from elementpath.exceptions import ElementPathError
+        except ImportError:  # pragma: no cover - a core dependency
+            raise fn_error("xpath", "needs the 'elementpath' package (pip install elementpath).") from None
+        elementpath.select(ET.ElementTree(ET.fromstring("<a b='1'><c>2</c></a>")), "count(/a/c[. > 1]) + sum(//@b)")
+        _LOADED.append((elementpath, ElementPathError))
+        sandbox.current().extend(time.perf_counter() - started)
+    return _LOADED[0]
+
+
+class _Traced:
+    """Tick the budget on every Python call while ``elementpath`` runs."""
+
+    def __init__(self) -> None:
+        self.budget = sandbox.current()
+
+    def __call__(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            self.budget.tick()
+        return None
+
+    def __enter__(self) -> None:
+        self.saved = sys.gettrace()
+        sys.settrace(self)
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.settrace(self.saved)
+
+
+def _node_value(node: Any) -> Any:
+    if isinstance(node, ET.Element):
+        return content(ET.tostring(node, encoding="unicode").encode("utf-8"), XML_TYPE)
+    if hasattr(node, "elem") and isinstance(getattr(node, "elem", None), ET.Element) and not hasattr(node, "value"):
+        return _node_value(node.elem)
+    value = getattr(node, "value", node)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    if isinstance(value, (int, str)):
+        return value
+    return str(value)
+
+
+@define("xpath(xml, xpath)", "the nodes or value an XPath 1.0 expression selects in XML", "manipulation")
+def xpath(document: Any, path: Any) -> Any:
+    root = parse_xml("xpath", _xml_arg("xpath", document))
+    expr = text_arg("xpath", 1, path)
+    if len(expr) > 8192:
+        raise fn_error("xpath", "was given an XPath expression longer than 8,192 characters.")
+    elementpath, ElementPathError = _elementpath()
+    tree = ET.ElementTree(root)
+    try:
+        with _Traced():
+            found = elementpath.select(tree, expr, namespaces=None)
+    except ExpressionLimit:
+        raise
+    except (ElementPathError, SyntaxError, ValueError, TypeError, KeyError) as exc:
+        raise fn_error("xpath", f"could not evaluate the XPath {expr[:60]!r}: {str(exc)[:160]}.") from None
+    except RecursionError:
+        raise ExpressionLimit("xpath: the XPath expression is nested too deeply") from None
+    if isinstance(found, list):
+        sandbox.current().tick(len(found) // 16 + 1)
+        return [_node_value(n) for n in found]
+    return _node_value(found)
