@@ -67,6 +67,8 @@ SCHEMA = {
 
 @dataclass
 class FlowTest:
+    __test__ = False  # not a pytest class
+
     name: str
     file: str
     line: int
@@ -83,6 +85,8 @@ class FlowTest:
 
 @dataclass
 class TestFile:
+    __test__ = False
+
     file: str
     flow_file: Path
     tests: list[FlowTest]
@@ -90,7 +94,8 @@ class TestFile:
 
 def test_files(paths: tuple[str, ...] | list[str]) -> list[Path]:
     """The test files named, or found under the folders named (folders holding a
-    ``.flowrunignore`` are skipped, as ``flowrun validate`` skips them)."""
+    ``.flowrunignore`` are skipped, as ``flowrun validate`` skips them, and hidden folders such as
+    ``.venv`` and ``.git``)."""
     from ..listener.triggers import IGNORE_MARKER
 
     found: list[Path] = []
@@ -103,7 +108,9 @@ def test_files(paths: tuple[str, ...] | list[str]) -> list[Path]:
             raise FlowError([Problem(str(path), 1, 1, "", "no such file or folder")])
         skipped = {m.parent for m in path.rglob(IGNORE_MARKER)}
         found += sorted(f for f in path.rglob("*" + SUFFIX)
-                        if f.is_file() and not any(s in f.parents for s in skipped))
+                        if f.is_file() and not any(s in f.parents for s in skipped)
+                        and not any(part.startswith(".") or part in ("node_modules", "site-packages")
+                                    for part in f.relative_to(path).parts[:-1]))  # .venv, .git, ...
     return found
 
 

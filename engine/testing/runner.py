@@ -16,13 +16,11 @@ from typing import Any, Callable
 
 import anyio
 
-from ..errors import ActionError, FlowError, FlowrunError
+from ..errors import ActionError, CassetteError, FlowError, FlowrunError
 from ..frames import Frame
 from ..standins import Boundary, StandIn, pick
-from ..state import SUCCEEDED
-from ..errors import CassetteError
 from .cassettes import Cassette, Transports, cassette_path
-from .files import ASSERTION_FUNCTIONS, FlowTest, TestFile, load, test_files
+from .files import FlowTest, TestFile, load, test_files
 from .network import ACTION, NetworkGuard
 
 PLACEHOLDER = "flowrun-test-secret-"  # a secret's stand-in when its variable is not set (replay, mocks)
@@ -30,6 +28,8 @@ PLACEHOLDER = "flowrun-test-secret-"  # a secret's stand-in when its variable is
 
 @dataclass
 class TestResult:
+    __test__ = False  # not a pytest class
+
     test: str  # file::name
     file: str
     name: str
@@ -49,6 +49,8 @@ class TestResult:
 class TestBoundary(Boundary):
     """A test's node boundary: its mocks answer for the actions they name (of the flow under
     test); other actions run, with the network guard watching them."""
+
+    __test__ = False
 
     def __init__(self, flow: Any, mocks: dict[str, StandIn | list[StandIn]], guard: NetworkGuard | None,
                  cassette: Cassette | None):
@@ -75,18 +77,15 @@ class TestBoundary(Boundary):
         token = ACTION.set(ctx.path)
         try:
             outputs = await node.run(inputs, ctx)
-        except ActionError as exc:
-            self._refused(ctx, exc)
-            raise
-        except Exception as exc:
-            self._refused(ctx, exc)
+        except Exception:
+            self._refused(ctx)  # the network's refusal, not the SDK's reading of it
             raise
         finally:
             ACTION.reset(token)
-        self._refused(ctx, None)
+        self._refused(ctx)
         return outputs
 
-    def _refused(self, ctx: Any, cause: BaseException | None) -> None:
+    def _refused(self, ctx: Any) -> None:
         """An action that tried the network (blocked) or missed its cassette fails, naming why,
         and is not retried."""
         tried = self.guard.tried(ctx.path) if self.guard is not None else []
