@@ -85,7 +85,8 @@ class Cassette:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise CassetteError(f"{path}: not a readable cassette ({exc})") from None
-        if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("tests"), dict):
+        if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("tests"), dict) \
+                or not all(_well_formed(calls) for calls in data["tests"].values()):
             raise CassetteError(f"{path}: not a flowrun cassette (version {VERSION}); record it again "
                                 "with flowrun test --record")
         return data["tests"]
@@ -176,6 +177,25 @@ class Cassette:
         if isinstance(body, (list, tuple)) or hasattr(body, "__iter__"):
             return {"omitted": "a streamed body"}
         return self.redact(str(body))
+
+
+def _well_formed(calls: Any) -> bool:
+    """{action: [{request: {method, url}, response: {status, reason, headers, body}}]}"""
+    if not isinstance(calls, dict):
+        return False
+    for entries in calls.values():
+        if not isinstance(entries, list):
+            return False
+        for e in entries:
+            request, response = (e.get("request"), e.get("response")) if isinstance(e, dict) else (None, None)
+            if not (isinstance(request, dict) and isinstance(request.get("method"), str)
+                    and isinstance(request.get("url"), str) and isinstance(response, dict)
+                    and isinstance(response.get("status"), int) and not isinstance(response.get("status"), bool)
+                    and 100 <= response["status"] <= 599 and isinstance(response.get("headers", {}), dict)
+                    and isinstance(response.get("reason", ""), str)
+                    and isinstance(response.get("body"), (str, dict, type(None)))):
+                return False
+    return True
 
 
 def _strip(url: str) -> str:

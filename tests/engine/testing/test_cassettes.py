@@ -192,3 +192,20 @@ def test_a_cassette_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
         Cassette.write_file(path, {"new": {"a": [{"request": {}, "response": {}}]}}, str)
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("text", [
+    '{"version": 1, "tests": {"t": {"sms": [{"request": {}, "response": {}}]}}}',
+    '{"version": 1, "tests": {"t": {"sms": "no"}}}',
+    '{"version": 1, "tests": {"t": {"sms": [{"request": {"method": "GET", "url": "/"}, "response": {"status": 9000}}]}}}',
+    '{"version": 1, "tests": {"t": {"sms": [{"request": {"method": "GET", "url": "/"}, '
+    '"response": {"status": 200, "headers": [1]}}]}}}',
+    '{"version": 2, "tests": {}}', '[]', '\xff'])
+def test_a_malformed_cassette_is_refused_before_anything_runs(tmp_path, text):
+    from engine.errors import CassetteError
+    from engine.testing.cassettes import Cassette
+
+    path = tmp_path / "t.test.cassette.json"
+    path.write_text(text)
+    with pytest.raises(CassetteError, match="record it again|not a readable cassette"):
+        Cassette.read_file(path)
