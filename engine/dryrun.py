@@ -24,7 +24,7 @@ class Effect:
     path: str
     type: str
     effect: str | None  # None: a vendor read (its outputs stood in)
-    stood_in: str  # "mock" or "example"
+    stood_in: str  # where its outputs came from: "mock", "static result" or "example"
 
 
 @dataclass
@@ -64,10 +64,9 @@ class PlanBoundary(Boundary):
                 effect = f"would run {node.type} ({type(exc).__name__} describing it)"
         mock = self.mocks.get(ctx.action.name) if ctx._runtime.flow is self.flow else None
         chosen = pick(mock, ctx.path) if mock is not None else None
-        if chosen is None:
-            chosen = static
-        self.effects.append(Effect(ctx.path, node.type, effect, "mock" if chosen is not None else "example"))
-        return chosen if chosen is not None else StandIn(outputs=node.example_output())
+        source = "mock" if chosen is not None else "static result" if static is not None else "example"
+        self.effects.append(Effect(ctx.path, node.type, effect, source))
+        return chosen or static or StandIn(outputs=node.example_output())
 
 
 async def dry_run(engine: Any, flow: Any, *, input: Any = None, params: dict | None = None,

@@ -310,3 +310,28 @@ def test_hostile_test_names_make_valid_junit_xml(tmp_path):
     CliRunner().invoke(main, ["--state", str(tmp_path / "s.db"), "test", str(path), "--junit-xml", str(report)])
     case = next(ET.parse(report).getroot().iter("testcase"))
     assert case.get("name") == 'a\\x01b <&> " :: ]]> \U0001F600'
+
+
+def test_a_logic_apps_definition_is_tested_with_at_expressions_and_its_static_results(tmp_path):
+    import shutil
+
+    shutil.copy(ROOT / "tests/logicapps/definitions/try_catch.json", tmp_path / "try_catch.json")
+    path = tmp_path / "try_catch.test.yaml"
+    path.write_text(textwrap.dedent("""\
+        flow: try_catch.json
+        tests:
+          the static 503 is caught:
+            expect:
+              actions: {Get_order: Failed, Report: Succeeded}
+              that: ["@equals(outputs('Report')?['code'], 503)"]
+              values: {"@body('Report')?['failed']": 1}
+          a mock wins over the static result:
+            mocks: {Get_order: {outputs: {statusCode: 200, body: {id: 7}}}}
+            expect:
+              actions: {Use_order: Succeeded, Catch: Skipped}
+              values: {"@outputs('Use_order')?['id']": 7}
+        """))
+    results = run_files([str(path)])
+    assert [r.passed for r in results] == [True, True], [r.failures for r in results]
+    plan = flowrun("plan", str(tmp_path / "try_catch.json"))
+    assert "Try/Get_order: would GET https://orders.example.invalid/api/orders/7  [outputs: static result]" in plan.output
