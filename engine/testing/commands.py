@@ -104,6 +104,13 @@ def plan(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, .
     engine = Engine(Path(folder) / "state.db", connections=root["connections"], clock=VirtualClock())
     try:
         loaded_flow = engine.load(flow)
+        if input_ is not None:
+            from engine.validation import check_body
+
+            problems = check_body(loaded_flow, engine.registry, body)
+            if problems:
+                raise Fail("--input does not match the trigger's schema (serve would answer 400):\n  "
+                           + "\n  ".join(problems))
         engine.connections_for(loaded_flow.file).resolve(loaded_flow.connections_used(), engine.redactor,
                                                          env=_secrets_env(engine, loaded_flow, record=False))
         result = anyio.run(lambda: dry_run(engine, loaded_flow, input=body, params=values, mocks=mocks))

@@ -120,3 +120,8 @@ def test_bad_arguments_are_one_line():
     result = CliRunner().invoke(main, ["plan", str(ROOT / "flows/hello.yaml"), "--test",
                                        str(ROOT / "flows/hello.test.yaml") + "::missing"])
     assert result.exit_code == 2 and "has no test 'missing'" in result.output
+
+
+def test_an_input_the_trigger_would_refuse_is_one_clear_error():
+    result = CliRunner().invoke(main, ["plan", str(ROOT / "flows/hello.yaml"), "--input", '{"name": 7}'])
+    assert result.exit_code == 2 and "--input does not match the trigger's schema" in result.output
