@@ -209,3 +209,38 @@ def test_a_malformed_cassette_is_refused_before_anything_runs(tmp_path, text):
     path.write_text(text)
     with pytest.raises(CassetteError, match="record it again|not a readable cassette"):
         Cassette.read_file(path)
+
+
+def test_kill_9_while_recording_leaves_the_old_cassette_whole(tmp_path, secrets):
+    """`flowrun test --record` writes its cassette once, at the end, by rename: a process killed
+    mid-recording leaves the previous cassette exactly as it was."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from tests.support.waiting import wait_until
+
+    release = threading.Event()
+    with Recorder() as api:
+        api.route("POST", rf"/2010-04-01/Accounts/{ACCOUNT}/Messages\.json", status=201, json=MESSAGE)
+        api.route("POST", "/hooks/sent", handler=lambda req: (release.wait(60), (200, {}, b"{}"))[1])
+        api.route("POST", "/v3/mail/send", status=202)
+        api.start()
+        path = project(tmp_path, api.url)
+        old = '{"tests": {}, "version": 1}\n'
+        cassette_path(path).write_text(old)
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", str(tmp_path / "s.db"), "test",
+                                 "--record", str(path)], cwd=tmp_path, env=dict(os.environ),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: any(r.path == "/hooks/sent" for r in api.requests), "the hook was never called")
+            os.kill(proc.pid, signal.SIGKILL)  # mid-recording: the SMS recorded, the hook in flight
+            proc.wait(timeout=30)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
+    assert cassette_path(path).read_text() == old
+    assert sorted(p.name for p in tmp_path.iterdir() if "cassette" in p.name) == [cassette_path(path).name]
