@@ -22,6 +22,7 @@ from typing import Any, Callable
 import anyio
 
 from . import connections as _connections
+from . import standins as _standins
 from . import telemetry
 from .errors import ParameterError, RunBusy, StoreError
 from .executor import Runtime
@@ -58,6 +59,7 @@ class Engine:
         self.park_after = park_after  # park only waits at least this long (seconds)
         self.lease_ttl = lease_ttl  # a run's lease lasts this long without renewal (engine.runlock)
         self.stopping = False  # the process is shutting down: runs stop, remote jobs keep running
+        self.boundary = _standins.DEFAULT  # what answers at the node boundary (engine.standins)
         self.registry = registry or default_registry()
         self.evaluator: Evaluator = tools(self.registry)[1]
         self.redactor = _connections.PROCESS_REDACTOR

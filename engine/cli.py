@@ -559,6 +559,10 @@ def _when(ts: float | None) -> str:
 from .listener.commands import replay, serve  # noqa: E402  (kept light: imports happen inside)
 
 main.add_command(serve)
+from .testing.commands import plan, test  # noqa: E402  (kept light: imports happen inside)
+
+main.add_command(test)
+main.add_command(plan)
 main.add_command(replay)
 
 if __name__ == "__main__":

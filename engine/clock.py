@@ -20,3 +20,21 @@ class Clock:
 
     async def sleep_until(self, when: float) -> None:
         await self.sleep(when - self.now())
+
+
+class VirtualClock(Clock):
+    """A clock whose sleeps move ``now`` on at once (``flowrun test`` and ``flowrun plan``: a Wait or
+    a job's polling interval takes no wall time). ``slept`` adds up how long was slept."""
+
+    def __init__(self, start: float | None = None):
+        self.t = time.time() if start is None else start
+        self.slept = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        self.t += seconds
+        self.slept += seconds
+        await anyio.lowlevel.checkpoint()

@@ -81,6 +81,11 @@ def _actions(registry: Registry) -> list[Entry]:
     out = []
     for node in sorted(registry.nodes.values(), key=lambda n: (_group(n), n.type.lower())):
         facts = {}
+        if node.has_effect():  # (before the connection kind: the text form appends to that line)
+            try:
+                facts["Side effect (flowrun plan)"] = str(node.effect((node.example or {}).get("inputs") or {}))
+            except Exception:  # noqa: BLE001  a describe that cannot read its own example
+                facts["Side effect (flowrun plan)"] = "yes"
         if node.connection:
             facts["Connection kind"] = f"`{node.connection}`"
         schemas = {}
@@ -89,6 +94,8 @@ def _actions(registry: Registry) -> list[Entry]:
         schemas["Inputs (JSON Schema)"] = node.input_schema
         if node.outputs:
             schemas["Outputs"] = node.outputs
+        if node.has_effect() or node.connection:
+            schemas["Example outputs (what `flowrun plan` stands in)"] = node.example_output()
         out.append(Entry("action", node.type, node.title, node.description, _group(node), schemas, facts,
                          {"my_action": node.example}))
     return out

@@ -5,6 +5,7 @@
     ├── ConnectionError_             connections.yaml is invalid, or a secret is missing
     ├── ParameterError               a run's parameters are unknown, missing or of the wrong type
     ├── ReplayError                  a stored request cannot be replayed
+    ├── CassetteError                a flow test's cassette file cannot be used
     ├── StoreError                   the state database cannot be used (or a run is unknown)
     │   └── RunBusy                  the run is being executed by another process or engine
     └── ActionError                  an action failed while running; becomes the step's error
@@ -22,6 +23,9 @@
     Refused                          a web UI request answered with a message page (its status)
     ExpressionSyntaxError (ValueError)  an `@` expression that does not compile (syntax, unknown
                                      function, argument count), with the offset in its field
+    NetworkBlocked (ConnectionRefusedError)  a socket connect or lookup during flow test/plan; the
+                                     SDK sees a refused connection, the test names the action
+    CassetteMiss (ConnectionError)   a replayed call its cassette does not hold (as NetworkBlocked)
 
 Nodes raise ActionError or RetryableError (usually through their vendor's
 ``map_errors``); the executor turns them into a step's ``Failed`` status and
@@ -188,3 +192,16 @@ class ExpressionSyntaxError(ValueError):
 
 class JsonLimit(ValueError):
     """JSON that is malformed or exceeds a limit; the message names which."""
+
+
+class CassetteError(FlowrunError):
+    """A flow test's cassette file cannot be used (unreadable, not a cassette)."""
+
+
+class NetworkBlocked(ConnectionRefusedError):
+    """What a blocked connect or lookup raises inside an SDK during ``flowrun test``/``plan`` (a
+    ConnectionError, as a refused connection would be: the SDK maps it as it maps any)."""
+
+
+class CassetteMiss(ConnectionError):
+    """A replayed call the cassette does not hold (the SDK sees a failed connection)."""

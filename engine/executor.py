@@ -21,7 +21,8 @@ from .frames import ActionResult, Frame
 from .model import Action, Block, Flow
 from .plugin import Context, Job, Node, Pending, Variables
 from .runs import Step
-from .runtimeconfig import SECURED, secured, static_result
+from .runtimeconfig import SECURED, secured
+from .standins import DEFAULT as _DEFAULT_BOUNDARY, StoodIn
 from .compiled import Compiled
 from . import telemetry
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
@@ -358,11 +359,6 @@ class Runtime:
             result.status, result.error, result.end, result.attempts = FAILED, exc.to_dict(), time.time(), prior + 1
             return
         result.inputs = inputs
-        mock = static_result(action.raw, self.flow.raw.get("staticResults") or {}) if not action.blocks else None
-        if mock is not None:  # Logic Apps' static results: the action does not run
-            result.status, result.outputs, result.error = mock.status, mock.outputs, mock.error
-            result.attempts, result.end = prior + 1, time.time()
-            return
         conn = self.connections.get(action.connection) if action.connection else None
         policy = action.retry
         attempt = prior
@@ -379,12 +375,15 @@ class Runtime:
                       if tracing is not None else telemetry.NO_SPAN) as span:
                     try:
                         if not node_cls.takes_slot():
-                            outputs = await node.run(inputs, ctx)
+                            outputs = await self._dispatch(node, inputs, ctx)
                         else:
                             async with self.engine.limiter:
-                                outputs = await node.run(inputs, ctx)
+                                outputs = await self._dispatch(node, inputs, ctx)
                         result.status, result.outputs = SUCCEEDED, outputs
                         span.ended(SUCCEEDED)
+                    except StoodIn as stood_in:  # a mock or static result that does not succeed
+                        result.status, result.outputs, result.error = stood_in.status, stood_in.outputs, stood_in.error
+                        span.ended(stood_in.status, stood_in.error)
                     except ActionError as exc:
                         retries_used = attempt - prior
                         if exc.retryable and policy.type != "none" and retries_used <= policy.count:
@@ -408,6 +407,15 @@ class Runtime:
             result.error = {"code": "ActionTimedOut",
                             "message": f"did not finish within {action.raw.get('timeout') or action.raw['limit']['timeout']}"}
         result.attempts, result.end = attempt, time.time()
+
+    async def _dispatch(self, node: Node, inputs: Any, ctx: Context) -> Any:
+        """The node boundary: the one place an action's operation runs. The engine's ``boundary``
+        (engine.standins) may answer instead: a Logic Apps static result, a test's mock, a plan's
+        example; everything around it (inputs, runAfter, containers, the store) runs for real."""
+        boundary = self.engine.boundary
+        if boundary is _DEFAULT_BOUNDARY and "runtimeConfiguration" not in ctx.action.raw:
+            return await node.run(inputs, ctx)
+        return await boundary.dispatch(node, inputs, ctx)
 
     def _inputs(self, action: Action, frame: Frame) -> Any:
         node = action.node

@@ -33,13 +33,24 @@ from .telemetry import carrier as trace_carrier  # noqa: F401  (triggers read an
 __all__ = ["Node", "ConnectionSpec", "Connection", "Context", "Variables", "Status", "ActionError",
            "RetryableError", "secret", "run_sync", "Job", "Pending", "run_sync_cancellable",
            # triggers (engine/triggers.py): node modules expose them as TRIGGERS = [...]
-           "Trigger", "PushTrigger", "PullTrigger", "TriggerHost", "TriggerConfigError", "Accepted",
+           "count", "excerpt", "Trigger", "PushTrigger", "PullTrigger", "TriggerHost", "TriggerConfigError", "Accepted",
            "Clock", "SystemClock",
            # the base vendor client (engine/vendor.py)
            "Vendor", "ErrorTable", "Rule", "Fault", "retry_after", "header", "compact",
            "inputs_schema", "endpoint_url", "status_is_retryable", "scrub",
            # W3C trace context (engine/telemetry.py): outgoing headers, an incoming carrier
            "trace_headers", "trace_carrier"]
+
+
+def count(value: Any) -> int:
+    """How many items ``value`` holds, for an ``effect`` line (a single value is one)."""
+    return len(value) if isinstance(value, (list, tuple, dict)) else (0 if value is None else 1)
+
+
+def excerpt(text: Any, limit: int = 60) -> str:
+    """The first line of ``text``, at most ``limit`` characters, for an ``effect`` line."""
+    line = " ".join(str(text or "").split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def secret(description: str = "") -> dict:
@@ -142,6 +153,11 @@ class Node:
     ``outputs``       JSON Schema (with descriptions) of what ``run`` returns
     ``connection``    the connection kind it needs, or None
     ``example``       a complete action definition, as it appears in a flow
+    ``example_outputs``  a sample of what ``run`` returns; `flowrun plan` stands it in for an
+                      action it does not run (None: ``example_output()`` builds one from ``outputs``)
+    ``effect(inputs)``   one line saying what running the action would change outside the run
+                      ("would send SMS to +1555..."); None (the default) for an action that changes
+                      nothing outside it. `flowrun plan` prints it instead of running the node
     ``fields``        extra action-level properties (control actions: expression, actions, ...)
 
     What the engine must know about it (the engine names no node; it reads these):
@@ -173,6 +189,7 @@ class Node:
     outputs: ClassVar[dict] = {}
     connection: ClassVar[str | None] = None
     example: ClassVar[dict] = {}
+    example_outputs: ClassVar[Any] = None
     fields: ClassVar[dict] = {}
     required_fields: ClassVar[tuple[str, ...]] = ()
     lazy: ClassVar[tuple[str, ...]] = ()
@@ -220,11 +237,51 @@ class Node:
         prints them; they fail nothing."""
         return []
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        """What running the action with ``inputs`` would change outside the run, in one line
+        starting "would ..."; None when it changes nothing (the default)."""
+        return None
+
+    @classmethod
+    def has_effect(cls) -> bool:
+        """The node declares a side effect (``effect`` is overridden)."""
+        return cls.effect.__func__ is not Node.effect.__func__
+
+    @classmethod
+    def example_output(cls) -> Any:
+        """``example_outputs``, or a sample built from the ``outputs`` schema."""
+        if cls.example_outputs is not None:
+            return cls.example_outputs
+        return sample(cls.outputs)
+
     async def run(self, inputs: dict, context: "Context") -> Any:
         raise NotImplementedError
 
     def replay(self, outputs: Any, context: "Context") -> None:
         """Re-apply side effects on run state when a finished step is reused (resume/rerun)."""
+
+
+def sample(schema: Any, name: str = "value", depth: int = 0) -> Any:
+    """A value of the shape ``schema`` describes: its first example, default or enum value, else
+    an object of samples, a one-item array, ``"<name>"`` for a string, 0, false or null."""
+    if not isinstance(schema, dict) or depth > 8:
+        return None
+    for key in ("examples", "enum"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return schema[key][0]
+    if "default" in schema:
+        return schema["default"]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), None)
+    props = schema.get("properties")
+    if kind == "object" or (kind is None and isinstance(props, dict)):
+        return {k: sample(v, k, depth + 1) for k, v in (props or {}).items()}
+    if kind == "array":
+        item = sample(schema.get("items"), name, depth + 1)
+        return [] if item is None else [item]
+    return {"string": f"<{name}>", "integer": 0, "number": 0, "boolean": False}.get(kind)
 
 
 class Variables:

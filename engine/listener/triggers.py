@@ -163,15 +163,17 @@ IGNORE_MARKER = ".flowrunignore"  # a folder holding this file is not scanned fo
 
 
 def flow_files(folder: str | Path) -> list[Path]:
-    """The flow files of a folder (every *.yaml/*.yml but connections files, and every Logic Apps
-    ``workflow.json``, under any depth, skipping folders that hold a ``.flowrunignore`` file), or
-    the file itself. A Standard app folder (host.json + one folder per workflow) is such a folder."""
+    """The flow files of a folder (every *.yaml/*.yml but connections files and flow tests
+    (``*.test.yaml``), and every Logic Apps ``workflow.json``, under any depth, skipping folders that
+    hold a ``.flowrunignore`` file), or the file itself. A Standard app folder (host.json + one folder
+    per workflow) is such a folder."""
     folder = Path(folder)
     if folder.is_file():
         return [folder]
     skipped = {m.parent for m in folder.rglob(IGNORE_MARKER)}
     return sorted(f for f in folder.rglob("*") if (f.suffix in (".yaml", ".yml") or f.name == "workflow.json")
                   and f.is_file() and f.name not in ("connections.yaml", "connections.yml")
+                  and not f.name.endswith((".test.yaml", ".test.yml"))  # flow tests (engine.testing)
                   and not any(p in skipped for p in f.parents))
 
 

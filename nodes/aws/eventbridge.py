@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from engine.plugin import ActionError, Node, inputs_schema
+from engine.plugin import ActionError, Node, inputs_schema, count
 
 from .client import RETRY_SCHEMA, call, retryable_code, send_in_batches, to_json
 
@@ -79,6 +79,10 @@ class PutEvents(Node):
                "inputs": {"busName": "orders", "cloudEvents": True, "entries": [
                    {"source": "com.example.shop", "detailType": "OrderPaid",
                     "detail": {"orderId": "{{ triggerBody().id }}", "total": "{{ triggerBody().total }}"}}]}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would put {count(inputs.get('entries'))} event(s) on EventBridge {inputs.get('busName') or 'default'}"
 
     async def run(self, inputs: dict, context: Any) -> Any:
         now = datetime.fromtimestamp(context.now(), timezone.utc)

@@ -5,7 +5,7 @@ import base64
 import binascii
 from typing import Any
 
-from engine.plugin import ActionError, Node, inputs_schema
+from engine.plugin import ActionError, Node, inputs_schema, count
 
 from .client import RETRY_SCHEMA, call, send_in_batches, to_json
 
@@ -64,6 +64,10 @@ class PutRecords(Node):
     example = {"type": "aws.kinesis.PutRecords", "connection": "aws",
                "inputs": {"stream": "clicks", "records": "{{ triggerBody().events }}",
                           "partitionKey": "{{ item().userId }}"}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would put {count(inputs.get('records'))} record(s) on Kinesis {inputs.get('stream')}"
 
     async def run(self, inputs: dict, context: Any) -> Any:
         encoding = inputs.get("encoding", "json")

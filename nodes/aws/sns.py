@@ -31,6 +31,10 @@ class Publish(Node):
                "inputs": {"topicArn": "arn:aws:sns:eu-west-1:123456789012:orders",
                           "message": {"orderId": "{{ triggerBody().id }}"}, "attributes": {"kind": "OrderPaid"}}}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would publish to SNS {inputs.get('topicArn')}"
+
     async def run(self, inputs: dict, context: Any) -> Any:
         params: dict[str, Any] = {"TopicArn": inputs["topicArn"], "Message": body_text(inputs["message"], "message")}
         if not params["Message"]:

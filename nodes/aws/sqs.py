@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from engine.plugin import ActionError, Node, inputs_schema, trace_headers
+from engine.plugin import ActionError, Node, count, inputs_schema, trace_headers
 
 from .client import ATTRIBUTES, RETRY_SCHEMA, attributes, body_text, call, send_in_batches
 
@@ -78,6 +78,10 @@ class SendMessage(Node):
                "inputs": {"queue": "orders.fifo",
                           "message": {"body": {"orderId": "{{ triggerBody().id }}"}, "groupId": "orders",
                                       "attributes": {"kind": "OrderPaid"}}}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would send {count(inputs.get('messages')) if inputs.get('messages') is not None else 1} message(s) to SQS {inputs.get('queue')}"
 
     async def run(self, inputs: dict, context: Any) -> Any:
         url = await queue_url(context, inputs["queue"])

@@ -18,7 +18,7 @@ import logging
 import uuid
 from typing import Any
 
-from engine.plugin import (ActionError, Connection, Fault, Node, Rule, Vendor, endpoint_url, inputs_schema,
+from engine.plugin import (ActionError, Connection, Fault, Node, Rule, Vendor, count, endpoint_url, inputs_schema,
                            status_is_retryable, trace_headers)
 
 MAX_REQUEST = 1_048_576  # bytes of one publish request (Event Grid's limit)
@@ -174,6 +174,10 @@ class Publish(Node):
                "inputs": {"source": "/flowrun/orders", "events": [
                    {"type": "Shop.OrderPaid", "subject": "orders/{{ triggerBody().id }}",
                     "data": "{{ triggerBody() }}"}]}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would publish {count(inputs.get('events'))} event(s) to Event Grid"
 
     @classmethod
     def check(cls, action: dict) -> list[tuple[str, str]]:

@@ -23,6 +23,7 @@ class Compose(Node):
     input_schema: dict = {}
     example = {"type": "Compose", "inputs": {"greeting": "Hello {{ triggerBody().name }}"}}
     outputs = {"description": "the evaluated inputs"}
+    example_outputs = {"greeting": "Hello Ada"}  # the evaluated inputs
 
     async def run(self, inputs: Any, context: Context) -> Any:
         return inputs

@@ -11,6 +11,13 @@ from engine.plugin import Context, Node, Status, any_case
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000}
 
 
+def _wait_text(inputs: Any) -> str:
+    inputs = inputs or {}
+    if "interval" in inputs:
+        return f"{inputs['interval'].get('count')} {str(inputs['interval'].get('unit', '')).lower()}(s)"
+    return f"until {(inputs.get('until') or {}).get('timestamp')}"
+
+
 class Terminate(Node):
     type = "Terminate"
     title = "End the run now"
@@ -27,6 +34,7 @@ class Terminate(Node):
     example = {"type": "Terminate", "inputs": {"runStatus": "Failed",
                                                "runError": {"code": "NoStock", "message": "out of stock"}}}
     outputs = {"type": "object", "properties": {"runStatus": {"type": "string"}, "runError": {}}}
+    example_outputs = {"runStatus": "Failed", "runError": {"code": "Terminated", "message": "terminated by the flow"}}
 
     async def run(self, inputs: Any, context: Context) -> Any:
         error = None
@@ -59,6 +67,10 @@ class Wait(Node):
     example = {"type": "Wait", "inputs": {"interval": {"count": 5, "unit": "Second"}}}
     outputs = {"type": "null"}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would wait {_wait_text(inputs)}"
+
     async def run(self, inputs: Any, context: Context) -> Any:
         if "interval" in inputs:
             seconds = inputs["interval"]["count"] * UNITS[inputs["interval"]["unit"].lower()]
@@ -90,6 +102,11 @@ class Response(Node):
     example = {"type": "Response", "inputs": {"statusCode": 200, "body": {"ok": True}}}
     outputs = {"type": "object", "properties": {"statusCode": {"type": "integer"}, "headers": {"type": "object"},
                                                 "body": {}}}
+    example_outputs = {"statusCode": 200, "headers": {}, "body": None}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would reply {(inputs or {}).get('statusCode', 200)} to the request that started the run"
 
     async def run(self, inputs: Any, context: Context) -> Any:
         inputs = inputs or {}
@@ -129,6 +146,11 @@ class Workflow(Node):
     outputs = {"type": "object", "properties": {
         "runId": {"type": "string"}, "status": {"type": "string"}, "outputs": {"description": "child flow outputs"},
         "body": {"description": "the child's Response body, or its outputs"}, "statusCode": {"type": "integer"}}}
+    example_outputs = {"runId": "<child run id>", "status": "Succeeded", "outputs": {}, "statusCode": 200, "body": {}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would run the flow {inputs.get('flow')} as a child run"
 
     @staticmethod
     def child_file(inputs: dict, this_file: str) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.plugin import ActionError, Job, Pending, RetryableError, inputs_schema
+from engine.plugin import ActionError, Job, Pending, RetryableError, inputs_schema, count
 
 from .client import DATABRICKS
 
@@ -116,6 +116,10 @@ class RunJob(_RunJob):
     example = {"type": "databricks.RunJob", "connection": "databricks", "timeout": "PT2H",
                "inputs": {"jobId": 123456789, "jobParameters": {"run_date": "{{ utcNow()[:10] }}"}}}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would run Databricks job {inputs.get('jobId')}"
+
     async def start(self, inputs: dict, context: Any) -> dict:
         return await self._start(context, lambda c: c.jobs.run_now, job_id=inputs["jobId"],
                                  job_parameters=_strings(inputs.get("jobParameters")),
@@ -176,6 +180,10 @@ class SubmitRun(_RunJob):
                                      "base_parameters": {"date": "{{ utcNow()[:10] }}"}},
                    "new_cluster": {"spark_version": "15.4.x-scala2.12", "node_type_id": "i3.xlarge",
                                    "num_workers": 2}}]}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would submit a Databricks run of {count(inputs.get('tasks'))} task(s)"
 
     @classmethod
     def check(cls, action: dict) -> list[tuple[str, str]]:

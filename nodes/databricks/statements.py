@@ -6,7 +6,7 @@ import math
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from engine.plugin import ActionError, Job, Pending, inputs_schema
+from engine.plugin import ActionError, Job, Pending, inputs_schema, excerpt
 
 from .client import DATABRICKS
 
@@ -80,6 +80,10 @@ class ExecuteStatement(Job):
                "inputs": {"warehouseId": "abcdef1234567890",
                           "statement": "SELECT * FROM main.sales.orders WHERE region = :region LIMIT 100",
                           "parameters": {"region": "{{ triggerBody().region }}"}}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would run SQL on Databricks warehouse {inputs.get('warehouseId')}: {excerpt(inputs.get('statement'))}"
 
     async def start(self, inputs: dict, context: Any) -> dict:
         from databricks.sdk.service.sql import ExecuteStatementRequestOnWaitTimeout, StatementParameterListItem

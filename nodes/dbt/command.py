@@ -241,6 +241,10 @@ class Command(Node):
                           "fail_fast": True}}
 
     @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would run dbt {inputs.get('command')}" + (f" --select {inputs['select']}" if inputs.get("select") else "")
+
+    @classmethod
     def check(cls, action: dict) -> list[tuple[str, str]]:
         return option_problems(action.get("inputs"))
 

@@ -182,6 +182,11 @@ class Http(Node):
     outputs = {"type": "object", "properties": {
         "statusCode": {"type": "integer"}, "headers": {"type": "object"},
         "body": {"description": "parsed JSON when the response is JSON, else text"}}}
+    example_outputs = {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": {}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would {str(inputs.get('method', 'GET')).upper()} {inputs.get('uri')}"
 
     @classmethod
     def check(cls, action: dict) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from engine.plugin import ActionError, Node, RetryableError, inputs_schema, scrub, trace_headers
+from engine.plugin import ActionError, Node, RetryableError, count, inputs_schema, scrub, trace_headers
 
 from .client import KAFKA, KafkaClient, kafka_retryable
 
@@ -155,6 +155,10 @@ class Produce(Node):
     example = {"type": "kafka.Produce", "connection": "kafka",
                "inputs": {"topic": "orders", "key": "{{ triggerBody().id }}", "value": "{{ triggerBody() }}",
                           "headers": {"source": "flowrun"}}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would produce {count(inputs.get('messages')) if inputs.get('messages') is not None else 1} message(s) to Kafka {inputs.get('topic')}"
 
     async def run(self, inputs: dict, context: Any) -> dict:
         client: KafkaClient = await KAFKA.client(context)

@@ -60,6 +60,10 @@ class UploadDbtRun(Node):
                           "run_results": "analytics/target/run_results.json",
                           "project_name": "analytics", "job_name": "nightly"}}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would upload dbt artifacts to Monte Carlo ({inputs.get('project_name')}/{inputs.get('job_name')})"
+
     async def run(self, inputs: dict, context: Any) -> Any:
         arts = inputs.get("artifacts") or {}
         spec = {"manifest": inputs.get("manifest") or arts.get("manifest"),

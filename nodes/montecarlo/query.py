@@ -40,6 +40,10 @@ class Query(Node):
                                    "{ mcon tableId } }",
                           "variables": {"id": "analytics:prod.orders"}}}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return None if not str(inputs.get("query", "")).lstrip().startswith("mutation") else "would run a Monte Carlo GraphQL mutation"
+
     async def run(self, inputs: dict, context: Any) -> Any:
         timeout = int(context.connection.get("timeout", 30)) if context.connection else 30
         data = await call(context, _execute, inputs["query"], inputs.get("variables"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.plugin import ActionError, Node
+from engine.plugin import ActionError, Node, count
 
 from .records import SOBJECT, call
 
@@ -85,6 +85,10 @@ class BulkInsert(Node):
                "inputs": {"sobject": "Contact",
                           "records": "{{ body('transform') }}", "all_or_none": True}}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would insert {count(inputs.get('records'))} Salesforce {inputs.get('sobject')} record(s) (Bulk API)"
+
     async def run(self, inputs: dict, context: Any) -> Any:
         return await _run("POST", inputs, context)
 
@@ -100,6 +104,10 @@ class BulkUpdate(Node):
     example = {"type": "salesforce.BulkUpdate", "connection": "salesforce",
                "inputs": {"sobject": "Opportunity",
                           "records": [{"Id": "0065e00000AbCdEAAV", "StageName": "Closed Won"}]}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would update {count(inputs.get('records'))} Salesforce {inputs.get('sobject')} record(s) (Bulk API)"
 
     async def run(self, inputs: dict, context: Any) -> Any:
         return await _run("PATCH", inputs, context)

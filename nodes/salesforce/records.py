@@ -51,6 +51,10 @@ class Create(Node):
                                      "Company": "{{ triggerBody().company }}",
                                      "Email": "{{ triggerBody().email }}"}}}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would create a Salesforce {inputs.get('sobject')}"
+
     async def run(self, inputs: dict, context: Any) -> Any:
         result = await call(context, lambda sf: sobject(sf, inputs["sobject"]).create(
             inputs["record"]))
@@ -68,6 +72,10 @@ class Update(Node):
     example = {"type": "salesforce.Update", "connection": "salesforce",
                "inputs": {"sobject": "Opportunity", "id": "{{ body('find').records[0].Id }}",
                           "record": {"StageName": "Closed Won"}}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would update Salesforce {inputs.get('sobject')} {inputs.get('id')}"
 
     async def run(self, inputs: dict, context: Any) -> Any:
         await call(context, lambda sf: sobject(sf, inputs["sobject"]).update(
@@ -99,6 +107,10 @@ class Upsert(Node):
                           "record": {"LastName": "{{ triggerBody().last_name }}",
                                      "Email": "{{ triggerBody().email }}"}}}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would upsert Salesforce {inputs.get('sobject')} where {inputs.get('external_id_field')} = {inputs.get('external_id')}"
+
     async def run(self, inputs: dict, context: Any) -> Any:
         key = f"{inputs['external_id_field']}/{quote(str(inputs['external_id']), safe='')}"
 
@@ -124,6 +136,10 @@ class Delete(Node):
     }}
     example = {"type": "salesforce.Delete", "connection": "salesforce",
                "inputs": {"sobject": "Lead", "id": "00Q5e00000AbCdEFGH"}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would delete Salesforce {inputs.get('sobject')} {inputs.get('id')}"
 
     async def run(self, inputs: dict, context: Any) -> Any:
         await call(context, lambda sf: sobject(sf, inputs["sobject"]).delete(inputs["id"]))

@@ -168,6 +168,13 @@ def _send(client: Any, body: dict) -> dict:
             "messageId": headers.get("X-Message-Id") if headers is not None else None}
 
 
+def _recipients(to: Any) -> str:
+    """The ``to`` of an effect line: an address, or each address of a list (name <email> kept as given)."""
+    items = to if isinstance(to, list) else [to]
+    shown = [str(t.get("email") if isinstance(t, dict) else t) for t in items[:3]]
+    return ", ".join(shown) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+
+
 class SendEmail(Node):
     type = "sendgrid.SendEmail"
     idempotent = False  # the vendor takes no idempotency key: a retry after a crash may repeat it
@@ -200,6 +207,10 @@ class SendEmail(Node):
                           "categories": ["order-confirmation"],
                           "customArgs": {"order_id": "{{ triggerBody().order.id }}"}},
                "retryPolicy": {"type": "exponential", "count": 4, "interval": "PT10S"}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would email {_recipients(inputs.get('to'))}" + (f" '{inputs['subject']}'" if inputs.get("subject") else "")
 
     async def run(self, inputs: dict, context: Any) -> Any:
         body = mail_body(inputs)

@@ -5,7 +5,7 @@ import io
 import re
 from typing import Any
 
-from engine.plugin import ActionError, Job, Node, Pending, inputs_schema, run_sync_cancellable
+from engine.plugin import ActionError, Job, Node, Pending, inputs_schema, run_sync_cancellable, count, excerpt
 
 from .client import SNOWFLAKE, SnowflakeClient
 from .rows import bind, bindable, columns, converter
@@ -36,7 +36,7 @@ def _fetch(cur: Any, max_rows: int) -> tuple[list[dict], bool]:
     return rows, False
 
 
-def _cancel_sql(client: SnowflakeClient, query_id: str) -> None:
+def _cancelexcerpt(client: SnowflakeClient, query_id: str) -> None:
     client.conn.cursor().execute("SELECT SYSTEM$CANCEL_QUERY(?)", [query_id])
 
 
@@ -76,6 +76,10 @@ class Query(Job):
     example = {"type": "snowflake.Query", "connection": "snowflake",
                "inputs": {"sql": "SELECT id, amount, placed_at FROM orders WHERE region = ? AND placed_at >= ?",
                           "params": ["{{ triggerBody().region }}", "2024-01-01"], "maxRows": 1000}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would run SQL on Snowflake: {excerpt(inputs.get('sql'))}"
 
     @classmethod
     def warnings(cls, action: dict) -> list[tuple[str, str]]:
@@ -170,6 +174,10 @@ class ExecuteScript(Node):
                                  "INSERT INTO staging.orders SELECT * FROM raw.orders;"}}
 
     @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would run a SQL script on Snowflake: {excerpt(inputs.get('sql'))}"
+
+    @classmethod
     def warnings(cls, action: dict) -> list[tuple[str, str]]:
         inputs = action.get("inputs")
         sql = inputs.get("sql") if isinstance(inputs, dict) else None
@@ -219,7 +227,7 @@ class ExecuteScript(Node):
         def cancel() -> None:
             cur = running.get("cursor")
             if cur is not None and cur.sfqid:
-                _cancel_sql(client, cur.sfqid)
+                _cancelexcerpt(client, cur.sfqid)
 
         def invoke() -> dict:
             with SNOWFLAKE.mapped(context.connection):
@@ -314,6 +322,10 @@ class InsertRows(Node):
     example = {"type": "snowflake.InsertRows", "connection": "snowflake",
                "inputs": {"table": "raw.orders", "rows": "{{ body('fetch_orders').items }}",
                           "batchSize": 5000}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would insert {count(inputs.get('rows'))} row(s) into Snowflake {inputs.get('table')}"
 
     async def run(self, inputs: dict, context: Any) -> Any:
         rows = inputs["rows"]

@@ -61,6 +61,10 @@ class CreateSubscription(Node):
                           "trial_period_days": 14,
                           "expand": ["latest_invoice.payment_intent"]}}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would subscribe {inputs.get('customer')} to {inputs.get('price') or 'the given items'}"
+
     async def run(self, inputs: dict, context: Any) -> Any:
         params = merge(inputs, "customer", "trial_period_days", "default_payment_method",
                        "payment_behavior", "collection_method", "days_until_due",
@@ -99,6 +103,10 @@ class CancelSubscription(Node):
                "inputs": {"subscription": "{{ triggerBody().subscription }}",
                           "at_period_end": True,
                           "cancellation_details": {"feedback": "too_expensive"}}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would cancel subscription {inputs.get('subscription')}"
 
     async def run(self, inputs: dict, context: Any) -> Any:
         if inputs.get("at_period_end"):

@@ -28,6 +28,9 @@ CUSTOMER = resource(
                       "default_payment_method, the id charged by subscriptions/invoices."},
     metadata={"type": "object", "description": "Metadata."},
 )
+CUSTOMER["examples"] = [{"id": "cus_NffrFeUfNV2Hib", "object": "customer", "email": "jenny.rosen@example.com",
+                         "name": "Jenny Rosen", "phone": "+15555550123", "invoice_settings": {
+                             "default_payment_method": None}, "metadata": {}}]
 
 
 class CreateCustomer(Node):
@@ -44,6 +47,10 @@ class CreateCustomer(Node):
                "inputs": {"email": "{{ triggerBody().email }}",
                           "name": "{{ triggerBody().name }}",
                           "metadata": {"signup_id": "{{ triggerBody().id }}"}}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would create a Stripe customer {inputs.get('email') or inputs.get('name') or ''}".rstrip()
 
     async def run(self, inputs: dict, context: Any) -> Any:
         params = merge(inputs, *_NAMED, "payment_method")
@@ -63,6 +70,10 @@ class UpdateCustomer(Node):
     example = {"type": "stripe.UpdateCustomer", "connection": "stripe",
                "inputs": {"customer": "{{ body('create').id }}",
                           "phone": "+15551234567", "metadata": {"tier": "gold"}}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would update Stripe customer {inputs.get('customer')}"
 
     async def run(self, inputs: dict, context: Any) -> Any:
         return await call(context, lambda c: c.v1.customers.update, inputs["customer"],
@@ -112,6 +123,10 @@ class AttachPaymentMethod(Node):
     example = {"type": "stripe.AttachPaymentMethod", "connection": "stripe",
                "inputs": {"payment_method": "{{ triggerBody().payment_method }}",
                           "customer": "{{ body('create_customer').id }}"}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would attach {inputs.get('payment_method')} to {inputs.get('customer')}"
 
     async def run(self, inputs: dict, context: Any) -> Any:
         pm = await call(context, lambda c: c.v1.payment_methods.attach,

@@ -5,6 +5,17 @@ from typing import Any
 
 from engine.plugin import Node, inputs_schema
 
+# currencies Stripe counts in whole units (amount 500 JPY is ¥500); the rest in hundredths
+ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
+
+
+def money(amount: Any, currency: Any) -> str:
+    """Stripe's minor-unit ``amount`` as people read it: (1200, "usd") -> "12.00 USD"."""
+    code = str(currency or "").lower()
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        return f"{amount} {code.upper()}".strip()
+    return f"{amount} {code.upper()}" if code in ZERO_DECIMAL else f"{amount / 100:.2f} {code.upper()}"
+
 from .client import call
 from .schemas import EXPAND, EXTRA, ID, METADATA, merge, resource
 
@@ -23,6 +34,9 @@ PAYMENT_INTENT = resource(
     next_action={"type": ["object", "null"], "description": "What the customer must do "
                  "next (e.g. 3-D Secure) when status is requires_action."},
 )
+PAYMENT_INTENT["examples"] = [{"id": "pi_3MtwBwLkdIwHu7ix28a3tqPa", "object": "payment_intent", "amount": 1200,
+                               "currency": "usd", "status": "succeeded", "client_secret": None,
+                               "latest_charge": "ch_3MtwBwLkdIwHu7ix28a3tqPa", "next_action": None}]
 
 _CONFIRM_FIELDS = {
     "payment_method": {"type": "string", "description": "PaymentMethod id (pm_...)."},
@@ -76,6 +90,10 @@ class CreatePaymentIntent(Node):
                           "metadata": {"order_id": "{{ triggerBody().order_id }}"}},
                "retryPolicy": {"type": "exponential", "count": 3, "interval": "PT2S"}}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return ("would charge" if inputs.get("confirm") else "would create a payment intent for") + f" {money(inputs.get('amount'), inputs.get('currency'))}" + (f" to {inputs['customer']}" if inputs.get("customer") else "")
+
     async def run(self, inputs: dict, context: Any) -> Any:
         params = merge(inputs, *self.input_schema["properties"].keys() - {"extra"})
         params["currency"] = params["currency"].lower()
@@ -96,6 +114,10 @@ class ConfirmPaymentIntent(Node):
     example = {"type": "stripe.ConfirmPaymentIntent", "connection": "stripe",
                "inputs": {"payment_intent": "{{ body('intent').id }}",
                           "payment_method": "pm_card_visa"}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would confirm (charge) {inputs.get('payment_intent')}"
 
     async def run(self, inputs: dict, context: Any) -> Any:
         return await call(context, lambda c: c.v1.payment_intents.confirm,
@@ -119,6 +141,10 @@ class CapturePaymentIntent(Node):
     outputs = PAYMENT_INTENT
     example = {"type": "stripe.CapturePaymentIntent", "connection": "stripe",
                "inputs": {"payment_intent": "{{ body('authorize').id }}"}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would capture {inputs.get('payment_intent')}" + (f" ({inputs['amount_to_capture']} minor units)" if inputs.get("amount_to_capture") else "")
 
     async def run(self, inputs: dict, context: Any) -> Any:
         params = merge(inputs, "amount_to_capture", "metadata", "expand")
@@ -152,6 +178,10 @@ class CreateRefund(Node):
     example = {"type": "stripe.CreateRefund", "connection": "stripe",
                "inputs": {"payment_intent": "{{ triggerBody().payment_intent }}",
                           "reason": "requested_by_customer"}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would refund {inputs.get('payment_intent') or inputs.get('charge')}" + (f" ({inputs['amount']} minor units)" if inputs.get("amount") else " in full")
 
     async def run(self, inputs: dict, context: Any) -> Any:
         params = merge(inputs, "payment_intent", "charge", "amount", "reason", "metadata",

@@ -64,6 +64,10 @@ class Request(Node):
                           "params": {"amount": -500, "currency": "usd",
                                      "description": "Goodwill credit"}}}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return None if str(inputs.get("method", "GET")).upper() == "GET" else f"would {str(inputs.get('method')).upper()} Stripe {inputs.get('path')}"
+
     async def run(self, inputs: dict, context: Any) -> Any:
         method = inputs.get("method", "GET").lower()
         path = _render_path(inputs["path"], inputs.get("path_params") or {})

@@ -60,6 +60,10 @@ class StartCall(Node):
                           "statusCallback": "https://example.com/hooks/call-status",
                           "statusCallbackEvent": ["answered", "completed"]}}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would call {inputs.get('to')} from {inputs.get('from')}"
+
     async def run(self, inputs: dict, context: Any) -> Any:
         given = [k for k in ("twiml", "url", "applicationSid") if inputs.get(k)]
         if len(given) != 1:

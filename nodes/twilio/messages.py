@@ -69,6 +69,10 @@ class SendSms(Node):
                           "statusCallback": "https://example.com/hooks/twilio-status"},
                "retryPolicy": {"type": "exponential", "count": 3, "interval": "PT5S"}}
 
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would send SMS to {inputs.get('to')}"
+
     async def run(self, inputs: dict, context: Any) -> Any:
         if not inputs.get("body") and not inputs.get("mediaUrl"):
             raise _invalid("twilio.SendSms: give `body`, `mediaUrl`, or both")
@@ -116,6 +120,10 @@ class SendWhatsApp(Node):
                           "contentSid": "HXb5b62575e6e4ff6129ad7c8efe1f983e",
                           "contentVariables": {"1": "{{ triggerBody().name }}",
                                                "2": "{{ triggerBody().date }}"}}}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return f"would send a WhatsApp message to {inputs.get('to')}"
 
     async def run(self, inputs: dict, context: Any) -> Any:
         if not (inputs.get("body") or inputs.get("mediaUrl") or inputs.get("contentSid")):

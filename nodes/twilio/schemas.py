@@ -50,6 +50,15 @@ MESSAGE = {
     },
 }
 
+MESSAGE["examples"] = [{"sid": "SM1f0e8ae6ade43cb3c0ce4525424e404f", "status": "queued", "to": "+15558675310",
+                        "from": "+15017122661", "body": "Your order has shipped.", "num_segments": "1",
+                        "num_media": "0", "direction": "outbound-api", "price": None, "price_unit": "USD",
+                        "error_code": None, "error_message": None, "messaging_service_sid": None,
+                        "account_sid": "ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX", "date_created": None,
+                        "date_sent": None, "date_updated": None,
+                        "uri": "/2010-04-01/Accounts/ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX/Messages/"
+                               "SM1f0e8ae6ade43cb3c0ce4525424e404f.json"}]
+
 CALL = {
     "type": "object",
     "description": "The Call resource, exactly as Twilio's API returned it (JSON, snake_case "

@@ -8,6 +8,7 @@ ENGINE = Path(__file__).resolve().parents[2] / "engine"
 ALLOWED_ELSEWHERE = {
     "Fail",  # clierrors.Fail: a click exception, the CLI's own exit path
     "OffloadSignal",  # sandbox: control flow (move an evaluation to a thread), never an error
+    "StoodIn",  # standins: control flow (a stand-in ends an action TimedOut/Skipped), never an error
 }
 
 

@@ -1,0 +1,381 @@
+"""Cassettes: each vendor call a test made against real (or sandbox) endpoints, stored redacted,
+so later runs of the test replay them offline.
+
+Vendor SDKs reach the network through three transports, and the cassette sits at each, not at
+each node:
+
+- urllib3's ``HTTPConnectionPool.urlopen`` (requests, and so Twilio, Stripe, Salesforce, Azure;
+  botocore for AWS);
+- httpx's ``HTTPTransport.handle_request`` and ``AsyncHTTPTransport.handle_async_request``;
+- ``urllib.request.OpenerDirector.open`` (SendGrid's python_http_client).
+
+``flowrun test --record`` runs a test with the network open and records every call under the
+action that made it (``network.ACTION``), in order. A later run replays: the n-th call of an
+action gets the n-th recorded answer, after its method and URL are checked against the
+recording. Credential headers are dropped (``***``), every secret the process knows is masked,
+in every form the redactor knows (JSON-escaped, URL-encoded, base64, ...), and so are the values
+of token-like fields a vendor hands out (a login's sessionId, an access_token), in requests and
+responses alike, before anything is written; the file is written whole or not at all.
+
+A file ``orders.test.yaml`` keeps its cassettes in ``orders.test.cassette.json``.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import CassetteError, CassetteMiss
+from .network import ACTION
+
+VERSION = 1
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
+                                "api-key", "x-amz-security-token", "x-auth-token", "x-goog-api-key",
+                                "ocp-apim-subscription-key", "aeg-sas-key", "aeg-sas-token", "x-mcd-token",
+                                "x-mcd-id", "x-databricks-token"})
+DROPPED_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding", "connection"})
+OUTSIDE = "-"  # the key of calls made outside any action
+
+
+# credentials a vendor hands out (a login's session id, an OAuth token) are secrets the process
+# never configured: values under these names are masked in bodies (JSON, form, XML)
+_TOKEN_NAMES = r"(?:access_token|refresh_token|id_token|session_?id|session_token|client_secret|password|api_?key|secret|token)"
+_TOKEN_JSON = re.compile(rf'("{_TOKEN_NAMES}"\s*:\s*")((?:[^"\\]|\\.)*)(")', re.I)
+_TOKEN_FORM = re.compile(rf"((?:^|&){_TOKEN_NAMES}=)([^&]*)", re.I)
+_TOKEN_XML = re.compile(rf"(<(?:\w+:)?({_TOKEN_NAMES})>)([^<]*)(</(?:\w+:)?\2>)", re.I)
+
+
+def mask_tokens(text: str) -> str:
+    """``text`` with the values of token-like fields (JSON, form-encoded, XML) masked."""
+    text = _TOKEN_JSON.sub(lambda m: m.group(1) + ("***" if m.group(2) else "") + m.group(3), text)
+    text = _TOKEN_FORM.sub(lambda m: m.group(1) + ("***" if m.group(2) else ""), text)
+    return _TOKEN_XML.sub(lambda m: m.group(1) + ("***" if m.group(3) else "") + m.group(4), text)
+
+
+def cassette_path(test_file: str | Path) -> Path:
+    path = Path(test_file)
+    stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    return path.parent / f"{stem}.cassette.json"
+
+
+class Cassette:
+    """The recorded calls of one test: {action path: [interaction, ...]}."""
+
+    def __init__(self, calls: dict[str, list[dict]] | None = None, *, redact: Callable[[str], str] = str):
+        self.calls: dict[str, list[dict]] = calls or {}
+        self.redact = redact
+        self.problems: list[tuple[str | None, str]] = []  # (action, what went wrong): replay misses
+        self._next: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # -- reading and writing -------------------------------------------------------------------
+    @staticmethod
+    def read_file(path: Path) -> dict[str, dict[str, list[dict]]]:
+        """{test name: calls} of a cassette file ({} when there is none)."""
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CassetteError(f"{path}: not a readable cassette ({exc})") from None
+        if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("tests"), dict) \
+                or not all(_well_formed(calls) for calls in data["tests"].values()):
+            raise CassetteError(f"{path}: not a flowrun cassette (version {VERSION}); record it again "
+                                "with flowrun test --record")
+        return data["tests"]
+
+    @staticmethod
+    def write_file(path: Path, tests: dict[str, dict[str, list[dict]]], redact: Callable[[str], str]) -> None:
+        """Write the whole file at once (a temporary file renamed over it), every secret masked."""
+        text = redact(json.dumps({"version": VERSION, "tests": tests}, indent=1, sort_keys=True,
+                                 ensure_ascii=False)) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # as any file this user writes (mkstemp makes it 0600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    # -- one call --------------------------------------------------------------------------------
+    def _key(self) -> str:
+        return ACTION.get() or OUTSIDE
+
+    def record(self, method: str, url: str, headers: Any, body: Any, status: int, reason: str,
+               response_headers: Any, response_body: bytes) -> None:
+        entry = {"request": {"method": method.upper(), "url": self.redact(url),
+                             "headers": self._headers(headers), "body": self._body(body)},
+                 "response": {"status": int(status), "reason": self.redact(reason or ""),
+                              "headers": self._headers(response_headers), "body": self._body(response_body)}}
+        with self._lock:
+            self.calls.setdefault(self._key(), []).append(entry)
+
+    def replay(self, method: str, url: str) -> dict:
+        """The recorded response of this call: {status, reason, headers, body (bytes)}; raises
+        ``CassetteMiss`` (noted in ``problems``) when the recording has no such call."""
+        key = self._key()
+        with self._lock:
+            n = self._next.get(key, 0)
+            recorded = self.calls.get(key) or []
+            self._next[key] = n + 1
+        who = f"action '{key}'" if key != OUTSIDE else "a call outside any action"
+        if n >= len(recorded):
+            return self._miss(key, f"{who} made call {n + 1} ({method.upper()} {self.redact(url)}) but the "
+                                   f"cassette holds {len(recorded)}: record it again with flowrun test --record")
+        request = recorded[n]["request"]
+        if request["method"] != method.upper() or _strip(request["url"]) != _strip(self.redact(url)):
+            return self._miss(key, f"{who} call {n + 1} is {method.upper()} {self.redact(url)}, but the cassette "
+                                   f"recorded {request['method']} {request['url']}: record it again with "
+                                   "flowrun test --record")
+        response = dict(recorded[n]["response"])
+        response["body"] = _unbody(response.get("body"))
+        return response
+
+    def _miss(self, key: str, message: str) -> dict:
+        with self._lock:
+            self.problems.append((None if key == OUTSIDE else key, message))
+        raise CassetteMiss(message)
+
+    def _headers(self, headers: Any) -> dict:
+        out = {}
+        for name, value in (dict(headers or {})).items():
+            name = name.decode("latin-1") if isinstance(name, bytes) else str(name)
+            value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            if name.lower() in DROPPED_HEADERS:
+                continue
+            out[name] = "***" if name.lower() in CREDENTIAL_HEADERS else self.redact(value)
+        return out
+
+    def _body(self, body: Any) -> Any:
+        if body is None:
+            return None
+        if isinstance(body, str):
+            return mask_tokens(self.redact(body))
+        if hasattr(body, "read"):  # a file-like request body: not replayable, not kept
+            return {"omitted": "a streamed body"}
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            raw = bytes(body)
+            try:
+                return mask_tokens(self.redact(raw.decode("utf-8")))
+            except UnicodeDecodeError:
+                masked = self.redact(raw.decode("latin-1")).encode("latin-1", "replace")
+                return {"base64": base64.b64encode(masked).decode("ascii")}
+        if isinstance(body, (list, tuple)) or hasattr(body, "__iter__"):
+            return {"omitted": "a streamed body"}
+        return self.redact(str(body))
+
+
+def _well_formed(calls: Any) -> bool:
+    """{action: [{request: {method, url}, response: {status, reason, headers, body}}]}"""
+    if not isinstance(calls, dict):
+        return False
+    for entries in calls.values():
+        if not isinstance(entries, list):
+            return False
+        for e in entries:
+            request, response = (e.get("request"), e.get("response")) if isinstance(e, dict) else (None, None)
+            if not (isinstance(request, dict) and isinstance(request.get("method"), str)
+                    and isinstance(request.get("url"), str) and isinstance(response, dict)
+                    and isinstance(response.get("status"), int) and not isinstance(response.get("status"), bool)
+                    and 100 <= response["status"] <= 599 and isinstance(response.get("headers", {}), dict)
+                    and isinstance(response.get("reason", ""), str)
+                    and isinstance(response.get("body"), (str, dict, type(None)))):
+                return False
+    return True
+
+
+def _strip(url: str) -> str:
+    """A URL without scheme and host: a recording made against a sandbox replays against any host."""
+    rest = url.split("://", 1)[-1]
+    return "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+
+
+def _unbody(body: Any) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, dict):
+        return base64.b64decode(body.get("base64", "")) if "base64" in body else b""
+    return str(body).encode("utf-8")
+
+
+# -- the transports ------------------------------------------------------------------------------
+class Transports:
+    """Patches the three transports to record into or replay from the cassette that ``current``
+    returns for the calling context (None: the call goes through untouched, or is refused by the
+    network guard). Process-wide, nestable; entered around a test run."""
+
+    _lock = threading.Lock()
+    _depth = 0
+    _undo: list[Callable[[], None]] = []
+
+    def __init__(self, current: Callable[[], tuple[str, Cassette] | None]):
+        self.current = current
+
+    def __enter__(self) -> "Transports":
+        with Transports._lock:
+            Transports._active = self
+            if Transports._depth == 0:
+                Transports._undo = list(_patch_all(self._lookup))
+            Transports._depth += 1
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with Transports._lock:
+            Transports._depth -= 1
+            if Transports._depth == 0:
+                for undo in reversed(Transports._undo):
+                    undo()
+                Transports._undo = []
+
+    @staticmethod
+    def _lookup() -> tuple[str, Cassette] | None:
+        active = getattr(Transports, "_active", None)
+        return active.current() if active is not None else None
+
+
+def _patch_all(lookup: Callable[[], tuple[str, Cassette] | None]) -> Iterator[Callable[[], None]]:
+    for patch in (_patch_urllib3, _patch_httpx, _patch_urllib):
+        try:
+            undo = patch(lookup)
+        except ImportError:
+            continue
+        yield undo
+
+
+def _patch_urllib3(lookup: Callable[[], Any]) -> Callable[[], None]:
+    from urllib3 import HTTPResponse
+    from urllib3.connectionpool import HTTPConnectionPool
+
+    original = HTTPConnectionPool.urlopen
+
+    def urlopen(pool: Any, method: str, url: str, body: Any = None, headers: Any = None, *args: Any,
+                **kw: Any) -> Any:
+        got = lookup()
+        if got is None:
+            return original(pool, method, url, body, headers, *args, **kw)
+        mode, cassette = got
+        full = url if "://" in url else f"{pool.scheme}://{pool.host}:{pool.port}{url}"
+        preload = kw.get("preload_content", True)
+        if mode == "record":
+            kw["preload_content"] = False
+            resp = original(pool, method, url, body, headers, *args, **kw)
+            data = resp.read(decode_content=True)
+            resp.release_conn()
+            cassette.record(method, full, headers, body, resp.status, resp.reason, resp.headers, data)
+            status, reason, rheaders = resp.status, resp.reason, _plain(resp.headers)
+        else:
+            answer = cassette.replay(method, full)
+            status, reason, rheaders, data = answer["status"], answer["reason"], answer["headers"], answer["body"]
+        rheaders = {**rheaders, "Content-Length": str(len(data))}
+        return HTTPResponse(body=io.BytesIO(data), headers=rheaders, status=status, reason=reason,
+                            preload_content=preload, decode_content=False, request_method=method,
+                            request_url=full)
+
+    HTTPConnectionPool.urlopen = urlopen  # type: ignore[method-assign]
+    return lambda: setattr(HTTPConnectionPool, "urlopen", original)
+
+
+def _plain(headers: Any) -> dict:
+    return {k: v for k, v in dict(headers).items() if k.lower() not in DROPPED_HEADERS}
+
+
+def _patch_httpx(lookup: Callable[[], Any]) -> Callable[[], None]:
+    import httpx
+
+    sync_original = httpx.HTTPTransport.handle_request
+    async_original = httpx.AsyncHTTPTransport.handle_async_request
+
+    def answer(request: Any, cassette: Cassette) -> Any:
+        got = cassette.replay(request.method, str(request.url))
+        return httpx.Response(got["status"], headers=got["headers"], content=got["body"], request=request)
+
+    def handle_request(transport: Any, request: Any) -> Any:
+        got = lookup()
+        if got is None:
+            return sync_original(transport, request)
+        mode, cassette = got
+        if mode != "record":
+            return answer(request, cassette)
+        resp = sync_original(transport, request)
+        data = resp.read()
+        cassette.record(request.method, str(request.url), request.headers, request.content, resp.status_code,
+                        resp.reason_phrase, resp.headers, data)
+        return httpx.Response(resp.status_code, headers=_plain(resp.headers), content=data, request=request)
+
+    async def handle_async_request(transport: Any, request: Any) -> Any:
+        got = lookup()
+        if got is None:
+            return await async_original(transport, request)
+        mode, cassette = got
+        if mode != "record":
+            return answer(request, cassette)
+        resp = await async_original(transport, request)
+        data = await resp.aread()
+        cassette.record(request.method, str(request.url), request.headers, request.content, resp.status_code,
+                        resp.reason_phrase, resp.headers, data)
+        return httpx.Response(resp.status_code, headers=_plain(resp.headers), content=data, request=request)
+
+    httpx.HTTPTransport.handle_request = handle_request  # type: ignore[method-assign]
+    httpx.AsyncHTTPTransport.handle_async_request = handle_async_request  # type: ignore[method-assign]
+
+    def undo() -> None:
+        httpx.HTTPTransport.handle_request = sync_original  # type: ignore[method-assign]
+        httpx.AsyncHTTPTransport.handle_async_request = async_original  # type: ignore[method-assign]
+    return undo
+
+
+def _patch_urllib(lookup: Callable[[], Any]) -> Callable[[], None]:
+    import email.message
+    import urllib.error
+    import urllib.request
+    import urllib.response
+
+    original = urllib.request.OpenerDirector.open
+
+    def respond(url: str, status: int, reason: str, headers: dict, data: bytes) -> Any:
+        msg = email.message.Message()
+        for k, v in headers.items():
+            msg[k] = v
+        if status >= 400:
+            raise urllib.error.HTTPError(url, status, reason, msg, io.BytesIO(data))
+        return urllib.response.addinfourl(io.BytesIO(data), msg, url, status)
+
+    def open_(opener: Any, fullurl: Any, data: Any = None, *args: Any, **kw: Any) -> Any:
+        got = lookup()
+        if got is None:
+            return original(opener, fullurl, data, *args, **kw)
+        mode, cassette = got
+        request = fullurl if isinstance(fullurl, urllib.request.Request) else urllib.request.Request(fullurl, data)
+        body = data if data is not None else request.data
+        url, method = request.full_url, request.get_method()
+        if mode != "record":
+            got_ = cassette.replay(method, url)
+            return respond(url, got_["status"], got_["reason"], got_["headers"], got_["body"])
+        try:
+            resp = original(opener, fullurl, data, *args, **kw)
+        except urllib.error.HTTPError as exc:
+            payload = exc.read()
+            cassette.record(method, url, dict(request.header_items()), body, exc.code, str(exc.reason),
+                            dict(exc.headers or {}), payload)
+            return respond(url, exc.code, str(exc.reason), _plain(exc.headers or {}), payload)
+        payload = resp.read()
+        cassette.record(method, url, dict(request.header_items()), body, resp.status, resp.reason,
+                        dict(resp.headers), payload)
+        return respond(url, resp.status, resp.reason or "", _plain(resp.headers), payload)
+
+    urllib.request.OpenerDirector.open = open_  # type: ignore[method-assign]
+    return lambda: setattr(urllib.request.OpenerDirector, "open", original)

@@ -1,0 +1,127 @@
+"""`flowrun plan`: a whole-flow dry run. Inputs rendered from the payload, branches walked as they
+would be, side effects listed in order, no network, no secret printed."""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from engine.cli import main
+
+ROOT = Path(__file__).parents[2]
+EVENT = ROOT / "examples/order_confirmation/event.json"
+
+
+def flowrun(*args: str, env: dict | None = None):
+    return CliRunner().invoke(main, ["--state", "unused.db", *args], env=env, catch_exceptions=False)
+
+
+def test_the_order_confirmation_plan_lists_every_side_effect_in_order():
+    result = flowrun("plan", str(ROOT / "examples/order_confirmation/flow.yaml"), "--input", f"@{EVENT}")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "plan of order_confirmation: the run would end Succeeded"
+    effects = [line.split(": ", 1)[1] for line in lines[1:]]
+    assert effects[:3] == [
+        "would read with stripe.GetCustomer  [outputs: example]",
+        "would read with salesforce.Query  [outputs: example]",
+        "would upsert Salesforce Contact where Stripe_Customer_Id__c = cus_NffrFeUfNV2Hib  [outputs: example]"]
+    assert sorted(effects[3:5]) == [  # email and sms run side by side: in the order they started
+        "would email jenny.rosen@example.com  [outputs: example]",
+        "would send SMS to +15555550123  [outputs: example]"]
+    assert effects[5:] == ["would reply 200 to the request that started the run  [outputs: example]"]
+
+
+def test_mocks_from_a_test_file_stand_in_and_the_taken_branch_is_walked():
+    result = flowrun("plan", str(ROOT / "examples/order_confirmation/flow.yaml"), "--test",
+                     str(ROOT / "examples/order_confirmation/flow.test.yaml") + "::a refused email is caught, reported, "
+                                                                                "and fails the run", "--json")
+    plan = json.loads(result.output)
+    assert plan["status"] == "Failed" and plan["error"]["code"] == "NotificationFailed"
+    effects = [e["effect"] for e in plan["effects"]]
+    assert "would send SMS to +15550000002" in effects and "would email grace@example.com" in effects
+    assert not any("reply" in (e or "") for e in effects)  # the Response's branch is not taken
+    steps = {a["action"]: a for a in plan["actions"]}
+    assert steps["notify/upsert_contact"]["inputs"]["record"]["Last_Order_Amount__c"] == 12.5
+    assert steps["reply"]["status"] == "Skipped" and steps["give_up"]["status"] == "Succeeded"
+
+
+def test_stripe_amounts_read_as_money(tmp_path):
+    flow = tmp_path / "charge.yaml"
+    flow.write_text(textwrap.dedent("""\
+        name: charge
+        actions:
+          charge:
+            type: stripe.CreatePaymentIntent
+            connection: stripe
+            inputs: {amount: "{{ triggerBody().cents }}", currency: usd, customer: "{{ triggerBody().customer }}",
+                     confirm: true}
+          yen:
+            type: stripe.CreatePaymentIntent
+            connection: stripe
+            runAfter: {charge: [Succeeded]}
+            inputs: {amount: 500, currency: jpy}
+        """))
+    (tmp_path / "connections.yaml").write_text("connections:\n  stripe: {kind: stripe, secrets: {api_key: PLAN_STRIPE_KEY}}\n")
+    result = flowrun("plan", str(flow), "--input", '{"cents": 1200, "customer": "cus_9"}',
+                     env={"PLAN_STRIPE_KEY": "sk_live_should_never_print"})
+    assert "charge: would charge 12.00 USD to cus_9" in result.output
+    assert "yen: would create a payment intent for 500 JPY" in result.output
+
+
+def test_a_plan_makes_no_network_call_and_prints_no_secret(tmp_path, recorder):
+    recorder.route("POST", "/hooks/sent", json={})
+    recorder.start()
+    flow = tmp_path / "post.yaml"
+    flow.write_text(textwrap.dedent("""\
+        name: post
+        actions:
+          hook:
+            type: Http
+            connection: hooks
+            inputs: {method: POST, uri: "sent?echo={{ triggerBody().echo }}"}
+        """))
+    secret = 's3"cr\\et-value'
+    (tmp_path / "connections.yaml").write_text(
+        f"connections:\n  hooks: {{kind: http, settings: {{base_url: '{recorder.url}/hooks/', auth: bearer}}, "
+        "secrets: {token: PLAN_TOKEN}}\n")
+    for as_json in ([], ["--json"]):
+        result = flowrun("plan", str(flow), "--input", json.dumps({"echo": secret}), *as_json,
+                         env={"PLAN_TOKEN": secret})
+        assert result.exit_code == 0, result.output
+        assert "would POST sent?echo=***" in result.output
+        assert secret not in result.output and json.dumps(secret)[1:-1] not in result.output
+    assert recorder.requests == []
+
+
+def test_a_wait_and_a_child_flow_are_described_not_done(tmp_path):
+    (tmp_path / "child.yaml").write_text("name: child\nactions:\n  x: {type: Compose, inputs: 1}\n")
+    flow = tmp_path / "parent.yaml"
+    flow.write_text(textwrap.dedent("""\
+        name: parent
+        actions:
+          nap: {type: Wait, inputs: {interval: {count: 3, unit: Day}}}
+          child: {type: Workflow, runAfter: {nap: [Succeeded]}, inputs: {flow: child.yaml}}
+          after: {type: Compose, runAfter: {child: [Succeeded]}, inputs: "{{ body('child') }}"}
+        """))
+    result = flowrun("plan", str(flow), "--json")
+    plan = json.loads(result.output)
+    assert [e["effect"] for e in plan["effects"]] == ["would wait 3 day(s)", "would run the flow child.yaml as a child run"]
+    assert plan["status"] == "Succeeded"
+
+
+def test_bad_arguments_are_one_line():
+    result = CliRunner().invoke(main, ["plan", "nowhere.yaml"])
+    assert result.exit_code == 2 and "no flow file nowhere.yaml" in result.output
+    result = CliRunner().invoke(main, ["plan", str(ROOT / "flows/hello.yaml"), "--test", "nope.test.yaml"])
+    assert result.exit_code == 2 and "--test: no test file nope.test.yaml" in result.output
+    result = CliRunner().invoke(main, ["plan", str(ROOT / "flows/hello.yaml"), "--test",
+                                       str(ROOT / "flows/hello.test.yaml") + "::missing"])
+    assert result.exit_code == 2 and "has no test 'missing'" in result.output
+
+
+def test_an_input_the_trigger_would_refuse_is_one_clear_error():
+    result = CliRunner().invoke(main, ["plan", str(ROOT / "flows/hello.yaml"), "--input", '{"name": 7}'])
+    assert result.exit_code == 2 and "--input does not match the trigger's schema" in result.output

@@ -1,0 +1,246 @@
+"""Cassettes: `flowrun test --record` stores each vendor call, redacted, at the HTTP transports
+(urllib3 for requests-based SDKs, httpx, urllib.request); later runs replay them offline. Tested
+with the real Twilio SDK (urllib3), flowrun's Http node (httpx) and the real SendGrid SDK (urllib)
+against a loopback server, and with secrets holding quotes, backslashes and non-ASCII text."""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine.testing.cassettes import cassette_path, mask_tokens
+from engine.testing.runner import run_files
+from engine.vendor import secret_forms
+from tests.support.recorder import Recorder
+
+ACCOUNT = "AC" + "0123456789abcdef" * 2
+TOKEN = 'tw"i\\lio\'tok+en/=é'  # quotes, a backslash, base64-hostile characters, non-ASCII
+BEARER = 'be"ar\\er+/=tok'
+SENDGRID_KEY = 'SG."k\\ey'
+MESSAGE = {"account_sid": ACCOUNT, "sid": "SM" + "1" * 32, "status": "queued", "to": "+15551234567",
+           "from": "+15017122661", "body": "hi", "uri": f"/2010-04-01/Accounts/{ACCOUNT}/Messages/SM1.json",
+           "echo": TOKEN, "access_token": "vendor-issued-session-token"}
+
+FLOW = """\
+name: notify
+actions:
+  sms:
+    type: twilio.SendSms
+    connection: twilio
+    inputs: {to: "+15551234567", from: "+15017122661", body: "hi {{ triggerBody().name }}"}
+  hook:
+    type: Http
+    connection: hooks
+    runAfter: {sms: [Succeeded]}
+    inputs: {method: POST, uri: "sent", body: {sid: "{{ body('sms').sid }}"}}
+  mail:
+    type: sendgrid.SendEmail
+    connection: sendgrid
+    runAfter: {hook: [Succeeded]}
+    inputs: {to: ada@example.com, from: shop@example.com, subject: hi, text: "sms {{ body('sms').sid }}"}
+"""
+
+TESTS = """\
+tests:
+  texts, calls the hook and emails:
+    input: {name: Ada}
+    expect:
+      status: Succeeded
+      values:
+        "{{ body('sms').sid }}": SM11111111111111111111111111111111
+        "{{ body('hook').ok }}": true
+"""
+
+
+@pytest.fixture
+def vendor():
+    with Recorder() as api:
+        api.route("POST", rf"/2010-04-01/Accounts/{ACCOUNT}/Messages\.json", status=201, json=MESSAGE)
+        api.route("POST", "/hooks/sent", json={"ok": True, "token": BEARER})
+        api.route("POST", "/v3/mail/send", status=202)
+        api.start()
+        yield api
+
+
+def project(tmp_path: Path, url: str) -> Path:
+    (tmp_path / "notify.yaml").write_text(FLOW)
+    (tmp_path / "connections.yaml").write_text(textwrap.dedent(f"""\
+        connections:
+          twilio:
+            kind: twilio
+            endpoint: {url}
+            settings: {{account_sid: {ACCOUNT}}}
+            secrets: {{auth_token: CASSETTE_TWILIO_TOKEN}}
+          hooks:
+            kind: http
+            settings: {{base_url: "{url}/hooks/", auth: bearer}}
+            secrets: {{token: CASSETTE_HOOK_TOKEN}}
+          sendgrid:
+            kind: sendgrid
+            endpoint: {url}
+            secrets: {{api_key: CASSETTE_SENDGRID_KEY}}
+        """))
+    path = tmp_path / "notify.test.yaml"
+    path.write_text(TESTS)
+    return path
+
+
+@pytest.fixture
+def secrets(monkeypatch):
+    monkeypatch.setenv("CASSETTE_TWILIO_TOKEN", TOKEN)
+    monkeypatch.setenv("CASSETTE_HOOK_TOKEN", BEARER)
+    monkeypatch.setenv("CASSETTE_SENDGRID_KEY", SENDGRID_KEY)
+    return monkeypatch
+
+
+def test_record_once_then_replay_offline_with_no_credentials(tmp_path, vendor, secrets):
+    path = project(tmp_path, vendor.url)
+    [recorded] = run_files([str(path)], record=True)
+    assert recorded.passed, recorded.failures
+    assert [r.path for r in vendor.requests] == [f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json", "/hooks/sent",
+                                                 "/v3/mail/send"]
+    cassette = json.loads(cassette_path(path).read_text())
+    calls = cassette["tests"]["texts, calls the hook and emails"]
+    assert sorted(calls) == ["hook", "mail", "sms"]
+    assert calls["sms"][0]["request"]["method"] == "POST"
+    assert "To=%2B15551234567" in calls["sms"][0]["request"]["body"]
+
+    vendor.stop()  # offline from here on, and without the secrets
+    for var in ("CASSETTE_TWILIO_TOKEN", "CASSETTE_HOOK_TOKEN", "CASSETTE_SENDGRID_KEY"):
+        secrets.delenv(var)
+    [replayed] = run_files([str(path)])
+    assert replayed.passed, replayed.failures
+    assert len(vendor.requests) == 3  # nothing more reached the vendor
+
+
+def test_no_secret_reaches_a_cassette_in_any_form(tmp_path, vendor, secrets):
+    path = project(tmp_path, vendor.url)
+    [recorded] = run_files([str(path)], record=True)
+    assert recorded.passed, recorded.failures
+    text = cassette_path(path).read_text()
+    import base64
+
+    basic = base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode()).decode()
+    for secret in (TOKEN, BEARER, SENDGRID_KEY):
+        leaked = [form for form in secret_forms(secret) if form in text]
+        assert leaked == [], (secret, leaked)
+    assert basic not in text
+    assert "vendor-issued-session-token" not in text  # a token the vendor handed out
+    assert '"Authorization": "***"' in text
+
+
+def test_a_call_the_cassette_does_not_hold_fails_the_test_naming_the_action(tmp_path, vendor, secrets):
+    path = project(tmp_path, vendor.url)
+    run_files([str(path)], record=True)
+    vendor.stop()
+    (tmp_path / "notify.yaml").write_text(FLOW.replace('uri: "sent"', 'uri: "delivered"'))
+    [replayed] = run_files([str(path)])
+    assert not replayed.passed
+    assert any("action 'hook' call 1 is POST" in f and "/hooks/delivered" in f and "--record" in f
+               for f in replayed.failures), replayed.failures
+
+
+def test_a_test_with_no_cassette_is_blocked_from_the_network(tmp_path, vendor, secrets):
+    path = project(tmp_path, vendor.url)
+    [result] = run_files([str(path)])
+    assert any("action 'sms' tried to reach 127.0.0.1" in f for f in result.failures), result.failures
+    assert vendor.requests == []
+
+
+def test_recording_again_replaces_only_the_tests_recorded(tmp_path, vendor, secrets):
+    path = project(tmp_path, vendor.url)
+    path.write_text(TESTS + "  a mocked one:\n    mocks: {sms: {outputs: {sid: SM2}}, hook: {outputs: {}}, "
+                            "mail: {outputs: {}}}\n")
+    run_files([str(path)], record=True)
+    tests = json.loads(cassette_path(path).read_text())["tests"]
+    assert list(tests) == ["texts, calls the hook and emails"]  # the mocked test made no call
+
+
+def test_a_broken_cassette_is_one_error_line(tmp_path, vendor, secrets):
+    path = project(tmp_path, vendor.url)
+    cassette_path(path).write_text("{not json")
+    [result] = run_files([str(path)])
+    assert result.error and "not a readable cassette" in result.error
+
+
+@pytest.mark.parametrize("text, masked", [
+    ('{"access_token": "abc", "n": 1}', '{"access_token": "***", "n": 1}'),
+    ('{"sessionId":"a\\"b"}', '{"sessionId":"***"}'),
+    ("grant_type=password&password=p%40ss&client_secret=x", "grant_type=password&password=***&client_secret=***"),
+    ("<r><sessionId>00D!AQ</sessionId><sf:password>pw</sf:password></r>",
+     "<r><sessionId>***</sessionId><sf:password>***</sf:password></r>"),
+    ('{"tokens_left": 5, "id": "x"}', '{"tokens_left": 5, "id": "x"}'),
+])
+def test_token_like_fields_are_masked(text, masked):
+    assert mask_tokens(text) == masked
+
+
+def test_a_cassette_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    from engine.testing.cassettes import Cassette
+
+    path = tmp_path / "t.test.cassette.json"
+    Cassette.write_file(path, {"old": {}}, str)
+    before = path.read_text()
+
+    def crash(*args, **kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(OSError):
+        Cassette.write_file(path, {"new": {"a": [{"request": {}, "response": {}}]}}, str)
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("text", [
+    '{"version": 1, "tests": {"t": {"sms": [{"request": {}, "response": {}}]}}}',
+    '{"version": 1, "tests": {"t": {"sms": "no"}}}',
+    '{"version": 1, "tests": {"t": {"sms": [{"request": {"method": "GET", "url": "/"}, "response": {"status": 9000}}]}}}',
+    '{"version": 1, "tests": {"t": {"sms": [{"request": {"method": "GET", "url": "/"}, '
+    '"response": {"status": 200, "headers": [1]}}]}}}',
+    '{"version": 2, "tests": {}}', '[]', '\xff'])
+def test_a_malformed_cassette_is_refused_before_anything_runs(tmp_path, text):
+    from engine.errors import CassetteError
+    from engine.testing.cassettes import Cassette
+
+    path = tmp_path / "t.test.cassette.json"
+    path.write_text(text)
+    with pytest.raises(CassetteError, match="record it again|not a readable cassette"):
+        Cassette.read_file(path)
+
+
+def test_kill_9_while_recording_leaves_the_old_cassette_whole(tmp_path, secrets):
+    """`flowrun test --record` writes its cassette once, at the end, by rename: a process killed
+    mid-recording leaves the previous cassette exactly as it was."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from tests.support.waiting import wait_until
+
+    release = threading.Event()
+    with Recorder() as api:
+        api.route("POST", rf"/2010-04-01/Accounts/{ACCOUNT}/Messages\.json", status=201, json=MESSAGE)
+        api.route("POST", "/hooks/sent", handler=lambda req: (release.wait(60), (200, {}, b"{}"))[1])
+        api.route("POST", "/v3/mail/send", status=202)
+        api.start()
+        path = project(tmp_path, api.url)
+        old = '{"tests": {}, "version": 1}\n'
+        cassette_path(path).write_text(old)
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", str(tmp_path / "s.db"), "test",
+                                 "--record", str(path)], cwd=tmp_path, env=dict(os.environ),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: any(r.path == "/hooks/sent" for r in api.requests), "the hook was never called")
+            os.kill(proc.pid, signal.SIGKILL)  # mid-recording: the SMS recorded, the hook in flight
+            proc.wait(timeout=30)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
+    assert cassette_path(path).read_text() == old
+    assert sorted(p.name for p in tmp_path.iterdir() if "cassette" in p.name) == [cassette_path(path).name]
