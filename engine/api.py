@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -32,10 +31,11 @@ from .parameters import coerce_params
 from .planner import plan_rerun
 from .provenance import recorded_commit
 from .registry import Registry, default_registry
-from .runlock import LEASE_TTL, RunClaim, holder_alive, leases
+from .runlock import LEASE_TTL
 from .runs import Run, Step
 from .state import QUEUED, Status, is_terminal
-from .store import RecordedSteps, Store
+from .storage import claim as claim_run, open_store, orphans
+from .store import RecordedSteps
 from .triggers import Accepted
 
 __all__ = ["Engine", "Run", "Step", "run_file", "ParameterError", "DEFAULT_STATE"]
@@ -61,7 +61,7 @@ class Engine:
         self.evaluator: Evaluator = tools(self.registry)[1]
         self.redactor = _connections.PROCESS_REDACTOR
         _connections.redact_all_logs()
-        self.store = Store(state, redact=self.redactor, blob_threshold=blob_threshold, blob_cap=blob_cap)
+        self.store = open_store(state, redact=self.redactor, blob_threshold=blob_threshold, blob_cap=blob_cap)
         self.connections_file = connections
         self._connections: dict[str, _connections.Connections] = {}
         self._found: dict[str, Path | None] = {}  # flow file -> the connections.yaml it uses
@@ -70,6 +70,7 @@ class Engine:
         self.limiter = anyio.CapacityLimiter(concurrency)
         self._node_log = logging.getLogger("flowrun.node")
         self._flow_cache: Any = None  # engine.flowcache.FlowCache, on first load
+        self._recorded: LRU[tuple, Flow] = LRU(256)  # recorded definitions, validated (workers run many)
 
     def close(self) -> None:
         """Close the connections' clients (flush what they hold), then the store."""
@@ -101,6 +102,16 @@ class Engine:
                          cache=self._flow_cache)
 
     def load_recorded(self, run: Run) -> Flow:
+        """The flow a run recorded (validated once per definition and file in this process)."""
+        key = (run.flow_hash, run.file)
+        flow = self._recorded.get(key) if run.flow_hash else None
+        if flow is None:
+            flow = self._load_recorded(run)
+            if run.flow_hash:
+                self._recorded[key] = flow
+        return flow
+
+    def _load_recorded(self, run: Run) -> Flow:
         return load_text(run.definition, run.file or "<recorded>", registry=self.registry,
                          connections=self.connections_for(run.file or "."))
 
@@ -135,14 +146,15 @@ class Engine:
         await self.store.durable()
         return run_id
 
-    async def execute(self, run_id: str, flow: Flow | None = None, **kw: Any) -> Run:
+    async def execute(self, run_id: str, flow: Flow | None = None, *, lease_token: str | None = None,
+                      **kw: Any) -> Run:
         """Execute a run as its one live owner (engine.runlock: a lease, renewed while it runs):
         a run another live process or engine holds raises RunBusy, and a resume that finds the
         run finished meanwhile, StoreError. Another host's lease that this host's clock cannot
         judge (clock skew, a malformed row) is watched for a ttl first (``RunClaim.settle``).
         "database is locked" never escapes: StoreError."""
         try:
-            claim = RunClaim(self.store, run_id, ttl=self.lease_ttl)
+            claim = claim_run(self.store, run_id, ttl=self.lease_ttl, token=lease_token)
             await claim.settle()  # another host's lease this clock cannot judge: watch its renewals
             with claim:
                 if kw.get("reuse") is not None and not kw.get("copy_reused"):  # a resume: still unfinished?
@@ -158,11 +170,11 @@ class Engine:
                         claim.stop()
                 raise RunBusy(f"run {run_id}: another process took its lease over while this one "
                               "was stalled; this one stopped executing it")
-        except sqlite3.Error as exc:
+        except self.store.Error as exc:
             raise StoreError(f"{self.store.path}: {exc}") from None
 
     async def _execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
-                       claim: RunClaim | None = None, copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
+                       claim: Any = None, copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
                        on_event: Callable[[str, str, str], None] | None = None) -> Run:
         run = self._queued.pop(run_id, None) if flow is not None else None
         if run is None:  # started elsewhere, or resumed: read what the run recorded
@@ -209,7 +221,7 @@ class Engine:
             try:
                 asked = self.store.db.execute(f"SELECT 1 FROM {CANCEL_TABLE} WHERE run_id = ?",
                                               (runtime.run_id,)).fetchone()
-            except sqlite3.Error:
+            except self.store.Error:
                 asked = None
             if asked and runtime.terminated is None and runtime._root_scope is not None:
                 runtime.request_terminate(Status.CANCELLED, {"code": "Cancelled",
@@ -234,7 +246,7 @@ class Engine:
         if is_terminal(run.status):
             raise StoreError(f"run {run.id} already finished ({run.status})")
         try:
-            with RunClaim(self.store, run.id):
+            with claim_run(self.store, run.id, ttl=self.lease_ttl):
                 now = time.time()
                 db = self.store.db
                 self.store.flush()
@@ -260,7 +272,7 @@ class Engine:
             flow = self.load(flow)
         on_event = kw.pop("on_event", None)
         on_response = kw.pop("on_response", None)
-        run_id = self.start(flow, **kw)
+        run_id = self.start(flow, commit=False, **kw)  # committed with its lease: no worker takes it meanwhile
         return await self.execute(run_id, flow, on_event=on_event, on_response=on_response)
 
     async def resume(self, run_id: str, **kw: Any) -> Run:
@@ -301,7 +313,7 @@ class Engine:
     async def rerun(self, run_id: str, from_action: str, *, definition: str = "recorded", **kw: Any) -> Run:
         flow, run, reuse, _ = self.rerun_plan(run_id, from_action, definition)
         new_id = self.start(flow, params=run.params, trigger=run.trigger, trigger_outputs=run.payload,
-                            rerun_of=run.id, request=run.request)
+                            rerun_of=run.id, request=run.request, commit=False)
         return await self.execute(new_id, flow, reuse=reuse, copy_reused=True, **kw)
 
     # -- reading runs ------------------------------------------------------------------------
@@ -323,13 +335,9 @@ class Engine:
     def _mark_orphans(self, runs: list[Run]) -> list[Run]:
         """Flag the Running runs that no live process holds (``Run.orphaned``): their process died."""
         running = [r.id for r in runs if r.status == Status.RUNNING]
-        if running:
-            held = leases(self.store.db, running)
-            now = time.time()
-            for r in runs:
-                if r.id in running:
-                    lease = held.get(r.id)
-                    r.orphaned = lease is None or not holder_alive(*lease, now=now)
+        dead = orphans(self.store, running)
+        for r in runs:
+            r.orphaned = r.id in dead
         return runs
 
     def steps(self, run_id: str) -> list[Step]:
@@ -374,7 +382,7 @@ class Engine:
             db.execute("ROLLBACK TO flowrun_accept")
             db.execute("RELEASE flowrun_accept")
             self.store.rolled_back()
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, self.store.Error):
                 raise StoreError(f"{self.store.path}: the checkpoint could not be recorded: {exc}") from None
             raise
         db.execute("RELEASE flowrun_accept")
@@ -389,12 +397,12 @@ class Engine:
                 return Accepted(first.id, duplicate=True)
         try:
             return Accepted(self.start(flow, commit=False, dedupe_key=dedupe_key, **kw))
-        except sqlite3.IntegrityError:  # the same key committed by another process meanwhile
+        except self.store.IntegrityError:  # the same key committed by another process meanwhile
             first = self.store.find_run(flow.name, dedupe_key) if dedupe_key else None
             if first is None:
                 raise StoreError(f"{self.store.path}: the run could not be recorded") from None
             return Accepted(first.id, duplicate=True)
-        except sqlite3.Error as exc:
+        except self.store.Error as exc:
             raise StoreError(f"{self.store.path}: the run could not be recorded: {exc}") from None
 
     @property
@@ -432,7 +440,7 @@ class Engine:
         """Why the state database cannot be used now, or None when it can (readiness)."""
         try:
             self.store.db.execute("SELECT 1").fetchone()
-        except sqlite3.Error as exc:
+        except self.store.Error as exc:
             return str(exc)
         return None
 
@@ -474,7 +482,7 @@ def run_file(path: str | Path, *, input: Any = None, params: dict | None = None,
 
 
 def _read_steps(state: str | Path, run_id: str) -> list[Step]:
-    store = Store(state)
+    store = open_store(state)
     try:
         return store.steps(run_id)
     finally:

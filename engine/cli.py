@@ -12,7 +12,8 @@ import click
 from .clierrors import Fail, guard
 from .state import RUNNING, Status
 
-STATE_HELP = "state database (default .flowrun/state.db, or $FLOWRUN_STATE)"
+STATE_HELP = ("state database: a SQLite file or a postgresql:// URL (default .flowrun/state.db, "
+              "or $FLOWRUN_STATE)")
 STATUS_STYLE = {Status.SUCCEEDED: "green", Status.FAILED: "red", Status.TIMEDOUT: "red",
                 Status.CANCELLED: "yellow", Status.SKIPPED: "dim", Status.RUNNING: "cyan", Status.QUEUED: "cyan"}
 
@@ -519,10 +520,57 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
 
+@main.command()
+@click.option("--capacity", type=click.IntRange(1, 10_000), default=32, show_default=True,
+              help="runs this worker executes at once")
+@click.option("--poll", type=click.FloatRange(0.05, 3600), default=5.0, show_default=True,
+              help="seconds between looks for work when no NOTIFY came (a dead worker's runs, due waits)")
+@click.option("--lease-ttl", type=click.FloatRange(1, 3600), default=30.0, show_default=True,
+              help="seconds a run's lease lasts without renewal (renewed every third of it)")
+@click.pass_context
+@guard
+def worker(ctx: click.Context, capacity: int, poll: float, lease_ttl: float) -> None:
+    """Execute queued and due runs of a PostgreSQL state database; start as many as needed.
+
+    Runs are claimed with SELECT ... FOR UPDATE SKIP LOCKED under a lease renewed by
+    heartbeat; a worker that dies (kill -9) has its runs resumed by another, from their
+    recorded steps. Stop with Ctrl-C or SIGTERM: runs in flight stop with what finished
+    committed, and another worker continues them."""
+    import signal
+
+    import anyio
+
+    from .worker import Worker
+
+    engine = _engine(ctx)
+    engine.lease_ttl = lease_ttl
+    w = Worker(engine, capacity=capacity, poll=poll)
+
+    async def main_() -> None:
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            async def signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+                    async for _ in received:
+                        stop.set()
+                        tg.cancel_scope.cancel()
+                        return
+            tg.start_soon(signals)
+            await w.run(stop=stop)
+            tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(main_)
+    finally:
+        engine.close()
+
+
+from .dbcommands import db  # noqa: E402
 from .listener.commands import replay, serve  # noqa: E402  (kept light: imports happen inside)
 
 main.add_command(serve)
 main.add_command(replay)
+main.add_command(db)
 
 if __name__ == "__main__":
     main()

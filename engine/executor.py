@@ -182,7 +182,8 @@ class Runtime:
         path = Path(self.flow.file).parent / flow_ref
         try:
             child = self.engine.load(path)
-            self.engine.start(child, input=body, params=params or {}, run_id=child_id, parent_id=self.run_id)
+            self.engine.start(child, input=body, params=params or {}, run_id=child_id, parent_id=self.run_id,
+                              commit=False)  # committed with its lease (engine.execute): no worker takes it
         except FlowError as exc:
             raise ActionError(f"child flow {flow_ref}: {exc}", code="InvalidChildFlow") from None
         except Exception as exc:
