@@ -338,10 +338,12 @@ def _print_run(engine: Any, run_id: str, *, as_json: bool, depth: int | None = N
 @click.option("--input", "input_", metavar="JSON|@FILE|@-", help="the trigger body (@- reads standard input)")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="set a flow parameter")
 @click.option("--json", "as_json", is_flag=True, help="print the run as JSON")
+@click.option("--queue", is_flag=True, help="commit the run as Queued for `flowrun worker`s; print its id")
 @click.pass_context
 @guard
-def run(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ...], as_json: bool) -> None:
-    """Run a flow now and wait for it (exit 1 if the run does not succeed)."""
+def run(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ...], as_json: bool,
+        queue: bool) -> None:
+    """Run a flow now and wait for it (exit 1 if the run does not succeed); with --queue, leave it to the workers."""
     import anyio
 
     if not Path(flow).is_file():
@@ -356,6 +358,10 @@ def run(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ..
         if problems:
             raise Fail("--input does not match the trigger's schema (serve would answer 400):\n  "
                        + "\n  ".join(problems))
+    if queue:
+        run_id = engine.start(loaded, input=body, params=values)
+        _emit(json.dumps({"id": run_id, "status": "Queued"}) if as_json else run_id)
+        return
     result = anyio.run(lambda: engine.run(loaded, input=body, params=values, on_event=_progress(as_json)))
     _finish(ctx, result, as_json)
 
@@ -527,9 +533,12 @@ def _when(ts: float | None) -> str:
               help="seconds between looks for work when no NOTIFY came (a dead worker's runs, due waits)")
 @click.option("--lease-ttl", type=click.FloatRange(1, 3600), default=30.0, show_default=True,
               help="seconds a run's lease lasts without renewal (renewed every third of it)")
+@click.option("--park-after", type=click.FloatRange(0, 86400), default=5.0, show_default=True,
+              help="a run whose actions all wait at least this long is parked: it frees its slot, and any "
+                   "worker takes it again when it is due")
 @click.pass_context
 @guard
-def worker(ctx: click.Context, capacity: int, poll: float, lease_ttl: float) -> None:
+def worker(ctx: click.Context, capacity: int, poll: float, lease_ttl: float, park_after: float) -> None:
     """Execute queued and due runs of a PostgreSQL state database; start as many as needed.
 
     Runs are claimed with SELECT ... FOR UPDATE SKIP LOCKED under a lease renewed by
@@ -543,7 +552,7 @@ def worker(ctx: click.Context, capacity: int, poll: float, lease_ttl: float) -> 
     from .worker import Worker
 
     engine = _engine(ctx)
-    engine.lease_ttl = lease_ttl
+    engine.lease_ttl, engine.park_after = lease_ttl, park_after
     w = Worker(engine, capacity=capacity, poll=poll)
 
     async def main_() -> None:

@@ -1,0 +1,141 @@
+"""engine/worker.py: workers on one PostgreSQL database, killed with kill -9 while they run.
+
+The workers are real ``flowrun worker`` processes; the vendor they call is a local HTTP
+server that keeps, like Stripe, the first outcome of each Idempotency-Key and answers every
+repeat with it. Waits are on conditions (polled), never on the wall clock.
+"""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+import engine
+from tests.support import postgres
+
+pytestmark = pytest.mark.skipif(postgres.skip_reason is not None, reason=postgres.skip_reason or "")
+
+FLOW = """\
+name: chaos
+parameters:
+  api: {type: string}
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  each:
+    type: Foreach
+    foreach: "{{ triggerBody()['items'] }}"
+    actions:
+      charge:
+        type: Http
+        inputs: {method: POST, uri: "{{ parameters('api') }}/charge", body: {n: "{{ item() }}"}, idempotencyKey: true}
+  pause:
+    type: Wait
+    inputs: {interval: {count: 1, unit: Second}}
+    runAfter: {each: [Succeeded]}
+  receipt:
+    type: Http
+    inputs: {method: POST, uri: "{{ parameters('api') }}/charge", body: {n: receipt}, idempotencyKey: true}
+    runAfter: {pause: [Succeeded]}
+"""
+
+
+class IdempotentVendor:
+    """Answers POST /charge with a new outcome per Idempotency-Key, and the same one for a
+    repeat of the key; records (key, outcome, when) of every answer."""
+
+    def __init__(self, recorder):
+        self.first: dict[str, str] = {}
+        self.answers: list[tuple[str, str, float]] = []
+        self.lock = threading.Lock()
+        recorder.route("POST", "/charge", handler=self.answer)
+
+    def answer(self, req):
+        key = req.header("idempotency-key")
+        time.sleep(0.005)  # a vendor takes a moment: kills land while requests are in flight
+        with self.lock:
+            outcome = self.first.setdefault(key, uuid.uuid4().hex)
+            self.answers.append((key, outcome, time.time()))
+        return 200, {"Content-Type": "application/json"}, json.dumps({"charge": outcome}).encode()
+
+
+def start_worker(url):
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", url, "worker", "--poll", "0.3",
+                             "--park-after", "0.5", "--lease-ttl", "10", "--capacity", "64"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def wait_for(condition, timeout=240.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def pg_state():
+    url, schema = postgres.postgres_url()
+    yield url
+    postgres.drop(schema)
+
+
+def test_300_runs_finish_across_three_workers_killed_at_random_with_no_action_repeated_once_succeeded(
+        pg_state, recorder, flow_file, tmp_path):
+    vendor = IdempotentVendor(recorder)
+    e = engine.Engine(pg_state)
+    flow = e.load(flow_file(FLOW))
+    ids = [e.start(flow, input={"items": [1, 2, 3]}, params={"api": recorder.url}, commit=False)
+           for _ in range(300)]
+    e.store.flush()
+    workers = [start_worker(pg_state) for _ in range(3)]
+    kills, rng = 0, random.Random(12)
+
+    def finished() -> int:
+        return e.store.conn.execute("SELECT count(*) FROM runs WHERE status NOT IN "
+                                    "('Queued', 'Running', 'Waiting')").fetchone()[0]
+    try:
+        done = 0
+        while done < 300:
+            # the next kill comes once some more runs finished (or, near the end, right away)
+            target = min(done + 40, 300)
+            done = wait_for(lambda: (n := finished()) >= target and n) if target < 300 else \
+                wait_for(lambda: (n := finished()) >= 300 and n)
+            e.store.flush()
+            if done < 300 and kills < 6:
+                victim = rng.randrange(len(workers))
+                os.killpg(workers[victim].pid, signal.SIGKILL)
+                workers[victim].wait()
+                workers[victim] = start_worker(pg_state)
+                kills += 1
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGKILL)
+            w.wait()
+    print("kills", kills, "answers", len(vendor.answers), "keys", len(vendor.first))
+    assert kills >= 5
+    statuses = {r[0]: r[1] for r in e.store.conn.execute("SELECT id, status FROM runs")}
+    assert set(statuses) == set(ids) and set(statuses.values()) == {"Succeeded"}
+    # every Succeeded Http step holds the outcome the vendor keeps for its key, and the vendor
+    # answered no request for that key after the step was recorded Succeeded
+    steps = e.store.conn.execute("SELECT run_id, path, outputs, ended FROM steps WHERE type = 'Http' "
+                                 "AND status = 'Succeeded'").fetchall()
+    assert len(steps) == 300 * 4
+    last_answer: dict[str, float] = {}
+    for key, outcome, when in vendor.answers:
+        assert vendor.first[key] == outcome
+        last_answer[key] = max(when, last_answer.get(key, 0.0))
+    for run_id, path, outputs, ended in steps:
+        key = f"{run_id}:{path}"
+        assert json.loads(outputs)["body"] == {"charge": vendor.first[key]}
+        assert last_answer[key] <= ended, f"{key} ran again after it succeeded"
+    e.close()
