@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import time
 import uuid
@@ -70,6 +71,7 @@ class Engine:
         self.limiter = anyio.CapacityLimiter(concurrency)
         self._node_log = logging.getLogger("flowrun.node")
         self._flow_cache: Any = None  # engine.flowcache.FlowCache, on first load
+        self._held: dict[str, str] = {}  # run id -> lease token taken by start(hold=True), for execute
         self._recorded: LRU[tuple, Flow] = LRU(256)  # recorded definitions, validated (workers run many)
 
     def close(self) -> None:
@@ -122,10 +124,12 @@ class Engine:
     def start(self, flow: Flow, *, input: Any = None, params: dict | None = None,
               trigger: str | None = None, trigger_outputs: dict | None = None, run_id: str | None = None,
               parent_id: str | None = None, rerun_of: str | None = None, request: Any = None,
-              dedupe_key: str | None = None, commit: bool = True) -> str:
+              dedupe_key: str | None = None, commit: bool = True, hold: bool = False) -> str:
         """Validate what the run needs (parameters, connections, secrets) and persist it as Queued.
 
-        With ``commit=False`` the row is written but not yet committed: ``submit`` awaits it."""
+        With ``commit=False`` the row is written but not yet committed: ``submit`` awaits it.
+        With ``hold`` this process takes the run's lease in the same commit (PostgreSQL), so no
+        worker claims it before ``execute`` here does."""
         values = coerce_params(flow, params or {})
         self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
         run_id = run_id or uuid.uuid4().hex
@@ -136,6 +140,14 @@ class Engine:
                "payload": outputs, "params": values, "status": QUEUED, "created": time.time(),
                "parent_id": parent_id, "rerun_of": rerun_of, "request": request, "dedupe_key": dedupe_key}
         self.store.create_run(row, commit=commit)
+        if hold and not commit and self.store.backend == "postgresql":
+            import secrets
+
+            from .pglease import HOST, take
+
+            token = secrets.token_hex(16)
+            take(self.store, run_id, token, f"{HOST}:{os.getpid()}", self.lease_ttl)
+            self._held[run_id] = token
         self._queued[run_id] = Run(**row, _load_steps=self.store.steps)
         return run_id
 
@@ -154,7 +166,8 @@ class Engine:
         judge (clock skew, a malformed row) is watched for a ttl first (``RunClaim.settle``).
         "database is locked" never escapes: StoreError."""
         try:
-            claim = claim_run(self.store, run_id, ttl=self.lease_ttl, token=lease_token)
+            claim = claim_run(self.store, run_id, ttl=self.lease_ttl,
+                              token=lease_token or self._held.pop(run_id, None))
             await claim.settle()  # another host's lease this clock cannot judge: watch its renewals
             with claim:
                 if kw.get("reuse") is not None and not kw.get("copy_reused"):  # a resume: still unfinished?
@@ -272,7 +285,7 @@ class Engine:
             flow = self.load(flow)
         on_event = kw.pop("on_event", None)
         on_response = kw.pop("on_response", None)
-        run_id = self.start(flow, commit=False, **kw)  # committed with its lease: no worker takes it meanwhile
+        run_id = self.start(flow, commit=False, hold=True, **kw)  # committed with its lease: no worker takes it meanwhile
         return await self.execute(run_id, flow, on_event=on_event, on_response=on_response)
 
     async def resume(self, run_id: str, **kw: Any) -> Run:
@@ -313,7 +326,7 @@ class Engine:
     async def rerun(self, run_id: str, from_action: str, *, definition: str = "recorded", **kw: Any) -> Run:
         flow, run, reuse, _ = self.rerun_plan(run_id, from_action, definition)
         new_id = self.start(flow, params=run.params, trigger=run.trigger, trigger_outputs=run.payload,
-                            rerun_of=run.id, request=run.request, commit=False)
+                            rerun_of=run.id, request=run.request, commit=False, hold=True)
         return await self.execute(new_id, flow, reuse=reuse, copy_reused=True, **kw)
 
     # -- reading runs ------------------------------------------------------------------------
@@ -362,7 +375,8 @@ class Engine:
         return got
 
     async def accept(self, flow: Flow, trigger: str, payload: dict, dedupe_key: str | None = None, *,
-                     checkpoint: dict[str, Any] | None = None, request: dict | None = None) -> Accepted:
+                     checkpoint: dict[str, Any] | None = None, request: dict | None = None,
+                     hold: bool = False) -> Accepted:
         """A pull trigger's message becomes a run: committed (with the trigger's ``checkpoint``
         values, in the same transaction) before this returns. A ``dedupe_key`` seen before
         gives the first run back and starts nothing; the checkpoint still advances. When the
@@ -375,7 +389,7 @@ class Engine:
         db.execute("SAVEPOINT flowrun_accept")  # the run and its checkpoint: both, or neither
         try:
             got = self._start_once(flow, dedupe_key, {"trigger": trigger, "trigger_outputs": payload,
-                                                      "request": stored})
+                                                      "request": stored, "hold": hold})
             for key, text in encoded:
                 self.checkpoints.put_encoded(flow.name, trigger, key, text)
         except BaseException as exc:

@@ -183,7 +183,7 @@ class Runtime:
         try:
             child = self.engine.load(path)
             self.engine.start(child, input=body, params=params or {}, run_id=child_id, parent_id=self.run_id,
-                              commit=False)  # committed with its lease (engine.execute): no worker takes it
+                              commit=False, hold=True)  # committed with its lease (engine.execute): no worker takes it
         except FlowError as exc:
             raise ActionError(f"child flow {flow_ref}: {exc}", code="InvalidChildFlow") from None
         except Exception as exc:

@@ -46,7 +46,7 @@ class Host:
             await self._runs.wait_for_room()
         key = None if dedupe_key is None else f"{self.trigger_name}:{dedupe_key}"
         got = await self._engine.accept(self.entry.flow, self.trigger_name, payload, key, checkpoint=checkpoint,
-                                        request=request)
+                                        request=request, hold=self._runs.executes)
         labels = (self.flow_name, self.trigger_name)
         if got.duplicate:
             self._metrics.child(self._metrics.duplicates, *labels).inc()
