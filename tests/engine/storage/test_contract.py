@@ -314,3 +314,67 @@ def test_a_run_whose_process_stopped_resumes_reusing_what_finished(state, flow_f
         assert result.status == "Succeeded" and result.outputs == {"total": 30}
     finally:
         e.close()
+
+
+HELD = """\
+name: held
+parameters:
+  api: {type: string}
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  charge:
+    type: Http
+    inputs: {method: POST, uri: "{{ parameters('api') }}/slow", idempotencyKey: true}
+"""
+
+
+def test_resume_refuses_a_run_a_live_process_holds_and_takes_it_over_once_that_process_is_killed(
+        state, flow_file, recorder):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from engine.errors import RunBusy
+
+    gate = threading.Event()
+
+    def slow(req):
+        gate.wait(60)
+        return 200, {"Content-Type": "application/json"}, b'{"ok": true}'
+    recorder.route("POST", "/slow", handler=slow)
+    path = flow_file(HELD)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", state, "run", str(path),
+                             "--param", f"api={recorder.url}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    e = None
+    try:
+        deadline = time.monotonic() + 60
+        while not recorder.requests and time.monotonic() < deadline:  # the action is in flight
+            time.sleep(0.02)
+        assert recorder.requests
+        e = engine.Engine(state)
+        (run,) = e.list_runs()
+        with pytest.raises(RunBusy, match="being executed by"):
+            anyio.run(lambda: e.resume(run.id))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        gate.set()
+        result = None
+        while result is None and time.monotonic() < deadline:  # the server notices the dead client
+            try:
+                result = anyio.run(lambda: e.resume(run.id))
+            except RunBusy:
+                time.sleep(0.02)
+        assert result is not None and result.status == "Succeeded"
+        keys = {r.header("idempotency-key") for r in recorder.requests}
+        assert len(recorder.requests) == 2 and keys == {f"{run.id}:charge"}
+    finally:
+        gate.set()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if e is not None:
+            e.close()
