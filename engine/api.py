@@ -71,6 +71,7 @@ class Engine:
         self.limiter = anyio.CapacityLimiter(concurrency)
         self._node_log = logging.getLogger("flowrun.node")
         self._flow_cache: Any = None  # engine.flowcache.FlowCache, on first load
+        self._slot_freed: Any = None  # anyio.Event set when a run here gives its concurrency slot back
         self._held: dict[str, str] = {}  # run id -> lease token taken by start(hold=True), for execute
         self._recorded: LRU[tuple, Flow] = LRU(256)  # recorded definitions, validated (workers run many)
 
@@ -139,7 +140,20 @@ class Engine:
                "definition": flow.source, "trigger": trigger or next(iter(flow.triggers), "manual"),
                "payload": outputs, "params": values, "status": QUEUED, "created": time.time(),
                "parent_id": parent_id, "rerun_of": rerun_of, "request": request, "dedupe_key": dedupe_key}
-        self.store.create_run(row, commit=commit)
+        conc = flow.concurrency
+        if conc is not None:
+            from . import concurrency
+
+            try:
+                key = concurrency.slot_key(flow, self.evaluator, row["trigger"], outputs, values)
+            except Exception as exc:  # noqa: BLE001  the key's template failed on this trigger
+                raise ParameterError(f"concurrency.key: {getattr(exc, 'message', exc)}") from None
+            concurrency.check_room(self.store, key, conc)
+        self.store.create_run(row, commit=commit and conc is None)
+        if conc is not None:
+            concurrency.enter(self.store, run_id, key, conc)
+            if commit:
+                self.store.flush()
         if hold and not commit and self.store.backend == "postgresql":
             import secrets
 
@@ -175,6 +189,9 @@ class Engine:
                     status = self.store.get_run(run_id).status
                     if is_terminal(status):
                         raise StoreError(f"run {run_id} already finished ({status}); use rerun to run it again")
+                limited = await self._slot(run_id, flow, claim)
+                if limited is not None:
+                    return limited
                 with anyio.CancelScope() as scope:
                     claim.keep(scope.cancel)
                     try:
@@ -185,6 +202,50 @@ class Engine:
                               "was stalled; this one stopped executing it")
         except self.store.Error as exc:
             raise StoreError(f"{self.store.path}: {exc}") from None
+
+    SLOT_POLL = 1.0  # seconds between looks for a slot freed by another process (queue, no workers)
+
+    async def _slot(self, run_id: str, flow: Flow | None, claim: Any) -> Run | None:
+        """Take the run's concurrency slot (engine.concurrency). None: it has one (or needs
+        none), execute it. Else the run as it stays (Queued, for a worker to take again when a
+        slot frees) or ends (onLimit cancelNew: Cancelled; fail: Failed)."""
+        from . import concurrency
+
+        got = concurrency.acquire(self.store, run_id)
+        if got is None or got:
+            return None
+        run = self.store.get_run(run_id)
+        conc = (flow or self.load_recorded(run)).concurrency
+        policy = conc.on_limit if conc is not None else "queue"
+        if policy == "queue" and self.store.backend == "postgresql":
+            return run  # stays Queued; the worker loop takes it again when a slot frees
+        if policy == "queue":  # one machine, no workers: wait here, holding the run's lease
+            with anyio.CancelScope() as scope:
+                claim.keep(scope.cancel)
+                try:
+                    while not concurrency.acquire(self.store, run_id):
+                        freed = self._slot_freed = self._slot_freed if self._slot_freed else anyio.Event()
+                        with anyio.move_on_after(self.SLOT_POLL):
+                            await freed.wait()
+                finally:
+                    claim.stop()
+            if scope.cancelled_caught:
+                raise RunBusy(f"run {run_id}: another process took its lease over while it waited for a slot")
+            return None
+        status = Status.CANCELLED if policy == "cancelNew" else Status.FAILED
+        error = {"code": "ConcurrencyLimit", "message": f"the flow's concurrency limit ({conc.limit}) was reached"}
+        concurrency.release(self.store, run_id)
+        self.store.run_finished(run_id, status=status, error=error, ended=time.time())
+        await self.store.durable()
+        return self.store.get_run(run_id)
+
+    def _slot_released(self, run_id: str) -> None:
+        from . import concurrency
+
+        concurrency.release(self.store, run_id)
+        if self._slot_freed is not None:
+            self._slot_freed.set()
+            self._slot_freed = None
 
     async def _execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
                        claim: Any = None, copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
@@ -216,6 +277,7 @@ class Engine:
         run.status, run.outputs, run.error, run.ended = Status.of(status), outputs, error, time.time()
         run.response = runtime.response
         self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
+        self._slot_released(run_id)  # in the outcome's commit
         await self.store.durable()  # the outcome is committed before anyone is told
         return run
 
@@ -271,6 +333,7 @@ class Engine:
                 db.execute("UPDATE runs SET status = 'Cancelled', ended = ?, error = ? WHERE id = ?",
                            (now, self.store.encode({"code": "Cancelled", "message": "cancelled by flowrun cancel"}),
                             run.id))
+                self._slot_released(run.id)
                 db.execute("COMMIT")
                 return "cancelled"
         except RunBusy:
@@ -349,8 +412,16 @@ class Engine:
         """Flag the Running runs that no live process holds (``Run.orphaned``): their process died."""
         running = [r.id for r in runs if r.status == Status.RUNNING]
         dead = orphans(self.store, running)
+        queued = [r.id for r in runs if r.status == Status.QUEUED]
+        if queued:
+            from .concurrency import reasons
+
+            why = reasons(self.store, queued)
         for r in runs:
             r.orphaned = r.id in dead
+            if r.status == Status.QUEUED:
+                r.waiting = why.get(r.id) or ("waiting for a worker" if self.store.backend == "postgresql"
+                                              else "not started (flowrun resume starts it)")
         return runs
 
     def steps(self, run_id: str) -> list[Step]:
@@ -358,7 +429,9 @@ class Engine:
 
     def fail_run(self, run_id: str, error: dict) -> None:
         """Record that a run could not execute at all (its error says why)."""
-        self.store.update_run(run_id, status=Status.FAILED, ended=time.time(), error=error)
+        self.store.update_run(run_id, status=Status.FAILED, ended=time.time(), error=error, commit=False)
+        self._slot_released(run_id)
+        self.store.flush()
 
     def unfinished_runs(self) -> list[str]:
         """Ids of the runs that are Queued or Running (oldest first)."""

@@ -442,13 +442,14 @@ def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, a
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("run", "flow", "status", "started", "duration", "from", box=None)
+    waits = any(r.waiting for r in rows)
+    table = Table("run", "flow", "status", "started", "duration", "from", *(["waiting"] if waits else []), box=None)
     for r in rows:
         dur = f"{(r.ended - r.started) * 1000:.0f} ms" if r.ended and r.started else ""
         link = {"rerun": f"rerun of {(r.rerun_of or '')[:12]}", "replay": f"replay of {(r.rerun_of or '')[:12]}",
                 "child": f"child of {(r.parent_id or '')[:12]}"}.get(kinds[r.id], "")
         table.add_row(r.id[:12], r.flow, f"[{STATUS_STYLE.get(r.status, '')}]{r.status_text}[/]",
-                      _when(r.started or r.created), dur, link)
+                      _when(r.started or r.created), dur, link, *([_printable(r.waiting or "")] if waits else []))
     Console().print(table)
 
 
@@ -518,6 +519,13 @@ def prune(ctx: click.Context, older_than: str, dry_run: bool, as_json: bool) -> 
     verb = "would delete" if dry_run else "deleted"
     _emit(f"{verb} {done.runs} run(s), {done.steps} step(s), {done.firings} schedule firing(s), "
           f"{done.blobs} blob(s)")
+
+
+def _printable(text: str) -> str:
+    """Text from the state database (a key's value) as a terminal may show it: no markup, no control characters."""
+    from rich.markup import escape
+
+    return escape("".join(c if c.isprintable() else "?" for c in text))
 
 
 def _when(ts: float | None) -> str:

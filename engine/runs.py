@@ -78,6 +78,7 @@ class Run:
     dedupe_key: str | None = None
     attempts: int = 0
     orphaned: bool = False  # Queued/Running, but no live process holds it (it died): resume it
+    waiting: str | None = None  # why a Queued run waits (a concurrency slot), for flowrun runs
     _load_steps: Callable[[str], list[Step]] | None = field(default=None, repr=False, compare=False)
     _steps: dict[str, Step] | None = field(default=None, repr=False, compare=False)
 
@@ -111,6 +112,8 @@ class Run:
                "parent_id": self.parent_id, "rerun_of": self.rerun_of, "git_commit": self.git_commit,
                "flow_hash": self.flow_hash, "params": self.params, "outputs": self.outputs,
                "error": self.error, "response": self.response, "orphaned": self.orphaned}
+        if self.waiting:
+            out["waiting"] = self.waiting
         if steps:
             out["steps"] = [s.to_json() for s in self.steps.values()]
         return out

@@ -42,6 +42,10 @@ class Worker:
                              "with a SQLite file, flowrun serve executes the runs")
         self.engine, self.capacity, self.poll = engine, capacity, poll
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        from . import concurrency
+
+        engine.store.ensure_table(concurrency.TABLE, concurrency.DDL)  # the claim reads it
+        engine.store.ensure_table(concurrency.TABLE + "_by_key", concurrency.INDEX)
         self.in_flight: set[str] = set()
         self.executed = 0
         self._slot_freed = anyio.Event()
@@ -60,6 +64,10 @@ class Worker:
                 f"WITH c AS (SELECT r.id, r.status FROM runs r LEFT JOIN parked_runs p ON p.run_id = r.id "
                 f"WHERE (r.status IN ('Queued', 'Running') OR (r.status = %s AND p.wake <= %s)) "
                 f"AND NOT EXISTS (SELECT 1 FROM run_leases l WHERE l.run_id = r.id AND {LIVE}) "
+                f"AND NOT EXISTS (SELECT 1 FROM run_slots q WHERE q.run_id = r.id AND q.held = 0 AND q.slot_limit <= "
+                f"(SELECT COUNT(*) FROM run_slots s JOIN runs h ON h.id = s.run_id WHERE s.slot_key = q.slot_key "
+                f"AND s.held = 1 AND (h.status = 'Waiting' OR EXISTS (SELECT 1 FROM run_leases l "
+                f"WHERE l.run_id = s.run_id AND {LIVE})))) "
                 f"ORDER BY r.created LIMIT %s FOR UPDATE OF r SKIP LOCKED), "
                 f"taken AS (INSERT INTO run_leases AS l (run_id, owner, pid, host, token, backend, backend_start, "
                 f"acquired, expires) SELECT c.id, %s, %s, %s, md5(random()::text || c.id), pg_backend_pid(), "
