@@ -71,6 +71,8 @@ class Engine:
         self.limiter = anyio.CapacityLimiter(concurrency)
         self._node_log = logging.getLogger("flowrun.node")
         self._flow_cache: Any = None  # engine.flowcache.FlowCache, on first load
+        self.delegate_children = False  # engine.worker: a Workflow action queues its child for any worker
+        self._children: dict[str, Any] = {}  # parent run id -> anyio.Event set when one of its children ends
         self._slot_freed: Any = None  # anyio.Event set when a run here gives its concurrency slot back
         self._held: dict[str, str] = {}  # run id -> lease token taken by start(hold=True), for execute
         self._recorded: LRU[tuple, Flow] = LRU(256)  # recorded definitions, validated (workers run many)
@@ -203,6 +205,25 @@ class Engine:
         except self.store.Error as exc:
             raise StoreError(f"{self.store.path}: {exc}") from None
 
+    CHILD_POLL = 5.0  # seconds between looks at a child another worker runs, when no NOTIFY came
+
+    async def wait_for_child(self, parent_id: str, child_id: str) -> Run:
+        """The child run once it finished, wherever it ran (engine.worker: woken by its NOTIFY)."""
+        while True:
+            event = self._children.setdefault(parent_id, anyio.Event())  # before the read: no lost wake-up
+            run = self.store.get_run(child_id)
+            self.store.flush()
+            if is_terminal(run.status):
+                return self._mark_orphans([run])[0]
+            with anyio.move_on_after(self.CHILD_POLL):
+                await event.wait()
+
+    def child_finished(self, parent_id: str) -> None:
+        """A child of ``parent_id`` finished (here, or in another worker: its NOTIFY)."""
+        event = self._children.pop(parent_id, None)
+        if event is not None:
+            event.set()
+
     SLOT_POLL = 1.0  # seconds between looks for a slot freed by another process (queue, no workers)
 
     async def _slot(self, run_id: str, flow: Flow | None, claim: Any) -> Run | None:
@@ -278,7 +299,11 @@ class Engine:
         run.response = runtime.response
         self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
         self._slot_released(run_id)  # in the outcome's commit
+        if run.parent_id and self.store.backend == "postgresql":
+            self.store.notices.add(run.parent_id)  # the parent waits on another worker, maybe
         await self.store.durable()  # the outcome is committed before anyone is told
+        if run.parent_id:
+            self.child_finished(run.parent_id)
         return run
 
     CANCEL_POLL = 1.0  # seconds between checks for a `flowrun cancel` from another process

@@ -144,6 +144,7 @@ def _acquire_pg(store: Any, run_id: str, key: str, limit: int) -> bool:
     store.flush()
     conn = store.conn
     try:
+        store.begin()
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
         used = conn.execute(
             f"SELECT COUNT(*) FROM {TABLE} s JOIN runs r ON r.id = s.run_id WHERE s.slot_key = %s AND s.held = 1 "

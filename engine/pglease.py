@@ -146,6 +146,7 @@ class PgRunClaim:
 
 def take(store: Any, run_id: str, token: str, owner: str, ttl: float) -> bool:
     """Write our lease of ``run_id`` unless a live one of someone else's holds it (uncommitted)."""
+    store.begin()
     row = store.conn.execute(
         f"INSERT INTO run_leases AS l (run_id, owner, pid, host, token, backend, backend_start, acquired, expires) "
         f"SELECT %s, %s, %s, %s, %s, pg_backend_pid(), a.backend_start, {NOW}, {NOW} + %s "

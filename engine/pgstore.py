@@ -5,9 +5,10 @@ is not about SQL: every text written passes the redactor, writes of one event-lo
 one commit (``flush_soon``/``durable``), a Running row is written only for an action that has
 run ``RUNNING_AFTER`` seconds. What differs:
 
-- one writer connection per process, taken from a psycopg-pool pool (the pool also lends
-  the connections a worker listens and claims on); reads go through the writer, so a
-  process sees what it wrote before it commits, as with SQLite;
+- one writer connection per process, taken from a psycopg-pool pool; reads go through it, so
+  a process sees what it wrote before it commits, as with SQLite. It autocommits: a write
+  opens a transaction (``begin``) that the group commit closes, and a read never leaves one
+  open;
 - the schema is versioned in ``flowrun_schema`` (``MIGRATIONS`` below), applied under a
   transaction-level advisory lock so any number of processes starting at once migrate once;
   a database newer than the code is refused;
@@ -43,6 +44,7 @@ from .store import RUN_JSON, STEP_JSON, Store, _RUN_FIELDS, _default
 
 log = logging.getLogger("flowrun.store")
 CHANNEL = "flowrun_runs"  # NOTIFY channel: a run was queued, parked or released
+DONE = "flowrun_done"  # NOTIFY channel: a child run finished (the payload: its parent's id)
 _LOCK_KEY = 0x666C6F7772756E  # "flowrun": the advisory lock migrations take
 
 MIGRATIONS = [
@@ -136,7 +138,8 @@ class Adapter:
     def execute(self, sql: str, args: Any = ()) -> psycopg.Cursor:
         word = sql.lstrip()[:16].upper()
         if word.startswith("BEGIN"):
-            return self.store.conn.cursor()  # psycopg opens the transaction with the next statement
+            self.store.begin()
+            return self.store.conn.cursor()
         if word.startswith("COMMIT"):
             self.store.commit()
             return self.store.conn.cursor()
@@ -145,6 +148,7 @@ class Adapter:
             return self.store.conn.cursor()
         was_dirty = self.store._dirty
         if not word.startswith("SELECT"):
+            self.store.begin()
             self.store._dirty = True
         try:
             return self.store.conn.execute(translate(sql), tuple(args))
@@ -167,7 +171,7 @@ def connect_pool(url: str, *, max_size: int = 4) -> ConnectionPool:
         psycopg.connect(url, connect_timeout=10).close()
     except Exception as exc:  # noqa: BLE001  OperationalError, a malformed URL (ProgrammingError)
         raise StoreError(f"{shown(url)}: cannot connect to PostgreSQL: {_scrub(exc, url)}") from None
-    pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": False},
+    pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True},
                           name="flowrun")
     try:
         pool.open(wait=True, timeout=10.0)
@@ -216,6 +220,7 @@ class PgStore(Store):
         self._ensured: set[str] = set()
         self._dirty = False
         self._notify = False
+        self.notices: set[str] = set()  # parents to tell, at commit, that a child run finished
         self.fences: dict[str, str] = {}  # run id -> lease token this process writes under
         self.on_fenced: dict[str, Callable[[], None]] = {}  # run id -> what to do when a write was fenced
         self.pool = connect_pool(url, max_size=pool_size)
@@ -276,12 +281,16 @@ class PgStore(Store):
         if self._notify:
             self.conn.execute(f"NOTIFY {CHANNEL}")
             self._notify = False
+        for parent in self.notices:  # a child run finished: its parent may wait in another worker
+            self.conn.execute("SELECT pg_notify(%s, %s)", (DONE, parent))
+        self.notices.clear()
         self.conn.commit()
         self._dirty = False
 
     def rollback(self) -> None:
         self.conn.rollback()
         self._dirty = self._notify = False
+        self.notices.clear()
 
     def close(self) -> None:
         conn = getattr(self, "conn", None)
@@ -308,7 +317,14 @@ class PgStore(Store):
                 pass
             raise StoreError(f"{self.path}: commit failed: {exc}") from None
 
+    def begin(self) -> None:
+        """Open the write transaction, if none is open. The connection autocommits otherwise, so
+        a read never leaves a transaction open (holding locks a migration or a DROP waits for)."""
+        if self.conn.info.transaction_status == pq.TransactionStatus.IDLE:
+            self.conn.execute("BEGIN")
+
     def _write(self, sql: str, args: tuple) -> int:
+        self.begin()
         self._dirty = True
         return self.conn.execute(sql, args).rowcount
 

@@ -49,7 +49,7 @@ class Worker:
         self.in_flight: set[str] = set()
         self.executed = 0
         self._slot_freed = anyio.Event()
-        self._listen: Any = None
+        self._closing = False
 
     # -- claiming ---------------------------------------------------------------------------------
     def claim(self, limit: int) -> list[tuple[str, str, str, bool]]:
@@ -60,6 +60,7 @@ class Worker:
         store.flush()  # what this process wrote so far is its own commit
         now = self.engine.clock.now()
         try:
+            store.begin()
             rows = store.conn.execute(
                 f"WITH c AS (SELECT r.id, r.status FROM runs r LEFT JOIN parked_runs p ON p.run_id = r.id "
                 f"WHERE (r.status IN ('Queued', 'Running') OR (r.status = %s AND p.wake <= %s)) "
@@ -115,19 +116,32 @@ class Worker:
             self._slot_freed.set()
 
     # -- waiting ----------------------------------------------------------------------------------
-    def _connect_listener(self) -> None:
+    def _listen(self, loop: Any) -> None:
+        """A thread: LISTEN on its own connection and hand each notification to the loop
+        (work may be claimable: wake the claim loop; a child run finished: wake its parent)."""
         import psycopg
 
-        from .pgstore import CHANNEL
+        from .pgstore import CHANNEL, DONE
 
-        self._listen = psycopg.connect(self.engine.store.url, autocommit=True)
-        self._listen.execute(f"LISTEN {CHANNEL}")
+        try:
+            with psycopg.connect(self.engine.store.url, autocommit=True) as conn:
+                conn.execute(f"LISTEN {CHANNEL}")
+                conn.execute(f"LISTEN {DONE}")
+                loop.call_soon_threadsafe(self._listening.set)
+                while not self._closing:
+                    for note in conn.notifies(timeout=1.0):
+                        if note.channel == DONE:
+                            loop.call_soon_threadsafe(self.engine.child_finished, note.payload)
+                        else:
+                            loop.call_soon_threadsafe(self._wake)
+                        if self._closing:
+                            break
+        except Exception as exc:  # noqa: BLE001  the database went away: the slow poll still finds work
+            log.warning("worker %s: LISTEN failed (%s); polling every %.1f s", self.name, exc, self.poll)
+            loop.call_soon_threadsafe(self._listening.set)
 
-    def _wait_notify(self, timeout: float) -> bool:
-        """Block (in a worker thread) until a NOTIFY or ``timeout``; True when notified."""
-        for _ in self._listen.notifies(timeout=timeout, stop_after=1):
-            return True
-        return False
+    def _wake(self) -> None:
+        self._woken.set()
 
     def _next_due(self) -> float:
         wake = self.engine.store.next_wake(WAITING)
@@ -137,13 +151,23 @@ class Worker:
     async def run(self, *, stop: anyio.Event | None = None,
                   task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Claim, execute and wait until ``stop`` is set (or forever)."""
+        import asyncio
+        import threading
+
         self.engine.parking = True
-        self._connect_listener()
+        self.engine.delegate_children = True
+        self._closing = False
+        self._woken, self._listening = asyncio.Event(), asyncio.Event()
+        listener = threading.Thread(target=self._listen, args=(asyncio.get_running_loop(),),
+                                    name="flowrun-listen", daemon=True)
+        listener.start()
+        await self._listening.wait()
         log.info("worker %s ready", self.name, extra={"event": "worker_ready"})
         task_status.started()
         try:
             async with anyio.create_task_group() as tg:
                 while stop is None or not stop.is_set():
+                    self._woken.clear()
                     free = self.capacity - len(self.in_flight)
                     got = self.claim(free) if free > 0 else []
                     for run_id, token, status, has_steps in got:
@@ -157,12 +181,8 @@ class Worker:
                         continue
                     if got:
                         continue  # there may be more
-                    with anyio.move_on_after(self.poll + 1):
-                        await anyio.to_thread.run_sync(self._wait_notify, self._next_due(),
-                                                       abandon_on_cancel=True)
+                    with anyio.move_on_after(self._next_due()):
+                        await self._woken.wait()
                 tg.cancel_scope.cancel()
         finally:
-            try:
-                self._listen.close()
-            except Exception:  # noqa: BLE001
-                pass
+            self._closing = True

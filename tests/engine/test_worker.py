@@ -187,3 +187,67 @@ def test_50_runs_of_one_key_with_limit_1_never_overlap_across_two_workers_and_a_
     assert len(spans) == 50
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "two runs of one key executed at once"
     e.close()
+
+
+PARENT = """\
+name: parent
+parameters:
+  api: {type: string}
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  each:
+    type: Foreach
+    foreach: "{{ triggerBody()['items'] }}"
+    concurrency: 20
+    actions:
+      child:
+        type: Workflow
+        inputs: {flow: child.yaml, body: "{{ item() }}", parameters: {api: "{{ parameters('api') }}"}}
+"""
+CHILD = """\
+name: child
+parameters:
+  api: {type: string}
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  work:
+    type: Http
+    inputs: {method: POST, uri: "{{ parameters('api') }}/work", body: "{{ triggerBody() }}", idempotencyKey: true}
+outputs:
+  done: {value: "{{ body('work').n }}"}
+"""
+
+
+def test_a_foreach_over_workflow_spreads_its_child_runs_across_workers(pg_state, recorder, flow_file):
+    def work(req):
+        time.sleep(0.05)  # long enough that children overlap
+        return 200, {"Content-Type": "application/json"}, json.dumps({"n": req.json()}).encode()
+    recorder.route("POST", "/work", handler=work)
+    flow_file(CHILD, "child.yaml")
+    e = engine.Engine(pg_state)
+    flow = e.load(flow_file(PARENT, "parent.yaml"))
+    parent = e.start(flow, input={"items": list(range(40))}, params={"api": recorder.url})
+    workers = [start_worker(pg_state) for _ in range(2)]
+    owners: set[str] = set()
+
+    def parent_done():
+        for (owner,) in e.store.conn.execute("SELECT l.owner FROM run_leases l JOIN runs r ON r.id = l.run_id "
+                                             "WHERE r.parent_id = %s", (parent,)):
+            owners.add(owner)
+        status = e.store.conn.execute("SELECT status FROM runs WHERE id = %s", (parent,)).fetchone()[0]
+        e.store.flush()
+        return status not in ("Queued", "Running", "Waiting") and status
+    try:
+        assert wait_for(parent_done, timeout=180, interval=0.01) == "Succeeded"
+    finally:
+        for w in workers:
+            os.killpg(w.pid, signal.SIGKILL)
+            w.wait()
+    children = e.store.conn.execute("SELECT status FROM runs WHERE parent_id = %s", (parent,)).fetchall()
+    assert len(children) == 40 and {c[0] for c in children} == {"Succeeded"}
+    assert len(owners) == 2, owners  # both workers executed children
+    done = sorted(r[0] for r in e.store.conn.execute("SELECT outputs FROM runs WHERE parent_id = %s", (parent,)))
+    assert sorted(json.loads(d)["done"] for d in done) == list(range(40))
+    e.close()

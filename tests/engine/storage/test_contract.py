@@ -378,3 +378,24 @@ def test_resume_refuses_a_run_a_live_process_holds_and_takes_it_over_once_that_p
             proc.wait()
         if e is not None:
             e.close()
+
+
+def test_prune_deletes_finished_runs_with_their_steps_and_blobs_and_keeps_unfinished_ones(state):
+    from engine.retention import prune
+
+    store = open_store(state, blob_threshold=100)
+    try:
+        big = {"rows": ["z" * 50] * 10}
+        store.create_run({"id": "old", "flow": "f", "status": "Succeeded", "created": 1.0, "ended": 2.0})
+        finish(store, "old", "a", outputs=big)
+        store.create_run({"id": "waiting", "flow": "f", "status": "Running", "created": 1.0})
+        finish(store, "waiting", "a", outputs=1)
+        store.create_run({"id": "new", "flow": "f", "status": "Succeeded", "created": time.time(),
+                          "ended": time.time()})
+        assert prune(store, 3600, dry_run=True).runs == 1
+        done = prune(store, 3600)
+        assert (done.runs, done.steps, done.blobs) == (1, 1, 1)
+        assert sorted(r.id for r in store.list_runs()) == ["new", "waiting"]
+        assert [s.path for s in store.steps("waiting")] == ["a"]
+    finally:
+        store.close()
