@@ -191,9 +191,14 @@ class Engine:
                     status = self.store.get_run(run_id).status
                     if is_terminal(status):
                         raise StoreError(f"run {run_id} already finished ({status}); use rerun to run it again")
-                limited = await self._slot(run_id, flow, claim)
-                if limited is not None:
-                    return limited
+                if flow is None:  # read once here, for the limit and for _execute
+                    run = self.store.get_run(run_id)
+                    flow = self.load_recorded(run)
+                    self._queued[run_id] = run
+                if flow.concurrency is not None:
+                    limited = await self._slot(run_id, flow, claim)
+                    if limited is not None:
+                        return limited
                 with anyio.CancelScope() as scope:
                     claim.keep(scope.cancel)
                     try:
@@ -298,7 +303,8 @@ class Engine:
         run.status, run.outputs, run.error, run.ended = Status.of(status), outputs, error, time.time()
         run.response = runtime.response
         self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
-        self._slot_released(run_id)  # in the outcome's commit
+        if flow.concurrency is not None:
+            self._slot_released(run_id)  # in the outcome's commit
         if run.parent_id and self.store.backend == "postgresql":
             self.store.notices.add(run.parent_id)  # the parent waits on another worker, maybe
         await self.store.durable()  # the outcome is committed before anyone is told
@@ -445,8 +451,7 @@ class Engine:
         for r in runs:
             r.orphaned = r.id in dead
             if r.status == Status.QUEUED:
-                r.waiting = why.get(r.id) or ("waiting for a worker" if self.store.backend == "postgresql"
-                                              else "not started (flowrun resume starts it)")
+                r.waiting = why.get(r.id) or ("waiting for a worker" if self.store.backend == "postgresql" else None)
         return runs
 
     def steps(self, run_id: str) -> list[Step]:

@@ -98,10 +98,24 @@ def slot_key(flow: Any, evaluator: Any, trigger: str, outputs: dict, params: dic
     return f"{flow.name}\x1f{'' if value is None else to_text(value)}"
 
 
+def _ensure(store: Any) -> None:
+    """The table exists. Inside an open transaction (a trigger's run and checkpoint in one
+    savepoint) it is created in that transaction: ``ensure_table`` would commit it early."""
+    if TABLE in store._ensured:
+        return
+    if not store.db.in_transaction:
+        store.ensure_table(TABLE, DDL)
+        store.ensure_table(TABLE + "_by_key", INDEX)
+        return
+    if store.backend == "postgresql":
+        store.db.execute("SELECT pg_advisory_xact_lock(?)", (0x666C6F7772756E,))  # as ensure_table does
+    store.db.execute(DDL)
+    store.db.execute(INDEX)
+
+
 def check_room(store: Any, key: str, conc: Concurrency) -> None:
     """Refuse a new run (ConcurrencyLimit) when ``maxQueued`` runs of its key already wait."""
-    store.ensure_table(TABLE, DDL)
-    store.ensure_table(TABLE + "_by_key", INDEX)
+    _ensure(store)
     if conc.on_limit == "queue" and conc.max_queued is not None:
         waiting = store.db.execute(f"SELECT COUNT(*) FROM {TABLE} WHERE slot_key = ? AND held = 0",
                                    (key,)).fetchone()[0]
@@ -125,7 +139,7 @@ def acquire(store: Any, run_id: str) -> bool | None:
     """Take a slot for ``run_id`` (committed); None when the run needs none, False when all
     of its key's slots are held by live runs."""
     try:
-        store.ensure_table(TABLE, DDL)
+        _ensure(store)
         row = store.db.execute(f"SELECT slot_key, slot_limit, held FROM {TABLE} WHERE run_id = ?",
                                (run_id,)).fetchone()
     except store.Error:
@@ -202,7 +216,7 @@ def reasons(store: Any, run_ids: list[str]) -> dict[str, str]:
     if not run_ids:
         return {}
     try:
-        store.ensure_table(TABLE, DDL)
+        _ensure(store)
         out = {}
         for start in range(0, len(run_ids), 500):
             chunk = run_ids[start:start + 500]

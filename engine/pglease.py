@@ -81,7 +81,7 @@ class PgRunClaim:
                               "wait for it to finish or stop, then resume it")
             store.fences[self.run_id] = self.token
             store.on_fenced[self.run_id] = self._fenced
-            if not self.adopted:
+            if not self.adopted or store.db.in_transaction:
                 store.flush()  # the lease (and a run started with it) committed before anything runs
         except psycopg.Error as exc:
             store.rollback()

@@ -201,6 +201,7 @@ class PgStore(Store):
     Error = psycopg.Error
     IntegrityError = psycopg.IntegrityError
     backend = "postgresql"
+    RUNNING_AFTER = 0.25  # a write is a round trip here: Running rows only for what runs a while
 
     def __init__(self, url: str, *, redact: Callable[[str], str] | None = None,
                  blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000, migrate: bool = True,
@@ -334,8 +335,9 @@ class PgStore(Store):
         token = self.fences.get(run_id)
         if token is None:
             return self._write(sql.replace("{fence}", "TRUE"), args)
+        at = sql[:sql.index("{fence}")].count("%s")  # the fence's two values go where it stands
         count = self._write(sql.replace("{fence}", "EXISTS (SELECT 1 FROM run_leases WHERE run_id = %s "
-                                                   "AND token = %s)"), (*args, run_id, token))
+                                                   "AND token = %s)"), (*args[:at], run_id, token, *args[at:]))
         if count == 0:
             lost = self.on_fenced.get(run_id)
             log.error("run %s: its lease was taken over; this process writes nothing more for it", run_id)
@@ -393,12 +395,24 @@ class PgStore(Store):
             self.flush()
 
     def run_finished(self, run_id: str, **fields: Any) -> None:
-        """Record a run's outcome; a lease this process holds on it goes in the same commit."""
-        super().run_finished(run_id, **fields)
-        token = self.fences.pop(run_id, None)
-        if token is not None:
-            self._write("DELETE FROM run_leases WHERE run_id = %s AND token = %s", (run_id, token))
-            self.on_fenced.pop(run_id, None)
+        """Record a run's outcome; a lease this process holds on it goes in the same statement
+        (one round trip), and so in the same commit."""
+        token = self.fences.get(run_id)
+        if token is None:
+            return super().run_finished(run_id, **fields)
+        pending = self._pending_starts.pop((run_id, None), None)
+        if pending is not None:
+            fields.setdefault("started", pending[5])
+            fields.setdefault("attempts", pending[4])
+        for key in RUN_JSON:
+            if key in fields:
+                fields[key] = self.encode(fields[key])
+        sets = ", ".join(f"{k} = %s" for k in fields)
+        self._fenced(run_id, f"WITH u AS (UPDATE runs SET {sets} WHERE id = %s AND {{fence}} RETURNING id) "
+                     f"DELETE FROM run_leases WHERE run_id = %s AND token = %s AND EXISTS (SELECT 1 FROM u)",
+                     (*fields.values(), run_id, run_id, token))
+        self.fences.pop(run_id, None)
+        self.on_fenced.pop(run_id, None)
 
     def continue_numbering(self, run_id: str) -> None:
         last = self.conn.execute("SELECT MAX(seq) FROM steps WHERE run_id = %s", (run_id,)).fetchone()[0]

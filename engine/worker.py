@@ -47,6 +47,7 @@ class Worker:
         engine.store.ensure_table(concurrency.TABLE, concurrency.DDL)  # the claim reads it
         engine.store.ensure_table(concurrency.TABLE + "_by_key", concurrency.INDEX)
         self.in_flight: set[str] = set()
+        self.low_water = capacity - max(1, capacity // 4)  # claim again once a quarter of the slots is free
         self.executed = 0
         self._slot_freed = anyio.Event()
         self._closing = False
@@ -173,15 +174,13 @@ class Worker:
                     for run_id, token, status, has_steps in got:
                         self.in_flight.add(run_id)
                         tg.start_soon(self._execute, run_id, token, has_steps or status != "Queued")
-                    if got and len(got) == free:
-                        await anyio.sleep(0)  # full: let them start, then wait for a slot
-                    if len(self.in_flight) >= self.capacity:
-                        self._slot_freed = anyio.Event()
-                        await self._slot_freed.wait()
+                    if len(got) == free:  # full (maybe more waiting): claim again once a quarter is free
+                        await anyio.sleep(0)
+                        while len(self.in_flight) > self.low_water:
+                            self._slot_freed = anyio.Event()
+                            await self._slot_freed.wait()
                         continue
-                    if got:
-                        continue  # there may be more
-                    with anyio.move_on_after(self._next_due()):
+                    with anyio.move_on_after(self._next_due()):  # drained: until a NOTIFY, or the poll
                         await self._woken.wait()
                 tg.cancel_scope.cancel()
         finally:

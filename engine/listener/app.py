@@ -284,6 +284,10 @@ class Listener:
             got = await self.engine.submit_once(entry.flow, trigger=entry.name, trigger_outputs=call.outputs,
                                                 request=stored, dedupe_key=call.dedupe, hold=self.runs.executes)
         except FlowrunError as exc:
+            from engine.concurrency import ConcurrencyLimit
+
+            if isinstance(exc, ConcurrencyLimit):  # maxQueued runs of this key wait already: come back later
+                return self._reject(entry, 429, "busy", str(exc), {"Retry-After": str(self.options.retry_after)})
             log.error("could not start a run: %s", exc, extra={"event": "start_error", "flow": labels[0],
                                                                "trigger": labels[1]})
             self.metrics.rejected.labels(*labels, "error").inc()
