@@ -73,7 +73,7 @@ class Engine:
         self._flow_cache: Any = None  # engine.flowcache.FlowCache, on first load
         self.delegate_children = False  # engine.worker: a Workflow action queues its child for any worker
         self._children: dict[str, Any] = {}  # parent run id -> anyio.Event set when one of its children ends
-        self._slot_freed: Any = None  # anyio.Event set when a run here gives its concurrency slot back
+        self._slot_waiters: dict[str, list] = {}  # slot key -> events of the runs here waiting for it, oldest first
         self._held: dict[str, str] = {}  # run id -> lease token taken by start(hold=True), for execute
         self._recorded: LRU[tuple, Flow] = LRU(256)  # recorded definitions, validated (workers run many)
 
@@ -147,7 +147,7 @@ class Engine:
             from . import concurrency
 
             try:
-                key = concurrency.slot_key(flow, self.evaluator, row["trigger"], outputs, values)
+                key = self.redactor(concurrency.slot_key(flow, self.evaluator, row["trigger"], outputs, values))
             except Exception as exc:  # noqa: BLE001  the key's template failed on this trigger
                 raise ParameterError(f"concurrency.key: {getattr(exc, 'message', exc)}") from None
             concurrency.check_room(self.store, key, conc)
@@ -229,7 +229,7 @@ class Engine:
         if event is not None:
             event.set()
 
-    SLOT_POLL = 1.0  # seconds between looks for a slot freed by another process (queue, no workers)
+    SLOT_POLL = 5.0  # seconds between looks for a slot freed by another process (queue, no workers)
 
     async def _slot(self, run_id: str, flow: Flow | None, claim: Any) -> Run | None:
         """Take the run's concurrency slot (engine.concurrency). None: it has one (or needs
@@ -246,13 +246,24 @@ class Engine:
         if policy == "queue" and self.store.backend == "postgresql":
             return run  # stays Queued; the worker loop takes it again when a slot frees
         if policy == "queue":  # one machine, no workers: wait here, holding the run's lease
+            key = concurrency.key_of(self.store, run_id)
             with anyio.CancelScope() as scope:
                 claim.keep(scope.cancel)
                 try:
                     while not concurrency.acquire(self.store, run_id):
-                        freed = self._slot_freed = self._slot_freed if self._slot_freed else anyio.Event()
-                        with anyio.move_on_after(self.SLOT_POLL):
-                            await freed.wait()
+                        # first come, first served: a slot freed here wakes the oldest waiter of its key;
+                        # one freed by another process is seen by the slow poll
+                        freed = anyio.Event()
+                        self._slot_waiters.setdefault(key, []).append(freed)
+                        try:
+                            with anyio.move_on_after(self.SLOT_POLL):
+                                await freed.wait()
+                        finally:
+                            waiters = self._slot_waiters.get(key, [])
+                            if freed in waiters:
+                                waiters.remove(freed)
+                            if not waiters:
+                                self._slot_waiters.pop(key, None)
                 finally:
                     claim.stop()
             if scope.cancelled_caught:
@@ -268,10 +279,10 @@ class Engine:
     def _slot_released(self, run_id: str) -> None:
         from . import concurrency
 
-        concurrency.release(self.store, run_id)
-        if self._slot_freed is not None:
-            self._slot_freed.set()
-            self._slot_freed = None
+        key = concurrency.release(self.store, run_id)
+        waiters = self._slot_waiters.get(key) if key is not None else None
+        if waiters:
+            waiters.pop(0).set()
 
     async def _execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
                        claim: Any = None, copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,

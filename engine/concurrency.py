@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import FlowrunError
+from .errors import ConcurrencyLimit  # noqa: F401  (raised here; the listener answers 429)
 
 TABLE = "run_slots"
 DDL = (f"CREATE TABLE IF NOT EXISTS {TABLE} (run_id TEXT PRIMARY KEY, slot_key TEXT NOT NULL, "
@@ -38,10 +38,6 @@ SCHEMA = {
         "maxQueued": {"type": "integer", "minimum": 0, "description": "runs of one key that may wait (queue)"},
     },
 }
-
-
-class ConcurrencyLimit(FlowrunError):
-    """A run cannot be queued: ``maxQueued`` runs of its key already wait."""
 
 
 @dataclass(frozen=True)
@@ -202,13 +198,22 @@ def _acquire_sqlite(store: Any, run_id: str, key: str, limit: int) -> bool:
         raise
 
 
-def release(store: Any, run_id: str) -> None:
-    """The run ended: its slot goes (uncommitted: with the run's outcome). Workers are told."""
+def key_of(store: Any, run_id: str) -> str | None:
+    row = store.db.execute(f"SELECT slot_key FROM {TABLE} WHERE run_id = ?", (run_id,)).fetchone()
+    return row[0] if row else None
+
+
+def release(store: Any, run_id: str) -> str | None:
+    """The run ended: its slot goes (uncommitted: with the run's outcome), and workers are
+    told. Returns the slot's key (None: the run had none)."""
     if TABLE not in getattr(store, "_ensured", ()):
-        return  # no flow with a limit ran in this process
-    if store.db.execute(f"DELETE FROM {TABLE} WHERE run_id = ?", (run_id,)).rowcount and \
-            store.backend == "postgresql":
-        store._notify = True
+        return None  # no flow with a limit ran in this process
+    key = key_of(store, run_id)
+    if key is not None:
+        store.db.execute(f"DELETE FROM {TABLE} WHERE run_id = ?", (run_id,))
+        if store.backend == "postgresql":
+            store._notify = True
+    return key
 
 
 def reasons(store: Any, run_ids: list[str]) -> dict[str, str]:
