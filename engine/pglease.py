@@ -157,3 +157,47 @@ def take(store: Any, run_id: str, token: str, owner: str, ttl: float) -> bool:
         f"RETURNING token", (run_id, owner, os.getpid(), HOST, token, ttl)).fetchone()
     store._dirty = True
     return row is not None
+
+
+TRIGGER_TABLE = "trigger_leases"
+TRIGGER_DDL = (f"CREATE TABLE IF NOT EXISTS {TRIGGER_TABLE} (flow TEXT NOT NULL, trigger TEXT NOT NULL, "
+               f"owner TEXT NOT NULL, token TEXT NOT NULL, backend INTEGER, backend_start TIMESTAMPTZ, "
+               f"expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (flow, trigger))")
+
+
+class TriggerLease:
+    """One ``serve`` instance consumes a pull trigger at a time (``PullTrigger.shared == "lease"``):
+    a ``trigger_leases`` row judged like a run's lease (server clock, live backend), so the
+    instance standing by takes over as soon as the holder dies."""
+
+    def __init__(self, store: Any, flow: str, trigger: str, *, ttl: float = 30.0):
+        self.store, self.flow, self.trigger, self.ttl = store, flow, trigger, ttl
+        self.token = secrets.token_hex(16)
+        store.ensure_table(TRIGGER_TABLE, TRIGGER_DDL)
+
+    def take(self) -> bool:
+        """Take or renew the lease (committed); False while another live instance holds it."""
+        store = self.store
+        try:
+            store.begin()
+            row = store.conn.execute(
+                f"INSERT INTO {TRIGGER_TABLE} AS l (flow, trigger, owner, token, backend, backend_start, expires) "
+                f"SELECT %s, %s, %s, %s, pg_backend_pid(), a.backend_start, {NOW} + %s FROM pg_stat_activity a "
+                f"WHERE a.pid = pg_backend_pid() ON CONFLICT (flow, trigger) DO UPDATE SET owner = EXCLUDED.owner, "
+                f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
+                f"expires = EXCLUDED.expires WHERE l.token = EXCLUDED.token OR NOT {LIVE} RETURNING token",
+                (self.flow, self.trigger, f"{HOST}:{os.getpid()}", self.token, self.ttl)).fetchone()
+            store._dirty = True
+            store.flush()
+        except psycopg.Error as exc:
+            store.rollback()
+            raise StoreError(f"{store.path}: trigger lease of {self.flow}/{self.trigger}: {exc}") from None
+        return row is not None
+
+    def release(self) -> None:
+        try:
+            self.store._write(f"DELETE FROM {TRIGGER_TABLE} WHERE flow = %s AND trigger = %s AND token = %s",
+                              (self.flow, self.trigger, self.token))
+            self.store.flush()
+        except (psycopg.Error, StoreError) as exc:
+            log.warning("%s", exc)

@@ -77,3 +77,37 @@ def test_two_servers_get_the_same_stripe_event_and_one_recurrence_and_start_one_
          or any(r.get("event") == "schedule_fired" for r in working.logs()))
     duplicates = [r for s in (queued, working) for r in s.logs() if r.get("event") == "schedule_fired"]
     assert len({r["scheduled"] for r in duplicates}) == len(duplicates)  # no time fired by both
+
+
+FEED = """\
+name: feed
+triggers:
+  lines: {{type: testplugin.FileFeed, path: "{path}"}}
+actions:
+  seen: {{type: Compose, inputs: "{{{{ triggerBody().id }}}}"}}
+"""
+
+
+def test_a_leased_pull_trigger_is_consumed_by_one_instance_and_taken_over_when_it_is_killed(make_server, pg_state,
+                                                                                              tmp_path):
+    from tests.listener.conftest import ROOT
+
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text("".join(json.dumps({"id": i}) + "\n" for i in range(20)))
+    flows = {"feed.yaml": FEED.format(path=feed)}
+    env = {"PYTHONPATH": f"{ROOT}{__import__('os').pathsep}{ROOT / 'tests' / 'plugins'}"}
+    first = make_server(flows, state=pg_state, env=env)
+    second = make_server(flows, state=pg_state, env=env)
+    poll(lambda: query(pg_state, "SELECT count(*) FROM runs WHERE flow = 'feed'")[0][0] == 20)
+    lifecycle = lambda: (tmp_path / "feed.jsonl.lifecycle").read_text().split()  # noqa: E731
+    assert lifecycle().count("started") == 1  # one consumer across the two instances
+    standby = [s for s in (first, second) if any(r.get("event") == "trigger_standby" for r in s.logs())]
+    assert len(standby) == 1
+    holder = first if standby[0] is second else second
+    holder.kill9()
+    with feed.open("a") as f:
+        f.write("".join(json.dumps({"id": i}) + "\n" for i in range(20, 30)))
+    poll(lambda: query(pg_state, "SELECT count(*) FROM runs WHERE flow = 'feed'")[0][0] == 30, timeout=90)
+    assert lifecycle().count("started") == 2  # the instance standing by took the trigger over
+    keys = [r[0] for r in query(pg_state, "SELECT dedupe_key FROM runs WHERE flow = 'feed'")]
+    assert len(keys) == len(set(keys)) == 30
