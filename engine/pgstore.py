@@ -133,7 +133,7 @@ class Adapter:
 
     @property
     def in_transaction(self) -> bool:
-        return self.store.conn.info.transaction_status != pq.TransactionStatus.IDLE
+        return bool(self.store._batch) or self.store._conn.info.transaction_status != pq.TransactionStatus.IDLE
 
     def execute(self, sql: str, args: Any = ()) -> psycopg.Cursor:
         word = sql.lstrip()[:16].upper()
@@ -225,7 +225,8 @@ class PgStore(Store):
         self.fences: dict[str, str] = {}  # run id -> lease token this process writes under
         self.on_fenced: dict[str, Callable[[], None]] = {}  # run id -> what to do when a write was fenced
         self.pool = connect_pool(url, max_size=pool_size)
-        self.conn = self.pool.getconn()
+        self._batch: list[tuple[str, tuple, str | None]] = []  # fenced writes not sent yet (sql, args, run id)
+        self._conn = self.pool.getconn()
         if "synchronous_commit" not in url:
             # like SQLite's WAL + synchronous=NORMAL: a commit survives this process dying at
             # once, the server's crash after ~3 x wal_writer_delay; the URL's options may say "on"
@@ -278,23 +279,53 @@ class PgStore(Store):
         return VERSION
 
     # -- transactions ----------------------------------------------------------------------------
+    @property
+    def conn(self) -> psycopg.Connection:
+        """The writer connection, with every write batched so far sent (so a read sees them)."""
+        if self._batch:
+            self._send()
+        return self._conn
+
+    def _send(self, *, commit: bool = False) -> None:
+        """Send the batched writes in one round trip (psycopg's pipeline mode), with BEGIN
+        first if no transaction is open, and with ``commit`` the NOTIFYs and COMMIT too: a
+        group commit of any number of step writes is one round trip. A fenced write that
+        changed nothing (our lease was taken over) tells its holder, after."""
+        conn, batch, self._batch = self._conn, self._batch, []
+        fenced = []
+        with conn.pipeline():
+            if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+                conn.execute("BEGIN")
+            for sql, args, run_id in batch:
+                cur = conn.execute(sql, args)
+                if run_id is not None:
+                    fenced.append((cur, run_id))
+            if commit:
+                if self._notify:
+                    conn.execute(f"NOTIFY {CHANNEL}")
+                for parent in self.notices:  # a child run finished: its parent may wait in another worker
+                    conn.execute("SELECT pg_notify(%s, %s)", (DONE, parent))
+                conn.execute("COMMIT")
+        for cur, run_id in fenced:
+            if cur.rowcount == 0:
+                log.error("run %s: its lease was taken over; this process writes nothing more for it", run_id)
+                lost = self.on_fenced.get(run_id)
+                if lost is not None:
+                    lost()
+
     def commit(self) -> None:
-        if self._notify:
-            self.conn.execute(f"NOTIFY {CHANNEL}")
-            self._notify = False
-        for parent in self.notices:  # a child run finished: its parent may wait in another worker
-            self.conn.execute("SELECT pg_notify(%s, %s)", (DONE, parent))
+        self._send(commit=True)
+        self._dirty = self._notify = False
         self.notices.clear()
-        self.conn.commit()
-        self._dirty = False
 
     def rollback(self) -> None:
-        self.conn.rollback()
+        self._batch.clear()
+        self._conn.rollback()
         self._dirty = self._notify = False
         self.notices.clear()
 
     def close(self) -> None:
-        conn = getattr(self, "conn", None)
+        conn = self.__dict__.get("_conn")
         try:
             if conn is not None and not conn.closed:
                 try:
@@ -309,7 +340,7 @@ class PgStore(Store):
             if self._pending_starts:
                 self._write_pending_starts()
                 self._arm_starts_timer()
-            if self.db.in_transaction:
+            if self.db.in_transaction or self._notify or self.notices:
                 self.commit()
         except psycopg.Error as exc:
             try:
@@ -321,29 +352,27 @@ class PgStore(Store):
     def begin(self) -> None:
         """Open the write transaction, if none is open. The connection autocommits otherwise, so
         a read never leaves a transaction open (holding locks a migration or a DROP waits for)."""
-        if self.conn.info.transaction_status == pq.TransactionStatus.IDLE:
-            self.conn.execute("BEGIN")
+        conn = self.conn
+        if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+            conn.execute("BEGIN")
 
     def _write(self, sql: str, args: tuple) -> int:
         self.begin()
         self._dirty = True
         return self.conn.execute(sql, args).rowcount
 
-    def _fenced(self, run_id: str, sql: str, args: tuple) -> int:
-        """A write for ``run_id``: with a fence (a lease this process holds), it happens only
-        while the lease row still carries our token; a fenced-off write tells the holder."""
+    def _fenced(self, run_id: str, sql: str, args: tuple) -> None:
+        """A write for ``run_id``, batched until the next commit or read (``_send``). With a
+        fence (a lease this process holds) it happens only while the lease row still carries
+        our token; a fenced-off write tells the holder (``on_fenced``)."""
+        self._dirty = True
         token = self.fences.get(run_id)
         if token is None:
-            return self._write(sql.replace("{fence}", "TRUE"), args)
+            self._batch.append((sql.replace("{fence}", "TRUE"), args, None))
+            return
         at = sql[:sql.index("{fence}")].count("%s")  # the fence's two values go where it stands
-        count = self._write(sql.replace("{fence}", "EXISTS (SELECT 1 FROM run_leases WHERE run_id = %s "
-                                                   "AND token = %s)"), (*args[:at], run_id, token, *args[at:]))
-        if count == 0:
-            lost = self.on_fenced.get(run_id)
-            log.error("run %s: its lease was taken over; this process writes nothing more for it", run_id)
-            if lost is not None:
-                lost()
-        return count
+        self._batch.append((sql.replace("{fence}", "EXISTS (SELECT 1 FROM run_leases WHERE run_id = %s "
+                                                   "AND token = %s)"), (*args[:at], run_id, token, *args[at:]), run_id))
 
     # -- encoding --------------------------------------------------------------------------------
     def encode(self, value: Any) -> str | None:
