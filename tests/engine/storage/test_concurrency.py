@@ -127,3 +127,27 @@ def test_a_key_template_that_fails_on_the_trigger_refuses_the_run_with_one_clear
         assert e.list_runs() == []
     finally:
         e.close()
+
+
+def test_any_trigger_body_either_starts_a_run_with_a_key_or_is_refused_with_one_clear_error(tmp_path, flow_file):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) |
+                               st.text(max_size=20), lambda inner: st.lists(inner, max_size=3) |
+                               st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=10)
+    e = engine.Engine(tmp_path / "state.db")
+    flow = e.load(flow_file(FLOW.format(policy="fail", extra="")))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(json_values, st.dictionaries(st.just("customer"), json_values, min_size=1)))
+    def check(body):
+        try:
+            run_id = e.start(flow, input=body, params={"api": "http://127.0.0.1:1"})
+        except engine.FlowrunError as exc:
+            assert "\n" not in str(exc) and "concurrency.key" in str(exc)
+            return
+        assert e.store.db.execute("SELECT slot_key FROM run_slots WHERE run_id = ?", (run_id,)).fetchone()
+    try:
+        check()
+    finally:
+        e.close()
