@@ -81,8 +81,8 @@ class PgRunClaim:
                               "wait for it to finish or stop, then resume it")
             store.fences[self.run_id] = self.token
             store.on_fenced[self.run_id] = self._fenced
-            if not self.adopted or store.db.in_transaction:
-                store.flush()  # the lease (and a run started with it) committed before anything runs
+            if not self.adopted:  # an adopted lease is committed (a worker's claim) or commits with its run
+                store.flush()  # the lease committed before anything runs
         except psycopg.Error as exc:
             store.rollback()
             raise StoreError(f"{store.path}: cannot take the lease of run {self.run_id}: {exc}") from None

@@ -65,9 +65,9 @@ class IdempotentVendor:
         return 200, {"Content-Type": "application/json"}, json.dumps({"charge": outcome}).encode()
 
 
-def start_worker(url):
+def start_worker(url, capacity=64):
     return subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", url, "worker", "--poll", "0.3",
-                             "--park-after", "0.5", "--lease-ttl", "10", "--capacity", "64"],
+                             "--park-after", "0.5", "--lease-ttl", "10", "--capacity", str(capacity)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
@@ -229,7 +229,7 @@ def test_a_foreach_over_workflow_spreads_its_child_runs_across_workers(pg_state,
     e = engine.Engine(pg_state)
     flow = e.load(flow_file(PARENT, "parent.yaml"))
     parent = e.start(flow, input={"items": list(range(40))}, params={"api": recorder.url})
-    workers = [start_worker(pg_state) for _ in range(2)]
+    workers = [start_worker(pg_state, capacity=8) for _ in range(2)]  # 20 children at once: more than one holds
     owners: set[str] = set()
 
     def parent_done():
