@@ -399,3 +399,24 @@ def test_prune_deletes_finished_runs_with_their_steps_and_blobs_and_keeps_unfini
         assert [s.path for s in store.steps("waiting")] == ["a"]
     finally:
         store.close()
+
+
+def test_cancel_ends_a_run_no_one_executes_and_asks_the_holder_of_one_that_is_held(state, flow_file):
+    e = engine.Engine(state)
+    try:
+        flow = e.load(flow_file(FLOW))
+        idle = e.start(flow)
+        assert e.cancel(idle) == "cancelled"
+        assert e.result(idle).status == "Cancelled"
+        held = e.start(flow)
+        other = engine.Engine(state)  # another process holds it
+        try:
+            from engine.storage import claim
+
+            with claim(other.store, held, ttl=30):
+                assert e.cancel(held) == "requested"
+            assert e.store.db.execute("SELECT 1 FROM cancel_requests WHERE run_id = ?", (held,)).fetchone()
+        finally:
+            other.close()
+    finally:
+        e.close()
