@@ -45,7 +45,7 @@ def guard(fn: Any) -> Any:
             psycopg = sys.modules.get("psycopg")  # a PostgreSQL state database that went away mid-command
             if psycopg is not None and isinstance(exc, psycopg.Error) \
                     and not click.get_current_context().find_root().obj.get("debug"):
-                from .pgstore import _scrub, shown
+                from .pgconn import _scrub, shown
 
                 state = str(click.get_current_context().find_root().obj.get("state") or "")
                 raise Fail(redact(f"state database {shown(state)}: {_scrub(exc, state)}")) from None

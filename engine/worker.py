@@ -2,18 +2,21 @@
 
 Start as many workers as needed, on any machine; each one loops:
 
-1. **claim** up to its free capacity in one transaction: runs that are Queued, Waiting and
-   due, or Running with no live lease (their holder died), oldest first, chosen with
-   ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent workers never pick the same run and
-   never wait for each other; a lease row (engine.pglease) is written for each in the same
-   transaction;
+1. **claim** up to its free capacity in one transaction: runs that are Queued (and whose
+   concurrency key has a free slot), Waiting and due, or Running with no live lease (their
+   holder died), oldest first, chosen with ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent
+   workers never pick the same run and never wait for each other; a lease row
+   (engine.pglease) is written for each in the same transaction. A full worker claims again
+   once a quarter of its capacity is free (batches, not a claim per finished run);
 2. **execute** each claimed run as its lease holder: a run that recorded steps resumes from
    them (a Succeeded action never runs again; one that was in flight runs again with the same
    idempotency key, ``run_id:path``); the lease is renewed every ttl/3 and every write is
-   fenced by its token;
-3. **wait** for ``NOTIFY flowrun_runs`` (sent when a run is queued, parked or released), at
-   most until the next parked run is due or ``poll`` seconds (a fallback: a worker killed
-   with kill -9 sends nothing, its runs are found by the next claim). No busy polling.
+   fenced by its token. A Workflow action queues its child run for any worker and waits for
+   it (``Engine.delegate_children``);
+3. **wait** for a NOTIFY, on a connection of its own in a thread: ``flowrun_runs`` (a run was
+   queued, parked or released: claim again) or ``flowrun_done`` (a child run finished: wake its
+   parent), at most until the next parked run is due or ``poll`` seconds (a fallback: a worker
+   killed with kill -9 sends nothing, its runs are found by the next claim). No busy polling.
 
 A Wait long enough to park (``Engine.park_after``) ends the run's task; the run is claimed
 again, by whichever worker is free, when it is due.
@@ -23,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from typing import Any
 
 import anyio

@@ -103,7 +103,7 @@ def test_a_lease_is_judged_on_the_servers_clock_and_by_its_backend_not_by_the_ro
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40))
 def test_sqlite_placeholders_become_postgresql_ones_and_a_percent_sign_never_does(text):
     pytest.importorskip("psycopg")
-    from engine.pgstore import translate
+    from engine.pgconn import translate
 
     source = f"SELECT ? WHERE x = {text!r}"
     bare = translate(source).replace("%%", "")
