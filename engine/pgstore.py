@@ -513,6 +513,51 @@ class PgStore(Store):
             raise StoreError(f"{self.path}: cannot create table {name}: {exc}") from None
         self._ensured.add(name)
 
+    # -- files and a small cache (what nodes keep beside runs; branch h14's Store API) ----------------
+    FILES_DDL = "CREATE TABLE IF NOT EXISTS files (digest TEXT PRIMARY KEY, data BYTEA NOT NULL)"
+    CACHE_DDL = ("CREATE TABLE IF NOT EXISTS node_cache (namespace TEXT NOT NULL, key TEXT NOT NULL, "
+                 "value TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (namespace, key))")
+
+    def put_file(self, data: bytes) -> str:
+        """Keep ``data`` once, content-addressed, in the ``files`` table (every host reads it);
+        returns its sha256. Over ``blob_cap`` the action fails."""
+        if len(data) > self.blob_cap:
+            raise OutputTooLarge(len(data), self.blob_cap)
+        digest = hashlib.sha256(data).hexdigest()
+        self.ensure_table("files", self.FILES_DDL)
+        self._write("INSERT INTO files (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING", (digest, data))
+        return digest
+
+    def get_file(self, digest: Any) -> bytes:
+        from .errors import ActionError
+
+        if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= set("0123456789abcdef"):
+            raise ActionError(f"{str(digest)[:80]!r} is not a file reference (a sha256)", code="FileNotFound")
+        self.ensure_table("files", self.FILES_DDL)
+        row = self.conn.execute("SELECT data FROM files WHERE digest = %s", (digest,)).fetchone()
+        if row is None:
+            raise ActionError(f"file {digest[:12]}… is not in {self.path} (pruned, or another state database)",
+                              code="FileNotFound")
+        return bytes(row[0])
+
+    def cache_get(self, namespace: str, key: str, now: float) -> Any:
+        """The value kept under (namespace, key) while it has not expired, else None."""
+        self.ensure_table("node_cache", self.CACHE_DDL)
+        row = self.conn.execute("SELECT value, expires FROM node_cache WHERE namespace = %s AND key = %s",
+                                (namespace, key)).fetchone()
+        return None if row is None or row[1] <= now else json.loads(row[0])
+
+    def cache_put(self, namespace: str, key: str, value: Any, ttl: float, now: float) -> None:
+        """Keep ``value`` (JSON, redacted) for ``ttl`` seconds, with the next commit; expired rows go."""
+        self.ensure_table("node_cache", self.CACHE_DDL)
+        text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
+        self._batch.append(("DELETE FROM node_cache WHERE namespace = %s AND expires <= %s", (namespace, now), None))
+        self._batch.append(("INSERT INTO node_cache (namespace, key, value, expires) VALUES (%s, %s, %s, %s) "
+                            "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, "
+                            "expires = EXCLUDED.expires", (namespace, key, text, now + ttl), None))
+        self._dirty = True
+        self.flush_soon()
+
     # -- leases (engine.pglease) -----------------------------------------------------------------------
     def claim(self, run_id: str, *, ttl: float, token: str | None = None) -> Any:
         from .pglease import PgRunClaim

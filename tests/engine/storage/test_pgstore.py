@@ -108,3 +108,20 @@ def test_sqlite_placeholders_become_postgresql_ones_and_a_percent_sign_never_doe
     source = f"SELECT ? WHERE x = {text!r}"
     bare = translate(source).replace("%%", "")
     assert bare.count("%") == bare.count("%s") == source.count("?")
+
+
+@needs_pg
+def test_files_and_the_node_cache_live_in_the_database_and_the_cache_is_redacted(pg_state):
+    store = open_store(pg_state, redact=lambda s: s.replace("tok-123", "***"))
+    try:
+        digest = store.put_file(b"%PDF-1.7 \x00\xff")
+        assert store.put_file(b"%PDF-1.7 \x00\xff") == digest
+        assert store.get_file(digest) == b"%PDF-1.7 \x00\xff"
+        with pytest.raises(engine.FlowrunError, match="not a file reference"):
+            store.get_file("../../etc/passwd")
+        store.cache_put("geo", "paris", {"lat": 48.85, "token": "tok-123"}, ttl=60, now=1000.0)
+        store.flush()
+        assert store.cache_get("geo", "paris", now=1030.0) == {"lat": 48.85, "token": "***"}
+        assert store.cache_get("geo", "paris", now=1061.0) is None
+    finally:
+        store.close()
