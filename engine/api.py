@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -34,10 +34,11 @@ from .parameters import coerce_params
 from .planner import plan_rerun
 from .provenance import recorded_commit
 from .registry import Registry, default_registry
-from .runlock import LEASE_TTL, RunClaim, holder_alive, leases
+from .runlock import LEASE_TTL
 from .runs import Run, Step
 from .state import QUEUED, Status, is_terminal
-from .store import RecordedSteps, Store
+from .storage import claim as claim_run, open_store, orphans
+from .store import RecordedSteps
 from .triggers import Accepted
 
 __all__ = ["Engine", "Run", "Step", "run_file", "ParameterError", "DEFAULT_STATE"]
@@ -64,7 +65,7 @@ class Engine:
         self.evaluator: Evaluator = tools(self.registry)[1]
         self.redactor = _connections.PROCESS_REDACTOR
         _connections.redact_all_logs()
-        self.store = Store(state, redact=self.redactor, blob_threshold=blob_threshold, blob_cap=blob_cap)
+        self.store = open_store(state, redact=self.redactor, blob_threshold=blob_threshold, blob_cap=blob_cap)
         self.connections_file = connections
         self._connections: dict[str, _connections.Connections] = {}
         self._found: dict[str, Path | None] = {}  # flow file -> the connections.yaml it uses
@@ -73,6 +74,11 @@ class Engine:
         self.limiter = anyio.CapacityLimiter(concurrency)
         self._node_log = logging.getLogger("flowrun.node")
         self._flow_cache: Any = None  # engine.flowcache.FlowCache, on first load
+        self.delegate_children = False  # engine.worker: a Workflow action queues its child for any worker
+        self._children: dict[str, Any] = {}  # parent run id -> anyio.Event set when one of its children ends
+        self._slot_waiters: dict[str, list] = {}  # slot key -> events of the runs here waiting for it, oldest first
+        self._held: dict[str, str] = {}  # run id -> lease token taken by start(hold=True), for execute
+        self._recorded: LRU[tuple, Flow] = LRU(256)  # recorded definitions, validated (workers run many)
 
     def close(self) -> None:
         """Close the connections' clients (flush what they hold), then the store."""
@@ -104,6 +110,16 @@ class Engine:
                          cache=self._flow_cache)
 
     def load_recorded(self, run: Run) -> Flow:
+        """The flow a run recorded (validated once per definition and file in this process)."""
+        key = (run.flow_hash, run.file)
+        flow = self._recorded.get(key) if run.flow_hash else None
+        if flow is None:
+            flow = self._load_recorded(run)
+            if run.flow_hash:
+                self._recorded[key] = flow
+        return flow
+
+    def _load_recorded(self, run: Run) -> Flow:
         return load_text(run.definition, run.file or "<recorded>", registry=self.registry,
                          connections=self.connections_for(run.file or "."))
 
@@ -114,11 +130,14 @@ class Engine:
     def start(self, flow: Flow, *, input: Any = None, params: dict | None = None,
               trigger: str | None = None, trigger_outputs: dict | None = None, run_id: str | None = None,
               parent_id: str | None = None, rerun_of: str | None = None, request: Any = None,
-              dedupe_key: str | None = None, commit: bool = True, trace: dict | None = None) -> str:
+              dedupe_key: str | None = None, commit: bool = True, trace: dict | None = None,
+              hold: bool = False) -> str:
         """Validate what the run needs (parameters, connections, secrets) and persist it as Queued.
 
         ``trace`` the W3C trace context the run came with (``engine.telemetry.carrier``): its spans'
-        parent. With ``commit=False`` the row is written but not yet committed: ``submit`` awaits it."""
+        parent. With ``commit=False`` the row is written but not yet committed: ``submit`` awaits it.
+        With ``hold`` this process takes the run's lease in the same commit (PostgreSQL), so no
+        worker claims it before ``execute`` here does."""
         values = coerce_params(flow, params or {})
         self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
         run_id = run_id or uuid.uuid4().hex
@@ -129,7 +148,28 @@ class Engine:
                "payload": outputs, "params": values, "status": QUEUED, "created": time.time(),
                "parent_id": parent_id, "rerun_of": rerun_of, "request": request, "dedupe_key": dedupe_key,
                "trace": telemetry.carrier(trace) if trace else None}
-        self.store.create_run(row, commit=commit)
+        conc = flow.concurrency
+        if conc is not None:
+            from . import concurrency
+
+            try:
+                key = self.redactor(concurrency.slot_key(flow, self.evaluator, row["trigger"], outputs, values))
+            except Exception as exc:  # noqa: BLE001  the key's template failed on this trigger
+                raise ParameterError(f"concurrency.key: {getattr(exc, 'message', exc)}") from None
+            concurrency.check_room(self.store, key, conc)
+        self.store.create_run(row, commit=commit and conc is None)
+        if conc is not None:
+            concurrency.enter(self.store, run_id, key, conc)
+            if commit:
+                self.store.flush()
+        if hold and not commit and self.store.backend == "postgresql":
+            import secrets
+
+            from .pglease import HOST, take
+
+            token = secrets.token_hex(16)
+            take(self.store, run_id, token, f"{HOST}:{os.getpid()}", self.lease_ttl)
+            self._held[run_id] = token
         self._queued[run_id] = Run(**row, _load_steps=self.store.steps)
         return run_id
 
@@ -140,14 +180,16 @@ class Engine:
         await self.store.durable()
         return run_id
 
-    async def execute(self, run_id: str, flow: Flow | None = None, **kw: Any) -> Run:
+    async def execute(self, run_id: str, flow: Flow | None = None, *, lease_token: str | None = None,
+                      **kw: Any) -> Run:
         """Execute a run as its one live owner (engine.runlock: a lease, renewed while it runs):
         a run another live process or engine holds raises RunBusy, and a resume that finds the
         run finished meanwhile, StoreError. Another host's lease that this host's clock cannot
         judge (clock skew, a malformed row) is watched for a ttl first (``RunClaim.settle``).
         "database is locked" never escapes: StoreError."""
         try:
-            claim = RunClaim(self.store, run_id, ttl=self.lease_ttl)
+            claim = claim_run(self.store, run_id, ttl=self.lease_ttl,
+                              token=lease_token or self._held.pop(run_id, None))
             await claim.settle()  # another host's lease this clock cannot judge: watch its renewals
             with claim:
                 if kw.get("reuse") is not None and not kw.get("copy_reused"):  # a resume: still unfinished?
@@ -155,6 +197,14 @@ class Engine:
                     status = self.store.get_run(run_id).status
                     if is_terminal(status):
                         raise StoreError(f"run {run_id} already finished ({status}); use rerun to run it again")
+                if flow is None:  # read once here, for the limit and for _execute
+                    run = self.store.get_run(run_id)
+                    flow = self.load_recorded(run)
+                    self._queued[run_id] = run
+                if flow.concurrency is not None:
+                    limited = await self._slot(run_id, flow, claim)
+                    if limited is not None:
+                        return limited
                 with anyio.CancelScope() as scope:
                     claim.keep(scope.cancel)
                     try:
@@ -163,11 +213,85 @@ class Engine:
                         claim.stop()
                 raise RunBusy(f"run {run_id}: another process took its lease over while this one "
                               "was stalled; this one stopped executing it")
-        except sqlite3.Error as exc:
+        except self.store.Error as exc:
             raise StoreError(f"{self.store.path}: {exc}") from None
 
+    CHILD_POLL = 5.0  # seconds between looks at a child another worker runs, when no NOTIFY came
+
+    async def wait_for_child(self, parent_id: str, child_id: str) -> Run:
+        """The child run once it finished, wherever it ran (engine.worker: woken by its NOTIFY)."""
+        while True:
+            event = self._children.setdefault(parent_id, anyio.Event())  # before the read: no lost wake-up
+            run = self.store.get_run(child_id)
+            self.store.flush()
+            if is_terminal(run.status):
+                return self._mark_orphans([run])[0]
+            with anyio.move_on_after(self.CHILD_POLL):
+                await event.wait()
+
+    def child_finished(self, parent_id: str) -> None:
+        """A child of ``parent_id`` finished (here, or in another worker: its NOTIFY)."""
+        event = self._children.pop(parent_id, None)
+        if event is not None:
+            event.set()
+
+    SLOT_POLL = 5.0  # seconds between looks for a slot freed by another process (queue, no workers)
+
+    async def _slot(self, run_id: str, flow: Flow | None, claim: Any) -> Run | None:
+        """Take the run's concurrency slot (engine.concurrency). None: it has one (or needs
+        none), execute it. Else the run as it stays (Queued, for a worker to take again when a
+        slot frees) or ends (onLimit cancelNew: Cancelled; fail: Failed)."""
+        from . import concurrency
+
+        got = concurrency.acquire(self.store, run_id)
+        if got is None or got:
+            return None
+        run = self.store.get_run(run_id)
+        conc = (flow or self.load_recorded(run)).concurrency
+        policy = conc.on_limit if conc is not None else "queue"
+        if policy == "queue" and self.store.backend == "postgresql":
+            return run  # stays Queued; the worker loop takes it again when a slot frees
+        if policy == "queue":  # one machine, no workers: wait here, holding the run's lease
+            key = concurrency.key_of(self.store, run_id)
+            with anyio.CancelScope() as scope:
+                claim.keep(scope.cancel)
+                try:
+                    while not concurrency.acquire(self.store, run_id):
+                        # first come, first served: a slot freed here wakes the oldest waiter of its key;
+                        # one freed by another process is seen by the slow poll
+                        freed = anyio.Event()
+                        self._slot_waiters.setdefault(key, []).append(freed)
+                        try:
+                            with anyio.move_on_after(self.SLOT_POLL):
+                                await freed.wait()
+                        finally:
+                            waiters = self._slot_waiters.get(key, [])
+                            if freed in waiters:
+                                waiters.remove(freed)
+                            if not waiters:
+                                self._slot_waiters.pop(key, None)
+                finally:
+                    claim.stop()
+            if scope.cancelled_caught:
+                raise RunBusy(f"run {run_id}: another process took its lease over while it waited for a slot")
+            return None
+        status = Status.CANCELLED if policy == "cancelNew" else Status.FAILED
+        error = {"code": "ConcurrencyLimit", "message": f"the flow's concurrency limit ({conc.limit}) was reached"}
+        concurrency.release(self.store, run_id)
+        self.store.run_finished(run_id, status=status, error=error, ended=time.time())
+        await self.store.durable()
+        return self.store.get_run(run_id)
+
+    def _slot_released(self, run_id: str) -> None:
+        from . import concurrency
+
+        key = concurrency.release(self.store, run_id)
+        waiters = self._slot_waiters.get(key) if key is not None else None
+        if waiters:
+            waiters.pop(0).set()
+
     async def _execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
-                       claim: RunClaim | None = None, copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
+                       claim: Any = None, copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
                        on_event: Callable[[str, str, str], None] | None = None) -> Run:
         run = self._queued.pop(run_id, None) if flow is not None else None
         if run is None:  # started elsewhere, or resumed: read what the run recorded
@@ -210,7 +334,13 @@ class Engine:
         run.status, run.outputs, run.error, run.ended = Status.of(status), outputs, error, time.time()
         run.response = runtime.response
         self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
+        if flow.concurrency is not None:
+            self._slot_released(run_id)  # in the outcome's commit
+        if run.parent_id and self.store.backend == "postgresql":
+            self.store.notices.add(run.parent_id)  # the parent waits on another worker, maybe
         await self.store.durable()  # the outcome is committed before anyone is told
+        if run.parent_id:
+            self.child_finished(run.parent_id)
         return run
 
     CANCEL_POLL = 1.0  # seconds between checks for a `flowrun cancel` from another process
@@ -228,7 +358,7 @@ class Engine:
             try:
                 asked = self.store.db.execute(f"SELECT 1 FROM {CANCEL_TABLE} WHERE run_id = ?",
                                               (runtime.run_id,)).fetchone()
-            except sqlite3.Error:
+            except self.store.Error:
                 asked = None
             if asked and runtime.terminated is None and runtime._root_scope is not None:
                 runtime.request_terminate(Status.CANCELLED, {"code": "Cancelled",
@@ -253,7 +383,7 @@ class Engine:
         if is_terminal(run.status):
             raise StoreError(f"run {run.id} already finished ({run.status})")
         try:
-            with RunClaim(self.store, run.id):
+            with claim_run(self.store, run.id, ttl=self.lease_ttl):
                 now = time.time()
                 db = self.store.db
                 self.store.flush()
@@ -265,6 +395,7 @@ class Engine:
                 db.execute("UPDATE runs SET status = 'Cancelled', ended = ?, error = ? WHERE id = ?",
                            (now, self.store.encode({"code": "Cancelled", "message": "cancelled by flowrun cancel"}),
                             run.id))
+                self._slot_released(run.id)
                 db.execute("COMMIT")
                 return "cancelled"
         except RunBusy:
@@ -279,7 +410,7 @@ class Engine:
             flow = self.load(flow)
         on_event = kw.pop("on_event", None)
         on_response = kw.pop("on_response", None)
-        run_id = self.start(flow, **kw)
+        run_id = self.start(flow, commit=False, hold=True, **kw)  # committed with its lease: no worker takes it meanwhile
         return await self.execute(run_id, flow, on_event=on_event, on_response=on_response)
 
     async def resume(self, run_id: str, **kw: Any) -> Run:
@@ -317,17 +448,18 @@ class Engine:
         return flow, run, _OneIteration(self.store, run.id, skip=frozenset(again), finished_only=True,
                                         loop=loop, index=index), again
 
-    def start_rerun(self, run_id: str, from_action: str, *,
-                    definition: str = "recorded") -> tuple[Flow, str, RecordedSteps]:
+    def start_rerun(self, run_id: str, from_action: str, *, definition: str = "recorded",
+                    hold: bool = False) -> tuple[Flow, str, RecordedSteps]:
         """(flow, new run id, what it reuses): the rerun is committed as Queued; execute it with
         ``execute(new_id, flow, reuse=reuse, copy_reused=True)``."""
         flow, run, reuse, _ = self.rerun_plan(run_id, from_action, definition)
         new_id = self.start(flow, params=run.params, trigger=run.trigger, trigger_outputs=run.payload,
-                            rerun_of=run.id, request=run.request, trace=run.trace)  # in the first run's trace
+                            rerun_of=run.id, request=run.request, trace=run.trace,  # in the first run's trace
+                            commit=not hold, hold=hold)
         return flow, new_id, reuse
 
     async def rerun(self, run_id: str, from_action: str, *, definition: str = "recorded", **kw: Any) -> Run:
-        flow, new_id, reuse = self.start_rerun(run_id, from_action, definition=definition)
+        flow, new_id, reuse = self.start_rerun(run_id, from_action, definition=definition, hold=True)
         return await self.execute(new_id, flow, reuse=reuse, copy_reused=True, **kw)
 
     # -- reading runs ------------------------------------------------------------------------
@@ -349,13 +481,16 @@ class Engine:
     def _mark_orphans(self, runs: list[Run]) -> list[Run]:
         """Flag the Running runs that no live process holds (``Run.orphaned``): their process died."""
         running = [r.id for r in runs if r.status == Status.RUNNING]
-        if running:
-            held = leases(self.store.db, running)
-            now = time.time()
-            for r in runs:
-                if r.id in running:
-                    lease = held.get(r.id)
-                    r.orphaned = lease is None or not holder_alive(*lease, now=now)
+        dead = orphans(self.store, running)
+        queued = [r.id for r in runs if r.status == Status.QUEUED]
+        if queued:
+            from .concurrency import reasons
+
+            why = reasons(self.store, queued)
+        for r in runs:
+            r.orphaned = r.id in dead
+            if r.status == Status.QUEUED:
+                r.waiting = why.get(r.id) or ("waiting for a worker" if self.store.backend == "postgresql" else None)
         return runs
 
     def steps(self, run_id: str) -> list[Step]:
@@ -369,7 +504,9 @@ class Engine:
 
     def fail_run(self, run_id: str, error: dict) -> None:
         """Record that a run could not execute at all (its error says why)."""
-        self.store.update_run(run_id, status=Status.FAILED, ended=time.time(), error=error)
+        self.store.update_run(run_id, status=Status.FAILED, ended=time.time(), error=error, commit=False)
+        self._slot_released(run_id)
+        self.store.flush()
 
     def unfinished_runs(self) -> list[str]:
         """Ids of the runs that are Queued or Running (oldest first)."""
@@ -387,7 +524,7 @@ class Engine:
 
     async def accept(self, flow: Flow, trigger: str, payload: dict, dedupe_key: str | None = None, *,
                      checkpoint: dict[str, Any] | None = None, request: dict | None = None,
-                     trace: dict | None = None) -> Accepted:
+                     trace: dict | None = None, hold: bool = False) -> Accepted:
         """A pull trigger's message becomes a run: committed (with the trigger's ``checkpoint``
         values, in the same transaction) before this returns. A ``dedupe_key`` seen before
         gives the first run back and starts nothing; the checkpoint still advances. When the
@@ -400,14 +537,14 @@ class Engine:
         db.execute("SAVEPOINT flowrun_accept")  # the run and its checkpoint: both, or neither
         try:
             got = self._start_once(flow, dedupe_key, {"trigger": trigger, "trigger_outputs": payload,
-                                                      "request": stored, "trace": trace})
+                                                      "request": stored, "trace": trace, "hold": hold})
             for key, text in encoded:
                 self.checkpoints.put_encoded(flow.name, trigger, key, text)
         except BaseException as exc:
             db.execute("ROLLBACK TO flowrun_accept")
             db.execute("RELEASE flowrun_accept")
             self.store.rolled_back()
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, self.store.Error):
                 raise StoreError(f"{self.store.path}: the checkpoint could not be recorded: {exc}") from None
             raise
         db.execute("RELEASE flowrun_accept")
@@ -422,12 +559,12 @@ class Engine:
                 return Accepted(first.id, duplicate=True)
         try:
             return Accepted(self.start(flow, commit=False, dedupe_key=dedupe_key, **kw))
-        except sqlite3.IntegrityError:  # the same key committed by another process meanwhile
+        except self.store.IntegrityError:  # the same key committed by another process meanwhile
             first = self.store.find_run(flow.name, dedupe_key) if dedupe_key else None
             if first is None:
                 raise StoreError(f"{self.store.path}: the run could not be recorded") from None
             return Accepted(first.id, duplicate=True)
-        except sqlite3.Error as exc:
+        except self.store.Error as exc:
             raise StoreError(f"{self.store.path}: the run could not be recorded: {exc}") from None
 
     @property
@@ -465,7 +602,7 @@ class Engine:
         """Why the state database cannot be used now, or None when it can (readiness)."""
         try:
             self.store.db.execute("SELECT 1").fetchone()
-        except sqlite3.Error as exc:
+        except self.store.Error as exc:
             return str(exc)
         return None
 
@@ -507,7 +644,7 @@ def run_file(path: str | Path, *, input: Any = None, params: dict | None = None,
 
 
 def _read_steps(state: str | Path, run_id: str) -> list[Step]:
-    store = Store(state)
+    store = open_store(state)
     try:
         return store.steps(run_id)
     finally:

@@ -12,7 +12,8 @@ import click
 from .clierrors import Fail, guard
 from .state import RUNNING, Status
 
-STATE_HELP = "state database (default .flowrun/state.db, or $FLOWRUN_STATE)"
+STATE_HELP = ("state database: a SQLite file or a postgresql:// URL (default .flowrun/state.db, "
+              "or $FLOWRUN_STATE)")
 STATUS_STYLE = {Status.SUCCEEDED: "green", Status.FAILED: "red", Status.TIMEDOUT: "red",
                 Status.CANCELLED: "yellow", Status.SKIPPED: "dim", Status.RUNNING: "cyan", Status.QUEUED: "cyan"}
 
@@ -374,10 +375,12 @@ def _print_run(engine: Any, run_id: str, *, as_json: bool, depth: int | None = N
 @click.option("--input", "input_", metavar="JSON|@FILE|@-", help="the trigger body (@- reads standard input)")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="set a flow parameter")
 @click.option("--json", "as_json", is_flag=True, help="print the run as JSON")
+@click.option("--queue", is_flag=True, help="commit the run as Queued for `flowrun worker`s; print its id")
 @click.pass_context
 @guard
-def run(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ...], as_json: bool) -> None:
-    """Run a flow now and wait for it (exit 1 if the run does not succeed)."""
+def run(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ...], as_json: bool,
+        queue: bool) -> None:
+    """Run a flow now and wait for it (exit 1 if the run does not succeed); with --queue, leave it to the workers."""
     import anyio
 
     if not Path(flow).is_file():
@@ -392,6 +395,10 @@ def run(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ..
         if problems:
             raise Fail("--input does not match the trigger's schema (serve would answer 400):\n  "
                        + "\n  ".join(problems))
+    if queue:
+        run_id = engine.start(loaded, input=body, params=values)
+        _emit(json.dumps({"id": run_id, "status": "Queued"}) if as_json else run_id)
+        return
     result = anyio.run(lambda: engine.run(loaded, input=body, params=values, on_event=_progress(as_json)))
     _finish(ctx, result, as_json)
 
@@ -472,13 +479,14 @@ def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, a
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("run", "flow", "status", "started", "duration", "from", box=None)
+    waits = any(r.waiting for r in rows)
+    table = Table("run", "flow", "status", "started", "duration", "from", *(["waiting"] if waits else []), box=None)
     for r in rows:
         dur = f"{(r.ended - r.started) * 1000:.0f} ms" if r.ended and r.started else ""
         link = {"rerun": f"rerun of {(r.rerun_of or '')[:12]}", "replay": f"replay of {(r.rerun_of or '')[:12]}",
                 "child": f"child of {(r.parent_id or '')[:12]}"}.get(kinds[r.id], "")
         table.add_row(r.id[:12], r.flow, f"[{STATUS_STYLE.get(r.status, '')}]{r.status_text}[/]",
-                      _when(r.started or r.created), dur, link)
+                      _when(r.started or r.created), dur, link, *([_printable(r.waiting or "")] if waits else []))
     Console().print(table)
 
 
@@ -550,12 +558,68 @@ def prune(ctx: click.Context, older_than: str, dry_run: bool, as_json: bool) -> 
           f"{done.blobs} blob(s)")
 
 
+def _printable(text: str) -> str:
+    """Text from the state database (a key's value) as a terminal may show it: no markup, no control characters."""
+    from rich.markup import escape
+
+    return escape("".join(c if c.isprintable() else "?" for c in text))
+
+
 def _when(ts: float | None) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
 
+@main.command()
+@click.option("--capacity", type=click.IntRange(1, 10_000), default=32, show_default=True,
+              help="runs this worker executes at once")
+@click.option("--poll", type=click.FloatRange(0.05, 3600), default=5.0, show_default=True,
+              help="seconds between looks for work when no NOTIFY came (a dead worker's runs, due waits)")
+@click.option("--lease-ttl", type=click.FloatRange(1, 3600), default=30.0, show_default=True,
+              help="seconds a run's lease lasts without renewal (renewed every third of it)")
+@click.option("--park-after", type=click.FloatRange(0, 86400), default=5.0, show_default=True,
+              help="a run whose actions all wait at least this long is parked: it frees its slot, and any "
+                   "worker takes it again when it is due")
+@click.pass_context
+@guard
+def worker(ctx: click.Context, capacity: int, poll: float, lease_ttl: float, park_after: float) -> None:
+    """Execute queued and due runs of a PostgreSQL state database; start as many as needed.
+
+    Runs are claimed with SELECT ... FOR UPDATE SKIP LOCKED under a lease renewed by
+    heartbeat; a worker that dies (kill -9) has its runs resumed by another, from their
+    recorded steps. Stop with Ctrl-C or SIGTERM: runs in flight stop with what finished
+    committed, and another worker continues them."""
+    import signal
+
+    import anyio
+
+    from .worker import Worker
+
+    engine = _engine(ctx)
+    engine.lease_ttl, engine.park_after = lease_ttl, park_after
+    w = Worker(engine, capacity=capacity, poll=poll)
+
+    async def main_() -> None:
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            async def signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+                    async for _ in received:
+                        stop.set()
+                        tg.cancel_scope.cancel()
+                        return
+            tg.start_soon(signals)
+            await w.run(stop=stop)
+            tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(main_)
+    finally:
+        engine.close()
+
+
+from .dbcommands import db  # noqa: E402
 from .listener.commands import replay, serve  # noqa: E402  (kept light: imports happen inside)
 
 main.add_command(serve)
@@ -564,6 +628,7 @@ from .testing.commands import plan, test  # noqa: E402  (kept light: imports hap
 main.add_command(test)
 main.add_command(plan)
 main.add_command(replay)
+main.add_command(db)
 
 if __name__ == "__main__":
     main()

@@ -42,6 +42,13 @@ def guard(fn: Any) -> Any:
             raise Fail(redact(str(exc))) from None
         except Exception as exc:  # the state database (a lock held past the busy timeout, a broken file)
             sqlite3 = sys.modules.get("sqlite3")  # not imported for it: `flowrun --help` stays light
+            psycopg = sys.modules.get("psycopg")  # a PostgreSQL state database that went away mid-command
+            if psycopg is not None and isinstance(exc, psycopg.Error) \
+                    and not click.get_current_context().find_root().obj.get("debug"):
+                from .pgconn import _scrub, shown
+
+                state = str(click.get_current_context().find_root().obj.get("state") or "")
+                raise Fail(redact(f"state database {shown(state)}: {_scrub(exc, state)}")) from None
             if sqlite3 is None or not isinstance(exc, sqlite3.Error) \
                     or click.get_current_context().find_root().obj.get("debug"):
                 raise

@@ -4,6 +4,7 @@
     ├── FlowError                    a flow file is invalid (carries every Problem found)
     ├── ConnectionError_             connections.yaml is invalid, or a secret is missing
     ├── ParameterError               a run's parameters are unknown, missing or of the wrong type
+    ├── ConcurrencyLimit             a run cannot be queued: maxQueued runs of its key already wait
     ├── ReplayError                  a stored request cannot be replayed
     ├── CassetteError                a flow test's cassette file cannot be used
     ├── StoreError                   the state database cannot be used (or a run is unknown)
@@ -70,6 +71,10 @@ class ConnectionError_(FlowrunError):
 
 class StoreError(FlowrunError):
     """The state database is unusable, or the run asked for does not exist."""
+
+
+class ConcurrencyLimit(FlowrunError):
+    """A run cannot be queued: ``maxQueued`` runs of its concurrency key already wait (429 in serve)."""
 
 
 class RunBusy(StoreError):

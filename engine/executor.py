@@ -168,11 +168,11 @@ class Runtime:
         return await self.evaluator.offload(self.evaluate, value, frame, item, index)
 
     async def run_child(self, ctx: Context, flow_ref: str, body: Any, params: dict | None) -> Any:
-        """Run (or, after a crash, resume or reuse) a child flow linked to this run."""
+        """Run (or, after a crash, resume or reuse) a child flow linked to this run; under
+        workers (``engine.delegate_children``) queue it for any worker and wait for it."""
         import uuid
-        from pathlib import Path
 
-        from .errors import FlowError, StoreError
+        from .errors import StoreError
 
         child_id = uuid.uuid5(uuid.NAMESPACE_URL, f"flowrun:{ctx.idempotency_key}").hex
         try:
@@ -181,17 +181,32 @@ class Runtime:
             existing = None
         if existing is not None and is_terminal(existing.status):
             return self.engine.result(child_id)
+        if getattr(self.engine, "delegate_children", False):  # workers share the database: any one runs it
+            if existing is None:
+                self._start_child(child_id, flow_ref, body, params, hold=False)
+                await self.store.durable()  # committed Queued: a worker takes it
+            return await self.engine.wait_for_child(self.run_id, child_id)
         if existing is not None:
             return await self.engine.resume(child_id)
+        child = self._start_child(child_id, flow_ref, body, params, hold=True)
+        return await self.engine.execute(child_id, child)
+
+    def _start_child(self, child_id: str, flow_ref: str, body: Any, params: dict | None, *, hold: bool) -> Any:
+        from pathlib import Path
+
+        from .errors import FlowError
+
         path = Path(self.flow.file).parent / flow_ref
         try:
             child = self.engine.load(path)
-            self.engine.start(child, input=body, params=params or {}, run_id=child_id, parent_id=self.run_id)
+            # hold: committed with its lease (engine.execute here), so no worker takes it meanwhile
+            self.engine.start(child, input=body, params=params or {}, run_id=child_id, parent_id=self.run_id,
+                              commit=False, hold=hold)
         except FlowError as exc:
             raise ActionError(f"child flow {flow_ref}: {exc}", code="InvalidChildFlow") from None
         except Exception as exc:
             raise ActionError(f"child flow {flow_ref}: {exc}", code="ChildRunNotStarted") from None
-        return await self.engine.execute(child_id, child)
+        return child
 
     def request_terminate(self, status: str, error: dict | None) -> None:
         self.terminated = (status, error)

@@ -65,7 +65,7 @@ class FlowCache:
             if row is None or row[1] != _digest(key, row[0]):
                 return None  # absent, or damaged since it was written
             return json.loads(row[0])
-        except (sqlite3.Error, ValueError):
+        except (self.store.Error, ValueError):
             return None
 
     def put(self, key: str, data: Any, connections: Any = None) -> None:
@@ -91,6 +91,9 @@ class FlowCache:
 @contextmanager
 def _short_wait(db: sqlite3.Connection) -> Iterator[None]:
     """Wait at most SHORT_WAIT_MS for another process's write lock (the cache never blocks)."""
+    if not isinstance(db, sqlite3.Connection):  # PostgreSQL: row locks, no file-wide write lock
+        yield
+        return
     wait = db.execute("PRAGMA busy_timeout").fetchone()[0]
     db.execute(f"PRAGMA busy_timeout={SHORT_WAIT_MS}")
     try:

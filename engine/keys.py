@@ -8,7 +8,6 @@ migrations, like the trigger checkpoints. A key is never logged nor shown.
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from typing import Any
 
 from .errors import StoreError
@@ -27,6 +26,6 @@ def server_key(store: Any, name: str) -> bytes:
                              (name, secrets.token_bytes(32)))
             store.flush()
             row = store.db.execute(f"SELECT key FROM {TABLE} WHERE name = ?", (name,)).fetchone()
-    except sqlite3.Error as exc:
+    except store.Error as exc:
         raise StoreError(f"{store.path}: cannot read the server key {name!r}: {exc}") from None
     return bytes(row[0])

@@ -367,6 +367,19 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
                 _check_reference(flow, action, sub, fn, arg, variables, problem, where, declarers)
     for trigger in flow.triggers.values():
         _check_trigger_connection(trigger, registry, connections, problem)
+    key = (flow.raw.get("concurrency") or {}).get("key") if isinstance(flow.raw.get("concurrency"), dict) else None
+    if isinstance(key, str):  # evaluated on the trigger when a run starts: only trigger and parameters
+        found = evaluator.analyze(key)
+        if found.error:
+            problem("concurrency.key", found.error)
+        for name in found.unknown:
+            problem("concurrency.key", f"unknown name '{name}'{suggest(name, evaluator.known)}")
+        for fn, arg in found.calls:
+            if fn in ACTION_FUNCTIONS:
+                problem("concurrency.key", f"{fn}() is not available in a concurrency key: it is evaluated on "
+                                           "the trigger, before any action runs")
+            elif fn == "parameters" and arg not in flow.parameters:
+                problem("concurrency.key", f"unknown parameter '{arg}'{suggest(arg, flow.parameters)}")
     for name, out in flow.outputs.items():
         if not isinstance(out, dict):
             continue

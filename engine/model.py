@@ -139,3 +139,10 @@ class Flow:
 
     def connections_used(self) -> set[str]:
         return {a.connection for a in self.actions.values() if a.connection}
+
+    @property
+    def concurrency(self) -> Any:
+        """The flow's ``concurrency`` (engine.concurrency.Concurrency), or None: no limit."""
+        from .concurrency import Concurrency
+
+        return Concurrency.of(self.raw.get("concurrency"))

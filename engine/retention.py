@@ -77,6 +77,9 @@ def batches(store: Store, older_than: float, *, now: float | None = None, dry_ru
             done: Pruned) -> Iterator[None]:
     """Prune one batch per step (each its own transaction), counting into ``done``."""
     cutoff = (time.time() if now is None else now) - older_than
+    if getattr(store, "backend", "sqlite") == "postgresql":
+        yield from _pg_batches(store, cutoff, dry_run, done)
+        return
     db = store.db
     store.flush()
     finished = tuple(str(s) for s in TERMINAL)
@@ -153,3 +156,53 @@ def _delete_unreferenced(store: Store, candidates: set[str]) -> int:
 
 def summary(done: Pruned) -> str:
     return json.dumps(done.to_json())
+
+
+def _pg_batches(store: Any, cutoff: float, dry_run: bool, done: Pruned) -> Iterator[None]:
+    """``batches`` on PostgreSQL: runs picked with SKIP LOCKED (a run another process is
+    writing is left for the next prune), blobs in the ``blobs`` table."""
+    conn, finished = store.conn, [str(s) for s in TERMINAL]
+    store.flush()
+    where = "status = ANY(%s) AND COALESCE(ended, created) < %s"
+    if dry_run:
+        done.runs, done.steps = conn.execute(
+            f"SELECT COUNT(*), COALESCE(SUM((SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id)), 0) FROM runs r "
+            f"WHERE {where}", (finished, cutoff)).fetchone()
+        done.firings = conn.execute("SELECT COUNT(*) FROM schedule_firings WHERE fired < %s", (cutoff,)).fetchone()[0]
+        store.rollback()
+        return
+    optional = [t for t in ("cancel_requests", "run_slots")
+                if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]]
+    candidates: set[str] = set()
+    while True:
+        try:
+            store.begin()
+            ids = [r[0] for r in conn.execute(f"SELECT id FROM runs WHERE {where} ORDER BY created LIMIT %s "
+                                              f"FOR UPDATE SKIP LOCKED", (finished, cutoff, BATCH))]
+            if not ids:
+                store.commit()
+                break
+            for row in conn.execute(f"SELECT {', '.join(RUN_JSON)} FROM runs WHERE id = ANY(%s)", (ids,)):
+                candidates.update(_blobs(row))
+            for row in conn.execute(f"SELECT {', '.join(STEP_JSON)} FROM steps WHERE run_id = ANY(%s)", (ids,)):
+                candidates.update(_blobs(row))
+            done.steps += conn.execute("DELETE FROM steps WHERE run_id = ANY(%s)", (ids,)).rowcount
+            for table in ("parked_runs", "run_leases", *optional):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ANY(%s)", (ids,))
+            done.runs += conn.execute("DELETE FROM runs WHERE id = ANY(%s)", (ids,)).rowcount
+            store.commit()
+        except BaseException:
+            store.rollback()
+            raise
+        yield
+    store.begin()
+    done.firings = conn.execute("DELETE FROM schedule_firings WHERE fired < %s", (cutoff,)).rowcount
+    for digest in candidates:
+        pattern = f"%{digest}%"  # 64 hex digits: found only where the blob is referenced
+        used = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE concat(payload, params, outputs, error, response, request) "
+            "LIKE %s) OR EXISTS (SELECT 1 FROM steps WHERE concat(inputs, outputs, error, handle) LIKE %s)",
+            (pattern, pattern)).fetchone()[0]
+        if not used:
+            done.blobs += conn.execute("DELETE FROM blobs WHERE digest = %s", (digest,)).rowcount
+    store.commit()

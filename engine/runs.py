@@ -79,6 +79,7 @@ class Run:
     attempts: int = 0
     trace: Any = None  # {"traceparent", "tracestate"?}: the W3C trace context its spans continue (engine.telemetry)
     orphaned: bool = False  # Queued/Running, but no live process holds it (it died): resume it
+    waiting: str | None = None  # why a Queued run waits (a concurrency slot), for flowrun runs
     _load_steps: Callable[[str], list[Step]] | None = field(default=None, repr=False, compare=False)
     _steps: dict[str, Step] | None = field(default=None, repr=False, compare=False)
 
@@ -114,6 +115,8 @@ class Run:
                "error": self.error, "response": self.response, "orphaned": self.orphaned}
         if isinstance(self.trace, dict) and self.trace.get("traceparent"):  # find the run in a tracing backend
             out["traceparent"] = self.trace["traceparent"]
+        if self.waiting:
+            out["waiting"] = self.waiting
         if steps:
             out["steps"] = [s.to_json() for s in self.steps.values()]
         return out

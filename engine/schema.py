@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .caseless import any_case, caseless
+from .concurrency import SCHEMA as CONCURRENCY
 from .model import STATUSES
 from .registry import Registry
 
@@ -204,6 +205,7 @@ def flow_schema(registry: Registry) -> dict:
             "triggers": {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
                          "additionalProperties": {"$ref": "#/$defs/trigger"}},
             "actions": {"$ref": "#/$defs/actions"},
+            "concurrency": CONCURRENCY,
             "outputs": {"type": "object", "additionalProperties": {
                 "type": "object", "required": ["value"], "additionalProperties": False,
                 "properties": {"type": {"type": "string"}, "value": {}, "description": {"type": "string"}}}},

@@ -88,6 +88,10 @@ def _default(value: Any) -> Any:
 
 
 class Store:
+    backend = "sqlite"
+    Error = sqlite3.Error  # the driver's errors (engine.storage.StateStore)
+    IntegrityError = sqlite3.IntegrityError
+
     def __init__(self, path: str | Path, *, redact: Callable[[str], str] | None = None,
                  blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000):
         self.path = Path(path)
@@ -484,8 +488,9 @@ class Store:
         try:
             row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
-                row = self.db.execute("SELECT * FROM runs WHERE id LIKE ? ORDER BY created",
-                                      (run_id + "%",)).fetchall()
+                pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                row = self.db.execute("SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY created",
+                                      (pattern,)).fetchall()
                 if len(row) != 1:
                     raise StoreError(f"no run '{run_id}' in {self.path}" if not row else
                                      f"'{run_id}' matches {len(row)} runs; give more of the id")

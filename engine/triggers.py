@@ -161,10 +161,15 @@ class PullTrigger(Trigger):
 
     ``limited``  True: ``accept`` waits while ``--max-in-flight`` runs execute (back
                  pressure on the source); False (schedules): never waits.
+    ``shared``   several ``serve`` on one PostgreSQL database: ``"lease"``, one instance
+                 consumes at a time and the others stand by (engine.pglease.TriggerLease); ``"all"``,
+                 every instance consumes, the source or the de-duplication key coordinating them
+                 (a Kafka consumer group, SQS visibility, a schedule's scheduled time).
     """
 
     mode: ClassVar[str] = "pull"
     limited: ClassVar[bool] = True
+    shared: ClassVar[str] = "lease"
 
     async def start(self) -> None:
         """Prepare to consume; the server is not ready until every start returned."""

@@ -71,6 +71,7 @@ class Options:
     retention: float | None = None  # seconds: finished runs older than this are pruned
     retention_interval: float = 3600.0  # seconds between prunes (the first at start)
     clock: Any = None  # what pull triggers (schedules) read the time from; tests inject one
+    worker: bool = False  # PostgreSQL: execute runs here too (accepted ones, and any queued: engine.worker)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -84,7 +85,9 @@ class Listener:
         self.engine = engine
         self.options = options
         self.metrics = Metrics()
-        self.runs = Runs(engine, self.metrics, options.max_in_flight)
+        self.shared = getattr(engine.store, "backend", "sqlite") == "postgresql"  # many servers, one database
+        self.runs = Runs(engine, self.metrics, options.max_in_flight,
+                         executes=not self.shared or options.worker)
         self.consumers = Consumers(engine, self.runs, self.metrics, options.clock)
         self.admin = AdminToken(options.admin_token)
         self.redact = engine.redactor  # every body this server sends passes through it (as its logs do)
@@ -316,9 +319,13 @@ class Listener:
                                     entry.secret_queries)
         try:
             got = await self.engine.submit_once(entry.flow, trigger=entry.name, trigger_outputs=call.outputs,
-                                                request=stored, dedupe_key=call.dedupe,
+                                                request=stored, dedupe_key=call.dedupe, hold=self.runs.executes,
                                                 trace=telemetry.carrier(call.inbound.headers))  # W3C traceparent
         except FlowrunError as exc:
+            from engine.concurrency import ConcurrencyLimit
+
+            if isinstance(exc, ConcurrencyLimit):  # maxQueued runs of this key wait already: come back later
+                return self._reject(entry, 429, "busy", str(exc), {"Retry-After": str(self.options.retry_after)})
             log.error("could not start a run: %s", exc, extra={"event": "start_error", "flow": labels[0],
                                                                "trigger": labels[1]})
             self.metrics.rejected.labels(*labels, "error").inc()
@@ -484,9 +491,17 @@ class Listener:
     async def lifespan(self, app: Starlette) -> Any:
         async with anyio.create_task_group() as tg:
             self.capabilities.prepare()
-            resumed = self.runs.resume_unfinished()
+            if self.shared:  # PostgreSQL: workers (and this server with --worker) claim what is due or orphaned
+                resumed = 0
+                if self.options.worker:
+                    from engine.worker import Worker
+
+                    tg.start_soon(lambda: Worker(self.engine, capacity=self.options.max_in_flight).run())
+            else:
+                resumed = self.runs.resume_unfinished()
             await tg.start(self.consumers.run, self.table)
-            await tg.start(wakeups.run, self.engine, wakeups.launcher(self.runs))  # parked runs wake when due
+            if not self.shared:
+                await tg.start(wakeups.run, self.engine, wakeups.launcher(self.runs))  # parked runs wake when due
             if self.options.reload:
                 tg.start_soon(self.watch)
             if self.options.retention:

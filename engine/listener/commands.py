@@ -45,11 +45,15 @@ from engine.clierrors import Fail, guard
                    "--retention-interval (default: keep everything)")
 @click.option("--retention-interval", default="1h", show_default=True, metavar="AGE",
               help="how often --retention prunes")
+@click.option("--worker", is_flag=True,
+              help="PostgreSQL state: also execute runs here (the ones this server accepts, and any queued or due "
+                   "one, as `flowrun worker` does); without it, accepted runs are committed Queued for the workers")
 @click.pass_context
 @guard
 def serve(ctx: click.Context, folder: str | None, flows_dir: str | None, state: str | None, connections: str | None, host: str, port: int,
           base_url: str | None, max_body: int, max_headers: int, max_header_bytes: int, max_in_flight: int, sync_timeout: float, shutdown_timeout: float,
-          reload: bool, admin_token_env: str, log_level: str, retention: str | None, retention_interval: str) -> None:
+          reload: bool, admin_token_env: str, log_level: str, retention: str | None, retention_interval: str,
+          worker: bool) -> None:
     """Serve the flows' HTTP triggers and schedules.
 
     POST /flows/{flow}/triggers/{trigger} starts a run; GET /runs/{id} polls it;
@@ -76,8 +80,11 @@ def serve(ctx: click.Context, folder: str | None, flows_dir: str | None, state: 
         raise Fail("--retention-interval: must be more than 0")
     root = ctx.find_root().obj
     state = state or root["state"]
-    lock = server.StateLock(state)
-    lock.acquire()
+    from engine.storage import is_url
+
+    lock = None if is_url(state) else server.StateLock(state)  # PostgreSQL: many servers share one database
+    if lock is not None:
+        lock.acquire()
     # One connections file for the whole folder, found once (not per request): --connections, or
     # connections.yaml in the flows folder or a parent of it.
     from engine.connections import find_file
@@ -95,14 +102,15 @@ def serve(ctx: click.Context, folder: str | None, flows_dir: str | None, state: 
                       max_headers=max_headers, max_header_bytes=max_header_bytes,
                       max_in_flight=max_in_flight, sync_timeout=sync_timeout, shutdown_timeout=shutdown_timeout,
                       reload=reload, admin_token=admin_token, ui_token_file=str(token_file) if token_file else None,
-                      retention=keep, retention_interval=every)
+                      retention=keep, retention_interval=every, worker=worker)
     listener = Listener(engine, options)
     try:
         listener.load()
         server.run(listener, host, port)
     finally:
         engine.close()
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 @click.command()

@@ -47,7 +47,7 @@ class Host:
             await self._runs.wait_for_room()
         key = None if dedupe_key is None else f"{self.trigger_name}:{dedupe_key}"
         got = await self._engine.accept(self.entry.flow, self.trigger_name, payload, key, checkpoint=checkpoint,
-                                        request=request, trace=trace)
+                                        request=request, trace=trace, hold=self._runs.executes)
         labels = (self.flow_name, self.trigger_name)
         if got.duplicate:
             self._metrics.child(self._metrics.duplicates, *labels).inc()
@@ -128,6 +128,52 @@ class Consumers:
                 self._scopes[key] = (await self._tg.start(self._task, entry), entry.version)
 
     async def _task(self, entry: PullEntry, *, task_status: Any) -> None:
+        shared = getattr(self.engine.store, "backend", "sqlite") == "postgresql"
+        if not shared or getattr(entry.cls, "shared", "lease") != "lease":
+            await self._consume(entry, task_status=task_status)
+            return
+        await self._leased(entry, task_status=task_status)
+
+    LEASE_TTL = 30.0  # seconds a trigger's lease lasts without renewal (renewed every third)
+    STANDBY_POLL = 2.0  # seconds between an instance's tries for a trigger another one consumes
+
+    async def _leased(self, entry: PullEntry, *, task_status: Any) -> None:
+        """Consume only while this instance holds the trigger's lease; stand by otherwise
+        (other instances on the database), and stop consuming if the lease is lost."""
+        from engine.pglease import TriggerLease
+
+        extra = {"flow": entry.flow.name, "trigger": entry.name}
+        lease = TriggerLease(self.engine.store, entry.flow.name, entry.name, ttl=self.LEASE_TTL)
+        with anyio.CancelScope() as outer:
+            task_status.started(outer)
+            try:
+                while True:
+                    if not lease.take():
+                        log.info("trigger consumed by another instance; standing by",
+                                 extra={"event": "trigger_standby", **extra})
+                        while not lease.take():  # a killed holder's backend is gone at once: look often
+                            await anyio.sleep(self.STANDBY_POLL)
+                    lost = []
+                    async with anyio.create_task_group() as tg:
+                        async def keep() -> None:
+                            while True:
+                                await anyio.sleep(self.LEASE_TTL / 3)
+                                if not lease.take():
+                                    log.warning("trigger lease lost; this instance stops consuming",
+                                                extra={"event": "trigger_lease_lost", **extra})
+                                    lost.append(True)
+                                    tg.cancel_scope.cancel()
+                                    return
+                        tg.start_soon(keep)
+                        await self._consume(entry, task_status=anyio.TASK_STATUS_IGNORED)
+                        tg.cancel_scope.cancel()
+                    if not lost:  # the trigger stopped by itself (an error, logged): as without a lease
+                        return
+            finally:
+                with anyio.CancelScope(shield=True):
+                    lease.release()
+
+    async def _consume(self, entry: PullEntry, *, task_status: Any) -> None:
         extra = {"flow": entry.flow.name, "trigger": entry.name}
         with anyio.CancelScope() as scope:
             trigger = entry.cls(entry.definition, Host(entry, self.engine, self.runs, self.metrics, self.clock))

@@ -44,8 +44,9 @@ class RunHandle:
 
 
 class Runs:
-    def __init__(self, engine: Any, metrics: Any, max_in_flight: int):
+    def __init__(self, engine: Any, metrics: Any, max_in_flight: int, *, executes: bool = True):
         self.engine = engine
+        self.executes = executes  # False: runs are committed Queued for `flowrun worker`s (PostgreSQL)
         self.metrics = metrics
         self.max_in_flight = max_in_flight
         self.in_flight: dict[str, RunHandle] = {}
@@ -69,6 +70,10 @@ class Runs:
     def launch(self, run_id: str, flow: Any, trigger: str, *, resume: bool = False,
                flow_name: str | None = None, reuse: Any = None) -> RunHandle:
         handle = RunHandle(run_id, flow, trigger, flow_name, reuse)
+        if not self.executes:  # a worker executes it: the caller answers 202 + Location at once
+            handle.responded.set()
+            handle.done.set()
+            return handle
         self.in_flight[run_id] = handle
         self.metrics.in_flight.set(len(self.in_flight))
         task = asyncio.get_running_loop().create_task(self._run(handle, resume))

@@ -40,6 +40,7 @@ _DOC = __doc__.split("\n\n", 2)[2]
 
 class SqsQueue(PullTrigger):
     type = "aws.sqs.Queue"
+    shared = "all"  # several serve instances: SQS hands each message to one of them (visibility timeout)
     title = "Start a run for each message of an Amazon SQS queue"
     description = _DOC
     connection = "aws"

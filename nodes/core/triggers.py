@@ -123,6 +123,7 @@ class Recurrence(PullTrigger):
     example = {"type": "Recurrence", "recurrence": {"frequency": "Day", "interval": 1, "timeZone": "Europe/Paris",
                                                     "schedule": {"hours": [9], "minutes": [0]}}}
     limited = False
+    shared = "all"  # every instance fires; the scheduled time de-duplicates (one run per time)
 
     def __init__(self, definition: dict, host: Any = None):
         super().__init__(definition, host)

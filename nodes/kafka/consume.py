@@ -130,6 +130,7 @@ class Invalid(Exception):
 
 class Consume(PullTrigger):
     type = "kafka.Consume"
+    shared = "all"  # several serve instances: the consumer group gives each partition to one of them
     title = "Consume Kafka topics in a consumer group"
     description = (
         "Joins consumer group `groupId` over `topics` (a name, or a regular expression starting with `^` for "

@@ -120,8 +120,18 @@ class Throttle:
 
 def token_file(state: str | Path) -> tuple[str, Path]:
     """(token, file): the admin token ``flowrun serve`` uses when none is set, kept in
-    ``<state>.ui-token`` (created once, readable by its owner only) so a restart keeps it."""
-    path = Path(str(state) + ".ui-token")
+    ``<state>.ui-token`` (created once, readable by its owner only) so a restart keeps it. For a
+    database URL (PostgreSQL) it is kept in ~/.flowrun/, one file per database; instances behind
+    a load balancer share FLOWRUN_ADMIN_TOKEN instead."""
+    text = str(state)
+    if "://" in text:
+        import hashlib
+
+        from engine.pgconn import shown
+
+        path = Path.home() / ".flowrun" / f"ui-token-{hashlib.sha256(shown(text).encode()).hexdigest()[:16]}"
+    else:
+        path = Path(text + ".ui-token")
     try:
         token = path.read_text(encoding="utf-8").strip()
         if len(token) >= 20:

@@ -1,0 +1,123 @@
+"""The PostgreSQL connection as flowrun uses it: URLs shown without passwords, a pool opened
+with one clear error, and ``Adapter``, the writer connection as the helpers around the store
+see it (``store.db``): the SQLite words they use (``?`` placeholders, ``INSERT OR
+IGNORE/REPLACE``, ``instr``, ``BEGIN``/``COMMIT``) said in PostgreSQL's.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import pq
+from psycopg_pool import ConnectionPool
+
+from .errors import StoreError
+
+# SQLite idioms the helpers around the store use, and their PostgreSQL words (Adapter)
+_PRIMARY_KEYS = {"cancel_requests": "run_id", "validated_flows": "key", "server_keys": "name",
+                 "run_leases": "run_id", "trigger_checkpoints": "flow, trigger, key", "definitions": "hash"}
+_OR_REPLACE = re.compile(r"^\s*INSERT OR REPLACE INTO (\w+) \(([^)]*)\)", re.I)
+_OR_IGNORE = re.compile(r"^\s*INSERT OR IGNORE INTO", re.I)
+_TYPES = ((re.compile(r"\bBLOB\b"), "BYTEA"), (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"))
+
+
+def shown(url: str) -> str:
+    """The URL as it may be printed: no password (in the authority or the query)."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else netloc
+        query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    except ValueError:
+        return "postgresql://(unreadable URL)"
+
+
+def translate(sql: str) -> str:
+    """SQLite's words as PostgreSQL's (only the subset flowrun's helpers use)."""
+    m = _OR_REPLACE.match(sql)
+    if m:
+        table, cols = m.group(1), [c.strip() for c in m.group(2).split(",")]
+        keys = _PRIMARY_KEYS[table]
+        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c not in keys.split(", "))
+        sql = (sql[:m.start()] + f"INSERT INTO {table} ({m.group(2)})" + sql[m.end():] +
+               f" ON CONFLICT ({keys}) DO UPDATE SET {sets}")
+    elif _OR_IGNORE.match(sql):
+        sql = _OR_IGNORE.sub("INSERT INTO", sql) + " ON CONFLICT DO NOTHING"
+    sql = sql.replace("LIMIT -1", "LIMIT ALL").replace("instr(", "strpos(")
+    for pattern, word in _TYPES:
+        sql = pattern.sub(word, sql) if sql.lstrip().upper().startswith("CREATE") else sql
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class Adapter:
+    """The writer connection as the helpers around the store see it (``store.db``)."""
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self.store._batch) or self.store._conn.info.transaction_status != pq.TransactionStatus.IDLE
+
+    def execute(self, sql: str, args: Any = ()) -> psycopg.Cursor:
+        word = sql.lstrip()[:16].upper()
+        if word.startswith("BEGIN"):
+            self.store.begin()
+            return self.store.conn.cursor()
+        if word.startswith("COMMIT"):
+            self.store.commit()
+            return self.store.conn.cursor()
+        if word.startswith("ROLLBACK") and "TO" not in word:
+            self.store.rollback()
+            return self.store.conn.cursor()
+        was_dirty = self.store._dirty
+        if not word.startswith("SELECT"):
+            self.store.begin()
+            self.store._dirty = True
+        try:
+            return self.store.conn.execute(translate(sql), tuple(args))
+        except psycopg.Error:
+            if not was_dirty and self.in_transaction:  # nothing else pending: a clean slate again
+                self.store.rollback()
+            raise
+
+    def commit(self) -> None:
+        self.store.commit()
+
+    def rollback(self) -> None:
+        self.store.rollback()
+
+
+def connect_pool(url: str, *, max_size: int = 4) -> ConnectionPool:
+    """A pool of connections to ``url``; StoreError in one line (never the password) when
+    the server cannot be reached: tried once directly first, so the pool never retries noisily."""
+    try:
+        psycopg.connect(url, connect_timeout=10).close()
+    except Exception as exc:  # noqa: BLE001  OperationalError, a malformed URL (ProgrammingError)
+        raise StoreError(f"{shown(url)}: cannot connect to PostgreSQL: {_scrub(exc, url)}") from None
+    pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True},
+                          name="flowrun")
+    try:
+        pool.open(wait=True, timeout=10.0)
+    except Exception as exc:  # noqa: BLE001
+        pool.close()
+        raise StoreError(f"{shown(url)}: cannot connect to PostgreSQL: {_scrub(exc, url)}") from None
+    return pool
+
+
+def _scrub(exc: BaseException, url: str) -> str:
+    """The first line of a driver error, without the URL or its password."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = text.replace(url, shown(url))
+    try:
+        secret = urlsplit(url).password
+    except ValueError:
+        secret = None
+    for value in filter(None, [secret, *re.findall(r"(?i)password=([^&\s]+)", url)]):
+        text = text.replace(value, "***")
+    return text

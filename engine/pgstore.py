@@ -1,0 +1,570 @@
+"""Runs and steps in PostgreSQL: the same record as engine.store, shared by many processes.
+
+``PgStore`` keeps ``Store``'s contract (engine.storage.StateStore) and its behaviour where it
+is not about SQL: every text written passes the redactor, writes of one event-loop turn share
+one commit (``flush_soon``/``durable``), a Running row is written only for an action that has
+run ``RUNNING_AFTER`` seconds. What differs:
+
+- one writer connection per process, taken from a psycopg-pool pool; reads go through it, so
+  a process sees what it wrote before it commits, as with SQLite. It autocommits: a write
+  opens a transaction (``begin``) that the group commit closes, and a read never leaves one
+  open;
+- the schema is versioned in ``flowrun_schema`` (``MIGRATIONS`` below), applied under a
+  transaction-level advisory lock so any number of processes starting at once migrate once;
+  a database newer than the code is refused;
+- values over ``blob_threshold`` go to the ``blobs`` table (every host sees them), not files;
+- writes for a run this process holds under a lease (engine.pglease) are fenced: each one
+  carries ``EXISTS (lease with our token)``, so a process that lost its lease writes nothing;
+- a queued or parked run sends ``NOTIFY flowrun_runs`` (delivered at commit) to wake workers.
+
+``db`` is engine.pgconn.Adapter, which speaks the SQLite subset the helpers around the store
+use: checkpoints, server keys, the flow cache, cancel requests, concurrency slots and the run
+inspector work on either backend unchanged.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Any, Callable, Iterator
+
+import psycopg
+from psycopg import pq
+from psycopg.rows import dict_row
+
+from .errors import OutputTooLarge, StoreError
+from .pgconn import Adapter, connect_pool, shown, translate
+from .lru import LRU
+from .runs import Run, Step
+from .store import RUN_JSON, Store, _RUN_FIELDS, _default
+
+log = logging.getLogger("flowrun.store")
+CHANNEL = "flowrun_runs"  # NOTIFY channel: a run was queued, parked or released
+DONE = "flowrun_done"  # NOTIFY channel: a child run finished (the payload: its parent's id)
+_LOCK_KEY = 0x666C6F7772756E  # "flowrun": the advisory lock migrations take
+
+MIGRATIONS = [
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY, flow TEXT NOT NULL, file TEXT, flow_hash TEXT, git_commit TEXT,
+        definition TEXT, trigger TEXT, payload TEXT, params TEXT, status TEXT NOT NULL,
+        created DOUBLE PRECISION NOT NULL, started DOUBLE PRECISION, ended DOUBLE PRECISION,
+        outputs TEXT, error TEXT, response TEXT, parent_id TEXT, rerun_of TEXT, request TEXT,
+        dedupe_key TEXT, attempts INTEGER DEFAULT 0
+    );
+    CREATE INDEX runs_by_flow ON runs(flow, created);
+    CREATE INDEX runs_by_status ON runs(status, created);
+    CREATE UNIQUE INDEX runs_by_dedupe ON runs(flow, dedupe_key) WHERE dedupe_key IS NOT NULL;
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL, path TEXT COLLATE "C" NOT NULL, action TEXT NOT NULL, type TEXT,
+        status TEXT NOT NULL, attempts INTEGER DEFAULT 0, inputs TEXT, outputs TEXT, error TEXT,
+        started DOUBLE PRECISION, ended DOUBLE PRECISION, seq BIGINT, handle TEXT,
+        wake DOUBLE PRECISION, interrupted INTEGER,
+        PRIMARY KEY (run_id, path)
+    );
+    CREATE INDEX steps_by_seq ON steps(run_id, seq);
+    CREATE TABLE definitions (hash TEXT PRIMARY KEY, source TEXT NOT NULL);
+    CREATE TABLE blobs (digest TEXT PRIMARY KEY, data TEXT NOT NULL);
+    CREATE TABLE parked_runs (run_id TEXT PRIMARY KEY, wake DOUBLE PRECISION NOT NULL,
+        parked DOUBLE PRECISION NOT NULL);
+    CREATE INDEX parked_runs_by_wake ON parked_runs(wake);
+    CREATE TABLE run_leases (
+        run_id TEXT PRIMARY KEY, owner TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
+        token TEXT NOT NULL, backend INTEGER, backend_start TIMESTAMPTZ,
+        acquired DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX run_leases_by_owner ON run_leases(owner);
+    CREATE TABLE schedule_firings (
+        flow TEXT NOT NULL, trigger TEXT NOT NULL, scheduled DOUBLE PRECISION NOT NULL, run_id TEXT,
+        fired DOUBLE PRECISION NOT NULL, PRIMARY KEY (flow, trigger, scheduled)
+    )
+    """,
+]
+VERSION = len(MIGRATIONS)
+
+class PgStore(Store):
+    """``Store`` on PostgreSQL (see the module docstring). ``migrate=False`` opens a database
+    without upgrading it (``flowrun db status``)."""
+
+    Error = psycopg.Error
+    IntegrityError = psycopg.IntegrityError
+    backend = "postgresql"
+    RUNNING_AFTER = 0.25  # a write is a round trip here: Running rows only for what runs a while
+
+    def __init__(self, url: str, *, redact: Callable[[str], str] | None = None,
+                 blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000, migrate: bool = True,
+                 pool_size: int = 4):
+        self.url = url
+        self.path = shown(url)  # what messages name: never the password
+        self.redact = redact if redact is not None else (lambda s: s)
+        self.blob_threshold = blob_threshold
+        self.blob_cap = blob_cap
+        self.blobs = None  # blobs live in the database
+        self._seq = 0
+        self._flush_scheduled = False
+        self._waiters = None
+        self._stored_definitions: LRU[str, bool] = LRU(1024)
+        self._pending_starts: dict[tuple[str, str | None], tuple] = {}
+        self._starts_timer: Any = None
+        self._ensured: set[str] = set()
+        self._dirty = False
+        self._notify = False
+        self.notices: set[str] = set()  # parents to tell, at commit, that a child run finished
+        self.fences: dict[str, str] = {}  # run id -> lease token this process writes under
+        self.on_fenced: dict[str, Callable[[], None]] = {}  # run id -> what to do when a write was fenced
+        self.pool = connect_pool(url, max_size=pool_size)
+        self._batch: list[tuple[str, tuple, str | None]] = []  # fenced writes not sent yet (sql, args, run id)
+        self._conn = self.pool.getconn()
+        if "synchronous_commit" not in url:
+            # like SQLite's WAL + synchronous=NORMAL: a commit survives this process dying at
+            # once, the server's crash after ~3 x wal_writer_delay; the URL's options may say "on"
+            self.conn.execute("SET synchronous_commit = off")
+            self.conn.commit()
+        self.db = Adapter(self)
+        try:
+            self.version = self._migrate() if migrate else self.schema_version()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- schema --------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        """The version of the schema in the database (0: none yet)."""
+        try:
+            row = self.conn.execute("SELECT to_regclass('flowrun_schema') IS NOT NULL").fetchone()
+            if not row[0]:
+                return 0
+            version = self.conn.execute("SELECT COALESCE(MAX(version), 0) FROM flowrun_schema").fetchone()[0]
+        finally:
+            self.conn.rollback()
+        return version
+
+    def _check_version(self, version: int) -> None:
+        if version > VERSION:
+            raise StoreError(f"{self.path}: schema version {version} is newer than this flowrun "
+                             f"understands ({VERSION}); upgrade flowrun")
+
+    def _migrate(self) -> int:
+        """Bring the schema up to date in one transaction under an advisory lock: processes
+        starting at once wait for the one that migrates, then find the schema current."""
+        version = self.schema_version()
+        self._check_version(version)
+        if version == VERSION:
+            return version
+        try:
+            with self.conn.transaction():
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                self.conn.execute("CREATE TABLE IF NOT EXISTS flowrun_schema (version INTEGER PRIMARY KEY, "
+                                  "applied DOUBLE PRECISION NOT NULL)")
+                version = self.conn.execute("SELECT COALESCE(MAX(version), 0) FROM flowrun_schema").fetchone()[0]
+                self._check_version(version)
+                for i in range(version, VERSION):
+                    self.conn.execute(MIGRATIONS[i])
+                    self.conn.execute("INSERT INTO flowrun_schema (version, applied) VALUES (%s, %s)",
+                                      (i + 1, time.time()))
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.path}: cannot migrate the schema: {exc}") from None
+        return VERSION
+
+    # -- transactions ----------------------------------------------------------------------------
+    @property
+    def conn(self) -> psycopg.Connection:
+        """The writer connection, with every write batched so far sent (so a read sees them)."""
+        if self._batch:
+            self._send()
+        return self._conn
+
+    def _send(self, *, commit: bool = False) -> None:
+        """Send the batched writes in one round trip (psycopg's pipeline mode), with BEGIN
+        first if no transaction is open, and with ``commit`` the NOTIFYs and COMMIT too: a
+        group commit of any number of step writes is one round trip. A fenced write that
+        changed nothing (our lease was taken over) tells its holder, after."""
+        conn, batch, self._batch = self._conn, self._batch, []
+        fenced = []
+        with conn.pipeline():
+            if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+                conn.execute("BEGIN")
+            for sql, args, run_id in batch:
+                cur = conn.execute(sql, args)
+                if run_id is not None:
+                    fenced.append((cur, run_id))
+            if commit:
+                if self._notify:
+                    conn.execute(f"NOTIFY {CHANNEL}")
+                for parent in self.notices:  # a child run finished: its parent may wait in another worker
+                    conn.execute("SELECT pg_notify(%s, %s)", (DONE, parent))
+                conn.execute("COMMIT")
+        for cur, run_id in fenced:
+            if cur.rowcount == 0:
+                log.error("run %s: its lease was taken over; this process writes nothing more for it", run_id)
+                lost = self.on_fenced.get(run_id)
+                if lost is not None:
+                    lost()
+
+    def commit(self) -> None:
+        self._send(commit=True)
+        self._dirty = self._notify = False
+        self.notices.clear()
+
+    def rollback(self) -> None:
+        self._batch.clear()
+        self._conn.rollback()
+        self._dirty = self._notify = False
+        self.notices.clear()
+
+    def close(self) -> None:
+        conn = self.__dict__.get("_conn")
+        try:
+            if conn is not None and not conn.closed:
+                try:
+                    self.flush()
+                finally:
+                    self.pool.putconn(conn)
+        finally:
+            self.pool.close()
+
+    def flush(self) -> None:
+        try:
+            if self._pending_starts:
+                self._write_pending_starts()
+                self._arm_starts_timer()
+            if self.db.in_transaction or self._notify or self.notices:
+                self.commit()
+        except psycopg.Error as exc:
+            try:
+                self.rollback()
+            except psycopg.Error:
+                pass
+            raise StoreError(f"{self.path}: commit failed: {exc}") from None
+
+    def begin(self) -> None:
+        """Open the write transaction, if none is open. The connection autocommits otherwise, so
+        a read never leaves a transaction open (holding locks a migration or a DROP waits for)."""
+        conn = self.conn
+        if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+            conn.execute("BEGIN")
+
+    def _write(self, sql: str, args: tuple) -> int:
+        self.begin()
+        self._dirty = True
+        return self.conn.execute(sql, args).rowcount
+
+    def _fenced(self, run_id: str, sql: str, args: tuple) -> None:
+        """A write for ``run_id``, batched until the next commit or read (``_send``). With a
+        fence (a lease this process holds) it happens only while the lease row still carries
+        our token; a fenced-off write tells the holder (``on_fenced``)."""
+        self._dirty = True
+        token = self.fences.get(run_id)
+        if token is None:
+            self._batch.append((sql.replace("{fence}", "TRUE"), args, None))
+            return
+        at = sql[:sql.index("{fence}")].count("%s")  # the fence's two values go where it stands
+        self._batch.append((sql.replace("{fence}", "EXISTS (SELECT 1 FROM run_leases WHERE run_id = %s "
+                                                   "AND token = %s)"), (*args[:at], run_id, token, *args[at:]), run_id))
+
+    # -- encoding --------------------------------------------------------------------------------
+    def encode(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
+        if len(text) > self.blob_threshold:
+            data = text.encode()
+            if len(data) > self.blob_cap:
+                raise OutputTooLarge(len(data), self.blob_cap)
+            digest = hashlib.sha256(data).hexdigest()
+            self._write("INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING", (digest, text))
+            return json.dumps({"$blob": digest, "size": len(data)})
+        return text.replace("\x00", "\\u0000") if "\x00" in text else text
+
+    def decode(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        value = json.loads(text)
+        if isinstance(value, dict) and "$blob" in value and len(value) == 2 and "size" in value:
+            row = self.conn.execute("SELECT data FROM blobs WHERE digest = %s", (value["$blob"],)).fetchone()
+            if row is None:
+                raise StoreError(f"{self.path}: blob {value['$blob']} is missing")
+            return json.loads(row[0])
+        return value
+
+    # -- writes ------------------------------------------------------------------------------------
+    def create_run(self, run: dict, *, commit: bool = True) -> None:
+        """Insert a run (Queued: workers are told at commit). A ``dedupe_key`` already taken
+        raises IntegrityError without spoiling the open transaction (ON CONFLICT DO NOTHING)."""
+        row = dict(run)
+        source = row.pop("definition", None)
+        if source is not None and row.get("flow_hash") not in self._stored_definitions:
+            self._write("INSERT INTO definitions (hash, source) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                        (row["flow_hash"], source))
+            self._stored_definitions.add(row["flow_hash"])
+        for key in RUN_JSON:
+            if key in row:
+                row[key] = self.encode(row[key])
+        row.setdefault("created", time.time())
+        cols = ", ".join(row)
+        count = self._write(f"INSERT INTO runs ({cols}) VALUES ({', '.join(['%s'] * len(row))}) "
+                            f"ON CONFLICT DO NOTHING", tuple(row.values()))
+        if count == 0:
+            raise psycopg.errors.UniqueViolation(f"run {row.get('id')} or its dedupe key exists already")
+        if row.get("status") == "Queued":
+            self._notify = True
+        if commit:
+            self.flush()
+
+    def run_finished(self, run_id: str, **fields: Any) -> None:
+        """Record a run's outcome; a lease this process holds on it goes in the same statement
+        (one round trip), and so in the same commit."""
+        token = self.fences.get(run_id)
+        if token is None:
+            return super().run_finished(run_id, **fields)
+        pending = self._pending_starts.pop((run_id, None), None)
+        if pending is not None:
+            fields.setdefault("started", pending[5])
+            fields.setdefault("attempts", pending[4])
+        for key in RUN_JSON:
+            if key in fields:
+                fields[key] = self.encode(fields[key])
+        sets = ", ".join(f"{k} = %s" for k in fields)
+        self._fenced(run_id, f"WITH u AS (UPDATE runs SET {sets} WHERE id = %s AND {{fence}} RETURNING id) "
+                     f"DELETE FROM run_leases WHERE run_id = %s AND token = %s AND EXISTS (SELECT 1 FROM u)",
+                     (*fields.values(), run_id, run_id, token))
+        self.fences.pop(run_id, None)
+        self.on_fenced.pop(run_id, None)
+
+    def continue_numbering(self, run_id: str) -> None:
+        last = self.conn.execute("SELECT MAX(seq) FROM steps WHERE run_id = %s", (run_id,)).fetchone()[0]
+        self._seq = max(self._seq, last or 0)
+
+    def update_run(self, run_id: str, *, commit: bool = True, **fields: Any) -> None:
+        if "status" in fields:
+            self._pending_starts.pop((run_id, None), None)
+            if fields["status"] == "Queued":
+                self._notify = True
+        for key in RUN_JSON:
+            if key in fields:
+                fields[key] = self.encode(fields[key])
+        sets = ", ".join(f"{k} = %s" for k in fields)
+        self._fenced(run_id, f"UPDATE runs SET {sets} WHERE id = %s AND {{fence}}", (*fields.values(), run_id))
+        if commit:
+            self.flush()
+
+    def _write_pending_starts(self, only: tuple[str, str] | None = None) -> None:
+        cutoff = time.time() - self.RUNNING_AFTER
+        due = [only] if only is not None else [k for k, v in self._pending_starts.items() if v[5] <= cutoff]
+        for key in due:
+            run_id, path, action, type_, attempts, started = self._pending_starts.pop(key)
+            if path is None:
+                self._fenced(run_id, "UPDATE runs SET status = 'Running', started = %s, attempts = %s "
+                             "WHERE id = %s AND {fence}", (started, attempts, run_id))
+                continue
+            self._seq += 1
+            self._fenced(run_id,
+                         "INSERT INTO steps (run_id, path, action, type, status, attempts, started, seq) "
+                         "SELECT %s, %s, %s, %s, 'Running', %s, %s, %s WHERE {fence} "
+                         "ON CONFLICT (run_id, path) DO UPDATE SET status = 'Running', attempts = EXCLUDED.attempts, "
+                         "started = EXCLUDED.started, ended = NULL, error = NULL, outputs = NULL",
+                         (run_id, path, action, type_, attempts, started, self._seq))
+
+    def step_finished(self, run_id: str, path: str, action: str, type_: str, status: str, *,
+                      attempts: int, inputs: Any, outputs: Any, error: Any, started: float | None,
+                      ended: float, commit: bool = True, interrupted: bool = False) -> None:
+        enc_outputs = self.encode(outputs)
+        self._pending_starts.pop((run_id, path), None)
+        self._seq += 1
+        self._fenced(run_id,
+                     "INSERT INTO steps (run_id, path, action, type, status, attempts, inputs, outputs, error, "
+                     "started, ended, seq, interrupted, handle, wake) SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                     "%s, %s, %s, %s, NULL, NULL WHERE {fence} ON CONFLICT (run_id, path) DO UPDATE SET "
+                     "action = EXCLUDED.action, type = EXCLUDED.type, status = EXCLUDED.status, "
+                     "attempts = EXCLUDED.attempts, inputs = EXCLUDED.inputs, outputs = EXCLUDED.outputs, "
+                     "error = EXCLUDED.error, started = EXCLUDED.started, ended = EXCLUDED.ended, seq = EXCLUDED.seq, "
+                     "interrupted = EXCLUDED.interrupted, handle = NULL, wake = NULL",
+                     (run_id, path, action, type_, str(status), attempts, self.encode(inputs), enc_outputs,
+                      self.encode(error), started, ended, self._seq, 1 if interrupted else None))
+        if commit:
+            self.flush_soon()
+
+    def step_mark(self, run_id: str, path: str, action: str, type_: str, *, attempts: int,
+                  started: float | None, handle: Any, wake: float | None) -> None:
+        self._pending_starts.pop((run_id, path), None)
+        self._seq += 1
+        self._fenced(run_id,
+                     "INSERT INTO steps (run_id, path, action, type, status, attempts, started, seq, handle, wake) "
+                     "SELECT %s, %s, %s, %s, 'Running', %s, %s, %s, %s, %s WHERE {fence} "
+                     "ON CONFLICT (run_id, path) DO UPDATE SET status = 'Running', attempts = EXCLUDED.attempts, "
+                     "started = EXCLUDED.started, ended = NULL, error = NULL, outputs = NULL, "
+                     "handle = EXCLUDED.handle, wake = EXCLUDED.wake",
+                     (run_id, path, action, type_, attempts, started, self._seq, self.encode(handle), wake))
+        self.flush()
+
+    def step_marks(self, run_id: str, path: str) -> tuple[Any, float | None]:
+        row = self.conn.execute("SELECT handle, wake FROM steps WHERE run_id = %s AND path = %s "
+                                "AND status = 'Running'", (run_id, path)).fetchone()
+        return (self.decode(row[0]), row[1]) if row else (None, None)
+
+    def park_run(self, run_id: str, wake: float, status: str) -> None:
+        self._write("INSERT INTO parked_runs (run_id, wake, parked) VALUES (%s, %s, %s) ON CONFLICT (run_id) "
+                    "DO UPDATE SET wake = EXCLUDED.wake, parked = EXCLUDED.parked", (run_id, wake, time.time()))
+        self._notify = True
+        self.update_run(run_id, status=status)
+
+    def due_runs(self, now: float, status: str) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT p.run_id FROM parked_runs p JOIN runs r ON r.id = p.run_id WHERE p.wake <= %s "
+            "AND r.status = %s ORDER BY p.wake", (now, status))]
+
+    def next_wake(self, status: str) -> float | None:
+        return self.conn.execute("SELECT MIN(p.wake) FROM parked_runs p JOIN runs r ON r.id = p.run_id "
+                                 "WHERE r.status = %s", (status,)).fetchone()[0]
+
+    def claim_parked(self, run_id: str, status: str) -> bool:
+        count = self._write("UPDATE runs SET status = 'Running' WHERE id = %s AND status = %s", (run_id, status))
+        self._write("DELETE FROM parked_runs WHERE run_id = %s", (run_id,))
+        self.flush()
+        return count == 1
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def get_run(self, run_id: str) -> Run:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            select = "SELECT r.*, d.source AS _source FROM runs r LEFT JOIN definitions d ON d.hash = r.flow_hash "
+            row = cur.execute(select + "WHERE r.id = %s", (run_id,)).fetchone()
+            if row is None:
+                pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                rows = cur.execute(select + "WHERE r.id LIKE %s ORDER BY r.created LIMIT 2",
+                                   (pattern,)).fetchall()
+                if len(rows) != 1:
+                    raise StoreError(f"no run '{run_id}' in {self.path}" if not rows else
+                                     f"'{run_id}' matches several runs; give more of the id")
+                row = rows[0]
+        run = dict(row)
+        for key in RUN_JSON:
+            run[key] = self.decode(run[key])
+        source = run.pop("_source")
+        if run["definition"] is None:
+            run["definition"] = source
+        return Run(**{k: v for k, v in run.items() if k in _RUN_FIELDS}, _load_steps=self.steps)
+
+    def find_run(self, flow: str, dedupe_key: str) -> Run | None:
+        row = self.conn.execute("SELECT id FROM runs WHERE flow = %s AND dedupe_key = %s",
+                                (flow, dedupe_key)).fetchone()
+        return self.get_run(row[0]) if row else None
+
+    def list_runs(self, *, flow: str | None = None, status: str | None = None, limit: int = 50) -> list[Run]:
+        sql, args = "SELECT id, flow, status, trigger, created, started, ended, parent_id, rerun_of FROM runs", []
+        where = []
+        if flow:
+            where.append("flow = %s")
+            args.append(flow)
+        if status:
+            where.append("status = %s")
+            args.append(str(status))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created DESC LIMIT %s"
+        args.append(limit)
+        cols = ["id", "flow", "status", "trigger", "created", "started", "ended", "parent_id", "rerun_of"]
+        return [Run(**dict(zip(cols, r)), _load_steps=self.steps) for r in self.conn.execute(sql, args)]
+
+    _COLS = "path, action, type, status, attempts, inputs, outputs, error, started, ended, seq, interrupted"
+
+    def steps(self, run_id: str) -> list[Step]:
+        rows = self.conn.execute(f"SELECT {self._COLS} FROM steps WHERE run_id = %s ORDER BY seq",
+                                 (run_id,)).fetchall()
+        return [self._step(r) for r in rows]
+
+    def iter_steps(self, run_id: str, *, prefix: str | None = None, after_seq: int = 0,
+                   page: int = 1000) -> Iterator[Step]:
+        last = after_seq
+        while True:
+            if prefix is None:
+                rows = self.conn.execute(f"SELECT {self._COLS} FROM steps WHERE run_id = %s AND seq > %s "
+                                         f"ORDER BY seq LIMIT %s", (run_id, last, page)).fetchall()
+            else:
+                rows = self.conn.execute(
+                    f"SELECT {self._COLS} FROM steps WHERE run_id = %s AND seq > %s AND "
+                    f"((path >= %s AND path < %s) OR (path >= %s AND path < %s)) ORDER BY seq LIMIT %s",
+                    (run_id, last, prefix + "/", prefix + "0", prefix + "[", prefix + "\\", page)).fetchall()
+            for r in rows:
+                yield self._step(r)
+            if len(rows) < page:
+                return
+            last = rows[-1][10]
+
+    def get_step(self, run_id: str, path: str) -> Step | None:
+        r = self.conn.execute(f"SELECT {self._COLS} FROM steps WHERE run_id = %s AND path = %s",
+                              (run_id, path)).fetchone()
+        return self._step(r) if r else None
+
+    def unfinished_runs(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM runs WHERE status IN ('Queued', 'Running') ORDER BY created")]
+
+    def ensure_table(self, name: str, ddl: str) -> None:
+        if name in self._ensured:
+            return
+        try:
+            self.flush()
+            with self.conn.transaction():
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))  # concurrent CREATEs race
+                self.conn.execute(translate(ddl).replace("%%", "%"))
+            self.conn.commit()
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.path}: cannot create table {name}: {exc}") from None
+        self._ensured.add(name)
+
+    # -- files and a small cache (what nodes keep beside runs; branch h14's Store API) ----------------
+    FILES_DDL = "CREATE TABLE IF NOT EXISTS files (digest TEXT PRIMARY KEY, data BYTEA NOT NULL)"
+    CACHE_DDL = ("CREATE TABLE IF NOT EXISTS node_cache (namespace TEXT NOT NULL, key TEXT NOT NULL, "
+                 "value TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (namespace, key))")
+
+    def put_file(self, data: bytes) -> str:
+        """Keep ``data`` once, content-addressed, in the ``files`` table (every host reads it);
+        returns its sha256. Over ``blob_cap`` the action fails."""
+        if len(data) > self.blob_cap:
+            raise OutputTooLarge(len(data), self.blob_cap)
+        digest = hashlib.sha256(data).hexdigest()
+        self.ensure_table("files", self.FILES_DDL)
+        self._write("INSERT INTO files (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING", (digest, data))
+        return digest
+
+    def get_file(self, digest: Any) -> bytes:
+        from .errors import ActionError
+
+        if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= set("0123456789abcdef"):
+            raise ActionError(f"{str(digest)[:80]!r} is not a file reference (a sha256)", code="FileNotFound")
+        self.ensure_table("files", self.FILES_DDL)
+        row = self.conn.execute("SELECT data FROM files WHERE digest = %s", (digest,)).fetchone()
+        if row is None:
+            raise ActionError(f"file {digest[:12]}… is not in {self.path} (pruned, or another state database)",
+                              code="FileNotFound")
+        return bytes(row[0])
+
+    def cache_get(self, namespace: str, key: str, now: float) -> Any:
+        """The value kept under (namespace, key) while it has not expired, else None."""
+        self.ensure_table("node_cache", self.CACHE_DDL)
+        row = self.conn.execute("SELECT value, expires FROM node_cache WHERE namespace = %s AND key = %s",
+                                (namespace, key)).fetchone()
+        return None if row is None or row[1] <= now else json.loads(row[0])
+
+    def cache_put(self, namespace: str, key: str, value: Any, ttl: float, now: float) -> None:
+        """Keep ``value`` (JSON, redacted) for ``ttl`` seconds, with the next commit; expired rows go."""
+        self.ensure_table("node_cache", self.CACHE_DDL)
+        text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
+        self._batch.append(("DELETE FROM node_cache WHERE namespace = %s AND expires <= %s", (namespace, now), None))
+        self._batch.append(("INSERT INTO node_cache (namespace, key, value, expires) VALUES (%s, %s, %s, %s) "
+                            "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, "
+                            "expires = EXCLUDED.expires", (namespace, key, text, now + ttl), None))
+        self._dirty = True
+        self.flush_soon()
+
+    # -- leases (engine.pglease) -----------------------------------------------------------------------
+    def claim(self, run_id: str, *, ttl: float, token: str | None = None) -> Any:
+        from .pglease import PgRunClaim
+
+        return PgRunClaim(self, run_id, ttl=ttl, token=token)
+
+    def leases(self, run_ids: list[str]) -> dict[str, tuple[int, str, float | None]]:
+        from .pglease import leases
+
+        return leases(self, run_ids)

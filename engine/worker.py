@@ -1,0 +1,189 @@
+"""``flowrun worker``: execute the queued and due runs of a shared PostgreSQL state database.
+
+Start as many workers as needed, on any machine; each one loops:
+
+1. **claim** up to its free capacity in one transaction: runs that are Queued (and whose
+   concurrency key has a free slot), Waiting and due, or Running with no live lease (their
+   holder died), oldest first, chosen with ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent
+   workers never pick the same run and never wait for each other; a lease row
+   (engine.pglease) is written for each in the same transaction. A full worker claims again
+   once a quarter of its capacity is free (batches, not a claim per finished run);
+2. **execute** each claimed run as its lease holder: a run that recorded steps resumes from
+   them (a Succeeded action never runs again; one that was in flight runs again with the same
+   idempotency key, ``run_id:path``); the lease is renewed every ttl/3 and every write is
+   fenced by its token. A Workflow action queues its child run for any worker and waits for
+   it (``Engine.delegate_children``);
+3. **wait** for a NOTIFY, on a connection of its own in a thread: ``flowrun_runs`` (a run was
+   queued, parked or released: claim again) or ``flowrun_done`` (a child run finished: wake its
+   parent), at most until the next parked run is due or ``poll`` seconds (a fallback: a worker
+   killed with kill -9 sends nothing, its runs are found by the next claim). No busy polling.
+
+A Wait long enough to park (``Engine.park_after``) ends the run's task; the run is claimed
+again, by whichever worker is free, when it is due.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+import anyio
+
+from .errors import FlowrunError, RunBusy, StoreError
+from .state import WAITING
+from .store import RecordedSteps
+
+log = logging.getLogger("flowrun.worker")
+
+
+class Worker:
+    def __init__(self, engine: Any, *, capacity: int = 32, poll: float = 5.0, name: str | None = None):
+        if getattr(engine.store, "backend", "sqlite") != "postgresql":
+            raise StoreError("flowrun worker needs a PostgreSQL state database (--state postgresql://...); "
+                             "with a SQLite file, flowrun serve executes the runs")
+        self.engine, self.capacity, self.poll = engine, capacity, poll
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        from . import concurrency
+
+        engine.store.ensure_table(concurrency.TABLE, concurrency.DDL)  # the claim reads it
+        engine.store.ensure_table(concurrency.TABLE + "_by_key", concurrency.INDEX)
+        self.in_flight: set[str] = set()
+        self.low_water = capacity - max(1, capacity // 4)  # claim again once a quarter of the slots is free
+        self.executed = 0
+        self._slot_freed = anyio.Event()
+        self._closing = False
+
+    # -- claiming ---------------------------------------------------------------------------------
+    def claim(self, limit: int) -> list[tuple[str, str, str, bool]]:
+        """Claim up to ``limit`` runs: [(run id, lease token, status, has recorded steps)]."""
+        from .pglease import LIVE, NOW
+
+        store = self.engine.store
+        store.flush()  # what this process wrote so far is its own commit
+        now = self.engine.clock.now()
+        try:
+            store.begin()
+            rows = store.conn.execute(
+                f"WITH c AS (SELECT r.id, r.status FROM runs r LEFT JOIN parked_runs p ON p.run_id = r.id "
+                f"WHERE (r.status IN ('Queued', 'Running') OR (r.status = %s AND p.wake <= %s)) "
+                f"AND NOT EXISTS (SELECT 1 FROM run_leases l WHERE l.run_id = r.id AND {LIVE}) "
+                f"AND NOT EXISTS (SELECT 1 FROM run_slots q WHERE q.run_id = r.id AND q.held = 0 AND q.slot_limit <= "
+                f"(SELECT COUNT(*) FROM run_slots s JOIN runs h ON h.id = s.run_id WHERE s.slot_key = q.slot_key "
+                f"AND s.held = 1 AND (h.status = 'Waiting' OR EXISTS (SELECT 1 FROM run_leases l "
+                f"WHERE l.run_id = s.run_id AND {LIVE})))) "
+                f"ORDER BY r.created LIMIT %s FOR UPDATE OF r SKIP LOCKED), "
+                f"taken AS (INSERT INTO run_leases AS l (run_id, owner, pid, host, token, backend, backend_start, "
+                f"acquired, expires) SELECT c.id, %s, %s, %s, md5(random()::text || c.id), pg_backend_pid(), "
+                f"a.backend_start, {NOW}, {NOW} + %s FROM c, pg_stat_activity a WHERE a.pid = pg_backend_pid() "
+                f"ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, host = EXCLUDED.host, "
+                f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
+                f"acquired = EXCLUDED.acquired, expires = EXCLUDED.expires WHERE NOT {LIVE} RETURNING run_id, token) "
+                f"SELECT t.run_id, t.token, c.status, EXISTS (SELECT 1 FROM steps s WHERE s.run_id = t.run_id) "
+                f"FROM taken t JOIN c ON c.id = t.run_id",
+                (WAITING, now, limit, self.name, os.getpid(), socket.gethostname(), self.engine.lease_ttl)).fetchall()
+            for run_id, _, status, _ in rows:
+                if status == WAITING:
+                    store._write("UPDATE runs SET status = 'Running' WHERE id = %s", (run_id,))
+                    store._write("DELETE FROM parked_runs WHERE run_id = %s", (run_id,))
+            store.commit()
+        except Exception as exc:
+            store.rollback()
+            if isinstance(exc, store.Error):
+                raise StoreError(f"{store.path}: claiming runs failed: {exc}") from None
+            raise
+        return rows
+
+    # -- executing --------------------------------------------------------------------------------
+    async def _execute(self, run_id: str, token: str, resume: bool) -> None:
+        engine = self.engine
+        try:
+            kw: dict[str, Any] = {"lease_token": token}
+            if resume:
+                kw["reuse"] = RecordedSteps(engine.store, run_id)
+            run = await engine.execute(run_id, **kw)
+            self.executed += 1
+            log.info("run %s", run.status, extra={"event": "run_done", "run_id": run_id, "status": str(run.status)})
+        except RunBusy as exc:
+            log.warning("%s", exc)
+        except FlowrunError as exc:  # the run cannot execute (its flow no longer loads): record why
+            log.error("run %s cannot execute: %s", run_id, exc)
+            try:
+                engine.fail_run(run_id, {"code": type(exc).__name__, "message": str(exc)})
+            except FlowrunError:
+                pass
+        except Exception:  # one run's bug must not stop the worker
+            log.exception("run %s failed in the engine", run_id)
+        finally:
+            self.in_flight.discard(run_id)
+            self._slot_freed.set()
+
+    # -- waiting ----------------------------------------------------------------------------------
+    def _listen(self, loop: Any) -> None:
+        """A thread: LISTEN on its own connection and hand each notification to the loop
+        (work may be claimable: wake the claim loop; a child run finished: wake its parent)."""
+        import psycopg
+
+        from .pgstore import CHANNEL, DONE
+
+        try:
+            with psycopg.connect(self.engine.store.url, autocommit=True) as conn:
+                conn.execute(f"LISTEN {CHANNEL}")
+                conn.execute(f"LISTEN {DONE}")
+                loop.call_soon_threadsafe(self._listening.set)
+                while not self._closing:
+                    for note in conn.notifies(timeout=1.0):
+                        if note.channel == DONE:
+                            loop.call_soon_threadsafe(self.engine.child_finished, note.payload)
+                        else:
+                            loop.call_soon_threadsafe(self._wake)
+                        if self._closing:
+                            break
+        except Exception as exc:  # noqa: BLE001  the database went away: the slow poll still finds work
+            log.warning("worker %s: LISTEN failed (%s); polling every %.1f s", self.name, exc, self.poll)
+            loop.call_soon_threadsafe(self._listening.set)
+
+    def _wake(self) -> None:
+        self._woken.set()
+
+    def _next_due(self) -> float:
+        wake = self.engine.store.next_wake(WAITING)
+        self.engine.store.flush()
+        return self.poll if wake is None else max(0.0, min(self.poll, wake - self.engine.clock.now()))
+
+    async def run(self, *, stop: anyio.Event | None = None,
+                  task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Claim, execute and wait until ``stop`` is set (or forever)."""
+        import asyncio
+        import threading
+
+        self.engine.parking = True
+        self.engine.delegate_children = True
+        self._closing = False
+        self._woken, self._listening = asyncio.Event(), asyncio.Event()
+        listener = threading.Thread(target=self._listen, args=(asyncio.get_running_loop(),),
+                                    name="flowrun-listen", daemon=True)
+        listener.start()
+        await self._listening.wait()
+        log.info("worker %s ready", self.name, extra={"event": "worker_ready"})
+        task_status.started()
+        try:
+            async with anyio.create_task_group() as tg:
+                while stop is None or not stop.is_set():
+                    self._woken.clear()
+                    free = self.capacity - len(self.in_flight)
+                    got = self.claim(free) if free > 0 else []
+                    for run_id, token, status, has_steps in got:
+                        self.in_flight.add(run_id)
+                        tg.start_soon(self._execute, run_id, token, has_steps or status != "Queued")
+                    if len(got) == free:  # full (maybe more waiting): claim again once a quarter is free
+                        await anyio.sleep(0)
+                        while len(self.in_flight) > self.low_water:
+                            self._slot_freed = anyio.Event()
+                            await self._slot_freed.wait()
+                        continue
+                    with anyio.move_on_after(self._next_due()):  # drained: until a NOTIFY, or the poll
+                        await self._woken.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            self._closing = True

@@ -1,0 +1,127 @@
+"""engine/pgstore.py and engine/pglease.py: what only the PostgreSQL backend does."""
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import engine
+from engine.storage import open_store
+from tests.support import postgres
+
+needs_pg = pytest.mark.skipif(postgres.skip_reason is not None, reason=postgres.skip_reason or "")
+
+
+@pytest.fixture
+def pg_state():
+    if postgres.skip_reason:
+        pytest.skip(postgres.skip_reason)
+    url, schema = postgres.postgres_url()
+    yield url
+    postgres.drop(schema)
+
+
+@pytest.mark.parametrize("password", ["s3cr'et", 's3cr"et\\x', "p@ss:w/rd", "%41%42"])
+def test_a_database_that_cannot_be_reached_is_one_line_without_the_password(password):
+    pytest.importorskip("psycopg")
+    from urllib.parse import quote
+
+    url = f"postgresql://flowrun:{quote(password, safe='')}@127.0.0.1:1/nodb?connect_timeout=2"
+    with pytest.raises(engine.FlowrunError) as caught:
+        open_store(url)
+    message = str(caught.value)
+    assert "\n" not in message and "cannot connect to PostgreSQL" in message
+    assert password not in message and quote(password, safe="") not in message and "***" in message
+
+
+def test_a_malformed_url_is_one_line_without_the_password():
+    pytest.importorskip("psycopg")
+    with pytest.raises(engine.FlowrunError) as caught:
+        open_store("postgresql://u:topsecret@127.0.0.1:5432/test?nosuchoption=1&password=topsecret")
+    assert "topsecret" not in str(caught.value)
+
+
+@needs_pg
+def test_a_holder_whose_lease_was_taken_over_writes_nothing_more_and_is_told(pg_state):
+    from engine.storage import claim
+
+    store = open_store(pg_state)
+    other = open_store(pg_state)
+    try:
+        store.create_run({"id": "r", "flow": "f", "status": "Queued"})
+        told = []
+        with claim(store, "r", ttl=30) as held:
+            held._on_lost = lambda: told.append("lost")
+            # another process took it over (our lease expired while this one was stalled)
+            other.db.execute("UPDATE run_leases SET token = 'theirs' WHERE run_id = 'r'")
+            other.flush()
+            store.step_finished("r", "a", "a", "Compose", "Succeeded", attempts=1, inputs=None, outputs=1,
+                                error=None, started=1.0, ended=2.0)
+            store.update_run("r", status="Succeeded")
+            assert held.lost and told
+        assert other.steps("r") == [] and other.get_run("r").status == "Queued"
+        assert other.db.execute("SELECT token FROM run_leases WHERE run_id = 'r'").fetchone()[0] == "theirs"
+    finally:
+        store.close()
+        other.close()
+
+
+@needs_pg
+def test_a_lease_is_judged_on_the_servers_clock_and_by_its_backend_not_by_the_row_alone(pg_state):
+    from engine.errors import RunBusy
+    from engine.storage import claim
+
+    store = open_store(pg_state)
+    try:
+        store.create_run({"id": "r", "flow": "f", "status": "Running"})
+        # a lease far in the future, written by a backend that no longer exists: free
+        store.db.execute("INSERT INTO run_leases (run_id, owner, pid, host, token, backend, backend_start, acquired, "
+                         "expires) VALUES ('r', 'gone', 1, 'elsewhere', 't', 1, now(), 0, 1e12)")
+        store.flush()
+        with claim(store, "r", ttl=30):
+            pass
+        # an expired lease of a live backend: free too
+        other = open_store(pg_state)
+        try:
+            other.db.execute("INSERT INTO run_leases (run_id, owner, pid, host, token, backend, backend_start, "
+                             "acquired, expires) SELECT 'r', 'other', 1, 'h', 't2', pg_backend_pid(), backend_start, "
+                             "0, 1 FROM pg_stat_activity WHERE pid = pg_backend_pid() ON CONFLICT (run_id) DO UPDATE "
+                             "SET backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
+                             "expires = EXCLUDED.expires, token = EXCLUDED.token")
+            other.flush()
+            with claim(store, "r", ttl=30):
+                pass
+            # a live backend within its expiry: busy
+            with claim(other, "r", ttl=30):
+                with pytest.raises(RunBusy, match="being executed by"):
+                    with claim(store, "r", ttl=30):
+                        pass
+        finally:
+            other.close()
+    finally:
+        store.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40))
+def test_sqlite_placeholders_become_postgresql_ones_and_a_percent_sign_never_does(text):
+    pytest.importorskip("psycopg")
+    from engine.pgconn import translate
+
+    source = f"SELECT ? WHERE x = {text!r}"
+    bare = translate(source).replace("%%", "")
+    assert bare.count("%") == bare.count("%s") == source.count("?")
+
+
+@needs_pg
+def test_files_and_the_node_cache_live_in_the_database_and_the_cache_is_redacted(pg_state):
+    store = open_store(pg_state, redact=lambda s: s.replace("tok-123", "***"))
+    try:
+        digest = store.put_file(b"%PDF-1.7 \x00\xff")
+        assert store.put_file(b"%PDF-1.7 \x00\xff") == digest
+        assert store.get_file(digest) == b"%PDF-1.7 \x00\xff"
+        with pytest.raises(engine.FlowrunError, match="not a file reference"):
+            store.get_file("../../etc/passwd")
+        store.cache_put("geo", "paris", {"lat": 48.85, "token": "tok-123"}, ttl=60, now=1000.0)
+        store.flush()
+        assert store.cache_get("geo", "paris", now=1030.0) == {"lat": 48.85, "token": "***"}
+        assert store.cache_get("geo", "paris", now=1061.0) is None
+    finally:
+        store.close()

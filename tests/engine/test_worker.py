@@ -1,0 +1,253 @@
+"""engine/worker.py: workers on one PostgreSQL database, killed with kill -9 while they run.
+
+The workers are real ``flowrun worker`` processes; the vendor they call is a local HTTP
+server that keeps, like Stripe, the first outcome of each Idempotency-Key and answers every
+repeat with it. Waits are on conditions (polled), never on the wall clock.
+"""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+import engine
+from tests.support import postgres
+
+pytestmark = pytest.mark.skipif(postgres.skip_reason is not None, reason=postgres.skip_reason or "")
+
+FLOW = """\
+name: chaos
+parameters:
+  api: {type: string}
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  each:
+    type: Foreach
+    foreach: "{{ triggerBody()['items'] }}"
+    actions:
+      charge:
+        type: Http
+        inputs: {method: POST, uri: "{{ parameters('api') }}/charge", body: {n: "{{ item() }}"}, idempotencyKey: true}
+  pause:
+    type: Wait
+    inputs: {interval: {count: 1, unit: Second}}
+    runAfter: {each: [Succeeded]}
+  receipt:
+    type: Http
+    inputs: {method: POST, uri: "{{ parameters('api') }}/charge", body: {n: receipt}, idempotencyKey: true}
+    runAfter: {pause: [Succeeded]}
+"""
+
+
+class IdempotentVendor:
+    """Answers POST /charge with a new outcome per Idempotency-Key, and the same one for a
+    repeat of the key; records (key, outcome, when) of every answer."""
+
+    def __init__(self, recorder):
+        self.first: dict[str, str] = {}
+        self.answers: list[tuple[str, str, float]] = []
+        self.lock = threading.Lock()
+        recorder.route("POST", "/charge", handler=self.answer)
+
+    def answer(self, req):
+        key = req.header("idempotency-key")
+        time.sleep(0.005)  # a vendor takes a moment: kills land while requests are in flight
+        with self.lock:
+            outcome = self.first.setdefault(key, uuid.uuid4().hex)
+            self.answers.append((key, outcome, time.time()))
+        return 200, {"Content-Type": "application/json"}, json.dumps({"charge": outcome}).encode()
+
+
+def start_worker(url, capacity=64):
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", url, "worker", "--poll", "0.3",
+                             "--park-after", "0.5", "--lease-ttl", "10", "--capacity", str(capacity)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def wait_for(condition, timeout=240.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def pg_state():
+    url, schema = postgres.postgres_url()
+    yield url
+    postgres.drop(schema)
+
+
+def test_300_runs_finish_across_three_workers_killed_at_random_with_no_action_repeated_once_succeeded(
+        pg_state, recorder, flow_file, tmp_path):
+    vendor = IdempotentVendor(recorder)
+    e = engine.Engine(pg_state)
+    flow = e.load(flow_file(FLOW))
+    ids = [e.start(flow, input={"items": [1, 2, 3]}, params={"api": recorder.url}, commit=False)
+           for _ in range(300)]
+    e.store.flush()
+    workers = [start_worker(pg_state) for _ in range(3)]
+    kills, rng = 0, random.Random(12)
+
+    def finished() -> int:
+        return e.store.conn.execute("SELECT count(*) FROM runs WHERE status NOT IN "
+                                    "('Queued', 'Running', 'Waiting')").fetchone()[0]
+    try:
+        done = 0
+        while done < 300:
+            # the next kill comes once some more runs finished (or, near the end, right away)
+            target = min(done + 40, 300)
+            done = wait_for(lambda: (n := finished()) >= target and n) if target < 300 else \
+                wait_for(lambda: (n := finished()) >= 300 and n)
+            e.store.flush()
+            if done < 300 and kills < 6:
+                victim = rng.randrange(len(workers))
+                os.killpg(workers[victim].pid, signal.SIGKILL)
+                workers[victim].wait()
+                workers[victim] = start_worker(pg_state)
+                kills += 1
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGKILL)
+            w.wait()
+    print("kills", kills, "answers", len(vendor.answers), "keys", len(vendor.first))
+    assert kills >= 5
+    statuses = {r[0]: r[1] for r in e.store.conn.execute("SELECT id, status FROM runs")}
+    assert set(statuses) == set(ids) and set(statuses.values()) == {"Succeeded"}
+    # every Succeeded Http step holds the outcome the vendor keeps for its key, and the vendor
+    # answered no request for that key after the step was recorded Succeeded
+    steps = e.store.conn.execute("SELECT run_id, path, outputs, ended FROM steps WHERE type = 'Http' "
+                                 "AND status = 'Succeeded'").fetchall()
+    assert len(steps) == 300 * 4
+    last_answer: dict[str, float] = {}
+    for key, outcome, when in vendor.answers:
+        assert vendor.first[key] == outcome
+        last_answer[key] = max(when, last_answer.get(key, 0.0))
+    for run_id, path, outputs, ended in steps:
+        key = f"{run_id}:{path}"
+        assert json.loads(outputs)["body"] == {"charge": vendor.first[key]}
+        assert last_answer[key] <= ended, f"{key} ran again after it succeeded"
+    e.close()
+
+
+KEYED = """\
+name: keyed
+parameters:
+  api: {type: string}
+concurrency: {limit: 1, key: "{{ triggerBody().customer }}"}
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  work:
+    type: Http
+    inputs: {method: POST, uri: "{{ parameters('api') }}/work", idempotencyKey: true}
+"""
+
+
+def test_50_runs_of_one_key_with_limit_1_never_overlap_across_two_workers_and_a_kill_9(pg_state, recorder, flow_file):
+    def work(req):
+        time.sleep(0.01)  # the vendor takes a moment: a kill lands while a run holds the slot
+        return 200, {"Content-Type": "application/json"}, b"{}"
+    recorder.route("POST", "/work", handler=work)
+    e = engine.Engine(pg_state)
+    flow = e.load(flow_file(KEYED))
+    for _ in range(50):
+        e.start(flow, input={"customer": "acme"}, params={"api": recorder.url}, commit=False)
+    e.store.flush()
+    workers = [start_worker(pg_state) for _ in range(2)]
+
+    def succeeded() -> int:
+        n = e.store.conn.execute("SELECT count(*) FROM runs WHERE status = 'Succeeded'").fetchone()[0]
+        e.store.flush()
+        return n
+    try:
+        wait_for(lambda: succeeded() >= 15, timeout=120)
+        os.killpg(workers[0].pid, signal.SIGKILL)
+        workers[0].wait()
+        workers[0] = start_worker(pg_state)
+        wait_for(lambda: succeeded() >= 50, timeout=180)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGKILL)
+            w.wait()
+    spans = sorted(e.store.conn.execute("SELECT started, ended FROM steps WHERE path = 'work' "
+                                        "AND status = 'Succeeded'").fetchall())
+    assert len(spans) == 50
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "two runs of one key executed at once"
+    e.close()
+
+
+PARENT = """\
+name: parent
+parameters:
+  api: {type: string}
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  each:
+    type: Foreach
+    foreach: "{{ triggerBody()['items'] }}"
+    concurrency: 20
+    actions:
+      child:
+        type: Workflow
+        inputs: {flow: child.yaml, body: "{{ item() }}", parameters: {api: "{{ parameters('api') }}"}}
+"""
+CHILD = """\
+name: child
+parameters:
+  api: {type: string}
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  work:
+    type: Http
+    inputs: {method: POST, uri: "{{ parameters('api') }}/work", body: "{{ triggerBody() }}", idempotencyKey: true}
+outputs:
+  done: {value: "{{ body('work').n }}"}
+"""
+
+
+def test_a_foreach_over_workflow_spreads_its_child_runs_across_workers(pg_state, recorder, flow_file):
+    def work(req):
+        time.sleep(0.05)  # long enough that children overlap
+        return 200, {"Content-Type": "application/json"}, json.dumps({"n": req.json()}).encode()
+    recorder.route("POST", "/work", handler=work)
+    flow_file(CHILD, "child.yaml")
+    e = engine.Engine(pg_state)
+    flow = e.load(flow_file(PARENT, "parent.yaml"))
+    parent = e.start(flow, input={"items": list(range(40))}, params={"api": recorder.url})
+    workers = [start_worker(pg_state, capacity=8) for _ in range(2)]  # 20 children at once: more than one holds
+    owners: set[str] = set()
+
+    def parent_done():
+        for (owner,) in e.store.conn.execute("SELECT l.owner FROM run_leases l JOIN runs r ON r.id = l.run_id "
+                                             "WHERE r.parent_id = %s", (parent,)):
+            owners.add(owner)
+        status = e.store.conn.execute("SELECT status FROM runs WHERE id = %s", (parent,)).fetchone()[0]
+        e.store.flush()
+        return status not in ("Queued", "Running", "Waiting") and status
+    try:
+        assert wait_for(parent_done, timeout=180, interval=0.01) == "Succeeded"
+    finally:
+        for w in workers:
+            os.killpg(w.pid, signal.SIGKILL)
+            w.wait()
+    children = e.store.conn.execute("SELECT status FROM runs WHERE parent_id = %s", (parent,)).fetchall()
+    assert len(children) == 40 and {c[0] for c in children} == {"Succeeded"}
+    assert len(owners) == 2, owners  # both workers executed children
+    done = sorted(r[0] for r in e.store.conn.execute("SELECT outputs FROM runs WHERE parent_id = %s", (parent,)))
+    assert sorted(json.loads(d)["done"] for d in done) == list(range(40))
+    e.close()
