@@ -36,7 +36,7 @@ def _fetch(cur: Any, max_rows: int) -> tuple[list[dict], bool]:
     return rows, False
 
 
-def _cancelexcerpt(client: SnowflakeClient, query_id: str) -> None:
+def _cancel_sql(client: SnowflakeClient, query_id: str) -> None:
     client.conn.cursor().execute("SELECT SYSTEM$CANCEL_QUERY(?)", [query_id])
 
 
@@ -227,7 +227,7 @@ class ExecuteScript(Node):
         def cancel() -> None:
             cur = running.get("cursor")
             if cur is not None and cur.sfqid:
-                _cancelexcerpt(client, cur.sfqid)
+                _cancel_sql(client, cur.sfqid)
 
         def invoke() -> dict:
             with SNOWFLAKE.mapped(context.connection):
