@@ -123,6 +123,9 @@ def _elementpath() -> tuple[Any, Any]:
     if not _LOADED:
         import time
 
+        if sandbox.current().inline:  # importing takes a while: not on the event loop
+            raise sandbox.OffloadSignal()
+
         started = time.perf_counter()
         try:
             import elementpath
