@@ -84,6 +84,8 @@ class Connection:
         self.endpoint = endpoint
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._issued: list[str] = []  # secrets obtained at run time (session and access tokens)
+        self.redactor: Callable[[str], Any] | None = None  # set when the engine resolves it
 
     def secret(self, name: str) -> str | None:
         return self._secrets.get(name)
@@ -118,8 +120,18 @@ class Connection:
                 logging.getLogger("flowrun.node").warning("closing the client of connection %r failed",
                                                           self.name, exc_info=True)
 
+    def add_secret(self, value: str | None) -> None:
+        """A secret the vendor issued at run time (a session token, an access token): redacted
+        from then on, like the connection's own secrets, in every form (outputs, errors, the
+        state database, logs). Client factories call it right after a sign-in."""
+        if value and value not in self._issued:
+            self._issued.append(value)
+            add = getattr(self.redactor, "add", None)
+            if add is not None:
+                add(value)
+
     def secret_values(self) -> list[str]:
-        values = [v for v in self._secrets.values() if v]
+        values = [v for v in self._secrets.values() if v] + list(self._issued)
         if self.spec.derived_secrets:
             values += [v for v in self.spec.derived_secrets(dict(self._secrets)) if v]
         return values
@@ -351,6 +363,35 @@ class Context:
     def now(self) -> float:
         """The engine's clock (injectable in tests): seconds since the epoch."""
         return self._runtime.engine.clock.now()
+
+    # -- files, a cache, sealed values ----------------------------------------------------------
+    def save_file(self, data: bytes, *, name: str, content_type: str) -> dict:
+        """Keep a file the action produced (an exported PDF, a rendered PNG) in the blob store;
+        returns the reference to put in the outputs: ``{"$file": sha256, "name", "contentType",
+        "size"}``. Other nodes take the reference (SendGrid attachments) and ``read_file`` it."""
+        digest = self._runtime.store.put_file(data)
+        return {"$file": digest, "name": name, "contentType": content_type, "size": len(data)}
+
+    def read_file(self, ref: Any) -> bytes:
+        """The bytes of a ``save_file`` reference (ActionError ``FileNotFound`` when it is not one,
+        or the file is gone)."""
+        return self._runtime.store.get_file(ref.get("$file") if isinstance(ref, dict) else None)
+
+    def cache_get(self, namespace: str, key: str) -> Any:
+        """A value ``cache_put`` kept in the state database, until its TTL (engine clock) ran out."""
+        return self._runtime.store.cache_get(namespace, key, self.now())
+
+    def cache_put(self, namespace: str, key: str, value: Any, ttl: float) -> None:
+        """Keep a JSON value in the state database for ``ttl`` seconds (redacted like every write)."""
+        self._runtime.store.cache_put(namespace, key, value, ttl, self.now())
+
+    def seal(self, value: str, *, ttl: float) -> str:
+        """A stand-in for a secret the action produced (an embed token) to put in its outputs:
+        the stand-in is what the state database, logs and templates see; a ``Response`` that
+        carries it sends the value itself (``engine.sealed``). Kept in memory for ``ttl`` s."""
+        from . import sealed
+
+        return sealed.seal(value, ttl=ttl, now=self.now())
 
 
 

@@ -1,0 +1,53 @@
+"""Sealed values: a secret an action produces (a Tableau embed token) that only the run's reply
+may carry.
+
+The action puts a stand-in in its outputs (``context.seal(token, ttl=...)`` returns
+``flowrun-sealed:<32 hex>``); the stand-in is what the state database, the logs, templates and
+``flowrun show`` see. When a ``Response`` sends the reply to the caller, every stand-in in it
+(anywhere inside a string: a URL with ``?token=...`` works) is swapped for the value, in the
+reply that leaves the process only: the stored reply keeps the stand-in.
+
+Values live in this process's memory until their TTL runs out (at most ``MAX_TTL``); after a
+restart a stand-in is left as it is (the caller gets the stand-in, never an old token).
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+from typing import Any
+
+from .lru import LRU
+
+PREFIX = "flowrun-sealed:"
+MAX_TTL = 3600.0
+_STAND_IN = re.compile(re.escape(PREFIX) + r"[0-9a-f]{32}")
+_vault: LRU[str, tuple[str, float]] = LRU(10_000)
+_lock = threading.Lock()
+
+
+def seal(value: str, *, ttl: float, now: float) -> str:
+    """A stand-in for ``value``, unsealed by ``unseal`` until ``now + ttl``."""
+    stand_in = PREFIX + secrets.token_hex(16)
+    with _lock:
+        _vault[stand_in] = (value, now + min(max(ttl, 0.0), MAX_TTL))
+    return stand_in
+
+
+def unseal(value: Any, *, now: float) -> Any:
+    """``value`` (a reply: strings, lists, mappings) with every live stand-in replaced."""
+    if isinstance(value, str):
+        return _STAND_IN.sub(lambda m: _lookup(m.group(), now), value) if PREFIX in value else value
+    if isinstance(value, dict):
+        return {k: unseal(v, now=now) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [unseal(v, now=now) for v in value]
+    return value
+
+
+def _lookup(stand_in: str, now: float) -> str:
+    with _lock:
+        kept = _vault.get(stand_in)
+    if kept is None or kept[1] <= now:
+        return stand_in
+    return kept[0]
