@@ -82,7 +82,7 @@ def _actions(registry: Registry) -> list[Entry]:
     for node in sorted(registry.nodes.values(), key=lambda n: (_group(n), n.type.lower())):
         facts = {}
         if node.connection:
-            facts["Connection kind"] = f"`{node.connection}`"
+            facts["Connection kind"] = " or ".join(f"`{k}`" for k in node.connection_kinds())
         schemas = {}
         if node.fields:
             schemas["Fields"] = node.fields
@@ -143,8 +143,8 @@ def _auth(registry: Registry) -> list[Entry]:
 def _connections(registry: Registry) -> list[Entry]:
     uses: dict[str, list[str]] = {}
     for node in registry.nodes.values():
-        if node.connection:
-            uses.setdefault(node.connection, []).append(f"`{node.type}`")
+        for kind in node.connection_kinds():
+            uses.setdefault(kind, []).append(f"`{node.type}`")
     for kind, cls in _auth_kinds(registry).items():
         if cls.connection:
             uses.setdefault(cls.connection, []).append(f"auth `{kind}`")
@@ -214,7 +214,7 @@ def markdown(cat: Catalog) -> str:
 def listing(cat: Catalog) -> str:
     lines = []
     for e in cat.actions:
-        conn = f"  [connection: {e.facts['Connection kind'].strip('`')}]" if "Connection kind" in e.facts else ""
+        conn = f"  [connection: {e.facts['Connection kind'].replace('`', '')}]" if "Connection kind" in e.facts else ""
         lines.append(f"{e.name:<34} {e.title}{conn}")
     for attr, heading, _ in SECTIONS[1:]:
         lines += ["", f"{heading}:"]

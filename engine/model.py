@@ -136,4 +136,8 @@ class Flow:
     warnings: list = field(default_factory=list)  # Problems that do not stop the flow (Node.warnings)
 
     def connections_used(self) -> set[str]:
-        return {a.connection for a in self.actions.values() if a.connection}
+        names = {a.connection for a in self.actions.values() if a.connection}
+        for a in self.actions.values():
+            if getattr(a.node, "more_connections", None):
+                names.update(a.node.more_connection_names(a.raw))
+        return names

@@ -149,7 +149,11 @@ class Node:
     ``description``   what it does (markdown)
     ``input_schema``  JSON Schema of the action's ``inputs``
     ``outputs``       JSON Schema (with descriptions) of what ``run`` returns
-    ``connection``    the connection kind it needs, or None
+    ``connection``    the connection kind it needs, or None; a tuple of kinds when any of them
+                      will do (geo.Geocode takes a ``mapbox`` or a ``google_maps`` connection)
+    ``more_connections``  the key of ``inputs`` that lists more connections, by name, tried after
+                      ``connection`` (a provider fallback); names are written in the flow file, of
+                      the kinds ``connection`` allows; ``context.connection_named`` gives them
     ``example``       a complete action definition, as it appears in a flow
     ``fields``        extra action-level properties (control actions: expression, actions, ...)
 
@@ -180,7 +184,8 @@ class Node:
     description: ClassVar[str] = ""
     input_schema: ClassVar[dict] = {"type": "object"}
     outputs: ClassVar[dict] = {}
-    connection: ClassVar[str | None] = None
+    connection: ClassVar[str | tuple[str, ...] | None] = None
+    more_connections: ClassVar[str | None] = None
     example: ClassVar[dict] = {}
     fields: ClassVar[dict] = {}
     required_fields: ClassVar[tuple[str, ...]] = ()
@@ -196,6 +201,22 @@ class Node:
     connection_optional: ClassVar[bool] = False
     placement: ClassVar[str] = "anywhere"  # or "outside-loops", "top-level"
     inputs_required: ClassVar[bool] = False
+
+    @classmethod
+    def connection_kinds(cls) -> tuple[str, ...]:
+        """The connection kinds ``connection`` accepts (none, one or several)."""
+        kind = cls.connection
+        return () if not kind else (kind,) if isinstance(kind, str) else tuple(kind)
+
+    @classmethod
+    def more_connection_names(cls, action: dict) -> list[str]:
+        """The connection names the action lists under ``inputs[more_connections]`` (strings only;
+        the loader reports anything else)."""
+        inputs = action.get("inputs") if isinstance(action, dict) else None
+        names = inputs.get(cls.more_connections) if cls.more_connections and isinstance(inputs, dict) else None
+        if isinstance(names, str):
+            names = [names]
+        return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
     @classmethod
     def is_container(cls) -> bool:
@@ -303,6 +324,15 @@ class Context:
         self._runtime = runtime
         self._frame = frame
         self._result = result
+
+    def connection_named(self, name: str) -> Connection:
+        """One of the connections the action lists under its node's ``more_connections``."""
+        if name not in self.action.node.more_connection_names(self.action.raw):
+            raise ActionError(f"'{self.path}' does not list connection '{name}'", code="NoConnection")
+        conn = self._runtime.connections.get(name)
+        if conn is None:
+            raise ActionError(f"connection '{name}' is not resolved for '{self.path}'", code="NoConnection")
+        return conn
 
     async def client(self) -> Any:
         """The connection's SDK client, built once per connection in a worker thread."""
