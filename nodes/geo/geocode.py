@@ -3,6 +3,7 @@ normalised, kept in the state database's cache."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import anyio
@@ -42,7 +43,8 @@ OPTIONS = {
 # -- normalising -------------------------------------------------------------------------------
 
 def _mapbox(raw: dict) -> dict:
-    parts = {c.get("id", "").split(".")[0]: c for c in raw.get("context") or [] if isinstance(c, dict)}
+    context = raw.get("context") if isinstance(raw.get("context"), list) else []
+    parts = {str(c.get("id", "")).split(".")[0]: c for c in context if isinstance(c, dict)}
     own = (raw.get("place_type") or [""])[0]
     parts.setdefault(own, raw)
     country = parts.get("country", {})
@@ -68,10 +70,15 @@ def _google(raw: dict) -> dict:
 
 
 def normalise(provider: Any, location: Any) -> dict:
+    """The provider-independent result; ValueError when the answer holds no usable point."""
     raw = location.raw if isinstance(location.raw, dict) else {}
     components = _mapbox(raw) if provider.name == "mapbox" else _google(raw)
-    return {"lat": float(location.latitude), "lon": float(location.longitude), "address": location.address,
-            "components": {k: components.get(k) for k in COMPONENTS}, "provider": provider.name,
+    lat, lon = float(location.latitude), float(location.longitude)
+    if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
+        raise ValueError("the point is out of range")
+    text = lambda value: value if isinstance(value, str) else None  # noqa: E731
+    return {"lat": lat, "lon": lon, "address": text(location.address),
+            "components": {k: text(components.get(k)) for k in COMPONENTS}, "provider": provider.name,
             "connection": provider.connection}
 
 
@@ -128,21 +135,21 @@ async def lookup(context: Any, clients: list[Any], inputs: dict, *, reverse: tup
                 found = await GEO.call(context, provider.geocoder.reverse, reverse, exactly_one=True, **options)
             else:
                 found = await GEO.call(context, provider.geocoder.geocode, address, exactly_one=True, **options)
+            result = normalise(provider, found) if found is not None else None
         except ActionError as exc:
             retryable = retryable or exc.retryable
             attempts.append({"provider": provider.name, "connection": provider.connection, "code": exc.code,
                              "message": exc.message})
             continue
-        except (KeyError, IndexError, TypeError, ValueError) as exc:  # an answer geopy could not read
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:  # an unreadable answer
             attempts.append({"provider": provider.name, "connection": provider.connection, "code": "GeocoderBadAnswer",
                              "message": f"the answer could not be read ({type(exc).__name__})"})
             retryable = True
             continue
-        if found is None:
+        if result is None:
             attempts.append({"provider": provider.name, "connection": provider.connection, "code": "NotFound",
                              "message": "nothing found"})
             continue
-        result = normalise(provider, found)
         if provider.cache:
             context.cache_put(namespace, key, result, provider.cache_ttl)
         return {**result, "cached": False}

@@ -12,6 +12,7 @@ from .client import LOOKER
 FILTERS = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]},
            "propertyNames": {"minLength": 1},
            "description": "Field → Looker filter expression (e.g. {\"orders.created_date\": \"7 days\"})."}
+RENDERING = {"enqueued_for_query", "querying", "enqueued_for_render", "rendering"}
 ROWS = {"type": "array", "description": "The rows as objects keyed by field name."}
 
 
@@ -170,8 +171,11 @@ class RenderDashboard(Job):
             raise ActionError(f"Looker render task {handle['taskId']} failed: {task.status_detail or 'no detail'}",
                               code="RenderFailed", details={"taskId": handle["taskId"], "status": status,
                                                             "statusDetail": task.status_detail})
-        if status != "success":
+        if status in RENDERING:
             return Pending(progress=status)
+        if status != "success":  # no status Looker documents: a status check that failed
+            raise RetryableError(f"Looker render task {handle['taskId']} has an unknown status {str(status)[:40]!r}",
+                                 code="LookerBadAnswer")
         data = await LOOKER.call(context, sdk.render_task_results, handle["taskId"])
         data = data.encode("latin-1") if isinstance(data, str) else bytes(data or b"")
         kind = handle.get("format", "pdf")

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, RetryableError, Rule, Vendor, secret
 
 API_VERSION = "3.25"  # Tableau 2025.1: incremental refreshes (TSC) need 3.25, PDF view filters 3.23
+UNREADABLE = (SyntaxError, IndexError, KeyError, AttributeError, TypeError)  # xml's ParseError is a SyntaxError
 RESERVED_CLAIMS = ("iss", "sub", "aud", "exp", "jti", "scp", "iat", "nbf", "kid")
 MAX_TOKEN_SECONDS = 600  # Tableau refuses connected-app tokens that live longer than 10 minutes
 
@@ -116,17 +117,22 @@ class TableauSession:
             self.conn.add_secret(self.server.auth_token)  # the session token is a secret too
 
     def call(self, fn: Callable[[Any], Any]) -> Any:
-        """``fn(server)`` signed in; a 401 (expired or revoked session) signs in again, once."""
+        """``fn(server)`` signed in; a 401 (expired or revoked session) signs in again, once.
+        An answer TSC cannot read (a proxy's HTML page, an empty or truncated body: TSC fails
+        on it with ParseError, IndexError, AttributeError ...) is a retryable TableauBadAnswer."""
         from tableauserverclient import FailedSignInError, NotSignedInError
 
-        if not self.server.is_signed_in():
-            self.sign_in()
-        token = self.server.auth_token
         try:
-            return fn(self.server)
-        except (FailedSignInError, NotSignedInError):
-            self.sign_in(stale=token)
-            return fn(self.server)
+            if not self.server.is_signed_in():
+                self.sign_in()
+            token = self.server.auth_token
+            try:
+                return fn(self.server)
+            except (FailedSignInError, NotSignedInError):
+                self.sign_in(stale=token)
+                return fn(self.server)
+        except UNREADABLE as exc:
+            raise bad_answer("a call", exc) from None
 
     def close(self) -> None:
         self.server.close()

@@ -75,7 +75,10 @@ class RefreshExtract(Job):
             raise ActionError(f"Tableau job {job.id} {word}: {notes}",
                               code="TableauJobFailed" if job.finish_code == FAILED else "TableauJobCancelled",
                               details=out)
-        return Pending(progress=job.progress)
+        if job.finish_code == -1:  # no finishCode yet: running
+            return Pending(progress=job.progress)
+        raise RetryableError(f"Tableau job {job.id} has an unknown finish code {job.finish_code}",
+                             code="TableauBadAnswer")
 
     async def cancel(self, handle: dict, context: Any) -> None:
         session = await TABLEAU.client(context)

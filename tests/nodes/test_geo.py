@@ -292,3 +292,44 @@ def test_the_error_table_maps_every_geopy_exception_class():
     from tests.support.sdk import exception_classes, unmapped
 
     assert unmapped(GEO, exception_classes(e.GeopyError)) == []
+
+
+@pytest.mark.parametrize("body", [b"not json", b"{}", b'{"features": "x"}', b'{"features": [{}]}',
+                                  b'{"features": [{"place_name": "x", "geometry": {"coordinates": ["a", "b"]}}]}',
+                                  b'{"features": [{"place_name": null, "geometry": {"coordinates": [1e999, 0]}}]}',
+                                  b"[]", b'{"features": [{"place_name": 5, "geometry": {"coordinates": [0, 0]}, '
+                                         b'"context": "x", "place_type": 3}]}'])
+def test_a_provider_answer_geopy_cannot_read_fails_over_to_the_next_without_a_traceback(tmp_path, connections, geo,
+                                                                                     body):
+    geo.recorder.route("GET", r"/geocoding/v5/.*", body=body, headers={"Content-Type": "application/json"})
+    geo.recorder._routes.insert(0, geo.recorder._routes.pop())  # ahead of the fake's own route
+    result = run(tmp_path, connections, {"g": geocode(DC, fallback=["google"])})
+    assert result.status == "Succeeded", result.error
+    step = result.steps["g"].outputs
+    assert step["provider"] in ("mapbox", "google") and isinstance(step["components"], dict)
+    json.dumps(step, allow_nan=False)  # whatever was read is plain JSON
+
+
+def test_hostile_addresses_in_a_batch_each_end_ok_or_marked_failed(tmp_path_factory, geo, monkeypatch):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    monkeypatch.setenv("MAPBOX_TOKEN", MAPBOX_TOKEN)
+    monkeypatch.setenv("GOOGLE_KEY", GOOGLE_KEY)
+
+    @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.one_of(st.text(max_size=300), st.sampled_from(
+        ["../../etc/passwd", "a/b/c.json?x=1#y", "%00%2F", "{{ 7*7 }}", "\x00\x1f", "🏠" * 100, " " * 10,
+         "x" * 2048, "Alexanderplatz 1, Berlin"])), min_size=1, max_size=15))
+    def batch(addresses):
+        tmp = tmp_path_factory.mktemp("batch")
+        conns = write_connections(tmp, geo)
+        result = run(tmp, conns, {"m": {"type": "geo.GeocodeMany", "connection": "mapbox",
+                                        "inputs": {"addresses": "{{ triggerBody() }}", "fallback": ["google"]}}},
+                     input=addresses)
+        assert result.status == "Succeeded", result.error
+        out = result.steps["m"].outputs["results"]
+        assert [r["address"] for r in out] == addresses
+        assert all(r["ok"] or r["error"]["code"] in ("InvalidInputs", "AddressNotFound", "GeocodingFailed")
+                   for r in out), out
+
+    batch()

@@ -222,3 +222,24 @@ def test_the_error_table_maps_every_looker_sdk_exception_class():
     from tests.support.sdk import unmapped
 
     assert unmapped(LOOKER, [error.SDKError, serialize.DeserializeError]) == []
+
+
+@pytest.mark.parametrize("status, body", [(200, b"<html>proxy</html>"), (200, b""), (502, b"Bad Gateway"),
+                                          (200, b'{"status": 5}'), (200, b"[1, 2]")])
+def test_render_status_checks_answered_with_garbage_fail_clearly_without_a_traceback(tmp_path, connections, looker,
+                                                                                    status, body):
+    looker.recorder.route("GET", r"/api/4\.0/render_tasks/[^/]+", status=status, body=body,
+                          headers={"Content-Type": "application/json"})
+    looker.recorder._routes.insert(0, looker.recorder._routes.pop())  # ahead of the fake's own route
+    result = run(tmp_path, connections, {"r": act("RenderDashboard", {"dashboardId": "17"})})
+    err = result.steps["r"].error
+    assert result.status == "Failed" and err["code"] != "NodeError", err
+
+
+@pytest.mark.parametrize("body", [b"<html>", b'{"rows": 1}', b"", b'{"looker_error": "bad field"}'])
+def test_a_look_answer_that_is_not_rows_fails_clearly(tmp_path, connections, looker, body):
+    looker.recorder.route("GET", r"/api/4\.0/looks/42/run/json", body=body, headers={"Content-Type": "application/json"})
+    looker.recorder._routes.insert(0, looker.recorder._routes.pop())
+    result = run(tmp_path, connections, {"l": act("RunLook", {"lookId": "42"})})
+    err = result.steps["l"].error
+    assert err["code"] in ("LookerBadAnswer", "LookerQueryError"), err

@@ -314,3 +314,53 @@ def test_the_error_table_maps_every_tsc_exception_class():
         "tableauserverclient.server.endpoint.exceptions.JobCancelledException",
         "tableauserverclient.server.endpoint.exceptions.JobFailedException",
     ]  # raised only by TSC's own wait_for_job / flow runs and the Metadata API, which no node calls
+
+
+@pytest.mark.parametrize("status, body", [(200, b"<html>a proxy's login page</html>"), (200, b""),
+                                          (502, b"Bad Gateway"), (200, b"<tsResponse xmlns='http://tableau.com/api'/>")])
+def test_status_checks_answered_with_garbage_are_retried_then_fail_clearly_and_cancel_the_job(
+        tmp_path, connections, tableau, status, body):
+    tableau.job_polls = 10 ** 6
+    tableau.recorder.route("GET", r"/api/.*/jobs/[^/]+", status=status, body=body,
+                           headers={"Content-Type": "text/html"})
+    tableau.recorder._routes.insert(0, tableau.recorder._routes.pop())  # ahead of the fake's own route
+    result = run(tmp_path, connections, {"refresh": act("RefreshExtract", {"datasourceId": "ds-orders"})})
+    err = result.steps["refresh"].error
+    assert result.status == "Failed" and err["code"] != "NodeError", err
+    assert tableau.cancels == list(tableau.jobs)  # the job was told to stop
+
+
+def test_kill_9_while_polling_then_resume_polls_the_same_job_and_never_refreshes_twice(tmp_path, connections,
+                                                                                       tableau):
+    import signal
+
+    from tests.support.waiting import wait_until
+
+    tableau.job_polls = 10 ** 6
+    flow = flow_file(tmp_path, {"refresh": act("RefreshExtract", {"workbookId": "wb-3"})})
+    state = tmp_path / "state.db"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", str(state), "--connections",
+                             str(connections), "run", str(flow)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: tableau.requests("GET", "/jobs/" + next(iter(tableau.jobs), "-")) or proc.poll() is not None,
+                   "the job was never polled")
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    job, = tableau.jobs.values()
+    job.polls_left = 0
+    run_id = sqlite3.connect(state).execute("SELECT id FROM runs").fetchone()[0]
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "--state", str(state), "--connections",
+                           str(connections), "resume", "--json", run_id], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "Succeeded"
+    assert tableau.refreshes == [("workbooks", "wb-3", False)] and len(tableau.jobs) == 1
+
+
+def test_a_finish_code_tableau_does_not_document_is_no_endless_wait(tmp_path, connections, tableau):
+    tableau.job_polls, tableau.job_finish = 0, 7
+    result = run(tmp_path, connections, {"refresh": act("RefreshExtract", {"datasourceId": "ds-orders"})})
+    assert result.status == "Failed" and result.steps["refresh"].error["code"] != "NodeError"
+    assert tableau.cancels == list(tableau.jobs)
