@@ -203,7 +203,7 @@ class Runtime:
         if self.on_response:  # the reply that leaves the process carries sealed values themselves
             from .sealed import unseal
 
-            self.on_response(unseal(reply, now=self.engine.clock.now()))
+            self.on_response(unseal(reply, now=self.engine.clock.now(), run_id=self.run_id))
 
     # -- blocks -----------------------------------------------------------------------------
     async def _run_block(self, block: Block, frame: Frame) -> str:

@@ -418,10 +418,11 @@ class Context:
     def seal(self, value: str, *, ttl: float) -> str:
         """A stand-in for a secret the action produced (an embed token) to put in its outputs:
         the stand-in is what the state database, logs and templates see; a ``Response`` that
-        carries it sends the value itself (``engine.sealed``). Kept in memory for ``ttl`` s."""
+        carries it sends the value itself, in this run's reply only (``engine.sealed``). Kept in
+        memory for ``ttl`` s."""
         from . import sealed
 
-        return sealed.seal(value, ttl=ttl, now=self.now())
+        return sealed.seal(value, ttl=ttl, now=self.now(), run_id=self.run_id)
 
 
 

@@ -364,3 +364,20 @@ def test_a_finish_code_tableau_does_not_document_is_no_endless_wait(tmp_path, co
     result = run(tmp_path, connections, {"refresh": act("RefreshExtract", {"datasourceId": "ds-orders"})})
     assert result.status == "Failed" and result.steps["refresh"].error["code"] != "NodeError"
     assert tableau.cancels == list(tableau.jobs)
+
+
+def test_another_run_that_echoes_a_stand_in_sends_the_stand_in_not_the_token(tmp_path, connections):
+    replies: list = []
+    eng = Engine(tmp_path / "state.db", connections=connections, clock=FakeClock())
+    request = {"manual": {"type": "Request", "auth": {"type": "none"}}}
+    try:
+        minted = anyio.run(lambda: eng.run(flow_file(tmp_path, EMBED_FLOW, request),
+                                           input={"user": "u", "customer": "C"}, on_response=replies.append))
+        stand_in = minted.steps["mint"].outputs["token"]
+        echo = {"reply": {"type": "Response", "inputs": {"statusCode": 200, "body": "{{ triggerBody() }}"}}}
+        anyio.run(lambda: eng.run(flow_file(tmp_path, echo, request), input={"stolen": stand_in},
+                                  on_response=replies.append))
+    finally:
+        eng.close()
+    assert replies[0]["body"]["token"].count(".") == 2  # the minting run's own reply: the JWT
+    assert replies[1]["body"] == {"stolen": stand_in}
