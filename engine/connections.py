@@ -229,6 +229,7 @@ class Connections:
                                    f"(secrets: {{{key}: ENV_VAR}} in {self.file})")
             if not missing:
                 conn = Connection(name, spec, dict(entry["settings"]), values, entry.get("endpoint"))
+                conn.redactor = redactor  # tokens the vendor issues later are redacted too
                 for v in conn.secret_values():
                     redactor.add(v)
                 self._resolved[name] = out[name] = conn

@@ -87,7 +87,7 @@ def _actions(registry: Registry) -> list[Entry]:
             except Exception:  # noqa: BLE001  a describe that cannot read its own example
                 facts["Side effect (flowrun plan)"] = "yes"
         if node.connection:
-            facts["Connection kind"] = f"`{node.connection}`"
+            facts["Connection kind"] = " or ".join(f"`{k}`" for k in node.connection_kinds())
         schemas = {}
         if node.fields:
             schemas["Fields"] = node.fields
@@ -150,8 +150,8 @@ def _auth(registry: Registry) -> list[Entry]:
 def _connections(registry: Registry) -> list[Entry]:
     uses: dict[str, list[str]] = {}
     for node in registry.nodes.values():
-        if node.connection:
-            uses.setdefault(node.connection, []).append(f"`{node.type}`")
+        for kind in node.connection_kinds():
+            uses.setdefault(kind, []).append(f"`{node.type}`")
     for kind, cls in _auth_kinds(registry).items():
         if cls.connection:
             uses.setdefault(cls.connection, []).append(f"auth `{kind}`")
@@ -221,7 +221,7 @@ def markdown(cat: Catalog) -> str:
 def listing(cat: Catalog) -> str:
     lines = []
     for e in cat.actions:
-        conn = f"  [connection: {e.facts['Connection kind'].strip('`')}]" if "Connection kind" in e.facts else ""
+        conn = f"  [connection: {e.facts['Connection kind'].replace('`', '')}]" if "Connection kind" in e.facts else ""
         lines.append(f"{e.name:<34} {e.title}{conn}")
     for attr, heading, _ in SECTIONS[1:]:
         lines += ["", f"{heading}:"]

@@ -219,8 +219,10 @@ class Runtime:
             raise ActionError("the run has already sent its response", code="ResponseAlreadySent")
         self.response = reply
         self.store.update_run(self.run_id, response=reply)
-        if self.on_response:
-            self.on_response(reply)
+        if self.on_response:  # the reply that leaves the process carries sealed values themselves
+            from .sealed import unseal
+
+            self.on_response(unseal(reply, now=self.engine.clock.now(), run_id=self.run_id))
 
     # -- blocks -----------------------------------------------------------------------------
     async def _run_block(self, block: Block, frame: Frame) -> str:

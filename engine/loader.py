@@ -397,13 +397,33 @@ def _at(text: str, found: Any) -> tuple[str, int] | None:
 
 
 def _check_connection(action: Action, registry: Registry, connections: Any, problem: Any) -> None:
-    kind = action.node.connection
-    if kind and not action.connection and not getattr(action.node, "connection_optional", False):
-        problem(action.where, f"'{action.type}' needs a connection of kind '{kind}' (add connection: NAME)")
+    kinds = action.node.connection_kinds()
+    if kinds and not action.connection and not getattr(action.node, "connection_optional", False):
+        problem(action.where, f"'{action.type}' needs a connection of kind {_kinds(kinds)} (add connection: NAME)")
         return
     if action.connection and connections is not None:
-        _check_named_connection(f"{action.where}.connection", action.connection, kind, f"'{action.type}'",
+        _check_named_connection(f"{action.where}.connection", action.connection, kinds, f"'{action.type}'",
                                 connections, problem)
+    key = action.node.more_connections
+    inputs = action.raw.get("inputs")
+    listed = inputs.get(key) if key and isinstance(inputs, dict) else None
+    if listed is None:
+        return
+    where = f"{action.where}.inputs.{key}"
+    names = [listed] if isinstance(listed, str) else listed
+    if not isinstance(names, list) or not all(isinstance(n, str) and "{{" not in n and "{%" not in n
+                                              for n in names):
+        problem(where, "list connection names as written text: they are resolved before the run starts")
+        return
+    for i, name in enumerate(names):
+        if name == action.connection or names.index(name) != i:
+            problem(where, f"connection '{name}' is listed twice")
+        elif connections is not None:
+            _check_named_connection(where, name, kinds, f"'{action.type}'", connections, problem)
+
+
+def _kinds(kinds: tuple[str, ...]) -> str:
+    return " or ".join(f"'{k}'" for k in kinds)
 
 
 def _check_trigger_connection(trigger: Trigger, registry: Registry, connections: Any, problem: Any) -> None:
@@ -417,15 +437,17 @@ def _check_trigger_connection(trigger: Trigger, registry: Registry, connections:
         _check_vendor_sdk(f"triggers.{trigger.name}", kind, trigger.type, registry, problem)
 
 
-def _check_named_connection(where: str, name: str, kind: str | None, who: str, connections: Any,
-                            problem: Any) -> bool:
-    """``name`` is a connection of ``connections`` of ``kind`` (any kind when None); True if so."""
+def _check_named_connection(where: str, name: str, kind: str | tuple[str, ...] | None, who: str,
+                            connections: Any, problem: Any) -> bool:
+    """``name`` is a connection of ``connections`` of ``kind`` (any kind when None, one of them
+    when a tuple); True if so."""
     conn = connections.specs.get(name)
     if conn is None:
         problem(where, f"unknown connection '{name}'{suggest(name, connections.specs)} in {connections.file}")
         return False
-    if kind and conn["kind"] != kind:
-        problem(where, f"connection '{name}' is of kind '{conn['kind']}', {who} needs '{kind}'")
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind or ())
+    if kinds and conn["kind"] not in kinds:
+        problem(where, f"connection '{name}' is of kind '{conn['kind']}', {who} needs {_kinds(kinds)}")
         return False
     return True
 
@@ -447,8 +469,8 @@ def _check_trigger_definition(trigger: Trigger, registry: Registry, problem: Any
 
 
 def _check_sdk(action: Action, registry: Registry, problem: Any) -> None:
-    if action.node.connection:
-        _check_vendor_sdk(action.where, action.node.connection, action.node.type, registry, problem)
+    for kind in action.node.connection_kinds()[:1]:  # one message: the kinds of a node share its SDK
+        _check_vendor_sdk(action.where, kind, action.node.type, registry, problem)
 
 
 def _check_vendor_sdk(where: str, kind: str, type_name: str, registry: Registry, problem: Any) -> None:

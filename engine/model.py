@@ -138,7 +138,11 @@ class Flow:
     callback_url: str | None = None  # listCallbackUrl(): the Request trigger's URL, when served
 
     def connections_used(self) -> set[str]:
-        return {a.connection for a in self.actions.values() if a.connection}
+        names = {a.connection for a in self.actions.values() if a.connection}
+        for a in self.actions.values():
+            if getattr(a.node, "more_connections", None):
+                names.update(a.node.more_connection_names(a.raw))
+        return names
 
     @property
     def concurrency(self) -> Any:

@@ -98,6 +98,8 @@ class Connection:
         self.endpoint = endpoint
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._issued: list[str] = []  # secrets obtained at run time (session and access tokens)
+        self.redactor: Callable[[str], Any] | None = None  # set when the engine resolves it
 
     def secret(self, name: str) -> str | None:
         return self._secrets.get(name)
@@ -132,8 +134,18 @@ class Connection:
                 logging.getLogger("flowrun.node").warning("closing the client of connection %r failed",
                                                           self.name, exc_info=True)
 
+    def add_secret(self, value: str | None) -> None:
+        """A secret the vendor issued at run time (a session token, an access token): redacted
+        from then on, like the connection's own secrets, in every form (outputs, errors, the
+        state database, logs). Client factories call it right after a sign-in."""
+        if value and value not in self._issued:
+            self._issued.append(value)
+            add = getattr(self.redactor, "add", None)
+            if add is not None:
+                add(value)
+
     def secret_values(self) -> list[str]:
-        values = [v for v in self._secrets.values() if v]
+        values = [v for v in self._secrets.values() if v] + list(self._issued)
         if self.spec.derived_secrets:
             values += [v for v in self.spec.derived_secrets(dict(self._secrets)) if v]
         return values
@@ -151,7 +163,11 @@ class Node:
     ``description``   what it does (markdown)
     ``input_schema``  JSON Schema of the action's ``inputs``
     ``outputs``       JSON Schema (with descriptions) of what ``run`` returns
-    ``connection``    the connection kind it needs, or None
+    ``connection``    the connection kind it needs, or None; a tuple of kinds when any of them
+                      will do (geo.Geocode takes a ``mapbox`` or a ``google_maps`` connection)
+    ``more_connections``  the key of ``inputs`` that lists more connections, by name, tried after
+                      ``connection`` (a provider fallback); names are written in the flow file, of
+                      the kinds ``connection`` allows; ``context.connection_named`` gives them
     ``example``       a complete action definition, as it appears in a flow
     ``example_outputs``  a sample of what ``run`` returns; `flowrun plan` stands it in for an
                       action it does not run (None: ``example_output()`` builds one from ``outputs``)
@@ -187,7 +203,8 @@ class Node:
     description: ClassVar[str] = ""
     input_schema: ClassVar[dict] = {"type": "object"}
     outputs: ClassVar[dict] = {}
-    connection: ClassVar[str | None] = None
+    connection: ClassVar[str | tuple[str, ...] | None] = None
+    more_connections: ClassVar[str | None] = None
     example: ClassVar[dict] = {}
     example_outputs: ClassVar[Any] = None
     fields: ClassVar[dict] = {}
@@ -204,6 +221,22 @@ class Node:
     connection_optional: ClassVar[bool] = False
     placement: ClassVar[str] = "anywhere"  # or "outside-loops", "top-level"
     inputs_required: ClassVar[bool] = False
+
+    @classmethod
+    def connection_kinds(cls) -> tuple[str, ...]:
+        """The connection kinds ``connection`` accepts (none, one or several)."""
+        kind = cls.connection
+        return () if not kind else (kind,) if isinstance(kind, str) else tuple(kind)
+
+    @classmethod
+    def more_connection_names(cls, action: dict) -> list[str]:
+        """The connection names the action lists under ``inputs[more_connections]`` (strings only;
+        the loader reports anything else)."""
+        inputs = action.get("inputs") if isinstance(action, dict) else None
+        names = inputs.get(cls.more_connections) if cls.more_connections and isinstance(inputs, dict) else None
+        if isinstance(names, str):
+            names = [names]
+        return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
     @classmethod
     def is_container(cls) -> bool:
@@ -352,6 +385,15 @@ class Context:
         self._frame = frame
         self._result = result
 
+    def connection_named(self, name: str) -> Connection:
+        """One of the connections the action lists under its node's ``more_connections``."""
+        if name not in self.action.node.more_connection_names(self.action.raw):
+            raise ActionError(f"'{self.path}' does not list connection '{name}'", code="NoConnection")
+        conn = self._runtime.connections.get(name)
+        if conn is None:
+            raise ActionError(f"connection '{name}' is not resolved for '{self.path}'", code="NoConnection")
+        return conn
+
     async def client(self) -> Any:
         """The connection's SDK client, built once per connection in a worker thread."""
         if self.connection is None:
@@ -416,6 +458,36 @@ class Context:
     def now(self) -> float:
         """The engine's clock (injectable in tests): seconds since the epoch."""
         return self._runtime.engine.clock.now()
+
+    # -- files, a cache, sealed values ----------------------------------------------------------
+    def save_file(self, data: bytes, *, name: str, content_type: str) -> dict:
+        """Keep a file the action produced (an exported PDF, a rendered PNG) in the blob store;
+        returns the reference to put in the outputs: ``{"$file": sha256, "name", "contentType",
+        "size"}``. Other nodes take the reference (SendGrid attachments) and ``read_file`` it."""
+        digest = self._runtime.store.put_file(data)
+        return {"$file": digest, "name": name, "contentType": content_type, "size": len(data)}
+
+    def read_file(self, ref: Any) -> bytes:
+        """The bytes of a ``save_file`` reference (ActionError ``FileNotFound`` when it is not one,
+        or the file is gone)."""
+        return self._runtime.store.get_file(ref.get("$file") if isinstance(ref, dict) else None)
+
+    def cache_get(self, namespace: str, key: str) -> Any:
+        """A value ``cache_put`` kept in the state database, until its TTL (engine clock) ran out."""
+        return self._runtime.store.cache_get(namespace, key, self.now())
+
+    def cache_put(self, namespace: str, key: str, value: Any, ttl: float) -> None:
+        """Keep a JSON value in the state database for ``ttl`` seconds (redacted like every write)."""
+        self._runtime.store.cache_put(namespace, key, value, ttl, self.now())
+
+    def seal(self, value: str, *, ttl: float) -> str:
+        """A stand-in for a secret the action produced (an embed token) to put in its outputs:
+        the stand-in is what the state database, logs and templates see; a ``Response`` that
+        carries it sends the value itself, in this run's reply only (``engine.sealed``). Kept in
+        memory for ``ttl`` s."""
+        from . import sealed
+
+        return sealed.seal(value, ttl=ttl, now=self.now(), run_id=self.run_id)
 
 
 

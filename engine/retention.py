@@ -24,7 +24,7 @@ from .store import RUN_JSON, STEP_JSON, Store
 
 BATCH = 500
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_BLOB = re.compile(r'"\$blob":\s*"([0-9a-f]{64})"')
+_BLOB = re.compile(r'"\$(?:blob|file)":\s*"([0-9a-f]{64})"')  # a stored value, or a node's file
 
 
 def parse_age(text: str) -> float:
@@ -127,7 +127,7 @@ def batches(store: Store, older_than: float, *, now: float | None = None, dry_ru
 
 
 def _blobs(row: Any) -> set[str]:
-    return {m for text in row if isinstance(text, str) and '"$blob"' in text for m in _BLOB.findall(text)}
+    return {m for text in row if isinstance(text, str) and ('"$blob"' in text or '"$file"' in text) for m in _BLOB.findall(text)}
 
 
 def _delete_unreferenced(store: Store, candidates: set[str]) -> int:
@@ -141,16 +141,17 @@ def _delete_unreferenced(store: Store, candidates: set[str]) -> int:
         queries.append("SELECT value FROM trigger_checkpoints")
     for sql in queries:
         cols = sql[len("SELECT "):sql.index(" FROM")].split(", ")
-        where = " OR ".join(f"instr({c}, '\"$blob\"') > 0" for c in cols)
+        where = " OR ".join(f"instr({c}, '\"${kind}\"') > 0" for c in cols for kind in ("blob", "file"))
         for row in db.execute(f"{sql} WHERE {where}"):
             still.update(_blobs(row))
     count = 0
     for digest in candidates - still:
-        try:
-            os.remove(store.blobs / f"{digest}.json")
-            count += 1
-        except FileNotFoundError:
-            pass
+        for suffix in (".json", ".bin"):  # a stored value, or a file a node kept (store.put_file)
+            try:
+                os.remove(store.blobs / f"{digest}{suffix}")
+                count += 1
+            except FileNotFoundError:
+                pass
     return count
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import OutputTooLarge, StoreError
+from .errors import ActionError, OutputTooLarge, StoreError
 from .lru import LRU
 from .runs import Run, Step
 
@@ -67,6 +67,9 @@ log = logging.getLogger("flowrun.store")
 _RUN_FIELDS = set(Run.__dataclass_fields__) - {"_load_steps", "_steps"}
 RUN_JSON = ("payload", "params", "outputs", "error", "response", "request", "trace")
 STEP_JSON = ("inputs", "outputs", "error")
+CACHE_DDL = ("CREATE TABLE IF NOT EXISTS node_cache (namespace TEXT NOT NULL, key TEXT NOT NULL, "
+             "value TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (namespace, key))")
+_DIGEST = frozenset("0123456789abcdef")
 
 
 def _statements(script: str) -> list[str]:
@@ -659,6 +662,55 @@ class Store:
     def unfinished_runs(self) -> list[str]:
         return [r[0] for r in self.db.execute(
             "SELECT id FROM runs WHERE status IN ('Queued', 'Running') ORDER BY created")]
+
+    # -- files and a small cache (what nodes keep beside runs) --------------------------------
+    def put_file(self, data: bytes) -> str:
+        """Keep ``data`` (an exported PDF, a rendered PNG) once, content-addressed, beside the blobs
+        (``<db>.blobs/<sha256>.bin``, written whole then renamed: a crash leaves no half file);
+        returns its sha256. Over the store's ``blob_cap`` the action fails."""
+        if len(data) > self.blob_cap:
+            raise OutputTooLarge(len(data), self.blob_cap)
+        digest = hashlib.sha256(data).hexdigest()
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        target = self.blobs / f"{digest}.bin"
+        if not target.exists():
+            tmp = target.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        return digest
+
+    def get_file(self, digest: Any) -> bytes:
+        """The bytes ``put_file`` kept under ``digest`` (a 64-hex sha256; anything else is refused
+        before a path is built from it). ActionError ``FileNotFound`` when there is none."""
+        if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _DIGEST:
+            raise ActionError(f"{str(digest)[:80]!r} is not a file reference (a sha256)", code="FileNotFound")
+        try:
+            return (self.blobs / f"{digest}.bin").read_bytes()
+        except OSError:
+            raise ActionError(f"file {digest[:12]}… is not in the blob store {self.blobs} (pruned, or "
+                              "another state database)", code="FileNotFound") from None
+
+    def cache_get(self, namespace: str, key: str, now: float) -> Any:
+        """The value kept under (namespace, key) while it has not expired, else None."""
+        self.ensure_table("node_cache", CACHE_DDL)
+        row = self.db.execute("SELECT value, expires FROM node_cache WHERE namespace = ? AND key = ?",
+                              (namespace, key)).fetchone()
+        if row is None or row[1] <= now:
+            return None
+        return json.loads(row[0])
+
+    def cache_put(self, namespace: str, key: str, value: Any, ttl: float, now: float) -> None:
+        """Keep ``value`` (JSON, redacted like everything the store writes) for ``ttl`` seconds;
+        expired rows of the namespace go at the same time."""
+        self.ensure_table("node_cache", CACHE_DDL)
+        text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
+        try:
+            self.db.execute("DELETE FROM node_cache WHERE namespace = ? AND expires <= ?", (namespace, now))
+            self.db.execute("INSERT OR REPLACE INTO node_cache VALUES (?, ?, ?, ?)",
+                            (namespace, key, text, now + ttl))
+            self.flush_soon()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot write the node cache: {exc}") from None
 
     # -- tables other parts own (trigger checkpoints) ------------------------------------------
     def ensure_table(self, name: str, ddl: str) -> None:

@@ -95,6 +95,8 @@ def _missing_secrets(flow: Flow, conns: Any) -> list[Problem]:
     for action in flow.actions.values():
         if action.connection:
             used.setdefault(action.connection, f"{action.where}.connection")
+        for name in action.node.more_connection_names(action.raw):
+            used.setdefault(name, f"{action.where}.inputs.{action.node.more_connections}")
     for name, trigger in flow.triggers.items():
         auth = trigger.raw.get("auth")
         if isinstance(auth, dict) and isinstance(auth.get("connection"), str):

@@ -22,11 +22,20 @@ ADDRESSES = {"anyOf": [{"type": "array", "items": ADDRESS, "minItems": 1, "maxIt
              "description": "One address or a list; each \"ana@example.com\", \"Ana Lima "
                             "<ana@example.com>\" or {email, name}."}
 
+FILE_REF = {"type": "object", "required": ["$file"],
+            "properties": {"$file": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                           "name": {"type": "string"}, "contentType": {"type": "string"},
+                           "size": {"type": "integer"}},
+            "description": "A file an earlier action kept in the blob store (e.g. "
+                           "`{{ outputs('export').file }}` of tableau.ExportView)."}
 ATTACHMENT = {
-    "type": "object", "additionalProperties": False, "required": ["content", "filename"],
+    "type": "object", "additionalProperties": False,
+    "oneOf": [{"required": ["content", "filename"]}, {"required": ["file"]}],
     "properties": {
         "content": {"type": "string", "minLength": 1,
-                    "description": "The file, Base64-encoded."},
+                    "description": "The file, Base64-encoded (or give `file`)."},
+        "file": {**FILE_REF, "description": "A blob-store file reference instead of `content`; its "
+                                            "name and type are the defaults of `filename` and `type`."},
         "filename": {"type": "string", "minLength": 1, "description": "File name shown."},
         "type": {"type": "string", "description": "MIME type, e.g. application/pdf."},
         "disposition": {"enum": ["attachment", "inline"],
@@ -97,7 +106,12 @@ def addresses(value: Any, field: str) -> list[dict]:
             for i, v in enumerate(items)]
 
 
-def _attachment(item: dict, i: int) -> dict:
+def _attachment(item: dict, i: int, read_file: Any = None) -> dict:
+    if "file" in item:  # a blob-store reference: the bytes are read only now, at send time
+        ref = item["file"]
+        item = {**item, "content": base64.b64encode(read_file(ref)).decode("ascii"),
+                "filename": item.get("filename") or ref.get("name") or "attachment",
+                "type": item.get("type") or ref.get("contentType")}
     content = "".join(item["content"].split())
     try:
         base64.b64decode(content, validate=True)
@@ -109,7 +123,7 @@ def _attachment(item: dict, i: int) -> dict:
     return compact(out)
 
 
-def mail_body(inputs: dict) -> dict:
+def mail_body(inputs: dict, read_file: Any = None) -> dict:
     """The v3 /mail/send JSON for the node's inputs (one personalization)."""
     if not inputs.get("templateId"):
         if not (inputs.get("text") or inputs.get("html")):
@@ -142,7 +156,7 @@ def mail_body(inputs: dict) -> dict:
     if inputs.get("templateId"):
         body["template_id"] = inputs["templateId"]
     if inputs.get("attachments"):
-        body["attachments"] = [_attachment(a, i) for i, a in enumerate(inputs["attachments"])]
+        body["attachments"] = [_attachment(a, i, read_file) for i, a in enumerate(inputs["attachments"])]
     if inputs.get("categories"):
         body["categories"] = list(inputs["categories"])
     if inputs.get("customArgs"):
@@ -213,6 +227,6 @@ class SendEmail(Node):
         return f"would email {_recipients(inputs.get('to'))}" + (f" '{inputs['subject']}'" if inputs.get("subject") else "")
 
     async def run(self, inputs: dict, context: Any) -> Any:
-        body = mail_body(inputs)
+        body = mail_body(inputs, context.read_file)
         client = await SENDGRID.client(context)
         return await SENDGRID.call(context, _send, client, body)

@@ -80,7 +80,7 @@ def test_every_node_declares_what_the_docs_need():
     for node in default_registry().nodes.values():
         assert node.type and node.title and node.description, node
         assert node.example.get("type") == node.type, node.type
-        assert node.example.get("connection", node.connection) == node.connection, node.type
+        assert node.example.get("connection", node.connection) in (node.connection, *node.connection_kinds()), node.type
 
 
 def test_every_node_module_shipped_with_flowrun_is_registered_through_an_entry_point():

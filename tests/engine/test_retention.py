@@ -86,6 +86,23 @@ def test_prune_twice_deletes_nothing_more(tmp_path, history):
     assert first.runs == 2 and (second.runs, second.steps, second.blobs, second.firings) == (0, 0, 0, 0)
 
 
+def test_prune_deletes_the_files_nodes_kept_for_old_runs_and_keeps_those_a_recent_run_refers_to(tmp_path, history):
+    engine = Engine(tmp_path / "s.db")
+    try:
+        store = engine.store
+        files = {name: store.put_file(name.encode()) for name in ("old_a", "new")}
+        for name, digest in files.items():
+            ref = json.dumps({"file": {"$file": digest, "name": "r.pdf", "contentType": "application/pdf", "size": 3}})
+            store.db.execute("UPDATE steps SET outputs = ? WHERE run_id = ?", (ref, history[name]))
+        store.flush()
+        done = prune(store, 30 * DAY)
+    finally:
+        engine.close()
+    blobs = tmp_path / "s.db.blobs"
+    assert not (blobs / f"{files['old_a']}.bin").exists() and (blobs / f"{files['new']}.bin").exists()
+    assert done.blobs == 2  # old_a's file and its replaced value's blob
+
+
 @pytest.mark.parametrize("text, seconds", [("30d", 30 * DAY), ("12h", 43200), ("90m", 5400), ("45s", 45),
                                            ("2w", 14 * DAY), ("P30D", 30 * DAY), ("PT12H", 43200), (" 1.5d ", 1.5 * DAY)])
 def test_ages_read_as_a_number_and_a_unit_or_iso_8601(text, seconds):

@@ -253,3 +253,43 @@ def test_a_state_file_from_before_traces_gets_the_runs_trace_column_and_keeps_it
         assert store.get_run(old.id).trace is None
     finally:
         store.close()
+
+
+# -- files nodes keep, and the node cache --------------------------------------------------
+
+def test_a_file_is_kept_once_by_its_sha256_and_read_back_whole(store):
+    digest = store.put_file(b"%PDF-1.7 report")
+    assert store.put_file(b"%PDF-1.7 report") == digest and len(digest) == 64
+    assert store.get_file(digest) == b"%PDF-1.7 report"
+    assert [p.name for p in store.blobs.iterdir()] == [f"{digest}.bin"]
+
+
+@pytest.mark.parametrize("ref", [None, "", "../state.db", "A" * 64, "0" * 63, {"$file": "x"}, "0" * 64])
+def test_a_reference_that_is_no_kept_file_fails_with_file_not_found_and_builds_no_path(store, ref):
+    with pytest.raises(engine.errors.ActionError) as caught:
+        store.get_file(ref)
+    assert caught.value.code == "FileNotFound"
+
+
+def test_a_file_over_the_cap_is_refused(tmp_path):
+    store = Store(tmp_path / "state.db", blob_cap=10)
+    with pytest.raises(OutputTooLarge):
+        store.put_file(b"x" * 11)
+    store.close()
+
+
+def test_the_cache_keeps_a_value_until_its_ttl_and_namespaces_do_not_mix(store):
+    store.cache_put("geo:mapbox", "berlin", {"lat": 52.5}, ttl=60, now=1000.0)
+    assert store.cache_get("geo:mapbox", "berlin", now=1059.9) == {"lat": 52.5}
+    assert store.cache_get("geo:google", "berlin", now=1000.0) is None
+    assert store.cache_get("geo:mapbox", "berlin", now=1060.0) is None
+
+
+def test_the_cache_is_redacted_on_write_and_expired_rows_go(tmp_path):
+    store = Store(tmp_path / "state.db", redact=lambda text: text.replace("s3cret", "***"))
+    store.cache_put("n", "old", 1, ttl=1, now=0.0)
+    store.cache_put("n", "k", {"note": "key s3cret"}, ttl=10, now=5.0)
+    store.flush()
+    assert store.cache_get("n", "k", now=6.0) == {"note": "key ***"}
+    assert store.db.execute("SELECT key FROM node_cache").fetchall() == [("k",)]
+    store.close()
