@@ -43,6 +43,12 @@ class Sessions:
     def token_ok(self, given: str) -> bool:
         return self.token is not None and hmac.compare_digest(given.strip().encode("utf-8", "replace"), self.token)
 
+    @staticmethod
+    def offers_bearer(headers: Any) -> bool:
+        """The request carries ``Authorization: Bearer ...`` (right or wrong)."""
+        scheme, _, _ = (headers.get("authorization") or "").partition(" ")
+        return scheme.lower() == "bearer"
+
     def bearer(self, headers: Any) -> bool:
         scheme, _, value = (headers.get("authorization") or "").partition(" ")
         return scheme.lower() == "bearer" and self.token_ok(value)

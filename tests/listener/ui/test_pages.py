@@ -44,7 +44,7 @@ def test_without_credentials_pages_send_to_the_login_form_and_data_answers_401(a
     for url in ("/ui/events?events=1", "/ui/blobs/" + "0" * 64, "/ui/runs/x/value/payload"):
         assert app.client.get(url, follow_redirects=False).status_code == 401
     wrong = app.client.get("/ui/runs", headers={"Authorization": "Bearer nope"}, follow_redirects=False)
-    assert wrong.status_code == 303
+    assert wrong.status_code == 401 and "not the admin token" in wrong.text  # a wrong token is refused, not a sign-in
 
 
 def test_the_login_form_sets_an_httponly_strict_cookie_that_is_not_the_token(app):
@@ -73,7 +73,51 @@ def test_guessing_the_token_is_slowed_to_a_crawl(app):
     form = app.client.get("/ui/login")
     refused = app.client.post("/ui/login", data={"csrf": csrf_of(form.text), "token": ADMIN}, follow_redirects=False)
     assert refused.status_code == 429 and "Too many wrong tokens" in refused.text
-    assert app.client.get("/ui/runs", headers=BEARER).status_code == 200  # the bearer header is not a guess form
+    assert app.client.get("/ui/runs", headers=BEARER).status_code == 429  # the same counter holds the bearer header
+
+
+def test_wrong_bearer_tokens_count_with_the_login_forms_on_every_page_post_and_stream(app):
+    from engine.listener.ui.session import TRIES
+
+    wrong = {"Authorization": "Bearer guess"}
+    urls = ["/ui/runs", "/ui/flows", "/ui/events?events=1", "/ui/blobs/" + "0" * 64]
+    for i in range(TRIES - 1):
+        answer = app.client.get(urls[i % len(urls)], headers=wrong, follow_redirects=False)
+        assert answer.status_code == 401 and "WWW-Authenticate" in answer.headers
+    assert app.client.post("/ui/runs/x/cancel", headers=wrong, data={"csrf": "x"}).status_code == 401  # the TRIES-th
+    form = app.client.get("/ui/login")  # the login form shares the counter: this address now waits
+    refused = app.client.post("/ui/login", data={"csrf": csrf_of(form.text), "token": ADMIN}, follow_redirects=False)
+    assert refused.status_code == 429
+    for url in urls:
+        answer = app.client.get(url, headers=BEARER, follow_redirects=False)
+        assert answer.status_code == 429 and int(answer.headers["Retry-After"]) > 0
+    assert app.client.post("/ui/runs/x/cancel", headers=BEARER, data={"csrf": "x"}).status_code == 429
+
+
+def test_a_right_bearer_token_clears_the_count_of_its_address(app):
+    from engine.listener.ui.session import TRIES
+
+    for _ in range(TRIES - 1):
+        assert app.client.get("/ui/runs", headers={"Authorization": "Bearer guess"}).status_code == 401
+    assert app.client.get("/ui/runs", headers=BEARER).status_code == 200
+    for _ in range(TRIES - 1):
+        assert app.client.get("/ui/runs", headers={"Authorization": "Bearer guess"}).status_code == 401
+    assert app.client.get("/ui/runs", headers=BEARER).status_code == 200
+
+
+@pytest.mark.parametrize("base_url, secure", [("https://flows.example.com/hooks", True),
+                                              ("http://flows.example.com", False), (None, False)])
+def test_cookies_are_secure_behind_a_tls_terminating_proxy_named_by_base_url(tmp_path, monkeypatch, base_url, secure):
+    with serving(tmp_path / "flows", {"batch.yaml": BATCH}, state=tmp_path / "state.db", monkeypatch=monkeypatch,
+                 admin_token=ADMIN, base_url=base_url) as app:  # the proxy speaks plain http to serve
+        form = app.client.get("/ui/login")
+        pre = [c for c in form.headers.get_list("set-cookie") if c.startswith("flowrun_ui_login=")][0]
+        nonce = pre.split(";")[0].split("=", 1)[1]  # the test client keeps no Secure cookie over http: sent by hand
+        ok = app.client.post("/ui/login", data={"csrf": csrf_of(form.text), "token": ADMIN}, follow_redirects=False,
+                             headers={"Cookie": f"flowrun_ui_login={nonce}"})
+        cookie = [c for c in ok.headers.get_list("set-cookie") if c.startswith("flowrun_ui=")][0]
+        for made in (pre, cookie):
+            assert ("; secure" in made.lower()) is secure, made
 
 
 def test_the_throttle_forgets_after_its_window():
