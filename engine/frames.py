@@ -27,6 +27,7 @@ class ActionResult:
     frames: list["Frame"] = field(default_factory=list)  # container: its block runs (a loop: those in flight)
     path: str | None = None
     interrupted: bool = False  # in flight when a process died, run again on resume
+    open_attempt: tuple[int, float] | None = None  # (number, start) of the attempt not recorded yet
 
     def as_dict(self) -> dict:
         return {"name": self.name, "type": self.type, "status": self.status, "inputs": self.inputs,
