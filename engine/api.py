@@ -126,7 +126,7 @@ class Engine:
                "definition": flow.source, "trigger": trigger or next(iter(flow.triggers), "manual"),
                "payload": outputs, "params": values, "status": QUEUED, "created": time.time(),
                "parent_id": parent_id, "rerun_of": rerun_of, "request": request, "dedupe_key": dedupe_key,
-               "trace": telemetry.carrier(trace) if trace else None}
+               "trace": telemetry.carrier(trace, redact=self.redactor) if trace else None}
         self.store.create_run(row, commit=commit)
         self._queued[run_id] = Run(**row, _load_steps=self.store.steps)
         return run_id
