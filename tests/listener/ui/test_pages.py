@@ -329,6 +329,93 @@ def test_no_secret_reaches_any_page_download_or_event(tmp_path, monkeypatch):
                 assert form not in page.text, (page.url, form)
 
 
+SCRIPT_SECRET = 'p4ss"w\\rd\'</script><!--&>-9f8e7d'
+LEAKY_FLOW = """\
+name: leaky
+triggers:
+  manual: {type: Request, auth: {type: key, connection: vault}}
+actions:
+  call:
+    type: Http
+    connection: api
+    inputs: {method: GET, uri: "{{ triggerBody().url }}"}
+    retryPolicy: {type: fixed, count: 3, interval: PT0.01S}
+  echo:
+    type: Compose
+    runAfter: {call: [Succeeded]}
+    inputs: {heard: "{{ triggerBody() }}", header: "{{ triggerOutputs().headers }}", got: "{{ body('call') }}"}
+  fail:
+    type: Compose
+    runAfter: {echo: [Succeeded]}
+    inputs: "{{ triggerBody().word | fromjson }}"
+"""
+
+
+def test_a_secret_with_quotes_backslashes_and_script_tags_reaches_no_page_event_span_or_log_record(tmp_path, monkeypatch):
+    """In the trigger's payload and headers, echoed by a vendor in errors (retried: each attempt's
+    summary) and in outputs, and in the error of a failed action: searched for in every UI page
+    and download, the event streams, every span (attributes, events, status) and every log record."""
+    import logging
+
+    from tests.support.recorder import Recorder
+    from tests.support.tracing import traced
+
+    def echo(status):
+        def answer(req):
+            return status, {"Content-Type": "application/json"}, json.dumps({"auth": req.header("authorization")}).encode()
+        return answer
+
+    monkeypatch.setenv("VAULT_KEY", SCRIPT_SECRET)
+    monkeypatch.setenv("API_TOKEN", SCRIPT_SECRET)
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "connections.yaml").write_text(
+        "connections:\n  vault: {kind: http, secrets: {token: VAULT_KEY}}\n"
+        "  api: {kind: http, settings: {auth: bearer}, secrets: {token: API_TOKEN}}\n")
+    (tmp_path / "flows" / "leaky.yaml").write_text(LEAKY_FLOW)
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(self.format(record) + repr(record.__dict__))
+    keep = Keep(logging.DEBUG)
+    keep.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(keep)
+    root.setLevel(logging.DEBUG)
+    try:
+        with Recorder() as api, traced() as spans, serving(tmp_path / "flows", state=tmp_path / "state.db",
+                                                           admin_token=ADMIN) as app:
+            api.route("GET", "/echo", handler=echo(503), times=2)
+            api.route("GET", "/echo", handler=echo(200))
+            answer = app.client.post("/flows/leaky/triggers/manual",
+                                     headers={"X-API-Key": SCRIPT_SECRET, "X-Echo": SCRIPT_SECRET,
+                                              "tracestate": "k=" + SCRIPT_SECRET.replace(",", "")},
+                                     json={"word": SCRIPT_SECRET, "url": api.url + "/echo", "again": [SCRIPT_SECRET]})
+            assert answer.status_code == 202, answer.text
+            run_id = answer.json()["runId"]
+            wait_for(lambda: app.runs("leaky")[0]["status"] == "Failed", "the run to fail")
+            assert api.requests[0].header("authorization") == "Bearer " + SCRIPT_SECRET  # really sent
+            pages = [app.client.get(url, headers=BEARER) for url in (
+                "/ui/runs", f"/ui/runs/{run_id}", "/ui/flows", f"/ui/runs/{run_id}/rerun?from=call",
+                f"/ui/runs/{run_id}/value/payload", f"/ui/runs/{run_id}/value/request",
+                f"/ui/runs/{run_id}/value/outputs?path=call", f"/ui/runs/{run_id}/value/outputs?path=echo",
+                f"/ui/runs/{run_id}/value/error?path=fail", "/ui/events?events=1", f"/ui/events?events=1&run={run_id}")]
+            texts = [p.text for p in pages]
+            assert all(p.status_code < 500 for p in pages)
+            assert '<table class="attempts">' in texts[1] and "***" in texts[1]
+        texts += [span.to_json() for span in spans.all()]
+        texts += [str(span.context.trace_state) for span in spans.all()]
+        texts += records
+        assert spans.all() and records
+        for text in texts:
+            for form in forms(SCRIPT_SECRET):
+                assert form not in text, (text[:300], form)
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(old_level)
+
+
 # -- hostile input ------------------------------------------------------------------------------
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60) | st.sampled_from(
     ["", "0", "-1", "9" * 30, "Failed", "2026-12-07", "x[0]", "a[99999999999]", "../..", "%00", "\x00", "[]", "'; --"])
