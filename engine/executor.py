@@ -326,6 +326,9 @@ class Runtime:
                 self._record_skip(action, frame, time.time())
                 return
         prior_attempts = step.attempts if step else 0
+        if step is not None and step.status == RUNNING:  # in flight when its process died, maybe
+            last = self.store.last_attempt(self.run_id, path)  # after retries: the one after the last
+            prior_attempts = max(prior_attempts, last + 1 if last else 0)  # recorded was in flight
         result = ActionResult(action.name, action.type, RUNNING, start=time.time(), path=path)
         frame.results[action.name] = self.latest[action.name] = result
         leaf = not action.blocks

@@ -451,6 +451,12 @@ class Store:
                         "SELECT ?, path, attempt, started, ended, status, error FROM step_attempts "
                         "WHERE run_id = ? AND path = ?", (to_run, from_run, path))
 
+    def last_attempt(self, run_id: str, path: str) -> int:
+        """The highest attempt number recorded for a step (0: none): a resumed step counts the
+        attempt after it as the one in flight when its process died, and goes on from there."""
+        return self.db.execute("SELECT COALESCE(MAX(attempt), 0) FROM step_attempts WHERE run_id = ? AND path = ?",
+                               (run_id, path)).fetchone()[0]
+
     def attempts(self, run_id: str, path: str) -> list[Attempt]:
         """The recorded attempts of one step, first to last (empty: it was not retried)."""
         return [Attempt(n, status, started, ended, self.decode(error)) for n, started, ended, status, error in

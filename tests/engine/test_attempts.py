@@ -170,3 +170,58 @@ def test_a_state_file_from_before_attempts_gets_the_table_on_open_and_keeps_its_
     api.route("GET", "/flaky", json={"ok": True})
     again = run(tmp_path)
     assert len(attempts(tmp_path, again.id)) == 2
+
+
+def test_kill_9_during_a_third_attempt_then_resume_goes_on_from_attempt_four(tmp_path, api):
+    """The dead process recorded attempts 1 and 2; attempt 3 was in flight. The resumed step
+    numbers its next attempt 4: no recorded attempt is overwritten, none is numbered twice."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    from tests.support.waiting import wait_until
+
+    release = threading.Event()
+    seen = []
+
+    def answer(req):
+        seen.append(req)
+        if len(seen) <= 2:
+            return 503, {"Content-Type": "application/json"}, b'{"error": "busy"}'
+        if len(seen) == 3:
+            release.wait(60)  # in flight until the process is killed
+        return 200, {"Content-Type": "application/json"}, b'{"ok": true}'
+
+    api.route("GET", "/flaky", handler=answer)
+    state = tmp_path / "state.db"
+
+    def recorded() -> int:
+        try:
+            with sqlite3.connect(state) as db:
+                return db.execute("SELECT COUNT(*) FROM step_attempts").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", str(state), "run",
+                             str(tmp_path / "flow.yaml")], cwd=Path(__file__).parents[2],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: len(seen) == 3 and recorded() == 2, "attempt 3 in flight with 2 attempts recorded")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        release.set()
+    with sqlite3.connect(state) as db:
+        (run_id,), = db.execute("SELECT id FROM runs").fetchall()
+    out = CliRunner().invoke(main, ["--state", str(state), "resume", run_id, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["status"] == "Succeeded"
+    tries = attempts(tmp_path, run_id)
+    assert [(a.number, a.status) for a in tries] == [(1, "Failed"), (2, "Failed"), (4, "Succeeded")]
+    store = Store(state)
+    try:
+        assert store.get_step(run_id, "call").attempts == 4
+    finally:
+        store.close()
