@@ -66,7 +66,7 @@ class UI:
         self.engine = listener.engine
         self.redact = listener.redact
         self._sessions: Sessions | None = None
-        self.throttle = Throttle()
+        self.throttle: Throttle = listener.guesses  # one counter with the admin API's bearer tokens
         self._markup = Markup
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True,
                                undefined=StrictUndefined, finalize=self._finalize, trim_blocks=True,

@@ -94,6 +94,18 @@ def test_wrong_bearer_tokens_count_with_the_login_forms_on_every_page_post_and_s
     assert app.client.post("/ui/runs/x/cancel", headers=BEARER, data={"csrf": "x"}).status_code == 429
 
 
+def test_wrong_bearer_tokens_on_the_run_status_api_count_with_the_uis(app):
+    from engine.listener.ui.session import TRIES
+
+    run_id = start(app)
+    for _ in range(TRIES - 1):
+        assert app.client.get(f"/runs/{run_id}", headers={"Authorization": "Bearer guess"}).status_code == 401
+    assert app.client.get("/ui/runs", headers={"Authorization": "Bearer guess"}).status_code == 401  # the TRIES-th
+    for url in (f"/runs/{run_id}", "/ui/runs"):
+        answer = app.client.get(url, headers=BEARER)
+        assert answer.status_code == 429 and int(answer.headers["Retry-After"]) > 0
+
+
 def test_a_right_bearer_token_clears_the_count_of_its_address(app):
     from engine.listener.ui.session import TRIES
 
