@@ -437,7 +437,7 @@ class Runtime:
         result.open_attempt = None
         summary = None
         if isinstance(error, dict):
-            message = " ".join(str(error.get("message", "")).split())
+            message = " ".join(str(error.get("message", "")).split())  # one line (show escapes control bytes)
             summary = self.engine.redactor.scrub({"code": str(error.get("code", "Error"))[:200],
                                                   "message": message[:500] + ("..." if len(message) > 500 else "")})
         self.store.attempt_finished(self.run_id, path, number, status=status, started=started, ended=ended,

@@ -289,7 +289,12 @@ def text_lines(store: Store, run: Run, *, depth: int | None = None, failed: bool
 
 
 def _one_line(text: str, most: int = 500) -> str:
+    """One line of at most ``most`` characters, control characters (a vendor's ANSI escapes
+    reaching the terminal) shown as backslash escapes."""
     text = " ".join(text.split())
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+                       for c in text)
     return text if len(text) <= most else text[: most - 3] + "..."
 
 

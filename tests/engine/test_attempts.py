@@ -225,3 +225,17 @@ def test_kill_9_during_a_third_attempt_then_resume_goes_on_from_attempt_four(tmp
         assert store.get_step(run_id, "call").attempts == 4
     finally:
         store.close()
+
+
+def test_an_attempts_error_summary_is_one_bounded_line_whatever_the_vendor_answers(tmp_path, api):
+    body = ("line\r\n\x00\x1b[31m" + "x" * 2_000_000).encode()
+    api.route("GET", "/flaky", status=503, body=body, headers={"Content-Type": "text/plain"}, times=1)
+    api.route("GET", "/flaky", json={"ok": True})
+    result = run(tmp_path)
+    [first, second] = attempts(tmp_path, result.id)
+    assert first.status == "Failed" and second.status == "Succeeded"
+    message = first.error["message"]
+    assert len(message) <= 503 and "\n" not in message and "\r" not in message
+    shown = CliRunner().invoke(main, ["--state", str(tmp_path / "state.db"), "show", result.id]).output
+    assert all(len(line) < 400 for line in shown.splitlines() if line.strip().startswith("attempt"))
+    assert "\x1b" not in shown and "\x00" not in shown and "\\x1b[31m" in shown  # no escape reaches the terminal
