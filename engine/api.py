@@ -147,7 +147,7 @@ class Engine:
                "definition": flow.source, "trigger": trigger or next(iter(flow.triggers), "manual"),
                "payload": outputs, "params": values, "status": QUEUED, "created": time.time(),
                "parent_id": parent_id, "rerun_of": rerun_of, "request": request, "dedupe_key": dedupe_key,
-               "trace": telemetry.carrier(trace) if trace else None}
+               "trace": telemetry.carrier(trace, redact=self.redactor) if trace else None}
         conc = flow.concurrency
         if conc is not None:
             from . import concurrency

@@ -326,6 +326,9 @@ class Runtime:
                 self._record_skip(action, frame, time.time())
                 return
         prior_attempts = step.attempts if step else 0
+        if step is not None and step.status == RUNNING:  # in flight when its process died, maybe
+            last = self.store.last_attempt(self.run_id, path)  # after retries: the one after the last
+            prior_attempts = max(prior_attempts, last + 1 if last else 0)  # recorded was in flight
         result = ActionResult(action.name, action.type, RUNNING, start=time.time(), path=path)
         frame.results[action.name] = self.latest[action.name] = result
         leaf = not action.blocks
@@ -383,6 +386,7 @@ class Runtime:
         with (anyio.move_on_after(action.timeout) if action.timeout else _NO_TIMER) as timer:
             while True:
                 attempt += 1
+                result.open_attempt = (attempt, time.time())
                 ctx = Context(run_id=self.run_id, path=path, action=action, connection=conn,
                               log=self.engine.node_logger(self.run_id, path), attempt=attempt,
                               runtime=self, frame=frame, result=result)
@@ -416,6 +420,7 @@ class Runtime:
                         span.ended(FAILED, result.error)
                 if retry is None:
                     break
+                self._attempt_ended(path, result, FAILED, retry.to_dict(), time.time())
                 delay = policy.delay(attempt - prior, retry.retry_after)
                 self.log.info("%s: attempt %d failed (%s); retrying in %.2fs", path, attempt, retry.message, delay)
                 await anyio.sleep(delay)
@@ -433,6 +438,22 @@ class Runtime:
         if boundary is _DEFAULT_BOUNDARY and "runtimeConfiguration" not in ctx.action.raw:
             return await node.run(inputs, ctx)
         return await boundary.dispatch(node, inputs, ctx)
+
+    def _attempt_ended(self, path: str, result: ActionResult, status: str, error: Any, ended: float) -> None:
+        """Record the open attempt of a retried action: its number, times, status and a one-line
+        error summary, redacted. (A first attempt that needed no retry is not written: the step
+        holds its times.)"""
+        if result.open_attempt is None:
+            return
+        number, started = result.open_attempt
+        result.open_attempt = None
+        summary = None
+        if isinstance(error, dict):
+            message = " ".join(str(error.get("message", "")).split())  # one line (show escapes control bytes)
+            summary = self.engine.redactor.scrub({"code": str(error.get("code", "Error"))[:200],
+                                                  "message": message[:500] + ("..." if len(message) > 500 else "")})
+        self.store.attempt_finished(self.run_id, path, number, status=status, started=started, ended=ended,
+                                    error=summary)
 
     def _inputs(self, action: Action, frame: Frame) -> Any:
         node = action.node
@@ -468,6 +489,9 @@ class Runtime:
     def _finish(self, action: Action, path: str, result: ActionResult) -> None:
         # scrubbed at the source: before a dependent (or a template) can read the result
         result.outputs, result.error = self.engine.redactor.scrub(result.outputs), self.engine.redactor.scrub(result.error)
+        if result.open_attempt is not None and result.open_attempt[0] > 1:  # the last of a retried action's
+            self._attempt_ended(path, result, result.status, result.error, result.end or time.time())
+        result.open_attempt = None
         hidden = secured(action.raw)  # secureData: kept in memory for dependents, never stored
         try:
             self.store.step_finished(self.run_id, path, action.name, action.type, result.status,
@@ -559,6 +583,8 @@ class Runtime:
 
     def _note_reused(self, path: str, name: str, type_: str, step: Step) -> None:
         if self.copy_reused:
+            if step.attempts and step.attempts > 1:
+                self.store.copy_attempts(self.reuse.run_id, self.run_id, path)
             self.store.step_finished(self.run_id, path, name, type_, step.status, attempts=step.attempts,
                                      inputs=step.inputs, outputs=step.outputs, error=step.error,
                                      started=step.started, ended=step.ended, commit=False,

@@ -29,6 +29,7 @@ class ActionResult:
     path: str | None = None
     interrupted: bool = False  # in flight when a process died, run again on resume
     rows: Any = None  # a finished loop: the summary result() reads its rows through (engine.looprows)
+    open_attempt: tuple[int, float] | None = None  # (number, start) of the attempt not recorded yet
 
     def as_dict(self) -> dict:
         return {"name": self.name, "type": self.type, "status": self.status, "inputs": self.inputs,

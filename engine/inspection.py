@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .runs import Run, Step
+from .runs import Run, Step, iso
 from .state import Status
 from .store import Store
 
@@ -274,6 +274,13 @@ def text_lines(store: Store, run: Run, *, depth: int | None = None, failed: bool
         if s.error:
             message = s.error.get("message", s.error) if isinstance(s.error, dict) else s.error
             yield f"{pad}  error: {_one_line(str(message))}"
+        if s.attempts and s.attempts > 1:  # a retried action: each attempt with its times
+            for a in store.attempts(run.id, s.path):
+                took = f"  {a.duration * 1000:.1f} ms" if a.duration is not None else ""
+                why = ""
+                if isinstance(a.error, dict):
+                    why = f"  {a.error.get('code', 'Error')}: {_one_line(str(a.error.get('message', '')), 200)}"
+                yield f"{pad}  attempt {a.number:<3} {paint(a.status)} {(iso(a.started) or '-')}{took}{why}"
     if run.error:
         message = run.error.get("message", run.error) if isinstance(run.error, dict) else run.error
         yield f"  error: {_one_line(str(message))}"
@@ -282,7 +289,12 @@ def text_lines(store: Store, run: Run, *, depth: int | None = None, failed: bool
 
 
 def _one_line(text: str, most: int = 500) -> str:
+    """One line of at most ``most`` characters, control characters (a vendor's ANSI escapes
+    reaching the terminal) shown as backslash escapes."""
     text = " ".join(text.split())
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+                       for c in text)
     return text if len(text) <= most else text[: most - 3] + "..."
 
 
@@ -306,6 +318,8 @@ def json_chunks(store: Store, run: Run, *, depth: int | None = None, failed: boo
             continue
         item = step.to_json()
         item["reused"] = is_reused(run, step)
+        if step.attempts and step.attempts > 1:
+            item["attempt_log"] = [a.to_json() for a in store.attempts(run.id, step.path)]
         yield ("\n    " if first else ",\n    ") + json.dumps(item, default=str)
         first = False
     yield ("\n  " if not first else "") + "]\n}"

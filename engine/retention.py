@@ -3,7 +3,7 @@
     prune(store, older_than=30 * 86400)   -> Pruned(runs, steps, firings, blobs)
 
 A run goes when it finished (Succeeded, Failed, TimedOut, Cancelled) before the cut-off; its
-steps and parked-run row go with it, schedule firings older than the cut-off go, and blob
+steps, their attempts and parked-run row go with it, schedule firings older than the cut-off go, and blob
 files no remaining row references are deleted. A run that has not finished is never
 touched, however old. Rows are deleted a batch at a time, each batch its own short write
 transaction, so a server or another ``flowrun run`` on the same file is never held up for
@@ -111,6 +111,7 @@ def batches(store: Store, older_than: float, *, now: float | None = None, dry_ru
             for row in db.execute(f"SELECT {', '.join(STEP_JSON)} FROM steps WHERE run_id IN ({holes})", ids):
                 candidates.update(_blobs(row))
             done.steps += db.execute(f"DELETE FROM steps WHERE run_id IN ({holes})", ids).rowcount
+            db.execute(f"DELETE FROM step_attempts WHERE run_id IN ({holes})", ids)
             db.execute(f"DELETE FROM parked_runs WHERE run_id IN ({holes})", ids)
             if cancels:
                 db.execute(f"DELETE FROM cancel_requests WHERE run_id IN ({holes})", ids)

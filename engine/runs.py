@@ -6,6 +6,7 @@ The store returns them, the API hands them out; nothing else builds its own.
           and links to its parent (a Workflow action) and the run it re-runs
     Step  one action (or loop iteration) of a run, as recorded: status, attempts,
           resolved inputs, outputs, error, start and end times
+    Attempt  one attempt of a retried action: its number, status, times and error summary
 """
 from __future__ import annotations
 
@@ -52,6 +53,28 @@ class Step:
                 "duration_ms": None if self.duration is None else round(self.duration * 1000, 3),
                 "inputs": self.inputs, "outputs": self.outputs, "error": self.error,
                 "interrupted": self.interrupted}
+
+
+@dataclass
+class Attempt:
+    number: int  # 1 for the first attempt
+    status: Status  # how this attempt ended (Failed for one that was retried)
+    started: float | None = None
+    ended: float | None = None
+    error: Any = None  # {"code", "message"}: a summary, redacted
+
+    def __post_init__(self) -> None:
+        self.status = Status.of(self.status)
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.started is None or self.ended is None else self.ended - self.started
+
+    def to_json(self) -> dict:
+        return {"attempt": self.number, "status": str(self.status), "started": iso(self.started),
+                "ended": iso(self.ended),
+                "duration_ms": None if self.duration is None else round(self.duration * 1000, 3),
+                "error": self.error}
 
 
 @dataclass

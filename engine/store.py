@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import ActionError, OutputTooLarge, StoreError
 from .lru import LRU
-from .runs import Run, Step
+from .runs import Attempt, Run, Step
 
 MIGRATIONS = [
     """
@@ -164,8 +164,8 @@ class Store:
             return False
         have = {r[1] for r in self.db.execute("PRAGMA table_info(steps)")}
         names = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE name IN "
-                                               "('parked_runs', 'parked_runs_by_wake', 'run_leases')")}
-        if not ({"handle", "wake", "interrupted"} <= have and len(names) == 3):
+                                               "('parked_runs', 'parked_runs_by_wake', 'run_leases', 'step_attempts')")}
+        if not ({"handle", "wake", "interrupted"} <= have and len(names) == 4):
             return False
         return "trace" in {r[1] for r in self.db.execute("PRAGMA table_info(runs)")}
 
@@ -198,8 +198,9 @@ class Store:
         numbered migration): ``steps.handle`` (a job's JSON handle), ``steps.wake`` (when the
         step wakes next), ``steps.interrupted`` (the step was in flight when its process died),
         ``parked_runs`` (a run waiting with no task, and when it is due) and ``run_leases``
-        (the one live owner of a run: engine.runlock), and ``runs.trace`` (the W3C trace context
-        a run's spans continue: engine.telemetry)."""
+        (the one live owner of a run: engine.runlock), ``runs.trace`` (the W3C trace context
+        a run's spans continue: engine.telemetry), and ``step_attempts`` (each attempt of an
+        action that was retried: its number, times, status and error summary)."""
         have = {r[1] for r in self.db.execute("PRAGMA table_info(steps)")}
         for col, kind in (("handle", "TEXT"), ("wake", "REAL"), ("interrupted", "INTEGER")):
             if col not in have:
@@ -211,7 +212,10 @@ class Store:
                 "parked REAL NOT NULL);"
                 "CREATE INDEX IF NOT EXISTS parked_runs_by_wake ON parked_runs(wake);"
                 "CREATE TABLE IF NOT EXISTS run_leases (run_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, "
-                "host TEXT NOT NULL, token TEXT NOT NULL, acquired REAL NOT NULL, expires REAL NOT NULL);"):
+                "host TEXT NOT NULL, token TEXT NOT NULL, acquired REAL NOT NULL, expires REAL NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS step_attempts (run_id TEXT NOT NULL, path TEXT NOT NULL, "
+                "attempt INTEGER NOT NULL, started REAL, ended REAL, status TEXT NOT NULL, error TEXT, "
+                "PRIMARY KEY (run_id, path, attempt));"):
             self.db.execute(statement)
 
     def close(self) -> None:
@@ -437,6 +441,34 @@ class Store:
              self.encode(error), started, ended, self._seq, 1 if interrupted else None))
         if commit:
             self.flush_soon()
+
+    # -- attempts of retried actions --------------------------------------------------------
+    def attempt_finished(self, run_id: str, path: str, attempt: int, *, status: str, started: float | None,
+                         ended: float | None, error: Any = None) -> None:
+        """Record one attempt of an action that was retried (a first attempt that needed no retry
+        is not written: the step holds it). Committed with the loop turn's other writes."""
+        self.db.execute("INSERT OR REPLACE INTO step_attempts (run_id, path, attempt, started, ended, status, error) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (run_id, path, attempt, started, ended, str(status), self.encode(error)))
+        self.flush_soon()
+
+    def copy_attempts(self, from_run: str, to_run: str, path: str) -> None:
+        """A rerun reuses a step: its attempts come along (in the same transaction as the step)."""
+        self.db.execute("INSERT OR REPLACE INTO step_attempts (run_id, path, attempt, started, ended, status, error) "
+                        "SELECT ?, path, attempt, started, ended, status, error FROM step_attempts "
+                        "WHERE run_id = ? AND path = ?", (to_run, from_run, path))
+
+    def last_attempt(self, run_id: str, path: str) -> int:
+        """The highest attempt number recorded for a step (0: none): a resumed step counts the
+        attempt after it as the one in flight when its process died, and goes on from there."""
+        return self.db.execute("SELECT COALESCE(MAX(attempt), 0) FROM step_attempts WHERE run_id = ? AND path = ?",
+                               (run_id, path)).fetchone()[0]
+
+    def attempts(self, run_id: str, path: str) -> list[Attempt]:
+        """The recorded attempts of one step, first to last (empty: it was not retried)."""
+        return [Attempt(n, status, started, ended, self.decode(error)) for n, started, ended, status, error in
+                self.db.execute("SELECT attempt, started, ended, status, error FROM step_attempts "
+                                "WHERE run_id = ? AND path = ? ORDER BY attempt", (run_id, path))]
 
     # -- long-running jobs and parked runs --------------------------------------------------
     def step_mark(self, run_id: str, path: str, action: str, type_: str, *, attempts: int,

@@ -41,16 +41,35 @@ log = logging.getLogger("flowrun.telemetry")
 # version 00 as W3C Trace Context defines it; other versions are read by their first four fields
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _TRACESTATE = re.compile(r"[\x20-\x7e]{1,512}")
+# one list-member of W3C tracestate: key=value, the key simple or tenant@system
+_TS_KEY = r"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
+_TS_MEMBER = re.compile(_TS_KEY + r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
 _ITERATION = re.compile(r"\[(\d+)\](?!.*\[\d+\])")
 
 _UNDECIDED = object()
 _active: Any = _UNDECIDED  # Tracing, None (off), or undecided until the first run
 
 
-def carrier(headers: Any) -> dict | None:
+def _tracestate(state: str, redact: Any) -> str | None:
+    """``state`` when it is a W3C tracestate (at most 32 key=value members, 512 characters) and
+    holds no secret the process knows, else None (dropped, as W3C allows: the traceparent stays).
+    OpenTelemetry would otherwise log each bad member, and export a secret with every span."""
+    if not _TRACESTATE.fullmatch(state):
+        return None
+    members = [m.strip(" \t") for m in state.split(",")]
+    members = [m for m in members if m]
+    if not members or len(members) > 32 or not all(_TS_MEMBER.fullmatch(m) for m in members):
+        return None
+    if redact is not None and redact(state) != state:
+        return None
+    return state
+
+
+def carrier(headers: Any, *, redact: Any = None) -> dict | None:
     """The W3C trace context of ``headers`` (any mapping, any letter case; a list of pairs with
     bytes values, as Kafka gives) as ``{"traceparent": ..., "tracestate"?: ...}``, or None when
-    there is none or it is malformed (an invalid ``traceparent`` is ignored, as W3C says)."""
+    there is none or it is malformed (an invalid ``traceparent`` is ignored, as W3C says; an
+    invalid ``tracestate``, or one holding a secret ``redact`` masks, is dropped)."""
     found: dict[str, str] = {}
     try:
         pairs = headers.items() if hasattr(headers, "items") else iter(headers or ())
@@ -73,8 +92,8 @@ def carrier(headers: Any) -> dict | None:
             or m.group(2) == "0" * 32 or m.group(3) == "0" * 16):
         return None
     out = {"traceparent": "-".join(m.group(1, 2, 3, 4))}  # a later version: its first four fields, as W3C says
-    state = found.get("tracestate")
-    if state and _TRACESTATE.fullmatch(state):
+    state = _tracestate(found.get("tracestate") or "", redact)
+    if state:
         out["tracestate"] = state
     return out
 

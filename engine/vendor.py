@@ -26,7 +26,7 @@ What lives here, once:
 - ``trace_headers``: the one place outgoing requests get the current span's W3C
   ``traceparent`` (engine.telemetry; nothing is added when tracing is off). Http and every
   vendor whose SDK request passes through a flowrun hook (Twilio's and Salesforce's HTTP
-  clients) call it there.
+  clients, SendGrid's per-request client, Databricks' HTTP adapter) call it there.
 
 Importing this module imports no SDK: vendors import theirs inside ``rules``, ``describe``
 and their client factory.

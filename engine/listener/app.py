@@ -44,6 +44,7 @@ from .metrics import Metrics
 from .runs import RunHandle, Runs
 from .consumers import Consumers
 from .triggers import PushEntry, Table, load_folder
+from .ui.session import Throttle
 
 log = logging.getLogger("flowrun.listener")
 BODILESS = ("GET", "HEAD")  # a trigger taking one of these refuses a body
@@ -90,6 +91,7 @@ class Listener:
                          executes=not self.shared or options.worker)
         self.consumers = Consumers(engine, self.runs, self.metrics, options.clock)
         self.admin = AdminToken(options.admin_token)
+        self.guesses = Throttle()  # wrong admin tokens per address: the UI's login form and bearer headers, /runs
         self.redact = engine.redactor  # every body this server sends passes through it (as its logs do)
         self.json = _redacting(self.redact)
         self.capabilities = Capabilities(engine)
@@ -429,7 +431,18 @@ class Listener:
         """A run's status and outputs, for the admin token or the token of the run's Location."""
         run_id = request.path_params["run_id"]
         token = request.query_params.get(CAPABILITY)
-        admin = self.admin.allows(dict(request.headers))
+        headers = dict(request.headers)
+        admin = self.admin.allows(headers)
+        if headers.get("authorization", "").partition(" ")[0].lower() == "bearer":  # counted like the UI's
+            client = request.client.host if request.client else "?"
+            wait = self.guesses.wait(client)
+            if wait:
+                return self._error(429, f"too many wrong tokens from {client}; try again in {int(wait) + 1} s",
+                                   {"Retry-After": str(int(wait) + 1)})
+            if admin:
+                self.guesses.succeeded(client)
+            else:
+                self.guesses.failed(client)
         if not admin:  # checked before the store is read: no probing which runs exist
             if not token:
                 return self._error(401, f"polling a run needs the {CAPABILITY} of the Location URL its trigger "

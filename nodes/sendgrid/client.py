@@ -1,7 +1,8 @@
 """The SendGrid connection: settings, the client factory and the one place errors are mapped.
 
 The SDK (``sendgrid``, over ``python_http_client``/urllib) is imported only inside
-``build_client`` and ``SendGridVendor``. It never retries by itself, so an action's
+``build_client``, ``request_client`` and ``SendGridVendor``. Each request carries the current
+span's ``traceparent`` (``request_client``: per request, never on the shared client). It never retries by itself, so an action's
 ``retryPolicy`` is the only retry loop. SendGrid's v3 Mail Send has no idempotency key: a
 retry after a 5xx or a timeout may deliver twice if SendGrid had in fact accepted the first
 request.
@@ -49,6 +50,22 @@ def build_client(conn: Connection) -> Any:
                                impersonate_subuser=conn.get("on_behalf_of"))
     client.client.timeout = float(conn.get("timeout", 30))
     return client
+
+
+def request_client(client: Any, headers: dict[str, str] | None = None) -> Any:
+    """The SDK's HTTP client for one request: the connection's headers, plus ``headers`` (the
+    current span's ``traceparent``), in a dict of this request's own.
+
+    ``python_http_client`` hands one mutable headers dict to every client it derives
+    (``client.mail.send``) and merges a call's ``request_headers`` into it, so headers passed
+    per call would stay on the connection's client for every later send, and concurrent sends
+    (threads) would see each other's. A fresh ``Client`` per request shares nothing."""
+    from python_http_client import Client
+
+    base = client.client
+    return Client(host=base.host, request_headers={**base.request_headers, **(headers or {})},
+                  version=base._version, url_path=list(base._url_path), append_slash=base.append_slash,
+                  timeout=base.timeout)
 
 
 

@@ -7,9 +7,9 @@ import json
 from email.utils import parseaddr
 from typing import Any
 
-from engine.plugin import ActionError, Node, compact
+from engine.plugin import ActionError, Node, compact, trace_headers
 
-from .client import SENDGRID
+from .client import SENDGRID, request_client
 
 _ADDRESS_OBJECT = {"type": "object", "additionalProperties": False, "required": ["email"],
                    "properties": {"email": {"type": "string", "minLength": 3},
@@ -175,8 +175,8 @@ def mail_body(inputs: dict, read_file: Any = None) -> dict:
     return body
 
 
-def _send(client: Any, body: dict) -> dict:
-    response = client.send(body)
+def _send(client: Any, body: dict, headers: dict[str, str]) -> dict:
+    response = request_client(client, headers).mail.send.post(request_body=body)  # SendGridAPIClient.send's call
     headers = response.headers
     return {"statusCode": response.status_code,
             "messageId": headers.get("X-Message-Id") if headers is not None else None}
@@ -229,4 +229,5 @@ class SendEmail(Node):
     async def run(self, inputs: dict, context: Any) -> Any:
         body = mail_body(inputs, context.read_file)
         client = await SENDGRID.client(context)
-        return await SENDGRID.call(context, _send, client, body)
+        trace = trace_headers({})  # the attempt's span's traceparent, when tracing (engine.telemetry)
+        return await SENDGRID.call(context, _send, client, body, trace)

@@ -430,3 +430,43 @@ def test_after_kill_9_flowrun_resume_continues_the_trace_the_killed_process_stor
     _, trace, parent, _ = stored.split("-")
     assert (run.trace_id.hex(), run.parent_span_id.hex()) == (trace, parent)
     assert [s.name for s in spans if s.parent_span_id == run.span_id] == ["call"]  # `first` was reused
+
+
+@pytest.mark.parametrize("state, kept", [
+    ("vendor=1", True), ("a=1,b=2", True), ("t@sys=v", True), (" a=1 , b=2 ", True),
+    ("not valid !!", False), ("A=1", False), ("a=", False), ("a=1=2", False), ("a=1," * 33, False),
+    ("a=" + "x" * 257, False), ("a=1\tb", False), ("a=\x7f", False), ("," * 10, False),
+])
+def test_a_tracestate_that_is_not_w3c_is_dropped_and_the_traceparent_kept(state, kept):
+    got = telemetry.carrier({"traceparent": REMOTE, "tracestate": state})
+    assert got == ({"traceparent": REMOTE, "tracestate": state.strip()} if kept else {"traceparent": REMOTE})
+
+
+def test_a_tracestate_holding_a_secret_the_process_knows_is_dropped():
+    from engine.connections import Redactor
+
+    redact = Redactor()
+    redact.add('s3cr"et\\val')
+    state = 'vendor=s3cr"et\\val'
+    assert telemetry.carrier({"traceparent": REMOTE, "tracestate": state}, redact=redact) == {"traceparent": REMOTE}
+    assert telemetry.carrier({"traceparent": REMOTE, "tracestate": "vendor=1"}, redact=redact)["tracestate"] == "vendor=1"
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7f), max_size=600))
+def test_every_tracestate_kept_is_one_opentelemetry_reads_without_a_warning(state):
+    import logging
+
+    from opentelemetry import propagate, trace
+
+    got = telemetry.carrier({"traceparent": REMOTE, "tracestate": state})
+    if "tracestate" not in (got or {}):
+        return
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("opentelemetry").addHandler(handler)
+    try:
+        span = trace.get_current_span(propagate.extract(got))
+    finally:
+        logging.getLogger("opentelemetry").removeHandler(handler)
+    assert records == [] and len(span.get_span_context().trace_state) >= 1

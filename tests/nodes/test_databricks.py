@@ -424,3 +424,42 @@ def resume_the_run(state):
         return result, result.steps
     finally:
         eng.close()
+
+
+def test_a_traced_run_sends_the_attempt_spans_traceparent_on_every_databricks_request(dbx, tmp_path):
+    from tests.support.tracing import traceparent, traced
+
+    dbx.jobs[42] = JobSpec(polls=2)
+    dbx.statements["SELECT 1"] = StatementSpec(columns=[("one", "INT")], rows=[["1"]])
+    with traced() as spans:
+        result = run(tmp_path, {"j": act("RunJob", {"jobId": 42}),
+                                "q": act("ExecuteStatement", {"statement": "SELECT 1", "warehouseId": "w1"},
+                                         runAfter={"j": ["Succeeded"]})})
+    assert result.status == "Succeeded", result.error
+    [job] = spans.named("j")
+    [query] = spans.named("q")
+    job_requests = dbx.seen("run-now") + dbx.seen("get") + dbx.seen("output")
+    assert len(job_requests) >= 4 and {r.header("traceparent") for r in job_requests} == {traceparent(job)}
+    assert {r.header("traceparent") for r in dbx.seen("statement")} == {traceparent(query)}
+    assert all(r.header("authorization") == f"Bearer {TOKEN}" for r in job_requests)
+
+
+def test_concurrent_jobs_each_send_their_own_attempts_traceparent(dbx, tmp_path):
+    from tests.support.tracing import traceparent, traced
+
+    for job_id in range(1, 7):
+        dbx.jobs[job_id] = JobSpec(polls=1)
+    with traced() as spans:
+        result = run(tmp_path, {"each": {"type": "Foreach", "foreach": "{{ range(1, 7) | list }}", "concurrency": 6,
+                                         "actions": {"j": act("RunJob", {"jobId": "{{ item() }}"})}}})
+    assert result.status == "Succeeded", result.error
+    by_iteration = {s.attributes["flowrun.iteration"]: traceparent(s) for s in spans.named("j")}
+    assert len(set(by_iteration.values())) == 6
+    for req in dbx.seen("run-now"):
+        assert req.header("traceparent") == by_iteration[req.json()["job_id"] - 1]
+
+
+def test_an_untraced_run_sends_no_traceparent_to_databricks(dbx, tmp_path):
+    dbx.jobs[42] = JobSpec(polls=1)
+    assert run(tmp_path, {"j": act("RunJob", {"jobId": 42})}).status == "Succeeded"
+    assert all(r.header("traceparent") is None for r in dbx.api.requests)

@@ -327,3 +327,69 @@ def test_every_exception_class_of_the_sendgrid_sdk_and_its_transport_is_mapped_b
     assert unmapped(SENDGRID, classes) == []
     for transport in (URLError, HTTPException, ConnectionError, TimeoutError):
         assert SENDGRID.table.rule_for(transport) is not None
+
+
+# -- tracing -------------------------------------------------------------------------------
+
+def test_a_traced_run_sends_the_attempt_spans_traceparent_to_sendgrid(tmp_path, recorder, connections):
+    from tests.support.tracing import traceparent, traced
+
+    accepted(recorder)
+    with traced() as spans:
+        result = run_action(tmp_path, connections, simple())
+    assert result.status == "Succeeded"
+    [send] = spans.named("send")
+    assert recorder.requests[0].header("traceparent") == traceparent(send)
+    assert recorder.requests[0].header("Authorization") == f"Bearer {API_KEY}"
+
+
+def test_concurrent_sends_each_carry_their_own_attempts_traceparent_and_none_stays_on_the_client(
+        tmp_path, recorder, connections):
+    """python_http_client shares one headers dict between a client and every client derived from
+    it: a traceparent merged into it would reach later sends, and concurrent ones would race."""
+    from tests.support.tracing import traceparent, traced
+
+    accepted(recorder)
+    flow = {"triggers": {"manual": {"type": "Manual"}}, "actions": {"each": {
+        "type": "Foreach", "foreach": "{{ range(12) | list }}", "concurrency": 12, "actions": {"send": {
+            "type": "sendgrid.SendEmail", "connection": "sendgrid",
+            "inputs": {"to": "user{{ item() }}@example.com", "from": "orders@acme.example",
+                       "subject": "n", "text": "t"}}}}}}
+    path = tmp_path / "flow.yaml"
+    path.write_text(yaml.safe_dump(flow, sort_keys=False))
+    with traced() as spans:
+        result = engine.run_file(path, state=tmp_path / "state.db", connections=connections)
+        after = run_action(tmp_path, connections, simple())  # a send after them, in its own span
+    assert result.status == "Succeeded" and after.status == "Succeeded"
+    by_iteration = {s.attributes["flowrun.iteration"]: traceparent(s) for s in spans.named("send")
+                    if "flowrun.iteration" in s.attributes}
+    assert len(by_iteration) == 12 and len(set(by_iteration.values())) == 12
+    loop_requests = recorder.requests[:12]
+    for req in loop_requests:
+        n = int(req.json()["personalizations"][0]["to"][0]["email"][4:-len("@example.com")])
+        assert req.header("traceparent") == by_iteration[n]
+        assert req.header("Authorization") == f"Bearer {API_KEY}"
+    [last] = [s for s in spans.named("send") if "flowrun.iteration" not in s.attributes]
+    assert recorder.requests[12].header("traceparent") == traceparent(last)
+
+
+def test_a_send_without_tracing_carries_no_traceparent_and_leaves_the_clients_headers_alone(recorder):
+    from engine import telemetry
+    from nodes.sendgrid.client import build_client, request_client
+    from nodes.sendgrid.mail import _send
+
+    class Conn:
+        name, endpoint = "sendgrid", recorder.url
+
+        def get(self, key, default=None):
+            return {"api_key": API_KEY}.get(key, default)
+
+    accepted(recorder)
+    client = build_client(Conn())
+    before = dict(client.client.request_headers)
+    _send(client, {"personalizations": []}, {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"})
+    _send(client, {"personalizations": []}, telemetry.headers())
+    assert client.client.request_headers == before
+    assert recorder.requests[0].header("traceparent") == "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    assert recorder.requests[1].header("traceparent") is None
+    assert request_client(client).request_headers is not client.client.request_headers

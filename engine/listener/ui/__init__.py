@@ -66,7 +66,7 @@ class UI:
         self.engine = listener.engine
         self.redact = listener.redact
         self._sessions: Sessions | None = None
-        self.throttle = Throttle()
+        self.throttle: Throttle = listener.guesses  # one counter with the admin API's bearer tokens
         self._markup = Markup
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True,
                                undefined=StrictUndefined, finalize=self._finalize, trim_blocks=True,
@@ -109,7 +109,9 @@ class UI:
             if not self.sessions.enabled:
                 return self.refuse(request, 503, "The web UI needs an admin token: set FLOWRUN_ADMIN_TOKEN "
                                                  "(or let `flowrun serve` make one) and restart.")
-            who = self.sessions.who(request)
+            who = self.who(request)
+            if isinstance(who, Response):
+                return who
             if who is None:
                 if not html:
                     return Response("sign in first: Authorization: Bearer <admin token>, or the login form",
@@ -125,7 +127,9 @@ class UI:
         async def endpoint(request: Request) -> Response:
             if not self.sessions.enabled:
                 return self.refuse(request, 503, "The web UI needs an admin token.")
-            who = self.sessions.who(request)
+            who = self.who(request)
+            if isinstance(who, Response):
+                return who
             if who is None:
                 return self.refuse(request, 401, "Sign in first.")
             request.state.who = who
@@ -138,6 +142,31 @@ class UI:
             request.state.form = form
             return await self._guarded(request, handler)
         return endpoint
+
+    def who(self, request: Request) -> str | None | Response:
+        """Who is asking: 'bearer', a session nonce, or None (not signed in). A bearer token in
+        the request counts against its address like the login form's tokens (one counter):
+        a wrong one is refused (401), and past TRIES wrong ones the address waits (429)."""
+        if not self.sessions.offers_bearer(request.headers):
+            return self.sessions.who(request)
+        client = request.client.host if request.client else "?"
+        wait = self.throttle.wait(client)
+        if wait:
+            return Response(f"too many wrong tokens from {client}; try again in {int(wait) + 1} s",
+                            status_code=429, headers={"Retry-After": str(int(wait) + 1), **HEADERS})
+        if not self.sessions.bearer(request.headers):
+            self.throttle.failed(client)
+            log.warning("web UI bearer token refused", extra={"event": "ui_login_refused", "client": client})
+            return Response("that is not the admin token", status_code=401,
+                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"', **HEADERS})
+        self.throttle.succeeded(client)
+        return "bearer"
+
+    def secure(self, request: Request) -> bool:
+        """Cookies get the Secure flag when the browser reached us over https: directly, or
+        through a TLS-terminating proxy in front of ``--base-url https://...``."""
+        base = (self.listener.options.base_url or "").strip().lower()
+        return request.url.scheme == "https" or base.startswith("https://")
 
     async def _guarded(self, request: Request, handler: Handler) -> Response:
         try:
@@ -183,7 +212,7 @@ class UI:
         response = self.render(request, "login.html", status=status, title="Sign in", error=error, next=nxt,
                                login_csrf=self.sessions.login_csrf(pre), enabled=self.sessions.enabled)
         response.set_cookie("flowrun_ui_login", pre, max_age=3600, path="/ui", httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
+                            secure=self.secure(request))
         return response
 
     async def login(self, request: Request) -> Response:
@@ -205,7 +234,7 @@ class UI:
         self.throttle.succeeded(client)
         response = RedirectResponse(_local(form.get("next") or "") or "/ui/runs", 303, headers=HEADERS)
         response.set_cookie(COOKIE, self.sessions.new_cookie(), path="/ui", httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
+                            secure=self.secure(request))
         response.delete_cookie("flowrun_ui_login", path="/ui")
         return response
 

@@ -126,6 +126,7 @@ class Pages:
                 strips[path] = {"counts": per_iteration, "items": items, "total": sum(per_iteration.values()),
                                 "next": (int(_ITERATION.findall(items[-1].path)[-1]) + 1) if len(items) == STRIP else None}
         steps = self._listed(reader, chosen)
+        attempts = {s.path: self.store.attempts(run.id, s.path) for s in steps if s.attempts and s.attempts > 1}
         chart = timeline.chart(steps, run.started, run.ended)
         rel = history.related(self.store, run.id)
         facts = header(run)
@@ -133,7 +134,7 @@ class Pages:
         in_flight = run.id in self.ui.listener.runs.in_flight
         return self.ui.render(request, "run.html", title=f"Run {run.id[:12]}", nav="runs", run=run, facts=facts,
                               kind=kind(run), diagram=diagram, flow_problem=flow_problem, strips=strips,
-                              it=it, failed_only=failed_only, steps=steps, chart=chart, related=rel,
+                              it=it, failed_only=failed_only, steps=steps, chart=chart, related=rel, attempts=attempts,
                               request_record=request_record, reused={s.path for s in steps if is_reused(run, s)},
                               is_blob=is_blob_ref, finished=is_terminal(run.status), in_flight=in_flight,
                               can_resume=not is_terminal(run.status) and not in_flight and run.orphaned,

@@ -8,6 +8,8 @@ over the expiry, the nonce and a digest of the admin token, so changing the toke
 every session; nothing in it is the token. Every POST carries a CSRF token, the HMAC of the
 session's nonce (``bearer`` for header auth; the login form's own pre-session nonce for
 the login itself), compared in constant time. Without an admin token the UI is closed.
+Wrong tokens, in the login form or as a bearer header, count against the client's address in
+one ``Throttle``; cookies are ``Secure`` when the UI is reached over https (``--base-url``).
 """
 from __future__ import annotations
 
@@ -42,6 +44,12 @@ class Sessions:
     # -- credentials ----------------------------------------------------------------------
     def token_ok(self, given: str) -> bool:
         return self.token is not None and hmac.compare_digest(given.strip().encode("utf-8", "replace"), self.token)
+
+    @staticmethod
+    def offers_bearer(headers: Any) -> bool:
+        """The request carries ``Authorization: Bearer ...`` (right or wrong)."""
+        scheme, _, _ = (headers.get("authorization") or "").partition(" ")
+        return scheme.lower() == "bearer"
 
     def bearer(self, headers: Any) -> bool:
         scheme, _, value = (headers.get("authorization") or "").partition(" ")

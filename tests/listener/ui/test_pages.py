@@ -44,7 +44,7 @@ def test_without_credentials_pages_send_to_the_login_form_and_data_answers_401(a
     for url in ("/ui/events?events=1", "/ui/blobs/" + "0" * 64, "/ui/runs/x/value/payload"):
         assert app.client.get(url, follow_redirects=False).status_code == 401
     wrong = app.client.get("/ui/runs", headers={"Authorization": "Bearer nope"}, follow_redirects=False)
-    assert wrong.status_code == 303
+    assert wrong.status_code == 401 and "not the admin token" in wrong.text  # a wrong token is refused, not a sign-in
 
 
 def test_the_login_form_sets_an_httponly_strict_cookie_that_is_not_the_token(app):
@@ -73,7 +73,63 @@ def test_guessing_the_token_is_slowed_to_a_crawl(app):
     form = app.client.get("/ui/login")
     refused = app.client.post("/ui/login", data={"csrf": csrf_of(form.text), "token": ADMIN}, follow_redirects=False)
     assert refused.status_code == 429 and "Too many wrong tokens" in refused.text
-    assert app.client.get("/ui/runs", headers=BEARER).status_code == 200  # the bearer header is not a guess form
+    assert app.client.get("/ui/runs", headers=BEARER).status_code == 429  # the same counter holds the bearer header
+
+
+def test_wrong_bearer_tokens_count_with_the_login_forms_on_every_page_post_and_stream(app):
+    from engine.listener.ui.session import TRIES
+
+    wrong = {"Authorization": "Bearer guess"}
+    urls = ["/ui/runs", "/ui/flows", "/ui/events?events=1", "/ui/blobs/" + "0" * 64]
+    for i in range(TRIES - 1):
+        answer = app.client.get(urls[i % len(urls)], headers=wrong, follow_redirects=False)
+        assert answer.status_code == 401 and "WWW-Authenticate" in answer.headers
+    assert app.client.post("/ui/runs/x/cancel", headers=wrong, data={"csrf": "x"}).status_code == 401  # the TRIES-th
+    form = app.client.get("/ui/login")  # the login form shares the counter: this address now waits
+    refused = app.client.post("/ui/login", data={"csrf": csrf_of(form.text), "token": ADMIN}, follow_redirects=False)
+    assert refused.status_code == 429
+    for url in urls:
+        answer = app.client.get(url, headers=BEARER, follow_redirects=False)
+        assert answer.status_code == 429 and int(answer.headers["Retry-After"]) > 0
+    assert app.client.post("/ui/runs/x/cancel", headers=BEARER, data={"csrf": "x"}).status_code == 429
+
+
+def test_wrong_bearer_tokens_on_the_run_status_api_count_with_the_uis(app):
+    from engine.listener.ui.session import TRIES
+
+    run_id = start(app)
+    for _ in range(TRIES - 1):
+        assert app.client.get(f"/runs/{run_id}", headers={"Authorization": "Bearer guess"}).status_code == 401
+    assert app.client.get("/ui/runs", headers={"Authorization": "Bearer guess"}).status_code == 401  # the TRIES-th
+    for url in (f"/runs/{run_id}", "/ui/runs"):
+        answer = app.client.get(url, headers=BEARER)
+        assert answer.status_code == 429 and int(answer.headers["Retry-After"]) > 0
+
+
+def test_a_right_bearer_token_clears_the_count_of_its_address(app):
+    from engine.listener.ui.session import TRIES
+
+    for _ in range(TRIES - 1):
+        assert app.client.get("/ui/runs", headers={"Authorization": "Bearer guess"}).status_code == 401
+    assert app.client.get("/ui/runs", headers=BEARER).status_code == 200
+    for _ in range(TRIES - 1):
+        assert app.client.get("/ui/runs", headers={"Authorization": "Bearer guess"}).status_code == 401
+    assert app.client.get("/ui/runs", headers=BEARER).status_code == 200
+
+
+@pytest.mark.parametrize("base_url, secure", [("https://flows.example.com/hooks", True),
+                                              ("http://flows.example.com", False), (None, False)])
+def test_cookies_are_secure_behind_a_tls_terminating_proxy_named_by_base_url(tmp_path, monkeypatch, base_url, secure):
+    with serving(tmp_path / "flows", {"batch.yaml": BATCH}, state=tmp_path / "state.db", monkeypatch=monkeypatch,
+                 admin_token=ADMIN, base_url=base_url) as app:  # the proxy speaks plain http to serve
+        form = app.client.get("/ui/login")
+        pre = [c for c in form.headers.get_list("set-cookie") if c.startswith("flowrun_ui_login=")][0]
+        nonce = pre.split(";")[0].split("=", 1)[1]  # the test client keeps no Secure cookie over http: sent by hand
+        ok = app.client.post("/ui/login", data={"csrf": csrf_of(form.text), "token": ADMIN}, follow_redirects=False,
+                             headers={"Cookie": f"flowrun_ui_login={nonce}"})
+        cookie = [c for c in ok.headers.get_list("set-cookie") if c.startswith("flowrun_ui=")][0]
+        for made in (pre, cookie):
+            assert ("; secure" in made.lower()) is secure, made
 
 
 def test_the_throttle_forgets_after_its_window():
@@ -283,6 +339,93 @@ def test_no_secret_reaches_any_page_download_or_event(tmp_path, monkeypatch):
         for page in pages:
             for form in forms(SECRET):
                 assert form not in page.text, (page.url, form)
+
+
+SCRIPT_SECRET = 'p4ss"w\\rd\'</script><!--&>-9f8e7d'
+LEAKY_FLOW = """\
+name: leaky
+triggers:
+  manual: {type: Request, auth: {type: key, connection: vault}}
+actions:
+  call:
+    type: Http
+    connection: api
+    inputs: {method: GET, uri: "{{ triggerBody().url }}"}
+    retryPolicy: {type: fixed, count: 3, interval: PT0.01S}
+  echo:
+    type: Compose
+    runAfter: {call: [Succeeded]}
+    inputs: {heard: "{{ triggerBody() }}", header: "{{ triggerOutputs().headers }}", got: "{{ body('call') }}"}
+  fail:
+    type: Compose
+    runAfter: {echo: [Succeeded]}
+    inputs: "{{ triggerBody().word | fromjson }}"
+"""
+
+
+def test_a_secret_with_quotes_backslashes_and_script_tags_reaches_no_page_event_span_or_log_record(tmp_path, monkeypatch):
+    """In the trigger's payload and headers, echoed by a vendor in errors (retried: each attempt's
+    summary) and in outputs, and in the error of a failed action: searched for in every UI page
+    and download, the event streams, every span (attributes, events, status) and every log record."""
+    import logging
+
+    from tests.support.recorder import Recorder
+    from tests.support.tracing import traced
+
+    def echo(status):
+        def answer(req):
+            return status, {"Content-Type": "application/json"}, json.dumps({"auth": req.header("authorization")}).encode()
+        return answer
+
+    monkeypatch.setenv("VAULT_KEY", SCRIPT_SECRET)
+    monkeypatch.setenv("API_TOKEN", SCRIPT_SECRET)
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "connections.yaml").write_text(
+        "connections:\n  vault: {kind: http, secrets: {token: VAULT_KEY}}\n"
+        "  api: {kind: http, settings: {auth: bearer}, secrets: {token: API_TOKEN}}\n")
+    (tmp_path / "flows" / "leaky.yaml").write_text(LEAKY_FLOW)
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(self.format(record) + repr(record.__dict__))
+    keep = Keep(logging.DEBUG)
+    keep.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(keep)
+    root.setLevel(logging.DEBUG)
+    try:
+        with Recorder() as api, traced() as spans, serving(tmp_path / "flows", state=tmp_path / "state.db",
+                                                           admin_token=ADMIN) as app:
+            api.route("GET", "/echo", handler=echo(503), times=2)
+            api.route("GET", "/echo", handler=echo(200))
+            answer = app.client.post("/flows/leaky/triggers/manual",
+                                     headers={"X-API-Key": SCRIPT_SECRET, "X-Echo": SCRIPT_SECRET,
+                                              "tracestate": "k=" + SCRIPT_SECRET.replace(",", "")},
+                                     json={"word": SCRIPT_SECRET, "url": api.url + "/echo", "again": [SCRIPT_SECRET]})
+            assert answer.status_code == 202, answer.text
+            run_id = answer.json()["runId"]
+            wait_for(lambda: app.runs("leaky")[0]["status"] == "Failed", "the run to fail")
+            assert api.requests[0].header("authorization") == "Bearer " + SCRIPT_SECRET  # really sent
+            pages = [app.client.get(url, headers=BEARER) for url in (
+                "/ui/runs", f"/ui/runs/{run_id}", "/ui/flows", f"/ui/runs/{run_id}/rerun?from=call",
+                f"/ui/runs/{run_id}/value/payload", f"/ui/runs/{run_id}/value/request",
+                f"/ui/runs/{run_id}/value/outputs?path=call", f"/ui/runs/{run_id}/value/outputs?path=echo",
+                f"/ui/runs/{run_id}/value/error?path=fail", "/ui/events?events=1", f"/ui/events?events=1&run={run_id}")]
+            texts = [p.text for p in pages]
+            assert all(p.status_code < 500 for p in pages)
+            assert '<table class="attempts">' in texts[1] and "***" in texts[1]
+        texts += [span.to_json() for span in spans.all()]
+        texts += [str(span.context.trace_state) for span in spans.all()]
+        texts += records
+        assert spans.all() and records
+        for text in texts:
+            for form in forms(SCRIPT_SECRET):
+                assert form not in text, (text[:300], form)
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(old_level)
 
 
 # -- hostile input ------------------------------------------------------------------------------

@@ -94,3 +94,46 @@ def test_a_big_loop_shows_its_iterations_a_page_at_a_time(tmp_path, monkeypatch)
     assert f"/ui/runs/{run_id}?start=500" in first
     assert later.count('class="cell st-') == 200 and 'data-iteration="1000"' in later
     assert first.count('class="step"') <= 10  # the actions list holds no iteration unless one is chosen
+
+
+FLAKY = """\
+name: flaky
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  call:
+    type: Http
+    connection: flaky
+    inputs: {method: GET, uri: "{{ triggerBody().url }}"}
+    retryPolicy: {type: fixed, count: 3, interval: PT0.01S}
+"""
+
+
+def test_a_retried_action_lists_its_attempts_with_their_times_and_no_secret(tmp_path, monkeypatch):
+    from tests.support.recorder import Recorder
+
+    from ..conftest import CONNECTIONS, SECRETS, write_flows
+
+    write_flows(tmp_path / "flows", {"flaky.yaml": FLAKY}, CONNECTIONS + "  flaky: {kind: http, settings: {auth: bearer}, "
+                                                                        "secrets: {token: TEST_INBOUND_KEY}}\n")
+
+    def echo(req):  # a 503 whose body carries the credential it was sent
+        return 503, {"Content-Type": "application/json"}, ('{"auth": "%s"}' % req.header("authorization")).encode()
+
+    with Recorder() as api, serving(tmp_path / "flows", None, state=tmp_path / "state.db",
+                                    monkeypatch=monkeypatch, admin_token=ADMIN) as app:
+        api.route("GET", "/flaky", handler=echo, times=2)
+        api.route("GET", "/flaky", json={"ok": True})
+        run_id = app.client.post("/flows/flaky/triggers/manual", json={"url": api.url + "/flaky"}).json()["runId"]
+        wait_for(lambda: app.runs("flaky")[0]["status"] == "Succeeded", "the run to succeed")
+        page = app.client.get(f"/ui/runs/{run_id}", headers=BEARER).text
+        assert api.requests[0].header("authorization") == "Bearer " + SECRETS["TEST_INBOUND_KEY"]
+    table = page[page.index('<table class="attempts">'):]
+    table = table[:table.index("</table>")]
+    rows = re.findall(r'<tr class="attempt"><td>(\d)</td><td><span class="badge st-(\w+)">.*?<td class="mono">'
+                      r'([0-9: .-]+)</td><td class="mono">([0-9: .-]+)</td><td>(\d+ ms)</td>'
+                      r'<td class="error-text">([^<]*)</td>', table)
+    assert [(n, status) for n, status, *_ in rows] == [("1", "Failed"), ("2", "Failed"), ("3", "Succeeded")]
+    assert all(started <= ended for _, _, started, ended, _, _ in rows)
+    assert "503" in rows[0][5] and rows[2][5] == ""
+    assert SECRETS["TEST_INBOUND_KEY"] not in page and "***" in rows[0][5]
