@@ -558,6 +558,41 @@ class PgStore(Store):
         self._dirty = True
         self.flush_soon()
 
+    # -- attempts of retried actions (Store.attempt_finished & co.) -----------------------------------
+    ATTEMPTS_DDL = ("CREATE TABLE IF NOT EXISTS step_attempts (run_id TEXT NOT NULL, path TEXT NOT NULL, "
+                    "attempt INTEGER NOT NULL, started DOUBLE PRECISION, ended DOUBLE PRECISION, "
+                    "status TEXT NOT NULL, error TEXT, PRIMARY KEY (run_id, path, attempt))")
+
+    def attempt_finished(self, run_id: str, path: str, attempt: int, *, status: str, started: float | None,
+                         ended: float | None, error: Any = None) -> None:
+        self.ensure_table("step_attempts", self.ATTEMPTS_DDL)
+        self._fenced(run_id, "INSERT INTO step_attempts (run_id, path, attempt, started, ended, status, error) "
+                             "SELECT %s, %s, %s, %s, %s, %s, %s WHERE {fence} ON CONFLICT (run_id, path, attempt) "
+                             "DO UPDATE SET started = EXCLUDED.started, ended = EXCLUDED.ended, "
+                             "status = EXCLUDED.status, error = EXCLUDED.error",
+                     (run_id, path, attempt, started, ended, str(status), self.encode(error)))
+        self.flush_soon()
+
+    def copy_attempts(self, from_run: str, to_run: str, path: str) -> None:
+        self.ensure_table("step_attempts", self.ATTEMPTS_DDL)
+        self._fenced(to_run, "INSERT INTO step_attempts (run_id, path, attempt, started, ended, status, error) "
+                             "SELECT %s, path, attempt, started, ended, status, error FROM step_attempts "
+                             "WHERE run_id = %s AND path = %s AND {fence} ON CONFLICT DO NOTHING",
+                     (to_run, from_run, path))
+
+    def last_attempt(self, run_id: str, path: str) -> int:
+        self.ensure_table("step_attempts", self.ATTEMPTS_DDL)
+        return self.conn.execute("SELECT COALESCE(MAX(attempt), 0) FROM step_attempts WHERE run_id = %s "
+                                 "AND path = %s", (run_id, path)).fetchone()[0]
+
+    def attempts(self, run_id: str, path: str) -> list:
+        from .runs import Attempt
+
+        self.ensure_table("step_attempts", self.ATTEMPTS_DDL)
+        return [Attempt(n, status, started, ended, self.decode(error)) for n, started, ended, status, error in
+                self.conn.execute("SELECT attempt, started, ended, status, error FROM step_attempts "
+                                  "WHERE run_id = %s AND path = %s ORDER BY attempt", (run_id, path))]
+
     # -- leases (engine.pglease) -----------------------------------------------------------------------
     def claim(self, run_id: str, *, ttl: float, token: str | None = None) -> Any:
         from .pglease import PgRunClaim

@@ -173,7 +173,7 @@ def _pg_batches(store: Any, cutoff: float, dry_run: bool, done: Pruned) -> Itera
         done.firings = conn.execute("SELECT COUNT(*) FROM schedule_firings WHERE fired < %s", (cutoff,)).fetchone()[0]
         store.rollback()
         return
-    optional = [t for t in ("cancel_requests", "run_slots")
+    optional = [t for t in ("cancel_requests", "run_slots", "step_attempts")
                 if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]]
     candidates: set[str] = set()
     while True:

@@ -420,3 +420,28 @@ def test_cancel_ends_a_run_no_one_executes_and_asks_the_holder_of_one_that_is_he
             other.close()
     finally:
         e.close()
+
+
+# -- attempts of a retried action ------------------------------------------------------------
+
+def test_a_retried_actions_attempts_are_kept_in_order_redacted_and_copied_to_a_rerun(state):
+    if True:
+        store = open_store(state, redact=lambda text: text.replace("s3cret", "***"))
+        try:
+            run = {"id": "r-attempts", "flow": "f", "status": "Running", "created": 1.0}
+            store.create_run(run)
+            assert store.last_attempt("r-attempts", "call") == 0
+            store.attempt_finished("r-attempts", "call", 2, status="Failed", started=3.0, ended=4.0,
+                                   error={"code": "Http503", "message": "echo s3cret"})
+            store.attempt_finished("r-attempts", "call", 1, status="Failed", started=1.0, ended=2.0, error=None)
+            store.flush()
+            got = store.attempts("r-attempts", "call")
+            assert [(a.number, a.started, a.ended) for a in got] == [(1, 1.0, 2.0), (2, 3.0, 4.0)]
+            assert got[1].error == {"code": "Http503", "message": "echo ***"}
+            assert store.last_attempt("r-attempts", "call") == 2
+            store.create_run({"id": "r-rerun", "flow": "f", "status": "Running", "created": 2.0})
+            store.copy_attempts("r-attempts", "r-rerun", "call")
+            store.flush()
+            assert [a.number for a in store.attempts("r-rerun", "call")] == [1, 2]
+        finally:
+            store.close()
