@@ -6,7 +6,6 @@ the current item. Its methods are the workflow functions templates call.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,10 +151,14 @@ class Frame:
     def appsetting(self, name: str) -> Any:
         """An app setting: the flow's (a Standard app's local.settings.json Values), else the environment.
 
-        A setting whose name says it holds a secret (KEY, SECRET, PASSWORD, TOKEN, CONNECTIONSTRING,
-        SAS, SIG, CREDENTIAL, PWD) is registered with the run's redactor as it is read: the flow
-        uses the real value, nothing stored or logged holds it."""
+        A secret setting is registered with the redactor as it is read, before the flow holds
+        it: one whose name says so (``engine.connections.secret_setting``: KEY, SECRET,
+        PASSWORD, TOKEN, CONNECTIONSTRING, SAS, SIG, CREDENTIAL, PWD) or an environment
+        variable a connection reads its secret from. The flow uses the real value; nothing
+        stored, logged or printed holds it, in any of its encodings."""
         import os
+
+        from .connections import secret_setting
 
         if not isinstance(name, str):
             raise ActionError(f"appsetting: the setting's name must be a string, not {type(name).__name__}",
@@ -165,11 +168,18 @@ class Frame:
         if value is None:
             raise ActionError(f"app setting '{name}' is not set (neither in the app's settings nor in the "
                               f"environment)", code="InvalidTemplate")
-        if _SECRET_SETTING.search(name) and isinstance(value, str):
+        if isinstance(value, str) and (secret_setting(name) or name in self._connection_vars()):
             redactor = getattr(getattr(self.runtime, "engine", None), "redactor", None)
             if redactor is not None:
                 redactor.add(value)
         return value
+
+    def _connection_vars(self) -> set[str]:
+        engine = getattr(self.runtime, "engine", None)
+        try:
+            return engine.connections_for(self.runtime.flow.file).env_vars()
+        except Exception:  # noqa: BLE001  (no engine, no connections file: no connection reads the env)
+            return set()
 
     def listCallbackUrl(self) -> str:  # noqa: N802  (WDL's name)
         url = getattr(self.runtime.flow, "callback_url", None)
@@ -182,9 +192,6 @@ class Frame:
         rt = self.runtime
         return {"name": rt.flow.name, "id": rt.flow.name, "type": "flowrun",
                 "run": {"name": rt.run_id, "id": rt.run_id}}
-
-
-_SECRET_SETTING = re.compile(r"key|secret|passw|pwd|token|connectionstring|sas|sig|credential", re.I)
 
 
 def _inner_names(owner: Any) -> list[str]:
