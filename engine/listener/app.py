@@ -133,18 +133,23 @@ class Listener:
         self.metrics.invalid.set(len([f for f in table.problems if f not in table.files]))
         return table
 
-    def _scan(self) -> dict[str, tuple[int, int]]:
-        from .triggers import flow_files
+    def _scan(self) -> dict[str, tuple[int, int] | None]:
+        """What --reload compares: each flow file's stamp and, beside each Standard workflow,
+        its app folder's parameters.json, connections.json and local.settings.json (absent: None)."""
+        from .triggers import watched_files
 
-        out = {}
-        for f in flow_files(self.options.flows):
-            with contextlib.suppress(OSError):
+        out: dict[str, tuple[int, int] | None] = {}
+        for f in watched_files(self.options.flows):
+            try:
                 st = f.stat()
                 out[str(f)] = (st.st_mtime_ns, st.st_size)
+            except OSError:
+                out[str(f)] = None
         return out
 
     async def watch(self) -> None:
-        """--reload: poll the flows folder; reload when a flow file changes, appears or goes."""
+        """--reload: poll the flows folder; reload when a flow file (or a Standard app's
+        parameters.json, connections.json, local.settings.json) changes, appears or goes."""
         while True:
             await anyio.sleep(self.options.reload_interval)
             try:

@@ -175,6 +175,19 @@ def flow_files(folder: str | Path) -> list[Path]:
                   and not any(p in skipped for p in f.parents))
 
 
+APP_FILES = ("parameters.json", "connections.json", "local.settings.json")  # read beside a Standard workflow
+
+
+def watched_files(folder: str | Path) -> list[Path]:
+    """What a flow folder's flows are read from: the flow files and the app files of each
+    Standard app folder among them (present or not: one appearing changes the flows too)."""
+    from engine.definitions import app_folder
+
+    files = flow_files(folder)
+    apps = sorted({a for f in files if f.name == "workflow.json" for a in [app_folder(f)] if a is not None})
+    return files + [a / name for a in apps for name in APP_FILES]
+
+
 def load_folder(engine: Any, folder: str | Path, previous: Table | None = None) -> Table:
     """Load every flow file of ``folder``. With ``previous`` (a reload), a file that now has
     problems keeps being served as it was, and its problems are reported."""
