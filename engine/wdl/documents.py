@@ -2,12 +2,11 @@
 
 XML is parsed by the standard library (expat, which refuses entity expansion bombs); a
 document type declaration is refused outright. XPath 1.0 is evaluated by ``elementpath``
-(imported on the first ``xpath()`` call), under the evaluation's budget: a Python trace hook
-ticks the budget while it runs, so a pathological path stops at the time limit.
+(imported on the first ``xpath()`` call), under the evaluation's time budget: it runs in a thread
+of its own, stopped at the time limit (``_bounded_select``).
 """
 from __future__ import annotations
 
-import sys
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -137,32 +136,46 @@ def _elementpath() -> tuple[Any, Any]:
 
 
 class _Stop(BaseException):
-    """Unwinds elementpath when the budget is spent (its ``except Exception`` clauses would
-    swallow the budget's own error, and a raising trace function is switched off)."""
+    """Raised into the thread running elementpath when the budget's time is up: not an
+    Exception, so the library's ``except Exception`` clauses let it through."""
 
 
-class _Traced:
-    """Tick the budget on every Python call while ``elementpath`` runs."""
+def _bounded_select(elementpath: Any, tree: Any, expr: str) -> Any:
+    """``elementpath.select`` within the budget's time, whatever the path does.
 
-    def __init__(self) -> None:
-        self.budget = sandbox.current()
-        self.stopped: BaseException | None = None  # what stopped it (raised again if swallowed)
+    A pure-Python library cannot tick the budget, and a tracing hook is switched off by the
+    interpreter the first time it raises. So the call runs in a thread of its own; the
+    evaluation waits for it until the budget's time is up, then raises ``_Stop`` into that
+    thread (again every few milliseconds until it has ended: nothing in it can swallow that
+    for good) and fails with the budget's error. Only that thread is ever interrupted."""
+    import ctypes
+    import threading
+    import time
 
-    def __call__(self, frame: Any, event: str, arg: Any) -> None:
-        if event == "call":
-            try:
-                self.budget.tick()
-            except Exception as exc:  # ExpressionLimit, or OffloadSignal on the event loop
-                self.stopped = exc
-                raise _Stop() from None  # not an Exception: the library's handlers let it through
-        return None
+    budget = sandbox.current()
+    out: dict[str, Any] = {}
 
-    def __enter__(self) -> None:
-        self.saved = sys.gettrace()
-        sys.settrace(self)
+    def run() -> None:
+        try:
+            out["value"] = elementpath.select(tree, expr, namespaces=None)
+        except _Stop:
+            pass
+        except BaseException as exc:  # noqa: BLE001  handed to the evaluating thread
+            out["error"] = exc
 
-    def __exit__(self, *exc: Any) -> None:
-        sys.settrace(self.saved)
+    worker = threading.Thread(target=run, name="flowrun-xpath", daemon=True)
+    worker.start()
+    worker.join(max(0.0, budget.stop - time.perf_counter()))
+    if worker.is_alive():
+        while worker.is_alive():
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(_Stop))
+            worker.join(0.005)
+        if budget.inline and budget.stop < budget.deadline:
+            raise sandbox.OffloadSignal()
+        raise ExpressionLimit(f"the template ran longer than {budget.limits.seconds:g} s")
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 def _node_value(node: Any) -> Any:
@@ -188,22 +201,13 @@ def xpath(document: Any, path: Any) -> Any:
         raise fn_error("xpath", "was given an XPath expression longer than 8,192 characters.")
     elementpath, ElementPathError = _elementpath()
     tree = ET.ElementTree(root)
-    traced = _Traced()
+    sandbox.current().tick()
     try:
-        with traced:
-            found = elementpath.select(tree, expr, namespaces=None)
-    except _Stop:
-        raise traced.stopped from None  # type: ignore[misc]
-    except ExpressionLimit:
-        raise
+        found = _bounded_select(elementpath, tree, expr)
     except (ElementPathError, SyntaxError, ValueError, TypeError, KeyError) as exc:
-        if traced.stopped is not None:
-            raise traced.stopped from None
         raise fn_error("xpath", f"could not evaluate the XPath {expr[:60]!r}: {str(exc)[:160]}.") from None
     except RecursionError:
         raise ExpressionLimit("xpath: the XPath expression is nested too deeply") from None
-    if traced.stopped is not None:  # stopped, and the library swallowed it
-        raise traced.stopped
     if isinstance(found, list):
         sandbox.current().tick(len(found) // 16 + 1)
         return [_node_value(n) for n in found]

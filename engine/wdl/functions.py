@@ -608,6 +608,8 @@ workflow("result(scopedActionName)", "the results of the top-level actions insid
 workflow("workflow()", "the flow's name and the run's id")
 workflow("appsetting(name)", "an app setting (local.settings.json Values, else the environment)")
 workflow("listCallbackUrl()", "the callback URL of the flow's Request trigger")
+workflow("action()", "the current action's result, where Logic Apps allows it (trackedProperties, an Until "
+         "condition); elsewhere an error")
 
 
 @define("triggers()", "the trigger's outputs (as in trigger conditions)", "workflow", scope=True)

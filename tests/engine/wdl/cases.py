@@ -663,6 +663,7 @@ CASES: list[tuple[str, object]] = [
     ("@triggerFormDataMultiValues('tags')", ["a", "b"]),
     ("@triggerFormDataMultiValues(1)", Err("'triggerFormDataMultiValues' expects its first parameter to be a string")),
     ("@variables('nope')", Err("variable 'nope'")),
+    ("@action()", Err("'action' is not available here")),
     # == URI parsing ==================================================================================
     ("@uriHost('https://www.localhost.com:8080')", "www.localhost.com"),
     ("@uriPath('https://www.contoso.com/catalog/shownew.htm?date=today')", "/catalog/shownew.htm"),
