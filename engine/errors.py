@@ -5,6 +5,7 @@
     ├── ConnectionError_             connections.yaml is invalid, or a secret is missing
     ├── ParameterError               a run's parameters are unknown, missing or of the wrong type
     ├── ReplayError                  a stored request cannot be replayed
+    ├── FiringError                  a trigger's conditions or splitOn failed on a firing (400)
     ├── StoreError                   the state database cannot be used (or a run is unknown)
     │   └── RunBusy                  the run is being executed by another process or engine
     └── ActionError                  an action failed while running; becomes the step's error
@@ -62,6 +63,10 @@ class FlowError(FlowrunError):
 
 class ConnectionError_(FlowrunError):
     """A connection cannot be built: unknown, badly configured or missing a secret."""
+
+
+class FiringError(FlowrunError):
+    """A trigger's conditions or splitOn could not be evaluated on this firing (the caller's 400)."""
 
 
 class StoreError(FlowrunError):

@@ -17,13 +17,14 @@ from typing import Any, Callable
 import anyio
 
 from .errors import ActionError, ExpressionError, InputError, OutputTooLarge
-from .frames import ActionResult, Frame
+from .frames import ActionResult, ActionScope, Frame
 from .model import Action, Block, Flow
 from .plugin import Context, Job, Node, Pending, Variables
 from .runs import Step
 from .runtimeconfig import SECURED, secured, static_result
 from .compiled import Compiled
-from . import telemetry
+from . import sandbox, telemetry
+from .sandbox import Budget
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
 from .store import RecordedSteps
 from .wakeups import WAITING
@@ -44,6 +45,7 @@ class _NoTimer:
 
 
 _NO_TIMER = _NoTimer()
+TRACKED_MAX_CHARS = 16_000  # Logic Apps' limit on an action's trackedProperties
 _instances: dict[type, Any] = {}
 
 
@@ -344,7 +346,10 @@ class Runtime:
             self._active -= leaf
             if leaf and self._sleepers:
                 self._poke()
+        tracked = await self._tracked(action, frame, result) if "trackedProperties" in action.raw else None
         self._finish(action, path, result)
+        if tracked is not None:
+            self.store.step_tracked(self.run_id, path, tracked)
         if self.terminated is not None and self._root_scope is not None:
             self._root_scope.cancel()
 
@@ -439,6 +444,39 @@ class Runtime:
                 msgs = [f"{'.'.join(str(p) for p in e.absolute_path) or 'inputs'}: {e.message}" for e in errors[:5]]
                 raise InputError("inputs do not match the schema of " + node.type + ": " + "; ".join(msgs))
         return value
+
+    async def _tracked(self, action: Action, frame: Frame, result: ActionResult) -> dict | None:
+        """The action's trackedProperties, evaluated once it finished (``action()`` is its own
+        result, secrets already masked in it): ``{"values", "errors"}``, a property that fails
+        recorded in ``errors`` without failing the action (as in Logic Apps). An action with
+        secureData tracks nothing (Logic Apps refuses both together)."""
+        spec = action.raw.get("trackedProperties")
+        if not isinstance(spec, dict) or not spec or secured(action.raw):
+            return None
+        redactor = self.engine.redactor
+        result.outputs, result.error = redactor.scrub(result.outputs), redactor.scrub(result.error)
+        scope = ActionScope(frame, result)
+
+        def evaluate() -> dict:
+            values, errors = {}, {}
+            state = sandbox._state  # one budget for them all (each property's evaluation shares it)
+            state.budget = Budget(self.evaluator.limits, getattr(state, "inline_slice", None))
+            try:
+                for name, expr in spec.items():
+                    try:
+                        values[name] = redactor.scrub(self.evaluator.evaluate(expr, scope))
+                    except ActionError as exc:
+                        errors[name] = redactor(exc.message)
+            finally:
+                state.budget = None
+            return {"values": values, "errors": errors}
+
+        tracked = await self.evaluator.offload(evaluate)
+        size = len(json.dumps(tracked, default=str))
+        if size > TRACKED_MAX_CHARS:
+            return {"values": {}, "errors": {"*": f"the tracked properties take {size} characters; "
+                                                  f"at most {TRACKED_MAX_CHARS} are kept"}}
+        return tracked
 
     def _finish(self, action: Action, path: str, result: ActionResult) -> None:
         # scrubbed at the source: before a dependent (or a template) can read the result

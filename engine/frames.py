@@ -181,6 +181,11 @@ class Frame:
         except Exception:  # noqa: BLE001  (no engine, no connections file: no connection reads the env)
             return set()
 
+    def action(self) -> dict:
+        """The current action's own result: only in its trackedProperties (``ActionScope``)."""
+        raise ActionError("action() is only available in an action's trackedProperties (the action's own "
+                          "result, once it has finished)", code="InvalidTemplate")
+
     def listCallbackUrl(self) -> str:  # noqa: N802  (WDL's name)
         url = getattr(self.runtime.flow, "callback_url", None)
         if not url:
@@ -196,3 +201,16 @@ class Frame:
 
 def _inner_names(owner: Any) -> list[str]:
     return [n for b in owner.blocks.values() for n in b.actions]
+
+
+class ActionScope:
+    """What an action's trackedProperties see: its frame's functions, and ``action()`` giving
+    the action's own finished result (status, inputs, outputs, error, times)."""
+
+    __slots__ = ("frame", "result")
+
+    def __init__(self, frame: Frame, result: ActionResult):
+        self.frame, self.result = frame, result
+
+    def names(self, functions: tuple[str, ...]) -> dict:
+        return {**self.frame.names(functions), "action": self.result.as_dict}

@@ -259,6 +259,7 @@ def text_lines(store: Store, run: Run, *, depth: int | None = None, failed: bool
     yield f"  trigger {run.trigger or '-'}  git {run.git_commit or '-'}  file {run.file or '-'}"
     yield f"  parameters {_short(run.params)}"
     yield f"  payload {_short(run.payload)}"
+    tracked = store.has_tracked(run.id)
     for line in tree(store, run, depth=depth, failed=failed, iterations=iterations):
         pad = "  " * line.level
         if line.step is None:
@@ -274,6 +275,11 @@ def text_lines(store: Store, run: Run, *, depth: int | None = None, failed: bool
         if s.error:
             message = s.error.get("message", s.error) if isinstance(s.error, dict) else s.error
             yield f"{pad}  error: {_one_line(str(message))}"
+        found = store.tracked(run.id, s.path) if tracked else None
+        if found:
+            yield f"{pad}  tracked: {_short(found.get('values'))}"
+            for prop, message in (found.get("errors") or {}).items():
+                yield f"{pad}  tracked {prop}: {_one_line(str(message))}"
     if run.error:
         message = run.error.get("message", run.error) if isinstance(run.error, dict) else run.error
         yield f"  error: {_one_line(str(message))}"
@@ -299,6 +305,7 @@ def json_chunks(store: Store, run: Run, *, depth: int | None = None, failed: boo
     body = json.dumps(head, indent=2, default=str)
     yield body[:-2] + ',\n  "steps": ['
     first = True
+    tracked = store.has_tracked(run.id)
     for step in reader.all():
         if failed and str(step.status) not in BAD:
             continue
@@ -306,6 +313,11 @@ def json_chunks(store: Store, run: Run, *, depth: int | None = None, failed: boo
             continue
         item = step.to_json()
         item["reused"] = is_reused(run, step)
+        found = store.tracked(run.id, step.path) if tracked else None
+        if found:
+            item["trackedProperties"] = found.get("values")
+            if found.get("errors"):
+                item["trackedPropertiesErrors"] = found["errors"]
         yield ("\n    " if first else ",\n    ") + json.dumps(item, default=str)
         first = False
     yield ("\n  " if not first else "") + "]\n}"

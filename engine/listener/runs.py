@@ -51,6 +51,8 @@ class Runs:
         self.in_flight: dict[str, RunHandle] = {}
         self.tasks: set[asyncio.Task] = set()
         self._room: asyncio.Event | None = None  # set when a run ends (pull triggers wait on it)
+        self.gates: dict[tuple, asyncio.Semaphore] = {}  # (flow, trigger) -> its run concurrency
+        self.limits: dict[tuple, int] = {}
 
     def full(self) -> bool:
         return len(self.in_flight) >= self.max_in_flight
@@ -67,14 +69,31 @@ class Runs:
             await self._room.wait()
 
     def launch(self, run_id: str, flow: Any, trigger: str, *, resume: bool = False,
-               flow_name: str | None = None, reuse: Any = None) -> RunHandle:
+               flow_name: str | None = None, reuse: Any = None, concurrency: int | None = None) -> RunHandle:
+        """Start executing a committed run. ``concurrency``: at most that many runs of this
+        flow's trigger execute at once (a trigger's SingleInstance: 1); the others wait Queued,
+        in the order they were launched."""
         handle = RunHandle(run_id, flow, trigger, flow_name, reuse)
         self.in_flight[run_id] = handle
         self.metrics.in_flight.set(len(self.in_flight))
-        task = asyncio.get_running_loop().create_task(self._run(handle, resume))
+        gate = self._gate((handle.flow_name, trigger), concurrency) if concurrency else None
+        task = asyncio.get_running_loop().create_task(self._gated(handle, resume, gate))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return handle
+
+    def _gate(self, key: tuple, limit: int) -> asyncio.Semaphore:
+        gate = self.gates.get(key)
+        if gate is None or self.limits.get(key) != limit:  # a reload may change the limit
+            gate = self.gates[key] = asyncio.Semaphore(limit)
+            self.limits[key] = limit
+        return gate
+
+    async def _gated(self, handle: RunHandle, resume: bool, gate: asyncio.Semaphore | None) -> None:
+        if gate is None:
+            return await self._run(handle, resume)
+        async with gate:
+            await self._run(handle, resume)
 
     async def finished(self, run_id: str) -> str:
         """The final status of a run: waits while this server executes it; otherwise read from

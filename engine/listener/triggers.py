@@ -48,6 +48,13 @@ class PushEntry:
     secret_queries: frozenset[str] = frozenset()
 
     @property
+    def concurrency(self) -> int | None:
+        """How many of this trigger's runs execute at once (SingleInstance: 1; None: no limit)."""
+        from engine.firing import concurrency
+
+        return concurrency(self.flow.triggers[self.name].raw)
+
+    @property
     def method(self) -> str:
         return self.trigger.method
 
