@@ -168,7 +168,8 @@ class Runtime:
         """``evaluate``, moved to a worker thread if it needs more than a few milliseconds."""
         return await self.evaluator.offload(self.evaluate, value, frame, item, index)
 
-    async def run_child(self, ctx: Context, flow_ref: str, body: Any, params: dict | None) -> Any:
+    async def run_child(self, ctx: Context, flow_ref: str, body: Any, params: dict | None, *,
+                        headers: dict | None = None, trigger: str | None = None) -> Any:
         """Run (or, after a crash, resume or reuse) a child flow linked to this run."""
         import uuid
         from pathlib import Path
@@ -187,7 +188,11 @@ class Runtime:
         path = Path(self.flow.file).parent / flow_ref
         try:
             child = self.engine.load(path)
-            self.engine.start(child, input=body, params=params or {}, run_id=child_id, parent_id=self.run_id)
+            outputs = {"body": body, "headers": {str(k).lower(): v if isinstance(v, str) else json.dumps(v)
+                                                 for k, v in (headers or {}).items()},
+                       "queries": {}, "relativePathParameters": {}}
+            self.engine.start(child, trigger_outputs=outputs, params=params or {}, run_id=child_id,
+                              parent_id=self.run_id, trigger=trigger if trigger in child.triggers else None)
         except FlowError as exc:
             raise ActionError(f"child flow {flow_ref}: {exc}", code="InvalidChildFlow") from None
         except Exception as exc:
