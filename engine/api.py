@@ -22,7 +22,7 @@ from typing import Any, Callable
 import anyio
 
 from . import connections as _connections
-from . import telemetry
+from . import sealed, telemetry
 from .errors import ParameterError, RunBusy, StoreError
 from .executor import Runtime
 from .expressions import Evaluator
@@ -71,6 +71,8 @@ class Engine:
         self.limiter = anyio.CapacityLimiter(concurrency)
         self._node_log = logging.getLogger("flowrun.node")
         self._flow_cache: Any = None  # engine.flowcache.FlowCache, on first load
+        # run id -> credential headers a SAS flow was shown, held in memory only (engine.sealed)
+        self.held_headers: LRU[str, dict] = LRU(10_000)
 
     def close(self) -> None:
         """Close the connections' clients (flush what they hold), then the store."""
@@ -171,6 +173,9 @@ class Engine:
         if run is None:  # started elsewhere, or resumed: read what the run recorded
             run = self.store.get_run(run_id)
             flow = flow or self.load_recorded(run)
+            # credential headers a SAS flow was shown: opened, or marked lost (engine.sealed)
+            run.payload = sealed.open_outputs(run.payload, run.request, run.flow, self.redactor,
+                                              self.held_headers.get(run_id))
         conns = self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
         if reuse:
             self.store.continue_numbering(run_id)

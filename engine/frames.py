@@ -90,13 +90,25 @@ class Frame:
 
     # -- workflow functions --------------------------------------------------------------
     def trigger(self) -> dict:
+        self._headers_kept()
         return self.runtime.trigger
 
     def triggerBody(self) -> Any:
         return self.runtime.trigger.get("outputs", {}).get("body")
 
     def triggerOutputs(self) -> dict:
+        self._headers_kept()
         return self.runtime.trigger.get("outputs", {})
+
+    def _headers_kept(self) -> None:
+        """A resumed run whose credential headers could not be brought back fails the read
+        (engine.sealed), rather than show the flow the mask where the value was."""
+        from .errors import InvalidTemplate
+        from .sealed import lost_error
+
+        lost = lost_error(self.runtime.trigger.get("outputs"))
+        if lost is not None:  # (an InvalidTemplate keeps its code through the evaluator)
+            raise InvalidTemplate(lost[1], code=lost[0])
 
     def outputs(self, name: str) -> Any:
         return self.lookup(name).outputs

@@ -34,7 +34,7 @@ from starlette.routing import Route
 from engine.errors import ActionError, FlowrunError
 from engine.plugin import AuthError, InboundRequest
 from engine.state import is_terminal
-from engine import firing, telemetry, wakeups
+from engine import firing, sealed, telemetry, wakeups
 
 from . import inbound as _in
 from .auth import AdminToken
@@ -272,8 +272,9 @@ class Listener:
         if problems:
             return self._reject(entry, 400, "schema", "the body does not match the trigger's schema",
                                 problems=problems)
+        call.revealed = self._reveal(entry, inbound)
         call.outputs = _in.trigger_outputs(inbound, parsed, call.params, entry.secret_headers, entry.secret_queries,
-                                           reveal=self._reveal(entry, inbound))
+                                           reveal=call.revealed)
         return None
 
     def _reveal(self, entry: PushEntry, inbound: InboundRequest) -> frozenset[str]:
@@ -349,6 +350,9 @@ class Listener:
         entry, labels = call.entry, call.labels
         stored = _in.stored_request(call.inbound, call.request.url.path, call.params, entry.secret_headers,
                                     entry.secret_queries)
+        held = {n: call.inbound.headers[n] for n in call.revealed if n in call.inbound.headers}
+        if held:  # what the flow was shown, for a resume: sealed with the environment's key (engine.sealed)
+            stored["sealed"] = sealed.seal(held, entry.flow.name)
         if call.split:
             return await self._commit_split(call, stored)
         try:
@@ -364,6 +368,8 @@ class Listener:
             first = self.engine.run_record(got.run_id)
             return await self._duplicate(entry, first)
         call.run_id = got.run_id
+        if held:
+            self.engine.held_headers[got.run_id] = held
         call.handle = self.runs.launch(got.run_id, entry.flow, entry.name, concurrency=entry.concurrency)
         self.metrics.child(self.metrics.accepted, *labels).inc()
         log.info("trigger accepted", extra={"event": "accepted", "run_id": got.run_id, "flow": labels[0],
@@ -395,6 +401,9 @@ class Listener:
                                         f"({', '.join(run_ids[:20])}); the others could not: {exc}",
                                    {"Retry-After": str(self.options.retry_after)})
             run_ids.append(got.run_id)
+            held = stored.get("sealed") and {n: call.inbound.headers[n] for n in call.revealed}
+            if held:
+                self.engine.held_headers[got.run_id] = held
             if not got.duplicate:
                 self.runs.launch(got.run_id, entry.flow, entry.name, concurrency=entry.concurrency)
                 self.metrics.child(self.metrics.accepted, *labels).inc()
@@ -603,6 +612,7 @@ class _Call:
     run_id: str = ""
     handle: RunHandle | None = None
     firings: list = field(default_factory=list)  # engine.firing: each run's trigger outputs
+    revealed: frozenset = frozenset()  # credential headers the flow sees as sent (Listener._reveal)
     split: bool = False
 
     @property
