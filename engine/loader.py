@@ -375,7 +375,7 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
                 _check_reference(flow, action, sub, fn, arg, variables, problem, where, declarers)
     for trigger in flow.triggers.values():
         _check_trigger_connection(trigger, registry, connections, problem)
-        _check_firing(trigger, evaluator, problem)
+        _check_firing(trigger, registry, evaluator, problem)
     for name, out in flow.outputs.items():
         if not isinstance(out, dict):
             continue
@@ -441,12 +441,17 @@ def _check_named_connection(where: str, name: str, kind: str | None, who: str, c
 _FIRING_FUNCTIONS = frozenset({"trigger", "triggers", "triggerbody", "triggeroutputs"})
 
 
-def _check_firing(trigger: Trigger, evaluator: Evaluator, problem: Any) -> None:
-    """A trigger's conditions and splitOn (``engine.firing``): expressions that read only the firing."""
+def _check_firing(trigger: Trigger, registry: Registry, evaluator: Evaluator, problem: Any) -> None:
+    """A trigger's conditions and splitOn (``engine.firing``): expressions that read only the
+    firing, on a trigger that serves HTTP requests (where flowrun evaluates them)."""
     where = f"triggers.{trigger.name}"
     for sub, message in firing.check(trigger.raw):
         problem(f"{where}.{sub}", message)
     fields = {k: trigger.raw[k] for k in ("conditions", "splitOn") if k in trigger.raw}
+    mode = getattr(registry.trigger(trigger.type), "mode", None)
+    if fields and mode not in (None, "push"):
+        problem(f"{where}.{next(iter(fields))}", f"{' and '.join(fields)} are evaluated on HTTP (Request) triggers "
+                                                 f"only; a {trigger.type} trigger cannot use them in flowrun")
     for sub, text in templated_strings(fields):
         found = evaluator.analyze(text)
         if found.error:

@@ -163,3 +163,12 @@ def test_hostile_payloads_never_crash_a_split_or_a_condition(tmp_path_factory, b
                     assert "@{guid()}" not in json.dumps(steps(served, run_id)) or "@{guid()}" in json.dumps(rows)
         else:
             assert got.json()["status"] == "Skipped" and served.runs("fz") == []
+
+
+def test_conditions_on_a_trigger_that_is_not_http_are_a_validate_problem(tmp_path):
+    flow = tmp_path / "rec.yaml"
+    flow.write_text("name: rec\ntriggers:\n  every:\n    type: Recurrence\n    recurrence: {frequency: Day, interval: 1}\n"
+                    "    conditions: [{expression: \"@true\"}]\nactions:\n  a: {type: Compose, inputs: 1}\n")
+    got = CliRunner().invoke(main, ["--state", str(tmp_path / "s.db"), "validate", str(flow)])
+    assert got.exit_code != 0 and "rec.yaml:6" in got.output
+    assert "evaluated on HTTP (Request) triggers only" in got.output
