@@ -335,11 +335,6 @@ class Listener:
         return None
 
     async def _limit(self, call: "_Call") -> Response | None:
-        if call.split and len(call.firings) > self.runs.room():
-            return self._reject(call.entry, 429, "busy", f"the trigger's splitOn gives {len(call.firings)} runs; "
-                                                         f"{self.runs.room()} may start now (--max-in-flight "
-                                                         f"{self.options.max_in_flight})",
-                                {"Retry-After": str(self.options.retry_after)})
         if self.runs.full():
             return self._reject(call.entry, 429, "busy", f"{self.options.max_in_flight} runs are in flight; "
                                                          f"retry later", {"Retry-After": str(self.options.retry_after)})
@@ -386,7 +381,7 @@ class Listener:
             key = entry.dedupe_key(call.outputs, self.engine.evaluator, call.auth_key)
         except ActionError as exc:
             return self._reject(entry, 400, "dedupe", f"the trigger's dedupe expression failed: {exc.message}")
-        run_ids, started = [], 0
+        run_ids, started, waiting = [], 0, []
         for i, outputs in enumerate(call.firings):
             try:
                 got = await self.engine.submit_once(entry.flow, trigger=entry.name, trigger_outputs=outputs,
@@ -405,9 +400,16 @@ class Listener:
             if held:
                 self.engine.held_headers[got.run_id] = held
             if not got.duplicate:
-                self.runs.launch(got.run_id, entry.flow, entry.name, concurrency=entry.concurrency)
+                waiting.append(got.run_id)
                 self.metrics.child(self.metrics.accepted, *labels).inc()
                 started += 1
+        # committed, all of them: as many start now as --max-in-flight leaves room for, the
+        # others as runs end (Queued meanwhile; a restart resumes them like any accepted run)
+        now = waiting[:self.runs.room()]
+        for run_id in now:
+            self.runs.launch(run_id, entry.flow, entry.name, concurrency=entry.concurrency)
+        if len(waiting) > len(now):
+            self.runs.launch_later(waiting[len(now):], entry.flow, entry.name, entry.concurrency)
         log.info("trigger accepted: split into %d runs", len(run_ids),
                  extra={"event": "accepted", "flow": labels[0], "trigger": labels[1], "count": len(run_ids)})
         body = {"status": "Accepted", "runIds": run_ids, "started": started}

@@ -51,6 +51,7 @@ class Runs:
         self.in_flight: dict[str, RunHandle] = {}
         self.tasks: set[asyncio.Task] = set()
         self._room: asyncio.Event | None = None  # set when a run ends (pull triggers wait on it)
+        self.draining = False  # shutting down: runs waiting for room are left Queued (resumed at start)
         self.gates: dict[tuple, asyncio.Semaphore] = {}  # (flow, trigger) -> its run concurrency
         self.limits: dict[tuple, int] = {}
 
@@ -81,6 +82,19 @@ class Runs:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return handle
+
+    def launch_later(self, run_ids: list[str], flow: Any, trigger: str, concurrency: int | None = None) -> None:
+        """Launch committed runs one by one as room frees (a split bigger than --max-in-flight)."""
+        async def feed() -> None:
+            for run_id in run_ids:
+                if self.draining or self.engine.stopping:
+                    return  # the rest stay Queued: the next start resumes them
+                await self.wait_for_room()
+                self.launch(run_id, flow, trigger, concurrency=concurrency)
+
+        task = asyncio.get_running_loop().create_task(feed())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _gate(self, key: tuple, limit: int) -> asyncio.Semaphore:
         gate = self.gates.get(key)
@@ -188,6 +202,9 @@ class Runs:
 
     async def drain(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the runs in flight to finish; True if they all did."""
+        self.draining = True
+        if self._room is not None:
+            self._room.set()  # a split's feeder waiting for room looks again, and stops
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=timeout)
         return not self.tasks

@@ -172,3 +172,13 @@ def test_conditions_on_a_trigger_that_is_not_http_are_a_validate_problem(tmp_pat
     got = CliRunner().invoke(main, ["--state", str(tmp_path / "s.db"), "validate", str(flow)])
     assert got.exit_code != 0 and "rec.yaml:6" in got.output
     assert "evaluated on HTTP (Request) triggers only" in got.output
+
+
+def test_a_split_bigger_than_max_in_flight_commits_every_run_and_starts_them_as_room_frees(tmp_path):
+    folder = app(tmp_path, {"many": {"triggers": request_trigger(splitOn="@triggerBody()"), "actions": ECHO}})
+    with serving(folder, state=tmp_path / "s.db", max_in_flight=2) as served:
+        got = served.client.post(url(served, "many"), json=list(range(9)))
+        assert got.status_code == 202 and len(got.json()["runIds"]) == 9
+        assert len(served.runs("many")) == 9  # all committed before the answer
+        wait_for(lambda: all(r["status"] == "Succeeded" for r in served.runs("many")))
+        assert sorted(steps(served, i)["Echo"] for i in got.json()["runIds"]) == list(range(9))
