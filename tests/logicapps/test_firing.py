@@ -182,3 +182,14 @@ def test_a_split_bigger_than_max_in_flight_commits_every_run_and_starts_them_as_
         assert len(served.runs("many")) == 9  # all committed before the answer
         wait_for(lambda: all(r["status"] == "Succeeded" for r in served.runs("many")))
         assert sorted(steps(served, i)["Echo"] for i in got.json()["runIds"]) == list(range(9))
+
+
+def test_replaying_one_run_of_a_split_replays_its_item(tmp_path):
+    from engine.listener.replay import start_replay
+
+    folder = app(tmp_path, {"rows": {"triggers": request_trigger(splitOn="@triggerBody()?['Rows']"), "actions": ECHO}})
+    with serving(folder, state=tmp_path / "s.db") as served:
+        ids = served.client.post(url(served, "rows"), json={"Rows": ["a", "b"]}).json()["runIds"]
+        wait_for(lambda: all(r["status"] == "Succeeded" for r in served.runs("rows")) and len(served.runs("rows")) == 2)
+        _, new_id = start_replay(served.listener.engine, ids[1])
+        assert served.listener.engine.get_run(new_id).payload["body"] == "b"
