@@ -133,6 +133,10 @@ class Listener:
         self.metrics.invalid.set(len([f for f in table.problems if f not in table.files]))
         return table
 
+    def _concurrency(self, flow: str, trigger: str) -> int | None:
+        entry = self.table.request(flow, trigger)
+        return entry.concurrency if entry is not None else None
+
     def _scan(self) -> dict[str, tuple[int, int] | None]:
         """What --reload compares: each flow file's stamp and, beside each Standard workflow,
         its app folder's parameters.json, connections.json and local.settings.json (absent: None)."""
@@ -567,7 +571,7 @@ class Listener:
     async def lifespan(self, app: Starlette) -> Any:
         async with anyio.create_task_group() as tg:
             self.capabilities.prepare()
-            resumed = self.runs.resume_unfinished()
+            resumed = self.runs.resume_unfinished(self._concurrency)
             await tg.start(self.consumers.run, self.table)
             await tg.start(wakeups.run, self.engine, wakeups.launcher(self.runs))  # parked runs wake when due
             if self.options.reload:

@@ -179,8 +179,9 @@ class Runs:
             if self._room is not None:
                 self._room.set()
 
-    def resume_unfinished(self) -> int:
-        """Launch every unfinished run this listener accepted; returns how many."""
+    def resume_unfinished(self, concurrency: Any = None) -> int:
+        """Launch every unfinished run this listener accepted; returns how many. ``concurrency``
+        (flow name, trigger) -> its run limit (SingleInstance), or None."""
         count = 0
         for run_id in self.engine.unfinished_runs():
             run = self.engine.get_run(run_id)
@@ -196,7 +197,8 @@ class Runs:
                     pass
             log.info("resuming run", extra={"event": "run_resumed", "run_id": run_id, "flow": run.flow,
                                             "trigger": run.trigger, "status": run.status})
-            self.launch(run_id, None, run.trigger, resume=True, flow_name=run.flow)
+            limit = concurrency(run.flow, run.trigger) if concurrency is not None else None
+            self.launch(run_id, None, run.trigger, resume=True, flow_name=run.flow, concurrency=limit)
             count += 1
         return count
 

@@ -193,3 +193,25 @@ def test_replaying_one_run_of_a_split_replays_its_item(tmp_path):
         wait_for(lambda: all(r["status"] == "Succeeded" for r in served.runs("rows")) and len(served.runs("rows")) == 2)
         _, new_id = start_replay(served.listener.engine, ids[1])
         assert served.listener.engine.get_run(new_id).payload["body"] == "b"
+
+
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+                       | st.sampled_from(["@", "@@", "@{", "@triggerBody()", "@{triggerBody()}", "@body('x')",
+                                          "@equals(1", "{{ triggerBody() }}", "@action()"]),
+                       lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                           st.sampled_from(["expression", "x", "expresion"]), inner, max_size=3), max_leaves=12)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(conditions=JSONISH, split=JSONISH, option=st.one_of(st.none(), st.text(max_size=12), st.integers()))
+def test_any_conditions_or_split_on_is_valid_or_named_problems_never_a_traceback(tmp_path_factory, conditions,
+                                                                                  split, option):
+    tmp = tmp_path_factory.mktemp("defs")
+    trigger = {"type": "Request", "kind": "Http", "conditions": conditions, "splitOn": split}
+    if option is not None:
+        trigger["operationOptions"] = option
+    flow = tmp / "wf.json"
+    flow.write_text(json.dumps({"$schema": SCHEMA, "triggers": {"manual": trigger}, "actions": ECHO}))
+    got = CliRunner().invoke(main, ["--state", str(tmp / "s.db"), "validate", str(flow)])
+    assert got.exit_code in (0, 1), got.output
+    assert "Traceback" not in got.output and (got.exception is None or isinstance(got.exception, SystemExit))
