@@ -87,14 +87,16 @@ def check(raw: dict) -> list[tuple[str, str]]:
     if split is not None and not is_template(split):
         out.append(("splitOn", "splitOn must be an expression, e.g. \"@triggerBody()?['rows']\""))
     option = raw.get("operationOptions")
-    if option is not None and str(option).lower() not in ("singleinstance", "") and \
-            str(option).lower() not in _OTHER_OPTIONS:
+    if option is not None and str(option).lower() not in TRIGGER_OPTIONS:
         out.append(("operationOptions", f"unknown trigger operationOptions {option!r} (SingleInstance "
                                         f"limits the trigger to one run at a time)"))
     return out
 
 
-_OTHER_OPTIONS = ("enablesplitonbatch", "includeauthorizationheadersinoutputs", "disableasyncpattern")
+# Logic Apps' trigger operationOptions: SingleInstance changes what runs; the others are
+# accepted as written (they concern Azure's own HTTP handling and batching).
+TRIGGER_OPTIONS = ("singleinstance", "enablesplitonbatch", "includeauthorizationheadersinoutputs",
+                   "disableasyncpattern", "")
 
 
 def fire(evaluator: Any, name: str, raw: dict, outputs: dict) -> list[dict]:
