@@ -123,6 +123,9 @@ def _elementpath() -> tuple[Any, Any]:
     if not _LOADED:
         import time
 
+        if sandbox.current().inline:  # importing takes a while: not on the event loop
+            raise sandbox.OffloadSignal()
+
         started = time.perf_counter()
         try:
             import elementpath
@@ -147,12 +150,15 @@ def _bounded_select(elementpath: Any, tree: Any, expr: str) -> Any:
     interpreter the first time it raises. So the call runs in a thread of its own; the
     evaluation waits for it until the budget's time is up, then raises ``_Stop`` into that
     thread (again every few milliseconds until it has ended: nothing in it can swallow that
-    for good) and fails with the budget's error. Only that thread is ever interrupted."""
+    for good) and fails with the budget's error. Only that thread is ever interrupted. On the
+    event loop it does not start: the evaluation moves to a worker thread first."""
     import ctypes
     import threading
     import time
 
     budget = sandbox.current()
+    if budget.inline:  # a path may take long: never on the event loop
+        raise sandbox.OffloadSignal()
     out: dict[str, Any] = {}
 
     def run() -> None:
@@ -167,9 +173,9 @@ def _bounded_select(elementpath: Any, tree: Any, expr: str) -> Any:
     worker.start()
     worker.join(max(0.0, budget.stop - time.perf_counter()))
     if worker.is_alive():
-        while worker.is_alive():
+        while worker.is_alive():  # one raise usually ends it; again if it landed where it is dropped
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(_Stop))
-            worker.join(0.005)
+            worker.join(0.05)
         if budget.inline and budget.stop < budget.deadline:
             raise sandbox.OffloadSignal()
         raise ExpressionLimit(f"the template ran longer than {budget.limits.seconds:g} s")
