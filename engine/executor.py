@@ -351,10 +351,12 @@ class Runtime:
             self._active -= leaf
             if leaf and self._sleepers:
                 self._poke()
-        tracked = await self._tracked(action, frame, result) if "trackedProperties" in action.raw else None
-        self._finish(action, path, result)
-        if tracked is not None:
-            self.store.step_tracked(self.run_id, path, tracked)
+        self._finish(action, path, result)  # the result first: tracking never delays or risks it
+        if "trackedProperties" in action.raw:
+            tracked = await self._tracked(action, frame, result)
+            if tracked is not None:
+                self.store.step_tracked(self.run_id, path, tracked)
+                self.store.flush_soon()
         if self.terminated is not None and self._root_scope is not None:
             self._root_scope.cancel()
 
@@ -451,15 +453,14 @@ class Runtime:
         return value
 
     async def _tracked(self, action: Action, frame: Frame, result: ActionResult) -> dict | None:
-        """The action's trackedProperties, evaluated once it finished (``action()`` is its own
-        result, secrets already masked in it): ``{"values", "errors"}``, a property that fails
+        """The action's trackedProperties, evaluated once its result is recorded (``action()``
+        is that result, secrets already masked in it): ``{"values", "errors"}``, a property that fails
         recorded in ``errors`` without failing the action (as in Logic Apps). An action with
         secureData tracks nothing (Logic Apps refuses both together)."""
         spec = action.raw.get("trackedProperties")
         if not isinstance(spec, dict) or not spec or secured(action.raw):
             return None
-        redactor = self.engine.redactor
-        result.outputs, result.error = redactor.scrub(result.outputs), redactor.scrub(result.error)
+        redactor = self.engine.redactor  # (the result was scrubbed by _finish)
         scope = ActionScope(frame, result)
 
         def evaluate() -> dict:
