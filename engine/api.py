@@ -22,6 +22,7 @@ from typing import Any, Callable
 import anyio
 
 from . import connections as _connections
+from . import encrypted
 from . import standins as _standins
 from . import telemetry
 from .errors import ParameterError, RunBusy, StoreError
@@ -79,6 +80,8 @@ class Engine:
         self._slot_waiters: dict[str, list] = {}  # slot key -> events of the runs here waiting for it, oldest first
         self._held: dict[str, str] = {}  # run id -> lease token taken by start(hold=True), for execute
         self._recorded: LRU[tuple, Flow] = LRU(256)  # recorded definitions, validated (workers run many)
+        # run id -> credential headers a SAS flow was shown, held in memory only (engine.encrypted)
+        self.held_headers: LRU[str, dict] = LRU(10_000)
 
     def close(self) -> None:
         """Close the connections' clients (flush what they hold), then the store."""
@@ -297,6 +300,9 @@ class Engine:
         if run is None:  # started elsewhere, or resumed: read what the run recorded
             run = self.store.get_run(run_id)
             flow = flow or self.load_recorded(run)
+            # credential headers a SAS flow was shown: opened, or marked lost (engine.encrypted)
+            run.payload = encrypted.open_outputs(run.payload, run.request, run.flow, self.redactor,
+                                              self.held_headers.get(run_id))
         conns = self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
         if reuse:
             self.store.continue_numbering(run_id)

@@ -233,16 +233,13 @@ def app_settings(folder: Path | None, problem: Any = None) -> dict:
     return settings
 
 
-_SECRET_SETTING = re.compile(r"key|secret|password|pwd|token|connectionstring|sas|credential|signature", re.I)
-
-
 def _secret_settings(settings: dict) -> None:
     """App settings whose names say they hold a secret (an API key, a connection string) join
     the process's redactor: ``@appsetting('ApiKey')`` in a header is stored and shown masked."""
-    from .connections import PROCESS_REDACTOR
+    from .connections import PROCESS_REDACTOR, secret_setting
 
     for name, value in settings.items():
-        if isinstance(value, str) and _SECRET_SETTING.search(name):
+        if isinstance(value, str) and secret_setting(name):
             PROCESS_REDACTOR.add(value)
 
 

@@ -259,6 +259,7 @@ def text_lines(store: Store, run: Run, *, depth: int | None = None, failed: bool
     yield f"  trigger {run.trigger or '-'}  git {run.git_commit or '-'}  file {run.file or '-'}"
     yield f"  parameters {_short(run.params)}"
     yield f"  payload {_short(run.payload)}"
+    tracked = store.has_tracked(run.id)
     for line in tree(store, run, depth=depth, failed=failed, iterations=iterations):
         pad = "  " * line.level
         if line.step is None:
@@ -281,6 +282,11 @@ def text_lines(store: Store, run: Run, *, depth: int | None = None, failed: bool
                 if isinstance(a.error, dict):
                     why = f"  {a.error.get('code', 'Error')}: {_one_line(str(a.error.get('message', '')), 200)}"
                 yield f"{pad}  attempt {a.number:<3} {paint(a.status)} {(iso(a.started) or '-')}{took}{why}"
+        found = store.tracked(run.id, s.path) if tracked else None
+        if found:
+            yield f"{pad}  tracked: {_short(found.get('values'))}"
+            for prop, message in (found.get("errors") or {}).items():
+                yield f"{pad}  tracked {prop}: {_one_line(str(message))}"
     if run.error:
         message = run.error.get("message", run.error) if isinstance(run.error, dict) else run.error
         yield f"  error: {_one_line(str(message))}"
@@ -311,6 +317,7 @@ def json_chunks(store: Store, run: Run, *, depth: int | None = None, failed: boo
     body = json.dumps(head, indent=2, default=str)
     yield body[:-2] + ',\n  "steps": ['
     first = True
+    tracked = store.has_tracked(run.id)
     for step in reader.all():
         if failed and str(step.status) not in BAD:
             continue
@@ -320,6 +327,11 @@ def json_chunks(store: Store, run: Run, *, depth: int | None = None, failed: boo
         item["reused"] = is_reused(run, step)
         if step.attempts and step.attempts > 1:
             item["attempt_log"] = [a.to_json() for a in store.attempts(run.id, step.path)]
+        found = store.tracked(run.id, step.path) if tracked else None
+        if found:
+            item["trackedProperties"] = found.get("values")
+            if found.get("errors"):
+                item["trackedPropertiesErrors"] = found["errors"]
         yield ("\n    " if first else ",\n    ") + json.dumps(item, default=str)
         first = False
     yield ("\n  " if not first else "") + "]\n}"
