@@ -201,7 +201,7 @@ class Engine:
                     if is_terminal(status):
                         raise StoreError(f"run {run_id} already finished ({status}); use rerun to run it again")
                 if flow is None:  # read once here, for the limit and for _execute
-                    run = self.store.get_run(run_id)
+                    run = self._recorded_run(run_id)
                     flow = self.load_recorded(run)
                     self._queued[run_id] = run
                 if flow.concurrency is not None:
@@ -293,16 +293,21 @@ class Engine:
         if waiters:
             waiters.pop(0).set()
 
+    def _recorded_run(self, run_id: str) -> Run:
+        """A run as recorded, for executing it here: the credential headers a SAS flow was shown
+        are opened (or marked lost: engine.encrypted), never read back as their mask."""
+        run = self.store.get_run(run_id)
+        run.payload = encrypted.open_outputs(run.payload, run.request, run.flow, self.redactor,
+                                             self.held_headers.get(run_id))
+        return run
+
     async def _execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
                        claim: Any = None, copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
                        on_event: Callable[[str, str, str], None] | None = None) -> Run:
         run = self._queued.pop(run_id, None) if flow is not None else None
         if run is None:  # started elsewhere, or resumed: read what the run recorded
-            run = self.store.get_run(run_id)
+            run = self._recorded_run(run_id)
             flow = flow or self.load_recorded(run)
-            # credential headers a SAS flow was shown: opened, or marked lost (engine.encrypted)
-            run.payload = encrypted.open_outputs(run.payload, run.request, run.flow, self.redactor,
-                                              self.held_headers.get(run_id))
         conns = self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
         if reuse:
             self.store.continue_numbering(run_id)
