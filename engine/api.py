@@ -334,7 +334,7 @@ class Engine:
         run.status, run.outputs, run.error, run.ended = Status.of(status), outputs, error, time.time()
         run.response = runtime.response
         self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
-        if flow.concurrency is not None:
+        if runtime.flow.concurrency is not None:
             self._slot_released(run_id)  # in the outcome's commit
         if run.parent_id and self.store.backend == "postgresql":
             self.store.notices.add(run.parent_id)  # the parent waits on another worker, maybe

@@ -37,7 +37,7 @@ from .errors import OutputTooLarge, StoreError
 from .pgconn import Adapter, connect_pool, shown, translate
 from .lru import LRU
 from .runs import Run, Step
-from .store import RUN_JSON, Store, _RUN_FIELDS, _default
+from .store import RUN_JSON, Store, _RUN_FIELDS, _default, is_blob_ref, is_digest
 
 log = logging.getLogger("flowrun.store")
 CHANNEL = "flowrun_runs"  # NOTIFY channel: a run was queued, parked or released
@@ -80,6 +80,8 @@ MIGRATIONS = [
         fired DOUBLE PRECISION NOT NULL, PRIMARY KEY (flow, trigger, scheduled)
     )
     """,
+    # 2: the W3C trace context a run's spans continue (engine.telemetry), as SQLite's runs.trace
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS trace TEXT",
 ]
 VERSION = len(MIGRATIONS)
 
@@ -277,16 +279,29 @@ class PgStore(Store):
             return json.dumps({"$blob": digest, "size": len(data)})
         return text.replace("\x00", "\\u0000") if "\x00" in text else text
 
-    def decode(self, text: str | None) -> Any:
+    def decode(self, text: str | None, *, blobs: bool = True) -> Any:
+        """The stored value; one offloaded to the ``blobs`` table is read back, or with
+        ``blobs=False`` left as its reference ``{"$blob": sha256, "size": n}``."""
         if text is None:
             return None
         value = json.loads(text)
-        if isinstance(value, dict) and "$blob" in value and len(value) == 2 and "size" in value:
-            row = self.conn.execute("SELECT data FROM blobs WHERE digest = %s", (value["$blob"],)).fetchone()
-            if row is None:
+        if blobs and is_blob_ref(value):
+            data = self.blob_data(value["$blob"])
+            if data is None:
                 raise StoreError(f"{self.path}: blob {value['$blob']} is missing")
-            return json.loads(row[0])
+            return json.loads(data)
         return value
+
+    def blob_file(self, digest: str) -> None:
+        """No file: offloaded values live in the ``blobs`` table (``blob_data``)."""
+        return None
+
+    def blob_data(self, digest: str) -> bytes | None:
+        """The JSON of an offloaded value, by its sha256 (anything else, or none: None)."""
+        if not is_digest(digest):
+            return None
+        row = self.conn.execute("SELECT data FROM blobs WHERE digest = %s", (digest,)).fetchone()
+        return None if row is None else row[0].encode()
 
     # -- writes ------------------------------------------------------------------------------------
     def create_run(self, run: dict, *, commit: bool = True) -> None:
