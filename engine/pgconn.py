@@ -65,6 +65,11 @@ class Adapter:
         return bool(self.store._batch) or self.store._conn.info.transaction_status != pq.TransactionStatus.IDLE
 
     def execute(self, sql: str, args: Any = ()) -> psycopg.Cursor:
+        """(Under the store's lock: engine.looprows reads through here from worker threads.)"""
+        with self.store.lock:
+            return self._execute(sql, args)
+
+    def _execute(self, sql: str, args: Any) -> psycopg.Cursor:
         word = sql.lstrip()[:16].upper()
         if word.startswith("BEGIN"):
             self.store.begin()

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import contextlib
 import logging
+import threading
 import time
 from typing import Any, Callable, Iterator
 
@@ -118,6 +120,12 @@ class PgStore(Store):
         self.pool = connect_pool(url, max_size=pool_size)
         self._batch: list[tuple[str, tuple, str | None]] = []  # fenced writes not sent yet (sql, args, run id)
         self._conn = self.pool.getconn()
+        # result() of a big loop reads the store from a worker thread (engine.looprows) while the
+        # event loop writes: ``lock`` keeps each read (store.db) and each batch sent whole, and
+        # only the thread that opened the store uses pipeline mode (psycopg enters it outside
+        # its own lock, so another thread's query at that moment fails it)
+        self.lock = threading.RLock()
+        self._owner = threading.get_ident()
         if "synchronous_commit" not in url:
             # like SQLite's WAL + synchronous=NORMAL: a commit survives this process dying at
             # once, the server's crash after ~3 x wal_writer_delay; the URL's options may say "on"
@@ -182,21 +190,23 @@ class PgStore(Store):
         first if no transaction is open, and with ``commit`` the NOTIFYs and COMMIT too: a
         group commit of any number of step writes is one round trip. A fenced write that
         changed nothing (our lease was taken over) tells its holder, after."""
-        conn, batch, self._batch = self._conn, self._batch, []
-        fenced = []
-        with conn.pipeline():
-            if conn.info.transaction_status == pq.TransactionStatus.IDLE:
-                conn.execute("BEGIN")
-            for sql, args, run_id in batch:
-                cur = conn.execute(sql, args)
-                if run_id is not None:
-                    fenced.append((cur, run_id))
-            if commit:
-                if self._notify:
-                    conn.execute(f"NOTIFY {CHANNEL}")
-                for parent in self.notices:  # a child run finished: its parent may wait in another worker
-                    conn.execute("SELECT pg_notify(%s, %s)", (DONE, parent))
-                conn.execute("COMMIT")
+        with self.lock:
+            conn, batch, self._batch = self._conn, self._batch, []
+            fenced = []
+            owner = threading.get_ident() == self._owner
+            with conn.pipeline() if owner else contextlib.nullcontext():
+                if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+                    conn.execute("BEGIN")
+                for sql, args, run_id in batch:
+                    cur = conn.execute(sql, args)
+                    if run_id is not None:
+                        fenced.append((cur, run_id))
+                if commit:
+                    if self._notify:
+                        conn.execute(f"NOTIFY {CHANNEL}")
+                    for parent in self.notices:  # a child run finished: its parent may wait in another worker
+                        conn.execute("SELECT pg_notify(%s, %s)", (DONE, parent))
+                    conn.execute("COMMIT")
         for cur, run_id in fenced:
             if cur.rowcount == 0:
                 log.error("run %s: its lease was taken over; this process writes nothing more for it", run_id)
@@ -300,7 +310,7 @@ class PgStore(Store):
         """The JSON of an offloaded value, by its sha256 (anything else, or none: None)."""
         if not is_digest(digest):
             return None
-        row = self.conn.execute("SELECT data FROM blobs WHERE digest = %s", (digest,)).fetchone()
+        row = self.db.execute("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone()  # (any thread)
         return None if row is None else row[0].encode()
 
     # -- writes ------------------------------------------------------------------------------------

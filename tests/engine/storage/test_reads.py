@@ -136,3 +136,36 @@ def test_the_sas_key_kept_in_the_state_database_signs_the_same_urls_for_every_se
     finally:
         a.close()
         b.close()
+
+
+def test_reads_from_worker_threads_while_the_owner_writes_and_commits_all_succeed(loop):
+    """result() of a big loop reads in worker threads while the event loop's thread writes and
+    group-commits on the same connection: neither ever sees the connection busy."""
+    import threading
+
+    stop, errors = threading.Event(), []
+
+    def read():
+        try:
+            while not stop.is_set():
+                assert len(loop.loop_summary("r", "loop", ["sq"])) == 2
+                assert loop.steps_at("r", ["loop[4]/sq"])["loop[4]/sq"].outputs == BIG
+                assert list(loop.loop_indexes("r", "loop", "sq", ("Failed",))) == [3]
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for t in readers:
+        t.start()
+    try:
+        for i in range(300):
+            loop.step_finished("r", f"other[{i}]/w", "w", "Compose", "Succeeded", attempts=1, inputs=None,
+                               outputs=i, error=None, started=1.0, ended=2.0)
+            if i % 3 == 0:
+                loop.flush()
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(30)
+    assert errors == []
+    assert len(list(loop.iter_steps("r", prefix="other"))) == 300
