@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import contextlib
 import logging
 import threading
 import time
@@ -121,11 +120,11 @@ class PgStore(Store):
         self._batch: list[tuple[str, tuple, str | None]] = []  # fenced writes not sent yet (sql, args, run id)
         self._conn = self.pool.getconn()
         # result() of a big loop reads the store from a worker thread (engine.looprows) while the
-        # event loop writes: ``lock`` keeps each read (store.db) and each batch sent whole, and
-        # only the thread that opened the store uses pipeline mode (psycopg enters it outside
-        # its own lock, so another thread's query at that moment fails it)
-        self.lock = threading.RLock()
-        self._owner = threading.get_ident()
+        # event loop writes. Pipeline mode is the connection's state, not a statement's: another
+        # thread's query while a batch is in the pipeline breaks both. So the connection's own
+        # lock (taken by psycopg around every statement) becomes a reentrant one, held too for a
+        # whole batch (``_send``) and a whole read through ``db``: any thread may use the store.
+        self.lock = self._conn.lock = threading.RLock()
         if "synchronous_commit" not in url:
             # like SQLite's WAL + synchronous=NORMAL: a commit survives this process dying at
             # once, the server's crash after ~3 x wal_writer_delay; the URL's options may say "on"
@@ -193,8 +192,7 @@ class PgStore(Store):
         with self.lock:
             conn, batch, self._batch = self._conn, self._batch, []
             fenced = []
-            owner = threading.get_ident() == self._owner
-            with conn.pipeline() if owner else contextlib.nullcontext():
+            with conn.pipeline():
                 if conn.info.transaction_status == pq.TransactionStatus.IDLE:
                     conn.execute("BEGIN")
                 for sql, args, run_id in batch:

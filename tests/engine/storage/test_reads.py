@@ -140,7 +140,8 @@ def test_the_sas_key_kept_in_the_state_database_signs_the_same_urls_for_every_se
 
 def test_reads_from_worker_threads_while_the_owner_writes_and_commits_all_succeed(loop):
     """result() of a big loop reads in worker threads while the event loop's thread writes and
-    group-commits on the same connection: neither ever sees the connection busy."""
+    group-commits (a batch in one round trip) on the same connection: neither ever finds the
+    connection busy, whichever thread opened the store."""
     import threading
 
     stop, errors = threading.Event(), []
@@ -151,6 +152,7 @@ def test_reads_from_worker_threads_while_the_owner_writes_and_commits_all_succee
                 assert len(loop.loop_summary("r", "loop", ["sq"])) == 2
                 assert loop.steps_at("r", ["loop[4]/sq"])["loop[4]/sq"].outputs == BIG
                 assert list(loop.loop_indexes("r", "loop", "sq", ("Failed",))) == [3]
+                assert loop.get_run("r").status == "Running" and loop.get_step("r", "loopy").outputs
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
