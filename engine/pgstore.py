@@ -283,7 +283,10 @@ class PgStore(Store):
             if len(data) > self.blob_cap:
                 raise OutputTooLarge(len(data), self.blob_cap)
             digest = hashlib.sha256(data).hexdigest()
-            self._write("INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING", (digest, text))
+            # DO UPDATE, not DO NOTHING: the row stays locked by this transaction until the step
+            # that refers to it commits, so a prune deciding the blob is unused waits (retention)
+            self._write("INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT (digest) "
+                        "DO UPDATE SET digest = EXCLUDED.digest", (digest, text))
             return json.dumps({"$blob": digest, "size": len(data)})
         return text.replace("\x00", "\\u0000") if "\x00" in text else text
 

@@ -125,3 +125,43 @@ def test_files_and_the_node_cache_live_in_the_database_and_the_cache_is_redacted
         assert store.cache_get("geo", "paris", now=1061.0) is None
     finally:
         store.close()
+
+
+def test_a_prune_never_deletes_a_blob_a_run_still_writing_refers_to(pg_state):
+    """Another process reuses a stored blob in a transaction not committed yet while a prune
+    finds no committed reference to it: the prune waits for that commit and keeps the blob."""
+    import threading
+    import time
+
+    import psycopg
+
+    from engine.retention import prune
+
+    big = {"rows": ["q" * 50] * 10}
+    pruner, writer = open_store(pg_state, blob_threshold=100), open_store(pg_state, blob_threshold=100)
+    try:
+        pruner.create_run({"id": "old", "flow": "f", "status": "Succeeded", "created": 1.0, "ended": 2.0})
+        pruner.step_finished("old", "a", "a", "Compose", "Succeeded", attempts=1, inputs=None, outputs=big,
+                             error=None, started=1.0, ended=2.0)
+        pruner.flush()
+        writer.create_run({"id": "live", "flow": "f", "status": "Running", "created": time.time()}, commit=False)
+        writer.step_finished("live", "a", "a", "Compose", "Succeeded", attempts=1, inputs=None, outputs=big,
+                             error=None, started=1.0, ended=2.0, commit=False)
+        writer.conn  # the batch sent, its transaction open
+        backend = pruner.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        done = []
+        thread = threading.Thread(target=lambda: done.append(prune(pruner, 3600)))
+        thread.start()
+        with psycopg.connect(postgres.SERVER, autocommit=True) as watch:
+            deadline = time.monotonic() + 30
+            while not watch.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                                    (backend,)).fetchone()[0]:
+                assert time.monotonic() < deadline, "the prune never waited for the writer"
+                time.sleep(0.01)
+        writer.flush()
+        thread.join(30)
+        assert done and (done[0].runs, done[0].blobs) == (1, 0)
+        assert writer.get_step("live", "a").outputs == big
+    finally:
+        writer.close()
+        pruner.close()
