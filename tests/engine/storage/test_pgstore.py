@@ -165,3 +165,50 @@ def test_a_prune_never_deletes_a_blob_a_run_still_writing_refers_to(pg_state):
     finally:
         writer.close()
         pruner.close()
+
+
+def test_upgrades_at_once_where_one_is_killed_mid_migration_leave_the_schema_whole(pg_state, tmp_path):
+    """Two `flowrun db upgrade` of a version-1 database at once; the one migrating (it holds the
+    migration lock, blocked inside its transaction) is killed -9: the other migrates, once."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psycopg
+
+    from engine.pgstore import VERSION
+
+    open_store(pg_state).close()
+    with psycopg.connect(pg_state, autocommit=True) as conn:  # back to version 1: no runs.trace yet
+        conn.execute("ALTER TABLE runs DROP COLUMN trace")
+        conn.execute("DELETE FROM flowrun_schema WHERE version > 1")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    cmd = [sys.executable, "-m", "engine.cli", "--state", pg_state, "db", "upgrade", "--json"]
+    with psycopg.connect(pg_state) as holder:
+        holder.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")  # the first ALTER waits here
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with psycopg.connect(postgres.SERVER, autocommit=True) as watch:
+            def waiting(kind):
+                return watch.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                     "AND query LIKE %s", (kind,)).fetchone()[0]
+            deadline = time.monotonic() + 60
+            while not waiting("ALTER TABLE runs%"):
+                assert time.monotonic() < deadline and first.poll() is None, first.stderr.read() if first.poll() else ""
+                time.sleep(0.02)
+            second = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            while not waiting("SELECT pg_advisory_xact_lock%"):
+                assert time.monotonic() < deadline and second.poll() is None
+                time.sleep(0.02)
+            first.send_signal(signal.SIGKILL)
+            first.wait(30)
+        holder.rollback()  # the table lock goes: the killed one's backend ends, then the other runs
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err.decode()
+    assert json.loads(out)["version"] == VERSION and json.loads(out)["pending"] == 0
+    with psycopg.connect(pg_state) as conn:
+        assert [r[0] for r in conn.execute("SELECT version FROM flowrun_schema ORDER BY version")] == \
+               list(range(1, VERSION + 1))
+        assert conn.execute("SELECT trace FROM runs LIMIT 1").fetchall() == []
