@@ -212,3 +212,26 @@ def test_upgrades_at_once_where_one_is_killed_mid_migration_leave_the_schema_who
         assert [r[0] for r in conn.execute("SELECT version FROM flowrun_schema ORDER BY version")] == \
                list(range(1, VERSION + 1))
         assert conn.execute("SELECT trace FROM runs LIMIT 1").fetchall() == []
+
+
+@settings(max_examples=80, deadline=None)
+@given(password=st.text(st.sampled_from("QXZ'\"\\@%:/?#&= ;$"), min_size=4, max_size=16)
+       .filter(lambda p: any(c in p for c in "QXZ")), encoded=st.booleans(),
+       where=st.sampled_from(["authority", "query"]))
+def test_no_piece_of_a_password_is_ever_in_a_connection_error_or_a_shown_url(password, encoded, where):
+    """Written percent-encoded or not, in the authority or as ?password=: neither the message of a
+    failed connection nor the URL as shown holds four characters of the password in a row."""
+    pytest.importorskip("psycopg")
+    from urllib.parse import quote
+
+    from engine.pgconn import shown
+
+    written = quote(password, safe="") if encoded else password
+    url = (f"postgresql://flowrun:{written}@127.0.0.1:1/nodb?connect_timeout=1" if where == "authority" else
+           f"postgresql://flowrun@127.0.0.1:1/nodb?connect_timeout=1&password={written}")
+    with pytest.raises(engine.FlowrunError) as caught:
+        open_store(url)
+    pieces = {p[i:i + 4] for p in (password, written) for i in range(len(p) - 3)}
+    for text in (str(caught.value), shown(url)):
+        assert "\n" not in text
+        assert not [p for p in pieces if any(c in p for c in "QXZ") and p in text], text
