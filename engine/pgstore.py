@@ -452,6 +452,8 @@ class PgStore(Store):
 
     # -- reads ---------------------------------------------------------------------------------------
     def get_run(self, run_id: str) -> Run:
+        if "\x00" in run_id:  # no stored text holds NUL (PostgreSQL refuses it): an id from outside
+            raise StoreError(f"no run {run_id[:64]!r} in {self.path}")
         with self.conn.cursor(row_factory=dict_row) as cur:
             select = "SELECT r.*, d.source AS _source FROM runs r LEFT JOIN definitions d ON d.hash = r.flow_hash "
             row = cur.execute(select + "WHERE r.id = %s", (run_id,)).fetchone()
@@ -472,6 +474,8 @@ class PgStore(Store):
         return Run(**{k: v for k, v in run.items() if k in _RUN_FIELDS}, _load_steps=self.steps)
 
     def find_run(self, flow: str, dedupe_key: str) -> Run | None:
+        if "\x00" in flow + dedupe_key:
+            return None
         row = self.conn.execute("SELECT id FROM runs WHERE flow = %s AND dedupe_key = %s",
                                 (flow, dedupe_key)).fetchone()
         return self.get_run(row[0]) if row else None
@@ -518,6 +522,8 @@ class PgStore(Store):
             last = rows[-1][10]
 
     def get_step(self, run_id: str, path: str) -> Step | None:
+        if "\x00" in run_id + path:
+            return None
         r = self.conn.execute(f"SELECT {self._COLS} FROM steps WHERE run_id = %s AND path = %s",
                               (run_id, path)).fetchone()
         return self._step(r) if r else None

@@ -171,3 +171,17 @@ def test_reads_from_worker_threads_while_the_owner_writes_and_commits_all_succee
             t.join(30)
     assert errors == []
     assert len(list(loop.iter_steps("r", prefix="other"))) == 300
+
+
+@pytest.mark.parametrize("hostile", ["\x00", "run0\x00", "%", "_", "\\", "'; --", "r" * 5000, "\ud800"])
+def test_an_id_from_outside_finds_nothing_and_raises_nothing_but_no_run(store, hostile):
+    from engine.errors import StoreError
+
+    _runs(store)
+    finish(store, "run0-abc", "a")
+    if hostile in ("\ud800",):
+        hostile = "\ud800".encode("utf-8", "surrogatepass").decode("latin-1")  # what a bad URL path decodes to
+    with pytest.raises(StoreError, match="no run"):
+        store.get_run(hostile)
+    assert store.get_step("run0-abc", hostile) is None and store.find_run("orders", hostile) is None
+    assert store.get_step(hostile, "a") is None

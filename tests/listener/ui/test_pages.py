@@ -354,3 +354,10 @@ def test_hostile_form_bodies_are_refused_without_a_500(app, body, headers):
                              headers={**BEARER, "content-type": "application/x-www-form-urlencoded", **headers})
     assert answer.status_code in (403, 413)
     assert len(app.runs("batch")) == 1
+
+
+@pytest.mark.parametrize("hostile", ["%00", "run%00x", "%25", "_", "%27%3B--", "%ED%A0%80", "x" * 3000])
+def test_hostile_run_ids_are_404_on_every_route_that_takes_one(app, hostile):
+    for url in (f"/runs/{hostile}", f"/ui/runs/{hostile}", f"/ui/runs/{hostile}/value/payload",
+                f"/ui/events?events=1&run={hostile}", f"/ui/runs/{hostile}/rerun?from=a"):
+        assert app.client.get(url, headers=BEARER).status_code == 404, url
