@@ -150,7 +150,10 @@ class Reader:
             steps = [self.store._step(r, blobs=self.blobs) for r in rows]
             return sorted(steps, key=lambda s: int(s.path[len(path) + 1:-1]))
         where, args = self._inside_loop(path)
-        index = f"CAST(substr(path, {len(path) + 2}) AS INTEGER)"
+        # the N of `path[N]`, for iteration rows only: a CASE, as PostgreSQL may evaluate a WHERE's
+        # terms in any order and its CAST refuses "3]/inner[0" (SQLite's reads the leading digits)
+        index = (f"CASE WHEN type = 'Iteration' AND instr(substr(path, {len(path) + 1}), '/') = 0 "
+                 f"THEN CAST(substr(path, {len(path) + 2}, length(path) - {len(path) + 2}) AS INTEGER) END")
         where += f" AND type = 'Iteration' AND instr(substr(path, {len(path) + 1}), '/') = 0 AND {index} >= ?"
         args = (*args, max(0, start))
         if bad_only:

@@ -82,6 +82,11 @@ def is_blob_ref(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 2 and "$blob" in value and "size" in value
 
 
+def is_digest(text: Any) -> bool:
+    """A blob's name: a sha256 in lowercase hex (nothing else names a file or a row)."""
+    return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, (set, tuple)):
         return list(value)
@@ -256,10 +261,18 @@ class Store:
 
     def blob_file(self, digest: str) -> Path | None:
         """The file of an offloaded value, by its sha256 (anything else: None)."""
-        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        if not is_digest(digest):
             return None
         path = self.blobs / f"{digest}.json"
         return path if path.is_file() else None
+
+    def blob_data(self, digest: str) -> bytes | None:
+        """The JSON of an offloaded value, by its sha256 (anything else, or none: None)."""
+        path = self.blob_file(digest)
+        try:
+            return path.read_bytes() if path is not None else None
+        except FileNotFoundError:  # pruned meanwhile
+            return None
 
     # -- writes ----------------------------------------------------------------------------
     def flush(self) -> None:
