@@ -83,6 +83,8 @@ MIGRATIONS = [
     """,
     # 2: the W3C trace context a run's spans continue (engine.telemetry), as SQLite's runs.trace
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS trace TEXT",
+    # 3: a finished step's trackedProperties (Logic Apps; engine.executor), as SQLite's steps.tracked
+    "ALTER TABLE steps ADD COLUMN IF NOT EXISTS tracked TEXT",
 ]
 VERSION = len(MIGRATIONS)
 
