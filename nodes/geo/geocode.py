@@ -122,9 +122,13 @@ async def lookup(context: Any, clients: list[Any], inputs: dict, *, reverse: tup
     for provider in clients:
         options = _call_options(provider, inputs) if reverse is None else (
             {"language": inputs.get("language")} if provider.name == "google" else {})
-        key = json.dumps({"reverse": [round(reverse[0], 7), round(reverse[1], 7)]} if reverse is not None else
-                         {"q": normalised_query(address or ""), **options}, sort_keys=True, default=str)
-        namespace = f"geo.{provider.name}"
+        # the options (language, country, bbox ...) are part of the key, of a reverse lookup too (its
+        # language changes the address); the namespace names the endpoint, so a sandbox's answers are
+        # never served to a connection of the same provider that asks another host
+        query = {"reverse": [round(reverse[0], 7), round(reverse[1], 7)]} if reverse is not None else {
+            "q": normalised_query(address or "")}
+        key = json.dumps({**query, **options}, sort_keys=True, default=str)
+        namespace = f"geo.{provider.name}@{provider.host}"
         if provider.cache:
             hit = context.cache_get(namespace, key)
             if hit is not None:
