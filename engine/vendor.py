@@ -154,7 +154,8 @@ def secret_forms(value: str) -> set[str]:
     JSON-escaped once, twice and three times (a response body inside a JSON error, inside the
     store's JSON, printed by ``--json``), Python's repr and unicode-escape, HTML-escaped,
     URL-encoded (either letter case, ``/`` kept or not), hex (either case), base32, base64
-    (also unaligned inside a larger blob such as ``user:secret``). A secret with quotes or
+    and base64url with or without padding (also unaligned inside a larger blob such as
+    ``user:secret`` or a JWT's payload). A secret with quotes or
     backslashes differs in each of them."""
     if not value or len(value) < 4:
         return set()
@@ -164,15 +165,19 @@ def secret_forms(value: str) -> set[str]:
     urls = {quote(value, safe=""), quote_plus(value, safe=""), quote(value), quote(value, safe="/:@+")}
     urls |= {u.lower() for u in urls} | {re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), u) for u in urls}
     forms = {*urls, base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(),
-             base64.b64encode(raw).decode().rstrip("="), base64.b32encode(raw).decode().rstrip("="),
+             base64.b64encode(raw).decode().rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("="),
+             base64.b32encode(raw).decode().rstrip("="),
              raw.hex(), raw.hex().upper(), *once,
              *(json.dumps(f)[1:-1] for f in once), *(json.dumps(f, ensure_ascii=False)[1:-1] for f in once),
              *(json.dumps(json.dumps(f)[1:-1])[1:-1] for f in once)}
-    for pad, skip in ((0, 0), (1, 2), (2, 3)):
-        enc = base64.b64encode(b"\0" * pad + value.encode()).decode().rstrip("=")
-        core = enc[skip:len(enc) - 2]
-        if len(core) >= 8:
-            forms.add(core)
+    # unaligned inside a larger encoded blob: the value as is, or JSON-escaped (a claim inside a
+    # JWT's payload), standard and URL-safe (a JWT's parts, a JWK's "k": base64url, no padding)
+    for text in {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}:
+        for pad, skip in ((0, 0), (1, 2), (2, 3)):
+            enc = base64.b64encode(b"\0" * pad + text.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+            core = enc[skip:len(enc) - 2]
+            if len(core) >= 8:
+                forms |= {core, core.replace("+", "-").replace("/", "_")}
     return {f for f in forms if len(f) >= 4}
 
 

