@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import uuid
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, RetryableError, Rule, Vendor, secret
 
@@ -85,7 +86,8 @@ class TableauSession:
         self.conn, self.clock = conn, clock
         url = (conn.endpoint or conn.settings["server"]).rstrip("/")
         self.server = TSC.Server(url, use_server_version=False,
-                                 http_options={"timeout": int(conn.settings.get("timeout", 60))})
+                                 http_options={"timeout": int(conn.settings.get("timeout", 60))},
+                                 session_factory=lambda: one_host_session(url))
         self.server.version = conn.settings.get("api_version", API_VERSION)
         self._lock = threading.Lock()
         self.sign_ins = 0
@@ -136,6 +138,36 @@ class TableauSession:
 
     def close(self) -> None:
         self.server.close()
+
+
+def one_host_session(server: str) -> Any:
+    """A requests session that sends nothing to a host other than ``server``'s. TSC follows
+    redirects itself and forwards the X-Tableau-Auth header and the sign-in body (a personal
+    access token's secret, a JWT) to any host a redirect names; such a request is refused here
+    before it leaves (``RedirectError``: TableauRedirect, not retried). Redirects within the
+    server's host (a path moved, http to https) still work."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from tableauserverclient.server.endpoint.exceptions import RedirectError
+
+    home = urlsplit(server)
+
+    def same(url: str) -> bool:  # the same host and port (http to https on default ports: the same)
+        there = urlsplit(url)
+        return there.hostname == home.hostname and (there.port == home.port or there.port is home.port is None)
+
+    class OneHost(HTTPAdapter):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            if not same(request.url):
+                host = urlsplit(request.url).netloc
+                raise RedirectError(f"refused to send a Tableau request to {host}: the connection's server "
+                                    f"is {home.netloc} (a redirect to another host would carry the session token)")
+            return super().send(request, *args, **kwargs)
+
+    session = requests.Session()
+    session.mount("http://", OneHost())
+    session.mount("https://", OneHost())
+    return session
 
 
 def build_client(conn: Connection) -> TableauSession:

@@ -390,3 +390,24 @@ def test_another_run_that_echoes_a_stand_in_sends_the_stand_in_not_the_token(tmp
         eng.close()
     assert replies[0]["body"]["token"].count(".") == 2  # the minting run's own reply: the JWT
     assert replies[1]["body"] == {"stolen": stand_in}
+
+
+@pytest.mark.parametrize("where", ["/auth/signin", "/jobs"])
+def test_a_redirect_to_another_host_is_refused_and_carries_neither_the_pat_nor_the_session_token(
+        tmp_path, tableau, monkeypatch, where):
+    """TSC follows redirects itself and forwards X-Tableau-Auth and the sign-in body to any host;
+    the connection's session sends nothing to a host other than the server's: the action fails
+    with TableauRedirect (not retried) and the other host receives no request."""
+    monkeypatch.setenv("TABLEAU_PAT", PAT)
+    monkeypatch.setenv("TABLEAU_APP_SECRET", APP_SECRET)
+    with Recorder() as evil:
+        evil.route("POST", r"/.*", status=200, body=b"<tsResponse/>")
+        tableau.recorder.route("POST" if where == "/auth/signin" else "GET", rf"/api/{VERSION}.*{where}.*",
+                               status=307, headers={"Location": f"{evil.url}/steal"})
+        tableau.recorder._routes.insert(0, tableau.recorder._routes.pop())  # before the fake's own route
+        conns = write_connections(tmp_path, tableau, token_name="flowrun")
+        result = run(tmp_path, conns, {"r": act("RefreshExtract", {"workbookId": "wb-2"},
+                                                retryPolicy={"type": "fixed", "count": 2, "interval": "PT1S"})})
+        assert result.status == "Failed" and result.steps["r"].error["code"] == "TableauRedirect"
+        assert "refused to send a Tableau request" in result.steps["r"].error["message"]
+        assert evil.requests == []
