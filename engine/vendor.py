@@ -149,6 +149,30 @@ def endpoint_url(url: str, endpoint: str | None) -> str:
     return urlunsplit((target.scheme, target.netloc, target.path + parts.path, parts.query, ""))
 
 
+def keep_to_host(session: Any, base_url: str, refuse: Callable[[str], BaseException]) -> Any:
+    """``session`` (a requests session an SDK sends with) made to send nothing to another host
+    than ``base_url``'s: a redirect to another host (which requests or the SDK would follow,
+    carrying a sign-in body or a token header with it) raises ``refuse(message)`` before a byte
+    leaves. The same host and port, or http to https on default ports, is the same host."""
+    from urllib.parse import urlsplit
+
+    from requests.adapters import HTTPAdapter
+
+    home = urlsplit(base_url)
+
+    class OneHost(HTTPAdapter):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            there = urlsplit(request.url)
+            if there.hostname != home.hostname or (there.port != home.port and not there.port is home.port is None):
+                raise refuse(f"refused to send a request to {there.netloc}: the connection's server is "
+                             f"{home.netloc} (a redirect to another host would carry the credentials)")
+            return super().send(request, *args, **kwargs)
+
+    session.mount("http://", OneHost())
+    session.mount("https://", OneHost())
+    return session
+
+
 def secret_forms(value: str) -> set[str]:
     """Every way ``value`` reads inside text that passed through the usual encodings: as is,
     JSON-escaped once, twice and three times (a response body inside a JSON error, inside the

@@ -14,9 +14,9 @@ from __future__ import annotations
 import threading
 import uuid
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, RetryableError, Rule, Vendor, secret
+from engine.vendor import keep_to_host
 
 API_VERSION = "3.25"  # Tableau 2025.1: incremental refreshes (TSC) need 3.25, PDF view filters 3.23
 UNREADABLE = (SyntaxError, IndexError, KeyError, AttributeError, TypeError)  # xml's ParseError is a SyntaxError
@@ -143,31 +143,13 @@ class TableauSession:
 def one_host_session(server: str) -> Any:
     """A requests session that sends nothing to a host other than ``server``'s. TSC follows
     redirects itself and forwards the X-Tableau-Auth header and the sign-in body (a personal
-    access token's secret, a JWT) to any host a redirect names; such a request is refused here
+    access token's secret, a JWT) to any host a redirect names; such a request is refused
     before it leaves (``RedirectError``: TableauRedirect, not retried). Redirects within the
     server's host (a path moved, http to https) still work."""
     import requests
-    from requests.adapters import HTTPAdapter
     from tableauserverclient.server.endpoint.exceptions import RedirectError
 
-    home = urlsplit(server)
-
-    def same(url: str) -> bool:  # the same host and port (http to https on default ports: the same)
-        there = urlsplit(url)
-        return there.hostname == home.hostname and (there.port == home.port or there.port is home.port is None)
-
-    class OneHost(HTTPAdapter):
-        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-            if not same(request.url):
-                host = urlsplit(request.url).netloc
-                raise RedirectError(f"refused to send a Tableau request to {host}: the connection's server "
-                                    f"is {home.netloc} (a redirect to another host would carry the session token)")
-            return super().send(request, *args, **kwargs)
-
-    session = requests.Session()
-    session.mount("http://", OneHost())
-    session.mount("https://", OneHost())
-    return session
+    return keep_to_host(requests.Session(), server, lambda message: RedirectError(f"Tableau: {message}"))
 
 
 def build_client(conn: Connection) -> TableauSession:

@@ -409,5 +409,5 @@ def test_a_redirect_to_another_host_is_refused_and_carries_neither_the_pat_nor_t
         result = run(tmp_path, conns, {"r": act("RefreshExtract", {"workbookId": "wb-2"},
                                                 retryPolicy={"type": "fixed", "count": 2, "interval": "PT1S"})})
         assert result.status == "Failed" and result.steps["r"].error["code"] == "TableauRedirect"
-        assert "refused to send a Tableau request" in result.steps["r"].error["message"]
+        assert "Tableau: refused to send a request" in result.steps["r"].error["message"]
         assert evil.requests == []
