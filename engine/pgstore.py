@@ -552,21 +552,39 @@ class PgStore(Store):
     CACHE_DDL = ("CREATE TABLE IF NOT EXISTS node_cache (namespace TEXT NOT NULL, key TEXT NOT NULL, "
                  "value TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (namespace, key))")
 
-    def put_file(self, data: bytes) -> str:
+    RUN_FILES_DDL = ("CREATE TABLE IF NOT EXISTS run_files (digest TEXT NOT NULL, run_id TEXT NOT NULL, "
+                     "PRIMARY KEY (digest, run_id))")
+
+    def put_file(self, data: bytes, run_id: str | None = None) -> str:
         """Keep ``data`` once, content-addressed, in the ``files`` table (every host reads it);
-        returns its sha256. Over ``blob_cap`` the action fails."""
+        returns its sha256. Over ``blob_cap`` the action fails. ``run_id``: the run that kept it
+        (only its family may read it, ``get_file``)."""
         if len(data) > self.blob_cap:
             raise OutputTooLarge(len(data), self.blob_cap)
         digest = hashlib.sha256(data).hexdigest()
         self.ensure_table("files", self.FILES_DDL)
         self._write("INSERT INTO files (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING", (digest, data))
+        if run_id is not None:
+            self.ensure_table("run_files", self.RUN_FILES_DDL)
+            self._write("INSERT INTO run_files (digest, run_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                        (digest, run_id))
         return digest
 
-    def get_file(self, digest: Any) -> bytes:
+    def get_file(self, digest: Any, run_id: str | None = None) -> bytes:
+        """As ``Store.get_file``: with ``run_id``, only a file a run of its family kept."""
         from .errors import ActionError
+        from .storage import not_this_runs_file, shares_lineage
 
         if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= set("0123456789abcdef"):
             raise ActionError(f"{str(digest)[:80]!r} is not a file reference (a sha256)", code="FileNotFound")
+        if run_id is not None:
+            self.ensure_table("run_files", self.RUN_FILES_DDL)
+            savers = [r[0] for r in self.conn.execute("SELECT run_id FROM run_files WHERE digest = %s LIMIT 256",
+                                                      (digest,))]
+            parents = lambda rid: self.conn.execute("SELECT parent_id, rerun_of FROM runs WHERE id = %s",  # noqa: E731
+                                                    (rid,)).fetchone()
+            if not shares_lineage(run_id, savers, parents):
+                raise not_this_runs_file(digest)
         self.ensure_table("files", self.FILES_DDL)
         row = self.conn.execute("SELECT data FROM files WHERE digest = %s", (digest,)).fetchone()
         if row is None:

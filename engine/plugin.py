@@ -466,13 +466,14 @@ class Context:
         """Keep a file the action produced (an exported PDF, a rendered PNG) in the blob store;
         returns the reference to put in the outputs: ``{"$file": sha256, "name", "contentType",
         "size"}``. Other nodes take the reference (SendGrid attachments) and ``read_file`` it."""
-        digest = self._runtime.store.put_file(data)
+        digest = self._runtime.store.put_file(data, run_id=self.run_id)
         return {"$file": digest, "name": name, "contentType": content_type, "size": len(data)}
 
     def read_file(self, ref: Any) -> bytes:
         """The bytes of a ``save_file`` reference (ActionError ``FileNotFound`` when it is not one,
-        or the file is gone)."""
-        return self._runtime.store.get_file(ref.get("$file") if isinstance(ref, dict) else None)
+        the file is gone, or no run of this run's family kept it: a reference that came in a
+        payload, naming another run's file, reads nothing)."""
+        return self._runtime.store.get_file(ref.get("$file") if isinstance(ref, dict) else None, run_id=self.run_id)
 
     def cache_get(self, namespace: str, key: str) -> Any:
         """A value ``cache_put`` kept in the state database, until its TTL (engine clock) ran out."""

@@ -112,6 +112,7 @@ def batches(store: Store, older_than: float, *, now: float | None = None, dry_ru
                 candidates.update(_blobs(row))
             done.steps += db.execute(f"DELETE FROM steps WHERE run_id IN ({holes})", ids).rowcount
             db.execute(f"DELETE FROM step_attempts WHERE run_id IN ({holes})", ids)
+            db.execute(f"DELETE FROM run_files WHERE run_id IN ({holes})", ids)
             db.execute(f"DELETE FROM parked_runs WHERE run_id IN ({holes})", ids)
             if cancels:
                 db.execute(f"DELETE FROM cancel_requests WHERE run_id IN ({holes})", ids)
@@ -173,7 +174,7 @@ def _pg_batches(store: Any, cutoff: float, dry_run: bool, done: Pruned) -> Itera
         done.firings = conn.execute("SELECT COUNT(*) FROM schedule_firings WHERE fired < %s", (cutoff,)).fetchone()[0]
         store.rollback()
         return
-    optional = [t for t in ("cancel_requests", "run_slots", "step_attempts")
+    optional = [t for t in ("cancel_requests", "run_slots", "step_attempts", "run_files")
                 if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]]
     candidates: set[str] = set()
     while True:

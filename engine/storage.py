@@ -42,6 +42,36 @@ def open_store(target: str | Path, **kw: Any) -> "StateStore":
     return Store(target, **kw)
 
 
+def shares_lineage(run_id: str, savers: list[str], parents: Callable[[str], tuple[Any, Any] | None]) -> bool:
+    """A file a node kept (``put_file``) may be read by a run of the saver's family only: the
+    saver itself, a rerun of it, its parent or child, a sibling child run (the two share an
+    ancestor through ``parent_id`` or ``rerun_of``). A reference that came in a payload, naming
+    another run's file, is refused. ``parents(id)`` gives (parent_id, rerun_of), None when the
+    run is gone."""
+    if run_id in savers:
+        return True
+
+    def ancestors(start: str) -> set[str]:
+        seen, todo = {start}, [start]
+        while todo and len(seen) < 64:  # a bounded walk: a cycle or a very deep lineage ends it
+            row = parents(todo.pop())
+            for up in row or ():
+                if isinstance(up, str) and up not in seen:
+                    seen.add(up)
+                    todo.append(up)
+        return seen
+
+    mine = ancestors(run_id)
+    return any(ancestors(s) & mine for s in savers[:256])
+
+
+def not_this_runs_file(digest: str) -> Exception:
+    from .errors import ActionError
+
+    return ActionError(f"file {digest[:12]}… was not kept by this run or a run of its family: a file "
+                       "reference from a payload or another run is refused", code="FileNotFound")
+
+
 def claim(store: Any, run_id: str, *, ttl: float, token: str | None = None) -> Any:
     """The run's claim (``with claim:`` holds it or raises RunBusy) on this store's backend."""
     if hasattr(store, "claim"):

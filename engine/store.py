@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 from .errors import ActionError, OutputTooLarge, StoreError
 from .lru import LRU
 from .runs import Attempt, Run, Step
+from .storage import not_this_runs_file, shares_lineage
 
 MIGRATIONS = [
     """
@@ -221,7 +222,10 @@ class Store:
                 "host TEXT NOT NULL, token TEXT NOT NULL, acquired REAL NOT NULL, expires REAL NOT NULL);"
                 "CREATE TABLE IF NOT EXISTS step_attempts (run_id TEXT NOT NULL, path TEXT NOT NULL, "
                 "attempt INTEGER NOT NULL, started REAL, ended REAL, status TEXT NOT NULL, error TEXT, "
-                "PRIMARY KEY (run_id, path, attempt));"):
+                "PRIMARY KEY (run_id, path, attempt));"
+                "CREATE TABLE IF NOT EXISTS run_files (digest TEXT NOT NULL, run_id TEXT NOT NULL, "
+                "PRIMARY KEY (digest, run_id));"
+                "CREATE INDEX IF NOT EXISTS run_files_by_run ON run_files(run_id);"):
             self.db.execute(statement)
 
     def close(self) -> None:
@@ -726,10 +730,11 @@ class Store:
             "SELECT id FROM runs WHERE status IN ('Queued', 'Running') ORDER BY created")]
 
     # -- files and a small cache (what nodes keep beside runs) --------------------------------
-    def put_file(self, data: bytes) -> str:
+    def put_file(self, data: bytes, run_id: str | None = None) -> str:
         """Keep ``data`` (an exported PDF, a rendered PNG) once, content-addressed, beside the blobs
         (``<db>.blobs/<sha256>.bin``, written whole then renamed: a crash leaves no half file);
-        returns its sha256. Over the store's ``blob_cap`` the action fails."""
+        returns its sha256. Over the store's ``blob_cap`` the action fails. ``run_id``: the run
+        that kept it (only its family may read it, ``get_file``), recorded with the next commit."""
         if len(data) > self.blob_cap:
             raise OutputTooLarge(len(data), self.blob_cap)
         digest = hashlib.sha256(data).hexdigest()
@@ -739,13 +744,27 @@ class Store:
             tmp = target.with_suffix(f".tmp{os.getpid()}")
             tmp.write_bytes(data)
             os.replace(tmp, target)
+        if run_id is not None:
+            try:
+                self.db.execute("INSERT OR IGNORE INTO run_files VALUES (?, ?)", (digest, run_id))
+                self.flush_soon()
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot record the file: {exc}") from None
         return digest
 
-    def get_file(self, digest: Any) -> bytes:
+    def get_file(self, digest: Any, run_id: str | None = None) -> bytes:
         """The bytes ``put_file`` kept under ``digest`` (a 64-hex sha256; anything else is refused
-        before a path is built from it). ActionError ``FileNotFound`` when there is none."""
+        before a path is built from it). ActionError ``FileNotFound`` when there is none, or when
+        ``run_id`` is given and no run of its family kept it (``storage.shares_lineage``)."""
         if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _DIGEST:
             raise ActionError(f"{str(digest)[:80]!r} is not a file reference (a sha256)", code="FileNotFound")
+        if run_id is not None:
+            savers = [r[0] for r in self.db.execute("SELECT run_id FROM run_files WHERE digest = ? LIMIT 256",
+                                                    (digest,))]
+            parents = lambda rid: self.db.execute("SELECT parent_id, rerun_of FROM runs WHERE id = ?",  # noqa: E731
+                                                  (rid,)).fetchone()
+            if not shares_lineage(run_id, savers, parents):
+                raise not_this_runs_file(digest)
         try:
             return (self.blobs / f"{digest}.bin").read_bytes()
         except OSError:

@@ -149,12 +149,37 @@ def endpoint_url(url: str, endpoint: str | None) -> str:
     return urlunsplit((target.scheme, target.netloc, target.path + parts.path, parts.query, ""))
 
 
+def keep_to_host(session: Any, base_url: str, refuse: Callable[[str], BaseException]) -> Any:
+    """``session`` (a requests session an SDK sends with) made to send nothing to another host
+    than ``base_url``'s: a redirect to another host (which requests or the SDK would follow,
+    carrying a sign-in body or a token header with it) raises ``refuse(message)`` before a byte
+    leaves. The same host and port, or http to https on default ports, is the same host."""
+    from urllib.parse import urlsplit
+
+    from requests.adapters import HTTPAdapter
+
+    home = urlsplit(base_url)
+
+    class OneHost(HTTPAdapter):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            there = urlsplit(request.url)
+            if there.hostname != home.hostname or (there.port != home.port and not there.port is home.port is None):
+                raise refuse(f"refused to send a request to {there.netloc}: the connection's server is "
+                             f"{home.netloc} (a redirect to another host would carry the credentials)")
+            return super().send(request, *args, **kwargs)
+
+    session.mount("http://", OneHost())
+    session.mount("https://", OneHost())
+    return session
+
+
 def secret_forms(value: str) -> set[str]:
     """Every way ``value`` reads inside text that passed through the usual encodings: as is,
     JSON-escaped once, twice and three times (a response body inside a JSON error, inside the
     store's JSON, printed by ``--json``), Python's repr and unicode-escape, HTML-escaped,
     URL-encoded (either letter case, ``/`` kept or not), hex (either case), base32, base64
-    (also unaligned inside a larger blob such as ``user:secret``). A secret with quotes or
+    and base64url with or without padding (also unaligned inside a larger blob such as
+    ``user:secret`` or a JWT's payload). A secret with quotes or
     backslashes differs in each of them."""
     if not value or len(value) < 4:
         return set()
@@ -164,15 +189,19 @@ def secret_forms(value: str) -> set[str]:
     urls = {quote(value, safe=""), quote_plus(value, safe=""), quote(value), quote(value, safe="/:@+")}
     urls |= {u.lower() for u in urls} | {re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), u) for u in urls}
     forms = {*urls, base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(),
-             base64.b64encode(raw).decode().rstrip("="), base64.b32encode(raw).decode().rstrip("="),
+             base64.b64encode(raw).decode().rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("="),
+             base64.b32encode(raw).decode().rstrip("="),
              raw.hex(), raw.hex().upper(), *once,
              *(json.dumps(f)[1:-1] for f in once), *(json.dumps(f, ensure_ascii=False)[1:-1] for f in once),
              *(json.dumps(json.dumps(f)[1:-1])[1:-1] for f in once)}
-    for pad, skip in ((0, 0), (1, 2), (2, 3)):
-        enc = base64.b64encode(b"\0" * pad + value.encode()).decode().rstrip("=")
-        core = enc[skip:len(enc) - 2]
-        if len(core) >= 8:
-            forms.add(core)
+    # unaligned inside a larger encoded blob: the value as is, or JSON-escaped (a claim inside a
+    # JWT's payload), standard and URL-safe (a JWT's parts, a JWK's "k": base64url, no padding)
+    for text in {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}:
+        for pad, skip in ((0, 0), (1, 2), (2, 3)):
+            enc = base64.b64encode(b"\0" * pad + text.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+            core = enc[skip:len(enc) - 2]
+            if len(core) >= 8:
+                forms |= {core, core.replace("+", "-").replace("/", "_")}
     return {f for f in forms if len(f) >= 4}
 
 

@@ -73,9 +73,11 @@ class Provider:
         self.connection = conn.name
         self.name = PROVIDERS[conn.kind]
         options: dict[str, Any] = {"timeout": float(conn.settings.get("timeout", 10)), "user_agent": "flowrun"}
+        self.host = ""  # the vendor's own host (geopy's default domain)
         if conn.endpoint:
             parts = urlsplit(conn.endpoint)
             options.update(scheme=parts.scheme or "https", domain=parts.netloc + parts.path.rstrip("/"))
+            self.host = f"{options['scheme']}://{options['domain']}".casefold()
         # requests' own retries off (urllib3 retried a 429/503 after sleeping its Retry-After):
         # the fallback provider and the action's retryPolicy decide
         options["adapter_factory"] = lambda proxies, ssl_context: RequestsAdapter(

@@ -20,6 +20,10 @@ RESULT = {"type": "object", "properties": {
                                                     "houseNumber (null when the provider gave none)."},
     "provider": {"type": "string", "description": "mapbox or google: the one that answered."},
     "connection": {"type": "string"}, "cached": {"type": "boolean"}}}
+EXAMPLE_RESULT = {"lat": 52.5219, "lon": 13.4132, "address": "Alexanderplatz 1, 10178 Berlin, Germany",
+                  "components": {"country": "Germany", "countryCode": "DE", "region": "Berlin", "city": "Berlin",
+                                 "postcode": "10178", "street": "Alexanderplatz", "houseNumber": "1"},
+                  "provider": "mapbox", "connection": "mapbox", "cached": False}
 ADDRESS = {"type": "string", "minLength": 1, "maxLength": 2048, "description": "The address to look up."}
 FALLBACK = {"anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}],
             "description": "More connections (mapbox or google_maps) tried in this order when the "
@@ -122,9 +126,13 @@ async def lookup(context: Any, clients: list[Any], inputs: dict, *, reverse: tup
     for provider in clients:
         options = _call_options(provider, inputs) if reverse is None else (
             {"language": inputs.get("language")} if provider.name == "google" else {})
-        key = json.dumps({"reverse": [round(reverse[0], 7), round(reverse[1], 7)]} if reverse is not None else
-                         {"q": normalised_query(address or ""), **options}, sort_keys=True, default=str)
-        namespace = f"geo.{provider.name}"
+        # the options (language, country, bbox ...) are part of the key, of a reverse lookup too (its
+        # language changes the address); the namespace names the endpoint, so a sandbox's answers are
+        # never served to a connection of the same provider that asks another host
+        query = {"reverse": [round(reverse[0], 7), round(reverse[1], 7)]} if reverse is not None else {
+            "q": normalised_query(address or "")}
+        key = json.dumps({**query, **options}, sort_keys=True, default=str)
+        namespace = f"geo.{provider.name}@{provider.host}"
         if provider.cache:
             hit = context.cache_get(namespace, key)
             if hit is not None:
@@ -186,6 +194,7 @@ class Geocode(Node):
     example = {"type": "geo.Geocode", "connection": "mapbox",
                "inputs": {"address": "{{ triggerBody().shipping.address }}", "country": "DE", "language": "de",
                           "fallback": ["google_maps"]}}
+    example_outputs = EXAMPLE_RESULT
 
     @classmethod
     def check(cls, action: dict) -> list[tuple[str, str]]:
@@ -216,6 +225,7 @@ class ReverseGeocode(Node):
     outputs = RESULT
     example = {"type": "geo.ReverseGeocode", "connection": "google_maps",
                "inputs": {"lat": "{{ triggerBody().lat }}", "lon": "{{ triggerBody().lon }}", "language": "en"}}
+    example_outputs = {**EXAMPLE_RESULT, "provider": "google", "connection": "google_maps"}
 
     async def run(self, inputs: dict, context: Any) -> Any:
         return await lookup(context, await providers(context, inputs), inputs,
@@ -244,6 +254,11 @@ class GeocodeMany(Node):
     example = {"type": "geo.GeocodeMany", "connection": "mapbox",
                "inputs": {"addresses": "{{ triggerBody().orders | map(attribute='address') | list }}",
                           "fallback": ["google_maps"], "concurrency": 4}}
+    example_outputs = {"results": [{"index": 0, "address": "Alexanderplatz 1, Berlin", "ok": True, "result": EXAMPLE_RESULT},
+                                   {"index": 1, "address": "Nowhere 0, Atlantis", "ok": False,
+                                    "error": {"code": "AddressNotFound", "message": "no provider found 'Nowhere 0, "
+                                                                                   "Atlantis' (mapbox, google)"}}],
+                       "succeeded": 1, "failed": 1}
 
     @classmethod
     def check(cls, action: dict) -> list[tuple[str, str]]:

@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor, secret, status_is_retryable
+from engine.vendor import keep_to_host
 
 SETTINGS = {
     "type": "object",
@@ -98,7 +99,9 @@ def build_client(conn: Connection) -> Any:
             raise exc
 
     settings = Settings()
-    http = requests_transport.RequestsTransport(settings, Session())
+    # requests follows redirects, a 307 keeping the login body (the client secret) for another host
+    refuse = lambda message: ActionError(f"Looker: {message}", code="LookerRedirect")  # noqa: E731
+    http = requests_transport.RequestsTransport(settings, keep_to_host(Session(), base_url, refuse))
     auth = Auth(settings, http, serialize.deserialize40, "4.0")
     return SDK(auth, serialize.deserialize40, serialize.serialize40, http, "4.0")
 

@@ -55,6 +55,8 @@ class RunLook(Node):
         "file": {"type": "object", "description": "The CSV or PNG in the blob store."}}}
     example = {"type": "looker.RunLook", "connection": "looker",
                "inputs": {"lookId": "42", "format": "csv", "limit": 5000, "filename": "orders.csv"}}
+    example_outputs = {"csv": "orders.created_date,orders.count\n2026-01-04,118\n", "count": 1,
+                       "file": {"$file": "0" * 64, "name": "orders.csv", "contentType": "text/csv", "size": 48}}
 
     async def run(self, inputs: dict, context: Any) -> Any:
         sdk = await LOOKER.client(context)
@@ -99,6 +101,7 @@ class RunInlineQuery(Node):
                "inputs": {"model": "thelook", "view": "orders", "fields": ["orders.created_date", "orders.count"],
                           "filters": {"orders.created_date": "7 days"}, "sorts": ["orders.created_date desc"],
                           "limit": 100}}
+    example_outputs = {"rows": [{"orders.created_date": "2026-01-04", "orders.count": 118}], "count": 1}
 
     async def run(self, inputs: dict, context: Any) -> Any:
         from looker_sdk.sdk.api40 import models
@@ -145,6 +148,8 @@ class RenderDashboard(Job):
     example = {"type": "looker.RenderDashboard", "connection": "looker", "timeout": "PT30M",
                "inputs": {"dashboardId": "17", "format": "pdf", "filters": {"Region": "EMEA"},
                           "paperSize": "a4", "landscape": True}}
+    example_outputs = {"file": {"$file": "0" * 64, "name": "dashboard-17.pdf", "contentType": "application/pdf",
+                                "size": 48213}, "taskId": "a1b2c3d4e5f6", "size": 48213}
 
     async def start(self, inputs: dict, context: Any) -> dict:
         from looker_sdk.sdk.api40 import models

@@ -16,6 +16,7 @@ import uuid
 from typing import Any, Callable
 
 from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, RetryableError, Rule, Vendor, secret
+from engine.vendor import keep_to_host
 
 API_VERSION = "3.25"  # Tableau 2025.1: incremental refreshes (TSC) need 3.25, PDF view filters 3.23
 UNREADABLE = (SyntaxError, IndexError, KeyError, AttributeError, TypeError)  # xml's ParseError is a SyntaxError
@@ -85,7 +86,8 @@ class TableauSession:
         self.conn, self.clock = conn, clock
         url = (conn.endpoint or conn.settings["server"]).rstrip("/")
         self.server = TSC.Server(url, use_server_version=False,
-                                 http_options={"timeout": int(conn.settings.get("timeout", 60))})
+                                 http_options={"timeout": int(conn.settings.get("timeout", 60))},
+                                 session_factory=lambda: one_host_session(url))
         self.server.version = conn.settings.get("api_version", API_VERSION)
         self._lock = threading.Lock()
         self.sign_ins = 0
@@ -136,6 +138,18 @@ class TableauSession:
 
     def close(self) -> None:
         self.server.close()
+
+
+def one_host_session(server: str) -> Any:
+    """A requests session that sends nothing to a host other than ``server``'s. TSC follows
+    redirects itself and forwards the X-Tableau-Auth header and the sign-in body (a personal
+    access token's secret, a JWT) to any host a redirect names; such a request is refused
+    before it leaves (``RedirectError``: TableauRedirect, not retried). Redirects within the
+    server's host (a path moved, http to https) still work."""
+    import requests
+    from tableauserverclient.server.endpoint.exceptions import RedirectError
+
+    return keep_to_host(requests.Session(), server, lambda message: RedirectError(f"Tableau: {message}"))
 
 
 def build_client(conn: Connection) -> TableauSession:

@@ -53,6 +53,9 @@ class EmbedToken(Node):
     example = {"type": "tableau.EmbedToken", "connection": "tableau",
                "inputs": {"user": "portal@acme.example", "view": "Sales/Overview",
                           "attributes": {"Customer": "{{ triggerBody().customerId }}"}, "expiresIn": 300}}
+    example_outputs = {"token": "flowrun-sealed:" + "0" * 32,
+                       "embedUrl": "https://tableau.acme.example/t/acme/views/Sales/Overview",
+                       "expiresAt": 1767600300, "jti": "0b5c1e9a-3f6d-4a8e-9c2b-7d4e5f6a7b8c"}
 
     async def run(self, inputs: dict, context: Any) -> Any:
         now, seconds = context.now(), int(inputs.get("expiresIn", 300))

@@ -46,6 +46,17 @@ class RefreshExtract(Job):
         "completedAt": {"type": ["string", "null"]}}}
     example = {"type": "tableau.RefreshExtract", "connection": "tableau", "timeout": "PT1H",
                "inputs": {"datasourceId": "9dbd2263-16b5-46e1-9c43-a76bb8ab65fb"}}
+    example_outputs = {"jobId": "f7b3f9a3-53c7-4b5e-9d1b-9c5e1f2a4b6d", "type": "RefreshExtract", "progress": 100,
+                       "finishCode": 0, "createdAt": "2026-01-05T06:00:00+00:00",
+                       "startedAt": "2026-01-05T06:00:04+00:00", "completedAt": "2026-01-05T06:03:12+00:00",
+                       "notes": [], "statusNotes": []}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        what = f"workbook {inputs.get('workbookId')}" if inputs.get("workbookId") else (
+            f"data source {inputs.get('datasourceId')}")
+        kind = "an incremental" if inputs.get("incremental") else "a full"
+        return f"would start {kind} extract refresh of Tableau {what} and wait for the job"
 
     async def start(self, inputs: dict, context: Any) -> dict:
         session = await TABLEAU.client(context)

@@ -101,6 +101,9 @@ class ExportView(Node):
     example = {"type": "tableau.ExportView", "connection": "tableau",
                "inputs": {"viewName": "Sales Overview", "format": "pdf", "orientation": "landscape",
                           "filters": {"Region": ["East", "West"]}, "filename": "sales.pdf"}}
+    example_outputs = {"file": {"$file": "0" * 64, "name": "sales.pdf", "contentType": "application/pdf",
+                                "size": 48213},
+                       "viewId": "d79634e1-6063-4ec9-95ff-50acbf609ff5", "format": "pdf", "size": 48213}
 
     @classmethod
     def check(cls, action: dict) -> list[tuple[str, str]]:
@@ -188,6 +191,12 @@ class Query(Node):
         "count": {"type": "integer"}, "totalAvailable": {"type": ["integer", "null"]}}}
     example = {"type": "tableau.Query", "connection": "tableau",
                "inputs": {"resource": "workbooks", "filter": {"projectName": "Finance"}, "limit": 50}}
+    example_outputs = {"items": [{"id": "3cc6cd06-89ce-4fdc-b935-5294135d6d42", "name": "Sales", "contentUrl": "Sales",
+                                  "projectId": "1f2f3e4d-0000-4000-8000-000000000001", "projectName": "Finance",
+                                  "ownerId": "9f9e8d7c-0000-4000-8000-000000000002", "tags": ["monthly"],
+                                  "updatedAt": "2026-01-05T06:03:12+00:00",
+                                  "webpageUrl": "https://tableau.acme.example/#/workbooks/42"}],
+                       "count": 1, "totalAvailable": 1}
 
     async def run(self, inputs: dict, context: Any) -> Any:
         session = await TABLEAU.client(context)

@@ -99,3 +99,23 @@ def test_expressions_cannot_read_secrets(run_flow, monkeypatch):
           peek: {type: Compose, inputs: "{{ workflow() }} {{ trigger() }}"}
     """, connections=CONNECTIONS)
     assert SECRET not in str(result.steps["peek"].outputs)
+
+
+@pytest.mark.parametrize("secret", ['ca"pp\'se\\cr/+%ü-value>>>???~~~', "\u00ff\u00fe?>?>\u00fb" * 3, SECRET])
+def test_a_secret_in_base64url_without_padding_is_redacted_alone_or_inside_a_jwt_part(secret):
+    """JWTs and JWKs carry values base64url-encoded with no padding (``-``/``_`` for ``+``/``/``):
+    a secret in such a form, on its own or at any offset inside a larger encoded blob (a JWT's
+    payload holding it as a claim), is masked like its standard base64."""
+    import json as json_
+
+    from engine.connections import Redactor
+
+    redactor = Redactor()
+    redactor.add(secret)
+    raw = secret.encode()
+    alone = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assert redactor(f"k={alone}") == "k=***" or secret.isascii() and alone == base64.b64encode(raw).decode()
+    for prefix in ("", "x", "xy"):
+        blob = base64.urlsafe_b64encode(json_.dumps({"c": prefix + secret}, ensure_ascii=False).encode())
+        text = blob.decode().rstrip("=")
+        assert redactor(text) != text, (prefix, text)

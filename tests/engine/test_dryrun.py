@@ -125,3 +125,27 @@ def test_bad_arguments_are_one_line():
 def test_an_input_the_trigger_would_refuse_is_one_clear_error():
     result = CliRunner().invoke(main, ["plan", str(ROOT / "flows/hello.yaml"), "--input", '{"name": 7}'])
     assert result.exit_code == 2 and "--input does not match the trigger's schema" in result.output
+
+
+def test_the_bi_refresh_plan_names_the_refresh_and_the_mail_and_stands_in_a_file_for_the_export():
+    result = flowrun("plan", str(ROOT / "examples/bi_refresh/flow.yaml"), "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["status"] == "Succeeded"
+    assert [(e["action"], e["effect"]) for e in plan["effects"]][:2] == [
+        ("refresh", "would start a full extract refresh of Tableau data source ds-orders and wait for the job"),
+        ("export", None)]
+    assert plan["effects"][2]["effect"].startswith("would email cfo@acme.example, sales-leads@acme.example")
+    mail = {a["action"]: a for a in plan["actions"]}["email"]["inputs"]
+    assert mail["attachments"][0]["file"]["contentType"] == "application/pdf"  # the example's file reference
+
+
+def test_the_geo_enrich_plan_geocodes_from_the_example_and_upserts_only_the_addresses_found():
+    result = flowrun("plan", str(ROOT / "examples/geo_enrich/flow.yaml"), "--input",
+                     f"@{ROOT / 'examples/geo_enrich/orders.json'}", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["status"] == "Succeeded"
+    assert plan["effects"][0] == {"action": "geocode", "type": "geo.GeocodeMany", "effect": None, "outputs": "example"}
+    upserts = [e["effect"] for e in plan["effects"] if e["type"] == "salesforce.Upsert"]
+    assert len(upserts) == 1 and upserts[0].startswith("would upsert Salesforce Order")

@@ -333,3 +333,28 @@ def test_hostile_addresses_in_a_batch_each_end_ok_or_marked_failed(tmp_path_fact
                    for r in out), out
 
     batch()
+
+
+def test_cache_keys_never_collide_across_languages_of_a_reverse_lookup_or_endpoints(tmp_path, connections, geo,
+                                                                                    monkeypatch):
+    """The cache is keyed by everything that changes the answer: a reverse lookup in another
+    language asks again, and a connection of the same provider on another host (a sandbox
+    beside production) never gets the other's cached answers."""
+    def reverse(language):
+        return {"g": {"type": "geo.ReverseGeocode", "connection": "google",
+                      "inputs": {"lat": 38.8977, "lon": -77.0365, "language": language}}}
+
+    assert run(tmp_path, connections, reverse("en")).steps["g"].outputs["cached"] is False
+    assert run(tmp_path, connections, reverse("de")).steps["g"].outputs["cached"] is False
+    assert run(tmp_path, connections, reverse("de")).steps["g"].outputs["cached"] is True
+    assert geo.count("google") == 2
+    assert [r.query["language"] for r in geo.requests("google")] == [["en"], ["de"]]
+
+    run(tmp_path, connections, {"g": geocode(DC)})
+    with GeoFake(mapbox_token=MAPBOX_TOKEN, google_key=GOOGLE_KEY) as other:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        conns = write_connections(elsewhere, other)
+        result = engine.run_file(flow_file(elsewhere, {"g": geocode(DC)}), state=tmp_path / "state.db",
+                                 connections=conns, clock=FakeClock())
+        assert result.steps["g"].outputs["cached"] is False and other.count("mapbox") == 1

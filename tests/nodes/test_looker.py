@@ -243,3 +243,23 @@ def test_a_look_answer_that_is_not_rows_fails_clearly(tmp_path, connections, loo
     result = run(tmp_path, connections, {"l": act("RunLook", {"lookId": "42"})})
     err = result.steps["l"].error
     assert err["code"] in ("LookerBadAnswer", "LookerQueryError"), err
+
+
+@pytest.mark.parametrize("method, where", [("POST", r"/api/4\.0/login"), ("GET", r"/api/4\.0/looks/.*")])
+def test_a_redirect_to_another_host_is_refused_and_carries_neither_the_client_secret_nor_the_token(
+        tmp_path, connections, looker, method, where):
+    """requests follows a 307 keeping the login body (the client secret) for any host, and the
+    Authorization header rides along inside one host: the connection's session sends nothing
+    to a host other than its base URL's (LookerRedirect, not retried), so the other host hears nothing."""
+    from tests.support.recorder import Recorder
+
+    with Recorder() as evil:
+        evil.route("POST", r"/.*", status=200, json={"access_token": "x", "expires_in": 3600})
+        evil.route("GET", r"/.*", status=200, json=[])
+        looker.recorder.route(method, where, status=307, headers={"Location": f"{evil.url}/steal"})
+        looker.recorder._routes.insert(0, looker.recorder._routes.pop())  # before the fake's own route
+        result = run(tmp_path, connections, {"look": act("RunLook", {"lookId": 42},
+                                                         retryPolicy={"type": "fixed", "count": 2, "interval": "PT1S"})})
+        assert result.status == "Failed" and result.steps["look"].error["code"] == "LookerRedirect"
+        assert "refused to send a request" in result.steps["look"].error["message"]
+        assert evil.requests == []

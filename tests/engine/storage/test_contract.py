@@ -460,3 +460,24 @@ def test_a_steps_tracked_properties_are_kept_redacted_beside_its_result(state):
         assert store.has_tracked("r-tracked") is True and store.tracked("r-tracked", "nope") is None
     finally:
         store.close()
+
+
+def test_a_kept_file_is_read_only_by_the_family_of_the_run_that_kept_it(store):
+    """A file reference is a sha256 anyone who saw it can write in a payload: a run reads a file
+    only when it, a rerun of it, its parent, child or a sibling child run kept it; another run
+    naming the reference gets FileNotFound (and no bytes)."""
+    for run_id, parent, rerun_of in [("a", None, None), ("child", "a", None), ("sibling", "a", None),
+                                     ("again", None, "a"), ("stranger", None, None), ("loop", "loop", "loop")]:
+        store.create_run({"id": run_id, "flow": "f", "status": "Running", "parent_id": parent, "rerun_of": rerun_of})
+    digest = store.put_file(b"%PDF-1.7 secret report", run_id="a")
+    from_child = store.put_file(b"%PDF-1.7 child's", run_id="child")
+    store.flush()
+    for reader in ("a", "child", "sibling", "again"):
+        assert store.get_file(digest, run_id=reader) == b"%PDF-1.7 secret report"
+    assert store.get_file(from_child, run_id="a") == store.get_file(from_child, run_id="sibling") == b"%PDF-1.7 child's"
+    for reader in ("stranger", "loop", "no-such-run"):
+        with pytest.raises(engine.FlowrunError, match="not kept by this run") as caught:
+            store.get_file(digest, run_id=reader)
+        assert caught.value.code == "FileNotFound"
+    store.put_file(b"%PDF-1.7 secret report", run_id="stranger")  # the same bytes, kept by the stranger too
+    assert store.get_file(digest, run_id="stranger") == b"%PDF-1.7 secret report"
