@@ -140,8 +140,13 @@ class Worker:
                         if self._closing:
                             break
         except Exception as exc:  # noqa: BLE001  the database went away: the slow poll still finds work
+            if self._closing or loop.is_closed():  # the worker stopped meanwhile: nobody to tell
+                return
             log.warning("worker %s: LISTEN failed (%s); polling every %.1f s", self.name, exc, self.poll)
-            loop.call_soon_threadsafe(self._listening.set)
+            try:
+                loop.call_soon_threadsafe(self._listening.set)
+            except RuntimeError:  # the loop closed just now
+                pass
 
     def _wake(self) -> None:
         self._woken.set()

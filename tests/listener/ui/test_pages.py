@@ -506,3 +506,15 @@ def test_hostile_run_ids_are_404_on_every_route_that_takes_one_and_never_a_500(a
         assert app.client.get(url, headers=BEARER).status_code == 404, url
     # in a query string text with NUL is no text: the stream of all runs, without it
     assert app.client.get(f"/ui/events?events=1&run={hostile}", headers=BEARER).status_code in (200, 404)
+
+
+def test_serve_on_a_database_url_keeps_its_admin_token_in_the_home_folder_without_the_password(tmp_path, monkeypatch):
+    from engine.listener.ui.session import token_file
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    url = "postgresql://flowrun:s3cr%27et@db.internal:5432/flowrun"
+    token, path = token_file(url)
+    assert path.parent == tmp_path / ".flowrun" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "s3cr" not in path.name and "s3cr" not in path.read_text()
+    assert token_file(url.replace("s3cr%27et", "rotated")) == (token, path)  # a new password: the same file
+    assert token_file(url.replace("/flowrun", "/other"))[1] != path
