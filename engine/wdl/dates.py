@@ -102,7 +102,8 @@ _ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{2})(?::(\d{
                   r"\s*(Z|[-+]\d{2}(?::?\d{2})?)?$", re.I | re.A)
 _US = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?\s*([AaPp][Mm])?)?"
                  r"\s*(Z)?$", re.A)
-_RFC = re.compile(r"^(?:\w{3},\s*)?(\d{1,2})\s+(\w{3})\s+(\d{4})\s+(\d{2}):(\d{2})(?::(\d{2}))?\s*(GMT|UTC|Z)$", re.I | re.A)
+_RFC = re.compile(r"^(?:\w{3},\s*)?(\d{1,2})\s+(\w{3})\s+(\d{4})\s+(\d{2}):(\d{2})(?::(\d{2}))?\s*(GMT|UTC|Z)$",
+                  re.I | re.A)
 
 
 def parse(fn: str, value: Any, i: int = 0) -> dt.datetime:
