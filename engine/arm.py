@@ -7,7 +7,9 @@ expression, resolved before the workflow exists; ``"[[...]"`` is the literal ``"
 ``concat()``, ``string()``, ``toLower()``, ``toUpper()``, string and number literals,
 ``true``/``false`` and ``.x`` / ``['x']`` / ``[0]`` steps. Anything else (``resourceGroup()``,
 ``listKeys()``...) cannot be known offline: one problem at its string, asking for the value.
-Nesting is bounded (64) and a variable that refers to itself is a problem, not a loop.
+Nesting is bounded (64, counting the variables one refers through), a variable is resolved once
+(variables doubling each other stay linear), what ``concat()`` builds is bounded (``MAX_TEXT``),
+and a variable that refers to itself is a problem, not a loop.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from . import safejson
+
+MAX_TEXT = 1_000_000  # characters one ARM value may be built to
 
 
 def arm_parameter_values(template: dict, parameters_file: str | None, problem: Any) -> dict:
@@ -47,6 +51,8 @@ class Arm:
     def __init__(self, parameters: dict, variables: dict, problem: Any):
         self.parameters, self.variables, self.problem = parameters, variables, problem
         self._resolving: set[str] = set()
+        self._resolved: dict[str, Any] = {}
+        self._depth = 0
 
     def resolve(self, value: Any, where: str) -> Any:
         if isinstance(value, dict):
@@ -75,7 +81,7 @@ class Arm:
             tokens.append((m.lastgroup, m.group(m.lastgroup)))
             at = m.end()
         saved = getattr(self, "_tokens", None), getattr(self, "_at", 0)  # variables() evaluates inside
-        self._tokens, self._at, self._depth = tokens, 0, 0
+        self._tokens, self._at = tokens, 0  # _depth goes on counting through variables()
         try:
             value = self._expr()
             if self._at != len(tokens):
@@ -143,23 +149,44 @@ class Arm:
             found = {k.lower(): (k, v) for k, v in self.variables.items()}.get(args[0].lower())
             if found is None or found[0] in self._resolving:
                 raise ValueError(f"unknown variable '{args[0]}'")
+            if found[0] in self._resolved:
+                return self._resolved[found[0]]
             self._resolving.add(found[0])
             try:
                 value = found[1]
-                return self.evaluate(value[1:-1]) if isinstance(value, str) and value.startswith("[") \
+                value = self.evaluate(value[1:-1]) if isinstance(value, str) and value.startswith("[") \
                     and value.endswith("]") and not value.startswith("[[") else value
             finally:
                 self._resolving.discard(found[0])
+            self._resolved[found[0]] = value
+            return value
         if fn == "concat":
             if all(isinstance(a, list) for a in args):
+                if sum(len(a) for a in args) > MAX_TEXT // 8:
+                    raise ValueError(f"concat() would build an array longer than {MAX_TEXT // 8:,} items")
                 return [x for a in args for x in a]
-            return "".join(a if isinstance(a, str) else json.dumps(a) for a in args)
+            parts = [a if isinstance(a, str) else _text(a) for a in args]
+            if sum(len(p) for p in parts) > MAX_TEXT:
+                raise ValueError(f"concat() would build a text longer than {MAX_TEXT:,} characters")
+            return "".join(parts)
         if fn in ("tolower", "toupper") and len(args) == 1 and isinstance(args[0], str):
             return args[0].lower() if fn == "tolower" else args[0].upper()
         if fn == "string" and len(args) == 1:
-            return args[0] if isinstance(args[0], str) else json.dumps(args[0])
+            return args[0] if isinstance(args[0], str) else _text(args[0])
         raise ValueError(f"{name}() cannot be resolved offline (flowrun resolves parameters(), variables(), "
                          f"concat(), string(), toLower() and toUpper()); give the value instead")
+
+
+def _text(value: Any) -> str:
+    """JSON text, written piece by piece and stopped past MAX_TEXT (an array concat() built can
+    hold the same large parameter value many times)."""
+    out, size = [], 0
+    for chunk in json.JSONEncoder().iterencode(value):
+        size += len(chunk)
+        if size > MAX_TEXT:
+            raise ValueError(f"a value longer than {MAX_TEXT:,} characters as text")
+        out.append(chunk)
+    return "".join(out)
 
 
 def _step(value: Any, key: Any) -> Any:

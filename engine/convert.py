@@ -25,6 +25,7 @@ _ARG = r"(?:'(?:[^'{}\\]|'')*')?"
 _STEP = r"(?:\[(?:'(?:[^'{}\\]|'')*'|\d+)\]|\.[A-Za-z_][A-Za-z0-9_]*)"
 _SIMPLE = re.compile(rf"^(?P<fn>{'|'.join(_JINJA_FUNCTIONS)})\((?P<arg>{_ARG})\)(?P<steps>{_STEP}*)$")
 _INTERPOLATION = re.compile(r"@\{([^{}]*)\}")
+_PY_MEMBERS = frozenset(dir(dict)) | frozenset(dir(list)) | frozenset(dir(str))  # d.items: a method in Jinja
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ./()-]*$")
 _YAML_WORDS = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
 
@@ -98,7 +99,7 @@ def _annotate_actions(actions: Any, where: str, notes: dict[str, str]) -> None:
 
 def jinja(value: str) -> str | None:
     """The exact Jinja equivalent of a WDL string, or None when it has none."""
-    if value.startswith("@@") or "{{" in value or "{%" in value:
+    if value.startswith("@@") or any(mark in value for mark in ("{{", "{%", "{#")):
         return None
     if value.startswith("@") and not value.startswith("@{"):
         inner = _expression(value[1:])
@@ -111,7 +112,7 @@ def jinja(value: str) -> str | None:
         if inner is None:
             return None
         out.append(value[last:m.start()].replace("@@{", "@{"))
-        out.append("{{ " + inner + " }}")
+        out.append("{{ string(" + inner + ") }}")  # WDL's text of a value: True, 1 for 1.0, 1E+20
         last = m.end()
     rest = value[last:]
     if "@{" in rest.replace("@@{", ""):
@@ -125,6 +126,10 @@ def _expression(text: str) -> str | None:
     if m is None:
         return None
     arg, steps = m.group("arg"), m.group("steps")
+    for key in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)|\['((?:[^']|'')*)'\]", steps):
+        name = key[0] or key[1].replace("''", "'")
+        if name.startswith("_") or name in _PY_MEMBERS:  # Jinja reads a missing key as the method
+            return None
     arg_text = json.dumps(arg[1:-1].replace("''", "'")) if arg else ""
     steps = re.sub(r"\['((?:[^']|'')*)'\]", lambda s: "[" + json.dumps(s.group(1).replace("''", "'")) + "]", steps)
     return f"{m.group('fn')}({arg_text}){steps}"

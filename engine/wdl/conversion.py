@@ -129,7 +129,7 @@ def decimal(value: Any) -> Decimal:
         return Decimal(str(value))
     if isinstance(value, str):
         text = value.strip()
-        if len(text) <= 100 and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text):
+        if len(text) <= 100 and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text, re.A):
             try:
                 d = Decimal(text)
                 if abs(d) < Decimal("79228162514264337593543950336"):

@@ -99,10 +99,11 @@ def _no_zone(fn: str, text: str) -> Any:
 
 # -- reading --------------------------------------------------------------------------------
 _ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,7})\d*)?)?)?"
-                  r"\s*(Z|[-+]\d{2}(?::?\d{2})?)?$", re.I)
+                  r"\s*(Z|[-+]\d{2}(?::?\d{2})?)?$", re.I | re.A)
 _US = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?\s*([AaPp][Mm])?)?"
-                 r"\s*(Z)?$")
-_RFC = re.compile(r"^(?:\w{3},\s*)?(\d{1,2})\s+(\w{3})\s+(\d{4})\s+(\d{2}):(\d{2})(?::(\d{2}))?\s*(GMT|UTC|Z)$", re.I)
+                 r"\s*(Z)?$", re.A)
+_RFC = re.compile(r"^(?:\w{3},\s*)?(\d{1,2})\s+(\w{3})\s+(\d{4})\s+(\d{2}):(\d{2})(?::(\d{2}))?\s*(GMT|UTC|Z)$",
+                  re.I | re.A)
 
 
 def parse(fn: str, value: Any, i: int = 0) -> dt.datetime:
@@ -333,7 +334,7 @@ def _read(text: str, pattern: str, locale: str) -> dt.datetime:
             parts[key] = c
         else:
             rx.append(re.escape(tok))
-    m = re.fullmatch("".join(rx), text.strip(), re.I)
+    m = re.fullmatch("".join(rx), text.strip(), re.I | re.A)
     if m is None:
         raise fn_error("parseDateTime", f"could not read {text[:40]!r} with the format '{pattern}'.")
     g = {k: v for k, v in m.groupdict().items() if v is not None}

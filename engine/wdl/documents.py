@@ -7,6 +7,7 @@ of its own, stopped at the time limit (``_bounded_select``).
 """
 from __future__ import annotations
 
+import threading
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -132,10 +133,46 @@ def _elementpath() -> tuple[Any, Any]:
             from elementpath.exceptions import ElementPathError
         except ImportError:  # pragma: no cover - a core dependency
             raise fn_error("xpath", "needs the 'elementpath' package (pip install elementpath).") from None
-        elementpath.select(ET.ElementTree(ET.fromstring("<a b='1'><c>2</c></a>")), "count(/a/c[. > 1]) + sum(//@b)")
-        _LOADED.append((elementpath, ElementPathError))
+        parser = _xpath1_parser(elementpath)
+        elementpath.select(ET.ElementTree(ET.fromstring("<a b='1'><c>2</c></a>")), "count(/a/c[. > 1]) + sum(//@b)",
+                           parser=parser)
+        _LOADED.append((elementpath, ElementPathError, parser))
         sandbox.current().extend(time.perf_counter() - started)
     return _LOADED[0]
+
+
+_BUILT = threading.local()  # what the concat() calls of the running path have built, and may build
+
+
+def _xpath1_parser(elementpath: Any) -> Any:
+    """XPath 1.0, as Logic Apps' xpath() reads it (elementpath's default is XPath 2.0, whose regular
+    expressions run in C, where no stop reaches them, and whose ``1 to n`` builds lists). Its one
+    function that builds text larger than its input, ``concat``, counts what it builds against the
+    template's size budget before joining."""
+    from elementpath import XPath1Parser
+
+    class BoundedXPath1Parser(XPath1Parser):  # its own symbol table, copied from XPath 1.0's
+        pass
+
+    base = BoundedXPath1Parser.symbol_table["concat"]
+
+    class BoundedConcat(base):  # type: ignore[misc,valid-type]
+        def evaluate(self, context: Any = None) -> str:
+            if self.context is not None:
+                context = self.context
+            parts = [self.string_value(self.get_argument(context, index=k)) for k in range(len(self))]
+            size = sum(len(p) for p in parts)
+            _BUILT.total = getattr(_BUILT, "total", 0) + size
+            if _BUILT.total > getattr(_BUILT, "limit", MAX_XML):
+                raise _TooBig(_BUILT.total)
+            return "".join(parts)
+
+    BoundedXPath1Parser.symbol_table["concat"] = BoundedConcat
+    return BoundedXPath1Parser
+
+
+class _TooBig(Exception):
+    """concat() in a path would build more text than the budget allows."""
 
 
 class _Stop(BaseException):
@@ -143,7 +180,7 @@ class _Stop(BaseException):
     Exception, so the library's ``except Exception`` clauses let it through."""
 
 
-def _bounded_select(elementpath: Any, tree: Any, expr: str) -> Any:
+def _bounded_select(elementpath: Any, tree: Any, expr: str, parser: Any = None) -> Any:
     """``elementpath.select`` within the budget's time, whatever the path does.
 
     A pure-Python library cannot tick the budget, and a tracing hook is switched off by the
@@ -153,7 +190,6 @@ def _bounded_select(elementpath: Any, tree: Any, expr: str) -> Any:
     for good) and fails with the budget's error. Only that thread is ever interrupted. On the
     event loop it does not start: the evaluation moves to a worker thread first."""
     import ctypes
-    import threading
     import time
 
     budget = sandbox.current()
@@ -161,30 +197,59 @@ def _bounded_select(elementpath: Any, tree: Any, expr: str) -> Any:
         raise sandbox.OffloadSignal()
     out: dict[str, Any] = {}
 
+    limit = budget.limits.max_bytes
+
     def run() -> None:
+        _BUILT.total, _BUILT.limit = 0, limit
         try:
-            out["value"] = elementpath.select(tree, expr, namespaces=None)
+            out["value"] = elementpath.select(tree, expr, namespaces=None, parser=parser)
         except _Stop:
             pass
         except BaseException as exc:  # noqa: BLE001  handed to the evaluating thread
             out["error"] = exc
+        finally:
+            out["done"] = True
 
-    worker = threading.Thread(target=run, name="flowrun-xpath", daemon=True)
+    worker = _Worker(run)
     worker.start()
     worker.join(max(0.0, budget.stop - time.perf_counter()))
     if worker.is_alive():
-        while worker.is_alive():  # one raise usually ends it; again if it landed where it is dropped
+        while worker.is_alive() and "done" not in out:  # one raise usually ends it; again if it was dropped
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(_Stop))
             worker.join(0.05)
         if budget.inline and budget.stop < budget.deadline:
             raise sandbox.OffloadSignal()
         raise ExpressionLimit(f"the template ran longer than {budget.limits.seconds:g} s")
     if "error" in out:
+        if isinstance(out["error"], _TooBig):
+            budget.size(out["error"].args[0], "a text")
         raise out["error"]
     return out.get("value")
 
 
+class _Worker(threading.Thread):
+    """The thread of one path: a stop that lands after the path has ended is dropped here, never
+    printed as an unhandled exception."""
+
+    def __init__(self, target: Any):
+        super().__init__(name="flowrun-xpath", daemon=True)
+        self._work = target
+
+    def run(self) -> None:
+        try:
+            try:
+                self._work()
+            except _Stop:
+                pass
+        except _Stop:
+            pass
+
+
 def _node_value(node: Any) -> Any:
+    if isinstance(node, ET.ElementTree):  # '/': the document node, written as its root element
+        node = node.getroot()
+    elif isinstance(getattr(node, "value", None), ET.ElementTree):
+        node = node.value.getroot()
     if isinstance(node, ET.Element):
         return content(ET.tostring(node, encoding="unicode").encode("utf-8"), XML_TYPE)
     if hasattr(node, "elem") and isinstance(getattr(node, "elem", None), ET.Element) and not hasattr(node, "value"):
@@ -196,6 +261,8 @@ def _node_value(node: Any) -> Any:
         return int(value) if value.is_integer() and abs(value) < 2**53 else value
     if isinstance(value, (int, str)):
         return value
+    if isinstance(value, tuple) and len(value) == 2:  # a namespace node: (prefix, uri) reads as its URI
+        return str(value[1])
     return str(value)
 
 
@@ -205,16 +272,30 @@ def xpath(document: Any, path: Any) -> Any:
     expr = text_arg("xpath", 1, path)
     if len(expr) > 8192:
         raise fn_error("xpath", "was given an XPath expression longer than 8,192 characters.")
-    elementpath, ElementPathError = _elementpath()
+    elementpath, ElementPathError, parser = _elementpath()
     tree = ET.ElementTree(root)
     sandbox.current().tick()
     try:
-        found = _bounded_select(elementpath, tree, expr)
+        found = _bounded_select(elementpath, tree, expr, parser)
     except (ElementPathError, SyntaxError, ValueError, TypeError, KeyError) as exc:
         raise fn_error("xpath", f"could not evaluate the XPath {expr[:60]!r}: {str(exc)[:160]}.") from None
     except RecursionError:
         raise ExpressionLimit("xpath: the XPath expression is nested too deeply") from None
     if isinstance(found, list):
-        sandbox.current().tick(len(found) // 16 + 1)
-        return [_node_value(n) for n in found]
+        return _node_values(found)
     return _node_value(found)
+
+
+def _node_values(found: list) -> list:
+    """Each selected node as a value, measured as it is written: nested elements selected together
+    (``//*``) each hold their descendants, so their text can be the document's size times its depth."""
+    budget = sandbox.current()
+    budget.tick(len(found) // 16 + 1)
+    total, out = 0, []
+    for n in found:
+        v = _node_value(n)
+        total += len(v["$content"]) if is_content(v) else len(v) if isinstance(v, str) else 8
+        budget.size(total, "the nodes the XPath selects")
+        budget.tick()
+        out.append(v)
+    return out

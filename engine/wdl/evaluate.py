@@ -127,29 +127,57 @@ def _bind(fn: Fn, args: list[Code]) -> Code:
     if fn.lazy:
         def lazy(names: dict) -> Any:
             _tick(state)
-            return _checked(impl(*[_thunk(a, names) for a in args]))
+            try:
+                return _checked(impl(*[_thunk(a, names) for a in args]))
+            except ArithmeticError as exc:
+                raise _arithmetic(name, exc) from None
         return lazy
     if fn.scope:
-        return lambda names: (_tick(state), _checked(impl(names, *[a(names) for a in args])))[1]
+        def scoped(names: dict) -> Any:
+            _tick(state)
+            try:
+                return _checked(impl(names, *[a(names) for a in args]))
+            except ArithmeticError as exc:
+                raise _arithmetic(name, exc) from None
+        return scoped
     if len(args) == 1:
         a0 = args[0]
 
         def one(names: dict) -> Any:
             _tick(state)
-            return _checked(impl(a0(names)))
+            v = a0(names)
+            try:
+                return _checked(impl(v))
+            except ArithmeticError as exc:
+                raise _arithmetic(name, exc) from None
         return one
     if len(args) == 2:
         a0, a1 = args
 
         def two(names: dict) -> Any:
             _tick(state)
-            return _checked(impl(a0(names), a1(names)))
+            v0, v1 = a0(names), a1(names)
+            try:
+                return _checked(impl(v0, v1))
+            except ArithmeticError as exc:
+                raise _arithmetic(name, exc) from None
         return two
 
     def many(names: dict) -> Any:
         _tick(state)
-        return _checked(impl(*[a(names) for a in args]))
+        vs = [a(names) for a in args]
+        try:
+            return _checked(impl(*vs))
+        except ArithmeticError as exc:
+            raise _arithmetic(name, exc) from None
     return many
+
+
+def _arithmetic(name: str, exc: ArithmeticError) -> InvalidTemplate:
+    """A number or a date out of what Python computes (a decimal's exponent, a date before year 1
+    once its offset is applied), in Logic Apps' words, naming the function."""
+    what = "divides by zero" if isinstance(exc, ZeroDivisionError) else "gives a result out of range"
+    return InvalidTemplate(f"The template language function '{name}' {what}.")
 
 
 def _thunk(code: Code, names: dict) -> Callable[[], Any]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import random
 import uuid
 from decimal import Decimal, InvalidOperation
@@ -30,11 +31,13 @@ def int_arg(fn: str, i: int, v: Any) -> int:
     if isinstance(v, (float, Decimal)) and not isinstance(v, bool) and v == int(v) and math.isfinite(v):
         return int(v)
     if isinstance(v, str):
-        try:
-            return int(v.strip())
-        except ValueError:
-            pass
+        t = v.strip()
+        if len(t) <= 40 and _INTEGER.fullmatch(t):  # ASCII digits only, as .NET reads them (no '1_000', no '١')
+            return int(t)
     raise arg_error(fn, i, "an integer", v)
+
+
+_INTEGER = re.compile(r"[-+]?[0-9]+")
 
 
 def num_arg(fn: str, i: int, v: Any) -> Any:

@@ -61,7 +61,7 @@ def parse_float(text: str, locale: str, fn: str) -> float | None:
     if group in (NBSP, NNBSP):
         whole = whole.replace(" ", "")
     t = whole + ("." if sep else "") + frac
-    if len(t) > 400 or not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", t):
+    if len(t) > 400 or not re.fullmatch(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", t):
         return None
     return float(t)
 
@@ -79,7 +79,7 @@ def is_int(text: Any) -> bool:
     if not isinstance(text, str):
         raise arg_error("isInt", 0, "a string", text)
     t = text.strip()
-    return bool(re.fullmatch(r"[-+]?\d{1,19}", t)) and -2**63 <= int(t) < 2**63
+    return bool(re.fullmatch(r"[-+]?[0-9]{1,19}", t)) and -2**63 <= int(t) < 2**63
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def _standard(value: Any, kind: str, spec: str, info: tuple) -> str:
     raise fn_error("formatNumber", f"does not know the format '{kind}{spec}'.")
 
 
-_STANDARD = re.compile(r"^([CcDdEeFfGgNnPpRrXx])(\d{0,9})$")
+_STANDARD = re.compile(r"^([CcDdEeFfGgNnPpRrXx])(\d{0,9})$", re.A)
 
 
 def _sections(fmt: str) -> list[str]:

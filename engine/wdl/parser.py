@@ -55,7 +55,7 @@ Node = Union[Lit, Call, Access]
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
   | (?P<str>'(?:[^']|'')*'?)
-  | (?P<num>[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?))
+  | (?P<num>[-+]?(?:[0-9]+\.?[0-9]*(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?))
   | (?P<name>[A-Za-z_$][A-Za-z0-9_$]*)
   | (?P<punct>[()\[\],.?])
 """, re.X)
@@ -189,7 +189,7 @@ def _odd_end(tok: str) -> bool:
 
 
 def _number(tok: str, start: int) -> Any:
-    if re.fullmatch(r"[-+]?\d+", tok):
+    if re.fullmatch(r"[-+]?[0-9]+", tok):
         value = int(tok)
         if not -2**63 <= value < 2**63:
             raise WdlSyntaxError(f"the integer {tok[:30]} is outside the 64-bit range", start)

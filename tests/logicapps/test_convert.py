@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import yaml
 from click.testing import CliRunner
 
@@ -34,7 +36,12 @@ DEFINITION = {
     ("@body('Get')['id']", '{{ body("Get")["id"] }}'),
     ("@body('Get').id[0]", '{{ body("Get").id[0] }}'),
     ("@variables('it''s')", '{{ variables("it\'s") }}'),
-    ("Order @{triggerBody()['id']} of @{parameters('shop')}", 'Order {{ triggerBody()["id"] }} of {{ parameters("shop") }}'),
+    ("Order @{triggerBody()['id']} of @{parameters('shop')}",
+     'Order {{ string(triggerBody()["id"]) }} of {{ string(parameters("shop")) }}'),  # WDL's text: True, 1, 1E+20
+    ("@body('Get').items", None),  # Jinja reads a missing key 'items' as dict.items
+    ("@body('Get')['count']", None),
+    ("@item().__class__", None),
+    ("a {# b @{triggerBody()}", None),  # a Jinja comment in the literal text
     ("@body('Get')?['id']", None),  # null-safe: no Jinja equivalent
     ("@concat('a', 'b')", None),  # WDL typing rules: kept
     ("@@literal", None),
@@ -61,7 +68,7 @@ def test_the_converted_yaml_of_a_runnable_definition_validates():
     d = dict(DEFINITION, actions={k: v for k, v in DEFINITION["actions"].items() if k != "Send"})
     d["triggers"] = {"manual": {"type": "Request", "kind": "Http"}}
     flow = load_text(convert(json.dumps(d), "orders.json", to_jinja=True), "orders.yaml")
-    assert flow.actions["Get"].inputs["uri"] == 'https://example.invalid/{{ triggerBody()["id"] }}'
+    assert flow.actions["Get"].inputs["uri"] == 'https://example.invalid/{{ string(triggerBody()["id"]) }}'
 
 
 def test_convert_writes_the_file_whole_or_says_why_not(tmp_path):
@@ -79,3 +86,36 @@ def test_convert_writes_the_file_whole_or_says_why_not(tmp_path):
 def test_a_broken_definition_is_reported_not_converted():
     with pytest.raises(FlowError):
         convert('{"definition": {"actions": ', "x.json")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=st.dictionaries(st.sampled_from(["id", "items", "keys", "count", "a b", "it's"]),
+                            st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
+                                      st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5),
+                                      st.lists(st.integers(), max_size=2), st.dictionaries(st.just("x"), st.integers())),
+                            max_size=4),
+       key=st.sampled_from(["id", "items", "keys", "count", "a b", "it's", "missing"]),
+       shape=st.sampled_from(["@triggerBody()['{k}']", "@triggerBody().{k}", "n=@{{triggerBody()['{k}']}}!",
+                              "@{{triggerBody()['{k}']}}", "@triggerBody()"]))
+def test_what_to_jinja_rewrites_evaluates_to_the_same_value_or_also_fails(body, key, shape):
+    """The hypothesis behind --to-jinja: a rewritten field gives the WDL field's value (or both fail)."""
+    from engine.errors import ExpressionError
+    from engine.expressions import Evaluator
+
+    wdl = shape.format(k=key.replace("'", "''"))
+    rewritten = jinja(wdl)
+    if rewritten is None:
+        return
+
+    class Scope:
+        def names(self, functions):
+            return {"triggerBody": lambda: body}
+
+    evaluator = Evaluator()
+    outcomes = []
+    for text in (wdl, rewritten):
+        try:
+            outcomes.append(("ok", evaluator.evaluate(text, Scope())))
+        except ExpressionError:
+            outcomes.append(("failed", None))
+    assert outcomes[0] == outcomes[1], (wdl, rewritten)

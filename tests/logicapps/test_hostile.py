@@ -114,3 +114,37 @@ def test_hostile_app_folder_files_are_problems(tmp_path):
     text = json.dumps({"definition": {"$schema": SCHEMA, "actions": {}}, "kind": "Stateful"})
     found = outcome(text, str(app / "w" / "workflow.json"))
     assert any("parameters.json" in p for p in found) and any("local.settings.json" in p for p in found)
+
+
+def test_arm_variables_doubling_each_other_stay_linear_and_bounded():
+    """v1 = concat(v0, v0), v2 = concat(v1, v1), ...: each variable is resolved once, and what
+    concat() builds is bounded (it hung validation, exponential in time and memory)."""
+    import time
+
+    variables = {"v0": "x"}
+    for i in range(1, 26):
+        variables[f"v{i}"] = f"[concat(variables('v{i - 1}'), variables('v{i - 1}'))]"
+    found: list = []
+    started = time.perf_counter()
+    arm = Arm({}, variables, lambda *a: found.append(a))
+    assert len(arm.resolve("[variables('v10')]", "x")) == 1024
+    assert arm.resolve("[variables('v25')]", "y") is None  # 32 M characters
+    assert "longer than 1,000,000 characters" in found[0][1]
+    assert time.perf_counter() - started < 2
+
+
+def test_an_arm_array_concatenated_with_itself_is_bounded_as_text():
+    variables = {"a0": "[parameters('big')]"}
+    for i in range(1, 40):
+        variables[f"a{i}"] = f"[concat(variables('a{i - 1}'), variables('a{i - 1}'))]"
+    found: list = []
+    arm = Arm({"big": [["x" * 1000] * 100]}, variables, lambda *a: found.append(a))
+    assert arm.resolve("[string(variables('a12'))]", "x") is None
+    assert "longer than 1,000,000" in found[0][1]
+
+
+def test_a_long_chain_of_arm_variables_is_a_problem_not_a_recursion_error():
+    variables = {"v0": "x"} | {f"v{i}": f"[variables('v{i - 1}')]" for i in range(1, 5000)}
+    found: list = []
+    assert Arm({}, variables, lambda *a: found.append(a)).resolve("[variables('v4999')]", "x") is None
+    assert "nested too deeply" in found[0][1]

@@ -704,6 +704,15 @@ CASES: list[tuple[str, object]] = [
       {"$content-type": "application/xml;charset=utf-8", "$content": "PG5hbWU+SG9uZXljcmlzcDwvbmFtZT4="}]),
     (f"@xpath(xml('{XML_ITEMS}'), 'sum(/produce/item/count)')", 30),
     (f"@xpath(xml('{XML_ITEMS}'), 'count(/produce/item)')", 2),
+    # the document node reads as the document's XML; a namespace node as its URI
+    ("@string(first(xpath(xml('<a><b>1</b></a>'), '/')))", "<a><b>1</b></a>"),
+    ("@first(xpath(xml('<a/>'), '/a/namespace::*'))", "http://www.w3.org/XML/1998/namespace"),
+    # numbers are read in ASCII digits, as .NET reads them
+    ("@int('1_000')", Err("'int'", "cannot be converted to an integer")),
+    ("@int('\u0661\u0662')", Err("'int'", "cannot be converted to an integer")),
+    ("@float('\u0661\u0662')", Err("'float'", "cannot be converted to a floating-point number")),
+    ("@isInt('\u0661\u0662')", False),
+    ("@substring('abc', ' 1 ')", "bc"),
     (f"@xpath(xml('{XML_ITEMS}'), 'string(/produce/item[2]/name)')", "Honeycrisp"),
     (f"@xpath(xml('{XML_ITEMS}'), '/produce/item/name/text()')", ["Gala", "Honeycrisp"]),
     (f"@xpath(xml('{XML_ITEMS}'), 'boolean(/produce/item[count > 15])')", True),

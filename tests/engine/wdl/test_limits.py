@@ -171,3 +171,71 @@ def test_a_flow_holding_any_expression_loads_or_lists_its_problems(expr):
     except FlowError as exc:
         for p in exc.problems:
             assert p.line == 2 and p.column >= 1 and "internal error" not in p.message, str(p)
+
+
+class _Body:
+    """SCOPE with a trigger body of the test's choosing (a hostile payload)."""
+
+    def __init__(self, body):
+        self.body = body
+
+    def names(self, functions):
+        return {**SCOPE.names(functions), "triggerBody": lambda: self.body}
+
+
+@pytest.mark.parametrize("path", [
+    'replace("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!", "(a+)+$", "b")',  # a regex in C: no stop reaches it
+    'matches("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!", "(a|aa)+$")',
+    'tokenize("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!", "(a+)+$")',
+    'count(1 to 100000000000)',
+    'string-join(for $i in 1 to 100000000 return "x", "")',
+    'unparsed-text("file:///etc/passwd")',
+    'doc("file:///etc/passwd")',
+    'environment-variable("HOME")',
+    'parse-xml("<a/>")',
+])
+def test_xpath_is_xpath_1_0_so_xpath_2_0_regexes_ranges_and_documents_are_unknown(path):
+    """Logic Apps' xpath() is XPath 1.0; XPath 2.0's regexes ran in C past every stop (a hang) and
+    its ranges and document functions were reachable."""
+    started = time.perf_counter()
+    with pytest.raises(ExpressionError, match="could not evaluate the XPath"):
+        EVALUATOR.evaluate(f"@xpath(xml('<a>x</a>'), '{path}')", SCOPE)
+    assert time.perf_counter() - started < 3
+
+
+@pytest.mark.parametrize("body, path", [
+    ("<a>" * 400 + "x" * 1_000_000 + "</a>" * 400, "//*"),     # each nested node holds the 1 MB text
+    ("<a>" + "x" * 3_000_000 + "</a>", "concat(" + ",".join(["/a"] * 300) + ")"),  # 900 MB of text
+])
+def test_xpath_results_are_measured_before_they_grow_past_the_budget(body, path):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ExpressionLimit, match="more than the 2.0 MB"):
+            EVALUATOR.evaluate(f"@length(xpath(xml(triggerBody()), '{path}'))", _Body(body))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 120_000_000
+
+
+def test_an_xpath_stopped_at_its_time_prints_nothing(capfd):
+    quick = Evaluator(limits=Limits(seconds=0.2, max_ops=10**9))
+    for _ in range(3):
+        with pytest.raises(ExpressionLimit):
+            quick.evaluate("@xpath(xml(concat('<a>', join(range(0, 3000), '<b/>'), '</a>')), "
+                           "'count(//*[count(//*) > count(//b)])')", SCOPE)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("text, words", [
+    ("@decimal('1e999999999')", "'decimal' gives a result out of range"),
+    ("@addHours('0001-01-01T00:00:00+14:00', 0)", "'addHours' gives a result out of range"),
+    ("@ticks('0001-01-01T00:00:00+01:00')", "'ticks' gives a result out of range"),
+    ("@startOfDay('9999-12-31T23:00:00-05:00')", "'startOfDay' gives a result out of range"),
+])
+def test_a_number_or_date_python_cannot_hold_names_the_function(text, words):
+    with pytest.raises(ExpressionError, match=words) as info:
+        EVALUATOR.evaluate(text, SCOPE)
+    assert "Error)" not in info.value.message and "<class" not in info.value.message
