@@ -477,27 +477,29 @@ actions:
 
 
 def test_a_bomb_in_serve_fails_only_its_own_run_and_healthz_stays_fast(tmp_path):
+    """While the bomb runs to its 3 s budget (operations unbounded), /healthz keeps answering: a
+    loop held by the bomb would answer at most one request before the run failed, so several round trips that begin and
+    end with the run still Running show the loop free (no latency bound, which load can break)."""
     from tests.listener.conftest import Server, write_flows
 
     server = Server(write_flows(tmp_path / "flows", {"bomb.yaml": BOMB_FLOW, "calm.yaml": CALM_FLOW}),
-                    tmp_path / "state.db").start()
+                    tmp_path / "state.db", env={"FLOWRUN_TEMPLATE_SECONDS": "3", "FLOWRUN_TEMPLATE_MAX_OPS": str(10**12)}).start()
     try:
-        with server.client(timeout=10) as c:
+        with server.client(timeout=30) as c:
             bomb = c.post("/flows/bomb/triggers/hook", json={})
             assert bomb.status_code == 202, bomb.text
             bomb_id = bomb.headers["x-flowrun-run-id"]
-            latencies = []
+            during = 0  # healthz answers begun and ended while the bomb was still running
             while server.run(bomb_id)["status"] in ("Queued", "Running"):
-                started = time.perf_counter()
                 assert c.get("/healthz").status_code == 200
-                latencies.append(time.perf_counter() - started)
+                during += server.run(bomb_id)["status"] == "Running"
             calm = c.post("/flows/calm/triggers/hook", json={"n": 41})
             calm_id = calm.headers["x-flowrun-run-id"]
         bomb_run = server.wait_run(bomb_id)
         assert bomb_run["status"] == "Failed"
         assert "ExpressionLimit" in bomb_run["error"]
         assert server.wait_run(calm_id)["status"] == "Succeeded"
-        assert latencies and max(latencies) < 0.25, [f"{x * 1000:.0f} ms" for x in latencies]
+        assert during >= 3, f"only {during} /healthz answers while the bomb ran"
     finally:
         server.stop()
 
