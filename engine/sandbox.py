@@ -23,7 +23,7 @@ wherever one call could take long by itself:
 
 The budget lives in a thread-local, so evaluations in different threads (the event loop and
 the worker threads of ``Evaluator.evaluate_async``) never share one. An evaluation on the
-event loop can carry a short *slice*: past it, ``OffloadSignal`` is raised and the caller starts the
+event loop can carry a short *slice* of its thread's CPU time: past it, ``OffloadSignal`` is raised and the caller starts the
 same evaluation again in a worker thread under the full budget.
 """
 from __future__ import annotations
@@ -89,7 +89,7 @@ class OffloadSignal(Exception):
 class Budget:
     """The running account of one evaluation."""
 
-    __slots__ = ("limits", "ops", "deadline", "stop", "inline", "output", "lazy", "read", "built")
+    __slots__ = ("limits", "ops", "deadline", "stop", "inline", "cpu_stop", "output", "lazy", "read", "built")
 
     def __init__(self, limits: Limits, inline_slice: float | None = None):
         now = time.perf_counter()
@@ -101,12 +101,18 @@ class Budget:
         self.built = 0
         self.deadline = now + limits.seconds
         self.inline = inline_slice is not None
-        self.stop = min(self.deadline, now + inline_slice) if inline_slice is not None else self.deadline
+        self.stop = self.deadline
+        # The inline slice is the CPU time of this thread, the time the evaluation itself holds the
+        # loop: wall time would also count the machine's other work, so on a loaded host a short
+        # evaluation would move to a thread (or not) by chance.
+        self.cpu_stop = time.thread_time() + inline_slice if inline_slice is not None else 0.0
 
-    def extend(self, seconds: float) -> None:
-        """Time spent on something else (compiling) does not count."""
+    def extend(self, seconds: float, cpu: float | None = None) -> None:
+        """Time spent on something else (compiling) does not count: ``seconds`` of wall time,
+        ``cpu`` seconds of this thread's CPU time (the inline slice)."""
         self.deadline += seconds
         self.stop += seconds
+        self.cpu_stop += seconds if cpu is None else cpu
 
     def tick(self, n: int = 1) -> None:
         self.ops += n
@@ -115,9 +121,9 @@ class Budget:
                 raise OffloadSignal()
             raise ExpressionLimit(f"the template did more than {self.limits.max_ops:,} operations "
                                   f"(loop iterations, calls, filters)")
+        if self.inline and time.thread_time() > self.cpu_stop:
+            raise OffloadSignal()
         if time.perf_counter() > self.stop:
-            if self.inline and self.stop < self.deadline:
-                raise OffloadSignal()
             raise ExpressionLimit(f"the template ran longer than {self.limits.seconds:g} s")
 
     def size(self, n: int, what: str = "a value") -> None:

@@ -45,6 +45,21 @@ def busy(state, run_id: str) -> bool:
         store.close()
 
 
+def lease_pid(state, run_id: str) -> int | None:
+    """The pid recorded in the run's lease row, read without claiming the run (a claim taken
+    here to ask "is it busy?" would itself refuse a holder that is just starting)."""
+    import sqlite3
+
+    from engine.runlock import leases
+
+    with sqlite3.connect(state, timeout=10) as db:
+        try:
+            found = leases(db, [run_id]).get(run_id)
+        except sqlite3.OperationalError:  # the table is created by the first claim
+            return None
+    return found[0] if found else None
+
+
 def test_a_run_executing_in_one_process_cannot_be_resumed_by_another_until_that_process_dies(tmp_path):
     flow = tmp_path / "waits.yaml"
     flow.write_text(textwrap.dedent(WAITS))
@@ -56,7 +71,10 @@ def test_a_run_executing_in_one_process_cannot_be_resumed_by_another_until_that_
     holder = subprocess.Popen([*FLOWRUN, "--state", str(state), "resume", run_id], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: busy(state, run_id), "the first resume to hold the run")
+        wait_for(lambda: lease_pid(state, run_id) == holder.pid or holder.poll() is not None,
+                 "the first resume to hold the run", timeout=60)
+        assert holder.poll() is None, "the first resume exited instead of holding the run"
+        assert busy(state, run_id)
         second = subprocess.run([*FLOWRUN, "--state", str(state), "resume", run_id], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=60)
         assert second.returncode == 2, second  # refused: nothing ran
@@ -311,7 +329,9 @@ def test_clock_skew_between_hosts_neither_runs_a_live_holders_run_twice_nor_stra
     import contextlib
 
     state, run_id = _queued(tmp_path, COMPOSE)
-    ttl = 0.3
+    # A live holder is seen by its first renewal (Renewing writes every 10 ms), so its ttl is only
+    # the longest the watch may last: generous, never waited out. A dead one's ttl is waited out.
+    ttl = 30.0 if alive else 0.3
     _lease(state, run_id, host="other-host", expires=time.time() + skew)
     eng = engine.Engine(state, lease_ttl=ttl)
     try:

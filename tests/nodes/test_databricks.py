@@ -136,13 +136,32 @@ def test_a_timeout_cancels_the_run_and_the_workspace_sees_the_cancel(dbx, tmp_pa
     assert dbx.runs[run_id]["result"] == "CANCELED"
 
 
+class GatedClock(FakeClock):
+    """Short sleeps (job polls) pass at once; one of an hour or more (the flow's Wait) lasts
+    until ``ready()`` holds, so what follows the Wait happens after an event, not a race."""
+
+    def __init__(self, ready):
+        super().__init__()
+        self.ready = ready
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds >= 3600:
+            with anyio.fail_after(60):  # a safety net only: a passing test never waits for it
+                while not self.ready():
+                    await anyio.sleep(0.005)
+        await super().sleep(seconds)
+
+
 def test_terminate_cancels_the_run(dbx, tmp_path):
     dbx.jobs[9] = JobSpec(polls=10 ** 6)
     flow = write_flow(tmp_path, {
         "j": act("RunJob", {"jobId": 9}),
-        "wait": {"type": "Wait", "inputs": {"interval": {"count": 1, "unit": "Second"}}},
+        "wait": {"type": "Wait", "inputs": {"interval": {"count": 1, "unit": "Hour"}}},
         "stop": {"type": "Terminate", "runAfter": {"wait": ["Succeeded"]}, "inputs": {"runStatus": "Cancelled"}}})
-    result = engine.run_file(flow, state=tmp_path / "state.db", connections=tmp_path / "connections.yaml")
+    # Terminate comes once the workspace has seen the run polled (the job started), however slow
+    clock = GatedClock(lambda: dbx.count("get") >= 1)
+    result = engine.run_file(flow, state=tmp_path / "state.db", connections=tmp_path / "connections.yaml",
+                             clock=clock)
     assert result.status == "Cancelled"
     assert result.steps["j"].status == "Cancelled"
     assert dbx.count("cancel") == 1

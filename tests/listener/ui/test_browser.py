@@ -107,10 +107,11 @@ def test_the_flows_page_lists_a_broken_flow_with_its_problem_at_its_line(make_se
     page = browser.new_page()
     sign_in(page, server.url)
     page.click("text=Flows")
+    page.wait_for_url(server.url + "/ui/flows")  # the click navigates: read the new page, not the old one
     broken = page.locator("tr.flow.has-problems")
-    assert broken.count() == 1
-    assert "broken.yaml:3" in broken.inner_text()
-    assert "batch" in page.locator("tr.flow:not(.has-problems)").inner_text()
+    expect(broken).to_have_count(1, timeout=20_000)
+    expect(broken).to_contain_text("broken.yaml:3")
+    expect(page.locator("tr.flow:not(.has-problems)")).to_contain_text("batch")
     page.screenshot(path=str(artifacts() / "ui-flows.png"), full_page=True)
 
 
