@@ -174,6 +174,10 @@ class Node:
     ``effect(inputs)``   one line saying what running the action would change outside the run
                       ("would send SMS to +1555..."); None (the default) for an action that changes
                       nothing outside it. `flowrun plan` prints it instead of running the node
+    ``reads_only``    the node only reads through its connection (a query, a GET, a geocode, a
+                      rendering): `flowrun plan` notes "would read with ..." and stands its example
+                      outputs in. A node with a connection declares one of the two: ``effect`` or
+                      ``reads_only`` (tests/engine/test_plugin.py holds every built-in node to it)
     ``fields``        extra action-level properties (control actions: expression, actions, ...)
 
     What the engine must know about it (the engine names no node; it reads these):
@@ -207,6 +211,7 @@ class Node:
     more_connections: ClassVar[str | None] = None
     example: ClassVar[dict] = {}
     example_outputs: ClassVar[Any] = None
+    reads_only: ClassVar[bool] = False
     fields: ClassVar[dict] = {}
     required_fields: ClassVar[tuple[str, ...]] = ()
     lazy: ClassVar[tuple[str, ...]] = ()

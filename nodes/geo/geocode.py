@@ -13,6 +13,10 @@ from engine.plugin import ActionError, Node, RetryableError
 from .client import GEO
 
 COMPONENTS = ("country", "countryCode", "region", "city", "postcode", "street", "houseNumber")
+EXAMPLE = {"lat": 52.5219, "lon": 13.4132, "address": "Alexanderplatz 1, 10178 Berlin, Germany",
+           "components": {"country": "Germany", "countryCode": "DE", "region": "Berlin", "city": "Berlin",
+                          "postcode": "10178", "street": "Alexanderplatz", "houseNumber": "1"},
+           "provider": "mapbox", "connection": "mapbox", "cached": False}  # what flowrun plan stands in
 RESULT = {"type": "object", "properties": {
     "lat": {"type": "number"}, "lon": {"type": "number"},
     "address": {"type": "string", "description": "The formatted address."},
@@ -179,6 +183,7 @@ class Geocode(Node):
         "`cache: false` keeps nothing): a cached answer makes no request. Nothing found "
         "anywhere: `AddressNotFound`.")
     connection = ("mapbox", "google_maps")
+    reads_only = True
     more_connections = "fallback"
     input_schema = {"type": "object", "additionalProperties": False, "required": ["address"],
                     "properties": {"address": ADDRESS, **OPTIONS}}
@@ -186,6 +191,7 @@ class Geocode(Node):
     example = {"type": "geo.Geocode", "connection": "mapbox",
                "inputs": {"address": "{{ triggerBody().shipping.address }}", "country": "DE", "language": "de",
                           "fallback": ["google_maps"]}}
+    example_outputs = EXAMPLE
 
     @classmethod
     def check(cls, action: dict) -> list[tuple[str, str]]:
@@ -208,6 +214,7 @@ class ReverseGeocode(Node):
         "connection in order; normalised and cached as geo.Geocode. Coordinates out of range "
         "fail at validate when written in the flow, and the action otherwise.")
     connection = ("mapbox", "google_maps")
+    reads_only = True
     more_connections = "fallback"
     input_schema = {"type": "object", "additionalProperties": False, "required": ["lat", "lon"],
                     "properties": {"lat": {"type": "number", "minimum": -90, "maximum": 90},
@@ -216,6 +223,7 @@ class ReverseGeocode(Node):
     outputs = RESULT
     example = {"type": "geo.ReverseGeocode", "connection": "google_maps",
                "inputs": {"lat": "{{ triggerBody().lat }}", "lon": "{{ triggerBody().lon }}", "language": "en"}}
+    example_outputs = {**EXAMPLE, "provider": "google", "connection": "google_maps"}
 
     async def run(self, inputs: dict, context: Any) -> Any:
         return await lookup(context, await providers(context, inputs), inputs,
@@ -232,6 +240,7 @@ class GeocodeMany(Node):
         "(an empty address, nothing found, a provider failure); the action fails only when "
         "`failOnError` is set and an entry failed.")
     connection = ("mapbox", "google_maps")
+    reads_only = True
     more_connections = "fallback"
     input_schema = {"type": "object", "additionalProperties": False, "required": ["addresses"],
                     "properties": {"addresses": {"type": "array", "maxItems": 10000,
@@ -244,6 +253,8 @@ class GeocodeMany(Node):
     example = {"type": "geo.GeocodeMany", "connection": "mapbox",
                "inputs": {"addresses": "{{ triggerBody().orders | map(attribute='address') | list }}",
                           "fallback": ["google_maps"], "concurrency": 4}}
+    example_outputs = {"results": [{"index": 0, "address": "Alexanderplatz 1, Berlin", "ok": True, "result": EXAMPLE}],
+                       "succeeded": 1, "failed": 0}
 
     @classmethod
     def check(cls, action: dict) -> list[tuple[str, str]]:

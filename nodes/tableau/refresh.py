@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.plugin import ActionError, Job, Pending, RetryableError
+from engine.plugin import ActionError, Job, Pending, RetryableError, excerpt
 
 from .client import TABLEAU
 
@@ -46,6 +46,15 @@ class RefreshExtract(Job):
         "completedAt": {"type": ["string", "null"]}}}
     example = {"type": "tableau.RefreshExtract", "connection": "tableau", "timeout": "PT1H",
                "inputs": {"datasourceId": "9dbd2263-16b5-46e1-9c43-a76bb8ab65fb"}}
+    example_outputs = {"jobId": "d1b2c3e4-0000-4000-8000-00000000cafe", "finishCode": 0, "notes": [],
+                       "completedAt": "2026-01-01T06:41:00Z"}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        what, item = (("workbook", inputs.get("workbookId")) if inputs.get("workbookId")
+                      else ("data source", inputs.get("datasourceId")))
+        kind = "an incremental" if inputs.get("incremental") else "a full"
+        return f"would start {kind} extract refresh of Tableau {what} {excerpt(item)} and wait for it"
 
     async def start(self, inputs: dict, context: Any) -> dict:
         session = await TABLEAU.client(context)

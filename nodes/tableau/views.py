@@ -75,6 +75,7 @@ class ExportView(Node):
         "output `file` is a reference that `sendgrid.SendEmail` takes as an attachment "
         "(`attachments: [{file: \"{{ outputs('export').file }}\"}]`).")
     connection = "tableau"
+    reads_only = True
     input_schema = {
         "type": "object", "additionalProperties": False,
         "oneOf": [{"required": ["viewId"]}, {"required": ["viewName"]}],
@@ -101,6 +102,8 @@ class ExportView(Node):
     example = {"type": "tableau.ExportView", "connection": "tableau",
                "inputs": {"viewName": "Sales Overview", "format": "pdf", "orientation": "landscape",
                           "filters": {"Region": ["East", "West"]}, "filename": "sales.pdf"}}
+    example_outputs = {"file": {"$file": "0000000000000000000000000000000000000000000000000000000000000000", "name": "sales.pdf", "contentType": "application/pdf", "size": 48213}, "viewId": "6e1c0a52-0000-4000-8000-00000000beef", "format": "pdf",
+                       "size": 48213}
 
     @classmethod
     def check(cls, action: dict) -> list[tuple[str, str]]:
@@ -172,6 +175,7 @@ class Query(Node):
         "owner, tags or content URL (a value means equals; a list means any of them), page by "
         "page up to `limit` items.")
     connection = "tableau"
+    reads_only = True
     input_schema = {
         "type": "object", "additionalProperties": False, "required": ["resource"],
         "properties": {
@@ -188,6 +192,10 @@ class Query(Node):
         "count": {"type": "integer"}, "totalAvailable": {"type": ["integer", "null"]}}}
     example = {"type": "tableau.Query", "connection": "tableau",
                "inputs": {"resource": "workbooks", "filter": {"projectName": "Finance"}, "limit": 50}}
+    example_outputs = {"items": [{"id": "3f1e0a52-0000-4000-8000-00000000f00d", "name": "Sales",
+                                  "contentUrl": "Sales", "projectName": "Finance", "ownerId": "u-1",
+                                  "tags": [], "updatedAt": "2026-01-01T06:00:00Z"}],
+                       "count": 1, "totalAvailable": 1}
 
     async def run(self, inputs: dict, context: Any) -> Any:
         session = await TABLEAU.client(context)

@@ -125,3 +125,81 @@ def test_bad_arguments_are_one_line():
 def test_an_input_the_trigger_would_refuse_is_one_clear_error():
     result = CliRunner().invoke(main, ["plan", str(ROOT / "flows/hello.yaml"), "--input", '{"name": 7}'])
     assert result.exit_code == 2 and "--input does not match the trigger's schema" in result.output
+
+
+# -- every node says what a plan would do ------------------------------------------------------
+def builtin_nodes():
+    from engine.registry import default_registry
+
+    return sorted((n for n in default_registry().nodes.values() if n.__module__.startswith("nodes.")),
+                  key=lambda n: n.type)
+
+
+def test_every_builtin_node_with_a_connection_or_an_effect_declares_which_it_is():
+    """A node that talks to a vendor either declares its ``effect`` (a "would ..." line from its
+    own example's inputs, or None when those inputs only read) or ``reads_only``, never both and never neither; and its example outputs
+    (what the plan stands in) have the shape of its declared outputs."""
+    import jsonschema
+
+    checked = []
+    for node in builtin_nodes():
+        if not (node.connection or node.has_effect()):
+            assert not node.reads_only, f"{node.type} reads through no connection"
+            continue
+        checked.append(node.type)
+        assert node.has_effect() != node.reads_only, f"{node.type}: declare effect() or reads_only, one of them"
+        if node.has_effect():
+            line = node.effect((node.example or {}).get("inputs") or {})
+            assert line is None or line.startswith("would "), (node.type, line)  # None: these inputs read
+        if node.outputs:
+            jsonschema.validate(node.example_output(), node.outputs)
+    assert {"tableau.RefreshExtract", "tableau.ExportView", "looker.RenderDashboard", "looker.RunLook",
+            "geo.GeocodeMany", "geo.Geocode", "stripe.GetCustomer", "twilio.SendSms"} <= set(checked)
+
+
+def test_the_bi_refresh_plan_names_the_tableau_refresh_and_the_mail():
+    result = flowrun("plan", str(ROOT / "examples/bi_refresh/flow.yaml"), "--json")
+    plan = json.loads(result.output)
+    assert plan["status"] == "Succeeded", plan
+    assert [(e["action"], e["effect"]) for e in plan["effects"]][:2] == [
+        ("refresh", "would start a full extract refresh of Tableau data source ds-orders and wait for it"),
+        ("export", None)]  # a read: its example outputs (a PDF reference) stand in
+    steps = {a["action"]: a for a in plan["actions"]}
+    assert steps["email"]["inputs"]["attachments"][0]["file"]["name"] == "sales.pdf"
+    assert plan["effects"][2]["effect"].startswith("would email cfo@acme.example, sales-leads@acme.example")
+
+
+def test_the_geo_enrich_plan_geocodes_then_upserts_with_the_example_coordinates():
+    result = flowrun("plan", str(ROOT / "examples/geo_enrich/flow.yaml"), "--input",
+                     f"@{ROOT / 'examples/geo_enrich/orders.json'}", "--json")
+    plan = json.loads(result.output)
+    assert plan["status"] == "Succeeded", plan
+    assert [e["effect"] for e in plan["effects"]] == [
+        None, "would upsert Salesforce Order where Order_Number__c = SO-1001",
+        "would reply 200 to the request that started the run"]
+    steps = {a["action"]: a for a in plan["actions"]}
+    assert steps["upsert[0]/coordinates"]["inputs"]["record"]["Shipping_Country_Code__c"] == "DE"
+
+
+def test_a_looker_render_is_an_effect_in_the_plan(tmp_path):
+    flow = tmp_path / "render.yaml"
+    flow.write_text(textwrap.dedent("""\
+        name: render
+        actions:
+          render:
+            type: looker.RenderDashboard
+            connection: looker
+            inputs: {dashboardId: "17", format: png}
+          look:
+            type: looker.RunLook
+            connection: looker
+            inputs: {lookId: 42}
+        """))
+    conns = tmp_path / "connections.yaml"
+    conns.write_text("connections:\n  looker:\n    kind: looker\n    settings: {base_url: 'https://acme.looker.example'}\n"
+                     "    secrets: {client_id: LOOKER_ID, client_secret: LOOKER_SECRET}\n")
+    result = CliRunner().invoke(main, ["--state", "unused.db", "--connections", str(conns), "plan", str(flow), "--json"],
+                                catch_exceptions=False)
+    plan = json.loads(result.output)
+    assert {e["action"]: e["effect"] for e in plan["effects"]} == {
+        "render": "would create a Looker render task of dashboard 17 as png and wait for it", "look": None}
