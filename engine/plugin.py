@@ -27,7 +27,8 @@ from .timestamps import unix_timestamp  # noqa: F401  (webhook verifiers read si
 from .triggers import (Accepted, Clock, PullTrigger, PushTrigger, SystemClock, Trigger,  # noqa: F401
                        TriggerConfigError, TriggerHost)
 from .vendor import (ErrorTable, Fault, Rule, Vendor, build_once, compact, endpoint_url, header,  # noqa: F401
-                     inputs_schema, retry_after, scrub, status_is_retryable, trace_headers)
+                     inputs_schema, retry_after, scrub, status_is_retryable, trace_headers,
+                     tracing_adapter, tracing_session)
 from .telemetry import carrier as trace_carrier  # noqa: F401  (triggers read an incoming traceparent)
 
 __all__ = ["Node", "ConnectionSpec", "Connection", "Context", "Variables", "Status", "ActionError",
@@ -39,7 +40,7 @@ __all__ = ["Node", "ConnectionSpec", "Connection", "Context", "Variables", "Stat
            "Vendor", "ErrorTable", "Rule", "Fault", "retry_after", "header", "compact",
            "inputs_schema", "endpoint_url", "status_is_retryable", "scrub",
            # W3C trace context (engine/telemetry.py): outgoing headers, an incoming carrier
-           "trace_headers", "trace_carrier"]
+           "trace_headers", "trace_carrier", "tracing_adapter", "tracing_session"]
 
 
 def count(value: Any) -> int:

@@ -15,7 +15,8 @@ import threading
 import uuid
 from typing import Any, Callable
 
-from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, RetryableError, Rule, Vendor, secret
+from engine.plugin import (ActionError, Connection, ConnectionSpec, Fault, RetryableError, Rule, Vendor, secret,
+                           tracing_session)
 
 API_VERSION = "3.25"  # Tableau 2025.1: incremental refreshes (TSC) need 3.25, PDF view filters 3.23
 UNREADABLE = (SyntaxError, IndexError, KeyError, AttributeError, TypeError)  # xml's ParseError is a SyntaxError
@@ -85,7 +86,8 @@ class TableauSession:
         self.conn, self.clock = conn, clock
         url = (conn.endpoint or conn.settings["server"]).rstrip("/")
         self.server = TSC.Server(url, use_server_version=False,
-                                 http_options={"timeout": int(conn.settings.get("timeout", 60))})
+                                 http_options={"timeout": int(conn.settings.get("timeout", 60))},
+                                 session_factory=tracing_session)  # per thread: each sends traceparent
         self.server.version = conn.settings.get("api_version", API_VERSION)
         self._lock = threading.Lock()
         self.sign_ins = 0

@@ -381,3 +381,31 @@ def test_another_run_that_echoes_a_stand_in_sends_the_stand_in_not_the_token(tmp
         eng.close()
     assert replies[0]["body"]["token"].count(".") == 2  # the minting run's own reply: the JWT
     assert replies[1]["body"] == {"stolen": stand_in}
+
+
+# -- tracing: TSC's requests (one session per thread, from our session_factory) carry traceparent
+def test_a_traced_run_sends_the_attempt_spans_traceparent_on_every_tableau_request(tmp_path, connections, tableau):
+    from tests.support.tracing import traceparent, traced
+
+    tableau.job_polls = 1
+    with traced() as spans:
+        result = run(tmp_path, connections, {
+            "refresh": act("RefreshExtract", {"datasourceId": "ds-orders"}),
+            "export": act("ExportView", {"viewId": "v-sales-0001", "format": "csv"}, runAfter={"refresh": ["Succeeded"]})})
+    assert result.status == "Succeeded", result.error
+    refresh_parents = {traceparent(s) for s in spans.named("refresh")}
+    [export] = spans.named("export")
+    sent = tableau.recorder.requests
+    assert sent and all(r.header("traceparent") for r in sent)
+    job = result.steps["refresh"].outputs["jobId"]
+    for r in sent:
+        if r.path.endswith("/refresh") or job in r.path or r.path.endswith("/signin"):
+            assert r.header("traceparent") in refresh_parents, r.path
+        else:
+            assert r.header("traceparent") == traceparent(export), r.path
+
+
+def test_an_untraced_run_sends_no_traceparent_to_tableau(tmp_path, connections, tableau):
+    result = run(tmp_path, connections, {"export": act("ExportView", {"viewId": "v-sales-0001", "format": "csv"})})
+    assert result.status == "Succeeded", result.error
+    assert [r.header("traceparent") for r in tableau.recorder.requests] == [None] * len(tableau.recorder.requests)
