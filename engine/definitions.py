@@ -234,6 +234,9 @@ def app_settings(folder: Path | None, problem: Any = None) -> dict:
 
 
 _SECRET_SETTING = re.compile(r"key|secret|password|pwd|token|connectionstring|sas|credential|signature", re.I)
+# the shell's working directories: "pwd" in their names is the command, not a password (masked,
+# every path under the current directory printed as *** once an app folder was loaded)
+_NOT_SECRET = frozenset({"PWD", "OLDPWD"})
 
 
 def _secret_settings(settings: dict) -> None:
@@ -242,7 +245,7 @@ def _secret_settings(settings: dict) -> None:
     from .connections import PROCESS_REDACTOR
 
     for name, value in settings.items():
-        if isinstance(value, str) and _SECRET_SETTING.search(name):
+        if isinstance(value, str) and _SECRET_SETTING.search(name) and name.upper() not in _NOT_SECRET:
             PROCESS_REDACTOR.add(value)
 
 
