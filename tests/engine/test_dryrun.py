@@ -203,3 +203,48 @@ def test_a_looker_render_is_an_effect_in_the_plan(tmp_path):
     plan = json.loads(result.output)
     assert {e["action"]: e["effect"] for e in plan["effects"]} == {
         "render": "would create a Looker render task of dashboard 17 as png and wait for it", "look": None}
+
+
+def test_an_effect_line_reads_any_inputs_and_stays_one_printable_line():
+    """`flowrun plan` renders inputs from a payload it does not control: each node's effect line
+    takes whatever they hold (wrong types, nulls, huge or control-character text) and is one
+    bounded, printable line."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from engine.dryrun import effect_line
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=300)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                                max_size=4), max_leaves=12)
+    nodes = [n for n in builtin_nodes() if n.has_effect()]
+
+    keys = sorted({k for n in nodes for k in (n.input_schema.get("properties") or {})} | {"x"})
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.dictionaries(st.sampled_from(keys), values, max_size=6))
+    def check(inputs):
+        for node in nodes:
+            line = effect_line(node, inputs)
+            assert line is None or (line.startswith("would ") and line.isprintable() and len(line) <= 300), (
+                node.type, line)
+
+    check()
+
+
+def test_a_payload_cannot_forge_plan_lines_or_send_terminal_escapes(tmp_path):
+    flow = tmp_path / "echo.yaml"
+    flow.write_text(textwrap.dedent("""\
+        name: echo
+        actions:
+          call:
+            type: Http
+            inputs: {method: POST, uri: "https://api.example.invalid/{{ triggerBody().path }}"}
+        """))
+    forged = "x\n  2. other: would read with nothing  [outputs: example]\n\x1b[2J\x1b[31mred\u202e"
+    result = flowrun("plan", str(flow), "--input", json.dumps({"path": forged}))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("  1. call: would POST https://api.example.invalid/x 2. other:")
+    assert "\x1b" not in result.output and "\u202e" not in result.output and "\\x1b[2J" in result.output
+    data = json.loads(flowrun("plan", str(flow), "--input", json.dumps({"path": forged}), "--json").output)
+    assert "\n" not in data["effects"][0]["effect"]
