@@ -22,6 +22,7 @@ from typing import Any, Callable
 import anyio
 
 from . import connections as _connections
+from . import encrypted
 from . import standins as _standins
 from . import telemetry
 from .errors import ParameterError, RunBusy, StoreError
@@ -79,6 +80,8 @@ class Engine:
         self._slot_waiters: dict[str, list] = {}  # slot key -> events of the runs here waiting for it, oldest first
         self._held: dict[str, str] = {}  # run id -> lease token taken by start(hold=True), for execute
         self._recorded: LRU[tuple, Flow] = LRU(256)  # recorded definitions, validated (workers run many)
+        # run id -> credential headers a SAS flow was shown, held in memory only (engine.encrypted)
+        self.held_headers: LRU[str, dict] = LRU(10_000)
 
     def close(self) -> None:
         """Close the connections' clients (flush what they hold), then the store."""
@@ -198,7 +201,7 @@ class Engine:
                     if is_terminal(status):
                         raise StoreError(f"run {run_id} already finished ({status}); use rerun to run it again")
                 if flow is None:  # read once here, for the limit and for _execute
-                    run = self.store.get_run(run_id)
+                    run = self._recorded_run(run_id)
                     flow = self.load_recorded(run)
                     self._queued[run_id] = run
                 if flow.concurrency is not None:
@@ -290,12 +293,20 @@ class Engine:
         if waiters:
             waiters.pop(0).set()
 
+    def _recorded_run(self, run_id: str) -> Run:
+        """A run as recorded, for executing it here: the credential headers a SAS flow was shown
+        are opened (or marked lost: engine.encrypted), never read back as their mask."""
+        run = self.store.get_run(run_id)
+        run.payload = encrypted.open_outputs(run.payload, run.request, run.flow, self.redactor,
+                                             self.held_headers.get(run_id))
+        return run
+
     async def _execute(self, run_id: str, flow: Flow | None = None, *, reuse: dict | None = None,
                        claim: Any = None, copy_reused: bool = False, on_response: Callable[[dict], None] | None = None,
                        on_event: Callable[[str, str, str], None] | None = None) -> Run:
         run = self._queued.pop(run_id, None) if flow is not None else None
         if run is None:  # started elsewhere, or resumed: read what the run recorded
-            run = self.store.get_run(run_id)
+            run = self._recorded_run(run_id)
             flow = flow or self.load_recorded(run)
         conns = self.connections_for(flow.file).resolve(flow.connections_used(), self.redactor)
         if reuse:

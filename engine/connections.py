@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import traceback
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,6 +30,20 @@ from .vendor import secret_forms
 from .registry import Registry
 
 MASK = "***"
+
+# An app setting or environment variable whose name says it holds a secret (an API key, a
+# password, a connection string): its value joins the redactor as soon as a flow reads it
+# (``appsetting()``, a definition's app settings). One rule, used wherever a setting is read.
+SECRET_SETTING = re.compile(r"key|secret|passw|pwd|token|connectionstring|sas|sig|credential", re.I)
+
+
+# the shell's working directories: "pwd" in their names is the command, not a password (masked,
+# every path under the current directory printed as *** once an app folder was loaded)
+NOT_SECRET = frozenset({"PWD", "OLDPWD"})
+
+
+def secret_setting(name: str) -> bool:
+    return bool(SECRET_SETTING.search(name)) and name.upper() not in NOT_SECRET
 
 
 class Redactor:
@@ -194,6 +209,11 @@ class Connections:
         if problems:
             raise FlowError(problems)
         return cls(str(path), specs, registry)
+
+    def env_vars(self) -> set[str]:
+        """The environment variables the connections read their secrets from."""
+        return {var for entry in self.specs.values() for var in entry.get("secrets", {}).values()
+                if isinstance(var, str)}
 
     def close(self) -> None:
         """Close the clients of every connection built so far (a producer is flushed)."""

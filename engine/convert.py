@@ -59,10 +59,9 @@ def _annotate(data: dict, notes: dict[str, str]) -> None:
         elif trigger.get("auth") == {"type": "sas"}:
             notes[f"triggers.{name}.auth"] = ("Logic Apps' SAS callback URL (flowrun serve prints it); "
                                               "or key/hmac with a connection")
-        for key, why in (("conditions", "trigger conditions are not evaluated"),
-                         ("splitOn", "splitOn is not supported: one run gets the whole array")):
-            if key in trigger:
-                notes[f"triggers.{name}.{key}"] = f"no flowrun equivalent: {why}"
+        if "splitOn" in trigger:
+            notes[f"triggers.{name}.splitOn"] = ("one run per item; the caller gets 202 with the run ids "
+                                                 "(a Response cannot answer it), as in Logic Apps")
     _annotate_actions(data.get("actions"), "actions", notes)
 
 
@@ -82,13 +81,11 @@ def _annotate_actions(actions: Any, where: str, notes: dict[str, str]) -> None:
         if why:
             notes[path] = f"no flowrun equivalent: {why}"
         if "trackedProperties" in action:
-            notes[f"{path}.trackedProperties"] = "kept; flowrun emits no diagnostics events for them"
+            notes[f"{path}.trackedProperties"] = ("evaluated after the action and stored with its step "
+                                                  "(flowrun show); flowrun sends no diagnostics events")
         option = str(action.get("operationOptions", "")).lower()
         if option in _IGNORED_OPTIONS:
             notes[f"{path}.operationOptions"] = f"no effect: {_IGNORED_OPTIONS[option]}"
-        if str(action.get("type", "")).lower() == "workflow" and isinstance(action.get("inputs"), dict) \
-                and "headers" in action["inputs"]:
-            notes[f"{path}.inputs.headers"] = "not passed to the child run"
         for key, block in (("actions", action.get("actions")), ("else.actions", (action.get("else") or {}).get("actions")
                                                                  if isinstance(action.get("else"), dict) else None),
                            ("default.actions", (action.get("default") or {}).get("actions")

@@ -233,19 +233,13 @@ def app_settings(folder: Path | None, problem: Any = None) -> dict:
     return settings
 
 
-_SECRET_SETTING = re.compile(r"key|secret|password|pwd|token|connectionstring|sas|credential|signature", re.I)
-# the shell's working directories: "pwd" in their names is the command, not a password (masked,
-# every path under the current directory printed as *** once an app folder was loaded)
-_NOT_SECRET = frozenset({"PWD", "OLDPWD"})
-
-
 def _secret_settings(settings: dict) -> None:
     """App settings whose names say they hold a secret (an API key, a connection string) join
     the process's redactor: ``@appsetting('ApiKey')`` in a header is stored and shown masked."""
-    from .connections import PROCESS_REDACTOR
+    from .connections import PROCESS_REDACTOR, secret_setting
 
     for name, value in settings.items():
-        if isinstance(value, str) and _SECRET_SETTING.search(name) and name.upper() not in _NOT_SECRET:
+        if isinstance(value, str) and secret_setting(name):
             PROCESS_REDACTOR.add(value)
 
 

@@ -7,6 +7,7 @@
     ├── ConcurrencyLimit             a run cannot be queued: maxQueued runs of its key already wait
     ├── ReplayError                  a stored request cannot be replayed
     ├── CassetteError                a flow test's cassette file cannot be used
+    ├── FiringError                  a trigger's conditions or splitOn failed on a firing (400)
     ├── StoreError                   the state database cannot be used (or a run is unknown)
     │   └── RunBusy                  the run is being executed by another process or engine
     └── ActionError                  an action failed while running; becomes the step's error
@@ -67,6 +68,10 @@ class FlowError(FlowrunError):
 
 class ConnectionError_(FlowrunError):
     """A connection cannot be built: unknown, badly configured or missing a secret."""
+
+
+class FiringError(FlowrunError):
+    """A trigger's conditions or splitOn could not be evaluated on this firing (the caller's 400)."""
 
 
 class StoreError(FlowrunError):

@@ -17,14 +17,15 @@ from typing import Any, Callable
 import anyio
 
 from .errors import ActionError, ExpressionError, InputError, OutputTooLarge
-from .frames import ActionResult, Frame
+from .frames import ActionResult, ActionScope, Frame
 from .model import Action, Block, Flow
 from .plugin import Context, Job, Node, Pending, Variables
 from .runs import Step
 from .runtimeconfig import SECURED, secured
 from .standins import DEFAULT as _DEFAULT_BOUNDARY, StoodIn
 from .compiled import Compiled
-from . import telemetry
+from . import sandbox, telemetry
+from .sandbox import Budget
 from .state import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, TIMEDOUT, block_status, fold, is_terminal
 from .store import RecordedSteps
 from .wakeups import WAITING
@@ -45,6 +46,7 @@ class _NoTimer:
 
 
 _NO_TIMER = _NoTimer()
+TRACKED_MAX_CHARS = 16_000  # Logic Apps' limit on an action's trackedProperties
 _instances: dict[type, Any] = {}
 
 
@@ -167,7 +169,8 @@ class Runtime:
         """``evaluate``, moved to a worker thread if it needs more than a few milliseconds."""
         return await self.evaluator.offload(self.evaluate, value, frame, item, index)
 
-    async def run_child(self, ctx: Context, flow_ref: str, body: Any, params: dict | None) -> Any:
+    async def run_child(self, ctx: Context, flow_ref: str, body: Any, params: dict | None, *,
+                        headers: dict | None = None, trigger: str | None = None) -> Any:
         """Run (or, after a crash, resume or reuse) a child flow linked to this run; under
         workers (``engine.delegate_children``) queue it for any worker and wait for it."""
         import uuid
@@ -183,15 +186,16 @@ class Runtime:
             return self.engine.result(child_id)
         if getattr(self.engine, "delegate_children", False):  # workers share the database: any one runs it
             if existing is None:
-                self._start_child(child_id, flow_ref, body, params, hold=False)
+                self._start_child(child_id, flow_ref, body, params, hold=False, headers=headers, trigger=trigger)
                 await self.store.durable()  # committed Queued: a worker takes it
             return await self.engine.wait_for_child(self.run_id, child_id)
         if existing is not None:
             return await self.engine.resume(child_id)
-        child = self._start_child(child_id, flow_ref, body, params, hold=True)
+        child = self._start_child(child_id, flow_ref, body, params, hold=True, headers=headers, trigger=trigger)
         return await self.engine.execute(child_id, child)
 
-    def _start_child(self, child_id: str, flow_ref: str, body: Any, params: dict | None, *, hold: bool) -> Any:
+    def _start_child(self, child_id: str, flow_ref: str, body: Any, params: dict | None, *, hold: bool,
+                     headers: dict | None = None, trigger: str | None = None) -> Any:
         from pathlib import Path
 
         from .errors import FlowError
@@ -199,8 +203,12 @@ class Runtime:
         path = Path(self.flow.file).parent / flow_ref
         try:
             child = self.engine.load(path)
+            outputs = {"body": body, "headers": {str(k).lower(): v if isinstance(v, str) else json.dumps(v)
+                                                 for k, v in (headers or {}).items()},
+                       "queries": {}, "relativePathParameters": {}}
             # hold: committed with its lease (engine.execute here), so no worker takes it meanwhile
-            self.engine.start(child, input=body, params=params or {}, run_id=child_id, parent_id=self.run_id,
+            self.engine.start(child, trigger_outputs=outputs, params=params or {}, run_id=child_id,
+                              parent_id=self.run_id, trigger=trigger if trigger in child.triggers else None,
                               commit=False, hold=hold)
         except FlowError as exc:
             raise ActionError(f"child flow {flow_ref}: {exc}", code="InvalidChildFlow") from None
@@ -365,7 +373,12 @@ class Runtime:
             self._active -= leaf
             if leaf and self._sleepers:
                 self._poke()
-        self._finish(action, path, result)
+        self._finish(action, path, result)  # the result first: tracking never delays or risks it
+        if "trackedProperties" in action.raw:
+            tracked = await self._tracked(action, frame, result)
+            if tracked is not None:
+                self.store.step_tracked(self.run_id, path, tracked)
+                self.store.flush_soon()
         if self.terminated is not None and self._root_scope is not None:
             self._root_scope.cancel()
 
@@ -485,6 +498,38 @@ class Runtime:
                 msgs = [f"{'.'.join(str(p) for p in e.absolute_path) or 'inputs'}: {e.message}" for e in errors[:5]]
                 raise InputError("inputs do not match the schema of " + node.type + ": " + "; ".join(msgs))
         return value
+
+    async def _tracked(self, action: Action, frame: Frame, result: ActionResult) -> dict | None:
+        """The action's trackedProperties, evaluated once its result is recorded (``action()``
+        is that result, secrets already masked in it): ``{"values", "errors"}``, a property that fails
+        recorded in ``errors`` without failing the action (as in Logic Apps). An action with
+        secureData tracks nothing (Logic Apps refuses both together)."""
+        spec = action.raw.get("trackedProperties")
+        if not isinstance(spec, dict) or not spec or secured(action.raw):
+            return None
+        redactor = self.engine.redactor  # (the result was scrubbed by _finish)
+        scope = ActionScope(frame, result)
+
+        def evaluate() -> dict:
+            values, errors = {}, {}
+            state = sandbox._state  # one budget for them all (each property's evaluation shares it)
+            state.budget = Budget(self.evaluator.limits, getattr(state, "inline_slice", None))
+            try:
+                for name, expr in spec.items():
+                    try:
+                        values[name] = redactor.scrub(self.evaluator.evaluate(expr, scope))
+                    except ActionError as exc:
+                        errors[name] = redactor(exc.message)
+            finally:
+                state.budget = None
+            return {"values": values, "errors": errors}
+
+        tracked = await self.evaluator.offload(evaluate)
+        size = len(json.dumps(tracked, default=str))
+        if size > TRACKED_MAX_CHARS:
+            return {"values": {}, "errors": {"*": f"the tracked properties take {size} characters; "
+                                                  f"at most {TRACKED_MAX_CHARS} are kept"}}
+        return tracked
 
     def _finish(self, action: Action, path: str, result: ActionResult) -> None:
         # scrubbed at the source: before a dependent (or a template) can read the result

@@ -48,7 +48,9 @@ from .sandbox import Budget, Limits, OffloadSignal
 # Functions a scope must answer; the executor's frames implement them.
 WORKFLOW_FUNCTIONS = ("trigger", "triggerBody", "triggerOutputs", "body", "outputs", "actions",
                       "variables", "parameters", "item", "items", "iterationIndexes", "result",
-                      "workflow", "appsetting", "listCallbackUrl")
+                      "workflow", "appsetting", "listCallbackUrl", "action")
+# action(): the current action's own result, only where Logic Apps allows it (trackedProperties)
+ACTION_SELF_FIELDS = ("trackedProperties",)
 # Calls whose first argument names an action that must have finished first.
 ACTION_FUNCTIONS = ("body", "outputs", "actions", "result")
 LOOP_FUNCTIONS = ("items", "iterationIndexes")

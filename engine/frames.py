@@ -6,7 +6,6 @@ the current item. Its methods are the workflow functions templates call.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,13 +91,25 @@ class Frame:
 
     # -- workflow functions --------------------------------------------------------------
     def trigger(self) -> dict:
+        self._headers_kept()
         return self.runtime.trigger
 
     def triggerBody(self) -> Any:
         return self.runtime.trigger.get("outputs", {}).get("body")
 
     def triggerOutputs(self) -> dict:
+        self._headers_kept()
         return self.runtime.trigger.get("outputs", {})
+
+    def _headers_kept(self) -> None:
+        """A resumed run whose credential headers could not be brought back fails the read
+        (engine.encrypted), rather than show the flow the mask where the value was."""
+        from .errors import InvalidTemplate
+        from .encrypted import lost_error
+
+        lost = lost_error(self.runtime.trigger.get("outputs"))
+        if lost is not None:  # (an InvalidTemplate keeps its code through the evaluator)
+            raise InvalidTemplate(lost[1], code=lost[0])
 
     def outputs(self, name: str) -> Any:
         return self.lookup(name).outputs
@@ -153,10 +164,14 @@ class Frame:
     def appsetting(self, name: str) -> Any:
         """An app setting: the flow's (a Standard app's local.settings.json Values), else the environment.
 
-        A setting whose name says it holds a secret (KEY, SECRET, PASSWORD, TOKEN, CONNECTIONSTRING,
-        SAS, SIG, CREDENTIAL, PWD) is registered with the run's redactor as it is read: the flow
-        uses the real value, nothing stored or logged holds it."""
+        A secret setting is registered with the redactor as it is read, before the flow holds
+        it: one whose name says so (``engine.connections.secret_setting``: KEY, SECRET,
+        PASSWORD, TOKEN, CONNECTIONSTRING, SAS, SIG, CREDENTIAL, PWD) or an environment
+        variable a connection reads its secret from. The flow uses the real value; nothing
+        stored, logged or printed holds it, in any of its encodings."""
         import os
+
+        from .connections import secret_setting
 
         if not isinstance(name, str):
             raise ActionError(f"appsetting: the setting's name must be a string, not {type(name).__name__}",
@@ -166,11 +181,23 @@ class Frame:
         if value is None:
             raise ActionError(f"app setting '{name}' is not set (neither in the app's settings nor in the "
                               f"environment)", code="InvalidTemplate")
-        if _SECRET_SETTING.search(name) and isinstance(value, str):
+        if isinstance(value, str) and (secret_setting(name) or name in self._connection_vars()):
             redactor = getattr(getattr(self.runtime, "engine", None), "redactor", None)
             if redactor is not None:
                 redactor.add(value)
         return value
+
+    def _connection_vars(self) -> set[str]:
+        engine = getattr(self.runtime, "engine", None)
+        try:
+            return engine.connections_for(self.runtime.flow.file).env_vars()
+        except Exception:  # noqa: BLE001  (no engine, no connections file: no connection reads the env)
+            return set()
+
+    def action(self) -> dict:
+        """The current action's own result: only in its trackedProperties (``ActionScope``)."""
+        raise ActionError("action() is only available in an action's trackedProperties (the action's own "
+                          "result, once it has finished)", code="InvalidTemplate")
 
     def listCallbackUrl(self) -> str:  # noqa: N802  (WDL's name)
         url = getattr(self.runtime.flow, "callback_url", None)
@@ -185,8 +212,18 @@ class Frame:
                 "run": {"name": rt.run_id, "id": rt.run_id}}
 
 
-_SECRET_SETTING = re.compile(r"key|secret|passw|pwd|token|connectionstring|sas|sig|credential", re.I)
-
-
 def _inner_names(owner: Any) -> list[str]:
     return [n for b in owner.blocks.values() for n in b.actions]
+
+
+class ActionScope:
+    """What an action's trackedProperties see: its frame's functions, and ``action()`` giving
+    the action's own finished result (status, inputs, outputs, error, times)."""
+
+    __slots__ = ("frame", "result")
+
+    def __init__(self, frame: Frame, result: ActionResult):
+        self.frame, self.result = frame, result
+
+    def names(self, functions: tuple[str, ...]) -> dict:
+        return {**self.frame.names(functions), "action": self.result.as_dict}

@@ -150,7 +150,10 @@ class Reader:
             steps = [self.store._step(r, blobs=self.blobs) for r in rows]
             return sorted(steps, key=lambda s: int(s.path[len(path) + 1:-1]))
         where, args = self._inside_loop(path)
-        index = f"CAST(substr(path, {len(path) + 2}) AS INTEGER)"
+        # the N of `path[N]`, for iteration rows only: a CASE, as PostgreSQL may evaluate a WHERE's
+        # terms in any order and its CAST refuses "3]/inner[0" (SQLite's reads the leading digits)
+        index = (f"CASE WHEN type = 'Iteration' AND instr(substr(path, {len(path) + 1}), '/') = 0 "
+                 f"THEN CAST(substr(path, {len(path) + 2}, length(path) - {len(path) + 2}) AS INTEGER) END")
         where += f" AND type = 'Iteration' AND instr(substr(path, {len(path) + 1}), '/') = 0 AND {index} >= ?"
         args = (*args, max(0, start))
         if bad_only:
@@ -259,6 +262,7 @@ def text_lines(store: Store, run: Run, *, depth: int | None = None, failed: bool
     yield f"  trigger {run.trigger or '-'}  git {run.git_commit or '-'}  file {run.file or '-'}"
     yield f"  parameters {_short(run.params)}"
     yield f"  payload {_short(run.payload)}"
+    tracked = store.has_tracked(run.id)
     for line in tree(store, run, depth=depth, failed=failed, iterations=iterations):
         pad = "  " * line.level
         if line.step is None:
@@ -281,6 +285,11 @@ def text_lines(store: Store, run: Run, *, depth: int | None = None, failed: bool
                 if isinstance(a.error, dict):
                     why = f"  {a.error.get('code', 'Error')}: {one_line(str(a.error.get('message', '')), 200)}"
                 yield f"{pad}  attempt {a.number:<3} {paint(a.status)} {(iso(a.started) or '-')}{took}{why}"
+        found = store.tracked(run.id, s.path) if tracked else None
+        if found:
+            yield f"{pad}  tracked: {_short(found.get('values'))}"
+            for prop, message in (found.get("errors") or {}).items():
+                yield f"{pad}  tracked {prop}: {_one_line(str(message))}"
     if run.error:
         message = run.error.get("message", run.error) if isinstance(run.error, dict) else run.error
         yield f"  error: {one_line(str(message))}"
@@ -311,6 +320,7 @@ def json_chunks(store: Store, run: Run, *, depth: int | None = None, failed: boo
     body = json.dumps(head, indent=2, default=str)
     yield body[:-2] + ',\n  "steps": ['
     first = True
+    tracked = store.has_tracked(run.id)
     for step in reader.all():
         if failed and str(step.status) not in BAD:
             continue
@@ -320,6 +330,11 @@ def json_chunks(store: Store, run: Run, *, depth: int | None = None, failed: boo
         item["reused"] = is_reused(run, step)
         if step.attempts and step.attempts > 1:
             item["attempt_log"] = [a.to_json() for a in store.attempts(run.id, step.path)]
+        found = store.tracked(run.id, step.path) if tracked else None
+        if found:
+            item["trackedProperties"] = found.get("values")
+            if found.get("errors"):
+                item["trackedPropertiesErrors"] = found["errors"]
         yield ("\n    " if first else ",\n    ") + json.dumps(item, default=str)
         first = False
     yield ("\n  " if not first else "") + "]\n}"

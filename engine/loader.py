@@ -13,12 +13,14 @@ goes through ``jsonschema`` to explain every problem in flowrun's words.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
-from . import definitions, runtimeconfig, yamlpos
+from . import definitions, firing, runtimeconfig, yamlpos
 from .errors import FlowError, Problem, TriggerConfigError
-from .expressions import ACTION_FUNCTIONS, LOOP_FUNCTIONS, Evaluator, templated_strings
+from .expressions import (ACTION_FUNCTIONS, ACTION_SELF_FIELDS, LOOP_FUNCTIONS, WORKFLOW_FUNCTIONS, Evaluator,
+                          templated_strings)
 from .plugin import Node
 from .model import STATUSES, Action, Block, Flow, Parameter, RetryPolicy, Trigger, parse_duration
 from .planner import finished_before, plan_block, suggest
@@ -352,9 +354,9 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
             problem(action.where, f"{action.type} is not allowed inside a loop ({loop.type} '{loop.name}')")
         _check_connection(action, registry, connections, problem)
         _check_sdk(action, registry, problem)
-        # trackedProperties read action() (the action's own result), which only they may: flowrun
-        # accepts them and does not evaluate them (no diagnostics events to send them with)
-        templated = {k: v for k, v in action.raw.items() if k not in node.nested and k != "trackedProperties"}
+        # trackedProperties are evaluated once the action has finished: they may read action()
+        # (its own result) and the action's own outputs; no other field may call action()
+        templated = {k: v for k, v in action.raw.items() if k not in node.nested}
         for sub, text in templated_strings(templated):
             where = f"{action.where}.{sub}"
             found = evaluator.analyze(text)
@@ -363,10 +365,17 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
                 continue
             for name in found.unknown:
                 problem(where, f"unknown name '{name}'{evaluator.suggest_name(name)}")
+            tracked = sub.split(".", 1)[0] in ACTION_SELF_FIELDS
+            if not tracked and _calls_action(text, found):
+                problem(where, "action() is only available in trackedProperties (the action's own result, "
+                               "once it has finished); read another action with actions('name')")
             for fn, arg in found.calls:
+                if tracked and fn in ACTION_FUNCTIONS and arg == action.name:
+                    continue  # its own result: finished by the time trackedProperties are evaluated
                 _check_reference(flow, action, sub, fn, arg, variables, problem, where, declarers)
     for trigger in flow.triggers.values():
         _check_trigger_connection(trigger, registry, connections, problem)
+        _check_firing(trigger, registry, evaluator, problem)
     key = (flow.raw.get("concurrency") or {}).get("key") if isinstance(flow.raw.get("concurrency"), dict) else None
     if isinstance(key, str):  # evaluated on the trigger when a run starts: only trigger and parameters
         found = evaluator.analyze(key)
@@ -387,9 +396,21 @@ def _check(flow: Flow, registry: Registry, evaluator: Evaluator, connections: An
             found = evaluator.analyze(text)
             if found.error:
                 problem(f"outputs.{name}.{sub}", found.error, _at(text, found))
+            if not found.error and _calls_action(text, found):
+                problem(f"outputs.{name}.{sub}", "action() is only available in an action's trackedProperties")
             for fn, arg in found.calls:
                 if fn in ACTION_FUNCTIONS and arg not in flow.actions:
                     problem(f"outputs.{name}.{sub}", f"unknown action '{arg}'{suggest(arg, flow.actions)}")
+
+
+_JINJA_ACTION_CALL = re.compile(r"(?<![\w.])action\s*\(")
+
+
+def _calls_action(text: str, found: Any) -> bool:
+    """``text`` calls action() (a WDL expression's calls list it; Jinja's are looked for)."""
+    if found.language == "wdl":
+        return any(fn.lower() == "action" for fn, _ in found.calls)
+    return bool(_JINJA_ACTION_CALL.search(text))
 
 
 def _at(text: str, found: Any) -> tuple[str, int] | None:
@@ -450,6 +471,34 @@ def _check_named_connection(where: str, name: str, kind: str | tuple[str, ...] |
         problem(where, f"connection '{name}' is of kind '{conn['kind']}', {who} needs {_kinds(kinds)}")
         return False
     return True
+
+
+_FIRING_FUNCTIONS = frozenset({"trigger", "triggers", "triggerbody", "triggeroutputs"})
+
+
+def _check_firing(trigger: Trigger, registry: Registry, evaluator: Evaluator, problem: Any) -> None:
+    """A trigger's conditions and splitOn (``engine.firing``): expressions that read only the
+    firing, on a trigger that serves HTTP requests (where flowrun evaluates them)."""
+    where = f"triggers.{trigger.name}"
+    for sub, message in firing.check(trigger.raw):
+        problem(f"{where}.{sub}", message)
+    fields = {k: trigger.raw[k] for k in ("conditions", "splitOn") if k in trigger.raw}
+    mode = getattr(registry.trigger(trigger.type), "mode", None)
+    if fields and mode not in (None, "push"):
+        problem(f"{where}.{next(iter(fields))}", f"{' and '.join(fields)} are evaluated on HTTP (Request) triggers "
+                                                 f"only; a {trigger.type} trigger cannot use them in flowrun")
+    for sub, text in templated_strings(fields):
+        found = evaluator.analyze(text)
+        if found.error:
+            problem(f"{where}.{sub}", found.error, _at(text, found))
+            continue
+        for name in found.unknown:
+            problem(f"{where}.{sub}", f"unknown name '{name}'{evaluator.suggest_name(name)}")
+        used = {fn for fn, _ in found.calls} | ({"action"} if _calls_action(text, found) else set())
+        for fn in sorted(used):
+            if fn in WORKFLOW_FUNCTIONS and fn.lower() not in _FIRING_FUNCTIONS:
+                problem(f"{where}.{sub}", f"{fn}() is not available here: a trigger's {sub.split('.')[0]} reads "
+                                          f"only the firing (trigger(), triggerBody(), triggerOutputs())")
 
 
 def _check_trigger_definition(trigger: Trigger, registry: Registry, problem: Any) -> None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import psycopg
+import psycopg.conninfo
 from psycopg import pq
 from psycopg_pool import ConnectionPool
 
@@ -24,17 +25,39 @@ _TYPES = ((re.compile(r"\bBLOB\b"), "BYTEA"), (re.compile(r"\bREAL\b"), "DOUBLE 
 
 
 def shown(url: str) -> str:
-    """The URL as it may be printed: no password (in the authority or the query)."""
+    """The URL as it may be printed: no password (in the authority or the query). A password
+    written without percent-encoding may hold '@', '/' or '?': everything up to the last '@'
+    after ``user:`` is hidden, whatever a parser would make of it."""
     try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            user, _, host = netloc.rpartition("@")
-            netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else netloc
-        query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    except ValueError:
+        # in the query first: to the next '&', or to the end when the URL does not parse
+        url = re.sub(r"(?i)(password=)[^&]*" if _parses(url) else r"(?is)(password=).*", r"\1***", url)
+        scheme, sep, rest = url.partition("://")
+        if sep and "@" in rest:
+            userinfo, _, host = rest.rpartition("@")
+            if ":" in userinfo:
+                rest = f"{userinfo.split(':', 1)[0]}:***@{host}"
+        return f"{scheme}{sep}{rest}"
+    except (ValueError, TypeError):
         return "postgresql://(unreadable URL)"
+
+
+def _parses(url: str) -> bool:
+    """libpq reads ``url`` (its keywords and escapes; not whether the server is there)."""
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001  ProgrammingError, and whatever a hostile string raises
+        return False
+    return True
+
+
+def _password_text(url: str) -> str | None:
+    """The password as written in the URL (what ``shown`` hides), or None."""
+    rest = url.partition("://")[2]
+    userinfo = rest.rpartition("@")[0]
+    return userinfo.split(":", 1)[1] if ":" in userinfo else None
+
+
+_ENCODED = re.compile(r"(?:[^@/?#%]|%[0-9A-Fa-f]{2})*")
 
 
 def translate(sql: str) -> str:
@@ -65,6 +88,11 @@ class Adapter:
         return bool(self.store._batch) or self.store._conn.info.transaction_status != pq.TransactionStatus.IDLE
 
     def execute(self, sql: str, args: Any = ()) -> psycopg.Cursor:
+        """(Under the store's lock: engine.looprows reads through here from worker threads.)"""
+        with self.store.lock:
+            return self._execute(sql, args)
+
+    def _execute(self, sql: str, args: Any) -> psycopg.Cursor:
         word = sql.lstrip()[:16].upper()
         if word.startswith("BEGIN"):
             self.store.begin()
@@ -111,13 +139,18 @@ def connect_pool(url: str, *, max_size: int = 4) -> ConnectionPool:
 
 
 def _scrub(exc: BaseException, url: str) -> str:
-    """The first line of a driver error, without the URL or its password."""
+    """The first line of a driver error, without the URL or its password. A password not
+    percent-encoded is not parsed as one (the driver's message may quote a piece of it): the
+    message then says only that."""
+    written = _password_text(url)
+    if written is not None and not _ENCODED.fullmatch(written) or not _parses(url):
+        # libpq's own message would quote the piece it stumbled on: maybe a piece of the password
+        return ("the URL cannot be read (check its syntax; percent-encode '@', ':', '/', '?', '#', '&' "
+                "and '%' in the password)")
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     text = text.replace(url, shown(url))
-    try:
-        secret = urlsplit(url).password
-    except ValueError:
-        secret = None
-    for value in filter(None, [secret, *re.findall(r"(?i)password=([^&\s]+)", url)]):
+    secrets_ = [written, *re.findall(r"(?i)password=([^&]+)", url)]
+    secrets_ += [unquote(s) for s in secrets_ if s]
+    for value in sorted(filter(None, set(secrets_)), key=len, reverse=True):
         text = text.replace(value, "***")
     return text

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from typing import Any, Callable, Iterator
 
@@ -37,7 +38,7 @@ from .errors import OutputTooLarge, StoreError
 from .pgconn import Adapter, connect_pool, shown, translate
 from .lru import LRU
 from .runs import Run, Step
-from .store import RUN_JSON, Store, _RUN_FIELDS, _default
+from .store import RUN_JSON, Store, _RUN_FIELDS, _default, is_blob_ref, is_digest
 
 log = logging.getLogger("flowrun.store")
 CHANNEL = "flowrun_runs"  # NOTIFY channel: a run was queued, parked or released
@@ -80,6 +81,10 @@ MIGRATIONS = [
         fired DOUBLE PRECISION NOT NULL, PRIMARY KEY (flow, trigger, scheduled)
     )
     """,
+    # 2: the W3C trace context a run's spans continue (engine.telemetry), as SQLite's runs.trace
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS trace TEXT",
+    # 3: a finished step's trackedProperties (Logic Apps; engine.executor), as SQLite's steps.tracked
+    "ALTER TABLE steps ADD COLUMN IF NOT EXISTS tracked TEXT",
 ]
 VERSION = len(MIGRATIONS)
 
@@ -116,6 +121,12 @@ class PgStore(Store):
         self.pool = connect_pool(url, max_size=pool_size)
         self._batch: list[tuple[str, tuple, str | None]] = []  # fenced writes not sent yet (sql, args, run id)
         self._conn = self.pool.getconn()
+        # result() of a big loop reads the store from a worker thread (engine.looprows) while the
+        # event loop writes. Pipeline mode is the connection's state, not a statement's: another
+        # thread's query while a batch is in the pipeline breaks both. So the connection's own
+        # lock (taken by psycopg around every statement) becomes a reentrant one, held too for a
+        # whole batch (``_send``) and a whole read through ``db``: any thread may use the store.
+        self.lock = self._conn.lock = threading.RLock()
         if "synchronous_commit" not in url:
             # like SQLite's WAL + synchronous=NORMAL: a commit survives this process dying at
             # once, the server's crash after ~3 x wal_writer_delay; the URL's options may say "on"
@@ -180,21 +191,22 @@ class PgStore(Store):
         first if no transaction is open, and with ``commit`` the NOTIFYs and COMMIT too: a
         group commit of any number of step writes is one round trip. A fenced write that
         changed nothing (our lease was taken over) tells its holder, after."""
-        conn, batch, self._batch = self._conn, self._batch, []
-        fenced = []
-        with conn.pipeline():
-            if conn.info.transaction_status == pq.TransactionStatus.IDLE:
-                conn.execute("BEGIN")
-            for sql, args, run_id in batch:
-                cur = conn.execute(sql, args)
-                if run_id is not None:
-                    fenced.append((cur, run_id))
-            if commit:
-                if self._notify:
-                    conn.execute(f"NOTIFY {CHANNEL}")
-                for parent in self.notices:  # a child run finished: its parent may wait in another worker
-                    conn.execute("SELECT pg_notify(%s, %s)", (DONE, parent))
-                conn.execute("COMMIT")
+        with self.lock:
+            conn, batch, self._batch = self._conn, self._batch, []
+            fenced = []
+            with conn.pipeline():
+                if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+                    conn.execute("BEGIN")
+                for sql, args, run_id in batch:
+                    cur = conn.execute(sql, args)
+                    if run_id is not None:
+                        fenced.append((cur, run_id))
+                if commit:
+                    if self._notify:
+                        conn.execute(f"NOTIFY {CHANNEL}")
+                    for parent in self.notices:  # a child run finished: its parent may wait in another worker
+                        conn.execute("SELECT pg_notify(%s, %s)", (DONE, parent))
+                    conn.execute("COMMIT")
         for cur, run_id in fenced:
             if cur.rowcount == 0:
                 log.error("run %s: its lease was taken over; this process writes nothing more for it", run_id)
@@ -273,20 +285,36 @@ class PgStore(Store):
             if len(data) > self.blob_cap:
                 raise OutputTooLarge(len(data), self.blob_cap)
             digest = hashlib.sha256(data).hexdigest()
-            self._write("INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING", (digest, text))
+            # DO UPDATE, not DO NOTHING: the row stays locked by this transaction until the step
+            # that refers to it commits, so a prune deciding the blob is unused waits (retention)
+            self._write("INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT (digest) "
+                        "DO UPDATE SET digest = EXCLUDED.digest", (digest, text))
             return json.dumps({"$blob": digest, "size": len(data)})
         return text.replace("\x00", "\\u0000") if "\x00" in text else text
 
-    def decode(self, text: str | None) -> Any:
+    def decode(self, text: str | None, *, blobs: bool = True) -> Any:
+        """The stored value; one offloaded to the ``blobs`` table is read back, or with
+        ``blobs=False`` left as its reference ``{"$blob": sha256, "size": n}``."""
         if text is None:
             return None
         value = json.loads(text)
-        if isinstance(value, dict) and "$blob" in value and len(value) == 2 and "size" in value:
-            row = self.conn.execute("SELECT data FROM blobs WHERE digest = %s", (value["$blob"],)).fetchone()
-            if row is None:
+        if blobs and is_blob_ref(value):
+            data = self.blob_data(value["$blob"])
+            if data is None:
                 raise StoreError(f"{self.path}: blob {value['$blob']} is missing")
-            return json.loads(row[0])
+            return json.loads(data)
         return value
+
+    def blob_file(self, digest: str) -> None:
+        """No file: offloaded values live in the ``blobs`` table (``blob_data``)."""
+        return None
+
+    def blob_data(self, digest: str) -> bytes | None:
+        """The JSON of an offloaded value, by its sha256 (anything else, or none: None)."""
+        if not is_digest(digest):
+            return None
+        row = self.db.execute("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone()  # (any thread)
+        return None if row is None else row[0].encode()
 
     # -- writes ------------------------------------------------------------------------------------
     def create_run(self, run: dict, *, commit: bool = True) -> None:
@@ -426,6 +454,8 @@ class PgStore(Store):
 
     # -- reads ---------------------------------------------------------------------------------------
     def get_run(self, run_id: str) -> Run:
+        if "\x00" in run_id:  # no stored text holds NUL (PostgreSQL refuses it): an id from outside
+            raise StoreError(f"no run {run_id[:64]!r} in {self.path}")
         with self.conn.cursor(row_factory=dict_row) as cur:
             select = "SELECT r.*, d.source AS _source FROM runs r LEFT JOIN definitions d ON d.hash = r.flow_hash "
             row = cur.execute(select + "WHERE r.id = %s", (run_id,)).fetchone()
@@ -446,6 +476,8 @@ class PgStore(Store):
         return Run(**{k: v for k, v in run.items() if k in _RUN_FIELDS}, _load_steps=self.steps)
 
     def find_run(self, flow: str, dedupe_key: str) -> Run | None:
+        if "\x00" in flow + dedupe_key:
+            return None
         row = self.conn.execute("SELECT id FROM runs WHERE flow = %s AND dedupe_key = %s",
                                 (flow, dedupe_key)).fetchone()
         return self.get_run(row[0]) if row else None
@@ -492,6 +524,8 @@ class PgStore(Store):
             last = rows[-1][10]
 
     def get_step(self, run_id: str, path: str) -> Step | None:
+        if "\x00" in run_id + path:
+            return None
         r = self.conn.execute(f"SELECT {self._COLS} FROM steps WHERE run_id = %s AND path = %s",
                               (run_id, path)).fetchone()
         return self._step(r) if r else None

@@ -447,9 +447,11 @@ class Context:
         """The file of the flow this action belongs to (child flows are found beside it)."""
         return self._runtime.flow.file
 
-    async def run_child(self, flow: str, body: Any = None, parameters: dict | None = None) -> Any:
-        """Run the flow file ``flow`` (relative to this flow) as a child run; its result."""
-        return await self._runtime.run_child(self, flow, body, parameters)
+    async def run_child(self, flow: str, body: Any = None, parameters: dict | None = None, *,
+                        headers: dict | None = None, trigger: str | None = None) -> Any:
+        """Run the flow file ``flow`` (relative to this flow) as a child run; its result. The
+        child's trigger outputs hold ``body`` and ``headers`` (names lower-cased, as a request's)."""
+        return await self._runtime.run_child(self, flow, body, parameters, headers=headers, trigger=trigger)
 
     # -- durable waiting (Wait, long-running jobs) ---------------------------------------------
     async def wait(self, seconds: float) -> None:

@@ -200,6 +200,10 @@ def _pg_batches(store: Any, cutoff: float, dry_run: bool, done: Pruned) -> Itera
     store.begin()
     done.firings = conn.execute("DELETE FROM schedule_firings WHERE fired < %s", (cutoff,)).rowcount
     for digest in candidates:
+        # the row lock first: a writer still using the blob (engine.pgstore.encode locks it until
+        # its commit) is waited for, and the check after, a new statement, sees what it committed
+        if conn.execute("SELECT 1 FROM blobs WHERE digest = %s FOR UPDATE", (digest,)).fetchone() is None:
+            continue
         pattern = f"%{digest}%"  # 64 hex digits: found only where the blob is referenced
         used = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM runs WHERE concat(payload, params, outputs, error, response, request) "

@@ -82,6 +82,11 @@ def is_blob_ref(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 2 and "$blob" in value and "size" in value
 
 
+def is_digest(text: Any) -> bool:
+    """A blob's name: a sha256 in lowercase hex (nothing else names a file or a row)."""
+    return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, (set, tuple)):
         return list(value)
@@ -198,11 +203,12 @@ class Store:
         numbered migration): ``steps.handle`` (a job's JSON handle), ``steps.wake`` (when the
         step wakes next), ``steps.interrupted`` (the step was in flight when its process died),
         ``parked_runs`` (a run waiting with no task, and when it is due) and ``run_leases``
-        (the one live owner of a run: engine.runlock), ``runs.trace`` (the W3C trace context
+        (the one live owner of a run: engine.runlock), ``steps.tracked`` (an action's
+        trackedProperties, evaluated once it finished), ``runs.trace`` (the W3C trace context
         a run's spans continue: engine.telemetry), and ``step_attempts`` (each attempt of an
         action that was retried: its number, times, status and error summary)."""
         have = {r[1] for r in self.db.execute("PRAGMA table_info(steps)")}
-        for col, kind in (("handle", "TEXT"), ("wake", "REAL"), ("interrupted", "INTEGER")):
+        for col, kind in (("handle", "TEXT"), ("wake", "REAL"), ("interrupted", "INTEGER"), ("tracked", "TEXT")):
             if col not in have:
                 self.db.execute(f"ALTER TABLE steps ADD COLUMN {col} {kind}")
         if "trace" not in {r[1] for r in self.db.execute("PRAGMA table_info(runs)")}:
@@ -255,10 +261,18 @@ class Store:
 
     def blob_file(self, digest: str) -> Path | None:
         """The file of an offloaded value, by its sha256 (anything else: None)."""
-        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        if not is_digest(digest):
             return None
         path = self.blobs / f"{digest}.json"
         return path if path.is_file() else None
+
+    def blob_data(self, digest: str) -> bytes | None:
+        """The JSON of an offloaded value, by its sha256 (anything else, or none: None)."""
+        path = self.blob_file(digest)
+        try:
+            return path.read_bytes() if path is not None else None
+        except FileNotFoundError:  # pruned meanwhile
+            return None
 
     # -- writes ----------------------------------------------------------------------------
     def flush(self) -> None:
@@ -469,6 +483,22 @@ class Store:
         return [Attempt(n, status, started, ended, self.decode(error)) for n, started, ended, status, error in
                 self.db.execute("SELECT attempt, started, ended, status, error FROM step_attempts "
                                 "WHERE run_id = ? AND path = ? ORDER BY attempt", (run_id, path))]
+
+    def step_tracked(self, run_id: str, path: str, tracked: dict) -> None:
+        """Record a finished step's trackedProperties (``{"values": {...}, "errors": {...}}``),
+        in the same group commit as its result."""
+        self.db.execute("UPDATE steps SET tracked = ? WHERE run_id = ? AND path = ?",
+                        (self.encode(tracked), run_id, path))
+
+    def has_tracked(self, run_id: str) -> bool:
+        """Whether any step of the run recorded trackedProperties."""
+        return self.db.execute("SELECT 1 FROM steps WHERE run_id = ? AND tracked IS NOT NULL LIMIT 1",
+                               (run_id,)).fetchone() is not None
+
+    def tracked(self, run_id: str, path: str) -> dict | None:
+        """A step's trackedProperties (``{"values", "errors"}``), or None."""
+        row = self.db.execute("SELECT tracked FROM steps WHERE run_id = ? AND path = ?", (run_id, path)).fetchone()
+        return self.decode(row[0]) if row and row[0] else None
 
     # -- long-running jobs and parked runs --------------------------------------------------
     def step_mark(self, run_id: str, path: str, action: str, type_: str, *, attempts: int,

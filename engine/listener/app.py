@@ -34,7 +34,7 @@ from starlette.routing import Route
 from engine.errors import ActionError, FlowrunError
 from engine.plugin import AuthError, InboundRequest
 from engine.state import is_terminal
-from engine import telemetry, wakeups
+from engine import encrypted, firing, telemetry, wakeups
 
 from . import inbound as _in
 from .auth import AdminToken
@@ -138,18 +138,27 @@ class Listener:
         self.metrics.invalid.set(len([f for f in table.problems if f not in table.files]))
         return table
 
-    def _scan(self) -> dict[str, tuple[int, int]]:
-        from .triggers import flow_files
+    def _concurrency(self, flow: str, trigger: str) -> int | None:
+        entry = self.table.request(flow, trigger)
+        return entry.concurrency if entry is not None else None
 
-        out = {}
-        for f in flow_files(self.options.flows):
-            with contextlib.suppress(OSError):
+    def _scan(self) -> dict[str, tuple[int, int] | None]:
+        """What --reload compares: each flow file's stamp and, beside each Standard workflow,
+        its app folder's parameters.json, connections.json and local.settings.json (absent: None)."""
+        from .triggers import watched_files
+
+        out: dict[str, tuple[int, int] | None] = {}
+        for f in watched_files(self.options.flows):
+            try:
                 st = f.stat()
                 out[str(f)] = (st.st_mtime_ns, st.st_size)
+            except OSError:
+                out[str(f)] = None
         return out
 
     async def watch(self) -> None:
-        """--reload: poll the flows folder; reload when a flow file changes, appears or goes."""
+        """--reload: poll the flows folder; reload when a flow file (or a Standard app's
+        parameters.json, connections.json, local.settings.json) changes, appears or goes."""
         while True:
             await anyio.sleep(self.options.reload_interval)
             try:
@@ -179,14 +188,14 @@ class Listener:
 
     # -- trigger requests: a pipeline of small steps -------------------------------------------
     # route -> gate (method 405, draining 503) -> read (413) -> authenticate (handshake, 401/403)
-    # -> body (400: parse, schema) -> dedupe (the first run's answer) -> limit (429) -> commit
-    # -> reply. Each step returns a Response to stop the request, or None to go on.
+    # -> body (400: parse, schema) -> fire (conditions: 202 Skipped; splitOn: one run per item)
+    # -> dedupe (the first run's answer) -> limit (429) -> commit -> reply. Each step returns a Response to stop the request, or None to go on.
     async def trigger(self, request: Request) -> Response:
         t0 = time.perf_counter()
         call = self._route(request)
         if isinstance(call, Response):
             return call
-        for step in (self._gate, self._read, self._authenticate, self._body, self._dedupe, self._limit,
+        for step in (self._gate, self._read, self._authenticate, self._body, self._fire, self._dedupe, self._limit,
                      self._commit):
             stop = await step(call)
             if stop is not None:
@@ -272,8 +281,9 @@ class Listener:
         if problems:
             return self._reject(entry, 400, "schema", "the body does not match the trigger's schema",
                                 problems=problems)
+        call.revealed = self._reveal(entry, inbound)
         call.outputs = _in.trigger_outputs(inbound, parsed, call.params, entry.secret_headers, entry.secret_queries,
-                                           reveal=self._reveal(entry, inbound))
+                                           reveal=call.revealed)
         return None
 
     def _reveal(self, entry: PushEntry, inbound: InboundRequest) -> frozenset[str]:
@@ -296,8 +306,33 @@ class Listener:
             shown.add(name)
         return frozenset(shown)
 
+    async def _fire(self, call: "_Call") -> Response | None:
+        """The trigger's conditions and splitOn (``engine.firing``): what runs this request starts."""
+        entry = call.entry
+        raw = entry.flow.triggers[entry.name].raw
+        if "splitOn" not in raw and "conditions" not in raw:
+            return None
+        try:
+            call.firings = await self.engine.evaluator.offload(firing.fire, self.engine.evaluator, entry.name, raw,
+                                                               call.outputs)
+        except firing.FiringError as exc:
+            return self._reject(entry, 400, "firing", str(exc))
+        call.split = "splitOn" in raw
+        if not call.firings:
+            self.metrics.ignored.labels(*call.labels).inc()
+            what = "the split gave no items" if call.split and not raw.get("conditions") else \
+                "the trigger's conditions were not met"
+            log.info("trigger skipped: %s", what, extra={"event": "skipped", "flow": entry.flow.name,
+                                                        "trigger": entry.name})
+            return self.json({"status": "Skipped", "message": f"{what}; no run started"}, status_code=202)
+        if not call.split:
+            call.outputs = call.firings[0]
+        return None
+
     async def _dedupe(self, call: "_Call") -> Response | None:
         entry = call.entry
+        if call.split:
+            return None  # each item's run is de-duplicated on its own (_commit_split)
         try:
             call.dedupe = entry.dedupe_key(call.outputs, self.engine.evaluator, call.auth_key)
         except ActionError as exc:
@@ -319,6 +354,11 @@ class Listener:
         entry, labels = call.entry, call.labels
         stored = _in.stored_request(call.inbound, call.request.url.path, call.params, entry.secret_headers,
                                     entry.secret_queries)
+        held = {n: call.inbound.headers[n] for n in call.revealed if n in call.inbound.headers}
+        if held:  # what the flow was shown, for a resume: sealed with the environment's key (engine.encrypted)
+            stored["sealed"] = encrypted.seal(held, entry.flow.name)
+        if call.split:
+            return await self._commit_split(call, stored)
         try:
             got = await self.engine.submit_once(entry.flow, trigger=entry.name, trigger_outputs=call.outputs,
                                                 request=stored, dedupe_key=call.dedupe, hold=self.runs.executes,
@@ -336,11 +376,58 @@ class Listener:
             first = self.engine.run_record(got.run_id)
             return await self._duplicate(entry, first)
         call.run_id = got.run_id
-        call.handle = self.runs.launch(got.run_id, entry.flow, entry.name)
+        if held:
+            self.engine.held_headers[got.run_id] = held
+        call.handle = self.runs.launch(got.run_id, entry.flow, entry.name, concurrency=entry.concurrency)
         self.metrics.child(self.metrics.accepted, *labels).inc()
         log.info("trigger accepted", extra={"event": "accepted", "run_id": got.run_id, "flow": labels[0],
                                             "trigger": labels[1], "dedupe_key": call.dedupe})
         return None
+
+    async def _commit_split(self, call: "_Call", stored: dict) -> Response:
+        """splitOn: one run per item, each committed with its own id (and, with a dedupe key, its
+        own key ``KEY#i``), all before the answer: 202 with the run ids (a Response action of
+        a split run cannot answer the caller, as in Logic Apps)."""
+        entry, labels = call.entry, call.labels
+        key = None
+        try:
+            key = entry.dedupe_key(call.outputs, self.engine.evaluator, call.auth_key)
+        except ActionError as exc:
+            return self._reject(entry, 400, "dedupe", f"the trigger's dedupe expression failed: {exc.message}")
+        run_ids, started, waiting = [], 0, []
+        for i, outputs in enumerate(call.firings):
+            try:
+                got = await self.engine.submit_once(entry.flow, trigger=entry.name, trigger_outputs=outputs,
+                                                    request={**stored, "splitIndex": i},
+                                                    dedupe_key=f"{key}#{i}" if key else None,
+                                                    trace=telemetry.carrier(call.inbound.headers))
+            except FlowrunError as exc:
+                log.error("could not start a run: %s", exc, extra={"event": "start_error", "flow": labels[0],
+                                                                   "trigger": labels[1]})
+                self.metrics.rejected.labels(*labels, "error").inc()
+                return self._error(503, f"{len(run_ids)} of the {len(call.firings)} split runs started "
+                                        f"({', '.join(run_ids[:20])}); the others could not: {exc}",
+                                   {"Retry-After": str(self.options.retry_after)})
+            run_ids.append(got.run_id)
+            held = stored.get("sealed") and {n: call.inbound.headers[n] for n in call.revealed}
+            if held:
+                self.engine.held_headers[got.run_id] = held
+            if not got.duplicate:
+                waiting.append(got.run_id)
+                self.metrics.child(self.metrics.accepted, *labels).inc()
+                started += 1
+        # committed, all of them: as many start now as --max-in-flight leaves room for, the
+        # others as runs end (Queued meanwhile; a restart resumes them like any accepted run)
+        now = waiting[:self.runs.room()]
+        for run_id in now:
+            self.runs.launch(run_id, entry.flow, entry.name, concurrency=entry.concurrency)
+        if len(waiting) > len(now):
+            self.runs.launch_later(waiting[len(now):], entry.flow, entry.name, entry.concurrency)
+        log.info("trigger accepted: split into %d runs", len(run_ids),
+                 extra={"event": "accepted", "flow": labels[0], "trigger": labels[1], "count": len(run_ids)})
+        body = {"status": "Accepted", "runIds": run_ids, "started": started}
+        extra = {"X-Flowrun-Duplicate": "true"} if run_ids and not started else {}
+        return self.json(body, status_code=202, headers=extra)
 
     async def _answer(self, call: "_Call") -> Response:
         """The flow's reply (a Response-declaring action) within --sync-timeout, else 202 + Location."""
@@ -511,7 +598,7 @@ class Listener:
 
                     tg.start_soon(lambda: Worker(self.engine, capacity=self.options.max_in_flight).run())
             else:
-                resumed = self.runs.resume_unfinished()
+                resumed = self.runs.resume_unfinished(self._concurrency)
             await tg.start(self.consumers.run, self.table)
             if not self.shared:
                 await tg.start(wakeups.run, self.engine, wakeups.launcher(self.runs))  # parked runs wake when due
@@ -558,6 +645,9 @@ class _Call:
     dedupe: str | None = None
     run_id: str = ""
     handle: RunHandle | None = None
+    firings: list = field(default_factory=list)  # engine.firing: each run's trigger outputs
+    revealed: frozenset = frozenset()  # credential headers the flow sees as sent (Listener._reveal)
+    split: bool = False
 
     @property
     def labels(self) -> tuple[str, str]:

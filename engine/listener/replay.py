@@ -33,6 +33,8 @@ def start_replay(engine: Any, run_id: str, definition: str = "current") -> tuple
         if trigger is None:
             raise ReplayError(f"flow '{flow.name}' has no trigger '{run.trigger}' any more")
         outputs = inbound.outputs_from_stored(request)
+        if "splitIndex" in request and isinstance(run.payload, dict):  # one run of a splitOn: its item
+            outputs["body"] = run.payload.get("body")
         cls = engine.registry.trigger(trigger.type)
         if cls is not None and cls.mode == "push":
             errors = [f"{p['path']}: {p['message']}" for p in cls(trigger.raw, None).body_problems(outputs["body"])]
@@ -40,6 +42,7 @@ def start_replay(engine: Any, run_id: str, definition: str = "current") -> tuple
                 raise ReplayError(f"the stored body no longer matches trigger '{run.trigger}''s schema: "
                                   + "; ".join(errors))
     replayed = dict(request, via="replay", replayOf=run.id)
+    replayed.pop("sealed", None)  # a replay sees credential headers masked, as stored (engine.encrypted)
     new_id = engine.start(flow, params=run.params, trigger=run.trigger, trigger_outputs=outputs,
                           request=replayed, rerun_of=run.id)
     return flow, new_id

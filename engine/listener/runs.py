@@ -52,6 +52,9 @@ class Runs:
         self.in_flight: dict[str, RunHandle] = {}
         self.tasks: set[asyncio.Task] = set()
         self._room: asyncio.Event | None = None  # set when a run ends (pull triggers wait on it)
+        self.draining = False  # shutting down: runs waiting for room are left Queued (resumed at start)
+        self.gates: dict[tuple, asyncio.Semaphore] = {}  # (flow, trigger) -> its run concurrency
+        self.limits: dict[tuple, int] = {}
 
     def full(self) -> bool:
         return len(self.in_flight) >= self.max_in_flight
@@ -68,7 +71,10 @@ class Runs:
             await self._room.wait()
 
     def launch(self, run_id: str, flow: Any, trigger: str, *, resume: bool = False,
-               flow_name: str | None = None, reuse: Any = None) -> RunHandle:
+               flow_name: str | None = None, reuse: Any = None, concurrency: int | None = None) -> RunHandle:
+        """Start executing a committed run. ``concurrency``: at most that many runs of this
+        flow's trigger execute at once (a trigger's SingleInstance: 1); the others wait Queued,
+        in the order they were launched."""
         handle = RunHandle(run_id, flow, trigger, flow_name, reuse)
         if not self.executes:  # a worker executes it: the caller answers 202 + Location at once
             handle.responded.set()
@@ -76,10 +82,37 @@ class Runs:
             return handle
         self.in_flight[run_id] = handle
         self.metrics.in_flight.set(len(self.in_flight))
-        task = asyncio.get_running_loop().create_task(self._run(handle, resume))
+        gate = self._gate((handle.flow_name, trigger), concurrency) if concurrency else None
+        task = asyncio.get_running_loop().create_task(self._gated(handle, resume, gate))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return handle
+
+    def launch_later(self, run_ids: list[str], flow: Any, trigger: str, concurrency: int | None = None) -> None:
+        """Launch committed runs one by one as room frees (a split bigger than --max-in-flight)."""
+        async def feed() -> None:
+            for run_id in run_ids:
+                if self.draining or self.engine.stopping:
+                    return  # the rest stay Queued: the next start resumes them
+                await self.wait_for_room()
+                self.launch(run_id, flow, trigger, concurrency=concurrency)
+
+        task = asyncio.get_running_loop().create_task(feed())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _gate(self, key: tuple, limit: int) -> asyncio.Semaphore:
+        gate = self.gates.get(key)
+        if gate is None or self.limits.get(key) != limit:  # a reload may change the limit
+            gate = self.gates[key] = asyncio.Semaphore(limit)
+            self.limits[key] = limit
+        return gate
+
+    async def _gated(self, handle: RunHandle, resume: bool, gate: asyncio.Semaphore | None) -> None:
+        if gate is None:
+            return await self._run(handle, resume)
+        async with gate:
+            await self._run(handle, resume)
 
     async def finished(self, run_id: str) -> str:
         """The final status of a run: waits while this server executes it; otherwise read from
@@ -151,8 +184,9 @@ class Runs:
             if self._room is not None:
                 self._room.set()
 
-    def resume_unfinished(self) -> int:
-        """Launch every unfinished run this listener accepted; returns how many."""
+    def resume_unfinished(self, concurrency: Any = None) -> int:
+        """Launch every unfinished run this listener accepted; returns how many. ``concurrency``
+        (flow name, trigger) -> its run limit (SingleInstance), or None."""
         count = 0
         for run_id in self.engine.unfinished_runs():
             run = self.engine.get_run(run_id)
@@ -168,12 +202,16 @@ class Runs:
                     pass
             log.info("resuming run", extra={"event": "run_resumed", "run_id": run_id, "flow": run.flow,
                                             "trigger": run.trigger, "status": run.status})
-            self.launch(run_id, None, run.trigger, resume=True, flow_name=run.flow)
+            limit = concurrency(run.flow, run.trigger) if concurrency is not None else None
+            self.launch(run_id, None, run.trigger, resume=True, flow_name=run.flow, concurrency=limit)
             count += 1
         return count
 
     async def drain(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the runs in flight to finish; True if they all did."""
+        self.draining = True
+        if self._room is not None:
+            self._room.set()  # a split's feeder waiting for room looks again, and stops
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=timeout)
         return not self.tasks

@@ -48,6 +48,13 @@ class PushEntry:
     secret_queries: frozenset[str] = frozenset()
 
     @property
+    def concurrency(self) -> int | None:
+        """How many of this trigger's runs execute at once (SingleInstance: 1; None: no limit)."""
+        from engine.firing import concurrency
+
+        return concurrency(self.flow.triggers[self.name].raw)
+
+    @property
     def method(self) -> str:
         return self.trigger.method
 
@@ -175,6 +182,19 @@ def flow_files(folder: str | Path) -> list[Path]:
                   and f.is_file() and f.name not in ("connections.yaml", "connections.yml")
                   and not f.name.endswith((".test.yaml", ".test.yml"))  # flow tests (engine.testing)
                   and not any(p in skipped for p in f.parents))
+
+
+APP_FILES = ("parameters.json", "connections.json", "local.settings.json")  # read beside a Standard workflow
+
+
+def watched_files(folder: str | Path) -> list[Path]:
+    """What a flow folder's flows are read from: the flow files and the app files of each
+    Standard app folder among them (present or not: one appearing changes the flows too)."""
+    from engine.definitions import app_folder
+
+    files = flow_files(folder)
+    apps = sorted({a for f in files if f.name == "workflow.json" for a in [app_folder(f)] if a is not None})
+    return files + [a / name for a in apps for name in APP_FILES]
 
 
 def load_folder(engine: Any, folder: str | Path, previous: Table | None = None) -> Table:

@@ -121,7 +121,8 @@ class Foreach(Node):
     type = "Foreach"
     title = "Run actions for every item of an array, concurrently"
     description = ("Runs `actions` once per item (`item()`, `items('name')`, `iterationIndexes('name')`). "
-                   "`concurrency` bounds iterations in flight (default 20; 1 = sequential). "
+                   "`concurrency` bounds iterations in flight (default 20; 1 = sequential; a Foreach "
+                   "inside a Foreach runs sequentially unless it sets `concurrency`, as in Logic Apps). "
                    "Fails when any iteration failed.")
     fields = {"foreach": {"type": "array", "description": "the items"},
               "actions": ACTIONS,
@@ -144,6 +145,8 @@ class Foreach(Node):
             raise ActionError(f"foreach must evaluate to an array, not {type(items).__name__}", code="InvalidForeach")
         raw = context.action.raw
         limit = inputs.get("concurrency")
+        if limit is None and any(a.type == "Foreach" for a in context.action.ancestors()):
+            limit = 1  # a Foreach inside a Foreach runs sequentially, as in Logic Apps
         if limit is None:
             limit = ((raw.get("runtimeConfiguration") or {}).get("concurrency") or {}).get("repetitions", 20)
         if str(raw.get("operationOptions", "")).lower() == "sequential":

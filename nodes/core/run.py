@@ -136,7 +136,8 @@ class Workflow(Node):
                  "properties": {"triggerName": {"type": "string"},
                                 "workflow": {"type": "object", "required": ["id"],
                                              "properties": {"id": {"type": "string"}}}}},
-        "headers": {"type": "object", "description": "accepted for Logic Apps definitions; not passed on"},
+        "headers": {"type": "object", "description": "the child's trigger headers "
+                                                     "(triggerOutputs()['headers'], names lower-cased)"},
         "body": {"description": "the child's triggerBody()"},
         "parameters": {"type": "object"}},
         "oneOf": [{"required": ["flow"]}, {"required": ["host"]}]}
@@ -166,7 +167,9 @@ class Workflow(Node):
 
     async def run(self, inputs: Any, context: Context) -> Any:
         flow = self.child_file(inputs, context.flow_file)
-        child = await context.run_child(flow, inputs.get("body"), inputs.get("parameters"))
+        host = inputs.get("host") if isinstance(inputs.get("host"), dict) else {}
+        child = await context.run_child(flow, inputs.get("body"), inputs.get("parameters"),
+                                        headers=inputs.get("headers"), trigger=host.get("triggerName"))
         reply = child.response or {}
         out = {"runId": child.run_id, "status": child.status, "outputs": child.outputs,
                "statusCode": reply.get("statusCode"), "body": reply.get("body", child.outputs)}

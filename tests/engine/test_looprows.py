@@ -8,7 +8,9 @@ import textwrap
 
 import pytest
 
+import engine
 from engine import looprows
+from tests.support import postgres
 
 # items 0..9: `half` fails where item % 3 == 0 (0, 3, 6, 9), `after` is then Skipped
 LOOP = """
@@ -82,9 +84,15 @@ def _yaml(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+@pytest.fixture(params=postgres.BACKENDS)
+def state(request, tmp_path):
+    """Every run here is stored in SQLite and in PostgreSQL: the loop's rows are read by SQL."""
+    yield from postgres.backend_state(request.param, tmp_path)
+
+
 @pytest.fixture
-def run(run_flow):
-    return lambda text, **kw: run_flow(textwrap.dedent(text), **kw)
+def run(flow_file, state):
+    return lambda text, **kw: engine.run_file(flow_file(textwrap.dedent(text)), state=state, **kw)
 
 
 @pytest.fixture(params=["lists", "store-backed"])
@@ -164,13 +172,11 @@ def test_a_nested_loops_result_reads_only_its_own_iterations(run, rows_as):
     assert result.steps["all"].outputs == [[100, 101], [200, 201, 202, 203]]
 
 
-def test_a_rerun_reads_the_reused_iterations_from_the_store(run_flow, tmp_path, monkeypatch):
+def test_a_rerun_reads_the_reused_iterations_from_the_store(run, state, monkeypatch):
     import anyio
 
-    import engine
-
     monkeypatch.setattr(looprows, "EAGER_ROWS", 0)
-    first = run_flow("""
+    first = run("""
         actions:
           loop:
             type: Foreach
@@ -181,7 +187,7 @@ def test_a_rerun_reads_the_reused_iterations_from_the_store(run_flow, tmp_path, 
                   runAfter: {loop: [Succeeded]}}
     """)
     assert first.steps["total"].outputs == 14
-    eng = engine.Engine(tmp_path / "state.db")
+    eng = engine.Engine(state)
     try:
         again = anyio.run(lambda: eng.rerun(first.run_id, "total"))
         assert again.steps["total"].outputs == 14
@@ -266,23 +272,26 @@ def test_reading_what_is_not_there_is_a_plain_expression_error(run, monkeypatch,
 
 
 # -- fuzz: any slice, index and status filter reads the same rows both ways ------------------------
-@pytest.fixture(scope="module")
-def finished_loop(tmp_path_factory):
-    """A finished run of LOOP (no readers) and a root frame to evaluate templates in after it."""
-    import engine
+@pytest.fixture(scope="module", params=postgres.BACKENDS)
+def finished_loop(request, tmp_path_factory):
+    """A finished run of LOOP (no readers) and a root frame to evaluate templates in after it,
+    on each backend."""
     from engine.frames import ActionResult, Frame
     from engine.executor import Runtime
 
     folder = tmp_path_factory.mktemp("fuzz")
     (folder / "flow.yaml").write_text(LOOP.replace("CONSUMERS", "").replace("foreach: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]",
                                                                             "foreach: \"{{ range(23) | list }}\""))
-    ran = engine.run_file(folder / "flow.yaml", state=folder / "s.db")
-    eng = engine.Engine(folder / "s.db")
+    places = postgres.backend_state(request.param, folder)
+    state = next(places)
+    ran = engine.run_file(folder / "flow.yaml", state=state)
+    eng = engine.Engine(state)
     flow = eng.load(folder / "flow.yaml")
     runtime = Runtime(engine=eng, flow=flow, run_id=ran.run_id, trigger={}, params={}, connections={})
     runtime.latest["loop"] = ActionResult("loop", "Foreach", "Failed", path="loop")
     yield eng.evaluator, Frame(runtime, None, "")
     eng.close()
+    places.close()  # drops the PostgreSQL schema
 
 
 def _read(evaluator, frame, text):

@@ -82,14 +82,59 @@ class App:
     def __init__(self, client: Any, listener: Any, records: Records, state: Path):
         self.client, self.listener, self.records, self.state = client, listener, records, state
 
-    def db(self) -> sqlite3.Connection:
-        con = sqlite3.connect(str(self.state), timeout=10)
-        con.row_factory = sqlite3.Row
-        return con
+    def db(self) -> Any:
+        """A connection of the test's own to the state database (what is committed), with rows
+        readable by name and ``?`` placeholders, on either backend."""
+        from engine.storage import is_url
+
+        if not is_url(str(self.state)):
+            con = sqlite3.connect(str(self.state), timeout=10)
+            con.row_factory = sqlite3.Row
+            return con
+        import psycopg
+        from psycopg.rows import dict_row
+
+        return _Questions(psycopg.connect(str(self.state), autocommit=True, row_factory=dict_row))
 
     def runs(self, flow: str) -> list[dict]:
         with contextlib.closing(self.db()) as con:
             return [dict(r) for r in con.execute("SELECT * FROM runs WHERE flow = ? ORDER BY created", (flow,))]
+
+
+class _Questions:
+    """A psycopg connection taking SQLite's ``?`` placeholders (the tests' queries are simple).
+    Its rows are dicts; ``[0]`` reads the first column, as a sqlite3.Row does."""
+
+    def __init__(self, conn: Any):
+        self.conn = conn
+
+    def execute(self, sql: str, args: Any = ()) -> Any:
+        return _Rows(self.conn.execute(sql.replace("?", "%s"), tuple(args)))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Rows:
+    def __init__(self, cur: Any):
+        self.cur = cur
+
+    def _row(self, r: Any) -> Any:
+        return None if r is None else _Row(r)
+
+    def fetchone(self) -> Any:
+        return self._row(self.cur.fetchone())
+
+    def fetchall(self) -> list:
+        return [_Row(r) for r in self.cur.fetchall()]
+
+    def __iter__(self) -> Any:
+        return iter(self.fetchall())
+
+
+class _Row(dict):
+    def __getitem__(self, key: Any) -> Any:
+        return list(self.values())[key] if isinstance(key, int) else super().__getitem__(key)
 
 
 @contextlib.contextmanager

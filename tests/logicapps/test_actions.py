@@ -138,3 +138,54 @@ def test_http_takes_its_retry_policy_from_its_inputs_as_logic_apps_writes_it(tmp
     with pytest.raises(FlowError) as exc:
         load_file(bad)
     assert "actions.Get.inputs.retryPolicy" in str(exc.value)
+
+
+def test_a_workflow_actions_headers_reach_the_childs_trigger_outputs(tmp_path):
+    app = tmp_path / "app"
+    (app / "parent").mkdir(parents=True)
+    (app / "child").mkdir()
+    (app / "host.json").write_text("{}")
+    (app / "child" / "workflow.json").write_text(json.dumps({"kind": "Stateful", "definition": {
+        "$schema": SCHEMA, "triggers": {"manual": {"type": "Request", "kind": "Http"}},
+        "actions": {"Response": {"type": "Response", "kind": "Http", "runAfter": {}, "inputs": {
+            "statusCode": 200, "body": {"correlation": "@triggerOutputs()['headers']['x-correlation-id']",
+                                        "count": "@triggerOutputs()?['headers']?['X-Count']",
+                                        "order": "@triggerBody()?['order']"}}}}}}))
+    (app / "parent" / "workflow.json").write_text(json.dumps({"kind": "Stateful", "definition": {
+        "$schema": SCHEMA, "triggers": {"manual": {"type": "Request", "kind": "Http"}},
+        "actions": {"Call": {"type": "Workflow", "runAfter": {}, "inputs": {
+            "host": {"triggerName": "manual", "workflow": {"id": "child"}},
+            "headers": {"X-Correlation-Id": "abc-123", "X-Count": 3}, "body": {"order": 7}}}}}}))
+    run = run_file(app / "parent" / "workflow.json", state=tmp_path / "s.db")
+    assert run.steps["Call"].status == "Succeeded", run.steps["Call"].error
+    assert run.steps["Call"].outputs["body"] == {"correlation": "abc-123", "count": "3", "order": 7}
+
+
+def test_a_foreach_inside_a_foreach_runs_its_iterations_one_at_a_time(tmp_path):
+    import threading
+
+    arrived = threading.Barrier(3, timeout=20)
+
+    def together(req):  # answers only once three calls are in flight at once
+        arrived.wait()
+        return 200, {"Content-Type": "application/json"}, b"{}"
+
+    with Recorder() as api:
+        api.route("POST", r"/seq", json={})
+        api.route("POST", r"/par", handler=together)
+        inner = {"type": "Foreach", "foreach": "@createArray(1, 2, 3)", "actions": {
+            "Call": {"type": "Http", "runAfter": {}, "inputs": {"method": "POST", "uri": f"{api.url}/seq",
+                                                                "body": "@item()"}}}}
+        flow = write(tmp_path / "n.json", {
+            "Outer": {"type": "Foreach", "runAfter": {}, "foreach": "@createArray('a')",
+                      "actions": {"Inner": {**inner, "runtimeConfiguration": {"concurrency": {"repetitions": 3}}}}},
+            "Explicit": {"type": "Foreach", "runAfter": {}, "foreach": "@createArray('a')",
+                         "actions": {"Inner2": {**inner, "concurrency": 3, "actions": {"Call2": {
+                             "type": "Http", "runAfter": {}, "inputs": {"method": "POST", "uri": f"{api.url}/par",
+                                                                        "body": "@item()"}}}}}}})
+        run = run_file(flow, state=tmp_path / "s.db")
+    assert run.status == "Succeeded"  # flowrun's own `concurrency` field still runs them together
+    with sqlite3.connect(tmp_path / "s.db") as con:
+        spans = sorted(con.execute("SELECT started, ended FROM steps WHERE action = 'Call'").fetchall())
+    assert len(spans) == 3
+    assert all(prev[1] <= nxt[0] for prev, nxt in zip(spans, spans[1:]))  # never overlapping

@@ -52,9 +52,9 @@ def test_the_yaml_keeps_names_and_expressions_and_marks_what_has_no_equivalent()
     assert data["actions"]["Note"]["inputs"] == DEFINITION["actions"]["Note"]["inputs"]
     assert data["triggers"]["manual"]["auth"] == {"type": "sas"}
     assert "# flowrun: no flowrun equivalent: Logic Apps type 'ApiConnection'" in text
-    assert "# flowrun: no flowrun equivalent: splitOn is not supported" in text
+    assert "# flowrun: one run per item; the caller gets 202 with the run ids" in text
     assert "# flowrun: no effect: flowrun's Http never follows the async 202 pattern" in text
-    assert "# flowrun: kept; flowrun emits no diagnostics events" in text
+    assert "# flowrun: evaluated after the action and stored with its step" in text
 
 
 def test_the_converted_yaml_of_a_runnable_definition_validates():

@@ -147,3 +147,30 @@ def test_the_openapi_document_describes_the_sas_signature(app, tmp_path):
         doc = served.client.get("/openapi.json").json()
     scheme = doc["components"]["securitySchemes"]["greet.manual"]
     assert scheme["in"] == "query" and scheme["name"] == "sig"
+
+
+def test_reload_watches_the_app_folders_parameters_connections_and_settings(tmp_path):
+    folder = tmp_path / "app"
+    write(folder / "host.json", {})
+    (folder / "connections.yaml").write_text("connections: {}\n")
+    write(folder / "parameters.json", {"greeting": {"type": "String", "value": "hello"}})
+    write(folder / "hi" / "workflow.json", {"kind": "Stateful", "definition": {
+        "$schema": SCHEMA, "parameters": {"greeting": {"type": "String"}},
+        "triggers": {"manual": {"type": "Request", "kind": "Http"}},
+        "actions": {"Response": {"type": "Response", "kind": "Http", "runAfter": {},
+                                 "inputs": {"statusCode": 200,
+                                            "body": "@{parameters('greeting')} @{appsetting('Audience')}"}}}}})
+    write(folder / "local.settings.json", {"Values": {"Audience": "world"}})
+    with serving(folder, state=tmp_path / "s.db", reload=True, reload_interval=0.01) as served:
+        def answer() -> str:
+            url = path_and_query(served.listener.table.request("hi", "manual").callback_url(""))
+            return served.client.post(url, json={}).text
+
+        assert answer() == "hello world"
+        write(folder / "parameters.json", {"greeting": {"type": "String", "value": "good morning"}})
+        wait_for(lambda: answer() == "good morning world", "parameters.json to be read again")
+        write(folder / "local.settings.json", {"Values": {"Audience": "everyone here"}})
+        wait_for(lambda: answer() == "good morning everyone here", "local.settings.json to be read again")
+        before = served.records.events("flows_reloaded")
+        write(folder / "connections.json", {"managedApiConnections": {}})  # appearing counts too
+        wait_for(lambda: len(served.records.events("flows_reloaded")) > len(before), "connections.json's change")

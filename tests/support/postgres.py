@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
+from typing import Iterator
 from urllib.parse import quote
 
 SERVER = os.environ.get("FLOWRUN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -44,3 +46,23 @@ def drop(schema: str) -> None:
 
     with psycopg.connect(SERVER, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def backend_state(backend: str, tmp_path: Path) -> Iterator[str]:
+    """(A fixture's body) where a state database lives on ``backend``: a SQLite file in
+    ``tmp_path``, or a URL on a schema of its own, dropped after; skips without a server."""
+    import pytest
+
+    if backend == "sqlite":
+        yield str(tmp_path / "state.db")
+        return
+    if skip_reason:
+        pytest.skip(skip_reason)
+    url, schema = postgres_url()
+    try:
+        yield url
+    finally:
+        drop(schema)

@@ -185,11 +185,15 @@ class Pages:
     async def blob(self, request: Request) -> Response:
         """A value offloaded to the blob store (written redacted), as a JSON file."""
         digest = request.path_params["digest"]
-        path = self.store.blob_file(digest)
-        if path is None:
+        path = self.store.blob_file(digest)  # SQLite: a file; PostgreSQL: a row of the blobs table
+        if path is not None:
+            return FileResponse(path, media_type="application/json", filename=f"{digest[:16]}.json",
+                                headers=dict(HEADERS))
+        data = self.store.blob_data(digest)
+        if data is None:
             raise Refused(404, "No such stored value.")
-        return FileResponse(path, media_type="application/json", filename=f"{digest[:16]}.json",
-                            headers=dict(HEADERS))
+        return Response(data, media_type="application/json",
+                        headers={**HEADERS, "Content-Disposition": f'attachment; filename="{digest[:16]}.json"'})
 
     # -- rerun plan -----------------------------------------------------------------------------
     async def rerun_plan(self, request: Request) -> Response:

@@ -445,3 +445,18 @@ def test_a_retried_actions_attempts_are_kept_in_order_redacted_and_copied_to_a_r
             assert [a.number for a in store.attempts("r-rerun", "call")] == [1, 2]
         finally:
             store.close()
+
+
+def test_a_steps_tracked_properties_are_kept_redacted_beside_its_result(state):
+    store = open_store(state, redact=lambda text: text.replace("s3cret", "***"))
+    try:
+        store.create_run({"id": "r-tracked", "flow": "f", "status": "Running", "created": 1.0})
+        store.step_finished("r-tracked", "call", "call", "Http", "Succeeded", attempts=1, inputs=None,
+                            outputs={"ok": True}, error=None, started=1.0, ended=2.0)
+        assert store.has_tracked("r-tracked") is False
+        store.step_tracked("r-tracked", "call", {"values": {"order": "A-1", "note": "key s3cret"}, "errors": {}})
+        store.flush()
+        assert store.tracked("r-tracked", "call") == {"values": {"order": "A-1", "note": "key ***"}, "errors": {}}
+        assert store.has_tracked("r-tracked") is True and store.tracked("r-tracked", "nope") is None
+    finally:
+        store.close()

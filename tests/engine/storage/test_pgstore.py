@@ -125,3 +125,113 @@ def test_files_and_the_node_cache_live_in_the_database_and_the_cache_is_redacted
         assert store.cache_get("geo", "paris", now=1061.0) is None
     finally:
         store.close()
+
+
+def test_a_prune_never_deletes_a_blob_a_run_still_writing_refers_to(pg_state):
+    """Another process reuses a stored blob in a transaction not committed yet while a prune
+    finds no committed reference to it: the prune waits for that commit and keeps the blob."""
+    import threading
+    import time
+
+    import psycopg
+
+    from engine.retention import prune
+
+    big = {"rows": ["q" * 50] * 10}
+    pruner, writer = open_store(pg_state, blob_threshold=100), open_store(pg_state, blob_threshold=100)
+    try:
+        pruner.create_run({"id": "old", "flow": "f", "status": "Succeeded", "created": 1.0, "ended": 2.0})
+        pruner.step_finished("old", "a", "a", "Compose", "Succeeded", attempts=1, inputs=None, outputs=big,
+                             error=None, started=1.0, ended=2.0)
+        pruner.flush()
+        writer.create_run({"id": "live", "flow": "f", "status": "Running", "created": time.time()}, commit=False)
+        writer.step_finished("live", "a", "a", "Compose", "Succeeded", attempts=1, inputs=None, outputs=big,
+                             error=None, started=1.0, ended=2.0, commit=False)
+        writer.conn  # the batch sent, its transaction open
+        backend = pruner.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        done = []
+        thread = threading.Thread(target=lambda: done.append(prune(pruner, 3600)))
+        thread.start()
+        with psycopg.connect(postgres.SERVER, autocommit=True) as watch:
+            deadline = time.monotonic() + 30
+            while not watch.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                                    (backend,)).fetchone()[0]:
+                assert time.monotonic() < deadline, "the prune never waited for the writer"
+                time.sleep(0.01)
+        writer.flush()
+        thread.join(30)
+        assert done and (done[0].runs, done[0].blobs) == (1, 0)
+        assert writer.get_step("live", "a").outputs == big
+    finally:
+        writer.close()
+        pruner.close()
+
+
+def test_upgrades_at_once_where_one_is_killed_mid_migration_leave_the_schema_whole(pg_state, tmp_path):
+    """Two `flowrun db upgrade` of a version-1 database at once; the one migrating (it holds the
+    migration lock, blocked inside its transaction) is killed -9: the other migrates, once."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psycopg
+
+    from engine.pgstore import VERSION
+
+    open_store(pg_state).close()
+    with psycopg.connect(pg_state, autocommit=True) as conn:  # back to version 1: no runs.trace yet
+        conn.execute("ALTER TABLE runs DROP COLUMN trace")
+        conn.execute("DELETE FROM flowrun_schema WHERE version > 1")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    cmd = [sys.executable, "-m", "engine.cli", "--state", pg_state, "db", "upgrade", "--json"]
+    with psycopg.connect(pg_state) as holder:
+        holder.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")  # the first ALTER waits here
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with psycopg.connect(postgres.SERVER, autocommit=True) as watch:
+            def waiting(kind):
+                return watch.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                     "AND query LIKE %s", (kind,)).fetchone()[0]
+            deadline = time.monotonic() + 60
+            while not waiting("ALTER TABLE runs%"):
+                assert time.monotonic() < deadline and first.poll() is None, first.stderr.read() if first.poll() else ""
+                time.sleep(0.02)
+            second = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            while not waiting("SELECT pg_advisory_xact_lock%"):
+                assert time.monotonic() < deadline and second.poll() is None
+                time.sleep(0.02)
+            first.send_signal(signal.SIGKILL)
+            first.wait(30)
+        holder.rollback()  # the table lock goes: the killed one's backend ends, then the other runs
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err.decode()
+    assert json.loads(out)["version"] == VERSION and json.loads(out)["pending"] == 0
+    with psycopg.connect(pg_state) as conn:
+        assert [r[0] for r in conn.execute("SELECT version FROM flowrun_schema ORDER BY version")] == \
+               list(range(1, VERSION + 1))
+        assert conn.execute("SELECT trace FROM runs LIMIT 1").fetchall() == []
+
+
+@settings(max_examples=80, deadline=None)
+@given(password=st.text(st.sampled_from("QXZ'\"\\@%:/?#&= ;$"), min_size=4, max_size=16)
+       .filter(lambda p: any(c in p for c in "QXZ")), encoded=st.booleans(),
+       where=st.sampled_from(["authority", "query"]))
+def test_no_piece_of_a_password_is_ever_in_a_connection_error_or_a_shown_url(password, encoded, where):
+    """Written percent-encoded or not, in the authority or as ?password=: neither the message of a
+    failed connection nor the URL as shown holds four characters of the password in a row."""
+    pytest.importorskip("psycopg")
+    from urllib.parse import quote
+
+    from engine.pgconn import shown
+
+    written = quote(password, safe="") if encoded else password
+    url = (f"postgresql://flowrun:{written}@127.0.0.1:1/nodb?connect_timeout=1" if where == "authority" else
+           f"postgresql://flowrun@127.0.0.1:1/nodb?connect_timeout=1&password={written}")
+    with pytest.raises(engine.FlowrunError) as caught:
+        open_store(url)
+    pieces = {p[i:i + 4] for p in (password, written) for i in range(len(p) - 3)}
+    for text in (str(caught.value), shown(url)):
+        assert "\n" not in text
+        assert not [p for p in pieces if any(c in p for c in "QXZ") and p in text], text

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import postgres
+
 ROOT = Path(__file__).resolve().parents[3]
 ADMIN = "adm1n-Token-f00dbabe42"  # tests/listener/conftest.py's FLOWRUN_ADMIN_TOKEN
 
@@ -79,3 +81,9 @@ def browser():
         b = p.chromium.launch(executable_path=path, args=["--no-sandbox"] if os.geteuid() == 0 else [])
         yield b
         b.close()
+
+
+@pytest.fixture(params=postgres.BACKENDS)
+def state(request, tmp_path):
+    """The UI's pages over HTTP are read from SQLite and from PostgreSQL (a schema of its own)."""
+    yield from postgres.backend_state(request.param, tmp_path)

@@ -24,8 +24,17 @@ def csrf_of(page: str) -> str:
 
 
 @pytest.fixture
-def app(tmp_path, monkeypatch):
-    with serving(tmp_path / "flows", {"batch.yaml": BATCH}, state=tmp_path / "state.db", monkeypatch=monkeypatch,
+def app(tmp_path, monkeypatch, state):
+    # on PostgreSQL serve only queues runs for workers: --worker executes them here too
+    with serving(tmp_path / "flows", {"batch.yaml": BATCH}, state=state, monkeypatch=monkeypatch,
+                 admin_token=ADMIN, worker=True) as app:
+        yield app
+
+
+@pytest.fixture
+def queued(tmp_path, monkeypatch, state):
+    """A server whose started runs wait in the queue (no --worker on PostgreSQL)."""
+    with serving(tmp_path / "flows", {"batch.yaml": BATCH}, state=state, monkeypatch=monkeypatch,
                  admin_token=ADMIN) as app:
         yield app
 
@@ -60,7 +69,8 @@ def test_the_login_form_sets_an_httponly_strict_cookie_that_is_not_the_token(app
     assert ADMIN not in cookie
     assert app.client.get("/ui/runs").status_code == 200  # the client keeps the cookie
     app.client.cookies.clear()
-    app.client.cookies.set("flowrun_ui", cookie.split(";")[0].split("=", 1)[1][:-1] + "0", path="/ui")
+    value = cookie.split(";")[0].split("=", 1)[1]
+    app.client.cookies.set("flowrun_ui", value[:-1] + ("1" if value.endswith("0") else "0"), path="/ui")
     assert app.client.get("/ui/runs", follow_redirects=False).status_code == 303  # a forged cookie is no session
 
 
@@ -212,7 +222,8 @@ def test_a_webhook_is_replayed_from_the_ui(app):
 
 
 # -- pages of runs ------------------------------------------------------------------------------
-def test_the_runs_list_pages_filters_and_counts(app):
+def test_the_runs_list_pages_filters_and_counts(queued):
+    app = queued
     flow = app.listener.table.flows["batch"]
     ids = [app.listener.engine.start(flow, input={"n": i}, dedupe_key=f"order-{i:03d}") for i in range(120)]
     def rows(url):
@@ -251,12 +262,12 @@ def test_the_run_page_shows_the_graph_iterations_and_errors(app):
     assert re.search(r'data-action="divide" data-status="Failed"', app.client.get(f"/ui/runs/{run_id}", headers=BEARER).text)
 
 
-def test_stored_values_download_and_offloaded_blobs_are_links(tmp_path, monkeypatch):
+def test_stored_values_download_and_offloaded_blobs_are_links(tmp_path, monkeypatch, state):
     from engine.api import Engine
 
     big = {"items": list(range(3))}
-    with serving(tmp_path / "flows", {"batch.yaml": BATCH}, state=tmp_path / "state.db", monkeypatch=monkeypatch,
-                 admin_token=ADMIN) as app:
+    with serving(tmp_path / "flows", {"batch.yaml": BATCH}, state=state, monkeypatch=monkeypatch,
+                 admin_token=ADMIN, worker=True) as app:
         app.listener.engine.store.blob_threshold = 20  # every value past 20 bytes is stored apart
         run_id = start(app, big)
         page = app.client.get(f"/ui/runs/{run_id}", headers=BEARER).text
@@ -273,10 +284,10 @@ def test_stored_values_download_and_offloaded_blobs_are_links(tmp_path, monkeypa
     assert Engine  # imported for the type only
 
 
-def test_the_flows_page_keeps_a_broken_flow_listed_with_its_problem_at_its_line(tmp_path, monkeypatch):
+def test_the_flows_page_keeps_a_broken_flow_listed_with_its_problem_at_its_line(tmp_path, monkeypatch, state):
     flows = {"batch.yaml": BATCH, "broken.yaml": "name: broken\nactions:\n  a:\n    type: Compose\n    runAfter: {b: [Succeeded]}\n"}
-    with serving(tmp_path / "flows", flows, state=tmp_path / "state.db", monkeypatch=monkeypatch,
-                 admin_token=ADMIN) as app:
+    with serving(tmp_path / "flows", flows, state=state, monkeypatch=monkeypatch,
+                 admin_token=ADMIN, worker=True) as app:
         start(app)
         page = html.unescape(app.client.get("/ui/flows", headers=BEARER).text)
     assert re.search(r"broken\.yaml:5:\d+ actions\.a\.runAfter", page)
@@ -318,12 +329,12 @@ def forms(secret: str) -> list[str]:
             html.escape(quote(secret, safe="")), html.escape(quote_plus(secret))]
 
 
-def test_no_secret_reaches_any_page_download_or_event(tmp_path, monkeypatch):
+def test_no_secret_reaches_any_page_download_or_event(tmp_path, monkeypatch, state):
     monkeypatch.setenv("VAULT_KEY", SECRET)
     (tmp_path / "flows").mkdir()
     (tmp_path / "flows" / "connections.yaml").write_text("connections:\n  vault: {kind: http, secrets: {token: VAULT_KEY}}\n")
     (tmp_path / "flows" / "secretive.yaml").write_text(SECRET_FLOW)
-    with serving(tmp_path / "flows", state=tmp_path / "state.db", admin_token=ADMIN) as app:
+    with serving(tmp_path / "flows", state=state, admin_token=ADMIN, worker=True) as app:
         answer = app.client.post("/flows/secretive/triggers/manual", headers={"X-API-Key": SECRET, "X-Echo": SECRET},
                                  json={"word": SECRET, "again": [SECRET]})
         assert answer.status_code == 202, answer.text
@@ -436,10 +447,10 @@ PAGES = ["/ui/runs", "/ui/runs/{run}", "/ui/runs/{run}/rerun", "/ui/flows", "/ui
 
 
 @pytest.fixture
-def fuzz_app(tmp_path_factory, monkeypatch):
+def fuzz_app(tmp_path_factory, monkeypatch, state):
     tmp = tmp_path_factory.mktemp("fuzz")
-    with serving(tmp / "flows", {"batch.yaml": BATCH}, state=tmp / "state.db", monkeypatch=monkeypatch,
-                 admin_token=ADMIN) as app:
+    with serving(tmp / "flows", {"batch.yaml": BATCH}, state=state, monkeypatch=monkeypatch,
+                 admin_token=ADMIN, worker=True) as app:
         yield app, start(app)
 
 
@@ -486,3 +497,12 @@ def test_hostile_form_bodies_are_refused_without_a_500(app, body, headers):
                              headers={**BEARER, "content-type": "application/x-www-form-urlencoded", **headers})
     assert answer.status_code in (403, 413)
     assert len(app.runs("batch")) == 1
+
+
+@pytest.mark.parametrize("hostile", ["%00", "run%00x", "%25", "_", "%27%3B--", "%ED%A0%80", "x" * 3000])
+def test_hostile_run_ids_are_404_on_every_route_that_takes_one_and_never_a_500(app, hostile):
+    for url in (f"/runs/{hostile}", f"/ui/runs/{hostile}", f"/ui/runs/{hostile}/value/payload",
+                f"/ui/runs/{hostile}/rerun?from=a"):
+        assert app.client.get(url, headers=BEARER).status_code == 404, url
+    # in a query string text with NUL is no text: the stream of all runs, without it
+    assert app.client.get(f"/ui/events?events=1&run={hostile}", headers=BEARER).status_code in (200, 404)

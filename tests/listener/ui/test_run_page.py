@@ -63,9 +63,9 @@ actions:
 """
 
 
-def test_every_kind_of_container_opens_with_its_statuses(tmp_path, monkeypatch):
-    with serving(tmp_path / "flows", {"shapes.yaml": SHAPES}, state=tmp_path / "state.db", monkeypatch=monkeypatch,
-                 admin_token=ADMIN) as app:
+def test_every_kind_of_container_opens_with_its_statuses(tmp_path, monkeypatch, state):
+    with serving(tmp_path / "flows", {"shapes.yaml": SHAPES}, state=state, monkeypatch=monkeypatch,
+                 admin_token=ADMIN, worker=True) as app:
         run_id = app.client.post("/flows/shapes/triggers/manual", json={"n": 2, "kind": "b"}).json()["runId"]
         wait_for(lambda: app.runs("shapes")[0]["status"] == "Succeeded", "the run to succeed")
         page = app.client.get(f"/ui/runs/{run_id}", headers=BEARER).text
@@ -82,9 +82,9 @@ def test_every_kind_of_container_opens_with_its_statuses(tmp_path, monkeypatch):
     assert re.search(r'class="cell st-Succeeded chosen"[^>]*data-iteration="1"', chosen)
 
 
-def test_a_big_loop_shows_its_iterations_a_page_at_a_time(tmp_path, monkeypatch):
-    with serving(tmp_path / "flows", {"many.yaml": MANY}, state=tmp_path / "state.db", monkeypatch=monkeypatch,
-                 admin_token=ADMIN) as app:
+def test_a_big_loop_shows_its_iterations_a_page_at_a_time(tmp_path, monkeypatch, state):
+    with serving(tmp_path / "flows", {"many.yaml": MANY}, state=state, monkeypatch=monkeypatch,
+                 admin_token=ADMIN, worker=True) as app:
         run_id = app.client.post("/flows/many/triggers/manual", json={}).json()["runId"]
         wait_for(lambda: app.runs("many")[0]["status"] == "Succeeded", "the run to succeed", timeout=60)
         first = app.client.get(f"/ui/runs/{run_id}", headers=BEARER).text
