@@ -568,8 +568,8 @@ class Evaluator:
                 if isinstance(result, Decimal):  # decimal(): a number once it leaves the expression
                     result = wdl.values.exported(result)
                 if isinstance(result, (dict, list, tuple)):  # stored as JSON: will the text fit?
+                    sandbox.check_text(sandbox.current(), result, "the result")  # (bounds the walk below)
                     _raise_undefined_inside(result)
-                    sandbox.check_text(sandbox.current(), result, "the result")
                 elif isinstance(result, (str, int)):
                     sandbox.check_value(sandbox.current(), result, "the result")
                 return result

@@ -289,7 +289,7 @@ def text_lines(store: Store, run: Run, *, depth: int | None = None, failed: bool
         if found:
             yield f"{pad}  tracked: {_short(found.get('values'))}"
             for prop, message in (found.get("errors") or {}).items():
-                yield f"{pad}  tracked {prop}: {_one_line(str(message))}"
+                yield f"{pad}  tracked {prop}: {one_line(str(message))}"
     if run.error:
         message = run.error.get("message", run.error) if isinstance(run.error, dict) else run.error
         yield f"  error: {one_line(str(message))}"
