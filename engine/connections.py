@@ -37,8 +37,13 @@ MASK = "***"
 SECRET_SETTING = re.compile(r"key|secret|passw|pwd|token|connectionstring|sas|sig|credential", re.I)
 
 
+# the shell's working directories: "pwd" in their names is the command, not a password (masked,
+# every path under the current directory printed as *** once an app folder was loaded)
+NOT_SECRET = frozenset({"PWD", "OLDPWD"})
+
+
 def secret_setting(name: str) -> bool:
-    return bool(SECRET_SETTING.search(name))
+    return bool(SECRET_SETTING.search(name)) and name.upper() not in NOT_SECRET
 
 
 class Redactor:

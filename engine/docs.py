@@ -86,6 +86,8 @@ def _actions(registry: Registry) -> list[Entry]:
                 facts["Side effect (flowrun plan)"] = str(node.effect((node.example or {}).get("inputs") or {}))
             except Exception:  # noqa: BLE001  a describe that cannot read its own example
                 facts["Side effect (flowrun plan)"] = "yes"
+        elif node.reads_only:
+            facts["Side effect (flowrun plan)"] = "none: it only reads through its connection"
         if node.connection:
             facts["Connection kind"] = " or ".join(f"`{k}`" for k in node.connection_kinds())
         schemas = {}

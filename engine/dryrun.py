@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .inspection import one_line
 from .standins import Boundary, StandIn, pick
 
 
@@ -43,6 +44,17 @@ class Plan:
                 "actions": self.actions}
 
 
+def effect_line(node: Any, inputs: Any) -> str | None:
+    """``node.effect(inputs)`` as the plan prints it. The payload chose the text: one bounded line,
+    control characters escaped (a newline in a phone number cannot print a plan line of its own,
+    an ANSI escape cannot reach a terminal); a describe that cannot read these inputs says so."""
+    try:
+        effect = node.effect(inputs)
+    except Exception as exc:  # noqa: BLE001
+        effect = f"would run {node.type} ({type(exc).__name__} describing it)"
+    return one_line(str(effect), 300) if effect is not None else None
+
+
 class PlanBoundary(Boundary):
     """Runs what changes nothing outside the run; notes and stands in for the rest."""
 
@@ -56,12 +68,7 @@ class PlanBoundary(Boundary):
         outside = node.has_effect() or ctx.action.connection is not None or node.connection is not None
         if not outside and static is None:
             return None
-        effect = None
-        if node.has_effect():
-            try:
-                effect = node.effect(inputs)
-            except Exception as exc:  # noqa: BLE001  a describe that cannot read these inputs
-                effect = f"would run {node.type} ({type(exc).__name__} describing it)"
+        effect = effect_line(node, inputs) if node.has_effect() else None
         mock = self.mocks.get(ctx.action.name) if ctx._runtime.flow is self.flow else None
         chosen = pick(mock, ctx.path) if mock is not None else None
         source = "mock" if chosen is not None else "static result" if static is not None else "example"

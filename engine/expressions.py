@@ -338,6 +338,22 @@ def _is_marked(text: str) -> bool:
     return "{{" in text or "{%" in text or (text[:1] == "@" and len(text) > 1) or "@{" in text
 
 
+def _raise_undefined_inside(value: Any) -> None:
+    """Raise the UndefinedError of the first Undefined inside a list or dict result (``xs |
+    map(attribute='missing') | list`` builds a list of them): it would fail later, outside
+    the expression, wherever the value is first turned into text."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Undefined):
+            item._fail_with_undefined_error()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
 class _Undefined(StrictUndefined):
     """StrictUndefined whose message says what was there instead."""
 
@@ -552,7 +568,8 @@ class Evaluator:
                 if isinstance(result, Decimal):  # decimal(): a number once it leaves the expression
                     result = wdl.values.exported(result)
                 if isinstance(result, (dict, list, tuple)):  # stored as JSON: will the text fit?
-                    sandbox.check_text(sandbox.current(), result, "the result")
+                    sandbox.check_text(sandbox.current(), result, "the result")  # (bounds the walk below)
+                    _raise_undefined_inside(result)
                 elif isinstance(result, (str, int)):
                     sandbox.check_value(sandbox.current(), result, "the result")
                 return result

@@ -277,27 +277,27 @@ def text_lines(store: Store, run: Run, *, depth: int | None = None, failed: bool
         yield f"{pad}{name:<24} {paint(s.status)}{dur}{extra}"
         if s.error:
             message = s.error.get("message", s.error) if isinstance(s.error, dict) else s.error
-            yield f"{pad}  error: {_one_line(str(message))}"
+            yield f"{pad}  error: {one_line(str(message))}"
         if s.attempts and s.attempts > 1:  # a retried action: each attempt with its times
             for a in store.attempts(run.id, s.path):
                 took = f"  {a.duration * 1000:.1f} ms" if a.duration is not None else ""
                 why = ""
                 if isinstance(a.error, dict):
-                    why = f"  {a.error.get('code', 'Error')}: {_one_line(str(a.error.get('message', '')), 200)}"
+                    why = f"  {a.error.get('code', 'Error')}: {one_line(str(a.error.get('message', '')), 200)}"
                 yield f"{pad}  attempt {a.number:<3} {paint(a.status)} {(iso(a.started) or '-')}{took}{why}"
         found = store.tracked(run.id, s.path) if tracked else None
         if found:
             yield f"{pad}  tracked: {_short(found.get('values'))}"
             for prop, message in (found.get("errors") or {}).items():
-                yield f"{pad}  tracked {prop}: {_one_line(str(message))}"
+                yield f"{pad}  tracked {prop}: {one_line(str(message))}"
     if run.error:
         message = run.error.get("message", run.error) if isinstance(run.error, dict) else run.error
-        yield f"  error: {_one_line(str(message))}"
+        yield f"  error: {one_line(str(message))}"
     if run.outputs is not None:
         yield f"  outputs: {_short(run.outputs)}"
 
 
-def _one_line(text: str, most: int = 500) -> str:
+def one_line(text: str, most: int = 500) -> str:
     """One line of at most ``most`` characters, control characters (a vendor's ANSI escapes
     reaching the terminal) shown as backslash escapes."""
     text = " ".join(text.split())
@@ -308,7 +308,7 @@ def _one_line(text: str, most: int = 500) -> str:
 
 
 def _short(value: Any, most: int = 500) -> str:
-    return _one_line(json.dumps(value, default=str, ensure_ascii=False), most)
+    return one_line(json.dumps(value, default=str, ensure_ascii=False), most)
 
 
 def json_chunks(store: Store, run: Run, *, depth: int | None = None, failed: bool = False) -> Iterator[str]:

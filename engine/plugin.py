@@ -27,7 +27,8 @@ from .timestamps import unix_timestamp  # noqa: F401  (webhook verifiers read si
 from .triggers import (Accepted, Clock, PullTrigger, PushTrigger, SystemClock, Trigger,  # noqa: F401
                        TriggerConfigError, TriggerHost)
 from .vendor import (ErrorTable, Fault, Rule, Vendor, build_once, compact, endpoint_url, header,  # noqa: F401
-                     inputs_schema, retry_after, scrub, status_is_retryable, trace_headers)
+                     inputs_schema, retry_after, scrub, status_is_retryable, trace_headers,
+                     tracing_adapter, tracing_session)
 from .telemetry import carrier as trace_carrier  # noqa: F401  (triggers read an incoming traceparent)
 
 __all__ = ["Node", "ConnectionSpec", "Connection", "Context", "Variables", "Status", "ActionError",
@@ -39,7 +40,7 @@ __all__ = ["Node", "ConnectionSpec", "Connection", "Context", "Variables", "Stat
            "Vendor", "ErrorTable", "Rule", "Fault", "retry_after", "header", "compact",
            "inputs_schema", "endpoint_url", "status_is_retryable", "scrub",
            # W3C trace context (engine/telemetry.py): outgoing headers, an incoming carrier
-           "trace_headers", "trace_carrier"]
+           "trace_headers", "trace_carrier", "tracing_adapter", "tracing_session"]
 
 
 def count(value: Any) -> int:
@@ -174,6 +175,10 @@ class Node:
     ``effect(inputs)``   one line saying what running the action would change outside the run
                       ("would send SMS to +1555..."); None (the default) for an action that changes
                       nothing outside it. `flowrun plan` prints it instead of running the node
+    ``reads_only``    the node only reads through its connection (a query, a GET, a geocode, a
+                      rendering): `flowrun plan` notes "would read with ..." and stands its example
+                      outputs in. A node with a connection declares one of the two: ``effect`` or
+                      ``reads_only`` (tests/engine/test_plugin.py holds every built-in node to it)
     ``fields``        extra action-level properties (control actions: expression, actions, ...)
 
     What the engine must know about it (the engine names no node; it reads these):
@@ -207,6 +212,7 @@ class Node:
     more_connections: ClassVar[str | None] = None
     example: ClassVar[dict] = {}
     example_outputs: ClassVar[Any] = None
+    reads_only: ClassVar[bool] = False
     fields: ClassVar[dict] = {}
     required_fields: ClassVar[tuple[str, ...]] = ()
     lazy: ClassVar[tuple[str, ...]] = ()

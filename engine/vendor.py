@@ -128,6 +128,37 @@ def trace_headers(headers: Any = None) -> Any:
     return {**(dict(headers) if headers else {}), **extra}
 
 
+def tracing_adapter(base: Any = None, **pool: Any) -> Any:
+    """A requests ``HTTPAdapter`` (of class ``base``, default requests' own, built with ``pool``)
+    that adds the current span's ``traceparent`` to each request as it is sent: for SDKs on
+    requests that let us mount an adapter or hand them a session (Databricks, Tableau TSC,
+    Looker). A request is prepared per call, so nothing carries over between calls or threads;
+    an SDK call runs in a worker thread that holds a copy of the attempt's context. requests is
+    imported here, on first use (the engine imports no vendor library)."""
+    if base is None:
+        from requests.adapters import HTTPAdapter as base
+
+    class TracingAdapter(base):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            if "traceparent" not in request.headers:  # requests' headers: any letter case
+                request.headers.update(trace_headers({}))  # {} when tracing is off
+            return super().send(request, *args, **kwargs)
+
+    return TracingAdapter(**pool)
+
+
+def tracing_session(session: Any = None) -> Any:
+    """``session`` (a requests ``Session``; a new one when None) with ``tracing_adapter()``
+    mounted for http:// and https://."""
+    if session is None:
+        import requests
+
+        session = requests.Session()
+    for prefix in ("https://", "http://"):
+        session.mount(prefix, tracing_adapter())
+    return session
+
+
 def compact(values: Mapping[str, Any] | None) -> dict:
     """The mapping without its None values: parameters that were not given."""
     return {k: v for k, v in (values or {}).items() if v is not None}
@@ -168,8 +199,8 @@ def keep_to_host(session: Any, base_url: str, refuse: Callable[[str], BaseExcept
                              f"{home.netloc} (a redirect to another host would carry the credentials)")
             return super().send(request, *args, **kwargs)
 
-    session.mount("http://", OneHost())
-    session.mount("https://", OneHost())
+    for prefix in ("http://", "https://"):  # and each request carries the attempt span's traceparent
+        session.mount(prefix, tracing_adapter(OneHost))
     return session
 
 

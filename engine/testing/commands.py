@@ -77,6 +77,7 @@ def plan(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, .
     from engine.cli import _parse_input, _parse_params
     from engine.clock import VirtualClock
     from engine.dryrun import dry_run
+    from engine.inspection import one_line
     from engine.registry import default_registry
 
     from .runner import _secrets_env
@@ -121,7 +122,7 @@ def plan(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, .
         _emit(json.dumps(result.as_dict(), indent=2, default=str))
         return
     _emit(f"plan of {result.flow}: the run would end {result.status}"
-          + (f" ({result.error.get('message')})" if isinstance(result.error, dict) else ""))
+          + (f" ({one_line(str(result.error.get('message')), 500)})" if isinstance(result.error, dict) else ""))
     if not result.effects:
         _emit("no side effects")
     for n, e in enumerate(result.effects, 1):

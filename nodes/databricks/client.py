@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor, secret, trace_headers
+from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor, secret, tracing_adapter
 
 SETTINGS = {
     "type": "object",
@@ -51,24 +51,9 @@ def build_client(conn: Connection) -> Any:
     with DATABRICKS.mapped(conn):
         config = Config(host=host, **auth, config_file=os.devnull, clock=_bounded_clock(retry_timeout),
                         http_timeout_seconds=int(conn.settings.get("http_timeout_seconds", 60)),
-                        retry_timeout_seconds=retry_timeout, http_adapter=_tracing_adapter())
+                        retry_timeout_seconds=retry_timeout, http_adapter=tracing_adapter(pool_connections=20, pool_maxsize=20,
+                                                                       pool_block=True))
         return WorkspaceClient(config=config)
-
-
-def _tracing_adapter() -> Any:
-    """The SDK's HTTP adapter (``Config(http_adapter=...)``: requests' ``HTTPAdapter`` with the
-    pool the SDK would build) adding the current span's ``traceparent`` to each request as it is
-    sent. A request is prepared per call, so nothing carries over between calls or threads; an
-    SDK call runs in a worker thread that holds a copy of the attempt's context."""
-    from requests.adapters import HTTPAdapter
-
-    class TracingAdapter(HTTPAdapter):
-        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-            if "traceparent" not in request.headers:  # requests' headers: any letter case
-                request.headers.update(trace_headers({}))  # {} when tracing is off
-            return super().send(request, *args, **kwargs)
-
-    return TracingAdapter(pool_connections=20, pool_maxsize=20, pool_block=True)
 
 
 def _bounded_clock(limit: float) -> Any:

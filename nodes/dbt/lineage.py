@@ -20,6 +20,7 @@ class Lineage(Node):
         "`tag:`, `resource_type:`, `source:`, `path:`, `package:` and `exposure:` methods with "
         "dbt's graph operators (`+orders`, `orders+`, `1+orders+2`, `@orders`). Runs no dbt.")
     connection = "dbt"
+    reads_only = True
     connection_optional = True
     input_schema = inputs_schema(
         [],

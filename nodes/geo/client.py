@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor, secret
+from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor, secret, trace_headers
 
 PROVIDERS = {"mapbox": "mapbox", "google_maps": "google"}  # connection kind -> provider name
 
@@ -78,9 +78,16 @@ class Provider:
             parts = urlsplit(conn.endpoint)
             options.update(scheme=parts.scheme or "https", domain=parts.netloc + parts.path.rstrip("/"))
             self.host = f"{options['scheme']}://{options['domain']}".casefold()
+        class TracingAdapter(RequestsAdapter):
+            """geopy hands each request's headers to its adapter: the attempt span's traceparent
+            joins them (the call runs in a worker thread holding a copy of the attempt's context)."""
+
+            def _request(self, url: str, *, timeout: Any, headers: Any) -> Any:
+                return super()._request(url, timeout=timeout, headers=trace_headers(headers))
+
         # requests' own retries off (urllib3 retried a 429/503 after sleeping its Retry-After):
         # the fallback provider and the action's retryPolicy decide
-        options["adapter_factory"] = lambda proxies, ssl_context: RequestsAdapter(
+        options["adapter_factory"] = lambda proxies, ssl_context: TracingAdapter(
             proxies=proxies, ssl_context=ssl_context, max_retries=0)
         cls = MapBox if self.name == "mapbox" else GoogleV3
         with GEO.mapped(conn):

@@ -13,6 +13,10 @@ from engine.plugin import ActionError, Node, RetryableError
 from .client import GEO
 
 COMPONENTS = ("country", "countryCode", "region", "city", "postcode", "street", "houseNumber")
+EXAMPLE = {"lat": 52.5219, "lon": 13.4132, "address": "Alexanderplatz 1, 10178 Berlin, Germany",
+           "components": {"country": "Germany", "countryCode": "DE", "region": "Berlin", "city": "Berlin",
+                          "postcode": "10178", "street": "Alexanderplatz", "houseNumber": "1"},
+           "provider": "mapbox", "connection": "mapbox", "cached": False}  # what flowrun plan stands in
 RESULT = {"type": "object", "properties": {
     "lat": {"type": "number"}, "lon": {"type": "number"},
     "address": {"type": "string", "description": "The formatted address."},
@@ -187,6 +191,7 @@ class Geocode(Node):
         "`cache: false` keeps nothing): a cached answer makes no request. Nothing found "
         "anywhere: `AddressNotFound`.")
     connection = ("mapbox", "google_maps")
+    reads_only = True
     more_connections = "fallback"
     input_schema = {"type": "object", "additionalProperties": False, "required": ["address"],
                     "properties": {"address": ADDRESS, **OPTIONS}}
@@ -217,6 +222,7 @@ class ReverseGeocode(Node):
         "connection in order; normalised and cached as geo.Geocode. Coordinates out of range "
         "fail at validate when written in the flow, and the action otherwise.")
     connection = ("mapbox", "google_maps")
+    reads_only = True
     more_connections = "fallback"
     input_schema = {"type": "object", "additionalProperties": False, "required": ["lat", "lon"],
                     "properties": {"lat": {"type": "number", "minimum": -90, "maximum": 90},
@@ -242,6 +248,7 @@ class GeocodeMany(Node):
         "(an empty address, nothing found, a provider failure); the action fails only when "
         "`failOnError` is set and an entry failed.")
     connection = ("mapbox", "google_maps")
+    reads_only = True
     more_connections = "fallback"
     input_schema = {"type": "object", "additionalProperties": False, "required": ["addresses"],
                     "properties": {"addresses": {"type": "array", "maxItems": 10000,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor, secret, status_is_retryable
+from engine.plugin import (ActionError, Connection, ConnectionSpec, Fault, Rule, Vendor, secret, status_is_retryable,
+                           tracing_session)
 from engine.vendor import keep_to_host
 
 SETTINGS = {
@@ -64,6 +65,10 @@ def build_client(conn: Connection) -> Any:
             return {"base_url": base_url, "client_id": client_id, "client_secret": client_secret}
 
     class Session(requests.Session):
+        def __init__(self) -> None:
+            super().__init__()
+            tracing_session(self)  # each request carries the attempt span's traceparent
+
         def request(self, *args: Any, **kwargs: Any) -> Any:  # the status the SDK drops
             _last.status, _last.headers = None, None
             try:

@@ -5,7 +5,7 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-from engine.plugin import ActionError, Job, Node, Pending, RetryableError
+from engine.plugin import ActionError, Job, Node, Pending, RetryableError, excerpt
 
 from .client import LOOKER
 
@@ -40,6 +40,7 @@ class RunLook(Node):
         "visualisation. `limit` overrides the Look's row limit. The CSV and the PNG are also "
         "kept in the blob store: `file` is a reference SendGrid attachments take.")
     connection = "looker"
+    reads_only = True
     input_schema = {"type": "object", "additionalProperties": False, "required": ["lookId"],
                     "properties": {
                         "lookId": {"type": ["string", "integer"], "minLength": 1, "minimum": 1},
@@ -84,6 +85,7 @@ class RunInlineQuery(Node):
         "limit) without saving it, and returns its rows as JSON objects keyed by field name. "
         "A query error Looker reports inside its answer fails the action (`LookerQueryError`).")
     connection = "looker"
+    reads_only = True
     input_schema = {"type": "object", "additionalProperties": False, "required": ["model", "view", "fields"],
                     "properties": {
                         "model": {"type": "string", "minLength": 1},
@@ -150,6 +152,11 @@ class RenderDashboard(Job):
                           "paperSize": "a4", "landscape": True}}
     example_outputs = {"file": {"$file": "0" * 64, "name": "dashboard-17.pdf", "contentType": "application/pdf",
                                 "size": 48213}, "taskId": "a1b2c3d4e5f6", "size": 48213}
+
+    @classmethod
+    def effect(cls, inputs: Any) -> str | None:
+        return (f"would create a Looker render task of dashboard {excerpt(inputs.get('dashboardId'))} "
+                f"as {inputs.get('format', 'pdf')} and wait for it")
 
     async def start(self, inputs: dict, context: Any) -> dict:
         from looker_sdk.sdk.api40 import models

@@ -57,6 +57,7 @@ class CircuitBreaker(Job):
         "actions can branch on it. An execution that errored fails the action "
         "(circuit_breaker_error). Use the action's `timeout` to bound the wait.")
     connection = "montecarlo"
+    reads_only = True
     poll_interval = 5.0
     max_poll_interval = 30.0
     input_schema = {

@@ -61,6 +61,7 @@ class GetIncidents(Node):
         "time range, filtered by type, severity, state, project, dataset or monitor; pages "
         "are followed up to `limit`.")
     connection = "montecarlo"
+    reads_only = True
     input_schema = inputs_schema(
         [],
         tables={**STRINGS, "description": "Full table ids (fullTableIds)."},

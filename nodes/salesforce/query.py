@@ -37,6 +37,7 @@ class Query(Node):
         "`WHERE Email = {{ triggerBody().email | soql }}` renders a safe string literal "
         "(quotes included), so the value cannot change the query.")
     connection = "salesforce"
+    reads_only = True
     input_schema = {
         "type": "object", "additionalProperties": False, "required": ["soql"],
         "properties": {

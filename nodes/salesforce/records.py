@@ -152,6 +152,7 @@ class Get(Node):
     description = ("GET /sobjects/{sobject}/{id}, optionally only `fields`. An unknown Id "
                    "fails with NOT_FOUND.")
     connection = "salesforce"
+    reads_only = True
     input_schema = inputs_schema(["sobject", "id"], sobject=SOBJECT, id=RECORD_ID,
                            fields={"type": "array", "items": FIELD, "minItems": 1,
                                    "description": "Fields to return (default: all)."})

@@ -124,6 +124,7 @@ class GetInvoice(Node):
     title = "Get a Stripe invoice"
     description = "GET /v1/invoices/{invoice}."
     connection = "stripe"
+    reads_only = True
     input_schema = inputs_schema(["invoice"], invoice={**ID, "description": "Invoice id (in_...)."},
                           expand=EXPAND)
     outputs = resource(

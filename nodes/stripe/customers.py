@@ -87,6 +87,7 @@ class GetCustomer(Node):
                    "{id, object: customer, deleted: true}; an unknown id fails with "
                    "code resource_missing.")
     connection = "stripe"
+    reads_only = True
     input_schema = inputs_schema(["customer"], customer={**ID, "description": "Customer id (cus_...)."},
                           expand=EXPAND)
     outputs = CUSTOMER

@@ -15,7 +15,8 @@ import threading
 import uuid
 from typing import Any, Callable
 
-from engine.plugin import ActionError, Connection, ConnectionSpec, Fault, RetryableError, Rule, Vendor, secret
+from engine.plugin import (ActionError, Connection, ConnectionSpec, Fault, RetryableError, Rule, Vendor, secret,
+                           tracing_session)
 from engine.vendor import keep_to_host
 
 API_VERSION = "3.25"  # Tableau 2025.1: incremental refreshes (TSC) need 3.25, PDF view filters 3.23
@@ -87,7 +88,7 @@ class TableauSession:
         url = (conn.endpoint or conn.settings["server"]).rstrip("/")
         self.server = TSC.Server(url, use_server_version=False,
                                  http_options={"timeout": int(conn.settings.get("timeout", 60))},
-                                 session_factory=lambda: one_host_session(url))
+                                 session_factory=lambda: one_host_session(url))  # one host; each request sends traceparent
         self.server.version = conn.settings.get("api_version", API_VERSION)
         self._lock = threading.Lock()
         self.sign_ins = 0

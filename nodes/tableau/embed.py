@@ -30,6 +30,7 @@ class EmbedToken(Node):
         "secret: the outputs hold a sealed stand-in, which is what the state database, logs and "
         "templates see; a `Response` that carries it sends the token itself, and only there.")
     connection = "tableau"
+    reads_only = True
     input_schema = inputs_schema(
         ["user"],
         user={"type": "string", "minLength": 1, "description": "The Tableau user the token acts as (`sub`)."},

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.plugin import ActionError, Job, Pending, RetryableError
+from engine.plugin import ActionError, Job, Pending, RetryableError, excerpt
 
 from .client import TABLEAU
 

@@ -75,6 +75,7 @@ class ExportView(Node):
         "output `file` is a reference that `sendgrid.SendEmail` takes as an attachment "
         "(`attachments: [{file: \"{{ outputs('export').file }}\"}]`).")
     connection = "tableau"
+    reads_only = True
     input_schema = {
         "type": "object", "additionalProperties": False,
         "oneOf": [{"required": ["viewId"]}, {"required": ["viewName"]}],
@@ -175,6 +176,7 @@ class Query(Node):
         "owner, tags or content URL (a value means equals; a list means any of them), page by "
         "page up to `limit` items.")
     connection = "tableau"
+    reads_only = True
     input_schema = {
         "type": "object", "additionalProperties": False, "required": ["resource"],
         "properties": {

@@ -87,6 +87,7 @@ class GetCall(Node):
     description = ("GET /2010-04-01/Accounts/{AccountSid}/Calls/{sid}.json: the call's "
                    "current status, duration, price and answered_by.")
     connection = "twilio"
+    reads_only = True
     input_schema = inputs_schema(["sid"], sid={"type": "string", "pattern": "^CA",
                                         "description": "Call SID (CA...)."})
     outputs = CALL

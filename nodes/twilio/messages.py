@@ -152,6 +152,7 @@ class GetMessage(Node):
                    "current status, price and error_code (e.g. to check delivery after "
                    "twilio.SendSms).")
     connection = "twilio"
+    reads_only = True
     input_schema = inputs_schema(["sid"], sid={"type": "string", "pattern": "^(SM|MM)",
                                         "description": "Message SID (SM... or MM...)."})
     outputs = MESSAGE

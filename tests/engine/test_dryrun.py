@@ -149,3 +149,126 @@ def test_the_geo_enrich_plan_geocodes_from_the_example_and_upserts_only_the_addr
     assert plan["effects"][0] == {"action": "geocode", "type": "geo.GeocodeMany", "effect": None, "outputs": "example"}
     upserts = [e["effect"] for e in plan["effects"] if e["type"] == "salesforce.Upsert"]
     assert len(upserts) == 1 and upserts[0].startswith("would upsert Salesforce Order")
+
+
+# -- every node says what a plan would do ------------------------------------------------------
+def builtin_nodes():
+    from engine.registry import default_registry
+
+    return sorted((n for n in default_registry().nodes.values() if n.__module__.startswith("nodes.")),
+                  key=lambda n: n.type)
+
+
+def test_every_builtin_node_with_a_connection_or_an_effect_declares_which_it_is():
+    """A node that talks to a vendor either declares its ``effect`` (a "would ..." line from its
+    own example's inputs, or None when those inputs only read) or ``reads_only``, never both and never neither; and its example outputs
+    (what the plan stands in) have the shape of its declared outputs."""
+    import jsonschema
+
+    checked = []
+    for node in builtin_nodes():
+        if not (node.connection or node.has_effect()):
+            assert not node.reads_only, f"{node.type} reads through no connection"
+            continue
+        checked.append(node.type)
+        assert node.has_effect() != node.reads_only, f"{node.type}: declare effect() or reads_only, one of them"
+        if node.has_effect():
+            line = node.effect((node.example or {}).get("inputs") or {})
+            assert line is None or line.startswith("would "), (node.type, line)  # None: these inputs read
+        if node.outputs:
+            jsonschema.validate(node.example_output(), node.outputs)
+    assert {"tableau.RefreshExtract", "tableau.ExportView", "looker.RenderDashboard", "looker.RunLook",
+            "geo.GeocodeMany", "geo.Geocode", "stripe.GetCustomer", "twilio.SendSms"} <= set(checked)
+
+
+def test_the_bi_refresh_plan_names_the_tableau_refresh_and_the_mail():
+    result = flowrun("plan", str(ROOT / "examples/bi_refresh/flow.yaml"), "--json")
+    plan = json.loads(result.output)
+    assert plan["status"] == "Succeeded", plan
+    assert [(e["action"], e["effect"]) for e in plan["effects"]][:2] == [
+        ("refresh", "would start a full extract refresh of Tableau data source ds-orders and wait for it"),
+        ("export", None)]  # a read: its example outputs (a PDF reference) stand in
+    steps = {a["action"]: a for a in plan["actions"]}
+    assert steps["email"]["inputs"]["attachments"][0]["file"]["name"] == "sales.pdf"
+    assert plan["effects"][2]["effect"].startswith("would email cfo@acme.example, sales-leads@acme.example")
+
+
+def test_the_geo_enrich_plan_geocodes_then_upserts_with_the_example_coordinates():
+    result = flowrun("plan", str(ROOT / "examples/geo_enrich/flow.yaml"), "--input",
+                     f"@{ROOT / 'examples/geo_enrich/orders.json'}", "--json")
+    plan = json.loads(result.output)
+    assert plan["status"] == "Succeeded", plan
+    assert [e["effect"] for e in plan["effects"]] == [
+        None, "would upsert Salesforce Order where Order_Number__c = SO-1001",
+        "would reply 200 to the request that started the run"]
+    steps = {a["action"]: a for a in plan["actions"]}
+    assert steps["upsert[0]/coordinates"]["inputs"]["record"]["Shipping_Country_Code__c"] == "DE"
+
+
+def test_a_looker_render_is_an_effect_in_the_plan(tmp_path):
+    flow = tmp_path / "render.yaml"
+    flow.write_text(textwrap.dedent("""\
+        name: render
+        actions:
+          render:
+            type: looker.RenderDashboard
+            connection: looker
+            inputs: {dashboardId: "17", format: png}
+          look:
+            type: looker.RunLook
+            connection: looker
+            inputs: {lookId: 42}
+        """))
+    conns = tmp_path / "connections.yaml"
+    conns.write_text("connections:\n  looker:\n    kind: looker\n    settings: {base_url: 'https://acme.looker.example'}\n"
+                     "    secrets: {client_id: LOOKER_ID, client_secret: LOOKER_SECRET}\n")
+    result = CliRunner().invoke(main, ["--state", "unused.db", "--connections", str(conns), "plan", str(flow), "--json"],
+                                catch_exceptions=False)
+    plan = json.loads(result.output)
+    assert {e["action"]: e["effect"] for e in plan["effects"]} == {
+        "render": "would create a Looker render task of dashboard 17 as png and wait for it", "look": None}
+
+
+def test_an_effect_line_reads_any_inputs_and_stays_one_printable_line():
+    """`flowrun plan` renders inputs from a payload it does not control: each node's effect line
+    takes whatever they hold (wrong types, nulls, huge or control-character text) and is one
+    bounded, printable line."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from engine.dryrun import effect_line
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=300)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                                max_size=4), max_leaves=12)
+    nodes = [n for n in builtin_nodes() if n.has_effect()]
+
+    keys = sorted({k for n in nodes for k in (n.input_schema.get("properties") or {})} | {"x"})
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.dictionaries(st.sampled_from(keys), values, max_size=6))
+    def check(inputs):
+        for node in nodes:
+            line = effect_line(node, inputs)
+            assert line is None or (line.startswith("would ") and line.isprintable() and len(line) <= 300), (
+                node.type, line)
+
+    check()
+
+
+def test_a_payload_cannot_forge_plan_lines_or_send_terminal_escapes(tmp_path):
+    flow = tmp_path / "echo.yaml"
+    flow.write_text(textwrap.dedent("""\
+        name: echo
+        actions:
+          call:
+            type: Http
+            inputs: {method: POST, uri: "https://api.example.invalid/{{ triggerBody().path }}"}
+        """))
+    forged = "x\n  2. other: would read with nothing  [outputs: example]\n\x1b[2J\x1b[31mred\u202e"
+    result = flowrun("plan", str(flow), "--input", json.dumps({"path": forged}))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("  1. call: would POST https://api.example.invalid/x 2. other:")
+    assert "\x1b" not in result.output and "\u202e" not in result.output and "\\x1b[2J" in result.output
+    data = json.loads(flowrun("plan", str(flow), "--input", json.dumps({"path": forged}), "--json").output)
+    assert "\n" not in data["effects"][0]["effect"]

@@ -529,3 +529,17 @@ def test_fromjson_and_parsejson_refuse_hostile_json_with_a_clear_error(run_flow,
         step = result.steps[name]
         assert step.status == "Failed", name
         assert "Traceback" not in step.error["message"] and len(step.error["message"]) < 300
+
+
+def test_an_undefined_inside_a_list_result_is_the_expressions_error_not_a_crash_later(tmp_path):
+    """`xs | map(attribute='missing') | list` builds a list of Undefined: it fails in the
+    expression, naming it, never later wherever the value is first written as text."""
+    import engine
+
+    flow = tmp_path / "u.yaml"
+    flow.write_text("name: u\nactions:\n  c: {type: Compose, inputs: \"{{ [[1], [2]] | map(attribute='id') | list }}\"}\n"
+                    "  d: {type: Compose, inputs: {deep: \"{{ [{'k': [[1]] | map(attribute='z') | list}] }}\"}}\n")
+    result = engine.run_file(flow, state=tmp_path / "s.db")
+    assert result.status == "Failed"
+    assert result.steps["c"].error["message"].endswith("an array has no attribute 'id' (use an index: [0])")
+    assert "has no attribute 'z'" in result.steps["d"].error["message"]

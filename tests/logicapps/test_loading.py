@@ -255,6 +255,22 @@ def test_an_app_setting_named_like_a_secret_is_stored_masked(tmp_path):
     assert b"pk-Live" not in (tmp_path / "s.db").read_bytes()
 
 
+def test_the_shells_working_directory_variables_are_not_secrets(tmp_path, monkeypatch):
+    """PWD and OLDPWD hold "pwd" in their names: loading an app folder once masked the current
+    directory, so every path under it printed as ***. A setting named SqlPwd still is a secret."""
+    from engine.connections import PROCESS_REDACTOR
+
+    monkeypatch.setenv("PWD", str(tmp_path / "here"))
+    monkeypatch.setenv("OLDPWD", str(tmp_path / "before"))
+    app = tmp_path / "app"
+    write(app / "host.json", {})
+    write(app / "local.settings.json", {"Values": {"SqlPwd": "pw-'q\"uote-77"}})
+    flow = write(app / "w" / "workflow.json", {"kind": "Stateful", "definition": definition(
+        Use={"type": "Compose", "runAfter": {}, "inputs": "@appsetting('SqlPwd')"})})
+    assert run_file(flow, state=tmp_path / "s.db").steps["Use"].outputs == "***"
+    assert PROCESS_REDACTOR(f"{tmp_path}/here/flows and {tmp_path}/before") == f"{tmp_path}/here/flows and {tmp_path}/before"
+
+
 def test_an_unreadable_arm_parameters_file_is_one_problem(tmp_path, monkeypatch):
     monkeypatch.setenv("FLOWRUN_ARM_PARAMETERS", str(tmp_path / "missing.parameters.json"))
     found = problems(write(tmp_path / "t.json", arm(arm_definition())))

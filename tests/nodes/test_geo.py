@@ -358,3 +358,28 @@ def test_cache_keys_never_collide_across_languages_of_a_reverse_lookup_or_endpoi
         result = engine.run_file(flow_file(elsewhere, {"g": geocode(DC)}), state=tmp_path / "state.db",
                                  connections=conns, clock=FakeClock())
         assert result.steps["g"].outputs["cached"] is False and other.count("mapbox") == 1
+
+
+# -- tracing: geopy's requests carry the attempt span's traceparent ----------------------------
+def test_a_traced_geocode_sends_the_attempt_spans_traceparent_to_each_provider(tmp_path, connections, geo):
+    from tests.support.tracing import traceparent, traced
+
+    geo.google_only.add("rua augusta 100, lisboa")  # Mapbox finds nothing: Google is asked too
+    with traced() as spans:
+        result = run(tmp_path, connections, {
+            "one": geocode("Rua Augusta 100, Lisboa", fallback=["google"]),
+            "many": {"type": "geo.GeocodeMany", "connection": "mapbox", "runAfter": {"one": ["Succeeded"]},
+                     "inputs": {"addresses": [DC, "Alexanderplatz 1, Berlin"], "concurrency": 2}}})
+    assert result.status == "Succeeded", result.error
+    [one] = spans.named("one")
+    [many] = spans.named("many")
+    sent = geo.requests("mapbox") + geo.requests("google")
+    assert len(sent) == 4
+    lisboa = [r for r in sent if "augusta" in r.path.lower() or "augusta" in str(r.query).lower()]
+    assert len(lisboa) == 2 and {r.header("traceparent") for r in lisboa} == {traceparent(one)}
+    assert {r.header("traceparent") for r in sent if r not in lisboa} == {traceparent(many)}
+
+
+def test_an_untraced_geocode_sends_no_traceparent(tmp_path, connections, geo):
+    assert run(tmp_path, connections, {"one": geocode(DC)}).status == "Succeeded"
+    assert [r.header("traceparent") for r in geo.requests("mapbox")] == [None]

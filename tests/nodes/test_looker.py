@@ -263,3 +263,28 @@ def test_a_redirect_to_another_host_is_refused_and_carries_neither_the_client_se
         assert result.status == "Failed" and result.steps["look"].error["code"] == "LookerRedirect"
         assert "refused to send a request" in result.steps["look"].error["message"]
         assert evil.requests == []
+
+
+# -- tracing: the SDK's requests session (ours) carries the attempt span's traceparent ---------
+def test_a_traced_run_sends_the_attempt_spans_traceparent_on_every_looker_request(tmp_path, connections, looker):
+    from tests.support.tracing import traceparent, traced
+
+    with traced() as spans:
+        result = run(tmp_path, connections, {
+            "look": act("RunLook", {"lookId": "42"}),
+            "render": act("RenderDashboard", {"dashboardId": "17"}, runAfter={"look": ["Succeeded"]})})
+    assert result.status == "Succeeded", result.error
+    [look] = spans.named("look")
+    renders = {traceparent(s) for s in spans.named("render")}
+    sent = looker.recorder.requests
+    assert sent and all(r.header("traceparent") for r in sent)
+    for r in sent:
+        if "/looks/" in r.path or r.path.endswith("/login"):  # the login happens in the first action
+            assert r.header("traceparent") == traceparent(look), r.path
+        else:
+            assert r.header("traceparent") in renders, r.path
+
+
+def test_an_untraced_run_sends_no_traceparent_to_looker(tmp_path, connections, looker):
+    assert run(tmp_path, connections, {"look": act("RunLook", {"lookId": "42"})}).status == "Succeeded"
+    assert {r.header("traceparent") for r in looker.recorder.requests} == {None}

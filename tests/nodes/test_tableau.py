@@ -411,3 +411,31 @@ def test_a_redirect_to_another_host_is_refused_and_carries_neither_the_pat_nor_t
         assert result.status == "Failed" and result.steps["r"].error["code"] == "TableauRedirect"
         assert "Tableau: refused to send a request" in result.steps["r"].error["message"]
         assert evil.requests == []
+
+
+# -- tracing: TSC's requests (one session per thread, from our session_factory) carry traceparent
+def test_a_traced_run_sends_the_attempt_spans_traceparent_on_every_tableau_request(tmp_path, connections, tableau):
+    from tests.support.tracing import traceparent, traced
+
+    tableau.job_polls = 1
+    with traced() as spans:
+        result = run(tmp_path, connections, {
+            "refresh": act("RefreshExtract", {"datasourceId": "ds-orders"}),
+            "export": act("ExportView", {"viewId": "v-sales-0001", "format": "csv"}, runAfter={"refresh": ["Succeeded"]})})
+    assert result.status == "Succeeded", result.error
+    refresh_parents = {traceparent(s) for s in spans.named("refresh")}
+    [export] = spans.named("export")
+    sent = tableau.recorder.requests
+    assert sent and all(r.header("traceparent") for r in sent)
+    job = result.steps["refresh"].outputs["jobId"]
+    for r in sent:
+        if r.path.endswith("/refresh") or job in r.path or r.path.endswith("/signin"):
+            assert r.header("traceparent") in refresh_parents, r.path
+        else:
+            assert r.header("traceparent") == traceparent(export), r.path
+
+
+def test_an_untraced_run_sends_no_traceparent_to_tableau(tmp_path, connections, tableau):
+    result = run(tmp_path, connections, {"export": act("ExportView", {"viewId": "v-sales-0001", "format": "csv"})})
+    assert result.status == "Succeeded", result.error
+    assert [r.header("traceparent") for r in tableau.recorder.requests] == [None] * len(tableau.recorder.requests)
