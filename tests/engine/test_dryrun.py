@@ -186,7 +186,7 @@ def test_the_bi_refresh_plan_names_the_tableau_refresh_and_the_mail():
     plan = json.loads(result.output)
     assert plan["status"] == "Succeeded", plan
     assert [(e["action"], e["effect"]) for e in plan["effects"]][:2] == [
-        ("refresh", "would start a full extract refresh of Tableau data source ds-orders and wait for it"),
+        ("refresh", "would start a full extract refresh of Tableau data source ds-orders and wait for the job"),
         ("export", None)]  # a read: its example outputs (a PDF reference) stand in
     steps = {a["action"]: a for a in plan["actions"]}
     assert steps["email"]["inputs"]["attachments"][0]["file"]["name"] == "sales.pdf"
