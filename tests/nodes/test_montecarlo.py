@@ -258,7 +258,7 @@ def test_partial_data_keeps_polling_until_every_execution_reported(tmp_path, con
 def test_a_breaker_that_never_finishes_times_out_cleanly(tmp_path, connections, mc):
     mc.rule("r", breaches=[0], polls=10**6)
     gate = breaker(rule_name="r")
-    gate["gate"]["timeout"] = "PT2M"
+    gate["gate"]["timeout"] = "PT2S"  # real seconds (the run's clock is fake): the poll loop spins until then
     run = run_actions(tmp_path, connections, gate)
     assert run.steps["gate"].status == "TimedOut"
     assert len(mc.calls("triggerCircuitBreakerRuleV2")) == 1
