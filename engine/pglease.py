@@ -28,7 +28,7 @@ from typing import Any, Callable
 import psycopg
 
 from .errors import RunBusy, StoreError
-from .runlock import _printable
+from .runlock import _printable, keep_renewing
 
 log = logging.getLogger("flowrun.run")
 HOST = socket.gethostname()
@@ -120,23 +120,8 @@ class PgRunClaim:
         return not self.lost
 
     def keep(self, on_lost: Callable[[], None]) -> None:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
         self._on_lost = on_lost
-
-        def tick() -> None:
-            self._timer = None
-            try:
-                if not self.renew():
-                    log.error("run %s: another process took its lease over; this process stops executing it",
-                              self.run_id)
-                    on_lost()
-                    return
-            except StoreError as exc:
-                log.warning("%s", exc)
-            self._timer = loop.call_later(self.ttl / 3, tick)
-        self._timer = loop.call_later(self.ttl / 3, tick)
+        keep_renewing(self, on_lost)
 
     def stop(self) -> None:
         if self._timer is not None:

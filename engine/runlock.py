@@ -297,24 +297,31 @@ class RunClaim:
     def keep(self, on_lost: Callable[[], None]) -> None:
         """Renew every third of the ttl on the running event loop (a timer, so no task wraps the
         run's own exceptions) until ``stop()``; call ``on_lost()`` if the lease was taken over."""
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-
-        def tick() -> None:
-            self._timer = None
-            try:
-                if not self.renew():
-                    log.error("run %s: another process took its lease over; this process stops executing it",
-                              self.run_id)
-                    on_lost()
-                    return
-            except StoreError as exc:  # the file is busy: the next renewal may pass
-                log.warning("%s", exc)
-            self._timer = loop.call_later(self.ttl / 3, tick)
-        self._timer = loop.call_later(self.ttl / 3, tick)
+        keep_renewing(self, on_lost)
 
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def keep_renewing(claim: Any, on_lost: Callable[[], None]) -> None:
+    """Renew ``claim`` (a RunClaim here, or engine.pglease's PgRunClaim: ``renew()``, ``ttl``,
+    ``run_id``, ``_timer``) every third of its ttl on the running event loop (a timer, so no task
+    wraps the run's own exceptions) until its ``stop()``; call ``on_lost()`` if it was taken over."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:
+        claim._timer = None
+        try:
+            if not claim.renew():
+                log.error("run %s: another process took its lease over; this process stops executing it",
+                          claim.run_id)
+                on_lost()
+                return
+        except StoreError as exc:  # the database is busy: the next renewal may pass
+            log.warning("%s", exc)
+        claim._timer = loop.call_later(claim.ttl / 3, tick)
+    claim._timer = loop.call_later(claim.ttl / 3, tick)
