@@ -186,3 +186,120 @@ class TriggerLease:
             self.store.flush()
         except (psycopg.Error, StoreError) as exc:
             log.warning("%s", exc)
+
+
+KEY_TABLE = "trigger_key_leases"
+KEY_DDL = (f"CREATE TABLE IF NOT EXISTS {KEY_TABLE} (flow TEXT NOT NULL, trigger TEXT NOT NULL, key TEXT NOT NULL, "
+           f"owner TEXT NOT NULL, token TEXT NOT NULL, backend INTEGER, backend_start TIMESTAMPTZ, "
+           f"expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (flow, trigger, key))")
+MEMBER_TABLE = "trigger_members"
+MEMBER_DDL = (f"CREATE TABLE IF NOT EXISTS {MEMBER_TABLE} (flow TEXT NOT NULL, trigger TEXT NOT NULL, "
+              f"token TEXT NOT NULL, owner TEXT NOT NULL, backend INTEGER, backend_start TIMESTAMPTZ, "
+              f"expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (flow, trigger, token))")
+_ME = "pg_backend_pid(), a.backend_start"  # with FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()
+
+
+class KeyLeases:
+    """The keys of one pull trigger (Kinesis shards, partitions ...) split among the ``serve``
+    instances consuming it (``PullTrigger.shared == "keys"``): a ``trigger_key_leases`` row per
+    key, judged like a run's lease (server clock, live backend), and a ``trigger_members`` row
+    per instance, so each one knows how many share the keys.
+
+    ``balance(keys)`` is called by the trigger at least every ``ttl / 3`` with the keys that
+    can be read now. It renews this instance's rows, and aims at an even split: with K keys
+    and M live members, the members sorted by token take ``K // M`` keys each and the first
+    ``K % M`` one more, so no one holds more than ``ceil(K / M)`` and every key has a reader.
+    Under its share an instance takes free keys (never held, released, or held by a dead
+    instance: a killed one's backend is gone at once); over it, it gives keys up. Giving up
+    is the trigger's move: a key not returned stays ours, renewed, until the trigger has
+    stopped reading it at a checkpoint boundary and calls ``release``. So an owner change
+    never overlaps two readers, save when a stalled instance's lease expired under it (at
+    least once, as documented; runs are de-duplicated on the record's key).
+    """
+
+    def __init__(self, store: Any, flow: str, trigger: str, *, ttl: float = 30.0):
+        self.store, self.flow, self.trigger, self.ttl = store, flow, trigger, ttl
+        self.token = secrets.token_hex(16)
+        self.owner = f"{HOST}:{os.getpid()}"
+        store.ensure_table(KEY_TABLE, KEY_DDL)
+        store.ensure_table(MEMBER_TABLE, MEMBER_DDL)
+
+    def _transaction(self, work: Callable[[Any], Any], what: str) -> Any:
+        """``work(conn)`` in a transaction of its own: the store's pending writes are committed
+        first, so a failure here rolls back nothing but ours."""
+        store = self.store
+        try:
+            store.flush()
+            with store.lock, store.conn.transaction():
+                return work(store.conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"{store.path}: {what} of {self.flow}/{self.trigger}: {exc}") from None
+
+    def share(self, members: list[str], count: int) -> int:
+        """How many of ``count`` keys are this instance's share among live ``members`` (tokens)."""
+        if self.token not in members:
+            members = sorted([*members, self.token])
+        rank, n = members.index(self.token), len(members)
+        return count // n + (1 if rank < count % n else 0)
+
+    def balance(self, keys: Any) -> set[str]:
+        """The keys (of ``keys``) this instance reads now; see the class docstring."""
+        wanted = sorted(set(keys))
+        ids = (self.flow, self.trigger)
+
+        def work(conn: Any) -> set[str]:
+            conn.execute(
+                f"INSERT INTO {MEMBER_TABLE} AS l (flow, trigger, token, owner, backend, backend_start, expires) "
+                f"SELECT %s, %s, %s, %s, {_ME}, {NOW} + %s FROM pg_stat_activity a WHERE a.pid = pg_backend_pid() "
+                f"ON CONFLICT (flow, trigger, token) DO UPDATE SET backend = EXCLUDED.backend, "
+                f"backend_start = EXCLUDED.backend_start, expires = EXCLUDED.expires",
+                (*ids, self.token, self.owner, self.ttl))
+            conn.execute(f"DELETE FROM {MEMBER_TABLE} l WHERE flow = %s AND trigger = %s AND NOT {LIVE}", ids)
+            members = sorted(r[0] for r in conn.execute(
+                f"SELECT token FROM {MEMBER_TABLE} l WHERE flow = %s AND trigger = %s AND {LIVE}", ids))
+            mine = {r[0] for r in conn.execute(
+                f"UPDATE {KEY_TABLE} SET expires = {NOW} + %s, backend = a.pid, backend_start = a.backend_start "
+                f"FROM pg_stat_activity a WHERE a.pid = pg_backend_pid() AND flow = %s AND trigger = %s "
+                f"AND token = %s RETURNING key", (self.ttl, *ids, self.token))}
+            share = self.share(members, len(wanted))
+            keep = [k for k in wanted if k in mine][:share]
+            if len(keep) < share:
+                busy = {r[0] for r in conn.execute(
+                    f"SELECT key FROM {KEY_TABLE} l WHERE flow = %s AND trigger = %s AND key = ANY(%s) AND {LIVE}",
+                    (*ids, wanted))}
+                for key in wanted:  # in key order, as every instance: takers never wait on each other in a cycle
+                    if len(keep) >= share:
+                        break
+                    if key in busy or key in mine:
+                        continue
+                    if conn.execute(
+                            f"INSERT INTO {KEY_TABLE} AS l (flow, trigger, key, owner, token, backend, backend_start, "
+                            f"expires) SELECT %s, %s, %s, %s, %s, {_ME}, {NOW} + %s FROM pg_stat_activity a "
+                            f"WHERE a.pid = pg_backend_pid() ON CONFLICT (flow, trigger, key) DO UPDATE SET "
+                            f"owner = EXCLUDED.owner, token = EXCLUDED.token, backend = EXCLUDED.backend, "
+                            f"backend_start = EXCLUDED.backend_start, expires = EXCLUDED.expires "
+                            f"WHERE NOT {LIVE} RETURNING key",
+                            (*ids, key, self.owner, self.token, self.ttl)).fetchone():
+                        keep.append(key)
+            return set(keep)
+
+        return self._transaction(work, "key leases")
+
+    def release(self, keys: Any) -> None:
+        """Give these keys up (their reader stopped at a checkpoint boundary): others may take them."""
+        keys = list(keys)
+        if keys:
+            self._transaction(lambda conn: conn.execute(
+                f"DELETE FROM {KEY_TABLE} WHERE flow = %s AND trigger = %s AND token = %s AND key = ANY(%s)",
+                (self.flow, self.trigger, self.token, keys)), "releasing key leases")
+
+    def close(self) -> None:
+        """Leave: every key and the membership go at once (the trigger stopped reading)."""
+        def work(conn: Any) -> None:
+            for table in (KEY_TABLE, MEMBER_TABLE):
+                conn.execute(f"DELETE FROM {table} WHERE flow = %s AND trigger = %s AND token = %s",
+                             (self.flow, self.trigger, self.token))
+        try:
+            self._transaction(work, "leaving key leases")
+        except StoreError as exc:  # they expire, or their backend ends, by themselves
+            log.warning("%s", exc)

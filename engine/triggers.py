@@ -34,7 +34,7 @@ from .errors import TriggerConfigError  # noqa: F401  (its home is engine.errors
 
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Iterable, Protocol
 
 __all__ = ["Trigger", "PushTrigger", "PullTrigger", "TriggerHost", "TriggerConfigError", "Accepted",
            "Clock", "SystemClock", "PUSH_KEYS"]
@@ -83,6 +83,14 @@ class TriggerHost(Protocol):
     before that (a consumer takes no more messages at once). ``finished(run_id)`` waits for a run this
     server executes to end and gives its final status (a queue consumer that deletes a
     message only after its run succeeded waits on it).
+
+    ``lease_keys(keys)`` (a ``shared = "keys"`` trigger) gives the keys among ``keys`` (its
+    partitions or shards readable now) that this instance reads: all of them with one
+    instance (SQLite), its fair share among the instances on a PostgreSQL database. Call it
+    again within ``lease_every`` seconds (that renews the leases) and whenever the keys
+    change. A key you read that is no longer returned (another instance joined, or the
+    lease was lost) stays yours until you stop reading it at a checkpoint boundary and call
+    ``release_keys([key])``; so is a key you finished (a drained shard).
     """
 
     flow_name: str
@@ -109,6 +117,12 @@ class TriggerHost(Protocol):
     async def wait_for_room(self) -> None: ...
 
     async def finished(self, run_id: str) -> str: ...
+
+    lease_every: float
+
+    async def lease_keys(self, keys: Iterable[str]) -> set[str]: ...
+
+    async def release_keys(self, keys: Iterable[str]) -> None: ...
 
 
 class Trigger:
@@ -164,7 +178,9 @@ class PullTrigger(Trigger):
     ``shared``   several ``serve`` on one PostgreSQL database: ``"lease"``, one instance
                  consumes at a time and the others stand by (engine.pglease.TriggerLease); ``"all"``,
                  every instance consumes, the source or the de-duplication key coordinating them
-                 (a Kafka consumer group, SQS visibility, a schedule's scheduled time).
+                 (a Kafka consumer group, SQS visibility, a schedule's scheduled time); ``"keys"``,
+                 every instance consumes the keys (shards, partitions) it holds a lease on, an even
+                 share of them, through ``host.lease_keys`` (engine.pglease.KeyLeases; Kinesis).
     """
 
     mode: ClassVar[str] = "pull"

@@ -9,11 +9,12 @@ and awaits ``stop()``. An error in one trigger is logged and stops that trigger 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import math
+from typing import Any, Iterable
 
 import anyio
 
-from engine.errors import ConnectionError_
+from engine.errors import ConnectionError_, StoreError
 from engine.plugin import Accepted, SystemClock
 
 from .triggers import PullEntry
@@ -32,8 +33,9 @@ class _TriggerLog(logging.LoggerAdapter):
 class Host:
     """What a pull trigger may use (``engine.plugin.TriggerHost``), for one flow trigger."""
 
-    def __init__(self, entry: PullEntry, engine: Any, runs: Any, metrics: Any, clock: Any):
+    def __init__(self, entry: PullEntry, engine: Any, runs: Any, metrics: Any, clock: Any, keys: Any = None):
         self.entry = entry
+        self._keys = keys  # engine.pglease.KeyLeases of a ``shared = "keys"`` trigger on PostgreSQL
         self.flow_name = entry.flow.name
         self.trigger_name = entry.name
         self.clock = clock
@@ -77,6 +79,33 @@ class Host:
 
     async def client(self) -> Any:
         return await self.connection().get_client()
+
+    @property
+    def lease_every(self) -> float:
+        """Seconds within which a ``shared = "keys"`` trigger calls ``lease_keys`` again (its
+        leases last three times that); infinite when nothing is leased (one instance, SQLite)."""
+        return math.inf if self._keys is None else self._keys.ttl / 3
+
+    async def lease_keys(self, keys: Iterable[str]) -> set[str]:
+        """The keys among ``keys`` (the trigger's partitions readable now) this instance reads:
+        all of them on SQLite, its share on PostgreSQL (engine.pglease.KeyLeases). Stop reading a
+        key that is not returned at a checkpoint boundary, then ``release_keys`` it. When the
+        database fails, none (this instance stops reading; its leases run out unless renewed)."""
+        if self._keys is None:
+            return set(keys)
+        try:
+            return self._keys.balance(keys)
+        except StoreError as exc:
+            self.log.warning(f"{exc}; reading no keys until the next try", extra={"event": "trigger_lease_failed"})
+            return set()
+
+    async def release_keys(self, keys: Iterable[str]) -> None:
+        """Give up keys this instance stopped reading (at a checkpoint boundary)."""
+        if self._keys is not None:
+            try:
+                self._keys.release(keys)
+            except StoreError as exc:  # they expire, or our backend ends, by themselves
+                self.log.warning(f"{exc}", extra={"event": "trigger_lease_failed"})
 
     def full(self) -> bool:
         return self._runs.full()
@@ -129,12 +158,15 @@ class Consumers:
 
     async def _task(self, entry: PullEntry, *, task_status: Any) -> None:
         shared = getattr(self.engine.store, "backend", "sqlite") == "postgresql"
-        if not shared or getattr(entry.cls, "shared", "lease") != "lease":
+        how = getattr(entry.cls, "shared", "lease")
+        if shared and how == "lease":
+            await self._leased(entry, task_status=task_status)
+        elif shared and how == "keys":
+            await self._keyed(entry, task_status=task_status)
+        else:
             await self._consume(entry, task_status=task_status)
-            return
-        await self._leased(entry, task_status=task_status)
 
-    LEASE_TTL = 30.0  # seconds a trigger's lease lasts without renewal (renewed every third)
+    LEASE_TTL = 30.0  # seconds a trigger's (or a key's) lease lasts without renewal (renewed every third)
     STANDBY_POLL = 2.0  # seconds between an instance's tries for a trigger another one consumes
 
     async def _leased(self, entry: PullEntry, *, task_status: Any) -> None:
@@ -173,10 +205,29 @@ class Consumers:
                 with anyio.CancelScope(shield=True):
                     lease.release()
 
-    async def _consume(self, entry: PullEntry, *, task_status: Any) -> None:
+    async def _keyed(self, entry: PullEntry, *, task_status: Any) -> None:
+        """Every instance consumes; the trigger reads only the keys (shards) it holds a lease
+        on (``Host.lease_keys``). Stopping gives every key and the membership up at once."""
+        from engine.pglease import KeyLeases
+
+        try:
+            keys = KeyLeases(self.engine.store, entry.flow.name, entry.name, ttl=self.LEASE_TTL)
+        except StoreError as exc:  # its tables cannot be made: this trigger stops, the server serves on
+            log.error("trigger stopped by an error: %s", exc, extra={"event": "trigger_error", "flow": entry.flow.name,
+                                                                     "trigger": entry.name})
+            task_status.started(anyio.CancelScope())
+            return
+        try:
+            await self._consume(entry, task_status=task_status, keys=keys)
+        finally:
+            with anyio.CancelScope(shield=True):
+                keys.close()
+
+    async def _consume(self, entry: PullEntry, *, task_status: Any, keys: Any = None) -> None:
         extra = {"flow": entry.flow.name, "trigger": entry.name}
         with anyio.CancelScope() as scope:
-            trigger = entry.cls(entry.definition, Host(entry, self.engine, self.runs, self.metrics, self.clock))
+            host = Host(entry, self.engine, self.runs, self.metrics, self.clock, keys)
+            trigger = entry.cls(entry.definition, host)
             try:
                 try:
                     await trigger.start()

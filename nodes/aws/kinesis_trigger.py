@@ -17,6 +17,10 @@ a shard without a checkpoint. Resharding: the shard list is read again every
 parents are drained (read to their end and checkpointed as done), from its first record.
 A record that cannot become a run (not JSON, over ``maxMessageBytes``) is logged with its
 shard and sequence number, counted as ``rejected`` and checkpointed past; reading goes on.
+Several ``flowrun serve`` on one PostgreSQL state database split the shards: each reads
+the shards it holds a lease on, an even share (a stream of 4 shards, 2 instances: 2 each);
+a stopped or killed instance's shards are taken by the others and continue after their
+checkpoints, and one that joins gets shards given up at a checkpoint boundary.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ class KinesisStream(PullTrigger):
     title = "Start runs from the records of an Amazon Kinesis data stream"
     description = _DOC
     connection = "aws"
+    shared = "keys"  # several serve instances: each reads the shards it holds a lease on
     required = ("stream",)
     config = {
         "stream": {"type": "string", "minLength": 1, "description": "Stream name or ARN."},
@@ -82,6 +87,8 @@ class KinesisStream(PullTrigger):
                        else {"StreamName": d["stream"]})
         self.done: set[str] = set()
         self.reading: set[str] = set()
+        self.stopping: set[str] = set()  # shards read here that another instance is to read: stop at a boundary
+        self.shards: list[dict] = []
         self._changed = anyio.Event()
         self.ending: dict[str, str] = {}  # a closed shard's last sequence number (from ListShards)
         self.restart: dict[str, str] = {}  # where a shard with no checkpoint reads again after a failed accept
@@ -89,7 +96,7 @@ class KinesisStream(PullTrigger):
     async def start(self) -> None:
         self.clients = await self.host.client()
         self.kinesis = self.clients("kinesis")
-        await self._shards()  # the stream exists and can be read: fail at start, not later
+        self.shards = await self._shards()  # the stream exists and can be read: fail at start, not later
 
     async def _call(self, operation: str, **params: Any) -> Any:
         conn = self.host.connection()
@@ -122,28 +129,40 @@ class KinesisStream(PullTrigger):
         async with anyio.create_task_group() as tg:
             while True:
                 try:
-                    shards = await self._shards()
-                except Exception as exc:  # noqa: BLE001 - try again at the next refresh
+                    with anyio.fail_after(self.host.lease_every):  # a hung call must not let the leases lapse
+                        self.shards = await self._shards()
+                except Exception as exc:  # noqa: BLE001 - try again at the next refresh, with the last list
                     self.host.log.warning(f"ListShards failed: {describe_error(exc)}",
                                           extra={"event": "trigger_receive_failed"})
-                    shards = []
-                listed = {s["ShardId"] for s in shards}
-                for shard in shards:
-                    end = (shard.get("SequenceNumberRange") or {}).get("EndingSequenceNumber")
-                    if end is not None:
-                        self.ending[shard["ShardId"]] = end
-                for shard in shards:
-                    sid = shard["ShardId"]
-                    if sid in self.reading or self._drained(sid):
-                        continue
-                    parents = [p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId"))
-                               if p and p in listed]
-                    if all(self._drained(p) for p in parents):
+                readable = self._readable(self.shards)
+                held = await self.host.lease_keys(readable)
+                self.stopping = self.reading - held
+                for sid, child in readable.items():
+                    if sid in held and sid not in self.reading:
                         self.reading.add(sid)
-                        tg.start_soon(self._read, sid, bool(parents) or self._has_parent(shard, listed))
-                with anyio.move_on_after(self.opts["shardRefresh"]):
+                        tg.start_soon(self._read, sid, child)
+                with anyio.move_on_after(min(self.opts["shardRefresh"], self.host.lease_every)):
                     await self._changed.wait()
                 self._changed = anyio.Event()
+
+    def _readable(self, shards: list[dict]) -> dict[str, bool]:
+        """{shard id: whether it is a child (read from its start)} of the shards that can be read
+        now: not drained, their parents drained (by whichever instance read them)."""
+        listed = {s["ShardId"] for s in shards}
+        for shard in shards:
+            end = (shard.get("SequenceNumberRange") or {}).get("EndingSequenceNumber")
+            if end is not None:
+                self.ending[shard["ShardId"]] = end
+        readable = {}
+        for shard in shards:
+            sid = shard["ShardId"]
+            if self._drained(sid):
+                continue
+            parents = [p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId"))
+                       if p and p in listed]
+            if all(self._drained(p) for p in parents):
+                readable[sid] = bool(parents) or self._has_parent(shard, listed)
+        return readable
 
     @staticmethod
     def _has_parent(shard: dict, listed: set[str]) -> bool:
@@ -169,11 +188,28 @@ class KinesisStream(PullTrigger):
         return iterator
 
     async def _read(self, shard_id: str, child: bool) -> None:
+        """Read one shard until it is drained or this instance is to stop reading it; then give
+        its lease up (every record read so far is accepted with its checkpoint)."""
+        try:
+            await self._read_shard(shard_id, child)
+        finally:
+            self.reading.discard(shard_id)
+            self.stopping.discard(shard_id)
+            self.restart.pop(shard_id, None)
+            with anyio.CancelScope(shield=True):
+                await self.host.release_keys([shard_id])
+            self._changed.set()
+
+    async def _read_shard(self, shard_id: str, child: bool) -> None:
         failures = 0
         iterator: str | None = None
         last = (self.host.checkpoint(shard_id) or {}).get("seq") if isinstance(self.host.checkpoint(shard_id),
                                                                                dict) else None
         while True:
+            if shard_id in self.stopping:  # a checkpoint boundary: what was read is accepted
+                self.host.log.info(f"shard {shard_id} left to another instance",
+                                   extra={"event": "trigger_shard_released", "shard": shard_id})
+                return
             try:
                 if iterator is None:
                     iterator = await self._iterator(shard_id, child)
@@ -205,10 +241,8 @@ class KinesisStream(PullTrigger):
             if iterator is None or (not records and self._at_end(shard_id, last, got)):
                 await self.host.save_checkpoint(shard_id, {"seq": last, "done": True})
                 self.done.add(shard_id)
-                self.reading.discard(shard_id)
                 self.host.log.info(f"shard {shard_id} drained", extra={"event": "trigger_shard_drained",
                                                                        "shard": shard_id})
-                self._changed.set()
                 return
             if not records or not got.get("MillisBehindLatest"):
                 await anyio.sleep(self.opts["pollInterval"])
