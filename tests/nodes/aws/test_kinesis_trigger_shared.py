@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import threading
 
 import psycopg
 import pytest
@@ -19,6 +21,7 @@ from tests.support.waiting import wait_until
 from .conftest import SECRET
 from .test_kinesis_trigger import FLOW, key_below, put
 
+ALL = {f"shardId-00000000000{i}" for i in range(4)}
 pytestmark = pytest.mark.skipif(postgres.skip_reason is not None, reason=postgres.skip_reason or "")
 
 
@@ -35,6 +38,9 @@ def flows(tmp_path, monkeypatch, moto):
     TRIM_HORIZON, refreshing its shard list (and its leases) every 0.2 s."""
     monkeypatch.setenv("TEST_AWS_KEY_ID", KEY_ID)
     monkeypatch.setenv("TEST_AWS_SECRET", SECRET)
+    logger = logging.getLogger("flowrun.listener")  # each instance restores its level when it stops:
+    monkeypatch.setattr(logger, "level", logger.level)  # INFO, while the others still log
+    logger.setLevel(logging.INFO)
 
     def write(stream: str):
         folder = tmp_path / "flows"
@@ -99,7 +105,7 @@ def test_two_instances_read_two_of_four_shards_each_and_every_record_is_one_run(
         first = stack.enter_context(serving(folder, state=pg_state, monkeypatch=monkeypatch))
         second = stack.enter_context(serving(folder, state=pg_state, monkeypatch=monkeypatch))
         held = wait_for(split(pg_state, 2, 2), "the shards split 2/2")
-        assert set().union(*held.values()) == {f"shardId-00000000000{i}" for i in range(4)}
+        assert set().union(*held.values()) == ALL
         put_spread(moto, stream, range(40, 80))
         wait_for(all_run(pg_state, 80), "a run per record")
         members = query(pg_state, "SELECT count(*) FROM trigger_members WHERE flow = 'clicks'")[0][0]
@@ -108,22 +114,56 @@ def test_two_instances_read_two_of_four_shards_each_and_every_record_is_one_run(
     assert shares(pg_state) == {}  # a graceful stop gives every lease up
 
 
+def reading(app) -> list[str]:
+    """The shards this instance (of several in this process: one logger) started reading: its
+    records are those logged on the thread its event loop runs on."""
+    thread = app.client.portal.call(threading.get_ident)
+    return [r.msg for r in app.thread_records if r.thread == thread and getattr(r, "event", "") ==
+            "trigger_shard_reading"]
+
+
+@contextlib.contextmanager
+def instance(folder, pg_state, monkeypatch):
+    """One in-process `flowrun serve`, whose log records keep their thread (``thread_records``)."""
+    class Keep(logging.Handler):
+        def emit(self, record):
+            kept.append(record)
+
+    kept: list[logging.LogRecord] = []
+    handler = Keep()
+    logging.getLogger("flowrun.listener").addHandler(handler)
+    try:
+        with serving(folder, state=pg_state, monkeypatch=monkeypatch) as app:
+            app.thread_records = kept
+            yield app
+    finally:
+        logging.getLogger("flowrun.listener").removeHandler(handler)
+
+
 def test_a_stopped_instances_shards_are_continued_from_their_checkpoints_by_the_other(flows, pg_state,
                                                                                       monkeypatch, moto):
     stream = moto.stream("stop", shards=4)
     folder = flows(stream)
     put_spread(moto, stream, range(40))
-    with serving(folder, state=pg_state, monkeypatch=monkeypatch) as staying:
-        with serving(folder, state=pg_state, monkeypatch=monkeypatch):
+    leaving = instance(folder, pg_state, monkeypatch)
+    leaving.__enter__()
+    try:
+        with instance(folder, pg_state, monkeypatch) as staying:  # joins second: reads only what it is given
             wait_for(split(pg_state, 2, 2), "the shards split 2/2")
             wait_for(all_run(pg_state, 40), "the first records run")
-        put_spread(moto, stream, range(40, 80))
-        wait_for(split(pg_state, 4), "the staying instance holding every shard")
-        wait_for(all_run(pg_state, 80), "the later records run")
-        continued = [r["msg"] for r in staying.records.events("trigger_shard_reading")
-                     if "AFTER_SEQUENCE_NUMBER" in r["msg"]]
+            before = wait_for(lambda: len(got := reading(staying)) == 2 and got, "its two shards read")
+            gone = ALL - {m.split()[2] for m in before}
+            leaving.__exit__(None, None, None)
+            leaving = None
+            put_spread(moto, stream, range(40, 80))
+            wait_for(split(pg_state, 4), "the staying instance holding every shard")
+            wait_for(all_run(pg_state, 80), "the later records run")
+            after = reading(staying)[len(before):]
+    finally:
+        if leaving is not None:
+            leaving.__exit__(None, None, None)
     exactly_once(pg_state, 80)
-    assert len(continued) == 2  # the two shards taken over, each from its checkpoint
+    assert sorted(after) == sorted(f"reading shard {s} from AFTER_SEQUENCE_NUMBER" for s in gone)
 
 
 def test_a_third_instance_joining_gets_a_share_and_no_record_runs_twice(flows, pg_state, monkeypatch, moto):
