@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -236,8 +237,10 @@ def test_kill_9_of_one_serve_hands_its_shards_to_the_other_which_runs_every_reco
     (folder / "clicks.yaml").write_text(KILL_FLOW.format(stream=stream))
     env = {"TEST_AWS_KEY_ID": KEY_ID, "TEST_AWS_SECRET": SECRET, "AWS_EC2_METADATA_DISABLED": "true"}
     put_spread(moto, stream, range(40))
-    servers = [Server(folder, pg_state, env=env).start() for _ in range(2)]
+    servers = [Server(folder, pg_state, env=env) for _ in range(2)]
     try:
+        with ThreadPoolExecutor(2) as pool:  # both start at once (a start is seconds on a loaded machine)
+            list(pool.map(Server.start, servers))
         wait_until(split(pg_state, 2, 2), "the shards split 2/2")
         put_spread(moto, stream, range(40, 100))
         wait_until(lambda: len(records_run(pg_state)) >= 60, "consumption under way")
