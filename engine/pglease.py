@@ -228,12 +228,16 @@ class KeyLeases:
         """``work(conn)`` in a transaction of its own: the store's pending writes are committed
         first, so a failure here rolls back nothing but ours."""
         store = self.store
-        try:
-            store.flush()
-            with store.lock, store.conn.transaction():
-                return work(store.conn)
-        except psycopg.Error as exc:
-            raise StoreError(f"{store.path}: {what} of {self.flow}/{self.trigger}: {exc}") from None
+        for attempt in (1, 2):
+            try:
+                store.flush()
+                with store.lock, store.conn.transaction():
+                    return work(store.conn)
+            except psycopg.errors.DeadlockDetected:  # two instances clearing the same dead rows: once more
+                if attempt == 2:
+                    raise StoreError(f"{store.path}: {what} of {self.flow}/{self.trigger}: deadlock") from None
+            except psycopg.Error as exc:
+                raise StoreError(f"{store.path}: {what} of {self.flow}/{self.trigger}: {exc}") from None
 
     def share(self, members: list[str], count: int) -> int:
         """How many of ``count`` keys are this instance's share among live ``members`` (tokens)."""

@@ -20,7 +20,8 @@ shard and sequence number, counted as ``rejected`` and checkpointed past; readin
 Several ``flowrun serve`` on one PostgreSQL state database split the shards: each reads
 the shards it holds a lease on, an even share (a stream of 4 shards, 2 instances: 2 each);
 a stopped or killed instance's shards are taken by the others and continue after their
-checkpoints, and one that joins gets shards given up at a checkpoint boundary.
+checkpoints, and one that joins gets shards given up at a checkpoint boundary (a shard
+started at LATEST once it has a checkpoint, so its next reader skips nothing).
 """
 from __future__ import annotations
 
@@ -132,8 +133,9 @@ class KinesisStream(PullTrigger):
                     with anyio.fail_after(self.host.lease_every):  # a hung call must not let the leases lapse
                         self.shards = await self._shards()
                 except Exception as exc:  # noqa: BLE001 - try again at the next refresh, with the last list
-                    self.host.log.warning(f"ListShards failed: {describe_error(exc)}",
-                                          extra={"event": "trigger_receive_failed"})
+                    why = (f"no answer within {self.host.lease_every:g} s" if isinstance(exc, TimeoutError)
+                           else describe_error(exc))
+                    self.host.log.warning(f"ListShards failed: {why}", extra={"event": "trigger_receive_failed"})
                 readable = self._readable(self.shards)
                 held = await self.host.lease_keys(readable)
                 self.stopping = self.reading - held
@@ -206,7 +208,10 @@ class KinesisStream(PullTrigger):
         last = (self.host.checkpoint(shard_id) or {}).get("seq") if isinstance(self.host.checkpoint(shard_id),
                                                                                dict) else None
         while True:
-            if shard_id in self.stopping:  # a checkpoint boundary: what was read is accepted
+            if shard_id in self.stopping and (last is not None or child or not self._latest):
+                # a checkpoint boundary: what was read is accepted. A shard read from LATEST with no
+                # checkpoint yet is kept until it has one: its next reader would start at LATEST too,
+                # skipping what arrived in between
                 self.host.log.info(f"shard {shard_id} left to another instance",
                                    extra={"event": "trigger_shard_released", "shard": shard_id})
                 return
@@ -246,6 +251,10 @@ class KinesisStream(PullTrigger):
                 return
             if not records or not got.get("MillisBehindLatest"):
                 await anyio.sleep(self.opts["pollInterval"])
+
+    @property
+    def _latest(self) -> bool:
+        return self.opts["startingPosition"] == "LATEST"
 
     def _at_end(self, shard_id: str, last: str | None, got: dict) -> bool:
         """A closed shard read to its end. AWS says so with no NextShardIterator; a shard that
