@@ -157,3 +157,16 @@ def test_any_key_text_is_a_key(instance, url, key):
     assert a.balance([key, "plain"]) == {key, "plain"}
     a.release([key])
     assert set(holders(url)) == {"plain"}
+
+
+def test_a_lost_database_connection_is_one_store_error_naming_the_trigger_not_a_driver_traceback(instance, url):
+    from engine.errors import StoreError
+
+    a = instance()
+    a.balance(SHARDS)
+    pid = a.store.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(StoreError) as error:
+        a.balance(SHARDS)
+    assert "key leases of clicks/stream" in str(error.value) and "Traceback" not in str(error.value)
