@@ -20,12 +20,13 @@ shard and sequence number, counted as ``rejected`` and checkpointed past; readin
 Several ``flowrun serve`` on one PostgreSQL state database split the shards: each reads
 the shards it holds a lease on, an even share (a stream of 4 shards, 2 instances: 2 each);
 a stopped or killed instance's shards are taken by the others and continue after their
-checkpoints, and one that joins gets shards given up at a checkpoint boundary (a shard
-started at LATEST once it has a checkpoint, so its next reader skips nothing).
+checkpoints, and one that joins gets shards given up at a checkpoint boundary. A shard
+started at LATEST keeps that moment as its checkpoint until its first record, so its next
+reader (after a restart, or another instance) reads from there (AT_TIMESTAMP), not later.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import anyio
@@ -178,12 +179,17 @@ class KinesisStream(PullTrigger):
             params.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=cp["seq"])
         elif shard_id in self.restart:
             params.update(ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=self.restart[shard_id])
+        elif since := self._since(cp):
+            params.update(ShardIteratorType="AT_TIMESTAMP", Timestamp=since)
         elif child:
             params["ShardIteratorType"] = "TRIM_HORIZON"
         else:
             params["ShardIteratorType"] = self.opts["startingPosition"]
             if params["ShardIteratorType"] == "AT_TIMESTAMP":
                 params["Timestamp"] = self.timestamp
+            elif self._latest:  # where LATEST was, kept: whoever reads the shard next starts there, not later
+                now = datetime.fromtimestamp(self.host.clock.now(), timezone.utc)
+                await self.host.save_checkpoint(shard_id, {"since": now.isoformat()})
         iterator = (await self._call("get_shard_iterator", **params))["ShardIterator"]
         self.host.log.info(f"reading shard {shard_id} from {params['ShardIteratorType']}",
                            extra={"event": "trigger_shard_reading", "shard": shard_id})
@@ -208,10 +214,7 @@ class KinesisStream(PullTrigger):
         last = (self.host.checkpoint(shard_id) or {}).get("seq") if isinstance(self.host.checkpoint(shard_id),
                                                                                dict) else None
         while True:
-            if shard_id in self.stopping and (last is not None or child or not self._latest):
-                # a checkpoint boundary: what was read is accepted. A shard read from LATEST with no
-                # checkpoint yet is kept until it has one: its next reader would start at LATEST too,
-                # skipping what arrived in between
+            if shard_id in self.stopping:  # a checkpoint boundary: what was read is accepted
                 self.host.log.info(f"shard {shard_id} left to another instance",
                                    extra={"event": "trigger_shard_released", "shard": shard_id})
                 return
@@ -251,6 +254,14 @@ class KinesisStream(PullTrigger):
                 return
             if not records or not got.get("MillisBehindLatest"):
                 await anyio.sleep(self.opts["pollInterval"])
+
+    @staticmethod
+    def _since(cp: Any) -> datetime | None:
+        """When a shard started at LATEST was first read (its checkpoint until it has a record)."""
+        try:
+            return datetime.fromisoformat(cp["since"]) if isinstance(cp, dict) and not cp.get("seq") else None
+        except (KeyError, TypeError, ValueError):
+            return None
 
     @property
     def _latest(self) -> bool:

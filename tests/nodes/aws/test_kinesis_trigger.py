@@ -127,6 +127,19 @@ def test_a_restart_continues_from_the_checkpoint_with_no_record_lost_or_run_twic
         assert [b["n"] for b in bodies(app)] == [0, 1, 2, 3, 4]
 
 
+def test_a_shard_started_at_latest_continues_after_a_restart_from_where_it_started_not_a_later_latest(
+        tmp_path, monkeypatch, moto):
+    stream = moto.stream("latest-restart")
+    with serve(tmp_path, monkeypatch, moto, stream, {"startingPosition": "LATEST"}) as app:
+        wait_for(lambda: app.records.events("trigger_shard_reading"), "the shard read from LATEST")
+    put(moto, stream, {"n": "while down"})
+    with serve(tmp_path, monkeypatch, moto, stream, {"startingPosition": "LATEST"}) as app:
+        wait_for(lambda: done(app, 1), "the record sent while it was down")
+        assert bodies(app) == [{"n": "while down"}]
+        assert [r["msg"] for r in app.records.events("trigger_shard_reading")] == [
+            "reading shard shardId-000000000000 from AT_TIMESTAMP"]
+
+
 def test_after_a_split_the_parent_shard_is_drained_before_its_children_are_read(tmp_path, monkeypatch, moto):
     # moto routes every write after a split to the closed parent (its first shard whose hash range
     # matches), so the children stay empty here; what moto shows is the order of reading.

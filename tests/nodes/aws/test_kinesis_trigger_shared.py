@@ -258,7 +258,7 @@ def test_kill_9_of_one_serve_hands_its_shards_to_the_other_which_runs_every_reco
     assert SECRET not in "\n".join(servers[0].lines + servers[1].lines)
 
 
-def test_a_shard_read_from_latest_is_handed_over_only_once_it_has_a_checkpoint_so_nothing_is_skipped(
+def test_a_shard_started_at_latest_is_handed_over_from_that_moment_not_from_a_later_latest(
         flows, pg_state, monkeypatch, moto):
     stream = moto.stream("latest", shards=2)
     folder = flows(stream)
@@ -267,17 +267,12 @@ def test_a_shard_read_from_latest_is_handed_over_only_once_it_has_a_checkpoint_s
     with instance(folder, pg_state, monkeypatch) as first:
         wait_for(lambda: len(reading(first)) == 2, "both shards read from LATEST")
         with instance(folder, pg_state, monkeypatch) as second:
-            members = "SELECT token, expires FROM trigger_members WHERE flow = 'clicks'"
-            joined = dict(wait_for(lambda: len(got := query(pg_state, members)) == 2 and got, "the second member"))
-            wait_for(lambda: all(e > joined[t] for t, e in query(pg_state, members)), "a balance with both")
-            wait_for(lambda: all(e > joined[t] + 0.4 for t, e in query(pg_state, members)), "more balances")
-            assert split(pg_state, 2)()  # no shard has a checkpoint yet: the first keeps both
+            wait_for(split(pg_state, 1, 1), "one shard each")
+            taken = wait_for(lambda: reading(second), "the second reading its shard")
             put(moto, stream, *({"n": i} for i in range(5)), key=low)
             put(moto, stream, *({"n": i} for i in range(5, 10)), key=high)
-            wait_for(split(pg_state, 1, 1), "one shard each, once they have checkpoints")
-            put(moto, stream, *({"n": i} for i in range(10, 15)), key=low)
-            put(moto, stream, *({"n": i} for i in range(15, 20)), key=high)
-            wait_for(all_run(pg_state, 20), "a run per record")
-            taken = reading(second)
-    exactly_once(pg_state, 20)
-    assert len(taken) == 1 and "from AFTER_SEQUENCE_NUMBER" in taken[0]  # after the first one's checkpoint
+            wait_for(all_run(pg_state, 10), "a run per record")
+        started = reading(first)[:2]
+    exactly_once(pg_state, 10)
+    assert all(m.startswith("reading shard shardId-") and m.endswith(" from LATEST") for m in started)
+    assert len(taken) == 1 and taken[0].endswith(" from AT_TIMESTAMP")  # where the first one started
