@@ -77,6 +77,7 @@ class Engine:
         self._flow_cache: Any = None  # engine.flowcache.FlowCache, on first load
         self.delegate_children = False  # engine.worker: a Workflow action queues its child for any worker
         self._children: dict[str, Any] = {}  # parent run id -> anyio.Event set when one of its children ends
+        self._reply_watch: Any = None  # engine.replies.ReplyWatch, on first wait_for_reply (PostgreSQL)
         self._slot_waiters: dict[str, list] = {}  # slot key -> events of the runs here waiting for it, oldest first
         self._held: dict[str, str] = {}  # run id -> lease token taken by start(hold=True), for execute
         self._recorded: LRU[tuple, Flow] = LRU(256)  # recorded definitions, validated (workers run many)
@@ -87,6 +88,8 @@ class Engine:
         """Close the connections' clients (flush what they hold), then the store."""
         for conns in self._connections.values():
             conns.close()
+        if self._reply_watch is not None:
+            self._reply_watch.close()
         self.store.close()
 
     # -- flows and connections --------------------------------------------------------------
@@ -232,6 +235,32 @@ class Engine:
             with anyio.move_on_after(self.CHILD_POLL):
                 await event.wait()
 
+    REPLY_POLL = 5.0  # seconds between looks at a run another process executes, when no NOTIFY came
+
+    async def wait_for_reply(self, run_id: str, timeout: float) -> Run:
+        """The run once its Response is recorded or it ended, by whichever process executes it
+        (woken by ``NOTIFY flowrun_reply``: engine.replies), or as it stands after ``timeout``
+        seconds. For a server that leaves runs to workers (PostgreSQL)."""
+        watch = self._reply_watch
+        if watch is None and self.store.backend == "postgresql":
+            from .replies import ReplyWatch
+
+            watch = self._reply_watch = ReplyWatch(self.store.url)
+        with anyio.move_on_after(timeout):
+            while True:
+                event = await watch.expect(run_id) if watch is not None else None  # before the read
+                try:
+                    run = self.store.get_run(run_id)
+                    self.store.flush()
+                    if run.response is not None or is_terminal(run.status):
+                        return run
+                    with anyio.move_on_after(self.REPLY_POLL):
+                        await (event.wait() if event is not None else anyio.sleep_forever())
+                finally:
+                    if event is not None:
+                        watch.forget(run_id, event)
+        return self.store.get_run(run_id)
+
     def child_finished(self, parent_id: str) -> None:
         """A child of ``parent_id`` finished (here, or in another worker: its NOTIFY)."""
         event = self._children.pop(parent_id, None)
@@ -339,7 +368,7 @@ class Engine:
                 self.store.flush()  # a stopped process keeps what finished; resume continues it
             raise
         if runtime.parked is not None:  # every action in flight was waiting: the run holds no task
-            self.park(run_id, runtime.parked)
+            self.park(run_id, runtime.parked, children=runtime.parked_children)
             run.status, run.response = WAITING, runtime.response
             return run
         run.status, run.outputs, run.error, run.ended = Status.of(status), outputs, error, time.time()
@@ -347,8 +376,11 @@ class Engine:
         self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
         if runtime.flow.concurrency is not None:
             self._slot_released(run_id)  # in the outcome's commit
-        if run.parent_id and self.store.backend == "postgresql":
-            self.store.notices.add(run.parent_id)  # the parent waits on another worker, maybe
+        if self.store.backend == "postgresql":
+            if run.parent_id:
+                self.store.notices.add(run.parent_id)  # the parent waits on another worker, maybe
+            if runtime.flow.replies:
+                self.store.replies.add(run_id)  # a server may wait for its reply (engine.replies)
         await self.store.durable()  # the outcome is committed before anyone is told
         if run.parent_id:
             self.child_finished(run.parent_id)
@@ -432,11 +464,15 @@ class Engine:
         return await self.execute(run.id, reuse=RecordedSteps(self.store, run.id), **kw)
 
     # -- parked runs (flowrun serve) -----------------------------------------------------------
-    def park(self, run_id: str, wake: float) -> None:
-        """Record a run as Waiting until ``wake``; ``due_runs`` hands it back then."""
+    def park(self, run_id: str, wake: float, *, children: list[str] = ()) -> None:
+        """Record a run as Waiting until ``wake``; ``due_runs`` hands it back then. A run that
+        waits for ``children`` (under workers) is due as soon as one of them has ended: a
+        worker's claim reads their status (engine.worker), so a child that ends while its
+        parent parks still wakes it."""
         self.store.forget_run_start(run_id)
-        self.store.park_run(run_id, wake, WAITING)
-        log.info("run parked until %.3f", wake, extra={"event": "run_parked", "run_id": run_id})
+        self.store.park_run(run_id, wake, WAITING, children=list(children))
+        log.info("run parked until %.3f", wake, extra={"event": "run_parked", "run_id": run_id,
+                                                        "count": len(children)})
 
     def due_runs(self, now: float | None = None) -> list[str]:
         """Parked runs whose wake-up time has come (resume each with ``resume``)."""
@@ -517,6 +553,8 @@ class Engine:
         """Record that a run could not execute at all (its error says why)."""
         self.store.update_run(run_id, status=Status.FAILED, ended=time.time(), error=error, commit=False)
         self._slot_released(run_id)
+        if self.store.backend == "postgresql":
+            self.store.replies.add(run_id)  # a server may wait for its reply (engine.replies)
         self.store.flush()
 
     def unfinished_runs(self) -> list[str]:

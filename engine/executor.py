@@ -82,6 +82,7 @@ class Runtime:
 
     # waiting and parking (see run_job, durable_wait): set on first use
     parked: float | None = None  # the wake-up time, once every action in flight is waiting
+    parked_children: list[str] = []  # the child runs it waits for, then (any one ending wakes it)
     _active = 0  # actions without nested blocks in flight
     _sleepers: dict[str, float] | None = None  # path -> wake-up time of the actions waiting
     _changed: Any = None  # set when an action ends, so the waiting ones look again
@@ -114,6 +115,7 @@ class Runtime:
         self.fold = fold
         self.log = logging.LoggerAdapter(log, {"run_id": run_id, "flow": flow.name})
         self.tracing = telemetry.active()  # None unless OpenTelemetry is configured (engine.telemetry)
+        self._awaited: dict[str, str] = {}  # path -> id of the child run that Workflow action waits for
 
     # -- the run ----------------------------------------------------------------------------
     async def execute(self) -> tuple[str, Any, Any]:
@@ -187,8 +189,10 @@ class Runtime:
         if getattr(self.engine, "delegate_children", False):  # workers share the database: any one runs it
             if existing is None:
                 self._start_child(child_id, flow_ref, body, params, hold=False, headers=headers, trigger=trigger)
-                await self.store.durable()  # committed Queued: a worker takes it
-            return await self.engine.wait_for_child(self.run_id, child_id)
+                # committed Queued (a worker takes it) with this step's mark naming it: a resumed
+                # parent continues the wait (engine.executor._continues) rather than start over
+                self._mark(ctx, {"childRun": child_id}, None)
+            return await self._await_child(ctx, child_id)
         if existing is not None:
             return await self.engine.resume(child_id)
         child = self._start_child(child_id, flow_ref, body, params, hold=True, headers=headers, trigger=trigger)
@@ -743,8 +747,7 @@ class Runtime:
         try:
             while (left := wake - clock.now()) > 0:
                 if left >= self.engine.park_after and await self._only_waiting_left():
-                    self.parked = min(self._sleepers.values())
-                    self._root_scope.cancel()
+                    self._park_now()
                     await anyio.sleep_forever()
                 if self._changed is None:
                     self._changed = anyio.Event()
@@ -763,17 +766,71 @@ class Runtime:
         finally:
             self._sleepers.pop(ctx.path, None)
 
+    CHILD_RECHECK = 3600.0  # a parent parked on children only looks again after this long, if no
+    # child ended (a worker's claim makes it due as soon as one does: engine.worker)
+
+    async def _await_child(self, ctx: Context, child_id: str) -> Any:
+        """The child run once it ended. Meanwhile this action counts as waiting: when every
+        action in flight waits (on children, or Waits long enough), the run parks, its worker
+        slot and lease freed, naming the children it waits for; a worker's claim makes it due
+        as soon as one of them has ended, and the resumed action finds it ended."""
+        if not self._may_park():
+            return await self.engine.wait_for_child(self.run_id, child_id)
+        if self._sleepers is None:
+            self._sleepers = {}
+        self._sleepers[ctx.path] = self.engine.clock.now() + self.CHILD_RECHECK
+        self._awaited[ctx.path] = child_id
+        self._poke()  # the others waiting look again: this one may have been the last at work
+        try:
+            while True:
+                if self._changed is None:
+                    self._changed = anyio.Event()
+                changed, ended = self._changed, None
+
+                async with anyio.create_task_group() as tg:  # the child's end, or an action ending
+                    async def child() -> None:
+                        nonlocal ended
+                        ended = await self.engine.wait_for_child(self.run_id, child_id)
+                        tg.cancel_scope.cancel()
+
+                    async def look_again() -> None:
+                        await changed.wait()
+                        tg.cancel_scope.cancel()
+
+                    async def park() -> None:
+                        if await self._only_waiting_left():
+                            self._park_now()
+                    tg.start_soon(child)
+                    tg.start_soon(look_again)
+                    tg.start_soon(park)
+                if ended is not None:
+                    return ended
+                if self.parked is not None:
+                    await anyio.sleep_forever()
+        finally:
+            self._sleepers.pop(ctx.path, None)
+            self._awaited.pop(ctx.path, None)
+
+    def _park_now(self) -> None:
+        """Every action in flight waits: stop the run; the engine parks it until the earliest
+        wake-up, or until one of the child runs it waits for has ended."""
+        self.parked = min(self._sleepers.values())
+        self.parked_children = sorted(set(self._awaited.values()))
+        self._root_scope.cancel()
+
     def _poke(self) -> None:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
 
     def _may_park(self) -> bool:
-        """Parking is for flowrun serve (the engine's ``parking``), and not for child runs: their
-        parent's Workflow action waits for them."""
+        """Parking is for flowrun serve and workers (the engine's ``parking``); a child run parks
+        only under workers (``delegate_children``: its parent waits for its end in the store),
+        not when its parent's Workflow action executes it in the same task."""
         if self._parkable is None:
             self._parkable = (bool(getattr(self.engine, "parking", False)) and self._root_scope is not None
-                              and not self.store.get_run(self.run_id).parent_id)
+                              and (bool(getattr(self.engine, "delegate_children", False))
+                                   or not self.store.get_run(self.run_id).parent_id))
         return self._parkable
 
     async def _only_waiting_left(self) -> bool:

@@ -526,8 +526,9 @@ class Store:
                               (run_id, path)).fetchone()
         return (self.decode(row[0]), row[1]) if row else (None, None)
 
-    def park_run(self, run_id: str, wake: float, status: str) -> None:
-        """Park a run until ``wake`` with ``status`` (Waiting), in one commit."""
+    def park_run(self, run_id: str, wake: float, status: str, *, children: list[str] = ()) -> None:
+        """Park a run until ``wake`` with ``status`` (Waiting), in one commit. (``children``:
+        only workers delegate child runs, on PostgreSQL: engine.pgstore.)"""
         self.db.execute("INSERT INTO parked_runs (run_id, wake, parked) VALUES (?, ?, ?) ON CONFLICT (run_id) "
                         "DO UPDATE SET wake = excluded.wake, parked = excluded.parked", (run_id, wake, time.time()))
         self.update_run(run_id, status=status)

@@ -31,10 +31,11 @@ from typing import Any
 import anyio
 
 from .errors import FlowrunError, RunBusy, StoreError
-from .state import WAITING
+from .state import TERMINAL, WAITING
 from .store import RecordedSteps
 
 log = logging.getLogger("flowrun.worker")
+ENDED = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL)) + ")"  # SQL: the statuses of a run that ended
 
 
 class Worker:
@@ -66,7 +67,8 @@ class Worker:
             store.begin()
             rows = store.conn.execute(
                 f"WITH c AS (SELECT r.id, r.status FROM runs r LEFT JOIN parked_runs p ON p.run_id = r.id "
-                f"WHERE (r.status IN ('Queued', 'Running') OR (r.status = %s AND p.wake <= %s)) "
+                f"WHERE (r.status IN ('Queued', 'Running') OR (r.status = %s AND (p.wake <= %s "
+                f"OR EXISTS (SELECT 1 FROM runs k WHERE k.id = ANY(p.children) AND k.status IN {ENDED})))) "
                 f"AND NOT EXISTS (SELECT 1 FROM run_leases l WHERE l.run_id = r.id AND {LIVE}) "
                 f"AND NOT EXISTS (SELECT 1 FROM run_slots q WHERE q.run_id = r.id AND q.held = 0 AND q.slot_limit <= "
                 f"(SELECT COUNT(*) FROM run_slots s JOIN runs h ON h.id = s.run_id WHERE s.slot_key = q.slot_key "
@@ -133,10 +135,9 @@ class Worker:
                 loop.call_soon_threadsafe(self._listening.set)
                 while not self._closing:
                     for note in conn.notifies(timeout=1.0):
-                        if note.channel == DONE:
+                        if note.channel == DONE:  # its parent waits here, or is parked: due now
                             loop.call_soon_threadsafe(self.engine.child_finished, note.payload)
-                        else:
-                            loop.call_soon_threadsafe(self._wake)
+                        loop.call_soon_threadsafe(self._wake)
                         if self._closing:
                             break
         except Exception as exc:  # noqa: BLE001  the database went away: the slow poll still finds work
