@@ -191,7 +191,8 @@ class Runtime:
                 self._start_child(child_id, flow_ref, body, params, hold=False, headers=headers, trigger=trigger)
                 # committed Queued (a worker takes it) with this step's mark naming it: a resumed
                 # parent continues the wait (engine.executor._continues) rather than start over
-                self._mark(ctx, {"childRun": child_id}, None)
+                self._mark(ctx, {"childRun": child_id}, None, commit=False)
+                await self.store.durable()
             return await self._await_child(ctx, child_id)
         if existing is not None:
             return await self.engine.resume(child_id)
@@ -719,9 +720,9 @@ class Runtime:
             self._mark(ctx, None, wake)
         await self._sleep_until(ctx, wake)
 
-    def _mark(self, ctx: Context, handle: Any, wake: float | None) -> None:
+    def _mark(self, ctx: Context, handle: Any, wake: float | None, commit: bool = True) -> None:
         self.store.step_mark(self.run_id, ctx.path, ctx.action.name, ctx.action.type, attempts=ctx.attempt,
-                             started=ctx._result.start, handle=handle, wake=wake)
+                             started=ctx._result.start, handle=handle, wake=wake, commit=commit)
 
     def _take_marks(self, ctx: Context) -> tuple[Any, float | None]:
         """The handle and wake-up time a previous process recorded for this step (once)."""

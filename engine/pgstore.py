@@ -425,7 +425,7 @@ class PgStore(Store):
             self.flush_soon()
 
     def step_mark(self, run_id: str, path: str, action: str, type_: str, *, attempts: int,
-                  started: float | None, handle: Any, wake: float | None) -> None:
+                  started: float | None, handle: Any, wake: float | None, commit: bool = True) -> None:
         self._pending_starts.pop((run_id, path), None)
         self._seq += 1
         self._fenced(run_id,
@@ -435,7 +435,8 @@ class PgStore(Store):
                      "started = EXCLUDED.started, ended = NULL, error = NULL, outputs = NULL, "
                      "handle = EXCLUDED.handle, wake = EXCLUDED.wake",
                      (run_id, path, action, type_, attempts, started, self._seq, self.encode(handle), wake))
-        self.flush()
+        if commit:
+            self.flush()
 
     def step_marks(self, run_id: str, path: str) -> tuple[Any, float | None]:
         row = self.conn.execute("SELECT handle, wake FROM steps WHERE run_id = %s AND path = %s "
