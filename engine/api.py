@@ -246,20 +246,23 @@ class Engine:
             from .replies import ReplyWatch
 
             watch = self._reply_watch = ReplyWatch(self.store.url)
-        with anyio.move_on_after(timeout):
-            while True:
-                event = await watch.expect(run_id) if watch is not None else None  # before the read
-                try:
-                    run = self.store.get_run(run_id)
-                    self.store.flush()
-                    if run.response is not None or is_terminal(run.status):
-                        return run
-                    with anyio.move_on_after(self.REPLY_POLL):
-                        await (event.wait() if event is not None else anyio.sleep_forever())
-                finally:
-                    if event is not None:
-                        watch.forget(run_id, event)
-        return self.store.get_run(run_id)
+        try:
+            with anyio.move_on_after(timeout):
+                while True:
+                    event = await watch.expect(run_id) if watch is not None else None  # before the read
+                    try:
+                        run = self.store.get_run(run_id)
+                        self.store.flush()
+                        if run.response is not None or is_terminal(run.status):
+                            return run
+                        with anyio.move_on_after(self.REPLY_POLL):
+                            await (event.wait() if event is not None else anyio.sleep_forever())
+                    finally:
+                        if event is not None:
+                            watch.forget(run_id, event)
+            return self.store.get_run(run_id)
+        except self.store.Error as exc:
+            raise StoreError(f"{self.store.path}: {exc}") from None
 
     def child_finished(self, parent_id: str) -> None:
         """A child of ``parent_id`` finished (here, or in another worker: its NOTIFY)."""
@@ -311,6 +314,7 @@ class Engine:
         error = {"code": "ConcurrencyLimit", "message": f"the flow's concurrency limit ({conc.limit}) was reached"}
         concurrency.release(self.store, run_id)
         self.store.run_finished(run_id, status=status, error=error, ended=time.time())
+        self._announce_end(run_id, run.parent_id)
         await self.store.durable()
         return self.store.get_run(run_id)
 
@@ -376,15 +380,22 @@ class Engine:
         self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
         if runtime.flow.concurrency is not None:
             self._slot_released(run_id)  # in the outcome's commit
-        if self.store.backend == "postgresql":
-            if run.parent_id:
-                self.store.notices.add(run.parent_id)  # the parent waits on another worker, maybe
-            if runtime.flow.replies:
-                self.store.replies.add(run_id)  # a server may wait for its reply (engine.replies)
+        self._announce_end(run_id, run.parent_id, replies=runtime.flow.replies)
         await self.store.durable()  # the outcome is committed before anyone is told
         if run.parent_id:
             self.child_finished(run.parent_id)
         return run
+
+    def _announce_end(self, run_id: str, parent_id: str | None, *, replies: bool = True) -> None:
+        """With the next commit (PostgreSQL): a parent waiting for this run in another worker,
+        or parked on it, is told (``flowrun_done``); so is a server waiting for the run's
+        reply (``flowrun_reply``: engine.replies), when its flow has one to send."""
+        if self.store.backend != "postgresql":
+            return
+        if parent_id:
+            self.store.notices.add(parent_id)
+        if replies:
+            self.store.replies.add(run_id)
 
     CANCEL_POLL = 1.0  # seconds between checks for a `flowrun cancel` from another process
 
@@ -439,6 +450,7 @@ class Engine:
                            (now, self.store.encode({"code": "Cancelled", "message": "cancelled by flowrun cancel"}),
                             run.id))
                 self._slot_released(run.id)
+                self._announce_end(run.id, run.parent_id)
                 db.execute("COMMIT")
                 return "cancelled"
         except RunBusy:
@@ -553,8 +565,11 @@ class Engine:
         """Record that a run could not execute at all (its error says why)."""
         self.store.update_run(run_id, status=Status.FAILED, ended=time.time(), error=error, commit=False)
         self._slot_released(run_id)
-        if self.store.backend == "postgresql":
-            self.store.replies.add(run_id)  # a server may wait for its reply (engine.replies)
+        try:
+            parent = self.store.get_run(run_id).parent_id
+        except StoreError:
+            parent = None
+        self._announce_end(run_id, parent)
         self.store.flush()
 
     def unfinished_runs(self) -> list[str]:

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any
 
-from engine.errors import RunBusy
+from engine.errors import FlowrunError, RunBusy
 from engine.state import FAILED, is_terminal
 
 log = logging.getLogger("flowrun.listener")
@@ -137,7 +137,12 @@ class Runs:
         the run ended without one). A run a worker executes is read from the store, woken by the
         worker's NOTIFY (``Engine.wait_for_reply``)."""
         if not self.executes and not handle.responded.is_set():
-            run = await self.engine.wait_for_reply(handle.run_id, timeout)
+            try:
+                run = await self.engine.wait_for_reply(handle.run_id, timeout)
+            except FlowrunError as exc:  # the database went away meanwhile: the run is committed, poll it
+                log.warning("could not read the run's reply: %s", exc,
+                            extra={"event": "reply_unread", "run_id": handle.run_id, "flow": handle.flow_name})
+                return None
             if run.response is not None:
                 handle.response = run.response
                 handle.responded.set()

@@ -233,3 +233,40 @@ def test_a_parent_waiting_on_a_child_beside_a_short_wait_parks_once_the_wait_is_
         assert steps["pause"].status == "Succeeded"
     finally:
         e.close()
+
+
+def test_cancelling_a_child_wakes_its_parked_parent_at_once_which_fails_with_the_child(pg_state, flow_file):
+    flow_file(CHILD.replace("actions:\n", "actions:\n  nap:\n    type: Wait\n"
+                            "    inputs: {interval: {count: 1, unit: Hour}}\n").replace(
+        "inner:\n    type: Workflow", "inner:\n    type: Workflow\n    runAfter: {nap: [Succeeded]}"), "child.yaml")
+    flow_file(GRANDCHILD, "grandchild.yaml")
+    e = engine.Engine(pg_state)
+    flow = e.load(flow_file(PARENT, "parent.yaml"))
+    parent = e.start(flow, input={"items": [7]})
+    worker = Worker(e, capacity=2, poll=120.0)  # only a NOTIFY wakes it within the test
+
+    async def main():
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            await tg.start(lambda task_status: worker.run(stop=stop, task_status=task_status))
+            with anyio.fail_after(60):
+                while True:  # both parked: the parent on its child, the child on its Wait
+                    kids = e.store.conn.execute("SELECT id, status FROM runs WHERE parent_id = %s",
+                                                (parent,)).fetchall()
+                    e.store.flush()
+                    if status_of(e, parent) == "Waiting" and kids and kids[0][1] == "Waiting":
+                        break
+                    await anyio.sleep(0.02)
+                assert e.cancel(kids[0][0]) == "cancelled"
+                while status_of(e, parent) == "Waiting" or status_of(e, parent) == "Running":
+                    await anyio.sleep(0.02)
+            stop.set()
+            worker._wake()
+    try:
+        anyio.run(main)
+        run = e.result(parent)
+        assert run.status == "Failed"
+        step = next(s for s in e.steps(parent) if s.action == "child" and s.type == "Workflow")
+        assert step.error["code"] == "ChildRunFailed" and "Cancelled" in step.error["message"]
+    finally:
+        e.close()
