@@ -3,8 +3,9 @@
 Start as many workers as needed, on any machine; each one loops:
 
 1. **claim** up to its free capacity in one transaction: runs that are Queued (and whose
-   concurrency key has a free slot), Waiting and due, or Running with no live lease (their
-   holder died), oldest first, chosen with ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent
+   concurrency key has a free slot), Waiting and due (their wake-up time came, or one of the
+   child runs they wait for has ended), or Running with no live lease (their holder died),
+   oldest first, chosen with ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent
    workers never pick the same run and never wait for each other; a lease row
    (engine.pglease) is written for each in the same transaction. A full worker claims again
    once a quarter of its capacity is free (batches, not a claim per finished run);
@@ -15,11 +16,22 @@ Start as many workers as needed, on any machine; each one loops:
    it (``Engine.delegate_children``);
 3. **wait** for a NOTIFY, on a connection of its own in a thread: ``flowrun_runs`` (a run was
    queued, parked or released: claim again) or ``flowrun_done`` (a child run finished: wake its
-   parent), at most until the next parked run is due or ``poll`` seconds (a fallback: a worker
-   killed with kill -9 sends nothing, its runs are found by the next claim). No busy polling.
+   parent where it waits, and claim again: it may be parked), at most until the next parked
+   run is due or ``poll`` seconds (a fallback: a worker killed with kill -9 sends nothing, its
+   runs are found by the next claim). No busy polling.
 
-A Wait long enough to park (``Engine.park_after``) ends the run's task; the run is claimed
-again, by whichever worker is free, when it is due.
+**Parking.** A run whose every action in flight waits ends its task and frees its slot and
+lease: Waits long enough to park (``Engine.park_after``), and Workflow actions waiting for
+child runs. So a parent never holds a slot its children need (C parents with queued children
+on a worker of capacity C would otherwise wait forever). A parked run is ``Waiting`` in
+``parked_runs`` with its earliest wake-up time and the ids of the children it waits for; the
+claim takes it as soon as that time comes *or one of those children has ended*, reading the
+children's status in the claim itself, so a child that ends while its parent is deciding to
+park still wakes it (no lost wake-up, nothing for the child to flag). Whichever worker is
+free resumes it from its recorded steps: the Workflow action finds its child (whose id is
+fixed: uuid5 of the action's idempotency key, so no child starts twice) ended and takes its
+result. A run parks only when nothing else is at work in it for a few loop turns: a parent
+whose children keep ending while it waits stays in its slot.
 """
 from __future__ import annotations
 
