@@ -264,11 +264,13 @@ class Engine:
         except self.store.Error as exc:
             raise StoreError(f"{self.store.path}: {exc}") from None
 
-    def child_finished(self, parent_id: str) -> None:
-        """A child of ``parent_id`` finished (here, or in another worker: its NOTIFY)."""
+    def child_finished(self, parent_id: str) -> bool:
+        """A child of ``parent_id`` finished (here, or in another worker: its NOTIFY). False
+        when the parent waits in no task here (it is parked, or in another process)."""
         event = self._children.pop(parent_id, None)
         if event is not None:
             event.set()
+        return event is not None
 
     SLOT_POLL = 5.0  # seconds between looks for a slot freed by another process (queue, no workers)
 
@@ -371,6 +373,7 @@ class Engine:
                 self.store.forget_run_start(run_id)
                 self.store.flush()  # a stopped process keeps what finished; resume continues it
             raise
+        self._children.pop(run_id, None)  # no task of this run waits for a child here any more
         if runtime.parked is not None:  # every action in flight was waiting: the run holds no task
             self.park(run_id, runtime.parked, children=runtime.parked_children)
             run.status, run.response = WAITING, runtime.response

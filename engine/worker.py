@@ -147,9 +147,10 @@ class Worker:
                 loop.call_soon_threadsafe(self._listening.set)
                 while not self._closing:
                     for note in conn.notifies(timeout=1.0):
-                        if note.channel == DONE:  # its parent waits here, or is parked: due now
-                            loop.call_soon_threadsafe(self.engine.child_finished, note.payload)
-                        loop.call_soon_threadsafe(self._wake)
+                        if note.channel == DONE:  # a child ended: wake its parent, here or parked
+                            loop.call_soon_threadsafe(self._child_finished, note.payload)
+                        else:
+                            loop.call_soon_threadsafe(self._wake)
                         if self._closing:
                             break
         except Exception as exc:  # noqa: BLE001  the database went away: the slow poll still finds work
@@ -163,6 +164,12 @@ class Worker:
 
     def _wake(self) -> None:
         self._woken.set()
+
+    def _child_finished(self, parent_id: str) -> None:
+        """The parent waits in a task here: it looks at its child; else it may be parked (or
+        wait in another worker): claim again, the claim takes it if it is due."""
+        if not self.engine.child_finished(parent_id):
+            self._wake()
 
     def _next_due(self) -> float:
         wake = self.engine.store.next_wake(WAITING)
