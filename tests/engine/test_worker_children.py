@@ -270,3 +270,47 @@ def test_cancelling_a_child_wakes_its_parked_parent_at_once_which_fails_with_the
         assert step.error["code"] == "ChildRunFailed" and "Cancelled" in step.error["message"]
     finally:
         e.close()
+
+
+def test_ten_families_finish_on_two_small_workers_killed_at_random_with_no_child_started_twice(
+        pg_state, flow_file, recorder):
+    import random
+
+    from tests.engine.test_worker import IdempotentVendor
+
+    recorder.route("POST", "/ask", handler=IdempotentVendor(recorder).answer)  # (its /charge is unused)
+    e = engine.Engine(pg_state)
+    flow = e.load(write_flows(flow_file, GRANDCHILD_HTTP))
+    items = [1, 2, 3]
+    parents = [e.start(flow, input={"items": items}, params={"api": recorder.url}, commit=False) for _ in range(10)]
+    e.store.flush()
+    workers = [start_worker(pg_state, capacity=2) for _ in range(2)]  # 4 slots for 10 parents: they must park
+    rng, kills = random.Random(7), 0
+
+    def ended() -> int:
+        n = e.store.conn.execute("SELECT count(*) FROM runs WHERE status NOT IN ('Queued', 'Running', 'Waiting')"
+                                 ).fetchone()[0]
+        e.store.flush()
+        return n
+    try:
+        total = 10 * (1 + 2 * len(items))
+        while (done := ended()) < total:
+            if kills < 3:
+                wait_for(lambda: ended() >= done + 8, timeout=120, interval=0.02)
+                victim = rng.randrange(len(workers))
+                os.killpg(workers[victim].pid, signal.SIGKILL)
+                workers[victim].wait()
+                workers[victim] = start_worker(pg_state, capacity=2)
+                kills += 1
+            else:
+                wait_for(lambda: ended() >= total, timeout=180, interval=0.02)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGKILL)
+            w.wait()
+    assert kills == 3
+    for parent in parents:
+        assert_family_succeeded(e, parent, items)
+    assert e.store.conn.execute("SELECT count(*) FROM runs").fetchone()[0] == total
+    e.close()
