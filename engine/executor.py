@@ -783,31 +783,20 @@ class Runtime:
         self._awaited[ctx.path] = child_id
         self._poke()  # the others waiting look again: this one may have been the last at work
         try:
-            while True:
-                if self._changed is None:
-                    self._changed = anyio.Event()
-                changed, ended = self._changed, None
-
-                async with anyio.create_task_group() as tg:  # the child's end, or an action ending
-                    async def child() -> None:
-                        nonlocal ended
-                        ended = await self.engine.wait_for_child(self.run_id, child_id)
-                        tg.cancel_scope.cancel()
-
-                    async def look_again() -> None:
+            async with anyio.create_task_group() as tg:
+                async def park_when_all_wait() -> None:  # looked at again whenever an action ends
+                    while True:
+                        if self._changed is None:
+                            self._changed = anyio.Event()
+                        changed = self._changed
+                        if self._active == len(self._sleepers) and await self._only_waiting_left():
+                            self._park_now()  # cancels the run, this wait included
+                            return
                         await changed.wait()
-                        tg.cancel_scope.cancel()
-
-                    async def park() -> None:
-                        if await self._only_waiting_left():
-                            self._park_now()
-                    tg.start_soon(child)
-                    tg.start_soon(look_again)
-                    tg.start_soon(park)
-                if ended is not None:
-                    return ended
-                if self.parked is not None:
-                    await anyio.sleep_forever()
+                tg.start_soon(park_when_all_wait)
+                ended = await self.engine.wait_for_child(self.run_id, child_id)
+                tg.cancel_scope.cancel()
+            return ended
         finally:
             self._sleepers.pop(ctx.path, None)
             self._awaited.pop(ctx.path, None)
