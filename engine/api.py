@@ -76,6 +76,7 @@ class Engine:
         self._node_log = logging.getLogger("flowrun.node")
         self._flow_cache: Any = None  # engine.flowcache.FlowCache, on first load
         self.delegate_children = False  # engine.worker: a Workflow action queues its child for any worker
+        self.slots_full: Callable[[], bool] = lambda: False  # engine.worker: no room for another run here
         self._children: dict[str, Any] = {}  # parent run id -> anyio.Event set when one of its children ends
         self._reply_watch: Any = None  # engine.replies.ReplyWatch, on first wait_for_reply (PostgreSQL)
         self._slot_waiters: dict[str, list] = {}  # slot key -> events of the runs here waiting for it, oldest first

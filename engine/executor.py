@@ -774,7 +774,9 @@ class Runtime:
         """The child run once it ended. Meanwhile this action counts as waiting: when every
         action in flight waits (on children, or Waits long enough), the run parks, its worker
         slot and lease freed, naming the children it waits for; a worker's claim makes it due
-        as soon as one of them has ended, and the resumed action finds it ended."""
+        as soon as one of them has ended, and the resumed action finds it ended. It parks at
+        once when the worker is full (``Engine.slots_full``), else once the wait has lasted
+        ``park_after``: children that end quickly cost no park and resume."""
         if not self._may_park():
             return await self.engine.wait_for_child(self.run_id, child_id)
         if self._sleepers is None:
@@ -782,6 +784,7 @@ class Runtime:
         self._sleepers[ctx.path] = self.engine.clock.now() + self.CHILD_RECHECK
         self._awaited[ctx.path] = child_id
         self._poke()  # the others waiting look again: this one may have been the last at work
+        since = anyio.current_time()
         try:
             async with anyio.create_task_group() as tg:
                 async def park_when_all_wait() -> None:  # looked at again whenever an action ends
@@ -789,10 +792,15 @@ class Runtime:
                         if self._changed is None:
                             self._changed = anyio.Event()
                         changed = self._changed
-                        if self._active == len(self._sleepers) and await self._only_waiting_left():
+                        # a full worker needs the slot now (its children may wait for it); one with
+                        # room runs them soon: park only a wait that lasted park_after, as a Wait
+                        patience = since + self.engine.park_after - anyio.current_time()
+                        if ((patience <= 0 or self.engine.slots_full()) and self._active == len(self._sleepers)
+                                and await self._only_waiting_left()):
                             self._park_now()  # cancels the run, this wait included
                             return
-                        await changed.wait()
+                        with anyio.move_on_after(patience if patience > 0 else math.inf):
+                            await changed.wait()
                 tg.start_soon(park_when_all_wait)
                 ended = await self.engine.wait_for_child(self.run_id, child_id)
                 tg.cancel_scope.cancel()

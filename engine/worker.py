@@ -30,8 +30,9 @@ children's status in the claim itself, so a child that ends while its parent is 
 park still wakes it (no lost wake-up, nothing for the child to flag). Whichever worker is
 free resumes it from its recorded steps: the Workflow action finds its child (whose id is
 fixed: uuid5 of the action's idempotency key, so no child starts twice) ended and takes its
-result. A run parks only when nothing else is at work in it for a few loop turns: a parent
-whose children keep ending while it waits stays in its slot.
+result. A parent parks at once when this worker is full (its children may need the slot),
+else once it has waited ``park_after`` seconds (children that end quickly cost no park and
+resume), and only when nothing else is at work in it for a few loop turns.
 """
 from __future__ import annotations
 
@@ -184,6 +185,7 @@ class Worker:
 
         self.engine.parking = True
         self.engine.delegate_children = True
+        self.engine.slots_full = lambda: len(self.in_flight) >= self.capacity  # parents waiting on children park now
         self._closing = False
         self._woken, self._listening = asyncio.Event(), asyncio.Event()
         listener = threading.Thread(target=self._listen, args=(asyncio.get_running_loop(),),
