@@ -167,9 +167,20 @@ class Worker:
         self._woken.set()
 
     def _child_finished(self, parent_id: str) -> None:
-        """The parent waits in a task here: it looks at its child; else it may be parked (or
-        wait in another worker): claim again, the claim takes it if it is due."""
-        if not self.engine.child_finished(parent_id):
+        """The parent waits in a task here: it looks at its child. Else, if it is parked, claim
+        again (the claim takes it: it is due). One not parked yet needs nothing: its park
+        commits after the child's end (whose NOTIFY this is), so the claim its park sets off
+        sees that end."""
+        if self.engine.child_finished(parent_id):
+            return
+        store = self.engine.store
+        try:
+            parked = store.conn.execute("SELECT 1 FROM runs WHERE id = %s AND status = %s",
+                                        (parent_id, WAITING)).fetchone()
+            store.flush()
+        except Exception:  # noqa: BLE001  the claim will say what is wrong
+            parked = True
+        if parked:
             self._wake()
 
     def _next_due(self) -> float:
