@@ -76,7 +76,10 @@ class Engine:
         self._node_log = logging.getLogger("flowrun.node")
         self._flow_cache: Any = None  # engine.flowcache.FlowCache, on first load
         self.delegate_children = False  # engine.worker: a Workflow action queues its child for any worker
-        self.slots_full: Callable[[], bool] = lambda: False  # engine.worker: no room for another run here
+        # engine.worker: every slot here holds a run that only waits (then a parent waiting for
+        # children parks at once: its children may need the slot)
+        self.starved: Callable[[], bool] = lambda: False
+        self._live: dict[str, Runtime] = {}  # run id -> its Runtime, while it executes here
         self._children: dict[str, Any] = {}  # parent run id -> anyio.Event set when one of its children ends
         self._reply_watch: Any = None  # engine.replies.ReplyWatch, on first wait_for_reply (PostgreSQL)
         self._slot_waiters: dict[str, list] = {}  # slot key -> events of the runs here waiting for it, oldest first
@@ -365,8 +368,15 @@ class Engine:
             runtime.tracing.run_ended(span, run.status, run.error, self.redactor)
             return run
 
+    def only_waits(self, run_id: str) -> bool:
+        """The run executes here and every action it has in flight waits (for child runs, or
+        a Wait): it holds its slot doing nothing (engine.worker: ``starved``)."""
+        runtime = self._live.get(run_id)
+        return runtime is not None and runtime.only_waits()
+
     async def _outcome(self, run: Run, runtime: Runtime) -> Run:
         run_id = run.id
+        self._live[run_id] = runtime
         try:
             status, outputs, error = await self._cancellable(runtime)
         except BaseException:
@@ -374,6 +384,8 @@ class Engine:
                 self.store.forget_run_start(run_id)
                 self.store.flush()  # a stopped process keeps what finished; resume continues it
             raise
+        finally:
+            self._live.pop(run_id, None)
         self._children.pop(run_id, None)  # no task of this run waits for a child here any more
         if runtime.parked is not None:  # every action in flight was waiting: the run holds no task
             self.park(run_id, runtime.parked, children=runtime.parked_children)

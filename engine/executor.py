@@ -775,8 +775,8 @@ class Runtime:
         action in flight waits (on children, or Waits long enough), the run parks, its worker
         slot and lease freed, naming the children it waits for; a worker's claim makes it due
         as soon as one of them has ended, and the resumed action finds it ended. It parks at
-        once when the worker is full (``Engine.slots_full``), else once the wait has lasted
-        ``park_after``: children that end quickly cost no park and resume."""
+        once when every slot of the worker holds a run that only waits (``Engine.starved``), else
+        once the wait has lasted ``park_after``: children that end quickly cost no park and resume."""
         if not self._may_park():
             return await self.engine.wait_for_child(self.run_id, child_id)
         if self._sleepers is None:
@@ -792,10 +792,10 @@ class Runtime:
                         if self._changed is None:
                             self._changed = anyio.Event()
                         changed = self._changed
-                        # a full worker needs the slot now (its children may wait for it); one with
-                        # room runs them soon: park only a wait that lasted park_after, as a Wait
+                        # a worker whose every slot only waits needs one now (children may wait for
+                        # it); else park only a wait that lasted park_after, as a Wait
                         patience = since + self.engine.park_after - anyio.current_time()
-                        if ((patience <= 0 or self.engine.slots_full()) and self._active == len(self._sleepers)
+                        if ((patience <= 0 or self.engine.starved()) and self.only_waits()
                                 and await self._only_waiting_left()):
                             self._park_now()  # cancels the run, this wait included
                             return
@@ -808,6 +808,10 @@ class Runtime:
         finally:
             self._sleepers.pop(ctx.path, None)
             self._awaited.pop(ctx.path, None)
+
+    def only_waits(self) -> bool:
+        """Every action in flight waits (for a child run, or a Wait): nothing is at work."""
+        return bool(self._sleepers) and self._active == len(self._sleepers)
 
     def _park_now(self) -> None:
         """Every action in flight waits: stop the run; the engine parks it until the earliest

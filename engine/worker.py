@@ -30,9 +30,10 @@ children's status in the claim itself, so a child that ends while its parent is 
 park still wakes it (no lost wake-up, nothing for the child to flag). Whichever worker is
 free resumes it from its recorded steps: the Workflow action finds its child (whose id is
 fixed: uuid5 of the action's idempotency key, so no child starts twice) ended and takes its
-result. A parent parks at once when this worker is full (its children may need the slot),
-else once it has waited ``park_after`` seconds (children that end quickly cost no park and
-resume), and only when nothing else is at work in it for a few loop turns.
+result. A parent parks at once when every slot of this worker holds a run that only waits
+(``starved``: its children may need the slot), else once it has waited ``park_after`` seconds
+(children that end quickly cost no park and resume), and only when nothing else is at work
+in it for a few loop turns.
 """
 from __future__ import annotations
 
@@ -163,6 +164,11 @@ class Worker:
             except RuntimeError:  # the loop closed just now
                 pass
 
+    def starved(self) -> bool:
+        """Every slot holds a run that only waits: no run here makes progress, and a queued
+        child would find no slot here. A parent waiting for children then parks at once."""
+        return len(self.in_flight) >= self.capacity and all(self.engine.only_waits(r) for r in self.in_flight)
+
     def _wake(self) -> None:
         self._woken.set()
 
@@ -196,7 +202,7 @@ class Worker:
 
         self.engine.parking = True
         self.engine.delegate_children = True
-        self.engine.slots_full = lambda: len(self.in_flight) >= self.capacity  # parents waiting on children park now
+        self.engine.starved = self.starved
         self._closing = False
         self._woken, self._listening = asyncio.Event(), asyncio.Event()
         listener = threading.Thread(target=self._listen, args=(asyncio.get_running_loop(),),
