@@ -76,7 +76,12 @@ class Engine:
         self._node_log = logging.getLogger("flowrun.node")
         self._flow_cache: Any = None  # engine.flowcache.FlowCache, on first load
         self.delegate_children = False  # engine.worker: a Workflow action queues its child for any worker
+        # engine.worker: every slot here holds a run that only waits (then a parent waiting for
+        # children parks at once: its children may need the slot)
+        self.starved: Callable[[], bool] = lambda: False
+        self._live: dict[str, Runtime] = {}  # run id -> its Runtime, while it executes here
         self._children: dict[str, Any] = {}  # parent run id -> anyio.Event set when one of its children ends
+        self._reply_watch: Any = None  # engine.replies.ReplyWatch, on first wait_for_reply (PostgreSQL)
         self._slot_waiters: dict[str, list] = {}  # slot key -> events of the runs here waiting for it, oldest first
         self._held: dict[str, str] = {}  # run id -> lease token taken by start(hold=True), for execute
         self._recorded: LRU[tuple, Flow] = LRU(256)  # recorded definitions, validated (workers run many)
@@ -87,6 +92,8 @@ class Engine:
         """Close the connections' clients (flush what they hold), then the store."""
         for conns in self._connections.values():
             conns.close()
+        if self._reply_watch is not None:
+            self._reply_watch.close()
         self.store.close()
 
     # -- flows and connections --------------------------------------------------------------
@@ -232,11 +239,42 @@ class Engine:
             with anyio.move_on_after(self.CHILD_POLL):
                 await event.wait()
 
-    def child_finished(self, parent_id: str) -> None:
-        """A child of ``parent_id`` finished (here, or in another worker: its NOTIFY)."""
+    REPLY_POLL = 5.0  # seconds between looks at a run another process executes, when no NOTIFY came
+
+    async def wait_for_reply(self, run_id: str, timeout: float) -> Run:
+        """The run once its Response is recorded or it ended, by whichever process executes it
+        (woken by ``NOTIFY flowrun_reply``: engine.replies), or as it stands after ``timeout``
+        seconds. For a server that leaves runs to workers (PostgreSQL)."""
+        watch = self._reply_watch
+        if watch is None and self.store.backend == "postgresql":
+            from .replies import ReplyWatch
+
+            watch = self._reply_watch = ReplyWatch(self.store.url)
+        try:
+            with anyio.move_on_after(timeout):
+                while True:
+                    event = await watch.expect(run_id) if watch is not None else None  # before the read
+                    try:
+                        run = self.store.get_run(run_id)
+                        self.store.flush()
+                        if run.response is not None or is_terminal(run.status):
+                            return run
+                        with anyio.move_on_after(self.REPLY_POLL):
+                            await (event.wait() if event is not None else anyio.sleep_forever())
+                    finally:
+                        if event is not None:
+                            watch.forget(run_id, event)
+            return self.store.get_run(run_id)
+        except self.store.Error as exc:
+            raise StoreError(f"{self.store.path}: {exc}") from None
+
+    def child_finished(self, parent_id: str) -> bool:
+        """A child of ``parent_id`` finished (here, or in another worker: its NOTIFY). False
+        when the parent waits in no task here (it is parked, or in another process)."""
         event = self._children.pop(parent_id, None)
         if event is not None:
             event.set()
+        return event is not None
 
     SLOT_POLL = 5.0  # seconds between looks for a slot freed by another process (queue, no workers)
 
@@ -282,6 +320,7 @@ class Engine:
         error = {"code": "ConcurrencyLimit", "message": f"the flow's concurrency limit ({conc.limit}) was reached"}
         concurrency.release(self.store, run_id)
         self.store.run_finished(run_id, status=status, error=error, ended=time.time())
+        self._announce_end(run_id, run.parent_id)
         await self.store.durable()
         return self.store.get_run(run_id)
 
@@ -329,8 +368,15 @@ class Engine:
             runtime.tracing.run_ended(span, run.status, run.error, self.redactor)
             return run
 
+    def only_waits(self, run_id: str) -> bool:
+        """The run executes here and every action it has in flight waits (for child runs, or
+        a Wait): it holds its slot doing nothing (engine.worker: ``starved``)."""
+        runtime = self._live.get(run_id)
+        return runtime is not None and runtime.only_waits()
+
     async def _outcome(self, run: Run, runtime: Runtime) -> Run:
         run_id = run.id
+        self._live[run_id] = runtime
         try:
             status, outputs, error = await self._cancellable(runtime)
         except BaseException:
@@ -338,8 +384,11 @@ class Engine:
                 self.store.forget_run_start(run_id)
                 self.store.flush()  # a stopped process keeps what finished; resume continues it
             raise
+        finally:
+            self._live.pop(run_id, None)
+        self._children.pop(run_id, None)  # no task of this run waits for a child here any more
         if runtime.parked is not None:  # every action in flight was waiting: the run holds no task
-            self.park(run_id, runtime.parked)
+            self.park(run_id, runtime.parked, children=runtime.parked_children)
             run.status, run.response = WAITING, runtime.response
             return run
         run.status, run.outputs, run.error, run.ended = Status.of(status), outputs, error, time.time()
@@ -347,12 +396,22 @@ class Engine:
         self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
         if runtime.flow.concurrency is not None:
             self._slot_released(run_id)  # in the outcome's commit
-        if run.parent_id and self.store.backend == "postgresql":
-            self.store.notices.add(run.parent_id)  # the parent waits on another worker, maybe
+        self._announce_end(run_id, run.parent_id, replies=runtime.flow.replies)
         await self.store.durable()  # the outcome is committed before anyone is told
         if run.parent_id:
             self.child_finished(run.parent_id)
         return run
+
+    def _announce_end(self, run_id: str, parent_id: str | None, *, replies: bool = True) -> None:
+        """With the next commit (PostgreSQL): a parent waiting for this run in another worker,
+        or parked on it, is told (``flowrun_done``); so is a server waiting for the run's
+        reply (``flowrun_reply``: engine.replies), when its flow has one to send."""
+        if self.store.backend != "postgresql":
+            return
+        if parent_id:
+            self.store.notices.add(parent_id)
+        if replies:
+            self.store.replies.add(run_id)
 
     CANCEL_POLL = 1.0  # seconds between checks for a `flowrun cancel` from another process
 
@@ -407,6 +466,7 @@ class Engine:
                            (now, self.store.encode({"code": "Cancelled", "message": "cancelled by flowrun cancel"}),
                             run.id))
                 self._slot_released(run.id)
+                self._announce_end(run.id, run.parent_id)
                 db.execute("COMMIT")
                 return "cancelled"
         except RunBusy:
@@ -432,11 +492,15 @@ class Engine:
         return await self.execute(run.id, reuse=RecordedSteps(self.store, run.id), **kw)
 
     # -- parked runs (flowrun serve) -----------------------------------------------------------
-    def park(self, run_id: str, wake: float) -> None:
-        """Record a run as Waiting until ``wake``; ``due_runs`` hands it back then."""
+    def park(self, run_id: str, wake: float, *, children: list[str] = ()) -> None:
+        """Record a run as Waiting until ``wake``; ``due_runs`` hands it back then. A run that
+        waits for ``children`` (under workers) is due as soon as one of them has ended: a
+        worker's claim reads their status (engine.worker), so a child that ends while its
+        parent parks still wakes it."""
         self.store.forget_run_start(run_id)
-        self.store.park_run(run_id, wake, WAITING)
-        log.info("run parked until %.3f", wake, extra={"event": "run_parked", "run_id": run_id})
+        self.store.park_run(run_id, wake, WAITING, children=list(children))
+        log.info("run parked until %.3f", wake, extra={"event": "run_parked", "run_id": run_id,
+                                                        "count": len(children)})
 
     def due_runs(self, now: float | None = None) -> list[str]:
         """Parked runs whose wake-up time has come (resume each with ``resume``)."""
@@ -517,6 +581,11 @@ class Engine:
         """Record that a run could not execute at all (its error says why)."""
         self.store.update_run(run_id, status=Status.FAILED, ended=time.time(), error=error, commit=False)
         self._slot_released(run_id)
+        try:
+            parent = self.store.get_run(run_id).parent_id
+        except StoreError:
+            parent = None
+        self._announce_end(run_id, parent)
         self.store.flush()
 
     def unfinished_runs(self) -> list[str]:

@@ -82,6 +82,7 @@ class Runtime:
 
     # waiting and parking (see run_job, durable_wait): set on first use
     parked: float | None = None  # the wake-up time, once every action in flight is waiting
+    parked_children: list[str] = []  # the child runs it waits for, then (any one ending wakes it)
     _active = 0  # actions without nested blocks in flight
     _sleepers: dict[str, float] | None = None  # path -> wake-up time of the actions waiting
     _changed: Any = None  # set when an action ends, so the waiting ones look again
@@ -114,6 +115,7 @@ class Runtime:
         self.fold = fold
         self.log = logging.LoggerAdapter(log, {"run_id": run_id, "flow": flow.name})
         self.tracing = telemetry.active()  # None unless OpenTelemetry is configured (engine.telemetry)
+        self._awaited: dict[str, str] = {}  # path -> id of the child run that Workflow action waits for
 
     # -- the run ----------------------------------------------------------------------------
     async def execute(self) -> tuple[str, Any, Any]:
@@ -187,8 +189,11 @@ class Runtime:
         if getattr(self.engine, "delegate_children", False):  # workers share the database: any one runs it
             if existing is None:
                 self._start_child(child_id, flow_ref, body, params, hold=False, headers=headers, trigger=trigger)
-                await self.store.durable()  # committed Queued: a worker takes it
-            return await self.engine.wait_for_child(self.run_id, child_id)
+                # committed Queued (a worker takes it) with this step's mark naming it: a resumed
+                # parent continues the wait (engine.executor._continues) rather than start over
+                self._mark(ctx, {"childRun": child_id}, None, commit=False)
+                await self.store.durable()
+            return await self._await_child(ctx, child_id)
         if existing is not None:
             return await self.engine.resume(child_id)
         child = self._start_child(child_id, flow_ref, body, params, hold=True, headers=headers, trigger=trigger)
@@ -715,9 +720,9 @@ class Runtime:
             self._mark(ctx, None, wake)
         await self._sleep_until(ctx, wake)
 
-    def _mark(self, ctx: Context, handle: Any, wake: float | None) -> None:
+    def _mark(self, ctx: Context, handle: Any, wake: float | None, commit: bool = True) -> None:
         self.store.step_mark(self.run_id, ctx.path, ctx.action.name, ctx.action.type, attempts=ctx.attempt,
-                             started=ctx._result.start, handle=handle, wake=wake)
+                             started=ctx._result.start, handle=handle, wake=wake, commit=commit)
 
     def _take_marks(self, ctx: Context) -> tuple[Any, float | None]:
         """The handle and wake-up time a previous process recorded for this step (once)."""
@@ -743,8 +748,7 @@ class Runtime:
         try:
             while (left := wake - clock.now()) > 0:
                 if left >= self.engine.park_after and await self._only_waiting_left():
-                    self.parked = min(self._sleepers.values())
-                    self._root_scope.cancel()
+                    self._park_now()
                     await anyio.sleep_forever()
                 if self._changed is None:
                     self._changed = anyio.Event()
@@ -763,17 +767,72 @@ class Runtime:
         finally:
             self._sleepers.pop(ctx.path, None)
 
+    CHILD_RECHECK = 3600.0  # a parent parked on children only looks again after this long, if no
+    # child ended (a worker's claim makes it due as soon as one does: engine.worker)
+
+    async def _await_child(self, ctx: Context, child_id: str) -> Any:
+        """The child run once it ended. Meanwhile this action counts as waiting: when every
+        action in flight waits (on children, or Waits long enough), the run parks, its worker
+        slot and lease freed, naming the children it waits for; a worker's claim makes it due
+        as soon as one of them has ended, and the resumed action finds it ended. It parks at
+        once when every slot of the worker holds a run that only waits (``Engine.starved``), else
+        once the wait has lasted ``park_after``: children that end quickly cost no park and resume."""
+        if not self._may_park():
+            return await self.engine.wait_for_child(self.run_id, child_id)
+        if self._sleepers is None:
+            self._sleepers = {}
+        self._sleepers[ctx.path] = self.engine.clock.now() + self.CHILD_RECHECK
+        self._awaited[ctx.path] = child_id
+        self._poke()  # the others waiting look again: this one may have been the last at work
+        since = anyio.current_time()
+        try:
+            async with anyio.create_task_group() as tg:
+                async def park_when_all_wait() -> None:  # looked at again whenever an action ends
+                    while True:
+                        if self._changed is None:
+                            self._changed = anyio.Event()
+                        changed = self._changed
+                        # a worker whose every slot only waits needs one now (children may wait for
+                        # it); else park only a wait that lasted park_after, as a Wait
+                        patience = since + self.engine.park_after - anyio.current_time()
+                        if ((patience <= 0 or self.engine.starved()) and self.only_waits()
+                                and await self._only_waiting_left()):
+                            self._park_now()  # cancels the run, this wait included
+                            return
+                        with anyio.move_on_after(patience if patience > 0 else math.inf):
+                            await changed.wait()
+                tg.start_soon(park_when_all_wait)
+                ended = await self.engine.wait_for_child(self.run_id, child_id)
+                tg.cancel_scope.cancel()
+            return ended
+        finally:
+            self._sleepers.pop(ctx.path, None)
+            self._awaited.pop(ctx.path, None)
+
+    def only_waits(self) -> bool:
+        """Every action in flight waits (for a child run, or a Wait): nothing is at work."""
+        return bool(self._sleepers) and self._active == len(self._sleepers)
+
+    def _park_now(self) -> None:
+        """Every action in flight waits: stop the run; the engine parks it until the earliest
+        wake-up, or until one of the child runs it waits for has ended."""
+        self.parked = min(self._sleepers.values())
+        self.parked_children = sorted(set(self._awaited.values()))
+        self._root_scope.cancel()
+
     def _poke(self) -> None:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
 
     def _may_park(self) -> bool:
-        """Parking is for flowrun serve (the engine's ``parking``), and not for child runs: their
-        parent's Workflow action waits for them."""
+        """Parking is for flowrun serve and workers (the engine's ``parking``); a child run parks
+        only under workers (``delegate_children``: its parent waits for its end in the store),
+        not when its parent's Workflow action executes it in the same task."""
         if self._parkable is None:
             self._parkable = (bool(getattr(self.engine, "parking", False)) and self._root_scope is not None
-                              and not self.store.get_run(self.run_id).parent_id)
+                              and (bool(getattr(self.engine, "delegate_children", False))
+                                   or not self.store.get_run(self.run_id).parent_id))
         return self._parkable
 
     async def _only_waiting_left(self) -> bool:

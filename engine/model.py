@@ -145,6 +145,11 @@ class Flow:
         return names
 
     @property
+    def replies(self) -> bool:
+        """An action of the flow replies to the request that started the run (Response)."""
+        return any(getattr(a.node, "replies", False) for a in self.actions.values())
+
+    @property
     def concurrency(self) -> Any:
         """The flow's ``concurrency`` (engine.concurrency.Concurrency), or None: no limit."""
         from .concurrency import Concurrency

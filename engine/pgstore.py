@@ -15,7 +15,8 @@ run ``RUNNING_AFTER`` seconds. What differs:
 - values over ``blob_threshold`` go to the ``blobs`` table (every host sees them), not files;
 - writes for a run this process holds under a lease (engine.pglease) are fenced: each one
   carries ``EXISTS (lease with our token)``, so a process that lost its lease writes nothing;
-- a queued or parked run sends ``NOTIFY flowrun_runs`` (delivered at commit) to wake workers.
+- a queued or parked run sends ``NOTIFY flowrun_runs`` (delivered at commit) to wake workers;
+  a child run's end ``flowrun_done`` (its parent's id), a run's reply ``flowrun_reply``.
 
 ``db`` is engine.pgconn.Adapter, which speaks the SQLite subset the helpers around the store
 use: checkpoints, server keys, the flow cache, cancel requests, concurrency slots and the run
@@ -43,6 +44,7 @@ from .store import RUN_JSON, Store, _RUN_FIELDS, _default, is_blob_ref, is_diges
 log = logging.getLogger("flowrun.store")
 CHANNEL = "flowrun_runs"  # NOTIFY channel: a run was queued, parked or released
 DONE = "flowrun_done"  # NOTIFY channel: a child run finished (the payload: its parent's id)
+REPLY = "flowrun_reply"  # NOTIFY channel: a run's reply was recorded, or it ended (engine.replies)
 _LOCK_KEY = 0x666C6F7772756E  # "flowrun": the advisory lock migrations take
 
 MIGRATIONS = [
@@ -85,6 +87,8 @@ MIGRATIONS = [
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS trace TEXT",
     # 3: a finished step's trackedProperties (Logic Apps; engine.executor), as SQLite's steps.tracked
     "ALTER TABLE steps ADD COLUMN IF NOT EXISTS tracked TEXT",
+    # 4: the child runs a parked parent waits for: it is due once one of them has ended (engine.worker)
+    "ALTER TABLE parked_runs ADD COLUMN IF NOT EXISTS children TEXT[]",
 ]
 VERSION = len(MIGRATIONS)
 
@@ -116,6 +120,7 @@ class PgStore(Store):
         self._dirty = False
         self._notify = False
         self.notices: set[str] = set()  # parents to tell, at commit, that a child run finished
+        self.replies: set[str] = set()  # runs whose reply (or end) to announce at commit (engine.replies)
         self.fences: dict[str, str] = {}  # run id -> lease token this process writes under
         self.on_fenced: dict[str, Callable[[], None]] = {}  # run id -> what to do when a write was fenced
         self.pool = connect_pool(url, max_size=pool_size)
@@ -206,6 +211,8 @@ class PgStore(Store):
                         conn.execute(f"NOTIFY {CHANNEL}")
                     for parent in self.notices:  # a child run finished: its parent may wait in another worker
                         conn.execute("SELECT pg_notify(%s, %s)", (DONE, parent))
+                    for run_id in self.replies:  # a server may wait for this run's reply
+                        conn.execute("SELECT pg_notify(%s, %s)", (REPLY, run_id))
                     conn.execute("COMMIT")
         for cur, run_id in fenced:
             if cur.rowcount == 0:
@@ -218,12 +225,14 @@ class PgStore(Store):
         self._send(commit=True)
         self._dirty = self._notify = False
         self.notices.clear()
+        self.replies.clear()
 
     def rollback(self) -> None:
         self._batch.clear()
         self._conn.rollback()
         self._dirty = self._notify = False
         self.notices.clear()
+        self.replies.clear()
 
     def close(self) -> None:
         conn = self.__dict__.get("_conn")
@@ -241,7 +250,7 @@ class PgStore(Store):
             if self._pending_starts:
                 self._write_pending_starts()
                 self._arm_starts_timer()
-            if self.db.in_transaction or self._notify or self.notices:
+            if self.db.in_transaction or self._notify or self.notices or self.replies:
                 self.commit()
         except psycopg.Error as exc:
             try:
@@ -365,6 +374,8 @@ class PgStore(Store):
         self._seq = max(self._seq, last or 0)
 
     def update_run(self, run_id: str, *, commit: bool = True, **fields: Any) -> None:
+        if fields.get("response") is not None:
+            self.replies.add(run_id)  # a server may wait for it (engine.replies)
         if "status" in fields:
             self._pending_starts.pop((run_id, None), None)
             if fields["status"] == "Queued":
@@ -414,7 +425,7 @@ class PgStore(Store):
             self.flush_soon()
 
     def step_mark(self, run_id: str, path: str, action: str, type_: str, *, attempts: int,
-                  started: float | None, handle: Any, wake: float | None) -> None:
+                  started: float | None, handle: Any, wake: float | None, commit: bool = True) -> None:
         self._pending_starts.pop((run_id, path), None)
         self._seq += 1
         self._fenced(run_id,
@@ -424,16 +435,19 @@ class PgStore(Store):
                      "started = EXCLUDED.started, ended = NULL, error = NULL, outputs = NULL, "
                      "handle = EXCLUDED.handle, wake = EXCLUDED.wake",
                      (run_id, path, action, type_, attempts, started, self._seq, self.encode(handle), wake))
-        self.flush()
+        if commit:
+            self.flush()
 
     def step_marks(self, run_id: str, path: str) -> tuple[Any, float | None]:
         row = self.conn.execute("SELECT handle, wake FROM steps WHERE run_id = %s AND path = %s "
                                 "AND status = 'Running'", (run_id, path)).fetchone()
         return (self.decode(row[0]), row[1]) if row else (None, None)
 
-    def park_run(self, run_id: str, wake: float, status: str) -> None:
-        self._write("INSERT INTO parked_runs (run_id, wake, parked) VALUES (%s, %s, %s) ON CONFLICT (run_id) "
-                    "DO UPDATE SET wake = EXCLUDED.wake, parked = EXCLUDED.parked", (run_id, wake, time.time()))
+    def park_run(self, run_id: str, wake: float, status: str, *, children: list[str] = ()) -> None:
+        """Park a run until ``wake``, or until one of ``children`` has ended (the worker's claim)."""
+        self._write("INSERT INTO parked_runs (run_id, wake, parked, children) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (run_id) DO UPDATE SET wake = EXCLUDED.wake, parked = EXCLUDED.parked, "
+                    "children = EXCLUDED.children", (run_id, wake, time.time(), list(children) or None))
         self._notify = True
         self.update_run(run_id, status=status)
 

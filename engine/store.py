@@ -506,10 +506,10 @@ class Store:
 
     # -- long-running jobs and parked runs --------------------------------------------------
     def step_mark(self, run_id: str, path: str, action: str, type_: str, *, attempts: int,
-                  started: float | None, handle: Any, wake: float | None) -> None:
-        """Record, and commit now, that a step in flight holds a remote job ``handle`` and/or
-        wakes at ``wake``: a resumed run polls that handle (never starting the job again) and
-        sleeps only what is left. ``step_finished`` clears both."""
+                  started: float | None, handle: Any, wake: float | None, commit: bool = True) -> None:
+        """Record, and commit now (or with the next commit), that a step in flight holds a
+        remote job ``handle`` and/or wakes at ``wake``: a resumed run polls that handle (never
+        starting the job again) and sleeps only what is left. ``step_finished`` clears both."""
         self._pending_starts.pop((run_id, path), None)
         self._seq += 1
         self.db.execute(
@@ -518,7 +518,8 @@ class Store:
             "status = 'Running', attempts = excluded.attempts, started = excluded.started, ended = NULL, "
             "error = NULL, outputs = NULL, handle = excluded.handle, wake = excluded.wake",
             (run_id, path, action, type_, attempts, started, self._seq, self.encode(handle), wake))
-        self.flush()
+        if commit:
+            self.flush()
 
     def step_marks(self, run_id: str, path: str) -> tuple[Any, float | None]:
         """(handle, wake) recorded for a step still in flight (Running), else (None, None)."""
@@ -526,8 +527,9 @@ class Store:
                               (run_id, path)).fetchone()
         return (self.decode(row[0]), row[1]) if row else (None, None)
 
-    def park_run(self, run_id: str, wake: float, status: str) -> None:
-        """Park a run until ``wake`` with ``status`` (Waiting), in one commit."""
+    def park_run(self, run_id: str, wake: float, status: str, *, children: list[str] = ()) -> None:
+        """Park a run until ``wake`` with ``status`` (Waiting), in one commit. (``children``:
+        only workers delegate child runs, on PostgreSQL: engine.pgstore.)"""
         self.db.execute("INSERT INTO parked_runs (run_id, wake, parked) VALUES (?, ?, ?) ON CONFLICT (run_id) "
                         "DO UPDATE SET wake = excluded.wake, parked = excluded.parked", (run_id, wake, time.time()))
         self.update_run(run_id, status=status)

@@ -3,8 +3,9 @@
 Start as many workers as needed, on any machine; each one loops:
 
 1. **claim** up to its free capacity in one transaction: runs that are Queued (and whose
-   concurrency key has a free slot), Waiting and due, or Running with no live lease (their
-   holder died), oldest first, chosen with ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent
+   concurrency key has a free slot), Waiting and due (their wake-up time came, or one of the
+   child runs they wait for has ended), or Running with no live lease (their holder died),
+   oldest first, chosen with ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent
    workers never pick the same run and never wait for each other; a lease row
    (engine.pglease) is written for each in the same transaction. A full worker claims again
    once a quarter of its capacity is free (batches, not a claim per finished run);
@@ -15,11 +16,24 @@ Start as many workers as needed, on any machine; each one loops:
    it (``Engine.delegate_children``);
 3. **wait** for a NOTIFY, on a connection of its own in a thread: ``flowrun_runs`` (a run was
    queued, parked or released: claim again) or ``flowrun_done`` (a child run finished: wake its
-   parent), at most until the next parked run is due or ``poll`` seconds (a fallback: a worker
-   killed with kill -9 sends nothing, its runs are found by the next claim). No busy polling.
+   parent where it waits, and claim again: it may be parked), at most until the next parked
+   run is due or ``poll`` seconds (a fallback: a worker killed with kill -9 sends nothing, its
+   runs are found by the next claim). No busy polling.
 
-A Wait long enough to park (``Engine.park_after``) ends the run's task; the run is claimed
-again, by whichever worker is free, when it is due.
+**Parking.** A run whose every action in flight waits ends its task and frees its slot and
+lease: Waits long enough to park (``Engine.park_after``), and Workflow actions waiting for
+child runs. So a parent never holds a slot its children need (C parents with queued children
+on a worker of capacity C would otherwise wait forever). A parked run is ``Waiting`` in
+``parked_runs`` with its earliest wake-up time and the ids of the children it waits for; the
+claim takes it as soon as that time comes *or one of those children has ended*, reading the
+children's status in the claim itself, so a child that ends while its parent is deciding to
+park still wakes it (no lost wake-up, nothing for the child to flag). Whichever worker is
+free resumes it from its recorded steps: the Workflow action finds its child (whose id is
+fixed: uuid5 of the action's idempotency key, so no child starts twice) ended and takes its
+result. A parent parks at once when every slot of this worker holds a run that only waits
+(``starved``: its children may need the slot), else once it has waited ``park_after`` seconds
+(children that end quickly cost no park and resume), and only when nothing else is at work
+in it for a few loop turns.
 """
 from __future__ import annotations
 
@@ -31,10 +45,11 @@ from typing import Any
 import anyio
 
 from .errors import FlowrunError, RunBusy, StoreError
-from .state import WAITING
+from .state import TERMINAL, WAITING
 from .store import RecordedSteps
 
 log = logging.getLogger("flowrun.worker")
+ENDED = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL)) + ")"  # SQL: the statuses of a run that ended
 
 
 class Worker:
@@ -66,7 +81,8 @@ class Worker:
             store.begin()
             rows = store.conn.execute(
                 f"WITH c AS (SELECT r.id, r.status FROM runs r LEFT JOIN parked_runs p ON p.run_id = r.id "
-                f"WHERE (r.status IN ('Queued', 'Running') OR (r.status = %s AND p.wake <= %s)) "
+                f"WHERE (r.status IN ('Queued', 'Running') OR (r.status = %s AND (p.wake <= %s "
+                f"OR EXISTS (SELECT 1 FROM runs k WHERE k.id = ANY(p.children) AND k.status IN {ENDED})))) "
                 f"AND NOT EXISTS (SELECT 1 FROM run_leases l WHERE l.run_id = r.id AND {LIVE}) "
                 f"AND NOT EXISTS (SELECT 1 FROM run_slots q WHERE q.run_id = r.id AND q.held = 0 AND q.slot_limit <= "
                 f"(SELECT COUNT(*) FROM run_slots s JOIN runs h ON h.id = s.run_id WHERE s.slot_key = q.slot_key "
@@ -133,8 +149,8 @@ class Worker:
                 loop.call_soon_threadsafe(self._listening.set)
                 while not self._closing:
                     for note in conn.notifies(timeout=1.0):
-                        if note.channel == DONE:
-                            loop.call_soon_threadsafe(self.engine.child_finished, note.payload)
+                        if note.channel == DONE:  # a child ended: wake its parent, here or parked
+                            loop.call_soon_threadsafe(self._child_finished, note.payload)
                         else:
                             loop.call_soon_threadsafe(self._wake)
                         if self._closing:
@@ -148,8 +164,30 @@ class Worker:
             except RuntimeError:  # the loop closed just now
                 pass
 
+    def starved(self) -> bool:
+        """Every slot holds a run that only waits: no run here makes progress, and a queued
+        child would find no slot here. A parent waiting for children then parks at once."""
+        return len(self.in_flight) >= self.capacity and all(self.engine.only_waits(r) for r in self.in_flight)
+
     def _wake(self) -> None:
         self._woken.set()
+
+    def _child_finished(self, parent_id: str) -> None:
+        """The parent waits in a task here: it looks at its child. Else, if it is parked, claim
+        again (the claim takes it: it is due). One not parked yet needs nothing: its park
+        commits after the child's end (whose NOTIFY this is), so the claim its park sets off
+        sees that end."""
+        if self.engine.child_finished(parent_id):
+            return
+        store = self.engine.store
+        try:
+            parked = store.conn.execute("SELECT 1 FROM runs WHERE id = %s AND status = %s",
+                                        (parent_id, WAITING)).fetchone()
+            store.flush()
+        except Exception:  # noqa: BLE001  the claim will say what is wrong
+            parked = True
+        if parked:
+            self._wake()
 
     def _next_due(self) -> float:
         wake = self.engine.store.next_wake(WAITING)
@@ -164,6 +202,7 @@ class Worker:
 
         self.engine.parking = True
         self.engine.delegate_children = True
+        self.engine.starved = self.starved
         self._closing = False
         self._woken, self._listening = asyncio.Event(), asyncio.Event()
         listener = threading.Thread(target=self._listen, args=(asyncio.get_running_loop(),),

@@ -10,8 +10,9 @@ A trigger request goes: route -> method (405) -> draining (503) -> size (413) ->
 -> authentication (401/403) -> body parsing (400) -> schema (400, every problem listed) ->
 de-duplication (the first run's answer) -> in-flight limit (429 + Retry-After) -> the run
 is committed as Queued -> acknowledgement. Nothing before the commit starts a run; nothing
-is acknowledged before it. The run then executes in this event loop; with a Response
-action the request waits for its reply up to --sync-timeout, else gets 202 + Location.
+is acknowledged before it. The run then executes in this event loop (or, on PostgreSQL without
+--worker, in a `flowrun worker`); with a Response action the request waits for its reply up to
+--sync-timeout, else gets 202 + Location (502 when the run ended without replying).
 """
 from __future__ import annotations
 
@@ -444,16 +445,17 @@ class Listener:
         run_id = first.id
         log.info("redelivery answered from the first run", extra={"event": "duplicate", "run_id": run_id,
                                                                   "flow": entry.flow.name, "trigger": entry.name})
-        reply = first.response
-        handle = self.runs.in_flight.get(run_id)
+        reply, status = first.response, first.status
+        handle = self.runs.handle_of(run_id, entry.flow, entry.name)
         if reply is None and entry.has_response and handle is not None:
             reply = await self.runs.wait_response(handle, self.options.sync_timeout)
+            status = handle.status or status
         extra = {"X-Flowrun-Duplicate": "true"}
         if reply is not None:
             return self._reply(run_id, reply, extra)
         # a redelivery proves nothing about who sends it: no polling token (the admin token reads it)
-        if entry.has_response and is_terminal(first.status) and (handle is None or handle.done.is_set()):
-            return self._no_reply(run_id, handle, first.status, extra, capability=False)
+        if entry.has_response and is_terminal(status) and (handle is None or handle.done.is_set()):
+            return self._no_reply(run_id, handle, status, extra, capability=False)
         return self._accepted(run_id, extra, capability=False)
 
     def _accepted(self, run_id: str, extra: dict | None = None, capability: bool = True) -> Response:

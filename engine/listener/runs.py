@@ -3,7 +3,9 @@
 ``launch`` starts ``engine.execute`` (or ``engine.resume``) as a plain asyncio task (an
 anyio task-group spawn cost a measurable share of each trigger) and returns a handle: the
 request handler waits on ``responded`` for a Response action's reply; redeliveries find a
-run in flight by its id. The number of runs in flight is what ``--max-in-flight`` bounds
+run in flight by its id. A server that leaves runs to ``flowrun worker``s (``executes=False``,
+PostgreSQL) commits them Queued and launches nothing: the handler waits for the reply the
+worker records (``wait_response``). The number of runs in flight is what ``--max-in-flight`` bounds
 (the handler answers 429 past it); ``drain`` and ``cancel`` serve graceful shutdown.
 
 At start-up, ``resume_unfinished`` continues the runs this listener had accepted (the
@@ -19,7 +21,7 @@ import logging
 import time
 from typing import Any
 
-from engine.errors import RunBusy
+from engine.errors import FlowrunError, RunBusy
 from engine.state import FAILED, is_terminal
 
 log = logging.getLogger("flowrun.listener")
@@ -76,9 +78,7 @@ class Runs:
         flow's trigger execute at once (a trigger's SingleInstance: 1); the others wait Queued,
         in the order they were launched."""
         handle = RunHandle(run_id, flow, trigger, flow_name, reuse)
-        if not self.executes:  # a worker executes it: the caller answers 202 + Location at once
-            handle.responded.set()
-            handle.done.set()
+        if not self.executes:  # a worker executes it: wait_response reads its reply from the store
             return handle
         self.in_flight[run_id] = handle
         self.metrics.in_flight.set(len(self.in_flight))
@@ -86,6 +86,14 @@ class Runs:
         task = asyncio.get_running_loop().create_task(self._gated(handle, resume, gate))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return handle
+
+    def handle_of(self, run_id: str, flow: Any, trigger: str) -> RunHandle | None:
+        """The handle of a run executing here; for a server that leaves runs to workers, one
+        whose ``wait_response`` reads the run's reply from the store; else None."""
+        handle = self.in_flight.get(run_id)
+        if handle is None and not self.executes:
+            handle = RunHandle(run_id, flow, trigger)
         return handle
 
     def launch_later(self, run_ids: list[str], flow: Any, trigger: str, concurrency: int | None = None) -> None:
@@ -125,6 +133,24 @@ class Runs:
         return str(self.engine.get_run(run_id).status)
 
     async def wait_response(self, handle: RunHandle, timeout: float) -> dict | None:
+        """The run's reply within ``timeout`` seconds, or None (then ``handle.done`` says whether
+        the run ended without one). A run a worker executes is read from the store, woken by the
+        worker's NOTIFY (``Engine.wait_for_reply``)."""
+        if not self.executes and not handle.responded.is_set():
+            try:
+                run = await self.engine.wait_for_reply(handle.run_id, timeout)
+            except FlowrunError as exc:  # the database went away meanwhile: the run is committed, poll it
+                log.warning("could not read the run's reply: %s", exc,
+                            extra={"event": "reply_unread", "run_id": handle.run_id, "flow": handle.flow_name})
+                return None
+            if run.response is not None:
+                handle.response = run.response
+                handle.responded.set()
+            if is_terminal(run.status):
+                handle.status = run.status
+                handle.responded.set()
+                handle.done.set()
+            return handle.response
         if not handle.responded.is_set():
             try:
                 await asyncio.wait_for(handle.responded.wait(), timeout)

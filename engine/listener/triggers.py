@@ -242,7 +242,7 @@ def load_flow(engine: Any, path: str | Path) -> tuple[Flow, list[PushEntry], lis
     except ConnectionError_ as exc:
         problem("", f"the flow cannot run: {exc}")
     kinds = auth_kinds(engine.registry)
-    has_response = any(getattr(engine.registry.node(a.type), "replies", False) for a in flow.actions.values())
+    has_response = flow.replies
     push, pull = [], []
     for name, trig in flow.triggers.items():
         where = f"triggers.{name}"

@@ -1,0 +1,150 @@
+"""engine/listener/runs.py with executes=False: `flowrun serve` without --worker on PostgreSQL
+commits each webhook's run Queued for a `flowrun worker`, and a flow with a Response action
+still answers its caller with the flow's reply, recorded by whichever worker runs it (woken
+by NOTIFY flowrun_reply: engine.replies). Two processes: the server here (the ASGI app in
+this process), a real `flowrun worker` beside it on one schema."""
+import os
+import signal
+import time
+
+import pytest
+
+from engine.api import Engine
+from tests.engine.test_worker import start_worker
+from tests.support import postgres
+
+from .inprocess import serving
+
+pytestmark = pytest.mark.skipif(postgres.skip_reason is not None, reason=postgres.skip_reason or "")
+
+FLOWS = {
+    "order.yaml": """\
+name: order
+triggers:
+  hook: {type: Request, auth: {type: none}}
+actions:
+  reply:
+    type: Response
+    inputs:
+      statusCode: 201
+      headers: {X-Order: "{{ triggerBody().id }}", Content-Type: application/vnd.order+json}
+      body: {id: "{{ triggerBody().id }}", accepted: true}
+""",
+    "broken.yaml": """\
+name: broken
+triggers:
+  hook: {type: Request, auth: {type: none}}
+actions:
+  stop:
+    type: Terminate
+    inputs: {runStatus: Failed, runError: {code: Nope, message: failed before replying}}
+  reply:
+    type: Response
+    runAfter: {stop: [Succeeded]}
+    inputs: {body: never}
+""",
+    "silent.yaml": """\
+name: silent
+triggers:
+  hook: {type: Request, auth: {type: none}}
+actions:
+  seen: {type: Compose, inputs: "{{ triggerBody() }}"}
+""",
+}
+
+
+@pytest.fixture
+def pg_state():
+    url, schema = postgres.postgres_url()
+    yield url
+    postgres.drop(schema)
+
+
+@pytest.fixture
+def worker(pg_state):
+    """A `flowrun worker` process on the test's schema (killed after)."""
+    proc = start_worker(pg_state, capacity=4)
+    yield proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_the_caller_gets_the_flows_response_from_the_worker_that_ran_it_woken_by_notify(
+        tmp_path, pg_state, worker, monkeypatch):
+    monkeypatch.setattr(Engine, "REPLY_POLL", 120.0)  # only the NOTIFY can bring the reply within the test
+    with serving(tmp_path / "flows", FLOWS, state=pg_state, monkeypatch=monkeypatch, sync_timeout=60) as app:
+        assert app.listener.runs.executes is False  # this server only commits runs
+        started = time.monotonic()
+        r = app.client.post("/flows/order/triggers/hook", json={"id": "O-1"})
+        elapsed = time.monotonic() - started
+    assert r.status_code == 201, r.text
+    assert r.headers["x-order"] == "O-1"
+    assert r.headers["content-type"] == "application/vnd.order+json"
+    assert r.json() == {"id": "O-1", "accepted": True}
+    assert elapsed < 30, elapsed  # not the poll (120 s), nor the sync timeout (60 s)
+    [run] = app.runs("order")
+    assert r.headers["x-flowrun-run-id"] == run["id"]
+
+
+@pytest.mark.parametrize("where", ["serve --worker", "a separate worker"])
+def test_a_run_that_fails_before_its_response_answers_502_with_or_without_worker_in_serve(
+        tmp_path, pg_state, where, monkeypatch, request):
+    if where == "a separate worker":
+        request.getfixturevalue("worker")
+    with serving(tmp_path / "flows", FLOWS, state=pg_state, monkeypatch=monkeypatch, sync_timeout=60,
+                 worker=where == "serve --worker") as app:
+        started = time.monotonic()
+        r = app.client.post("/flows/broken/triggers/hook", json={})
+        elapsed = time.monotonic() - started
+    assert r.status_code == 502, r.text
+    body = r.json()
+    assert body["status"] == "Failed"
+    assert body["error"] == "the run ended without sending its Response"
+    assert body["runId"] == r.headers["x-flowrun-run-id"] and r.headers["location"] == body["location"]
+    assert elapsed < 30, elapsed
+
+
+def test_with_no_worker_running_the_caller_gets_202_and_location_after_the_sync_timeout(
+        tmp_path, pg_state, monkeypatch):
+    with serving(tmp_path / "flows", FLOWS, state=pg_state, monkeypatch=monkeypatch, sync_timeout=0.5) as app:
+        started = time.monotonic()
+        r = app.client.post("/flows/order/triggers/hook", json={"id": "O-2"})
+        waited = time.monotonic() - started
+        [run] = app.runs("order")
+    assert r.status_code == 202
+    assert r.json()["status"] == "Accepted" and "token=" in r.headers["location"]
+    assert 0.5 <= waited < 10
+    assert run["status"] == "Queued"  # still there for a worker
+
+
+def test_a_flow_without_a_response_gets_202_at_once_without_waiting_for_any_worker(
+        tmp_path, pg_state, monkeypatch):
+    with serving(tmp_path / "flows", FLOWS, state=pg_state, monkeypatch=monkeypatch, sync_timeout=60) as app:
+        started = time.monotonic()
+        r = app.client.post("/flows/silent/triggers/hook", json={"n": 1})
+        waited = time.monotonic() - started
+    assert r.status_code == 202 and r.json()["status"] == "Accepted"
+    assert waited < 10  # not the sync timeout: nothing to wait for
+
+
+def test_a_redelivery_while_a_worker_runs_the_first_run_gets_the_first_runs_response(
+        tmp_path, pg_state, monkeypatch):
+    flows = {**FLOWS, "order.yaml": FLOWS["order.yaml"].replace(
+        "hook: {type: Request, auth: {type: none}}",
+        "hook: {type: Request, auth: {type: none}, dedupe: \"{{ triggerBody().id }}\"}")}
+    with serving(tmp_path / "flows", flows, state=pg_state, monkeypatch=monkeypatch, sync_timeout=0.3) as app:
+        first = app.client.post("/flows/order/triggers/hook", json={"id": "O-3"})  # no worker yet: 202
+        proc = start_worker(pg_state, capacity=4)
+        try:
+            app.listener.options.sync_timeout = 60
+            again = app.client.post("/flows/order/triggers/hook", json={"id": "O-3"})
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        runs = app.runs("order")
+    assert first.status_code == 202
+    assert again.status_code == 201, again.text
+    assert again.json() == {"id": "O-3", "accepted": True}
+    assert again.headers["x-flowrun-duplicate"] == "true"
+    assert len(runs) == 1 and runs[0]["id"] == first.headers["x-flowrun-run-id"]
