@@ -68,6 +68,7 @@ log = logging.getLogger("flowrun.store")
 _RUN_FIELDS = set(Run.__dataclass_fields__) - {"_load_steps", "_steps"}
 RUN_JSON = ("payload", "params", "outputs", "error", "response", "request", "trace")
 STEP_JSON = ("inputs", "outputs", "error")
+STEP_COLS = "path, action, type, status, attempts, inputs, outputs, error, started, ended, seq, interrupted"  # _step's row
 CACHE_DDL = ("CREATE TABLE IF NOT EXISTS node_cache (namespace TEXT NOT NULL, key TEXT NOT NULL, "
              "value TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (namespace, key))")
 _DIGEST = frozenset("0123456789abcdef")
@@ -552,29 +553,38 @@ class Store:
         return cur.rowcount == 1
 
     # -- reads -----------------------------------------------------------------------------
+    # Written once for both backends: SQL that SQLite and PostgreSQL read alike, run through
+    # ``self.db`` (on PostgreSQL engine.pgconn.Adapter, which takes the ``?`` placeholders).
+    def _can_match(self, *texts: str) -> bool:
+        """Whether these texts can equal stored ones. Always in SQLite; PostgreSQL stores no NUL
+        (and refuses one as a parameter), so there a text holding one matches nothing."""
+        return True
+
     def get_run(self, run_id: str) -> Run:
-        self.db.row_factory = sqlite3.Row
-        try:
-            row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                row = self.db.execute("SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY created",
-                                      (pattern,)).fetchall()
-                if len(row) != 1:
-                    raise StoreError(f"no run '{run_id}' in {self.path}" if not row else
-                                     f"'{run_id}' matches {len(row)} runs; give more of the id")
-                row = row[0]
-        finally:
-            self.db.row_factory = None
-        run = dict(row)
+        """A run by its id, or by a prefix of it that names one run only."""
+        if not self._can_match(run_id):  # an id from outside
+            raise StoreError(f"no run {run_id[:64]!r} in {self.path}")
+        select = "SELECT r.*, d.source AS _source FROM runs r LEFT JOIN definitions d ON d.hash = r.flow_hash "
+        cur = self.db.execute(select + "WHERE r.id = ?", (run_id,))
+        rows = cur.fetchall()
+        if not rows:
+            pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            cur = self.db.execute(select + "WHERE r.id LIKE ? ESCAPE '\\' ORDER BY r.created LIMIT 2", (pattern,))
+            rows = cur.fetchall()
+            if len(rows) != 1:
+                raise StoreError(f"no run '{run_id}' in {self.path}" if not rows else
+                                 f"'{run_id}' matches several runs; give more of the id")
+        run = dict(zip([d[0] for d in cur.description], rows[0]))
         for key in RUN_JSON:
             run[key] = self.decode(run[key])
-        if run["definition"] is None and run["flow_hash"]:
-            found = self.db.execute("SELECT source FROM definitions WHERE hash = ?", (run["flow_hash"],)).fetchone()
-            run["definition"] = found[0] if found else None
+        source = run.pop("_source")
+        if run["definition"] is None:
+            run["definition"] = source
         return Run(**{k: v for k, v in run.items() if k in _RUN_FIELDS}, _load_steps=self.steps)
 
     def find_run(self, flow: str, dedupe_key: str) -> Run | None:
+        if not self._can_match(flow, dedupe_key):
+            return None
         row = self.db.execute("SELECT id FROM runs WHERE flow = ? AND dedupe_key = ?",
                               (flow, dedupe_key)).fetchone()
         return self.get_run(row[0]) if row else None
@@ -589,7 +599,7 @@ class Store:
             args.append(flow)
         if status:
             where.append("status = ?")
-            args.append(status)
+            args.append(str(status))
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created DESC LIMIT ?"
@@ -599,18 +609,8 @@ class Store:
 
     def steps(self, run_id: str) -> list[Step]:
         """Every step of a run (small runs; a big loop's steps: ``iter_steps``)."""
-        cols = ["path", "action", "type", "status", "attempts", "inputs", "outputs", "error",
-                "started", "ended", "seq", "interrupted"]
-        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM steps WHERE run_id = ? ORDER BY seq",
-                               (run_id,)).fetchall()
-        out = []
-        for r in rows:
-            step = dict(zip(cols, r))
-            for key in STEP_JSON:
-                step[key] = self.decode(step[key])
-            step["interrupted"] = bool(step["interrupted"])
-            out.append(Step(**step))
-        return out
+        rows = self.db.execute(f"SELECT {STEP_COLS} FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+        return [self._step(r) for r in rows]
 
     def iter_steps(self, run_id: str, *, prefix: str | None = None, after_seq: int = 0,
                    page: int = 1000) -> "Iterator[Step]":
@@ -620,7 +620,7 @@ class Store:
         A prefix holding at most ``page`` steps (one loop iteration) is read through the
         primary key, so its cost does not grow with the run: resuming a loop reads every
         reused iteration, and a scan of the whole run each time would be quadratic."""
-        cols = "path, action, type, status, attempts, inputs, outputs, error, started, ended, seq, interrupted"
+        cols = STEP_COLS
         if prefix is not None:
             ranges = ((prefix + "/", prefix + "0"), (prefix + "[", prefix + "\\"))
             rows = []
@@ -651,8 +651,9 @@ class Store:
             last = rows[-1][10]
 
     def get_step(self, run_id: str, path: str) -> Step | None:
-        r = self.db.execute("SELECT path, action, type, status, attempts, inputs, outputs, error, started, ended, "
-                            "seq, interrupted FROM steps WHERE run_id = ? AND path = ?", (run_id, path)).fetchone()
+        if not self._can_match(run_id, path):
+            return None
+        r = self.db.execute(f"SELECT {STEP_COLS} FROM steps WHERE run_id = ? AND path = ?", (run_id, path)).fetchone()
         return self._step(r) if r else None
 
     # -- a loop's rows, for result(): counted, sized and read without loading the loop ------------
@@ -694,8 +695,7 @@ class Store:
     def steps_at(self, run_id: str, paths: list[str]) -> dict[str, Step]:
         """The steps at ``paths`` (one read; at most a few hundred paths), by path."""
         rows = self.db.execute(
-            "SELECT path, action, type, status, attempts, inputs, outputs, error, started, ended, seq, interrupted "
-            f"FROM steps WHERE run_id = ? AND path IN ({', '.join('?' * len(paths))})", (run_id, *paths)).fetchall()
+            f"SELECT {STEP_COLS} FROM steps WHERE run_id = ? AND path IN ({', '.join('?' * len(paths))})", (run_id, *paths)).fetchall()
         return {r[0]: self._step(r) for r in rows}
 
     def stored_size(self, run_id: str, paths: list[str]) -> tuple[int, int]:
@@ -765,6 +765,10 @@ class Store:
                                                   (rid,)).fetchone()
             if not shares_lineage(run_id, savers, parents):
                 raise not_this_runs_file(digest)
+        return self._file_data(digest)
+
+    def _file_data(self, digest: str) -> bytes:
+        """The bytes kept under a checked ``digest`` (where they live differs by backend)."""
         try:
             return (self.blobs / f"{digest}.bin").read_bytes()
         except OSError:
