@@ -65,7 +65,10 @@ MIGRATIONS = [
     """,
 ]
 log = logging.getLogger("flowrun.store")
-_RUN_FIELDS = set(Run.__dataclass_fields__) - {"_load_steps", "_steps"}
+# the runs table's columns a Run carries (``orphaned`` and ``waiting`` are what other reads add), in order
+_RUN_COLS = tuple(f for f in Run.__dataclass_fields__ if f not in ("_load_steps", "_steps", "orphaned", "waiting"))
+_SELECT_RUN = (f"SELECT {', '.join('r.' + c for c in _RUN_COLS)}, d.source FROM runs r "
+               "LEFT JOIN definitions d ON d.hash = r.flow_hash ")  # (a definition is stored once per hash)
 RUN_JSON = ("payload", "params", "outputs", "error", "response", "request", "trace")
 STEP_JSON = ("inputs", "outputs", "error")
 STEP_COLS = "path, action, type, status, attempts, inputs, outputs, error, started, ended, seq, interrupted"  # _step's row
@@ -564,23 +567,20 @@ class Store:
         """A run by its id, or by a prefix of it that names one run only."""
         if not self._can_match(run_id):  # an id from outside
             raise StoreError(f"no run {run_id[:64]!r} in {self.path}")
-        select = "SELECT r.*, d.source AS _source FROM runs r LEFT JOIN definitions d ON d.hash = r.flow_hash "
-        cur = self.db.execute(select + "WHERE r.id = ?", (run_id,))
-        rows = cur.fetchall()
+        rows = self.db.execute(_SELECT_RUN + "WHERE r.id = ?", (run_id,)).fetchall()
         if not rows:
             pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            cur = self.db.execute(select + "WHERE r.id LIKE ? ESCAPE '\\' ORDER BY r.created LIMIT 2", (pattern,))
-            rows = cur.fetchall()
+            rows = self.db.execute(_SELECT_RUN + "WHERE r.id LIKE ? ESCAPE '\\' ORDER BY r.created LIMIT 2",
+                                   (pattern,)).fetchall()
             if len(rows) != 1:
                 raise StoreError(f"no run '{run_id}' in {self.path}" if not rows else
                                  f"'{run_id}' matches several runs; give more of the id")
-        run = dict(zip([d[0] for d in cur.description], rows[0]))
+        run = dict(zip(_RUN_COLS, rows[0]))
         for key in RUN_JSON:
             run[key] = self.decode(run[key])
-        source = run.pop("_source")
         if run["definition"] is None:
-            run["definition"] = source
-        return Run(**{k: v for k, v in run.items() if k in _RUN_FIELDS}, _load_steps=self.steps)
+            run["definition"] = rows[0][-1]
+        return Run(**run, _load_steps=self.steps)
 
     def find_run(self, flow: str, dedupe_key: str) -> Run | None:
         if not self._can_match(flow, dedupe_key):
@@ -622,13 +622,12 @@ class Store:
         reused iteration, and a scan of the whole run each time would be quadratic."""
         cols = STEP_COLS
         if prefix is not None:
-            ranges = ((prefix + "/", prefix + "0"), (prefix + "[", prefix + "\\"))
-            rows = []
-            for low, high in ranges:  # (run_id, path) is the primary key: a range read
-                rows += self.db.execute(f"SELECT {cols} FROM steps WHERE run_id = ? AND path >= ? AND path < ? "
-                                        f"AND +seq > ? LIMIT ?", (run_id, low, high, after_seq, page + 1)).fetchall()
-                if len(rows) > page:
-                    break
+            # (run_id, path) is the primary key: two range reads (below "prefix/" and "prefix["), in
+            # one statement (one round trip on PostgreSQL), stopping after page + 1 rows
+            arm = f"SELECT {cols} FROM steps WHERE run_id = ? AND path >= ? AND path < ? AND +seq > ?"
+            rows = self.db.execute(f"{arm} UNION ALL {arm} LIMIT ?",
+                                   (run_id, prefix + "/", prefix + "0", after_seq,
+                                    run_id, prefix + "[", prefix + "\\", after_seq, page + 1)).fetchall()
             if len(rows) <= page:
                 rows.sort(key=lambda r: r[10])
                 for r in rows:
