@@ -36,7 +36,7 @@ from psycopg import pq
 from .errors import OutputTooLarge, StoreError
 from .pgconn import Adapter, connect_pool, shown, translate
 from .lru import LRU
-from .store import CACHE_DDL, RUN_JSON, Store, _default, is_blob_ref, is_digest
+from .store import CACHE_DDL, RUN_JSON, Store, _default, is_digest
 
 log = logging.getLogger("flowrun.store")
 CHANNEL = "flowrun_runs"  # NOTIFY channel: a run was queued, parked or released
@@ -275,33 +275,21 @@ class PgStore(Store):
 
     # -- encoding --------------------------------------------------------------------------------
     def encode(self, value: Any) -> str | None:
-        if value is None:
-            return None
-        text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
-        if len(text) > self.blob_threshold:
-            data = text.encode()
-            if len(data) > self.blob_cap:
-                raise OutputTooLarge(len(data), self.blob_cap)
-            digest = hashlib.sha256(data).hexdigest()
-            # DO UPDATE, not DO NOTHING: the row stays locked by this transaction until the step
-            # that refers to it commits, so a prune deciding the blob is unused waits (retention)
-            self._write("INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT (digest) "
-                        "DO UPDATE SET digest = EXCLUDED.digest", (digest, text))
-            return json.dumps({"$blob": digest, "size": len(data)})
-        return text.replace("\x00", "\\u0000") if "\x00" in text else text
+        text = super().encode(value)
+        return text.replace("\x00", "\\u0000") if text and "\x00" in text else text  # text here holds no NUL
 
-    def decode(self, text: str | None, *, blobs: bool = True) -> Any:
-        """The stored value; one offloaded to the ``blobs`` table is read back, or with
-        ``blobs=False`` left as its reference ``{"$blob": sha256, "size": n}``."""
-        if text is None:
-            return None
-        value = json.loads(text)
-        if blobs and is_blob_ref(value):
-            data = self.blob_data(value["$blob"])
-            if data is None:
-                raise StoreError(f"{self.path}: blob {value['$blob']} is missing")
-            return json.loads(data)
-        return value
+    def _keep_blob(self, digest: str, text: str, data: bytes) -> None:
+        """In the ``blobs`` table, which every host reads. DO UPDATE, not DO NOTHING: the row stays
+        locked by this transaction until the step that refers to it commits, so a prune deciding
+        the blob is unused waits (retention)."""
+        self._write("INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT (digest) "
+                    "DO UPDATE SET digest = EXCLUDED.digest", (digest, text))
+
+    def _blob_json(self, digest: str) -> bytes:
+        data = self.blob_data(digest)
+        if data is None:
+            raise StoreError(f"{self.path}: blob {digest} is missing")
+        return data
 
     def blob_file(self, digest: str) -> None:
         """No file: offloaded values live in the ``blobs`` table (``blob_data``)."""
@@ -318,16 +306,7 @@ class PgStore(Store):
     def create_run(self, run: dict, *, commit: bool = True) -> None:
         """Insert a run (Queued: workers are told at commit). A ``dedupe_key`` already taken
         raises IntegrityError without spoiling the open transaction (ON CONFLICT DO NOTHING)."""
-        row = dict(run)
-        source = row.pop("definition", None)
-        if source is not None and row.get("flow_hash") not in self._stored_definitions:
-            self._write("INSERT INTO definitions (hash, source) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                        (row["flow_hash"], source))
-            self._stored_definitions.add(row["flow_hash"])
-        for key in RUN_JSON:
-            if key in row:
-                row[key] = self.encode(row[key])
-        row.setdefault("created", time.time())
+        row = self._run_row(run)
         cols = ", ".join(row)
         count = self._write(f"INSERT INTO runs ({cols}) VALUES ({', '.join(['%s'] * len(row))}) "
                             f"ON CONFLICT DO NOTHING", tuple(row.values()))
@@ -372,10 +351,7 @@ class PgStore(Store):
             self.flush()
 
     def _write_pending_starts(self, only: tuple[str, str] | None = None) -> None:
-        cutoff = time.time() - self.RUNNING_AFTER
-        due = [only] if only is not None else [k for k, v in self._pending_starts.items() if v[5] <= cutoff]
-        for key in due:
-            run_id, path, action, type_, attempts, started = self._pending_starts.pop(key)
+        for run_id, path, action, type_, attempts, started in self._due_starts(only):
             if path is None:
                 self._fenced(run_id, "UPDATE runs SET status = 'Running', started = %s, attempts = %s "
                              "WHERE id = %s AND {fence}", (started, attempts, run_id))

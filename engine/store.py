@@ -248,14 +248,19 @@ class Store:
             if len(data) > self.blob_cap:
                 raise OutputTooLarge(len(data), self.blob_cap)
             digest = hashlib.sha256(data).hexdigest()
-            self.blobs.mkdir(exist_ok=True)
-            target = self.blobs / f"{digest}.json"
-            if not target.exists():
-                tmp = target.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_bytes(data)
-                os.replace(tmp, target)
+            self._keep_blob(digest, text, data)
             return json.dumps({"$blob": digest, "size": len(data)})
         return text
+
+    def _keep_blob(self, digest: str, text: str, data: bytes) -> None:
+        """Keep an offloaded value once, under its sha256: here a file beside the database,
+        written whole then renamed (where blobs live is what differs by backend)."""
+        self.blobs.mkdir(exist_ok=True)
+        target = self.blobs / f"{digest}.json"
+        if not target.exists():
+            tmp = target.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
 
     def decode(self, text: str | None, *, blobs: bool = True) -> Any:
         """The stored value; a value offloaded to the blob store is read back, or with
@@ -264,8 +269,12 @@ class Store:
             return None
         value = json.loads(text)
         if blobs and is_blob_ref(value):
-            return json.loads((self.blobs / f"{value['$blob']}.json").read_text(encoding="utf-8"))
+            return json.loads(self._blob_json(value["$blob"]))
         return value
+
+    def _blob_json(self, digest: str) -> str | bytes:
+        """The JSON of an offloaded value being decoded (its file)."""
+        return (self.blobs / f"{digest}.json").read_text(encoding="utf-8")
 
     def blob_file(self, digest: str) -> Path | None:
         """The file of an offloaded value, by its sha256 (anything else: None)."""
@@ -298,6 +307,15 @@ class Store:
         """Insert a run; without ``commit`` the caller awaits ``durable()`` (a group commit).
 
         The flow's ``definition`` goes to the definitions table, once per hash."""
+        row = self._run_row(run)
+        cols = ", ".join(row)
+        self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        if commit:
+            self.flush()
+
+    def _run_row(self, run: dict) -> dict:
+        """The columns of a new run as stored (values encoded, ``created`` set); its flow's
+        ``definition`` is written to the definitions table instead, once per hash."""
         row = dict(run)
         source = row.pop("definition", None)
         if source is not None and row.get("flow_hash") not in self._stored_definitions:
@@ -308,10 +326,7 @@ class Store:
             if key in row:
                 row[key] = self.encode(row[key])
         row.setdefault("created", time.time())
-        cols = ", ".join(row)
-        self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
-        if commit:
-            self.flush()
+        return row
 
     def rolled_back(self) -> None:
         """Writes were rolled back (a savepoint): forget what this store believes it wrote."""
@@ -427,11 +442,16 @@ class Store:
         self._pending_starts[(run_id, None)] = (run_id, None, None, None, attempts, started)
         self._arm_starts_timer()
 
-    def _write_pending_starts(self, only: tuple[str, str] | None = None) -> None:
+    def _due_starts(self, only: tuple[str, str] | None) -> Iterator[tuple]:
+        """The pending Running marks to write now, taken off the list: (run id, path (None: the
+        run's own), action, type, attempts, started) of those noted RUNNING_AFTER ago, or ``only``."""
         cutoff = time.time() - self.RUNNING_AFTER
         due = [only] if only is not None else [k for k, v in self._pending_starts.items() if v[5] <= cutoff]
         for key in due:
-            run_id, path, action, type_, attempts, started = self._pending_starts.pop(key)
+            yield self._pending_starts.pop(key)
+
+    def _write_pending_starts(self, only: tuple[str, str] | None = None) -> None:
+        for run_id, path, action, type_, attempts, started in self._due_starts(only):
             if path is None:
                 self.db.execute("UPDATE runs SET status = 'Running', started = ?, attempts = ? WHERE id = ?",
                                 (started, attempts, run_id))
