@@ -19,7 +19,8 @@ run ``RUNNING_AFTER`` seconds. What differs:
 
 ``db`` is engine.pgconn.Adapter, which speaks the SQLite subset the helpers around the store
 use: checkpoints, server keys, the flow cache, cancel requests, concurrency slots and the run
-inspector work on either backend unchanged.
+inspector work on either backend unchanged, and so do ``Store``'s own reads (their SQL is
+written once, in engine.store); this class keeps only what differs.
 """
 from __future__ import annotations
 
@@ -303,6 +304,9 @@ class PgStore(Store):
         return None if row is None else row[0].encode()
 
     # -- writes ------------------------------------------------------------------------------------
+    # Why these are not Store's: a write for a run carries ``{fence}`` (``_fenced``: nothing is
+    # written once our lease was taken over) and waits in the batch for the group commit; a run
+    # queued or parked tells the workers (NOTIFY); a duplicate run must not abort the transaction.
     def create_run(self, run: dict, *, commit: bool = True) -> None:
         """Insert a run (Queued: workers are told at commit). A ``dedupe_key`` already taken
         raises IntegrityError without spoiling the open transaction (ON CONFLICT DO NOTHING)."""
