@@ -590,8 +590,9 @@ class Store:
         rows = self.db.execute(_SELECT_RUN + "WHERE r.id = ?", (run_id,)).fetchall()
         if not rows:
             pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            rows = self.db.execute(_SELECT_RUN + "WHERE r.id LIKE ? ESCAPE '\\' ORDER BY r.created LIMIT 2",
-                                   (pattern,)).fetchall()
+            # (the escape character as a parameter: a backslash literal breaks where standard_conforming_strings is off)
+            rows = self.db.execute(_SELECT_RUN + "WHERE r.id LIKE ? ESCAPE ? ORDER BY r.created LIMIT 2",
+                                   (pattern, "\\")).fetchall()
             if len(rows) != 1:
                 raise StoreError(f"no run '{run_id}' in {self.path}" if not rows else
                                  f"'{run_id}' matches several runs; give more of the id")

@@ -208,3 +208,15 @@ def test_a_run_read_by_id_or_by_prefix_carries_its_flow_definition_stored_once(s
     assert store.get_run("bare").definition is None and store.get_run("bare").flow_hash is None
     with pytest.raises(engine.FlowrunError, match="'run-' matches several runs; give more of the id"):
         store.get_run("run-")
+
+
+def test_a_run_is_found_by_a_prefix_holding_like_wildcards_whatever_the_servers_string_syntax(store):
+    """The LIKE escape character goes as a parameter: a PostgreSQL whose standard_conforming_strings
+    is off (backslashes in literals are escapes there) still finds the run."""
+    if store.backend == "postgresql":
+        store.conn.execute("SET standard_conforming_strings = off")
+    store.create_run({"id": "a_%\\b-1", "flow": "f", "status": "Queued"})
+    store.create_run({"id": "axx-2", "flow": "f", "status": "Queued"})
+    assert store.get_run("a_%\\").id == "a_%\\b-1"
+    with pytest.raises(engine.FlowrunError, match="no run"):
+        store.get_run("a_%%")
