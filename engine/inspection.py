@@ -23,13 +23,12 @@ from typing import Any, Iterator
 
 from .runs import Run, Step, iso
 from .state import Status
-from .store import Store
+from .store import STEP_COLS as _COLS, Store
 
 PAGE = 1000
 BAD = (str(Status.FAILED), str(Status.TIMEDOUT), str(Status.CANCELLED))
 LISTED_FAILURES = 20  # failed iterations named in a loop's summary (all of them with --failed)
 _INDEX = re.compile(r"\[(\d+)\]$")
-_COLS = "path, action, type, status, attempts, inputs, outputs, error, started, ended, seq, interrupted"
 
 
 def kind(run: Run) -> str:

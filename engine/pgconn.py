@@ -5,6 +5,7 @@ IGNORE/REPLACE``, ``instr``, ``BEGIN``/``COMMIT``) said in PostgreSQL's.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -60,8 +61,10 @@ def _password_text(url: str) -> str | None:
 _ENCODED = re.compile(r"(?:[^@/?#%]|%[0-9A-Fa-f]{2})*")
 
 
+@functools.lru_cache(maxsize=1024)
 def translate(sql: str) -> str:
-    """SQLite's words as PostgreSQL's (only the subset flowrun's helpers use)."""
+    """SQLite's words as PostgreSQL's (only the subset flowrun's helpers use). Cached: the store's
+    reads run through here, and their statements are a few hundred constant strings."""
     m = _OR_REPLACE.match(sql)
     if m:
         table, cols = m.group(1), [c.strip() for c in m.group(2).split(",")]

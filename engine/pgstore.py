@@ -20,7 +20,8 @@ run ``RUNNING_AFTER`` seconds. What differs:
 
 ``db`` is engine.pgconn.Adapter, which speaks the SQLite subset the helpers around the store
 use: checkpoints, server keys, the flow cache, cancel requests, concurrency slots and the run
-inspector work on either backend unchanged.
+inspector work on either backend unchanged, and so do ``Store``'s own reads (their SQL is
+written once, in engine.store); this class keeps only what differs.
 """
 from __future__ import annotations
 
@@ -29,17 +30,15 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import psycopg
 from psycopg import pq
-from psycopg.rows import dict_row
 
 from .errors import OutputTooLarge, StoreError
 from .pgconn import Adapter, connect_pool, shown, translate
 from .lru import LRU
-from .runs import Run, Step
-from .store import RUN_JSON, Store, _RUN_FIELDS, _default, is_blob_ref, is_digest
+from .store import CACHE_DDL, RUN_JSON, Store, _default, is_digest
 
 log = logging.getLogger("flowrun.store")
 CHANNEL = "flowrun_runs"  # NOTIFY channel: a run was queued, parked or released
@@ -286,33 +285,21 @@ class PgStore(Store):
 
     # -- encoding --------------------------------------------------------------------------------
     def encode(self, value: Any) -> str | None:
-        if value is None:
-            return None
-        text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
-        if len(text) > self.blob_threshold:
-            data = text.encode()
-            if len(data) > self.blob_cap:
-                raise OutputTooLarge(len(data), self.blob_cap)
-            digest = hashlib.sha256(data).hexdigest()
-            # DO UPDATE, not DO NOTHING: the row stays locked by this transaction until the step
-            # that refers to it commits, so a prune deciding the blob is unused waits (retention)
-            self._write("INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT (digest) "
-                        "DO UPDATE SET digest = EXCLUDED.digest", (digest, text))
-            return json.dumps({"$blob": digest, "size": len(data)})
-        return text.replace("\x00", "\\u0000") if "\x00" in text else text
+        text = super().encode(value)
+        return text.replace("\x00", "\\u0000") if text and "\x00" in text else text  # text here holds no NUL
 
-    def decode(self, text: str | None, *, blobs: bool = True) -> Any:
-        """The stored value; one offloaded to the ``blobs`` table is read back, or with
-        ``blobs=False`` left as its reference ``{"$blob": sha256, "size": n}``."""
-        if text is None:
-            return None
-        value = json.loads(text)
-        if blobs and is_blob_ref(value):
-            data = self.blob_data(value["$blob"])
-            if data is None:
-                raise StoreError(f"{self.path}: blob {value['$blob']} is missing")
-            return json.loads(data)
-        return value
+    def _keep_blob(self, digest: str, text: str, data: bytes) -> None:
+        """In the ``blobs`` table, which every host reads. DO UPDATE, not DO NOTHING: the row stays
+        locked by this transaction until the step that refers to it commits, so a prune deciding
+        the blob is unused waits (retention)."""
+        self._write("INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT (digest) "
+                    "DO UPDATE SET digest = EXCLUDED.digest", (digest, text))
+
+    def _blob_json(self, digest: str) -> bytes:
+        data = self.blob_data(digest)
+        if data is None:
+            raise StoreError(f"{self.path}: blob {digest} is missing")
+        return data
 
     def blob_file(self, digest: str) -> None:
         """No file: offloaded values live in the ``blobs`` table (``blob_data``)."""
@@ -326,19 +313,13 @@ class PgStore(Store):
         return None if row is None else row[0].encode()
 
     # -- writes ------------------------------------------------------------------------------------
+    # Why these are not Store's: a write for a run carries ``{fence}`` (``_fenced``: nothing is
+    # written once our lease was taken over) and waits in the batch for the group commit; a run
+    # queued or parked tells the workers (NOTIFY); a duplicate run must not abort the transaction.
     def create_run(self, run: dict, *, commit: bool = True) -> None:
         """Insert a run (Queued: workers are told at commit). A ``dedupe_key`` already taken
         raises IntegrityError without spoiling the open transaction (ON CONFLICT DO NOTHING)."""
-        row = dict(run)
-        source = row.pop("definition", None)
-        if source is not None and row.get("flow_hash") not in self._stored_definitions:
-            self._write("INSERT INTO definitions (hash, source) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                        (row["flow_hash"], source))
-            self._stored_definitions.add(row["flow_hash"])
-        for key in RUN_JSON:
-            if key in row:
-                row[key] = self.encode(row[key])
-        row.setdefault("created", time.time())
+        row = self._run_row(run)
         cols = ", ".join(row)
         count = self._write(f"INSERT INTO runs ({cols}) VALUES ({', '.join(['%s'] * len(row))}) "
                             f"ON CONFLICT DO NOTHING", tuple(row.values()))
@@ -369,10 +350,6 @@ class PgStore(Store):
         self.fences.pop(run_id, None)
         self.on_fenced.pop(run_id, None)
 
-    def continue_numbering(self, run_id: str) -> None:
-        last = self.conn.execute("SELECT MAX(seq) FROM steps WHERE run_id = %s", (run_id,)).fetchone()[0]
-        self._seq = max(self._seq, last or 0)
-
     def update_run(self, run_id: str, *, commit: bool = True, **fields: Any) -> None:
         if fields.get("response") is not None:
             self.replies.add(run_id)  # a server may wait for it (engine.replies)
@@ -389,10 +366,7 @@ class PgStore(Store):
             self.flush()
 
     def _write_pending_starts(self, only: tuple[str, str] | None = None) -> None:
-        cutoff = time.time() - self.RUNNING_AFTER
-        due = [only] if only is not None else [k for k, v in self._pending_starts.items() if v[5] <= cutoff]
-        for key in due:
-            run_id, path, action, type_, attempts, started = self._pending_starts.pop(key)
+        for run_id, path, action, type_, attempts, started in self._due_starts(only):
             if path is None:
                 self._fenced(run_id, "UPDATE runs SET status = 'Running', started = %s, attempts = %s "
                              "WHERE id = %s AND {fence}", (started, attempts, run_id))
@@ -438,11 +412,6 @@ class PgStore(Store):
         if commit:
             self.flush()
 
-    def step_marks(self, run_id: str, path: str) -> tuple[Any, float | None]:
-        row = self.conn.execute("SELECT handle, wake FROM steps WHERE run_id = %s AND path = %s "
-                                "AND status = 'Running'", (run_id, path)).fetchone()
-        return (self.decode(row[0]), row[1]) if row else (None, None)
-
     def park_run(self, run_id: str, wake: float, status: str, *, children: list[str] = ()) -> None:
         """Park a run until ``wake``, or until one of ``children`` has ended (the worker's claim)."""
         self._write("INSERT INTO parked_runs (run_id, wake, parked, children) VALUES (%s, %s, %s, %s) "
@@ -451,102 +420,10 @@ class PgStore(Store):
         self._notify = True
         self.update_run(run_id, status=status)
 
-    def due_runs(self, now: float, status: str) -> list[str]:
-        return [r[0] for r in self.conn.execute(
-            "SELECT p.run_id FROM parked_runs p JOIN runs r ON r.id = p.run_id WHERE p.wake <= %s "
-            "AND r.status = %s ORDER BY p.wake", (now, status))]
-
-    def next_wake(self, status: str) -> float | None:
-        return self.conn.execute("SELECT MIN(p.wake) FROM parked_runs p JOIN runs r ON r.id = p.run_id "
-                                 "WHERE r.status = %s", (status,)).fetchone()[0]
-
-    def claim_parked(self, run_id: str, status: str) -> bool:
-        count = self._write("UPDATE runs SET status = 'Running' WHERE id = %s AND status = %s", (run_id, status))
-        self._write("DELETE FROM parked_runs WHERE run_id = %s", (run_id,))
-        self.flush()
-        return count == 1
-
-    # -- reads ---------------------------------------------------------------------------------------
-    def get_run(self, run_id: str) -> Run:
-        if "\x00" in run_id:  # no stored text holds NUL (PostgreSQL refuses it): an id from outside
-            raise StoreError(f"no run {run_id[:64]!r} in {self.path}")
-        with self.conn.cursor(row_factory=dict_row) as cur:
-            select = "SELECT r.*, d.source AS _source FROM runs r LEFT JOIN definitions d ON d.hash = r.flow_hash "
-            row = cur.execute(select + "WHERE r.id = %s", (run_id,)).fetchone()
-            if row is None:
-                pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                rows = cur.execute(select + "WHERE r.id LIKE %s ORDER BY r.created LIMIT 2",
-                                   (pattern,)).fetchall()
-                if len(rows) != 1:
-                    raise StoreError(f"no run '{run_id}' in {self.path}" if not rows else
-                                     f"'{run_id}' matches several runs; give more of the id")
-                row = rows[0]
-        run = dict(row)
-        for key in RUN_JSON:
-            run[key] = self.decode(run[key])
-        source = run.pop("_source")
-        if run["definition"] is None:
-            run["definition"] = source
-        return Run(**{k: v for k, v in run.items() if k in _RUN_FIELDS}, _load_steps=self.steps)
-
-    def find_run(self, flow: str, dedupe_key: str) -> Run | None:
-        if "\x00" in flow + dedupe_key:
-            return None
-        row = self.conn.execute("SELECT id FROM runs WHERE flow = %s AND dedupe_key = %s",
-                                (flow, dedupe_key)).fetchone()
-        return self.get_run(row[0]) if row else None
-
-    def list_runs(self, *, flow: str | None = None, status: str | None = None, limit: int = 50) -> list[Run]:
-        sql, args = "SELECT id, flow, status, trigger, created, started, ended, parent_id, rerun_of FROM runs", []
-        where = []
-        if flow:
-            where.append("flow = %s")
-            args.append(flow)
-        if status:
-            where.append("status = %s")
-            args.append(str(status))
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created DESC LIMIT %s"
-        args.append(limit)
-        cols = ["id", "flow", "status", "trigger", "created", "started", "ended", "parent_id", "rerun_of"]
-        return [Run(**dict(zip(cols, r)), _load_steps=self.steps) for r in self.conn.execute(sql, args)]
-
-    _COLS = "path, action, type, status, attempts, inputs, outputs, error, started, ended, seq, interrupted"
-
-    def steps(self, run_id: str) -> list[Step]:
-        rows = self.conn.execute(f"SELECT {self._COLS} FROM steps WHERE run_id = %s ORDER BY seq",
-                                 (run_id,)).fetchall()
-        return [self._step(r) for r in rows]
-
-    def iter_steps(self, run_id: str, *, prefix: str | None = None, after_seq: int = 0,
-                   page: int = 1000) -> Iterator[Step]:
-        last = after_seq
-        while True:
-            if prefix is None:
-                rows = self.conn.execute(f"SELECT {self._COLS} FROM steps WHERE run_id = %s AND seq > %s "
-                                         f"ORDER BY seq LIMIT %s", (run_id, last, page)).fetchall()
-            else:
-                rows = self.conn.execute(
-                    f"SELECT {self._COLS} FROM steps WHERE run_id = %s AND seq > %s AND "
-                    f"((path >= %s AND path < %s) OR (path >= %s AND path < %s)) ORDER BY seq LIMIT %s",
-                    (run_id, last, prefix + "/", prefix + "0", prefix + "[", prefix + "\\", page)).fetchall()
-            for r in rows:
-                yield self._step(r)
-            if len(rows) < page:
-                return
-            last = rows[-1][10]
-
-    def get_step(self, run_id: str, path: str) -> Step | None:
-        if "\x00" in run_id + path:
-            return None
-        r = self.conn.execute(f"SELECT {self._COLS} FROM steps WHERE run_id = %s AND path = %s",
-                              (run_id, path)).fetchone()
-        return self._step(r) if r else None
-
-    def unfinished_runs(self) -> list[str]:
-        return [r[0] for r in self.conn.execute(
-            "SELECT id FROM runs WHERE status IN ('Queued', 'Running') ORDER BY created")]
+    # -- reads: Store's, through the Adapter; only what differs here ---------------------------------------
+    def _can_match(self, *texts: str) -> bool:
+        """PostgreSQL stores no NUL and refuses one as a parameter: a text holding one matches nothing."""
+        return not any("\x00" in text for text in texts)
 
     def ensure_table(self, name: str, ddl: str) -> None:
         if name in self._ensured:
@@ -563,8 +440,6 @@ class PgStore(Store):
 
     # -- files and a small cache (what nodes keep beside runs; branch h14's Store API) ----------------
     FILES_DDL = "CREATE TABLE IF NOT EXISTS files (digest TEXT PRIMARY KEY, data BYTEA NOT NULL)"
-    CACHE_DDL = ("CREATE TABLE IF NOT EXISTS node_cache (namespace TEXT NOT NULL, key TEXT NOT NULL, "
-                 "value TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (namespace, key))")
 
     RUN_FILES_DDL = ("CREATE TABLE IF NOT EXISTS run_files (digest TEXT NOT NULL, run_id TEXT NOT NULL, "
                      "PRIMARY KEY (digest, run_id))")
@@ -585,37 +460,26 @@ class PgStore(Store):
         return digest
 
     def get_file(self, digest: Any, run_id: str | None = None) -> bytes:
-        """As ``Store.get_file``: with ``run_id``, only a file a run of its family kept."""
-        from .errors import ActionError
-        from .storage import not_this_runs_file, shares_lineage
-
-        if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= set("0123456789abcdef"):
-            raise ActionError(f"{str(digest)[:80]!r} is not a file reference (a sha256)", code="FileNotFound")
+        """As ``Store.get_file`` (with ``run_id``, only a file a run of its family kept); the
+        ``run_files`` table is made on first use here, not by a migration."""
         if run_id is not None:
             self.ensure_table("run_files", self.RUN_FILES_DDL)
-            savers = [r[0] for r in self.conn.execute("SELECT run_id FROM run_files WHERE digest = %s LIMIT 256",
-                                                      (digest,))]
-            parents = lambda rid: self.conn.execute("SELECT parent_id, rerun_of FROM runs WHERE id = %s",  # noqa: E731
-                                                    (rid,)).fetchone()
-            if not shares_lineage(run_id, savers, parents):
-                raise not_this_runs_file(digest)
+        return super().get_file(digest, run_id)
+
+    def _file_data(self, digest: str) -> bytes:
+        """From the ``files`` table, not the blob folder: every host reads it."""
+        from .errors import ActionError
+
         self.ensure_table("files", self.FILES_DDL)
-        row = self.conn.execute("SELECT data FROM files WHERE digest = %s", (digest,)).fetchone()
+        row = self.db.execute("SELECT data FROM files WHERE digest = ?", (digest,)).fetchone()
         if row is None:
             raise ActionError(f"file {digest[:12]}… is not in {self.path} (pruned, or another state database)",
                               code="FileNotFound")
         return bytes(row[0])
 
-    def cache_get(self, namespace: str, key: str, now: float) -> Any:
-        """The value kept under (namespace, key) while it has not expired, else None."""
-        self.ensure_table("node_cache", self.CACHE_DDL)
-        row = self.conn.execute("SELECT value, expires FROM node_cache WHERE namespace = %s AND key = %s",
-                                (namespace, key)).fetchone()
-        return None if row is None or row[1] <= now else json.loads(row[0])
-
     def cache_put(self, namespace: str, key: str, value: Any, ttl: float, now: float) -> None:
         """Keep ``value`` (JSON, redacted) for ``ttl`` seconds, with the next commit; expired rows go."""
-        self.ensure_table("node_cache", self.CACHE_DDL)
+        self.ensure_table("node_cache", CACHE_DDL)  # (ensure_table translates it: REAL is DOUBLE PRECISION)
         text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
         self._batch.append(("DELETE FROM node_cache WHERE namespace = %s AND expires <= %s", (namespace, now), None))
         self._batch.append(("INSERT INTO node_cache (namespace, key, value, expires) VALUES (%s, %s, %s, %s) "
@@ -647,17 +511,12 @@ class PgStore(Store):
                      (to_run, from_run, path))
 
     def last_attempt(self, run_id: str, path: str) -> int:
-        self.ensure_table("step_attempts", self.ATTEMPTS_DDL)
-        return self.conn.execute("SELECT COALESCE(MAX(attempt), 0) FROM step_attempts WHERE run_id = %s "
-                                 "AND path = %s", (run_id, path)).fetchone()[0]
+        self.ensure_table("step_attempts", self.ATTEMPTS_DDL)  # made on first use here, not by a migration
+        return super().last_attempt(run_id, path)
 
     def attempts(self, run_id: str, path: str) -> list:
-        from .runs import Attempt
-
         self.ensure_table("step_attempts", self.ATTEMPTS_DDL)
-        return [Attempt(n, status, started, ended, self.decode(error)) for n, started, ended, status, error in
-                self.conn.execute("SELECT attempt, started, ended, status, error FROM step_attempts "
-                                  "WHERE run_id = %s AND path = %s ORDER BY attempt", (run_id, path))]
+        return super().attempts(run_id, path)
 
     # -- leases (engine.pglease) -----------------------------------------------------------------------
     def claim(self, run_id: str, *, ttl: float, token: str | None = None) -> Any:

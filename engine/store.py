@@ -65,9 +65,13 @@ MIGRATIONS = [
     """,
 ]
 log = logging.getLogger("flowrun.store")
-_RUN_FIELDS = set(Run.__dataclass_fields__) - {"_load_steps", "_steps"}
+# the runs table's columns a Run carries (``orphaned`` and ``waiting`` are what other reads add), in order
+_RUN_COLS = tuple(f for f in Run.__dataclass_fields__ if f not in ("_load_steps", "_steps", "orphaned", "waiting"))
+_SELECT_RUN = (f"SELECT {', '.join('r.' + c for c in _RUN_COLS)}, d.source FROM runs r "
+               "LEFT JOIN definitions d ON d.hash = r.flow_hash ")  # (a definition is stored once per hash)
 RUN_JSON = ("payload", "params", "outputs", "error", "response", "request", "trace")
 STEP_JSON = ("inputs", "outputs", "error")
+STEP_COLS = "path, action, type, status, attempts, inputs, outputs, error, started, ended, seq, interrupted"  # _step's row
 CACHE_DDL = ("CREATE TABLE IF NOT EXISTS node_cache (namespace TEXT NOT NULL, key TEXT NOT NULL, "
              "value TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (namespace, key))")
 _DIGEST = frozenset("0123456789abcdef")
@@ -244,14 +248,19 @@ class Store:
             if len(data) > self.blob_cap:
                 raise OutputTooLarge(len(data), self.blob_cap)
             digest = hashlib.sha256(data).hexdigest()
-            self.blobs.mkdir(exist_ok=True)
-            target = self.blobs / f"{digest}.json"
-            if not target.exists():
-                tmp = target.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_bytes(data)
-                os.replace(tmp, target)
+            self._keep_blob(digest, text, data)
             return json.dumps({"$blob": digest, "size": len(data)})
         return text
+
+    def _keep_blob(self, digest: str, text: str, data: bytes) -> None:
+        """Keep an offloaded value once, under its sha256: here a file beside the database,
+        written whole then renamed (where blobs live is what differs by backend)."""
+        self.blobs.mkdir(exist_ok=True)
+        target = self.blobs / f"{digest}.json"
+        if not target.exists():
+            tmp = target.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
 
     def decode(self, text: str | None, *, blobs: bool = True) -> Any:
         """The stored value; a value offloaded to the blob store is read back, or with
@@ -260,8 +269,12 @@ class Store:
             return None
         value = json.loads(text)
         if blobs and is_blob_ref(value):
-            return json.loads((self.blobs / f"{value['$blob']}.json").read_text(encoding="utf-8"))
+            return json.loads(self._blob_json(value["$blob"]))
         return value
+
+    def _blob_json(self, digest: str) -> str | bytes:
+        """The JSON of an offloaded value being decoded (its file)."""
+        return (self.blobs / f"{digest}.json").read_text(encoding="utf-8")
 
     def blob_file(self, digest: str) -> Path | None:
         """The file of an offloaded value, by its sha256 (anything else: None)."""
@@ -294,6 +307,15 @@ class Store:
         """Insert a run; without ``commit`` the caller awaits ``durable()`` (a group commit).
 
         The flow's ``definition`` goes to the definitions table, once per hash."""
+        row = self._run_row(run)
+        cols = ", ".join(row)
+        self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        if commit:
+            self.flush()
+
+    def _run_row(self, run: dict) -> dict:
+        """The columns of a new run as stored (values encoded, ``created`` set); its flow's
+        ``definition`` is written to the definitions table instead, once per hash."""
         row = dict(run)
         source = row.pop("definition", None)
         if source is not None and row.get("flow_hash") not in self._stored_definitions:
@@ -304,10 +326,7 @@ class Store:
             if key in row:
                 row[key] = self.encode(row[key])
         row.setdefault("created", time.time())
-        cols = ", ".join(row)
-        self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
-        if commit:
-            self.flush()
+        return row
 
     def rolled_back(self) -> None:
         """Writes were rolled back (a savepoint): forget what this store believes it wrote."""
@@ -423,11 +442,16 @@ class Store:
         self._pending_starts[(run_id, None)] = (run_id, None, None, None, attempts, started)
         self._arm_starts_timer()
 
-    def _write_pending_starts(self, only: tuple[str, str] | None = None) -> None:
+    def _due_starts(self, only: tuple[str, str] | None) -> Iterator[tuple]:
+        """The pending Running marks to write now, taken off the list: (run id, path (None: the
+        run's own), action, type, attempts, started) of those noted RUNNING_AFTER ago, or ``only``."""
         cutoff = time.time() - self.RUNNING_AFTER
         due = [only] if only is not None else [k for k, v in self._pending_starts.items() if v[5] <= cutoff]
         for key in due:
-            run_id, path, action, type_, attempts, started = self._pending_starts.pop(key)
+            yield self._pending_starts.pop(key)
+
+    def _write_pending_starts(self, only: tuple[str, str] | None = None) -> None:
+        for run_id, path, action, type_, attempts, started in self._due_starts(only):
             if path is None:
                 self.db.execute("UPDATE runs SET status = 'Running', started = ?, attempts = ? WHERE id = ?",
                                 (started, attempts, run_id))
@@ -554,29 +578,36 @@ class Store:
         return cur.rowcount == 1
 
     # -- reads -----------------------------------------------------------------------------
+    # Written once for both backends: SQL that SQLite and PostgreSQL read alike, run through
+    # ``self.db`` (on PostgreSQL engine.pgconn.Adapter, which takes the ``?`` placeholders).
+    def _can_match(self, *texts: str) -> bool:
+        """Whether these texts can equal stored ones. Always in SQLite; PostgreSQL stores no NUL
+        (and refuses one as a parameter), so there a text holding one matches nothing."""
+        return True
+
     def get_run(self, run_id: str) -> Run:
-        self.db.row_factory = sqlite3.Row
-        try:
-            row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                row = self.db.execute("SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY created",
-                                      (pattern,)).fetchall()
-                if len(row) != 1:
-                    raise StoreError(f"no run '{run_id}' in {self.path}" if not row else
-                                     f"'{run_id}' matches {len(row)} runs; give more of the id")
-                row = row[0]
-        finally:
-            self.db.row_factory = None
-        run = dict(row)
+        """A run by its id, or by a prefix of it that names one run only."""
+        if not self._can_match(run_id):  # an id from outside
+            raise StoreError(f"no run {run_id[:64]!r} in {self.path}")
+        rows = self.db.execute(_SELECT_RUN + "WHERE r.id = ?", (run_id,)).fetchall()
+        if not rows:
+            pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            # (the escape character as a parameter: a backslash literal breaks where standard_conforming_strings is off)
+            rows = self.db.execute(_SELECT_RUN + "WHERE r.id LIKE ? ESCAPE ? ORDER BY r.created LIMIT 2",
+                                   (pattern, "\\")).fetchall()
+            if len(rows) != 1:
+                raise StoreError(f"no run '{run_id}' in {self.path}" if not rows else
+                                 f"'{run_id}' matches several runs; give more of the id")
+        run = dict(zip(_RUN_COLS, rows[0]))
         for key in RUN_JSON:
             run[key] = self.decode(run[key])
-        if run["definition"] is None and run["flow_hash"]:
-            found = self.db.execute("SELECT source FROM definitions WHERE hash = ?", (run["flow_hash"],)).fetchone()
-            run["definition"] = found[0] if found else None
-        return Run(**{k: v for k, v in run.items() if k in _RUN_FIELDS}, _load_steps=self.steps)
+        if run["definition"] is None:
+            run["definition"] = rows[0][-1]
+        return Run(**run, _load_steps=self.steps)
 
     def find_run(self, flow: str, dedupe_key: str) -> Run | None:
+        if not self._can_match(flow, dedupe_key):
+            return None
         row = self.db.execute("SELECT id FROM runs WHERE flow = ? AND dedupe_key = ?",
                               (flow, dedupe_key)).fetchone()
         return self.get_run(row[0]) if row else None
@@ -591,7 +622,7 @@ class Store:
             args.append(flow)
         if status:
             where.append("status = ?")
-            args.append(status)
+            args.append(str(status))
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created DESC LIMIT ?"
@@ -601,18 +632,8 @@ class Store:
 
     def steps(self, run_id: str) -> list[Step]:
         """Every step of a run (small runs; a big loop's steps: ``iter_steps``)."""
-        cols = ["path", "action", "type", "status", "attempts", "inputs", "outputs", "error",
-                "started", "ended", "seq", "interrupted"]
-        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM steps WHERE run_id = ? ORDER BY seq",
-                               (run_id,)).fetchall()
-        out = []
-        for r in rows:
-            step = dict(zip(cols, r))
-            for key in STEP_JSON:
-                step[key] = self.decode(step[key])
-            step["interrupted"] = bool(step["interrupted"])
-            out.append(Step(**step))
-        return out
+        rows = self.db.execute(f"SELECT {STEP_COLS} FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+        return [self._step(r) for r in rows]
 
     def iter_steps(self, run_id: str, *, prefix: str | None = None, after_seq: int = 0,
                    page: int = 1000) -> "Iterator[Step]":
@@ -622,15 +643,14 @@ class Store:
         A prefix holding at most ``page`` steps (one loop iteration) is read through the
         primary key, so its cost does not grow with the run: resuming a loop reads every
         reused iteration, and a scan of the whole run each time would be quadratic."""
-        cols = "path, action, type, status, attempts, inputs, outputs, error, started, ended, seq, interrupted"
+        cols = STEP_COLS
         if prefix is not None:
-            ranges = ((prefix + "/", prefix + "0"), (prefix + "[", prefix + "\\"))
-            rows = []
-            for low, high in ranges:  # (run_id, path) is the primary key: a range read
-                rows += self.db.execute(f"SELECT {cols} FROM steps WHERE run_id = ? AND path >= ? AND path < ? "
-                                        f"AND +seq > ? LIMIT ?", (run_id, low, high, after_seq, page + 1)).fetchall()
-                if len(rows) > page:
-                    break
+            # (run_id, path) is the primary key: two range reads (below "prefix/" and "prefix["), in
+            # one statement (one round trip on PostgreSQL), stopping after page + 1 rows
+            arm = f"SELECT {cols} FROM steps WHERE run_id = ? AND path >= ? AND path < ? AND +seq > ?"
+            rows = self.db.execute(f"{arm} UNION ALL {arm} LIMIT ?",
+                                   (run_id, prefix + "/", prefix + "0", after_seq,
+                                    run_id, prefix + "[", prefix + "\\", after_seq, page + 1)).fetchall()
             if len(rows) <= page:
                 rows.sort(key=lambda r: r[10])
                 for r in rows:
@@ -653,8 +673,9 @@ class Store:
             last = rows[-1][10]
 
     def get_step(self, run_id: str, path: str) -> Step | None:
-        r = self.db.execute("SELECT path, action, type, status, attempts, inputs, outputs, error, started, ended, "
-                            "seq, interrupted FROM steps WHERE run_id = ? AND path = ?", (run_id, path)).fetchone()
+        if not self._can_match(run_id, path):
+            return None
+        r = self.db.execute(f"SELECT {STEP_COLS} FROM steps WHERE run_id = ? AND path = ?", (run_id, path)).fetchone()
         return self._step(r) if r else None
 
     # -- a loop's rows, for result(): counted, sized and read without loading the loop ------------
@@ -696,8 +717,7 @@ class Store:
     def steps_at(self, run_id: str, paths: list[str]) -> dict[str, Step]:
         """The steps at ``paths`` (one read; at most a few hundred paths), by path."""
         rows = self.db.execute(
-            "SELECT path, action, type, status, attempts, inputs, outputs, error, started, ended, seq, interrupted "
-            f"FROM steps WHERE run_id = ? AND path IN ({', '.join('?' * len(paths))})", (run_id, *paths)).fetchall()
+            f"SELECT {STEP_COLS} FROM steps WHERE run_id = ? AND path IN ({', '.join('?' * len(paths))})", (run_id, *paths)).fetchall()
         return {r[0]: self._step(r) for r in rows}
 
     def stored_size(self, run_id: str, paths: list[str]) -> tuple[int, int]:
@@ -767,6 +787,10 @@ class Store:
                                                   (rid,)).fetchone()
             if not shares_lineage(run_id, savers, parents):
                 raise not_this_runs_file(digest)
+        return self._file_data(digest)
+
+    def _file_data(self, digest: str) -> bytes:
+        """The bytes kept under a checked ``digest`` (where they live differs by backend)."""
         try:
             return (self.blobs / f"{digest}.bin").read_bytes()
         except OSError:

@@ -185,3 +185,38 @@ def test_an_id_from_outside_finds_nothing_and_raises_nothing_but_no_run(store, h
         store.get_run(hostile)
     assert store.get_step("run0-abc", hostile) is None and store.find_run("orders", hostile) is None
     assert store.get_step(hostile, "a") is None
+
+
+@pytest.mark.parametrize("page", [1000, 2])
+def test_the_steps_inside_a_loop_come_back_whole_and_in_finishing_order_whether_or_not_they_fill_a_page(store, page):
+    """iter_steps reads a small prefix through the primary key and pages a big one by seq: both
+    ways give the same steps, on both backends (PostgreSQL's path sorts bytewise, as SQLite's)."""
+    order = [f"loop[{i}]/x" for i in (3, 0, 11, 1, 2)] + ["loop/inner", "loop[10]", "loopy", "loop0", "l"]
+    for path in order:
+        finish(store, "r", path)
+    expected = [p for p in order if p.startswith(("loop[", "loop/"))]
+    assert [s.path for s in store.iter_steps("r", prefix="loop", page=page)] == expected
+    assert [s.path for s in store.iter_steps("r", prefix="loop", after_seq=3, page=page)] == expected[3:]
+
+
+def test_a_run_read_by_id_or_by_prefix_carries_its_flow_definition_stored_once(store):
+    source = "actions:\n  a: {type: Compose, inputs: 1}\n"
+    store.create_run({"id": "run-one", "flow": "f", "status": "Queued", "flow_hash": "h1", "definition": source})
+    store.create_run({"id": "run-two", "flow": "f", "status": "Queued", "flow_hash": "h1", "definition": source})
+    store.create_run({"id": "bare", "flow": "f", "status": "Queued"})
+    assert store.get_run("run-one").definition == store.get_run("run-t").definition == source
+    assert store.get_run("bare").definition is None and store.get_run("bare").flow_hash is None
+    with pytest.raises(engine.FlowrunError, match="'run-' matches several runs; give more of the id"):
+        store.get_run("run-")
+
+
+def test_a_run_is_found_by_a_prefix_holding_like_wildcards_whatever_the_servers_string_syntax(store):
+    """The LIKE escape character goes as a parameter: a PostgreSQL whose standard_conforming_strings
+    is off (backslashes in literals are escapes there) still finds the run."""
+    if store.backend == "postgresql":
+        store.conn.execute("SET standard_conforming_strings = off")
+    store.create_run({"id": "a_%\\b-1", "flow": "f", "status": "Queued"})
+    store.create_run({"id": "axx-2", "flow": "f", "status": "Queued"})
+    assert store.get_run("a_%\\").id == "a_%\\b-1"
+    with pytest.raises(engine.FlowrunError, match="no run"):
+        store.get_run("a_%%")
