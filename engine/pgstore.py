@@ -5,7 +5,7 @@ is not about SQL: every text written passes the redactor, writes of one event-lo
 one commit (``flush_soon``/``durable``), a Running row is written only for an action that has
 run ``RUNNING_AFTER`` seconds. What differs:
 
-- one writer connection per process, taken from a psycopg-pool pool; reads go through it, so
+- one writer connection per process (``application_name`` flowrun-writer-<pid>); reads go through it, so
   a process sees what it wrote before it commits, as with SQLite. It autocommits: a write
   opens a transaction (``begin``) that the group commit closes, and a read never leaves one
   open;
@@ -15,7 +15,15 @@ run ``RUNNING_AFTER`` seconds. What differs:
 - values over ``blob_threshold`` go to the ``blobs`` table (every host sees them), not files;
 - writes for a run this process holds under a lease (engine.pglease) are fenced: each one
   carries ``EXISTS (lease with our token)``, so a process that lost its lease writes nothing;
-- a queued or parked run sends ``NOTIFY flowrun_runs`` (delivered at commit) to wake workers.
+- a queued or parked run sends ``NOTIFY flowrun_runs`` (delivered at commit) to wake workers;
+- a lost writer connection (a restart, a network cut, ``pg_terminate_backend``, an idle
+  timeout) is replaced, not fatal (``_reconnect``): its backend ended, so every lease it wrote
+  is dead and another process may already hold those runs. The runs this process was executing
+  are dropped at once (their claims told, their writes discarded: ``abandoned``) and the open
+  transaction is gone as a whole: the next commit raises StoreUnavailable to everyone waiting
+  on it, never commits half of it. Reconnecting is tried at once, then with capped exponential
+  backoff and jitter; meanwhile every use raises StoreUnavailable (one line, no password).
+  One warning per outage, one info when it is back.
 
 ``db`` is engine.pgconn.Adapter, which speaks the SQLite subset the helpers around the store
 use: checkpoints, server keys, the flow cache, cancel requests, concurrency slots and the run
@@ -34,8 +42,8 @@ import psycopg
 from psycopg import pq
 from psycopg.rows import dict_row
 
-from .errors import OutputTooLarge, StoreError
-from .pgconn import Adapter, connect_pool, shown, translate
+from .errors import OutputTooLarge, StoreError, StoreUnavailable
+from .pgconn import Adapter, Backoff, broken, connect, shown, transient, translate
 from .lru import LRU
 from .runs import Run, Step
 from .store import RUN_JSON, Store, _RUN_FIELDS, _default, is_blob_ref, is_digest
@@ -98,8 +106,7 @@ class PgStore(Store):
     RUNNING_AFTER = 0.25  # a write is a round trip here: Running rows only for what runs a while
 
     def __init__(self, url: str, *, redact: Callable[[str], str] | None = None,
-                 blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000, migrate: bool = True,
-                 pool_size: int = 4):
+                 blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000, migrate: bool = True):
         self.url = url
         self.path = shown(url)  # what messages name: never the password
         self.redact = redact if redact is not None else (lambda s: s)
@@ -117,27 +124,98 @@ class PgStore(Store):
         self._notify = False
         self.notices: set[str] = set()  # parents to tell, at commit, that a child run finished
         self.fences: dict[str, str] = {}  # run id -> lease token this process writes under
-        self.on_fenced: dict[str, Callable[[], None]] = {}  # run id -> what to do when a write was fenced
-        self.pool = connect_pool(url, max_size=pool_size)
+        # run id -> what to do when a write was fenced (called with True: the connection was lost)
+        self.on_fenced: dict[str, Callable[..., None]] = {}
+        self.abandoned: set[str] = set()  # runs dropped by a lost connection: their writes are discarded
+        self.on_connection_lost: list[Callable[[], None]] = []  # told too (trigger leases die with it)
         self._batch: list[tuple[str, tuple, str | None]] = []  # fenced writes not sent yet (sql, args, run id)
-        self._conn = self.pool.getconn()
+        self._torn = False  # the connection was lost with writes pending: the next commit fails as a whole
+        self._down_since: float | None = None  # monotonic time the connection was found lost
+        self._retry_at = 0.0
+        self._backoff = Backoff()
         # result() of a big loop reads the store from a worker thread (engine.looprows) while the
         # event loop writes. Pipeline mode is the connection's state, not a statement's: another
         # thread's query while a batch is in the pipeline breaks both. So the connection's own
         # lock (taken by psycopg around every statement) becomes a reentrant one, held too for a
         # whole batch (``_send``) and a whole read through ``db``: any thread may use the store.
-        self.lock = self._conn.lock = threading.RLock()
-        if "synchronous_commit" not in url:
-            # like SQLite's WAL + synchronous=NORMAL: a commit survives this process dying at
-            # once, the server's crash after ~3 x wal_writer_delay; the URL's options may say "on"
-            self.conn.execute("SET synchronous_commit = off")
-            self.conn.commit()
+        self.lock = threading.RLock()
+        self._conn = self._open()
         self.db = Adapter(self)
         try:
             self.version = self._migrate() if migrate else self.schema_version()
         except BaseException:
             self.close()
             raise
+
+    def _open(self) -> psycopg.Connection:
+        conn = connect(self.url, "writer")
+        conn.lock = self.lock
+        if "synchronous_commit" not in self.url:
+            # like SQLite's WAL + synchronous=NORMAL: a commit survives this process dying at
+            # once, the server's crash after ~3 x wal_writer_delay; the URL's options may say "on"
+            conn.execute("SET synchronous_commit = off")
+        return conn
+
+    # -- a lost connection -----------------------------------------------------------------------
+    def _reconnect(self) -> None:
+        """The writer connection is gone: drop what died with it (once per outage), then open a
+        new one if the backoff allows, else raise StoreUnavailable."""
+        with self.lock:
+            if not broken(self._conn):
+                return  # another thread replaced it meanwhile
+            now = time.monotonic()
+            if self._down_since is None:
+                self._down_since = now
+                running = f"; the {len(self.fences)} run(s) executing here stop, to be claimed again" \
+                    if self.fences else ""
+                log.warning("%s: the database connection was lost%s; reconnecting", self.path, running)
+                self._abandon()
+            if now < self._retry_at:
+                raise StoreUnavailable(f"{self.path}: PostgreSQL cannot be reached; the next try in "
+                                       f"{self._retry_at - now:.1f} s")
+            try:
+                conn = self._open()
+            except StoreError as exc:  # a password changed meanwhile is retried too: it may be put back
+                self._retry_at = time.monotonic() + self._backoff.next()
+                raise StoreUnavailable(str(exc)) from None
+            self._conn.close()
+            self._conn = conn
+            log.info("%s: reconnected after %.1f s", self.path, time.monotonic() - self._down_since)
+            self._down_since, self._retry_at = None, 0.0
+            self._backoff.reset()
+
+    def _abandon(self) -> None:
+        """Forget what the lost connection held: the open transaction (the next commit fails, so
+        no one is told it happened) and the leases it wrote (the runs stop here: ``abandoned``)."""
+        if self._batch or self._dirty or self._notify or self.notices:
+            self._torn = True
+        self._batch.clear()
+        self._dirty = self._notify = False
+        self.notices.clear()
+        self._stored_definitions.clear()  # its INSERT may have been in the lost transaction
+        dropped = list(self.fences)
+        self.abandoned.update(dropped)
+        self._pending_starts = {k: v for k, v in self._pending_starts.items() if k[0] not in self.abandoned}
+        for run_id in dropped:
+            self._tell(self.on_fenced.get(run_id), True)
+        for callback in list(self.on_connection_lost):
+            self._tell(callback)
+
+    @staticmethod
+    def _tell(callback: Callable[..., None] | None, *args: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:  # noqa: BLE001  one listener's bug must not stop the others being told
+            log.exception("a connection-lost callback failed")
+
+    def unavailable(self, exc: BaseException) -> bool:
+        """``exc`` says the database cannot be reached now (the connection is being replaced):
+        a caller answers 503 or tries again later, and records no failure."""
+        if isinstance(exc, StoreUnavailable):
+            return True
+        return isinstance(exc, psycopg.Error) and (transient(exc) or broken(self._conn))
 
     # -- schema --------------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -181,7 +259,10 @@ class PgStore(Store):
     # -- transactions ----------------------------------------------------------------------------
     @property
     def conn(self) -> psycopg.Connection:
-        """The writer connection, with every write batched so far sent (so a read sees them)."""
+        """The writer connection, with every write batched so far sent (so a read sees them);
+        a lost one is replaced first (or StoreUnavailable)."""
+        if broken(self._conn):
+            self._reconnect()
         if self._batch:
             self._send()
         return self._conn
@@ -215,26 +296,34 @@ class PgStore(Store):
                     lost()
 
     def commit(self) -> None:
+        if broken(self._conn):
+            self._reconnect()
+        if self._torn:  # the connection was lost under this transaction: what is left of it goes too
+            self._torn = False
+            self.rollback()
+            raise StoreUnavailable(f"{self.path}: the database connection was lost before the commit; "
+                                   "nothing of it was kept")
         self._send(commit=True)
         self._dirty = self._notify = False
         self.notices.clear()
 
     def rollback(self) -> None:
         self._batch.clear()
-        self._conn.rollback()
+        if not broken(self._conn):
+            self._conn.rollback()
         self._dirty = self._notify = False
         self.notices.clear()
 
     def close(self) -> None:
         conn = self.__dict__.get("_conn")
+        if conn is None or broken(conn):
+            if conn is not None:
+                conn.close()
+            return
         try:
-            if conn is not None and not conn.closed:
-                try:
-                    self.flush()
-                finally:
-                    self.pool.putconn(conn)
+            self.flush()
         finally:
-            self.pool.close()
+            conn.close()
 
     def flush(self) -> None:
         try:
@@ -244,6 +333,15 @@ class PgStore(Store):
             if self.db.in_transaction or self._notify or self.notices:
                 self.commit()
         except psycopg.Error as exc:
+            if broken(self._conn):  # lost while committing: it may or may not have happened
+                try:
+                    self._reconnect()
+                except StoreUnavailable:
+                    pass
+                self._torn = False  # this failure is the one reported
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise StoreUnavailable(f"{self.path}: the database connection was lost during a commit "
+                                       f"({first})") from None
             try:
                 self.rollback()
             except psycopg.Error:
@@ -266,6 +364,13 @@ class PgStore(Store):
         """A write for ``run_id``, batched until the next commit or read (``_send``). With a
         fence (a lease this process holds) it happens only while the lease row still carries
         our token; a fenced-off write tells the holder (``on_fenced``)."""
+        if broken(self._conn):  # lost just now: the runs it held stop before anything else is written
+            try:
+                self._reconnect()
+            except StoreUnavailable:
+                pass
+        if run_id in self.abandoned:  # its lease died with a lost connection: refused anyway
+            return
         self._dirty = True
         token = self.fences.get(run_id)
         if token is None:

@@ -309,6 +309,11 @@ class Store:
         if commit:
             self.flush()
 
+    def unavailable(self, exc: BaseException) -> bool:
+        """``exc`` says the database cannot be reached now, and may be later (engine.pgstore
+        reconnects); a SQLite file is either there or not."""
+        return False
+
     def rolled_back(self) -> None:
         """Writes were rolled back (a savepoint): forget what this store believes it wrote."""
         self._stored_definitions.clear()
