@@ -41,7 +41,7 @@ def wait_for_store(open_: Callable[[], Any]) -> Any:
                 got = open_()
             except StoreUnavailable as exc:
                 if backoff is None:
-                    from .pgconn import Backoff
+                    from .backoff import Backoff
 
                     backoff = Backoff(base=0.5, cap=30.0)
                     _emit(f"{exc}; retrying until it is reachable (Ctrl-C to stop)", err=True)

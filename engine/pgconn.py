@@ -1,12 +1,11 @@
 """The PostgreSQL connection as flowrun uses it: URLs shown without passwords, a connection
-opened with one clear error (``connect``: transient or not), the backoff between tries, and ``Adapter``, the writer connection as the helpers around the store
+opened with one clear error (``connect``: transient or not), and ``Adapter``, the writer connection as the helpers around the store
 see it (``store.db``): the SQLite words they use (``?`` placeholders, ``INSERT OR
 IGNORE/REPLACE``, ``instr``, ``BEGIN``/``COMMIT``) said in PostgreSQL's.
 """
 from __future__ import annotations
 
 import os
-import random
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -122,14 +121,35 @@ class Adapter:
         self.store.rollback()
 
 
-def connect(url: str, role: str, *, timeout: float = 10.0) -> psycopg.Connection:
+class Writer(psycopg.Connection):
+    """The store's writer connection: a read that finds it lost while no transaction was open
+    (the server ended it while it sat idle) is sent again once on the store's new connection
+    (``store._check`` replaces it, dropping what died with it, or raises StoreUnavailable).
+    Nothing else is sent again: a statement in a transaction died with the transaction."""
+
+    store: Any = None
+
+    def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:  # type: ignore[override]
+        idle = self.info.transaction_status == pq.TransactionStatus.IDLE
+        try:
+            return super().execute(query, params, **kw)
+        except psycopg.OperationalError:
+            again = idle and self.store is not None and broken(self) and \
+                isinstance(query, str) and query.lstrip()[:6].upper().startswith(("SELECT", "SHOW", "BEGIN"))
+            if not again:
+                raise
+        self.store._check()
+        return self.store._conn.execute(query, params, **kw)
+
+
+def connect(url: str, role: str, *, timeout: float = 10.0, cls: type = psycopg.Connection) -> psycopg.Connection:
     """A connection to ``url`` for ``role`` (``writer``, ``listen``), autocommitting, named
     ``flowrun-<role>-<pid>`` in ``pg_stat_activity`` unless the URL names itself
     (``application_name``): an operator, or a test, can find this process's backends. TCP
     keepalives find a peer that vanished without a word. Failing: StoreUnavailable (one line,
     never the password) when it may pass later, StoreError when the URL or the login is wrong."""
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout)),
+        return cls.connect(url, autocommit=True, connect_timeout=max(1, int(timeout)),
                                fallback_application_name=f"flowrun-{role}-{os.getpid()}",
                                keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
     except Exception as exc:  # noqa: BLE001  OperationalError, a malformed URL (ProgrammingError)
@@ -158,23 +178,6 @@ def transient(exc: BaseException) -> bool:
 def broken(conn: psycopg.Connection) -> bool:
     """The connection can no longer be used (lost, terminated, closed): it must be replaced."""
     return conn.closed or conn.broken
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: attempt n waits between half and all of
-    ``min(cap, base * 2**n)``, so processes cut off together do not come back in step."""
-
-    def __init__(self, base: float = 0.1, cap: float = 10.0):
-        self.base, self.cap, self.attempts = base, cap, 0
-
-    def next(self) -> float:
-        """Seconds to wait before the next attempt (and count this one)."""
-        ceiling = min(self.cap, self.base * 2 ** min(self.attempts, 32))
-        self.attempts += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempts = 0
 
 
 def _unreadable(url: str) -> bool:

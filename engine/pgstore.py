@@ -34,16 +34,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import select
 import threading
 import time
 from typing import Any, Callable, Iterator
 
 import psycopg
 from psycopg import pq
-from psycopg.rows import dict_row
 
 from .errors import OutputTooLarge, StoreError, StoreUnavailable
-from .pgconn import Adapter, Backoff, broken, connect, shown, transient, translate
+from .backoff import Backoff
+from .pgconn import Adapter, Writer, broken, connect, shown, transient, translate
 from .lru import LRU
 from .runs import Run, Step
 from .store import RUN_JSON, Store, _RUN_FIELDS, _default, is_blob_ref, is_digest
@@ -148,8 +149,8 @@ class PgStore(Store):
             raise
 
     def _open(self) -> psycopg.Connection:
-        conn = connect(self.url, "writer")
-        conn.lock = self.lock
+        conn = connect(self.url, "writer", cls=Writer)
+        conn.lock, conn.store = self.lock, self
         if "synchronous_commit" not in self.url:
             # like SQLite's WAL + synchronous=NORMAL: a commit survives this process dying at
             # once, the server's crash after ~3 x wal_writer_delay; the URL's options may say "on"
@@ -157,6 +158,24 @@ class PgStore(Store):
         return conn
 
     # -- a lost connection -----------------------------------------------------------------------
+    def _check(self) -> None:
+        """Replace the writer connection if it is lost (or raise StoreUnavailable). One the
+        server ended while it sat idle (terminated, an idle timeout, a restart) is noticed here,
+        before a statement fails on it: its socket turned readable (the server's farewell, then
+        the end of the stream), which costs a ``select`` of a few microseconds to see."""
+        pgconn = self._conn.pgconn
+        if pgconn.status == pq.ConnStatus.OK:
+            with self.lock:
+                try:
+                    for _ in range(4):
+                        if not select.select([pgconn.socket], [], [], 0)[0]:
+                            break
+                        pgconn.consume_input()  # the end of the stream marks the connection bad
+                except (psycopg.OperationalError, OSError, ValueError):
+                    pass
+        if broken(self._conn):
+            self._reconnect()
+
     def _reconnect(self) -> None:
         """The writer connection is gone: drop what died with it (once per outage), then open a
         new one if the backoff allows, else raise StoreUnavailable."""
@@ -261,8 +280,7 @@ class PgStore(Store):
     def conn(self) -> psycopg.Connection:
         """The writer connection, with every write batched so far sent (so a read sees them);
         a lost one is replaced first (or StoreUnavailable)."""
-        if broken(self._conn):
-            self._reconnect()
+        self._check()
         if self._batch:
             self._send()
         return self._conn
@@ -296,8 +314,7 @@ class PgStore(Store):
                     lost()
 
     def commit(self) -> None:
-        if broken(self._conn):
-            self._reconnect()
+        self._check()
         if self._torn:  # the connection was lost under this transaction: what is left of it goes too
             self._torn = False
             self.rollback()
@@ -330,7 +347,7 @@ class PgStore(Store):
             if self._pending_starts:
                 self._write_pending_starts()
                 self._arm_starts_timer()
-            if self.db.in_transaction or self._notify or self.notices:
+            if self.db.in_transaction or self._notify or self.notices or self._torn:
                 self.commit()
         except psycopg.Error as exc:
             if broken(self._conn):  # lost while committing: it may or may not have happened
@@ -358,17 +375,26 @@ class PgStore(Store):
     def _write(self, sql: str, args: tuple) -> int:
         self.begin()
         self._dirty = True
-        return self.conn.execute(sql, args).rowcount
+        try:
+            return self.conn.execute(sql, args).rowcount
+        except psycopg.OperationalError as exc:
+            if not broken(self._conn):
+                raise
+            try:
+                self._check()  # drops what died with it (the transaction fails at its commit too)
+            except StoreUnavailable:
+                pass
+            raise StoreUnavailable(f"{self.path}: the database connection was lost: "
+                                   f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
 
     def _fenced(self, run_id: str, sql: str, args: tuple) -> None:
         """A write for ``run_id``, batched until the next commit or read (``_send``). With a
         fence (a lease this process holds) it happens only while the lease row still carries
         our token; a fenced-off write tells the holder (``on_fenced``)."""
-        if broken(self._conn):  # lost just now: the runs it held stop before anything else is written
-            try:
-                self._reconnect()
-            except StoreUnavailable:
-                pass
+        try:  # lost just now: the runs it held stop before anything else is written
+            self._check()
+        except StoreUnavailable:
+            pass
         if run_id in self.abandoned:  # its lease died with a lost connection: refused anyway
             return
         self._dirty = True
@@ -561,18 +587,18 @@ class PgStore(Store):
     def get_run(self, run_id: str) -> Run:
         if "\x00" in run_id:  # no stored text holds NUL (PostgreSQL refuses it): an id from outside
             raise StoreError(f"no run {run_id[:64]!r} in {self.path}")
-        with self.conn.cursor(row_factory=dict_row) as cur:
-            select = "SELECT r.*, d.source AS _source FROM runs r LEFT JOIN definitions d ON d.hash = r.flow_hash "
-            row = cur.execute(select + "WHERE r.id = %s", (run_id,)).fetchone()
-            if row is None:
-                pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                rows = cur.execute(select + "WHERE r.id LIKE %s ORDER BY r.created LIMIT 2",
-                                   (pattern,)).fetchall()
-                if len(rows) != 1:
-                    raise StoreError(f"no run '{run_id}' in {self.path}" if not rows else
-                                     f"'{run_id}' matches several runs; give more of the id")
-                row = rows[0]
-        run = dict(row)
+        select = "SELECT r.*, d.source AS _source FROM runs r LEFT JOIN definitions d ON d.hash = r.flow_hash "
+        cur = self.conn.execute(select + "WHERE r.id = %s", (run_id,))  # (conn.execute: read again if lost)
+        row = cur.fetchone()
+        if row is None:
+            pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            cur = self.conn.execute(select + "WHERE r.id LIKE %s ORDER BY r.created LIMIT 2", (pattern,))
+            rows = cur.fetchall()
+            if len(rows) != 1:
+                raise StoreError(f"no run '{run_id}' in {self.path}" if not rows else
+                                 f"'{run_id}' matches several runs; give more of the id")
+            row = rows[0]
+        run = dict(zip([d.name for d in cur.description], row))
         for key in RUN_JSON:
             run[key] = self.decode(run[key])
         source = run.pop("_source")

@@ -137,7 +137,8 @@ class Worker:
         """A thread: LISTEN on its own connection and hand each notification to the loop
         (work may be claimable: wake the claim loop; a child run finished: wake its parent).
         A lost connection is opened again with backoff; meanwhile the slow poll finds work."""
-        from .pgconn import Backoff, connect
+        from .backoff import Backoff
+        from .pgconn import connect
         from .pgstore import CHANNEL, DONE
 
         backoff, down = Backoff(cap=10.0), False
@@ -195,7 +196,7 @@ class Worker:
         import asyncio
         import threading
 
-        from .pgconn import Backoff
+        from .backoff import Backoff
 
         self.engine.parking = True
         self.engine.delegate_children = True

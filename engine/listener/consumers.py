@@ -5,6 +5,11 @@ the trigger with a ``Host`` (its capabilities: accept a run, checkpoints, the cl
 logger, counters), awaits ``start()`` before it reports ready, runs ``run()`` in a task,
 and on shutdown, or when a reload changes or removes the flow's trigger, cancels ``run()``
 and awaits ``stop()``. An error in one trigger is logged and stops that trigger only.
+
+A trigger stopped because PostgreSQL cannot be reached (engine.pgstore reconnects by itself)
+is started again once it can, with backoff. A trigger lease dies with the connection that
+wrote it (its backend ends): the instance stops consuming at once and takes the lease again,
+or stands by if another instance took it meanwhile.
 """
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from typing import Any
 
 import anyio
 
-from engine.errors import ConnectionError_
+from engine.errors import ConnectionError_, StoreUnavailable
+from engine.backoff import Backoff
 from engine.plugin import Accepted, SystemClock
 
 from .triggers import PullEntry
@@ -130,7 +136,12 @@ class Consumers:
     async def _task(self, entry: PullEntry, *, task_status: Any) -> None:
         shared = getattr(self.engine.store, "backend", "sqlite") == "postgresql"
         if not shared or getattr(entry.cls, "shared", "lease") != "lease":
-            await self._consume(entry, task_status=task_status)
+            with anyio.CancelScope() as scope:
+                task_status.started(scope)
+                backoff = None
+                while await self._consume(entry, task_status=anyio.TASK_STATUS_IGNORED):
+                    backoff = backoff or Backoff(base=0.5, cap=30.0)  # the database is away: start it again later
+                    await anyio.sleep(backoff.next())
             return
         await self._leased(entry, task_status=task_status)
 
@@ -140,41 +151,69 @@ class Consumers:
     async def _leased(self, entry: PullEntry, *, task_status: Any) -> None:
         """Consume only while this instance holds the trigger's lease; stand by otherwise
         (other instances on the database), and stop consuming if the lease is lost."""
+        import asyncio
+
         from engine.pglease import TriggerLease
 
         extra = {"flow": entry.flow.name, "trigger": entry.name}
-        lease = TriggerLease(self.engine.store, entry.flow.name, entry.name, ttl=self.LEASE_TTL)
+        store = self.engine.store
+        lease = TriggerLease(store, entry.flow.name, entry.name, ttl=self.LEASE_TTL)
+        loop = asyncio.get_running_loop()
+        dropped = asyncio.Event()  # the connection that wrote the lease was lost: so was the lease
+
+        def connection_lost() -> None:  # (the store may say so from a thread)
+            loop.call_soon_threadsafe(dropped.set)
+        store.on_connection_lost.append(connection_lost)
         with anyio.CancelScope() as outer:
             task_status.started(outer)
             try:
                 while True:
-                    if not lease.take():
+                    dropped.clear()
+                    if not await self._take(lease):
                         log.info("trigger consumed by another instance; standing by",
                                  extra={"event": "trigger_standby", **extra})
-                        while not lease.take():  # a killed holder's backend is gone at once: look often
+                        while not await self._take(lease):  # a killed holder's backend is gone at once: look often
                             await anyio.sleep(self.STANDBY_POLL)
-                    lost = []
+                        dropped.clear()
+                    lost, unavailable = [], False
                     async with anyio.create_task_group() as tg:
                         async def keep() -> None:
                             while True:
-                                await anyio.sleep(self.LEASE_TTL / 3)
-                                if not lease.take():
+                                with anyio.move_on_after(self.LEASE_TTL / 3):
+                                    await dropped.wait()
+                                if dropped.is_set() or not await self._take(lease, retry=False):
                                     log.warning("trigger lease lost; this instance stops consuming",
                                                 extra={"event": "trigger_lease_lost", **extra})
                                     lost.append(True)
                                     tg.cancel_scope.cancel()
                                     return
                         tg.start_soon(keep)
-                        await self._consume(entry, task_status=anyio.TASK_STATUS_IGNORED)
+                        unavailable = await self._consume(entry, task_status=anyio.TASK_STATUS_IGNORED)
                         tg.cancel_scope.cancel()
-                    if not lost:  # the trigger stopped by itself (an error, logged): as without a lease
+                    if not lost and not unavailable:  # the trigger stopped by itself (an error, logged)
                         return
             finally:
+                store.on_connection_lost.remove(connection_lost)
                 with anyio.CancelScope(shield=True):
                     lease.release()
 
-    async def _consume(self, entry: PullEntry, *, task_status: Any) -> None:
+    async def _take(self, lease: Any, *, retry: bool = True) -> bool:
+        """Take or renew the trigger's lease; while PostgreSQL cannot be reached, try again with
+        backoff (``retry=False``: the lease counts as lost)."""
+        backoff = Backoff(base=0.5, cap=30.0)
+        while True:
+            try:
+                return lease.take()
+            except StoreUnavailable:
+                if not retry:
+                    return False
+                await anyio.sleep(backoff.next())
+
+    async def _consume(self, entry: PullEntry, *, task_status: Any) -> bool:
+        """Run the trigger until it stops; True when it stopped because the state database could
+        not be reached (start it again once it can)."""
         extra = {"flow": entry.flow.name, "trigger": entry.name}
+        unavailable = False
         with anyio.CancelScope() as scope:
             trigger = entry.cls(entry.definition, Host(entry, self.engine, self.runs, self.metrics, self.clock))
             try:
@@ -184,8 +223,13 @@ class Consumers:
                     task_status.started(scope)
                 log.info("trigger started", extra={"event": "trigger_started", **extra})
                 await trigger.run()
-            except Exception:  # never let one trigger take the server down
-                log.exception("trigger stopped by an error", extra={"event": "trigger_error", **extra})
+            except Exception as exc:  # never let one trigger take the server down
+                if self.engine.store.unavailable(exc):
+                    unavailable = True
+                    log.info("trigger paused: the state database cannot be reached; it starts again when it can",
+                             extra={"event": "trigger_paused", **extra})
+                else:
+                    log.exception("trigger stopped by an error", extra={"event": "trigger_error", **extra})
             finally:
                 with anyio.CancelScope(shield=True):
                     try:
@@ -193,3 +237,4 @@ class Consumers:
                     except Exception:
                         log.exception("trigger failed to stop", extra={"event": "trigger_error", **extra})
                     log.info("trigger stopped", extra={"event": "trigger_stopped", **extra})
+        return unavailable
