@@ -116,6 +116,7 @@ class Worker:
             log.info("run %s", run.status, extra={"event": "run_done", "run_id": run_id, "status": str(run.status)})
         except LeaseLost as exc:  # its connection was lost: claimed again, here or elsewhere
             log.info("%s", exc, extra={"event": "run_dropped", "run_id": run_id})
+            self._wake()  # (after this task's in_flight entry goes: the claim skips runs still unwinding)
         except RunBusy as exc:
             log.warning("%s", exc)
         except StoreUnavailable as exc:  # the database went away before the run started: claimed again
@@ -141,7 +142,7 @@ class Worker:
         from .pgconn import connect
         from .pgstore import CHANNEL, DONE
 
-        backoff, down = Backoff(cap=10.0), False
+        backoff, down, warned = Backoff(cap=10.0), False, False
         while not self._closing:
             try:
                 with connect(self.engine.store.url, "listen") as conn:
@@ -164,12 +165,15 @@ class Worker:
             except Exception as exc:  # noqa: BLE001  the database went away: the slow poll still finds work
                 if self._closing or loop.is_closed():  # the worker stopped meanwhile: nobody to tell
                     return
-                if not down:  # one line per outage; the writer's warning says it already if it is lost too
-                    level = logging.INFO if self.engine.store._down_since is not None else logging.WARNING
-                    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    log.log(level, "worker %s: LISTEN connection lost (%s); polling every %.1f s until it is back",
-                            self.name, self.engine.store.redact(text), self.poll)
-                    down = True
+                text = self.engine.store.redact(str(exc).strip().splitlines()[0] if str(exc).strip()
+                                                else type(exc).__name__)
+                if not down:  # the writer's warning speaks for an outage; this one only if it stays away alone
+                    log.info("worker %s: LISTEN connection lost (%s); reconnecting", self.name, text)
+                    down, warned = True, False
+                elif not warned and self.engine.store._down_since is None:
+                    log.warning("worker %s: LISTEN cannot reconnect (%s); polling every %.1f s until it can",
+                                self.name, text, self.poll)
+                    warned = True
                 try:
                     loop.call_soon_threadsafe(self._listening.set)
                 except RuntimeError:  # the loop closed just now
