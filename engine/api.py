@@ -635,8 +635,8 @@ class Engine:
         """Why the state database cannot be used now, or None when it can (readiness)."""
         try:
             self.store.db.execute("SELECT 1").fetchone()
-        except self.store.Error as exc:
-            return str(exc)
+        except (self.store.Error, StoreError) as exc:  # StoreUnavailable: PostgreSQL cannot be reached now
+            return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return None
 
     def flush(self) -> None:
