@@ -132,6 +132,42 @@ def test_a_worker_whose_backends_are_killed_three_times_mid_run_reconnects_and_t
     e.close()
 
 
+def line_of(worker, timeout: float = 60.0) -> str:
+    """The worker's next stderr line (it is there when this returns; the timeout guards a hang)."""
+    import select
+
+    ready, _, _ = select.select([worker.stderr], [], [], timeout)
+    assert ready, "the worker said nothing"
+    return worker.stderr.readline().decode()
+
+
+def test_a_network_cut_mid_run_is_ridden_out_and_the_run_succeeds_with_each_charge_made_once(
+        pg_state, recorder, flow_file):
+    proxy = TcpProxy(5432).up()
+    vendor = KillingVendor(recorder, {3}, proxy.down)  # the cut lands while the 3rd charge is in flight
+    e = engine.Engine(pg_state)
+    flow = e.load(flow_file(FLOW))
+    run_id = e.start(flow, input={"items": [1, 2, 3, 4]}, params={"api": recorder.url})
+    worker = start_worker(proxy.url(pg_state))
+    try:
+        said = line_of(worker)  # the database is away: the worker says so once, and waits
+        assert "the database connection was lost" in said and "1 run(s) executing here stop" in said, said
+        assert worker.poll() is None
+        proxy.up()
+        status = wait_for(lambda: (s := e.store.conn.execute("SELECT status FROM runs WHERE id = %s",
+                                                              (run_id,)).fetchone()[0]) not in
+                          ("Queued", "Running", "Waiting") and s, timeout=120)
+        e.store.flush()
+    finally:
+        err = said + stop(worker)
+        proxy.down()
+    assert status == "Succeeded", err
+    assert len(vendor.first) == 5 and sorted(Counter(k for k, _, _ in vendor.answers).values()) == [1, 1, 1, 1, 2]
+    assert err.count("the database connection was lost") == 1, err
+    assert "Traceback" not in err, err
+    e.close()
+
+
 def test_a_worker_started_while_postgresql_refuses_says_so_once_and_starts_working_when_it_is_up(
         pg_state, recorder, flow_file):
     vendor = IdempotentVendor(recorder)
@@ -142,7 +178,7 @@ def test_a_worker_started_while_postgresql_refuses_says_so_once_and_starts_worki
     url = proxy.url(pg_state).replace("postgres@", "postgres:pa%27ss%5Cw%22rd@")  # trust auth ignores it
     worker = start_worker(url)
     try:
-        first = worker.stderr.readline().decode()  # blocks until the worker says why it waits
+        first = line_of(worker)  # the worker says why it waits
         assert "cannot connect to PostgreSQL" in first and "retrying" in first, first
         assert "pa'ss" not in first and "pa%27ss" not in first and "***" in first
         assert worker.poll() is None

@@ -5,8 +5,8 @@
         proxy.down()                         # every connection cut, new ones refused
         proxy.up()                           # accepting again, on the same port
 
-What a network cut or a server restart looks like from the client: established connections
-end (a reset), new connections are refused until the proxy is up again. ``port=0`` first: the
+What a server restart (or a cut both ends see) looks like: established connections end on both
+sides (the server ends their backends), new connections are refused until the proxy is up again. ``port=0`` first: the
 port is chosen once and kept across down/up. ``TcpProxy.closed_port()`` is a port where
 nothing listens (a worker started against it is refused).
 """
@@ -59,12 +59,12 @@ class TcpProxy:
         with self._lock:
             pairs, self._pairs = self._pairs, []
         for a, b in pairs:
-            for s in (a, b):
+            for s in (a, b):  # both ends learn at once: the client, and the server (its backend ends)
                 try:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                    s.close()  # linger 0: a reset, as when the peer vanished
+                    s.shutdown(socket.SHUT_RDWR)  # (close alone waits for the pipe thread's recv to return)
                 except OSError:
                     pass
+                s.close()
 
     def _accept(self, server: socket.socket) -> None:
         while True:
