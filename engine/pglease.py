@@ -117,6 +117,11 @@ class PgRunClaim:
             store.fences.pop(self.run_id, None)
             store.on_fenced.pop(self.run_id, None)
         if self.dropped:  # the lease died with the connection; the run's writes are discarded
+            store._notify = True  # the run is claimable: workers are told with the next commit
+            try:
+                store.flush_soon()
+            except StoreError:  # (no loop: flushed now) still away: the slow poll finds the run
+                pass
             return
         try:
             store.flush()  # the run's last writes, still fenced above: committed before the lease goes

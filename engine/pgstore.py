@@ -31,6 +31,7 @@ inspector work on either backend unchanged.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -208,6 +209,7 @@ class PgStore(Store):
         no one is told it happened) and the leases it wrote (the runs stop here: ``abandoned``)."""
         if self._batch or self._dirty or self._notify or self.notices:
             self._torn = True
+        self._fail_waiters()
         self._batch.clear()
         self._dirty = self._notify = False
         self.notices.clear()
@@ -219,6 +221,28 @@ class PgStore(Store):
             self._tell(self.on_fenced.get(run_id), True)
         for callback in list(self.on_connection_lost):
             self._tell(callback)
+
+    def _fail_waiters(self) -> None:
+        """Everyone awaiting the next group commit (``durable``) learns now that it will not
+        happen: their writes were in the lost transaction. (Whoever flushes first must not
+        consume the failure and leave them an empty commit that "succeeds".)"""
+        waiters, self._waiters = self._waiters, None
+        if waiters is None or waiters.done():
+            return
+        error = StoreUnavailable(f"{self.path}: the database connection was lost before the commit; "
+                                 "nothing of it was kept")
+
+        def fail() -> None:
+            if not waiters.done():
+                waiters.set_exception(error)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is waiters.get_loop():
+            fail()
+        else:  # found lost from a thread (engine.looprows' reads)
+            waiters.get_loop().call_soon_threadsafe(fail)
 
     @staticmethod
     def _tell(callback: Callable[..., None] | None, *args: Any) -> None:

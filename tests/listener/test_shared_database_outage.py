@@ -108,3 +108,50 @@ def test_a_leased_pull_trigger_stops_when_its_connection_is_lost_and_takes_its_l
                                "ON a.pid = l.backend AND a.backend_start = l.backend_start") == 1
     keys = [r[0] for r in psycopg.connect(pg_state).execute("SELECT dedupe_key FROM runs WHERE flow = 'feed'")]
     assert sorted(keys) == sorted(f"lines:{i}" for i in range(10))
+
+
+CHARGE = """\
+name: charge
+parameters:
+  api: {{type: string, default: "{api}"}}
+triggers:
+  manual: {{type: Request, auth: {{type: none}}}}
+actions:
+  first:
+    type: Http
+    inputs: {{method: POST, uri: "{{{{ parameters('api') }}}}/charge", body: {{n: 1}}, idempotencyKey: true}}
+  second:
+    type: Http
+    inputs: {{method: POST, uri: "{{{{ parameters('api') }}}}/charge", body: {{n: 2}}, idempotencyKey: true}}
+    runAfter: {{first: [Succeeded]}}
+"""
+
+
+def test_serve_worker_resumes_a_run_whose_connection_died_mid_action_and_it_succeeds_not_failed(
+        tmp_path, monkeypatch, pg_state, recorder):
+    keys: list[str] = []
+    app_box: list = []
+
+    def charge(req):
+        keys.append(req.header("idempotency-key"))
+        if len(keys) == 1:  # the first call: the writer's backend ends while the run waits for it
+            pid = app_box[0].listener.engine.store._conn.info.backend_pid
+            with psycopg.connect(postgres.SERVER, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+                    admin.execute("SELECT pg_sleep(0.01)")
+        return 200, {"Content-Type": "application/json"}, b'{"ok": true}'
+    recorder.route("POST", "/charge", handler=charge)
+    with serving(tmp_path / "flows", {"charge.yaml": CHARGE.format(api=recorder.url)}, state=pg_state,
+                 monkeypatch=monkeypatch, worker=True) as app:
+        app_box.append(app)
+        accepted = app.client.post("/flows/charge/triggers/manual", json={})
+        assert accepted.status_code == 202, accepted.text
+        run_id = accepted.json()["runId"]
+        status = wait_for(lambda: (s := app.runs("charge")[0]["status"]) in ("Succeeded", "Failed") and s,
+                          "the run to end", timeout=60)
+        assert app.records.events("run_dropped")  # stopped where the lease died, quietly
+        assert not [r for r in app.records.records if r["exc"]]
+    assert status == "Succeeded"
+    assert [k.rsplit(":", 1)[1] for k in keys] == ["first", "first", "second"]  # the one in flight, again
+    assert all(k.startswith(run_id) for k in keys)

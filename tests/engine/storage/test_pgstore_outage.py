@@ -123,6 +123,27 @@ def test_every_waiter_of_a_group_commit_torn_by_a_lost_connection_gets_store_una
         store.close()
 
 
+def test_waiters_of_a_lost_commit_learn_it_even_when_another_caller_flushes_first(url):
+    """The loss is found by someone else's flush (a worker's claim) before the group commit
+    runs: the waiters must not be handed an empty commit that "succeeded"."""
+    store = PgStore(url)
+
+    async def scenario():
+        store.create_run(run_row("a"), commit=False)
+        waiting = asyncio.ensure_future(store.durable())
+        await asyncio.sleep(0)  # one loop turn: the waiter is registered, its group commit not run yet
+        terminate(store)
+        with pytest.raises(StoreUnavailable):
+            store.flush()  # another caller meets the loss first
+        with pytest.raises(StoreUnavailable, match="nothing of it was kept"):
+            await waiting
+    try:
+        asyncio.run(scenario())
+        assert count(url, "SELECT count(*) FROM runs") == 0
+    finally:
+        store.close()
+
+
 def test_a_lost_connection_drops_the_runs_whose_leases_it_wrote_and_discards_their_writes(url):
     store, other = PgStore(url), PgStore(url)
     try:
