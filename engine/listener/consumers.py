@@ -136,10 +136,10 @@ class Consumers:
     async def _task(self, entry: PullEntry, *, task_status: Any) -> None:
         shared = getattr(self.engine.store, "backend", "sqlite") == "postgresql"
         if not shared or getattr(entry.cls, "shared", "lease") != "lease":
-            with anyio.CancelScope() as scope:
-                task_status.started(scope)
+            with anyio.CancelScope() as outer:  # what sync() cancels: the restarts too
                 backoff = None
-                while await self._consume(entry, task_status=anyio.TASK_STATUS_IGNORED):
+                while await self._consume(entry, task_status=task_status, scope=outer):
+                    task_status = anyio.TASK_STATUS_IGNORED  # (ready was reported by the first start)
                     backoff = backoff or Backoff(base=0.5, cap=30.0)  # the database is away: start it again later
                     await anyio.sleep(backoff.next())
             return
@@ -209,18 +209,18 @@ class Consumers:
                     return False
                 await anyio.sleep(backoff.next())
 
-    async def _consume(self, entry: PullEntry, *, task_status: Any) -> bool:
+    async def _consume(self, entry: PullEntry, *, task_status: Any, scope: Any = None) -> bool:
         """Run the trigger until it stops; True when it stopped because the state database could
         not be reached (start it again once it can)."""
         extra = {"flow": entry.flow.name, "trigger": entry.name}
         unavailable = False
-        with anyio.CancelScope() as scope:
+        with anyio.CancelScope() as own:
             trigger = entry.cls(entry.definition, Host(entry, self.engine, self.runs, self.metrics, self.clock))
             try:
                 try:
                     await trigger.start()
                 finally:
-                    task_status.started(scope)
+                    task_status.started(scope or own)
                 log.info("trigger started", extra={"event": "trigger_started", **extra})
                 await trigger.run()
             except Exception as exc:  # never let one trigger take the server down
