@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 import anyio
@@ -142,7 +143,7 @@ class Worker:
         from .pgconn import connect
         from .pgstore import CHANNEL, DONE
 
-        backoff, down, warned = Backoff(cap=10.0), False, False
+        backoff, down, warned, since = Backoff(cap=10.0), False, False, 0.0
         while not self._closing:
             try:
                 with connect(self.engine.store.url, "listen") as conn:
@@ -169,8 +170,9 @@ class Worker:
                                                 else type(exc).__name__)
                 if not down:  # the writer's warning speaks for an outage; this one only if it stays away alone
                     log.info("worker %s: LISTEN connection lost (%s); reconnecting", self.name, text)
-                    down, warned = True, False
-                elif not warned and self.engine.store._down_since is None:
+                    down, warned, since = True, False, time.monotonic()
+                elif not warned and self.engine.store._down_since is None and \
+                        time.monotonic() - since > 2 * self.poll + 1:  # the writer looked at least twice since
                     log.warning("worker %s: LISTEN cannot reconnect (%s); polling every %.1f s until it can",
                                 self.name, text, self.poll)
                     warned = True

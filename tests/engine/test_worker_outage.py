@@ -205,3 +205,30 @@ def test_a_worker_with_a_wrong_login_or_url_exits_non_zero_with_one_line(url, sa
     assert got.returncode != 0
     assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "p@ss" not in err
+
+
+def test_an_idle_worker_cut_off_says_so_once_and_stops_on_sigterm_during_the_outage_with_status_0(pg_state):
+    proxy = TcpProxy(5432).up()
+    worker = start_worker(proxy.url(pg_state))
+    try:
+        names = [f"flowrun-writer-{worker.pid}", f"flowrun-listen-{worker.pid}"]
+        wait_for(lambda: postgres_count("SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(%s)",
+                                        names) == 2, timeout=60)
+        proxy.down()
+        said = line_of(worker)  # the writer finds it at its next look for work (--poll 0.3)
+        assert "the database connection was lost; reconnecting" in said, said
+        assert worker.poll() is None
+        os.killpg(worker.pid, signal.SIGTERM)
+        _, rest = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        proxy.down()
+    assert worker.returncode == 0
+    assert "Traceback" not in rest.decode(), rest
+
+
+def postgres_count(sql, *args) -> int:
+    with psycopg.connect(postgres.SERVER, autocommit=True) as conn:
+        return conn.execute(sql, args).fetchone()[0]
