@@ -1,6 +1,7 @@
 """The PostgreSQL connection as flowrun uses it: URLs shown without passwords, a connection
-opened with one clear error (``connect``: transient or not), and ``Adapter``, the writer connection as the helpers around the store
-see it (``store.db``): the SQLite words they use (``?`` placeholders, ``INSERT OR
+opened with one clear error (``connect``: transient or not), ``Writer`` (an idle read sent
+again after a loss, engine.pgreconnect), and ``Adapter``, the writer connection as the helpers
+around the store see it (``store.db``): the SQLite words they use (``?`` placeholders, ``INSERT OR
 IGNORE/REPLACE``, ``instr``, ``BEGIN``/``COMMIT``) said in PostgreSQL's.
 """
 from __future__ import annotations

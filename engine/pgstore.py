@@ -16,14 +16,8 @@ run ``RUNNING_AFTER`` seconds. What differs:
 - writes for a run this process holds under a lease (engine.pglease) are fenced: each one
   carries ``EXISTS (lease with our token)``, so a process that lost its lease writes nothing;
 - a queued or parked run sends ``NOTIFY flowrun_runs`` (delivered at commit) to wake workers;
-- a lost writer connection (a restart, a network cut, ``pg_terminate_backend``, an idle
-  timeout) is replaced, not fatal (``_reconnect``): its backend ended, so every lease it wrote
-  is dead and another process may already hold those runs. The runs this process was executing
-  are dropped at once (their claims told, their writes discarded: ``abandoned``) and the open
-  transaction is gone as a whole: the next commit raises StoreUnavailable to everyone waiting
-  on it, never commits half of it. Reconnecting is tried at once, then with capped exponential
-  backoff and jitter; meanwhile every use raises StoreUnavailable (one line, no password).
-  One warning per outage, one info when it is back.
+- a lost writer connection is replaced, not fatal (engine.pgreconnect): the runs whose leases
+  died with it stop here, and the transaction it held fails as a whole.
 
 ``db`` is engine.pgconn.Adapter, which speaks the SQLite subset the helpers around the store
 use: checkpoints, server keys, the flow cache, cancel requests, concurrency slots and the run
@@ -31,11 +25,9 @@ inspector work on either backend unchanged.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
-import select
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -44,8 +36,8 @@ import psycopg
 from psycopg import pq
 
 from .errors import OutputTooLarge, StoreError, StoreUnavailable
-from .backoff import Backoff
-from .pgconn import Adapter, Writer, broken, connect, shown, transient, translate
+from .pgconn import Adapter, broken, shown, translate
+from .pgreconnect import Reconnecting
 from .lru import LRU
 from .runs import Run, Step
 from .store import RUN_JSON, Store, _RUN_FIELDS, _default, is_blob_ref, is_digest
@@ -98,7 +90,7 @@ MIGRATIONS = [
 ]
 VERSION = len(MIGRATIONS)
 
-class PgStore(Store):
+class PgStore(Reconnecting, Store):
     """``Store`` on PostgreSQL (see the module docstring). ``migrate=False`` opens a database
     without upgrading it (``flowrun db status``)."""
 
@@ -128,13 +120,8 @@ class PgStore(Store):
         self.fences: dict[str, str] = {}  # run id -> lease token this process writes under
         # run id -> what to do when a write was fenced (called with True: the connection was lost)
         self.on_fenced: dict[str, Callable[..., None]] = {}
-        self.abandoned: set[str] = set()  # runs dropped by a lost connection: their writes are discarded
-        self.on_connection_lost: list[Callable[[], None]] = []  # told too (trigger leases die with it)
         self._batch: list[tuple[str, tuple, str | None]] = []  # fenced writes not sent yet (sql, args, run id)
-        self._torn = False  # the connection was lost with writes pending: the next commit fails as a whole
-        self._down_since: float | None = None  # monotonic time the connection was found lost
-        self._retry_at = 0.0
-        self._backoff = Backoff()
+        self._init_reconnecting()
         # result() of a big loop reads the store from a worker thread (engine.looprows) while the
         # event loop writes. Pipeline mode is the connection's state, not a statement's: another
         # thread's query while a batch is in the pipeline breaks both. So the connection's own
@@ -148,117 +135,6 @@ class PgStore(Store):
         except BaseException:
             self.close()
             raise
-
-    def _open(self) -> psycopg.Connection:
-        conn = connect(self.url, "writer", cls=Writer)
-        conn.lock, conn.store = self.lock, self
-        if "synchronous_commit" not in self.url:
-            # like SQLite's WAL + synchronous=NORMAL: a commit survives this process dying at
-            # once, the server's crash after ~3 x wal_writer_delay; the URL's options may say "on"
-            conn.execute("SET synchronous_commit = off")
-        return conn
-
-    # -- a lost connection -----------------------------------------------------------------------
-    def _check(self) -> None:
-        """Replace the writer connection if it is lost (or raise StoreUnavailable). One the
-        server ended while it sat idle (terminated, an idle timeout, a restart) is noticed here,
-        before a statement fails on it: its socket turned readable (the server's farewell, then
-        the end of the stream), which costs a ``select`` of a few microseconds to see."""
-        pgconn = self._conn.pgconn
-        if pgconn.status == pq.ConnStatus.OK:
-            with self.lock:
-                try:
-                    for _ in range(4):
-                        if not select.select([pgconn.socket], [], [], 0)[0]:
-                            break
-                        pgconn.consume_input()  # the end of the stream marks the connection bad
-                except (psycopg.OperationalError, OSError, ValueError):
-                    pass
-        if broken(self._conn):
-            self._reconnect()
-
-    def _reconnect(self) -> None:
-        """The writer connection is gone: drop what died with it (once per outage), then open a
-        new one if the backoff allows, else raise StoreUnavailable."""
-        with self.lock:
-            if not broken(self._conn):
-                return  # another thread replaced it meanwhile
-            now = time.monotonic()
-            if self._down_since is None:
-                self._down_since = now
-                running = f"; the {len(self.fences)} run(s) executing here stop, to be claimed again" \
-                    if self.fences else ""
-                log.warning("%s: the database connection was lost%s; reconnecting", self.path, running)
-                self._abandon()
-            if now < self._retry_at:
-                raise StoreUnavailable(f"{self.path}: PostgreSQL cannot be reached; the next try in "
-                                       f"{self._retry_at - now:.1f} s")
-            try:
-                conn = self._open()
-            except StoreError as exc:  # a password changed meanwhile is retried too: it may be put back
-                self._retry_at = time.monotonic() + self._backoff.next()
-                raise StoreUnavailable(str(exc)) from None
-            self._conn.close()
-            self._conn = conn
-            log.info("%s: reconnected after %.1f s", self.path, time.monotonic() - self._down_since)
-            self._down_since, self._retry_at = None, 0.0
-            self._backoff.reset()
-
-    def _abandon(self) -> None:
-        """Forget what the lost connection held: the open transaction (the next commit fails, so
-        no one is told it happened) and the leases it wrote (the runs stop here: ``abandoned``)."""
-        if self._batch or self._dirty or self._notify or self.notices:
-            self._torn = True
-        self._fail_waiters()
-        self._batch.clear()
-        self._dirty = self._notify = False
-        self.notices.clear()
-        self._stored_definitions.clear()  # its INSERT may have been in the lost transaction
-        dropped = list(self.fences)
-        self.abandoned.update(dropped)
-        self._pending_starts = {k: v for k, v in self._pending_starts.items() if k[0] not in self.abandoned}
-        for run_id in dropped:
-            self._tell(self.on_fenced.get(run_id), True)
-        for callback in list(self.on_connection_lost):
-            self._tell(callback)
-
-    def _fail_waiters(self) -> None:
-        """Everyone awaiting the next group commit (``durable``) learns now that it will not
-        happen: their writes were in the lost transaction. (Whoever flushes first must not
-        consume the failure and leave them an empty commit that "succeeds".)"""
-        waiters, self._waiters = self._waiters, None
-        if waiters is None or waiters.done():
-            return
-        error = StoreUnavailable(f"{self.path}: the database connection was lost before the commit; "
-                                 "nothing of it was kept")
-
-        def fail() -> None:
-            if not waiters.done():
-                waiters.set_exception(error)
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is waiters.get_loop():
-            fail()
-        else:  # found lost from a thread (engine.looprows' reads)
-            waiters.get_loop().call_soon_threadsafe(fail)
-
-    @staticmethod
-    def _tell(callback: Callable[..., None] | None, *args: Any) -> None:
-        if callback is None:
-            return
-        try:
-            callback(*args)
-        except Exception:  # noqa: BLE001  one listener's bug must not stop the others being told
-            log.exception("a connection-lost callback failed")
-
-    def unavailable(self, exc: BaseException) -> bool:
-        """``exc`` says the database cannot be reached now (the connection is being replaced):
-        a caller answers 503 or tries again later, and records no failure."""
-        if isinstance(exc, StoreUnavailable):
-            return True
-        return isinstance(exc, psycopg.Error) and (transient(exc) or broken(self._conn))
 
     # -- schema --------------------------------------------------------------------------------
     def schema_version(self) -> int:

@@ -91,7 +91,8 @@ class Worker:
                 f"acquired = EXCLUDED.acquired, expires = EXCLUDED.expires WHERE NOT {LIVE} RETURNING run_id, token) "
                 f"SELECT t.run_id, t.token, c.status, EXISTS (SELECT 1 FROM steps s WHERE s.run_id = t.run_id) "
                 f"FROM taken t JOIN c ON c.id = t.run_id",
-                (WAITING, now, mine, limit, self.name, os.getpid(), socket.gethostname(), self.engine.lease_ttl)).fetchall()
+                (WAITING, now, mine, limit, self.name, os.getpid(), socket.gethostname(),
+                 self.engine.lease_ttl)).fetchall()
             for run_id, _, status, _ in rows:
                 if status == WAITING:
                     store._write("UPDATE runs SET status = 'Running' WHERE id = %s", (run_id,))
