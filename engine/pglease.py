@@ -61,7 +61,7 @@ class PgRunClaim:
         self.adopted = token is not None  # a worker wrote this lease when it claimed the run, just now
         self.owner = owner or f"{HOST}:{os.getpid()}"
         self.lost = False
-        self.dropped = False  # lost with the database connection (engine.pgstore._abandon), not taken over
+        self.dropped = False  # lost with the database connection (engine.pgreconnect), not taken over
         self._timer: Any = None
         self._on_lost: Callable[[], None] | None = None
         self._loop: Any = None
@@ -88,7 +88,8 @@ class PgRunClaim:
                 store.flush()  # the lease committed before anything runs
         except psycopg.Error as exc:
             store.rollback()
-            raise StoreError(f"{store.path}: cannot take the lease of run {self.run_id}: {exc}") from None
+            kind = StoreUnavailable if store.unavailable(exc) else StoreError
+            raise kind(f"{store.path}: cannot take the lease of run {self.run_id}: {exc}") from None
         return self
 
     def _fenced(self, connection_lost: bool = False) -> None:
