@@ -25,7 +25,7 @@ from . import connections as _connections
 from . import encrypted
 from . import standins as _standins
 from . import telemetry
-from .errors import ParameterError, RunBusy, StoreError
+from .errors import LeaseLost, ParameterError, RunBusy, StoreError, StoreUnavailable
 from .executor import Runtime
 from .expressions import Evaluator
 from .loader import load_file, load_text, tools
@@ -196,7 +196,10 @@ class Engine:
         a run another live process or engine holds raises RunBusy, and a resume that finds the
         run finished meanwhile, StoreError. Another host's lease that this host's clock cannot
         judge (clock skew, a malformed row) is watched for a ttl first (``RunClaim.settle``).
-        "database is locked" never escapes: StoreError."""
+        "database is locked" never escapes: StoreError. A run dropped because the database
+        connection that held its lease was lost raises LeaseLost (it stays Running, for whoever
+        claims it next), never records a failure."""
+        claim = None
         try:
             claim = claim_run(self.store, run_id, ttl=self.lease_ttl,
                               token=lease_token or self._held.pop(run_id, None))
@@ -218,13 +221,29 @@ class Engine:
                 with anyio.CancelScope() as scope:
                     claim.keep(scope.cancel)
                     try:
-                        return await self._execute(run_id, flow, claim=claim, **kw)
+                        run = await self._execute(run_id, flow, claim=claim, **kw)
                     finally:
                         claim.stop()
+                    if not getattr(claim, "dropped", False):
+                        return run
+                if getattr(claim, "dropped", False):
+                    raise self._lease_lost(run_id)
                 raise RunBusy(f"run {run_id}: another process took its lease over while this one "
                               "was stalled; this one stopped executing it")
-        except self.store.Error as exc:
-            raise StoreError(f"{self.store.path}: {exc}") from None
+        except LeaseLost:
+            raise
+        except (StoreError, self.store.Error) as exc:
+            if getattr(claim, "dropped", False):
+                raise self._lease_lost(run_id) from None
+            if isinstance(exc, StoreError):
+                raise
+            kind = StoreUnavailable if self.store.unavailable(exc) else StoreError
+            raise kind(f"{self.store.path}: {exc}") from None
+
+    @staticmethod
+    def _lease_lost(run_id: str) -> LeaseLost:
+        return LeaseLost(f"run {run_id}: the database connection holding its lease was lost; this process "
+                         "stopped executing it, and it resumes from its recorded steps where it is claimed next")
 
     CHILD_POLL = 5.0  # seconds between looks at a child another worker runs, when no NOTIFY came
 
@@ -382,7 +401,10 @@ class Engine:
         except BaseException:
             with anyio.CancelScope(shield=True):
                 self.store.forget_run_start(run_id)
-                self.store.flush()  # a stopped process keeps what finished; resume continues it
+                try:
+                    self.store.flush()  # a stopped process keeps what finished; resume continues it
+                except StoreUnavailable:  # the connection is gone (the store said so once): the run's
+                    pass  # lease went with it, and whoever claims it next resumes what was committed
             raise
         finally:
             self._live.pop(run_id, None)
@@ -682,8 +704,8 @@ class Engine:
         """Why the state database cannot be used now, or None when it can (readiness)."""
         try:
             self.store.db.execute("SELECT 1").fetchone()
-        except self.store.Error as exc:
-            return str(exc)
+        except (self.store.Error, StoreError) as exc:  # StoreUnavailable: PostgreSQL cannot be reached now
+            return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return None
 
     def flush(self) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -25,6 +26,32 @@ def _engine(ctx: click.Context) -> Any:
     if obj.get("engine") is None:
         obj["engine"] = Engine(obj["state"], connections=obj["connections"], concurrency=obj["concurrency"])
     return obj["engine"]
+
+
+def wait_for_store(open_: Callable[[], Any]) -> Any:
+    """``open_()`` for a long-lived process (worker, serve): a PostgreSQL that refuses
+    connections now (down, restarting, not yet up) is waited for, with capped exponential
+    backoff and one line saying so; a bad URL or a refused login still ends the command."""
+    from .errors import StoreUnavailable
+
+    backoff = None
+    try:
+        while True:
+            try:
+                got = open_()
+            except StoreUnavailable as exc:
+                if backoff is None:
+                    from .backoff import Backoff
+
+                    backoff = Backoff(base=0.5, cap=30.0)
+                    _emit(f"{exc}; retrying until it is reachable (Ctrl-C to stop)", err=True)
+                time.sleep(backoff.next())
+                continue
+            if backoff is not None:
+                _emit("connected to the state database", err=True)
+            return got
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 def _emit(text: str, *, err: bool = False, nl: bool = True) -> None:
@@ -596,7 +623,7 @@ def worker(ctx: click.Context, capacity: int, poll: float, lease_ttl: float, par
 
     from .worker import Worker
 
-    engine = _engine(ctx)
+    engine = wait_for_store(lambda: _engine(ctx))
     engine.lease_ttl, engine.park_after = lease_ttl, park_after
     w = Worker(engine, capacity=capacity, poll=poll)
 

@@ -9,7 +9,11 @@
     ├── CassetteError                a flow test's cassette file cannot be used
     ├── FiringError                  a trigger's conditions or splitOn failed on a firing (400)
     ├── StoreError                   the state database cannot be used (or a run is unknown)
+    │   ├── StoreUnavailable         PostgreSQL cannot be reached now (refused, restarted, cut
+    │   │                            off): transient, retried with backoff (503 in serve)
     │   └── RunBusy                  the run is being executed by another process or engine
+    │       └── LeaseLost            this process stopped executing the run: its lease ended
+    │                                (its database connection was lost); whoever claims it resumes it
     └── ActionError                  an action failed while running; becomes the step's error
         ├── RetryableError           the same call may succeed later (timeouts, 429, 5xx)
         ├── ExpressionError          a template failed to evaluate (undefined name, bad call)
@@ -82,8 +86,19 @@ class ConcurrencyLimit(FlowrunError):
     """A run cannot be queued: ``maxQueued`` runs of its concurrency key already wait (429 in serve)."""
 
 
+class StoreUnavailable(StoreError):
+    """PostgreSQL cannot be reached now (refused, restarting, the connection cut): transient,
+    unlike a bad URL or a refused login. The store reconnects with backoff (engine.pgstore)."""
+
+
 class RunBusy(StoreError):
     """The run is being executed elsewhere (another ``flowrun resume``, ``serve``): not run twice."""
+
+
+class LeaseLost(RunBusy):
+    """This process stopped executing a run whose lease ended under it: the database connection
+    that wrote the lease was lost, so its backend, so the lease. Not a failure of the run: it
+    stays Running and whoever claims it next (this process included) resumes it."""
 
 
 class ActionError(FlowrunError):

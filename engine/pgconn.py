@@ -1,11 +1,13 @@
-"""The PostgreSQL connection as flowrun uses it: URLs shown without passwords, a pool opened
-with one clear error, and ``Adapter``, the writer connection as the helpers around the store
-see it (``store.db``): the SQLite words they use (``?`` placeholders, ``INSERT OR
+"""The PostgreSQL connection as flowrun uses it: URLs shown without passwords, a connection
+opened with one clear error (``connect``: transient or not), ``Writer`` (an idle read sent
+again after a loss, engine.pgreconnect), and ``Adapter``, the writer connection as the helpers
+around the store see it (``store.db``): the SQLite words they use (``?`` placeholders, ``INSERT OR
 IGNORE/REPLACE``, ``instr``, ``BEGIN``/``COMMIT``) said in PostgreSQL's.
 """
 from __future__ import annotations
 
 import functools
+import os
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -13,9 +15,8 @@ from urllib.parse import unquote
 import psycopg
 import psycopg.conninfo
 from psycopg import pq
-from psycopg_pool import ConnectionPool
 
-from .errors import StoreError
+from .errors import StoreError, StoreUnavailable
 
 # SQLite idioms the helpers around the store use, and their PostgreSQL words (Adapter)
 _PRIMARY_KEYS = {"cancel_requests": "run_id", "validated_flows": "key", "server_keys": "name",
@@ -124,21 +125,69 @@ class Adapter:
         self.store.rollback()
 
 
-def connect_pool(url: str, *, max_size: int = 4) -> ConnectionPool:
-    """A pool of connections to ``url``; StoreError in one line (never the password) when
-    the server cannot be reached: tried once directly first, so the pool never retries noisily."""
+class Writer(psycopg.Connection):
+    """The store's writer connection: a read that finds it lost while no transaction was open
+    (the server ended it while it sat idle) is sent again once on the store's new connection
+    (``store._check`` replaces it, dropping what died with it, or raises StoreUnavailable).
+    Nothing else is sent again: a statement in a transaction died with the transaction."""
+
+    store: Any = None
+
+    def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:  # type: ignore[override]
+        idle = self.info.transaction_status == pq.TransactionStatus.IDLE
+        try:
+            return super().execute(query, params, **kw)
+        except psycopg.OperationalError:
+            again = idle and self.store is not None and broken(self) and \
+                isinstance(query, str) and query.lstrip()[:6].upper().startswith(("SELECT", "SHOW", "BEGIN"))
+            if not again:
+                raise
+        self.store._check()
+        return self.store._conn.execute(query, params, **kw)
+
+
+def connect(url: str, role: str, *, timeout: float = 10.0, cls: type = psycopg.Connection) -> psycopg.Connection:
+    """A connection to ``url`` for ``role`` (``writer``, ``listen``), autocommitting, named
+    ``flowrun-<role>-<pid>`` in ``pg_stat_activity`` unless the URL names itself
+    (``application_name``): an operator, or a test, can find this process's backends. TCP
+    keepalives find a peer that vanished without a word. Failing: StoreUnavailable (one line,
+    never the password) when it may pass later, StoreError when the URL or the login is wrong."""
     try:
-        psycopg.connect(url, connect_timeout=10).close()
+        return cls.connect(url, autocommit=True, connect_timeout=max(1, int(timeout)),
+                               fallback_application_name=f"flowrun-{role}-{os.getpid()}",
+                               keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
     except Exception as exc:  # noqa: BLE001  OperationalError, a malformed URL (ProgrammingError)
-        raise StoreError(f"{shown(url)}: cannot connect to PostgreSQL: {_scrub(exc, url)}") from None
-    pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True},
-                          name="flowrun")
-    try:
-        pool.open(wait=True, timeout=10.0)
-    except Exception as exc:  # noqa: BLE001
-        pool.close()
-        raise StoreError(f"{shown(url)}: cannot connect to PostgreSQL: {_scrub(exc, url)}") from None
-    return pool
+        kind = StoreUnavailable if transient(exc) and not _unreadable(url) else StoreError
+        raise kind(f"{shown(url)}: cannot connect to PostgreSQL: {_scrub(exc, url)}") from None
+
+
+# what libpq says when the server is there but refuses *us*: the URL or the login is wrong,
+# and trying again will not help (every other connect failure may pass: refused, timed out, starting up)
+_CONFIG = re.compile(r'authentication failed|no pg_hba\.conf entry|role "[^"]*" does not exist|'
+                     r'database "[^"]*" does not exist|invalid (?:connection option|sslmode|port|integer)|'
+                     r'password|certificate|SSL (?:is not enabled|off)|server does not support SSL', re.I)
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure that may pass by itself (the server restarting, a network blip, a backend
+    terminated): not a wrong URL, a refused login, or a statement PostgreSQL rejected."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    if state is not None:  # connection exceptions (08), operator intervention (57P0x), too many connections
+        return state.startswith("08") or state in ("57P01", "57P02", "57P03", "53300", "57P05")
+    return not _CONFIG.search(str(exc))
+
+
+def broken(conn: psycopg.Connection) -> bool:
+    """The connection can no longer be used (lost, terminated, closed): it must be replaced."""
+    return conn.closed or conn.broken
+
+
+def _unreadable(url: str) -> bool:
+    """libpq cannot read ``url``, or would read its password otherwise than written."""
+    written = _password_text(url)
+    return written is not None and not _ENCODED.fullmatch(written) or not _parses(url)
 
 
 def _scrub(exc: BaseException, url: str) -> str:
@@ -146,7 +195,7 @@ def _scrub(exc: BaseException, url: str) -> str:
     percent-encoded is not parsed as one (the driver's message may quote a piece of it): the
     message then says only that."""
     written = _password_text(url)
-    if written is not None and not _ENCODED.fullmatch(written) or not _parses(url):
+    if _unreadable(url):
         # libpq's own message would quote the piece it stumbled on: maybe a piece of the password
         return ("the URL cannot be read (check its syntax; percent-encode '@', ':', '/', '?', '#', '&' "
                 "and '%' in the password)")

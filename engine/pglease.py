@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import psycopg
 
-from .errors import RunBusy, StoreError
+from .errors import RunBusy, StoreError, StoreUnavailable
 from .runlock import _printable, keep_renewing
 
 log = logging.getLogger("flowrun.run")
@@ -61,8 +61,10 @@ class PgRunClaim:
         self.adopted = token is not None  # a worker wrote this lease when it claimed the run, just now
         self.owner = owner or f"{HOST}:{os.getpid()}"
         self.lost = False
+        self.dropped = False  # lost with the database connection (engine.pgreconnect), not taken over
         self._timer: Any = None
         self._on_lost: Callable[[], None] | None = None
+        self._loop: Any = None
 
     async def settle(self, interval: float | None = None) -> None:
         """Nothing to watch: the server's clock judges every lease."""
@@ -81,24 +83,47 @@ class PgRunClaim:
                               "wait for it to finish or stop, then resume it")
             store.fences[self.run_id] = self.token
             store.on_fenced[self.run_id] = self._fenced
+            store.abandoned.discard(self.run_id)  # held again: its writes count
             if not self.adopted:  # an adopted lease is committed (a worker's claim) or commits with its run
                 store.flush()  # the lease committed before anything runs
         except psycopg.Error as exc:
             store.rollback()
-            raise StoreError(f"{store.path}: cannot take the lease of run {self.run_id}: {exc}") from None
+            kind = StoreUnavailable if store.unavailable(exc) else StoreError
+            raise kind(f"{store.path}: cannot take the lease of run {self.run_id}: {exc}") from None
         return self
 
-    def _fenced(self) -> None:
+    def _fenced(self, connection_lost: bool = False) -> None:
+        """A write was fenced off, or (``connection_lost``) the connection that wrote the lease
+        is gone: stop executing. The store may say so from a thread (engine.looprows' reads)."""
         self.lost = True
-        if self._on_lost is not None:
+        self.dropped = self.dropped or connection_lost
+        if self._on_lost is None:
+            return
+        import asyncio
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if self._loop is None or running is self._loop:
             self._on_lost()
+        else:
+            self._loop.call_soon_threadsafe(self._on_lost)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
         store = self.store
         released = self.run_id not in store.fences  # with the run's outcome (PgStore.run_finished)
-        store.fences.pop(self.run_id, None)
-        store.on_fenced.pop(self.run_id, None)
+        if store.fences.get(self.run_id) == self.token:
+            store.fences.pop(self.run_id, None)
+            store.on_fenced.pop(self.run_id, None)
+        if self.dropped:  # the lease died with the connection; the run's writes are discarded
+            store._notify = True  # the run is claimable: workers are told with the next commit
+            try:
+                store.flush_soon()
+            except StoreError:  # (no loop: flushed now) still away: the slow poll finds the run
+                pass
+            return
         try:
             store.flush()  # the run's last writes, still fenced above: committed before the lease goes
             if not self.lost and not released:
@@ -120,7 +145,12 @@ class PgRunClaim:
         return not self.lost
 
     def keep(self, on_lost: Callable[[], None]) -> None:
-        self._on_lost = on_lost
+        import asyncio
+
+        self._on_lost, self._loop = on_lost, asyncio.get_running_loop()
+        if self.lost:  # lost before it was kept (its connection, while the run was being read)
+            on_lost()
+            return
         keep_renewing(self, on_lost)
 
     def stop(self) -> None:
@@ -176,7 +206,8 @@ class TriggerLease:
             store.flush()
         except psycopg.Error as exc:
             store.rollback()
-            raise StoreError(f"{store.path}: trigger lease of {self.flow}/{self.trigger}: {exc}") from None
+            kind = StoreUnavailable if store.unavailable(exc) else StoreError
+            raise kind(f"{store.path}: trigger lease of {self.flow}/{self.trigger}: {exc}") from None
         return row is not None
 
     def release(self) -> None:

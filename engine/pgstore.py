@@ -5,7 +5,7 @@ is not about SQL: every text written passes the redactor, writes of one event-lo
 one commit (``flush_soon``/``durable``), a Running row is written only for an action that has
 run ``RUNNING_AFTER`` seconds. What differs:
 
-- one writer connection per process, taken from a psycopg-pool pool; reads go through it, so
+- one writer connection per process (``application_name`` flowrun-writer-<pid>); reads go through it, so
   a process sees what it wrote before it commits, as with SQLite. It autocommits: a write
   opens a transaction (``begin``) that the group commit closes, and a read never leaves one
   open;
@@ -16,7 +16,9 @@ run ``RUNNING_AFTER`` seconds. What differs:
 - writes for a run this process holds under a lease (engine.pglease) are fenced: each one
   carries ``EXISTS (lease with our token)``, so a process that lost its lease writes nothing;
 - a queued or parked run sends ``NOTIFY flowrun_runs`` (delivered at commit) to wake workers;
-  a child run's end ``flowrun_done`` (its parent's id), a run's reply ``flowrun_reply``.
+  a child run's end ``flowrun_done`` (its parent's id), a run's reply ``flowrun_reply``;
+- a lost writer connection is replaced, not fatal (engine.pgreconnect): the runs whose leases
+  died with it stop here, and the transaction it held fails as a whole.
 
 ``db`` is engine.pgconn.Adapter, which speaks the SQLite subset the helpers around the store
 use: checkpoints, server keys, the flow cache, cancel requests, concurrency slots and the run
@@ -35,8 +37,9 @@ from typing import Any, Callable
 import psycopg
 from psycopg import pq
 
-from .errors import OutputTooLarge, StoreError
-from .pgconn import Adapter, connect_pool, shown, translate
+from .errors import OutputTooLarge, StoreError, StoreUnavailable
+from .pgconn import Adapter, broken, shown, translate
+from .pgreconnect import Reconnecting
 from .lru import LRU
 from .store import CACHE_DDL, RUN_JSON, Store, _default, is_digest
 
@@ -91,7 +94,7 @@ MIGRATIONS = [
 ]
 VERSION = len(MIGRATIONS)
 
-class PgStore(Store):
+class PgStore(Reconnecting, Store):
     """``Store`` on PostgreSQL (see the module docstring). ``migrate=False`` opens a database
     without upgrading it (``flowrun db status``)."""
 
@@ -101,8 +104,7 @@ class PgStore(Store):
     RUNNING_AFTER = 0.25  # a write is a round trip here: Running rows only for what runs a while
 
     def __init__(self, url: str, *, redact: Callable[[str], str] | None = None,
-                 blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000, migrate: bool = True,
-                 pool_size: int = 4):
+                 blob_threshold: int = 1_000_000, blob_cap: int = 100_000_000, migrate: bool = True):
         self.url = url
         self.path = shown(url)  # what messages name: never the password
         self.redact = redact if redact is not None else (lambda s: s)
@@ -121,21 +123,17 @@ class PgStore(Store):
         self.notices: set[str] = set()  # parents to tell, at commit, that a child run finished
         self.replies: set[str] = set()  # runs whose reply (or end) to announce at commit (engine.replies)
         self.fences: dict[str, str] = {}  # run id -> lease token this process writes under
-        self.on_fenced: dict[str, Callable[[], None]] = {}  # run id -> what to do when a write was fenced
-        self.pool = connect_pool(url, max_size=pool_size)
+        # run id -> what to do when a write was fenced (called with True: the connection was lost)
+        self.on_fenced: dict[str, Callable[..., None]] = {}
         self._batch: list[tuple[str, tuple, str | None]] = []  # fenced writes not sent yet (sql, args, run id)
-        self._conn = self.pool.getconn()
+        self._init_reconnecting()
         # result() of a big loop reads the store from a worker thread (engine.looprows) while the
         # event loop writes. Pipeline mode is the connection's state, not a statement's: another
         # thread's query while a batch is in the pipeline breaks both. So the connection's own
         # lock (taken by psycopg around every statement) becomes a reentrant one, held too for a
         # whole batch (``_send``) and a whole read through ``db``: any thread may use the store.
-        self.lock = self._conn.lock = threading.RLock()
-        if "synchronous_commit" not in url:
-            # like SQLite's WAL + synchronous=NORMAL: a commit survives this process dying at
-            # once, the server's crash after ~3 x wal_writer_delay; the URL's options may say "on"
-            self.conn.execute("SET synchronous_commit = off")
-            self.conn.commit()
+        self.lock = threading.RLock()
+        self._conn = self._open()
         self.db = Adapter(self)
         try:
             self.version = self._migrate() if migrate else self.schema_version()
@@ -185,7 +183,9 @@ class PgStore(Store):
     # -- transactions ----------------------------------------------------------------------------
     @property
     def conn(self) -> psycopg.Connection:
-        """The writer connection, with every write batched so far sent (so a read sees them)."""
+        """The writer connection, with every write batched so far sent (so a read sees them);
+        a lost one is replaced first (or StoreUnavailable)."""
+        self._check()
         if self._batch:
             self._send()
         return self._conn
@@ -221,6 +221,12 @@ class PgStore(Store):
                     lost()
 
     def commit(self) -> None:
+        self._check()
+        if self._torn:  # the connection was lost under this transaction: what is left of it goes too
+            self._torn = False
+            self.rollback()
+            raise StoreUnavailable(f"{self.path}: the database connection was lost before the commit; "
+                                   "nothing of it was kept")
         self._send(commit=True)
         self._dirty = self._notify = False
         self.notices.clear()
@@ -228,30 +234,40 @@ class PgStore(Store):
 
     def rollback(self) -> None:
         self._batch.clear()
-        self._conn.rollback()
+        if not broken(self._conn):
+            self._conn.rollback()
         self._dirty = self._notify = False
         self.notices.clear()
         self.replies.clear()
 
     def close(self) -> None:
         conn = self.__dict__.get("_conn")
+        if conn is None or broken(conn):
+            if conn is not None:
+                conn.close()
+            return
         try:
-            if conn is not None and not conn.closed:
-                try:
-                    self.flush()
-                finally:
-                    self.pool.putconn(conn)
+            self.flush()
         finally:
-            self.pool.close()
+            conn.close()
 
     def flush(self) -> None:
         try:
             if self._pending_starts:
                 self._write_pending_starts()
                 self._arm_starts_timer()
-            if self.db.in_transaction or self._notify or self.notices or self.replies:
+            if self.db.in_transaction or self._notify or self.notices or self.replies or self._torn:
                 self.commit()
         except psycopg.Error as exc:
+            if broken(self._conn):  # lost while committing: it may or may not have happened
+                try:
+                    self._reconnect()
+                except StoreUnavailable:
+                    pass
+                self._torn = False  # this failure is the one reported
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise StoreUnavailable(f"{self.path}: the database connection was lost during a commit "
+                                       f"({first})") from None
             try:
                 self.rollback()
             except psycopg.Error:
@@ -268,12 +284,28 @@ class PgStore(Store):
     def _write(self, sql: str, args: tuple) -> int:
         self.begin()
         self._dirty = True
-        return self.conn.execute(sql, args).rowcount
+        try:
+            return self.conn.execute(sql, args).rowcount
+        except psycopg.OperationalError as exc:
+            if not broken(self._conn):
+                raise
+            try:
+                self._check()  # drops what died with it (the transaction fails at its commit too)
+            except StoreUnavailable:
+                pass
+            raise StoreUnavailable(f"{self.path}: the database connection was lost: "
+                                   f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
 
     def _fenced(self, run_id: str, sql: str, args: tuple) -> None:
         """A write for ``run_id``, batched until the next commit or read (``_send``). With a
         fence (a lease this process holds) it happens only while the lease row still carries
         our token; a fenced-off write tells the holder (``on_fenced``)."""
+        try:  # lost just now: the runs it held stop before anything else is written
+            self._check()
+        except StoreUnavailable:
+            pass
+        if run_id in self.abandoned:  # its lease died with a lost connection: refused anyway
+            return
         self._dirty = True
         token = self.fences.get(run_id)
         if token is None:

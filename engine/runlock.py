@@ -315,6 +315,8 @@ def keep_renewing(claim: Any, on_lost: Callable[[], None]) -> None:
 
     def tick() -> None:
         claim._timer = None
+        if getattr(claim, "dropped", False):  # stopped already: its connection was lost (engine.pgreconnect)
+            return
         try:
             if not claim.renew():
                 log.error("run %s: another process took its lease over; this process stops executing it",

@@ -328,6 +328,11 @@ class Store:
         row.setdefault("created", time.time())
         return row
 
+    def unavailable(self, exc: BaseException) -> bool:
+        """``exc`` says the database cannot be reached now, and may be later (engine.pgstore
+        reconnects); a SQLite file is either there or not."""
+        return False
+
     def rolled_back(self) -> None:
         """Writes were rolled back (a savepoint): forget what this store believes it wrote."""
         self._stored_definitions.clear()
@@ -390,7 +395,9 @@ class Store:
             try:
                 self.flush()
             except StoreError as exc:  # a callback: one line, and the next commit carries them
-                log.warning("%s; retrying", exc)
+                from .errors import StoreUnavailable  # (said once per outage by the store already)
+
+                (log.info if isinstance(exc, StoreUnavailable) else log.warning)("%s; retrying", exc)
                 self.flush_soon()
         self._starts_timer = loop.call_later(self.RUNNING_AFTER, due)
 
@@ -427,7 +434,9 @@ class Store:
                 return
             # nobody waits on this commit: the writes stay in the open transaction and the
             # next commit carries them; say so in one line (never a traceback from a callback)
-            log.warning("%s; retrying", exc)
+            from .errors import StoreUnavailable  # (said once per outage by the store already)
+
+            (log.info if isinstance(exc, StoreUnavailable) else log.warning)("%s; retrying", exc)
             try:
                 asyncio.get_running_loop().call_later(0.1, self.flush_soon)
             except RuntimeError:

@@ -34,17 +34,26 @@ result. A parent parks at once when every slot of this worker holds a run that o
 (``starved``: its children may need the slot), else once it has waited ``park_after`` seconds
 (children that end quickly cost no park and resume), and only when nothing else is at work
 in it for a few loop turns.
+
+Losing the database (a restart, a network cut, an idle timeout, ``pg_terminate_backend``) does
+not end the worker. The writer connection is replaced by the store (engine.pgstore), which
+drops the runs executing here at once: their leases died with the connection's backend and
+another worker may hold them already. Each such run ends quietly (``LeaseLost``: no failure
+recorded) and is claimed again, here or elsewhere, resuming from its committed steps. The
+claim loop waits out the outage with capped exponential backoff; the LISTEN thread reconnects
+the same way (and wakes the loop: a NOTIFY may have been missed meanwhile).
 """
 from __future__ import annotations
 
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 import anyio
 
-from .errors import FlowrunError, RunBusy, StoreError
+from .errors import FlowrunError, LeaseLost, RunBusy, StoreError, StoreUnavailable
 from .state import TERMINAL, WAITING
 from .store import RecordedSteps
 
@@ -77,13 +86,14 @@ class Worker:
         store = self.engine.store
         store.flush()  # what this process wrote so far is its own commit
         now = self.engine.clock.now()
+        mine = list(self.in_flight)  # a run dropped here by a lost connection may still be unwinding
         try:
             store.begin()
             rows = store.conn.execute(
                 f"WITH c AS (SELECT r.id, r.status FROM runs r LEFT JOIN parked_runs p ON p.run_id = r.id "
                 f"WHERE (r.status IN ('Queued', 'Running') OR (r.status = %s AND (p.wake <= %s "
                 f"OR EXISTS (SELECT 1 FROM runs k WHERE k.id = ANY(p.children) AND k.status IN {ENDED})))) "
-                f"AND NOT EXISTS (SELECT 1 FROM run_leases l WHERE l.run_id = r.id AND {LIVE}) "
+                f"AND r.id <> ALL(%s) AND NOT EXISTS (SELECT 1 FROM run_leases l WHERE l.run_id = r.id AND {LIVE}) "
                 f"AND NOT EXISTS (SELECT 1 FROM run_slots q WHERE q.run_id = r.id AND q.held = 0 AND q.slot_limit <= "
                 f"(SELECT COUNT(*) FROM run_slots s JOIN runs h ON h.id = s.run_id WHERE s.slot_key = q.slot_key "
                 f"AND s.held = 1 AND (h.status = 'Waiting' OR EXISTS (SELECT 1 FROM run_leases l "
@@ -97,7 +107,8 @@ class Worker:
                 f"acquired = EXCLUDED.acquired, expires = EXCLUDED.expires WHERE NOT {LIVE} RETURNING run_id, token) "
                 f"SELECT t.run_id, t.token, c.status, EXISTS (SELECT 1 FROM steps s WHERE s.run_id = t.run_id) "
                 f"FROM taken t JOIN c ON c.id = t.run_id",
-                (WAITING, now, limit, self.name, os.getpid(), socket.gethostname(), self.engine.lease_ttl)).fetchall()
+                (WAITING, now, mine, limit, self.name, os.getpid(), socket.gethostname(),
+                 self.engine.lease_ttl)).fetchall()
             for run_id, _, status, _ in rows:
                 if status == WAITING:
                     store._write("UPDATE runs SET status = 'Running' WHERE id = %s", (run_id,))
@@ -106,7 +117,8 @@ class Worker:
         except Exception as exc:
             store.rollback()
             if isinstance(exc, store.Error):
-                raise StoreError(f"{store.path}: claiming runs failed: {exc}") from None
+                kind = StoreUnavailable if store.unavailable(exc) else StoreError
+                raise kind(f"{store.path}: claiming runs failed: {exc}") from None
             raise
         return rows
 
@@ -120,8 +132,13 @@ class Worker:
             run = await engine.execute(run_id, **kw)
             self.executed += 1
             log.info("run %s", run.status, extra={"event": "run_done", "run_id": run_id, "status": str(run.status)})
+        except LeaseLost as exc:  # its connection was lost: claimed again, here or elsewhere
+            log.info("%s", exc, extra={"event": "run_dropped", "run_id": run_id})
+            self._wake()  # (after this task's in_flight entry goes: the claim skips runs still unwinding)
         except RunBusy as exc:
             log.warning("%s", exc)
+        except StoreUnavailable as exc:  # the database went away before the run started: claimed again
+            log.info("run %s not started: %s", run_id, exc, extra={"event": "run_dropped", "run_id": run_id})
         except FlowrunError as exc:  # the run cannot execute (its flow no longer loads): record why
             log.error("run %s cannot execute: %s", run_id, exc)
             try:
@@ -137,32 +154,50 @@ class Worker:
     # -- waiting ----------------------------------------------------------------------------------
     def _listen(self, loop: Any) -> None:
         """A thread: LISTEN on its own connection and hand each notification to the loop
-        (work may be claimable: wake the claim loop; a child run finished: wake its parent)."""
-        import psycopg
-
+        (work may be claimable: wake the claim loop; a child run finished: wake its parent).
+        A lost connection is opened again with backoff; meanwhile the slow poll finds work."""
+        from .backoff import Backoff
+        from .pgconn import connect
         from .pgstore import CHANNEL, DONE
 
-        try:
-            with psycopg.connect(self.engine.store.url, autocommit=True) as conn:
-                conn.execute(f"LISTEN {CHANNEL}")
-                conn.execute(f"LISTEN {DONE}")
-                loop.call_soon_threadsafe(self._listening.set)
-                while not self._closing:
-                    for note in conn.notifies(timeout=1.0):
-                        if note.channel == DONE:  # a child ended: wake its parent, here or parked
-                            loop.call_soon_threadsafe(self._child_finished, note.payload)
-                        else:
-                            loop.call_soon_threadsafe(self._wake)
-                        if self._closing:
-                            break
-        except Exception as exc:  # noqa: BLE001  the database went away: the slow poll still finds work
-            if self._closing or loop.is_closed():  # the worker stopped meanwhile: nobody to tell
-                return
-            log.warning("worker %s: LISTEN failed (%s); polling every %.1f s", self.name, exc, self.poll)
+        backoff, down, warned, since = Backoff(cap=10.0), False, False, 0.0
+        while not self._closing:
             try:
-                loop.call_soon_threadsafe(self._listening.set)
-            except RuntimeError:  # the loop closed just now
-                pass
+                with connect(self.engine.store.url, "listen") as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {DONE}")
+                    backoff.reset()
+                    if down:  # a NOTIFY may have come meanwhile: look for work now
+                        log.info("worker %s: LISTEN connection back", self.name)
+                        loop.call_soon_threadsafe(self._wake)
+                        down = False
+                    loop.call_soon_threadsafe(self._listening.set)
+                    while not self._closing:
+                        for note in conn.notifies(timeout=1.0):
+                            if note.channel == DONE:
+                                loop.call_soon_threadsafe(self._child_finished, note.payload)  # a child ended: wake its parent, here or parked
+                            else:
+                                loop.call_soon_threadsafe(self._wake)
+                            if self._closing:
+                                break
+            except Exception as exc:  # noqa: BLE001  the database went away: the slow poll still finds work
+                if self._closing or loop.is_closed():  # the worker stopped meanwhile: nobody to tell
+                    return
+                text = self.engine.store.redact(str(exc).strip().splitlines()[0] if str(exc).strip()
+                                                else type(exc).__name__)
+                if not down:  # the writer's warning speaks for an outage; this one only if it stays away alone
+                    log.info("worker %s: LISTEN connection lost (%s); reconnecting", self.name, text)
+                    down, warned, since = True, False, time.monotonic()
+                elif not warned and self.engine.store._down_since is None and \
+                        time.monotonic() - since > 2 * self.poll + 1:  # the writer looked at least twice since
+                    log.warning("worker %s: LISTEN cannot reconnect (%s); polling every %.1f s until it can",
+                                self.name, text, self.poll)
+                    warned = True
+                try:
+                    loop.call_soon_threadsafe(self._listening.set)
+                except RuntimeError:  # the loop closed just now
+                    return
+                self._stopped.wait(backoff.next())
 
     def starved(self) -> bool:
         """Every slot holds a run that only waits: no run here makes progress, and a queued
@@ -190,8 +225,14 @@ class Worker:
             self._wake()
 
     def _next_due(self) -> float:
-        wake = self.engine.store.next_wake(WAITING)
-        self.engine.store.flush()
+        store = self.engine.store
+        try:
+            wake = store.next_wake(WAITING)
+            store.flush()
+        except store.Error as exc:
+            if store.unavailable(exc):
+                raise StoreUnavailable(f"{store.path}: {exc}") from None
+            raise
         return self.poll if wake is None else max(0.0, min(self.poll, wake - self.engine.clock.now()))
 
     async def run(self, *, stop: anyio.Event | None = None,
@@ -200,10 +241,13 @@ class Worker:
         import asyncio
         import threading
 
+        from .backoff import Backoff
+
         self.engine.parking = True
         self.engine.delegate_children = True
         self.engine.starved = self.starved
         self._closing = False
+        self._stopped = threading.Event()  # interrupts the LISTEN thread's backoff
         self._woken, self._listening = asyncio.Event(), asyncio.Event()
         listener = threading.Thread(target=self._listen, args=(asyncio.get_running_loop(),),
                                     name="flowrun-listen", daemon=True)
@@ -211,12 +255,18 @@ class Worker:
         await self._listening.wait()
         log.info("worker %s ready", self.name, extra={"event": "worker_ready"})
         task_status.started()
+        backoff = Backoff(cap=10.0)
         try:
             async with anyio.create_task_group() as tg:
                 while stop is None or not stop.is_set():
                     self._woken.clear()
                     free = self.capacity - len(self.in_flight)
-                    got = self.claim(free) if free > 0 else []
+                    try:
+                        got = self.claim(free) if free > 0 else []
+                    except StoreUnavailable:  # the store said so once per outage; try again after a while
+                        await anyio.sleep(backoff.next())
+                        continue
+                    backoff.reset()
                     for run_id, token, status, has_steps in got:
                         self.in_flight.add(run_id)
                         tg.start_soon(self._execute, run_id, token, has_steps or status != "Queued")
@@ -226,8 +276,13 @@ class Worker:
                             self._slot_freed = anyio.Event()
                             await self._slot_freed.wait()
                         continue
-                    with anyio.move_on_after(self._next_due()):  # drained: until a NOTIFY, or the poll
+                    try:
+                        due = self._next_due()
+                    except StoreUnavailable:
+                        continue  # the claim above meets it again, and waits
+                    with anyio.move_on_after(due):  # drained: until a NOTIFY, or the poll
                         await self._woken.wait()
                 tg.cancel_scope.cancel()
         finally:
             self._closing = True
+            self._stopped.set()

@@ -196,12 +196,17 @@ class Listener:
         call = self._route(request)
         if isinstance(call, Response):
             return call
-        for step in (self._gate, self._read, self._authenticate, self._body, self._fire, self._dedupe, self._limit,
-                     self._commit):
-            stop = await step(call)
-            if stop is not None:
-                return stop
-        response = await self._answer(call)
+        try:
+            for step in (self._gate, self._read, self._authenticate, self._body, self._fire, self._dedupe,
+                         self._limit, self._commit):
+                stop = await step(call)
+                if stop is not None:
+                    return stop
+            response = await self._answer(call)
+        except Exception as exc:
+            if not self.engine.store.unavailable(exc):
+                raise
+            return self._unavailable(call.entry)
         self.metrics.child(self.metrics.ack, *call.labels).observe(time.perf_counter() - t0)
         return response
 
@@ -367,6 +372,8 @@ class Listener:
         except FlowrunError as exc:
             from engine.concurrency import ConcurrencyLimit
 
+            if self.engine.store.unavailable(exc):
+                return self._unavailable(entry)
             if isinstance(exc, ConcurrencyLimit):  # maxQueued runs of this key wait already: come back later
                 return self._reject(entry, 429, "busy", str(exc), {"Retry-After": str(self.options.retry_after)})
             log.error("could not start a run: %s", exc, extra={"event": "start_error", "flow": labels[0],
@@ -506,6 +513,17 @@ class Listener:
         return self.json({"runId": run_id, "status": status, "location": where,
                              "error": "the run ended without sending its Response"}, status_code=502,
                             headers={"Location": where, "X-Flowrun-Run-Id": run_id, **(extra or {})})
+
+    def _unavailable(self, entry: PushEntry) -> Response:
+        """503 + Retry-After while PostgreSQL cannot be reached (the store reconnects by itself and
+        said so once in the log): the sender's retry starts the run (one, with a dedupe key, even
+        if the connection died after a commit went through)."""
+        self.metrics.child(self.metrics.rejected, entry.flow.name, entry.name, "unavailable").inc()
+        log.info("trigger rejected: the state database cannot be reached now",
+                 extra={"event": "rejected", "flow": entry.flow.name, "trigger": entry.name, "reason": "unavailable",
+                        "http_status": 503})
+        return self._error(503, "the state database cannot be reached now; retry shortly",
+                           {"Retry-After": str(self.options.retry_after)})
 
     def _reject(self, entry: PushEntry, status: int, reason: str, message: str,
                 headers: dict | None = None, problems: list | None = None, client: Any = None) -> Response:

@@ -91,7 +91,9 @@ def serve(ctx: click.Context, folder: str | None, flows_dir: str | None, state: 
     from pathlib import Path
 
     connections = connections or root.get("connections") or find_file(Path(flows_dir) / "_.yaml")
-    engine = Engine(state, connections=connections)
+    from engine.cli import wait_for_store
+
+    engine = wait_for_store(lambda: Engine(state, connections=connections))
     logs.configure(engine.redactor, log_level)
     admin_token, token_file = os.environ.get(admin_token_env) or None, None
     if admin_token is None:  # the web UI needs one: made once, kept beside the state database

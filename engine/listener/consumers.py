@@ -5,6 +5,11 @@ the trigger with a ``Host`` (its capabilities: accept a run, checkpoints, the cl
 logger, counters), awaits ``start()`` before it reports ready, runs ``run()`` in a task,
 and on shutdown, or when a reload changes or removes the flow's trigger, cancels ``run()``
 and awaits ``stop()``. An error in one trigger is logged and stops that trigger only.
+
+A trigger stopped because PostgreSQL cannot be reached (engine.pgstore reconnects by itself)
+is started again once it can, with backoff. A trigger lease dies with the connection that
+wrote it (its backend ends): the instance stops consuming at once and takes the lease again,
+or stands by if another instance took it meanwhile.
 """
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from typing import Any, Iterable
 
 import anyio
 
-from engine.errors import ConnectionError_, StoreError
+from engine.backoff import Backoff
+from engine.errors import ConnectionError_, StoreError, StoreUnavailable
 from engine.plugin import Accepted, SystemClock
 
 from .triggers import PullEntry
@@ -161,10 +167,29 @@ class Consumers:
         how = getattr(entry.cls, "shared", "lease")
         if shared and how == "lease":
             await self._leased(entry, task_status=task_status)
-        elif shared and how == "keys":
-            await self._keyed(entry, task_status=task_status)
-        else:
-            await self._consume(entry, task_status=task_status)
+            return
+        keys = None
+        if shared and how == "keys":  # every instance consumes, reading only the keys (shards) it holds
+            from engine.pglease import KeyLeases
+
+            try:
+                keys = KeyLeases(self.engine.store, entry.flow.name, entry.name, ttl=self.LEASE_TTL)
+            except StoreError as exc:  # its tables cannot be made: this trigger stops, the server serves on
+                log.error("trigger stopped by an error: %s", exc,
+                          extra={"event": "trigger_error", "flow": entry.flow.name, "trigger": entry.name})
+                task_status.started(anyio.CancelScope())
+                return
+        try:
+            with anyio.CancelScope() as outer:  # what sync() cancels: the restarts too
+                backoff = None
+                while await self._consume(entry, task_status=task_status, scope=outer, keys=keys):
+                    task_status = anyio.TASK_STATUS_IGNORED  # (ready was reported by the first start)
+                    backoff = backoff or Backoff(base=0.5, cap=30.0)  # the database is away: start it again later
+                    await anyio.sleep(backoff.next())
+        finally:
+            if keys is not None:  # stopping gives every key and the membership up at once
+                with anyio.CancelScope(shield=True):
+                    keys.close()
 
     LEASE_TTL = 30.0  # seconds a trigger's (or a key's) lease lasts without renewal (renewed every third)
     STANDBY_POLL = 2.0  # seconds between an instance's tries for a trigger another one consumes
@@ -172,71 +197,87 @@ class Consumers:
     async def _leased(self, entry: PullEntry, *, task_status: Any) -> None:
         """Consume only while this instance holds the trigger's lease; stand by otherwise
         (other instances on the database), and stop consuming if the lease is lost."""
+        import asyncio
+
         from engine.pglease import TriggerLease
 
         extra = {"flow": entry.flow.name, "trigger": entry.name}
-        lease = TriggerLease(self.engine.store, entry.flow.name, entry.name, ttl=self.LEASE_TTL)
+        store = self.engine.store
+        lease = TriggerLease(store, entry.flow.name, entry.name, ttl=self.LEASE_TTL)
+        loop = asyncio.get_running_loop()
+        dropped = asyncio.Event()  # the connection that wrote the lease was lost: so was the lease
+
+        def connection_lost() -> None:  # (the store may say so from a thread)
+            loop.call_soon_threadsafe(dropped.set)
+        store.on_connection_lost.append(connection_lost)
         with anyio.CancelScope() as outer:
             task_status.started(outer)
             try:
                 while True:
-                    if not lease.take():
+                    dropped.clear()
+                    if not await self._take(lease):
                         log.info("trigger consumed by another instance; standing by",
                                  extra={"event": "trigger_standby", **extra})
-                        while not lease.take():  # a killed holder's backend is gone at once: look often
+                        while not await self._take(lease):  # a killed holder's backend is gone at once: look often
                             await anyio.sleep(self.STANDBY_POLL)
-                    lost = []
+                        dropped.clear()
+                    lost, unavailable = [], False
                     async with anyio.create_task_group() as tg:
                         async def keep() -> None:
                             while True:
-                                await anyio.sleep(self.LEASE_TTL / 3)
-                                if not lease.take():
+                                with anyio.move_on_after(self.LEASE_TTL / 3):
+                                    await dropped.wait()
+                                if dropped.is_set() or not await self._take(lease, retry=False):
                                     log.warning("trigger lease lost; this instance stops consuming",
                                                 extra={"event": "trigger_lease_lost", **extra})
                                     lost.append(True)
                                     tg.cancel_scope.cancel()
                                     return
                         tg.start_soon(keep)
-                        await self._consume(entry, task_status=anyio.TASK_STATUS_IGNORED)
+                        unavailable = await self._consume(entry, task_status=anyio.TASK_STATUS_IGNORED)
                         tg.cancel_scope.cancel()
-                    if not lost:  # the trigger stopped by itself (an error, logged): as without a lease
+                    if not lost and not unavailable:  # the trigger stopped by itself (an error, logged)
                         return
             finally:
+                store.on_connection_lost.remove(connection_lost)
                 with anyio.CancelScope(shield=True):
                     lease.release()
 
-    async def _keyed(self, entry: PullEntry, *, task_status: Any) -> None:
-        """Every instance consumes; the trigger reads only the keys (shards) it holds a lease
-        on (``Host.lease_keys``). Stopping gives every key and the membership up at once."""
-        from engine.pglease import KeyLeases
+    async def _take(self, lease: Any, *, retry: bool = True) -> bool:
+        """Take or renew the trigger's lease; while PostgreSQL cannot be reached, try again with
+        backoff (``retry=False``: the lease counts as lost)."""
+        backoff = Backoff(base=0.5, cap=30.0)
+        while True:
+            try:
+                return lease.take()
+            except StoreUnavailable:
+                if not retry:
+                    return False
+                await anyio.sleep(backoff.next())
 
-        try:
-            keys = KeyLeases(self.engine.store, entry.flow.name, entry.name, ttl=self.LEASE_TTL)
-        except StoreError as exc:  # its tables cannot be made: this trigger stops, the server serves on
-            log.error("trigger stopped by an error: %s", exc, extra={"event": "trigger_error", "flow": entry.flow.name,
-                                                                     "trigger": entry.name})
-            task_status.started(anyio.CancelScope())
-            return
-        try:
-            await self._consume(entry, task_status=task_status, keys=keys)
-        finally:
-            with anyio.CancelScope(shield=True):
-                keys.close()
-
-    async def _consume(self, entry: PullEntry, *, task_status: Any, keys: Any = None) -> None:
+    async def _consume(self, entry: PullEntry, *, task_status: Any, scope: Any = None,
+                       keys: Any = None) -> bool:
+        """Run the trigger until it stops; True when it stopped because the state database could
+        not be reached (start it again once it can)."""
         extra = {"flow": entry.flow.name, "trigger": entry.name}
-        with anyio.CancelScope() as scope:
+        unavailable = False
+        with anyio.CancelScope() as own:
             host = Host(entry, self.engine, self.runs, self.metrics, self.clock, keys)
             trigger = entry.cls(entry.definition, host)
             try:
                 try:
                     await trigger.start()
                 finally:
-                    task_status.started(scope)
+                    task_status.started(scope or own)
                 log.info("trigger started", extra={"event": "trigger_started", **extra})
                 await trigger.run()
-            except Exception:  # never let one trigger take the server down
-                log.exception("trigger stopped by an error", extra={"event": "trigger_error", **extra})
+            except Exception as exc:  # never let one trigger take the server down
+                if self.engine.store.unavailable(exc):
+                    unavailable = True
+                    log.info("trigger paused: the state database cannot be reached; it starts again when it can",
+                             extra={"event": "trigger_paused", **extra})
+                else:
+                    log.exception("trigger stopped by an error", extra={"event": "trigger_error", **extra})
             finally:
                 with anyio.CancelScope(shield=True):
                     try:
@@ -244,3 +285,4 @@ class Consumers:
                     except Exception:
                         log.exception("trigger failed to stop", extra={"event": "trigger_error", **extra})
                     log.info("trigger stopped", extra={"event": "trigger_stopped", **extra})
+        return unavailable

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any
 
-from engine.errors import FlowrunError, RunBusy
+from engine.errors import FlowrunError, LeaseLost, RunBusy, StoreUnavailable
 from engine.state import FAILED, is_terminal
 
 log = logging.getLogger("flowrun.listener")
@@ -188,9 +188,13 @@ class Runs:
                 handle.response = result.response  # replied before a crash; resumed since
             log.info("run finished", extra={"event": "run_finished", "run_id": handle.run_id, "flow": flow_name,
                                             "trigger": handle.trigger, "status": result.status})
+        except (LeaseLost, StoreUnavailable) as exc:  # the database went away (said once by the store):
+            # the run stays as committed, for whoever claims it next (engine.worker), never Failed by this
+            log.info("run stopped: %s", exc, extra={"event": "run_dropped", "run_id": handle.run_id,
+                                                     "flow": flow_name})
         except RunBusy as exc:  # another process executes it (a hand resume): theirs to finish
-            log.warning("run is executed elsewhere", extra={"event": "run_busy", "run_id": handle.run_id,
-                                                            "flow": flow_name, "message": str(exc)})
+            log.warning("run is executed elsewhere: %s", exc, extra={"event": "run_busy", "run_id": handle.run_id,
+                                                                     "flow": flow_name})
         except Exception as exc:  # the engine could not run it at all: record why
             handle.status = FAILED
             log.exception("run could not execute", extra={"event": "run_error", "run_id": handle.run_id,

@@ -1,0 +1,174 @@
+"""The writer connection of engine.pgstore when it is lost, and its replacement.
+
+A restart or failover, a network cut, an idle timeout, ``pg_terminate_backend``: the connection
+ends, and with it its backend, so every lease it wrote is dead (engine.pglease: a lease lives
+with the backend that wrote it) and another process may hold those runs already. So losing it
+is not fatal, but what died with it is dropped on purpose:
+
+- the runs this process was executing stop at once: their claims are told (``on_fenced``,
+  with True), their writes from now on are discarded (``abandoned``), until one is claimed again;
+- the open transaction is gone as a whole: everyone awaiting its group commit gets
+  StoreUnavailable now, and the next commit fails too (``_torn``) rather than commit the part
+  written after the loss;
+- ``on_connection_lost`` callbacks are told (a trigger lease died too).
+
+The loss is noticed before a statement fails where possible (``_check``: the socket of an idle
+connection the server ended turns readable), else when one fails; an idle read is sent again
+on the new connection (engine.pgconn.Writer). Reconnecting is tried at once, then with capped
+exponential backoff and jitter; meanwhile every use raises StoreUnavailable at once (one line,
+no password). One warning per outage, one info when it is back.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import select
+import time
+from typing import Any, Callable
+
+import psycopg
+from psycopg import pq
+
+from .backoff import Backoff
+from .errors import StoreError, StoreUnavailable
+from .pgconn import Writer, broken, connect, transient
+
+log = logging.getLogger("flowrun.store")
+
+
+class Reconnecting:
+    """engine.pgstore.PgStore's part that owns the writer connection's life (a mixin: it uses
+    the store's ``url``, ``lock``, ``fences``, ``on_fenced``, batch and commit state)."""
+
+    url: str
+    path: str  # the URL as it may be printed
+    lock: Any
+    fences: dict[str, str]
+    on_fenced: dict[str, Callable[..., None]]
+    notices: set[str]
+    _conn: Any
+    _waiters: Any
+    _batch: list
+    _dirty: bool
+    _notify: bool
+    _stored_definitions: Any
+    _pending_starts: dict
+
+    def _init_reconnecting(self) -> None:
+        self.abandoned: set[str] = set()  # runs dropped by a lost connection: their writes are discarded
+        self.on_connection_lost: list[Callable[[], None]] = []  # told too (trigger leases die with it)
+        self._torn = False  # the connection was lost with writes pending: the next commit fails as a whole
+        self._down_since: float | None = None  # monotonic time the connection was found lost
+        self._retry_at = 0.0
+        self._backoff = Backoff()
+
+    def _open(self) -> psycopg.Connection:
+        conn = connect(self.url, "writer", cls=Writer)
+        conn.lock, conn.store = self.lock, self
+        if "synchronous_commit" not in self.url:
+            # like SQLite's WAL + synchronous=NORMAL: a commit survives this process dying at
+            # once, the server's crash after ~3 x wal_writer_delay; the URL's options may say "on"
+            conn.execute("SET synchronous_commit = off")
+        return conn
+
+    # -- a lost connection -----------------------------------------------------------------------
+    def _check(self) -> None:
+        """Replace the writer connection if it is lost (or raise StoreUnavailable). One the
+        server ended while it sat idle (terminated, an idle timeout, a restart) is noticed here,
+        before a statement fails on it: its socket turned readable (the server's farewell, then
+        the end of the stream), which costs a ``select`` of a few microseconds to see."""
+        pgconn = self._conn.pgconn
+        if pgconn.status == pq.ConnStatus.OK:
+            with self.lock:
+                try:
+                    for _ in range(4):
+                        if not select.select([pgconn.socket], [], [], 0)[0]:
+                            break
+                        pgconn.consume_input()  # the end of the stream marks the connection bad
+                except (psycopg.OperationalError, OSError, ValueError):
+                    pass
+        if broken(self._conn):
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        """The writer connection is gone: drop what died with it (once per outage), then open a
+        new one if the backoff allows, else raise StoreUnavailable."""
+        with self.lock:
+            if not broken(self._conn):
+                return  # another thread replaced it meanwhile
+            now = time.monotonic()
+            if self._down_since is None:
+                self._down_since = now
+                running = f"; the {len(self.fences)} run(s) executing here stop, to be claimed again" \
+                    if self.fences else ""
+                log.warning("%s: the database connection was lost%s; reconnecting", self.path, running)
+                self._abandon()
+            if now < self._retry_at:
+                raise StoreUnavailable(f"{self.path}: PostgreSQL cannot be reached; the next try in "
+                                       f"{self._retry_at - now:.1f} s")
+            try:
+                conn = self._open()
+            except StoreError as exc:  # a password changed meanwhile is retried too: it may be put back
+                self._retry_at = time.monotonic() + self._backoff.next()
+                raise StoreUnavailable(str(exc)) from None
+            self._conn.close()
+            self._conn = conn
+            log.info("%s: reconnected after %.1f s", self.path, time.monotonic() - self._down_since)
+            self._down_since, self._retry_at = None, 0.0
+            self._backoff.reset()
+
+    def _abandon(self) -> None:
+        """Forget what the lost connection held: the open transaction (the next commit fails, so
+        no one is told it happened) and the leases it wrote (the runs stop here: ``abandoned``)."""
+        if self._batch or self._dirty or self._notify or self.notices:
+            self._torn = True
+        self._fail_waiters()
+        self._batch.clear()
+        self._dirty = self._notify = False
+        self.notices.clear()
+        self._stored_definitions.clear()  # its INSERT may have been in the lost transaction
+        dropped = list(self.fences)
+        self.abandoned.update(dropped)
+        self._pending_starts = {k: v for k, v in self._pending_starts.items() if k[0] not in self.abandoned}
+        for run_id in dropped:
+            self._tell(self.on_fenced.get(run_id), True)
+        for callback in list(self.on_connection_lost):
+            self._tell(callback)
+
+    def _fail_waiters(self) -> None:
+        """Everyone awaiting the next group commit (``durable``) learns now that it will not
+        happen: their writes were in the lost transaction. (Whoever flushes first must not
+        consume the failure and leave them an empty commit that "succeeds".)"""
+        waiters, self._waiters = self._waiters, None
+        if waiters is None or waiters.done():
+            return
+        error = StoreUnavailable(f"{self.path}: the database connection was lost before the commit; "
+                                 "nothing of it was kept")
+
+        def fail() -> None:
+            if not waiters.done():
+                waiters.set_exception(error)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is waiters.get_loop():
+            fail()
+        else:  # found lost from a thread (engine.looprows' reads)
+            waiters.get_loop().call_soon_threadsafe(fail)
+
+    @staticmethod
+    def _tell(callback: Callable[..., None] | None, *args: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:  # noqa: BLE001  one listener's bug must not stop the others being told
+            log.exception("a connection-lost callback failed")
+
+    def unavailable(self, exc: BaseException) -> bool:
+        """``exc`` says the database cannot be reached now (the connection is being replaced):
+        a caller answers 503 or tries again later, and records no failure."""
+        if isinstance(exc, StoreUnavailable):
+            return True
+        return isinstance(exc, psycopg.Error) and (transient(exc) or broken(self._conn))
