@@ -133,3 +133,60 @@ def test_variables_keep_a_value_and_a_declared_type():
     v.declare("n", "integer", 1)
     v["n"] += 1
     assert v.get("n") == 2 and v.kind("n") == "integer" and "n" in v and "m" not in v
+
+
+# -- every built-in node declares its transport honestly -------------------------------------------
+# what in a node's code means the network guard cannot see its calls
+UNSEEN_MARKERS = {"native": ("confluent_kafka", "ctypes", "grpc"),
+                  "subprocess": ("subprocess", "multiprocessing", "create_subprocess_exec", "os.fork",
+                                 "posix_spawn", "dbtRunner")}
+
+
+def _own_sources(module_name: str) -> str:
+    """The source of a node's module and of every module of its package it imports (transitively)."""
+    import ast
+    import importlib
+    import inspect
+
+    seen: set[str] = set()
+    texts: list[str] = []
+    todo = [module_name]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        module = importlib.import_module(name)
+        text = inspect.getsource(module)
+        texts.append(text)
+        package = name.rsplit(".", 1)[0] if not hasattr(module, "__path__") else name
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                if node.module:
+                    todo.append(f"{base}.{node.module}")
+                else:
+                    todo += [f"{base}.{a.name}" for a in node.names]
+    return "\n".join(texts)
+
+
+def test_every_builtin_node_declares_a_transport_the_network_guard_can_or_cannot_see_honestly():
+    """``transport`` is "python" unless the node's own code (its module and the modules of its
+    package it imports) reaches out through a native library or a child process; and a node that
+    declares one of those does."""
+    from engine.registry import default_registry
+
+    declared = {}
+    for node in default_registry().nodes.values():
+        if not node.__module__.startswith("nodes."):
+            continue
+        assert node.transport in ("python", "native", "subprocess"), node.type
+        source = _own_sources(node.__module__)
+        found = [kind for kind, markers in UNSEEN_MARKERS.items() if any(m in source for m in markers)]
+        if node.transport == "python":
+            assert not found, f"{node.type} reaches out through {found}: declare transport = {found[0]!r}"
+        else:
+            assert node.transport in found, f"{node.type} declares transport {node.transport!r} but its code shows none"
+        declared[node.type] = node.transport
+    assert declared["kafka.Produce"] == "native" and declared["dbt.Command"] == "subprocess"
+    assert declared["snowflake.Query"] == "python"  # its vendored urllib3 is patched like urllib3
