@@ -142,38 +142,37 @@ UNSEEN_MARKERS = {"native": ("confluent_kafka", "ctypes", "grpc"),
                                  "posix_spawn", "dbtRunner")}
 
 
-def _own_sources(module_name: str) -> str:
-    """The source of a node's module and of every module of its package it imports (transitively)."""
+def _reachable_source(node: type) -> str:
+    """The source of ``node`` and of every function and class of its vendor package it reaches
+    by name (its module's globals, transitively): the code its ``run`` can call."""
     import ast
-    import importlib
     import inspect
+    import sys
 
-    seen: set[str] = set()
+    package = node.__module__.rsplit(".", 1)[0] if node.__module__.count(".") > 1 else node.__module__
+    seen: set[int] = set()
     texts: list[str] = []
-    todo = [module_name]
+    todo: list = [node]
     while todo:
-        name = todo.pop()
-        if name in seen:
+        obj = todo.pop()
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            obj = type(obj)  # an instance (a vendor table): its class
+        if id(obj) in seen or not (getattr(obj, "__module__", "") or "").startswith(package):
             continue
-        seen.add(name)
-        module = importlib.import_module(name)
-        text = inspect.getsource(module)
+        seen.add(id(obj))
+        text = inspect.getsource(obj)
         texts.append(text)
-        package = name.rsplit(".", 1)[0] if not hasattr(module, "__path__") else name
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                if node.module:
-                    todo.append(f"{base}.{node.module}")
-                else:
-                    todo += [f"{base}.{a.name}" for a in node.names]
+        names = vars(sys.modules[obj.__module__])
+        for used in ast.walk(ast.parse(inspect.cleandoc(text) if text[:1].isspace() else text)):
+            if isinstance(used, ast.Name) and used.id in names:
+                todo.append(names[used.id])
     return "\n".join(texts)
 
 
 def test_every_builtin_node_declares_a_transport_the_network_guard_can_or_cannot_see_honestly():
-    """``transport`` is "python" unless the node's own code (its module and the modules of its
-    package it imports) reaches out through a native library or a child process; and a node that
-    declares one of those does."""
+    """``transport`` is "python" unless the code a node reaches (its class, and the functions and
+    classes of its vendor package it names, transitively) goes out through a native library or a
+    child process; and a node that declares one of those does."""
     from engine.registry import default_registry
 
     declared = {}
@@ -181,7 +180,7 @@ def test_every_builtin_node_declares_a_transport_the_network_guard_can_or_cannot
         if not node.__module__.startswith("nodes."):
             continue
         assert node.transport in ("python", "native", "subprocess"), node.type
-        source = _own_sources(node.__module__)
+        source = _reachable_source(node)
         found = [kind for kind, markers in UNSEEN_MARKERS.items() if any(m in source for m in markers)]
         if node.transport == "python":
             assert not found, f"{node.type} reaches out through {found}: declare transport = {found[0]!r}"

@@ -126,7 +126,8 @@ def test_an_unmocked_dbt_command_fails_the_test_and_starts_no_child_process(tmp_
     (tmp_path / "connections.yaml").write_text(yaml.safe_dump({"connections": {"dbt": {
         "kind": "dbt", "settings": {"project_dir": str(project), "profiles_dir": str(project),
                                     "artifacts_dir": str(artifacts),
-                                    "env": {"SHOP_DUCKDB_PATH": str(tmp_path / "shop.duckdb")}}}}}))
+                                    "env": {"SHOP_DUCKDB_PATH": str(tmp_path / "shop.duckdb")}},
+        "secrets": {"password": "UNSEEN_DBT_PASSWORD"}}}}))  # unset: the test gives it a placeholder
     (tmp_path / "build.yaml").write_text(textwrap.dedent("""\
         name: build
         actions:
