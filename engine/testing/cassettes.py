@@ -75,6 +75,7 @@ class Cassette:
         self.redact = redact
         self.problems: list[tuple[str | None, str]] = []  # (action, what went wrong): replay misses
         self._next: dict[str, int] = {}
+        self._used_outside: set[int] = set()  # recorded calls outside any action, replayed already
         self._lock = threading.Lock()
 
     # -- reading and writing -------------------------------------------------------------------
@@ -135,6 +136,8 @@ class Cassette:
             n = self._next.get(key, 0)
             recorded = self.calls.get(key) or []
             self._next[key] = n + 1
+            if key == OUTSIDE:  # an SDK's own threads (telemetry, probes) call in any order
+                n = self._unused_outside(method, url, recorded)
         who = f"action '{key}'" if key != OUTSIDE else "a call outside any action"
         if n >= len(recorded):
             return self._miss(key, f"{who} made call {n + 1} ({method.upper()} {self.redact(url)}) but the "
@@ -147,6 +150,18 @@ class Cassette:
         response = dict(recorded[n]["response"])
         response["body"] = _unbody(response.get("body"))
         return response
+
+    def _unused_outside(self, method: str, url: str, recorded: list[dict]) -> int:
+        """The index of the first recorded call outside any action with this method and URL not
+        replayed yet (else past the end: a miss). The caller holds the lock."""
+        used = self._used_outside
+        for i, entry in enumerate(recorded):
+            request = entry["request"]
+            if i not in used and request["method"] == method.upper() and \
+                    _strip(request["url"]) == _strip(self.redact(url)):
+                used.add(i)
+                return i
+        return len(recorded)
 
     def _miss(self, key: str, message: str) -> dict:
         with self._lock:
