@@ -109,7 +109,7 @@ async def dry_run(engine: Any, flow: Any, *, input: Any = None, params: dict | N
         row = {"action": step.path, "type": step.type, "status": str(step.status), "inputs": step.inputs,
                "outputs": step.outputs, "error": step.error}
         action = flow.actions.get(step.action)
-        if action is not None and action.blocks and not action.node.loops:
+        if action is not None and len(action.blocks) > 1 and not action.node.loops:  # If, Switch
             row["branch"] = _branch_taken(action, steps_under(step.path, steps))
         plan.actions.append(row)
     for attempt in guard.attempts:
@@ -136,6 +136,7 @@ def _branch_taken(action: Any, inside: list) -> str | None:
 WIDE = 100  # a value's longest rendering before it is cut
 DEEP = 3  # nesting shown as a block; deeper values print as one (cut) JSON line
 TALL = 24  # an action's input lines before the rest are counted, not shown
+WIDTH = 10  # a mapping's keys or a list's items shown before the rest are counted
 _LAST_INDEX = re.compile(r"\[(\d+)\]$")  # the loop index at the end of a container's path
 
 
@@ -160,18 +161,22 @@ def action_lines(actions: list[dict], effects: list[Effect]) -> list[str]:
     children: dict[str | None, list[dict]] = {}
     for row in actions:
         children.setdefault(_parent(row["action"]), []).append(row)
-    first: dict[str, int] = {}  # a subtree's first finished step (its run order among siblings)
+    by_row = {row["action"]: row for row in actions}
+    position = {row["action"]: n for n, row in enumerate(actions)}  # the order steps finished in
+    first: dict[str, int] = {}  # a subtree's first finished step: its run order among siblings
 
-    def order(path: str, position: int) -> int:
+    def order(path: str) -> int:
         if path not in first:
-            first[path] = min([position] + [order(c["action"], actions.index(c)) for c in children.get(path, [])])
+            first[path] = min([position[path]] + [order(c["action"]) for c in children.get(path, [])])
         return first[path]
 
     out: list[str] = []
 
     def walk(parent: str | None, depth: int) -> None:
-        rows = sorted(children.get(parent, []), key=lambda r: order(r["action"], actions.index(r)))
-        shown = [r for r in rows if not _later_iteration(r["action"])]
+        rows = sorted(children.get(parent, []), key=lambda r: order(r["action"]))
+        branched = parent is not None and "branch" in by_row.get(parent, {})  # an If or a Switch
+        shown = [r for r in rows if not _later_iteration(r["action"])
+                 and not (branched and r["status"] == "Skipped")]  # the branches not taken
         for row in shown:
             out.extend(_action(row, by_path.get(row["action"], []), depth))
             walk(row["action"], depth + 1)
@@ -220,7 +225,7 @@ def _action(row: dict, effects: list[Effect], depth: int) -> list[str]:
     pad = "  " * depth
     head = f"{pad}{one_line(row['action'], 200)} ({row['type']}): {row['status']}"
     if row.get("branch"):
-        head += f", took the branch '{one_line(row['branch'], 80)}'"
+        head += f", took its '{one_line(row['branch'], 80)}' branch"
     elif "branch" in row:
         head += ", took no branch"
     count = _iterations(row)
@@ -242,25 +247,33 @@ def _action(row: dict, effects: list[Effect], depth: int) -> list[str]:
 
 def _yamlish(value: Any, depth: int) -> list[str]:
     """``value`` as indented ``key: value`` / ``- item`` lines; scalars as JSON (strings quoted,
-    control characters escaped), long ones cut with the length they had."""
-    if isinstance(value, dict) and value and depth < DEEP:
+    control characters escaped), long ones cut with the length they had; past ``WIDTH`` keys or
+    items, and ``DEEP`` levels, counted instead of shown."""
+    if isinstance(value, dict) and value:
         out = []
-        for key, item in value.items():
-            name = _scalar(str(key), 60) if not re.fullmatch(r"[\w.$@-]{1,60}", str(key)) else str(key)
+        for key, item in list(value.items())[:WIDTH]:
+            name = str(key) if re.fullmatch(r"[\w.$@-]{1,60}", str(key)) else _scalar(str(key), 60)
             out += _entry(f"{name}:", item, depth)
-        return out
-    if isinstance(value, list) and value and depth < DEEP:
+        return out + ([f"... {len(value) - WIDTH} more key(s)"] if len(value) > WIDTH else [])
+    if isinstance(value, list) and value:
         out = []
-        for item in value:
+        for item in value[:WIDTH]:
             out += _entry("-", item, depth)
-        return out
+        return out + ([f"... {len(value) - WIDTH} more item(s)"] if len(value) > WIDTH else [])
     return [_scalar(value, WIDE)]
 
 
 def _entry(label: str, item: Any, depth: int) -> list[str]:
-    if isinstance(item, (dict, list)) and item and depth + 1 < DEEP:
+    if isinstance(item, (dict, list)) and item:
+        if depth + 1 >= DEEP:
+            return [f"{label} {_folded(item)}"]
         return [label] + ["  " + line for line in _yamlish(item, depth + 1)]
     return [f"{label} {_scalar(item, WIDE)}"]
+
+
+def _folded(value: dict | list) -> str:
+    """A value nested too deep to show: what it is and how big."""
+    return f"{{{len(value)} key(s)}}" if isinstance(value, dict) else f"[{len(value)} item(s)]"
 
 
 def _scalar(value: Any, most: int) -> str:
