@@ -46,9 +46,10 @@ OUTSIDE = "-"  # the key of calls made outside any action
 
 
 # credentials a vendor hands out (a login's session id, an OAuth token) are secrets the process
-# never configured: values under these names are masked in bodies (JSON, form, XML); any name
-# ending in "token" is one (Snowflake's login hands out a token and a masterToken)
-_TOKEN_NAMES = r"(?:access_token|refresh_token|id_token|session_?id|session_token|client_secret|password|api_?key|secret|\w*token)"
+# never configured: values under these names are masked in bodies (JSON, form, XML); Snowflake's
+# login hands out a token and a masterToken. A page token is no credential: replays send it back
+_TOKEN_NAMES = (r"(?:(?:access|refresh|id|session|master|auth|bearer|security)_?token|session_?id|client_secret"
+                r"|password|api_?key|secret|token)")
 _TOKEN_JSON = re.compile(rf'("{_TOKEN_NAMES}"\s*:\s*")((?:[^"\\]|\\.)*)(")', re.I)
 _TOKEN_FORM = re.compile(rf"((?:^|&){_TOKEN_NAMES}=)([^&]*)", re.I)
 _TOKEN_XML = re.compile(rf"(<(?:\w+:)?({_TOKEN_NAMES})>)([^<]*)(</(?:\w+:)?\2>)", re.I)

@@ -50,11 +50,15 @@ class TestResult:
 UNSEEN = {"native": "its SDK's own native sockets", "subprocess": "a child process"}
 
 
-def unseen(node: Any, name: str) -> str:
-    """Why an action whose transport the guard cannot see may not run in a flow test, and the remedy."""
+def unseen(node: Any, name: str, child_flow: str | None = None) -> str:
+    """Why an action whose transport the guard cannot see may not run in a flow test, and the
+    remedy (in a child flow, which a test's mocks do not reach: mock the action that runs it)."""
     how = UNSEEN.get(node.transport, f"a {node.transport} transport")
-    return (f"action '{name}' ({node.type}) reaches outside through {how}, which flowrun test can neither "
-            f"block nor record: mock it in the test file: mocks: {{{name}: {{outputs: ...}}}}")
+    where = f" of the child flow {child_flow}" if child_flow else ""
+    remedy = ("mock the Workflow action that runs that flow in the test file" if child_flow
+              else f"mock it in the test file: mocks: {{{name}: {{outputs: ...}}}}")
+    return f"action '{name}' ({node.type}){where} reaches outside through {how}, which flowrun test can " \
+           f"neither block nor record: {remedy}"
 
 
 class TestBoundary(Boundary):
@@ -103,7 +107,8 @@ class TestBoundary(Boundary):
     def _unseen(self, node: Any, ctx: Any) -> None:
         """An un-mocked action the guard cannot see: refused before it runs; under ``--record``
         it runs for real, and the test says it was not recorded (a replay would refuse it)."""
-        why = unseen(node, ctx.action.name)
+        flow = ctx._runtime.flow
+        why = unseen(node, ctx.action.name, None if flow is self.flow else Path(flow.file).name)
         if self.guard is None:
             note = (f"action '{ctx.path}' ({node.type}) ran for real through {UNSEEN.get(node.transport, node.transport)}"
                     f" and was NOT recorded: replay will refuse it; mock it in the test file")

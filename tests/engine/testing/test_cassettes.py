@@ -172,6 +172,8 @@ def test_a_broken_cassette_is_one_error_line(tmp_path, vendor, secrets):
     ("<r><sessionId>00D!AQ</sessionId><sf:password>pw</sf:password></r>",
      "<r><sessionId>***</sessionId><sf:password>***</sf:password></r>"),
     ('{"tokens_left": 5, "id": "x"}', '{"tokens_left": 5, "id": "x"}'),
+    ('{"data": {"token": "t1", "masterToken": "m1"}}', '{"data": {"token": "***", "masterToken": "***"}}'),
+    ('{"nextPageToken": "p2"}', '{"nextPageToken": "p2"}'),  # sent back on replay: no credential
 ])
 def test_token_like_fields_are_masked(text, masked):
     assert mask_tokens(text) == masked

@@ -140,3 +140,23 @@ def test_an_unmocked_dbt_command_fails_the_test_and_starts_no_child_process(tmp_
     assert "action 'models' (dbt.Command) reaches outside through a child process" in "\n".join(result.failures)
     # no dbt ran: it would have made the DuckDB file and written its artifacts
     assert not artifacts.exists() and not (tmp_path / "shop.duckdb").exists()
+
+
+def test_an_unmocked_kafka_produce_in_a_child_flow_is_refused_and_the_remedy_is_the_workflow_action(
+        tmp_path, kafka_cluster):
+    topic = kafka_cluster.create_topic(kafka_cluster.topic("child"), 1)
+    (tmp_path / "publish.yaml").write_text(KAFKA_FLOW.format(topic=topic))
+    (tmp_path / "connections.yaml").write_text(yaml.safe_dump({"connections": {"kafka": kafka_cluster.connection()}}))
+    (tmp_path / "parent.yaml").write_text(textwrap.dedent("""\
+        name: parent
+        actions:
+          child: {type: Workflow, inputs: {flow: publish.yaml, body: {id: 7}}}
+        """))
+    path = tmp_path / "parent.test.yaml"
+    path.write_text("tests:\n  runs the child:\n    expect: {status: Succeeded}\n")
+    [result] = run_files([str(path)])
+    assert not result.passed
+    assert ("action 'announce' (kafka.Produce) of the child flow publish.yaml reaches outside through its SDK's "
+            "own native sockets, which flowrun test can neither block nor record: mock the Workflow action that "
+            "runs that flow in the test file") in "\n".join(result.failures)
+    assert end_offsets(kafka_cluster, topic) == 0
