@@ -308,7 +308,9 @@ VENDORED_URLLIB3 = ("snowflake.connector.vendored.urllib3",)  # SDKs that carry 
 
 def _patch_vendored_urllib3(lookup: Callable[[], Any]) -> Callable[[], None]:
     """The same patch on the urllib3 an SDK vendors (Snowflake's connector ships its own requests
-    and urllib3, which the plain urllib3 patch never sees), for each such SDK that is installed."""
+    and urllib3, which the plain urllib3 patch never sees), for each such SDK that is installed.
+    Patching imports it (about a second, once per process): the runner enters ``Transports`` only
+    around a test that records or replays."""
     import importlib.util
 
     undos = []

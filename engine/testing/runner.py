@@ -337,7 +337,10 @@ def run_files(paths: list[str] | tuple[str, ...], *, record: bool = False, conne
             elif test.name in recorded:
                 cassette = Cassette(recorded[test.name], redact=PROCESS_REDACTOR)
             try:
-                with Transports(lambda c=cassette: ("record" if record else "replay", c) if c is not None else None):
+                # no cassette: nothing to record or replay, the guard alone refuses the network
+                taps = _nothing() if cassette is None else Transports(lambda c=cassette: ("record" if record
+                                                                                          else "replay", c))
+                with taps:
                     run, failures, notes = _run_one(test, loaded, record=record, cassette=cassette,
                                              connections=connections, registry=registry)
             except FlowrunError as exc:
