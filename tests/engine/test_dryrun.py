@@ -365,3 +365,42 @@ def test_deep_and_hostile_input_values_print_folded_and_escaped(tmp_path):
     assert '      "line\\nbreak\\u001b[2J": "v\\u202e"' in result.output.splitlines()
     assert "          c: {1 key(s)}" in result.output.splitlines()
     assert "          - [2 item(s)]" in result.output.splitlines()
+
+
+def test_a_plan_never_runs_a_node_whose_transport_the_guard_cannot_see(tmp_path):
+    """A third-party node that works in a child process, with no connection and no effect
+    declared: the plan stands its example outputs in; the same flow, run, does write the file."""
+    import anyio
+
+    import nodes.core
+    from engine.api import Engine
+    from engine.clock import VirtualClock
+    from engine.dryrun import dry_run
+    from engine.registry import Registry
+    from tests.plugins import flowrun_contract
+
+    registry = Registry()
+    for module in (nodes.core, flowrun_contract):
+        registry.add_module(module)
+    marker = tmp_path / "ran.txt"
+    flow_file = tmp_path / "spawn.yaml"
+    flow_file.write_text(textwrap.dedent(f"""\
+        name: spawn
+        actions:
+          write: {{type: contract.Spawn, inputs: {{path: "{marker}"}}}}
+          after: {{type: Compose, runAfter: {{write: [Succeeded]}}, inputs: "{{{{ body('write').written }}}}"}}
+        """))
+    engine = Engine(tmp_path / "plan.db", registry=registry, clock=VirtualClock())
+    try:
+        plan = anyio.run(lambda: dry_run(engine, engine.load(flow_file)))
+    finally:
+        engine.close()
+    assert plan.status == "Succeeded" and not marker.exists()
+    assert [(e.path, e.effect, e.stood_in) for e in plan.effects] == [("write", None, "example")]
+    assert {a["action"]: a["outputs"] for a in plan.actions}["after"] == "example.txt"
+    engine = Engine(tmp_path / "run.db", registry=registry)
+    try:
+        run = anyio.run(lambda: engine.run(engine.load(flow_file)))
+    finally:
+        engine.close()
+    assert str(run.status) == "Succeeded" and marker.read_text() == "ran"
