@@ -103,6 +103,10 @@ async def dry_run(engine: Any, flow: Any, *, input: Any = None, params: dict | N
         run = await engine.run(flow, input=input, params=params or {})
     plan = Plan(flow.name, str(run.status), boundary.effects, error=run.error, response=run.response)
     steps = engine.steps(run.id)
+    inside: dict[str, list] = {}  # container path -> the steps directly inside it
+    for step in steps:
+        if "/" in step.path:
+            inside.setdefault(step.path.rsplit("/", 1)[0], []).append(step)
     for step in steps:
         if step.type == "Iteration":
             continue
@@ -110,16 +114,11 @@ async def dry_run(engine: Any, flow: Any, *, input: Any = None, params: dict | N
                "outputs": step.outputs, "error": step.error}
         action = flow.actions.get(step.action)
         if action is not None and len(action.blocks) > 1 and not action.node.loops:  # If, Switch
-            row["branch"] = _branch_taken(action, steps_under(step.path, steps))
+            row["branch"] = _branch_taken(action, inside.get(step.path, []))
         plan.actions.append(row)
     for attempt in guard.attempts:
         plan.effects.append(Effect(attempt.action or "-", "network", f"blocked: {attempt}", "none"))
     return plan
-
-
-def steps_under(path: str, steps: list) -> list:
-    """The steps directly inside the container at ``path``."""
-    return [s for s in steps if s.path.startswith(path + "/") and "/" not in s.path[len(path) + 1:]]
 
 
 def _branch_taken(action: Any, inside: list) -> str | None:

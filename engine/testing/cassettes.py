@@ -1,7 +1,7 @@
 """Cassettes: each vendor call a test made against real (or sandbox) endpoints, stored redacted,
 so later runs of the test replay them offline.
 
-Vendor SDKs reach the network through three transports, and the cassette sits at each, not at
+Vendor SDKs reach the network through a few transports, and the cassette sits at each, not at
 each node:
 
 - urllib3's ``HTTPConnectionPool.urlopen`` (requests, and so Twilio, Stripe, Salesforce, Azure;
