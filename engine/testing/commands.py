@@ -60,13 +60,15 @@ def test(ctx: click.Context, paths: tuple[str, ...], record: bool, junit_xml: st
 @click.option("--test", "test_ref", metavar="FILE[::NAME]",
               help="take mocks (and, without --input, the input and parameters) from a test of a test file")
 @click.option("--json", "as_json", is_flag=True, help="the plan as JSON")
+@click.option("--effects-only", is_flag=True, help="only the side effects, numbered, one line each")
 @click.pass_context
 @guard
 def plan(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ...], test_ref: str | None,
-         as_json: bool) -> None:
-    """Dry-run a flow: render every action's inputs, walk the branches that would be taken, and
-    print the side effects in order, with no network. Actions with a side effect or a vendor
-    connection do not run: a test's mocks, or the node's example outputs, stand in for them."""
+         as_json: bool, effects_only: bool) -> None:
+    """Dry-run a flow, with no network: every action that would run, in order, with its inputs
+    rendered from the payload, the branches conditions would take (of a loop, the first
+    iteration), and the side effects. Actions with a side effect or a vendor connection do not
+    run: a test's mocks, or the node's example outputs, stand in for them."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -77,7 +79,6 @@ def plan(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, .
     from engine.cli import _parse_input, _parse_params
     from engine.clock import VirtualClock
     from engine.dryrun import dry_run
-    from engine.inspection import one_line
     from engine.registry import default_registry
 
     from .runner import _secrets_env
@@ -121,10 +122,4 @@ def plan(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, .
     if as_json:
         _emit(json.dumps(result.as_dict(), indent=2, default=str))
         return
-    _emit(f"plan of {result.flow}: the run would end {result.status}"
-          + (f" ({one_line(str(result.error.get('message')), 500)})" if isinstance(result.error, dict) else ""))
-    if not result.effects:
-        _emit("no side effects")
-    for n, e in enumerate(result.effects, 1):
-        what = e.effect or f"would read with {e.type}"
-        _emit(f"{n:>3}. {e.path}: {what}" + ("" if e.stood_in == "none" else f"  [outputs: {e.stood_in}]"))
+    _emit("\n".join(result.lines(effects_only=effects_only)))

@@ -36,6 +36,8 @@ def write(results: list[Any], path: str | Path) -> None:
             elif not r.passed:
                 ET.SubElement(case, "failure", message=_clean(r.failures[0] if r.failures else "failed")).text = \
                     _clean("\n".join(r.failures))
+            if r.notes:  # what --record ran for real but could not record
+                ET.SubElement(case, "system-out").text = _clean("\n".join(f"note: {n}" for n in r.notes))
     path = Path(path)
     data = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent if str(path.parent) else ".")

@@ -172,6 +172,8 @@ def test_a_broken_cassette_is_one_error_line(tmp_path, vendor, secrets):
     ("<r><sessionId>00D!AQ</sessionId><sf:password>pw</sf:password></r>",
      "<r><sessionId>***</sessionId><sf:password>***</sf:password></r>"),
     ('{"tokens_left": 5, "id": "x"}', '{"tokens_left": 5, "id": "x"}'),
+    ('{"data": {"token": "t1", "masterToken": "m1"}}', '{"data": {"token": "***", "masterToken": "***"}}'),
+    ('{"nextPageToken": "p2"}', '{"nextPageToken": "p2"}'),  # sent back on replay: no credential
 ])
 def test_token_like_fields_are_masked(text, masked):
     assert mask_tokens(text) == masked
@@ -244,3 +246,76 @@ def test_kill_9_while_recording_leaves_the_old_cassette_whole(tmp_path, secrets)
                 proc.kill()
     assert cassette_path(path).read_text() == old
     assert sorted(p.name for p in tmp_path.iterdir() if "cassette" in p.name) == [cassette_path(path).name]
+
+
+# -- Snowflake: its connector carries its own (vendored) requests and urllib3 ---------------------
+SNOW_PASSWORD = 'sn"ow\\fl\'ake+/=%é-pass'  # quotes, a backslash, / + = % and non-ASCII
+SNOW_FLOW = """\
+name: report
+actions:
+  q:
+    type: snowflake.Query
+    connection: snowflake
+    inputs: {sql: "SELECT ? AS greeting, 41 + 1 AS answer", params: ["{{ triggerBody().name }}"]}
+outputs:
+  answer: {value: "{{ body('q').rows[0].ANSWER }}"}
+"""
+SNOW_TESTS = """\
+tests:
+  reads the answer:
+    input: {name: Ada}
+    expect:
+      status: Succeeded
+      outputs: {answer: 42}
+      values: {"{{ body('q').rows[0].GREETING }}": Ada}
+"""
+
+
+@pytest.fixture
+def fakesnow(tmp_path, monkeypatch):
+    pytest.importorskip("snowflake.connector")
+    pytest.importorskip("fakesnow")
+    from tests.support.snowflake import FakeSnowflake
+
+    fake = FakeSnowflake().start()
+    (tmp_path / "connections.yaml").write_text(json.dumps({"connections": {"snowflake": {
+        "kind": "snowflake", "endpoint": fake.endpoint,
+        "settings": {"account": "fakesnow", "user": "flowrun", "database": "FLOWRUN", "schema": "PUBLIC"},
+        "secrets": {"password": "CASSETTE_SNOWFLAKE_PASSWORD"}}}}))
+    (tmp_path / "report.yaml").write_text(SNOW_FLOW)
+    (tmp_path / "report.test.yaml").write_text(SNOW_TESTS)
+    monkeypatch.setenv("CASSETTE_SNOWFLAKE_PASSWORD", SNOW_PASSWORD)
+    yield fake
+    fake.stop()
+
+
+def test_an_unmocked_snowflake_query_is_blocked_in_a_flow_test(tmp_path, fakesnow):
+    [result] = run_files([str(tmp_path / "report.test.yaml")])
+    assert not result.passed
+    assert "action 'q' tried to reach 127.0.0.1" in "\n".join(result.failures)
+    assert fakesnow.requests == []
+
+
+def test_snowflake_calls_are_recorded_redacted_and_replayed_offline(tmp_path, fakesnow, monkeypatch):
+    path = tmp_path / "report.test.yaml"
+    [recorded] = run_files([str(path)], record=True)
+    assert recorded.passed, recorded.line()
+    assert fakesnow.logins()[-1]["data"]["PASSWORD"] == SNOW_PASSWORD  # it really logged in
+    sent = len(fakesnow.requests)
+    text = cassette_path(path).read_text()
+    calls = json.loads(text)["tests"]["reads the answer"]["q"]
+    assert [c["request"]["url"].split("?")[0].rsplit("/", 2)[-2:] for c in calls][:2] == [
+        ["v1", "login-request"], ["v1", "query-request"]]
+    assert "SELECT ? AS greeting" in json.dumps(calls)  # the body, decompressed, is readable
+    leaked = [form for form in secret_forms(SNOW_PASSWORD) if form in text]
+    assert leaked == []
+    for call in calls:  # no body is kept compressed or opaque, where a secret could hide
+        body = call["request"]["body"]
+        assert body is None or isinstance(body, str), body
+    assert not any(isinstance(c["response"]["body"], dict) for c in calls)
+
+    fakesnow.stop()  # offline from here on, and without the password
+    monkeypatch.delenv("CASSETTE_SNOWFLAKE_PASSWORD")
+    [replayed] = run_files([str(path)])
+    assert replayed.passed, replayed.line()
+    assert len(fakesnow.requests) == sent
