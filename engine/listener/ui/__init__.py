@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlencode
@@ -43,6 +44,16 @@ HEADERS = {
     "X-Frame-Options": "DENY",
 }
 Handler = Callable[[Request], Awaitable[Response]]
+# characters a value may hold that a browser would not show as themselves: C0/C1 controls (an
+# ANSI escape), bidi overrides and isolates (a dedupe key that reads backwards, text spilling its
+# direction onto what follows it on the line), zero-width and byte-order marks
+_HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f"
+                     "\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufff9-\ufffb]")
+
+
+def visible(text: str) -> str:
+    """``text`` with every character that would not show as itself written as its escape (``\\u202e``)."""
+    return _HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def shown(value: Any) -> tuple[str, bool]:
@@ -77,12 +88,13 @@ class UI:
         self.env.globals["urlencode"] = lambda d: urlencode({k: v for k, v in d.items() if v not in (None, "")})
 
     def _finalize(self, value: Any) -> Any:
-        """Every printed value: redacted as text, before autoescaping turns quotes into entities."""
+        """Every printed value: redacted as text, before autoescaping turns quotes into entities,
+        and with what would not show as itself (controls, bidi overrides) shown as escapes."""
         if value is None:
             return ""
         if isinstance(value, self._markup):
             return value  # template-made markup only: no value is ever marked safe
-        return self.redact(value if isinstance(value, str) else str(value))
+        return visible(self.redact(value if isinstance(value, str) else str(value)))
 
     @property
     def sessions(self) -> Sessions:

@@ -518,3 +518,31 @@ def test_serve_on_a_database_url_keeps_its_admin_token_in_the_home_folder_withou
     assert "s3cr" not in path.name and "s3cr" not in path.read_text()
     assert token_file(url.replace("s3cr%27et", "rotated")) == (token, path)  # a new password: the same file
     assert token_file(url.replace("/flowrun", "/other"))[1] != path
+
+
+# -- what a page shows is what the value holds ----------------------------------------------------
+HIDDEN_FLOW = """\
+name: hidden
+triggers:
+  manual: {type: Request, auth: {type: none}, dedupe: "{{ triggerBody()['key'] }}"}
+actions:
+  echo: {type: Compose, inputs: "{{ triggerBody()['key'] }}"}
+  parse: {type: Compose, runAfter: {echo: [Succeeded]}, inputs: "{{ int(triggerBody()['key']) }}"}
+"""
+
+
+@pytest.mark.parametrize("char", ["\x1b", "\x07", "\x7f", "\x9b", "\u202e", "\u2066", "\u2069", "\u200b", "\u200f",
+                                  "\ufeff", "\u061c"])
+def test_controls_and_bidi_overrides_in_values_are_shown_as_escapes_on_every_page(tmp_path, monkeypatch, char):
+    """A dedupe key, payload, output or error message holding an ANSI escape, a bidi override or a
+    zero-width character reads as its escape: it cannot reverse or hide what the page says."""
+    key = f"inv{char}[31m-2026-evil"
+    with serving(tmp_path / "flows", {"hidden.yaml": HIDDEN_FLOW}, state=tmp_path / "state.db",
+                 monkeypatch=monkeypatch, admin_token=ADMIN, worker=True) as app:
+        run_id = app.client.post("/flows/hidden/triggers/manual", json={"key": key}).json()["runId"]
+        wait_for(lambda: app.runs("hidden") and app.runs("hidden")[0]["status"] == "Failed", "the run to fail")
+        for url in ("/ui/runs", "/ui/runs?fragment=live", f"/ui/runs/{run_id}", f"/ui/runs?q={quote(key)}"):
+            page = app.client.get(url, headers=BEARER)
+            assert page.status_code == 200, url
+            assert char not in page.text, url
+            assert f"\\u{ord(char):04x}[31m-2026-evil" in page.text, url  # shown, as its escape
