@@ -29,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 
 from engine.errors import FlowrunError, Refused
 
-from .session import COOKIE, Sessions, Throttle
+from .session import COOKIE, Ended, Sessions, Throttle
 
 HERE = Path(__file__).parent
 log = logging.getLogger("flowrun.listener")
@@ -99,7 +99,8 @@ class UI:
     @property
     def sessions(self) -> Sessions:
         if self._sessions is None:
-            self._sessions = Sessions(self.engine.server_key("ui-session"), self.listener.options.admin_token)
+            self._sessions = Sessions(self.engine.server_key("ui-session"), self.listener.options.admin_token,
+                                      ended=Ended(self.engine.store))
         return self._sessions
 
     # -- responses --------------------------------------------------------------------------
@@ -251,8 +252,10 @@ class UI:
         return response
 
     async def logout(self, request: Request) -> Response:
+        """The session ends here and on the server: a copy of its cookie opens nothing after."""
+        self.sessions.end(request.cookies.get(COOKIE))
         response = RedirectResponse("/ui/login", 303, headers=HEADERS)
-        response.delete_cookie(COOKIE, path="/ui")
+        response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict", secure=self.secure(request))
         return response
 
 

@@ -74,6 +74,34 @@ def test_the_login_form_sets_an_httponly_strict_cookie_that_is_not_the_token(app
     assert app.client.get("/ui/runs", follow_redirects=False).status_code == 303  # a forged cookie is no session
 
 
+def sign_in(client) -> str:
+    form = client.get("/ui/login")
+    client.post("/ui/login", data={"csrf": csrf_of(form.text), "token": ADMIN}, follow_redirects=False)
+    return client.cookies.get("flowrun_ui")
+
+
+def test_signing_out_ends_the_session_on_the_server_so_a_copied_cookie_opens_nothing(app):
+    run_id = start(app)
+    stolen = sign_in(app.client)
+    page = app.client.get(f"/ui/runs/{run_id}")
+    csrf = csrf_of(page.text)
+    out = app.client.post("/ui/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert out.status_code == 303
+    gone = [c for c in out.headers.get_list("set-cookie") if c.startswith("flowrun_ui=")][0]
+    assert "HttpOnly" in gone and "strict" in gone.lower()
+    other = sign_in(app.client)  # another session of the same browser is not touched
+    app.client.cookies.clear()
+    app.client.cookies.set("flowrun_ui", stolen, path="/ui")
+    assert app.client.get("/ui/runs", follow_redirects=False).status_code == 303
+    for url in (f"/ui/runs/{run_id}/value/payload", "/ui/events?events=1"):
+        assert app.client.get(url, follow_redirects=False).status_code == 401, url
+    assert app.client.post(f"/ui/runs/{run_id}/rerun", data={"csrf": csrf, "from": "start"},
+                           follow_redirects=False).status_code == 401
+    assert len(app.runs("batch")) == 1
+    app.client.cookies.set("flowrun_ui", other, path="/ui")
+    assert app.client.get("/ui/runs", follow_redirects=False).status_code == 200
+
+
 def test_guessing_the_token_is_slowed_to_a_crawl(app):
     from engine.listener.ui.session import TRIES
 
