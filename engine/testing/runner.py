@@ -40,10 +40,15 @@ class TestResult:
     run_id: str | None = None
 
     def line(self) -> str:
+        """The test's line and its detail lines, indented. Test names and failures quote text a
+        test file or a payload chose: each is one printable line, so a newline cannot print a
+        PASS line of its own and an ANSI escape or bidi override cannot reach the terminal or CI log."""
+        from ..inspection import one_line
+
         mark = "PASS" if self.passed else ("ERROR" if self.error else "FAIL")
-        head = f"{mark} {self.test} ({self.seconds:.2f}s)"
-        detail = [self.error] if self.error else self.failures
-        return head + "".join(f"\n    {d}" for d in detail)
+        head = f"{mark} {one_line(self.test, 500)} ({self.seconds:.2f}s)"
+        detail = self.error.splitlines() if self.error else self.failures
+        return head + "".join(f"\n    {one_line(d, 2000)}" for d in detail if d.strip())
 
 
 class TestBoundary(Boundary):

@@ -341,3 +341,24 @@ def test_a_logic_apps_definition_is_tested_with_at_expressions_and_its_static_re
     assert [r.passed for r in results] == [True, True], [r.failures for r in results]
     plan = flowrun("plan", str(tmp_path / "try_catch.json"))
     assert "Try/Get_order: would GET https://orders.example.invalid/api/orders/7  [outputs: static result]" in plan.output
+
+
+FORGED = "\\nPASS shop.test.yaml::all good (0.00s)"
+@pytest.mark.parametrize("hostile", [FORGED, "\\e[2K\\e[1A", "\\u202e", "\\x9b31m", "\\x07", "\\r", "\\u2028"])
+def test_test_names_and_failure_messages_print_as_one_printable_line_each(tmp_path, hostile):
+    """What a test file names, and what a run's error says (a vendor's, a payload's), cannot
+    print a line of its own (a forged PASS) nor send a terminal escape or bidi override."""
+    path = write(tmp_path, f"""\
+        tests:
+          "fails{hostile}":
+            input: {{skus: []}}
+            mocks:
+              notify: {{status: Failed, error: {{message: "no route{hostile}"}}}}
+            expect: {{actions: {{notify: Succeeded}}, outputs: {{total: "x{hostile}"}}}}
+        """)
+    result = CliRunner().invoke(main, ["--state", str(tmp_path / "s.db"), "test", str(path)])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("FAIL ") and all(line.startswith("    ") for line in lines[1:]), lines
+    assert len(lines) == 3 and all(line.isprintable() for line in lines), lines
+    assert "no route" in lines[1] + lines[2]
