@@ -12,7 +12,9 @@ each node:
 ``flowrun test --record`` runs a test with the network open and records every call under the
 action that made it (``network.ACTION``), in order. A later run replays: the n-th call of an
 action gets the n-th recorded answer, after its method and URL are checked against the
-recording. Credential headers are dropped (``***``), every secret the process knows is masked,
+recording. Credential headers are dropped (``***``: the listed names, and any name that says it
+carries one, ``X-Session-Token``), and so are a URL's userinfo and its credential query values
+(``access_token=``, ``sig=``, in request URLs and ``Location`` headers); every secret the process knows is masked,
 in every form the redactor knows (JSON-escaped, URL-encoded, base64, ...), and so are the values
 of token-like fields a vendor hands out (a login's sessionId, an access_token), in requests and
 responses alike, before anything is written; the file is written whole or not at all.
@@ -50,6 +52,34 @@ _TOKEN_NAMES = r"(?:access_token|refresh_token|id_token|session_?id|session_toke
 _TOKEN_JSON = re.compile(rf'("{_TOKEN_NAMES}"\s*:\s*")((?:[^"\\]|\\.)*)(")', re.I)
 _TOKEN_FORM = re.compile(rf"((?:^|&){_TOKEN_NAMES}=)([^&]*)", re.I)
 _TOKEN_XML = re.compile(rf"(<(?:\w+:)?({_TOKEN_NAMES})>)([^<]*)(</(?:\w+:)?\2>)", re.I)
+
+
+_URL_HEADERS = frozenset({"location", "content-location", "referer", "link"})
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its userinfo (``user:password@``) and the values of its credential query
+    parameters (``access_token``, ``sig``, ``api_key`` ...) masked; anything else as it was."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    from ..listener.inbound import secret_query
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(secret_query(k) or re.fullmatch(_TOKEN_NAMES, k, re.I) for k, _ in pairs):
+            query = urlencode([(k, "***" if v and (secret_query(k) or re.fullmatch(_TOKEN_NAMES, k, re.I)) else v)
+                               for k, v in pairs], safe="*")
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def mask_tokens(text: str) -> str:
@@ -117,7 +147,7 @@ class Cassette:
 
     def record(self, method: str, url: str, headers: Any, body: Any, status: int, reason: str,
                response_headers: Any, response_body: bytes) -> None:
-        entry = {"request": {"method": method.upper(), "url": self.redact(url),
+        entry = {"request": {"method": method.upper(), "url": self._url(url),
                              "headers": self._headers(headers), "body": self._body(body)},
                  "response": {"status": int(status), "reason": self.redact(reason or ""),
                               "headers": self._headers(response_headers), "body": self._body(response_body)}}
@@ -134,11 +164,11 @@ class Cassette:
             self._next[key] = n + 1
         who = f"action '{key}'" if key != OUTSIDE else "a call outside any action"
         if n >= len(recorded):
-            return self._miss(key, f"{who} made call {n + 1} ({method.upper()} {self.redact(url)}) but the "
+            return self._miss(key, f"{who} made call {n + 1} ({method.upper()} {self._url(url)}) but the "
                                    f"cassette holds {len(recorded)}: record it again with flowrun test --record")
         request = recorded[n]["request"]
-        if request["method"] != method.upper() or _strip(request["url"]) != _strip(self.redact(url)):
-            return self._miss(key, f"{who} call {n + 1} is {method.upper()} {self.redact(url)}, but the cassette "
+        if request["method"] != method.upper() or _strip(request["url"]) != _strip(self._url(url)):
+            return self._miss(key, f"{who} call {n + 1} is {method.upper()} {self._url(url)}, but the cassette "
                                    f"recorded {request['method']} {request['url']}: record it again with "
                                    "flowrun test --record")
         response = dict(recorded[n]["response"])
@@ -150,14 +180,23 @@ class Cassette:
             self.problems.append((None if key == OUTSIDE else key, message))
         raise CassetteMiss(message)
 
+    def _url(self, url: str) -> str:
+        return mask_url(self.redact(url))
+
     def _headers(self, headers: Any) -> dict:
+        from ..listener.inbound import secret_header
+
         out = {}
         for name, value in (dict(headers or {})).items():
             name = name.decode("latin-1") if isinstance(name, bytes) else str(name)
             value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            if name.lower() in DROPPED_HEADERS:
+            low = name.lower()
+            if low in DROPPED_HEADERS:
                 continue
-            out[name] = "***" if name.lower() in CREDENTIAL_HEADERS else self.redact(value)
+            if low in CREDENTIAL_HEADERS or secret_header(low):
+                out[name] = "***"
+            else:
+                out[name] = self._url(value) if low in _URL_HEADERS else self.redact(value)
         return out
 
     def _body(self, body: Any) -> Any:

@@ -244,3 +244,51 @@ def test_kill_9_while_recording_leaves_the_old_cassette_whole(tmp_path, secrets)
                 proc.kill()
     assert cassette_path(path).read_text() == old
     assert sorted(p.name for p in tmp_path.iterdir() if "cassette" in p.name) == [cassette_path(path).name]
+
+
+ISSUED = "vendor-issued-Tok3n"  # a credential the vendor hands out: no secret the process was given
+URL_FLOW = """\
+name: fetch
+actions:
+  items:
+    type: Http
+    inputs: {method: GET, uri: "%s/items?page=2&%s=%s", headers: {%s: "%s"}}
+"""
+
+
+@pytest.mark.parametrize("query, header", [
+    ("access_token", "X-Session-Token"), ("sig", "X-CSRF-Token"), ("api_key", "X-Subject-Token"),
+    ("refresh_token", "X-Auth-Signature"), ("client_secret", "Proxy-Authorization"), ("code", "X-Vendor-Api-Key"),
+])
+def test_credentials_a_vendor_hands_out_reach_no_cassette_in_urls_or_headers_and_it_still_replays(tmp_path, query,
+                                                                                                     header):
+    """A credential in a query string, a header whose name says it holds one, a redirect's
+    Location or a URL's userinfo is masked in requests and responses, whatever the vendor calls it."""
+    with Recorder() as api:
+        api.route("GET", "/items", json={"ok": True},
+                  headers={header: ISSUED, "Location": f"https://u:{ISSUED}@cb.example/done?{query}={ISSUED}&n=1"})
+        api.start()
+        (tmp_path / "fetch.yaml").write_text(URL_FLOW % (api.url, query, ISSUED, header, ISSUED))
+        path = tmp_path / "fetch.test.yaml"
+        path.write_text('tests:\n  fetches:\n    expect: {values: {"{{ body(\'items\').ok }}": true}}\n')
+        [recorded] = run_files([str(path)], record=True)
+        assert recorded.passed, recorded.failures
+        assert api.requests[0].path == "/items"
+    text = cassette_path(path).read_text()
+    assert ISSUED not in text, text
+    call = json.loads(text)["tests"]["fetches"]["items"][0]
+    assert f"{query}=***" in call["request"]["url"] and "page=2" in call["request"]["url"]
+    headers = {k.lower(): v for k, v in call["response"]["headers"].items()}
+    assert headers["location"] == f"https://***@cb.example/done?{query}=***&n=1"
+    assert headers[header.lower()] == "***"
+    [replayed] = run_files([str(path)])  # offline: the vendor is gone, the masked URL still matches
+    assert replayed.passed, replayed.failures
+
+
+def test_a_urls_userinfo_reaches_no_cassette():
+    from engine.testing.cassettes import Cassette, mask_url
+
+    cassette = Cassette()
+    cassette.record("GET", f"https://key:{ISSUED}@api.example/v1?x=1", {}, None, 200, "OK", {}, b"")
+    assert cassette.calls["-"][0]["request"]["url"] == "https://***@api.example/v1?x=1"
+    assert mask_url("https://api.example/v1?x=1&y=%20") == "https://api.example/v1?x=1&y=%20"  # untouched
