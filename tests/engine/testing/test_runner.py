@@ -318,6 +318,42 @@ def test_hostile_test_names_make_valid_junit_xml(tmp_path):
     assert case.get("name") == 'a\\x01b <&> " :: ]]> \U0001F600'
 
 
+@pytest.mark.parametrize("hostile, shown", [("\udcff", "\\udcff"), ("\ud800", "\\ud800"), ("\ufffe", "\\ufffe"),
+                                            ("\uffff", "\\uffff"), ("\x0b", "\\x0b"), ("\x00", "\\x00")])
+@pytest.mark.parametrize("field", ["file", "name", "error", "failures"])
+def test_junit_xml_stays_a_valid_document_whatever_a_name_or_message_holds(tmp_path, hostile, shown, field):
+    """XML 1.0 holds no lone surrogate (a file name whose bytes are not UTF-8) and no U+FFFE/U+FFFF:
+    ElementTree would write them as character references no XML parser accepts."""
+    from engine.testing.junit import write
+    from engine.testing.runner import TestResult
+
+    values = {"file": "t.test.yaml", "name": "n", "error": None, "failures": []}
+    values[field] = [f"x{hostile}y"] if field == "failures" else f"x{hostile}y"
+    result = TestResult(test="t::n", passed=False, seconds=0.1, **values)
+    report = tmp_path / "junit.xml"
+    write([result], report)
+    root = ET.parse(report).getroot()  # parses: a valid document
+    assert f"x{shown}y" in ET.tostring(root, encoding="unicode").replace("&lt;", "<")
+
+
+def test_a_flow_in_a_folder_whose_name_is_not_utf8_is_one_error_line_and_valid_junit(tmp_path):
+    import os
+
+    folder = os.path.join(os.fsencode(tmp_path), b"caf\xe9")
+    os.mkdir(folder)
+    (Path(os.fsdecode(folder)) / "shop.yaml").write_text(FLOW)
+    path = write(Path(os.fsdecode(folder)), """\
+        tests:
+          t: {input: {skus: []}, mocks: {notify: {outputs: {}}}}
+        """)
+    report = tmp_path / "junit.xml"
+    result = CliRunner().invoke(main, ["--state", str(tmp_path / "s.db"), "test", str(path), "--junit-xml", str(report)])
+    assert result.exit_code == 1 and "caf\\xe9/shop.yaml:1:1 the file's path is not UTF-8 text" in result.output
+    assert "Traceback" not in result.output
+    [case] = ET.parse(report).getroot().iter("testcase")
+    assert "caf\\udce9" in case.get("name")
+
+
 def test_a_logic_apps_definition_is_tested_with_at_expressions_and_its_static_results(tmp_path):
     import shutil
 
