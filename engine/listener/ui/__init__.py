@@ -46,9 +46,10 @@ HEADERS = {
 Handler = Callable[[Request], Awaitable[Response]]
 # characters a value may hold that a browser would not show as themselves: C0/C1 controls (an
 # ANSI escape), bidi overrides and isolates (a dedupe key that reads backwards, text spilling its
-# direction onto what follows it on the line), zero-width and byte-order marks
+# direction onto what follows it on the line), zero-width and byte-order marks, and lone surrogates
+# (a file name of the flows folder whose bytes are not UTF-8: no page holding one could be sent)
 _HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f"
-                     "\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufff9-\ufffb]")
+                     "\u202a-\u202e\u2060-\u2064\u2066-\u2069\ud800-\udfff\ufeff\ufff9-\ufffb]")
 
 
 def visible(text: str) -> str:

@@ -321,6 +321,25 @@ def test_stored_values_download_and_offloaded_blobs_are_links(tmp_path, monkeypa
     assert Engine  # imported for the type only
 
 
+@pytest.mark.parametrize("name", [b"caf\xe9.yaml", b"\xff\xfe.yaml", b"x\xed\xa0\x80.yaml"])
+def test_a_flow_file_whose_name_is_not_utf8_is_listed_with_its_problem_and_the_pages_still_load(tmp_path, monkeypatch,
+                                                                                                name):
+    import os
+
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    with open(os.path.join(os.fsencode(folder), name), "w") as out:
+        out.write(BATCH.replace("name: batch", "name: other"))
+    with serving(folder, {"batch.yaml": BATCH}, state=tmp_path / "state.db", monkeypatch=monkeypatch,
+                 admin_token=ADMIN) as app:
+        assert app.client.get("/ui/runs", headers=BEARER).status_code == 200
+        page = app.client.get("/ui/flows", headers=BEARER)
+        assert page.status_code == 200
+    text = html.unescape(page.text)
+    assert "the file's path is not UTF-8 text: rename it" in text
+    assert "".join(f"\\u{ord(c):04x}" if 0xd800 <= ord(c) < 0xe000 else c for c in os.fsdecode(name)) in text
+
+
 def test_the_flows_page_keeps_a_broken_flow_listed_with_its_problem_at_its_line(tmp_path, monkeypatch, state):
     flows = {"batch.yaml": BATCH, "broken.yaml": "name: broken\nactions:\n  a:\n    type: Compose\n    runAfter: {b: [Succeeded]}\n"}
     with serving(tmp_path / "flows", flows, state=state, monkeypatch=monkeypatch,
