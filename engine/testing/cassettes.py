@@ -113,8 +113,8 @@ class Cassette:
             return {}
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise CassetteError(f"{path}: not a readable cassette ({exc})") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested past the parser's depth
+            raise CassetteError(f"{path}: not a readable cassette ({str(exc)[:200]})") from None
         if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("tests"), dict) \
                 or not all(_well_formed(calls) for calls in data["tests"].values()):
             raise CassetteError(f"{path}: not a flowrun cassette (version {VERSION}); record it again "
@@ -230,11 +230,31 @@ def _well_formed(calls: Any) -> bool:
             if not (isinstance(request, dict) and isinstance(request.get("method"), str)
                     and isinstance(request.get("url"), str) and isinstance(response, dict)
                     and isinstance(response.get("status"), int) and not isinstance(response.get("status"), bool)
-                    and 100 <= response["status"] <= 599 and isinstance(response.get("headers", {}), dict)
-                    and isinstance(response.get("reason", ""), str)
-                    and isinstance(response.get("body"), (str, dict, type(None)))):
+                    and 100 <= response["status"] <= 599 and _text_map(response.get("headers", {}))
+                    and isinstance(response.get("reason", ""), str) and _replayable(response.get("body"))):
                 return False
     return True
+
+
+def _text_map(headers: Any) -> bool:
+    """Headers as a transport takes them: names and values text (an int or a list made the
+    replayed call fail inside the SDK, blamed on the action)."""
+    return isinstance(headers, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+
+
+def _replayable(body: Any) -> bool:
+    """A body ``_body`` writes: text, none, {"base64": <valid base64>} or {"omitted": why}."""
+    if body is None or isinstance(body, str):
+        return True
+    if not isinstance(body, dict) or len(body) != 1:
+        return False
+    if "omitted" in body:
+        return isinstance(body["omitted"], str)
+    try:
+        base64.b64decode(body.get("base64"), validate=True)
+        return isinstance(body.get("base64"), str)
+    except (TypeError, ValueError):
+        return False
 
 
 def _strip(url: str) -> str:

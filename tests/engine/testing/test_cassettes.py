@@ -200,7 +200,16 @@ def test_a_cassette_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     '{"version": 1, "tests": {"t": {"sms": [{"request": {"method": "GET", "url": "/"}, "response": {"status": 9000}}]}}}',
     '{"version": 1, "tests": {"t": {"sms": [{"request": {"method": "GET", "url": "/"}, '
     '"response": {"status": 200, "headers": [1]}}]}}}',
-    '{"version": 2, "tests": {}}', '[]', '\xff'])
+    '{"version": 2, "tests": {}}', '[]', '\xff',
+    # tampered: nested past the JSON parser's depth (a RecursionError, a traceback), and what a
+    # replay would hand the SDK: headers that are not text, bodies that are not what recording writes
+    '{"version": 1, "tests": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    *(f'{{"version": 1, "tests": {{"t": {{"sms": [{{"request": {{"method": "GET", "url": "/"}}, '
+      f'"response": {{"status": 200, {part}}}}}]}}}}}}' for part in (
+          '"headers": {"x": 1}', '"headers": {"x": ["a"]}', '"headers": {"x": null}',
+          '"body": {"base64": 5}', '"body": {"base64": "!!!"}', '"body": {"base64": "QQ==x"}',
+          '"body": {"omitted": 5}', '"body": {"other": "x"}', '"body": {"base64": "QQ==", "omitted": "x"}',
+          '"body": 5', '"body": ["a"]'))])
 def test_a_malformed_cassette_is_refused_before_anything_runs(tmp_path, text):
     from engine.errors import CassetteError
     from engine.testing.cassettes import Cassette
