@@ -231,6 +231,19 @@ def test_a_rerun_from_the_ui_shows_its_plan_then_runs_linked_to_the_old_run(app)
     assert unknown.status_code == 409 and "no action" in html.unescape(unknown.text)
 
 
+@pytest.mark.parametrize("start_from", ["each[5]", "each[10]", "each[99999999999999999999]"])
+def test_a_rerun_of_an_iteration_the_loop_never_ran_is_refused_and_starts_nothing(app, start_from):
+    """Five items ran: a rerun 'from each[5]' would re-run nothing and copy the old run."""
+    run_id = start(app)
+    plan = app.client.get(f"/ui/runs/{run_id}/rerun", params={"from": start_from}, headers=BEARER)
+    assert plan.status_code == 409 and "recorded 5 iterations" in html.unescape(plan.text)
+    token = csrf_of(app.client.get(f"/ui/runs/{run_id}", headers=BEARER).text)
+    answer = app.client.post(f"/ui/runs/{run_id}/rerun", headers=BEARER, follow_redirects=False,
+                             data={"csrf": token, "from": start_from, "definition": "recorded"})
+    assert answer.status_code == 409 and "has no iteration" in html.unescape(answer.text)
+    assert len(app.runs("batch")) == 1
+
+
 def test_resume_and_cancel_of_a_finished_run_are_refused_with_a_reason(app):
     run_id = start(app)
     token = csrf_of(app.client.get(f"/ui/runs/{run_id}", headers=BEARER).text)
