@@ -141,6 +141,24 @@ class Cassette:
                 os.unlink(tmp)
             raise
 
+    @staticmethod
+    @contextlib.contextmanager
+    def locked(path: Path) -> Iterator[None]:
+        """Hold the cassette's folder (an exclusive ``flock``) while its file is read, merged and
+        written: two ``flowrun test --record`` runs of one test file, each recording its own
+        tests, then both keep theirs (each re-read the file inside the lock, not before it)."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: each write is still whole
+            yield
+            return
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # and the lock with it
+
     # -- one call --------------------------------------------------------------------------------
     def _key(self) -> str:
         return ACTION.get() or OUTSIDE

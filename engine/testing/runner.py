@@ -318,8 +318,9 @@ def run_files(paths: list[str] | tuple[str, ...], *, record: bool = False, conne
             report(TestResult(test.id, test.file, test.name, not failures, time.perf_counter() - started,
                               failures=[f"{test.file}:{test.line}: {f}" for f in failures], run_id=run.id))
         if record and new_recordings:
-            kept = _keep_other_recordings(cassette_path(path), loaded)
-            Cassette.write_file(cassette_path(path), {**kept, **new_recordings}, PROCESS_REDACTOR)
+            with Cassette.locked(cassette_path(path)):  # another --record of this file merges after us
+                kept = _keep_other_recordings(cassette_path(path), loaded)
+                Cassette.write_file(cassette_path(path), {**kept, **new_recordings}, PROCESS_REDACTOR)
     return results
 
 

@@ -301,3 +301,45 @@ def test_a_urls_userinfo_reaches_no_cassette():
     cassette.record("GET", f"https://key:{ISSUED}@api.example/v1?x=1", {}, None, 200, "OK", {}, b"")
     assert cassette.calls["-"][0]["request"]["url"] == "https://***@api.example/v1?x=1"
     assert mask_url("https://api.example/v1?x=1&y=%20") == "https://api.example/v1?x=1&y=%20"  # untouched
+
+
+def test_two_record_runs_of_one_file_each_keep_their_recordings(tmp_path):
+    """Another `flowrun test --record` of the same file (recording other tests) reads, merges and
+    writes the cassette holding its folder locked: this run's recording, made meanwhile, waits and
+    merges after it instead of being overwritten by it (or overwriting it)."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from engine.testing.cassettes import Cassette
+    from tests.support.waiting import wait_until
+
+    release = threading.Event()
+    with Recorder() as api:
+        api.route("GET", "/slow", handler=lambda req: (release.wait(60), (200, {}, b'{"ok": 1}'))[1])
+        api.start()
+        (tmp_path / "f.yaml").write_text(f"name: f\nactions:\n  call:\n    type: Http\n"
+                                         f"    inputs: {{method: GET, uri: \"{api.url}/slow\"}}\n")
+        path = tmp_path / "f.test.yaml"
+        path.write_text("tests:\n  mine: {expect: {status: Succeeded}}\n  theirs: {expect: {status: Succeeded}}\n")
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", str(tmp_path / "s.db"), "test",
+                                 "--record", "-k", "mine", str(path)], cwd=tmp_path, env=dict(os.environ),
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        folder = os.open(tmp_path, os.O_RDONLY)
+        try:
+            wait_until(lambda: api.requests, "the recording never called the vendor")
+            fcntl.flock(folder, fcntl.LOCK_EX)  # the other run: it read the (empty) cassette ...
+            theirs = Cassette.read_file(cassette_path(path))
+            release.set()
+            assert proc.stdout.readline().startswith("PASS")  # this run is done and about to write
+            theirs["theirs"] = {"call": [{"request": {"method": "GET", "url": f"{api.url}/slow"},
+                                          "response": {"status": 200, "headers": {}, "body": "{}"}}]}
+            Cassette.write_file(cassette_path(path), theirs, str)  # ... and writes it, merged
+        finally:
+            os.close(folder)
+            release.set()
+            proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert sorted(Cassette.read_file(cassette_path(path))) == ["mine", "theirs"]
