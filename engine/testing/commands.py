@@ -105,6 +105,10 @@ def plan(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, .
     engine = Engine(Path(folder) / "state.db", connections=root["connections"], clock=VirtualClock())
     try:
         loaded_flow = engine.load(flow)
+        unknown = sorted(a for a in mocks or {} if a not in loaded_flow.actions)
+        if unknown:  # the test of another flow: its mocks would stand in for nothing, silently
+            raise Fail(f"--test: {file} mocks {', '.join(repr(a) for a in unknown[:10])}, which {flow} does not "
+                       "have (a test of another flow?)")
         if input_ is not None:
             from engine.validation import check_body
 
