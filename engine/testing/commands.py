@@ -41,7 +41,10 @@ def test(ctx: click.Context, paths: tuple[str, ...], record: bool, junit_xml: st
     if junit_xml:
         from .junit import write
 
-        write(results, junit_xml)
+        try:
+            write(results, junit_xml)
+        except OSError as exc:  # a folder that does not exist, or that this user may not write in
+            raise Fail(f"--junit-xml {junit_xml}: cannot write it ({exc.strerror or type(exc).__name__})") from None
     passed = sum(r.passed for r in results)
     errors = sum(1 for r in results if r.error)
     failed = len(results) - passed - errors

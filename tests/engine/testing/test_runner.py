@@ -354,6 +354,18 @@ def test_a_flow_in_a_folder_whose_name_is_not_utf8_is_one_error_line_and_valid_j
     assert "caf\\udce9" in case.get("name")
 
 
+@pytest.mark.parametrize("where", ["missing/folder/junit.xml", "/proc/junit.xml"])
+def test_a_junit_xml_path_that_cannot_be_written_is_one_message_naming_it(tmp_path, where):
+    path = write(tmp_path, """\
+        tests:
+          t: {input: {skus: []}, mocks: {notify: {outputs: {}}}}
+        """)
+    report = where if where.startswith("/") else str(tmp_path / where)
+    result = CliRunner().invoke(main, ["--state", str(tmp_path / "s.db"), "test", str(path), "--junit-xml", report])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert f"--junit-xml {report}: cannot write it (" in result.output and ".tmp" not in result.output
+
+
 def test_a_logic_apps_definition_is_tested_with_at_expressions_and_its_static_results(tmp_path):
     import shutil
 
