@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlencode
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -216,8 +217,13 @@ class UI:
             Route("/ui/blobs/{digest}", self.page(p.blob, html=False), methods=["GET"]),
             Route("/ui/flows", self.page(p.flows), methods=["GET"]),
             Route("/ui/events", self.page(events.Events(self).stream, html=False), methods=["GET"]),
-            Mount("/ui/static", app=StaticFiles(directory=str(HERE / "static")), name="ui-static"),
+            Mount("/ui/static", app=_with_headers(StaticFiles(directory=str(HERE / "static"))), name="ui-static"),
+            Route("/ui/{rest:path}", self.not_found, methods=["GET"]),  # last: any other /ui page
         ]
+
+    async def not_found(self, request: Request) -> Response:
+        """A page the UI does not have: a 404 carrying the UI's headers (CSP, nosniff) like every page."""
+        return Response("no such page of the web UI", status_code=404, media_type="text/plain", headers=HEADERS)
 
     # -- signing in -------------------------------------------------------------------------
     async def login_form(self, request: Request, error: str = "", status: int = 200) -> Response:
@@ -258,6 +264,27 @@ class UI:
         response = RedirectResponse("/ui/login", 303, headers=HEADERS)
         response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict", secure=self.secure(request))
         return response
+
+
+def _with_headers(app: Any) -> Any:
+    """``app`` (the static files) answering with the UI's headers: nosniff and CSP on scripts and styles
+    too, and on its 404s."""
+    extra = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items() if k != "Cache-Control"]
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  *((k, v) for k, v in extra if k not in names)]}
+            await send(message)
+        try:
+            await app(scope, receive, sending)
+        except HTTPException as exc:  # no such file: raised past us to the app's handler, without our headers
+            await Response("no such file of the web UI", status_code=exc.status_code, media_type="text/plain",
+                           headers=HEADERS)(scope, receive, send)
+
+    return wrapped
 
 
 def _same(expected: str, given: Any) -> bool:

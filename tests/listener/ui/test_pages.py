@@ -535,6 +535,18 @@ def test_hostile_query_strings_never_get_a_500(fuzz_app, page, params, other):
     assert answer.status_code < 500, (url, params, answer.text[:500])
 
 
+@pytest.mark.parametrize("url, status", [
+    ("/ui/static/ui.js", 200), ("/ui/static/ui.css", 200), ("/ui/static/nope.js", 404), ("/ui/nope", 404),
+    ("/ui/static/%2e%2e/%2e%2e/__init__.py", 404),
+    ("/ui/static/..%2f__init__.py", 404), ("/ui/runs/x/value", 404), ("/ui/static/", 404)])
+def test_every_answer_under_ui_carries_the_uis_security_headers_and_no_path_leaves_its_folders(app, url, status):
+    answer = app.client.get(url, headers=BEARER)
+    assert answer.status_code == status
+    assert "default-src 'none'" in answer.headers["content-security-policy"]
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert "import" not in answer.text and "root:" not in answer.text
+
+
 def test_the_ui_ships_its_own_assets_and_names_no_other_site(app):
     for path in list((UI / "templates").iterdir()) + list((UI / "static").iterdir()):
         assert "://" not in path.read_text(), path
