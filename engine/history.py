@@ -124,7 +124,9 @@ class RunFilter:
 
 def _iso(ts: float | None) -> str | None:
     # isoformat, not strftime("%Y"): glibc writes year 1 as "1", a link the next page cannot read back
-    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.timezone.utc).replace(tzinfo=None).isoformat("T", "seconds")
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).replace(tzinfo=None).isoformat("T", "seconds")
 
 
 def search(store: Store, f: RunFilter, *, offset: int = 0, limit: int = 50) -> list[Run]:
