@@ -542,6 +542,12 @@ class Engine:
         if not flow.actions[loop].node.loops:
             raise StoreError(f"'{loop}' is a {flow.actions[loop].type}, not a loop: "
                              f"--from '{loop}[N]' re-runs one iteration of a Foreach or Until")
+        db = self.store.db
+        ran = "FROM steps WHERE run_id = ? AND action = ? AND type = 'Iteration'"
+        if db.execute(f"SELECT 1 {ran} AND path LIKE ? LIMIT 1", (run.id, loop, f"%[{index}]")).fetchone() is None:
+            count = db.execute(f"SELECT COUNT(*) {ran}", (run.id, loop)).fetchone()[0]
+            raise StoreError(f"'{loop}' has no iteration {index} in run {run.id}: it recorded {count} "
+                             f"iteration{'' if count == 1 else 's'} (numbered from 0)")  # else: nothing re-run
         return flow, run, _OneIteration(self.store, run.id, skip=frozenset(again), finished_only=True,
                                         loop=loop, index=index), again
 

@@ -13,7 +13,9 @@ each node:
 ``flowrun test --record`` runs a test with the network open and records every call under the
 action that made it (``network.ACTION``), in order. A later run replays: the n-th call of an
 action gets the n-th recorded answer, after its method and URL are checked against the
-recording. Credential headers are dropped (``***``), every secret the process knows is masked,
+recording. Credential headers are dropped (``***``: the listed names, and any name that says it
+carries one, ``X-Session-Token``), and so are a URL's userinfo and its credential query values
+(``access_token=``, ``sig=``, in request URLs and ``Location`` headers); every secret the process knows is masked,
 in every form the redactor knows (JSON-escaped, URL-encoded, base64, ...), and so are the values
 of token-like fields a vendor hands out (a login's sessionId, an access_token), in requests and
 responses alike, before anything is written; the file is written whole or not at all.
@@ -55,6 +57,34 @@ _TOKEN_FORM = re.compile(rf"((?:^|&){_TOKEN_NAMES}=)([^&]*)", re.I)
 _TOKEN_XML = re.compile(rf"(<(?:\w+:)?({_TOKEN_NAMES})>)([^<]*)(</(?:\w+:)?\2>)", re.I)
 
 
+_URL_HEADERS = frozenset({"location", "content-location", "referer", "link"})
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its userinfo (``user:password@``) and the values of its credential query
+    parameters (``access_token``, ``sig``, ``api_key`` ...) masked; anything else as it was."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    from ..listener.inbound import secret_query
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(secret_query(k) or re.fullmatch(_TOKEN_NAMES, k, re.I) for k, _ in pairs):
+            query = urlencode([(k, "***" if v and (secret_query(k) or re.fullmatch(_TOKEN_NAMES, k, re.I)) else v)
+                               for k, v in pairs], safe="*")
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def mask_tokens(text: str) -> str:
     """``text`` with the values of token-like fields (JSON, form-encoded, XML) masked."""
     text = _TOKEN_JSON.sub(lambda m: m.group(1) + ("***" if m.group(2) else "") + m.group(3), text)
@@ -87,8 +117,8 @@ class Cassette:
             return {}
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise CassetteError(f"{path}: not a readable cassette ({exc})") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested past the parser's depth
+            raise CassetteError(f"{path}: not a readable cassette ({str(exc)[:200]})") from None
         if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("tests"), dict) \
                 or not all(_well_formed(calls) for calls in data["tests"].values()):
             raise CassetteError(f"{path}: not a flowrun cassette (version {VERSION}); record it again "
@@ -115,6 +145,24 @@ class Cassette:
                 os.unlink(tmp)
             raise
 
+    @staticmethod
+    @contextlib.contextmanager
+    def locked(path: Path) -> Iterator[None]:
+        """Hold the cassette's folder (an exclusive ``flock``) while its file is read, merged and
+        written: two ``flowrun test --record`` runs of one test file, each recording its own
+        tests, then both keep theirs (each re-read the file inside the lock, not before it)."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: each write is still whole
+            yield
+            return
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # and the lock with it
+
     # -- one call --------------------------------------------------------------------------------
     def _key(self) -> str:
         return ACTION.get() or OUTSIDE
@@ -122,7 +170,7 @@ class Cassette:
     def record(self, method: str, url: str, headers: Any, body: Any, status: int, reason: str,
                response_headers: Any, response_body: bytes) -> None:
         body = _decoded(headers, body)
-        entry = {"request": {"method": method.upper(), "url": self.redact(url),
+        entry = {"request": {"method": method.upper(), "url": self._url(url),
                              "headers": self._headers(headers), "body": self._body(body)},
                  "response": {"status": int(status), "reason": self.redact(reason or ""),
                               "headers": self._headers(response_headers), "body": self._body(response_body)}}
@@ -141,11 +189,11 @@ class Cassette:
                 n = self._unused_outside(method, url, recorded)
         who = f"action '{key}'" if key != OUTSIDE else "a call outside any action"
         if n >= len(recorded):
-            return self._miss(key, f"{who} made call {n + 1} ({method.upper()} {self.redact(url)}) but the "
+            return self._miss(key, f"{who} made call {n + 1} ({method.upper()} {self._url(url)}) but the "
                                    f"cassette holds {len(recorded)}: record it again with flowrun test --record")
         request = recorded[n]["request"]
-        if request["method"] != method.upper() or _strip(request["url"]) != _strip(self.redact(url)):
-            return self._miss(key, f"{who} call {n + 1} is {method.upper()} {self.redact(url)}, but the cassette "
+        if request["method"] != method.upper() or _strip(request["url"]) != _strip(self._url(url)):
+            return self._miss(key, f"{who} call {n + 1} is {method.upper()} {self._url(url)}, but the cassette "
                                    f"recorded {request['method']} {request['url']}: record it again with "
                                    "flowrun test --record")
         response = dict(recorded[n]["response"])
@@ -169,14 +217,23 @@ class Cassette:
             self.problems.append((None if key == OUTSIDE else key, message))
         raise CassetteMiss(message)
 
+    def _url(self, url: str) -> str:
+        return mask_url(self.redact(url))
+
     def _headers(self, headers: Any) -> dict:
+        from ..listener.inbound import secret_header
+
         out = {}
         for name, value in (dict(headers or {})).items():
             name = name.decode("latin-1") if isinstance(name, bytes) else str(name)
             value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            if name.lower() in DROPPED_HEADERS:
+            low = name.lower()
+            if low in DROPPED_HEADERS:
                 continue
-            out[name] = "***" if name.lower() in CREDENTIAL_HEADERS else self.redact(value)
+            if low in CREDENTIAL_HEADERS or secret_header(low):
+                out[name] = "***"
+            else:
+                out[name] = self._url(value) if low in _URL_HEADERS else self.redact(value)
         return out
 
     def _body(self, body: Any) -> Any:
@@ -210,9 +267,8 @@ def _well_formed(calls: Any) -> bool:
             if not (isinstance(request, dict) and isinstance(request.get("method"), str)
                     and isinstance(request.get("url"), str) and isinstance(response, dict)
                     and isinstance(response.get("status"), int) and not isinstance(response.get("status"), bool)
-                    and 100 <= response["status"] <= 599 and isinstance(response.get("headers", {}), dict)
-                    and isinstance(response.get("reason", ""), str)
-                    and isinstance(response.get("body"), (str, dict, type(None)))):
+                    and 100 <= response["status"] <= 599 and _text_map(response.get("headers", {}))
+                    and isinstance(response.get("reason", ""), str) and _replayable(response.get("body"))):
                 return False
     return True
 
@@ -239,6 +295,27 @@ def _decoded(headers: Any, body: Any) -> Any:
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+def _text_map(headers: Any) -> bool:
+    """Headers as a transport takes them: names and values text (an int or a list made the
+    replayed call fail inside the SDK, blamed on the action)."""
+    return isinstance(headers, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+
+
+def _replayable(body: Any) -> bool:
+    """A body ``_body`` writes: text, none, {"base64": <valid base64>} or {"omitted": why}."""
+    if body is None or isinstance(body, str):
+        return True
+    if not isinstance(body, dict) or len(body) != 1:
+        return False
+    if "omitted" in body:
+        return isinstance(body["omitted"], str)
+    try:
+        base64.b64decode(body.get("base64"), validate=True)
+        return isinstance(body.get("base64"), str)
+    except (TypeError, ValueError):
+        return False
 
 
 def _strip(url: str) -> str:

@@ -41,7 +41,10 @@ def test(ctx: click.Context, paths: tuple[str, ...], record: bool, junit_xml: st
     if junit_xml:
         from .junit import write
 
-        write(results, junit_xml)
+        try:
+            write(results, junit_xml)
+        except OSError as exc:  # a folder that does not exist, or that this user may not write in
+            raise Fail(f"--junit-xml {junit_xml}: cannot write it ({exc.strerror or type(exc).__name__})") from None
     passed = sum(r.passed for r in results)
     errors = sum(1 for r in results if r.error)
     failed = len(results) - passed - errors
@@ -106,6 +109,10 @@ def plan(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, .
     engine = Engine(Path(folder) / "state.db", connections=root["connections"], clock=VirtualClock())
     try:
         loaded_flow = engine.load(flow)
+        unknown = sorted(a for a in mocks or {} if a not in loaded_flow.actions)
+        if unknown:  # the test of another flow: its mocks would stand in for nothing, silently
+            raise Fail(f"--test: {file} mocks {', '.join(repr(a) for a in unknown[:10])}, which {flow} does not "
+                       "have (a test of another flow?)")
         if input_ is not None:
             from engine.validation import check_body
 

@@ -41,10 +41,16 @@ class TestResult:
     notes: list[str] = field(default_factory=list)  # what --record ran but could not record
 
     def line(self) -> str:
+        """The test's line and its detail lines, indented. Test names and failures quote text a
+        test file or a payload chose: each is one printable line, so a newline cannot print a
+        PASS line of its own and an ANSI escape or bidi override cannot reach the terminal or CI log."""
+        from ..inspection import one_line
+
         mark = "PASS" if self.passed else ("ERROR" if self.error else "FAIL")
-        head = f"{mark} {self.test} ({self.seconds:.2f}s)"
-        detail = [self.error] if self.error else self.failures
-        return head + "".join(f"\n    {d}" for d in detail) + "".join(f"\n    note: {n}" for n in self.notes)
+        head = f"{mark} {one_line(self.test, 500)} ({self.seconds:.2f}s)"
+        detail = self.error.splitlines() if self.error else self.failures
+        return head + "".join(f"\n    {one_line(d, 2000)}" for d in detail if d.strip()) + \
+            "".join(f"\n    note: {one_line(n, 2000)}" for n in self.notes)
 
 
 UNSEEN = {"native": "its SDK's own native sockets", "subprocess": "a child process"}
@@ -353,8 +359,9 @@ def run_files(paths: list[str] | tuple[str, ...], *, record: bool = False, conne
                               failures=[f"{test.file}:{test.line}: {f}" for f in failures], run_id=run.id,
                               notes=notes))
         if record and new_recordings:
-            kept = _keep_other_recordings(cassette_path(path), loaded)
-            Cassette.write_file(cassette_path(path), {**kept, **new_recordings}, PROCESS_REDACTOR)
+            with Cassette.locked(cassette_path(path)):  # another --record of this file merges after us
+                kept = _keep_other_recordings(cassette_path(path), loaded)
+                Cassette.write_file(cassette_path(path), {**kept, **new_recordings}, PROCESS_REDACTOR)
     return results
 
 

@@ -49,6 +49,17 @@ def test_mocks_from_a_test_file_stand_in_and_the_taken_branch_is_walked():
     assert steps["reply"]["status"] == "Skipped" and steps["give_up"]["status"] == "Succeeded"
 
 
+def test_a_test_whose_mocks_name_actions_the_planned_flow_lacks_is_refused_naming_them(tmp_path):
+    """A test of another flow: its mocks would stand in for nothing and the plan would mislead."""
+    flow = tmp_path / "other.yaml"
+    flow.write_text("name: other\nactions:\n  email: {type: Compose, inputs: 1}\n")
+    result = CliRunner().invoke(main, ["--state", "unused.db", "plan", str(flow), "--test",
+                                       str(ROOT / "examples/order_confirmation/flow.test.yaml")
+                                       + "::a refused email is caught, reported, and fails the run"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert f"mocks 'customer', 'find_contact', " in result.output and f"which {flow} does not have" in result.output
+
+
 def test_stripe_amounts_read_as_money(tmp_path):
     flow = tmp_path / "charge.yaml"
     flow.write_text(textwrap.dedent("""\

@@ -202,7 +202,16 @@ def test_a_cassette_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     '{"version": 1, "tests": {"t": {"sms": [{"request": {"method": "GET", "url": "/"}, "response": {"status": 9000}}]}}}',
     '{"version": 1, "tests": {"t": {"sms": [{"request": {"method": "GET", "url": "/"}, '
     '"response": {"status": 200, "headers": [1]}}]}}}',
-    '{"version": 2, "tests": {}}', '[]', '\xff'])
+    '{"version": 2, "tests": {}}', '[]', '\xff',
+    # tampered: nested past the JSON parser's depth (a RecursionError, a traceback), and what a
+    # replay would hand the SDK: headers that are not text, bodies that are not what recording writes
+    '{"version": 1, "tests": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    *(f'{{"version": 1, "tests": {{"t": {{"sms": [{{"request": {{"method": "GET", "url": "/"}}, '
+      f'"response": {{"status": 200, {part}}}}}]}}}}}}' for part in (
+          '"headers": {"x": 1}', '"headers": {"x": ["a"]}', '"headers": {"x": null}',
+          '"body": {"base64": 5}', '"body": {"base64": "!!!"}', '"body": {"base64": "QQ==x"}',
+          '"body": {"omitted": 5}', '"body": {"other": "x"}', '"body": {"base64": "QQ==", "omitted": "x"}',
+          '"body": 5', '"body": ["a"]'))])
 def test_a_malformed_cassette_is_refused_before_anything_runs(tmp_path, text):
     from engine.errors import CassetteError
     from engine.testing.cassettes import Cassette
@@ -319,3 +328,93 @@ def test_snowflake_calls_are_recorded_redacted_and_replayed_offline(tmp_path, fa
     [replayed] = run_files([str(path)])
     assert replayed.passed, replayed.line()
     assert len(fakesnow.requests) == sent
+
+
+ISSUED = "vendor-issued-Tok3n"  # a credential the vendor hands out: no secret the process was given
+URL_FLOW = """\
+name: fetch
+actions:
+  items:
+    type: Http
+    inputs: {method: GET, uri: "%s/items?page=2&%s=%s", headers: {%s: "%s"}}
+"""
+
+
+@pytest.mark.parametrize("query, header", [
+    ("access_token", "X-Session-Token"), ("sig", "X-CSRF-Token"), ("api_key", "X-Subject-Token"),
+    ("refresh_token", "X-Auth-Signature"), ("client_secret", "Proxy-Authorization"), ("code", "X-Vendor-Api-Key"),
+])
+def test_credentials_a_vendor_hands_out_reach_no_cassette_in_urls_or_headers_and_it_still_replays(tmp_path, query,
+                                                                                                     header):
+    """A credential in a query string, a header whose name says it holds one, a redirect's
+    Location or a URL's userinfo is masked in requests and responses, whatever the vendor calls it."""
+    with Recorder() as api:
+        api.route("GET", "/items", json={"ok": True},
+                  headers={header: ISSUED, "Location": f"https://u:{ISSUED}@cb.example/done?{query}={ISSUED}&n=1"})
+        api.start()
+        (tmp_path / "fetch.yaml").write_text(URL_FLOW % (api.url, query, ISSUED, header, ISSUED))
+        path = tmp_path / "fetch.test.yaml"
+        path.write_text('tests:\n  fetches:\n    expect: {values: {"{{ body(\'items\').ok }}": true}}\n')
+        [recorded] = run_files([str(path)], record=True)
+        assert recorded.passed, recorded.failures
+        assert api.requests[0].path == "/items"
+    text = cassette_path(path).read_text()
+    assert ISSUED not in text, text
+    call = json.loads(text)["tests"]["fetches"]["items"][0]
+    assert f"{query}=***" in call["request"]["url"] and "page=2" in call["request"]["url"]
+    headers = {k.lower(): v for k, v in call["response"]["headers"].items()}
+    assert headers["location"] == f"https://***@cb.example/done?{query}=***&n=1"
+    assert headers[header.lower()] == "***"
+    [replayed] = run_files([str(path)])  # offline: the vendor is gone, the masked URL still matches
+    assert replayed.passed, replayed.failures
+
+
+def test_a_urls_userinfo_reaches_no_cassette():
+    from engine.testing.cassettes import Cassette, mask_url
+
+    cassette = Cassette()
+    cassette.record("GET", f"https://key:{ISSUED}@api.example/v1?x=1", {}, None, 200, "OK", {}, b"")
+    assert cassette.calls["-"][0]["request"]["url"] == "https://***@api.example/v1?x=1"
+    assert mask_url("https://api.example/v1?x=1&y=%20") == "https://api.example/v1?x=1&y=%20"  # untouched
+
+
+def test_two_record_runs_of_one_file_each_keep_their_recordings(tmp_path):
+    """Another `flowrun test --record` of the same file (recording other tests) reads, merges and
+    writes the cassette holding its folder locked: this run's recording, made meanwhile, waits and
+    merges after it instead of being overwritten by it (or overwriting it)."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from engine.testing.cassettes import Cassette
+    from tests.support.waiting import wait_until
+
+    release = threading.Event()
+    with Recorder() as api:
+        api.route("GET", "/slow", handler=lambda req: (release.wait(60), (200, {}, b'{"ok": 1}'))[1])
+        api.start()
+        (tmp_path / "f.yaml").write_text(f"name: f\nactions:\n  call:\n    type: Http\n"
+                                         f"    inputs: {{method: GET, uri: \"{api.url}/slow\"}}\n")
+        path = tmp_path / "f.test.yaml"
+        path.write_text("tests:\n  mine: {expect: {status: Succeeded}}\n  theirs: {expect: {status: Succeeded}}\n")
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", str(tmp_path / "s.db"), "test",
+                                 "--record", "-k", "mine", str(path)], cwd=tmp_path, env=dict(os.environ),
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        folder = os.open(tmp_path, os.O_RDONLY)
+        try:
+            wait_until(lambda: api.requests, "the recording never called the vendor")
+            fcntl.flock(folder, fcntl.LOCK_EX)  # the other run: it read the (empty) cassette ...
+            theirs = Cassette.read_file(cassette_path(path))
+            release.set()
+            assert proc.stdout.readline().startswith("PASS")  # this run is done and about to write
+            theirs["theirs"] = {"call": [{"request": {"method": "GET", "url": f"{api.url}/slow"},
+                                          "response": {"status": 200, "headers": {}, "body": "{}"}}]}
+            Cassette.write_file(cassette_path(path), theirs, str)  # ... and writes it, merged
+        finally:
+            os.close(folder)
+            release.set()
+            proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert sorted(Cassette.read_file(cassette_path(path))) == ["mine", "theirs"]
