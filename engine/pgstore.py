@@ -15,7 +15,8 @@ run ``RUNNING_AFTER`` seconds. What differs:
 - values over ``blob_threshold`` go to the ``blobs`` table (every host sees them), not files;
 - writes for a run this process holds under a lease (engine.pglease) are fenced: each one
   carries ``EXISTS (lease with our token)``, so a process that lost its lease writes nothing;
-- a queued or parked run sends ``NOTIFY flowrun_runs`` (delivered at commit) to wake workers.
+- a queued or parked run sends ``NOTIFY flowrun_runs`` (delivered at commit) to wake workers;
+  in a schema other than ``public`` the channel's name carries the schema's (``channels``).
 
 ``db`` is engine.pgconn.Adapter, which speaks the SQLite subset the helpers around the store
 use: checkpoints, server keys, the flow cache, cancel requests, concurrency slots and the run
@@ -43,6 +44,19 @@ from .store import RUN_JSON, Store, _RUN_FIELDS, _default, is_blob_ref, is_diges
 log = logging.getLogger("flowrun.store")
 CHANNEL = "flowrun_runs"  # NOTIFY channel: a run was queued, parked or released
 DONE = "flowrun_done"  # NOTIFY channel: a child run finished (the payload: its parent's id)
+
+
+def channels(schema: str) -> tuple[str, str]:
+    """The two NOTIFY channels of the state in ``schema``: (runs, done).
+
+    NOTIFY reaches every listener of the *database*, whatever its search_path: state databases
+    sharing one PostgreSQL database in different schemas would otherwise wake each other's
+    workers, each wake a claim that finds nothing. Schema ``public`` keeps the plain names."""
+    if schema == "public":
+        return CHANNEL, DONE
+    tag = hashlib.sha256(schema.encode()).hexdigest()[:16]  # any schema name, as a short identifier
+    return f"{CHANNEL}_{tag}", f"{DONE}_{tag}"
+
 _LOCK_KEY = 0x666C6F7772756E  # "flowrun": the advisory lock migrations take
 
 MIGRATIONS = [
@@ -133,6 +147,8 @@ class PgStore(Store):
             self.conn.execute("SET synchronous_commit = off")
             self.conn.commit()
         self.db = Adapter(self)
+        self.channel, self.done_channel = channels(self.conn.execute("SELECT current_schema()").fetchone()[0]
+                                                   or "public")
         try:
             self.version = self._migrate() if migrate else self.schema_version()
         except BaseException:
@@ -203,9 +219,9 @@ class PgStore(Store):
                         fenced.append((cur, run_id))
                 if commit:
                     if self._notify:
-                        conn.execute(f"NOTIFY {CHANNEL}")
+                        conn.execute(f"NOTIFY {self.channel}")
                     for parent in self.notices:  # a child run finished: its parent may wait in another worker
-                        conn.execute("SELECT pg_notify(%s, %s)", (DONE, parent))
+                        conn.execute("SELECT pg_notify(%s, %s)", (self.done_channel, parent))
                     conn.execute("COMMIT")
         for cur, run_id in fenced:
             if cur.rowcount == 0:
