@@ -138,7 +138,8 @@ def take(store: Any, run_id: str, token: str, owner: str, ttl: float) -> bool:
     row = store.conn.execute(
         f"INSERT INTO run_leases AS l (run_id, owner, pid, host, token, backend, backend_start, acquired, expires) "
         f"SELECT %s, %s, %s, %s, %s, pg_backend_pid(), a.backend_start, {NOW}, {NOW} + %s "
-        f"FROM {ME} ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, host = EXCLUDED.host, "
+        f"FROM {ME} ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, "
+        f"host = EXCLUDED.host, "
         f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
         f"acquired = EXCLUDED.acquired, expires = EXCLUDED.expires WHERE l.token = EXCLUDED.token OR NOT {LIVE} "
         f"RETURNING token", (run_id, owner, os.getpid(), HOST, token, ttl)).fetchone()
