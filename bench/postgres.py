@@ -241,7 +241,7 @@ def main() -> None:
                                                "in the same rounds, alternating with this one's")
     p.add_argument("--workers-only", action="store_true", help="only the small-runs rounds (and SQLite's)")
     args = p.parse_args()
-    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    say = lambda *a: print(*a, file=sys.stderr if args.json else sys.stdout, flush=True)  # noqa: E731
 
     @contextmanager
     def sqlite_state(d: str, name: str):
