@@ -268,7 +268,7 @@ class Engine:
         if watch is None and self.store.backend == "postgresql":
             from .replies import ReplyWatch
 
-            watch = self._reply_watch = ReplyWatch(self.store.url)
+            watch = self._reply_watch = ReplyWatch(self.store.url, self.store.reply_channel)
         try:
             with anyio.move_on_after(timeout):
                 while True:

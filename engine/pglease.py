@@ -6,7 +6,7 @@ backend pid and start time. It is live while both hold:
 
 - its expiry, set and compared on the *server's* clock (``clock_timestamp()``), lies ahead:
   hosts whose clocks disagree judge it the same way, so no watching for renewals is needed;
-- the backend that wrote it still exists (``pg_stat_activity``): a holder killed with
+- the backend that wrote it still exists (``pg_stat_activity``, with the same start time): a holder killed with
   ``kill -9`` drops its connection, PostgreSQL ends that backend, and the run is free at
   once instead of after the ttl. A holder cut off from the database loses its connection,
   so its backend too.
@@ -33,8 +33,11 @@ from .runlock import _printable, keep_renewing
 log = logging.getLogger("flowrun.run")
 HOST = socket.gethostname()
 NOW = "extract(epoch from clock_timestamp())"
+# the backend list (pg_stat_activity) is read once per statement and scanned from memory after:
+# cheaper per lease than pg_stat_get_activity(l.backend), a function call per lease judged
 LIVE = (f"(l.expires > {NOW} AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend "
         f"AND a.backend_start = l.backend_start))")
+ME = "pg_stat_get_activity(pg_backend_pid()) a"  # this backend's own row: its pid and start time
 
 
 def leases(store: Any, run_ids: list[str]) -> dict[str, tuple[int, str, float | None]]:
@@ -165,8 +168,8 @@ def take(store: Any, run_id: str, token: str, owner: str, ttl: float) -> bool:
     row = store.conn.execute(
         f"INSERT INTO run_leases AS l (run_id, owner, pid, host, token, backend, backend_start, acquired, expires) "
         f"SELECT %s, %s, %s, %s, %s, pg_backend_pid(), a.backend_start, {NOW}, {NOW} + %s "
-        f"FROM pg_stat_activity a WHERE a.pid = pg_backend_pid() "
-        f"ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, host = EXCLUDED.host, "
+        f"FROM {ME} ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, "
+        f"host = EXCLUDED.host, "
         f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
         f"acquired = EXCLUDED.acquired, expires = EXCLUDED.expires WHERE l.token = EXCLUDED.token OR NOT {LIVE} "
         f"RETURNING token", (run_id, owner, os.getpid(), HOST, token, ttl)).fetchone()
@@ -197,8 +200,8 @@ class TriggerLease:
             store.begin()
             row = store.conn.execute(
                 f"INSERT INTO {TRIGGER_TABLE} AS l (flow, trigger, owner, token, backend, backend_start, expires) "
-                f"SELECT %s, %s, %s, %s, pg_backend_pid(), a.backend_start, {NOW} + %s FROM pg_stat_activity a "
-                f"WHERE a.pid = pg_backend_pid() ON CONFLICT (flow, trigger) DO UPDATE SET owner = EXCLUDED.owner, "
+                f"SELECT %s, %s, %s, %s, pg_backend_pid(), a.backend_start, {NOW} + %s FROM {ME} "
+                f"ON CONFLICT (flow, trigger) DO UPDATE SET owner = EXCLUDED.owner, "
                 f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
                 f"expires = EXCLUDED.expires WHERE l.token = EXCLUDED.token OR NOT {LIVE} RETURNING token",
                 (self.flow, self.trigger, f"{HOST}:{os.getpid()}", self.token, self.ttl)).fetchone()

@@ -19,6 +19,7 @@ run ``RUNNING_AFTER`` seconds. What differs:
   a child run's end ``flowrun_done`` (its parent's id), a run's reply ``flowrun_reply``;
 - a lost writer connection is replaced, not fatal (engine.pgreconnect): the runs whose leases
   died with it stop here, and the transaction it held fails as a whole.
+  In a schema other than ``public`` each channel's name carries the schema's (``channels``).
 
 ``db`` is engine.pgconn.Adapter, which speaks the SQLite subset the helpers around the store
 use: checkpoints, server keys, the flow cache, cancel requests, concurrency slots and the run
@@ -47,6 +48,19 @@ log = logging.getLogger("flowrun.store")
 CHANNEL = "flowrun_runs"  # NOTIFY channel: a run was queued, parked or released
 DONE = "flowrun_done"  # NOTIFY channel: a child run finished (the payload: its parent's id)
 REPLY = "flowrun_reply"  # NOTIFY channel: a run's reply was recorded, or it ended (engine.replies)
+
+
+def channels(schema: str) -> tuple[str, str, str]:
+    """The NOTIFY channels of the state in ``schema``: (runs, done, reply).
+
+    NOTIFY reaches every listener of the *database*, whatever its search_path: state databases
+    sharing one PostgreSQL database in different schemas would otherwise wake each other's
+    workers, each wake a claim that finds nothing. Schema ``public`` keeps the plain names."""
+    if schema == "public":
+        return CHANNEL, DONE, REPLY
+    tag = hashlib.sha256(schema.encode()).hexdigest()[:16]  # any schema name, as a short identifier
+    return f"{CHANNEL}_{tag}", f"{DONE}_{tag}", f"{REPLY}_{tag}"
+
 _LOCK_KEY = 0x666C6F7772756E  # "flowrun": the advisory lock migrations take
 
 MIGRATIONS = [
@@ -135,6 +149,8 @@ class PgStore(Reconnecting, Store):
         self.lock = threading.RLock()
         self._conn = self._open()
         self.db = Adapter(self)
+        self.channel, self.done_channel, self.reply_channel = channels(self.conn.execute("SELECT current_schema()").fetchone()[0]
+                                                   or "public")
         try:
             self.version = self._migrate() if migrate else self.schema_version()
         except BaseException:
@@ -207,11 +223,11 @@ class PgStore(Reconnecting, Store):
                         fenced.append((cur, run_id))
                 if commit:
                     if self._notify:
-                        conn.execute(f"NOTIFY {CHANNEL}")
+                        conn.execute(f"NOTIFY {self.channel}")
                     for parent in self.notices:  # a child run finished: its parent may wait in another worker
-                        conn.execute("SELECT pg_notify(%s, %s)", (DONE, parent))
+                        conn.execute("SELECT pg_notify(%s, %s)", (self.done_channel, parent))
                     for run_id in self.replies:  # a server may wait for this run's reply
-                        conn.execute("SELECT pg_notify(%s, %s)", (REPLY, run_id))
+                        conn.execute("SELECT pg_notify(%s, %s)", (self.reply_channel, run_id))
                     conn.execute("COMMIT")
         for cur, run_id in fenced:
             if cur.rowcount == 0:

@@ -7,7 +7,7 @@ records the reply, and in the one that ends a run of a replying flow (it may end
 replying). One thread per process LISTENs on its own connection and wakes the requests
 waiting for that run, which then read the run from the store::
 
-    watch = ReplyWatch(store.url)
+    watch = ReplyWatch(store.url, store.reply_channel)
     event = await watch.expect(run_id)      # before reading the run: no lost wake-up
     ... read the run; not replied yet: await event.wait(), with a slow poll as fallback
     watch.forget(run_id, event)
@@ -20,14 +20,14 @@ import asyncio
 import logging
 import threading
 
-from .pgstore import REPLY as CHANNEL  # a run's reply was recorded, or a run of a replying flow ended
+from .pgstore import REPLY  # a run's reply was recorded, or a run of a replying flow ended
 
 log = logging.getLogger("flowrun.replies")
 
 
 class ReplyWatch:
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(self, url: str, channel: str = REPLY):
+        self.url, self.channel = url, channel  # (the store's: engine.pgstore.channels)
         self._waiting: dict[str, set[asyncio.Event]] = {}  # run id -> events of the requests waiting
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -65,7 +65,7 @@ class ReplyWatch:
 
         try:
             with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
-                conn.execute(f"LISTEN {CHANNEL}")
+                conn.execute(f"LISTEN {self.channel}")
                 loop.call_soon_threadsafe(ready.set)
                 while not self._closing and self._loop is loop:
                     for note in conn.notifies(timeout=1.0):
@@ -75,7 +75,7 @@ class ReplyWatch:
         except Exception as exc:  # noqa: BLE001  the database went away: the waiters' poll still reads
             if self._closing or loop.is_closed():
                 return
-            log.warning("LISTEN %s failed (%s); replies are found by polling", CHANNEL, exc)
+            log.warning("LISTEN %s failed (%s); replies are found by polling", self.channel, exc)
             try:
                 loop.call_soon_threadsafe(ready.set)
             except RuntimeError:  # the loop closed just now
