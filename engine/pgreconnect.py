@@ -10,7 +10,8 @@ is not fatal, but what died with it is dropped on purpose:
 - the open transaction is gone as a whole: everyone awaiting its group commit gets
   StoreUnavailable now, and the next commit fails too (``_torn``) rather than commit the part
   written after the loss;
-- ``on_connection_lost`` callbacks are told (a trigger lease died too).
+- ``on_connection_lost`` callbacks are told (a trigger lease died too); ``on_reconnected`` ones
+  get the new connection once it is there.
 
 The loss is noticed before a statement fails where possible (``_check``: the socket of an idle
 connection the server ended turns readable), else when one fails; an idle read is sent again
@@ -72,6 +73,7 @@ class Reconnecting:
     def _init_reconnecting(self) -> None:
         self.abandoned: set[str] = set()  # runs dropped by a lost connection: their writes are discarded
         self.on_connection_lost: list[Callable[[], None]] = []  # told too (trigger leases die with it)
+        self.on_reconnected: list[Callable[[Any], None]] = []  # told the new connection (engine.pglease.KeyLeases)
         self._torn = False  # the connection was lost with writes pending: the next commit fails as a whole
         self._down_since: float | None = None  # monotonic time the connection was found lost
         self._retry_at = 0.0
@@ -166,6 +168,8 @@ class Reconnecting:
             log.info("%s: reconnected after %.1f s", self.path, time.monotonic() - self._down_since)
             self._down_since, self._retry_at = None, 0.0
             self._backoff.reset()
+            for callback in list(self.on_reconnected):
+                self._tell(callback, conn)
 
     def _abandon(self) -> None:
         """Forget what the lost connection held: the open transaction (the next commit fails, so
