@@ -44,7 +44,7 @@ from psycopg import pq
 
 from .backoff import Backoff
 from .errors import StoreError, StoreUnavailable
-from .pgconn import Writer, broken, connect_error, session, transient
+from .pgconn import Writer, _unreadable, broken, connect_error, session, transient
 
 log = logging.getLogger("flowrun.store")
 if logging.getLogger("psycopg.pool").level == logging.NOTSET:  # (see the module docstring)
@@ -80,6 +80,8 @@ class Reconnecting:
         self._backoff = Backoff()
         self._attempt = threading.Event()  # the pool's connection attempt ended (``_opened``)
         self._attempt_error: BaseException | None = None
+        if _unreadable(self.url):  # not handed to the pool: libpq's complaint may quote a piece of the password
+            raise connect_error(self.url, ValueError("unreadable URL"))
         from psycopg_pool import ConnectionPool
 
         self.pool = ConnectionPool(
