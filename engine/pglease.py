@@ -349,6 +349,7 @@ class KeyLeases:
         """Leave: every key and the membership go at once (the trigger stopped reading)."""
         if self._restamp in self.store.on_reconnected:
             self.store.on_reconnected.remove(self._restamp)
+
         def work(conn: Any) -> None:
             for table in (KEY_TABLE, MEMBER_TABLE):
                 conn.execute(f"DELETE FROM {table} WHERE flow = %s AND trigger = %s AND token = %s",
