@@ -450,7 +450,7 @@ class Engine:
             try:
                 asked = self.store.db.execute(f"SELECT 1 FROM {CANCEL_TABLE} WHERE run_id = ?",
                                               (runtime.run_id,)).fetchone()
-            except self.store.Error:
+            except (self.store.Error, StoreError):  # StoreUnavailable: the connection is being replaced
                 asked = None
             if asked and runtime.terminated is None and runtime._root_scope is not None:
                 runtime.request_terminate(Status.CANCELLED, {"code": "Cancelled",

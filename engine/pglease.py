@@ -177,6 +177,26 @@ def take(store: Any, run_id: str, token: str, owner: str, ttl: float) -> bool:
     return row is not None
 
 
+def own_transaction(store: Any, work: Callable[[Any], Any], what: str) -> Any:
+    """``work(conn)`` in a transaction of its own on the writer connection (a lease row is
+    stamped with its backend): the store's pending writes (a run's steps, a checkpoint) are
+    committed first, so a failure here rolls back nothing but this. StoreUnavailable when the
+    database cannot be reached now, else StoreError; one line, naming ``what``."""
+    for attempt in (1, 2):
+        try:
+            store.flush()
+            with store.lock, store.conn.transaction():
+                return work(store.conn)
+        except psycopg.errors.DeadlockDetected:  # two instances clearing the same dead rows: once more
+            if attempt == 2:
+                raise StoreError(f"{store.path}: {what}: deadlock") from None
+        except psycopg.Error as exc:
+            kind = StoreUnavailable if store.unavailable(exc) else StoreError
+            raise kind(f"{store.path}: {what}: {exc}") from None
+        except StoreError as exc:  # the store's own (it cannot reach the database now): say what for
+            raise type(exc)(f"{what}: {exc}") from None
+
+
 TRIGGER_TABLE = "trigger_leases"
 TRIGGER_DDL = (f"CREATE TABLE IF NOT EXISTS {TRIGGER_TABLE} (flow TEXT NOT NULL, trigger TEXT NOT NULL, "
                f"owner TEXT NOT NULL, token TEXT NOT NULL, backend INTEGER, backend_start TIMESTAMPTZ, "
@@ -194,24 +214,18 @@ class TriggerLease:
         store.ensure_table(TRIGGER_TABLE, TRIGGER_DDL)
 
     def take(self) -> bool:
-        """Take or renew the lease (committed); False while another live instance holds it."""
-        store = self.store
-        try:
-            store.begin()
-            row = store.conn.execute(
+        """Take or renew the lease (committed, in a transaction of its own); False while another
+        live instance holds it."""
+        def work(conn: Any) -> bool:
+            return conn.execute(
                 f"INSERT INTO {TRIGGER_TABLE} AS l (flow, trigger, owner, token, backend, backend_start, expires) "
                 f"SELECT %s, %s, %s, %s, pg_backend_pid(), a.backend_start, {NOW} + %s FROM {ME} "
                 f"ON CONFLICT (flow, trigger) DO UPDATE SET owner = EXCLUDED.owner, "
                 f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
                 f"expires = EXCLUDED.expires WHERE l.token = EXCLUDED.token OR NOT {LIVE} RETURNING token",
-                (self.flow, self.trigger, f"{HOST}:{os.getpid()}", self.token, self.ttl)).fetchone()
-            store._dirty = True
-            store.flush()
-        except psycopg.Error as exc:
-            store.rollback()
-            kind = StoreUnavailable if store.unavailable(exc) else StoreError
-            raise kind(f"{store.path}: trigger lease of {self.flow}/{self.trigger}: {exc}") from None
-        return row is not None
+                (self.flow, self.trigger, f"{HOST}:{os.getpid()}", self.token, self.ttl)).fetchone() is not None
+
+        return own_transaction(self.store, work, f"trigger lease of {self.flow}/{self.trigger}")
 
     def release(self) -> None:
         try:
@@ -257,21 +271,24 @@ class KeyLeases:
         self.owner = f"{HOST}:{os.getpid()}"
         store.ensure_table(KEY_TABLE, KEY_DDL)
         store.ensure_table(MEMBER_TABLE, MEMBER_DDL)
+        store.on_reconnected.append(self._restamp)
+
+    def _restamp(self, conn: Any) -> None:
+        """The writer connection was replaced (engine.pgreconnect): our rows name a backend that
+        is gone, so a peer would take our keys at its next balance and both would read them
+        until ours. Stamp them with the new backend at once. Only the backend: an expired row
+        stays expired, and a row a peer took meanwhile carries its token and stays its."""
+        try:
+            with conn.transaction():
+                for table in (MEMBER_TABLE, KEY_TABLE):
+                    conn.execute(f"UPDATE {table} SET backend = a.pid, backend_start = a.backend_start "
+                                 f"FROM pg_stat_activity a WHERE a.pid = pg_backend_pid() AND flow = %s "
+                                 f"AND trigger = %s AND token = %s", (self.flow, self.trigger, self.token))
+        except psycopg.Error as exc:  # lost again, or a peer's balance in the way: the next balance renews
+            log.info("key leases of %s/%s not renewed on the new connection: %s", self.flow, self.trigger, exc)
 
     def _transaction(self, work: Callable[[Any], Any], what: str) -> Any:
-        """``work(conn)`` in a transaction of its own: the store's pending writes are committed
-        first, so a failure here rolls back nothing but ours."""
-        store = self.store
-        for attempt in (1, 2):
-            try:
-                store.flush()
-                with store.lock, store.conn.transaction():
-                    return work(store.conn)
-            except psycopg.errors.DeadlockDetected:  # two instances clearing the same dead rows: once more
-                if attempt == 2:
-                    raise StoreError(f"{store.path}: {what} of {self.flow}/{self.trigger}: deadlock") from None
-            except psycopg.Error as exc:
-                raise StoreError(f"{store.path}: {what} of {self.flow}/{self.trigger}: {exc}") from None
+        return own_transaction(self.store, work, f"{what} of {self.flow}/{self.trigger}")
 
     def share(self, members: list[str], count: int) -> int:
         """How many of ``count`` keys are this instance's share among live ``members`` (tokens)."""
@@ -333,6 +350,9 @@ class KeyLeases:
 
     def close(self) -> None:
         """Leave: every key and the membership go at once (the trigger stopped reading)."""
+        if self._restamp in self.store.on_reconnected:
+            self.store.on_reconnected.remove(self._restamp)
+
         def work(conn: Any) -> None:
             for table in (KEY_TABLE, MEMBER_TABLE):
                 conn.execute(f"DELETE FROM {table} WHERE flow = %s AND trigger = %s AND token = %s",

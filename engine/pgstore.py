@@ -5,7 +5,8 @@ is not about SQL: every text written passes the redactor, writes of one event-lo
 one commit (``flush_soon``/``durable``), a Running row is written only for an action that has
 run ``RUNNING_AFTER`` seconds. What differs:
 
-- one writer connection per process (``application_name`` flowrun-writer-<pid>); reads go through it, so
+- one writer connection per process (``application_name`` flowrun-writer-<pid>), from a psycopg-pool
+  pool of one (engine.pgreconnect); reads go through it, so
   a process sees what it wrote before it commits, as with SQLite. It autocommits: a write
   opens a transaction (``begin``) that the group commit closes, and a read never leaves one
   open;
@@ -147,7 +148,11 @@ class PgStore(Reconnecting, Store):
         # lock (taken by psycopg around every statement) becomes a reentrant one, held too for a
         # whole batch (``_send``) and a whole read through ``db``: any thread may use the store.
         self.lock = threading.RLock()
-        self._conn = self._open()
+        try:
+            self._conn = self._take(self.pool.open)  # its first connection, opened by the pool
+        except BaseException:
+            self._close_pool()
+            raise
         self.db = Adapter(self)
         self.channel, self.done_channel, self.reply_channel = channels(self.conn.execute("SELECT current_schema()").fetchone()[0]
                                                    or "public")
@@ -258,14 +263,13 @@ class PgStore(Reconnecting, Store):
 
     def close(self) -> None:
         conn = self.__dict__.get("_conn")
-        if conn is None or broken(conn):
-            if conn is not None:
-                conn.close()
-            return
         try:
-            self.flush()
+            if conn is not None and not broken(conn):
+                self.flush()
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()  # closed, not given back: the pool would open its replacement
+            self._close_pool()
 
     def flush(self) -> None:
         try:
