@@ -15,6 +15,8 @@ Figures, for each backend:
    last run Succeeded, polled every 20 ms). Measured in interleaved rounds (SQLite, 1, 2, 4
    workers; again; ``--rounds``, 3 by default), each round printed, then the medians: other
    work on a shared machine drifts over minutes, so every case meets about the same load.
+   Under each round, what each worker case cost: CPU seconds per 1,000 runs in the workers and
+   in their PostgreSQL backends (from /proc), commits and row writes per run (``Cost``).
    ``--compare DIR`` runs another checkout's workers (``DIR`` on PYTHONPATH) right after this
    one's in each round: a before/after in one invocation;
 4. accepted webhooks/s: ``flowrun serve`` closed loop (bench/listener.py's generator, 32
@@ -146,7 +148,8 @@ class Cost:
     the database's commits (``pg_stat_database.xact_commit``: every autocommitted read counts,
     and so does this bench's polling, which is subtracted) and the row writes in the schema.
     Other sessions' commits count too where the database is shared: give the bench one of its
-    own (FLOWRUN_BENCH_POSTGRES) for that figure."""
+    own (FLOWRUN_BENCH_POSTGRES) for that figure. Both counters are lower bounds: a backend
+    reports its statistics when idle a second, or later if it cannot at once (PostgreSQL 15)."""
 
     def __init__(self, conn, procs: list) -> None:
         self.conn, self.pids = conn, [p.pid for p in procs]
@@ -157,8 +160,8 @@ class Cost:
             "split_part(application_name, '-', 3) = ANY(%s)", ([str(p) for p in self.pids],))]
         commits = self.conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
                                     ).fetchone()[0]
-        writes = self.conn.execute("SELECT COALESCE(SUM(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables "
-                                   "WHERE schemaname = current_schema()").fetchone()[0]
+        writes = self.conn.execute("SELECT COALESCE(SUM(n_tup_ins + n_tup_upd + n_tup_del), 0) "
+                                   "FROM pg_stat_user_tables WHERE schemaname = current_schema()").fetchone()[0]
         return {"workers": sum(_cpu(p) for p in self.pids), "backends": {b: _cpu(b) for b in backends},
                 "commits": commits, "writes": int(writes)}
 
