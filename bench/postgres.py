@@ -15,6 +15,8 @@ Figures, for each backend:
    last run Succeeded, polled every 20 ms). Measured in interleaved rounds (SQLite, 1, 2, 4
    workers; again; ``--rounds``, 3 by default), each round printed, then the medians: other
    work on a shared machine drifts over minutes, so every case meets about the same load.
+   Under each round, what each worker case cost: CPU seconds per 1,000 runs in the workers and
+   in their PostgreSQL backends (from /proc), commits and row writes per run (``Cost``).
    ``--compare DIR`` runs another checkout's workers (``DIR`` on PYTHONPATH) right after this
    one's in each round: a before/after in one invocation;
 4. accepted webhooks/s: ``flowrun serve`` closed loop (bench/listener.py's generator, 32
@@ -131,6 +133,50 @@ def _succeeded(conn) -> int:
     return conn.execute("SELECT count(*) FROM runs WHERE status = 'Succeeded'").fetchone()[0]
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Cost:
+    """What draining the runs cost, beside the wall time: CPU seconds of the worker processes and
+    of their PostgreSQL backends (found by ``application_name``, which ends in the worker's pid),
+    the database's commits (``pg_stat_database.xact_commit``: every autocommitted read counts,
+    and so does this bench's polling, which is subtracted) and the row writes in the schema.
+    Other sessions' commits count too where the database is shared: give the bench one of its
+    own (FLOWRUN_BENCH_POSTGRES) for that figure. Both counters are lower bounds: a backend
+    reports its statistics when idle a second, or later if it cannot at once (PostgreSQL 15)."""
+
+    def __init__(self, conn, procs: list) -> None:
+        self.conn, self.pids = conn, [p.pid for p in procs]
+
+    def sample(self) -> dict:
+        backends = [r[0] for r in self.conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'flowrun-%%' AND "
+            "split_part(application_name, '-', 3) = ANY(%s)", ([str(p) for p in self.pids],))]
+        commits = self.conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+                                    ).fetchone()[0]
+        writes = self.conn.execute("SELECT COALESCE(SUM(n_tup_ins + n_tup_upd + n_tup_del), 0) "
+                                   "FROM pg_stat_user_tables WHERE schemaname = current_schema()").fetchone()[0]
+        return {"workers": sum(_cpu(p) for p in self.pids), "backends": {b: _cpu(b) for b in backends},
+                "commits": commits, "writes": int(writes)}
+
+    @staticmethod
+    def per_run(a: dict, b: dict, n: int, polls: int) -> dict:
+        pg = sum(t - a["backends"].get(pid, 0.0) for pid, t in b["backends"].items())
+        return {"worker_cpu_s_per_1000": 1000 * (b["workers"] - a["workers"]) / n,
+                "pg_cpu_s_per_1000": 1000 * pg / n,
+                "commits_per_run": (b["commits"] - a["commits"] - polls) / n,
+                "row_writes_per_run": (b["writes"] - a["writes"]) / n}
+
+
+COSTS: dict[str, list[dict]] = {}  # "1", "2", "4" -> each round's Cost.per_run
+
+
 def pg_small_runs(workers: int, n: int = 1000, *, code: Path = ROOT) -> float:
     """Small runs/s drained by ``workers`` ``flowrun worker`` processes of the checkout ``code``
     (this one, or another for a before/after comparison: ``--compare``)."""
@@ -157,11 +203,21 @@ def pg_small_runs(workers: int, n: int = 1000, *, code: Path = ROOT) -> float:
                 while _succeeded(conn) < 20 * workers:
                     time.sleep(0.02)
                 base = _succeeded(conn)
+                cost = Cost(conn, procs)
+                time.sleep(1.1)  # an idle backend reports its statistics within a second (PostgreSQL 15)
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                before, polls = cost.sample(), 0
                 t = time.perf_counter()
                 queue(n)
                 while _succeeded(conn) < base + n:
+                    polls += 1
                     time.sleep(0.02)
-                return n / (time.perf_counter() - t)
+                rate = n / (time.perf_counter() - t)
+                time.sleep(1.1)
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                after = cost.sample()
+                COSTS.setdefault(f"{code.name}_{workers}", []).append(Cost.per_run(before, after, n, polls + 3))
+                return rate
         finally:
             for p in procs:
                 p.terminate()
@@ -188,6 +244,11 @@ def worker_rounds(rounds: int, compare: Path | None, say=print) -> dict:
             got.setdefault(key, []).append(measure())
             line.append(f"{key} {got[key][-1]:,.0f}")
         say(f"round {r} (load {os.getloadavg()[0]:.1f}): " + ", ".join(line))
+        for key, costs in COSTS.items():
+            c = costs[-1]
+            say(f"    {key} workers: CPU s per 1,000 runs {c['worker_cpu_s_per_1000']:.2f} in the workers, "
+                f"{c['pg_cpu_s_per_1000']:.2f} in their PostgreSQL backends; {c['commits_per_run']:.1f} commits "
+                f"and {c['row_writes_per_run']:.1f} row writes per run")
     return {k: {"rounds": v, "median": statistics.median(v)} for k, v in got.items()}
 
 

@@ -72,6 +72,7 @@ class Engine:
         self._found: dict[str, Path | None] = {}  # flow file -> the connections.yaml it uses
         self._queued: LRU[str, Run] = LRU(10_000)  # runs started here, not yet executed (another
         # process may execute some: the oldest are dropped and read back from the store if needed)
+        self._claimed: LRU[str, Run] = LRU(1_000)  # runs a worker claimed and read in one go (engine.worker)
         self.limiter = anyio.CapacityLimiter(concurrency)
         self._node_log = logging.getLogger("flowrun.node")
         self._flow_cache: Any = None  # engine.flowcache.FlowCache, on first load
@@ -210,8 +211,8 @@ class Engine:
                     status = self.store.get_run(run_id).status
                     if is_terminal(status):
                         raise StoreError(f"run {run_id} already finished ({status}); use rerun to run it again")
-                if flow is None:  # read once here, for the limit and for _execute
-                    run = self._recorded_run(run_id)
+                if flow is None:  # read once here (or with its claim), for the limit and for _execute
+                    run = self._recorded_run(run_id, self._claimed.pop(run_id, None))
                     flow = self.load_recorded(run)
                     self._queued[run_id] = run
                 if flow.concurrency is not None:
@@ -351,10 +352,12 @@ class Engine:
         if waiters:
             waiters.pop(0).set()
 
-    def _recorded_run(self, run_id: str) -> Run:
-        """A run as recorded, for executing it here: the credential headers a SAS flow was shown
-        are opened (or marked lost: engine.encrypted), never read back as their mask."""
-        run = self.store.get_run(run_id)
+    def _recorded_run(self, run_id: str, run: Run | None = None) -> Run:
+        """A run as recorded (``run``: as read with its claim, under the lease), for executing it
+        here: the credential headers a SAS flow was shown are opened (or marked lost:
+        engine.encrypted), never read back as their mask."""
+        if run is None:
+            run = self.store.get_run(run_id)
         run.payload = encrypted.open_outputs(run.payload, run.request, run.flow, self.redactor,
                                              self.held_headers.get(run_id))
         return run

@@ -123,7 +123,23 @@ class Worker:
                 kind = StoreUnavailable if store.unavailable(exc) else StoreError
                 raise kind(f"{store.path}: claiming runs failed: {exc}") from None
             raise
+        self._read_claimed([run_id for run_id, _, status, has_steps in rows if status == "Queued" and not has_steps])
         return rows
+
+    def _read_claimed(self, run_ids: list[str]) -> None:
+        """Read the fresh runs just claimed in one statement, for ``Engine.execute``: else each
+        run's own read is a round trip, ~one in two of a small run's. Under the lease just
+        committed, nobody else writes them. If the read fails, each run reads itself."""
+        if not run_ids:
+            return
+        store = self.engine.store
+        try:
+            runs = store.get_runs(run_ids)
+            store.flush()
+        except (store.Error, StoreError):  # (StoreUnavailable too) each run meets it in its own read
+            return
+        for run_id, run in runs.items():
+            self.engine._claimed[run_id] = run
 
     # -- executing --------------------------------------------------------------------------------
     async def _execute(self, run_id: str, token: str, resume: bool) -> None:
@@ -151,6 +167,7 @@ class Worker:
         except Exception:  # one run's bug must not stop the worker
             log.exception("run %s failed in the engine", run_id)
         finally:
+            self.engine._claimed.pop(run_id, None)  # not used (it failed first): never read stale later
             self.in_flight.discard(run_id)
             self._slot_freed.set()
 

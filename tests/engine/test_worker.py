@@ -271,3 +271,38 @@ def test_a_claim_takes_no_run_another_live_worker_holds_and_takes_over_those_who
         assert {row[0] for row in second.claim(10)} == held
     finally:
         second.engine.close()
+
+
+def test_a_claim_reads_its_fresh_runs_in_one_go_and_each_executes_from_that_read(pg_state, flow_file):
+    import anyio
+
+    from engine.api import Engine
+    from engine.worker import Worker
+
+    path = flow_file("""\
+        name: tiny
+        triggers:
+          manual: {type: Request, auth: {type: none}}
+        actions:
+          echo: {type: Compose, inputs: "{{ triggerBody()['n'] }}"}
+        """)
+    queuer = Engine(pg_state)
+    flow = queuer.load(path)
+    ids = [queuer.start(flow, input={"n": i}) for i in range(3)]
+    queuer.close()
+    worker = Worker(Engine(pg_state), capacity=10)
+    try:
+        got = worker.claim(10)
+        assert {row[0] for row in got} == set(ids)
+        claimed = worker.engine._claimed
+        assert {i: claimed.get(i).payload["body"] for i in ids} == {i: {"n": n} for n, i in enumerate(ids)}
+
+        async def execute_all() -> None:
+            for run_id, token, _status, steps in got:
+                await worker._execute(run_id, token, steps)
+        anyio.run(execute_all)
+        assert len(claimed) == 0  # each used once, by its run
+        assert [worker.engine.store.get_run(i).status for i in ids] == ["Succeeded"] * 3
+        assert [[s.outputs for s in worker.engine.store.steps(i)] for i in ids] == [[0], [1], [2]]
+    finally:
+        worker.engine.close()

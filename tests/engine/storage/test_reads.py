@@ -220,3 +220,17 @@ def test_a_run_is_found_by_a_prefix_holding_like_wildcards_whatever_the_servers_
     assert store.get_run("a_%\\").id == "a_%\\b-1"
     with pytest.raises(engine.FlowrunError, match="no run"):
         store.get_run("a_%%")
+
+
+def test_get_runs_reads_runs_by_full_id_in_one_call_and_leaves_unknown_ids_out(state):
+    store = open_store(state)
+    try:
+        for i in range(3):
+            store.create_run({"id": f"run-{i}", "flow": "f", "status": "Queued", "payload": {"n": i}})
+        store.flush()
+        runs = store.get_runs(["run-0", "run-2", "run-", "nope"])
+        assert {k: (r.status, r.payload) for k, r in runs.items()} == {"run-0": ("Queued", {"n": 0}),
+                                                                       "run-2": ("Queued", {"n": 2})}
+        assert store.get_runs([]) == {}
+    finally:
+        store.close()
