@@ -350,9 +350,16 @@ class Listener:
         return None
 
     async def _limit(self, call: "_Call") -> Response | None:
+        """429 + Retry-After before anything is committed: --max-in-flight runs execute here, or
+        (without --worker) as many callers wait for a worker's reply."""
+        what = None
         if self.runs.full():
-            return self._reject(call.entry, 429, "busy", f"{self.options.max_in_flight} runs are in flight; "
-                                                         f"retry later", {"Retry-After": str(self.options.retry_after)})
+            what = "runs are in flight"
+        elif call.entry.has_response and not call.split and self.runs.replies_full():
+            what = "callers wait for a worker's reply"
+        if what is not None:
+            return self._reject(call.entry, 429, "busy", f"{self.options.max_in_flight} {what}; retry later",
+                                {"Retry-After": str(self.options.retry_after)})
         return None
 
     async def _commit(self, call: "_Call") -> Response | None:

@@ -52,6 +52,7 @@ class Runs:
         self.metrics = metrics
         self.max_in_flight = max_in_flight
         self.in_flight: dict[str, RunHandle] = {}
+        self.awaiting = 0  # callers waiting for a reply a worker records (executes False): each holds a request
         self.tasks: set[asyncio.Task] = set()
         self._room: asyncio.Event | None = None  # set when a run ends (pull triggers wait on it)
         self.draining = False  # shutting down: runs waiting for room are left Queued (resumed at start)
@@ -60,6 +61,11 @@ class Runs:
 
     def full(self) -> bool:
         return len(self.in_flight) >= self.max_in_flight
+
+    def replies_full(self) -> bool:
+        """As many callers wait for a worker's reply as --max-in-flight allows (a server that
+        leaves runs to workers executes nothing, so this is what bounds its open requests)."""
+        return not self.executes and self.awaiting >= self.max_in_flight
 
     def room(self) -> int:
         """How many more runs may start before ``full()``."""
@@ -137,12 +143,17 @@ class Runs:
         the run ended without one). A run a worker executes is read from the store, woken by the
         worker's NOTIFY (``Engine.wait_for_reply``)."""
         if not self.executes and not handle.responded.is_set():
+            if self.replies_full():  # (a redelivery, which _limit does not gate): 202 + Location at once
+                timeout = 0.0
+            self.awaiting += 1
             try:
                 run = await self.engine.wait_for_reply(handle.run_id, timeout)
             except FlowrunError as exc:  # the database went away meanwhile: the run is committed, poll it
                 log.warning("could not read the run's reply: %s", exc,
                             extra={"event": "reply_unread", "run_id": handle.run_id, "flow": handle.flow_name})
                 return None
+            finally:
+                self.awaiting -= 1
             if run.response is not None:
                 handle.response = run.response
                 handle.responded.set()

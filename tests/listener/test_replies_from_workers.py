@@ -148,3 +148,44 @@ def test_a_redelivery_while_a_worker_runs_the_first_run_gets_the_first_runs_resp
     assert again.json() == {"id": "O-3", "accepted": True}
     assert again.headers["x-flowrun-duplicate"] == "true"
     assert len(runs) == 1 and runs[0]["id"] == first.headers["x-flowrun-run-id"]
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_callers_waiting_for_a_workers_reply_are_bounded_by_max_in_flight_and_the_next_gets_429_uncommitted(
+        tmp_path, pg_state, monkeypatch, limit):
+    """No worker runs: each caller of a replying flow holds its request open up to --sync-timeout.
+    Beyond --max-in-flight of them the next is refused before anything is committed (429 +
+    Retry-After); a flow without a Response costs no waiting and is still accepted; a redelivery
+    of a waiting run answers 202 at once instead of waiting too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .inprocess import wait_for
+
+    flows = {**FLOWS, "order.yaml": FLOWS["order.yaml"].replace(
+        "hook: {type: Request, auth: {type: none}}",
+        "hook: {type: Request, auth: {type: none}, dedupe: \"{{ triggerBody().id }}\"}")}
+    with serving(tmp_path / "flows", flows, state=pg_state, monkeypatch=monkeypatch, sync_timeout=30,
+                 max_in_flight=limit) as app:
+        runs = app.listener.runs
+        with ThreadPoolExecutor(limit) as pool:
+            waiting = [pool.submit(app.client.post, "/flows/order/triggers/hook", json={"id": f"W-{i}"})
+                       for i in range(limit)]
+            wait_for(lambda: runs.awaiting == limit, "the callers to wait")
+            refused = app.client.post("/flows/order/triggers/hook", json={"id": "W-extra"})
+            silent = app.client.post("/flows/silent/triggers/hook", json={"n": 1})
+            again = app.client.post("/flows/order/triggers/hook", json={"id": "W-0"})
+            assert runs.awaiting == limit
+            ids = [run["id"] for run in app.runs("order")]
+            other = Engine(pg_state)  # cancelled by another process: each waiting caller is told (502)
+            for run_id in ids:
+                assert other.cancel(run_id) == "cancelled"
+            answers = [f.result(timeout=20) for f in waiting]
+        assert runs.awaiting == 0
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["retry-after"]
+    assert "callers wait for a worker's reply" in refused.json()["error"]
+    assert len(ids) == limit  # the refused request committed no run
+    assert silent.status_code == 202
+    assert again.status_code == 202 and again.headers["x-flowrun-duplicate"] == "true"
+    assert sorted(a.headers["x-flowrun-run-id"] for a in answers) == sorted(ids)
+    assert all(a.status_code == 502 and a.json()["status"] == "Cancelled" for a in answers)
