@@ -19,6 +19,7 @@ and stops (``lost``).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -277,9 +278,28 @@ class KeyLeases:
         rank, n = members.index(self.token), len(members)
         return count // n + (1 if rank < count % n else 0)
 
+    LONGEST = 256  # bytes of a key stored as it is; longer ones (and NULs) as a digest (see _column)
+
+    @classmethod
+    def _column(cls, key: str) -> str:
+        """A key as its row stores it: itself, or (holding a NUL or a lone surrogate, which
+        PostgreSQL text cannot, or too long for a btree index entry) ``#sha256:`` and its digest. A key that starts so
+        is digested too, so two keys never share a row."""
+        raw = key.encode("utf-8", "surrogatepass")
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: no text PostgreSQL takes
+            return "#sha256:" + hashlib.sha256(raw).hexdigest()
+        if "\x00" in key or len(raw) > cls.LONGEST or key.startswith("#sha256:"):
+            return "#sha256:" + hashlib.sha256(raw).hexdigest()
+        return key
+
     def balance(self, keys: Any) -> set[str]:
         """The keys (of ``keys``) this instance reads now; see the class docstring."""
-        wanted = sorted(set(keys))
+        named = {self._column(k): k for k in set(keys)}  # row key -> the trigger's key
+        return {named[k] for k in self._balance(sorted(named))}
+
+    def _balance(self, wanted: list[str]) -> set[str]:
         ids = (self.flow, self.trigger)
 
         def work(conn: Any) -> set[str]:
@@ -322,7 +342,7 @@ class KeyLeases:
 
     def release(self, keys: Any) -> None:
         """Give these keys up (their reader stopped at a checkpoint boundary): others may take them."""
-        keys = list(keys)
+        keys = [self._column(k) for k in keys]
         if keys:
             self._transaction(lambda conn: conn.execute(
                 f"DELETE FROM {KEY_TABLE} WHERE flow = %s AND trigger = %s AND token = %s AND key = ANY(%s)",
