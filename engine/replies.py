@@ -12,13 +12,16 @@ waiting for that run, which then read the run from the store::
     ... read the run; not replied yet: await event.wait(), with a slow poll as fallback
     watch.forget(run_id, event)
 
-A LISTEN connection that breaks is logged once; the waiters' slow poll still sees the reply.
+A LISTEN connection that breaks is logged; the waiters' slow poll still sees the reply, and
+the next request after ``RETRY`` seconds LISTENs again (a database that came back wakes its
+waiters at once again, not only by the poll).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+import time
 
 from .pgstore import REPLY as CHANNEL  # a run's reply was recorded, or a run of a replying flow ended
 
@@ -26,6 +29,8 @@ log = logging.getLogger("flowrun.replies")
 
 
 class ReplyWatch:
+    RETRY = 5.0  # seconds after a LISTEN connection broke before a request sets up another
+
     def __init__(self, url: str):
         self.url = url
         self._waiting: dict[str, set[asyncio.Event]] = {}  # run id -> events of the requests waiting
@@ -33,14 +38,18 @@ class ReplyWatch:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Event | None = None
         self._closing = False
+        self._retry_at = 0.0  # (monotonic) when a LISTEN that broke may be set up again
+        self.backend_pid: int | None = None  # the LISTEN connection's server process (pg_stat_activity)
 
     async def expect(self, run_id: str) -> asyncio.Event:
         """An event set when ``run_id``'s reply or end is announced (from now on: LISTEN is
         established before this returns)."""
         loop = asyncio.get_running_loop()
-        if self._thread is None or self._loop is not loop:  # (a new event loop: a thread that tells it)
+        broken = self._thread is not None and not self._thread.is_alive() and time.monotonic() >= self._retry_at
+        if self._thread is None or self._loop is not loop or broken:  # (a new event loop: a thread that tells it)
+            if self._loop is not loop:
+                self._waiting.clear()  # (events of a loop gone; those waiting here stay through a re-LISTEN)
             self._closing, self._loop, self._ready = False, loop, asyncio.Event()
-            self._waiting.clear()
             self._thread = threading.Thread(target=self._listen, args=(loop, self._ready),
                                             name="flowrun-replies", daemon=True)
             self._thread.start()
@@ -66,6 +75,7 @@ class ReplyWatch:
         try:
             with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
                 conn.execute(f"LISTEN {CHANNEL}")
+                self.backend_pid = conn.info.backend_pid
                 loop.call_soon_threadsafe(ready.set)
                 while not self._closing and self._loop is loop:
                     for note in conn.notifies(timeout=1.0):
@@ -75,6 +85,7 @@ class ReplyWatch:
         except Exception as exc:  # noqa: BLE001  the database went away: the waiters' poll still reads
             if self._closing or loop.is_closed():
                 return
+            self._retry_at = time.monotonic() + self.RETRY
             log.warning("LISTEN %s failed (%s); replies are found by polling", CHANNEL, exc)
             try:
                 loop.call_soon_threadsafe(ready.set)

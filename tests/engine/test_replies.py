@@ -99,3 +99,35 @@ def test_no_reply_within_the_timeout_gives_the_run_as_it_stands(pg_state, flow_f
     finally:
         waiting.close()
         recording.close()
+
+
+def test_after_the_listen_connection_breaks_a_later_request_listens_again_and_is_woken_by_notify(
+        pg_state, flow_file, monkeypatch):
+    """A database restart (here: the LISTEN backend terminated) costs the waiters their NOTIFY
+    only until the next request after ReplyWatch.RETRY: then replies wake them again at once,
+    not only the slow poll."""
+    import psycopg
+
+    monkeypatch.setattr(engine.Engine, "REPLY_POLL", 120.0)  # the poll cannot be what wakes it
+    monkeypatch.setattr(ReplyWatch, "RETRY", 0.0)
+    waiting, recording, first = two_engines(pg_state, flow_file)
+    second = waiting.start(waiting.load(flow_file(FLOW)))
+    reply = {"statusCode": 202, "headers": {}, "body": "ok"}
+
+    async def main():
+        got = await wait_and_reply(waiting, recording, first, reply, 60)
+        assert got["run"].response == reply and got["took"] < 30
+        watch = waiting._reply_watch
+        with psycopg.connect(pg_state, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (watch.backend_pid,)).fetchone()[0]
+        with anyio.fail_after(30):
+            while watch._thread.is_alive():  # it notices within its 1 s notifies() timeout
+                await anyio.sleep(0.02)
+        return await wait_and_reply(waiting, recording, second, reply, 60)
+    try:
+        got = anyio.run(main)
+        assert got["run"].response == reply
+        assert got["took"] < 30  # by NOTIFY on the new LISTEN, not the 120 s poll
+    finally:
+        waiting.close()
+        recording.close()
