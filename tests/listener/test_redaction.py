@@ -85,8 +85,11 @@ def _reply_is_clean(app, name):
     assert r.status_code == 200, r.text
     _clean(r.text)
     _clean(json.dumps(dict(r.headers)))
-    run = app.client.get(f"/runs/{r.headers['x-flowrun-run-id']}",
-                         headers={"Authorization": f"Bearer {SECRETS['FLOWRUN_ADMIN_TOKEN']}"})
+    from .inprocess import wait_for
+
+    # (a worker may answer with the reply before it records the run's end: 202 until then)
+    run = wait_for(lambda: (got := app.client.get(f"/runs/{r.headers['x-flowrun-run-id']}", headers={
+        "Authorization": f"Bearer {SECRETS['FLOWRUN_ADMIN_TOKEN']}"})).status_code != 202 and got, "the run's end")
     assert run.status_code == 200 and run.json()["status"] == "Succeeded"
     _clean(run.text)
 
