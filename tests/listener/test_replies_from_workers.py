@@ -189,3 +189,85 @@ def test_callers_waiting_for_a_workers_reply_are_bounded_by_max_in_flight_and_th
     assert again.status_code == 202 and again.headers["x-flowrun-duplicate"] == "true"
     assert sorted(a.headers["x-flowrun-run-id"] for a in answers) == sorted(ids)
     assert all(a.status_code == 502 and a.json()["status"] == "Cancelled" for a in answers)
+
+
+FAMILY = {
+    "front.yaml": """\
+name: front
+triggers:
+  hook: {type: Request, auth: {type: none}}
+actions:
+  each:
+    type: Foreach
+    foreach: "{{ triggerBody().items }}"
+    actions:
+      kid:
+        type: Workflow
+        inputs: {flow: kid.yaml, body: {n: "{{ add(mul(triggerBody().id, 10), item()) }}"}}
+  reply:
+    type: Response
+    runAfter: {each: [Succeeded]}
+    inputs:
+      statusCode: 201
+      body: {id: "{{ triggerBody().id }}", kids: "{{ result('each') }}"}
+""",
+    "kid.yaml": """\
+name: kid
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  nap: {type: Wait, inputs: {interval: {count: 1, unit: Second}}}
+  sq: {type: Compose, runAfter: {nap: [Succeeded]}, inputs: "{{ mul(triggerBody().n, triggerBody().n) }}"}
+outputs:
+  sq: {value: "{{ outputs('sq') }}"}
+""",
+}
+
+
+def test_callers_waiting_while_workers_are_killed_at_random_each_get_their_own_runs_reply(
+        tmp_path, pg_state, monkeypatch):
+    """Twelve callers wait for replies of parents whose children (each with a Wait, so parents
+    park and children park) run on two workers; a worker is killed -9 three times at random
+    and replaced. Each caller gets 201 with its own run's reply built from its own children,
+    every run ends Succeeded, and no child runs twice."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psycopg
+
+    rng = random.Random(12)
+    workers = [start_worker(pg_state, capacity=2) for _ in range(2)]
+    try:
+        with serving(tmp_path / "flows", FAMILY, state=pg_state, monkeypatch=monkeypatch, sync_timeout=120) as app:
+            with ThreadPoolExecutor(12) as pool:
+                calls = [pool.submit(app.client.post, "/flows/front/triggers/hook", json={"id": i, "items": [0, 1, 2]})
+                         for i in range(12)]
+                for _ in range(3):
+                    time.sleep(rng.uniform(0.2, 0.8))  # not a synchronisation: the kill lands at a random point
+                    victim = rng.randrange(len(workers))
+                    os.killpg(workers[victim].pid, signal.SIGKILL)
+                    workers[victim].wait()
+                    workers[victim] = start_worker(pg_state, capacity=2)
+                answers = [c.result(timeout=180) for c in calls]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGKILL)
+            w.wait()
+    for i, r in enumerate(answers):
+        if r.status_code != 201:
+            with psycopg.connect(pg_state) as conn:
+                why = conn.execute("SELECT r.error, s.path, s.error FROM runs r LEFT JOIN steps s ON s.run_id = r.id "
+                                   "AND s.error IS NOT NULL WHERE r.id = %s", (r.json()["runId"],)).fetchall()
+            raise AssertionError(f"{r.text}: {why}")
+        body = r.json()
+        assert body["id"] == i
+        (kid,) = body["kids"]  # result('each'): the Workflow action, one row per iteration
+        assert sorted(row["outputs"]["outputs"]["sq"] for row in kid["outputs"]) == [(10 * i + j) ** 2
+                                                                                    for j in range(3)]
+    with psycopg.connect(pg_state) as conn:
+        rows = conn.execute("SELECT flow, status, count(*) FROM runs GROUP BY flow, status").fetchall()
+        assert sorted(rows) == [("front", "Succeeded", 12), ("kid", "Succeeded", 36)]
+        twice = conn.execute("SELECT parent_id, count(*) FROM runs WHERE flow = 'kid' GROUP BY parent_id "
+                             "HAVING count(*) <> 3").fetchall()
+        assert twice == []
