@@ -322,20 +322,20 @@ class KeyLeases:
                 busy = {r[0] for r in conn.execute(
                     f"SELECT key FROM {KEY_TABLE} l WHERE flow = %s AND trigger = %s AND key = ANY(%s) AND {LIVE}",
                     (*ids, wanted))}
-                for key in wanted:  # in key order, as every instance: takers never wait on each other in a cycle
-                    if len(keep) >= share:
-                        break
-                    if key in busy or key in mine:
-                        continue
-                    if conn.execute(
-                            f"INSERT INTO {KEY_TABLE} AS l (flow, trigger, key, owner, token, backend, backend_start, "
-                            f"expires) SELECT %s, %s, %s, %s, %s, {_ME}, {NOW} + %s FROM pg_stat_activity a "
-                            f"WHERE a.pid = pg_backend_pid() ON CONFLICT (flow, trigger, key) DO UPDATE SET "
-                            f"owner = EXCLUDED.owner, token = EXCLUDED.token, backend = EXCLUDED.backend, "
-                            f"backend_start = EXCLUDED.backend_start, expires = EXCLUDED.expires "
-                            f"WHERE NOT {LIVE} RETURNING key",
-                            (*ids, key, self.owner, self.token, self.ttl)).fetchone():
-                        keep.append(key)
+                free = [k for k in wanted if k not in busy and k not in mine]
+                while len(keep) < share and free:  # (again only for keys another took meanwhile)
+                    batch, free = free[:share - len(keep)], free[share - len(keep):]
+                    # one statement for the batch (thousands of shards: one round trip, not one
+                    # each), its rows in code point order, as every instance: takers never wait on
+                    # each other in a cycle
+                    keep += [r[0] for r in conn.execute(
+                        f"INSERT INTO {KEY_TABLE} AS l (flow, trigger, key, owner, token, backend, backend_start, "
+                        f"expires) SELECT %s, %s, k, %s, %s, {_ME}, {NOW} + %s FROM unnest(%s::text[]) AS k, "
+                        f"pg_stat_activity a WHERE a.pid = pg_backend_pid() ORDER BY k COLLATE \"C\" "
+                        f"ON CONFLICT (flow, trigger, key) DO UPDATE SET owner = EXCLUDED.owner, "
+                        f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
+                        f"expires = EXCLUDED.expires WHERE NOT {LIVE} RETURNING key",
+                        (*ids, self.owner, self.token, self.ttl, batch))]
             return set(keep)
 
         return self._transaction(work, "key leases")

@@ -181,3 +181,18 @@ def test_a_lost_database_connection_is_one_store_error_naming_the_trigger_not_a_
     with pytest.raises(StoreError) as error:
         a.balance(SHARDS)
     assert "key leases of clicks/stream" in str(error.value) and "Traceback" not in str(error.value)
+
+
+def test_thousands_of_keys_split_evenly_and_a_batch_takes_no_more_than_the_share(instance, url):
+    """Keys are taken a batch per statement (a stream of 3,000 shards costs a round trip, not
+    3,000, on the server's event loop): each instance still takes exactly its share, the
+    keys another took meanwhile are skipped, and every key has one holder."""
+    keys = [f"shardId-{i:012d}" for i in range(3000)]
+    a, b, c = instance(), instance(), instance()
+    assert len(a.balance(keys)) == 3000  # alone: all of them
+    b.balance(keys[:10])  # (b joins, sees only ten keys: takes its share of those, none free)
+    got = settle(a, b, c, keys=keys)
+    assert sorted(len(g) for g in got) == [1000, 1000, 1000]
+    assert set().union(*got) == set(keys)
+    rows = holders(url)
+    assert len(rows) == 3000 and {rows[k] for k in got[0]} == {a.token}
