@@ -6,7 +6,9 @@ request handler waits on ``responded`` for a Response action's reply; redeliveri
 run in flight by its id. A server that leaves runs to ``flowrun worker``s (``executes=False``,
 PostgreSQL) commits them Queued and launches nothing: the handler waits for the reply the
 worker records (``wait_response``). The number of runs in flight is what ``--max-in-flight`` bounds
-(the handler answers 429 past it); ``drain`` and ``cancel`` serve graceful shutdown.
+(the handler answers 429 past it); in a server that leaves runs to workers it bounds the callers
+waiting for a reply instead (``reserve``, taken before the run is committed); ``drain`` and
+``cancel`` serve graceful shutdown.
 
 At start-up, ``resume_unfinished`` continues the runs this listener had accepted (the
 ``request`` column says ``via: http``, ``schedule`` or ``trigger``) that did not finish: killed with
@@ -52,7 +54,7 @@ class Runs:
         self.metrics = metrics
         self.max_in_flight = max_in_flight
         self.in_flight: dict[str, RunHandle] = {}
-        self.awaiting = 0  # callers waiting for a reply a worker records (executes False): each holds a request
+        self.awaiting = 0  # requests that (may) wait for a reply a worker records (executes False): ``reserve``
         self.tasks: set[asyncio.Task] = set()
         self._room: asyncio.Event | None = None  # set when a run ends (pull triggers wait on it)
         self.draining = False  # shutting down: runs waiting for room are left Queued (resumed at start)
@@ -62,10 +64,17 @@ class Runs:
     def full(self) -> bool:
         return len(self.in_flight) >= self.max_in_flight
 
-    def replies_full(self) -> bool:
-        """As many callers wait for a worker's reply as --max-in-flight allows (a server that
-        leaves runs to workers executes nothing, so this is what bounds its open requests)."""
-        return not self.executes and self.awaiting >= self.max_in_flight
+    def reserve(self) -> bool:
+        """Room for one more caller to wait for a worker's reply (a server that leaves runs to
+        workers executes nothing: this is what bounds its open requests). Taken before the
+        run is committed, so a burst cannot pass the check all at once; ``unreserve`` after."""
+        if self.awaiting >= self.max_in_flight:
+            return False
+        self.awaiting += 1
+        return True
+
+    def unreserve(self) -> None:
+        self.awaiting -= 1
 
     def room(self) -> int:
         """How many more runs may start before ``full()``."""
@@ -143,17 +152,12 @@ class Runs:
         the run ended without one). A run a worker executes is read from the store, woken by the
         worker's NOTIFY (``Engine.wait_for_reply``)."""
         if not self.executes and not handle.responded.is_set():
-            if self.replies_full():  # (a redelivery, which _limit does not gate): 202 + Location at once
-                timeout = 0.0
-            self.awaiting += 1
             try:
                 run = await self.engine.wait_for_reply(handle.run_id, timeout)
             except FlowrunError as exc:  # the database went away meanwhile: the run is committed, poll it
                 log.warning("could not read the run's reply: %s", exc,
                             extra={"event": "reply_unread", "run_id": handle.run_id, "flow": handle.flow_name})
                 return None
-            finally:
-                self.awaiting -= 1
             if run.response is not None:
                 handle.response = run.response
                 handle.responded.set()

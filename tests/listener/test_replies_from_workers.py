@@ -155,7 +155,8 @@ def test_callers_waiting_for_a_workers_reply_are_bounded_by_max_in_flight_and_th
         tmp_path, pg_state, monkeypatch, limit):
     """No worker runs: each caller of a replying flow holds its request open up to --sync-timeout.
     Beyond --max-in-flight of them the next is refused before anything is committed (429 +
-    Retry-After); a flow without a Response costs no waiting and is still accepted; a redelivery
+    Retry-After), even in a burst that arrives all at once (the place is taken before the
+    commit); a flow without a Response costs no waiting and is still accepted; a redelivery
     of a waiting run answers 202 at once instead of waiting too."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -167,24 +168,27 @@ def test_callers_waiting_for_a_workers_reply_are_bounded_by_max_in_flight_and_th
     with serving(tmp_path / "flows", flows, state=pg_state, monkeypatch=monkeypatch, sync_timeout=30,
                  max_in_flight=limit) as app:
         runs = app.listener.runs
-        with ThreadPoolExecutor(limit) as pool:
-            waiting = [pool.submit(app.client.post, "/flows/order/triggers/hook", json={"id": f"W-{i}"})
-                       for i in range(limit)]
-            wait_for(lambda: runs.awaiting == limit, "the callers to wait")
-            refused = app.client.post("/flows/order/triggers/hook", json={"id": "W-extra"})
+        with ThreadPoolExecutor(limit * 4) as pool:
+            burst = {i: pool.submit(app.client.post, "/flows/order/triggers/hook", json={"id": f"W-{i}"})
+                     for i in range(limit * 4)}
+            wait_for(lambda: sum(f.done() for f in burst.values()) == limit * 3, "the refusals")
+            refused = [f.result() for f in burst.values() if f.done()]
+            waiting = {i: f for i, f in burst.items() if not f.done()}
+            assert runs.awaiting == limit
             silent = app.client.post("/flows/silent/triggers/hook", json={"n": 1})
-            again = app.client.post("/flows/order/triggers/hook", json={"id": "W-0"})
+            again = app.client.post("/flows/order/triggers/hook", json={"id": f"W-{min(waiting)}"})
             assert runs.awaiting == limit
             ids = [run["id"] for run in app.runs("order")]
             other = Engine(pg_state)  # cancelled by another process: each waiting caller is told (502)
             for run_id in ids:
                 assert other.cancel(run_id) == "cancelled"
-            answers = [f.result(timeout=20) for f in waiting]
+            answers = [f.result(timeout=20) for f in waiting.values()]
         assert runs.awaiting == 0
-    assert refused.status_code == 429, refused.text
-    assert refused.headers["retry-after"]
-    assert "callers wait for a worker's reply" in refused.json()["error"]
-    assert len(ids) == limit  # the refused request committed no run
+    for r in refused:
+        assert r.status_code == 429, r.text
+        assert r.headers["retry-after"]
+        assert "callers wait for a worker's reply" in r.json()["error"]
+    assert len(ids) == limit  # the refused requests committed no run
     assert silent.status_code == 202
     assert again.status_code == 202 and again.headers["x-flowrun-duplicate"] == "true"
     assert sorted(a.headers["x-flowrun-run-id"] for a in answers) == sorted(ids)
