@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/postgres.py               # ~2 minutes; prints a table
     .venv/bin/python bench/postgres.py --json
+    .venv/bin/python bench/postgres.py --workers-only --rounds 5 --compare /work/main   # before/after
     FLOWRUN_BENCH_POSTGRES=postgresql://... .venv/bin/python bench/postgres.py
 
 Figures, for each backend:
@@ -11,7 +12,11 @@ Figures, for each backend:
 3. small runs/s (3 chained Composes each): SQLite in one process (64 at once, its only
    topology); PostgreSQL with 1, 2 and 4 ``flowrun worker`` processes draining 1,000 runs
    queued in one commit (workers started and warmed up first; timed from the commit to the
-   last run Succeeded, polled every 20 ms);
+   last run Succeeded, polled every 20 ms). Measured in interleaved rounds (SQLite, 1, 2, 4
+   workers; again; ``--rounds``, 3 by default), each round printed, then the medians: other
+   work on a shared machine drifts over minutes, so every case meets about the same load.
+   ``--compare DIR`` runs another checkout's workers (``DIR`` on PYTHONPATH) right after this
+   one's in each round: a before/after in one invocation;
 4. accepted webhooks/s: ``flowrun serve`` closed loop (bench/listener.py's generator, 32
    keep-alive connections) on SQLite, and on PostgreSQL with one and with two instances
    (queue mode: the runs are committed Queued for workers, none running).
@@ -126,24 +131,34 @@ def _succeeded(conn) -> int:
     return conn.execute("SELECT count(*) FROM runs WHERE status = 'Succeeded'").fetchone()[0]
 
 
-def pg_small_runs(workers: int, n: int = 1000) -> float:
+def pg_small_runs(workers: int, n: int = 1000, *, code: Path = ROOT) -> float:
+    """Small runs/s drained by ``workers`` ``flowrun worker`` processes of the checkout ``code``
+    (this one, or another for a before/after comparison: ``--compare``)."""
     import psycopg
 
     write_flows = _bench("engine").write_flows
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")])))
+
+    def queue(count: int) -> None:
+        _queue(url, flows["small"], count)
+        if code != ROOT:  # another checkout's workers may listen on the database-wide channel
+            with psycopg.connect(url, autocommit=True) as c:
+                c.execute("NOTIFY flowrun_runs")
 
     with tempfile.TemporaryDirectory() as d, Schema() as url:
         flows = write_flows(Path(d))
         procs = [subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", url, "worker", "--capacity", "64",
-                                   "--poll", "2"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   "--poll", "2"], cwd=code, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for _ in range(workers)]
         try:
             with psycopg.connect(url, autocommit=True) as conn:
-                _queue(url, flows["small"], 20 * workers)  # warm-up: every worker up and its caches filled
+                queue(20 * workers)  # warm-up: every worker up and its caches filled
                 while _succeeded(conn) < 20 * workers:
                     time.sleep(0.02)
                 base = _succeeded(conn)
                 t = time.perf_counter()
-                _queue(url, flows["small"], n)
+                queue(n)
                 while _succeeded(conn) < base + n:
                     time.sleep(0.02)
                 return n / (time.perf_counter() - t)
@@ -152,6 +167,28 @@ def pg_small_runs(workers: int, n: int = 1000) -> float:
                 p.terminate()
             for p in procs:
                 p.wait(30)
+
+
+def worker_rounds(rounds: int, compare: Path | None, say=print) -> dict:
+    """Small runs/s with 1, 2 and 4 workers, in interleaved rounds (1, 2, 4, 1, 2, 4, ...) with
+    the SQLite baseline measured in each round too: on a shared machine the load drifts during
+    the bench, so each round sees about the same load for every case, and the medians compare.
+    With ``compare`` (another checkout), its workers run right after this one's, case by case."""
+    import statistics
+
+    codes = {"this": ROOT} if compare is None else {"this": ROOT, "compare": compare}
+    got: dict[str, list[float]] = {}
+    for r in range(1, rounds + 1):
+        cases = {"sqlite": sqlite_small_runs}
+        for w in (1, 2, 4):
+            for name, code in codes.items():
+                cases[f"{name}_{w}"] = lambda w=w, code=code: pg_small_runs(w, code=code)
+        line = []
+        for key, measure in cases.items():
+            got.setdefault(key, []).append(measure())
+            line.append(f"{key} {got[key][-1]:,.0f}")
+        say(f"round {r} (load {os.getloadavg()[0]:.1f}): " + ", ".join(line))
+    return {k: {"rounds": v, "median": statistics.median(v)} for k, v in got.items()}
 
 
 def webhooks(state: str, instances: int, seconds: float, connections: int = 32) -> float:
@@ -199,7 +236,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--json", action="store_true")
     p.add_argument("--seconds", type=float, default=8.0, help="length of each webhook phase")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the worker measurements")
+    p.add_argument("--compare", type=Path, help="another checkout (e.g. /work/main): its workers measured "
+                                               "in the same rounds, alternating with this one's")
+    p.add_argument("--workers-only", action="store_true", help="only the small-runs rounds (and SQLite's)")
     args = p.parse_args()
+    say = lambda *a: print(*a, file=sys.stderr if args.json else sys.stdout, flush=True)  # noqa: E731
 
     @contextmanager
     def sqlite_state(d: str, name: str):
@@ -210,33 +252,41 @@ def main() -> None:
         with Schema() as url:
             yield url
 
-    out: dict = {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
-    out["sqlite_ms_per_chained_action"], out["sqlite_fanout_actions_per_s"] = chain_and_fanout(sqlite_state)
-    out["pg_ms_per_chained_action"], out["pg_fanout_actions_per_s"] = chain_and_fanout(pg_state)
-    out["sqlite_small_runs_per_s_one_process"] = sqlite_small_runs()
-    for w in (1, 2, 4):
-        out[f"pg_small_runs_per_s_{w}_workers"] = pg_small_runs(w)
-    with tempfile.TemporaryDirectory() as d:
-        out["sqlite_webhooks_per_s_1_serve"] = webhooks(str(Path(d, "state.db")), 1, args.seconds)
-    for n in (1, 2):
-        with Schema() as url:
-            out[f"pg_webhooks_per_s_{n}_serve"] = webhooks(url, n, args.seconds)
-    out["load_after"] = os.getloadavg()[0]
+    out: dict = {"cpus": os.cpu_count(), "load_before": os.getloadavg()}
+    say(f"load average at start {out['load_before'][0]:.1f} {out['load_before'][1]:.1f} "
+        f"{out['load_before'][2]:.1f} ({out['cpus']} cores)")
+    if not args.workers_only:
+        out["sqlite_ms_per_chained_action"], out["sqlite_fanout_actions_per_s"] = chain_and_fanout(sqlite_state)
+        out["pg_ms_per_chained_action"], out["pg_fanout_actions_per_s"] = chain_and_fanout(pg_state)
+    out["small_runs_per_s"] = worker_rounds(args.rounds, args.compare, say)
+    if not args.workers_only:
+        with tempfile.TemporaryDirectory() as d:
+            out["sqlite_webhooks_per_s_1_serve"] = webhooks(str(Path(d, "state.db")), 1, args.seconds)
+        for n in (1, 2):
+            with Schema() as url:
+                out[f"pg_webhooks_per_s_{n}_serve"] = webhooks(url, n, args.seconds)
+    out["load_after"] = os.getloadavg()
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    rows = [("ms per chained action", "sqlite_ms_per_chained_action", "pg_ms_per_chained_action", ".2f"),
-            ("fanned-out actions/s", "sqlite_fanout_actions_per_s", "pg_fanout_actions_per_s", ",.0f")]
+    small = out["small_runs_per_s"]
     print(f"{'':34} {'SQLite':>12} {'PostgreSQL':>12}")
-    for label, s, pg, fmt in rows:
-        print(f"{label:34} {out[s]:>12{fmt}} {out[pg]:>12{fmt}}")
-    print(f"{'small runs/s (SQLite: 1 process)':34} {out['sqlite_small_runs_per_s_one_process']:>12,.0f}")
+    if not args.workers_only:
+        rows = [("ms per chained action", "sqlite_ms_per_chained_action", "pg_ms_per_chained_action", ".2f"),
+                ("fanned-out actions/s", "sqlite_fanout_actions_per_s", "pg_fanout_actions_per_s", ",.0f")]
+        for label, s, pg, fmt in rows:
+            print(f"{label:34} {out[s]:>12{fmt}} {out[pg]:>12{fmt}}")
+    print(f"{'small runs/s (SQLite: 1 process)':34} {small['sqlite']['median']:>12,.0f}   "
+          f"median of {args.rounds} rounds")
     for w in (1, 2, 4):
-        print(f"{f'small runs/s, {w} worker(s)':34} {'':>12} {out[f'pg_small_runs_per_s_{w}_workers']:>12,.0f}")
-    print(f"{'webhooks/s, 1 serve':34} {out['sqlite_webhooks_per_s_1_serve']:>12,.0f} "
-          f"{out['pg_webhooks_per_s_1_serve']:>12,.0f}")
-    print(f"{'webhooks/s, 2 serve':34} {'':>12} {out['pg_webhooks_per_s_2_serve']:>12,.0f}")
-    print(f"(load average {out['load_before']:.1f} before, {out['load_after']:.1f} after; {out['cpus']} cores)")
+        extra = f"   (--compare: {small[f'compare_{w}']['median']:,.0f})" if args.compare else ""
+        print(f"{f'small runs/s, {w} worker(s)':34} {'':>12} {small[f'this_{w}']['median']:>12,.0f}{extra}")
+    if not args.workers_only:
+        print(f"{'webhooks/s, 1 serve':34} {out['sqlite_webhooks_per_s_1_serve']:>12,.0f} "
+              f"{out['pg_webhooks_per_s_1_serve']:>12,.0f}")
+        print(f"{'webhooks/s, 2 serve':34} {'':>12} {out['pg_webhooks_per_s_2_serve']:>12,.0f}")
+    before, after = out["load_before"], out["load_after"]
+    print(f"(load average {before[0]:.1f} at start, {after[0]:.1f} at end; {out['cpus']} cores)")
 
 
 if __name__ == "__main__":

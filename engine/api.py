@@ -268,7 +268,7 @@ class Engine:
         if watch is None and self.store.backend == "postgresql":
             from .replies import ReplyWatch
 
-            watch = self._reply_watch = ReplyWatch(self.store.url)
+            watch = self._reply_watch = ReplyWatch(self.store.url, self.store.reply_channel)
         try:
             with anyio.move_on_after(timeout):
                 while True:
@@ -450,7 +450,7 @@ class Engine:
             try:
                 asked = self.store.db.execute(f"SELECT 1 FROM {CANCEL_TABLE} WHERE run_id = ?",
                                               (runtime.run_id,)).fetchone()
-            except self.store.Error:
+            except (self.store.Error, StoreError):  # StoreUnavailable: the connection is being replaced
                 asked = None
             if asked and runtime.terminated is None and runtime._root_scope is not None:
                 runtime.request_terminate(Status.CANCELLED, {"code": "Cancelled",
@@ -542,6 +542,12 @@ class Engine:
         if not flow.actions[loop].node.loops:
             raise StoreError(f"'{loop}' is a {flow.actions[loop].type}, not a loop: "
                              f"--from '{loop}[N]' re-runs one iteration of a Foreach or Until")
+        db = self.store.db
+        ran = "FROM steps WHERE run_id = ? AND action = ? AND type = 'Iteration'"
+        if db.execute(f"SELECT 1 {ran} AND path LIKE ? LIMIT 1", (run.id, loop, f"%[{index}]")).fetchone() is None:
+            count = db.execute(f"SELECT COUNT(*) {ran}", (run.id, loop)).fetchone()[0]
+            raise StoreError(f"'{loop}' has no iteration {index} in run {run.id}: it recorded {count} "
+                             f"iteration{'' if count == 1 else 's'} (numbered from 0)")  # else: nothing re-run
         return flow, run, _OneIteration(self.store, run.id, skip=frozenset(again), finished_only=True,
                                         loop=loop, index=index), again
 

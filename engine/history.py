@@ -38,8 +38,10 @@ def parse_time(text: str) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
-    try:
-        return when.timestamp()
+    try:  # a time whose UTC date falls outside years 1-9999 (0001-01-01T00:00+14:00) cannot be shown back
+        stamp = when.timestamp()
+        dt.datetime.fromtimestamp(stamp, dt.timezone.utc)
+        return stamp
     except (OverflowError, ValueError, OSError):
         return None
 
@@ -121,7 +123,10 @@ class RunFilter:
 
 
 def _iso(ts: float | None) -> str | None:
-    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    # isoformat, not strftime("%Y"): glibc writes year 1 as "1", a link the next page cannot read back
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).replace(tzinfo=None).isoformat("T", "seconds")
 
 
 def search(store: Store, f: RunFilter, *, offset: int = 0, limit: int = 50) -> list[Run]:

@@ -13,6 +13,7 @@ goes through ``jsonschema`` to explain every problem in flowrun's words.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ def tools(registry: Registry) -> tuple[Validators, Evaluator]:
 def load_file(path: str | Path, *, registry: Registry | None = None,
               connections: Any = None, cache: Any = None) -> Flow:
     path = Path(path)
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # a name of bytes that are not UTF-8: no database, log or report could hold it
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise FlowError([Problem(shown, 1, 1, "", "the file's path is not UTF-8 text: rename it")]) from None
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

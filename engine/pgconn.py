@@ -3,6 +3,18 @@ opened with one clear error (``connect``: transient or not), ``Writer`` (an idle
 again after a loss, engine.pgreconnect), and ``Adapter``, the writer connection as the helpers
 around the store see it (``store.db``): the SQLite words they use (``?`` placeholders, ``INSERT OR
 IGNORE/REPLACE``, ``instr``, ``BEGIN``/``COMMIT``) said in PostgreSQL's.
+
+Where connections come from. The store's writer connection comes from a psycopg-pool
+``ConnectionPool`` of one (engine.pgreconnect): the pool opens it in its own thread with
+``session(...)``'s settings (``connection_class=Writer``), checks it before handing it out (a
+connection that died while it sat in the pool is never handed out), discards a broken one
+given back and opens its replacement, and counts all of it (``store.pool.get_stats()``). The
+store's Backoff decides when a replacement is asked for; the pool never retries on its own
+(``reconnect_timeout=0``). Everything that must die with the writer's backend uses that one
+connection: run leases, trigger and key leases (engine.pglease) are rows stamped with its
+backend. The LISTEN connections (a worker's, engine.replies') stay direct (``connect``): each
+is held for the process's life by one thread and holds session state (LISTEN) that must never
+be handed to anyone else, so a pool would only add a second connection to manage.
 """
 from __future__ import annotations
 
@@ -129,9 +141,36 @@ class Writer(psycopg.Connection):
     """The store's writer connection: a read that finds it lost while no transaction was open
     (the server ended it while it sat idle) is sent again once on the store's new connection
     (``store._check`` replaces it, dropping what died with it, or raises StoreUnavailable).
-    Nothing else is sent again: a statement in a transaction died with the transaction."""
+    Nothing else is sent again: a statement in a transaction died with the transaction.
+
+    The store's pool opens it (``connect``, in the pool's thread) and the store waits for the
+    outcome: ``store._opened`` is told the connection's error, or None, so the store learns at
+    once why an attempt failed (a refused login ends ``flowrun worker``; a refusal is waited
+    out) instead of after a pool timeout that says nothing."""
 
     store: Any = None
+
+    @classmethod
+    def connect(cls, conninfo: str = "", *, store: Any = None, **kwargs: Any) -> "Writer":  # type: ignore[override]
+        try:
+            conn = super().connect(conninfo, **kwargs)
+        except BaseException as exc:
+            if store is not None:
+                store._opened(exc)
+            raise
+        try:
+            if "synchronous_commit" not in conninfo:
+                # like SQLite's WAL + synchronous=NORMAL: a commit survives this process dying at
+                # once, the server's crash after ~3 x wal_writer_delay; the URL's options may say "on"
+                conn.execute("SET synchronous_commit = off")
+        except BaseException as exc:
+            conn.close()
+            if store is not None:
+                store._opened(exc)
+            raise
+        if store is not None:
+            store._opened(None)
+        return conn
 
     def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:  # type: ignore[override]
         idle = self.info.transaction_status == pq.TransactionStatus.IDLE
@@ -153,12 +192,23 @@ def connect(url: str, role: str, *, timeout: float = 10.0, cls: type = psycopg.C
     keepalives find a peer that vanished without a word. Failing: StoreUnavailable (one line,
     never the password) when it may pass later, StoreError when the URL or the login is wrong."""
     try:
-        return cls.connect(url, autocommit=True, connect_timeout=max(1, int(timeout)),
-                               fallback_application_name=f"flowrun-{role}-{os.getpid()}",
-                               keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
+        return cls.connect(url, **session(role, timeout))
     except Exception as exc:  # noqa: BLE001  OperationalError, a malformed URL (ProgrammingError)
-        kind = StoreUnavailable if transient(exc) and not _unreadable(url) else StoreError
-        raise kind(f"{shown(url)}: cannot connect to PostgreSQL: {_scrub(exc, url)}") from None
+        raise connect_error(url, exc) from None
+
+
+def session(role: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The settings every flowrun connection is opened with (``connect``, the writer's pool)."""
+    return dict(autocommit=True, connect_timeout=max(1, int(timeout)),
+                fallback_application_name=f"flowrun-{role}-{os.getpid()}",
+                keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
+
+
+def connect_error(url: str, exc: BaseException) -> StoreError:
+    """Why a connection to ``url`` could not be opened, in one line without the password:
+    StoreUnavailable when it may pass later, StoreError when the URL or the login is wrong."""
+    kind = StoreUnavailable if transient(exc) and not _unreadable(url) else StoreError
+    return kind(f"{shown(url)}: cannot connect to PostgreSQL: {_scrub(exc, url)}")
 
 
 # what libpq says when the server is there but refuses *us*: the URL or the login is wrong,

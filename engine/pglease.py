@@ -6,7 +6,7 @@ backend pid and start time. It is live while both hold:
 
 - its expiry, set and compared on the *server's* clock (``clock_timestamp()``), lies ahead:
   hosts whose clocks disagree judge it the same way, so no watching for renewals is needed;
-- the backend that wrote it still exists (``pg_stat_activity``): a holder killed with
+- the backend that wrote it still exists (``pg_stat_activity``, with the same start time): a holder killed with
   ``kill -9`` drops its connection, PostgreSQL ends that backend, and the run is free at
   once instead of after the ttl. A holder cut off from the database loses its connection,
   so its backend too.
@@ -34,8 +34,11 @@ from .runlock import _printable, keep_renewing
 log = logging.getLogger("flowrun.run")
 HOST = socket.gethostname()
 NOW = "extract(epoch from clock_timestamp())"
+# the backend list (pg_stat_activity) is read once per statement and scanned from memory after:
+# cheaper per lease than pg_stat_get_activity(l.backend), a function call per lease judged
 LIVE = (f"(l.expires > {NOW} AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend "
         f"AND a.backend_start = l.backend_start))")
+ME = "pg_stat_get_activity(pg_backend_pid()) a"  # this backend's own row: its pid and start time
 
 
 def leases(store: Any, run_ids: list[str]) -> dict[str, tuple[int, str, float | None]]:
@@ -166,13 +169,33 @@ def take(store: Any, run_id: str, token: str, owner: str, ttl: float) -> bool:
     row = store.conn.execute(
         f"INSERT INTO run_leases AS l (run_id, owner, pid, host, token, backend, backend_start, acquired, expires) "
         f"SELECT %s, %s, %s, %s, %s, pg_backend_pid(), a.backend_start, {NOW}, {NOW} + %s "
-        f"FROM pg_stat_activity a WHERE a.pid = pg_backend_pid() "
-        f"ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, host = EXCLUDED.host, "
+        f"FROM {ME} ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, "
+        f"host = EXCLUDED.host, "
         f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
         f"acquired = EXCLUDED.acquired, expires = EXCLUDED.expires WHERE l.token = EXCLUDED.token OR NOT {LIVE} "
         f"RETURNING token", (run_id, owner, os.getpid(), HOST, token, ttl)).fetchone()
     store._dirty = True
     return row is not None
+
+
+def own_transaction(store: Any, work: Callable[[Any], Any], what: str) -> Any:
+    """``work(conn)`` in a transaction of its own on the writer connection (a lease row is
+    stamped with its backend): the store's pending writes (a run's steps, a checkpoint) are
+    committed first, so a failure here rolls back nothing but this. StoreUnavailable when the
+    database cannot be reached now, else StoreError; one line, naming ``what``."""
+    for attempt in (1, 2):
+        try:
+            store.flush()
+            with store.lock, store.conn.transaction():
+                return work(store.conn)
+        except psycopg.errors.DeadlockDetected:  # two instances clearing the same dead rows: once more
+            if attempt == 2:
+                raise StoreError(f"{store.path}: {what}: deadlock") from None
+        except psycopg.Error as exc:
+            kind = StoreUnavailable if store.unavailable(exc) else StoreError
+            raise kind(f"{store.path}: {what}: {exc}") from None
+        except StoreError as exc:  # the store's own (it cannot reach the database now): say what for
+            raise type(exc)(f"{what}: {exc}") from None
 
 
 TRIGGER_TABLE = "trigger_leases"
@@ -192,24 +215,18 @@ class TriggerLease:
         store.ensure_table(TRIGGER_TABLE, TRIGGER_DDL)
 
     def take(self) -> bool:
-        """Take or renew the lease (committed); False while another live instance holds it."""
-        store = self.store
-        try:
-            store.begin()
-            row = store.conn.execute(
+        """Take or renew the lease (committed, in a transaction of its own); False while another
+        live instance holds it."""
+        def work(conn: Any) -> bool:
+            return conn.execute(
                 f"INSERT INTO {TRIGGER_TABLE} AS l (flow, trigger, owner, token, backend, backend_start, expires) "
-                f"SELECT %s, %s, %s, %s, pg_backend_pid(), a.backend_start, {NOW} + %s FROM pg_stat_activity a "
-                f"WHERE a.pid = pg_backend_pid() ON CONFLICT (flow, trigger) DO UPDATE SET owner = EXCLUDED.owner, "
+                f"SELECT %s, %s, %s, %s, pg_backend_pid(), a.backend_start, {NOW} + %s FROM {ME} "
+                f"ON CONFLICT (flow, trigger) DO UPDATE SET owner = EXCLUDED.owner, "
                 f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
                 f"expires = EXCLUDED.expires WHERE l.token = EXCLUDED.token OR NOT {LIVE} RETURNING token",
-                (self.flow, self.trigger, f"{HOST}:{os.getpid()}", self.token, self.ttl)).fetchone()
-            store._dirty = True
-            store.flush()
-        except psycopg.Error as exc:
-            store.rollback()
-            kind = StoreUnavailable if store.unavailable(exc) else StoreError
-            raise kind(f"{store.path}: trigger lease of {self.flow}/{self.trigger}: {exc}") from None
-        return row is not None
+                (self.flow, self.trigger, f"{HOST}:{os.getpid()}", self.token, self.ttl)).fetchone() is not None
+
+        return own_transaction(self.store, work, f"trigger lease of {self.flow}/{self.trigger}")
 
     def release(self) -> None:
         try:
@@ -255,21 +272,24 @@ class KeyLeases:
         self.owner = f"{HOST}:{os.getpid()}"
         store.ensure_table(KEY_TABLE, KEY_DDL)
         store.ensure_table(MEMBER_TABLE, MEMBER_DDL)
+        store.on_reconnected.append(self._restamp)
+
+    def _restamp(self, conn: Any) -> None:
+        """The writer connection was replaced (engine.pgreconnect): our rows name a backend that
+        is gone, so a peer would take our keys at its next balance and both would read them
+        until ours. Stamp them with the new backend at once. Only the backend: an expired row
+        stays expired, and a row a peer took meanwhile carries its token and stays its."""
+        try:
+            with conn.transaction():
+                for table in (MEMBER_TABLE, KEY_TABLE):
+                    conn.execute(f"UPDATE {table} SET backend = a.pid, backend_start = a.backend_start "
+                                 f"FROM pg_stat_activity a WHERE a.pid = pg_backend_pid() AND flow = %s "
+                                 f"AND trigger = %s AND token = %s", (self.flow, self.trigger, self.token))
+        except psycopg.Error as exc:  # lost again, or a peer's balance in the way: the next balance renews
+            log.info("key leases of %s/%s not renewed on the new connection: %s", self.flow, self.trigger, exc)
 
     def _transaction(self, work: Callable[[Any], Any], what: str) -> Any:
-        """``work(conn)`` in a transaction of its own: the store's pending writes are committed
-        first, so a failure here rolls back nothing but ours."""
-        store = self.store
-        for attempt in (1, 2):
-            try:
-                store.flush()
-                with store.lock, store.conn.transaction():
-                    return work(store.conn)
-            except psycopg.errors.DeadlockDetected:  # two instances clearing the same dead rows: once more
-                if attempt == 2:
-                    raise StoreError(f"{store.path}: {what} of {self.flow}/{self.trigger}: deadlock") from None
-            except psycopg.Error as exc:
-                raise StoreError(f"{store.path}: {what} of {self.flow}/{self.trigger}: {exc}") from None
+        return own_transaction(self.store, work, f"{what} of {self.flow}/{self.trigger}")
 
     def share(self, members: list[str], count: int) -> int:
         """How many of ``count`` keys are this instance's share among live ``members`` (tokens)."""
@@ -282,17 +302,16 @@ class KeyLeases:
 
     @classmethod
     def _column(cls, key: str) -> str:
-        """A key as its row stores it: itself, or (holding a NUL or a lone surrogate, which
-        PostgreSQL text cannot, or too long for a btree index entry) ``#sha256:`` and its digest. A key that starts so
-        is digested too, so two keys never share a row."""
+        """A key as its row stores it: itself, or ``#sha256:`` and its digest when PostgreSQL
+        text cannot hold it (a NUL, a lone surrogate) or it is too long for a btree index entry.
+        A key that starts so is digested too, so two keys never share a row."""
         raw = key.encode("utf-8", "surrogatepass")
         try:
             key.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: no text PostgreSQL takes
-            return "#sha256:" + hashlib.sha256(raw).hexdigest()
-        if "\x00" in key or len(raw) > cls.LONGEST or key.startswith("#sha256:"):
-            return "#sha256:" + hashlib.sha256(raw).hexdigest()
-        return key
+            plain = "\x00" not in key and len(raw) <= cls.LONGEST and not key.startswith("#sha256:")
+        except UnicodeEncodeError:  # a lone surrogate
+            plain = False
+        return key if plain else "#sha256:" + hashlib.sha256(raw).hexdigest()
 
     def balance(self, keys: Any) -> set[str]:
         """The keys (of ``keys``) this instance reads now; see the class docstring."""
@@ -330,8 +349,8 @@ class KeyLeases:
                     # each other in a cycle
                     keep += [r[0] for r in conn.execute(
                         f"INSERT INTO {KEY_TABLE} AS l (flow, trigger, key, owner, token, backend, backend_start, "
-                        f"expires) SELECT %s, %s, k, %s, %s, {_ME}, {NOW} + %s FROM unnest(%s::text[]) AS k, "
-                        f"pg_stat_activity a WHERE a.pid = pg_backend_pid() ORDER BY k COLLATE \"C\" "
+                        f"expires) SELECT %s, %s, k, %s, %s, {_ME}, {NOW} + %s FROM unnest(%s::text[]) AS k, {ME} "
+                        f"ORDER BY k COLLATE \"C\" "
                         f"ON CONFLICT (flow, trigger, key) DO UPDATE SET owner = EXCLUDED.owner, "
                         f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
                         f"expires = EXCLUDED.expires WHERE NOT {LIVE} RETURNING key",
@@ -350,6 +369,9 @@ class KeyLeases:
 
     def close(self) -> None:
         """Leave: every key and the membership go at once (the trigger stopped reading)."""
+        if self._restamp in self.store.on_reconnected:
+            self.store.on_reconnected.remove(self._restamp)
+
         def work(conn: Any) -> None:
             for table in (KEY_TABLE, MEMBER_TABLE):
                 conn.execute(f"DELETE FROM {table} WHERE flow = %s AND trigger = %s AND token = %s",

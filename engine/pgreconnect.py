@@ -10,19 +10,32 @@ is not fatal, but what died with it is dropped on purpose:
 - the open transaction is gone as a whole: everyone awaiting its group commit gets
   StoreUnavailable now, and the next commit fails too (``_torn``) rather than commit the part
   written after the loss;
-- ``on_connection_lost`` callbacks are told (a trigger lease died too).
+- ``on_connection_lost`` callbacks are told (a trigger lease died too); ``on_reconnected`` ones
+  get the new connection once it is there.
 
 The loss is noticed before a statement fails where possible (``_check``: the socket of an idle
 connection the server ended turns readable), else when one fails; an idle read is sent again
 on the new connection (engine.pgconn.Writer). Reconnecting is tried at once, then with capped
 exponential backoff and jitter; meanwhile every use raises StoreUnavailable at once (one line,
 no password). One warning per outage, one info when it is back.
+
+The connection comes from ``pool``, a psycopg-pool ConnectionPool of one (engine.pgconn says
+why of one): the lost connection is given back (the pool discards it and opens a new one at
+once), and each later try asks the pool for one (``check``). One loop drives the retries, the
+store's Backoff: the pool's own reconnect loop is off (``reconnect_timeout=0``: after a failed
+attempt, and the one more it makes at once, it waits to be asked again; its ``reconnect_failed``
+is left unset, so giving up is never fatal). Each try waits for the pool's attempt, which tells
+its outcome (engine.pgconn.Writer.connect): a refusal is StoreUnavailable at once, not a pool
+timeout later. The pool logs each failed attempt at WARNING (``psycopg.pool``); the store's one
+warning per outage speaks for them, so that logger is quiet below ERROR unless configured.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import select
+import threading
 import time
 from typing import Any, Callable
 
@@ -31,9 +44,12 @@ from psycopg import pq
 
 from .backoff import Backoff
 from .errors import StoreError, StoreUnavailable
-from .pgconn import Writer, broken, connect, transient
+from .pgconn import Writer, _unreadable, broken, connect_error, session, transient
 
 log = logging.getLogger("flowrun.store")
+if logging.getLogger("psycopg.pool").level == logging.NOTSET:  # (see the module docstring)
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+CONNECT_TIMEOUT = 10.0  # seconds a connection attempt may take (a host that drops packets)
 
 
 class Reconnecting:
@@ -57,19 +73,53 @@ class Reconnecting:
     def _init_reconnecting(self) -> None:
         self.abandoned: set[str] = set()  # runs dropped by a lost connection: their writes are discarded
         self.on_connection_lost: list[Callable[[], None]] = []  # told too (trigger leases die with it)
+        self.on_reconnected: list[Callable[[Any], None]] = []  # told the new connection (engine.pglease.KeyLeases)
         self._torn = False  # the connection was lost with writes pending: the next commit fails as a whole
         self._down_since: float | None = None  # monotonic time the connection was found lost
         self._retry_at = 0.0
         self._backoff = Backoff()
+        self._attempt = threading.Event()  # the pool's connection attempt ended (``_opened``)
+        self._attempt_error: BaseException | None = None
+        if _unreadable(self.url):  # not handed to the pool: libpq's complaint may quote a piece of the password
+            raise connect_error(self.url, ValueError("unreadable URL"))
+        from psycopg_pool import ConnectionPool
 
-    def _open(self) -> psycopg.Connection:
-        conn = connect(self.url, "writer", cls=Writer)
+        self.pool = ConnectionPool(
+            self.url, connection_class=Writer, kwargs={**session("writer", CONNECT_TIMEOUT), "store": self},
+            min_size=1, max_size=1, open=False, check=ConnectionPool.check_connection,
+            name=f"flowrun-writer-{os.getpid()}", reconnect_timeout=0, num_workers=1)
+
+    def _opened(self, error: BaseException | None) -> None:
+        """(engine.pgconn.Writer.connect, in the pool's thread) an attempt ended: ``error`` or None."""
+        self._attempt_error = error
+        self._attempt.set()
+
+    def _take(self, ask: Callable[[], Any]) -> Writer:
+        """The writer connection, from the pool: ``ask()`` makes the pool open one (``open``,
+        ``putconn`` of the lost one, ``check``: a no-op while an attempt runs) and this waits for
+        that attempt, unless one is ready. StoreError / StoreUnavailable (one line) if it failed."""
+        self._attempt.clear()
+        self._attempt_error = None
+        ask()
+        if not self.pool.get_stats()["pool_available"]:
+            if not self._attempt.wait(CONNECT_TIMEOUT + 5):
+                raise StoreUnavailable(f"{self.path}: cannot connect to PostgreSQL: no answer within "
+                                       f"{CONNECT_TIMEOUT + 5:g} s")
+            if self._attempt_error is not None:
+                raise connect_error(self.url, self._attempt_error) from None
+        from psycopg_pool import PoolTimeout
+
+        try:  # (checked first: one that died in the pool meanwhile is discarded, and another opened)
+            conn = self.pool.getconn(timeout=CONNECT_TIMEOUT)
+        except PoolTimeout as exc:
+            raise StoreUnavailable(f"{self.path}: cannot connect to PostgreSQL: {exc}") from None
         conn.lock, conn.store = self.lock, self
-        if "synchronous_commit" not in self.url:
-            # like SQLite's WAL + synchronous=NORMAL: a commit survives this process dying at
-            # once, the server's crash after ~3 x wal_writer_delay; the URL's options may say "on"
-            conn.execute("SET synchronous_commit = off")
         return conn
+
+    def _close_pool(self) -> None:
+        pool = self.__dict__.get("pool")
+        if pool is not None:
+            pool.close(timeout=1.0)
 
     # -- a lost connection -----------------------------------------------------------------------
     def _check(self) -> None:
@@ -103,11 +153,15 @@ class Reconnecting:
                     if self.fences else ""
                 log.warning("%s: the database connection was lost%s; reconnecting", self.path, running)
                 self._abandon()
-            if now < self._retry_at:
+                lost = self._conn
+                ask: Callable[[], Any] = lambda: self.pool.putconn(lost)  # discarded; a new one opened at once
+            elif now < self._retry_at:
                 raise StoreUnavailable(f"{self.path}: PostgreSQL cannot be reached; the next try in "
                                        f"{self._retry_at - now:.1f} s")
+            else:
+                ask = self.pool.check  # the pool opens one if it holds none
             try:
-                conn = self._open()
+                conn = self._take(ask)
             except StoreError as exc:  # a password changed meanwhile is retried too: it may be put back
                 self._retry_at = time.monotonic() + self._backoff.next()
                 raise StoreUnavailable(str(exc)) from None
@@ -116,6 +170,8 @@ class Reconnecting:
             log.info("%s: reconnected after %.1f s", self.path, time.monotonic() - self._down_since)
             self._down_since, self._retry_at = None, 0.0
             self._backoff.reset()
+            for callback in list(self.on_reconnected):
+                self._tell(callback, conn)
 
     def _abandon(self) -> None:
         """Forget what the lost connection held: the open transaction (the next commit fails, so

@@ -5,7 +5,8 @@ is not about SQL: every text written passes the redactor, writes of one event-lo
 one commit (``flush_soon``/``durable``), a Running row is written only for an action that has
 run ``RUNNING_AFTER`` seconds. What differs:
 
-- one writer connection per process (``application_name`` flowrun-writer-<pid>); reads go through it, so
+- one writer connection per process (``application_name`` flowrun-writer-<pid>), from a psycopg-pool
+  pool of one (engine.pgreconnect); reads go through it, so
   a process sees what it wrote before it commits, as with SQLite. It autocommits: a write
   opens a transaction (``begin``) that the group commit closes, and a read never leaves one
   open;
@@ -19,6 +20,7 @@ run ``RUNNING_AFTER`` seconds. What differs:
   a child run's end ``flowrun_done`` (its parent's id), a run's reply ``flowrun_reply``;
 - a lost writer connection is replaced, not fatal (engine.pgreconnect): the runs whose leases
   died with it stop here, and the transaction it held fails as a whole.
+  In a schema other than ``public`` each channel's name carries the schema's (``channels``).
 
 ``db`` is engine.pgconn.Adapter, which speaks the SQLite subset the helpers around the store
 use: checkpoints, server keys, the flow cache, cancel requests, concurrency slots and the run
@@ -47,6 +49,19 @@ log = logging.getLogger("flowrun.store")
 CHANNEL = "flowrun_runs"  # NOTIFY channel: a run was queued, parked or released
 DONE = "flowrun_done"  # NOTIFY channel: a child run finished (the payload: its parent's id)
 REPLY = "flowrun_reply"  # NOTIFY channel: a run's reply was recorded, or it ended (engine.replies)
+
+
+def channels(schema: str) -> tuple[str, str, str]:
+    """The NOTIFY channels of the state in ``schema``: (runs, done, reply).
+
+    NOTIFY reaches every listener of the *database*, whatever its search_path: state databases
+    sharing one PostgreSQL database in different schemas would otherwise wake each other's
+    workers, each wake a claim that finds nothing. Schema ``public`` keeps the plain names."""
+    if schema == "public":
+        return CHANNEL, DONE, REPLY
+    tag = hashlib.sha256(schema.encode()).hexdigest()[:16]  # any schema name, as a short identifier
+    return f"{CHANNEL}_{tag}", f"{DONE}_{tag}", f"{REPLY}_{tag}"
+
 _LOCK_KEY = 0x666C6F7772756E  # "flowrun": the advisory lock migrations take
 
 MIGRATIONS = [
@@ -133,8 +148,14 @@ class PgStore(Reconnecting, Store):
         # lock (taken by psycopg around every statement) becomes a reentrant one, held too for a
         # whole batch (``_send``) and a whole read through ``db``: any thread may use the store.
         self.lock = threading.RLock()
-        self._conn = self._open()
+        try:
+            self._conn = self._take(self.pool.open)  # its first connection, opened by the pool
+        except BaseException:
+            self._close_pool()
+            raise
         self.db = Adapter(self)
+        self.channel, self.done_channel, self.reply_channel = channels(self.conn.execute("SELECT current_schema()").fetchone()[0]
+                                                   or "public")
         try:
             self.version = self._migrate() if migrate else self.schema_version()
         except BaseException:
@@ -207,11 +228,11 @@ class PgStore(Reconnecting, Store):
                         fenced.append((cur, run_id))
                 if commit:
                     if self._notify:
-                        conn.execute(f"NOTIFY {CHANNEL}")
+                        conn.execute(f"NOTIFY {self.channel}")
                     for parent in self.notices:  # a child run finished: its parent may wait in another worker
-                        conn.execute("SELECT pg_notify(%s, %s)", (DONE, parent))
+                        conn.execute("SELECT pg_notify(%s, %s)", (self.done_channel, parent))
                     for run_id in self.replies:  # a server may wait for this run's reply
-                        conn.execute("SELECT pg_notify(%s, %s)", (REPLY, run_id))
+                        conn.execute("SELECT pg_notify(%s, %s)", (self.reply_channel, run_id))
                     conn.execute("COMMIT")
         for cur, run_id in fenced:
             if cur.rowcount == 0:
@@ -242,14 +263,13 @@ class PgStore(Reconnecting, Store):
 
     def close(self) -> None:
         conn = self.__dict__.get("_conn")
-        if conn is None or broken(conn):
-            if conn is not None:
-                conn.close()
-            return
         try:
-            self.flush()
+            if conn is not None and not broken(conn):
+                self.flush()
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()  # closed, not given back: the pool would open its replacement
+            self._close_pool()
 
     def flush(self) -> None:
         try:

@@ -179,6 +179,13 @@ class Node:
                       rendering): `flowrun plan` notes "would read with ..." and stands its example
                       outputs in. A node with a connection declares one of the two: ``effect`` or
                       ``reads_only`` (tests/engine/test_plugin.py holds every built-in node to it)
+    ``transport``     how ``run`` reaches outside the process. "python" (the default): through
+                      Python sockets and the HTTP libraries `flowrun test` watches, so its network
+                      guard blocks it and its cassettes record it. "native": a C library opens its
+                      own sockets (librdkafka). "subprocess": a child process does the work (dbt).
+                      `flowrun test` and `flowrun plan` cannot see the last two: such an action
+                      that no mock answers fails before it runs (tests/engine/test_plugin.py holds
+                      every built-in node to an honest declaration)
     ``fields``        extra action-level properties (control actions: expression, actions, ...)
 
     What the engine must know about it (the engine names no node; it reads these):
@@ -213,6 +220,7 @@ class Node:
     example: ClassVar[dict] = {}
     example_outputs: ClassVar[Any] = None
     reads_only: ClassVar[bool] = False
+    transport: ClassVar[str] = "python"  # or "native", "subprocess"
     fields: ClassVar[dict] = {}
     required_fields: ClassVar[tuple[str, ...]] = ()
     lazy: ClassVar[tuple[str, ...]] = ()
@@ -281,6 +289,12 @@ class Node:
         """What running the action with ``inputs`` would change outside the run, in one line
         starting "would ..."; None when it changes nothing (the default)."""
         return None
+
+    @classmethod
+    def guard_sees(cls) -> bool:
+        """Its calls go through Python's sockets and HTTP libraries (``transport`` "python"): a
+        flow test's network guard can block them and a cassette can record them."""
+        return cls.transport == "python"
 
     @classmethod
     def has_effect(cls) -> bool:

@@ -7,49 +7,43 @@ records the reply, and in the one that ends a run of a replying flow (it may end
 replying). One thread per process LISTENs on its own connection and wakes the requests
 waiting for that run, which then read the run from the store::
 
-    watch = ReplyWatch(store.url)
+    watch = ReplyWatch(store.url, store.reply_channel)
     event = await watch.expect(run_id)      # before reading the run: no lost wake-up
     ... read the run; not replied yet: await event.wait(), with a slow poll as fallback
     watch.forget(run_id, event)
 
-A LISTEN connection that breaks is logged; the waiters' slow poll still sees the reply, and
-the next request after ``RETRY`` seconds LISTENs again (a database that came back wakes its
-waiters at once again, not only by the poll).
+A LISTEN connection that breaks is logged once per outage and opened again with backoff;
+meanwhile the waiters' slow poll still sees the reply.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-import time
 
-from .pgstore import REPLY as CHANNEL  # a run's reply was recorded, or a run of a replying flow ended
+from .pgstore import REPLY  # a run's reply was recorded, or a run of a replying flow ended
 
 log = logging.getLogger("flowrun.replies")
 
 
 class ReplyWatch:
-    RETRY = 5.0  # seconds after a LISTEN connection broke before a request sets up another
-
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(self, url: str, channel: str = REPLY):
+        self.url, self.channel = url, channel  # (the store's: engine.pgstore.channels)
         self._waiting: dict[str, set[asyncio.Event]] = {}  # run id -> events of the requests waiting
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Event | None = None
         self._closing = False
-        self._retry_at = 0.0  # (monotonic) when a LISTEN that broke may be set up again
-        self.backend_pid: int | None = None  # the LISTEN connection's server process (pg_stat_activity)
+        self._stop = threading.Event()  # interrupts the thread's backoff when closing
 
     async def expect(self, run_id: str) -> asyncio.Event:
         """An event set when ``run_id``'s reply or end is announced (from now on: LISTEN is
         established before this returns)."""
         loop = asyncio.get_running_loop()
-        broken = self._thread is not None and not self._thread.is_alive() and time.monotonic() >= self._retry_at
-        if self._thread is None or self._loop is not loop or broken:  # (a new event loop: a thread that tells it)
-            if self._loop is not loop:
-                self._waiting.clear()  # (events of a loop gone; those waiting here stay through a re-LISTEN)
+        if self._thread is None or self._loop is not loop:  # (a new event loop: a thread that tells it)
             self._closing, self._loop, self._ready = False, loop, asyncio.Event()
+            self._stop = threading.Event()
+            self._waiting.clear()
             self._thread = threading.Thread(target=self._listen, args=(loop, self._ready),
                                             name="flowrun-replies", daemon=True)
             self._thread.start()
@@ -70,27 +64,43 @@ class ReplyWatch:
             event.set()
 
     def _listen(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Event) -> None:
-        import psycopg
+        """LISTEN until closed. A lost connection is opened again with backoff (one warning per
+        outage); once back, every waiter looks again: a NOTIFY may have been missed meanwhile.
+        While it is away the waiters' slow poll still reads the replies."""
+        from .backoff import Backoff
+        from .pgconn import connect
 
-        try:
-            with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
-                conn.execute(f"LISTEN {CHANNEL}")
-                self.backend_pid = conn.info.backend_pid
-                loop.call_soon_threadsafe(ready.set)
-                while not self._closing and self._loop is loop:
-                    for note in conn.notifies(timeout=1.0):
-                        loop.call_soon_threadsafe(self._ring, note.payload)
-                        if self._closing or self._loop is not loop:
-                            break
-        except Exception as exc:  # noqa: BLE001  the database went away: the waiters' poll still reads
-            if self._closing or loop.is_closed():
-                return
-            self._retry_at = time.monotonic() + self.RETRY
-            log.warning("LISTEN %s failed (%s); replies are found by polling", CHANNEL, exc)
+        backoff, down = Backoff(base=0.5, cap=10.0), False
+        while not self._closing and self._loop is loop:
             try:
-                loop.call_soon_threadsafe(ready.set)
-            except RuntimeError:  # the loop closed just now
-                pass
+                with connect(self.url, "replies") as conn:
+                    conn.execute(f"LISTEN {self.channel}")
+                    backoff.reset()
+                    if down:
+                        log.info("LISTEN %s back", self.channel)
+                        down = False
+                        for run_id in list(self._waiting):
+                            loop.call_soon_threadsafe(self._ring, run_id)
+                    loop.call_soon_threadsafe(ready.set)
+                    while not self._closing and self._loop is loop:
+                        for note in conn.notifies(timeout=1.0):
+                            loop.call_soon_threadsafe(self._ring, note.payload)
+                            if self._closing or self._loop is not loop:
+                                break
+            except Exception as exc:  # noqa: BLE001  the database went away: the waiters' poll still reads
+                if self._closing or loop.is_closed():
+                    return
+                if not down:
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    log.warning("LISTEN %s failed (%s); replies are found by polling until it is back",
+                                self.channel, first)
+                    down = True
+                try:
+                    loop.call_soon_threadsafe(ready.set)
+                except RuntimeError:  # the loop closed just now
+                    return
+                self._stop.wait(backoff.next())
 
     def close(self) -> None:
         self._closing = True  # the thread ends within a second (a daemon: it never holds the exit)
+        self._stop.set()

@@ -149,10 +149,38 @@ def _wants_tracing(env: Mapping[str, str]) -> str | None:
     return None
 
 
+HEADER_VARIABLES = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+
+
+def _header_secrets(env: Mapping[str, str]) -> set[str]:
+    """The credentials the exporter sends (``Authorization=Bearer ...``, ``x-api-key=...``): each
+    variable whole, each of its headers, and each value with and without its scheme word. The
+    SDK logs a header it cannot parse as it is, value and all."""
+    from urllib.parse import unquote
+
+    found: set[str] = set()
+    for name in HEADER_VARIABLES:
+        text = env.get(name) or ""
+        found.add(text.strip())
+        for part in text.split(","):
+            part = part.strip()
+            found.add(part)
+            for sep in "=:":
+                if sep in part:
+                    value = part.split(sep, 1)[1].strip()
+                    found |= {value, unquote(value), value.split(" ", 1)[-1].strip(),
+                              unquote(value).split(" ", 1)[-1].strip()}
+    return {v for v in found if len(v) >= 4}
+
+
 def _from_environment() -> "Tracing | None":
     wanted = _wants_tracing(os.environ)
     if wanted is None:
         return _embedding_provider()
+    from .connections import PROCESS_REDACTOR
+
+    for secret in _header_secrets(os.environ):  # before the exporter reads (and may log) them
+        PROCESS_REDACTOR.add(secret)
     try:
         from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource

@@ -82,7 +82,7 @@ class Worker:
     # -- claiming ---------------------------------------------------------------------------------
     def claim(self, limit: int) -> list[tuple[str, str, str, bool]]:
         """Claim up to ``limit`` runs: [(run id, lease token, status, has recorded steps)]."""
-        from .pglease import LIVE, NOW
+        from .pglease import LIVE, ME, NOW
 
         store = self.engine.store
         store.flush()  # what this process wrote so far is its own commit
@@ -90,20 +90,23 @@ class Worker:
         mine = list(self.in_flight)  # a run dropped here by a lost connection may still be unwinding
         try:
             store.begin()
+            # ``live``: the runs some process holds, judged once per claim into a hashed set. Runs
+            # in flight stay among the candidates (Queued or Running, oldest first), so judging
+            # each candidate's lease on its own cost a lease lookup per run in flight, per claim.
             rows = store.conn.execute(
-                f"WITH c AS (SELECT r.id, r.status FROM runs r LEFT JOIN parked_runs p ON p.run_id = r.id "
+                f"WITH live AS MATERIALIZED (SELECT l.run_id FROM run_leases l WHERE {LIVE}), "
+                f"c AS (SELECT r.id, r.status FROM runs r LEFT JOIN parked_runs p ON p.run_id = r.id "
                 f"WHERE (r.status IN ('Queued', 'Running') OR (r.status = %s AND (p.wake <= %s "
-                f"OR EXISTS (SELECT 1 FROM unnest(p.children) c WHERE NOT EXISTS (SELECT 1 FROM runs k "
-                f"WHERE k.id = c AND k.status NOT IN {ENDED}))))) "
-                f"AND r.id <> ALL(%s) AND NOT EXISTS (SELECT 1 FROM run_leases l WHERE l.run_id = r.id AND {LIVE}) "
+                f"OR EXISTS (SELECT 1 FROM unnest(p.children) kid WHERE NOT EXISTS (SELECT 1 FROM runs k "
+                f"WHERE k.id = kid AND k.status NOT IN {ENDED}))))) "
+                f"AND r.id <> ALL(%s) AND r.id NOT IN (SELECT run_id FROM live) "
                 f"AND NOT EXISTS (SELECT 1 FROM run_slots q WHERE q.run_id = r.id AND q.held = 0 AND q.slot_limit <= "
                 f"(SELECT COUNT(*) FROM run_slots s JOIN runs h ON h.id = s.run_id WHERE s.slot_key = q.slot_key "
-                f"AND s.held = 1 AND (h.status = 'Waiting' OR EXISTS (SELECT 1 FROM run_leases l "
-                f"WHERE l.run_id = s.run_id AND {LIVE})))) "
+                f"AND s.held = 1 AND (h.status = 'Waiting' OR s.run_id IN (SELECT run_id FROM live)))) "
                 f"ORDER BY r.created LIMIT %s FOR UPDATE OF r SKIP LOCKED), "
                 f"taken AS (INSERT INTO run_leases AS l (run_id, owner, pid, host, token, backend, backend_start, "
                 f"acquired, expires) SELECT c.id, %s, %s, %s, md5(random()::text || c.id), pg_backend_pid(), "
-                f"a.backend_start, {NOW}, {NOW} + %s FROM c, pg_stat_activity a WHERE a.pid = pg_backend_pid() "
+                f"a.backend_start, {NOW}, {NOW} + %s FROM c, {ME} "
                 f"ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, host = EXCLUDED.host, "
                 f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
                 f"acquired = EXCLUDED.acquired, expires = EXCLUDED.expires WHERE NOT {LIVE} RETURNING run_id, token) "
@@ -160,14 +163,15 @@ class Worker:
         A lost connection is opened again with backoff; meanwhile the slow poll finds work."""
         from .backoff import Backoff
         from .pgconn import connect
-        from .pgstore import CHANNEL, DONE
+
+        store = self.engine.store
 
         backoff, down, warned, since = Backoff(cap=10.0), False, False, 0.0
         while not self._closing:
             try:
                 with connect(self.engine.store.url, "listen") as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    conn.execute(f"LISTEN {DONE}")
+                    conn.execute(f"LISTEN {store.channel}")
+                    conn.execute(f"LISTEN {store.done_channel}")
                     backoff.reset()
                     if down:  # a NOTIFY may have come meanwhile: look for work now
                         log.info("worker %s: LISTEN connection back", self.name)
@@ -176,7 +180,7 @@ class Worker:
                     loop.call_soon_threadsafe(self._listening.set)
                     while not self._closing:
                         for note in conn.notifies(timeout=1.0):
-                            if note.channel == DONE:
+                            if note.channel == store.done_channel:
                                 loop.call_soon_threadsafe(self._child_finished, note.payload)  # a child ended: wake its parent, here or parked
                             else:
                                 loop.call_soon_threadsafe(self._wake)

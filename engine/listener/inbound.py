@@ -95,6 +95,11 @@ def secret_header(name: str, extra: frozenset[str] = frozenset()) -> bool:
     return name in extra or (bool(_SECRET_HEADER.search(name)) and not _NOT_SECRET.search(name))
 
 
+def secret_query(name: str) -> bool:
+    """A query parameter whose name says it carries a credential (``sig``, ``access_token`` ...)."""
+    return bool(_SECRET_QUERY.match(name))
+
+
 def redact_headers(headers: dict[str, str], extra: frozenset[str] = frozenset()) -> dict[str, str]:
     return {k: (MASK if secret_header(k, extra) else v) for k, v in headers.items()}
 

@@ -41,7 +41,10 @@ def test(ctx: click.Context, paths: tuple[str, ...], record: bool, junit_xml: st
     if junit_xml:
         from .junit import write
 
-        write(results, junit_xml)
+        try:
+            write(results, junit_xml)
+        except OSError as exc:  # a folder that does not exist, or that this user may not write in
+            raise Fail(f"--junit-xml {junit_xml}: cannot write it ({exc.strerror or type(exc).__name__})") from None
     passed = sum(r.passed for r in results)
     errors = sum(1 for r in results if r.error)
     failed = len(results) - passed - errors
@@ -60,13 +63,15 @@ def test(ctx: click.Context, paths: tuple[str, ...], record: bool, junit_xml: st
 @click.option("--test", "test_ref", metavar="FILE[::NAME]",
               help="take mocks (and, without --input, the input and parameters) from a test of a test file")
 @click.option("--json", "as_json", is_flag=True, help="the plan as JSON")
+@click.option("--effects-only", is_flag=True, help="only the side effects, numbered, one line each")
 @click.pass_context
 @guard
 def plan(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, ...], test_ref: str | None,
-         as_json: bool) -> None:
-    """Dry-run a flow: render every action's inputs, walk the branches that would be taken, and
-    print the side effects in order, with no network. Actions with a side effect or a vendor
-    connection do not run: a test's mocks, or the node's example outputs, stand in for them."""
+         as_json: bool, effects_only: bool) -> None:
+    """Dry-run a flow, with no network: every action that would run, in order, with its inputs
+    rendered from the payload, the branches conditions would take (of a loop, the first
+    iteration), and the side effects. Actions with a side effect or a vendor connection do not
+    run: a test's mocks, or the node's example outputs, stand in for them."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -77,7 +82,6 @@ def plan(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, .
     from engine.cli import _parse_input, _parse_params
     from engine.clock import VirtualClock
     from engine.dryrun import dry_run
-    from engine.inspection import one_line
     from engine.registry import default_registry
 
     from .runner import _secrets_env
@@ -105,6 +109,10 @@ def plan(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, .
     engine = Engine(Path(folder) / "state.db", connections=root["connections"], clock=VirtualClock())
     try:
         loaded_flow = engine.load(flow)
+        unknown = sorted(a for a in mocks or {} if a not in loaded_flow.actions)
+        if unknown:  # the test of another flow: its mocks would stand in for nothing, silently
+            raise Fail(f"--test: {file} mocks {', '.join(repr(a) for a in unknown[:10])}, which {flow} does not "
+                       "have (a test of another flow?)")
         if input_ is not None:
             from engine.validation import check_body
 
@@ -121,10 +129,4 @@ def plan(ctx: click.Context, flow: str, input_: str | None, params: tuple[str, .
     if as_json:
         _emit(json.dumps(result.as_dict(), indent=2, default=str))
         return
-    _emit(f"plan of {result.flow}: the run would end {result.status}"
-          + (f" ({one_line(str(result.error.get('message')), 500)})" if isinstance(result.error, dict) else ""))
-    if not result.effects:
-        _emit("no side effects")
-    for n, e in enumerate(result.effects, 1):
-        what = e.effect or f"would read with {e.type}"
-        _emit(f"{n:>3}. {e.path}: {what}" + ("" if e.stood_in == "none" else f"  [outputs: {e.stood_in}]"))
+    _emit("\n".join(result.lines(effects_only=effects_only)))

@@ -201,6 +201,7 @@ def load(path: str | Path, registry: Any, connections: Any = None) -> TestFile:
                     continue
                 built.append(one)
             mocks[action] = built if isinstance(mock, list) else (built[0] if built else None)
+        _check_names(spec, flow, base, flow_file.name, at)
         expect = dict(spec.get("expect") or {})
         for key in ("status",):
             if key in expect:
@@ -237,6 +238,22 @@ def load(path: str | Path, registry: Any, connections: Any = None) -> TestFile:
     if problems:
         raise FlowError(problems)
     return TestFile(file, flow_file, tests)
+
+
+def _check_names(spec: dict, flow: Any, base: str, flow_name: str, at: Any) -> None:
+    """The trigger and the parameters a test names are the flow's: a misspelt one would
+    otherwise run the test as another trigger, or fail it later at line 1 of the file."""
+    from ..planner import suggest
+
+    trigger = (spec.get("trigger") or {}).get("name")
+    known = set(flow.triggers) or {"manual"}  # a flow without triggers is run as "manual"
+    if trigger is not None and trigger not in known:  # a string: the schema says so
+        at(f"{base}.trigger.name", f"no trigger {str(trigger)[:100]!r} in {flow_name}"
+           f"{suggest(str(trigger), known)}; one of {', '.join(sorted(known))}")
+    for name in spec.get("parameters") or {}:
+        if name not in flow.parameters:
+            at(f"{base}.parameters.{name}", f"no parameter {str(name)[:100]!r} in {flow_name}"
+               f"{suggest(str(name), set(flow.parameters))}", key=True)
 
 
 ASSERTION_FUNCTIONS = ("run", "response")  # what assertions see besides the workflow functions

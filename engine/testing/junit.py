@@ -9,9 +9,10 @@ from xml.etree import ElementTree as ET
 
 
 def _clean(text: str) -> str:
-    """XML 1.0 cannot hold most control characters: they are shown as \\xNN."""
-    return "".join(c if c in "\t\n\r" or ord(c) >= 0x20 and c not in "\ufffe\uffff" else f"\\x{ord(c):02x}"
-                   for c in text)
+    """XML 1.0 cannot hold most control characters, nor a lone surrogate (a file name whose bytes
+    are not UTF-8): they are shown as \\xNN or \\uNNNN, so the report is always a document CI can parse."""
+    return "".join(c if c in "\t\n\r" or 0x20 <= ord(c) < 0xd800 or 0xe000 <= ord(c) < 0xfffe or ord(c) > 0xffff
+                   else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in text)
 
 
 def write(results: list[Any], path: str | Path) -> None:
@@ -36,6 +37,8 @@ def write(results: list[Any], path: str | Path) -> None:
             elif not r.passed:
                 ET.SubElement(case, "failure", message=_clean(r.failures[0] if r.failures else "failed")).text = \
                     _clean("\n".join(r.failures))
+            if r.notes:  # what --record ran for real but could not record
+                ET.SubElement(case, "system-out").text = _clean("\n".join(f"note: {n}" for n in r.notes))
     path = Path(path)
     data = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent if str(path.parent) else ".")

@@ -1,9 +1,9 @@
 """No network during a flow test or a plan: every socket connect and name lookup over IP is refused
 and noted against the action that tried it.
 
-The guard patches ``socket.socket.connect``/``connect_ex`` and ``socket.getaddrinfo`` in this
-process for as long as it is entered (Unix sockets stay allowed: the engine needs nothing else,
-SQLite uses none). The action is the one the node boundary is running (``ACTION``, a context
+The guard patches ``socket.socket``'s ``connect``, ``connect_ex``, ``sendto`` and ``sendmsg`` and
+the socket module's name lookups in this process for as long as it is entered (Unix sockets stay
+allowed: the engine needs nothing else, SQLite uses none). The action is the one the node boundary is running (``ACTION``, a context
 variable: the worker threads SDK calls run in inherit it), so a refused call names it.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ class NetworkGuard:
 
     _lock = threading.Lock()
     _depth = 0
-    _saved: tuple[Any, Any, Any] | None = None
+    _saved: list[tuple[Any, str, Any]] | None = None
     _active: list["NetworkGuard"] = []
 
     def __init__(self) -> None:
@@ -48,25 +48,7 @@ class NetworkGuard:
         with cls._lock:
             cls._active.append(self)
             if cls._depth == 0:
-                cls._saved = (socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo)
-                connect, connect_ex, getaddrinfo = cls._saved
-
-                def guarded_connect(sock: socket.socket, address: Any) -> Any:
-                    if sock.family in (socket.AF_INET, socket.AF_INET6):
-                        raise cls._refuse(address)
-                    return connect(sock, address)
-
-                def guarded_connect_ex(sock: socket.socket, address: Any) -> Any:
-                    if sock.family in (socket.AF_INET, socket.AF_INET6):
-                        raise cls._refuse(address)
-                    return connect_ex(sock, address)
-
-                def guarded_getaddrinfo(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
-                    raise cls._refuse((host, port), lookup=True)
-
-                socket.socket.connect = guarded_connect  # type: ignore[method-assign]
-                socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign]
-                socket.getaddrinfo = guarded_getaddrinfo  # type: ignore[assignment]
+                cls._saved = _patch(cls._refuse)
             cls._depth += 1
         return self
 
@@ -76,7 +58,8 @@ class NetworkGuard:
             cls._active.remove(self)
             cls._depth -= 1
             if cls._depth == 0 and cls._saved is not None:
-                socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = cls._saved  # type: ignore
+                for owner, name, original in cls._saved:
+                    setattr(owner, name, original)
                 cls._saved = None
 
     @classmethod
@@ -88,6 +71,52 @@ class NetworkGuard:
                 if attempt not in guard.attempts:
                     guard.attempts.append(attempt)
         return NetworkBlocked(f"network access is blocked here ({'lookup of' if lookup else 'connect to'} {host})")
+
+
+_LOOKUPS = ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo")
+
+
+def _patch(refuse: Any) -> list[tuple[Any, str, Any]]:
+    """Refuse every way to the network over IP: a connect (TCP, or a UDP socket's peer), a
+    datagram sent to an address (``sendto``/``sendmsg``: DNS over UDP, statsd), and every name
+    lookup the socket module offers (``gethostbyname`` does not go through ``getaddrinfo``).
+    Returns what to put back: (owner, name, original)."""
+    saved = [(socket.socket, n, getattr(socket.socket, n)) for n in ("connect", "connect_ex", "sendto", "sendmsg")]
+    saved += [(socket, n, getattr(socket, n)) for n in _LOOKUPS]
+    original = {n: f for _, n, f in saved}
+
+    def ip(sock: socket.socket) -> bool:
+        return sock.family in (socket.AF_INET, socket.AF_INET6)
+
+    def connect(sock: socket.socket, address: Any) -> Any:
+        if ip(sock):
+            raise refuse(address)
+        return original["connect"](sock, address)
+
+    def connect_ex(sock: socket.socket, address: Any) -> Any:
+        if ip(sock):
+            raise refuse(address)
+        return original["connect_ex"](sock, address)
+
+    def sendto(sock: socket.socket, data: Any, *args: Any) -> Any:
+        if ip(sock) and args:
+            raise refuse(args[-1])
+        return original["sendto"](sock, data, *args)
+
+    def sendmsg(sock: socket.socket, buffers: Any, *args: Any) -> Any:
+        if ip(sock) and len(args) >= 3 and args[2] is not None:
+            raise refuse(args[2])
+        return original["sendmsg"](sock, buffers, *args)
+
+    def lookup(host: Any, port: Any = None, *args: Any, **kw: Any) -> Any:
+        raise refuse(host if port is None else (host, port), lookup=True)
+
+    for name, patched in (("connect", connect), ("connect_ex", connect_ex), ("sendto", sendto),
+                          ("sendmsg", sendmsg)):
+        setattr(socket.socket, name, patched)
+    for name in _LOOKUPS:
+        setattr(socket, name, lookup)
+    return saved
 
 
 def _show(address: Any) -> str:

@@ -38,12 +38,33 @@ class TestResult:
     failures: list[str] = field(default_factory=list)
     error: str | None = None  # the test could not run (a problem in its file or its flow)
     run_id: str | None = None
+    notes: list[str] = field(default_factory=list)  # what --record ran but could not record
 
     def line(self) -> str:
+        """The test's line and its detail lines, indented. Test names and failures quote text a
+        test file or a payload chose: each is one printable line, so a newline cannot print a
+        PASS line of its own and an ANSI escape or bidi override cannot reach the terminal or CI log."""
+        from ..inspection import one_line
+
         mark = "PASS" if self.passed else ("ERROR" if self.error else "FAIL")
-        head = f"{mark} {self.test} ({self.seconds:.2f}s)"
-        detail = [self.error] if self.error else self.failures
-        return head + "".join(f"\n    {d}" for d in detail)
+        head = f"{mark} {one_line(self.test, 500)} ({self.seconds:.2f}s)"
+        detail = self.error.splitlines() if self.error else self.failures
+        return head + "".join(f"\n    {one_line(d, 2000)}" for d in detail if d.strip()) + \
+            "".join(f"\n    note: {one_line(n, 2000)}" for n in self.notes)
+
+
+UNSEEN = {"native": "its SDK's own native sockets", "subprocess": "a child process"}
+
+
+def unseen(node: Any, name: str, child_flow: str | None = None) -> str:
+    """Why an action whose transport the guard cannot see may not run in a flow test, and the
+    remedy (in a child flow, which a test's mocks do not reach: mock the action that runs it)."""
+    how = UNSEEN.get(node.transport, f"a {node.transport} transport")
+    where = f" of the child flow {child_flow}" if child_flow else ""
+    remedy = ("mock the Workflow action that runs that flow in the test file" if child_flow
+              else f"mock it in the test file: mocks: {{{name}: {{outputs: ...}}}}")
+    return f"action '{name}' ({node.type}){where} reaches outside through {how}, which flowrun test can " \
+           f"neither block nor record: {remedy}"
 
 
 class TestBoundary(Boundary):
@@ -59,6 +80,8 @@ class TestBoundary(Boundary):
         self.guard = guard
         self.cassette = cassette
         self.runtime: Any = None  # the run under test, as it ran (its variables, its results)
+        self.refused: list[str] = []  # actions the guard could not see, refused before they ran
+        self.unrecorded: list[str] = []  # the same, run for real under --record (not in the cassette)
 
     def stand_in(self, node: Any, inputs: Any, ctx: Any) -> StandIn | None:
         runtime = ctx._runtime
@@ -74,6 +97,8 @@ class TestBoundary(Boundary):
         answer = self.stand_in(node, inputs, ctx)
         if answer is not None:
             return answer.answer()
+        if not node.guard_sees():
+            self._unseen(node, ctx)
         token = ACTION.set(ctx.path)
         try:
             outputs = await node.run(inputs, ctx)
@@ -84,6 +109,21 @@ class TestBoundary(Boundary):
             ACTION.reset(token)
         self._refused(ctx)
         return outputs
+
+    def _unseen(self, node: Any, ctx: Any) -> None:
+        """An un-mocked action the guard cannot see: refused before it runs; under ``--record``
+        it runs for real, and the test says it was not recorded (a replay would refuse it)."""
+        flow = ctx._runtime.flow
+        why = unseen(node, ctx.action.name, None if flow is self.flow else Path(flow.file).name)
+        if self.guard is None:
+            note = (f"action '{ctx.path}' ({node.type}) ran for real through {UNSEEN.get(node.transport, node.transport)}"
+                    f" and was NOT recorded: replay will refuse it; mock it in the test file")
+            if note not in self.unrecorded:
+                self.unrecorded.append(note)
+            return
+        if why not in self.refused:
+            self.refused.append(why)
+        raise ActionError(why, code="NetworkBlocked")
 
     def _refused(self, ctx: Any) -> None:
         """An action that tried the network (blocked) or missed its cassette fails, naming why,
@@ -135,9 +175,10 @@ def _secrets_env(engine: Any, flow: Any, record: bool) -> dict[str, str]:
 
 
 def _run_one(test: FlowTest, file: TestFile, *, record: bool, cassette: Cassette | None,
-             connections: str | None, registry: Any) -> tuple[Any, list[str]]:
+             connections: str | None, registry: Any) -> tuple[Any, list[str], list[str]]:
     """One test: a fresh engine on a throw-away state database, closed once its loop has ended
-    (so no commit is left scheduled on a closed store)."""
+    (so no commit is left scheduled on a closed store). Returns the run, its failures, and its
+    notes (what ``--record`` ran but could not record)."""
     from ..api import Engine
     from ..clock import VirtualClock
 
@@ -158,7 +199,7 @@ def _run_one(test: FlowTest, file: TestFile, *, record: bool, cassette: Cassette
                                                trigger_outputs=outputs))
         engine.flush()
         steps = engine.steps(run.id)
-        return run, check(test, flow, run, steps, boundary, engine)
+        return run, check(test, flow, run, steps, boundary, engine), [engine.redactor(n) for n in boundary.unrecorded]
     finally:
         engine.close()
         shutil.rmtree(folder, ignore_errors=True)
@@ -193,6 +234,7 @@ def check(test: FlowTest, flow: Any, run: Any, steps: list, boundary: TestBounda
         for attempt in boundary.guard.attempts:
             failures.append(f"{attempt}: the network is blocked in flowrun test (mock it, or record a "
                             "cassette with flowrun test --record)")
+    failures += boundary.refused
     if boundary.cassette is not None:
         failures += [m for _, m in boundary.cassette.problems]
     want = expect.get("status")
@@ -301,8 +343,11 @@ def run_files(paths: list[str] | tuple[str, ...], *, record: bool = False, conne
             elif test.name in recorded:
                 cassette = Cassette(recorded[test.name], redact=PROCESS_REDACTOR)
             try:
-                with Transports(lambda c=cassette: ("record" if record else "replay", c) if c is not None else None):
-                    run, failures = _run_one(test, loaded, record=record, cassette=cassette,
+                # no cassette: nothing to record or replay, the guard alone refuses the network
+                taps = _nothing() if cassette is None else Transports(lambda c=cassette: ("record" if record
+                                                                                          else "replay", c))
+                with taps:
+                    run, failures, notes = _run_one(test, loaded, record=record, cassette=cassette,
                                              connections=connections, registry=registry)
             except FlowrunError as exc:
                 report(TestResult(test.id, test.file, test.name, False, time.perf_counter() - started,
@@ -311,10 +356,12 @@ def run_files(paths: list[str] | tuple[str, ...], *, record: bool = False, conne
             if record and cassette is not None and cassette.calls:
                 new_recordings[test.name] = cassette.calls
             report(TestResult(test.id, test.file, test.name, not failures, time.perf_counter() - started,
-                              failures=[f"{test.file}:{test.line}: {f}" for f in failures], run_id=run.id))
+                              failures=[f"{test.file}:{test.line}: {f}" for f in failures], run_id=run.id,
+                              notes=notes))
         if record and new_recordings:
-            kept = _keep_other_recordings(cassette_path(path), loaded)
-            Cassette.write_file(cassette_path(path), {**kept, **new_recordings}, PROCESS_REDACTOR)
+            with Cassette.locked(cassette_path(path)):  # another --record of this file merges after us
+                kept = _keep_other_recordings(cassette_path(path), loaded)
+                Cassette.write_file(cassette_path(path), {**kept, **new_recordings}, PROCESS_REDACTOR)
     return results
 
 

@@ -198,6 +198,7 @@ class Command(Node):
         "to its own folder (`<artifacts_dir>/<run id>/<action>`), so concurrent actions on "
         "one project never overwrite each other's.")
     connection = "dbt"
+    transport = "subprocess"  # dbt and its adapter's connections live in a child process
     input_schema = inputs_schema(
         ["command"],
         command={"enum": list(COMMANDS), "description": "The dbt command."},

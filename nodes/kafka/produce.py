@@ -121,6 +121,7 @@ class Produce(Node):
         "serializer through the connection's Schema Registry. Outputs: the partition and offset of each "
         "message, in order. A failed delivery fails the action (retryable when the broker error is).")
     connection = "kafka"
+    transport = "native"  # librdkafka's own sockets (Schema Registry lookups go through httpx)
     input_schema = {
         **inputs_schema(
             ["topic"],

@@ -56,6 +56,9 @@ def connect_kwargs(conn: Connection) -> dict:
     kwargs: dict[str, Any] = {k: conn.settings[k] for k in _KWARGS if conn.settings.get(k) is not None}
     kwargs.setdefault("login_timeout", 60)
     kwargs["paramstyle"] = "qmark"
+    # no probes of cloud metadata services (AWS IMDS, Azure, GCP) at each login: the connector
+    # sends them from threads of its own, only to describe the host to Snowflake
+    kwargs["platform_detection_timeout_seconds"] = 0.0
     password, pem, token = conn.secret("password"), conn.secret("private_key"), conn.secret("token")
     given = [name for name, value in (("password", password), ("private_key", pem), ("token", token)) if value]
     if len(given) != 1:

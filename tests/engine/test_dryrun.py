@@ -18,8 +18,9 @@ def flowrun(*args: str, env: dict | None = None):
     return CliRunner().invoke(main, ["--state", "unused.db", *args], env=env, catch_exceptions=False)
 
 
-def test_the_order_confirmation_plan_lists_every_side_effect_in_order():
-    result = flowrun("plan", str(ROOT / "examples/order_confirmation/flow.yaml"), "--input", f"@{EVENT}")
+def test_effects_only_lists_every_side_effect_of_the_order_confirmation_in_order():
+    result = flowrun("plan", str(ROOT / "examples/order_confirmation/flow.yaml"), "--input", f"@{EVENT}",
+                     "--effects-only")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "plan of order_confirmation: the run would end Succeeded"
@@ -48,6 +49,17 @@ def test_mocks_from_a_test_file_stand_in_and_the_taken_branch_is_walked():
     assert steps["reply"]["status"] == "Skipped" and steps["give_up"]["status"] == "Succeeded"
 
 
+def test_a_test_whose_mocks_name_actions_the_planned_flow_lacks_is_refused_naming_them(tmp_path):
+    """A test of another flow: its mocks would stand in for nothing and the plan would mislead."""
+    flow = tmp_path / "other.yaml"
+    flow.write_text("name: other\nactions:\n  email: {type: Compose, inputs: 1}\n")
+    result = CliRunner().invoke(main, ["--state", "unused.db", "plan", str(flow), "--test",
+                                       str(ROOT / "examples/order_confirmation/flow.test.yaml")
+                                       + "::a refused email is caught, reported, and fails the run"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert f"mocks 'customer', 'find_contact', " in result.output and f"which {flow} does not have" in result.output
+
+
 def test_stripe_amounts_read_as_money(tmp_path):
     flow = tmp_path / "charge.yaml"
     flow.write_text(textwrap.dedent("""\
@@ -67,8 +79,9 @@ def test_stripe_amounts_read_as_money(tmp_path):
     (tmp_path / "connections.yaml").write_text("connections:\n  stripe: {kind: stripe, secrets: {api_key: PLAN_STRIPE_KEY}}\n")
     result = flowrun("plan", str(flow), "--input", '{"cents": 1200, "customer": "cus_9"}',
                      env={"PLAN_STRIPE_KEY": "sk_live_should_never_print"})
-    assert "charge: would charge 12.00 USD to cus_9" in result.output
-    assert "yen: would create a payment intent for 500 JPY" in result.output
+    assert "charge (stripe.CreatePaymentIntent): Succeeded\n    would charge 12.00 USD to cus_9" in result.output
+    assert "yen (stripe.CreatePaymentIntent): Succeeded\n    would create a payment intent for 500 JPY" in result.output
+    assert "      amount: 1200\n" in result.output  # the inputs, rendered from the payload
 
 
 def test_a_plan_makes_no_network_call_and_prints_no_secret(tmp_path, recorder):
@@ -265,10 +278,140 @@ def test_a_payload_cannot_forge_plan_lines_or_send_terminal_escapes(tmp_path):
             inputs: {method: POST, uri: "https://api.example.invalid/{{ triggerBody().path }}"}
         """))
     forged = "x\n  2. other: would read with nothing  [outputs: example]\n\x1b[2J\x1b[31mred\u202e"
-    result = flowrun("plan", str(flow), "--input", json.dumps({"path": forged}))
+    result = flowrun("plan", str(flow), "--input", json.dumps({"path": forged}), "--effects-only")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert len(lines) == 2 and lines[1].startswith("  1. call: would POST https://api.example.invalid/x 2. other:")
     assert "\x1b" not in result.output and "\u202e" not in result.output and "\\x1b[2J" in result.output
+    full = flowrun("plan", str(flow), "--input", json.dumps({"path": forged})).output
+    assert full.splitlines()[1:4] == ["call (Http): Succeeded",
+                                      "    would POST https://api.example.invalid/x 2. other: would read with nothing "
+                                      "[outputs: example] \\x1b[2J\\x1b[31mred\\u202e  [outputs: example]",
+                                      "    inputs:"]
+    assert len(full.splitlines()) == 6  # the inputs: method and uri, one line each
+    assert "\x1b" not in full and "\u202e" not in full and "\n  2. other" not in full
     data = json.loads(flowrun("plan", str(flow), "--input", json.dumps({"path": forged}), "--json").output)
     assert "\n" not in data["effects"][0]["effect"]
+
+
+# -- the text plan: each action, its inputs, the branches taken ------------------------------------
+def test_the_plan_shows_each_action_in_run_order_with_its_rendered_inputs_and_effect():
+    result = flowrun("plan", str(ROOT / "examples/order_confirmation/flow.yaml"), "--input", f"@{EVENT}")
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert text.startswith("plan of order_confirmation: the run would end Succeeded\n"
+                           "customer (stripe.GetCustomer): Succeeded\n"
+                           "    would read with stripe.GetCustomer  [outputs: example]\n"
+                           "    inputs:\n"
+                           "      customer: ")
+    names = [line.split(" (")[0].strip() for line in text.splitlines()[1:] if not line.startswith("    ")]
+    assert names[:4] == ["customer", "notify", "notify/find_contact", "notify/upsert_contact"]
+    assert sorted(names[4:6]) == ["notify/email", "notify/sms"]  # side by side: in the order they started
+    assert names[6:] == ["alert", "give_up", "reply"]
+    assert ("  notify/upsert_contact (salesforce.Upsert): Succeeded\n"
+            "      would upsert Salesforce Contact where Stripe_Customer_Id__c = cus_NffrFeUfNV2Hib  [outputs: example]\n"
+            "      inputs:\n") in text
+    assert '          Last_Order_Amount__c: 42.0\n' in text  # 4200 cents, rendered by the flow's template
+    assert "alert (Compose): Skipped\n" in text  # not run: no inputs shown
+
+
+BRANCHES = """\
+name: branches
+actions:
+  check:
+    type: If
+    expression: "{{ triggerBody().vip }}"
+    actions:
+      vip: {type: Compose, inputs: "vip {{ triggerBody().name }}"}
+    else:
+      actions:
+        plain: {type: Compose, inputs: plain}
+  route:
+    type: Switch
+    runAfter: {check: [Succeeded]}
+    expression: "{{ triggerBody().tier }}"
+    cases:
+      gold: {case: gold, actions: {g: {type: Compose, inputs: gold}}}
+    default: {actions: {d: {type: Compose, inputs: other}}}
+  each:
+    type: Foreach
+    runAfter: {route: [Succeeded]}
+    foreach: "{{ triggerBody().items }}"
+    actions:
+      post:
+        type: Http
+        inputs: {method: POST, uri: "https://example.invalid/items", body: {item: "{{ item() }}", note: "{{ triggerBody().note }}"}}
+"""
+
+
+def test_the_plan_names_the_branch_each_condition_takes_and_shows_a_loops_first_iteration(tmp_path):
+    flow = tmp_path / "branches.yaml"
+    flow.write_text(BRANCHES)
+    body = {"vip": False, "tier": "gold", "items": list(range(1, 13)), "note": "n" * 300, "name": "Ada"}
+    result = flowrun("plan", str(flow), "--input", json.dumps(body))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1] == "check (If): Succeeded, took its 'else' branch"
+    assert "  check/plain (Compose): Succeeded" in lines and not any("check/vip" in line for line in lines)
+    assert "route (Switch): Succeeded, took its 'case:gold' branch" in lines
+    assert "  route/g (Compose): Succeeded" in lines and not any("route/d" in line for line in lines)
+    assert "each (Foreach): Succeeded, 12 iteration(s), the first shown" in lines
+    assert "        - 10" in lines and "        ... 2 more item(s)" in lines  # a long list is counted
+    assert "  each[0]/post (Http): Succeeded" in lines and not any("each[1]" in line for line in lines)
+    assert "      would POST https://example.invalid/items  [outputs: example]" in lines
+    assert f'          note: "{"n" * 99}... [302 chars]' in lines  # a long value is cut, and says so
+    assert lines[-1] == ("  ... 11 more iteration(s) not shown (11 step(s), 11 side effect(s); "
+                         "--effects-only lists them all)")
+    every = flowrun("plan", str(flow), "--input", json.dumps(body), "--effects-only").output.splitlines()
+    assert len(every) == 13 and every[12].startswith(" 12. each[11]/post: would POST")
+
+
+def test_deep_and_hostile_input_values_print_folded_and_escaped(tmp_path):
+    flow = tmp_path / "deep.yaml"
+    flow.write_text("name: deep\nactions:\n  keep: {type: Compose, inputs: \"{{ triggerBody() }}\"}\n")
+    body = {"a": {"b": {"c": {"d": 1}}}, "line\nbreak\x1b[2J": "v\u202e", "list": [[[1, 2]]]}
+    result = flowrun("plan", str(flow), "--input", json.dumps(body))
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\u202e" not in result.output
+    assert '      "line\\nbreak\\u001b[2J": "v\\u202e"' in result.output.splitlines()
+    assert "          c: {1 key(s)}" in result.output.splitlines()
+    assert "          - [2 item(s)]" in result.output.splitlines()
+
+
+def test_a_plan_never_runs_a_node_whose_transport_the_guard_cannot_see(tmp_path):
+    """A third-party node that works in a child process, with no connection and no effect
+    declared: the plan stands its example outputs in; the same flow, run, does write the file."""
+    import anyio
+
+    import nodes.core
+    from engine.api import Engine
+    from engine.clock import VirtualClock
+    from engine.dryrun import dry_run
+    from engine.registry import Registry
+    from tests.plugins import flowrun_contract
+
+    registry = Registry()
+    for module in (nodes.core, flowrun_contract):
+        registry.add_module(module)
+    marker = tmp_path / "ran.txt"
+    flow_file = tmp_path / "spawn.yaml"
+    flow_file.write_text(textwrap.dedent(f"""\
+        name: spawn
+        actions:
+          write: {{type: contract.Spawn, inputs: {{path: "{marker}"}}}}
+          after: {{type: Compose, runAfter: {{write: [Succeeded]}}, inputs: "{{{{ body('write').written }}}}"}}
+        """))
+    engine = Engine(tmp_path / "plan.db", registry=registry, clock=VirtualClock())
+    try:
+        plan = anyio.run(lambda: dry_run(engine, engine.load(flow_file)))
+    finally:
+        engine.close()
+    assert plan.status == "Succeeded" and not marker.exists()
+    assert [(e.path, e.effect, e.stood_in) for e in plan.effects] == [("write", None, "example")]
+    assert {a["action"]: a["outputs"] for a in plan.actions}["after"] == "example.txt"
+    engine = Engine(tmp_path / "run.db", registry=registry)
+    try:
+        run = anyio.run(lambda: engine.run(engine.load(flow_file)))
+    finally:
+        engine.close()
+    assert str(run.status) == "Succeeded" and marker.read_text() == "ran"

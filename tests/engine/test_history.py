@@ -19,6 +19,24 @@ def test_times_are_iso_8601_in_utc_unless_they_say_otherwise(text, expected):
     assert parse_time(text) == expected
 
 
+@pytest.mark.parametrize("text", ["0001-01-01T00:00+14:00", "0001-01-01T00:00:00+23:59", "9999-12-31T23:59-14:00",
+                                  "9999-12-31T23:00:00-23:59"])
+def test_a_time_whose_utc_date_falls_outside_years_1_to_9999_is_not_a_time(text):
+    """The filter shows its times back in UTC (links, the form): one beyond year 1..9999 would raise there."""
+    assert parse_time(text) is None
+    f = RunFilter.parse({"since": text, "until": text})
+    assert (f.since, f.until) == (None, None) and len(f.problems) == 2
+    assert f.query() == {}
+
+
+@pytest.mark.parametrize("text", ["0001-01-01", "0999-06-30T12:00", "2026-12-07T08:00:00", "9999-12-31T23:59:59"])
+def test_a_filters_times_go_back_into_links_as_the_same_times(text):
+    """The next page's link holds the filter: year 1 written as "1-01-01" would be lost there."""
+    f = RunFilter.parse({"since": text, "until": text})
+    again = RunFilter.parse(f.query())
+    assert (again.since, again.until) == (f.since, f.until) == (parse_time(text),) * 2 and not again.problems
+
+
 @pytest.mark.parametrize("query, field, value, problem", [
     ({"status": "failed"}, "status", Status.FAILED, None),
     ({"status": "Exploded"}, "status", None, "status: unknown status"),

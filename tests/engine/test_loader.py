@@ -316,3 +316,20 @@ def test_validate_reports_what_a_triggers_own_check_refuses_at_its_line_as_serve
 def test_a_malformed_trigger_definition_is_a_schema_problem_never_a_crash_of_its_check():
     text = "triggers:\n  t: {type: Recurrence, recurrence: [1, 2]}\nactions:\n  a: {type: Compose, inputs: 1}\n"
     assert any("triggers.t.recurrence" in p for p in problems(text))
+
+
+@pytest.mark.parametrize("name", [b"caf\xe9.yaml", b"\xff\xfe.yaml", b"ok\xed\xa0\x80.yaml"])
+def test_a_flow_file_whose_path_is_not_utf8_is_one_problem_naming_it_not_a_crash_later(tmp_path, name):
+    """No database row, log line or report can hold such a name: the run would fail on writing it."""
+    import os
+
+    from engine.loader import load_file
+
+    path = os.path.join(os.fsencode(tmp_path), name)
+    with open(path, "w") as out:
+        out.write("actions:\n  a: {type: Compose, inputs: 1}\n")
+    with pytest.raises(FlowError) as caught:
+        load_file(os.fsdecode(path))
+    [problem] = caught.value.problems
+    assert "the file's path is not UTF-8 text" in str(problem)
+    str(problem).encode("utf-8")  # printable anywhere

@@ -170,17 +170,76 @@ def test_any_key_text_is_a_key(instance, url, key):
     assert sorted(len(g) for g in got) == [1, 2] and got[0] | got[1] == {key, "plain", "other"}
 
 
-def test_a_lost_database_connection_is_one_store_error_naming_the_trigger_not_a_driver_traceback(instance, url):
+def test_a_lost_database_connection_is_one_store_error_naming_the_trigger_not_a_driver_traceback(url):
+    """Lost, and not replaceable now (the server refuses): the balance says so in one line."""
     from engine.errors import StoreError
+    from engine.pglease import KeyLeases
+    from engine.storage import open_store
+    from tests.support.tcpproxy import TcpProxy
 
-    a = instance()
-    a.balance(SHARDS)
-    pid = a.store.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with TcpProxy(5432) as proxy:
+        store = open_store(proxy.url(url))
+        try:
+            a = KeyLeases(store, "clicks", "stream")
+            a.balance(SHARDS)
+            proxy.down()
+            with pytest.raises(StoreError) as error:
+                a.balance(SHARDS)
+            assert "key leases of clicks/stream" in str(error.value)
+            assert "Traceback" not in str(error.value) and "\n" not in str(error.value)
+        finally:
+            store.close()
+
+
+def end_backend(url, store) -> None:
+    """End the store's writer backend (a restart, an idle timeout, an operator) and wait until it is gone."""
+    pid = store._conn.info.backend_pid
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(StoreError) as error:
-        a.balance(SHARDS)
-    assert "key leases of clicks/stream" in str(error.value) and "Traceback" not in str(error.value)
+        wait_until(lambda: not conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(),
+                   "the backend to end")
+
+
+def test_after_its_connection_is_replaced_an_instance_keeps_its_keys_and_a_peer_balancing_first_takes_none(
+        instance, url):
+    a, b = instance(ttl=3600), instance(ttl=3600)  # the expiry is far: only the backend decides
+    held = settle(a, b)
+    end_backend(url, a.store)
+    a.store.conn.execute("SELECT 1")  # its next use of the store replaces the connection
+    assert b.balance(SHARDS) == held[1]  # a's rows already name its new backend: live, not free
+    assert a.balance(SHARDS) == held[0]  # renewed, the same keys: no handover, no two readers
+    assert sorted(holders(url).values()) == sorted([a.token] * 2 + [b.token] * 2)
+
+
+def test_a_peer_that_took_the_keys_while_the_connection_was_down_keeps_them_until_it_gives_them_up(instance, url):
+    a, b = instance(ttl=3600), instance(ttl=3600)
+    settle(a, b)
+    end_backend(url, a.store)
+    assert b.balance(SHARDS) == set(SHARDS)  # before a reconnected: a's keys were free
+    assert a.balance(SHARDS) == set()  # a reads none of them now (its readers stop at their next boundary)
+    got = settle(a, b)
+    assert sorted(len(g) for g in got) == [2, 2]  # shared again once b gave two up
+
+
+def test_a_failing_trigger_lease_take_rolls_back_only_itself_not_the_stores_pending_writes(url):
+    import time
+
+    from engine.errors import StoreError
+    from engine.pglease import TriggerLease
+    from engine.storage import open_store
+
+    store = open_store(url)
+    try:
+        lease = TriggerLease(store, "clicks", "queue")
+        store.create_run({"id": "pending", "flow": "f", "status": "Queued", "created": time.time()}, commit=False)
+        with psycopg.connect(url, autocommit=True) as conn:  # the take fails (a statement PostgreSQL rejects)
+            conn.execute("ALTER TABLE trigger_leases RENAME TO trigger_leases_gone")
+        with pytest.raises(StoreError, match="trigger lease of clicks/queue"):
+            lease.take()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM runs WHERE id = 'pending'").fetchone()[0] == 1
+    finally:
+        store.close()
 
 
 def test_thousands_of_keys_split_evenly_and_a_batch_takes_no_more_than_the_share(instance, url):

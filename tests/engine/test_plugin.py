@@ -133,3 +133,59 @@ def test_variables_keep_a_value_and_a_declared_type():
     v.declare("n", "integer", 1)
     v["n"] += 1
     assert v.get("n") == 2 and v.kind("n") == "integer" and "n" in v and "m" not in v
+
+
+# -- every built-in node declares its transport honestly -------------------------------------------
+# what in a node's code means the network guard cannot see its calls
+UNSEEN_MARKERS = {"native": ("confluent_kafka", "ctypes", "grpc"),
+                  "subprocess": ("subprocess", "multiprocessing", "create_subprocess_exec", "os.fork",
+                                 "posix_spawn", "dbtRunner")}
+
+
+def _reachable_source(node: type) -> str:
+    """The source of ``node`` and of every function and class of its vendor package it reaches
+    by name (its module's globals, transitively): the code its ``run`` can call."""
+    import ast
+    import inspect
+    import sys
+
+    package = node.__module__.rsplit(".", 1)[0] if node.__module__.count(".") > 1 else node.__module__
+    seen: set[int] = set()
+    texts: list[str] = []
+    todo: list = [node]
+    while todo:
+        obj = todo.pop()
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            obj = type(obj)  # an instance (a vendor table): its class
+        if id(obj) in seen or not (getattr(obj, "__module__", "") or "").startswith(package):
+            continue
+        seen.add(id(obj))
+        text = inspect.getsource(obj)
+        texts.append(text)
+        names = vars(sys.modules[obj.__module__])
+        for used in ast.walk(ast.parse(inspect.cleandoc(text) if text[:1].isspace() else text)):
+            if isinstance(used, ast.Name) and used.id in names:
+                todo.append(names[used.id])
+    return "\n".join(texts)
+
+
+def test_every_builtin_node_declares_a_transport_the_network_guard_can_or_cannot_see_honestly():
+    """``transport`` is "python" unless the code a node reaches (its class, and the functions and
+    classes of its vendor package it names, transitively) goes out through a native library or a
+    child process; and a node that declares one of those does."""
+    from engine.registry import default_registry
+
+    declared = {}
+    for node in default_registry().nodes.values():
+        if not node.__module__.startswith("nodes."):
+            continue
+        assert node.transport in ("python", "native", "subprocess"), node.type
+        source = _reachable_source(node)
+        found = [kind for kind, markers in UNSEEN_MARKERS.items() if any(m in source for m in markers)]
+        if node.transport == "python":
+            assert not found, f"{node.type} reaches out through {found}: declare transport = {found[0]!r}"
+        else:
+            assert node.transport in found, f"{node.type} declares transport {node.transport!r} but its code shows none"
+        declared[node.type] = node.transport
+    assert declared["kafka.Produce"] == "native" and declared["dbt.Command"] == "subprocess"
+    assert declared["snowflake.Query"] == "python"  # its vendored urllib3 is patched like urllib3

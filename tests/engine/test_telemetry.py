@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 import anyio
 import pytest
@@ -344,6 +345,32 @@ def test_with_an_otlp_endpoint_flowrun_run_posts_its_spans_to_the_collector(tmp_
             spans += [s.name for ss in rs.scope_spans for s in ss.spans]
     assert services == {"orders-svc"}
     assert sorted(spans) == sorted(["run flow", "first", "group", "inner", "loop", "each", "each"])
+
+
+OTLP_TOKEN = 'otlp"to\\ken+/='  # quotes, a backslash, base64- and URL-hostile characters
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization: Bearer {OTLP_TOKEN}"),  # a colon: the SDK logs it whole
+    ("OTEL_EXPORTER_OTLP_HEADERS", f"x-tenant=acme,api-key={OTLP_TOKEN} ,bad header {OTLP_TOKEN}"),
+    ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", f"authorization=Bearer%20{quote(OTLP_TOKEN, safe='')},x=y z {OTLP_TOKEN}"),
+])
+def test_the_exporters_credentials_from_otel_headers_reach_no_output_in_any_form(tmp_path, variable, value):
+    """OpenTelemetry logs a header of OTEL_EXPORTER_OTLP_HEADERS it cannot parse as it is, value
+    and all: the values of those variables are secrets of the process like a connection's."""
+    from engine.vendor import secret_forms
+
+    (tmp_path / "flow.yaml").write_text(TREE)
+    with Recorder() as collector:
+        collector.route("POST", "/v1/traces", body=b"")
+        base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", "--state", str(tmp_path / "state.db"), "run",
+                               str(tmp_path / "flow.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              env={**base, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, variable: value})
+    assert proc.returncode == 0, proc.stderr
+    assert "Header format invalid" in proc.stderr  # the SDK did log the header it could not parse
+    out = proc.stdout + proc.stderr
+    assert not [f for f in secret_forms(OTLP_TOKEN) if f in out]
 
 
 def test_asking_for_traces_without_the_otel_extra_warns_once_and_runs_untraced(tmp_path):

@@ -251,3 +251,23 @@ def test_a_foreach_over_workflow_spreads_its_child_runs_across_workers(pg_state,
     done = sorted(r[0] for r in e.store.conn.execute("SELECT outputs FROM runs WHERE parent_id = %s", (parent,)))
     assert sorted(json.loads(d)["done"] for d in done) == list(range(40))
     e.close()
+
+
+def test_a_claim_takes_no_run_another_live_worker_holds_and_takes_over_those_whose_holder_disconnected(pg_state):
+    from engine.api import Engine
+    from engine.worker import Worker
+
+    queuer = Engine(pg_state)
+    for i in range(10):
+        queuer.store.create_run({"id": f"r{i}", "flow": "f", "status": "Queued", "created": float(i)})
+    queuer.close()
+    first, second = Worker(Engine(pg_state), capacity=10), Worker(Engine(pg_state), capacity=10)
+    try:
+        held = {row[0] for row in first.claim(4)}
+        assert held == {"r0", "r1", "r2", "r3"}  # oldest first
+        assert {row[0] for row in second.claim(10)} == {f"r{i}" for i in range(4, 10)}
+        assert second.claim(10) == []  # every run is held by a live worker
+        first.engine.close()  # its connection ends: PostgreSQL ends its backend, its leases die with it
+        assert {row[0] for row in second.claim(10)} == held
+    finally:
+        second.engine.close()

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlencode
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -28,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 
 from engine.errors import FlowrunError, Refused
 
-from .session import COOKIE, Sessions, Throttle
+from .session import COOKIE, Ended, Sessions, Throttle
 
 HERE = Path(__file__).parent
 log = logging.getLogger("flowrun.listener")
@@ -43,6 +45,17 @@ HEADERS = {
     "X-Frame-Options": "DENY",
 }
 Handler = Callable[[Request], Awaitable[Response]]
+# characters a value may hold that a browser would not show as themselves: C0/C1 controls (an
+# ANSI escape), bidi overrides and isolates (a dedupe key that reads backwards, text spilling its
+# direction onto what follows it on the line), zero-width and byte-order marks, and lone surrogates
+# (a file name of the flows folder whose bytes are not UTF-8: no page holding one could be sent)
+_HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f"
+                     "\u202a-\u202e\u2060-\u2064\u2066-\u2069\ud800-\udfff\ufeff\ufff9-\ufffb]")
+
+
+def visible(text: str) -> str:
+    """``text`` with every character that would not show as itself written as its escape (``\\u202e``)."""
+    return _HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def shown(value: Any) -> tuple[str, bool]:
@@ -77,17 +90,19 @@ class UI:
         self.env.globals["urlencode"] = lambda d: urlencode({k: v for k, v in d.items() if v not in (None, "")})
 
     def _finalize(self, value: Any) -> Any:
-        """Every printed value: redacted as text, before autoescaping turns quotes into entities."""
+        """Every printed value: redacted as text, before autoescaping turns quotes into entities,
+        and with what would not show as itself (controls, bidi overrides) shown as escapes."""
         if value is None:
             return ""
         if isinstance(value, self._markup):
             return value  # template-made markup only: no value is ever marked safe
-        return self.redact(value if isinstance(value, str) else str(value))
+        return visible(self.redact(value if isinstance(value, str) else str(value)))
 
     @property
     def sessions(self) -> Sessions:
         if self._sessions is None:
-            self._sessions = Sessions(self.engine.server_key("ui-session"), self.listener.options.admin_token)
+            self._sessions = Sessions(self.engine.server_key("ui-session"), self.listener.options.admin_token,
+                                      ended=Ended(self.engine.store))
         return self._sessions
 
     # -- responses --------------------------------------------------------------------------
@@ -202,8 +217,13 @@ class UI:
             Route("/ui/blobs/{digest}", self.page(p.blob, html=False), methods=["GET"]),
             Route("/ui/flows", self.page(p.flows), methods=["GET"]),
             Route("/ui/events", self.page(events.Events(self).stream, html=False), methods=["GET"]),
-            Mount("/ui/static", app=StaticFiles(directory=str(HERE / "static")), name="ui-static"),
+            Mount("/ui/static", app=_with_headers(StaticFiles(directory=str(HERE / "static"))), name="ui-static"),
+            Route("/ui/{rest:path}", self.not_found, methods=["GET"]),  # last: any other /ui page
         ]
+
+    async def not_found(self, request: Request) -> Response:
+        """A page the UI does not have: a 404 carrying the UI's headers (CSP, nosniff) like every page."""
+        return Response("no such page of the web UI", status_code=404, media_type="text/plain", headers=HEADERS)
 
     # -- signing in -------------------------------------------------------------------------
     async def login_form(self, request: Request, error: str = "", status: int = 200) -> Response:
@@ -239,9 +259,32 @@ class UI:
         return response
 
     async def logout(self, request: Request) -> Response:
+        """The session ends here and on the server: a copy of its cookie opens nothing after."""
+        self.sessions.end(request.cookies.get(COOKIE))
         response = RedirectResponse("/ui/login", 303, headers=HEADERS)
-        response.delete_cookie(COOKIE, path="/ui")
+        response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict", secure=self.secure(request))
         return response
+
+
+def _with_headers(app: Any) -> Any:
+    """``app`` (the static files) answering with the UI's headers: nosniff and CSP on scripts and styles
+    too, and on its 404s."""
+    extra = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items() if k != "Cache-Control"]
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  *((k, v) for k, v in extra if k not in names)]}
+            await send(message)
+        try:
+            await app(scope, receive, sending)
+        except HTTPException as exc:  # no such file: raised past us to the app's handler, without our headers
+            await Response("no such file of the web UI", status_code=exc.status_code, media_type="text/plain",
+                           headers=HEADERS)(scope, receive, send)
+
+    return wrapped
 
 
 def _same(expected: str, given: Any) -> bool:

@@ -8,6 +8,8 @@ over the expiry, the nonce and a digest of the admin token, so changing the toke
 every session; nothing in it is the token. Every POST carries a CSRF token, the HMAC of the
 session's nonce (``bearer`` for header auth; the login form's own pre-session nonce for
 the login itself), compared in constant time. Without an admin token the UI is closed.
+Signing out ends the session on the server too: its nonce is kept in the state database
+(``Ended``) until the cookie would have expired, so a copy of the cookie opens nothing.
 Wrong tokens, in the login form or as a bearer header, count against the client's address in
 one ``Throttle``; cookies are ``Secure`` when the UI is reached over https (``--base-url``).
 """
@@ -27,9 +29,32 @@ PRE_COOKIE = "flowrun_ui_login"  # the login form's nonce, before there is a ses
 LIFETIME = 12 * 3600  # seconds a session lasts
 
 
+class Ended:
+    """Sessions signed out before their expiry: nonces in a table of the state database (every
+    process serving it sees them), each kept until its cookie would have expired anyway."""
+
+    TABLE = "ui_sessions_ended"
+    DDL = f"CREATE TABLE IF NOT EXISTS {TABLE} (nonce TEXT PRIMARY KEY, expiry BIGINT NOT NULL)"
+
+    def __init__(self, store: Any, clock: Any = time.time):
+        self.store, self.clock = store, clock
+
+    def add(self, nonce: str, expiry: int) -> None:
+        self.store.ensure_table(self.TABLE, self.DDL)
+        db = self.store.db
+        db.execute(f"DELETE FROM {self.TABLE} WHERE expiry < ?", (int(self.clock()),))
+        db.execute(f"INSERT OR IGNORE INTO {self.TABLE} (nonce, expiry) VALUES (?, ?)", (nonce, expiry))
+        self.store.flush()
+
+    def __contains__(self, nonce: str) -> bool:
+        self.store.ensure_table(self.TABLE, self.DDL)
+        return self.store.db.execute(f"SELECT 1 FROM {self.TABLE} WHERE nonce = ?", (nonce,)).fetchone() is not None
+
+
 class Sessions:
-    def __init__(self, key: bytes, admin_token: str | None, *, clock: Any = time.time):
+    def __init__(self, key: bytes, admin_token: str | None, *, clock: Any = time.time, ended: Ended | None = None):
         self.key = key
+        self.ended = ended
         self.token = admin_token.encode() if admin_token else None
         self._token_digest = hashlib.sha256(self.token).hexdigest()[:32] if self.token else ""
         self.clock = clock
@@ -70,7 +95,15 @@ class Sessions:
         expiry, nonce, mac = parts
         if not hmac.compare_digest(mac, self._mac("session", expiry, nonce, self._token_digest)):
             return None
-        return nonce if int(expiry) > self.clock() else None
+        if int(expiry) <= self.clock() or (self.ended is not None and nonce in self.ended):
+            return None
+        return nonce
+
+    def end(self, cookie: str | None) -> None:
+        """Sign the session of ``cookie`` out for good (nothing for no session, or no ``ended``)."""
+        nonce = self.nonce(cookie)
+        if nonce is not None and self.ended is not None:
+            self.ended.add(nonce, int(str(cookie).split(".")[0]))
 
     def who(self, request: Any) -> str | None:
         """'bearer' or the session nonce of an authenticated request, else None."""

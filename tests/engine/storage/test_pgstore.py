@@ -289,3 +289,39 @@ def test_a_database_of_an_older_version_upgrades_while_an_old_process_writes_and
         store.flush()
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("schema", ["t_abc", "T_ABC", 'we"ird sch-ema', "ü" * 31, "x" * 63, "public2"])
+def test_a_schemas_notify_channels_are_short_plain_identifiers_of_its_own(schema):
+    from engine.pgstore import channels
+
+    mine = channels(schema)
+    assert len(set(mine)) == 3 and set(mine).isdisjoint(channels("public")) and set(mine).isdisjoint(channels("t_x"))
+    for name in mine:
+        assert name.isascii() and name.replace("_", "").isalnum() and name == name.lower() and len(name) < 63
+
+
+def test_the_public_schema_keeps_the_plain_channel_names():
+    from engine.pgstore import channels
+
+    assert channels("public") == ("flowrun_runs", "flowrun_done", "flowrun_reply")
+
+
+@needs_pg
+def test_a_run_queued_in_another_schema_of_the_database_wakes_no_listener_of_this_one(pg_state):
+    import psycopg
+
+    other_url, other_schema = postgres.postgres_url()
+    here, there = open_store(pg_state), open_store(other_url)
+    try:
+        with psycopg.connect(pg_state, autocommit=True) as listener:
+            listener.execute(f"LISTEN {here.channel}")
+            there.create_run({"id": "theirs", "flow": "f", "status": "Queued"})  # commits first
+            here.create_run({"id": "ours", "flow": "f", "status": "Queued"})
+            # notifications come in commit order: had theirs reached this channel, it would come first
+            notes = list(listener.notifies(timeout=30, stop_after=1))
+        assert [(n.channel, n.pid) for n in notes] == [(here.channel, here._conn.info.backend_pid)]
+    finally:
+        here.close()
+        there.close()
+        postgres.drop(other_schema)

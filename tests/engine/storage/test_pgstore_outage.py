@@ -56,6 +56,23 @@ def test_the_writer_connection_is_named_for_its_process_and_role(url):
         store.close()
 
 
+def test_the_writer_connection_comes_from_the_stores_pool_which_discards_a_lost_one_and_opens_its_replacement(url):
+    import os
+
+    store = PgStore(url)
+    try:
+        stats = store.pool.get_stats()
+        assert (stats["pool_max"], stats["connections_num"]) == (1, 1)  # a pool of one: the writer
+        terminate(store)
+        assert store.conn.execute("SHOW application_name").fetchone()[0] == f"flowrun-writer-{os.getpid()}"
+        stats = store.pool.get_stats()
+        assert stats["returns_bad"] == 1  # the lost one was given back and discarded
+        assert stats["connections_num"] == 2 and stats["pool_size"] == 1  # the pool opened its replacement
+        assert stats.get("connections_errors", 0) == 0
+    finally:
+        store.close()
+
+
 def test_a_terminated_backend_is_replaced_at_the_next_use_with_one_warning_and_one_info(url, caplog):
     store = PgStore(url)
     try:

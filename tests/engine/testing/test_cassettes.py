@@ -172,6 +172,8 @@ def test_a_broken_cassette_is_one_error_line(tmp_path, vendor, secrets):
     ("<r><sessionId>00D!AQ</sessionId><sf:password>pw</sf:password></r>",
      "<r><sessionId>***</sessionId><sf:password>***</sf:password></r>"),
     ('{"tokens_left": 5, "id": "x"}', '{"tokens_left": 5, "id": "x"}'),
+    ('{"data": {"token": "t1", "masterToken": "m1"}}', '{"data": {"token": "***", "masterToken": "***"}}'),
+    ('{"nextPageToken": "p2"}', '{"nextPageToken": "p2"}'),  # sent back on replay: no credential
 ])
 def test_token_like_fields_are_masked(text, masked):
     assert mask_tokens(text) == masked
@@ -200,7 +202,16 @@ def test_a_cassette_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     '{"version": 1, "tests": {"t": {"sms": [{"request": {"method": "GET", "url": "/"}, "response": {"status": 9000}}]}}}',
     '{"version": 1, "tests": {"t": {"sms": [{"request": {"method": "GET", "url": "/"}, '
     '"response": {"status": 200, "headers": [1]}}]}}}',
-    '{"version": 2, "tests": {}}', '[]', '\xff'])
+    '{"version": 2, "tests": {}}', '[]', '\xff',
+    # tampered: nested past the JSON parser's depth (a RecursionError, a traceback), and what a
+    # replay would hand the SDK: headers that are not text, bodies that are not what recording writes
+    '{"version": 1, "tests": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    *(f'{{"version": 1, "tests": {{"t": {{"sms": [{{"request": {{"method": "GET", "url": "/"}}, '
+      f'"response": {{"status": 200, {part}}}}}]}}}}}}' for part in (
+          '"headers": {"x": 1}', '"headers": {"x": ["a"]}', '"headers": {"x": null}',
+          '"body": {"base64": 5}', '"body": {"base64": "!!!"}', '"body": {"base64": "QQ==x"}',
+          '"body": {"omitted": 5}', '"body": {"other": "x"}', '"body": {"base64": "QQ==", "omitted": "x"}',
+          '"body": 5', '"body": ["a"]'))])
 def test_a_malformed_cassette_is_refused_before_anything_runs(tmp_path, text):
     from engine.errors import CassetteError
     from engine.testing.cassettes import Cassette
@@ -244,3 +255,166 @@ def test_kill_9_while_recording_leaves_the_old_cassette_whole(tmp_path, secrets)
                 proc.kill()
     assert cassette_path(path).read_text() == old
     assert sorted(p.name for p in tmp_path.iterdir() if "cassette" in p.name) == [cassette_path(path).name]
+
+
+# -- Snowflake: its connector carries its own (vendored) requests and urllib3 ---------------------
+SNOW_PASSWORD = 'sn"ow\\fl\'ake+/=%é-pass'  # quotes, a backslash, / + = % and non-ASCII
+SNOW_FLOW = """\
+name: report
+actions:
+  q:
+    type: snowflake.Query
+    connection: snowflake
+    inputs: {sql: "SELECT ? AS greeting, 41 + 1 AS answer", params: ["{{ triggerBody().name }}"]}
+outputs:
+  answer: {value: "{{ body('q').rows[0].ANSWER }}"}
+"""
+SNOW_TESTS = """\
+tests:
+  reads the answer:
+    input: {name: Ada}
+    expect:
+      status: Succeeded
+      outputs: {answer: 42}
+      values: {"{{ body('q').rows[0].GREETING }}": Ada}
+"""
+
+
+@pytest.fixture
+def fakesnow(tmp_path, monkeypatch):
+    pytest.importorskip("snowflake.connector")
+    pytest.importorskip("fakesnow")
+    from tests.support.snowflake import FakeSnowflake
+
+    fake = FakeSnowflake().start()
+    (tmp_path / "connections.yaml").write_text(json.dumps({"connections": {"snowflake": {
+        "kind": "snowflake", "endpoint": fake.endpoint,
+        "settings": {"account": "fakesnow", "user": "flowrun", "database": "FLOWRUN", "schema": "PUBLIC"},
+        "secrets": {"password": "CASSETTE_SNOWFLAKE_PASSWORD"}}}}))
+    (tmp_path / "report.yaml").write_text(SNOW_FLOW)
+    (tmp_path / "report.test.yaml").write_text(SNOW_TESTS)
+    monkeypatch.setenv("CASSETTE_SNOWFLAKE_PASSWORD", SNOW_PASSWORD)
+    yield fake
+    fake.stop()
+
+
+def test_an_unmocked_snowflake_query_is_blocked_in_a_flow_test(tmp_path, fakesnow):
+    [result] = run_files([str(tmp_path / "report.test.yaml")])
+    assert not result.passed
+    assert "action 'q' tried to reach 127.0.0.1" in "\n".join(result.failures)
+    assert fakesnow.requests == []
+
+
+def test_snowflake_calls_are_recorded_redacted_and_replayed_offline(tmp_path, fakesnow, monkeypatch):
+    path = tmp_path / "report.test.yaml"
+    [recorded] = run_files([str(path)], record=True)
+    assert recorded.passed, recorded.line()
+    assert fakesnow.logins()[-1]["data"]["PASSWORD"] == SNOW_PASSWORD  # it really logged in
+    sent = len(fakesnow.requests)
+    text = cassette_path(path).read_text()
+    calls = json.loads(text)["tests"]["reads the answer"]["q"]
+    assert [c["request"]["url"].split("?")[0].rsplit("/", 2)[-2:] for c in calls][:2] == [
+        ["v1", "login-request"], ["v1", "query-request"]]
+    assert "SELECT ? AS greeting" in json.dumps(calls)  # the body, decompressed, is readable
+    leaked = [form for form in secret_forms(SNOW_PASSWORD) if form in text]
+    assert leaked == []
+    for call in calls:  # no body is kept compressed or opaque, where a secret could hide
+        body = call["request"]["body"]
+        assert body is None or isinstance(body, str), body
+    assert not any(isinstance(c["response"]["body"], dict) for c in calls)
+
+    fakesnow.stop()  # offline from here on, and without the password
+    monkeypatch.delenv("CASSETTE_SNOWFLAKE_PASSWORD")
+    [replayed] = run_files([str(path)])
+    assert replayed.passed, replayed.line()
+    assert len(fakesnow.requests) == sent
+
+
+ISSUED = "vendor-issued-Tok3n"  # a credential the vendor hands out: no secret the process was given
+URL_FLOW = """\
+name: fetch
+actions:
+  items:
+    type: Http
+    inputs: {method: GET, uri: "%s/items?page=2&%s=%s", headers: {%s: "%s"}}
+"""
+
+
+@pytest.mark.parametrize("query, header", [
+    ("access_token", "X-Session-Token"), ("sig", "X-CSRF-Token"), ("api_key", "X-Subject-Token"),
+    ("refresh_token", "X-Auth-Signature"), ("client_secret", "Proxy-Authorization"), ("code", "X-Vendor-Api-Key"),
+])
+def test_credentials_a_vendor_hands_out_reach_no_cassette_in_urls_or_headers_and_it_still_replays(tmp_path, query,
+                                                                                                     header):
+    """A credential in a query string, a header whose name says it holds one, a redirect's
+    Location or a URL's userinfo is masked in requests and responses, whatever the vendor calls it."""
+    with Recorder() as api:
+        api.route("GET", "/items", json={"ok": True},
+                  headers={header: ISSUED, "Location": f"https://u:{ISSUED}@cb.example/done?{query}={ISSUED}&n=1"})
+        api.start()
+        (tmp_path / "fetch.yaml").write_text(URL_FLOW % (api.url, query, ISSUED, header, ISSUED))
+        path = tmp_path / "fetch.test.yaml"
+        path.write_text('tests:\n  fetches:\n    expect: {values: {"{{ body(\'items\').ok }}": true}}\n')
+        [recorded] = run_files([str(path)], record=True)
+        assert recorded.passed, recorded.failures
+        assert api.requests[0].path == "/items"
+    text = cassette_path(path).read_text()
+    assert ISSUED not in text, text
+    call = json.loads(text)["tests"]["fetches"]["items"][0]
+    assert f"{query}=***" in call["request"]["url"] and "page=2" in call["request"]["url"]
+    headers = {k.lower(): v for k, v in call["response"]["headers"].items()}
+    assert headers["location"] == f"https://***@cb.example/done?{query}=***&n=1"
+    assert headers[header.lower()] == "***"
+    [replayed] = run_files([str(path)])  # offline: the vendor is gone, the masked URL still matches
+    assert replayed.passed, replayed.failures
+
+
+def test_a_urls_userinfo_reaches_no_cassette():
+    from engine.testing.cassettes import Cassette, mask_url
+
+    cassette = Cassette()
+    cassette.record("GET", f"https://key:{ISSUED}@api.example/v1?x=1", {}, None, 200, "OK", {}, b"")
+    assert cassette.calls["-"][0]["request"]["url"] == "https://***@api.example/v1?x=1"
+    assert mask_url("https://api.example/v1?x=1&y=%20") == "https://api.example/v1?x=1&y=%20"  # untouched
+
+
+def test_two_record_runs_of_one_file_each_keep_their_recordings(tmp_path):
+    """Another `flowrun test --record` of the same file (recording other tests) reads, merges and
+    writes the cassette holding its folder locked: this run's recording, made meanwhile, waits and
+    merges after it instead of being overwritten by it (or overwriting it)."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from engine.testing.cassettes import Cassette
+    from tests.support.waiting import wait_until
+
+    release = threading.Event()
+    with Recorder() as api:
+        api.route("GET", "/slow", handler=lambda req: (release.wait(60), (200, {}, b'{"ok": 1}'))[1])
+        api.start()
+        (tmp_path / "f.yaml").write_text(f"name: f\nactions:\n  call:\n    type: Http\n"
+                                         f"    inputs: {{method: GET, uri: \"{api.url}/slow\"}}\n")
+        path = tmp_path / "f.test.yaml"
+        path.write_text("tests:\n  mine: {expect: {status: Succeeded}}\n  theirs: {expect: {status: Succeeded}}\n")
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "--state", str(tmp_path / "s.db"), "test",
+                                 "--record", "-k", "mine", str(path)], cwd=tmp_path, env=dict(os.environ),
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        folder = os.open(tmp_path, os.O_RDONLY)
+        try:
+            wait_until(lambda: api.requests, "the recording never called the vendor")
+            fcntl.flock(folder, fcntl.LOCK_EX)  # the other run: it read the (empty) cassette ...
+            theirs = Cassette.read_file(cassette_path(path))
+            release.set()
+            assert proc.stdout.readline().startswith("PASS")  # this run is done and about to write
+            theirs["theirs"] = {"call": [{"request": {"method": "GET", "url": f"{api.url}/slow"},
+                                          "response": {"status": 200, "headers": {}, "body": "{}"}}]}
+            Cassette.write_file(cassette_path(path), theirs, str)  # ... and writes it, merged
+        finally:
+            os.close(folder)
+            release.set()
+            proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert sorted(Cassette.read_file(cassette_path(path))) == ["mine", "theirs"]

@@ -54,6 +54,11 @@ PROBLEMS = [
     ("tests:\n  t: {input: 1\n", "invalid YAML"),
     ("- a list\n", "a test file is a mapping with `tests:`"),
     ("tests:\n  t:\n    input: !!python/object:os.system {}\n", "3:12"),
+    # a trigger or parameter the flow does not have (the class of `mocks` naming an unknown action)
+    ("tests:\n  t:\n    trigger: {name: manul}\n", "3:21 tests.t.trigger.name: no trigger 'manul' in shop.yaml "
+                                                  "(did you mean 'manual'?)"),
+    ("tests:\n  t:\n    trigger: {name: 5}\n", "3:21 tests.t.trigger.name: 5 is not of type 'string'"),
+    ("tests:\n  t:\n    parameters: {rate: 1}\n", "3:18 tests.t.parameters.rate: no parameter 'rate' in shop.yaml"),
 ]
 
 

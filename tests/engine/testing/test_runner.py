@@ -318,6 +318,54 @@ def test_hostile_test_names_make_valid_junit_xml(tmp_path):
     assert case.get("name") == 'a\\x01b <&> " :: ]]> \U0001F600'
 
 
+@pytest.mark.parametrize("hostile, shown", [("\udcff", "\\udcff"), ("\ud800", "\\ud800"), ("\ufffe", "\\ufffe"),
+                                            ("\uffff", "\\uffff"), ("\x0b", "\\x0b"), ("\x00", "\\x00")])
+@pytest.mark.parametrize("field", ["file", "name", "error", "failures"])
+def test_junit_xml_stays_a_valid_document_whatever_a_name_or_message_holds(tmp_path, hostile, shown, field):
+    """XML 1.0 holds no lone surrogate (a file name whose bytes are not UTF-8) and no U+FFFE/U+FFFF:
+    ElementTree would write them as character references no XML parser accepts."""
+    from engine.testing.junit import write
+    from engine.testing.runner import TestResult
+
+    values = {"file": "t.test.yaml", "name": "n", "error": None, "failures": []}
+    values[field] = [f"x{hostile}y"] if field == "failures" else f"x{hostile}y"
+    result = TestResult(test="t::n", passed=False, seconds=0.1, **values)
+    report = tmp_path / "junit.xml"
+    write([result], report)
+    root = ET.parse(report).getroot()  # parses: a valid document
+    assert f"x{shown}y" in ET.tostring(root, encoding="unicode").replace("&lt;", "<")
+
+
+def test_a_flow_in_a_folder_whose_name_is_not_utf8_is_one_error_line_and_valid_junit(tmp_path):
+    import os
+
+    folder = os.path.join(os.fsencode(tmp_path), b"caf\xe9")
+    os.mkdir(folder)
+    (Path(os.fsdecode(folder)) / "shop.yaml").write_text(FLOW)
+    path = write(Path(os.fsdecode(folder)), """\
+        tests:
+          t: {input: {skus: []}, mocks: {notify: {outputs: {}}}}
+        """)
+    report = tmp_path / "junit.xml"
+    result = CliRunner().invoke(main, ["--state", str(tmp_path / "s.db"), "test", str(path), "--junit-xml", str(report)])
+    assert result.exit_code == 1 and "caf\\xe9/shop.yaml:1:1 the file's path is not UTF-8 text" in result.output
+    assert "Traceback" not in result.output
+    [case] = ET.parse(report).getroot().iter("testcase")
+    assert "caf\\udce9" in case.get("name")
+
+
+@pytest.mark.parametrize("where", ["missing/folder/junit.xml", "/proc/junit.xml"])
+def test_a_junit_xml_path_that_cannot_be_written_is_one_message_naming_it(tmp_path, where):
+    path = write(tmp_path, """\
+        tests:
+          t: {input: {skus: []}, mocks: {notify: {outputs: {}}}}
+        """)
+    report = where if where.startswith("/") else str(tmp_path / where)
+    result = CliRunner().invoke(main, ["--state", str(tmp_path / "s.db"), "test", str(path), "--junit-xml", report])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert f"--junit-xml {report}: cannot write it (" in result.output and ".tmp" not in result.output
+
+
 def test_a_logic_apps_definition_is_tested_with_at_expressions_and_its_static_results(tmp_path):
     import shutil
 
@@ -339,5 +387,26 @@ def test_a_logic_apps_definition_is_tested_with_at_expressions_and_its_static_re
         """))
     results = run_files([str(path)])
     assert [r.passed for r in results] == [True, True], [r.failures for r in results]
-    plan = flowrun("plan", str(tmp_path / "try_catch.json"))
+    plan = flowrun("plan", str(tmp_path / "try_catch.json"), "--effects-only")
     assert "Try/Get_order: would GET https://orders.example.invalid/api/orders/7  [outputs: static result]" in plan.output
+
+
+FORGED = "\\nPASS shop.test.yaml::all good (0.00s)"
+@pytest.mark.parametrize("hostile", [FORGED, "\\e[2K\\e[1A", "\\u202e", "\\x9b31m", "\\x07", "\\r", "\\u2028"])
+def test_test_names_and_failure_messages_print_as_one_printable_line_each(tmp_path, hostile):
+    """What a test file names, and what a run's error says (a vendor's, a payload's), cannot
+    print a line of its own (a forged PASS) nor send a terminal escape or bidi override."""
+    path = write(tmp_path, f"""\
+        tests:
+          "fails{hostile}":
+            input: {{skus: []}}
+            mocks:
+              notify: {{status: Failed, error: {{message: "no route{hostile}"}}}}
+            expect: {{actions: {{notify: Succeeded}}, outputs: {{total: "x{hostile}"}}}}
+        """)
+    result = CliRunner().invoke(main, ["--state", str(tmp_path / "s.db"), "test", str(path)])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("FAIL ") and all(line.startswith("    ") for line in lines[1:]), lines
+    assert len(lines) == 3 and all(line.isprintable() for line in lines), lines
+    assert "no route" in lines[1] + lines[2]

@@ -74,6 +74,34 @@ def test_the_login_form_sets_an_httponly_strict_cookie_that_is_not_the_token(app
     assert app.client.get("/ui/runs", follow_redirects=False).status_code == 303  # a forged cookie is no session
 
 
+def sign_in(client) -> str:
+    form = client.get("/ui/login")
+    client.post("/ui/login", data={"csrf": csrf_of(form.text), "token": ADMIN}, follow_redirects=False)
+    return client.cookies.get("flowrun_ui")
+
+
+def test_signing_out_ends_the_session_on_the_server_so_a_copied_cookie_opens_nothing(app):
+    run_id = start(app)
+    stolen = sign_in(app.client)
+    page = app.client.get(f"/ui/runs/{run_id}")
+    csrf = csrf_of(page.text)
+    out = app.client.post("/ui/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert out.status_code == 303
+    gone = [c for c in out.headers.get_list("set-cookie") if c.startswith("flowrun_ui=")][0]
+    assert "HttpOnly" in gone and "strict" in gone.lower()
+    other = sign_in(app.client)  # another session of the same browser is not touched
+    app.client.cookies.clear()
+    app.client.cookies.set("flowrun_ui", stolen, path="/ui")
+    assert app.client.get("/ui/runs", follow_redirects=False).status_code == 303
+    for url in (f"/ui/runs/{run_id}/value/payload", "/ui/events?events=1"):
+        assert app.client.get(url, follow_redirects=False).status_code == 401, url
+    assert app.client.post(f"/ui/runs/{run_id}/rerun", data={"csrf": csrf, "from": "start"},
+                           follow_redirects=False).status_code == 401
+    assert len(app.runs("batch")) == 1
+    app.client.cookies.set("flowrun_ui", other, path="/ui")
+    assert app.client.get("/ui/runs", follow_redirects=False).status_code == 200
+
+
 def test_guessing_the_token_is_slowed_to_a_crawl(app):
     from engine.listener.ui.session import TRIES
 
@@ -203,6 +231,19 @@ def test_a_rerun_from_the_ui_shows_its_plan_then_runs_linked_to_the_old_run(app)
     assert unknown.status_code == 409 and "no action" in html.unescape(unknown.text)
 
 
+@pytest.mark.parametrize("start_from", ["each[5]", "each[10]", "each[99999999999999999999]"])
+def test_a_rerun_of_an_iteration_the_loop_never_ran_is_refused_and_starts_nothing(app, start_from):
+    """Five items ran: a rerun 'from each[5]' would re-run nothing and copy the old run."""
+    run_id = start(app)
+    plan = app.client.get(f"/ui/runs/{run_id}/rerun", params={"from": start_from}, headers=BEARER)
+    assert plan.status_code == 409 and "recorded 5 iterations" in html.unescape(plan.text)
+    token = csrf_of(app.client.get(f"/ui/runs/{run_id}", headers=BEARER).text)
+    answer = app.client.post(f"/ui/runs/{run_id}/rerun", headers=BEARER, follow_redirects=False,
+                             data={"csrf": token, "from": start_from, "definition": "recorded"})
+    assert answer.status_code == 409 and "has no iteration" in html.unescape(answer.text)
+    assert len(app.runs("batch")) == 1
+
+
 def test_resume_and_cancel_of_a_finished_run_are_refused_with_a_reason(app):
     run_id = start(app)
     token = csrf_of(app.client.get(f"/ui/runs/{run_id}", headers=BEARER).text)
@@ -247,6 +288,16 @@ def test_the_runs_list_pages_filters_and_counts(queued):
     assert len(bad) == 50 and "unknown status" in text and "since: not an ISO 8601" in text
 
 
+@pytest.mark.parametrize("field", ["since", "until"])
+@pytest.mark.parametrize("when", ["0001-01-01T00:00+14:00", "9999-12-31T23:59-14:00", "0001-01-01",
+                                  "9999-12-31T23:59:59",
+                                  "2026-12-07T08:00+24:00", "-2026-01-01", "+12026-01-01"])
+def test_a_time_filter_at_or_past_the_ends_of_the_calendar_is_a_named_problem_or_a_filter_never_a_500(app, field, when):
+    page = app.client.get("/ui/runs", params={field: when, "page": "2"}, headers=BEARER)
+    assert page.status_code == 200, page.text[:300]
+    assert f"{field}: not an ISO 8601" in page.text or html.escape(when[:10]) in page.text
+
+
 def test_the_run_page_shows_the_graph_iterations_and_errors(app):
     run_id = start(app)
     page = app.client.get(f"/ui/runs/{run_id}?it=work/each[2]", headers=BEARER).text
@@ -282,6 +333,25 @@ def test_stored_values_download_and_offloaded_blobs_are_links(tmp_path, monkeypa
                     f"/ui/runs/{run_id}/value/outputs?path=nope"):
             assert app.client.get(url, headers=BEARER).status_code == 404, url
     assert Engine  # imported for the type only
+
+
+@pytest.mark.parametrize("name", [b"caf\xe9.yaml", b"\xff\xfe.yaml", b"x\xed\xa0\x80.yaml"])
+def test_a_flow_file_whose_name_is_not_utf8_is_listed_with_its_problem_and_the_pages_still_load(tmp_path, monkeypatch,
+                                                                                                name):
+    import os
+
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    with open(os.path.join(os.fsencode(folder), name), "w") as out:
+        out.write(BATCH.replace("name: batch", "name: other"))
+    with serving(folder, {"batch.yaml": BATCH}, state=tmp_path / "state.db", monkeypatch=monkeypatch,
+                 admin_token=ADMIN) as app:
+        assert app.client.get("/ui/runs", headers=BEARER).status_code == 200
+        page = app.client.get("/ui/flows", headers=BEARER)
+        assert page.status_code == 200
+    text = html.unescape(page.text)
+    assert "the file's path is not UTF-8 text: rename it" in text
+    assert "".join(f"\\u{ord(c):04x}" if 0xd800 <= ord(c) < 0xe000 else c for c in os.fsdecode(name)) in text
 
 
 def test_the_flows_page_keeps_a_broken_flow_listed_with_its_problem_at_its_line(tmp_path, monkeypatch, state):
@@ -441,7 +511,8 @@ def test_a_secret_with_quotes_backslashes_and_script_tags_reaches_no_page_event_
 
 # -- hostile input ------------------------------------------------------------------------------
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60) | st.sampled_from(
-    ["", "0", "-1", "9" * 30, "Failed", "2026-12-07", "x[0]", "a[99999999999]", "../..", "%00", "\x00", "[]", "'; --"])
+    ["", "0", "-1", "9" * 30, "Failed", "2026-12-07", "0001-01-01T00:00+14:00", "9999-12-31T23:59-14:00", "x[0]",
+     "a[99999999999]", "../..", "%00", "\x00", "[]", "'; --"])
 PAGES = ["/ui/runs", "/ui/runs/{run}", "/ui/runs/{run}/rerun", "/ui/flows", "/ui/events", "/ui/runs/{run}/value/payload",
          "/ui/runs/{other}", "/ui/runs/{other}/value/{other}", "/ui/blobs/{other}", "/ui/login"]
 
@@ -464,6 +535,18 @@ def test_hostile_query_strings_never_get_a_500(fuzz_app, page, params, other):
     url = page.replace("{run}", run_id).replace("{other}", quote(other, safe="") or "x")
     answer = app.client.get(url, params=params, headers=BEARER)
     assert answer.status_code < 500, (url, params, answer.text[:500])
+
+
+@pytest.mark.parametrize("url, status", [
+    ("/ui/static/ui.js", 200), ("/ui/static/ui.css", 200), ("/ui/static/nope.js", 404), ("/ui/nope", 404),
+    ("/ui/static/%2e%2e/%2e%2e/__init__.py", 404),
+    ("/ui/static/..%2f__init__.py", 404), ("/ui/runs/x/value", 404), ("/ui/static/", 404)])
+def test_every_answer_under_ui_carries_the_uis_security_headers_and_no_path_leaves_its_folders(app, url, status):
+    answer = app.client.get(url, headers=BEARER)
+    assert answer.status_code == status
+    assert "default-src 'none'" in answer.headers["content-security-policy"]
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert "import" not in answer.text and "root:" not in answer.text
 
 
 def test_the_ui_ships_its_own_assets_and_names_no_other_site(app):
@@ -518,3 +601,31 @@ def test_serve_on_a_database_url_keeps_its_admin_token_in_the_home_folder_withou
     assert "s3cr" not in path.name and "s3cr" not in path.read_text()
     assert token_file(url.replace("s3cr%27et", "rotated")) == (token, path)  # a new password: the same file
     assert token_file(url.replace("/flowrun", "/other"))[1] != path
+
+
+# -- what a page shows is what the value holds ----------------------------------------------------
+HIDDEN_FLOW = """\
+name: hidden
+triggers:
+  manual: {type: Request, auth: {type: none}, dedupe: "{{ triggerBody()['key'] }}"}
+actions:
+  echo: {type: Compose, inputs: "{{ triggerBody()['key'] }}"}
+  parse: {type: Compose, runAfter: {echo: [Succeeded]}, inputs: "{{ int(triggerBody()['key']) }}"}
+"""
+
+
+@pytest.mark.parametrize("char", ["\x1b", "\x07", "\x7f", "\x9b", "\u202e", "\u2066", "\u2069", "\u200b", "\u200f",
+                                  "\ufeff", "\u061c"])
+def test_controls_and_bidi_overrides_in_values_are_shown_as_escapes_on_every_page(tmp_path, monkeypatch, char):
+    """A dedupe key, payload, output or error message holding an ANSI escape, a bidi override or a
+    zero-width character reads as its escape: it cannot reverse or hide what the page says."""
+    key = f"inv{char}[31m-2026-evil"
+    with serving(tmp_path / "flows", {"hidden.yaml": HIDDEN_FLOW}, state=tmp_path / "state.db",
+                 monkeypatch=monkeypatch, admin_token=ADMIN, worker=True) as app:
+        run_id = app.client.post("/flows/hidden/triggers/manual", json={"key": key}).json()["runId"]
+        wait_for(lambda: app.runs("hidden") and app.runs("hidden")[0]["status"] == "Failed", "the run to fail")
+        for url in ("/ui/runs", "/ui/runs?fragment=live", f"/ui/runs/{run_id}", f"/ui/runs?q={quote(key)}"):
+            page = app.client.get(url, headers=BEARER)
+            assert page.status_code == 200, url
+            assert char not in page.text, url
+            assert f"\\u{ord(char):04x}[31m-2026-evil" in page.text, url  # shown, as its escape

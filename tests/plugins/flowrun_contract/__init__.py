@@ -78,4 +78,26 @@ class Stop(Node):
         return None
 
 
-NODES = [Repeat, Counter, Bump, Stop]
+class Spawn(Node):
+    """Runs a Python child process that writes ``inputs.path`` (a tool wrapped as a node): its
+    work happens where no guard of this process can see it, so it declares ``transport``."""
+
+    type = "contract.Spawn"
+    title = "Write a file from a child process"
+    transport = "subprocess"
+    input_schema = {"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}}}
+    outputs = {"type": "object", "properties": {"written": {"type": "string"}}}
+    example_outputs = {"written": "example.txt"}
+
+    async def run(self, inputs: Any, context: Context) -> Any:
+        import subprocess
+        import sys
+
+        from engine.plugin import run_sync
+
+        await run_sync(subprocess.run, [sys.executable, "-c", f"open({inputs['path']!r}, 'w').write('ran')"],
+                       check=True)
+        return {"written": inputs["path"]}
+
+
+NODES = [Repeat, Counter, Bump, Stop, Spawn]
