@@ -187,6 +187,9 @@ class Runtime:
         if existing is not None and is_terminal(existing.status):
             return self.engine.result(child_id)
         if getattr(self.engine, "delegate_children", False):  # workers share the database: any one runs it
+            if existing is None and self._child_was_started(ctx, child_id):
+                raise ActionError(f"child run {child_id} no longer exists (deleted while this run waited for "
+                                  f"it); it is not started again", code="ChildRunMissing")
             if existing is None:
                 self._start_child(child_id, flow_ref, body, params, hold=False, headers=headers, trigger=trigger)
                 # committed Queued (a worker takes it) with this step's mark naming it: a resumed
@@ -198,6 +201,15 @@ class Runtime:
             return await self.engine.resume(child_id)
         child = self._start_child(child_id, flow_ref, body, params, hold=True, headers=headers, trigger=trigger)
         return await self.engine.execute(child_id, child)
+
+    def _child_was_started(self, ctx: Context, child_id: str) -> bool:
+        """A resumed step whose mark names this child: it was queued before (a child gone since
+        was deleted, and starting it over would give the parent other outputs)."""
+        step = self.reuse.get(ctx.path) if self.reuse is not None else None
+        if step is None or step.status != RUNNING:
+            return False
+        handle, _ = self.store.step_marks(self.run_id, ctx.path)
+        return isinstance(handle, dict) and handle.get("childRun") == child_id
 
     def _start_child(self, child_id: str, flow_ref: str, body: Any, params: dict | None, *, hold: bool,
                      headers: dict | None = None, trigger: str | None = None) -> Any:

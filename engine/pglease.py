@@ -19,6 +19,7 @@ and stops (``lost``).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -297,9 +298,27 @@ class KeyLeases:
         rank, n = members.index(self.token), len(members)
         return count // n + (1 if rank < count % n else 0)
 
+    LONGEST = 256  # bytes of a key stored as it is; longer ones (and NULs) as a digest (see _column)
+
+    @classmethod
+    def _column(cls, key: str) -> str:
+        """A key as its row stores it: itself, or ``#sha256:`` and its digest when PostgreSQL
+        text cannot hold it (a NUL, a lone surrogate) or it is too long for a btree index entry.
+        A key that starts so is digested too, so two keys never share a row."""
+        raw = key.encode("utf-8", "surrogatepass")
+        try:
+            key.encode("utf-8")
+            plain = "\x00" not in key and len(raw) <= cls.LONGEST and not key.startswith("#sha256:")
+        except UnicodeEncodeError:  # a lone surrogate
+            plain = False
+        return key if plain else "#sha256:" + hashlib.sha256(raw).hexdigest()
+
     def balance(self, keys: Any) -> set[str]:
         """The keys (of ``keys``) this instance reads now; see the class docstring."""
-        wanted = sorted(set(keys))
+        named = {self._column(k): k for k in set(keys)}  # row key -> the trigger's key
+        return {named[k] for k in self._balance(sorted(named))}
+
+    def _balance(self, wanted: list[str]) -> set[str]:
         ids = (self.flow, self.trigger)
 
         def work(conn: Any) -> set[str]:
@@ -322,27 +341,27 @@ class KeyLeases:
                 busy = {r[0] for r in conn.execute(
                     f"SELECT key FROM {KEY_TABLE} l WHERE flow = %s AND trigger = %s AND key = ANY(%s) AND {LIVE}",
                     (*ids, wanted))}
-                for key in wanted:  # in key order, as every instance: takers never wait on each other in a cycle
-                    if len(keep) >= share:
-                        break
-                    if key in busy or key in mine:
-                        continue
-                    if conn.execute(
-                            f"INSERT INTO {KEY_TABLE} AS l (flow, trigger, key, owner, token, backend, backend_start, "
-                            f"expires) SELECT %s, %s, %s, %s, %s, {_ME}, {NOW} + %s FROM pg_stat_activity a "
-                            f"WHERE a.pid = pg_backend_pid() ON CONFLICT (flow, trigger, key) DO UPDATE SET "
-                            f"owner = EXCLUDED.owner, token = EXCLUDED.token, backend = EXCLUDED.backend, "
-                            f"backend_start = EXCLUDED.backend_start, expires = EXCLUDED.expires "
-                            f"WHERE NOT {LIVE} RETURNING key",
-                            (*ids, key, self.owner, self.token, self.ttl)).fetchone():
-                        keep.append(key)
+                free = [k for k in wanted if k not in busy and k not in mine]
+                while len(keep) < share and free:  # (again only for keys another took meanwhile)
+                    batch, free = free[:share - len(keep)], free[share - len(keep):]
+                    # one statement for the batch (thousands of shards: one round trip, not one
+                    # each), its rows in code point order, as every instance: takers never wait on
+                    # each other in a cycle
+                    keep += [r[0] for r in conn.execute(
+                        f"INSERT INTO {KEY_TABLE} AS l (flow, trigger, key, owner, token, backend, backend_start, "
+                        f"expires) SELECT %s, %s, k, %s, %s, {_ME}, {NOW} + %s FROM unnest(%s::text[]) AS k, {ME} "
+                        f"ORDER BY k COLLATE \"C\" "
+                        f"ON CONFLICT (flow, trigger, key) DO UPDATE SET owner = EXCLUDED.owner, "
+                        f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
+                        f"expires = EXCLUDED.expires WHERE NOT {LIVE} RETURNING key",
+                        (*ids, self.owner, self.token, self.ttl, batch))]
             return set(keep)
 
         return self._transaction(work, "key leases")
 
     def release(self, keys: Any) -> None:
         """Give these keys up (their reader stopped at a checkpoint boundary): others may take them."""
-        keys = list(keys)
+        keys = [self._column(k) for k in keys]
         if keys:
             self._transaction(lambda conn: conn.execute(
                 f"DELETE FROM {KEY_TABLE} WHERE flow = %s AND trigger = %s AND token = %s AND key = ANY(%s)",

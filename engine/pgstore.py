@@ -475,7 +475,7 @@ class PgStore(Reconnecting, Store):
     # -- reads: Store's, through the Adapter; only what differs here ---------------------------------------
     def _can_match(self, *texts: str) -> bool:
         """PostgreSQL stores no NUL and refuses one as a parameter: a text holding one matches nothing."""
-        return not any("\x00" in text for text in texts)
+        return super()._can_match(*texts) and not any("\x00" in text for text in texts if isinstance(text, str))
 
     def ensure_table(self, name: str, ddl: str) -> None:
         if name in self._ensured:

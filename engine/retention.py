@@ -5,7 +5,9 @@
 A run goes when it finished (Succeeded, Failed, TimedOut, Cancelled) before the cut-off; its
 steps, their attempts and parked-run row go with it, schedule firings older than the cut-off go, and blob
 files no remaining row references are deleted. A run that has not finished is never
-touched, however old. Rows are deleted a batch at a time, each batch its own short write
+touched, however old, nor is a child run whose parent has not finished: a parent parked on
+its children reads their outputs when it resumes (a child gone would leave it waiting for
+nothing, then start the child over). Rows are deleted a batch at a time, each batch its own short write
 transaction, so a server or another ``flowrun run`` on the same file is never held up for
 long (``prune_async`` lets a server's other tasks run between batches). ``flowrun prune
 --older-than 30d`` calls it, and ``flowrun serve --retention 30d`` at start and every hour.
@@ -85,9 +87,10 @@ def batches(store: Store, older_than: float, *, now: float | None = None, dry_ru
     finished = tuple(str(s) for s in TERMINAL)
     marks = ", ".join("?" * len(finished))
     select = (f"SELECT id FROM runs WHERE status IN ({marks}) AND COALESCE(ended, created) < ? "
+              f"AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.id = runs.parent_id AND p.status NOT IN ({marks})) "
               f"ORDER BY created LIMIT ?")
     if dry_run:
-        ids = [r[0] for r in db.execute(select.replace(" LIMIT ?", ""), (*finished, cutoff))]
+        ids = [r[0] for r in db.execute(select.replace(" LIMIT ?", ""), (*finished, cutoff, *finished))]
         done.runs = len(ids)
         for i in range(0, len(ids), BATCH):
             chunk = ids[i:i + BATCH]
@@ -101,7 +104,7 @@ def batches(store: Store, older_than: float, *, now: float | None = None, dry_ru
         store.flush()  # what others wrote in this process is committed: the batch is its own transaction
         db.execute("BEGIN IMMEDIATE")
         try:
-            ids = [r[0] for r in db.execute(select, (*finished, cutoff, BATCH))]
+            ids = [r[0] for r in db.execute(select, (*finished, cutoff, *finished, BATCH))]
             if not ids:
                 db.execute("COMMIT")
                 break
@@ -166,11 +169,12 @@ def _pg_batches(store: Any, cutoff: float, dry_run: bool, done: Pruned) -> Itera
     writing is left for the next prune), blobs in the ``blobs`` table."""
     conn, finished = store.conn, [str(s) for s in TERMINAL]
     store.flush()
-    where = "status = ANY(%s) AND COALESCE(ended, created) < %s"
+    where = ("status = ANY(%s) AND COALESCE(ended, created) < %s AND NOT EXISTS (SELECT 1 FROM runs p "
+             "WHERE p.id = runs.parent_id AND p.status <> ALL(%s))")  # a child of an unfinished parent stays
     if dry_run:
         done.runs, done.steps = conn.execute(
-            f"SELECT COUNT(*), COALESCE(SUM((SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id)), 0) FROM runs r "
-            f"WHERE {where}", (finished, cutoff)).fetchone()
+            f"SELECT COUNT(*), COALESCE(SUM((SELECT COUNT(*) FROM steps s WHERE s.run_id = runs.id)), 0) FROM runs "
+            f"WHERE {where}", (finished, cutoff, finished)).fetchone()
         done.firings = conn.execute("SELECT COUNT(*) FROM schedule_firings WHERE fired < %s", (cutoff,)).fetchone()[0]
         store.rollback()
         return
@@ -181,7 +185,7 @@ def _pg_batches(store: Any, cutoff: float, dry_run: bool, done: Pruned) -> Itera
         try:
             store.begin()
             ids = [r[0] for r in conn.execute(f"SELECT id FROM runs WHERE {where} ORDER BY created LIMIT %s "
-                                              f"FOR UPDATE SKIP LOCKED", (finished, cutoff, BATCH))]
+                                              f"FOR UPDATE SKIP LOCKED", (finished, cutoff, finished, BATCH))]
             if not ids:
                 store.commit()
                 break

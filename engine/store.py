@@ -100,6 +100,17 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+_LONGEST_ID = 256  # no run id is longer: a longer "prefix" is looked up exactly, never as a LIKE pattern
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 class Store:
     backend = "sqlite"
     Error = sqlite3.Error  # the driver's errors (engine.storage.StateStore)
@@ -590,15 +601,19 @@ class Store:
     # Written once for both backends: SQL that SQLite and PostgreSQL read alike, run through
     # ``self.db`` (on PostgreSQL engine.pgconn.Adapter, which takes the ``?`` placeholders).
     def _can_match(self, *texts: str) -> bool:
-        """Whether these texts can equal stored ones. Always in SQLite; PostgreSQL stores no NUL
-        (and refuses one as a parameter), so there a text holding one matches nothing."""
-        return True
+        """Whether these texts (from outside: a URL, a command line) can equal stored ones. Text
+        with a lone surrogate (argv's undecodable bytes) is no UTF-8 and matches nothing; nor,
+        on PostgreSQL, which stores no NUL and refuses one as a parameter, does a NUL."""
+        return all(t.isascii() or _utf8(t) for t in texts if isinstance(t, str))
 
     def get_run(self, run_id: str) -> Run:
         """A run by its id, or by a prefix of it that names one run only."""
         if not self._can_match(run_id):  # an id from outside
             raise StoreError(f"no run {run_id[:64]!r} in {self.path}")
         rows = self.db.execute(_SELECT_RUN + "WHERE r.id = ?", (run_id,)).fetchall()
+        if not rows and (len(run_id) > _LONGEST_ID or "\x00" in run_id):
+            # no prefix: longer than any id (too long a LIKE pattern), or with a NUL (SQLite's LIKE ends there)
+            raise StoreError(f"no run {run_id[:64]!r} in {self.path}")
         if not rows:
             pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             # (the escape character as a parameter: a backslash literal breaks where standard_conforming_strings is off)
@@ -641,6 +656,8 @@ class Store:
     def list_runs(self, *, flow: str | None = None, status: str | None = None,
                   limit: int = 50) -> list[Run]:
         """Recent runs, newest first (without their definitions, payloads or outputs)."""
+        if not self._can_match(flow or "", str(status or "")):
+            return []
         sql, args = "SELECT id, flow, status, trigger, created, started, ended, parent_id, rerun_of FROM runs", []
         where = []
         if flow:
@@ -658,6 +675,8 @@ class Store:
 
     def steps(self, run_id: str) -> list[Step]:
         """Every step of a run (small runs; a big loop's steps: ``iter_steps``)."""
+        if not self._can_match(run_id):
+            return []
         rows = self.db.execute(f"SELECT {STEP_COLS} FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
         return [self._step(r) for r in rows]
 
@@ -670,6 +689,8 @@ class Store:
         primary key, so its cost does not grow with the run: resuming a loop reads every
         reused iteration, and a scan of the whole run each time would be quadratic."""
         cols = STEP_COLS
+        if not self._can_match(run_id, prefix or ""):
+            return
         if prefix is not None:
             # (run_id, path) is the primary key: two range reads (below "prefix/" and "prefix["), in
             # one statement (one round trip on PostgreSQL), stopping after page + 1 rows
@@ -742,6 +763,9 @@ class Store:
 
     def steps_at(self, run_id: str, paths: list[str]) -> dict[str, Step]:
         """The steps at ``paths`` (one read; at most a few hundred paths), by path."""
+        paths = [p for p in paths if self._can_match(p)]
+        if not paths or not self._can_match(run_id):
+            return {}
         rows = self.db.execute(
             f"SELECT {STEP_COLS} FROM steps WHERE run_id = ? AND path IN ({', '.join('?' * len(paths))})", (run_id, *paths)).fetchall()
         return {r[0]: self._step(r) for r in rows}

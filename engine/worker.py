@@ -25,7 +25,8 @@ lease: Waits long enough to park (``Engine.park_after``), and Workflow actions w
 child runs. So a parent never holds a slot its children need (C parents with queued children
 on a worker of capacity C would otherwise wait forever). A parked run is ``Waiting`` in
 ``parked_runs`` with its earliest wake-up time and the ids of the children it waits for; the
-claim takes it as soon as that time comes *or one of those children has ended*, reading the
+claim takes it as soon as that time comes *or one of those children has ended* (or is gone:
+the resumed action then fails ChildRunMissing rather than wait an hour for it), reading the
 children's status in the claim itself, so a child that ends while its parent is deciding to
 park still wakes it (no lost wake-up, nothing for the child to flag). Whichever worker is
 free resumes it from its recorded steps: the Workflow action finds its child (whose id is
@@ -96,7 +97,8 @@ class Worker:
                 f"WITH live AS MATERIALIZED (SELECT l.run_id FROM run_leases l WHERE {LIVE}), "
                 f"c AS (SELECT r.id, r.status FROM runs r LEFT JOIN parked_runs p ON p.run_id = r.id "
                 f"WHERE (r.status IN ('Queued', 'Running') OR (r.status = %s AND (p.wake <= %s "
-                f"OR EXISTS (SELECT 1 FROM runs k WHERE k.id = ANY(p.children) AND k.status IN {ENDED})))) "
+                f"OR EXISTS (SELECT 1 FROM unnest(p.children) kid WHERE NOT EXISTS (SELECT 1 FROM runs k "
+                f"WHERE k.id = kid AND k.status NOT IN {ENDED}))))) "
                 f"AND r.id <> ALL(%s) AND r.id NOT IN (SELECT run_id FROM live) "
                 f"AND NOT EXISTS (SELECT 1 FROM run_slots q WHERE q.run_id = r.id AND q.held = 0 AND q.slot_limit <= "
                 f"(SELECT COUNT(*) FROM run_slots s JOIN runs h ON h.id = s.run_id WHERE s.slot_key = q.slot_key "

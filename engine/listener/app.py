@@ -207,6 +207,9 @@ class Listener:
             if not self.engine.store.unavailable(exc):
                 raise
             return self._unavailable(call.entry)
+        finally:
+            if call.reserved:
+                self.runs.unreserve()
         self.metrics.child(self.metrics.ack, *call.labels).observe(time.perf_counter() - t0)
         return response
 
@@ -346,13 +349,22 @@ class Listener:
         if call.dedupe is not None:
             first = self.engine.find_run(entry.flow.name, call.dedupe)
             if first is not None:
-                return await self._duplicate(entry, first)
+                return await self._duplicate(entry, first, call)
         return None
 
     async def _limit(self, call: "_Call") -> Response | None:
+        """429 + Retry-After before anything is committed: --max-in-flight runs execute here, or
+        (without --worker) as many callers wait for a worker's reply."""
+        what = None
         if self.runs.full():
-            return self._reject(call.entry, 429, "busy", f"{self.options.max_in_flight} runs are in flight; "
-                                                         f"retry later", {"Retry-After": str(self.options.retry_after)})
+            what = "runs are in flight"
+        elif call.entry.has_response and not call.split and not self.runs.executes:
+            call.reserved = self.runs.reserve()
+            if not call.reserved:
+                what = "callers wait for a worker's reply"
+        if what is not None:
+            return self._reject(call.entry, 429, "busy", f"{self.options.max_in_flight} {what}; retry later",
+                                {"Retry-After": str(self.options.retry_after)})
         return None
 
     async def _commit(self, call: "_Call") -> Response | None:
@@ -382,7 +394,7 @@ class Listener:
             return self._error(503, f"the run could not be started: {exc}", {"Retry-After": str(self.options.retry_after)})
         if got.duplicate:  # the same key committed by another process meanwhile
             first = self.engine.run_record(got.run_id)
-            return await self._duplicate(entry, first)
+            return await self._duplicate(entry, first, call)
         call.run_id = got.run_id
         if held:
             self.engine.held_headers[got.run_id] = held
@@ -447,14 +459,16 @@ class Listener:
             return self._reply(run_id, reply)
         return self._no_reply(run_id, handle) if handle.done.is_set() else self._accepted(run_id)
 
-    async def _duplicate(self, entry: PushEntry, first: Any) -> Response:
+    async def _duplicate(self, entry: PushEntry, first: Any, call: "_Call") -> Response:
         self.metrics.child(self.metrics.duplicates, entry.flow.name, entry.name).inc()
         run_id = first.id
         log.info("redelivery answered from the first run", extra={"event": "duplicate", "run_id": run_id,
                                                                   "flow": entry.flow.name, "trigger": entry.name})
         reply, status = first.response, first.status
         handle = self.runs.handle_of(run_id, entry.flow, entry.name)
-        if reply is None and entry.has_response and handle is not None:
+        if not call.reserved and not self.runs.executes and reply is None and entry.has_response:
+            call.reserved = self.runs.reserve()  # (a redelivery past the bound: 202 + Location at once)
+        if reply is None and entry.has_response and handle is not None and (call.reserved or self.runs.executes):
             reply = await self.runs.wait_response(handle, self.options.sync_timeout)
             status = handle.status or status
         extra = {"X-Flowrun-Duplicate": "true"}
@@ -668,6 +682,7 @@ class _Call:
     firings: list = field(default_factory=list)  # engine.firing: each run's trigger outputs
     revealed: frozenset = frozenset()  # credential headers the flow sees as sent (Listener._reveal)
     split: bool = False
+    reserved: bool = False  # holds one of the --max-in-flight places of callers waiting for a worker's reply
 
     @property
     def labels(self) -> tuple[str, str]:

@@ -28,7 +28,8 @@ from engine.clierrors import Fail, guard
 @click.option("--max-header-bytes", default=16_384, show_default=True, type=int, metavar="BYTES",
               help="requests whose headers add up to more get 431")
 @click.option("--max-in-flight", default=256, show_default=True, type=int, metavar="N",
-              help="runs executing at once; past it triggers get 429 with Retry-After (nothing is queued)")
+              help="runs executing at once (without --worker on PostgreSQL: callers waiting for a worker's "
+                   "reply); past it triggers get 429 with Retry-After (nothing is queued)")
 @click.option("--sync-timeout", default=30.0, show_default=True, type=float, metavar="SECONDS",
               help="how long a request waits for a Response action before 202 + Location")
 @click.option("--shutdown-timeout", default=30.0, show_default=True, type=float, metavar="SECONDS",

@@ -6,7 +6,9 @@ request handler waits on ``responded`` for a Response action's reply; redeliveri
 run in flight by its id. A server that leaves runs to ``flowrun worker``s (``executes=False``,
 PostgreSQL) commits them Queued and launches nothing: the handler waits for the reply the
 worker records (``wait_response``). The number of runs in flight is what ``--max-in-flight`` bounds
-(the handler answers 429 past it); ``drain`` and ``cancel`` serve graceful shutdown.
+(the handler answers 429 past it); in a server that leaves runs to workers it bounds the callers
+waiting for a reply instead (``reserve``, taken before the run is committed); ``drain`` and
+``cancel`` serve graceful shutdown.
 
 At start-up, ``resume_unfinished`` continues the runs this listener had accepted (the
 ``request`` column says ``via: http``, ``schedule`` or ``trigger``) that did not finish: killed with
@@ -52,6 +54,7 @@ class Runs:
         self.metrics = metrics
         self.max_in_flight = max_in_flight
         self.in_flight: dict[str, RunHandle] = {}
+        self.awaiting = 0  # requests that (may) wait for a reply a worker records (executes False): ``reserve``
         self.tasks: set[asyncio.Task] = set()
         self._room: asyncio.Event | None = None  # set when a run ends (pull triggers wait on it)
         self.draining = False  # shutting down: runs waiting for room are left Queued (resumed at start)
@@ -60,6 +63,18 @@ class Runs:
 
     def full(self) -> bool:
         return len(self.in_flight) >= self.max_in_flight
+
+    def reserve(self) -> bool:
+        """Room for one more caller to wait for a worker's reply (a server that leaves runs to
+        workers executes nothing: this is what bounds its open requests). Taken before the
+        run is committed, so a burst cannot pass the check all at once; ``unreserve`` after."""
+        if self.awaiting >= self.max_in_flight:
+            return False
+        self.awaiting += 1
+        return True
+
+    def unreserve(self) -> None:
+        self.awaiting -= 1
 
     def room(self) -> int:
         """How many more runs may start before ``full()``."""

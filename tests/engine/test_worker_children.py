@@ -314,3 +314,67 @@ def test_ten_families_finish_on_two_small_workers_killed_at_random_with_no_child
         assert_family_succeeded(e, parent, items)
     assert e.store.conn.execute("SELECT count(*) FROM runs").fetchone()[0] == total
     e.close()
+
+
+ONE_CHILD = """\
+name: parent
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  child:
+    type: Workflow
+    inputs: {flow: grandchild.yaml, body: {n: 7}}
+outputs:
+  square: {value: "{{ body('child').square }}"}
+"""
+
+
+def _step_by_hand(worker, run_id):
+    """Claim ``run_id`` (and only it) and execute it in this task, as the worker's loop would."""
+    got = worker.claim(1)
+    assert [r[0] for r in got] == [run_id]
+    (_, token, status, has_steps), = got
+    worker.in_flight.add(run_id)
+    anyio.run(lambda: worker._execute(run_id, token, has_steps or status != "Queued"))
+
+
+@pytest.mark.parametrize("deleted_by", ["prune", "an older prune, by hand"])
+def test_a_child_deleted_while_its_parent_is_parked_is_never_started_over(pg_state, flow_file, deleted_by):
+    """`flowrun runs prune` keeps a finished child whose parent is parked (the parent resumes
+    with its outputs); a child gone anyway (an older flowrun's prune, a hand edit) fails the
+    parent's action clearly (ChildRunMissing) instead of running the child again."""
+    from engine.retention import prune
+
+    flow_file(GRANDCHILD, "grandchild.yaml")
+    e = engine.Engine(pg_state)
+    worker = Worker(e, capacity=1)
+    e.parking, e.delegate_children, e.starved = True, True, lambda: True  # (worker.run's set-up)
+    try:
+        parent = e.start(e.load(flow_file(ONE_CHILD, "parent.yaml")))
+        e.store.flush()
+        _step_by_hand(worker, parent)  # queues its child and parks at once (starved)
+        assert status_of(e, parent) == "Waiting"
+        (child, _, _), = family(e, parent)[0]
+        _step_by_hand(worker, child)
+        assert status_of(e, child) == "Succeeded"
+        if deleted_by == "prune":
+            assert prune(e.store, 0).runs == 0  # the parent has not finished: its child stays
+        else:
+            e.store.conn.execute("DELETE FROM steps WHERE run_id = %s", (child,))
+            e.store.conn.execute("DELETE FROM runs WHERE id = %s", (child,))
+            e.store.flush()  # (no wake-up moved: a child gone makes the parent due at once, as one ended)
+        _step_by_hand(worker, parent)
+        run = e.result(parent)
+        kids = family(e, parent)[0]
+        if deleted_by == "prune":
+            assert run.status == "Succeeded", run.error
+            assert run.outputs == {"square": 49}
+            assert [k[0] for k in kids] == [child]
+        else:
+            assert run.status == "Failed"
+            [step] = [s for s in e.steps(parent) if s.path == "child"]
+            assert step.error["code"] == "ChildRunMissing"
+            assert kids == []  # not started again
+        assert prune(e.store, 0).runs == (2 if deleted_by == "prune" else 1)  # now both may go
+    finally:
+        e.close()

@@ -401,6 +401,32 @@ def test_prune_deletes_finished_runs_with_their_steps_and_blobs_and_keeps_unfini
         store.close()
 
 
+@pytest.mark.parametrize("parent_status, kept", [("Waiting", True), ("Running", True), ("Queued", True),
+                                                   ("Succeeded", False), ("Failed", False)])
+def test_prune_keeps_a_finished_child_run_while_its_parent_has_not_finished(state, parent_status, kept):
+    """A parent parked on its child reads the child's outputs when it resumes: a child pruned
+    before that would make it wait for nothing, then start the child over. Kept until the
+    parent has finished (then both go). Only the direct parent counts: a finished child holds
+    its outputs itself, so a grand-child is not read again."""
+    from engine.retention import prune
+
+    store = open_store(state)
+    try:
+        ended = 2.0 if parent_status in ("Succeeded", "Failed") else None
+        store.create_run({"id": "parent", "flow": "p", "status": parent_status, "created": 1.0, "ended": ended})
+        store.create_run({"id": "child", "flow": "c", "status": "Succeeded", "created": 1.0, "ended": 2.0,
+                          "parent_id": "parent"})
+        store.create_run({"id": "grandchild", "flow": "g", "status": "Succeeded", "created": 1.0, "ended": 2.0,
+                          "parent_id": "child"})
+        # the grand-child's own parent (the child) has finished: nothing reads it any more
+        assert prune(store, 3600, dry_run=True).runs == (1 if kept else 3)
+        prune(store, 3600)
+        left = sorted(r.id for r in store.list_runs())
+        assert left == (["child", "parent"] if kept else [])
+    finally:
+        store.close()
+
+
 def test_cancel_ends_a_run_no_one_executes_and_asks_the_holder_of_one_that_is_held(state, flow_file):
     e = engine.Engine(state)
     try:

@@ -237,6 +237,60 @@ def test_no_piece_of_a_password_is_ever_in_a_connection_error_or_a_shown_url(pas
         assert not [p for p in pieces if any(c in p for c in "QXZ") and p in text], text
 
 
+@pytest.mark.parametrize("old_version", [1, 2, 3])
+def test_a_database_of_an_older_version_upgrades_while_an_old_process_writes_and_keeps_its_rows(
+        pg_state, old_version):
+    """`flowrun db upgrade` on a live deployment: an old worker (its schema) has a transaction
+    open on the tables being altered; the upgrade waits for it, applies every pending step once,
+    keeps the rows, and the old worker's later writes (naming their columns) still go in."""
+    import threading
+
+    import psycopg
+
+    from engine.pgstore import MIGRATIONS, VERSION
+    from engine.storage import status, upgrade
+
+    with psycopg.connect(pg_state, autocommit=True) as setup:
+        setup.execute("CREATE TABLE flowrun_schema (version INTEGER PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)")
+        for i in range(old_version):
+            setup.execute(MIGRATIONS[i])
+            setup.execute("INSERT INTO flowrun_schema VALUES (%s, 0)", (i + 1,))
+        setup.execute("INSERT INTO runs (id, flow, status, created) VALUES ('w', 'f', 'Waiting', 1)")
+        setup.execute("INSERT INTO parked_runs (run_id, wake, parked) VALUES ('w', 5, 1)")
+    assert status(pg_state)["version"] == old_version and status(pg_state)["pending"] == VERSION - old_version
+    old = psycopg.connect(pg_state)  # an old worker mid-transaction on the tables being altered
+    old.execute("INSERT INTO runs (id, flow, status, created) VALUES ('q', 'f', 'Waiting', 2)")
+    old.execute("INSERT INTO parked_runs (run_id, wake, parked) VALUES ('q', 6, 2)")
+    old.execute("INSERT INTO steps (run_id, path, action, status) VALUES ('q', 'a', 'a', 'Running')")
+    done = []
+    upgrading = threading.Thread(target=lambda: done.append(upgrade(pg_state)))
+    upgrading.start()
+    with psycopg.connect(pg_state, autocommit=True) as look:  # the upgrade waits for the old transaction
+        for _ in range(500):
+            waiting = look.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                   "AND datname = current_database()").fetchone()[0]
+            if waiting:
+                break
+            threading.Event().wait(0.01)
+    assert not done
+    old.commit()
+    upgrading.join(30)
+    assert done and done[0]["version"] == VERSION and done[0]["pending"] == 0
+    old.execute("INSERT INTO parked_runs (run_id, wake, parked) VALUES ('r', 7, 3)")  # old code, new schema
+    old.commit()
+    old.close()
+    assert status(pg_state)["version"] == VERSION
+    store = open_store(pg_state)
+    try:
+        assert sorted(r[0] for r in store.conn.execute("SELECT run_id FROM parked_runs")) == ["q", "r", "w"]
+        assert [s.path for s in store.steps("q")] == ["a"]
+        assert [v for (v,) in store.conn.execute("SELECT version FROM flowrun_schema ORDER BY version")] == \
+            list(range(1, VERSION + 1))  # each step once
+        store.flush()
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("schema", ["t_abc", "T_ABC", 'we"ird sch-ema', "ü" * 31, "x" * 63, "public2"])
 def test_a_schemas_notify_channels_are_short_plain_identifiers_of_its_own(schema):
     from engine.pgstore import channels

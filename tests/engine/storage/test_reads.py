@@ -234,3 +234,26 @@ def test_get_runs_reads_runs_by_full_id_in_one_call_and_leaves_unknown_ids_out(s
         assert store.get_runs([]) == {}
     finally:
         store.close()
+
+
+HOSTILE = ["\x00", "r\x00", "a\x00b%", "%", "_", "\\", "%_\\", "r" + "x" * 100_000, "\ud800", "\udcff r",
+           "'; DROP TABLE runs; --"]
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=repr)
+def test_text_from_outside_matches_nothing_in_any_read_and_never_raises_a_driver_error(loop, text):
+    """Run ids, flow names, statuses and step paths come from URLs and command lines: a NUL
+    (PostgreSQL text holds none), a lone surrogate (argv's undecodable bytes), LIKE wildcards,
+    or a 'prefix' longer than a LIKE pattern may be: each reads as no such run, never as a
+    driver's error, and a wildcard is no wildcard."""
+    from engine.errors import StoreError
+
+    with pytest.raises(StoreError, match="no run"):
+        loop.get_run(text)
+    assert loop.find_run(text, text) is None and loop.find_run("f", text) is None
+    assert loop.list_runs(flow=text) == [] and loop.list_runs(status=text) == []
+    assert loop.steps(text) == [] and list(loop.iter_steps(text)) == []
+    assert list(loop.iter_steps("r", prefix=text)) == []
+    assert loop.get_step("r", text) is None and loop.get_step(text, "loopy") is None
+    assert loop.steps_at("r", [text]) == {} and loop.steps_at(text, ["loopy"]) == {}
+    assert loop.get_run("r").id == "r"  # and the store still reads
