@@ -38,3 +38,16 @@ def run_flow(tmp_path, flow_file):
         return engine.run_file(path, input=input, params=params, state=tmp_path / "state.db",
                                connections=conn_path, **engine_kw)
     return run
+
+
+@pytest.fixture
+def pg_state():
+    """A PostgreSQL state URL on a schema of this test's own (dropped after); skips, saying
+    why, where no server answers (tests/support/postgres.py)."""
+    from tests.support import postgres
+
+    if postgres.skip_reason:
+        pytest.skip(postgres.skip_reason)
+    url, schema = postgres.postgres_url()
+    yield url
+    postgres.drop(schema)

@@ -20,13 +20,6 @@ actions:
 """
 
 
-@pytest.fixture
-def pg_state():
-    url, schema = postgres.postgres_url()
-    yield url
-    postgres.drop(schema)
-
-
 def two_engines(url, flow_file):
     """(waiting, recording): two engines, as two processes would have, on one schema; a run
     committed Queued by the first."""

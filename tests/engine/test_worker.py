@@ -81,13 +81,6 @@ def wait_for(condition, timeout=240.0, interval=0.05):
     raise AssertionError(f"condition not met within {timeout} s")
 
 
-@pytest.fixture
-def pg_state():
-    url, schema = postgres.postgres_url()
-    yield url
-    postgres.drop(schema)
-
-
 def test_300_runs_finish_across_three_workers_killed_at_random_with_no_action_repeated_once_succeeded(
         pg_state, recorder, flow_file, tmp_path):
     vendor = IdempotentVendor(recorder)

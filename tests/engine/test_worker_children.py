@@ -72,13 +72,6 @@ GRANDCHILD_HTTP = GRANDCHILD.replace(
     "square: {type: Compose, inputs:", "square: {type: Compose, runAfter: {ask: [Succeeded]}, inputs:")
 
 
-@pytest.fixture
-def pg_state():
-    url, schema = postgres.postgres_url()
-    yield url
-    postgres.drop(schema)
-
-
 def write_flows(flow_file, grandchild=GRANDCHILD):
     flow_file(CHILD, "child.yaml")
     flow_file(grandchild, "grandchild.yaml")

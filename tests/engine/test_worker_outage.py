@@ -44,13 +44,6 @@ actions:
 """
 
 
-@pytest.fixture
-def pg_state():
-    url, schema = postgres.postgres_url()
-    yield url
-    postgres.drop(schema)
-
-
 def terminate_backends(pid: int) -> int:
     """End every backend of worker ``pid`` (its writer and its LISTEN connection) and wait until
     PostgreSQL has: the kill has landed when this returns."""

@@ -54,13 +54,6 @@ actions:
 
 
 @pytest.fixture
-def pg_state():
-    url, schema = postgres.postgres_url()
-    yield url
-    postgres.drop(schema)
-
-
-@pytest.fixture
 def worker(pg_state):
     """A `flowrun worker` process on the test's schema (killed after)."""
     proc = start_worker(pg_state, capacity=4)

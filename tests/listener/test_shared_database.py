@@ -29,13 +29,6 @@ actions:
 }
 
 
-@pytest.fixture
-def pg_state():
-    url, schema = postgres.postgres_url()
-    yield url
-    postgres.drop(schema)
-
-
 def query(url, sql, *args):
     with psycopg.connect(url) as conn:
         return conn.execute(sql, args).fetchall()

@@ -36,13 +36,6 @@ actions:
 """
 
 
-@pytest.fixture
-def pg_state():
-    url, schema = postgres.postgres_url()
-    yield url
-    postgres.drop(schema)
-
-
 def count(url: str, sql: str, *args) -> int:
     with psycopg.connect(url) as conn:
         return conn.execute(sql, args).fetchone()[0]

@@ -9,15 +9,6 @@ from tests.support import postgres
 needs_pg = pytest.mark.skipif(postgres.skip_reason is not None, reason=postgres.skip_reason or "")
 
 
-@pytest.fixture
-def pg_state():
-    if postgres.skip_reason:
-        pytest.skip(postgres.skip_reason)
-    url, schema = postgres.postgres_url()
-    yield url
-    postgres.drop(schema)
-
-
 @pytest.mark.parametrize("password", ["s3cr'et", 's3cr"et\\x', "p@ss:w/rd", "%41%42"])
 def test_a_database_that_cannot_be_reached_is_one_line_without_the_password(password):
     pytest.importorskip("psycopg")

@@ -27,13 +27,6 @@ pytestmark = pytest.mark.skipif(postgres.skip_reason is not None, reason=postgre
 
 
 @pytest.fixture
-def pg_state():
-    url, schema = postgres.postgres_url()
-    yield url
-    postgres.drop(schema)
-
-
-@pytest.fixture
 def flows(tmp_path, monkeypatch, moto):
     """flows(stream) -> the folder every instance serves: the clicks flow reading ``stream`` from
     TRIM_HORIZON, refreshing its shard list (and its leases) every 0.2 s."""
