@@ -453,7 +453,7 @@ class Runtime:
                 self._attempt_ended(path, result, FAILED, retry.to_dict(), time.time())
                 delay = policy.delay(attempt - prior, retry.retry_after)
                 self.log.info("%s: attempt %d failed (%s); retrying in %.2fs", path, attempt, retry.message, delay)
-                await anyio.sleep(delay)
+                await self.engine.clock.sleep(delay)  # the engine clock: a test's fake one does not wait
         if timer.cancelled_caught:
             result.status = TIMEDOUT
             result.error = {"code": "ActionTimedOut",

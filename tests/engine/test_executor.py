@@ -200,6 +200,25 @@ def test_retryable_errors_are_retried_until_success(run_flow, recorder):
     assert step.outputs["body"] == {"ok": True}
 
 
+def test_the_wait_between_retries_is_on_the_engine_clock(run_flow, recorder):
+    """An hour between attempts passes on the engine's clock: a fake one (tests, `flowrun test`)
+    moves on at once, and the hours are what it counts."""
+    from tests.support.clock import FakeClock
+
+    recorder.route("GET", "/flaky", status=503, body="busy", times=2)
+    recorder.route("GET", "/flaky", json={"ok": True})
+    clock = FakeClock()
+    result = run_flow(f"""
+        actions:
+          call:
+            type: Http
+            inputs: {{method: GET, uri: "{recorder.url}/flaky"}}
+            retryPolicy: {{type: fixed, count: 3, interval: PT1H}}
+    """, clock=clock)
+    assert (result.steps["call"].status, result.steps["call"].attempts) == ("Succeeded", 3)
+    assert clock.slept == 2 * 3600
+
+
 def test_retries_stop_at_the_policy_count(run_flow, recorder):
     recorder.route("GET", "/down", status=500, json={"error": "boom"})
     result = run_flow(f"""
