@@ -403,6 +403,7 @@ class Engine:
             status, outputs, error = await self._cancellable(runtime)
         except BaseException:
             with anyio.CancelScope(shield=True):
+                self.store.execution_ended(run_id)
                 self.store.forget_run_start(run_id)
                 try:
                     self.store.flush()  # a stopped process keeps what finished; resume continues it
@@ -412,6 +413,7 @@ class Engine:
         finally:
             self._live.pop(run_id, None)
         self._children.pop(run_id, None)  # no task of this run waits for a child here any more
+        self.store.execution_ended(run_id)  # before the lease goes (parked, or with the outcome)
         if runtime.parked is not None:  # every action in flight was waiting: the run holds no task
             self.park(run_id, runtime.parked, children=runtime.parked_children)
             run.status, run.response = WAITING, runtime.response

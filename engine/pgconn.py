@@ -256,3 +256,73 @@ def _scrub(exc: BaseException, url: str) -> str:
     for value in sorted(filter(None, set(secrets_)), key=len, reverse=True):
         text = text.replace(value, "***")
     return text
+
+
+class Listening:
+    """A thread that LISTENs on ``channels`` on a connection of its own (``connect``), until
+    ``stop()``, and hands what it hears to an asyncio ``loop``: ``on_note(channel, payload)``
+    per notification, ``on_back()`` once a lost connection is open again (a NOTIFY may have
+    come meanwhile: everyone looks again). A lost connection is opened again with ``backoff``;
+    ``on_lost(text, first, down_for)`` is called, from the thread, at each failure (``first``:
+    this outage's first; ``down_for``: seconds since it began), to log as its owner sees fit.
+    ``ready`` is set once listening, or once the first try failed (the owner's slow poll
+    covers an outage). One per worker (engine.worker), one per replying server (engine.replies)."""
+
+    def __init__(self, url: str, role: str, channels: list[str], loop: Any, *, on_note: Any,
+                 on_back: Any = None, on_lost: Any = None, backoff: Any = None):
+        import asyncio
+        import threading
+
+        from .backoff import Backoff
+
+        self.url, self.role, self.channels, self.loop = url, role, list(channels), loop
+        self.on_note, self.on_back, self.on_lost = on_note, on_back, on_lost
+        self.backoff = backoff or Backoff(cap=10.0)
+        self.ready = asyncio.Event()
+        self._stopping = threading.Event()  # also interrupts the backoff
+        self._thread = threading.Thread(target=self._run, name=f"flowrun-{role}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The thread ends within a second (a daemon: it never holds the exit)."""
+        self._stopping.set()
+
+    def _tell(self, callback: Any, *args: Any) -> bool:
+        try:
+            self.loop.call_soon_threadsafe(callback, *args)
+            return True
+        except RuntimeError:  # the loop closed: nobody to tell
+            return False
+
+    def _run(self) -> None:
+        import time
+
+        down_since: float | None = None
+        while not self._stopping.is_set():
+            try:
+                with connect(self.url, self.role) as conn:
+                    for channel in self.channels:
+                        conn.execute(f"LISTEN {channel}")
+                    self.backoff.reset()
+                    if down_since is not None and self.on_back is not None:
+                        self._tell(self.on_back)
+                    down_since = None
+                    self._tell(self.ready.set)
+                    while not self._stopping.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            if not self._tell(self.on_note, note.channel, note.payload):
+                                return
+                            if self._stopping.is_set():
+                                break
+            except Exception as exc:  # noqa: BLE001  the database went away: the owner's slow poll covers it
+                if self._stopping.is_set() or self.loop.is_closed():
+                    return
+                first = down_since is None
+                if first:
+                    down_since = time.monotonic()
+                if self.on_lost is not None:
+                    self.on_lost((str(exc).strip().splitlines() or [type(exc).__name__])[0], first,
+                                 time.monotonic() - down_since)
+                if not self._tell(self.ready.set):
+                    return
+                self._stopping.wait(self.backoff.next())

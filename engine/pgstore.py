@@ -466,9 +466,10 @@ class PgStore(Reconnecting, Store):
 
     def park_run(self, run_id: str, wake: float, status: str, *, children: list[str] = ()) -> None:
         """Park a run until ``wake``, or until one of ``children`` has ended (the worker's claim)."""
-        self._write("INSERT INTO parked_runs (run_id, wake, parked, children) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT (run_id) DO UPDATE SET wake = EXCLUDED.wake, parked = EXCLUDED.parked, "
-                    "children = EXCLUDED.children", (run_id, wake, time.time(), list(children) or None))
+        self._fenced(run_id, "INSERT INTO parked_runs (run_id, wake, parked, children) "
+                     "SELECT %s, %s, %s, %s::text[] WHERE {fence} ON CONFLICT (run_id) DO UPDATE SET "
+                     "wake = EXCLUDED.wake, parked = EXCLUDED.parked, children = EXCLUDED.children",
+                     (run_id, wake, time.time(), list(children) or None))
         self._notify = True
         self.update_run(run_id, status=status)
 

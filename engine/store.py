@@ -352,6 +352,14 @@ class Store:
         """Drop a pending "Running" mark (the run stopped before it was written)."""
         self._pending_starts.pop((run_id, None), None)
 
+    def execution_ended(self, run_id: str) -> None:
+        """This process stops executing ``run_id`` (it finished, parked or stopped): the
+        "Running" marks of its steps still held back (``step_started``) go into the batch now,
+        under the lease it still holds. Written later by the timer, they would land after the
+        lease went, over the rows of whichever process took the run on next."""
+        for key in [k for k in self._pending_starts if k[0] == run_id and k[1] is not None]:
+            self._write_pending_starts(only=key)
+
     def run_finished(self, run_id: str, **fields: Any) -> None:
         """Record a run's outcome (with the start a pending ``run_started`` holds); the caller
         awaits ``durable()``."""

@@ -49,7 +49,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from typing import Any
 
 import anyio
@@ -77,7 +76,7 @@ class Worker:
         self.low_water = capacity - max(1, capacity // 4)  # claim again once a quarter of the slots is free
         self.executed = 0
         self._slot_freed = anyio.Event()
-        self._closing = False
+        self._listen_warned = False  # the LISTEN connection's outage was warned about
 
     # -- claiming ---------------------------------------------------------------------------------
     def claim(self, limit: int) -> list[tuple[str, str, str, bool]]:
@@ -174,53 +173,29 @@ class Worker:
             self._slot_freed.set()
 
     # -- waiting ----------------------------------------------------------------------------------
-    def _listen(self, loop: Any) -> None:
-        """A thread: LISTEN on its own connection and hand each notification to the loop
-        (work may be claimable: wake the claim loop; a child run finished: wake its parent).
-        A lost connection is opened again with backoff; meanwhile the slow poll finds work."""
-        from .backoff import Backoff
-        from .pgconn import connect
+    def _heard(self, channel: str, payload: str) -> None:
+        """A NOTIFY (engine.pgconn.Listening): a child ended (wake its parent, here or parked),
+        or work may be claimable (wake the claim loop)."""
+        if channel == self.engine.store.done_channel:
+            self._child_finished(payload)
+        else:
+            self._wake()
 
-        store = self.engine.store
+    def _listen_lost(self, text: str, first: bool, down_for: float) -> None:
+        """The LISTEN connection failed (from its thread). The writer's warning speaks for an
+        outage; this one warns only if it stays away alone, after the writer looked twice."""
+        text = self.engine.store.redact(text)
+        if first:
+            log.info("worker %s: LISTEN connection lost (%s); reconnecting", self.name, text)
+            self._listen_warned = False
+        elif not self._listen_warned and self.engine.store._down_since is None and down_for > 2 * self.poll + 1:
+            log.warning("worker %s: LISTEN cannot reconnect (%s); polling every %.1f s until it can",
+                        self.name, text, self.poll)
+            self._listen_warned = True
 
-        backoff, down, warned, since = Backoff(cap=10.0), False, False, 0.0
-        while not self._closing:
-            try:
-                with connect(self.engine.store.url, "listen") as conn:
-                    conn.execute(f"LISTEN {store.channel}")
-                    conn.execute(f"LISTEN {store.done_channel}")
-                    backoff.reset()
-                    if down:  # a NOTIFY may have come meanwhile: look for work now
-                        log.info("worker %s: LISTEN connection back", self.name)
-                        loop.call_soon_threadsafe(self._wake)
-                        down = False
-                    loop.call_soon_threadsafe(self._listening.set)
-                    while not self._closing:
-                        for note in conn.notifies(timeout=1.0):
-                            if note.channel == store.done_channel:
-                                loop.call_soon_threadsafe(self._child_finished, note.payload)  # a child ended: wake its parent, here or parked
-                            else:
-                                loop.call_soon_threadsafe(self._wake)
-                            if self._closing:
-                                break
-            except Exception as exc:  # noqa: BLE001  the database went away: the slow poll still finds work
-                if self._closing or loop.is_closed():  # the worker stopped meanwhile: nobody to tell
-                    return
-                text = self.engine.store.redact(str(exc).strip().splitlines()[0] if str(exc).strip()
-                                                else type(exc).__name__)
-                if not down:  # the writer's warning speaks for an outage; this one only if it stays away alone
-                    log.info("worker %s: LISTEN connection lost (%s); reconnecting", self.name, text)
-                    down, warned, since = True, False, time.monotonic()
-                elif not warned and self.engine.store._down_since is None and \
-                        time.monotonic() - since > 2 * self.poll + 1:  # the writer looked at least twice since
-                    log.warning("worker %s: LISTEN cannot reconnect (%s); polling every %.1f s until it can",
-                                self.name, text, self.poll)
-                    warned = True
-                try:
-                    loop.call_soon_threadsafe(self._listening.set)
-                except RuntimeError:  # the loop closed just now
-                    return
-                self._stopped.wait(backoff.next())
+    def _listen_back(self) -> None:
+        log.info("worker %s: LISTEN connection back", self.name)
+        self._wake()  # a NOTIFY may have come meanwhile: look for work now
 
     def starved(self) -> bool:
         """Every slot holds a run that only waits: no run here makes progress, and a queued
@@ -262,20 +237,18 @@ class Worker:
                   task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Claim, execute and wait until ``stop`` is set (or forever)."""
         import asyncio
-        import threading
 
         from .backoff import Backoff
+        from .pgconn import Listening
 
         self.engine.parking = True
         self.engine.delegate_children = True
         self.engine.starved = self.starved
-        self._closing = False
-        self._stopped = threading.Event()  # interrupts the LISTEN thread's backoff
-        self._woken, self._listening = asyncio.Event(), asyncio.Event()
-        listener = threading.Thread(target=self._listen, args=(asyncio.get_running_loop(),),
-                                    name="flowrun-listen", daemon=True)
-        listener.start()
-        await self._listening.wait()
+        store = self.engine.store
+        self._woken, self._listen_warned = asyncio.Event(), False
+        listening = Listening(store.url, "listen", [store.channel, store.done_channel], asyncio.get_running_loop(),
+                              on_note=self._heard, on_back=self._listen_back, on_lost=self._listen_lost)
+        await listening.ready.wait()
         log.info("worker %s ready", self.name, extra={"event": "worker_ready"})
         task_status.started()
         backoff = Backoff(cap=10.0)
@@ -307,5 +280,4 @@ class Worker:
                         await self._woken.wait()
                 tg.cancel_scope.cancel()
         finally:
-            self._closing = True
-            self._stopped.set()
+            listening.stop()

@@ -103,9 +103,17 @@ def assert_family_succeeded(e, parent, items):
     assert children == [{"n": n, "square": n * n} for n in items]
     # the parent's outputs are its children's results, as each child recorded them
     (each,) = run.outputs["results"]  # result('each'): the Workflow action, one row per iteration
+    assert all(isinstance(r["outputs"], dict) for r in each["outputs"]), _steps_dump(e, parent, each)
     taken = sorted((r["outputs"]["outputs"] for r in each["outputs"]), key=lambda o: o["n"])
     assert taken == children
     assert {r["outputs"]["runId"] for r in each["outputs"]} == {k[0] for k in kids}
+
+
+def _steps_dump(e, run_id, each):
+    rows = e.store.conn.execute("SELECT * FROM steps WHERE run_id = %s ORDER BY path", (run_id,)).fetchall()
+    cols = [d.name for d in e.store.conn.execute("SELECT * FROM steps LIMIT 0").description]
+    e.store.flush()
+    return "\n".join([json.dumps(each, default=str)] + [repr(dict(zip(cols, r))) for r in rows])
 
 
 def test_one_worker_with_one_slot_finishes_a_parent_of_five_children_each_with_a_grandchild(pg_state, flow_file):
@@ -329,6 +337,49 @@ def _step_by_hand(worker, run_id):
     (_, token, status, has_steps), = got
     worker.in_flight.add(run_id)
     anyio.run(lambda: worker._execute(run_id, token, has_steps or status != "Queued"))
+
+
+WAIT_IN_A_LOOP = """\
+name: naps
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  each:
+    type: Foreach
+    foreach: [1, 2]
+    actions:
+      nap: {type: Wait, inputs: {interval: {count: 1, unit: Hour}}}
+"""
+
+
+def test_a_run_parked_by_one_worker_and_finished_by_another_keeps_the_rows_the_second_wrote(pg_state, flow_file):
+    """The iterations in flight when a run parks are Running; their held-back Running marks
+    are written with the park, under the lease. Written later (the store's timer), they landed
+    unfenced over what the next owner recorded: a Succeeded loop with Running iterations, and a
+    parent's result() with outputs None (seen once in ~30 runs of the ten-families test)."""
+    from engine.clock import VirtualClock
+
+    path = flow_file(WAIT_IN_A_LOOP, "naps.yaml")
+    first = engine.Engine(pg_state)
+    second = engine.Engine(pg_state, clock=VirtualClock(time.time() + 7200))  # the naps are over
+    try:
+        for e in (first, second):
+            e.parking, e.delegate_children, e.starved = True, True, lambda: False  # (worker.run's set-up)
+        first.store.RUNNING_AFTER = 3600.0  # its timer would write no Running mark within the test
+        run_id = first.start(first.load(path))
+        first.store.flush()
+        _step_by_hand(Worker(first, capacity=1), run_id)
+        assert status_of(first, run_id) == "Waiting"
+        assert {s.path: s.status for s in first.steps(run_id)}["each[0]"] == "Running"  # with the park
+        _step_by_hand(Worker(second, capacity=1), run_id)
+        finished = {s.path: s.status for s in second.steps(run_id)}
+        assert status_of(second, run_id) == "Succeeded" and set(finished.values()) == {"Succeeded"}
+        first.store.RUNNING_AFTER = -1e9  # whatever the first still held back is due now
+        first.store.flush()
+        assert {s.path: s.status for s in first.steps(run_id)} == finished
+    finally:
+        first.close()
+        second.close()
 
 
 @pytest.mark.parametrize("deleted_by", ["prune", "an older prune, by hand"])

@@ -113,6 +113,24 @@ def test_an_action_shows_as_running_only_once_it_has_run_for_a_while(store):
     assert {s.path: s.status for s in store.steps("r")} == {"old": "Running"}
 
 
+def test_when_an_execution_ends_its_held_back_running_marks_are_written_then_and_never_later(store):
+    """A run that parks (or stops) leaves its in-flight steps Running. Their held-back marks
+    go into the batch that commits with the execution's end, under its lease: written later
+    by the timer, they would land over the rows of the process that took the run on next."""
+    now = time.time()
+    for path in ("each[1]", "each[1]/child"):
+        store.step_started("r", path, path, "Workflow", started=now + 3600)  # young: not yet due
+    store.step_started("other", "a", "a", "Wait", started=now + 3600)  # another run's: stays held back
+    store.execution_ended("r")
+    store.flush()
+    assert {s.path: s.status for s in store.steps("r")} == {"each[1]": "Running", "each[1]/child": "Running"}
+    finish(store, "r", "each[1]/child", outputs={"n": 1})  # the next owner finishes the step
+    store.RUNNING_AFTER = -1e9  # every mark held back is due now: none of run r is left to write
+    store.flush()
+    assert store.get_step("r", "each[1]/child").status == "Succeeded"
+    assert store.steps("other")[0].status == "Running"
+
+
 def test_a_finished_step_replaces_its_running_row_and_its_marks(store):
     store.step_mark("r", "a", "a", "Job", attempts=1, started=1.0, handle={"job": 7}, wake=99.0)
     assert store.step_marks("r", "a") == ({"job": 7}, 99.0)
