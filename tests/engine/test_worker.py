@@ -81,6 +81,16 @@ def wait_for(condition, timeout=240.0, interval=0.05):
     raise AssertionError(f"condition not met within {timeout} s")
 
 
+def assert_no_step_of_a_succeeded_run_left_running(e):
+    """The steps a run recorded agree with its outcome: a Succeeded run has no step still
+    Running (a write that landed after its lease went, over the next owner's rows, shows so)."""
+    left = e.store.conn.execute("SELECT s.run_id, s.path, s.status, s.attempts FROM steps s JOIN runs r "
+                                "ON r.id = s.run_id WHERE r.status = 'Succeeded' AND s.status IN "
+                                "('Running', 'Waiting', 'Queued') ORDER BY s.run_id, s.path").fetchall()
+    e.store.flush()
+    assert left == [], f"steps of Succeeded runs left unfinished: {left[:10]}"
+
+
 def test_300_runs_finish_across_three_workers_killed_at_random_with_no_action_repeated_once_succeeded(
         pg_state, recorder, flow_file, tmp_path):
     vendor = IdempotentVendor(recorder)
@@ -118,6 +128,7 @@ def test_300_runs_finish_across_three_workers_killed_at_random_with_no_action_re
     assert kills >= 5
     statuses = {r[0]: r[1] for r in e.store.conn.execute("SELECT id, status FROM runs")}
     assert set(statuses) == set(ids) and set(statuses.values()) == {"Succeeded"}
+    assert_no_step_of_a_succeeded_run_left_running(e)
     # every Succeeded Http step holds the outcome the vendor keeps for its key, and the vendor
     # answered no request for that key after the step was recorded Succeeded
     steps = e.store.conn.execute("SELECT run_id, path, outputs, ended FROM steps WHERE type = 'Http' "
