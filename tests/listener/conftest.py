@@ -47,7 +47,7 @@ class Server:
         self.lines: list[str] = []
         self.url = ""
 
-    def start(self, timeout: float = 20) -> "Server":
+    def start(self, timeout: float = 60) -> "Server":  # (a deadline: ready is seen at once)
         self.lines = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "--state", str(self.state), "serve", "--flows", str(self.flows),
