@@ -13,8 +13,9 @@ store's Backoff decides when a replacement is asked for; the pool never retries 
 (``reconnect_timeout=0``). Everything that must die with the writer's backend uses that one
 connection: run leases, trigger and key leases (engine.pglease) are rows stamped with its
 backend. The LISTEN connections (a worker's, engine.replies') stay direct (``connect``): each
-is held for the process's life by one thread and holds session state (LISTEN) that must never
-be handed to anyone else, so a pool would only add a second connection to manage.
+is held for the process's life by one thread (``Listening``: one home for LISTEN, reconnect
+and backoff) and holds session state (LISTEN) that must never be handed to anyone else, so a
+pool would only add a second connection to manage.
 """
 from __future__ import annotations
 
