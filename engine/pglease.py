@@ -39,6 +39,11 @@ NOW = "extract(epoch from clock_timestamp())"
 LIVE = (f"(l.expires > {NOW} AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend "
         f"AND a.backend_start = l.backend_start))")
 ME = "pg_stat_get_activity(pg_backend_pid()) a"  # this backend's own row: its pid and start time
+# no lease row of the run is held by another transaction: a holder's fenced writes not yet
+# committed hold it (engine.pgstore.FENCE), expired or not. A taker skips it (busy), never
+# waiting for a process that may be stalled; the run is free once they commit or its backend ends
+UNHELD = ("(NOT EXISTS (SELECT 1 FROM run_leases h WHERE h.run_id = {run_id}) OR EXISTS (SELECT 1 FROM "
+          "run_leases h WHERE h.run_id = {run_id} FOR NO KEY UPDATE SKIP LOCKED))")
 
 
 def leases(store: Any, run_ids: list[str]) -> dict[str, tuple[int, str, float | None]]:
@@ -169,11 +174,12 @@ def take(store: Any, run_id: str, token: str, owner: str, ttl: float) -> bool:
     row = store.conn.execute(
         f"INSERT INTO run_leases AS l (run_id, owner, pid, host, token, backend, backend_start, acquired, expires) "
         f"SELECT %s, %s, %s, %s, %s, pg_backend_pid(), a.backend_start, {NOW}, {NOW} + %s "
-        f"FROM {ME} ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, "
+        f"FROM {ME} WHERE {UNHELD.format(run_id='%s')} "
+        f"ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, "
         f"host = EXCLUDED.host, "
         f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
         f"acquired = EXCLUDED.acquired, expires = EXCLUDED.expires WHERE l.token = EXCLUDED.token OR NOT {LIVE} "
-        f"RETURNING token", (run_id, owner, os.getpid(), HOST, token, ttl)).fetchone()
+        f"RETURNING token", (run_id, owner, os.getpid(), HOST, token, ttl, run_id, run_id)).fetchone()
     store._dirty = True
     return row is not None
 

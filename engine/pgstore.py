@@ -62,6 +62,8 @@ def channels(schema: str) -> tuple[str, str, str]:
     tag = hashlib.sha256(schema.encode()).hexdigest()[:16]  # any schema name, as a short identifier
     return f"{CHANNEL}_{tag}", f"{DONE}_{tag}", f"{REPLY}_{tag}"
 
+# a write's fence (``_fenced``): our lease, held by the transaction until it commits
+FENCE = "EXISTS (SELECT 1 FROM run_leases WHERE run_id = %s AND token = %s FOR SHARE)"
 _LOCK_KEY = 0x666C6F7772756E  # "flowrun": the advisory lock migrations take
 
 MIGRATIONS = [
@@ -319,7 +321,11 @@ class PgStore(Reconnecting, Store):
     def _fenced(self, run_id: str, sql: str, args: tuple) -> None:
         """A write for ``run_id``, batched until the next commit or read (``_send``). With a
         fence (a lease this process holds) it happens only while the lease row still carries
-        our token; a fenced-off write tells the holder (``on_fenced``)."""
+        our token, and holds that row (FOR SHARE) until the commit: checked only when sent, a
+        write of a holder that stalled before its commit (SIGSTOP, a long synchronous stretch)
+        past its expiry landed over the rows of whoever took the run over meanwhile. Takers
+        skip a lease row held so (engine.pglease.take, the worker's claim) rather than wait
+        for a stalled process. A fenced-off write tells the holder (``on_fenced``)."""
         try:  # lost just now: the runs it held stop before anything else is written
             self._check()
         except StoreUnavailable:
@@ -332,8 +338,7 @@ class PgStore(Reconnecting, Store):
             self._batch.append((sql.replace("{fence}", "TRUE"), args, None))
             return
         at = sql[:sql.index("{fence}")].count("%s")  # the fence's two values go where it stands
-        self._batch.append((sql.replace("{fence}", "EXISTS (SELECT 1 FROM run_leases WHERE run_id = %s "
-                                                   "AND token = %s)"), (*args[:at], run_id, token, *args[at:]), run_id))
+        self._batch.append((sql.replace("{fence}", FENCE), (*args[:at], run_id, token, *args[at:]), run_id))
 
     # -- encoding --------------------------------------------------------------------------------
     def encode(self, value: Any) -> str | None:

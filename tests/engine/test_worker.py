@@ -266,6 +266,33 @@ def test_a_claim_takes_no_run_another_live_worker_holds_and_takes_over_those_who
         second.engine.close()
 
 
+def test_a_claim_skips_a_run_whose_expired_holder_still_has_fenced_writes_uncommitted_and_never_waits_on_it(
+        pg_state):
+    """The holder's fenced writes hold its lease row until they commit (engine.pgstore): the
+    claim takes every other run at once, and that one once they are committed."""
+    from engine.api import Engine
+    from engine.storage import claim
+    from engine.worker import Worker
+    from tests.engine.storage.test_pgstore import _stall_inside_a_transaction
+
+    stalled = Engine(pg_state)
+    for i in range(3):
+        stalled.store.create_run({"id": f"r{i}", "flow": "f", "status": "Running", "created": float(i)})
+    worker = Worker(Engine(pg_state), capacity=10)
+    try:
+        worker.engine.store.conn.execute("SET lock_timeout = '3s'")  # a claim that waits fails here
+        with claim(stalled.store, "r1", ttl=1):
+            _stall_inside_a_transaction(stalled.store, "r1")
+            assert {row[0] for row in worker.claim(10)} == {"r0", "r2"}
+            stalled.store.flush()
+            assert {row[0] for row in worker.claim(10)} == {"r1"}
+            stalled.store.update_run("r1", status="Failed")  # fenced off: nothing
+        assert stalled.store.get_run("r1").status == "Running"
+    finally:
+        stalled.close()
+        worker.engine.close()
+
+
 def test_a_claim_reads_its_fresh_runs_in_one_go_and_each_executes_from_that_read(pg_state, flow_file):
     import anyio
 

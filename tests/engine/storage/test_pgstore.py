@@ -54,6 +54,55 @@ def test_a_holder_whose_lease_was_taken_over_writes_nothing_more_and_is_told(pg_
         other.close()
 
 
+def _stall_inside_a_transaction(store, run_id):
+    """A fenced write sent but not committed (a read sent the batch): where a holder stopped
+    with SIGSTOP, or a long synchronous stretch, leaves its transaction; then its lease expires
+    on the server's clock while its backend lives on."""
+    import time
+
+    from tests.support.waiting import wait_until
+
+    store.step_started(run_id, "a", "a", "Http", time.time(), now=True)
+    store.get_run(run_id)
+    wait_until(lambda: store.conn.execute("SELECT expires < extract(epoch from clock_timestamp()) FROM run_leases "
+                                          "WHERE run_id = %s", (run_id,)).fetchone()[0], "the lease never expired")
+
+
+@needs_pg
+def test_no_one_takes_a_run_over_while_its_stalled_holder_has_fenced_writes_uncommitted_and_may_once_they_commit(
+        pg_state):
+    """A fence checked when a write is sent is not enough: the holder commits later. Taken over
+    meanwhile, its commit landed over the new owner's rows (a Succeeded run with a Running
+    step). The fence holds the lease row (FOR SHARE) until the commit, and a taker finds the
+    run busy then, never waiting on a stalled process."""
+    from engine.errors import RunBusy
+    from engine.storage import claim
+
+    store, other = open_store(pg_state), open_store(pg_state)
+    try:
+        other.conn.execute("SET lock_timeout = '3s'")  # a taker that waits on the stalled one fails here
+        store.create_run({"id": "r", "flow": "f", "status": "Queued"})
+        with claim(store, "r", ttl=1):
+            _stall_inside_a_transaction(store, "r")
+            with pytest.raises(RunBusy):
+                with claim(other, "r", ttl=30):
+                    other.run_finished("r", status="Succeeded", ended=2.0)
+            store.flush()  # the stalled one goes on: what it wrote while it held the run commits
+            with claim(other, "r", ttl=30):  # and now the run is free (expired) for the next
+                other.step_finished("r", "a", "a", "Http", "Succeeded", attempts=2, inputs=None, outputs=1,
+                                    error=None, started=1.0, ended=2.0)
+                other.run_finished("r", status="Succeeded", ended=2.0)
+            other.flush()
+            store.step_finished("r", "b", "b", "Compose", "Succeeded", attempts=1, inputs=None, outputs=1,
+                                error=None, started=1.0, ended=2.0)
+            store.flush()  # fenced off: nothing
+        assert {s.path: s.status for s in other.steps("r")} == {"a": "Succeeded"}
+        assert other.get_run("r").status == "Succeeded"
+    finally:
+        store.close()
+        other.close()
+
+
 @needs_pg
 def test_a_lease_is_judged_on_the_servers_clock_and_by_its_backend_not_by_the_row_alone(pg_state):
     from engine.errors import RunBusy
