@@ -472,11 +472,15 @@ class Store:
 
     def _due_starts(self, only: tuple[str, str] | None) -> Iterator[tuple]:
         """The pending Running marks to write now, taken off the list: (run id, path (None: the
-        run's own), action, type, attempts, started) of those noted RUNNING_AFTER ago, or ``only``."""
+        run's own), action, type, attempts, started) of those noted RUNNING_AFTER ago, or ``only``.
+        Each is looked up as it comes: writing one may find the connection lost, which forgets
+        the marks of every run dropped with it (engine.pgreconnect)."""
         cutoff = time.time() - self.RUNNING_AFTER
         due = [only] if only is not None else [k for k, v in self._pending_starts.items() if v[5] <= cutoff]
         for key in due:
-            yield self._pending_starts.pop(key)
+            mark = self._pending_starts.pop(key, None)
+            if mark is not None:
+                yield mark
 
     def _write_pending_starts(self, only: tuple[str, str] | None = None) -> None:
         for run_id, path, action, type_, attempts, started in self._due_starts(only):
