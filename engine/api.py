@@ -420,9 +420,9 @@ class Engine:
             return run
         run.status, run.outputs, run.error, run.ended = Status.of(status), outputs, error, time.time()
         run.response = runtime.response
-        self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
         if runtime.flow.concurrency is not None:
-            self._slot_released(run_id)  # in the outcome's commit
+            self._slot_released(run_id)  # in the outcome's commit, before it ends the lease that fences it
+        self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
         self._announce_end(run_id, run.parent_id, replies=runtime.flow.replies)
         await self.store.durable()  # the outcome is committed before anyone is told
         if run.parent_id:

@@ -469,6 +469,10 @@ class PgStore(Reconnecting, Store):
         if commit:
             self.flush()
 
+    def step_tracked(self, run_id: str, path: str, tracked: dict) -> None:
+        self._fenced(run_id, "UPDATE steps SET tracked = %s WHERE run_id = %s AND path = %s AND {fence}",
+                     (self.encode(tracked), run_id, path))
+
     def park_run(self, run_id: str, wake: float, status: str, *, children: list[str] = ()) -> None:
         """Park a run until ``wake``, or until one of ``children`` has ended (the worker's claim)."""
         self._fenced(run_id, "INSERT INTO parked_runs (run_id, wake, parked, children) "

@@ -103,6 +103,68 @@ def test_no_one_takes_a_run_over_while_its_stalled_holder_has_fenced_writes_unco
         other.close()
 
 
+def _writes_for_a_run():
+    """Every write the engine makes for a run it executes, as (name, write(store))."""
+    import time
+
+    from engine import concurrency
+
+    step = dict(attempts=1, inputs=None, outputs=1, error=None, started=1.0, ended=2.0)
+    return [
+        ("update_run", lambda s: s.update_run("r", status="Failed")),
+        ("run_finished", lambda s: s.run_finished("r", status="Succeeded", ended=2.0)),
+        ("step_finished", lambda s: s.step_finished("r", "a", "a", "Compose", "Succeeded", **step)),
+        ("step_started now", lambda s: s.step_started("r", "a", "a", "Http", time.time(), now=True)),
+        ("step_started, then its execution ended", lambda s: (s.step_started("r", "a", "a", "Http", 1.0),
+                                                              s.execution_ended("r"))),
+        ("run_started, due", lambda s: (s.run_started("r", 1.0, 2), setattr(s, "RUNNING_AFTER", -1e9))),
+        ("step_mark", lambda s: s.step_mark("r", "a", "a", "Http", attempts=1, started=1.0, handle={"h": 1},
+                                            wake=None)),
+        ("park_run", lambda s: s.park_run("r", 5.0, "Waiting")),
+        ("attempt_finished", lambda s: s.attempt_finished("r", "a", 2, status="Failed", started=1.0, ended=2.0)),
+        ("step_tracked", lambda s: s.step_tracked("r", "old", {"values": {"x": 1}})),
+        ("the run's concurrency slot released", lambda s: concurrency.release(s, "r")),
+    ]
+
+
+@needs_pg
+@pytest.mark.parametrize("name, write", _writes_for_a_run(), ids=[n for n, _ in _writes_for_a_run()])
+def test_no_write_for_a_run_lands_once_its_lease_was_taken_over(pg_state, name, write):
+    """The class of ``test_a_holder_whose_lease_was_taken_over_writes_nothing_more``: whatever
+    the write (a step's tracked properties, the run's concurrency slot, held-back marks), a
+    stalled holder's changes nothing the new owner holds. A slot released so let a second run
+    of a key limited to one start beside the one still executing."""
+    from engine import concurrency
+    from engine.storage import claim
+
+    store, other = open_store(pg_state), open_store(pg_state)
+    tables = ("runs", "steps", "parked_runs", "step_attempts", concurrency.TABLE)
+
+    def everything():
+        out = {t: sorted(map(repr, other.db.execute(f"SELECT * FROM {t}").fetchall())) for t in tables}
+        other.flush()
+        return out
+    try:
+        concurrency._ensure(store)
+        store.ensure_table("step_attempts", store.ATTEMPTS_DDL)
+        store.create_run({"id": "r", "flow": "f", "status": "Running"})
+        store.db.execute(f"INSERT INTO {concurrency.TABLE} (run_id, slot_key, slot_limit, held, since) "
+                         "VALUES ('r', 'k', 1, 1, 0)")
+        store.step_finished("r", "old", "old", "Compose", "Succeeded", attempts=1, inputs=None, outputs=1,
+                            error=None, started=1.0, ended=2.0)
+        store.flush()
+        with claim(store, "r", ttl=30):
+            other.db.execute("UPDATE run_leases SET token = 'theirs' WHERE run_id = 'r'")  # taken over
+            other.flush()
+            before = everything()
+            write(store)
+            store.flush()
+            assert everything() == before, name
+    finally:
+        store.close()
+        other.close()
+
+
 @needs_pg
 def test_a_lease_is_judged_on_the_servers_clock_and_by_its_backend_not_by_the_row_alone(pg_state):
     from engine.errors import RunBusy
