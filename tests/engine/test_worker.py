@@ -293,6 +293,28 @@ def test_a_claim_skips_a_run_whose_expired_holder_still_has_fenced_writes_uncomm
         worker.engine.close()
 
 
+def test_a_run_that_could_not_execute_is_recorded_failed_only_by_its_lease_holder(pg_state):
+    """``fail_run`` comes after the worker let go of the run (its execute raised): another
+    worker may hold it by then, or have finished it. Written unfenced, the failure landed over
+    the new owner's run (a Failed run with Succeeded steps, its slot freed under it)."""
+    from engine.api import Engine
+    from engine.storage import claim
+
+    owner, failing = Engine(pg_state), Engine(pg_state)
+    try:
+        for run_id, status in (("held", "Running"), ("done", "Succeeded"), ("free", "Running")):
+            owner.store.create_run({"id": run_id, "flow": "f", "status": status})
+        with claim(owner.store, "held", ttl=30):
+            for run_id in ("held", "done", "free"):
+                failing.fail_run(run_id, {"code": "FlowNotFound", "message": "gone"})
+        assert {r: owner.store.get_run(r).status for r in ("held", "done", "free")} == \
+            {"held": "Running", "done": "Succeeded", "free": "Failed"}
+        assert owner.store.get_run("free").error["code"] == "FlowNotFound"
+    finally:
+        owner.close()
+        failing.close()
+
+
 def test_a_claim_reads_its_fresh_runs_in_one_go_and_each_executes_from_that_read(pg_state, flow_file):
     import anyio
 
