@@ -613,7 +613,8 @@ class Engine:
     def fail_run(self, run_id: str, error: dict) -> None:
         """Record that a run could not execute at all (its error says why), as its lease holder:
         the caller let go of it already (execute raised), so another process may have claimed
-        it meanwhile (RunBusy: theirs to finish), or finished it (its outcome stays)."""
+        it meanwhile (RunBusy: theirs to finish), or finished it (its outcome stays). Its steps
+        still Running end Failed with it: a Failed run has none in flight."""
         from .errors import RunBusy
 
         try:
@@ -623,7 +624,10 @@ class Engine:
                 if is_terminal(run.status):
                     return
                 self._slot_released(run_id)
-                self.store.run_finished(run_id, status=Status.FAILED, ended=time.time(), error=error)
+                now = time.time()  # (its steps in flight end with it, as a cancel's do)
+                self.store.db.execute("UPDATE steps SET status = ?, ended = ?, error = ? WHERE run_id = ? "
+                                      "AND status = 'Running'", (Status.FAILED, now, self.store.encode(error), run_id))
+                self.store.run_finished(run_id, status=Status.FAILED, ended=now, error=error)
                 self._announce_end(run_id, run.parent_id)
                 self.store.flush()
         except RunBusy as exc:

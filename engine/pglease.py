@@ -39,11 +39,12 @@ NOW = "extract(epoch from clock_timestamp())"
 LIVE = (f"(l.expires > {NOW} AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend "
         f"AND a.backend_start = l.backend_start))")
 ME = "pg_stat_get_activity(pg_backend_pid()) a"  # this backend's own row: its pid and start time
-# no lease row of the run is held by another transaction: a holder's fenced writes not yet
-# committed hold it (engine.pgstore.FENCE), expired or not. A taker skips it (busy), never
-# waiting for a process that may be stalled; the run is free once they commit or its backend ends
-UNHELD = ("(NOT EXISTS (SELECT 1 FROM run_leases h WHERE h.run_id = {run_id}) OR EXISTS (SELECT 1 FROM "
-          "run_leases h WHERE h.run_id = {run_id} FOR NO KEY UPDATE SKIP LOCKED))")
+# the run's row is held by no other transaction (and by this one from now on): a holder's fenced
+# writes not yet committed hold it (engine.pgstore.FENCE), expired or not. A taker finds the run
+# busy, never waiting for a process that may be stalled; it is free once they commit or its
+# backend ends. (The worker's claim takes its runs' rows so itself: FOR UPDATE SKIP LOCKED.)
+UNHELD = ("(NOT EXISTS (SELECT 1 FROM runs h WHERE h.id = %s) OR EXISTS (SELECT 1 FROM "
+          "runs h WHERE h.id = %s FOR NO KEY UPDATE SKIP LOCKED))")
 
 
 def leases(store: Any, run_ids: list[str]) -> dict[str, tuple[int, str, float | None]]:
@@ -174,7 +175,7 @@ def take(store: Any, run_id: str, token: str, owner: str, ttl: float) -> bool:
     row = store.conn.execute(
         f"INSERT INTO run_leases AS l (run_id, owner, pid, host, token, backend, backend_start, acquired, expires) "
         f"SELECT %s, %s, %s, %s, %s, pg_backend_pid(), a.backend_start, {NOW}, {NOW} + %s "
-        f"FROM {ME} WHERE {UNHELD.format(run_id='%s')} "
+        f"FROM {ME} WHERE {UNHELD} "
         f"ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, "
         f"host = EXCLUDED.host, "
         f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "

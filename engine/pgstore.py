@@ -62,8 +62,13 @@ def channels(schema: str) -> tuple[str, str, str]:
     tag = hashlib.sha256(schema.encode()).hexdigest()[:16]  # any schema name, as a short identifier
     return f"{CHANNEL}_{tag}", f"{DONE}_{tag}", f"{REPLY}_{tag}"
 
-# a write's fence (``_fenced``): our lease, held by the transaction until it commits
-FENCE = "EXISTS (SELECT 1 FROM run_leases WHERE run_id = %s AND token = %s FOR SHARE)"
+# a write's fence (``_fenced``): our lease, and the run's row and lease row held (FOR SHARE) by
+# the transaction until it commits. The run's row first: a worker's claim skips a run whose row
+# is locked (FOR UPDATE SKIP LOCKED) and only then takes its lease row, so the two never wait on
+# each other in a cycle; the lease row too: a holder that waited for the row while a claim took
+# the lease over re-reads the lease (the token changed) instead of passing on what it saw before
+FENCE = ("EXISTS (SELECT 1 FROM runs fr JOIN run_leases fl ON fl.run_id = fr.id WHERE fr.id = %s "
+         "AND fl.token = %s FOR SHARE OF fr, fl)")
 _LOCK_KEY = 0x666C6F7772756E  # "flowrun": the advisory lock migrations take
 
 MIGRATIONS = [
@@ -321,11 +326,11 @@ class PgStore(Reconnecting, Store):
     def _fenced(self, run_id: str, sql: str, args: tuple) -> None:
         """A write for ``run_id``, batched until the next commit or read (``_send``). With a
         fence (a lease this process holds) it happens only while the lease row still carries
-        our token, and holds that row (FOR SHARE) until the commit: checked only when sent, a
-        write of a holder that stalled before its commit (SIGSTOP, a long synchronous stretch)
-        past its expiry landed over the rows of whoever took the run over meanwhile. Takers
-        skip a lease row held so (engine.pglease.take, the worker's claim) rather than wait
-        for a stalled process. A fenced-off write tells the holder (``on_fenced``)."""
+        our token, and holds the run's row (FOR SHARE, ``FENCE``) until the commit: checked
+        only when sent, a write of a holder that stalled before its commit (SIGSTOP, a long
+        synchronous stretch) past its expiry landed over the rows of whoever took the run over
+        meanwhile. Takers skip a run whose row is held so (the worker's claim, engine.pglease.take)
+        rather than wait for a stalled process. A fenced-off write tells the holder (``on_fenced``)."""
         try:  # lost just now: the runs it held stop before anything else is written
             self._check()
         except StoreUnavailable:

@@ -81,7 +81,7 @@ class Worker:
     # -- claiming ---------------------------------------------------------------------------------
     def claim(self, limit: int) -> list[tuple[str, str, str, bool]]:
         """Claim up to ``limit`` runs: [(run id, lease token, status, has recorded steps)]."""
-        from .pglease import LIVE, ME, NOW, UNHELD
+        from .pglease import LIVE, ME, NOW
 
         store = self.engine.store
         store.flush()  # what this process wrote so far is its own commit
@@ -105,7 +105,7 @@ class Worker:
                 f"ORDER BY r.created LIMIT %s FOR UPDATE OF r SKIP LOCKED), "
                 f"taken AS (INSERT INTO run_leases AS l (run_id, owner, pid, host, token, backend, backend_start, "
                 f"acquired, expires) SELECT c.id, %s, %s, %s, md5(random()::text || c.id), pg_backend_pid(), "
-                f"a.backend_start, {NOW}, {NOW} + %s FROM c, {ME} WHERE {UNHELD.format(run_id='c.id')} "
+                f"a.backend_start, {NOW}, {NOW} + %s FROM c, {ME} "
                 f"ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, host = EXCLUDED.host, "
                 f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
                 f"acquired = EXCLUDED.acquired, expires = EXCLUDED.expires WHERE NOT {LIVE} RETURNING run_id, token) "

@@ -304,12 +304,16 @@ def test_a_run_that_could_not_execute_is_recorded_failed_only_by_its_lease_holde
     try:
         for run_id, status in (("held", "Running"), ("done", "Succeeded"), ("free", "Running")):
             owner.store.create_run({"id": run_id, "flow": "f", "status": status})
+            owner.store.step_started(run_id, "a", "a", "Http", 1.0, now=True)
+        owner.store.flush()
         with claim(owner.store, "held", ttl=30):
             for run_id in ("held", "done", "free"):
                 failing.fail_run(run_id, {"code": "FlowNotFound", "message": "gone"})
         assert {r: owner.store.get_run(r).status for r in ("held", "done", "free")} == \
             {"held": "Running", "done": "Succeeded", "free": "Failed"}
         assert owner.store.get_run("free").error["code"] == "FlowNotFound"
+        assert [(s.status, s.error["code"]) for s in owner.store.steps("free")] == [("Failed", "FlowNotFound")]
+        assert [s.status for s in owner.store.steps("held")] == ["Running"]
     finally:
         owner.close()
         failing.close()

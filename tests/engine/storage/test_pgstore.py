@@ -103,6 +103,53 @@ def test_no_one_takes_a_run_over_while_its_stalled_holder_has_fenced_writes_unco
         other.close()
 
 
+@needs_pg
+def test_a_holders_fenced_writes_and_a_claim_of_the_same_run_never_wait_for_each_other_in_a_cycle(pg_state):
+    """A worker's claim locks a candidate run's row (FOR UPDATE SKIP LOCKED), then writes its
+    lease row (ON CONFLICT: it waits for whoever holds that row). A claim whose snapshot
+    predates the holder's lease takes the run's row in between. A fence that held the lease
+    row before the run's row waited for the claim while the claim waited for it: "deadlock
+    detected", a commit failed, and the runs in it recorded Failed (seen in chaos runs)."""
+    import threading
+
+    import psycopg
+
+    from engine.storage import claim
+    from tests.support.waiting import wait_until
+
+    store = open_store(pg_state)
+    claimer = psycopg.connect(pg_state)
+    try:
+        claimer.execute("SET lock_timeout = '5s'")
+        store.create_run({"id": "r", "flow": "f", "status": "Queued"})
+        with claim(store, "r", ttl=30):
+            claimer.execute("SELECT id FROM runs WHERE id = 'r' FOR UPDATE")  # (the claim's candidates)
+            failed = []
+
+            def holder():
+                try:
+                    store.step_started("r", "a", "a", "Http", 1.0, now=True)
+                    store.update_run("r", status="Running")  # (its held-back Running mark)
+                except Exception as exc:  # noqa: BLE001
+                    failed.append(exc)
+            thread = threading.Thread(target=holder)
+            thread.start()
+            pid = store._conn.info.backend_pid
+            wait_until(lambda: claimer.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                                               (pid,)).fetchone()[0], "the holder never waited for the claim")
+            claimer.execute("INSERT INTO run_leases AS l (run_id, owner, pid, host, token, acquired, expires) "
+                            "VALUES ('r', 'w', 1, 'h', 'theirs', 0, 0) ON CONFLICT (run_id) DO UPDATE SET "
+                            "token = EXCLUDED.token WHERE l.expires < 0")  # (live: not taken)
+            claimer.commit()
+            thread.join(10)
+            assert not thread.is_alive() and failed == []
+        assert {s.path: s.status for s in store.steps("r")} == {"a": "Running"}
+        assert store.get_run("r").status == "Running"
+    finally:
+        claimer.close()
+        store.close()
+
+
 def _writes_for_a_run():
     """Every write the engine makes for a run it executes, as (name, write(store))."""
     import time
