@@ -43,6 +43,7 @@ from .errors import OutputTooLarge, StoreError, StoreUnavailable
 from .pgconn import Adapter, broken, shown, translate
 from .pgreconnect import Reconnecting
 from .lru import LRU
+from .safejson import utf8_json
 from .store import CACHE_DDL, RUN_JSON, Store, _default, is_digest
 
 log = logging.getLogger("flowrun.store")
@@ -547,7 +548,7 @@ class PgStore(Reconnecting, Store):
     def cache_put(self, namespace: str, key: str, value: Any, ttl: float, now: float) -> None:
         """Keep ``value`` (JSON, redacted) for ``ttl`` seconds, with the next commit; expired rows go."""
         self.ensure_table("node_cache", CACHE_DDL)  # (ensure_table translates it: REAL is DOUBLE PRECISION)
-        text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
+        text = utf8_json(self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))))
         self._batch.append(("DELETE FROM node_cache WHERE namespace = %s AND expires <= %s", (namespace, now), None))
         self._batch.append(("INSERT INTO node_cache (namespace, key, value, expires) VALUES (%s, %s, %s, %s) "
                             "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, "

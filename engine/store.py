@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import ActionError, OutputTooLarge, StoreError
 from .lru import LRU
+from .safejson import utf8_json
 from .runs import Attempt, Run, Step
 from .storage import not_this_runs_file, shares_lineage
 
@@ -254,6 +255,7 @@ class Store:
         if value is None:
             return None
         text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
+        text = utf8_json(text)
         if len(text) > self.blob_threshold:
             data = text.encode()
             if len(data) > self.blob_cap:
@@ -872,7 +874,7 @@ class Store:
         """Keep ``value`` (JSON, redacted like everything the store writes) for ``ttl`` seconds;
         expired rows of the namespace go at the same time."""
         self.ensure_table("node_cache", CACHE_DDL)
-        text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
+        text = utf8_json(self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))))
         try:
             self.db.execute("DELETE FROM node_cache WHERE namespace = ? AND expires <= ?", (namespace, now))
             self.db.execute("INSERT OR REPLACE INTO node_cache VALUES (?, ?, ?, ?)",

@@ -30,7 +30,9 @@ def dump(store) -> str:
 
 
 @pytest.mark.parametrize("value", [None, 0, "text", "", [1, "two", None], {"nested": {"ü": "ñ"}}, 1.5, True,
-                                   "nul \x00 inside", "quote ' and \\ backslash ? %s %"])
+                                   "nul \x00 inside", "quote ' and \\ backslash ? %s %",
+                                   # a lone surrogate: valid JSON ("\\ud800") from a webhook or a vendor, but no UTF-8
+                                   "\ud800", {"k\udfff": ["\ud83d", "é\udc00ü"]}])
 def test_values_come_back_as_they_were_stored(store, value):
     store.create_run({"id": "r", "flow": "f", "status": "Queued", "payload": value})
     finish(store, "r", "a", outputs=value, inputs=value)
@@ -44,6 +46,16 @@ def test_large_values_are_stored_once_by_content_and_read_back_whole(state):
         big = {"rows": ["x" * 50] * 40}
         first, second = store.encode(big), store.encode(big)
         assert first == second and len(first) < 100
+        finish(store, "r", "a", outputs=big)
+        assert store.get_step("r", "a").outputs == big
+    finally:
+        store.close()
+
+
+def test_a_large_value_holding_a_lone_surrogate_is_stored_whole_too(state):
+    store = open_store(state, blob_threshold=100)
+    try:
+        big = {"rows": ["x\ud800" * 50] * 4}
         finish(store, "r", "a", outputs=big)
         assert store.get_step("r", "a").outputs == big
     finally:
