@@ -116,6 +116,7 @@ class Runtime:
         self.log = logging.LoggerAdapter(log, {"run_id": run_id, "flow": flow.name})
         self.tracing = telemetry.active()  # None unless OpenTelemetry is configured (engine.telemetry)
         self._awaited: dict[str, str] = {}  # path -> id of the child run that Workflow action waits for
+        self._replays: set[str] = set()  # action types whose reused steps re-apply run state (_replay_effects)
 
     # -- the run ----------------------------------------------------------------------------
     async def execute(self) -> tuple[str, Any, Any]:
@@ -587,20 +588,43 @@ class Runtime:
     def _replay_effects(self, root: Frame) -> None:
         """Re-apply what reused steps did to run state (variables, a Terminate, a reply), all
         of it before anything runs and in the order it first happened, so a resumed run
-        ends with the same variables as an uninterrupted one."""
+        ends with the same variables as an uninterrupted one. Save inside an Until's
+        iterations: its expression reads, after each one, what that one left (applied all
+        at once, the last value stopped the loop after its first reused iteration, and the
+        one in flight never finished); those are applied as each iteration is reached
+        (``_replay_step``, from ``_reuse`` and ``_restore_inside``)."""
         by_type = {a.type: a.node for a in self.flow.actions.values()}
-        replays = {t for t, node in by_type.items() if type(_instance(node)).replay is not Node.replay}
-        if not replays:
+        self._replays = {t for t, node in by_type.items() if type(_instance(node)).replay is not Node.replay}
+        if not self._replays:
             return
         for step in self.reuse.in_order():
-            if step.type in replays and step.status == SUCCEEDED:
-                action = self.flow.actions.get(step.action)
-                if action is not None and action.type == step.type:
-                    _instance(action.node).replay(step.outputs, self._replay_context(action, step.path, root, step))
+            if not self._in_until(step.path):
+                self._replay_step(step, root, deferred=False)
+
+    def _in_until(self, path: str) -> bool:
+        """``path`` lies inside an iteration of an Until (``loop[2]/inc``)."""
+        for segment in path.split("/")[:-1]:
+            name, bracket, _ = segment.partition("[")
+            action = self.flow.actions.get(name) if bracket else None
+            if action is not None and action.type == "Until":
+                return True
+        return False
+
+    def _replay_step(self, step: Step, frame: Frame, *, deferred: bool = True) -> None:
+        """Re-apply what a reused step did to run state (see ``_replay_effects``); ``deferred``:
+        only one inside an Until, reached now."""
+        if step.type not in self._replays or step.status != SUCCEEDED:
+            return
+        if deferred and not self._in_until(step.path):
+            return
+        action = self.flow.actions.get(step.action)
+        if action is not None and action.type == step.type:
+            _instance(action.node).replay(step.outputs, self._replay_context(action, step.path, frame, step))
 
     def _reuse(self, action: Action, frame: Frame, path: str, step: Step) -> None:
         result = self._result_of(step)
         frame.results[action.name] = self.latest[action.name] = result
+        self._replay_step(step, frame)
         if action.node.is_container():
             self._restore_inside(path, frame, None if action.node.loops else result)
         self._note_reused(path, action.name, action.type, step)
@@ -618,6 +642,7 @@ class Runtime:
         for s in self.reuse.inside(prefix):
             if self.copy_reused:
                 self._note_reused(s.path, s.action, s.type, s)
+            self._replay_step(s, iteration_frame or parent)
             if s.type == "Iteration" or s.action not in self.flow.actions:
                 continue
             result = self._result_of(s)
