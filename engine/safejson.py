@@ -26,8 +26,8 @@ from typing import Any
 from .errors import JsonLimit  # noqa: F401  (its home is engine.errors)
 
 MAX_DEPTH = 128
-_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_DIGITS = 1000
+_SURROGATE = re.compile("[\ud800-\udfff]")  # (utf8_json)
 
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")  # what translate() deletes
 _DIGITS = bytes.maketrans(b"123456789E", b"000000000e")
