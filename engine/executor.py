@@ -302,12 +302,26 @@ class Runtime:
             self._note_reused(path, action.name, "Iteration", step)
             return step.status
         started = time.time()
+        inputs = {"item": item, "index": index} if index is not None else None
         self.store.step_started(self.run_id, path, action.name, "Iteration", started)
-        status = await self._run_block(block, frame)
+        try:
+            status = await self._run_block(block, frame)
+        except anyio.get_cancelled_exc_class():
+            if not self._ends_cancelled():
+                raise
+            with anyio.CancelScope(shield=True):  # as its actions were: a terminated run has none in flight
+                self.store.step_finished(self.run_id, path, action.name, "Iteration", CANCELLED, attempts=1,
+                                         inputs=inputs, outputs=None, error=None, started=started, ended=time.time())
+            raise
         self.store.step_finished(self.run_id, path, action.name, "Iteration", status, attempts=1,
-                                 inputs={"item": item, "index": index} if index is not None else None,
-                                 outputs=None, error=None, started=started, ended=time.time())
+                                 inputs=inputs, outputs=None, error=None, started=started, ended=time.time())
         return status
+
+    def _ends_cancelled(self) -> bool:
+        """A step cancelled now ends Cancelled: the run was terminated (Terminate, a timeout, a
+        cancel), not parked, dropped or stopped with its process (then it stays Running, for the
+        resume to continue it)."""
+        return not (self.parked is not None or self._abandoned or (self.engine.stopping and self.terminated is None))
 
     def skip_block(self, ctx: Context, key: str) -> None:
         frame = Frame(self, ctx._frame, ctx.path)
@@ -380,7 +394,7 @@ class Runtime:
         try:
             await self._attempts(action, frame, path, result, prior_attempts)
         except anyio.get_cancelled_exc_class():
-            if self.parked is not None or self._abandoned or (self.engine.stopping and self.terminated is None):
+            if not self._ends_cancelled():
                 raise  # parked, or the process is stopping: the step stays Running; resume continues it
             with anyio.CancelScope(shield=True):
                 result.status, result.end = CANCELLED, time.time()

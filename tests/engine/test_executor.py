@@ -295,6 +295,35 @@ def test_terminate_ends_the_run_cancels_in_flight_and_skips_the_rest(run_flow):
     assert statuses(result) == {"stop": "Succeeded", "long": "Cancelled", "later": "Skipped"}
 
 
+LOOPS_IN_FLIGHT = {
+    "Foreach": "each: {type: Foreach, foreach: [1, 2, 3], actions: {nap: %s}}",
+    "Until": "each: {type: Until, expression: '{{ false }}', actions: {nap: %s}}",
+    "a Foreach in a Scope": "each: {type: Scope, actions: {inner: {type: Foreach, foreach: [1, 2], actions: {nap: %s}}}}",
+}
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS_IN_FLIGHT))
+def test_iterations_in_flight_when_a_run_is_terminated_end_cancelled_not_running(run_flow, tmp_path, loop):
+    """Their actions were recorded Cancelled, the iterations themselves left Running: a Failed
+    run with steps in flight (a timeout or a cancel ends a run the same way)."""
+    import sqlite3
+
+    nap = "{type: Wait, inputs: {interval: {count: 1, unit: Hour}}}"
+    result = run_flow(f"""
+        actions:
+          {LOOPS_IN_FLIGHT[loop] % nap}
+          pause: {{type: Wait, inputs: {{interval: {{count: 0.1, unit: Second}}}}}}
+          stop:
+            type: Terminate
+            inputs: {{runStatus: Failed, runError: {{code: Stop, message: stop}}}}
+            runAfter: {{pause: [Succeeded]}}
+    """)
+    assert result.status == "Failed"
+    rows = dict(sqlite3.connect(tmp_path / "state.db").execute("SELECT path, status FROM steps"))
+    assert "Running" not in rows.values(), rows
+    assert {s for p, s in rows.items() if p.endswith("]")} == {"Cancelled"}, rows
+
+
 @pytest.mark.parametrize("run_status", ["Succeeded", "Cancelled"])
 def test_terminate_sets_the_run_status(run_flow, run_status):
     result = run_flow(f"""
