@@ -144,6 +144,8 @@ class PgRunClaim:
             log.warning("%s", error)
 
     def renew(self) -> bool:
+        if self.store.fences.get(self.run_id) != self.token:  # its outcome went with the lease (run_finished), or it
+            return not self.lost  # was released: nothing to renew (the row is gone, which is no takeover)
         try:
             count = self.store._write(f"UPDATE run_leases SET expires = {NOW} + %s WHERE run_id = %s AND token = %s",
                                       (self.ttl, self.run_id, self.token))

@@ -213,6 +213,25 @@ def test_no_write_for_a_run_lands_once_its_lease_was_taken_over(pg_state, name, 
 
 
 @needs_pg
+def test_a_renewal_due_after_the_runs_outcome_is_written_finds_nothing_to_renew_not_a_takeover(pg_state):
+    """The outcome deletes the lease in its statement; a renewal timer firing before the
+    outcome's commit (the run awaits it) updated no row and called that a takeover: the run
+    ended Succeeded while its execute raised RunBusy ("stalled"), under load now and then."""
+    from engine.storage import claim
+
+    store = open_store(pg_state)
+    try:
+        store.create_run({"id": "r", "flow": "f", "status": "Running"})
+        with claim(store, "r", ttl=30) as held:
+            store.run_finished("r", status="Succeeded", ended=2.0)
+            assert held.renew() and not held.lost
+        store.flush()
+        assert store.get_run("r").status == "Succeeded" and store.leases(["r"]) == {}
+    finally:
+        store.close()
+
+
+@needs_pg
 def test_a_lease_is_judged_on_the_servers_clock_and_by_its_backend_not_by_the_row_alone(pg_state):
     from engine.errors import RunBusy
     from engine.storage import claim
