@@ -789,7 +789,7 @@ class Runtime:
 
     async def _sleep_until(self, ctx: Context, wake: float) -> None:
         clock = self.engine.clock
-        if not self._may_park():
+        if not self._may_park() or self._times_out_first(ctx, wake - clock.now()):
             await clock.sleep(wake - clock.now())
             return
         if self._sleepers is None:
@@ -828,7 +828,7 @@ class Runtime:
         as soon as one of them has ended, and the resumed action finds it ended. It parks at
         once when every slot of the worker holds a run that only waits (``Engine.starved``), else
         once the wait has lasted ``park_after``: children that end quickly cost no park and resume."""
-        if not self._may_park():
+        if not self._may_park() or self._times_out_first(ctx, math.inf):
             return await self.engine.wait_for_child(self.run_id, child_id)
         if self._sleepers is None:
             self._sleepers = {}
@@ -875,6 +875,16 @@ class Runtime:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
+
+    @staticmethod
+    def _times_out_first(ctx: Context, wait: float) -> bool:
+        """The action's ``timeout`` ends this wait of ``wait`` seconds before it is over: it waits
+        here, never parked. Parked, the run slept until the wait's end (an hour's Wait with a 2 s
+        timeout: an hour), and the timeout, a timer of this execution, never fired."""
+        timeout, result = ctx.action.timeout, ctx._result
+        if not timeout or result is None:
+            return False
+        return timeout - (time.time() - (result.start or time.time())) < wait
 
     def _may_park(self) -> bool:
         """Parking is for flowrun serve and workers (the engine's ``parking``); a child run parks

@@ -575,3 +575,28 @@ def test_a_succeeded_run_whose_outputs_template_fails_fails_with_that_error(run_
           bad: {value: "{{ outputs('ok').nope.deeper }}"}
         """)
     assert result.status == "Failed" and "flow outputs" in result.error["message"]
+
+
+def test_a_wait_whose_timeout_comes_first_times_out_where_runs_park_instead_of_parking_past_it(tmp_path, flow_file):
+    """With parking (flowrun serve, workers) a run whose every action waits parks until the
+    earliest wake-up, and the step's timeout, a timer of the execution, went with it: an
+    hour's Wait with a 1 s timeout slept the hour (seen in chaos runs: parked an hour)."""
+    import anyio
+
+    import engine
+
+    e = engine.Engine(tmp_path / "state.db", park_after=0.05)
+    e.parking = True
+    try:
+        flow = e.load(flow_file("""
+            actions:
+              hang: {type: Wait, inputs: {interval: {count: 1, unit: Hour}}, timeout: PT1S}
+              after: {type: Compose, inputs: x, runAfter: {hang: [TimedOut]}}
+              short: {type: Wait, inputs: {interval: {count: 1, unit: Hour}}, timeout: PT2H}
+        """))
+        run = anyio.run(lambda: e.run(flow))
+        assert run.status == "Waiting"  # parked on `short` (its timeout comes after its wake-up)
+        steps = {s.path: s.status for s in e.steps(run.id)}
+        assert steps["hang"] == "TimedOut" and steps["after"] == "Succeeded" and steps["short"] == "Running"
+    finally:
+        e.close()
