@@ -44,7 +44,7 @@ from .pgconn import Adapter, broken, shown, translate
 from .pgreconnect import Reconnecting
 from .lru import LRU
 from .safejson import utf8_json
-from .store import CACHE_DDL, RUN_JSON, Store, _default, is_digest
+from .store import CACHE_DDL, ENDED_IN_FLIGHT, RUN_JSON, Store, _default, is_digest
 
 log = logging.getLogger("flowrun.store")
 CHANNEL = "flowrun_runs"  # NOTIFY channel: a run was queued, parked or released
@@ -407,6 +407,11 @@ class PgStore(Reconnecting, Store):
             if key in fields:
                 fields[key] = self.encode(fields[key])
         sets = ", ".join(f"{k} = %s" for k in fields)
+        self._dirty = True  # steps still Running end Cancelled (Store.run_finished), fenced (no count: often none)
+        self._batch.append(("UPDATE steps SET status = 'Cancelled', ended = %s, error = %s WHERE run_id = %s "
+                            f"AND status = 'Running' AND {FENCE}", (fields.get("ended") or time.time(),
+                                                                    self.encode(ENDED_IN_FLIGHT), run_id, run_id, token),
+                            None))
         self._fenced(run_id, f"WITH u AS (UPDATE runs SET {sets} WHERE id = %s AND {{fence}} RETURNING id) "
                      f"DELETE FROM run_leases WHERE run_id = %s AND token = %s AND EXISTS (SELECT 1 FROM u)",
                      (*fields.values(), run_id, run_id, token))

@@ -101,6 +101,9 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+# a step an earlier execution left Running (in flight when it died) that the run ended without
+# reaching again: a Terminate, its container skipped. A finished run has no step in flight.
+ENDED_IN_FLIGHT = {"code": "Cancelled", "message": "the run ended while this action was in flight"}
 _LONGEST_ID = 256  # no run id is longer: a longer "prefix" is looked up exactly, never as a LIKE pattern
 
 
@@ -364,11 +367,14 @@ class Store:
 
     def run_finished(self, run_id: str, **fields: Any) -> None:
         """Record a run's outcome (with the start a pending ``run_started`` holds); the caller
-        awaits ``durable()``."""
+        awaits ``durable()``. Steps still Running end Cancelled (``ENDED_IN_FLIGHT``)."""
         pending = self._pending_starts.get((run_id, None))
         if pending is not None:
             fields.setdefault("started", pending[5])
             fields.setdefault("attempts", pending[4])
+        self.db.execute("UPDATE steps SET status = 'Cancelled', ended = ?, error = ? WHERE run_id = ? "
+                        "AND status = 'Running'", (fields.get("ended") or time.time(), self.encode(ENDED_IN_FLIGHT),
+                                                   run_id))
         self.update_run(run_id, commit=False, **fields)
 
     def continue_numbering(self, run_id: str) -> None:

@@ -125,6 +125,21 @@ def test_an_action_shows_as_running_only_once_it_has_run_for_a_while(store):
     assert {s.path: s.status for s in store.steps("r")} == {"old": "Running"}
 
 
+@pytest.mark.parametrize("outcome", ["Succeeded", "Failed", "Cancelled"])
+def test_a_runs_outcome_ends_the_steps_an_earlier_execution_left_running(store, outcome):
+    """A step in flight when an execution died stays Running for the resume to continue; a
+    resumed run that then ended without reaching it (a Terminate, its container skipped) left
+    it Running in a finished run (seen in chaos runs). The outcome ends them Cancelled."""
+    store.create_run({"id": "r", "flow": "f", "status": "Running"})
+    store.step_started("r", "sc/nap", "nap", "Wait", started=time.time() - 60)
+    finish(store, "r", "done", outputs=1)
+    store.flush()
+    store.run_finished("r", status=outcome, ended=time.time())
+    store.flush()
+    steps = {s.path: (s.status, (s.error or {}).get("code")) for s in store.steps("r")}
+    assert steps == {"sc/nap": ("Cancelled", "Cancelled"), "done": ("Succeeded", None)}
+
+
 def test_when_an_execution_ends_its_held_back_running_marks_are_written_then_and_never_later(store):
     """A run that parks (or stops) leaves its in-flight steps Running. Their held-back marks
     go into the batch that commits with the execution's end, under its lease: written later
