@@ -420,9 +420,9 @@ class Engine:
             return run
         run.status, run.outputs, run.error, run.ended = Status.of(status), outputs, error, time.time()
         run.response = runtime.response
-        self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
         if runtime.flow.concurrency is not None:
-            self._slot_released(run_id)  # in the outcome's commit
+            self._slot_released(run_id)  # in the outcome's commit, before it ends the lease that fences it
+        self.store.run_finished(run_id, status=status, outputs=outputs, error=error, ended=run.ended)
         self._announce_end(run_id, run.parent_id, replies=runtime.flow.replies)
         await self.store.durable()  # the outcome is committed before anyone is told
         if run.parent_id:
@@ -611,15 +611,27 @@ class Engine:
         return self._mark_orphans(history.search(self.store, filter, offset=offset, limit=limit))
 
     def fail_run(self, run_id: str, error: dict) -> None:
-        """Record that a run could not execute at all (its error says why)."""
-        self.store.update_run(run_id, status=Status.FAILED, ended=time.time(), error=error, commit=False)
-        self._slot_released(run_id)
+        """Record that a run could not execute at all (its error says why), as its lease holder:
+        the caller let go of it already (execute raised), so another process may have claimed
+        it meanwhile (RunBusy: theirs to finish), or finished it (its outcome stays). Its steps
+        still Running end Failed with it: a Failed run has none in flight."""
+        from .errors import RunBusy
+
         try:
-            parent = self.store.get_run(run_id).parent_id
-        except StoreError:
-            parent = None
-        self._announce_end(run_id, parent)
-        self.store.flush()
+            with claim_run(self.store, run_id, ttl=self.lease_ttl):
+                self.store.flush()
+                run = self.store.get_run(run_id)
+                if is_terminal(run.status):
+                    return
+                self._slot_released(run_id)
+                now = time.time()  # (its steps in flight end with it, as a cancel's do)
+                self.store.db.execute("UPDATE steps SET status = ?, ended = ?, error = ? WHERE run_id = ? "
+                                      "AND status = 'Running'", (Status.FAILED, now, self.store.encode(error), run_id))
+                self.store.run_finished(run_id, status=Status.FAILED, ended=now, error=error)
+                self._announce_end(run_id, run.parent_id)
+                self.store.flush()
+        except RunBusy as exc:
+            log.warning("run %s not recorded Failed: %s", run_id, exc)
 
     def unfinished_runs(self) -> list[str]:
         """Ids of the runs that are Queued or Running (oldest first)."""

@@ -204,15 +204,19 @@ def key_of(store: Any, run_id: str) -> str | None:
 
 
 def release(store: Any, run_id: str) -> str | None:
-    """The run ended: its slot goes (uncommitted: with the run's outcome), and workers are
-    told. Returns the slot's key (None: the run had none)."""
+    """The run ended: its slot goes (uncommitted: with the run's outcome, which it precedes:
+    the outcome ends the lease that fences it), and workers are told. Returns the slot's key
+    (None: the run had none)."""
     if TABLE not in getattr(store, "_ensured", ()):
         return None  # no flow with a limit ran in this process
     key = key_of(store, run_id)
-    if key is not None:
+    if key is None:
+        return None
+    if store.backend == "postgresql":  # fenced by the run's lease: a stalled holder's frees a slot it no longer holds
+        store._fenced(run_id, f"DELETE FROM {TABLE} WHERE run_id = %s AND {{fence}}", (run_id,))
+        store._notify = True
+    else:
         store.db.execute(f"DELETE FROM {TABLE} WHERE run_id = ?", (run_id,))
-        if store.backend == "postgresql":
-            store._notify = True
     return key
 
 

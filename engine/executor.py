@@ -116,6 +116,7 @@ class Runtime:
         self.log = logging.LoggerAdapter(log, {"run_id": run_id, "flow": flow.name})
         self.tracing = telemetry.active()  # None unless OpenTelemetry is configured (engine.telemetry)
         self._awaited: dict[str, str] = {}  # path -> id of the child run that Workflow action waits for
+        self._replays: set[str] = set()  # action types whose reused steps re-apply run state (_replay_effects)
 
     # -- the run ----------------------------------------------------------------------------
     async def execute(self) -> tuple[str, Any, Any]:
@@ -301,12 +302,26 @@ class Runtime:
             self._note_reused(path, action.name, "Iteration", step)
             return step.status
         started = time.time()
+        inputs = {"item": item, "index": index} if index is not None else None
         self.store.step_started(self.run_id, path, action.name, "Iteration", started)
-        status = await self._run_block(block, frame)
+        try:
+            status = await self._run_block(block, frame)
+        except anyio.get_cancelled_exc_class():
+            if not self._ends_cancelled():
+                raise
+            with anyio.CancelScope(shield=True):  # as its actions were: a terminated run has none in flight
+                self.store.step_finished(self.run_id, path, action.name, "Iteration", CANCELLED, attempts=1,
+                                         inputs=inputs, outputs=None, error=None, started=started, ended=time.time())
+            raise
         self.store.step_finished(self.run_id, path, action.name, "Iteration", status, attempts=1,
-                                 inputs={"item": item, "index": index} if index is not None else None,
-                                 outputs=None, error=None, started=started, ended=time.time())
+                                 inputs=inputs, outputs=None, error=None, started=started, ended=time.time())
         return status
+
+    def _ends_cancelled(self) -> bool:
+        """A step cancelled now ends Cancelled: the run was terminated (Terminate, a timeout, a
+        cancel), not parked, dropped or stopped with its process (then it stays Running, for the
+        resume to continue it)."""
+        return not (self.parked is not None or self._abandoned or (self.engine.stopping and self.terminated is None))
 
     def skip_block(self, ctx: Context, key: str) -> None:
         frame = Frame(self, ctx._frame, ctx.path)
@@ -379,7 +394,7 @@ class Runtime:
         try:
             await self._attempts(action, frame, path, result, prior_attempts)
         except anyio.get_cancelled_exc_class():
-            if self.parked is not None or self._abandoned or (self.engine.stopping and self.terminated is None):
+            if not self._ends_cancelled():
                 raise  # parked, or the process is stopping: the step stays Running; resume continues it
             with anyio.CancelScope(shield=True):
                 result.status, result.end = CANCELLED, time.time()
@@ -587,20 +602,43 @@ class Runtime:
     def _replay_effects(self, root: Frame) -> None:
         """Re-apply what reused steps did to run state (variables, a Terminate, a reply), all
         of it before anything runs and in the order it first happened, so a resumed run
-        ends with the same variables as an uninterrupted one."""
+        ends with the same variables as an uninterrupted one. Save inside an Until's
+        iterations: its expression reads, after each one, what that one left (applied all
+        at once, the last value stopped the loop after its first reused iteration, and the
+        one in flight never finished); those are applied as each iteration is reached
+        (``_replay_step``, from ``_reuse`` and ``_restore_inside``)."""
         by_type = {a.type: a.node for a in self.flow.actions.values()}
-        replays = {t for t, node in by_type.items() if type(_instance(node)).replay is not Node.replay}
-        if not replays:
+        self._replays = {t for t, node in by_type.items() if type(_instance(node)).replay is not Node.replay}
+        if not self._replays:
             return
         for step in self.reuse.in_order():
-            if step.type in replays and step.status == SUCCEEDED:
-                action = self.flow.actions.get(step.action)
-                if action is not None and action.type == step.type:
-                    _instance(action.node).replay(step.outputs, self._replay_context(action, step.path, root, step))
+            if not self._in_until(step.path):
+                self._replay_step(step, root, deferred=False)
+
+    def _in_until(self, path: str) -> bool:
+        """``path`` lies inside an iteration of an Until (``loop[2]/inc``)."""
+        for segment in path.split("/")[:-1]:
+            name, bracket, _ = segment.partition("[")
+            action = self.flow.actions.get(name) if bracket else None
+            if action is not None and action.type == "Until":
+                return True
+        return False
+
+    def _replay_step(self, step: Step, frame: Frame, *, deferred: bool = True) -> None:
+        """Re-apply what a reused step did to run state (see ``_replay_effects``); ``deferred``:
+        only one inside an Until, reached now."""
+        if step.type not in self._replays or step.status != SUCCEEDED:
+            return
+        if deferred and not self._in_until(step.path):
+            return
+        action = self.flow.actions.get(step.action)
+        if action is not None and action.type == step.type:
+            _instance(action.node).replay(step.outputs, self._replay_context(action, step.path, frame, step))
 
     def _reuse(self, action: Action, frame: Frame, path: str, step: Step) -> None:
         result = self._result_of(step)
         frame.results[action.name] = self.latest[action.name] = result
+        self._replay_step(step, frame)
         if action.node.is_container():
             self._restore_inside(path, frame, None if action.node.loops else result)
         self._note_reused(path, action.name, action.type, step)
@@ -618,6 +656,7 @@ class Runtime:
         for s in self.reuse.inside(prefix):
             if self.copy_reused:
                 self._note_reused(s.path, s.action, s.type, s)
+            self._replay_step(s, iteration_frame or parent)
             if s.type == "Iteration" or s.action not in self.flow.actions:
                 continue
             result = self._result_of(s)
@@ -750,7 +789,7 @@ class Runtime:
 
     async def _sleep_until(self, ctx: Context, wake: float) -> None:
         clock = self.engine.clock
-        if not self._may_park():
+        if not self._may_park() or self._times_out_first(ctx, wake - clock.now()):
             await clock.sleep(wake - clock.now())
             return
         if self._sleepers is None:
@@ -789,7 +828,7 @@ class Runtime:
         as soon as one of them has ended, and the resumed action finds it ended. It parks at
         once when every slot of the worker holds a run that only waits (``Engine.starved``), else
         once the wait has lasted ``park_after``: children that end quickly cost no park and resume."""
-        if not self._may_park():
+        if not self._may_park() or self._times_out_first(ctx, math.inf):
             return await self.engine.wait_for_child(self.run_id, child_id)
         if self._sleepers is None:
             self._sleepers = {}
@@ -836,6 +875,16 @@ class Runtime:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
+
+    @staticmethod
+    def _times_out_first(ctx: Context, wait: float) -> bool:
+        """The action's ``timeout`` ends this wait of ``wait`` seconds before it is over: it waits
+        here, never parked. Parked, the run slept until the wait's end (an hour's Wait with a 2 s
+        timeout: an hour), and the timeout, a timer of this execution, never fired."""
+        timeout, result = ctx.action.timeout, ctx._result
+        if not timeout or result is None:
+            return False
+        return timeout - (time.time() - (result.start or time.time())) < wait
 
     def _may_park(self) -> bool:
         """Parking is for flowrun serve and workers (the engine's ``parking``); a child run parks

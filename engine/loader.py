@@ -73,10 +73,28 @@ def load_file(path: str | Path, *, registry: Registry | None = None,
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")
         raise FlowError([Problem(shown, 1, 1, "", "the file's path is not UTF-8 text: rename it")]) from None
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise FlowError([Problem(str(path), 1, 1, "", f"cannot read file: {exc}")]) from None
     return load_text(text, str(path), registry=registry, connections=connections, cache=cache)
+
+
+MAX_FLOW_BYTES = 64 * 1024 * 1024  # a flow file larger is refused, not read
+
+
+def _read(path: Path) -> str:
+    """A flow file's text. Only a regular file, of at most MAX_FLOW_BYTES: a child ``flow:``
+    comes from a template (a webhook's body may name it), and ``/dev/zero`` was read until
+    the kernel killed the worker for its memory; a fifo blocked it for good."""
+    import stat
+
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise OSError(f"{path} is not a regular file")
+    with open(path, "rb") as f:
+        data = f.read(MAX_FLOW_BYTES + 1)
+    if len(data) > MAX_FLOW_BYTES:
+        raise OSError(f"{path} is larger than {MAX_FLOW_BYTES // (1024 * 1024)} MB")
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # (read_text's universal newlines)
 
 
 def positions(flow: Flow) -> dict:

@@ -39,6 +39,12 @@ NOW = "extract(epoch from clock_timestamp())"
 LIVE = (f"(l.expires > {NOW} AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend "
         f"AND a.backend_start = l.backend_start))")
 ME = "pg_stat_get_activity(pg_backend_pid()) a"  # this backend's own row: its pid and start time
+# the run's row is held by no other transaction (and by this one from now on): a holder's fenced
+# writes not yet committed hold it (engine.pgstore.FENCE), expired or not. A taker finds the run
+# busy, never waiting for a process that may be stalled; it is free once they commit or its
+# backend ends. (The worker's claim takes its runs' rows so itself: FOR UPDATE SKIP LOCKED.)
+UNHELD = ("(NOT EXISTS (SELECT 1 FROM runs h WHERE h.id = %s) OR EXISTS (SELECT 1 FROM "
+          "runs h WHERE h.id = %s FOR NO KEY UPDATE SKIP LOCKED))")
 
 
 def leases(store: Any, run_ids: list[str]) -> dict[str, tuple[int, str, float | None]]:
@@ -138,6 +144,8 @@ class PgRunClaim:
             log.warning("%s", error)
 
     def renew(self) -> bool:
+        if self.store.fences.get(self.run_id) != self.token:  # its outcome went with the lease (run_finished), or it
+            return not self.lost  # was released: nothing to renew (the row is gone, which is no takeover)
         try:
             count = self.store._write(f"UPDATE run_leases SET expires = {NOW} + %s WHERE run_id = %s AND token = %s",
                                       (self.ttl, self.run_id, self.token))
@@ -169,11 +177,12 @@ def take(store: Any, run_id: str, token: str, owner: str, ttl: float) -> bool:
     row = store.conn.execute(
         f"INSERT INTO run_leases AS l (run_id, owner, pid, host, token, backend, backend_start, acquired, expires) "
         f"SELECT %s, %s, %s, %s, %s, pg_backend_pid(), a.backend_start, {NOW}, {NOW} + %s "
-        f"FROM {ME} ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, "
+        f"FROM {ME} WHERE {UNHELD} "
+        f"ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, "
         f"host = EXCLUDED.host, "
         f"token = EXCLUDED.token, backend = EXCLUDED.backend, backend_start = EXCLUDED.backend_start, "
         f"acquired = EXCLUDED.acquired, expires = EXCLUDED.expires WHERE l.token = EXCLUDED.token OR NOT {LIVE} "
-        f"RETURNING token", (run_id, owner, os.getpid(), HOST, token, ttl)).fetchone()
+        f"RETURNING token", (run_id, owner, os.getpid(), HOST, token, ttl, run_id, run_id)).fetchone()
     store._dirty = True
     return row is not None
 

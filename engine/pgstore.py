@@ -43,7 +43,8 @@ from .errors import OutputTooLarge, StoreError, StoreUnavailable
 from .pgconn import Adapter, broken, shown, translate
 from .pgreconnect import Reconnecting
 from .lru import LRU
-from .store import CACHE_DDL, RUN_JSON, Store, _default, is_digest
+from .safejson import utf8_json
+from .store import CACHE_DDL, ENDED_IN_FLIGHT, RUN_JSON, Store, _default, is_digest
 
 log = logging.getLogger("flowrun.store")
 CHANNEL = "flowrun_runs"  # NOTIFY channel: a run was queued, parked or released
@@ -62,6 +63,13 @@ def channels(schema: str) -> tuple[str, str, str]:
     tag = hashlib.sha256(schema.encode()).hexdigest()[:16]  # any schema name, as a short identifier
     return f"{CHANNEL}_{tag}", f"{DONE}_{tag}", f"{REPLY}_{tag}"
 
+# a write's fence (``_fenced``): our lease, and the run's row and lease row held (FOR SHARE) by
+# the transaction until it commits. The run's row first: a worker's claim skips a run whose row
+# is locked (FOR UPDATE SKIP LOCKED) and only then takes its lease row, so the two never wait on
+# each other in a cycle; the lease row too: a holder that waited for the row while a claim took
+# the lease over re-reads the lease (the token changed) instead of passing on what it saw before
+FENCE = ("EXISTS (SELECT 1 FROM runs fr JOIN run_leases fl ON fl.run_id = fr.id WHERE fr.id = %s "
+         "AND fl.token = %s FOR SHARE OF fr, fl)")
 _LOCK_KEY = 0x666C6F7772756E  # "flowrun": the advisory lock migrations take
 
 MIGRATIONS = [
@@ -319,7 +327,11 @@ class PgStore(Reconnecting, Store):
     def _fenced(self, run_id: str, sql: str, args: tuple) -> None:
         """A write for ``run_id``, batched until the next commit or read (``_send``). With a
         fence (a lease this process holds) it happens only while the lease row still carries
-        our token; a fenced-off write tells the holder (``on_fenced``)."""
+        our token, and holds the run's row (FOR SHARE, ``FENCE``) until the commit: checked
+        only when sent, a write of a holder that stalled before its commit (SIGSTOP, a long
+        synchronous stretch) past its expiry landed over the rows of whoever took the run over
+        meanwhile. Takers skip a run whose row is held so (the worker's claim, engine.pglease.take)
+        rather than wait for a stalled process. A fenced-off write tells the holder (``on_fenced``)."""
         try:  # lost just now: the runs it held stop before anything else is written
             self._check()
         except StoreUnavailable:
@@ -332,8 +344,7 @@ class PgStore(Reconnecting, Store):
             self._batch.append((sql.replace("{fence}", "TRUE"), args, None))
             return
         at = sql[:sql.index("{fence}")].count("%s")  # the fence's two values go where it stands
-        self._batch.append((sql.replace("{fence}", "EXISTS (SELECT 1 FROM run_leases WHERE run_id = %s "
-                                                   "AND token = %s)"), (*args[:at], run_id, token, *args[at:]), run_id))
+        self._batch.append((sql.replace("{fence}", FENCE), (*args[:at], run_id, token, *args[at:]), run_id))
 
     # -- encoding --------------------------------------------------------------------------------
     def encode(self, value: Any) -> str | None:
@@ -396,6 +407,11 @@ class PgStore(Reconnecting, Store):
             if key in fields:
                 fields[key] = self.encode(fields[key])
         sets = ", ".join(f"{k} = %s" for k in fields)
+        self._dirty = True  # steps still Running end Cancelled (Store.run_finished), fenced (no count: often none)
+        self._batch.append(("UPDATE steps SET status = 'Cancelled', ended = %s, error = %s WHERE run_id = %s "
+                            f"AND status = 'Running' AND {FENCE}", (fields.get("ended") or time.time(),
+                                                                    self.encode(ENDED_IN_FLIGHT), run_id, run_id, token),
+                            None))
         self._fenced(run_id, f"WITH u AS (UPDATE runs SET {sets} WHERE id = %s AND {{fence}} RETURNING id) "
                      f"DELETE FROM run_leases WHERE run_id = %s AND token = %s AND EXISTS (SELECT 1 FROM u)",
                      (*fields.values(), run_id, run_id, token))
@@ -463,6 +479,10 @@ class PgStore(Reconnecting, Store):
                      (run_id, path, action, type_, attempts, started, self._seq, self.encode(handle), wake))
         if commit:
             self.flush()
+
+    def step_tracked(self, run_id: str, path: str, tracked: dict) -> None:
+        self._fenced(run_id, "UPDATE steps SET tracked = %s WHERE run_id = %s AND path = %s AND {fence}",
+                     (self.encode(tracked), run_id, path))
 
     def park_run(self, run_id: str, wake: float, status: str, *, children: list[str] = ()) -> None:
         """Park a run until ``wake``, or until one of ``children`` has ended (the worker's claim)."""
@@ -533,7 +553,7 @@ class PgStore(Reconnecting, Store):
     def cache_put(self, namespace: str, key: str, value: Any, ttl: float, now: float) -> None:
         """Keep ``value`` (JSON, redacted) for ``ttl`` seconds, with the next commit; expired rows go."""
         self.ensure_table("node_cache", CACHE_DDL)  # (ensure_table translates it: REAL is DOUBLE PRECISION)
-        text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
+        text = utf8_json(self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))))
         self._batch.append(("DELETE FROM node_cache WHERE namespace = %s AND expires <= %s", (namespace, now), None))
         self._batch.append(("INSERT INTO node_cache (namespace, key, value, expires) VALUES (%s, %s, %s, %s) "
                             "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, "

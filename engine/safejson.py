@@ -10,11 +10,15 @@ sentence for the sender) before or while parsing:
   text holds fewer brackets than the limit it costs two ``count`` calls;
 - numbers: integers up to ``MAX_DIGITS`` digits, finite floats only, no NaN/Infinity;
 - bytes must be UTF-8 (JSON's encoding).
+
+And JSON text going out (``utf8_json``): a lone surrogate, which ``"\\ud800"`` in JSON from a
+stranger becomes, is written back as that escape, never raw (no UTF-8 holds it).
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 from array import array
 from itertools import accumulate
 from typing import Any
@@ -23,6 +27,7 @@ from .errors import JsonLimit  # noqa: F401  (its home is engine.errors)
 
 MAX_DEPTH = 128
 MAX_DIGITS = 1000
+_SURROGATE = re.compile("[\ud800-\udfff]")  # (utf8_json)
 
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")  # what translate() deletes
 _DIGITS = bytes.maketrans(b"123456789E", b"000000000e")
@@ -102,3 +107,17 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         raise JsonLimit("the JSON nests too deeply") from None
     except ValueError as exc:
         raise JsonLimit(f"malformed JSON: {exc}") from None
+
+
+def utf8_json(text: str) -> str:
+    """JSON text (of ``json.dumps(..., ensure_ascii=False)``) that encodes to UTF-8: its lone
+    surrogates written as ``\\uXXXX`` escapes, the same value. Raw, sqlite3 and psycopg refuse
+    them (a webhook's run was a 500, a vendor's answer a lost commit), and so does a reply's
+    or a log line's ``.encode()``. They stand only inside strings, where json.dumps put them."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import ActionError, OutputTooLarge, StoreError
 from .lru import LRU
+from .safejson import utf8_json
 from .runs import Attempt, Run, Step
 from .storage import not_this_runs_file, shares_lineage
 
@@ -100,6 +101,9 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+# a step an earlier execution left Running (in flight when it died) that the run ended without
+# reaching again: a Terminate, its container skipped. A finished run has no step in flight.
+ENDED_IN_FLIGHT = {"code": "Cancelled", "message": "the run ended while this action was in flight"}
 _LONGEST_ID = 256  # no run id is longer: a longer "prefix" is looked up exactly, never as a LIKE pattern
 
 
@@ -254,6 +258,7 @@ class Store:
         if value is None:
             return None
         text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
+        text = utf8_json(text)
         if len(text) > self.blob_threshold:
             data = text.encode()
             if len(data) > self.blob_cap:
@@ -362,11 +367,14 @@ class Store:
 
     def run_finished(self, run_id: str, **fields: Any) -> None:
         """Record a run's outcome (with the start a pending ``run_started`` holds); the caller
-        awaits ``durable()``."""
+        awaits ``durable()``. Steps still Running end Cancelled (``ENDED_IN_FLIGHT``)."""
         pending = self._pending_starts.get((run_id, None))
         if pending is not None:
             fields.setdefault("started", pending[5])
             fields.setdefault("attempts", pending[4])
+        self.db.execute("UPDATE steps SET status = 'Cancelled', ended = ?, error = ? WHERE run_id = ? "
+                        "AND status = 'Running'", (fields.get("ended") or time.time(), self.encode(ENDED_IN_FLIGHT),
+                                                   run_id))
         self.update_run(run_id, commit=False, **fields)
 
     def continue_numbering(self, run_id: str) -> None:
@@ -472,11 +480,15 @@ class Store:
 
     def _due_starts(self, only: tuple[str, str] | None) -> Iterator[tuple]:
         """The pending Running marks to write now, taken off the list: (run id, path (None: the
-        run's own), action, type, attempts, started) of those noted RUNNING_AFTER ago, or ``only``."""
+        run's own), action, type, attempts, started) of those noted RUNNING_AFTER ago, or ``only``.
+        Each is looked up as it comes: writing one may find the connection lost, which forgets
+        the marks of every run dropped with it (engine.pgreconnect)."""
         cutoff = time.time() - self.RUNNING_AFTER
         due = [only] if only is not None else [k for k, v in self._pending_starts.items() if v[5] <= cutoff]
         for key in due:
-            yield self._pending_starts.pop(key)
+            mark = self._pending_starts.pop(key, None)
+            if mark is not None:
+                yield mark
 
     def _write_pending_starts(self, only: tuple[str, str] | None = None) -> None:
         for run_id, path, action, type_, attempts, started in self._due_starts(only):
@@ -868,7 +880,7 @@ class Store:
         """Keep ``value`` (JSON, redacted like everything the store writes) for ``ttl`` seconds;
         expired rows of the namespace go at the same time."""
         self.ensure_table("node_cache", CACHE_DDL)
-        text = self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")))
+        text = utf8_json(self.redact(json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))))
         try:
             self.db.execute("DELETE FROM node_cache WHERE namespace = ? AND expires <= ?", (namespace, now))
             self.db.execute("INSERT OR REPLACE INTO node_cache VALUES (?, ?, ?, ?)",

@@ -36,6 +36,7 @@ from engine.errors import ActionError, FlowrunError
 from engine.plugin import AuthError, InboundRequest
 from engine.state import is_terminal
 from engine import encrypted, firing, telemetry, wakeups
+from engine.safejson import utf8_json
 
 from . import inbound as _in
 from .auth import AdminToken
@@ -497,7 +498,7 @@ class Listener:
             if "content-type" not in lower:
                 headers["Content-Type"] = "text/plain; charset=utf-8"
         else:
-            content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+            content = utf8_json(json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)).encode()
             if "content-type" not in lower:
                 headers["Content-Type"] = "application/json"
         headers.setdefault("X-Flowrun-Run-Id", run_id)
@@ -720,7 +721,7 @@ def _redacting(redact: Any) -> type[JSONResponse]:
                 text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=str)
             except ValueError:  # NaN or Infinity in a run's outputs: sent as JavaScript writes them
                 text = json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=str)
-            return redact(text).encode("utf-8")
+            return utf8_json(redact(text)).encode("utf-8")
 
     return Redacted
 

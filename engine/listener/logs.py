@@ -13,6 +13,8 @@ import logging
 import sys
 from typing import Any, Callable
 
+from engine.safejson import utf8_json
+
 FIELDS = ("event", "run_id", "flow", "trigger", "action", "status", "reason", "http_status", "duration_ms",
           "method", "path", "client", "problem", "file", "url", "count", "scheduled", "dedupe_key",
           "trace_id", "span_id")  # trace_id, span_id: the current span's (engine.telemetry), when tracing
@@ -34,7 +36,7 @@ class JsonFormatter(logging.Formatter):
                 out[name] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return self.redact(json.dumps(out, default=str, ensure_ascii=False))
+        return utf8_json(self.redact(json.dumps(out, default=str, ensure_ascii=False)))
 
 
 def configure(redact: Callable[[str], str], level: str = "info", stream: Any = None) -> logging.Handler:

@@ -389,6 +389,54 @@ def test_a_run_killed_at_random_points_and_resumed_ends_with_the_variables_of_an
     assert resumed.outputs == whole.outputs
 
 
+UNTIL_LOOP = """
+    name: until
+    actions:
+      n: {type: InitializeVariable, inputs: {variables: [{name: n, type: integer, value: 0}]}}
+      trail: {type: InitializeVariable, inputs: {variables: [{name: trail, type: array, value: []}]}, runAfter: {n: [Succeeded]}}
+      loop:
+        type: Until
+        expression: "{{ greaterOrEquals(variables('n'), 4) }}"
+        limit: {count: 10}
+        runAfter: {trail: [Succeeded]}
+        actions:
+          inc: {type: IncrementVariable, inputs: {name: n}}
+          nap: {type: Wait, inputs: {interval: {count: 0.1, unit: Second}}, runAfter: {inc: [Succeeded]}}
+          note: {type: AppendToArrayVariable, inputs: {name: trail, value: "{{ variables('n') }}"}, runAfter: {nap: [Succeeded]}}
+    outputs:
+      n: {value: "{{ variables('n') }}"}
+      trail: {value: "{{ variables('trail') }}"}
+      iterations: {value: "{{ outputs('loop').iterations }}"}
+"""
+
+
+@pytest.mark.parametrize("killed_after", [7, 11, 15, 16])  # succeeded steps: 15 is the last iteration's inc
+def test_an_until_loop_killed_mid_iteration_resumes_with_the_variables_each_iteration_had(
+        tmp_path, flow_file, killed_after):
+    """An Until's expression reads variables its iterations change: replayed all at once before
+    anything ran, the resumed loop saw the last value after its first reused iteration and
+    stopped, the iteration in flight never finished (Running rows in a Succeeded run, a count
+    below its iteration rows) and its remaining actions never ran (seen in chaos runs)."""
+    flow = flow_file(UNTIL_LOOP)
+    whole = engine.run_file(flow, state=tmp_path / "whole.db")
+    assert whole.outputs == {"n": 4, "trail": [1, 2, 3, 4], "iterations": 4}
+    state = tmp_path / "state.db"
+    _kill_after(state, flow, killed_after)
+    eng = engine.Engine(state)
+    try:
+        run_id = eng.list_runs()[0].id
+        resumed = eng.result(run_id)
+        if not resumed.status.is_terminal:
+            resumed = anyio.run(eng.resume, run_id)
+        rows = step_statuses(state)
+    finally:
+        eng.close()
+    assert resumed.status == "Succeeded", resumed.error
+    assert resumed.outputs == whole.outputs
+    assert "Running" not in rows.values(), rows
+    assert sorted(p for p in rows if "/" not in p and "[" in p) == [f"loop[{i}]" for i in range(4)]
+
+
 # -- delivery semantics: onInterrupted ----------------------------------------------------------
 def _crash_during(tmp_path, flow_file, recorder, on_interrupted: str | None):
     """A run whose Http call is in flight (the server holds it) when the process is killed."""

@@ -295,6 +295,35 @@ def test_terminate_ends_the_run_cancels_in_flight_and_skips_the_rest(run_flow):
     assert statuses(result) == {"stop": "Succeeded", "long": "Cancelled", "later": "Skipped"}
 
 
+LOOPS_IN_FLIGHT = {
+    "Foreach": "each: {type: Foreach, foreach: [1, 2, 3], actions: {nap: %s}}",
+    "Until": "each: {type: Until, expression: '{{ false }}', actions: {nap: %s}}",
+    "a Foreach in a Scope": "each: {type: Scope, actions: {inner: {type: Foreach, foreach: [1, 2], actions: {nap: %s}}}}",
+}
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS_IN_FLIGHT))
+def test_iterations_in_flight_when_a_run_is_terminated_end_cancelled_not_running(run_flow, tmp_path, loop):
+    """Their actions were recorded Cancelled, the iterations themselves left Running: a Failed
+    run with steps in flight (a timeout or a cancel ends a run the same way)."""
+    import sqlite3
+
+    nap = "{type: Wait, inputs: {interval: {count: 1, unit: Hour}}}"
+    result = run_flow(f"""
+        actions:
+          {LOOPS_IN_FLIGHT[loop] % nap}
+          pause: {{type: Wait, inputs: {{interval: {{count: 0.1, unit: Second}}}}}}
+          stop:
+            type: Terminate
+            inputs: {{runStatus: Failed, runError: {{code: Stop, message: stop}}}}
+            runAfter: {{pause: [Succeeded]}}
+    """)
+    assert result.status == "Failed"
+    rows = dict(sqlite3.connect(tmp_path / "state.db").execute("SELECT path, status FROM steps"))
+    assert "Running" not in rows.values(), rows
+    assert {s for p, s in rows.items() if p.endswith("]")} == {"Cancelled"}, rows
+
+
 @pytest.mark.parametrize("run_status", ["Succeeded", "Cancelled"])
 def test_terminate_sets_the_run_status(run_flow, run_status):
     result = run_flow(f"""
@@ -546,3 +575,28 @@ def test_a_succeeded_run_whose_outputs_template_fails_fails_with_that_error(run_
           bad: {value: "{{ outputs('ok').nope.deeper }}"}
         """)
     assert result.status == "Failed" and "flow outputs" in result.error["message"]
+
+
+def test_a_wait_whose_timeout_comes_first_times_out_where_runs_park_instead_of_parking_past_it(tmp_path, flow_file):
+    """With parking (flowrun serve, workers) a run whose every action waits parks until the
+    earliest wake-up, and the step's timeout, a timer of the execution, went with it: an
+    hour's Wait with a 1 s timeout slept the hour (seen in chaos runs: parked an hour)."""
+    import anyio
+
+    import engine
+
+    e = engine.Engine(tmp_path / "state.db", park_after=0.05)
+    e.parking = True
+    try:
+        flow = e.load(flow_file("""
+            actions:
+              hang: {type: Wait, inputs: {interval: {count: 1, unit: Hour}}, timeout: PT1S}
+              after: {type: Compose, inputs: x, runAfter: {hang: [TimedOut]}}
+              short: {type: Wait, inputs: {interval: {count: 1, unit: Hour}}, timeout: PT2H}
+        """))
+        run = anyio.run(lambda: e.run(flow))
+        assert run.status == "Waiting"  # parked on `short` (its timeout comes after its wake-up)
+        steps = {s.path: s.status for s in e.steps(run.id)}
+        assert steps["hang"] == "TimedOut" and steps["after"] == "Succeeded" and steps["short"] == "Running"
+    finally:
+        e.close()

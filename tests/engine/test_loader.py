@@ -333,3 +333,27 @@ def test_a_flow_file_whose_path_is_not_utf8_is_one_problem_naming_it_not_a_crash
     [problem] = caught.value.problems
     assert "the file's path is not UTF-8 text" in str(problem)
     str(problem).encode("utf-8")  # printable anywhere
+
+
+@pytest.mark.parametrize("where", ["/dev/zero", "/dev/urandom", "a fifo", "a folder", "too big"])
+def test_a_flow_path_naming_no_regular_file_or_a_huge_one_is_refused_at_once_without_reading_it(tmp_path, where):
+    """A child ``flow:`` comes from a template (a webhook's body may name it): ``/dev/zero``
+    was read to the end, a worker's memory filled until the kernel killed it; a fifo blocked
+    it for good. A flow is a regular file of at most MAX_FLOW_BYTES."""
+    import os
+
+    from engine import loader
+    from engine.loader import load_file
+
+    path = {"/dev/zero": "/dev/zero", "/dev/urandom": "/dev/urandom"}.get(where, str(tmp_path / "flow.yaml"))
+    if where == "a fifo":
+        os.mkfifo(path)
+    elif where == "a folder":
+        os.mkdir(path)
+    elif where == "too big":
+        with open(path, "w") as f:
+            f.write("actions: {}\n" + "#" * (loader.MAX_FLOW_BYTES + 10))
+    with pytest.raises(FlowError) as caught:
+        load_file(path)
+    message = str(caught.value)
+    assert ("not a regular file" in message) if where != "too big" else ("larger than" in message), message

@@ -277,6 +277,59 @@ def test_a_claim_takes_no_run_another_live_worker_holds_and_takes_over_those_who
         second.engine.close()
 
 
+def test_a_claim_skips_a_run_whose_expired_holder_still_has_fenced_writes_uncommitted_and_never_waits_on_it(
+        pg_state):
+    """The holder's fenced writes hold its lease row until they commit (engine.pgstore): the
+    claim takes every other run at once, and that one once they are committed."""
+    from engine.api import Engine
+    from engine.storage import claim
+    from engine.worker import Worker
+    from tests.engine.storage.test_pgstore import _stall_inside_a_transaction
+
+    stalled = Engine(pg_state)
+    for i in range(3):
+        stalled.store.create_run({"id": f"r{i}", "flow": "f", "status": "Running", "created": float(i)})
+    worker = Worker(Engine(pg_state), capacity=10)
+    try:
+        worker.engine.store.conn.execute("SET lock_timeout = '3s'")  # a claim that waits fails here
+        with claim(stalled.store, "r1", ttl=1):
+            _stall_inside_a_transaction(stalled.store, "r1")
+            assert {row[0] for row in worker.claim(10)} == {"r0", "r2"}
+            stalled.store.flush()
+            assert {row[0] for row in worker.claim(10)} == {"r1"}
+            stalled.store.update_run("r1", status="Failed")  # fenced off: nothing
+        assert stalled.store.get_run("r1").status == "Running"
+    finally:
+        stalled.close()
+        worker.engine.close()
+
+
+def test_a_run_that_could_not_execute_is_recorded_failed_only_by_its_lease_holder(pg_state):
+    """``fail_run`` comes after the worker let go of the run (its execute raised): another
+    worker may hold it by then, or have finished it. Written unfenced, the failure landed over
+    the new owner's run (a Failed run with Succeeded steps, its slot freed under it)."""
+    from engine.api import Engine
+    from engine.storage import claim
+
+    owner, failing = Engine(pg_state), Engine(pg_state)
+    try:
+        for run_id, status in (("held", "Running"), ("done", "Succeeded"), ("free", "Running")):
+            owner.store.create_run({"id": run_id, "flow": "f", "status": status})
+            owner.store.step_started(run_id, "a", "a", "Http", 1.0, now=True)
+        owner.store.flush()
+        with claim(owner.store, "held", ttl=30):
+            for run_id in ("held", "done", "free"):
+                failing.fail_run(run_id, {"code": "FlowNotFound", "message": "gone"})
+        assert {r: owner.store.get_run(r).status for r in ("held", "done", "free")} == \
+            {"held": "Running", "done": "Succeeded", "free": "Failed"}
+        assert owner.store.get_run("free").error["code"] == "FlowNotFound"
+        assert [(s.status, s.error["code"]) for s in owner.store.steps("free")] == [("Failed", "FlowNotFound")]
+        assert [s.status for s in owner.store.steps("held")] == ["Running"]
+    finally:
+        owner.close()
+        failing.close()
+
+
 def test_a_claim_reads_its_fresh_runs_in_one_go_and_each_executes_from_that_read(pg_state, flow_file):
     import anyio
 

@@ -114,6 +114,26 @@ def test_huge_numbers_and_invalid_utf8_get_400(app, body):
     assert answer["error"].startswith("the body is not valid JSON")
 
 
+def test_a_lone_surrogate_written_as_a_json_escape_is_accepted_and_its_run_records_it(app):
+    """``"\\ud800"`` is valid JSON (bytes that encode a surrogate are not: 400 above), and
+    json.loads makes it a lone surrogate, which no UTF-8 holds: the run's INSERT raised, a
+    500 with a traceback, on either backend. It is stored as the same escape (safejson.utf8_json)."""
+    from .inprocess import wait_for
+
+    before = len(app.runs("open"))
+    body = b'{"s": "a\\ud800b", "\\udfff": [1]}'
+    r = app.client.post("/flows/open/triggers/hook", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 202, r.text
+    run = wait_for(lambda: next((x for x in app.runs("open")[before:] if x["status"] == "Succeeded"), None)
+                   if len(app.runs("open")) > before else None, "the run finished")
+    import contextlib
+
+    with contextlib.closing(app.db()) as con:
+        seen = con.execute("SELECT outputs FROM steps WHERE run_id = ? AND path = 'seen'", (run["id"],)).fetchone()[0]
+    assert json.loads(seen) == {"s": "a\ud800b", "\udfff": [1]}
+    assert not any(rec["exc"] for rec in app.records.records)
+
+
 def test_json_within_the_limits_is_accepted(app):
     body = {"deep": json.loads(_deep("array", MAX_DEPTH - 1)), "text": "[" * 10_000, "n": 12345678901234567890}
     r = app.client.post("/flows/open/triggers/hook", json=body)

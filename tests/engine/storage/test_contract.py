@@ -30,7 +30,9 @@ def dump(store) -> str:
 
 
 @pytest.mark.parametrize("value", [None, 0, "text", "", [1, "two", None], {"nested": {"ü": "ñ"}}, 1.5, True,
-                                   "nul \x00 inside", "quote ' and \\ backslash ? %s %"])
+                                   "nul \x00 inside", "quote ' and \\ backslash ? %s %",
+                                   # a lone surrogate: valid JSON ("\\ud800") from a webhook or a vendor, but no UTF-8
+                                   "\ud800", {"k\udfff": ["\ud83d", "é\udc00ü"]}])
 def test_values_come_back_as_they_were_stored(store, value):
     store.create_run({"id": "r", "flow": "f", "status": "Queued", "payload": value})
     finish(store, "r", "a", outputs=value, inputs=value)
@@ -44,6 +46,16 @@ def test_large_values_are_stored_once_by_content_and_read_back_whole(state):
         big = {"rows": ["x" * 50] * 40}
         first, second = store.encode(big), store.encode(big)
         assert first == second and len(first) < 100
+        finish(store, "r", "a", outputs=big)
+        assert store.get_step("r", "a").outputs == big
+    finally:
+        store.close()
+
+
+def test_a_large_value_holding_a_lone_surrogate_is_stored_whole_too(state):
+    store = open_store(state, blob_threshold=100)
+    try:
+        big = {"rows": ["x\ud800" * 50] * 4}
         finish(store, "r", "a", outputs=big)
         assert store.get_step("r", "a").outputs == big
     finally:
@@ -111,6 +123,21 @@ def test_an_action_shows_as_running_only_once_it_has_run_for_a_while(store):
     store.step_started("r", "young", "young", "Wait", started=now + 3600)
     store.flush()
     assert {s.path: s.status for s in store.steps("r")} == {"old": "Running"}
+
+
+@pytest.mark.parametrize("outcome", ["Succeeded", "Failed", "Cancelled"])
+def test_a_runs_outcome_ends_the_steps_an_earlier_execution_left_running(store, outcome):
+    """A step in flight when an execution died stays Running for the resume to continue; a
+    resumed run that then ended without reaching it (a Terminate, its container skipped) left
+    it Running in a finished run (seen in chaos runs). The outcome ends them Cancelled."""
+    store.create_run({"id": "r", "flow": "f", "status": "Running"})
+    store.step_started("r", "sc/nap", "nap", "Wait", started=time.time() - 60)
+    finish(store, "r", "done", outputs=1)
+    store.flush()
+    store.run_finished("r", status=outcome, ended=time.time())
+    store.flush()
+    steps = {s.path: (s.status, (s.error or {}).get("code")) for s in store.steps("r")}
+    assert steps == {"sc/nap": ("Cancelled", "Cancelled"), "done": ("Succeeded", None)}
 
 
 def test_when_an_execution_ends_its_held_back_running_marks_are_written_then_and_never_later(store):

@@ -54,6 +54,183 @@ def test_a_holder_whose_lease_was_taken_over_writes_nothing_more_and_is_told(pg_
         other.close()
 
 
+def _stall_inside_a_transaction(store, run_id):
+    """A fenced write sent but not committed (a read sent the batch): where a holder stopped
+    with SIGSTOP, or a long synchronous stretch, leaves its transaction; then its lease expires
+    on the server's clock while its backend lives on."""
+    import time
+
+    from tests.support.waiting import wait_until
+
+    store.step_started(run_id, "a", "a", "Http", time.time(), now=True)
+    store.get_run(run_id)
+    wait_until(lambda: store.conn.execute("SELECT expires < extract(epoch from clock_timestamp()) FROM run_leases "
+                                          "WHERE run_id = %s", (run_id,)).fetchone()[0], "the lease never expired")
+
+
+@needs_pg
+def test_no_one_takes_a_run_over_while_its_stalled_holder_has_fenced_writes_uncommitted_and_may_once_they_commit(
+        pg_state):
+    """A fence checked when a write is sent is not enough: the holder commits later. Taken over
+    meanwhile, its commit landed over the new owner's rows (a Succeeded run with a Running
+    step). The fence holds the lease row (FOR SHARE) until the commit, and a taker finds the
+    run busy then, never waiting on a stalled process."""
+    from engine.errors import RunBusy
+    from engine.storage import claim
+
+    store, other = open_store(pg_state), open_store(pg_state)
+    try:
+        other.conn.execute("SET lock_timeout = '3s'")  # a taker that waits on the stalled one fails here
+        store.create_run({"id": "r", "flow": "f", "status": "Queued"})
+        with claim(store, "r", ttl=1):
+            _stall_inside_a_transaction(store, "r")
+            with pytest.raises(RunBusy):
+                with claim(other, "r", ttl=30):
+                    other.run_finished("r", status="Succeeded", ended=2.0)
+            store.flush()  # the stalled one goes on: what it wrote while it held the run commits
+            with claim(other, "r", ttl=30):  # and now the run is free (expired) for the next
+                other.step_finished("r", "a", "a", "Http", "Succeeded", attempts=2, inputs=None, outputs=1,
+                                    error=None, started=1.0, ended=2.0)
+                other.run_finished("r", status="Succeeded", ended=2.0)
+            other.flush()
+            store.step_finished("r", "b", "b", "Compose", "Succeeded", attempts=1, inputs=None, outputs=1,
+                                error=None, started=1.0, ended=2.0)
+            store.flush()  # fenced off: nothing
+        assert {s.path: s.status for s in other.steps("r")} == {"a": "Succeeded"}
+        assert other.get_run("r").status == "Succeeded"
+    finally:
+        store.close()
+        other.close()
+
+
+@needs_pg
+def test_a_holders_fenced_writes_and_a_claim_of_the_same_run_never_wait_for_each_other_in_a_cycle(pg_state):
+    """A worker's claim locks a candidate run's row (FOR UPDATE SKIP LOCKED), then writes its
+    lease row (ON CONFLICT: it waits for whoever holds that row). A claim whose snapshot
+    predates the holder's lease takes the run's row in between. A fence that held the lease
+    row before the run's row waited for the claim while the claim waited for it: "deadlock
+    detected", a commit failed, and the runs in it recorded Failed (seen in chaos runs)."""
+    import threading
+
+    import psycopg
+
+    from engine.storage import claim
+    from tests.support.waiting import wait_until
+
+    store = open_store(pg_state)
+    claimer = psycopg.connect(pg_state)
+    try:
+        claimer.execute("SET lock_timeout = '5s'")
+        store.create_run({"id": "r", "flow": "f", "status": "Queued"})
+        with claim(store, "r", ttl=30):
+            claimer.execute("SELECT id FROM runs WHERE id = 'r' FOR UPDATE")  # (the claim's candidates)
+            failed = []
+
+            def holder():
+                try:
+                    store.step_started("r", "a", "a", "Http", 1.0, now=True)
+                    store.update_run("r", status="Running")  # (its held-back Running mark)
+                except Exception as exc:  # noqa: BLE001
+                    failed.append(exc)
+            thread = threading.Thread(target=holder)
+            thread.start()
+            pid = store._conn.info.backend_pid
+            wait_until(lambda: claimer.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                                               (pid,)).fetchone()[0], "the holder never waited for the claim")
+            claimer.execute("INSERT INTO run_leases AS l (run_id, owner, pid, host, token, acquired, expires) "
+                            "VALUES ('r', 'w', 1, 'h', 'theirs', 0, 0) ON CONFLICT (run_id) DO UPDATE SET "
+                            "token = EXCLUDED.token WHERE l.expires < 0")  # (live: not taken)
+            claimer.commit()
+            thread.join(10)
+            assert not thread.is_alive() and failed == []
+        assert {s.path: s.status for s in store.steps("r")} == {"a": "Running"}
+        assert store.get_run("r").status == "Running"
+    finally:
+        claimer.close()
+        store.close()
+
+
+def _writes_for_a_run():
+    """Every write the engine makes for a run it executes, as (name, write(store))."""
+    import time
+
+    from engine import concurrency
+
+    step = dict(attempts=1, inputs=None, outputs=1, error=None, started=1.0, ended=2.0)
+    return [
+        ("update_run", lambda s: s.update_run("r", status="Failed")),
+        ("run_finished", lambda s: s.run_finished("r", status="Succeeded", ended=2.0)),
+        ("step_finished", lambda s: s.step_finished("r", "a", "a", "Compose", "Succeeded", **step)),
+        ("step_started now", lambda s: s.step_started("r", "a", "a", "Http", time.time(), now=True)),
+        ("step_started, then its execution ended", lambda s: (s.step_started("r", "a", "a", "Http", 1.0),
+                                                              s.execution_ended("r"))),
+        ("run_started, due", lambda s: (s.run_started("r", 1.0, 2), setattr(s, "RUNNING_AFTER", -1e9))),
+        ("step_mark", lambda s: s.step_mark("r", "a", "a", "Http", attempts=1, started=1.0, handle={"h": 1},
+                                            wake=None)),
+        ("park_run", lambda s: s.park_run("r", 5.0, "Waiting")),
+        ("attempt_finished", lambda s: s.attempt_finished("r", "a", 2, status="Failed", started=1.0, ended=2.0)),
+        ("step_tracked", lambda s: s.step_tracked("r", "old", {"values": {"x": 1}})),
+        ("the run's concurrency slot released", lambda s: concurrency.release(s, "r")),
+    ]
+
+
+@needs_pg
+@pytest.mark.parametrize("name, write", _writes_for_a_run(), ids=[n for n, _ in _writes_for_a_run()])
+def test_no_write_for_a_run_lands_once_its_lease_was_taken_over(pg_state, name, write):
+    """The class of ``test_a_holder_whose_lease_was_taken_over_writes_nothing_more``: whatever
+    the write (a step's tracked properties, the run's concurrency slot, held-back marks), a
+    stalled holder's changes nothing the new owner holds. A slot released so let a second run
+    of a key limited to one start beside the one still executing."""
+    from engine import concurrency
+    from engine.storage import claim
+
+    store, other = open_store(pg_state), open_store(pg_state)
+    tables = ("runs", "steps", "parked_runs", "step_attempts", concurrency.TABLE)
+
+    def everything():
+        out = {t: sorted(map(repr, other.db.execute(f"SELECT * FROM {t}").fetchall())) for t in tables}
+        other.flush()
+        return out
+    try:
+        concurrency._ensure(store)
+        store.ensure_table("step_attempts", store.ATTEMPTS_DDL)
+        store.create_run({"id": "r", "flow": "f", "status": "Running"})
+        store.db.execute(f"INSERT INTO {concurrency.TABLE} (run_id, slot_key, slot_limit, held, since) "
+                         "VALUES ('r', 'k', 1, 1, 0)")
+        store.step_finished("r", "old", "old", "Compose", "Succeeded", attempts=1, inputs=None, outputs=1,
+                            error=None, started=1.0, ended=2.0)
+        store.flush()
+        with claim(store, "r", ttl=30):
+            other.db.execute("UPDATE run_leases SET token = 'theirs' WHERE run_id = 'r'")  # taken over
+            other.flush()
+            before = everything()
+            write(store)
+            store.flush()
+            assert everything() == before, name
+    finally:
+        store.close()
+        other.close()
+
+
+@needs_pg
+def test_a_renewal_due_after_the_runs_outcome_is_written_finds_nothing_to_renew_not_a_takeover(pg_state):
+    """The outcome deletes the lease in its statement; a renewal timer firing before the
+    outcome's commit (the run awaits it) updated no row and called that a takeover: the run
+    ended Succeeded while its execute raised RunBusy ("stalled"), under load now and then."""
+    from engine.storage import claim
+
+    store = open_store(pg_state)
+    try:
+        store.create_run({"id": "r", "flow": "f", "status": "Running"})
+        with claim(store, "r", ttl=30) as held:
+            store.run_finished("r", status="Succeeded", ended=2.0)
+            assert held.renew() and not held.lost
+        store.flush()
+        assert store.get_run("r").status == "Succeeded" and store.leases(["r"]) == {}
+    finally:
+        store.close()
+
+
 @needs_pg
 def test_a_lease_is_judged_on_the_servers_clock_and_by_its_backend_not_by_the_row_alone(pg_state):
     from engine.errors import RunBusy
