@@ -243,8 +243,9 @@ class Engine:
 
     @staticmethod
     def _lease_lost(run_id: str) -> LeaseLost:
-        return LeaseLost(f"run {run_id}: the database connection holding its lease was lost; this process "
-                         "stopped executing it, and it resumes from its recorded steps where it is claimed next")
+        return LeaseLost(f"run {run_id}: the database connection holding its lease was lost, or a transaction "
+                         "holding its writes was rolled back; this process stopped executing it, and it resumes "
+                         "from its recorded steps where it is claimed next")
 
     CHILD_POLL = 5.0  # seconds between looks at a child another worker runs, when no NOTIFY came
 

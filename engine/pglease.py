@@ -127,11 +127,13 @@ class PgRunClaim:
         if store.fences.get(self.run_id) == self.token:
             store.fences.pop(self.run_id, None)
             store.on_fenced.pop(self.run_id, None)
-        if self.dropped:  # the lease died with the connection; the run's writes are discarded
+        if self.dropped:  # the lease died with the connection (or its writes were rolled back): discarded
             store._notify = True  # the run is claimable: workers are told with the next commit
             try:
+                if not store._torn:  # the backend lives (a rollback): give the lease up, so no one waits out its ttl
+                    store._write("DELETE FROM run_leases WHERE run_id = %s AND token = %s", (self.run_id, self.token))
                 store.flush_soon()
-            except StoreError:  # (no loop: flushed now) still away: the slow poll finds the run
+            except (StoreError, psycopg.Error):  # (no loop: flushed now) still away: the slow poll finds the run
                 pass
             return
         try:

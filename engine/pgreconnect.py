@@ -184,6 +184,7 @@ class Reconnecting:
         self.notices.clear()
         self._stored_definitions.clear()  # its INSERT may have been in the lost transaction
         dropped = list(self.fences)
+        self._written.clear()
         self.abandoned.update(dropped)
         self._pending_starts = {k: v for k, v in self._pending_starts.items() if k[0] not in self.abandoned}
         for run_id in dropped:

@@ -146,6 +146,7 @@ class PgStore(Reconnecting, Store):
         self.notices: set[str] = set()  # parents to tell, at commit, that a child run finished
         self.replies: set[str] = set()  # runs whose reply (or end) to announce at commit (engine.replies)
         self.fences: dict[str, str] = {}  # run id -> lease token this process writes under
+        self._written: set[str] = set()  # runs held here with writes in the open transaction
         # run id -> what to do when a write was fenced (called with True: the connection was lost)
         self.on_fenced: dict[str, Callable[..., None]] = {}
         self._batch: list[tuple[str, tuple, str | None]] = []  # fenced writes not sent yet (sql, args, run id)
@@ -258,6 +259,7 @@ class PgStore(Reconnecting, Store):
                                    "nothing of it was kept")
         self._send(commit=True)
         self._dirty = self._notify = False
+        self._written.clear()
         self.notices.clear()
         self.replies.clear()
 
@@ -268,6 +270,23 @@ class PgStore(Reconnecting, Store):
         self._dirty = self._notify = False
         self.notices.clear()
         self.replies.clear()
+        self._stop_rolled_back()
+
+    def _stop_rolled_back(self) -> None:
+        """The runs held here whose writes were in the transaction just rolled back (a commit
+        refused: a full disk, a deadlock, a timeout; a failed claim beside them) stop, as after
+        a lost connection: their later writes are refused, their lease goes, and whoever claims
+        them next resumes from what was committed. Going on, they would record an outcome over
+        steps that were never stored (a group commit nobody awaited fails silently)."""
+        lost, self._written = sorted(r for r in self._written if r in self.fences), set()
+        if lost:  # one line for them all
+            log.warning("a transaction holding the writes of %d run(s) was rolled back; they stop here and resume "
+                        "from what was committed where they are claimed next: %s", len(lost),
+                        ", ".join(lost[:5]) + (", ..." if len(lost) > 5 else ""))
+        for run_id in lost:
+            self.abandoned.add(run_id)
+            self._pending_starts = {k: v for k, v in self._pending_starts.items() if k[0] != run_id}
+            self._tell(self.on_fenced.get(run_id), True)
 
     def close(self) -> None:
         conn = self.__dict__.get("_conn")
@@ -343,6 +362,7 @@ class PgStore(Reconnecting, Store):
         if token is None:
             self._batch.append((sql.replace("{fence}", "TRUE"), args, None))
             return
+        self._written.add(run_id)
         at = sql[:sql.index("{fence}")].count("%s")  # the fence's two values go where it stands
         self._batch.append((sql.replace("{fence}", FENCE), (*args[:at], run_id, token, *args[at:]), run_id))
 

@@ -363,3 +363,69 @@ def test_a_claim_reads_its_fresh_runs_in_one_go_and_each_executes_from_that_read
         assert [[s.outputs for s in worker.engine.store.steps(i)] for i in ids] == [[0], [1], [2]]
     finally:
         worker.engine.close()
+
+
+CHAIN = """\
+name: chain
+triggers:
+  manual: {type: Request, auth: {type: none}}
+actions:
+  a: {type: Compose, inputs: "{{ triggerBody().n }}"}
+  b: {type: Compose, inputs: "{{ add(outputs('a'), 1) }}", runAfter: {a: [Succeeded]}}
+  c: {type: Compose, inputs: "{{ add(outputs('b'), 1) }}", runAfter: {b: [Succeeded]}}
+outputs:
+  c: {value: "{{ outputs('c') }}"}
+"""
+
+
+def test_a_commit_the_database_refuses_stops_the_runs_whose_writes_it_held_and_they_resume_from_what_was_kept(
+        pg_state, flow_file):
+    """A group commit carries the writes of every run in flight. When PostgreSQL refuses one
+    (a full disk, a deadlock, a lock timeout: here a deferred trigger fails the first commit
+    writing a step 'b'), each run whose writes it held stops and is claimed again: none goes
+    on to record Succeeded over steps that were never stored."""
+    import anyio
+
+    from engine.worker import Worker
+
+    e = engine.Engine(pg_state)
+    conn = e.store.conn
+    conn.execute("CREATE SEQUENCE refusals")
+    conn.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                 "IF NEW.path = 'b' AND nextval('refusals') = 1 THEN RAISE EXCEPTION 'refused for the test'; "
+                 "END IF; RETURN NULL; END $$")
+    conn.execute("CREATE CONSTRAINT TRIGGER refuse AFTER INSERT OR UPDATE ON steps DEFERRABLE INITIALLY DEFERRED "
+                 "FOR EACH ROW EXECUTE FUNCTION refuse()")
+    e.store.flush()
+    flow = e.load(flow_file(CHAIN))
+    ids = [e.start(flow, input={"n": n}, commit=False) for n in range(20)]
+    e.store.flush()
+    worker = Worker(e, capacity=20, poll=0.2)
+    watch = engine.Engine(pg_state)  # reads on a connection of its own (the worker's commits are its own)
+
+    def unfinished() -> int:
+        n = watch.store.conn.execute("SELECT count(*) FROM runs WHERE status IN ('Queued', 'Running', 'Waiting')"
+                                 ).fetchone()[0]
+        watch.store.flush()
+        return n
+
+    async def main():
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            await tg.start(lambda task_status: worker.run(stop=stop, task_status=task_status))
+            with anyio.fail_after(60):
+                while unfinished():
+                    await anyio.sleep(0.02)
+            stop.set()
+            worker._wake()
+    try:
+        anyio.run(main)
+        assert watch.store.conn.execute("SELECT last_value FROM refusals").fetchone()[0] >= 1  # it refused one
+        for n, run_id in enumerate(ids):
+            run = watch.result(run_id)
+            assert run.status == "Succeeded" and run.outputs == {"c": n + 2}, (run.status, run.error)
+            assert {s.path: s.status for s in watch.steps(run_id)} == dict.fromkeys("abc", "Succeeded")
+        assert_no_step_of_a_succeeded_run_left_running(watch)
+    finally:
+        e.close()
+        watch.close()
