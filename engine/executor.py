@@ -616,11 +616,12 @@ class Runtime:
                 self._replay_step(step, root, deferred=False)
 
     def _in_until(self, path: str) -> bool:
-        """``path`` lies inside an iteration of an Until (``loop[2]/inc``)."""
+        """``path`` lies inside an iteration of a loop that reads the run's state after each
+        pass (an Until: ``loops`` with ``after_block``), e.g. ``loop[2]/inc``."""
         for segment in path.split("/")[:-1]:
             name, bracket, _ = segment.partition("[")
             action = self.flow.actions.get(name) if bracket else None
-            if action is not None and action.type == "Until":
+            if action is not None and action.node.loops and action.node.after_block:
                 return True
         return False
 
