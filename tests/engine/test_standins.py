@@ -68,7 +68,9 @@ actions:
 def test_a_logic_apps_static_result_answers_through_the_same_boundary(tmp_path):
     path = tmp_path / "static.yaml"
     path.write_text(textwrap.dedent(STATIC))
-    engine = Engine(tmp_path / "state.db")
+    from engine.clock import VirtualClock
+
+    engine = Engine(tmp_path / "state.db", clock=VirtualClock())  # ("off" retries its refused call: no wall time)
     try:
         flow = engine.load(path)
         with NetworkGuard() as guard:

@@ -127,8 +127,10 @@ def test_a_submit_retried_after_a_lost_answer_gets_the_same_run_from_the_token(d
 
 
 def test_a_timeout_cancels_the_run_and_the_workspace_sees_the_cancel(dbx, tmp_path):
+    import databricks.sdk  # noqa: F401  (imported first: a cold import alone can outlast the timeout)
+
     dbx.jobs[9] = JobSpec(polls=10 ** 6)
-    result = engine.run_file(write_flow(tmp_path, {"j": act("RunJob", {"jobId": 9}, timeout="PT0.5S")}),
+    result = engine.run_file(write_flow(tmp_path, {"j": act("RunJob", {"jobId": 9}, timeout="PT1S")}),
                              state=tmp_path / "state.db", connections=tmp_path / "connections.yaml")
     assert result.steps["j"].status == "TimedOut"
     run_id = dbx.seen("run-now") and next(iter(dbx.runs))

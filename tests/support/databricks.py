@@ -75,6 +75,8 @@ class FakeDatabricks:
         r("GET", r"/api/2\.0/sql/statements/[^/]+/result/chunks/\d+", handler=self._chunk)
         r("POST", r"/api/2\.0/sql/statements/[^/]+/cancel", handler=self._statement_cancel)
         r("GET", r"/oidc/\.well-known/oauth-authorization-server", handler=self._oidc)
+        # the SDK's discovery probe (recent databricks-sdk releases ask it whenever a client is built)
+        r("GET", r"/\.well-known/databricks-config", handler=self._host_metadata)
         r("POST", r"/oidc/v1/token", json={"access_token": "oauth-access-token", "token_type": "Bearer",
                                            "expires_in": 3600})
 
@@ -243,6 +245,10 @@ class FakeDatabricks:
         if ex is not None:
             ex["state"] = "CANCELED"
         return _answer(200, {})
+
+    def _host_metadata(self, req: Recorded) -> tuple[int, dict, bytes]:
+        return _answer(200, {"oidc_endpoint": f"{self.url}/oidc", "workspace_id": "1234567890123456",
+                             "cloud": "aws"})
 
     def _oidc(self, req: Recorded) -> tuple[int, dict, bytes]:
         return _answer(200, {"authorization_endpoint": f"{self.url}/oidc/v1/authorize",
