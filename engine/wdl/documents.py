@@ -196,6 +196,7 @@ def _bounded_select(elementpath: Any, tree: Any, expr: str, parser: Any = None) 
     if budget.inline:  # a path may take long: never on the event loop
         raise sandbox.OffloadSignal()
     out: dict[str, Any] = {}
+    stopping = threading.Lock()  # "done" and the raises of _Stop exclude each other
 
     limit = budget.limits.max_bytes
 
@@ -208,14 +209,19 @@ def _bounded_select(elementpath: Any, tree: Any, expr: str, parser: Any = None) 
         except BaseException as exc:  # noqa: BLE001  handed to the evaluating thread
             out["error"] = exc
         finally:
-            out["done"] = True
+            with stopping:  # no raise comes after this, and one pending is withdrawn: none lands
+                out["done"] = True  # in the thread's exit, outside every handler of _Stop
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
 
     worker = _Worker(run)
     worker.start()
     worker.join(max(0.0, budget.stop - time.perf_counter()))
     if worker.is_alive():
-        while worker.is_alive() and "done" not in out:  # one raise usually ends it; again if it was dropped
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(_Stop))
+        while worker.is_alive():  # one raise usually ends it; again if it was dropped
+            with stopping:
+                if "done" in out:
+                    break
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(_Stop))
             worker.join(0.05)
         raise ExpressionLimit(f"the template ran longer than {budget.limits.seconds:g} s")
     if "error" in out:
